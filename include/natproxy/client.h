@@ -1,0 +1,61 @@
+/* np_client: dials the server, logs in, registers its proxies, opens a work connection per visitor and
+ * joins it with the local service. Reconnects with capped exponential backoff and jitter. */
+#ifndef NATPROXY_CLIENT_H
+#define NATPROXY_CLIENT_H
+
+#include <stdint.h>
+
+#include <uv.h>
+
+#include <natproxy/codec.h>
+#include <natproxy/common.h>
+#include <natproxy/config.h>
+#include <natproxy/log.h>
+
+NP_BEGIN_DECLS
+
+struct np_client;
+
+typedef enum np_client_event_type {
+  NP_CLIENT_LOGGED_IN = 1,   /* session up */
+  NP_CLIENT_PROXY_READY = 2, /* a proxy got its public port: name, port */
+  NP_CLIENT_PROXY_FAILED = 3,/* the server refused a proxy: name, status, text */
+  NP_CLIENT_DISCONNECTED = 4,/* session lost: status; a reconnect is scheduled unless status is fatal */
+  NP_CLIENT_FATAL = 5        /* giving up (wrong token, ...): status, text. The client stays idle. */
+} np_client_event_type;
+
+typedef struct np_client_event {
+  np_client_event_type type;
+  int status;
+  const char *name; /* proxy name or NULL; borrowed */
+  const char *text; /* human-readable detail or NULL; borrowed */
+  int port;         /* public port for NP_CLIENT_PROXY_READY */
+} np_client_event;
+
+typedef void (*np_client_event_cb)(struct np_client *client, const np_client_event *ev);
+typedef void (*np_client_close_cb)(struct np_client *client);
+
+typedef struct np_client_stats {
+  uint64_t connects;      /* successful logins */
+  uint64_t work_opened;   /* work connections joined with the local service */
+  uint64_t local_failed;  /* local service unreachable */
+  uint64_t bytes_in;      /* server -> local, of finished joins */
+  uint64_t bytes_out;     /* local -> server, of finished joins */
+} np_client_stats;
+
+/* cfg is borrowed. Returns 0, NP_ECONFIG or UV_ENOMEM. */
+NP_EXPORT int np_client_new(uv_loop_t *loop, const struct np_config *cfg, struct np_client **out);
+NP_EXPORT int np_client_set_codec(struct np_client *client, const np_codec_ops *codec);
+NP_EXPORT void np_client_set_log(struct np_client *client, np_log_level level, np_log_cb cb,
+                                 void *arg);
+NP_EXPORT void np_client_set_event_cb(struct np_client *client, np_client_event_cb cb);
+/* Start connecting. Returns 0 or NP_ESTATE when already started. */
+NP_EXPORT int np_client_start(struct np_client *client);
+NP_EXPORT void np_client_get_stats(const struct np_client *client, np_client_stats *out);
+NP_EXPORT void np_client_close(struct np_client *client, np_client_close_cb cb);
+NP_EXPORT void *np_client_get_data(const struct np_client *client);
+NP_EXPORT void np_client_set_data(struct np_client *client, void *data);
+
+NP_END_DECLS
+
+#endif

@@ -1,0 +1,83 @@
+/* Message codecs: control messages <-> bytes. A codec does no I/O; the session layer feeds it whatever
+ * chunks the socket delivered and writes whatever it encodes. Two are built in: "native" (our framed,
+ * versioned binary protocol, docs/protocol.md) and "line" (the seed article's text protocol). An embedder
+ * can supply its own np_codec_ops. */
+#ifndef NATPROXY_CODEC_H
+#define NATPROXY_CODEC_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <natproxy/common.h>
+
+NP_BEGIN_DECLS
+
+/* Message types of the native protocol; values are wire values (docs/protocol.md). */
+typedef enum np_msg_type {
+  NP_MSG_HELLO = 1,      /* s->c: version, nonce                         */
+  NP_MSG_LOGIN = 2,      /* c->s: version, name (client), nonce (client), mac */
+  NP_MSG_LOGIN_RESP = 3, /* s->c: status, id (session), text              */
+  NP_MSG_PROXY = 4,      /* c->s: name (proxy), addr (bind), port         */
+  NP_MSG_PROXY_RESP = 5, /* s->c: name, status, port (actual), text       */
+  NP_MSG_REQ_WORK = 6,   /* s->c: id (visitor), name (proxy)              */
+  NP_MSG_WORK = 7,       /* c->s, first on a work connection: id (session), id2 (visitor), mac */
+  NP_MSG_WORK_FAIL = 8,  /* c->s: id (visitor), status, text              */
+  NP_MSG_PING = 9,       /* both ways: id (sequence)                      */
+  NP_MSG_PONG = 10,      /* both ways: id (sequence echoed)               */
+  NP_MSG_CLOSE = 11      /* both ways: status, text                       */
+} np_msg_type;
+
+#define NP_MSG_NAME_MAX 64  /* bytes, without the terminating NUL */
+#define NP_MSG_TEXT_MAX 255 /* bytes, without the terminating NUL */
+#define NP_MSG_KEY_LEN  32  /* nonce and MAC length */
+
+/* A decoded or to-be-encoded message. A value type: fields a type does not use are ignored by encoders
+ * and zeroed by decoders. Strings are NUL-terminated and never contain NUL. */
+typedef struct np_msg {
+  np_msg_type type;
+  uint16_t version;
+  uint16_t port;
+  int32_t status;
+  uint64_t id;
+  uint64_t id2;
+  unsigned char nonce[NP_MSG_KEY_LEN];
+  unsigned char mac[NP_MSG_KEY_LEN];
+  char name[NP_MSG_NAME_MAX + 1];
+  char addr[NP_MSG_NAME_MAX + 1];
+  char text[NP_MSG_TEXT_MAX + 1];
+} np_msg;
+
+/* What a codec's wire format can express; the session layer adapts to it. */
+enum np_codec_caps {
+  NP_CODEC_CAP_AUTH = 1 << 0,        /* HELLO/LOGIN handshake and PROXY registration */
+  NP_CODEC_CAP_WORK_HEADER = 1 << 1, /* work connections start with WORK{id}: matched by id */
+  NP_CODEC_CAP_PONG = 1 << 2         /* the peer answers PING, so silence means it is dead */
+};
+
+typedef struct np_codec_ops {
+  const char *name;
+  unsigned caps; /* enum np_codec_caps */
+  /* Decoder state; max_frame caps one encoded message in bytes. */
+  int (*decoder_new)(size_t max_frame, void **out);
+  void (*decoder_free)(void *dec);
+  /* Consume bytes from buf[0..len). Returns 1 and fills *msg when a message is complete, 0 when every byte
+   * was consumed without completing one, or a negative code (NP_EPROTO, NP_ETOOBIG, NP_EVERSION) that
+   * sticks: every later call returns it. *consumed is always set. Buffers at most one partial frame. */
+  int (*decode)(void *dec, const char *buf, size_t len, size_t *consumed, np_msg *msg);
+  /* Encode msg into buf[0..cap). Returns the length, NP_EUNSUPPORTED for a type the format cannot
+   * express, NP_ETOOBIG when cap is too small, NP_EPROTO for an invalid field. */
+  int (*encode)(const np_msg *msg, char *buf, size_t cap);
+} np_codec_ops;
+
+/* Upper bound of any encoding by the built-in codecs. */
+#define NP_CODEC_MAX_ENCODED 1024
+
+NP_EXPORT const np_codec_ops *np_codec_native(void);
+NP_EXPORT const np_codec_ops *np_codec_line(void);
+/* "native" or "line" -> ops; NULL when unknown. */
+NP_EXPORT const np_codec_ops *np_codec_find(const char *name);
+NP_EXPORT const char *np_msg_type_name(np_msg_type type);
+
+NP_END_DECLS
+
+#endif

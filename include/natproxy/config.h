@@ -1,0 +1,35 @@
+/* Configuration shared by the tools and embedders: INI files (docs/config.md) and the same keys set one by
+ * one (what the tools do for command-line flags, after loading the file, so flags win). */
+#ifndef NATPROXY_CONFIG_H
+#define NATPROXY_CONFIG_H
+
+#include <natproxy/common.h>
+
+NP_BEGIN_DECLS
+
+struct np_config;
+
+typedef enum np_config_kind { NP_CONFIG_SERVER = 1, NP_CONFIG_CLIENT = 2 } np_config_kind;
+
+/* Returns 0 or UV_ENOMEM; *out untouched on failure. Defaults are documented in docs/config.md. */
+NP_EXPORT int np_config_new(np_config_kind kind, struct np_config **out);
+NP_EXPORT void np_config_free(struct np_config *cfg);
+/* Load an INI file. Returns 0, NP_ECONFIG (np_config_error() says "FILE:LINE: what is wrong") or a
+ * UV_E* code when the file cannot be read. */
+NP_EXPORT int np_config_load_file(struct np_config *cfg, const char *path);
+/* Set key in section ("server", "client", or "proxy NAME") as if read from a file. NP_ECONFIG on an
+ * unknown key or bad value, with np_config_error() set. */
+NP_EXPORT int np_config_set(struct np_config *cfg, const char *section, const char *key,
+                            const char *value);
+/* Add a TCP proxy from an ssh -R style spec: [BIND_ADDR:]REMOTE_PORT:LOCAL_HOST:LOCAL_PORT. */
+NP_EXPORT int np_config_add_remote(struct np_config *cfg, const char *spec);
+/* Check cross-field rules (a client needs a server and at least one proxy, ...). NP_ECONFIG or 0. */
+NP_EXPORT int np_config_validate(struct np_config *cfg);
+/* The last error's text; "" when none. Borrowed until the next call on cfg. */
+NP_EXPORT const char *np_config_error(const struct np_config *cfg);
+/* The configured log level name's value (key log_level). */
+NP_EXPORT int np_config_log_level(const struct np_config *cfg);
+
+NP_END_DECLS
+
+#endif

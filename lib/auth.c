@@ -1,0 +1,63 @@
+#include "auth.h"
+
+#include <string.h>
+
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
+#include <openssl/rand.h>
+#include <uv.h>
+
+int np__auth_nonce(unsigned char out[NP_MSG_KEY_LEN]) {
+  return RAND_bytes(out, NP_MSG_KEY_LEN) == 1 ? 0 : UV_EIO;
+}
+
+static int hmac(const void *key, size_t keylen, const unsigned char *msg, size_t len,
+                unsigned char out[NP_MSG_KEY_LEN]) {
+  unsigned int outlen = 0;
+  if (HMAC(EVP_sha256(), key, (int)keylen, msg, len, out, &outlen) == NULL ||
+      outlen != NP_MSG_KEY_LEN)
+    return UV_EIO;
+  return 0;
+}
+
+static int login_hmac(const char *label, const char *token, const unsigned char *snonce,
+                      const unsigned char *cnonce, const char *name,
+                      unsigned char out[NP_MSG_KEY_LEN]) {
+  unsigned char msg[16 + 2 * NP_MSG_KEY_LEN + NP_MSG_NAME_MAX];
+  size_t ll = strlen(label), nl = strnlen(name, NP_MSG_NAME_MAX);
+  size_t off = 0;
+
+  memcpy(msg, label, ll), off += ll;
+  memcpy(msg + off, snonce, NP_MSG_KEY_LEN), off += NP_MSG_KEY_LEN;
+  memcpy(msg + off, cnonce, NP_MSG_KEY_LEN), off += NP_MSG_KEY_LEN;
+  memcpy(msg + off, name, nl), off += nl;
+  return hmac(token, strlen(token), msg, off, out);
+}
+
+int np__auth_login_mac(const char *token, const unsigned char snonce[NP_MSG_KEY_LEN],
+                       const unsigned char cnonce[NP_MSG_KEY_LEN], const char *name,
+                       unsigned char out[NP_MSG_KEY_LEN]) {
+  return login_hmac("np-login-1", token, snonce, cnonce, name, out);
+}
+
+int np__auth_session_key(const char *token, const unsigned char snonce[NP_MSG_KEY_LEN],
+                         const unsigned char cnonce[NP_MSG_KEY_LEN], const char *name,
+                         unsigned char out[NP_MSG_KEY_LEN]) {
+  return login_hmac("np-session-1", token, snonce, cnonce, name, out);
+}
+
+int np__auth_work_mac(const unsigned char key[NP_MSG_KEY_LEN], uint64_t session, uint64_t visitor,
+                      unsigned char out[NP_MSG_KEY_LEN]) {
+  unsigned char msg[9 + 16];
+  memcpy(msg, "np-work-1", 9);
+  for (int i = 0; i < 8; i++) {
+    msg[9 + i] = (unsigned char)(session >> (56 - 8 * i));
+    msg[17 + i] = (unsigned char)(visitor >> (56 - 8 * i));
+  }
+  return hmac(key, NP_MSG_KEY_LEN, msg, sizeof(msg), out);
+}
+
+int np__auth_equal(const unsigned char a[NP_MSG_KEY_LEN], const unsigned char b[NP_MSG_KEY_LEN]) {
+  return CRYPTO_memcmp(a, b, NP_MSG_KEY_LEN) == 0;
+}

@@ -1,0 +1,27 @@
+/* Login and work-connection proofs (docs/protocol.md §auth). No I/O. */
+#ifndef NP_AUTH_H
+#define NP_AUTH_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "natproxy/codec.h"
+
+/* Fresh random bytes from OpenSSL's CSPRNG. Returns 0 or UV_EIO. */
+int np__auth_nonce(unsigned char out[NP_MSG_KEY_LEN]);
+/* The client's login proof: HMAC-SHA256(token, "np-login-1" | server nonce | client nonce | name).
+ * The server's nonce is fresh per connection, so a recorded proof is worthless later. */
+int np__auth_login_mac(const char *token, const unsigned char snonce[NP_MSG_KEY_LEN],
+                       const unsigned char cnonce[NP_MSG_KEY_LEN], const char *name,
+                       unsigned char out[NP_MSG_KEY_LEN]);
+/* The per-session secret both sides derive after login; never on the wire. */
+int np__auth_session_key(const char *token, const unsigned char snonce[NP_MSG_KEY_LEN],
+                         const unsigned char cnonce[NP_MSG_KEY_LEN], const char *name,
+                         unsigned char out[NP_MSG_KEY_LEN]);
+/* Proof on a work connection: HMAC-SHA256(session key, "np-work-1" | session id | visitor id). */
+int np__auth_work_mac(const unsigned char key[NP_MSG_KEY_LEN], uint64_t session, uint64_t visitor,
+                      unsigned char out[NP_MSG_KEY_LEN]);
+/* Constant-time equality of two proofs. */
+int np__auth_equal(const unsigned char a[NP_MSG_KEY_LEN], const unsigned char b[NP_MSG_KEY_LEN]);
+
+#endif

@@ -1,0 +1,177 @@
+#include "chan.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "internal.h"
+
+/* Control messages are small; one read never needs to be larger than this. */
+#define RBUF_LEN 4096
+
+struct np__chan {
+  np_conn *conn;
+  const np_codec_ops *codec;
+  void *dec;
+  np__chan_msg_cb on_msg;
+  np__chan_err_cb on_error;
+  np__chan_close_cb close_cb;
+  void *data;
+  size_t queued, max_queued;
+  const char *rest; /* valid inside on_msg */
+  size_t rest_len;
+  int in_read;
+  unsigned failed : 1, closing : 1, detached : 1;
+  char rbuf[RBUF_LEN];
+};
+
+typedef struct out_msg {
+  np_conn_write req;
+  np__chan *ch;
+  size_t len;
+  char bytes[];
+} out_msg;
+
+int np__chan_new(np_conn *conn, const np_codec_ops *codec, size_t max_frame, size_t max_queued,
+                 np__chan **out) {
+  np__chan *ch = calloc(1, sizeof(*ch));
+  int r;
+
+  if (ch == NULL)
+    return UV_ENOMEM;
+  if ((r = codec->decoder_new(max_frame, &ch->dec)) != 0) {
+    free(ch);
+    return r;
+  }
+  ch->conn = conn;
+  ch->codec = codec;
+  ch->max_queued = max_queued;
+  conn->data = ch;
+  *out = ch;
+  return 0;
+}
+
+void *np__chan_data(np__chan *ch) {
+  return ch->data;
+}
+
+static void fail(np__chan *ch, int err) {
+  if (ch->failed || ch->closing)
+    return;
+  ch->failed = 1;
+  ch->on_error(ch, err);
+}
+
+static void on_alloc(np_conn *c, size_t suggested, uv_buf_t *buf) {
+  np__chan *ch = c->data;
+  (void)suggested;
+  *buf = uv_buf_init(ch->rbuf, sizeof(ch->rbuf));
+}
+
+static void free_chan(np__chan *ch) {
+  ch->codec->decoder_free(ch->dec);
+  free(ch);
+}
+
+static void on_read(np_conn *c, ssize_t nread, const uv_buf_t *buf) {
+  np__chan *ch = c->data;
+  size_t off = 0;
+
+  if (nread < 0) {
+    np__conn_read_stop(c);
+    fail(ch, (int)nread);
+    return;
+  }
+  ch->in_read++;
+  while (off < (size_t)nread && !ch->failed && !ch->closing && !ch->detached) {
+    np_msg msg;
+    size_t used;
+    int r = ch->codec->decode(ch->dec, buf->base + off, (size_t)nread - off, &used, &msg);
+    off += used;
+    if (r < 0) {
+      np__conn_read_stop(c);
+      fail(ch, r);
+      break;
+    }
+    if (r == 1) {
+      ch->rest = buf->base + off;
+      ch->rest_len = (size_t)nread - off;
+      ch->on_msg(ch, &msg);
+    }
+  }
+  ch->in_read--;
+  if (ch->detached && ch->in_read == 0)
+    free_chan(ch);
+}
+
+int np__chan_start(np__chan *ch, np__chan_msg_cb on_msg, np__chan_err_cb on_error, void *data) {
+  ch->on_msg = on_msg;
+  ch->on_error = on_error;
+  ch->data = data;
+  return np__conn_read_start(ch->conn, on_alloc, on_read);
+}
+
+static void on_write(np_conn_write *req, int status) {
+  out_msg *m = NP_CONTAINER_OF(req, out_msg, req);
+  np__chan *ch = m->ch;
+
+  ch->queued -= m->len;
+  free(m);
+  if (status != 0 && status != UV_ECANCELED)
+    fail(ch, status);
+}
+
+int np__chan_send(np__chan *ch, const np_msg *msg) {
+  char tmp[NP_CODEC_MAX_ENCODED];
+  out_msg *m;
+  uv_buf_t b;
+  int n, r;
+
+  if (ch->closing || ch->failed || ch->detached)
+    return NP_ESTATE;
+  if ((n = ch->codec->encode(msg, tmp, sizeof(tmp))) < 0)
+    return n;
+  if (ch->max_queued != 0 && ch->queued + (size_t)n > ch->max_queued)
+    return NP_ELIMIT;
+  if ((m = malloc(sizeof(*m) + (size_t)n)) == NULL)
+    return UV_ENOMEM;
+  memcpy(m->bytes, tmp, (size_t)n);
+  m->ch = ch;
+  m->len = (size_t)n;
+  b = uv_buf_init(m->bytes, (unsigned)n);
+  if ((r = np__conn_write(ch->conn, &m->req, &b, 1, on_write)) != 0) {
+    free(m);
+    return r;
+  }
+  ch->queued += (size_t)n;
+  return 0;
+}
+
+np_conn *np__chan_detach(np__chan *ch, const char **rest, size_t *rest_len) {
+  np_conn *c = ch->conn;
+
+  np__conn_read_stop(c);
+  ch->detached = 1;
+  *rest = ch->rest;
+  *rest_len = ch->rest_len;
+  c->data = NULL;
+  return c;
+}
+
+static void on_close(np_conn *c) {
+  np__chan *ch = c->data;
+  if (ch->close_cb != NULL)
+    ch->close_cb(ch);
+  free_chan(ch);
+}
+
+void np__chan_close(np__chan *ch, np__chan_close_cb cb) {
+  if (ch->closing)
+    return;
+  ch->closing = 1;
+  ch->close_cb = cb;
+  np__conn_close(ch->conn, on_close);
+}
+
+void np__chan_peer_str(np__chan *ch, char *buf, size_t len) {
+  np__conn_peer_str(ch->conn, buf, len);
+}

@@ -1,0 +1,313 @@
+/* The native wire format (docs/protocol.md): u32 big-endian body length, then the body: u8 type and the
+ * type's fields in a fixed order. Fields appended by a later minor version are ignored by this one, so
+ * trailing bytes after the known fields are accepted. */
+#include <stdlib.h>
+#include <string.h>
+
+#include <uv.h>
+
+#include "natproxy/codec.h"
+#include "natproxy/error.h"
+
+enum field {
+  F_END = 0,
+  F_VERSION, /* u16 */
+  F_PORT,    /* u16 */
+  F_STATUS,  /* i32 */
+  F_ID,      /* u64 */
+  F_ID2,     /* u64 */
+  F_NONCE,   /* 32 bytes */
+  F_MAC,     /* 32 bytes */
+  F_NAME,    /* u8 length + bytes, <= NP_MSG_NAME_MAX */
+  F_ADDR,    /* u8 length + bytes, <= NP_MSG_NAME_MAX */
+  F_TEXT     /* u8 length + bytes, <= NP_MSG_TEXT_MAX */
+};
+
+#define HDR_LEN 4
+/* The largest body any message type can have: see the layouts below. */
+#define MAX_FIELDS 5
+
+static const unsigned char layouts[][MAX_FIELDS] = {
+    [NP_MSG_HELLO] = {F_VERSION, F_NONCE},
+    [NP_MSG_LOGIN] = {F_VERSION, F_NAME, F_NONCE, F_MAC},
+    [NP_MSG_LOGIN_RESP] = {F_STATUS, F_ID, F_TEXT},
+    [NP_MSG_PROXY] = {F_NAME, F_ADDR, F_PORT},
+    [NP_MSG_PROXY_RESP] = {F_NAME, F_STATUS, F_PORT, F_TEXT},
+    [NP_MSG_REQ_WORK] = {F_ID, F_NAME},
+    [NP_MSG_WORK] = {F_ID, F_ID2, F_MAC},
+    [NP_MSG_WORK_FAIL] = {F_ID, F_STATUS, F_TEXT},
+    [NP_MSG_PING] = {F_ID},
+    [NP_MSG_PONG] = {F_ID},
+    [NP_MSG_CLOSE] = {F_STATUS, F_TEXT},
+};
+
+static int known_type(unsigned t) {
+  return t >= NP_MSG_HELLO && t <= NP_MSG_CLOSE;
+}
+
+static void put_be(unsigned char *p, uint64_t v, int n) {
+  for (int i = n - 1; i >= 0; i--) {
+    p[i] = (unsigned char)(v & 0xff);
+    v >>= 8;
+  }
+}
+
+static uint64_t get_be(const unsigned char *p, int n) {
+  uint64_t v = 0;
+  for (int i = 0; i < n; i++)
+    v = (v << 8) | p[i];
+  return v;
+}
+
+static int put_str(unsigned char **pp, unsigned char *end, const char *s, size_t max) {
+  size_t n = strnlen(s, max + 1);
+  if (n > max)
+    return NP_EPROTO;
+  if ((size_t)(end - *pp) < 1 + n)
+    return NP_ETOOBIG;
+  **pp = (unsigned char)n;
+  memcpy(*pp + 1, s, n);
+  *pp += 1 + n;
+  return 0;
+}
+
+static int encode(const np_msg *m, char *buf, size_t cap) {
+  unsigned char *start = (unsigned char *)buf;
+  unsigned char *end = start + cap;
+  unsigned char *p = start + HDR_LEN + 1;
+  int r = 0;
+
+  if (!known_type((unsigned)m->type))
+    return NP_EUNSUPPORTED;
+  if (cap < HDR_LEN + 1)
+    return NP_ETOOBIG;
+  for (int i = 0; i < MAX_FIELDS && layouts[m->type][i] != F_END && r == 0; i++) {
+    int width = 0;
+    uint64_t v = 0;
+    switch (layouts[m->type][i]) {
+    case F_VERSION:
+      width = 2, v = m->version;
+      break;
+    case F_PORT:
+      width = 2, v = m->port;
+      break;
+    case F_STATUS:
+      width = 4, v = (uint32_t)m->status;
+      break;
+    case F_ID:
+      width = 8, v = m->id;
+      break;
+    case F_ID2:
+      width = 8, v = m->id2;
+      break;
+    case F_NONCE:
+    case F_MAC:
+      if (end - p < NP_MSG_KEY_LEN)
+        return NP_ETOOBIG;
+      memcpy(p, layouts[m->type][i] == F_NONCE ? m->nonce : m->mac, NP_MSG_KEY_LEN);
+      p += NP_MSG_KEY_LEN;
+      break;
+    case F_NAME:
+      r = put_str(&p, end, m->name, NP_MSG_NAME_MAX);
+      break;
+    case F_ADDR:
+      r = put_str(&p, end, m->addr, NP_MSG_NAME_MAX);
+      break;
+    case F_TEXT:
+      r = put_str(&p, end, m->text, NP_MSG_TEXT_MAX);
+      break;
+    }
+    if (width > 0) {
+      if (end - p < width)
+        return NP_ETOOBIG;
+      put_be(p, v, width);
+      p += width;
+    }
+  }
+  if (r != 0)
+    return r;
+  put_be(start, (uint64_t)(p - start - HDR_LEN), HDR_LEN);
+  start[HDR_LEN] = (unsigned char)m->type;
+  return (int)(p - start);
+}
+
+static int get_str(const unsigned char **pp, const unsigned char *end, char *dst, size_t max) {
+  size_t n;
+  if (*pp >= end)
+    return NP_EPROTO;
+  n = **pp;
+  if (n > max || (size_t)(end - *pp - 1) < n || memchr(*pp + 1, '\0', n) != NULL)
+    return NP_EPROTO;
+  memcpy(dst, *pp + 1, n);
+  dst[n] = '\0';
+  *pp += 1 + n;
+  return 0;
+}
+
+/* Parse one complete body (type + fields). */
+static int parse_body(const unsigned char *p, size_t len, np_msg *m) {
+  const unsigned char *end = p + len;
+  unsigned type = p[0];
+
+  memset(m, 0, sizeof(*m));
+  if (!known_type(type))
+    return NP_EPROTO;
+  m->type = (np_msg_type)type;
+  p++;
+  for (int i = 0; i < MAX_FIELDS && layouts[type][i] != F_END; i++) {
+    int width = 0;
+    int r = 0;
+    uint64_t v;
+    switch (layouts[type][i]) {
+    case F_VERSION:
+    case F_PORT:
+      width = 2;
+      break;
+    case F_STATUS:
+      width = 4;
+      break;
+    case F_ID:
+    case F_ID2:
+      width = 8;
+      break;
+    case F_NONCE:
+    case F_MAC:
+      if (end - p < NP_MSG_KEY_LEN)
+        return NP_EPROTO;
+      memcpy(layouts[type][i] == F_NONCE ? m->nonce : m->mac, p, NP_MSG_KEY_LEN);
+      p += NP_MSG_KEY_LEN;
+      break;
+    case F_NAME:
+      r = get_str(&p, end, m->name, NP_MSG_NAME_MAX);
+      break;
+    case F_ADDR:
+      r = get_str(&p, end, m->addr, NP_MSG_NAME_MAX);
+      break;
+    case F_TEXT:
+      r = get_str(&p, end, m->text, NP_MSG_TEXT_MAX);
+      break;
+    }
+    if (r != 0)
+      return r;
+    if (width == 0)
+      continue;
+    if (end - p < width)
+      return NP_EPROTO;
+    v = get_be(p, width);
+    p += width;
+    switch (layouts[type][i]) {
+    case F_VERSION:
+      m->version = (uint16_t)v;
+      break;
+    case F_PORT:
+      m->port = (uint16_t)v;
+      break;
+    case F_STATUS:
+      m->status = (int32_t)(uint32_t)v;
+      break;
+    case F_ID:
+      m->id = v;
+      break;
+    default:
+      m->id2 = v;
+      break;
+    }
+  }
+  return 0;
+}
+
+typedef struct decoder {
+  size_t max_frame; /* largest body accepted */
+  size_t have;      /* bytes buffered of the current frame, header included */
+  int error;        /* sticky */
+  unsigned char buf[];
+} decoder;
+
+static int decoder_new(size_t max_frame, void **out) {
+  decoder *d;
+  if (max_frame < 1 || max_frame > (1u << 24))
+    return UV_EINVAL;
+  d = calloc(1, sizeof(*d) + HDR_LEN + max_frame);
+  if (d == NULL)
+    return UV_ENOMEM;
+  d->max_frame = max_frame;
+  *out = d;
+  return 0;
+}
+
+static void decoder_free(void *dec) {
+  free(dec);
+}
+
+static int check_len(decoder *d, const unsigned char *hdr, size_t *body) {
+  uint64_t n = get_be(hdr, HDR_LEN);
+  if (n == 0)
+    return d->error = NP_EPROTO;
+  if (n > d->max_frame)
+    return d->error = NP_ETOOBIG;
+  *body = (size_t)n;
+  return 0;
+}
+
+static int decode(void *dec, const char *in, size_t len, size_t *consumed, np_msg *msg) {
+  decoder *d = dec;
+  const unsigned char *p = (const unsigned char *)in;
+  size_t body = 0;
+  size_t take;
+  int r;
+
+  *consumed = 0;
+  if (d->error != 0)
+    return d->error;
+
+  /* Fast path: nothing buffered and a whole frame in the caller's bytes: parse in place. */
+  if (d->have == 0 && len >= HDR_LEN) {
+    if ((r = check_len(d, p, &body)) != 0)
+      return r;
+    if (len - HDR_LEN >= body) {
+      if ((r = parse_body(p + HDR_LEN, body, msg)) != 0)
+        return d->error = r;
+      *consumed = HDR_LEN + body;
+      return 1;
+    }
+  }
+
+  /* Slow path: accumulate a partial header, then a partial body. */
+  if (d->have < HDR_LEN) {
+    take = HDR_LEN - d->have < len ? HDR_LEN - d->have : len;
+    memcpy(d->buf + d->have, p, take);
+    d->have += take;
+    *consumed += take;
+    p += take;
+    len -= take;
+    if (d->have < HDR_LEN)
+      return 0;
+  }
+  if ((r = check_len(d, d->buf, &body)) != 0)
+    return r;
+  take = HDR_LEN + body - d->have;
+  if (take > len)
+    take = len;
+  memcpy(d->buf + d->have, p, take);
+  d->have += take;
+  *consumed += take;
+  if (d->have < HDR_LEN + body)
+    return 0;
+  d->have = 0;
+  if ((r = parse_body(d->buf + HDR_LEN, body, msg)) != 0)
+    return d->error = r;
+  return 1;
+}
+
+static const np_codec_ops native_ops = {
+    .name = "native",
+    .caps = NP_CODEC_CAP_AUTH | NP_CODEC_CAP_WORK_HEADER | NP_CODEC_CAP_PONG,
+    .decoder_new = decoder_new,
+    .decoder_free = decoder_free,
+    .decode = decode,
+    .encode = encode,
+};
+
+const np_codec_ops *np_codec_native(void) {
+  return &native_ops;
+}

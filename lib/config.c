@@ -1,0 +1,472 @@
+/* Configuration: INI files through inih and the same keys from flags, validated with FILE:LINE errors. */
+#include "config.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <ini.h>
+#include <uv.h>
+
+#include "internal.h"
+
+#define KIND_SERVER 1
+#define KIND_CLIENT 2
+#define KIND_BOTH   3
+
+static int set_err(struct np_config *cfg, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+static int set_err(struct np_config *cfg, const char *fmt, ...) {
+  char msg[400];
+  va_list ap;
+
+  va_start(ap, fmt);
+  vsnprintf(msg, sizeof(msg), fmt, ap);
+  va_end(ap);
+  /* np_config_load_file adds "FILE:LINE: " once inih has told it the line. */
+  snprintf(cfg->err, sizeof(cfg->err), "%s", msg);
+  return NP_ECONFIG;
+}
+
+/* Value parsers: 0 or NP_ECONFIG with cfg->err set. */
+
+static int parse_uint(struct np_config *cfg, const char *key, const char *v, uint64_t max,
+                      uint64_t *out) {
+  char *end;
+  unsigned long long n;
+
+  errno = 0;
+  if (*v == '\0' || *v == '-' || *v == '+')
+    return set_err(cfg, "%s: '%s' is not a number", key, v);
+  n = strtoull(v, &end, 10);
+  if (errno != 0 || *end != '\0' || n > max)
+    return set_err(cfg, "%s: '%s' is not a number from 0 to %llu", key, v,
+                   (unsigned long long)max);
+  *out = n;
+  return 0;
+}
+
+/* "250ms", "10s", "2m", "1h" or a bare number of seconds. */
+static int parse_duration(struct np_config *cfg, const char *key, const char *v, uint64_t *ms) {
+  char num[32];
+  const char *unit = v;
+  uint64_t n, mult = 1000;
+
+  while (*unit >= '0' && *unit <= '9')
+    unit++;
+  if (unit == v || (size_t)(unit - v) >= sizeof(num))
+    return set_err(cfg, "%s: '%s' is not a duration (like 500ms, 10s, 2m)", key, v);
+  memcpy(num, v, (size_t)(unit - v));
+  num[unit - v] = '\0';
+  if (strcmp(unit, "ms") == 0)
+    mult = 1;
+  else if (strcmp(unit, "s") == 0 || *unit == '\0')
+    mult = 1000;
+  else if (strcmp(unit, "m") == 0)
+    mult = 60000;
+  else if (strcmp(unit, "h") == 0)
+    mult = 3600000;
+  else
+    return set_err(cfg, "%s: unknown unit in '%s' (use ms, s, m or h)", key, v);
+  if (parse_uint(cfg, key, num, UINT32_MAX, &n) != 0)
+    return NP_ECONFIG;
+  *ms = n * mult;
+  return 0;
+}
+
+static int parse_ports(struct np_config *cfg, const char *key, const char *v) {
+  char buf[1024];
+  char *save = NULL, *tok;
+
+  if (np__strlcpy(buf, v, sizeof(buf)) != 0)
+    return set_err(cfg, "%s: list too long", key);
+  cfg->n_allow = 0;
+  for (tok = strtok_r(buf, ",", &save); tok != NULL; tok = strtok_r(NULL, ",", &save)) {
+    uint64_t lo, hi;
+    char *dash;
+    while (*tok == ' ')
+      tok++;
+    for (char *e = tok + strlen(tok); e > tok && e[-1] == ' '; e--)
+      e[-1] = '\0';
+    dash = strchr(tok, '-');
+    if (dash != NULL)
+      *dash = '\0';
+    if (parse_uint(cfg, key, tok, 65535, &lo) != 0 ||
+        parse_uint(cfg, key, dash != NULL ? dash + 1 : tok, 65535, &hi) != 0)
+      return NP_ECONFIG;
+    if (lo == 0 || lo > hi)
+      return set_err(cfg, "%s: bad range '%s%s%s' (ports are 1-65535, low-high)", key, tok,
+                     dash ? "-" : "", dash ? dash + 1 : "");
+    if (cfg->n_allow == NP_MAX_PORT_RANGES)
+      return set_err(cfg, "%s: more than %d ranges", key, NP_MAX_PORT_RANGES);
+    cfg->allow[cfg->n_allow].lo = (uint16_t)lo;
+    cfg->allow[cfg->n_allow].hi = (uint16_t)hi;
+    cfg->n_allow++;
+  }
+  if (cfg->n_allow == 0)
+    return set_err(cfg, "%s: empty list", key);
+  return 0;
+}
+
+int np__config_port_allowed(const struct np_config *cfg, int port) {
+  if (cfg->n_allow == 0)
+    return 1;
+  for (size_t i = 0; i < cfg->n_allow; i++)
+    if (port >= cfg->allow[i].lo && port <= cfg->allow[i].hi)
+      return 1;
+  return 0;
+}
+
+static int check_hostport(struct np_config *cfg, const char *key, const char *v, int numeric) {
+  struct sockaddr_storage ss;
+  char host[NP_HOSTPORT_MAX];
+  int port;
+
+  if (numeric ? np__parse_addr(v, &ss) != 0 : np__split_hostport(v, host, sizeof(host), &port) != 0)
+    return set_err(cfg, "%s: '%s' is not %s:PORT", key, v, numeric ? "IP" : "HOST");
+  return 0;
+}
+
+static int copy_str(struct np_config *cfg, const char *key, const char *v, char *dst, size_t cap) {
+  if (np__strlcpy(dst, v, cap) != 0)
+    return set_err(cfg, "%s: value longer than %zu bytes", key, cap - 1);
+  return 0;
+}
+
+/* Keys of [server] / [client]. */
+enum vtype { V_STR, V_HOSTPORT, V_IPPORT, V_DURATION, V_COUNT, V_PORTS, V_LEVEL, V_CODEC };
+
+typedef struct key_def {
+  const char *name;
+  int kinds;
+  enum vtype type;
+  size_t offset;
+  size_t size; /* for strings */
+} key_def;
+
+#define FIELD(f) offsetof(struct np_config, f), sizeof(((struct np_config *)0)->f)
+
+static const key_def keys[] = {
+    {"token", KIND_BOTH, V_STR, FIELD(token)},
+    {"codec", KIND_BOTH, V_CODEC, FIELD(codec)},
+    {"log_level", KIND_BOTH, V_LEVEL, FIELD(log_level)},
+    {"heartbeat_interval", KIND_BOTH, V_DURATION, FIELD(heartbeat_interval_ms)},
+    {"heartbeat_timeout", KIND_BOTH, V_DURATION, FIELD(heartbeat_timeout_ms)},
+    {"max_frame", KIND_BOTH, V_COUNT, FIELD(max_frame)},
+    {"bind", KIND_SERVER, V_IPPORT, FIELD(bind)},
+    {"tunnel_bind", KIND_SERVER, V_IPPORT, FIELD(tunnel_bind)},
+    {"visit_bind", KIND_SERVER, V_IPPORT, FIELD(visit_bind)},
+    {"allow_ports", KIND_SERVER, V_PORTS, 0, 0},
+    {"pending_timeout", KIND_SERVER, V_DURATION, FIELD(pending_timeout_ms)},
+    {"max_pending", KIND_SERVER, V_COUNT, FIELD(max_pending)},
+    {"max_pending_per_proxy", KIND_SERVER, V_COUNT, FIELD(max_pending_per_proxy)},
+    {"max_clients", KIND_SERVER, V_COUNT, FIELD(max_clients)},
+    {"max_proxies_per_client", KIND_SERVER, V_COUNT, FIELD(max_proxies_per_client)},
+    {"server", KIND_CLIENT, V_HOSTPORT, FIELD(server)},
+    {"name", KIND_CLIENT, V_STR, FIELD(name)},
+    {"tunnel", KIND_CLIENT, V_HOSTPORT, FIELD(tunnel)},
+    {"reconnect_min", KIND_CLIENT, V_DURATION, FIELD(reconnect_min_ms)},
+    {"reconnect_max", KIND_CLIENT, V_DURATION, FIELD(reconnect_max_ms)},
+    {"dial_timeout", KIND_CLIENT, V_DURATION, FIELD(dial_timeout_ms)},
+};
+
+static int set_key(struct np_config *cfg, const key_def *k, const char *v) {
+  char *field = (char *)cfg + k->offset;
+  uint64_t n = 0;
+  np_log_level lvl;
+
+  switch (k->type) {
+  case V_STR:
+    return copy_str(cfg, k->name, v, field, k->size);
+  case V_HOSTPORT:
+  case V_IPPORT:
+    if (check_hostport(cfg, k->name, v, k->type == V_IPPORT) != 0)
+      return NP_ECONFIG;
+    return copy_str(cfg, k->name, v, field, k->size);
+  case V_DURATION:
+    if (parse_duration(cfg, k->name, v, &n) != 0)
+      return NP_ECONFIG;
+    *(uint64_t *)(void *)field = n;
+    return 0;
+  case V_COUNT:
+    if (parse_uint(cfg, k->name, v, 1u << 30, &n) != 0)
+      return NP_ECONFIG;
+    *(size_t *)(void *)field = (size_t)n;
+    return 0;
+  case V_PORTS:
+    return parse_ports(cfg, k->name, v);
+  case V_LEVEL:
+    if (np_log_level_parse(v, &lvl) != 0)
+      return set_err(cfg, "%s: '%s' is not one of error, warn, info, debug, trace", k->name, v);
+    cfg->log_level = (int)lvl;
+    return 0;
+  case V_CODEC:
+    if (np_codec_find(v) == NULL)
+      return set_err(cfg, "%s: '%s' is not a codec (native or line)", k->name, v);
+    return copy_str(cfg, k->name, v, field, k->size);
+  }
+  return NP_ECONFIG;
+}
+
+static np__proxy_cfg *proxy_get(struct np_config *cfg, const char *name) {
+  np__proxy_cfg *p;
+
+  for (size_t i = 0; i < cfg->n_proxies; i++)
+    if (strcmp(cfg->proxies[i].name, name) == 0)
+      return &cfg->proxies[i];
+  if (cfg->n_proxies == NP_MAX_PROXIES) {
+    set_err(cfg, "more than %d proxies", NP_MAX_PROXIES);
+    return NULL;
+  }
+  if (name[0] == '\0' || strlen(name) > NP_MSG_NAME_MAX) {
+    set_err(cfg, "proxy name '%s' must be 1 to %d bytes", name, NP_MSG_NAME_MAX);
+    return NULL;
+  }
+  p = &cfg->proxies[cfg->n_proxies++];
+  memset(p, 0, sizeof(*p));
+  strcpy(p->name, name);
+  p->remote_port = -1;
+  return p;
+}
+
+static int set_proxy_key(struct np_config *cfg, const char *pname, const char *key,
+                         const char *v) {
+  np__proxy_cfg *p;
+  uint64_t n;
+
+  if (cfg->kind != NP_CONFIG_CLIENT)
+    return set_err(cfg, "[proxy %s]: proxies are configured on the client", pname);
+  if ((p = proxy_get(cfg, pname)) == NULL)
+    return NP_ECONFIG;
+  if (strcmp(key, "type") == 0) {
+    if (strcmp(v, "tcp") != 0)
+      return set_err(cfg, "type: '%s' is not supported (tcp)", v);
+    return 0;
+  }
+  if (strcmp(key, "remote_port") == 0) {
+    if (parse_uint(cfg, key, v, 65535, &n) != 0)
+      return NP_ECONFIG;
+    p->remote_port = (int)n;
+    return 0;
+  }
+  if (strcmp(key, "local") == 0)
+    return check_hostport(cfg, key, v, 0) != 0 ? NP_ECONFIG
+                                                 : copy_str(cfg, key, v, p->local, sizeof(p->local));
+  if (strcmp(key, "bind_addr") == 0)
+    return copy_str(cfg, key, v, p->bind_addr, sizeof(p->bind_addr));
+  return set_err(cfg, "unknown key '%s' in [proxy %s] (known: type, local, remote_port, bind_addr)",
+                 key, pname);
+}
+
+int np_config_set(struct np_config *cfg, const char *section, const char *key, const char *value) {
+  const char *want = cfg->kind == NP_CONFIG_SERVER ? "server" : "client";
+
+  cfg->err[0] = '\0';
+  if (section != NULL && strncmp(section, "proxy ", 6) == 0)
+    return set_proxy_key(cfg, section + 6, key, value);
+  if (section != NULL && strcmp(section, want) != 0)
+    return set_err(cfg, "unknown section [%s] (expected [%s]%s)", section, want,
+                   cfg->kind == NP_CONFIG_CLIENT ? " or [proxy NAME]" : "");
+  if (cfg->kind == NP_CONFIG_CLIENT && strcmp(key, "local") == 0)
+    return set_proxy_key(cfg, "seed", "local", value); /* the line codec's one service */
+  for (size_t i = 0; i < NP_ARRAY_SIZE(keys); i++) {
+    if (strcmp(keys[i].name, key) != 0)
+      continue;
+    if (!(keys[i].kinds & (int)cfg->kind))
+      break;
+    return set_key(cfg, &keys[i], value);
+  }
+  return set_err(cfg, "unknown key '%s' in [%s]", key, want);
+}
+
+static int on_ini_pair(void *user, const char *section, const char *name, const char *value) {
+  struct np_config *cfg = user;
+
+  if (cfg->err[0] != '\0')
+    return 1; /* keep only the first error */
+  if (section[0] == '\0')
+    section = NULL;
+  if (section == NULL)
+    return set_err(cfg, "'%s' appears before any [section]", name), 0;
+  return np_config_set(cfg, section, name, value) == 0;
+}
+
+int np_config_load_file(struct np_config *cfg, const char *path) {
+  FILE *f = fopen(path, "r");
+  int line;
+
+  cfg->err[0] = '\0';
+  if (f == NULL) {
+    int r = uv_translate_sys_error(errno);
+    snprintf(cfg->err, sizeof(cfg->err), "%s: cannot open: %s", path, uv_strerror(r));
+    return r;
+  }
+  /* inih reports the first failing line through its return value; our handler recorded the message
+   * without the line, so rebuild it once the line is known. */
+  line = ini_parse_file(f, on_ini_pair, cfg);
+  fclose(f);
+  if (line != 0) {
+    char msg[sizeof(cfg->err)];
+    memcpy(msg, cfg->err, sizeof(msg));
+    if (msg[0] == '\0')
+      snprintf(msg, sizeof(msg), "syntax error (expected 'key = value' or '[section]')");
+    snprintf(cfg->err, sizeof(cfg->err), "%.100s:%d: %.380s", path, line, msg);
+    return NP_ECONFIG;
+  }
+  return 0;
+}
+
+/* Split s in place at ':' outside [brackets]; returns the number of fields, or max + 1 if more. */
+static int split_fields(char *s, char **fields, int max) {
+  int n = 0, depth = 0;
+
+  fields[n++] = s;
+  for (; *s != '\0'; s++) {
+    if (*s == '[')
+      depth++;
+    else if (*s == ']')
+      depth--;
+    else if (*s == ':' && depth == 0) {
+      if (n == max)
+        return max + 1;
+      *s = '\0';
+      fields[n++] = s + 1;
+    }
+  }
+  return n;
+}
+
+static void strip_brackets(char *s) {
+  size_t n = strlen(s);
+  if (n >= 2 && s[0] == '[' && s[n - 1] == ']') {
+    memmove(s, s + 1, n - 2);
+    s[n - 2] = '\0';
+  }
+}
+
+/* [BIND_ADDR:]REMOTE_PORT:LOCAL_HOST:LOCAL_PORT; hosts may be [v6]. */
+int np_config_add_remote(struct np_config *cfg, const char *spec) {
+  char buf[NP_HOSTPORT_MAX * 2];
+  char *f[4];
+  char name[NP_MSG_NAME_MAX + 1];
+  char bind[NP_MSG_NAME_MAX + 1] = "";
+  np__proxy_cfg *px;
+  uint64_t rp;
+  int n;
+
+  cfg->err[0] = '\0';
+  if (cfg->kind != NP_CONFIG_CLIENT)
+    return set_err(cfg, "-R is a client option");
+  if (np__strlcpy(buf, spec, sizeof(buf)) != 0)
+    return set_err(cfg, "-R %s: too long", spec);
+  n = split_fields(buf, f, 4);
+  if (n < 3 || n > 4)
+    return set_err(cfg, "-R %s: expected [BIND_ADDR:]REMOTE_PORT:LOCAL_HOST:LOCAL_PORT", spec);
+  if (n == 4) {
+    if (np__strlcpy(bind, f[0], sizeof(bind)) != 0)
+      return set_err(cfg, "-R %s: bind address too long", spec);
+    strip_brackets(bind);
+  }
+  if (parse_uint(cfg, "-R remote port", f[n - 3], 65535, &rp) != 0)
+    return NP_ECONFIG;
+  if (rp == 0)
+    snprintf(name, sizeof(name), "tcp-%s-%s", f[n - 2], f[n - 1]);
+  else
+    snprintf(name, sizeof(name), "tcp-%llu", (unsigned long long)rp);
+  for (size_t i = 0; i < cfg->n_proxies; i++)
+    if (strcmp(cfg->proxies[i].name, name) == 0)
+      return set_err(cfg, "-R %s: the same remote port is given twice", spec);
+  if ((px = proxy_get(cfg, name)) == NULL)
+    return NP_ECONFIG;
+  px->remote_port = (int)rp;
+  strcpy(px->bind_addr, bind);
+  snprintf(px->local, sizeof(px->local), "%s:%s", f[n - 2], f[n - 1]);
+  if (check_hostport(cfg, "-R local address", px->local, 0) != 0) {
+    cfg->n_proxies--;
+    return NP_ECONFIG;
+  }
+  return 0;
+}
+
+int np_config_validate(struct np_config *cfg) {
+  int line_codec = strcmp(cfg->codec, "line") == 0;
+
+  cfg->err[0] = '\0';
+  if (cfg->heartbeat_interval_ms == 0 || cfg->heartbeat_timeout_ms <= cfg->heartbeat_interval_ms)
+    return set_err(cfg, "heartbeat_timeout (%llums) must be longer than heartbeat_interval (%llums)",
+                   (unsigned long long)cfg->heartbeat_timeout_ms,
+                   (unsigned long long)cfg->heartbeat_interval_ms);
+  if (cfg->max_frame < 64 || cfg->max_frame > (1u << 24))
+    return set_err(cfg, "max_frame must be from 64 to 16777216 bytes");
+  if (cfg->kind == NP_CONFIG_SERVER) {
+    if (cfg->pending_timeout_ms == 0)
+      return set_err(cfg, "pending_timeout must be above 0");
+    if (line_codec && (cfg->tunnel_bind[0] == '\0' || cfg->visit_bind[0] == '\0'))
+      return set_err(cfg, "codec line needs tunnel_bind and visit_bind (--tunnel-bind, --visit-bind)");
+    return 0;
+  }
+  if (cfg->server[0] == '\0')
+    return set_err(cfg, "no server given (--server HOST:PORT or server = in [client])");
+  if (cfg->reconnect_min_ms == 0 || cfg->reconnect_max_ms < cfg->reconnect_min_ms)
+    return set_err(cfg, "reconnect_min must be above 0 and at most reconnect_max");
+  if (line_codec) {
+    if (cfg->tunnel[0] == '\0')
+      return set_err(cfg, "codec line needs the tunnel address (--tunnel HOST:PORT)");
+    if (cfg->n_proxies != 1)
+      return set_err(cfg, "codec line carries exactly one service (--local HOST:PORT)");
+  }
+  if (cfg->n_proxies == 0)
+    return set_err(cfg, "no proxies (give -R REMOTE_PORT:LOCAL_HOST:LOCAL_PORT or a [proxy NAME])");
+  for (size_t i = 0; i < cfg->n_proxies; i++) {
+    np__proxy_cfg *p = &cfg->proxies[i];
+    if (p->local[0] == '\0')
+      return set_err(cfg, "[proxy %s]: local = HOST:PORT is missing", p->name);
+    if (p->remote_port < 0 && !line_codec)
+      return set_err(cfg, "[proxy %s]: remote_port is missing (0 lets the server choose)", p->name);
+  }
+  return 0;
+}
+
+int np_config_new(np_config_kind kind, struct np_config **out) {
+  struct np_config *cfg;
+
+  if (kind != NP_CONFIG_SERVER && kind != NP_CONFIG_CLIENT)
+    return UV_EINVAL;
+  if ((cfg = calloc(1, sizeof(*cfg))) == NULL)
+    return UV_ENOMEM;
+  cfg->kind = kind;
+  strcpy(cfg->codec, "native");
+  cfg->log_level = NP_LOG_INFO;
+  cfg->heartbeat_interval_ms = 10000;
+  cfg->heartbeat_timeout_ms = 30000;
+  cfg->max_frame = 4096;
+  strcpy(cfg->bind, "0.0.0.0:7000");
+  cfg->pending_timeout_ms = 10000;
+  cfg->max_pending = 4096;
+  cfg->max_pending_per_proxy = 256;
+  cfg->max_clients = 1024;
+  cfg->max_proxies_per_client = NP_MAX_PROXIES;
+  cfg->reconnect_min_ms = 500;
+  cfg->reconnect_max_ms = 30000;
+  cfg->dial_timeout_ms = 5000;
+  if (gethostname(cfg->name, sizeof(cfg->name) - 1) != 0 || cfg->name[0] == '\0')
+    strcpy(cfg->name, "client");
+  *out = cfg;
+  return 0;
+}
+
+void np_config_free(struct np_config *cfg) {
+  free(cfg);
+}
+
+const char *np_config_error(const struct np_config *cfg) {
+  return cfg->err;
+}
+
+int np_config_log_level(const struct np_config *cfg) {
+  return cfg->log_level;
+}

@@ -1,0 +1,62 @@
+/* The parsed configuration as the server and client read it (public API: natproxy/config.h). */
+#ifndef NP_CONFIG_INTERNAL_H
+#define NP_CONFIG_INTERNAL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "natproxy/codec.h"
+#include "natproxy/config.h"
+
+#define NP_HOSTPORT_MAX 262 /* a DNS name (253), brackets, colon, port */
+#define NP_MAX_PORT_RANGES 64
+#define NP_MAX_PROXIES 64
+
+typedef struct np__proxy_cfg {
+  char name[NP_MSG_NAME_MAX + 1];
+  char bind_addr[NP_MSG_NAME_MAX + 1]; /* on the server; "" = the server's default */
+  int remote_port;                     /* -1 = not set; 0 = server picks */
+  char local[NP_HOSTPORT_MAX];         /* host:port of the private service */
+} np__proxy_cfg;
+
+struct np_config {
+  np_config_kind kind;
+  char err[512];
+
+  /* both */
+  char token[256];
+  char codec[16];
+  int log_level;
+  uint64_t heartbeat_interval_ms;
+  uint64_t heartbeat_timeout_ms;
+  size_t max_frame;
+
+  /* server */
+  char bind[NP_HOSTPORT_MAX];
+  char tunnel_bind[NP_HOSTPORT_MAX]; /* line codec only */
+  char visit_bind[NP_HOSTPORT_MAX];  /* line codec only */
+  struct {
+    uint16_t lo, hi;
+  } allow[NP_MAX_PORT_RANGES];
+  size_t n_allow; /* 0 = every port */
+  uint64_t pending_timeout_ms;
+  size_t max_pending;
+  size_t max_pending_per_proxy;
+  size_t max_clients;
+  size_t max_proxies_per_client;
+
+  /* client */
+  char server[NP_HOSTPORT_MAX];
+  char name[NP_MSG_NAME_MAX + 1];
+  char tunnel[NP_HOSTPORT_MAX]; /* line codec only */
+  uint64_t reconnect_min_ms;
+  uint64_t reconnect_max_ms;
+  uint64_t dial_timeout_ms;
+  np__proxy_cfg proxies[NP_MAX_PROXIES];
+  size_t n_proxies;
+};
+
+/* Is port allowed by allow_ports? */
+int np__config_port_allowed(const struct np_config *cfg, int port);
+
+#endif

@@ -1,0 +1,141 @@
+/* The plain TCP implementation of np_conn over a uv_tcp_t. */
+#include "conn.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "internal.h"
+
+typedef struct tcp_conn {
+  np_conn base;
+  uv_stream_t *stream; /* &tcp, or a wrapped stream */
+  int owned;           /* stream memory is ours (embedded) */
+  uv_shutdown_t shutdown_req;
+  np_conn_shutdown_cb shutdown_cb;
+  np_conn_close_cb close_cb;
+  uv_tcp_t tcp;
+} tcp_conn;
+
+static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
+  tcp_conn *t = h->data;
+  t->base.alloc_cb(&t->base, suggested, buf);
+}
+
+static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
+  tcp_conn *t = s->data;
+  t->base.read_cb(&t->base, nread, buf);
+}
+
+static int tcp_read_start(np_conn *c) {
+  tcp_conn *t = (tcp_conn *)c;
+  return uv_read_start(t->stream, on_alloc, on_read);
+}
+
+static int tcp_read_stop(np_conn *c) {
+  tcp_conn *t = (tcp_conn *)c;
+  return uv_read_stop(t->stream);
+}
+
+static void on_write(uv_write_t *w, int status) {
+  np_conn_write *req = NP_CONTAINER_OF(w, np_conn_write, uv);
+  req->cb(req, status);
+}
+
+static int tcp_write(np_conn *c, np_conn_write *req, const uv_buf_t *bufs, unsigned nbufs) {
+  tcp_conn *t = (tcp_conn *)c;
+  return uv_write(&req->uv, t->stream, bufs, nbufs, on_write);
+}
+
+static void on_shutdown(uv_shutdown_t *req, int status) {
+  tcp_conn *t = req->data;
+  t->shutdown_cb(&t->base, status);
+}
+
+static int tcp_shutdown(np_conn *c, np_conn_shutdown_cb cb) {
+  tcp_conn *t = (tcp_conn *)c;
+  t->shutdown_cb = cb;
+  t->shutdown_req.data = t;
+  return uv_shutdown(&t->shutdown_req, t->stream, on_shutdown);
+}
+
+static void on_close(uv_handle_t *h) {
+  tcp_conn *t = h->data;
+  if (t->close_cb != NULL)
+    t->close_cb(&t->base);
+  free(t);
+}
+
+static void tcp_close(np_conn *c, np_conn_close_cb cb) {
+  tcp_conn *t = (tcp_conn *)c;
+  t->close_cb = cb;
+  if (!uv_is_closing((uv_handle_t *)t->stream))
+    uv_close((uv_handle_t *)t->stream, on_close);
+}
+
+static const np_conn_ops tcp_ops = {
+    .read_start = tcp_read_start,
+    .read_stop = tcp_read_stop,
+    .write = tcp_write,
+    .shutdown = tcp_shutdown,
+    .close = tcp_close,
+};
+
+int np__conn_tcp_new(uv_loop_t *loop, np_conn **out) {
+  tcp_conn *t = calloc(1, sizeof(*t));
+  int r;
+
+  if (t == NULL)
+    return UV_ENOMEM;
+  if ((r = uv_tcp_init(loop, &t->tcp)) != 0) {
+    free(t);
+    return r;
+  }
+  t->base.ops = &tcp_ops;
+  t->stream = (uv_stream_t *)&t->tcp;
+  t->stream->data = t;
+  t->owned = 1;
+  *out = &t->base;
+  return 0;
+}
+
+uv_tcp_t *np__conn_tcp_handle(np_conn *c) {
+  return (uv_tcp_t *)((tcp_conn *)c)->stream;
+}
+
+int np__conn_tcp_wrap(uv_stream_t *stream, np_conn **out) {
+  tcp_conn *t = calloc(1, sizeof(*t));
+
+  if (t == NULL)
+    return UV_ENOMEM;
+  t->base.ops = &tcp_ops;
+  t->stream = stream;
+  stream->data = t;
+  *out = &t->base;
+  return 0;
+}
+
+int np__conn_tcp_accept(uv_stream_t *server, np_conn **out) {
+  np_conn *c;
+  int r;
+
+  if ((r = np__conn_tcp_new(server->loop, &c)) != 0)
+    return r;
+  if ((r = uv_accept(server, (uv_stream_t *)np__conn_tcp_handle(c))) != 0) {
+    np__conn_close(c, NULL);
+    return r;
+  }
+  uv_tcp_nodelay(np__conn_tcp_handle(c), 1);
+  *out = c;
+  return 0;
+}
+
+void np__conn_peer_str(np_conn *c, char *buf, size_t len) {
+  struct sockaddr_storage ss;
+  int n = sizeof(ss);
+
+  if (uv_tcp_getpeername(np__conn_tcp_handle(c), (struct sockaddr *)&ss, &n) != 0) {
+    snprintf(buf, len, "?");
+    return;
+  }
+  np__addr_str((struct sockaddr *)&ss, buf, len);
+}

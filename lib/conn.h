@@ -1,0 +1,80 @@
+/* np_conn: the one duplex byte-stream interface everything above speaks (see docs/design.md). The TCP
+ * implementation lives in conn.c; TLS and multiplexed streams will be further implementations. */
+#ifndef NP_CONN_H
+#define NP_CONN_H
+
+#include <stddef.h>
+
+#include <uv.h>
+
+typedef struct np_conn np_conn;
+typedef struct np_conn_write np_conn_write;
+
+/* Like libuv's: nread > 0 bytes in buf, UV_EOF at end of stream, < 0 on error. buf came from alloc_cb
+ * (its memory belongs to whoever allocated it). */
+typedef void (*np_conn_alloc_cb)(np_conn *c, size_t suggested, uv_buf_t *buf);
+typedef void (*np_conn_read_cb)(np_conn *c, ssize_t nread, const uv_buf_t *buf);
+typedef void (*np_conn_write_cb)(np_conn_write *req, int status);
+typedef void (*np_conn_shutdown_cb)(np_conn *c, int status);
+typedef void (*np_conn_close_cb)(np_conn *c);
+
+/* A write request the caller allocates and keeps until its callback (like uv_write_t). */
+struct np_conn_write {
+  uv_write_t uv;
+  np_conn *conn;
+  np_conn_write_cb cb;
+  void *data;
+};
+
+typedef struct np_conn_ops {
+  int (*read_start)(np_conn *c);
+  int (*read_stop)(np_conn *c);
+  int (*write)(np_conn *c, np_conn_write *req, const uv_buf_t *bufs, unsigned nbufs);
+  int (*shutdown)(np_conn *c, np_conn_shutdown_cb cb);
+  /* Asynchronous; cb runs once the conn is closed, after which its memory is freed. */
+  void (*close)(np_conn *c, np_conn_close_cb cb);
+} np_conn_ops;
+
+struct np_conn {
+  const np_conn_ops *ops;
+  np_conn_alloc_cb alloc_cb;
+  np_conn_read_cb read_cb;
+  void *data; /* owner's */
+};
+
+static inline int np__conn_read_start(np_conn *c, np_conn_alloc_cb alloc_cb,
+                                      np_conn_read_cb read_cb) {
+  c->alloc_cb = alloc_cb;
+  c->read_cb = read_cb;
+  return c->ops->read_start(c);
+}
+static inline int np__conn_read_stop(np_conn *c) {
+  return c->ops->read_stop(c);
+}
+/* On success req->cb runs exactly once; on failure never. */
+static inline int np__conn_write(np_conn *c, np_conn_write *req, const uv_buf_t *bufs,
+                                 unsigned nbufs, np_conn_write_cb cb) {
+  req->conn = c;
+  req->cb = cb;
+  return c->ops->write(c, req, bufs, nbufs);
+}
+static inline int np__conn_shutdown(np_conn *c, np_conn_shutdown_cb cb) {
+  return c->ops->shutdown(c, cb);
+}
+static inline void np__conn_close(np_conn *c, np_conn_close_cb cb) {
+  c->ops->close(c, cb);
+}
+
+/* A TCP conn owning a fresh uv_tcp_t, ready for uv_accept or uv_tcp_connect. */
+int np__conn_tcp_new(uv_loop_t *loop, np_conn **out);
+/* The conn's uv_tcp_t (for accept, connect, getpeername, nodelay). */
+uv_tcp_t *np__conn_tcp_handle(np_conn *c);
+/* Wrap a stream somebody else allocated; closing the conn uv_closes the stream but frees only the
+ * wrapper, and then calls cb. */
+int np__conn_tcp_wrap(uv_stream_t *stream, np_conn **out);
+/* Accept a pending connection from server into a new conn (TCP_NODELAY on). */
+int np__conn_tcp_accept(uv_stream_t *server, np_conn **out);
+/* Peer address as "host:port" for logs. */
+void np__conn_peer_str(np_conn *c, char *buf, size_t len);
+
+#endif

@@ -1,0 +1,37 @@
+/* Internal helpers shared by the library's modules. Not installed. */
+#ifndef NP_INTERNAL_H
+#define NP_INTERNAL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <uv.h>
+
+#include "natproxy/error.h"
+#include "natproxy/log.h"
+
+#define NP_CONTAINER_OF(ptr, type, field) ((type *)((char *)(ptr) - offsetof(type, field)))
+#define NP_ARRAY_SIZE(a)                  (sizeof(a) / sizeof((a)[0]))
+
+/* One logger per server or client object (no global logger, see log.h). */
+typedef struct np__logger {
+  np_log_level level;
+  np_log_cb cb;
+  void *arg;
+} np__logger;
+
+void np__logger_init(np__logger *lg);
+void np__log(const np__logger *lg, np_log_level level, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* "host:port" or "[v6]:port" -> sockaddr; port 0 allowed. Returns 0 or UV_EINVAL. */
+int np__parse_addr(const char *spec, struct sockaddr_storage *out);
+/* Split "host:port" into host (copied, bracket-free) and port. Returns 0 or UV_EINVAL. */
+int np__split_hostport(const char *spec, char *host, size_t hostlen, int *port);
+/* sockaddr -> "host:port". */
+void np__addr_str(const struct sockaddr *sa, char *buf, size_t len);
+
+/* Copy at most cap-1 bytes and terminate; returns UV_E2BIG when src did not fit. */
+int np__strlcpy(char *dst, const char *src, size_t cap);
+
+#endif

@@ -1,0 +1,231 @@
+/* np_join: a two-way relay with bounded buffering and true half-close. */
+#include "join.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "internal.h"
+
+/* One chunk in flight: the write request and the bytes share one allocation. */
+typedef struct chunk {
+  np_conn_write req;
+  struct direction *dir;
+  char bytes[];
+} chunk;
+
+typedef struct direction {
+  struct np_join *join;
+  np_conn *src, *dst;
+  size_t in_flight; /* bytes handed to dst and not yet written */
+  uint64_t bytes;
+  unsigned paused : 1;   /* read stopped because in_flight > HIGH */
+  unsigned eof : 1;      /* src said EOF: shutdown of dst requested */
+  unsigned finished : 1; /* dst shut down: this direction is done */
+} direction;
+
+struct np_join {
+  direction ab, ba;
+  np_join_cb cb;
+  void *data;
+  int status;
+  int closing;
+  int closes_left;
+};
+
+static void finish(struct np_join *j, int status);
+
+static direction *dir_of(np_conn *src) {
+  struct np_join *j = src->data;
+  return j->ab.src == src ? &j->ab : &j->ba;
+}
+
+static void on_alloc(np_conn *c, size_t suggested, uv_buf_t *buf) {
+  chunk *ch = malloc(sizeof(*ch) + NP_JOIN_CHUNK);
+  (void)suggested;
+  if (ch == NULL) {
+    *buf = uv_buf_init(NULL, 0); /* libuv turns this into UV_ENOBUFS for on_read */
+    return;
+  }
+  ch->dir = dir_of(c);
+  *buf = uv_buf_init(ch->bytes, NP_JOIN_CHUNK);
+}
+
+static void on_shutdown(np_conn *c, int status) {
+  struct np_join *j = c->data;
+  direction *d = j->ab.dst == c ? &j->ab : &j->ba;
+
+  if (status != 0 && status != UV_ECANCELED) {
+    finish(j, status);
+    return;
+  }
+  d->finished = 1;
+  if (j->ab.finished && j->ba.finished)
+    finish(j, 0);
+}
+
+static void on_write(np_conn_write *req, int status) {
+  chunk *ch = NP_CONTAINER_OF(req, chunk, req);
+  direction *d = ch->dir;
+  struct np_join *j = d->join;
+  size_t len = (size_t)(uintptr_t)req->data;
+
+  free(ch);
+  d->in_flight -= len;
+  if (j->closing)
+    return;
+  if (status != 0) {
+    finish(j, status);
+    return;
+  }
+  if (d->paused && !d->eof && d->in_flight <= NP_JOIN_LOW) {
+    d->paused = 0;
+    if (np__conn_read_start(d->src, on_alloc, d->src->read_cb) != 0)
+      finish(j, UV_EIO);
+  }
+}
+
+static int send_chunk(direction *d, chunk *ch, size_t len) {
+  uv_buf_t b = uv_buf_init(ch->bytes, (unsigned)len);
+  int r;
+
+  ch->dir = d;
+  ch->req.data = (void *)(uintptr_t)len;
+  if ((r = np__conn_write(d->dst, &ch->req, &b, 1, on_write)) != 0)
+    return r;
+  d->in_flight += len;
+  d->bytes += len;
+  return 0;
+}
+
+static void on_read(np_conn *c, ssize_t nread, const uv_buf_t *buf) {
+  direction *d = dir_of(c);
+  struct np_join *j = d->join;
+  chunk *ch = buf->base != NULL ? NP_CONTAINER_OF(buf->base, chunk, bytes) : NULL;
+  int r;
+
+  if (nread > 0 && !j->closing) {
+    if ((r = send_chunk(d, ch, (size_t)nread)) != 0) {
+      free(ch);
+      finish(j, r);
+      return;
+    }
+    if (d->in_flight > NP_JOIN_HIGH && !d->paused) {
+      d->paused = 1;
+      np__conn_read_stop(c);
+    }
+    return;
+  }
+  free(ch);
+  if (nread == 0 || j->closing)
+    return;
+  if (nread == UV_EOF) {
+    /* Half-close: pass the EOF on; the other direction keeps flowing until it ends too. */
+    d->eof = 1;
+    np__conn_read_stop(c);
+    if ((r = np__conn_shutdown(d->dst, on_shutdown)) != 0)
+      finish(j, r);
+    return;
+  }
+  finish(j, (int)nread);
+}
+
+static void on_close(np_conn *c) {
+  struct np_join *j = c->data;
+  np_join_stats st;
+
+  if (--j->closes_left > 0)
+    return;
+  st.a_to_b = j->ab.bytes;
+  st.b_to_a = j->ba.bytes;
+  j->cb(j, j->status, &st);
+  free(j);
+}
+
+static void finish(struct np_join *j, int status) {
+  if (j->closing)
+    return;
+  j->closing = 1;
+  j->status = status;
+  j->closes_left = 2;
+  np__conn_close(j->ab.src, on_close);
+  np__conn_close(j->ba.src, on_close);
+}
+
+int np__join(np_conn *a, np_conn *b, const char *prefix, size_t prefix_len, np_join_cb cb, void *data,
+             struct np_join **out) {
+  struct np_join *j = calloc(1, sizeof(*j));
+  chunk *ch = NULL;
+  int r;
+
+  if (j == NULL)
+    return UV_ENOMEM;
+  if (prefix_len > 0) {
+    ch = malloc(sizeof(*ch) + prefix_len);
+    if (ch == NULL) {
+      free(j);
+      return UV_ENOMEM;
+    }
+    memcpy(ch->bytes, prefix, prefix_len);
+  }
+  j->cb = cb;
+  j->data = data;
+  j->ab = (direction){.join = j, .src = a, .dst = b};
+  j->ba = (direction){.join = j, .src = b, .dst = a};
+  a->data = j;
+  b->data = j;
+  if (out != NULL)
+    *out = j;
+
+  /* From here on every failure goes through finish(), which reports it through cb on a later turn. */
+  if (ch != NULL && (r = send_chunk(&j->ab, ch, prefix_len)) != 0) {
+    free(ch);
+    finish(j, r);
+    return 0;
+  }
+  if ((r = np__conn_read_start(a, on_alloc, on_read)) != 0 ||
+      (r = np__conn_read_start(b, on_alloc, on_read)) != 0)
+    finish(j, r);
+  return 0;
+}
+
+void np__join_abort(struct np_join *j) {
+  finish(j, UV_ECANCELED);
+}
+
+/* Public wrapper over caller-owned libuv streams. */
+
+int np_join(uv_stream_t *a, uv_stream_t *b, np_join_cb cb, void *data, struct np_join **out) {
+  void *a_data, *b_data;
+  np_conn *ca, *cb_;
+  int r;
+
+  if (a == NULL || b == NULL || a == b || cb == NULL)
+    return UV_EINVAL;
+  if (uv_is_closing((uv_handle_t *)a) || uv_is_closing((uv_handle_t *)b))
+    return UV_EINVAL;
+  a_data = a->data;
+  b_data = b->data;
+  if ((r = np__conn_tcp_wrap(a, &ca)) != 0)
+    return r;
+  if ((r = np__conn_tcp_wrap(b, &cb_)) != 0)
+    goto err_free_a;
+  if ((r = np__join(ca, cb_, NULL, 0, cb, data, out)) != 0)
+    goto err_free_b;
+  return 0;
+
+err_free_b:
+  free(cb_);
+  b->data = b_data;
+err_free_a:
+  free(ca);
+  a->data = a_data;
+  return r;
+}
+
+void *np_join_get_data(const struct np_join *join) {
+  return join->data;
+}
+
+void np_join_abort(struct np_join *join) {
+  np__join_abort(join);
+}

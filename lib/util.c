@@ -1,0 +1,94 @@
+/* Address parsing and string helpers used across modules. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "internal.h"
+
+int np__strlcpy(char *dst, const char *src, size_t cap) {
+  size_t n = strlen(src);
+
+  if (cap == 0)
+    return UV_E2BIG;
+  if (n >= cap) {
+    memcpy(dst, src, cap - 1);
+    dst[cap - 1] = '\0';
+    return UV_E2BIG;
+  }
+  memcpy(dst, src, n + 1);
+  return 0;
+}
+
+static int parse_port(const char *s, int *port) {
+  char *end;
+  long v;
+
+  if (*s == '\0' || *s == '+' || *s == '-')
+    return UV_EINVAL;
+  v = strtol(s, &end, 10);
+  if (*end != '\0' || v < 0 || v > 65535)
+    return UV_EINVAL;
+  *port = (int)v;
+  return 0;
+}
+
+int np__split_hostport(const char *spec, char *host, size_t hostlen, int *port) {
+  const char *colon;
+  const char *hs = spec;
+  size_t hl;
+
+  if (spec[0] == '[') {
+    const char *close = strchr(spec, ']');
+    if (close == NULL || close[1] != ':')
+      return UV_EINVAL;
+    hs = spec + 1;
+    hl = (size_t)(close - hs);
+    colon = close + 1;
+  } else {
+    colon = strrchr(spec, ':');
+    if (colon == NULL)
+      return UV_EINVAL;
+    hl = (size_t)(colon - spec);
+    /* A bare IPv6 address without brackets is ambiguous: refuse it. */
+    if (memchr(spec, ':', hl) != NULL)
+      return UV_EINVAL;
+  }
+  if (hl == 0 || hl >= hostlen)
+    return UV_EINVAL;
+  memcpy(host, hs, hl);
+  host[hl] = '\0';
+  return parse_port(colon + 1, port);
+}
+
+int np__parse_addr(const char *spec, struct sockaddr_storage *out) {
+  char host[INET6_ADDRSTRLEN + 1];
+  int port;
+
+  if (np__split_hostport(spec, host, sizeof(host), &port) != 0)
+    return UV_EINVAL;
+  memset(out, 0, sizeof(*out));
+  if (uv_ip4_addr(host, port, (struct sockaddr_in *)out) == 0)
+    return 0;
+  if (uv_ip6_addr(host, port, (struct sockaddr_in6 *)out) == 0)
+    return 0;
+  return UV_EINVAL;
+}
+
+void np__addr_str(const struct sockaddr *sa, char *buf, size_t len) {
+  char ip[INET6_ADDRSTRLEN] = "?";
+  int port = 0;
+
+  if (sa->sa_family == AF_INET) {
+    const struct sockaddr_in *in = (const struct sockaddr_in *)sa;
+    uv_ip4_name(in, ip, sizeof(ip));
+    port = ntohs(in->sin_port);
+    snprintf(buf, len, "%s:%d", ip, port);
+  } else if (sa->sa_family == AF_INET6) {
+    const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)sa;
+    uv_ip6_name(in6, ip, sizeof(ip));
+    port = ntohs(in6->sin6_port);
+    snprintf(buf, len, "[%s]:%d", ip, port);
+  } else {
+    snprintf(buf, len, "?");
+  }
+}
