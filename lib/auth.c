@@ -8,8 +8,12 @@
 #include <openssl/rand.h>
 #include <uv.h>
 
+int np__auth_random(void *buf, size_t len) {
+  return RAND_bytes(buf, (int)len) == 1 ? 0 : UV_EIO;
+}
+
 int np__auth_nonce(unsigned char out[NP_MSG_KEY_LEN]) {
-  return RAND_bytes(out, NP_MSG_KEY_LEN) == 1 ? 0 : UV_EIO;
+  return np__auth_random(out, NP_MSG_KEY_LEN);
 }
 
 static int hmac(const void *key, size_t keylen, const unsigned char *msg, size_t len,

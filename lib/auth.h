@@ -7,8 +7,9 @@
 
 #include "natproxy/codec.h"
 
-/* Fresh random bytes from OpenSSL's CSPRNG. Returns 0 or UV_EIO. */
+/* Fresh random bytes from OpenSSL's CSPRNG. Return 0 or UV_EIO. */
 int np__auth_nonce(unsigned char out[NP_MSG_KEY_LEN]);
+int np__auth_random(void *buf, size_t len);
 /* The client's login proof: HMAC-SHA256(token, "np-login-1" | server nonce | client nonce | name).
  * The server's nonce is fresh per connection, so a recorded proof is worthless later. */
 int np__auth_login_mac(const char *token, const unsigned char snonce[NP_MSG_KEY_LEN],

@@ -172,6 +172,22 @@ void np__chan_close(np__chan *ch, np__chan_close_cb cb) {
   np__conn_close(ch->conn, on_close);
 }
 
+static void on_flushed(np_conn *c, int status) {
+  (void)status;
+  np__conn_close(c, on_close);
+}
+
+void np__chan_close_flush(np__chan *ch, np__chan_close_cb cb) {
+  if (ch->closing)
+    return;
+  ch->closing = 1;
+  ch->close_cb = cb;
+  np__conn_read_stop(ch->conn);
+  /* The shutdown completes once every queued write has been handed to the kernel. */
+  if (np__conn_shutdown(ch->conn, on_flushed) != 0)
+    np__conn_close(ch->conn, on_close);
+}
+
 void np__chan_peer_str(np__chan *ch, char *buf, size_t len) {
   np__conn_peer_str(ch->conn, buf, len);
 }

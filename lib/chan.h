@@ -28,6 +28,8 @@ int np__chan_send(np__chan *ch, const np_msg *msg);
 np_conn *np__chan_detach(np__chan *ch, const char **rest, size_t *rest_len);
 /* Close the conn; the channel is freed after cb (which may be NULL). Idempotent. */
 void np__chan_close(np__chan *ch, np__chan_close_cb cb);
+/* Like np__chan_close, but first let queued messages reach the peer (a refusal it should read). */
+void np__chan_close_flush(np__chan *ch, np__chan_close_cb cb);
 void np__chan_peer_str(np__chan *ch, char *buf, size_t len);
 
 #endif

@@ -1,0 +1,674 @@
+/* np_client: the control session (login, proxy registration, heartbeats, reconnect with backoff and
+ * jitter) and one work item per visitor: dial the local service, dial the server, prove the work
+ * connection, join the two. docs/protocol.md has the message flow. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "natproxy/client.h"
+
+#include "auth.h"
+#include "chan.h"
+#include "config.h"
+#include "dial.h"
+#include "internal.h"
+#include "join.h"
+
+#define PROTO_VERSION   1
+#define CTRL_MAX_QUEUED 262144
+
+enum cstate { C_IDLE, C_DIALING, C_HELLO, C_LOGIN, C_READY, C_BACKOFF, C_FATAL };
+
+typedef struct work work;
+
+struct work {
+  struct np_client *cl;
+  uint64_t visitor_id;
+  uint64_t session_id;
+  unsigned char key[NP_MSG_KEY_LEN];
+  const np__proxy_cfg *px;
+  np__dialer *dial_local, *dial_server;
+  np_conn *local, *server;
+  int local_status;     /* 1 while dialling */
+  int in_tunnel_queue;  /* line codec: waiting for its turn to dial the tunnel port */
+  work *prev, *next;    /* all work items in flight */
+  work *qnext;          /* line codec tunnel queue */
+};
+
+typedef struct work_header {
+  np_conn_write req;
+  size_t len;
+  char bytes[];
+} work_header;
+
+typedef struct joined {
+  struct np_client *cl;
+  struct np_join *join;
+  struct joined *prev, *next;
+} joined;
+
+struct np_client {
+  uv_loop_t *loop;
+  struct np_config cfg;
+  const np_codec_ops *codec;
+  np__logger log;
+  np_client_event_cb event_cb;
+  enum cstate state;
+  np__dialer *dial;
+  np__chan *ch;
+  uv_timer_t timer; /* backoff, heartbeat */
+  unsigned attempt;
+  uint64_t last_rx, last_tx, ping_seq;
+  uint64_t session_id;
+  unsigned char cnonce[NP_MSG_KEY_LEN];
+  unsigned char key[NP_MSG_KEY_LEN];
+  work *works;
+  work *tq_head, *tq_tail; /* line codec tunnel queue */
+  int tunnel_dialing;
+  joined *joins;
+  np_client_stats stats;
+  int refs;
+  unsigned started : 1, closing : 1;
+  np_client_close_cb close_cb;
+  void *data;
+};
+
+static void disconnect(struct np_client *cl, int status, const char *why);
+static void unref(struct np_client *cl);
+static void tunnel_next(struct np_client *cl);
+
+static uint64_t now_ms(struct np_client *cl) {
+  return uv_now(cl->loop);
+}
+
+static int native(const struct np_client *cl) {
+  return (cl->codec->caps & NP_CODEC_CAP_AUTH) != 0;
+}
+
+static void emit(struct np_client *cl, np_client_event_type type, int status, const char *name,
+                 const char *text, int port) {
+  np_client_event ev = {type, status, name, text, port};
+  if (cl->event_cb != NULL)
+    cl->event_cb(cl, &ev);
+}
+
+static const np__proxy_cfg *find_proxy(struct np_client *cl, const char *name) {
+  if (!native(cl))
+    return &cl->cfg.proxies[0]; /* the line codec carries exactly one service */
+  for (size_t i = 0; i < cl->cfg.n_proxies; i++)
+    if (strcmp(cl->cfg.proxies[i].name, name) == 0)
+      return &cl->cfg.proxies[i];
+  return NULL;
+}
+
+static int send_msg(struct np_client *cl, const np_msg *m) {
+  int r;
+  if (cl->ch == NULL)
+    return NP_ESTATE;
+  if ((r = np__chan_send(cl->ch, m)) == 0)
+    cl->last_tx = now_ms(cl);
+  return r;
+}
+
+/* ---- joins ------------------------------------------------------------------------------------- */
+
+static void on_join_done(struct np_join *j, int status, const np_join_stats *st) {
+  joined *jn = np_join_get_data(j);
+  struct np_client *cl = jn->cl;
+
+  /* a = server side, b = local service (see work_join). */
+  cl->stats.bytes_in += st->a_to_b;
+  cl->stats.bytes_out += st->b_to_a;
+  np__log(&cl->log, NP_LOG_DEBUG, "work connection done: %s, %llu bytes in, %llu out",
+          np_strerror(status), (unsigned long long)st->a_to_b, (unsigned long long)st->b_to_a);
+  if (jn->prev != NULL)
+    jn->prev->next = jn->next;
+  else
+    cl->joins = jn->next;
+  if (jn->next != NULL)
+    jn->next->prev = jn->prev;
+  free(jn);
+  unref(cl);
+}
+
+/* ---- work items -------------------------------------------------------------------------------- */
+
+static void work_free(work *w) {
+  struct np_client *cl = w->cl;
+
+  if (w->prev != NULL)
+    w->prev->next = w->next;
+  else
+    cl->works = w->next;
+  if (w->next != NULL)
+    w->next->prev = w->prev;
+  if (w->dial_local != NULL)
+    np__dial_cancel(w->dial_local);
+  if (w->dial_server != NULL)
+    np__dial_cancel(w->dial_server);
+  if (w->local != NULL)
+    np__conn_close(w->local, NULL);
+  if (w->server != NULL)
+    np__conn_close(w->server, NULL);
+  free(w);
+  unref(cl);
+}
+
+static void on_header_written(np_conn_write *req, int status) {
+  (void)status; /* a failed write also fails the join, which reports it */
+  free(NP_CONTAINER_OF(req, work_header, req));
+}
+
+/* Both ends are up: send the proof (native codec) and join. */
+static void work_join(work *w) {
+  struct np_client *cl = w->cl;
+  np_conn *server = w->server, *local = w->local;
+  joined *jn;
+  int r;
+
+  if (cl->codec->caps & NP_CODEC_CAP_WORK_HEADER) {
+    np_msg m = {.type = NP_MSG_WORK, .id = w->session_id, .id2 = w->visitor_id};
+    char buf[NP_CODEC_MAX_ENCODED];
+    work_header *h;
+    uv_buf_t b;
+    int n;
+
+    np__auth_work_mac(w->key, w->session_id, w->visitor_id, m.mac);
+    n = cl->codec->encode(&m, buf, sizeof(buf));
+    if (n < 0 || (h = malloc(sizeof(*h) + (size_t)n)) == NULL) {
+      work_free(w);
+      return;
+    }
+    memcpy(h->bytes, buf, (size_t)n);
+    h->len = (size_t)n;
+    b = uv_buf_init(h->bytes, (unsigned)n);
+    if ((r = np__conn_write(server, &h->req, &b, 1, on_header_written)) != 0) {
+      free(h);
+      work_free(w);
+      return;
+    }
+  }
+  if ((jn = calloc(1, sizeof(*jn))) == NULL) {
+    work_free(w);
+    return;
+  }
+  jn->cl = cl;
+  w->server = w->local = NULL; /* the join owns them now */
+  if ((r = np__join(server, local, NULL, 0, on_join_done, jn, &jn->join)) != 0) {
+    free(jn);
+    np__conn_close(server, NULL);
+    np__conn_close(local, NULL);
+    work_free(w);
+    return;
+  }
+  cl->refs++;
+  jn->next = cl->joins;
+  if (cl->joins != NULL)
+    cl->joins->prev = jn;
+  cl->joins = jn;
+  cl->stats.work_opened++;
+  work_free(w);
+}
+
+static void work_report_fail(work *w, int status) {
+  struct np_client *cl = w->cl;
+  np_msg m = {.type = NP_MSG_WORK_FAIL, .id = w->visitor_id, .status = NP_ELOCALFAIL};
+
+  cl->stats.local_failed++;
+  np__log(&cl->log, NP_LOG_WARN, "proxy %s: cannot reach local service %s: %s", w->px->name,
+          w->px->local, np_strerror(status));
+  snprintf(m.text, sizeof(m.text), "cannot reach %s: %s", w->px->local, np_strerror(status));
+  /* Only the native codec can say so; the line codec's server learns it from the tunnel closing. */
+  if (native(cl) && w->session_id == cl->session_id)
+    send_msg(cl, &m);
+}
+
+static void on_server_dialed(void *data, int status, np_conn *c) {
+  work *w = data;
+  struct np_client *cl = w->cl;
+
+  w->dial_server = NULL;
+  if (!native(cl)) {
+    cl->tunnel_dialing = 0;
+    tunnel_next(cl);
+  }
+  if (status != 0) {
+    np__log(&cl->log, NP_LOG_WARN, "proxy %s: cannot open work connection to %s: %s", w->px->name,
+            native(cl) ? cl->cfg.server : cl->cfg.tunnel, np_strerror(status));
+    work_free(w);
+    return;
+  }
+  w->server = c;
+  if (w->local_status == 1)
+    return; /* the local dial finishes the job */
+  if (w->local == NULL) {
+    /* Line codec: the local service failed; closing the tunnel tells the server at once. */
+    work_free(w);
+    return;
+  }
+  work_join(w);
+}
+
+static int dial_server(work *w) {
+  struct np_client *cl = w->cl;
+  const char *addr = native(cl) ? cl->cfg.server : cl->cfg.tunnel;
+  return np__dial(cl->loop, addr, cl->cfg.dial_timeout_ms, on_server_dialed, w, &w->dial_server);
+}
+
+/* Line codec: the server matches tunnel connections to visitors in arrival order, so connect them one
+ * at a time, in the order the server asked for them. */
+static void tunnel_next(struct np_client *cl) {
+  while (!cl->tunnel_dialing && cl->tq_head != NULL) {
+    work *w = cl->tq_head;
+    cl->tq_head = w->qnext;
+    if (cl->tq_head == NULL)
+      cl->tq_tail = NULL;
+    w->in_tunnel_queue = 0;
+    if (dial_server(w) == 0) {
+      cl->tunnel_dialing = 1;
+    } else {
+      work_free(w);
+    }
+  }
+}
+
+static void on_local_dialed(void *data, int status, np_conn *c) {
+  work *w = data;
+
+  w->dial_local = NULL;
+  w->local_status = status;
+  if (status != 0) {
+    work_report_fail(w, status);
+    if (w->in_tunnel_queue || w->dial_server != NULL)
+      return; /* line codec: the tunnel dial to come closes at once, so the server drops the visitor */
+    work_free(w);
+    return;
+  }
+  w->local = c;
+  if (native(w->cl)) {
+    if ((status = dial_server(w)) != 0)
+      work_free(w);
+    return;
+  }
+  if (w->server != NULL)
+    work_join(w);
+}
+
+static void on_req_work(struct np_client *cl, const np_msg *m) {
+  const np__proxy_cfg *px = find_proxy(cl, m->name);
+  work *w;
+
+  if (px == NULL) {
+    np_msg f = {.type = NP_MSG_WORK_FAIL, .id = m->id, .status = NP_ENOPROXY};
+    snprintf(f.text, sizeof(f.text), "no proxy named '%s' on this client", m->name);
+    send_msg(cl, &f);
+    return;
+  }
+  if ((w = calloc(1, sizeof(*w))) == NULL)
+    return;
+  w->cl = cl;
+  w->px = px;
+  w->visitor_id = m->id;
+  w->session_id = cl->session_id;
+  memcpy(w->key, cl->key, sizeof(w->key));
+  w->local_status = 1;
+  w->next = cl->works;
+  if (cl->works != NULL)
+    cl->works->prev = w;
+  cl->works = w;
+  cl->refs++;
+  if (!native(cl)) {
+    w->in_tunnel_queue = 1;
+    if (cl->tq_tail != NULL)
+      cl->tq_tail->qnext = w;
+    else
+      cl->tq_head = w;
+    cl->tq_tail = w;
+  }
+  if (np__dial(cl->loop, px->local, cl->cfg.dial_timeout_ms, on_local_dialed, w, &w->dial_local) !=
+      0) {
+    w->local_status = UV_EINVAL;
+    work_report_fail(w, UV_EINVAL);
+    if (native(cl))
+      work_free(w);
+  }
+  if (!native(cl))
+    tunnel_next(cl);
+}
+
+/* ---- control session --------------------------------------------------------------------------- */
+
+static void on_timer(uv_timer_t *t);
+
+static uint64_t tick_ms(struct np_client *cl) {
+  uint64_t tick = cl->cfg.heartbeat_interval_ms;
+  if (tick > cl->cfg.heartbeat_timeout_ms / 4)
+    tick = cl->cfg.heartbeat_timeout_ms / 4;
+  return tick > 0 ? tick : 1;
+}
+
+static void register_proxies(struct np_client *cl) {
+  for (size_t i = 0; i < cl->cfg.n_proxies; i++) {
+    const np__proxy_cfg *px = &cl->cfg.proxies[i];
+    np_msg m = {.type = NP_MSG_PROXY, .port = (uint16_t)px->remote_port};
+    strcpy(m.name, px->name);
+    strcpy(m.addr, px->bind_addr);
+    send_msg(cl, &m);
+  }
+}
+
+static void ready(struct np_client *cl) {
+  cl->state = C_READY;
+  cl->attempt = 0;
+  cl->stats.connects++;
+  np__log(&cl->log, NP_LOG_INFO, "logged in to %s as %s", cl->cfg.server, cl->cfg.name);
+  emit(cl, NP_CLIENT_LOGGED_IN, 0, NULL, NULL, 0);
+  if (native(cl))
+    register_proxies(cl);
+  else
+    emit(cl, NP_CLIENT_PROXY_READY, 0, cl->cfg.proxies[0].name, "line codec", 0);
+}
+
+static void fatal(struct np_client *cl, int status, const char *text) {
+  np__log(&cl->log, NP_LOG_ERROR, "giving up: %s", text);
+  disconnect(cl, status, text);
+  uv_timer_stop(&cl->timer);
+  cl->state = C_FATAL;
+  emit(cl, NP_CLIENT_FATAL, status, NULL, text, 0);
+}
+
+static void on_msg(np__chan *ch, const np_msg *m) {
+  struct np_client *cl = np__chan_data(ch);
+  np_msg out;
+  int r = 0;
+
+  cl->last_rx = now_ms(cl);
+  switch (m->type) {
+  case NP_MSG_HELLO:
+    if (cl->state != C_HELLO) {
+      r = NP_EPROTO;
+      break;
+    }
+    memset(&out, 0, sizeof(out));
+    out.type = NP_MSG_LOGIN;
+    out.version = PROTO_VERSION;
+    np__strlcpy(out.name, cl->cfg.name, sizeof(out.name));
+    if ((r = np__auth_nonce(cl->cnonce)) != 0)
+      break;
+    memcpy(out.nonce, cl->cnonce, NP_MSG_KEY_LEN);
+    np__auth_login_mac(cl->cfg.token, m->nonce, cl->cnonce, out.name, out.mac);
+    np__auth_session_key(cl->cfg.token, m->nonce, cl->cnonce, out.name, cl->key);
+    cl->state = C_LOGIN;
+    r = send_msg(cl, &out);
+    break;
+  case NP_MSG_LOGIN_RESP:
+    if (cl->state != C_LOGIN) {
+      r = NP_EPROTO;
+      break;
+    }
+    if (m->status != 0) {
+      char text[NP_MSG_TEXT_MAX + 64];
+      snprintf(text, sizeof(text), "login refused by %s: %s", cl->cfg.server,
+               m->text[0] ? m->text : np_strerror(m->status));
+      if (m->status == NP_EAUTH)
+        fatal(cl, NP_EAUTH, text);
+      else
+        disconnect(cl, m->status, text);
+      return;
+    }
+    cl->session_id = m->id;
+    ready(cl);
+    break;
+  case NP_MSG_PROXY_RESP:
+    if (m->status == 0) {
+      np__log(&cl->log, NP_LOG_INFO, "proxy %s: public port %u on %s", m->name, m->port,
+              cl->cfg.server);
+      emit(cl, NP_CLIENT_PROXY_READY, 0, m->name, NULL, m->port);
+    } else {
+      np__log(&cl->log, NP_LOG_ERROR, "proxy %s refused by the server: %s", m->name,
+              m->text[0] ? m->text : np_strerror(m->status));
+      emit(cl, NP_CLIENT_PROXY_FAILED, m->status, m->name, m->text, 0);
+    }
+    break;
+  case NP_MSG_REQ_WORK:
+    if (cl->state != C_READY)
+      r = NP_EPROTO;
+    else
+      on_req_work(cl, m);
+    break;
+  case NP_MSG_PING:
+    if (native(cl)) {
+      memset(&out, 0, sizeof(out));
+      out.type = NP_MSG_PONG;
+      out.id = m->id;
+      r = send_msg(cl, &out);
+    }
+    break;
+  case NP_MSG_PONG:
+    break;
+  case NP_MSG_CLOSE:
+    np__log(&cl->log, NP_LOG_WARN, "server closed the session: %s",
+            m->text[0] ? m->text : np_strerror(m->status));
+    disconnect(cl, m->status != 0 ? m->status : NP_ECLOSED, m->text);
+    return;
+  default:
+    r = NP_EPROTO;
+  }
+  if (r != 0)
+    disconnect(cl, r, r == NP_EPROTO ? "unexpected message from the server" : np_strerror(r));
+}
+
+static void on_chan_error(np__chan *ch, int err) {
+  struct np_client *cl = np__chan_data(ch);
+  disconnect(cl, err, err == UV_EOF ? "server closed the connection" : np_strerror(err));
+}
+
+static void on_chan_closed(np__chan *ch) {
+  unref(np__chan_data(ch));
+}
+
+static void on_control_dialed(void *data, int status, np_conn *c) {
+  struct np_client *cl = data;
+  np_msg hello = {.type = NP_MSG_HELLO, .version = PROTO_VERSION};
+  int r;
+
+  cl->dial = NULL;
+  if (status != 0) {
+    disconnect(cl, status, "cannot connect");
+    return;
+  }
+  if ((r = np__chan_new(c, cl->codec, cl->cfg.max_frame, CTRL_MAX_QUEUED, &cl->ch)) != 0) {
+    np__conn_close(c, NULL);
+    disconnect(cl, r, np_strerror(r));
+    return;
+  }
+  cl->refs++; /* the chan's, until its close callback */
+  cl->last_rx = cl->last_tx = now_ms(cl);
+  if ((r = np__chan_start(cl->ch, on_msg, on_chan_error, cl)) != 0) {
+    disconnect(cl, r, np_strerror(r));
+    return;
+  }
+  uv_timer_start(&cl->timer, on_timer, tick_ms(cl), tick_ms(cl));
+  if (!native(cl)) {
+    ready(cl);
+    return;
+  }
+  cl->state = C_HELLO;
+  if ((r = send_msg(cl, &hello)) != 0)
+    disconnect(cl, r, np_strerror(r));
+}
+
+static void connect_now(struct np_client *cl) {
+  int r;
+
+  cl->state = C_DIALING;
+  np__log(&cl->log, NP_LOG_DEBUG, "connecting to %s", cl->cfg.server);
+  r = np__dial(cl->loop, cl->cfg.server, cl->cfg.dial_timeout_ms, on_control_dialed, cl, &cl->dial);
+  if (r != 0)
+    disconnect(cl, r, "cannot connect");
+}
+
+/* Capped exponential backoff with jitter: the n-th retry waits a random time in [d/2, d], d =
+ * min(reconnect_max, reconnect_min * 2^n), so a fleet of clients does not reconnect in lockstep. */
+static uint64_t backoff_ms(struct np_client *cl) {
+  uint64_t d = cl->cfg.reconnect_min_ms;
+  unsigned char rnd[4];
+  uint32_t x;
+
+  for (unsigned i = 0; i < cl->attempt && d < cl->cfg.reconnect_max_ms; i++)
+    d *= 2;
+  if (d > cl->cfg.reconnect_max_ms)
+    d = cl->cfg.reconnect_max_ms;
+  if (np__auth_random(rnd, sizeof(rnd)) != 0)
+    memset(rnd, 0, sizeof(rnd));
+  x = (uint32_t)rnd[0] << 24 | (uint32_t)rnd[1] << 16 | (uint32_t)rnd[2] << 8 | rnd[3];
+  return d / 2 + (d / 2 + 1) * (uint64_t)x / ((uint64_t)UINT32_MAX + 1);
+}
+
+static void on_timer(uv_timer_t *t) {
+  struct np_client *cl = t->data;
+  uint64_t now = now_ms(cl);
+  np_msg ping = {.type = NP_MSG_PING};
+
+  if (cl->state == C_BACKOFF) {
+    connect_now(cl);
+    return;
+  }
+  if (cl->ch == NULL)
+    return;
+  if (now - cl->last_rx >= cl->cfg.heartbeat_timeout_ms) {
+    disconnect(cl, NP_EPEERDEAD, "no heartbeat from the server within heartbeat_timeout");
+    return;
+  }
+  if ((cl->codec->caps & NP_CODEC_CAP_PONG) && now - cl->last_tx >= cl->cfg.heartbeat_interval_ms) {
+    ping.id = ++cl->ping_seq;
+    send_msg(cl, &ping);
+  }
+}
+
+/* Drop the control session and schedule a reconnect. */
+static void disconnect(struct np_client *cl, int status, const char *why) {
+  uint64_t delay;
+
+  if (cl->closing || cl->state == C_FATAL)
+    return;
+  if (cl->dial != NULL) {
+    np__dial_cancel(cl->dial);
+    cl->dial = NULL;
+  }
+  if (cl->ch != NULL) {
+    np__chan_close(cl->ch, on_chan_closed);
+    cl->ch = NULL;
+  }
+  if (cl->state == C_READY || cl->state == C_LOGIN || cl->state == C_HELLO)
+    emit(cl, NP_CLIENT_DISCONNECTED, status, NULL, why, 0);
+  cl->session_id = 0;
+  delay = backoff_ms(cl);
+  cl->attempt++;
+  np__log(&cl->log, cl->state == C_READY ? NP_LOG_WARN : NP_LOG_INFO,
+          "%s %s: %s (%s); retrying in %llums", why, cl->cfg.server, np_strerror(status),
+          np_err_name(status), (unsigned long long)delay);
+  cl->state = C_BACKOFF;
+  uv_timer_start(&cl->timer, on_timer, delay, 0);
+}
+
+/* ---- lifecycle --------------------------------------------------------------------------------- */
+
+int np_client_new(uv_loop_t *loop, const struct np_config *cfg, struct np_client **out) {
+  struct np_client *cl;
+
+  if (loop == NULL || cfg == NULL || cfg->kind != NP_CONFIG_CLIENT)
+    return UV_EINVAL;
+  if ((cl = calloc(1, sizeof(*cl))) == NULL)
+    return UV_ENOMEM;
+  cl->loop = loop;
+  cl->cfg = *cfg;
+  if (np_config_validate(&cl->cfg) != 0) {
+    free(cl);
+    return NP_ECONFIG;
+  }
+  cl->codec = np_codec_find(cfg->codec);
+  np__logger_init(&cl->log);
+  cl->log.level = (np_log_level)cfg->log_level;
+  *out = cl;
+  return 0;
+}
+
+int np_client_set_codec(struct np_client *cl, const np_codec_ops *codec) {
+  if (cl->started)
+    return NP_ESTATE;
+  if (codec == NULL || codec->decode == NULL || codec->encode == NULL)
+    return UV_EINVAL;
+  cl->codec = codec;
+  return 0;
+}
+
+void np_client_set_log(struct np_client *cl, np_log_level level, np_log_cb cb, void *arg) {
+  cl->log.level = level;
+  cl->log.cb = cb != NULL ? cb : np_log_stderr;
+  cl->log.arg = arg;
+}
+
+void np_client_set_event_cb(struct np_client *cl, np_client_event_cb cb) {
+  cl->event_cb = cb;
+}
+
+int np_client_start(struct np_client *cl) {
+  if (cl->started || cl->closing)
+    return NP_ESTATE;
+  cl->started = 1;
+  uv_timer_init(cl->loop, &cl->timer);
+  cl->timer.data = cl;
+  cl->refs++; /* the timer's */
+  connect_now(cl);
+  return 0;
+}
+
+void np_client_get_stats(const struct np_client *cl, np_client_stats *out) {
+  *out = cl->stats;
+}
+
+static void unref(struct np_client *cl) {
+  if (--cl->refs > 0 || !cl->closing)
+    return;
+  if (cl->close_cb != NULL)
+    cl->close_cb(cl);
+  free(cl);
+}
+
+static void on_timer_closed(uv_handle_t *h) {
+  unref(h->data);
+}
+
+void np_client_close(struct np_client *cl, np_client_close_cb cb) {
+  if (cl->closing)
+    return;
+  cl->closing = 1;
+  cl->close_cb = cb;
+  cl->refs++;
+  if (cl->dial != NULL)
+    np__dial_cancel(cl->dial);
+  if (cl->ch != NULL) {
+    np_msg bye = {.type = NP_MSG_CLOSE};
+    strcpy(bye.text, "client shutting down");
+    if (native(cl))
+      np__chan_send(cl->ch, &bye);
+    np__chan_close_flush(cl->ch, on_chan_closed);
+    cl->ch = NULL;
+  }
+  cl->tq_head = cl->tq_tail = NULL;
+  while (cl->works != NULL)
+    work_free(cl->works);
+  for (joined *j = cl->joins; j != NULL; j = j->next)
+    np__join_abort(j->join);
+  if (cl->started)
+    uv_close((uv_handle_t *)&cl->timer, on_timer_closed);
+  unref(cl);
+}
+
+void *np_client_get_data(const struct np_client *cl) {
+  return cl->data;
+}
+
+void np_client_set_data(struct np_client *cl, void *data) {
+  cl->data = data;
+}

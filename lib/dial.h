@@ -1,0 +1,21 @@
+/* Outgoing TCP connections: resolve HOST:PORT (skipped for numeric addresses), try each address in turn,
+ * give up after a timeout. */
+#ifndef NP_DIAL_H
+#define NP_DIAL_H
+
+#include <stdint.h>
+
+#include "conn.h"
+
+typedef struct np__dialer np__dialer;
+
+/* status 0: conn is connected (TCP_NODELAY on) and now the caller's. Otherwise conn is NULL. */
+typedef void (*np__dial_cb)(void *data, int status, np_conn *conn);
+
+/* Returns 0 (cb runs later, exactly once unless cancelled) or an error (cb never runs). */
+int np__dial(uv_loop_t *loop, const char *hostport, uint64_t timeout_ms, np__dial_cb cb, void *data,
+             np__dialer **out);
+/* Stop; cb will not run. Memory is released asynchronously. */
+void np__dial_cancel(np__dialer *d);
+
+#endif

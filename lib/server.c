@@ -1,0 +1,930 @@
+/* np_server: sessions, proxies, pending visitors and their work connections (docs/protocol.md).
+ *
+ * Every connection to the control port starts as a session in S_NEW; its first message decides what it
+ * is: HELLO starts a control session, WORK makes it a work connection for one pending visitor. Codecs
+ * without a handshake (line) skip straight to S_READY and their work connections arrive on a separate
+ * tunnel port, matched in arrival order. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "natproxy/server.h"
+
+#include "auth.h"
+#include "chan.h"
+#include "config.h"
+#include "internal.h"
+#include "join.h"
+
+#define PROTO_VERSION 1        /* docs/protocol.md §versions */
+#define CTRL_MAX_QUEUED 262144 /* a client that stops reading its control stream is cut off */
+
+enum sstate { S_NEW, S_AUTH, S_READY };
+
+typedef struct session session;
+typedef struct proxy proxy;
+
+struct proxy {
+  struct np_server *srv;
+  session *s; /* owner; NULL for the line codec's server-wide visit port */
+  char name[NP_MSG_NAME_MAX + 1];
+  int port;
+  uv_tcp_t listener;
+  proxy *next;
+};
+
+typedef struct visitor {
+  struct np_server *srv;
+  proxy *px;
+  uint64_t session_id;
+  uint64_t deadline;
+  np_conn *conn;
+} visitor;
+
+/* A join we may have to cut short when its session dies. */
+typedef struct active {
+  struct np_server *srv;
+  session *s;
+  struct np_join *join;
+  struct active *prev, *next;
+} active;
+
+struct session {
+  struct np_server *srv;
+  np__chan *ch;
+  enum sstate state;
+  uint64_t id;
+  char name[NP_MSG_NAME_MAX + 1];
+  char peer[64];
+  unsigned char snonce[NP_MSG_KEY_LEN];
+  unsigned char key[NP_MSG_KEY_LEN];
+  uv_timer_t timer;
+  uint64_t started, last_rx, last_tx;
+  uint64_t ping_seq;
+  proxy *proxies;
+  size_t n_proxies;
+  active *joins;
+  int closes_left; /* chan and timer */
+  unsigned closing : 1;
+  session *prev, *next;
+};
+
+struct np_server {
+  uv_loop_t *loop;
+  struct np_config cfg;
+  const np_codec_ops *codec;
+  const np_pool_ops *pool_ops;
+  void *pool;
+  np__logger log;
+  uv_tcp_t listener;
+  uv_tcp_t tunnel_listener; /* line codec */
+  proxy *visit_proxy;       /* line codec */
+  uv_timer_t pool_timer;
+  session *sessions;
+  uint64_t next_visitor_id;
+  uint64_t next_session_id;
+  np_server_stats stats;
+  int port;
+  int refs; /* open handles and objects; the server is freed when closing and refs hits 0 */
+  uint64_t accept_errors;
+  uint64_t accept_error_logged;
+  unsigned started : 1, closing : 1;
+  np_server_close_cb close_cb;
+  void *data;
+};
+
+static void session_close(session *s, int status, const char *why);
+static void unref(struct np_server *srv);
+
+/* ---- small helpers ---------------------------------------------------------------------------- */
+
+static uint64_t now_ms(struct np_server *srv) {
+  return uv_now(srv->loop);
+}
+
+static int native(const struct np_server *srv) {
+  return (srv->codec->caps & NP_CODEC_CAP_AUTH) != 0;
+}
+
+static int send_msg(session *s, const np_msg *m) {
+  int r = np__chan_send(s->ch, m);
+  if (r == 0)
+    s->last_tx = now_ms(s->srv);
+  else if (r != NP_EUNSUPPORTED)
+    np__log(&s->srv->log, NP_LOG_WARN, "client %s (%s): cannot send %s: %s", s->name, s->peer,
+            np_msg_type_name(m->type), np_strerror(r));
+  return r;
+}
+
+static void send_close(session *s, int status, const char *text) {
+  np_msg m = {.type = NP_MSG_CLOSE, .status = status};
+  np__strlcpy(m.text, text, sizeof(m.text));
+  if (native(s->srv))
+    send_msg(s, &m);
+}
+
+/* ---- pending visitors -------------------------------------------------------------------------- */
+
+static void on_visitor_closed(np_conn *c) {
+  visitor *v = c->data;
+  struct np_server *srv = v->srv;
+  free(v);
+  unref(srv);
+}
+
+static void visitor_drop(visitor *v) {
+  v->conn->data = v;
+  np__conn_close(v->conn, on_visitor_closed);
+}
+
+static void arm_pool_timer(struct np_server *srv);
+
+static void on_expired(uint64_t id, void *item, void *arg) {
+  visitor *v = item;
+  struct np_server *srv = arg;
+  srv->stats.visitors_expired++;
+  np__log(&srv->log, NP_LOG_INFO, "proxy %s: visitor %llu got no work connection within %llums",
+          v->px->name, (unsigned long long)id, (unsigned long long)srv->cfg.pending_timeout_ms);
+  visitor_drop(v);
+}
+
+static void on_pool_timer(uv_timer_t *t) {
+  struct np_server *srv = t->data;
+  srv->pool_ops->expire(srv->pool, now_ms(srv), on_expired, srv);
+  arm_pool_timer(srv);
+}
+
+static void arm_pool_timer(struct np_server *srv) {
+  uint64_t next = srv->pool_ops->next_deadline(srv->pool);
+  uint64_t now = now_ms(srv);
+
+  if (srv->closing)
+    return;
+  if (next == UINT64_MAX) {
+    uv_timer_stop(&srv->pool_timer);
+    return;
+  }
+  uv_timer_start(&srv->pool_timer, on_pool_timer, next > now ? next - now : 0, 0);
+}
+
+static void on_group_removed(uint64_t id, void *item, void *arg) {
+  (void)id;
+  (void)arg;
+  visitor_drop(item);
+}
+
+/* ---- joins ------------------------------------------------------------------------------------- */
+
+static void on_join_done(struct np_join *j, int status, const np_join_stats *st) {
+  active *a = np_join_get_data(j);
+  struct np_server *srv = a->srv;
+
+  /* a = work connection, b = visitor (see start_join). */
+  srv->stats.bytes_out += st->a_to_b;
+  srv->stats.bytes_in += st->b_to_a;
+  np__log(&srv->log, NP_LOG_DEBUG, "join done: %s, %llu bytes to visitor, %llu from visitor",
+          np_strerror(status), (unsigned long long)st->a_to_b, (unsigned long long)st->b_to_a);
+  if (a->s != NULL) {
+    if (a->prev != NULL)
+      a->prev->next = a->next;
+    else
+      a->s->joins = a->next;
+    if (a->next != NULL)
+      a->next->prev = a->prev;
+  }
+  free(a);
+  unref(srv);
+}
+
+/* Join a work connection with its visitor; rest holds bytes the client sent after its WORK header. The
+ * visitor's reference on the server passes to the join. */
+static void start_join(struct np_server *srv, session *s, np_conn *work, visitor *v,
+                       const char *rest, size_t rest_len) {
+  active *a = calloc(1, sizeof(*a));
+  np_conn *vc = v->conn;
+  int r = UV_ENOMEM;
+
+  free(v);
+  if (a != NULL) {
+    a->srv = srv;
+    a->s = s;
+    r = np__join(work, vc, rest, rest_len, on_join_done, a, &a->join);
+  }
+  if (r != 0) {
+    np__log(&srv->log, NP_LOG_ERROR, "cannot join visitor: %s", np_strerror(r));
+    free(a);
+    np__conn_close(work, NULL);
+    np__conn_close(vc, NULL);
+    unref(srv);
+    return;
+  }
+  if (s != NULL) {
+    a->next = s->joins;
+    if (s->joins != NULL)
+      s->joins->prev = a;
+    s->joins = a;
+  }
+  srv->stats.visitors_joined++;
+}
+
+/* ---- proxies ----------------------------------------------------------------------------------- */
+
+static void on_proxy_closed(uv_handle_t *h) {
+  proxy *px = h->data;
+  struct np_server *srv = px->srv;
+  free(px);
+  unref(srv);
+}
+
+static void proxy_close(proxy *px) {
+  struct np_server *srv = px->srv;
+  srv->pool_ops->remove_group(srv->pool, px, on_group_removed, srv);
+  srv->stats.proxies--;
+  uv_close((uv_handle_t *)&px->listener, on_proxy_closed);
+}
+
+static session *visit_owner(struct np_server *srv, proxy *px) {
+  if (px->s != NULL)
+    return px->s;
+  /* The line codec's visit port belongs to whichever client is connected. */
+  for (session *s = srv->sessions; s != NULL; s = s->next)
+    if (s->state == S_READY && !s->closing)
+      return s;
+  return NULL;
+}
+
+static void on_visitor(uv_stream_t *l, int status) {
+  proxy *px = l->data;
+  struct np_server *srv = px->srv;
+  np_msg m = {.type = NP_MSG_REQ_WORK};
+  session *s;
+  visitor *v;
+  np_conn *c;
+  int r;
+
+  if (status != 0 || np__conn_tcp_accept(l, &c) != 0) {
+    srv->accept_errors++;
+    return;
+  }
+  srv->stats.visitors_total++;
+  if ((v = calloc(1, sizeof(*v))) == NULL) {
+    srv->stats.visitors_refused++;
+    np__conn_close(c, NULL);
+    return;
+  }
+  v->srv = srv;
+  v->px = px;
+  v->conn = c;
+  srv->refs++; /* the visitor's, until it is closed or joined */
+  if ((s = visit_owner(srv, px)) == NULL) {
+    srv->stats.visitors_refused++;
+    np__log(&srv->log, NP_LOG_INFO, "proxy %s: visitor refused: no client connected", px->name);
+    visitor_drop(v);
+    return;
+  }
+  v->session_id = s->id;
+  v->deadline = now_ms(srv) + srv->cfg.pending_timeout_ms;
+  m.id = ++srv->next_visitor_id;
+  strcpy(m.name, px->name);
+  if ((r = srv->pool_ops->put(srv->pool, m.id, px, v, v->deadline)) != 0) {
+    srv->stats.visitors_refused++;
+    np__log(&srv->log, NP_LOG_WARN, "proxy %s: visitor refused: %s (max_pending %zu, per proxy %zu)",
+            px->name, np_strerror(r), srv->cfg.max_pending, srv->cfg.max_pending_per_proxy);
+    visitor_drop(v);
+    return;
+  }
+  if ((r = send_msg(s, &m)) != 0) {
+    srv->pool_ops->take(srv->pool, m.id);
+    visitor_drop(v);
+    session_close(s, r, "control stream not writable");
+    return;
+  }
+  arm_pool_timer(srv);
+}
+
+/* Open a public listener named name for session s on addr:port. Port 0 picks a free port, inside
+ * allow_ports when that is set. Returns 0 and *out, or the bind error. */
+static int proxy_open(struct np_server *srv, session *s, const char *name, const char *addr,
+                      int port, proxy **out) {
+  uint32_t span = 0, start = 0;
+  int tries = 1, r = UV_EADDRINUSE;
+
+  if (port == 0 && srv->cfg.n_allow > 0) {
+    for (size_t i = 0; i < srv->cfg.n_allow; i++)
+      span += (uint32_t)(srv->cfg.allow[i].hi - srv->cfg.allow[i].lo) + 1;
+    tries = span < 64 ? (int)span : 64;
+    start = (uint32_t)(uv_hrtime() % span);
+  }
+  for (int t = 0; t < tries; t++) {
+    struct sockaddr_storage ss;
+    char spec[NP_MSG_NAME_MAX + 16];
+    int n = sizeof(ss), p = port;
+    proxy *px;
+
+    if (span > 0) {
+      /* Step through the ranges by a prime so retries spread out. */
+      uint32_t k = (start + (uint32_t)t * 7919u) % span;
+      for (size_t i = 0; i < srv->cfg.n_allow; i++) {
+        uint32_t len = (uint32_t)(srv->cfg.allow[i].hi - srv->cfg.allow[i].lo) + 1;
+        if (k < len) {
+          p = srv->cfg.allow[i].lo + (int)k;
+          break;
+        }
+        k -= len;
+      }
+    }
+    snprintf(spec, sizeof(spec), strchr(addr, ':') ? "[%s]:%d" : "%s:%d", addr, p);
+    if (np__parse_addr(spec, &ss) != 0)
+      return UV_EINVAL;
+    if ((px = calloc(1, sizeof(*px))) == NULL)
+      return UV_ENOMEM;
+    px->srv = srv;
+    px->s = s;
+    np__strlcpy(px->name, name, sizeof(px->name));
+    uv_tcp_init(srv->loop, &px->listener);
+    px->listener.data = px;
+    srv->refs++;
+    r = uv_tcp_bind(&px->listener, (struct sockaddr *)&ss, 0);
+    if (r == 0)
+      r = uv_listen((uv_stream_t *)&px->listener, 511, on_visitor);
+    if (r == 0) {
+      uv_tcp_getsockname(&px->listener, (struct sockaddr *)&ss, &n);
+      px->port = ntohs(((struct sockaddr_in *)&ss)->sin_port);
+      srv->stats.proxies++;
+      *out = px;
+      return 0;
+    }
+    /* A handle cannot be reused before its close completes: each try gets a fresh proxy. */
+    uv_close((uv_handle_t *)&px->listener, on_proxy_closed);
+  }
+  return r;
+}
+
+static void on_proxy_msg(session *s, const np_msg *m) {
+  struct np_server *srv = s->srv;
+  np_msg resp = {.type = NP_MSG_PROXY_RESP};
+  const char *addr = m->addr[0] != '\0' ? m->addr : "0.0.0.0";
+  proxy *px = NULL;
+  int r = 0;
+
+  strcpy(resp.name, m->name);
+  for (px = s->proxies; px != NULL; px = px->next)
+    if (strcmp(px->name, m->name) == 0)
+      r = NP_ENAMETAKEN;
+  if (r == 0 && s->n_proxies >= srv->cfg.max_proxies_per_client)
+    r = NP_ELIMIT;
+  if (r == 0 && m->port != 0 && !np__config_port_allowed(&srv->cfg, m->port))
+    r = NP_EPORTDENIED;
+  if (r == 0)
+    r = proxy_open(srv, s, m->name, addr, m->port, &px);
+  resp.status = r;
+  if (r != 0) {
+    switch (r) {
+    case UV_EADDRINUSE:
+      snprintf(resp.text, sizeof(resp.text), "port %u is already in use on the server", m->port);
+      break;
+    case NP_EPORTDENIED:
+      snprintf(resp.text, sizeof(resp.text), "port %u is outside the server's allow_ports", m->port);
+      break;
+    case NP_ELIMIT:
+      snprintf(resp.text, sizeof(resp.text), "at most %zu proxies per client",
+               srv->cfg.max_proxies_per_client);
+      break;
+    default:
+      snprintf(resp.text, sizeof(resp.text), "%s (%s:%u)", np_strerror(r), addr, m->port);
+    }
+    np__log(&srv->log, NP_LOG_WARN, "client %s: proxy %s refused: %s", s->name, m->name, resp.text);
+    send_msg(s, &resp);
+    return;
+  }
+  px->next = s->proxies;
+  s->proxies = px;
+  s->n_proxies++;
+  resp.port = (uint16_t)px->port;
+  np__log(&srv->log, NP_LOG_INFO, "client %s: proxy %s listening on %s:%d", s->name, px->name, addr,
+          px->port);
+  send_msg(s, &resp);
+}
+
+/* ---- sessions ---------------------------------------------------------------------------------- */
+
+static void on_session_part_closed(session *s) {
+  struct np_server *srv = s->srv;
+  if (--s->closes_left > 0)
+    return;
+  free(s);
+  unref(srv);
+}
+
+static void on_session_chan_closed(np__chan *ch) {
+  on_session_part_closed(np__chan_data(ch));
+}
+
+static void on_session_timer_closed(uv_handle_t *h) {
+  on_session_part_closed(h->data);
+}
+
+static void session_unlink(session *s) {
+  struct np_server *srv = s->srv;
+  if (s->prev != NULL)
+    s->prev->next = s->next;
+  else if (srv->sessions == s)
+    srv->sessions = s->next;
+  if (s->next != NULL)
+    s->next->prev = s->prev;
+  s->prev = s->next = NULL;
+}
+
+/* Tear down a session and everything it owns. status/why go to the log (and, for a live control session,
+ * to the client in a CLOSE message). */
+static void session_close(session *s, int status, const char *why) {
+  struct np_server *srv = s->srv;
+
+  if (s->closing)
+    return;
+  s->closing = 1;
+  session_unlink(s);
+  if (s->state == S_READY) {
+    srv->stats.clients--;
+    np__log(&srv->log,
+            status == UV_EOF || status == 0 || status == NP_ECLOSED ? NP_LOG_INFO : NP_LOG_WARN,
+            "client %s (%s) disconnected: %s", s->name, s->peer, why);
+    /* Tell the client why, unless it left on its own (EOF, or its own CLOSE: status 0). */
+    if (status != UV_EOF && status != 0)
+      send_close(s, status, why);
+    /* The line codec's visit port outlives its client; its waiting visitors do not. */
+    if (!native(srv) && srv->visit_proxy != NULL)
+      srv->pool_ops->remove_group(srv->pool, srv->visit_proxy, on_group_removed, srv);
+  }
+  while (s->proxies != NULL) {
+    proxy *px = s->proxies;
+    s->proxies = px->next;
+    proxy_close(px);
+  }
+  /* Work connections of a dead session are dead too; cut their visitors off now rather than leave them
+   * hanging until TCP gives up. */
+  for (active *a = s->joins; a != NULL; a = a->next) {
+    a->s = NULL;
+    np__join_abort(a->join);
+  }
+  s->joins = NULL;
+  uv_close((uv_handle_t *)&s->timer, on_session_timer_closed);
+  np__chan_close_flush(s->ch, on_session_chan_closed);
+}
+
+static void on_session_timer(uv_timer_t *t) {
+  session *s = t->data;
+  struct np_server *srv = s->srv;
+  uint64_t now = now_ms(srv);
+  np_msg ping = {.type = NP_MSG_PING};
+
+  if (s->state != S_READY) {
+    if (now - s->started >= srv->cfg.heartbeat_timeout_ms) {
+      srv->stats.logins_failed++;
+      np__log(&srv->log, NP_LOG_INFO, "%s: no login within %llums, closing", s->peer,
+              (unsigned long long)srv->cfg.heartbeat_timeout_ms);
+      session_close(s, UV_ETIMEDOUT, "login timed out");
+    }
+    return;
+  }
+  if ((srv->codec->caps & NP_CODEC_CAP_PONG) && now - s->last_rx >= srv->cfg.heartbeat_timeout_ms) {
+    session_close(s, NP_EPEERDEAD, "no heartbeat within heartbeat_timeout");
+    return;
+  }
+  if (now - s->last_tx >= srv->cfg.heartbeat_interval_ms) {
+    ping.id = ++s->ping_seq;
+    if (send_msg(s, &ping) != 0)
+      session_close(s, NP_ELIMIT, "control stream not writable");
+  }
+}
+
+static int hello(session *s, const np_msg *m) {
+  np_msg resp = {.type = NP_MSG_HELLO, .version = PROTO_VERSION};
+
+  if (m->version != PROTO_VERSION) {
+    np_msg c = {.type = NP_MSG_CLOSE, .status = NP_EVERSION};
+    snprintf(c.text, sizeof(c.text), "protocol version %u is not supported (server speaks %u)",
+             m->version, PROTO_VERSION);
+    np__chan_send(s->ch, &c);
+    return NP_EVERSION;
+  }
+  if (np__auth_nonce(s->snonce) != 0)
+    return UV_EIO;
+  memcpy(resp.nonce, s->snonce, NP_MSG_KEY_LEN);
+  s->state = S_AUTH;
+  return send_msg(s, &resp);
+}
+
+static session *find_ready(struct np_server *srv, const char *name) {
+  for (session *o = srv->sessions; o != NULL; o = o->next)
+    if (o->state == S_READY && strcmp(o->name, name) == 0)
+      return o;
+  return NULL;
+}
+
+static int login(session *s, const np_msg *m) {
+  struct np_server *srv = s->srv;
+  np_msg resp = {.type = NP_MSG_LOGIN_RESP};
+  unsigned char want[NP_MSG_KEY_LEN];
+  session *old;
+  size_t n = 0;
+
+  if (m->version != PROTO_VERSION || m->name[0] == '\0' ||
+      np__auth_login_mac(srv->cfg.token, s->snonce, m->nonce, m->name, want) != 0 ||
+      !np__auth_equal(want, m->mac)) {
+    srv->stats.logins_failed++;
+    np__log(&srv->log, NP_LOG_WARN, "%s: login as '%s' refused: wrong token", s->peer, m->name);
+    resp.status = NP_EAUTH;
+    snprintf(resp.text, sizeof(resp.text), "wrong token for client '%s'", m->name);
+    np__chan_send(s->ch, &resp);
+    return NP_EAUTH;
+  }
+  for (session *o = srv->sessions; o != NULL; o = o->next)
+    n += o->state == S_READY;
+  old = find_ready(srv, m->name);
+  if (old == NULL && n >= srv->cfg.max_clients) {
+    resp.status = NP_ELIMIT;
+    snprintf(resp.text, sizeof(resp.text), "the server takes at most %zu clients",
+             srv->cfg.max_clients);
+    np__chan_send(s->ch, &resp);
+    return NP_ELIMIT;
+  }
+  if (old != NULL) {
+    /* The same authenticated client again: its previous session is stale (it would not log in twice
+     * otherwise), so the new one takes over its name and ports. */
+    np__log(&srv->log, NP_LOG_INFO, "client %s logged in again from %s; closing its old session",
+            m->name, s->peer);
+    session_close(old, NP_ECLOSED, "replaced by a new login");
+  }
+  np__auth_session_key(srv->cfg.token, s->snonce, m->nonce, m->name, s->key);
+  np__strlcpy(s->name, m->name, sizeof(s->name));
+  s->state = S_READY;
+  s->id = ++srv->next_session_id;
+  srv->stats.clients++;
+  resp.id = s->id;
+  np__log(&srv->log, NP_LOG_INFO, "client %s logged in from %s", s->name, s->peer);
+  return send_msg(s, &resp);
+}
+
+static void work_fail(session *s, const np_msg *m) {
+  struct np_server *srv = s->srv;
+  visitor *v = srv->pool_ops->take(srv->pool, m->id);
+
+  if (v == NULL)
+    return; /* expired meanwhile */
+  if (v->session_id != s->id) {
+    srv->pool_ops->put(srv->pool, m->id, v->px, v, v->deadline);
+    return;
+  }
+  srv->stats.visitors_failed++;
+  np__log(&srv->log, NP_LOG_INFO, "proxy %s: visitor %llu closed: %s%s%s", v->px->name,
+          (unsigned long long)m->id, np_strerror(NP_ELOCALFAIL), m->text[0] ? ": " : "", m->text);
+  visitor_drop(v);
+}
+
+/* First message WORK: this connection is the work connection for one pending visitor. */
+static void work(session *s, const np_msg *m) {
+  struct np_server *srv = s->srv;
+  unsigned char want[NP_MSG_KEY_LEN];
+  session *owner = NULL;
+  const char *rest;
+  size_t rest_len;
+  np_conn *c;
+  visitor *v;
+
+  v = srv->pool_ops->take(srv->pool, m->id2);
+  if (v != NULL) {
+    for (owner = srv->sessions; owner != NULL && owner->id != v->session_id; owner = owner->next)
+      ;
+    if (owner == NULL || owner->id != m->id ||
+        np__auth_work_mac(owner->key, m->id, m->id2, want) != 0 || !np__auth_equal(want, m->mac)) {
+      /* Not proven: leave the visitor for its real work connection. */
+      srv->pool_ops->put(srv->pool, m->id2, v->px, v, v->deadline);
+      v = NULL;
+    }
+  }
+  if (v == NULL) {
+    srv->stats.work_unknown++;
+    np__log(&srv->log, NP_LOG_INFO, "%s: work connection for unknown or unproven visitor %llu",
+            s->peer, (unsigned long long)m->id2);
+    session_close(s, NP_EPROTO, "unknown visitor");
+    return;
+  }
+  c = np__chan_detach(s->ch, &rest, &rest_len);
+  s->ch = NULL;
+  s->closing = 1;
+  session_unlink(s);
+  start_join(srv, owner, c, v, rest, rest_len);
+  /* The chan frees itself; only the timer is left. */
+  s->closes_left = 1;
+  uv_close((uv_handle_t *)&s->timer, on_session_timer_closed);
+}
+
+static void on_session_msg(np__chan *ch, const np_msg *m) {
+  session *s = np__chan_data(ch);
+  struct np_server *srv = s->srv;
+  int r = 0;
+
+  if (s->closing)
+    return;
+  s->last_rx = now_ms(srv);
+  np__log(&srv->log, NP_LOG_TRACE, "%s: got %s", s->peer, np_msg_type_name(m->type));
+  switch (s->state) {
+  case S_NEW:
+    if (m->type == NP_MSG_HELLO)
+      r = hello(s, m);
+    else if (m->type == NP_MSG_WORK)
+      work(s, m);
+    else
+      r = NP_EPROTO;
+    break;
+  case S_AUTH:
+    r = m->type == NP_MSG_LOGIN ? login(s, m) : NP_EPROTO;
+    break;
+  case S_READY:
+    switch (m->type) {
+    case NP_MSG_PROXY:
+      on_proxy_msg(s, m);
+      break;
+    case NP_MSG_PING: {
+      np_msg pong = {.type = NP_MSG_PONG, .id = m->id};
+      r = send_msg(s, &pong);
+      break;
+    }
+    case NP_MSG_PONG:
+      break;
+    case NP_MSG_WORK_FAIL:
+      work_fail(s, m);
+      break;
+    case NP_MSG_CLOSE:
+      np__log(&srv->log, NP_LOG_INFO, "client %s says goodbye: %s", s->name, m->text);
+      session_close(s, 0, "client closed the session");
+      return;
+    default:
+      r = NP_EPROTO;
+    }
+    break;
+  }
+  if (r != 0 && !s->closing) {
+    if (r == NP_EPROTO)
+      np__log(&srv->log, NP_LOG_WARN, "%s: unexpected %s message, closing", s->peer,
+              np_msg_type_name(m->type));
+    if (s->state != S_READY && r != NP_EAUTH)
+      srv->stats.logins_failed++; /* NP_EAUTH was counted by login() */
+    session_close(s, r, np_strerror(r));
+  }
+}
+
+static void on_session_error(np__chan *ch, int err) {
+  session *s = np__chan_data(ch);
+  if (err != UV_EOF)
+    np__log(&s->srv->log, NP_LOG_WARN, "%s (%s): %s, closing", s->name[0] ? s->name : "connection",
+            s->peer, np_strerror(err));
+  if (s->state != S_READY && err != UV_EOF && err != UV_ECONNRESET)
+    s->srv->stats.logins_failed++;
+  session_close(s, err, np_strerror(err));
+}
+
+static void on_control(uv_stream_t *l, int status) {
+  struct np_server *srv = l->data;
+  session *s;
+  np_conn *c;
+  int r;
+
+  if (status != 0 || (r = np__conn_tcp_accept(l, &c)) != 0) {
+    /* Out of descriptors and the like: say so once per burst, not per connection. */
+    uint64_t now = now_ms(srv);
+    srv->accept_errors++;
+    if (now - srv->accept_error_logged >= 1000 || srv->accept_error_logged == 0) {
+      srv->accept_error_logged = now;
+      np__log(&srv->log, NP_LOG_ERROR, "accept failed: %s (%llu so far)",
+              np_strerror(status != 0 ? status : r), (unsigned long long)srv->accept_errors);
+    }
+    return;
+  }
+  if ((s = calloc(1, sizeof(*s))) == NULL) {
+    np__conn_close(c, NULL);
+    return;
+  }
+  s->srv = srv;
+  s->started = s->last_rx = s->last_tx = now_ms(srv);
+  np__conn_peer_str(c, s->peer, sizeof(s->peer));
+  if ((r = np__chan_new(c, srv->codec, srv->cfg.max_frame, CTRL_MAX_QUEUED, &s->ch)) != 0) {
+    np__conn_close(c, NULL);
+    free(s);
+    return;
+  }
+  srv->refs++;
+  s->closes_left = 2;
+  uv_timer_init(srv->loop, &s->timer);
+  s->timer.data = s;
+  s->next = srv->sessions;
+  if (srv->sessions != NULL)
+    srv->sessions->prev = s;
+  srv->sessions = s;
+  np__log(&srv->log, NP_LOG_DEBUG, "connection from %s", s->peer);
+
+  if (!native(srv)) {
+    /* No handshake in this codec: the connection is the client. One client at a time; a new one
+     * replaces the old, which is most likely dead if its owner reconnected. */
+    for (session *o = s->next; o != NULL;) {
+      session *next = o->next;
+      if (o->state == S_READY)
+        session_close(o, NP_ECLOSED, "replaced by a new client");
+      o = next;
+    }
+    s->state = S_READY;
+    strcpy(s->name, "seed");
+    srv->stats.clients++;
+    np__log(&srv->log, NP_LOG_INFO, "client connected from %s (line codec)", s->peer);
+  }
+  r = np__chan_start(s->ch, on_session_msg, on_session_error, s);
+  if (r == 0) {
+    uint64_t tick = srv->cfg.heartbeat_interval_ms;
+    if (tick > srv->cfg.heartbeat_timeout_ms / 4)
+      tick = srv->cfg.heartbeat_timeout_ms / 4;
+    r = uv_timer_start(&s->timer, on_session_timer, tick ? tick : 1, tick ? tick : 1);
+  }
+  if (r != 0)
+    session_close(s, r, np_strerror(r));
+}
+
+/* Line codec: a tunnel connection carries no header, so it takes the visitor that waited longest. */
+static void on_tunnel(uv_stream_t *l, int status) {
+  struct np_server *srv = l->data;
+  np_conn *c;
+  visitor *v;
+
+  if (status != 0 || np__conn_tcp_accept(l, &c) != 0) {
+    srv->accept_errors++;
+    return;
+  }
+  v = srv->pool_ops->take_oldest(srv->pool, srv->visit_proxy, NULL);
+  if (v == NULL) {
+    srv->stats.work_unknown++;
+    np__log(&srv->log, NP_LOG_INFO, "tunnel connection with no visitor waiting, closing");
+    np__conn_close(c, NULL);
+    return;
+  }
+  start_join(srv, visit_owner(srv, v->px), c, v, NULL, 0);
+}
+
+/* ---- lifecycle --------------------------------------------------------------------------------- */
+
+int np_server_new(uv_loop_t *loop, const struct np_config *cfg, struct np_server **out) {
+  struct np_server *srv;
+
+  if (loop == NULL || cfg == NULL || cfg->kind != NP_CONFIG_SERVER)
+    return UV_EINVAL;
+  if ((srv = calloc(1, sizeof(*srv))) == NULL)
+    return UV_ENOMEM;
+  srv->loop = loop;
+  srv->cfg = *cfg;
+  if (np_config_validate(&srv->cfg) != 0) {
+    free(srv);
+    return NP_ECONFIG;
+  }
+  srv->codec = np_codec_find(cfg->codec);
+  np__logger_init(&srv->log);
+  srv->log.level = (np_log_level)cfg->log_level;
+  *out = srv;
+  return 0;
+}
+
+int np_server_set_codec(struct np_server *srv, const np_codec_ops *codec) {
+  if (srv->started)
+    return NP_ESTATE;
+  if (codec == NULL || codec->decode == NULL || codec->encode == NULL)
+    return UV_EINVAL;
+  srv->codec = codec;
+  return 0;
+}
+
+int np_server_set_pool(struct np_server *srv, const np_pool_ops *ops, void *pool) {
+  if (srv->started)
+    return NP_ESTATE;
+  if (ops == NULL || pool == NULL)
+    return UV_EINVAL;
+  if (srv->pool != NULL)
+    srv->pool_ops->destroy(srv->pool);
+  srv->pool_ops = ops;
+  srv->pool = pool;
+  return 0;
+}
+
+void np_server_set_log(struct np_server *srv, np_log_level level, np_log_cb cb, void *arg) {
+  srv->log.level = level;
+  srv->log.cb = cb != NULL ? cb : np_log_stderr;
+  srv->log.arg = arg;
+}
+
+static int listen_on(struct np_server *srv, uv_tcp_t *h, const char *spec, uv_connection_cb cb,
+                     int *port) {
+  struct sockaddr_storage ss;
+  int n = sizeof(ss);
+  int r;
+
+  np__parse_addr(spec, &ss); /* validated with the config */
+  uv_tcp_init(srv->loop, h);
+  h->data = srv;
+  srv->refs++;
+  if ((r = uv_tcp_bind(h, (struct sockaddr *)&ss, 0)) != 0 ||
+      (r = uv_listen((uv_stream_t *)h, 511, cb)) != 0) {
+    np__log(&srv->log, NP_LOG_ERROR, "cannot listen on %s: %s", spec, np_strerror(r));
+    return r;
+  }
+  uv_tcp_getsockname(h, (struct sockaddr *)&ss, &n);
+  if (port != NULL)
+    *port = ntohs(((struct sockaddr_in *)&ss)->sin_port);
+  return 0;
+}
+
+static void on_handle_closed(uv_handle_t *h) {
+  unref(h->data);
+}
+
+int np_server_start(struct np_server *srv) {
+  int r;
+
+  if (srv->started)
+    return NP_ESTATE;
+  srv->started = 1;
+  if (srv->pool == NULL) {
+    if ((r = np_pool_default_new(srv->cfg.max_pending, srv->cfg.max_pending_per_proxy,
+                                 &srv->pool)) != 0)
+      return r;
+    srv->pool_ops = np_pool_default_ops();
+  }
+  uv_timer_init(srv->loop, &srv->pool_timer);
+  srv->pool_timer.data = srv;
+  srv->refs++;
+  if ((r = listen_on(srv, &srv->listener, srv->cfg.bind, on_control, &srv->port)) != 0)
+    return r;
+  if (srv->cfg.token[0] == '\0' && native(srv))
+    np__log(&srv->log, NP_LOG_WARN, "no token set: any client can open public ports");
+  np__log(&srv->log, NP_LOG_INFO, "listening on %s (port %d, codec %s)", srv->cfg.bind, srv->port,
+          srv->codec->name);
+  if (!(srv->codec->caps & NP_CODEC_CAP_WORK_HEADER)) {
+    char host[NP_HOSTPORT_MAX];
+    int vport;
+    if ((r = listen_on(srv, &srv->tunnel_listener, srv->cfg.tunnel_bind, on_tunnel, NULL)) != 0)
+      return r;
+    np__split_hostport(srv->cfg.visit_bind, host, sizeof(host), &vport);
+    if ((r = proxy_open(srv, NULL, "visit", host, vport, &srv->visit_proxy)) != 0) {
+      np__log(&srv->log, NP_LOG_ERROR, "cannot listen on %s: %s", srv->cfg.visit_bind,
+              np_strerror(r));
+      return r;
+    }
+    np__log(&srv->log, NP_LOG_INFO, "line codec: tunnel port %s, visitors on %s:%d",
+            srv->cfg.tunnel_bind, host, srv->visit_proxy->port);
+  }
+  return 0;
+}
+
+int np_server_port(const struct np_server *srv) {
+  return srv->port;
+}
+
+void np_server_get_stats(const struct np_server *srv, np_server_stats *out) {
+  *out = srv->stats;
+  out->pending = srv->pool != NULL ? srv->pool_ops->count(srv->pool, NULL) : 0;
+}
+
+static void unref(struct np_server *srv) {
+  if (--srv->refs > 0 || !srv->closing)
+    return;
+  if (srv->pool != NULL)
+    srv->pool_ops->destroy(srv->pool);
+  if (srv->close_cb != NULL)
+    srv->close_cb(srv);
+  free(srv);
+}
+
+void np_server_close(struct np_server *srv, np_server_close_cb cb) {
+  if (srv->closing)
+    return;
+  srv->closing = 1;
+  srv->close_cb = cb;
+  srv->refs++; /* held until the end of this function */
+  while (srv->sessions != NULL)
+    session_close(srv->sessions, NP_ECLOSED, "server shutting down");
+  if (srv->visit_proxy != NULL)
+    proxy_close(srv->visit_proxy);
+  if (srv->pool != NULL)
+    srv->pool_ops->expire(srv->pool, UINT64_MAX, on_group_removed, srv);
+  if (srv->started) {
+    uv_close((uv_handle_t *)&srv->pool_timer, on_handle_closed);
+    if (srv->listener.loop != NULL)
+      uv_close((uv_handle_t *)&srv->listener, on_handle_closed);
+    if (srv->tunnel_listener.loop != NULL)
+      uv_close((uv_handle_t *)&srv->tunnel_listener, on_handle_closed);
+  }
+  unref(srv);
+}
+
+void *np_server_get_data(const struct np_server *srv) {
+  return srv->data;
+}
+
+void np_server_set_data(struct np_server *srv, void *data) {
+  srv->data = data;
+}
