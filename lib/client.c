@@ -368,9 +368,11 @@ static void ready(struct np_client *cl) {
     emit(cl, NP_CLIENT_PROXY_READY, 0, cl->cfg.proxies[0].name, "line codec", 0);
 }
 
+static void drop_session(struct np_client *cl);
+
 static void fatal(struct np_client *cl, int status, const char *text) {
   np__log(&cl->log, NP_LOG_ERROR, "giving up: %s", text);
-  disconnect(cl, status, text);
+  drop_session(cl);
   uv_timer_stop(&cl->timer);
   cl->state = C_FATAL;
   emit(cl, NP_CLIENT_FATAL, status, NULL, text, 0);
@@ -473,7 +475,7 @@ static void on_control_dialed(void *data, int status, np_conn *c) {
 
   cl->dial = NULL;
   if (status != 0) {
-    disconnect(cl, status, "cannot connect");
+    disconnect(cl, status, np_strerror(status));
     return;
   }
   if ((r = np__chan_new(c, cl->codec, cl->cfg.max_frame, CTRL_MAX_QUEUED, &cl->ch)) != 0) {
@@ -504,7 +506,7 @@ static void connect_now(struct np_client *cl) {
   np__log(&cl->log, NP_LOG_DEBUG, "connecting to %s", cl->cfg.server);
   r = np__dial(cl->loop, cl->cfg.server, cl->cfg.dial_timeout_ms, on_control_dialed, cl, &cl->dial);
   if (r != 0)
-    disconnect(cl, r, "cannot connect");
+    disconnect(cl, r, np_strerror(r));
 }
 
 /* Capped exponential backoff with jitter: the n-th retry waits a random time in [d/2, d], d =
@@ -545,12 +547,7 @@ static void on_timer(uv_timer_t *t) {
   }
 }
 
-/* Drop the control session and schedule a reconnect. */
-static void disconnect(struct np_client *cl, int status, const char *why) {
-  uint64_t delay;
-
-  if (cl->closing || cl->state == C_FATAL)
-    return;
+static void drop_session(struct np_client *cl) {
   if (cl->dial != NULL) {
     np__dial_cancel(cl->dial);
     cl->dial = NULL;
@@ -559,13 +556,23 @@ static void disconnect(struct np_client *cl, int status, const char *why) {
     np__chan_close(cl->ch, on_chan_closed);
     cl->ch = NULL;
   }
+  cl->session_id = 0;
+}
+
+/* Drop the control session and schedule a reconnect. */
+static void disconnect(struct np_client *cl, int status, const char *why) {
+  uint64_t delay;
+
+  if (cl->closing || cl->state == C_FATAL)
+    return;
+  drop_session(cl);
   if (cl->state == C_READY || cl->state == C_LOGIN || cl->state == C_HELLO)
     emit(cl, NP_CLIENT_DISCONNECTED, status, NULL, why, 0);
-  cl->session_id = 0;
   delay = backoff_ms(cl);
   cl->attempt++;
   np__log(&cl->log, cl->state == C_READY ? NP_LOG_WARN : NP_LOG_INFO,
-          "%s %s: %s (%s); retrying in %llums", why, cl->cfg.server, np_strerror(status),
+          "%s %s: %s (%s); retrying in %llums",
+          cl->state == C_READY ? "lost the connection to" : "cannot connect to", cl->cfg.server, why,
           np_err_name(status), (unsigned long long)delay);
   cl->state = C_BACKOFF;
   uv_timer_start(&cl->timer, on_timer, delay, 0);

@@ -392,6 +392,25 @@ int np_config_add_remote(struct np_config *cfg, const char *spec) {
   return 0;
 }
 
+int np_config_set_flag(struct np_config *cfg, const char *flag, const char *value) {
+  char key[64];
+  size_t i;
+
+  if (strcmp(flag, "R") == 0)
+    return np_config_add_remote(cfg, value);
+  for (i = 0; flag[i] != '\0' && i + 1 < sizeof(key); i++)
+    key[i] = flag[i] == '-' ? '_' : flag[i];
+  key[i] = '\0';
+  if (np_config_set(cfg, NULL, key, value) != 0) {
+    /* Name the flag the user typed, not the INI key. */
+    char msg[sizeof(cfg->err)];
+    memcpy(msg, cfg->err, sizeof(msg));
+    snprintf(cfg->err, sizeof(cfg->err), "--%s: %.400s", flag, msg);
+    return NP_ECONFIG;
+  }
+  return 0;
+}
+
 int np_config_validate(struct np_config *cfg) {
   int line_codec = strcmp(cfg->codec, "line") == 0;
 

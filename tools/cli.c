@@ -1,0 +1,96 @@
+#include "cli.h"
+
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+
+static const char *prog_name(const char *argv0) {
+  const char *slash = strrchr(argv0, '/');
+  return slash != NULL ? slash + 1 : argv0;
+}
+
+static int usage_error(const char *prog, const char *msg) {
+  fprintf(stderr, "%s: %s\nTry '%s --help' for more information.\n", prog, msg, prog);
+  return NP_EXIT_USAGE;
+}
+
+int np_cli_parse(int argc, char **argv, struct np_config *cfg, const char *shortopts,
+                 const struct option *longopts, const char *help) {
+  const char *prog = prog_name(argv[0]);
+  const char *file = NULL;
+  int c, idx, r;
+
+  /* Pass 1: help, version and the config file, so flags can override the file in pass 2. */
+  opterr = 0;
+  while ((c = getopt_long(argc, argv, shortopts, longopts, &idx)) != -1) {
+    if (c == 'h') {
+      fputs(help, stdout);
+      return -1;
+    }
+    if (c == 'V') {
+      printf("%s %s (libnatproxy %s)\n", prog, np_version_string(), np_version_string());
+      return -1;
+    }
+    if (c == 'c')
+      file = optarg;
+  }
+  if (file != NULL && (r = np_config_load_file(cfg, file)) != 0)
+    return usage_error(prog, np_config_error(cfg));
+
+  optind = 0; /* GNU getopt: start over */
+  opterr = 1;
+  while ((c = getopt_long(argc, argv, shortopts, longopts, &idx)) != -1) {
+    char flag[2] = {(char)c, '\0'};
+    const char *name = flag;
+    if (c == '?' || c == ':')
+      return usage_error(prog, "bad option");
+    if (c == 'c')
+      continue;
+    /* A short option stands for its long form's key (-s is --server); -R has only the short form. */
+    for (const struct option *o = longopts; o->name != NULL; o++)
+      if ((c == 0 && o == &longopts[idx]) || (c != 0 && o->val == c))
+        name = o->name;
+    r = np_config_set_flag(cfg, name, optarg);
+    if (r != 0)
+      return usage_error(prog, np_config_error(cfg));
+  }
+  if (optind < argc)
+    return usage_error(prog, "unexpected argument (flags take the form --name VALUE)");
+  if (np_config_validate(cfg) != 0)
+    return usage_error(prog, np_config_error(cfg));
+  return 0;
+}
+
+static uv_signal_t sigs[2];
+static void (*stop_fn)(void *);
+static void *stop_arg;
+
+static void on_signal(uv_signal_t *h, int signum) {
+  (void)h;
+  (void)signum;
+  if (stop_fn != NULL) {
+    void (*fn)(void *) = stop_fn;
+    stop_fn = NULL;
+    fn(stop_arg);
+  }
+  np_cli_close_signals();
+}
+
+void np_cli_handle_signals(uv_loop_t *loop, void (*stop)(void *arg), void *arg) {
+  static const int which[2] = {SIGINT, SIGTERM};
+
+  /* A peer that vanishes must surface as EPIPE from write, not kill the process. */
+  signal(SIGPIPE, SIG_IGN);
+  stop_fn = stop;
+  stop_arg = arg;
+  for (int i = 0; i < 2; i++) {
+    uv_signal_init(loop, &sigs[i]);
+    uv_signal_start(&sigs[i], on_signal, which[i]);
+  }
+}
+
+void np_cli_close_signals(void) {
+  for (int i = 0; i < 2; i++)
+    if (sigs[i].loop != NULL && !uv_is_closing((uv_handle_t *)&sigs[i]))
+      uv_close((uv_handle_t *)&sigs[i], NULL);
+}

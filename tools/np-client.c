@@ -1,0 +1,100 @@
+/* np-client: the private side of libnatproxy's reverse tunnels. Flags and signals; the rest is the library. */
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "cli.h"
+
+static const char help[] =
+    "Usage: np-client [-c FILE] --server HOST:PORT [--token TOKEN] [--name NAME]\n"
+    "                 -R [BIND_ADDR:]REMOTE_PORT:LOCAL_HOST:LOCAL_PORT ...\n"
+    "Make local services reachable on an np-server's public ports, like ssh -R.\n"
+    "\n"
+    "  -c, --config FILE          INI file ([client] and [proxy NAME] sections; see np-client(1))\n"
+    "  -s, --server HOST:PORT     the np-server to dial\n"
+    "      --token TOKEN          shared secret (prefer the config file)\n"
+    "      --name NAME            client name; a new login under the same name takes over its ports\n"
+    "                             (default: the host name)\n"
+    "  -R  SPEC                   [BIND_ADDR:]REMOTE_PORT:LOCAL_HOST:LOCAL_PORT, repeatable;\n"
+    "                             REMOTE_PORT 0 lets the server pick (printed on stdout)\n"
+    "      --log-level LEVEL      error, warn, info (default), debug, trace\n"
+    "      --heartbeat-interval D --heartbeat-timeout D   (defaults 10s, 30s)\n"
+    "      --reconnect-min D --reconnect-max D            backoff bounds (defaults 500ms, 30s)\n"
+    "      --dial-timeout D       for the server and the local service (default 5s)\n"
+    "      --codec NAME           native (default) or line (the seed article's protocol), with\n"
+    "      --tunnel HOST:PORT --local HOST:PORT          for the line codec\n"
+    "  -h, --help                 show this help\n"
+    "  -V, --version              show the version\n"
+    "\n"
+    "Exit status: 0 stopped by SIGINT/SIGTERM, 2 bad usage or configuration, 3 the server refused the\n"
+    "token. Unreachable servers are retried forever with capped exponential backoff.\n";
+
+static const struct option longopts[] = {
+    {"config", required_argument, NULL, 'c'},
+    {"help", no_argument, NULL, 'h'},
+    {"version", no_argument, NULL, 'V'},
+    {"server", required_argument, NULL, 's'},
+    {"token", required_argument, NULL, 0},
+    {"name", required_argument, NULL, 0},
+    {"log-level", required_argument, NULL, 0},
+    {"heartbeat-interval", required_argument, NULL, 0},
+    {"heartbeat-timeout", required_argument, NULL, 0},
+    {"reconnect-min", required_argument, NULL, 0},
+    {"reconnect-max", required_argument, NULL, 0},
+    {"dial-timeout", required_argument, NULL, 0},
+    {"max-frame", required_argument, NULL, 0},
+    {"codec", required_argument, NULL, 0},
+    {"tunnel", required_argument, NULL, 0},
+    {"local", required_argument, NULL, 0},
+    {NULL, 0, NULL, 0},
+};
+
+static int exit_code = NP_EXIT_OK;
+
+static void stop(void *arg) {
+  np_client_close(arg, NULL);
+}
+
+static void on_event(struct np_client *cl, const np_client_event *ev) {
+  switch (ev->type) {
+  case NP_CLIENT_PROXY_READY:
+    /* The one line scripts parse: which public port serves which proxy. */
+    printf("proxy %s: public port %d\n", ev->name, ev->port);
+    fflush(stdout);
+    break;
+  case NP_CLIENT_FATAL:
+    fprintf(stderr, "np-client: %s\n", ev->text);
+    exit_code = ev->status == NP_EAUTH ? NP_EXIT_AUTH : NP_EXIT_RUNTIME;
+    np_cli_close_signals();
+    np_client_close(cl, NULL);
+    break;
+  default:
+    break;
+  }
+}
+
+int main(int argc, char **argv) {
+  uv_loop_t *loop = uv_default_loop();
+  struct np_config *cfg;
+  struct np_client *cl;
+  int r;
+
+  if (np_config_new(NP_CONFIG_CLIENT, &cfg) != 0)
+    return NP_EXIT_RUNTIME;
+  r = np_cli_parse(argc, argv, cfg, "c:s:R:hV", longopts, help);
+  if (r != 0) {
+    np_config_free(cfg);
+    return r < 0 ? NP_EXIT_OK : r;
+  }
+  r = np_client_new(loop, cfg, &cl);
+  np_config_free(cfg);
+  if (r != 0) {
+    fprintf(stderr, "np-client: %s\n", np_strerror(r));
+    return NP_EXIT_USAGE;
+  }
+  np_client_set_event_cb(cl, on_event);
+  np_cli_handle_signals(loop, stop, cl);
+  np_client_start(cl);
+  uv_run(loop, UV_RUN_DEFAULT);
+  uv_loop_close(loop);
+  return exit_code;
+}

@@ -1,0 +1,85 @@
+/* np-server: the public side of libnatproxy's reverse tunnels. Flags and signals; the rest is the library. */
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "cli.h"
+
+static const char help[] =
+    "Usage: np-server [-c FILE] [--bind ADDR:PORT] [--token TOKEN] [--allow-ports LIST] [OPTIONS]\n"
+    "Accept np-client connections and open public ports that lead to their private services.\n"
+    "\n"
+    "  -c, --config FILE            INI file ([server] section; see np-server(1), docs/config.md)\n"
+    "      --bind ADDR:PORT         control and work connections (default 0.0.0.0:7000)\n"
+    "      --token TOKEN            shared secret clients must prove (prefer the config file)\n"
+    "      --allow-ports LIST       public ports clients may ask for, e.g. 2000-3000,4000\n"
+    "      --log-level LEVEL        error, warn, info (default), debug, trace\n"
+    "      --heartbeat-interval D   ping idle clients this often (default 10s)\n"
+    "      --heartbeat-timeout D    drop a client silent this long (default 30s)\n"
+    "      --pending-timeout D      how long a visitor waits for its tunnel (default 10s)\n"
+    "      --max-pending N          visitors waiting at once, in total (default 4096)\n"
+    "      --max-pending-per-proxy N  ... per public port (default 256)\n"
+    "      --max-clients N          logged-in clients at once (default 1024)\n"
+    "      --codec NAME             native (default) or line (the seed article's protocol)\n"
+    "      --tunnel-bind ADDR:PORT  line codec: where tunnel connections arrive\n"
+    "      --visit-bind ADDR:PORT   line codec: where visitors arrive\n"
+    "  -h, --help                   show this help\n"
+    "  -V, --version                show the version\n"
+    "\n"
+    "Durations take ms, s, m or h. Exit status: 0 stopped by SIGINT/SIGTERM, 1 runtime failure\n"
+    "(e.g. the port is in use), 2 bad usage or configuration.\n";
+
+static const struct option longopts[] = {
+    {"config", required_argument, NULL, 'c'},
+    {"help", no_argument, NULL, 'h'},
+    {"version", no_argument, NULL, 'V'},
+    {"bind", required_argument, NULL, 0},
+    {"token", required_argument, NULL, 0},
+    {"allow-ports", required_argument, NULL, 0},
+    {"log-level", required_argument, NULL, 0},
+    {"heartbeat-interval", required_argument, NULL, 0},
+    {"heartbeat-timeout", required_argument, NULL, 0},
+    {"pending-timeout", required_argument, NULL, 0},
+    {"max-pending", required_argument, NULL, 0},
+    {"max-pending-per-proxy", required_argument, NULL, 0},
+    {"max-clients", required_argument, NULL, 0},
+    {"max-frame", required_argument, NULL, 0},
+    {"codec", required_argument, NULL, 0},
+    {"tunnel-bind", required_argument, NULL, 0},
+    {"visit-bind", required_argument, NULL, 0},
+    {NULL, 0, NULL, 0},
+};
+
+static void stop(void *arg) {
+  np_server_close(arg, NULL);
+}
+
+int main(int argc, char **argv) {
+  uv_loop_t *loop = uv_default_loop();
+  struct np_config *cfg;
+  struct np_server *srv;
+  int r;
+
+  if (np_config_new(NP_CONFIG_SERVER, &cfg) != 0)
+    return NP_EXIT_RUNTIME;
+  r = np_cli_parse(argc, argv, cfg, "c:hV", longopts, help);
+  if (r != 0) {
+    np_config_free(cfg);
+    return r < 0 ? NP_EXIT_OK : r;
+  }
+  r = np_server_new(loop, cfg, &srv);
+  np_config_free(cfg);
+  if (r != 0) {
+    fprintf(stderr, "np-server: %s\n", np_strerror(r));
+    return NP_EXIT_USAGE;
+  }
+  np_cli_handle_signals(loop, stop, srv);
+  if ((r = np_server_start(srv)) != 0) {
+    fprintf(stderr, "np-server: cannot start: %s\n", np_strerror(r));
+    np_server_close(srv, NULL);
+    np_cli_close_signals();
+    r = NP_EXIT_RUNTIME;
+  }
+  uv_run(loop, UV_RUN_DEFAULT);
+  uv_loop_close(loop);
+  return r;
+}
