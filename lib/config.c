@@ -158,6 +158,7 @@ static const key_def keys[] = {
     {"heartbeat_timeout", KIND_BOTH, V_DURATION, FIELD(heartbeat_timeout_ms)},
     {"max_frame", KIND_BOTH, V_COUNT, FIELD(max_frame)},
     {"bind", KIND_SERVER, V_IPPORT, FIELD(bind)},
+    {"proxy_bind_addr", KIND_SERVER, V_STR, FIELD(proxy_bind_addr)},
     {"tunnel_bind", KIND_SERVER, V_IPPORT, FIELD(tunnel_bind)},
     {"visit_bind", KIND_SERVER, V_IPPORT, FIELD(visit_bind)},
     {"allow_ports", KIND_SERVER, V_PORTS, 0, 0},
@@ -424,6 +425,12 @@ int np_config_validate(struct np_config *cfg) {
   if (cfg->kind == NP_CONFIG_SERVER) {
     if (cfg->pending_timeout_ms == 0)
       return set_err(cfg, "pending_timeout must be above 0");
+    struct sockaddr_storage ss;
+    char spec[NP_MSG_NAME_MAX + 8];
+    snprintf(spec, sizeof(spec), strchr(cfg->proxy_bind_addr, ':') ? "[%s]:0" : "%s:0",
+             cfg->proxy_bind_addr);
+    if (np__parse_addr(spec, &ss) != 0)
+      return set_err(cfg, "proxy_bind_addr: '%s' is not an IP address", cfg->proxy_bind_addr);
     if (line_codec && (cfg->tunnel_bind[0] == '\0' || cfg->visit_bind[0] == '\0'))
       return set_err(cfg, "codec line needs tunnel_bind and visit_bind (--tunnel-bind, --visit-bind)");
     return 0;
@@ -464,6 +471,7 @@ int np_config_new(np_config_kind kind, struct np_config **out) {
   cfg->heartbeat_timeout_ms = 30000;
   cfg->max_frame = 4096;
   strcpy(cfg->bind, "0.0.0.0:7000");
+  strcpy(cfg->proxy_bind_addr, "0.0.0.0");
   cfg->pending_timeout_ms = 10000;
   cfg->max_pending = 4096;
   cfg->max_pending_per_proxy = 256;

@@ -33,6 +33,7 @@ struct np_config {
 
   /* server */
   char bind[NP_HOSTPORT_MAX];
+  char proxy_bind_addr[NP_MSG_NAME_MAX + 1]; /* where public ports listen unless a client names one */
   char tunnel_bind[NP_HOSTPORT_MAX]; /* line codec only */
   char visit_bind[NP_HOSTPORT_MAX];  /* line codec only */
   struct {

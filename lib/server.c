@@ -362,7 +362,7 @@ static int proxy_open(struct np_server *srv, session *s, const char *name, const
 static void on_proxy_msg(session *s, const np_msg *m) {
   struct np_server *srv = s->srv;
   np_msg resp = {.type = NP_MSG_PROXY_RESP};
-  const char *addr = m->addr[0] != '\0' ? m->addr : "0.0.0.0";
+  const char *addr = m->addr[0] != '\0' ? m->addr : srv->cfg.proxy_bind_addr;
   proxy *px = NULL;
   int r = 0;
 

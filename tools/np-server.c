@@ -11,6 +11,7 @@ static const char help[] =
     "  -c, --config FILE            INI file ([server] section; see np-server(1), docs/config.md)\n"
     "      --bind ADDR:PORT         control and work connections (default 0.0.0.0:7000)\n"
     "      --token TOKEN            shared secret clients must prove (prefer the config file)\n"
+    "      --proxy-bind-addr IP     where public ports listen (default 0.0.0.0)\n"
     "      --allow-ports LIST       public ports clients may ask for, e.g. 2000-3000,4000\n"
     "      --log-level LEVEL        error, warn, info (default), debug, trace\n"
     "      --heartbeat-interval D   ping idle clients this often (default 10s)\n"
@@ -35,6 +36,7 @@ static const struct option longopts[] = {
     {"bind", required_argument, NULL, 0},
     {"token", required_argument, NULL, 0},
     {"allow-ports", required_argument, NULL, 0},
+    {"proxy-bind-addr", required_argument, NULL, 0},
     {"log-level", required_argument, NULL, 0},
     {"heartbeat-interval", required_argument, NULL, 0},
     {"heartbeat-timeout", required_argument, NULL, 0},

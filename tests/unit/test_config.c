@@ -1,0 +1,194 @@
+/* Configuration: files, flags, -R specs, and errors that name the file and line. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include <natproxy.h>
+
+#include "config.h"
+
+static char path[64];
+
+static struct np_config *load(np_config_kind kind, const char *text, int *rc) {
+  struct np_config *cfg;
+  FILE *f;
+  int fd;
+
+  strcpy(path, "/tmp/np-test-cfg-XXXXXX");
+  fd = mkstemp(path);
+  assert_true(fd >= 0);
+  f = fdopen(fd, "w");
+  fputs(text, f);
+  fclose(f);
+  assert_int_equal(np_config_new(kind, &cfg), 0);
+  *rc = np_config_load_file(cfg, path);
+  unlink(path);
+  return cfg;
+}
+
+static void expect_error(np_config_kind kind, const char *text, const char *where,
+                         const char *what) {
+  char want[128];
+  int rc;
+  struct np_config *cfg = load(kind, text, &rc);
+  assert_int_equal(rc, NP_ECONFIG);
+  snprintf(want, sizeof(want), "%s:%s", path, where);
+  if (strstr(np_config_error(cfg), want) == NULL || strstr(np_config_error(cfg), what) == NULL)
+    fail_msg("error '%s' lacks '%s' or '%s'", np_config_error(cfg), want, what);
+  np_config_free(cfg);
+}
+
+static void test_server_file(void **state) {
+  int rc;
+  struct np_config *cfg = load(NP_CONFIG_SERVER,
+                               "; comment\n"
+                               "[server]\n"
+                               "bind = 127.0.0.1:7001\n"
+                               "token = s3cret\n"
+                               "allow_ports = 2000-3000, 4000\n"
+                               "heartbeat_interval = 500ms\n"
+                               "heartbeat_timeout = 2s\n"
+                               "pending_timeout = 1m\n",
+                               &rc);
+  (void)state;
+  assert_int_equal(rc, 0);
+  assert_int_equal(np_config_validate(cfg), 0);
+  assert_string_equal(cfg->bind, "127.0.0.1:7001");
+  assert_string_equal(cfg->token, "s3cret");
+  assert_true(cfg->heartbeat_interval_ms == 500 && cfg->heartbeat_timeout_ms == 2000);
+  assert_true(cfg->pending_timeout_ms == 60000);
+  assert_true(np__config_port_allowed(cfg, 2000) && np__config_port_allowed(cfg, 3000));
+  assert_true(np__config_port_allowed(cfg, 4000));
+  assert_false(np__config_port_allowed(cfg, 3001) || np__config_port_allowed(cfg, 1999));
+  /* Flags given after the file win. */
+  assert_int_equal(np_config_set_flag(cfg, "bind", "127.0.0.1:7002"), 0);
+  assert_string_equal(cfg->bind, "127.0.0.1:7002");
+  np_config_free(cfg);
+}
+
+static void test_client_file(void **state) {
+  int rc;
+  struct np_config *cfg = load(NP_CONFIG_CLIENT,
+                               "[client]\n"
+                               "server = tunnel.example:7000\n"
+                               "name = laptop\n"
+                               "[proxy web]\n"
+                               "local = localhost:8080\n"
+                               "remote_port = 6000\n"
+                               "[proxy ssh]\n"
+                               "type = tcp\n"
+                               "local = 127.0.0.1:22\n"
+                               "remote_port = 0\n"
+                               "bind_addr = 127.0.0.1\n",
+                               &rc);
+  (void)state;
+  assert_int_equal(rc, 0);
+  assert_int_equal(np_config_validate(cfg), 0);
+  assert_int_equal(cfg->n_proxies, 2);
+  assert_string_equal(cfg->proxies[0].name, "web");
+  assert_int_equal(cfg->proxies[0].remote_port, 6000);
+  assert_string_equal(cfg->proxies[1].bind_addr, "127.0.0.1");
+  assert_int_equal(cfg->proxies[1].remote_port, 0);
+  np_config_free(cfg);
+}
+
+static void test_file_errors(void **state) {
+  (void)state;
+  expect_error(NP_CONFIG_SERVER, "[server]\nbind = 127.0.0.1:7000\nbogus = 1\n", "3:",
+               "unknown key 'bogus'");
+  expect_error(NP_CONFIG_SERVER, "[server]\n\nheartbeat_timeout = 10 parsecs\n", "3:",
+               "heartbeat_timeout");
+  expect_error(NP_CONFIG_SERVER, "[server]\nallow_ports = 3000-2000\n", "2:", "bad range");
+  expect_error(NP_CONFIG_SERVER, "[server]\nallow_ports = 0\n", "2:", "bad range");
+  expect_error(NP_CONFIG_SERVER, "[server]\nbind = localhost\n", "2:", "IP:PORT");
+  expect_error(NP_CONFIG_SERVER, "[server]\nbind = 127.0.0.1:70000\n", "2:", "IP:PORT");
+  expect_error(NP_CONFIG_SERVER, "[client]\nserver = a:1\n", "2:", "unknown section [client]");
+  expect_error(NP_CONFIG_SERVER, "[server]\nthis line has no equals sign\n", "2:", "syntax error");
+  expect_error(NP_CONFIG_SERVER, "bind = 1.2.3.4:5\n", "1:", "before any [section]");
+  expect_error(NP_CONFIG_SERVER, "[server]\nlog_level = loud\n", "2:", "log_level");
+  expect_error(NP_CONFIG_SERVER, "[server]\ncodec = json\n", "2:", "not a codec");
+  expect_error(NP_CONFIG_SERVER, "[server]\nmax_pending = -1\n", "2:", "not a number");
+  expect_error(NP_CONFIG_CLIENT, "[client]\nserver = x:1\n[proxy web]\nlocal = nowhere\n", "4:",
+               "HOST:PORT");
+  expect_error(NP_CONFIG_CLIENT, "[client]\n[proxy web]\ncolour = blue\n", "3:",
+               "unknown key 'colour' in [proxy web]");
+  expect_error(NP_CONFIG_CLIENT, "[client]\n[proxy web]\ntype = sctp\n", "3:", "not supported");
+}
+
+static void test_missing_file(void **state) {
+  struct np_config *cfg;
+  (void)state;
+  assert_int_equal(np_config_new(NP_CONFIG_SERVER, &cfg), 0);
+  assert_int_equal(np_config_load_file(cfg, "/nonexistent/np.ini"), UV_ENOENT);
+  assert_non_null(strstr(np_config_error(cfg), "/nonexistent/np.ini: cannot open"));
+  np_config_free(cfg);
+}
+
+static void test_remote_specs(void **state) {
+  struct np_config *cfg;
+  (void)state;
+  assert_int_equal(np_config_new(NP_CONFIG_CLIENT, &cfg), 0);
+  assert_int_equal(np_config_add_remote(cfg, "8080:localhost:80"), 0);
+  assert_int_equal(np_config_add_remote(cfg, "127.0.0.1:0:10.1.2.3:22"), 0);
+  assert_int_equal(np_config_add_remote(cfg, "[::1]:9000:[::1]:9001"), 0);
+  assert_int_equal(cfg->n_proxies, 3);
+  assert_int_equal(cfg->proxies[0].remote_port, 8080);
+  assert_string_equal(cfg->proxies[0].local, "localhost:80");
+  assert_string_equal(cfg->proxies[0].bind_addr, "");
+  assert_string_equal(cfg->proxies[1].bind_addr, "127.0.0.1");
+  assert_int_equal(cfg->proxies[1].remote_port, 0);
+  assert_string_equal(cfg->proxies[2].bind_addr, "::1");
+  assert_string_equal(cfg->proxies[2].local, "[::1]:9001");
+  assert_int_equal(np_config_add_remote(cfg, "8080:localhost:81"), NP_ECONFIG); /* twice */
+  assert_int_equal(np_config_add_remote(cfg, "80:localhost"), NP_ECONFIG);
+  assert_int_equal(np_config_add_remote(cfg, "a:b:c:d:e"), NP_ECONFIG);
+  assert_int_equal(np_config_add_remote(cfg, "99999:h:1"), NP_ECONFIG);
+  assert_int_equal(np_config_add_remote(cfg, "1:h:99999"), NP_ECONFIG);
+  assert_int_equal(cfg->n_proxies, 3);
+  np_config_free(cfg);
+}
+
+static void test_validate(void **state) {
+  struct np_config *cfg;
+  (void)state;
+  assert_int_equal(np_config_new(NP_CONFIG_CLIENT, &cfg), 0);
+  assert_int_equal(np_config_validate(cfg), NP_ECONFIG);
+  assert_non_null(strstr(np_config_error(cfg), "no server"));
+  assert_int_equal(np_config_set_flag(cfg, "server", "127.0.0.1:7000"), 0);
+  assert_int_equal(np_config_validate(cfg), NP_ECONFIG);
+  assert_non_null(strstr(np_config_error(cfg), "no proxies"));
+  assert_int_equal(np_config_set_flag(cfg, "R", "0:127.0.0.1:80"), 0);
+  assert_int_equal(np_config_validate(cfg), 0);
+  assert_int_equal(np_config_set_flag(cfg, "heartbeat-timeout", "1s"), 0);
+  assert_int_equal(np_config_validate(cfg), NP_ECONFIG);
+  assert_non_null(strstr(np_config_error(cfg), "heartbeat_timeout"));
+  assert_int_equal(np_config_set_flag(cfg, "no-such-flag", "1"), NP_ECONFIG);
+  assert_non_null(strstr(np_config_error(cfg), "--no-such-flag"));
+  np_config_free(cfg);
+
+  assert_int_equal(np_config_new(NP_CONFIG_SERVER, &cfg), 0);
+  assert_int_equal(np_config_set_flag(cfg, "codec", "line"), 0);
+  assert_int_equal(np_config_validate(cfg), NP_ECONFIG);
+  assert_non_null(strstr(np_config_error(cfg), "tunnel_bind"));
+  assert_int_equal(np_config_set_flag(cfg, "proxy-bind-addr", "nowhere"), 0);
+  assert_int_equal(np_config_set_flag(cfg, "codec", "native"), 0);
+  assert_int_equal(np_config_validate(cfg), NP_ECONFIG);
+  assert_non_null(strstr(np_config_error(cfg), "proxy_bind_addr"));
+  np_config_free(cfg);
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_server_file),  cmocka_unit_test(test_client_file),
+      cmocka_unit_test(test_file_errors),  cmocka_unit_test(test_missing_file),
+      cmocka_unit_test(test_remote_specs), cmocka_unit_test(test_validate),
+  };
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}
