@@ -192,6 +192,10 @@ void np__join_abort(struct np_join *j) {
   finish(j, UV_ECANCELED);
 }
 
+size_t np__join_buffered(const struct np_join *j) {
+  return j->ab.in_flight + j->ba.in_flight;
+}
+
 /* Public wrapper over caller-owned libuv streams. */
 
 int np_join(uv_stream_t *a, uv_stream_t *b, np_join_cb cb, void *data, struct np_join **out) {

@@ -18,5 +18,7 @@
 int np__join(np_conn *a, np_conn *b, const char *prefix, size_t prefix_len, np_join_cb cb, void *data,
              struct np_join **out);
 void np__join_abort(struct np_join *j);
+/* Bytes read from one side and not yet written to the other, both directions together. */
+size_t np__join_buffered(const struct np_join *j);
 
 #endif

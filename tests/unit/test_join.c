@@ -1,0 +1,280 @@
+/* np_join over real loopback sockets: half-close, bounded buffering with a slow reader, abort. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <signal.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include <natproxy.h>
+
+#include "join.h"
+
+/* Two connected pairs: visitor <-> a ... b <-> service; the join relays a <-> b. */
+typedef struct fixture {
+  uv_loop_t loop;
+  uv_tcp_t listener;
+  uv_tcp_t visitor, service; /* the test's ends */
+  uv_tcp_t a, b;             /* the join's ends */
+  int accepted, connected;
+  uv_connect_t creq[2];
+  struct np_join *join;
+  int join_status, join_done;
+  np_join_stats stats;
+  uv_timer_t guard;
+  /* traffic */
+  char *big;
+  size_t big_len;
+  size_t got;
+  int bad_byte;
+  int got_eof;
+  uv_write_t wreq;
+  uv_shutdown_t sreq;
+  char rbuf[65536];
+  size_t max_buffered;
+  uv_timer_t sampler;
+  size_t last_queue;
+  int stable;
+  int reading;
+} fixture;
+
+static void on_guard(uv_timer_t *t) {
+  (void)t;
+  fail_msg("test took too long");
+}
+
+static void on_join(struct np_join *j, int status, const np_join_stats *st) {
+  fixture *f = np_join_get_data(j);
+  f->join_status = status;
+  f->join_done = 1;
+  f->stats = *st;
+}
+
+static void on_accept(uv_stream_t *l, int status) {
+  fixture *f = l->data;
+  assert_int_equal(status, 0);
+  uv_tcp_init(&f->loop, f->accepted == 0 ? &f->a : &f->b);
+  assert_int_equal(uv_accept(l, (uv_stream_t *)(f->accepted == 0 ? &f->a : &f->b)), 0);
+  f->accepted++;
+}
+
+static void on_connect(uv_connect_t *req, int status) {
+  fixture *f = req->data;
+  assert_int_equal(status, 0);
+  f->connected++;
+}
+
+static void setup_pairs(fixture *f) {
+  struct sockaddr_in sa;
+  struct sockaddr_storage bound;
+  int n = sizeof(bound);
+
+  memset(f, 0, sizeof(*f));
+  assert_int_equal(uv_loop_init(&f->loop), 0);
+  uv_timer_init(&f->loop, &f->guard);
+  uv_timer_start(&f->guard, on_guard, 20000, 0);
+  uv_tcp_init(&f->loop, &f->listener);
+  f->listener.data = f;
+  uv_ip4_addr("127.0.0.1", 0, &sa);
+  assert_int_equal(uv_tcp_bind(&f->listener, (struct sockaddr *)&sa, 0), 0);
+  assert_int_equal(uv_listen((uv_stream_t *)&f->listener, 8, on_accept), 0);
+  uv_tcp_getsockname(&f->listener, (struct sockaddr *)&bound, &n);
+  uv_tcp_init(&f->loop, &f->visitor);
+  uv_tcp_init(&f->loop, &f->service);
+  f->visitor.data = f->service.data = f;
+  f->creq[0].data = f->creq[1].data = f;
+  /* Connect one at a time so the first accepted socket is the visitor's peer. */
+  uv_tcp_connect(&f->creq[0], &f->visitor, (struct sockaddr *)&bound, on_connect);
+  while (f->accepted < 1 || f->connected < 1)
+    uv_run(&f->loop, UV_RUN_ONCE);
+  uv_tcp_connect(&f->creq[1], &f->service, (struct sockaddr *)&bound, on_connect);
+  while (f->accepted < 2 || f->connected < 2)
+    uv_run(&f->loop, UV_RUN_ONCE);
+  assert_int_equal(np_join((uv_stream_t *)&f->a, (uv_stream_t *)&f->b, on_join, f, &f->join), 0);
+}
+
+static void teardown_pairs(fixture *f) {
+  uv_close((uv_handle_t *)&f->listener, NULL);
+  uv_close((uv_handle_t *)&f->guard, NULL);
+  if (!uv_is_closing((uv_handle_t *)&f->visitor))
+    uv_close((uv_handle_t *)&f->visitor, NULL);
+  if (!uv_is_closing((uv_handle_t *)&f->service))
+    uv_close((uv_handle_t *)&f->service, NULL);
+  if (f->sampler.loop != NULL)
+    uv_close((uv_handle_t *)&f->sampler, NULL);
+  uv_run(&f->loop, UV_RUN_DEFAULT);
+  /* Every handle closed, the join's included: a leak fails here. */
+  assert_int_equal(uv_loop_close(&f->loop), 0);
+  free(f->big);
+}
+
+static void alloc_cb(uv_handle_t *h, size_t sz, uv_buf_t *buf) {
+  fixture *f = h->data;
+  (void)sz;
+  *buf = uv_buf_init(f->rbuf, sizeof(f->rbuf));
+}
+
+/* Checks the pattern byte i == (i * 7) % 251 while counting. */
+static void on_pattern_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf) {
+  fixture *f = s->data;
+  if (n == UV_EOF) {
+    f->got_eof = 1;
+    return;
+  }
+  assert_true(n >= 0);
+  for (ssize_t i = 0; i < n; i++)
+    if ((unsigned char)buf->base[i] != (unsigned char)(((f->got + (size_t)i) * 7) % 251))
+      f->bad_byte = 1;
+  f->got += (size_t)n;
+}
+
+static void fill_pattern(fixture *f, size_t len) {
+  f->big = malloc(len);
+  f->big_len = len;
+  for (size_t i = 0; i < len; i++)
+    f->big[i] = (char)((i * 7) % 251);
+}
+
+/* ---- half-close: the visitor sends a request and shuts down writing; the reply still arrives ---- */
+
+static size_t service_got;
+static int service_eof;
+
+static void on_service_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf) {
+  fixture *f = s->data;
+  (void)buf;
+  if (n == UV_EOF) {
+    uv_buf_t b = uv_buf_init(f->big, (unsigned)f->big_len);
+    service_eof = 1;
+    /* Only now, after the request's EOF, send the whole reply and then close our side. */
+    uv_write(&f->wreq, s, &b, 1, NULL);
+    uv_shutdown(&f->sreq, s, NULL);
+    return;
+  }
+  if (n > 0)
+    service_got += (size_t)n;
+}
+
+static void test_half_close(void **state) {
+  fixture f;
+  uv_write_t w;
+  uv_shutdown_t sd;
+  uv_buf_t req = uv_buf_init("GET /\r\n", 7);
+  (void)state;
+
+  setup_pairs(&f);
+  fill_pattern(&f, 3 * 1024 * 1024);
+  service_got = 0;
+  service_eof = 0;
+  uv_read_start((uv_stream_t *)&f.service, alloc_cb, on_service_read);
+  uv_read_start((uv_stream_t *)&f.visitor, alloc_cb, on_pattern_read);
+  uv_write(&w, (uv_stream_t *)&f.visitor, &req, 1, NULL);
+  uv_shutdown(&sd, (uv_stream_t *)&f.visitor, NULL);
+  while (!f.join_done)
+    uv_run(&f.loop, UV_RUN_ONCE);
+  assert_int_equal(f.join_status, 0);
+  assert_int_equal(service_got, 7);
+  assert_true(service_eof);
+  while (!f.got_eof)
+    uv_run(&f.loop, UV_RUN_ONCE);
+  assert_int_equal(f.got, f.big_len);
+  assert_false(f.bad_byte);
+  assert_true(f.stats.a_to_b == 7);
+  assert_true(f.stats.b_to_a == f.big_len);
+  teardown_pairs(&f);
+}
+
+/* ---- slow reader: the service floods, the visitor does not read; the relay must not buffer it ---- */
+
+static void sample(uv_timer_t *t) {
+  fixture *f = t->data;
+  size_t q;
+  if (f->join_done)
+    return;
+  q = uv_stream_get_write_queue_size((uv_stream_t *)&f->service);
+  if (np__join_buffered(f->join) > f->max_buffered)
+    f->max_buffered = np__join_buffered(f->join);
+  /* The flood has stalled once the service's own queue stops shrinking: every buffer in between is
+   * full. Then the visitor starts reading, and everything must still arrive intact. */
+  f->stable = q > 0 && q == f->last_queue ? f->stable + 1 : 0;
+  f->last_queue = q;
+  if (f->stable >= 5 && !f->reading) {
+    f->reading = 1;
+    uv_read_start((uv_stream_t *)&f->visitor, alloc_cb, on_pattern_read);
+  }
+}
+
+static void test_slow_reader(void **state) {
+  fixture f;
+  uv_buf_t b;
+  (void)state;
+
+  setup_pairs(&f);
+  fill_pattern(&f, 48 * 1024 * 1024);
+  b = uv_buf_init(f.big, (unsigned)f.big_len);
+  uv_write(&f.wreq, (uv_stream_t *)&f.service, &b, 1, NULL);
+  uv_shutdown(&f.sreq, (uv_stream_t *)&f.service, NULL);
+  uv_timer_init(&f.loop, &f.sampler);
+  f.sampler.data = &f;
+  uv_timer_start(&f.sampler, sample, 10, 10);
+  while (!f.got_eof)
+    uv_run(&f.loop, UV_RUN_ONCE);
+  assert_true(f.reading);
+  assert_int_equal(f.got, f.big_len);
+  assert_false(f.bad_byte);
+  /* The bound of join.h: HIGH plus one chunk per direction. */
+  assert_true(f.max_buffered > 0);
+  assert_true(f.max_buffered <= NP_JOIN_HIGH + NP_JOIN_CHUNK);
+  uv_close((uv_handle_t *)&f.visitor, NULL); /* ends the other direction too */
+  while (!f.join_done)
+    uv_run(&f.loop, UV_RUN_ONCE);
+  teardown_pairs(&f);
+}
+
+static void test_abort_and_args(void **state) {
+  fixture f;
+  (void)state;
+
+  setup_pairs(&f);
+  np_join_abort(f.join);
+  assert_false(f.join_done); /* never from inside the call */
+  while (!f.join_done)
+    uv_run(&f.loop, UV_RUN_ONCE);
+  assert_int_equal(f.join_status, UV_ECANCELED);
+  assert_true(uv_is_closing((uv_handle_t *)&f.a) && uv_is_closing((uv_handle_t *)&f.b));
+  assert_int_equal(np_join((uv_stream_t *)&f.visitor, (uv_stream_t *)&f.visitor, on_join, &f, NULL),
+                   UV_EINVAL);
+  assert_int_equal(np_join(NULL, (uv_stream_t *)&f.visitor, on_join, &f, NULL), UV_EINVAL);
+  teardown_pairs(&f);
+}
+
+/* The visitor vanishes (RST) mid-stream: the join ends with an error and closes the other side. */
+static void test_peer_vanishes(void **state) {
+  fixture f;
+  uv_buf_t b;
+  (void)state;
+
+  setup_pairs(&f);
+  fill_pattern(&f, 8 * 1024 * 1024);
+  b = uv_buf_init(f.big, (unsigned)f.big_len);
+  uv_write(&f.wreq, (uv_stream_t *)&f.service, &b, 1, NULL);
+  uv_tcp_close_reset(&f.visitor, NULL);
+  while (!f.join_done)
+    uv_run(&f.loop, UV_RUN_ONCE);
+  assert_true(f.join_status < 0);
+  teardown_pairs(&f);
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_half_close),
+      cmocka_unit_test(test_slow_reader),
+      cmocka_unit_test(test_abort_and_args),
+      cmocka_unit_test(test_peer_vanishes),
+  };
+  signal(SIGPIPE, SIG_IGN);
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}
