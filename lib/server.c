@@ -865,8 +865,8 @@ int np_server_start(struct np_server *srv) {
           srv->codec->name);
   if (!(srv->codec->caps & NP_CODEC_CAP_WORK_HEADER)) {
     char host[NP_HOSTPORT_MAX];
-    int vport;
-    if ((r = listen_on(srv, &srv->tunnel_listener, srv->cfg.tunnel_bind, on_tunnel, NULL)) != 0)
+    int vport, tport;
+    if ((r = listen_on(srv, &srv->tunnel_listener, srv->cfg.tunnel_bind, on_tunnel, &tport)) != 0)
       return r;
     np__split_hostport(srv->cfg.visit_bind, host, sizeof(host), &vport);
     if ((r = proxy_open(srv, NULL, "visit", host, vport, &srv->visit_proxy)) != 0) {
@@ -874,8 +874,8 @@ int np_server_start(struct np_server *srv) {
               np_strerror(r));
       return r;
     }
-    np__log(&srv->log, NP_LOG_INFO, "line codec: tunnel port %s, visitors on %s:%d",
-            srv->cfg.tunnel_bind, host, srv->visit_proxy->port);
+    np__log(&srv->log, NP_LOG_INFO, "line codec: tunnel port %d, visit port %d", tport,
+            srv->visit_proxy->port);
   }
   return 0;
 }

@@ -1,0 +1,237 @@
+"""Shared harness for the end-to-end tests: run the real np-server / np-client binaries and small local
+services, wait for events (log lines, ports) instead of sleeping, and always clean up."""
+
+import hashlib
+import os
+import queue
+import re
+import signal
+import socket
+import socketserver
+import subprocess
+import sys
+import threading
+import time
+
+SERVER = os.environ.get("NP_SERVER", "build/tools/np-server")
+CLIENT = os.environ.get("NP_CLIENT", "build/tools/np-client")
+LOOP = "127.0.0.1"
+
+
+class Fail(Exception):
+    pass
+
+
+def check(cond, what):
+    if not cond:
+        raise Fail(what)
+
+
+class Proc:
+    """A child process whose stdout and stderr lines are collected as they come."""
+
+    def __init__(self, env, name, argv):
+        self.name = name
+        self.argv = argv
+        self.lines = []  # (stream, text)
+        self.cond = threading.Condition()
+        self.p = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                  stdin=subprocess.DEVNULL, text=True, bufsize=1)
+        for stream in ("stdout", "stderr"):
+            threading.Thread(target=self._pump, args=(stream,), daemon=True).start()
+        env.procs.append(self)
+
+    def _pump(self, stream):
+        for line in getattr(self.p, stream):
+            with self.cond:
+                self.lines.append((stream, line.rstrip("\n")))
+                self.cond.notify_all()
+
+    def wait_line(self, pattern, timeout=10, stream=None, after=0):
+        """Wait until a line (index >= after) matches pattern; return the match."""
+        rx = re.compile(pattern)
+        deadline = time.monotonic() + timeout
+        with self.cond:
+            while True:
+                for s, text in self.lines[after:]:
+                    if stream in (None, s):
+                        m = rx.search(text)
+                        if m:
+                            return m
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise Fail(f"{self.name}: no line matching /{pattern}/ within {timeout}s")
+                self.cond.wait(left)
+
+    def mark(self):
+        with self.cond:
+            return len(self.lines)
+
+    def wait_exit(self, timeout=10):
+        try:
+            return self.p.wait(timeout)
+        except subprocess.TimeoutExpired:
+            raise Fail(f"{self.name}: still running after {timeout}s")
+
+    def signal(self, sig):
+        if self.p.poll() is None:
+            self.p.send_signal(sig)
+
+    def dump(self):
+        out = [f"---- {self.name}: {' '.join(self.argv)} (exit {self.p.poll()})"]
+        with self.cond:
+            out += [f"  [{s[3:]}] {t}" for s, t in self.lines]
+        return "\n".join(out)
+
+
+class Env:
+    """Everything a test started; torn down at the end, logs printed when the test failed."""
+
+    def __init__(self):
+        self.procs = []
+        self.servers = []
+
+    def server(self, *args, name="np-server", bind=f"{LOOP}:0"):
+        p = Proc(self, name, [SERVER, "--bind", bind, "--proxy-bind-addr", LOOP,
+                              "--log-level", "debug", *args])
+        p.port = int(p.wait_line(r"listening on .* \(port (\d+)").group(1))
+        return p
+
+    def client(self, server, *args, name="np-client", token="s3cret", wait=True):
+        p = Proc(self, name, [CLIENT, "--server", f"{LOOP}:{server.port}", "--token", token,
+                              "--log-level", "debug", "--reconnect-max", "1s", *args])
+        if wait:
+            p.ports = proxy_ports(p)
+        return p
+
+    def service(self, handler):
+        srv = socketserver.ThreadingTCPServer((LOOP, 0), handler)
+        srv.daemon_threads = True
+        threading.Thread(target=srv.serve_forever, daemon=True).start()
+        self.servers.append(srv)
+        return srv.server_address[1]
+
+    def close(self, failed):
+        for p in self.procs:
+            p.signal(signal.SIGCONT)
+            p.signal(signal.SIGTERM)
+        for p in self.procs:
+            try:
+                p.p.wait(5)
+            except subprocess.TimeoutExpired:
+                p.p.kill()
+                p.p.wait()
+        for s in self.servers:
+            s.shutdown()
+            s.server_close()
+        if failed:
+            for p in self.procs:
+                print(p.dump(), file=sys.stderr)
+
+
+def proxy_ports(client, count=None, timeout=10, after=0):
+    """Public ports the client printed ("proxy NAME: public port N"), by proxy name."""
+    rx = re.compile(r"^proxy (\S+): public port (\d+)$")
+    deadline = time.monotonic() + timeout
+    want = count if count is not None else sum(a == "-R" for a in client.argv) or 1
+    with client.cond:
+        while True:
+            ports = {}
+            for s, text in client.lines[after:]:
+                m = rx.match(text) if s == "stdout" else None
+                if m:
+                    ports[m.group(1)] = int(m.group(2))
+            if len(ports) >= want:
+                return ports
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise Fail(f"{client.name}: {len(ports)} of {want} proxies ready after {timeout}s")
+            client.cond.wait(left)
+
+
+def connect(port, timeout=10):
+    s = socket.create_connection((LOOP, port), timeout=timeout)
+    s.settimeout(timeout)
+    return s
+
+
+def recv_all(s):
+    chunks = []
+    while True:
+        b = s.recv(1 << 16)
+        if not b:
+            return b"".join(chunks)
+        chunks.append(b)
+
+
+def port_closed(port):
+    try:
+        socket.create_connection((LOOP, port), timeout=2).close()
+        return False
+    except ConnectionRefusedError:
+        return True
+
+
+def wait_until(pred, timeout, what, step=0.05):
+    """Poll a condition that has no event to wait on (a port being released), bounded in time."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if pred():
+            return time.monotonic()
+        time.sleep(step)
+    raise Fail(f"{what}: not within {timeout}s")
+
+
+def pattern(n, seed=0):
+    """n deterministic pseudo-random bytes."""
+    out = bytearray()
+    block = 0
+    while len(out) < n:
+        out += hashlib.sha256(b"%d-%d" % (seed, block)).digest() * 64
+        block += 1
+    return bytes(out[:n])
+
+
+class Greeter(socketserver.BaseRequestHandler):
+    """Reads one line, answers 'you are LINE', closes."""
+
+    def handle(self):
+        f = self.request.makefile("rb")
+        line = f.readline().strip()
+        self.request.sendall(b"you are " + line + b"\n")
+
+
+class Digest(socketserver.BaseRequestHandler):
+    """Reads until EOF (the peer's half-close), then answers the byte count and SHA-256."""
+
+    def handle(self):
+        h, n = hashlib.sha256(), 0
+        while True:
+            b = self.request.recv(1 << 16)
+            if not b:
+                break
+            h.update(b)
+            n += len(b)
+        self.request.sendall(b"%d %s\n" % (n, h.hexdigest().encode()))
+
+
+def run(tests):
+    """Run the test named in argv[1] (or all); print a summary line the CI reads."""
+    names = sys.argv[1:] or list(tests)
+    passed = failed = 0
+    for name in names:
+        env = Env()
+        ok = False
+        t0 = time.monotonic()
+        try:
+            tests[name](env)
+            ok = True
+        except Exception as e:  # noqa: BLE001 - report any failure with the processes' logs
+            print(f"FAIL {name}: {type(e).__name__}: {e}", file=sys.stderr)
+        finally:
+            env.close(not ok)
+        print(f"{'ok  ' if ok else 'FAIL'} {name} ({time.monotonic() - t0:.2f}s)")
+        passed += ok
+        failed += not ok
+    print(f"{passed} passed, {failed} failed")
+    return 1 if failed else 0

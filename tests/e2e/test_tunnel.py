@@ -1,0 +1,323 @@
+#!/usr/bin/env python3
+"""End-to-end tests of np-server and np-client with real clients (curl, socat) over loopback."""
+
+import concurrent.futures
+import hashlib
+import http.server
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+sys.path.insert(0, os.path.dirname(__file__))
+from nptest import (CLIENT, LOOP, SERVER, Digest, Greeter, Proc, check, connect,  # noqa: E402
+                    pattern, port_closed, proxy_ports, recv_all, run, wait_until)
+
+BIG = 64 * 1024 * 1024
+
+
+class Files(http.server.BaseHTTPRequestHandler):
+    """/hello -> a greeting; /big -> 64 MiB of a known pattern; /id/X -> X."""
+
+    big = None
+
+    def do_GET(self):
+        if self.path == "/big":
+            body = Files.big
+        elif self.path.startswith("/id/"):
+            body = self.path[4:].encode()
+        else:
+            body = b"hello from behind the NAT\n"
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+def http_service(env):
+    return env.service(Files)
+
+
+def curl(port, *paths):
+    """GET each path in turn; curl reuses one connection for them (HTTP keep-alive)."""
+    urls = [f"http://{LOOP}:{port}{p}" for p in paths]
+    out = subprocess.run(["curl", "-sS", "--max-time", "30", *urls], capture_output=True, check=False)
+    check(out.returncode == 0, f"curl {paths}: exit {out.returncode}: {out.stderr.decode()}")
+    return out.stdout
+
+
+def test_curl(env):
+    web = http_service(env)
+    srv = env.server("--token", "s3cret")
+    cl = env.client(srv, "-R", f"{LOOP}:0:{LOOP}:{web}")
+    (port,) = cl.ports.values()
+    check(curl(port, "/hello") == b"hello from behind the NAT\n", "curl body")
+    # keep-alive: two requests over one visitor connection
+    out = curl(port, "/id/one", "/id/two", "/id/three")
+    check(out == b"onetwothree", f"keep-alive bodies: {out!r}")
+
+
+def test_concurrent_visitors(env):
+    """100 visitors at once each get their own answer: a visitor is never joined with another's tunnel."""
+    greeter = env.service(Greeter)
+    srv = env.server("--token", "s3cret")
+    cl = env.client(srv, "-R", f"{LOOP}:0:{LOOP}:{greeter}")
+    (port,) = cl.ports.values()
+
+    barrier = threading.Barrier(100)
+
+    def one(i):
+        s = connect(port)
+        barrier.wait()
+        s.sendall(b"visitor-%d\n" % i)
+        got = recv_all(s)
+        s.close()
+        return got == b"you are visitor-%d\n" % i
+
+    with concurrent.futures.ThreadPoolExecutor(100) as ex:
+        results = list(ex.map(one, range(100)))
+    check(all(results), f"{results.count(False)} of 100 visitors got someone else's answer")
+    m = srv.wait_line(r"join done")  # joins are logged at debug
+    check(m is not None, "joins logged")
+
+
+def test_64mib_both_ways(env):
+    Files.big = pattern(BIG, seed=1)
+    web = http_service(env)
+    digest = env.service(Digest)
+    srv = env.server("--token", "s3cret")
+    cl = env.client(srv, "-R", f"{LOOP}:0:{LOOP}:{web}", "-R", f"{LOOP}:0:{LOOP}:{digest}")
+    web_port = cl.ports[f"tcp-{LOOP}-{web}"]
+    digest_port = cl.ports[f"tcp-{LOOP}-{digest}"]
+    got = curl(web_port, "/big")
+    check(len(got) == BIG, f"download: {len(got)} bytes")
+    check(hashlib.sha256(got).digest() == hashlib.sha256(Files.big).digest(), "download differs")
+    # upload: the service answers only after our half-close, so this also proves half-close
+    s = connect(digest_port, timeout=60)
+    s.sendall(Files.big)
+    s.shutdown(socket.SHUT_WR)
+    answer = recv_all(s).decode().split()
+    check(answer == [str(BIG), hashlib.sha256(Files.big).hexdigest()], f"upload: {answer}")
+
+
+def test_half_close_socat(env):
+    """socat sends a request, half-closes, and must still receive the whole reply."""
+    digest = env.service(Digest)
+    srv = env.server("--token", "s3cret")
+    cl = env.client(srv, "-R", f"{LOOP}:0:{LOOP}:{digest}")
+    (port,) = cl.ports.values()
+    data = pattern(3 * 1024 * 1024, seed=2)
+    out = subprocess.run(["socat", "-t", "10", "-", f"TCP:{LOOP}:{port}"], input=data,
+                         capture_output=True, timeout=30, check=False)
+    want = b"%d %s\n" % (len(data), hashlib.sha256(data).hexdigest().encode())
+    check(out.stdout == want, f"socat got {out.stdout!r}, stderr {out.stderr!r}")
+
+
+def test_wrong_token(env):
+    web = http_service(env)
+    srv = env.server("--token", "s3cret")
+    free = socket.socket()
+    free.bind((LOOP, 0))
+    port = free.getsockname()[1]
+    free.close()
+    cl = env.client(srv, "-R", f"{LOOP}:{port}:{LOOP}:{web}", token="guess", wait=False)
+    rc = cl.wait_exit(10)
+    check(rc == 3, f"exit code {rc}, want 3 (authentication refused)")
+    cl.wait_line(r"wrong token", stream="stderr")
+    srv.wait_line(r"refused: wrong token")
+    check(port_closed(port), "a public port was opened for a wrong token")
+
+
+def test_two_clients(env):
+    a_svc = env.service(Greeter)
+    b_web = http_service(env)
+    srv = env.server("--token", "s3cret")
+    a = env.client(srv, "--name", "alpha", "-R", f"{LOOP}:0:{LOOP}:{a_svc}", name="alpha")
+    b = env.client(srv, "--name", "beta", "-R", f"{LOOP}:0:{LOOP}:{b_web}", name="beta")
+    (pa,) = a.ports.values()
+    (pb,) = b.ports.values()
+    s = connect(pa)
+    s.sendall(b"x\n")
+    check(recv_all(s) == b"you are x\n", "alpha's service")
+    check(curl(pb, "/id/beta") == b"beta", "beta's service")
+
+
+def kill_and_check_other(env, sig):
+    """Kill (or freeze) one of two clients: its port is freed, the other keeps working."""
+    a_svc = env.service(Greeter)
+    b_web = http_service(env)
+    srv = env.server("--token", "s3cret", "--heartbeat-interval", "200ms",
+                     "--heartbeat-timeout", "1s")
+    a = env.client(srv, "--name", "alpha", "--heartbeat-interval", "200ms", "--heartbeat-timeout",
+                   "1s", "-R", f"{LOOP}:0:{LOOP}:{a_svc}", name="alpha")
+    b = env.client(srv, "--name", "beta", "-R", f"{LOOP}:0:{LOOP}:{b_web}", name="beta")
+    (pa,) = a.ports.values()
+    (pb,) = b.ports.values()
+    t0 = time.monotonic()
+    a.signal(sig)
+    freed = wait_until(lambda: port_closed(pa), 5, "dead client's port freed")
+    check(curl(pb, "/id/still-here") == b"still-here", "the other client's service")
+    return a, srv, pa, freed - t0, a_svc
+
+
+def test_sigkill_frees_port(env):
+    _, srv, _, took, _ = kill_and_check_other(env, signal.SIGKILL)
+    srv.wait_line(r"client alpha .* disconnected")
+    check(took < 2.0, f"port freed after {took:.2f}s")
+
+
+def test_silent_client_times_out_and_comes_back(env):
+    """A frozen client (no FIN, no RST) is declared dead by the heartbeat timeout; a restarted client
+    with the same name gets its port back."""
+    a, srv, pa, took, a_svc = kill_and_check_other(env, signal.SIGSTOP)
+    srv.wait_line(r"client alpha .* disconnected: no heartbeat")
+    check(took <= 1.0 + 0.5, f"port freed after {took:.2f}s with a 1s heartbeat timeout")
+    a2 = env.client(srv, "--name", "alpha", "-R", f"{LOOP}:{pa}:{LOOP}:{a_svc}", name="alpha-2")
+    check(list(a2.ports.values()) == [pa], f"restarted client got {a2.ports}, want port {pa}")
+    s = connect(pa)
+    s.sendall(b"again\n")
+    check(recv_all(s) == b"you are again\n", "restarted client's service")
+
+
+def test_takeover_by_name(env):
+    """A client that comes back before the server noticed the old one is gone takes its ports over."""
+    svc = env.service(Greeter)
+    srv = env.server("--token", "s3cret")
+    a = env.client(srv, "--name", "laptop", "-R", f"{LOOP}:0:{LOOP}:{svc}", name="old")
+    (port,) = a.ports.values()
+    a.signal(signal.SIGSTOP)
+    b = env.client(srv, "--name", "laptop", "-R", f"{LOOP}:{port}:{LOOP}:{svc}", name="new")
+    check(list(b.ports.values()) == [port], f"new login got {b.ports}")
+    srv.wait_line(r"client laptop logged in again")
+    s = connect(port)
+    s.sendall(b"new\n")
+    check(recv_all(s) == b"you are new\n", "service after takeover")
+
+
+def test_port_refusals(env):
+    web = http_service(env)
+    srv = env.server("--token", "s3cret", "--allow-ports", "1024-65535")
+    busy = socket.socket()
+    busy.bind((LOOP, 0))
+    busy.listen()
+    taken = busy.getsockname()[1]
+    denied_srv = env.server("--token", "s3cret", "--allow-ports", f"{taken + 1}", name="strict")
+    a = env.client(srv, "-R", f"{LOOP}:{taken}:{LOOP}:{web}", wait=False)
+    a.wait_line(rf"proxy tcp-{taken} refused by the server: port {taken} is already in use")
+    b = env.client(denied_srv, "-R", f"{LOOP}:{taken + 2}:{LOOP}:{web}", wait=False, name="b")
+    b.wait_line(rf"refused by the server: port {taken + 2} is outside the server's allow_ports")
+    check(port_closed(taken + 2), "denied port must stay closed")
+    # the client stays up and its other proxies are unaffected: ask the strict server for port 0
+    c = env.client(denied_srv, "-R", f"{LOOP}:0:{LOOP}:{web}", name="c")
+    check(list(c.ports.values()) == [taken + 1], f"port 0 inside allow_ports: {c.ports}")
+    busy.close()
+
+
+def test_local_service_down(env):
+    """The client says so at once when its local service is unreachable; the visitor is not left
+    waiting for the pending timeout."""
+    dead = socket.socket()
+    dead.bind((LOOP, 0))
+    dead_port = dead.getsockname()[1]  # bound, not listening: refused
+    srv = env.server("--token", "s3cret", "--pending-timeout", "20s")
+    cl = env.client(srv, "-R", f"{LOOP}:0:{LOOP}:{dead_port}")
+    (port,) = cl.ports.values()
+    t0 = time.monotonic()
+    s = connect(port)
+    s.sendall(b"GET / HTTP/1.0\r\n\r\n")
+    try:
+        got = recv_all(s)
+    except ConnectionResetError:
+        got = b""  # closed with our request unread: the kernel answers with RST, just as promptly
+    check(got == b"", "no data from a dead service")
+    took = time.monotonic() - t0
+    check(took < 2, f"visitor closed after {took:.2f}s")
+    srv.wait_line(r"client could not reach its local service: cannot reach")
+    cl.wait_line(r"cannot reach local service")
+    dead.close()
+
+
+def test_server_restart(env):
+    """The server goes away and comes back on the same port: the client reconnects (backoff capped at
+    1s here) and re-registers; the service is back within a few seconds of the server."""
+    web = http_service(env)
+    srv = env.server("--token", "s3cret")
+    cl = env.client(srv, "-R", f"{LOOP}:0:{LOOP}:{web}")
+    (port,) = cl.ports.values()
+    check(curl(port, "/id/before") == b"before", "before restart")
+    mark = cl.mark()
+    srv.signal(signal.SIGTERM)
+    check(srv.wait_exit() == 0, "server exit code on SIGTERM")
+    cl.wait_line(r"server closed the session: server shutting down", after=mark)
+    srv2 = env.server("--token", "s3cret", bind=f"{LOOP}:{srv.port}", name="np-server-2")
+    t0 = time.monotonic()
+    (port2,) = proxy_ports(cl, after=mark, timeout=10).values()
+    took = time.monotonic() - t0
+    check(curl(port2, "/id/after") == b"after", "after restart")
+    check(took < 3, f"service back {took:.2f}s after the server")
+    srv2.wait_line(r"client .* logged in")
+
+
+def test_cli(env):
+    for tool in (SERVER, CLIENT):
+        h = subprocess.run([tool, "--help"], capture_output=True, text=True)
+        check(h.returncode == 0 and "Usage:" in h.stdout, f"{tool} --help")
+        v = subprocess.run([tool, "--version"], capture_output=True, text=True)
+        check(v.returncode == 0 and "0.1.0" in v.stdout, f"{tool} --version: {v.stdout}")
+        b = subprocess.run([tool, "--no-such-flag"], capture_output=True, text=True)
+        check(b.returncode == 2 and "--help" in b.stderr, f"{tool} bad flag: {b.returncode}")
+    with tempfile.NamedTemporaryFile("w", suffix=".ini") as f:
+        f.write("[server]\nbind = 127.0.0.1:1\ncolour = blue\n")
+        f.flush()
+        r = subprocess.run([SERVER, "-c", f.name], capture_output=True, text=True)
+        check(r.returncode == 2 and f"{f.name}:3: unknown key 'colour'" in r.stderr,
+              f"config error: {r.returncode} {r.stderr}")
+    r = subprocess.run([CLIENT, "--server", "127.0.0.1:1"], capture_output=True, text=True)
+    check(r.returncode == 2 and "no proxies" in r.stderr, f"client without -R: {r.stderr}")
+    # port in use: exit 1 with a clear message
+    busy = socket.socket()
+    busy.bind((LOOP, 0))
+    busy.listen()
+    r = subprocess.run([SERVER, "--bind", f"{LOOP}:{busy.getsockname()[1]}"], capture_output=True,
+                       text=True, timeout=10)
+    check(r.returncode == 1 and "address already in use" in r.stderr, f"bind busy: {r.stderr}")
+    busy.close()
+
+
+def test_config_file(env):
+    """The same tunnel from INI files, with a flag overriding the file."""
+    web = http_service(env)
+    with tempfile.TemporaryDirectory() as d:
+        s_ini = os.path.join(d, "server.ini")
+        c_ini = os.path.join(d, "client.ini")
+        with open(s_ini, "w") as f:
+            f.write(f"[server]\nbind = {LOOP}:1\ntoken = from-file\nproxy_bind_addr = {LOOP}\n")
+        srv = Proc(env, "np-server", [SERVER, "-c", s_ini, "--bind", f"{LOOP}:0"])
+        srv.port = int(srv.wait_line(r"\(port (\d+)").group(1))
+        with open(c_ini, "w") as f:
+            f.write(f"[client]\nserver = {LOOP}:{srv.port}\ntoken = from-file\nname = filed\n"
+                    f"[proxy web]\nlocal = localhost:{web}\nremote_port = 0\n")
+        cl = Proc(env, "np-client", [CLIENT, "-c", c_ini])  # flags: none, all from the file
+        ports = proxy_ports(cl, count=1)
+        check(curl(ports["web"], "/id/ini") == b"ini", "service configured from files")
+
+
+TESTS = {f.__name__[5:]: f for f in [
+    test_curl, test_concurrent_visitors, test_64mib_both_ways, test_half_close_socat,
+    test_wrong_token, test_two_clients, test_sigkill_frees_port,
+    test_silent_client_times_out_and_comes_back, test_takeover_by_name, test_port_refusals,
+    test_local_service_down, test_server_restart, test_cli, test_config_file,
+]}
+
+if __name__ == "__main__":
+    if sys.argv[1:] == ["--list"]:
+        print("\n".join(TESTS))
+        sys.exit(0)
+    sys.exit(run(TESTS))
