@@ -97,6 +97,7 @@ def test_np_pair_line_codec(env):
     check(got == b"", "no data")
     check(time.monotonic() - t0 < 2, "visitor closed promptly")
     cl.wait_line(r"cannot reach local service")
+    s.close()  # the join ends once both directions have ended (half-close semantics)
     srv.wait_line(r"join done")
     dead.close()
 
