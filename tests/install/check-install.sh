@@ -1,23 +1,24 @@
 #!/usr/bin/env bash
-# Install a build into a scratch prefix and build and run a small program against it, found only
-# through pkg-config, as an embedder would.
+# Configure, build and install into a scratch prefix, then build and run a small program against the
+# installed tree, found only through pkg-config, as an embedder would.
 set -euo pipefail
-build=$1
-here=$(cd "$(dirname "$0")" && pwd)
+src=$(cd "$(dirname "$0")/../.." && pwd)
+here=$src/tests/install
 dest=$(mktemp -d)
 trap 'rm -rf "$dest"' EXIT
 
-DESTDIR="$dest" meson install -C "$build" --quiet
-pc=$(find "$dest" -name natproxy.pc -print -quit)
+meson setup "$dest/build" "$src" --prefix "$dest/prefix" --wrap-mode=nodownload -Dtests=false >/dev/null
+meson install -C "$dest/build" --quiet >/dev/null
+pc=$(find "$dest/prefix" -name natproxy.pc -print -quit)
 [ -n "$pc" ] || { echo "natproxy.pc was not installed" >&2; exit 1; }
 for f in include/natproxy.h include/natproxy/server.h share/man/man1/np-server.1 \
          share/man/man1/np-client.1 bin/np-server bin/np-client; do
-  [ -e "$(find "$dest" -path "*/$f" -print -quit)" ] || { echo "missing from the install: $f" >&2; exit 1; }
+  [ -e "$(find "$dest/prefix" -path "*/$f" -print -quit)" ] || { echo "missing from the install: $f" >&2; exit 1; }
 done
 export PKG_CONFIG_PATH
 PKG_CONFIG_PATH=$(dirname "$pc")
-flags=$(pkg-config --define-prefix --cflags --libs natproxy)
-libdir=$(pkg-config --define-prefix --variable=libdir natproxy)
+flags=$(pkg-config --cflags --libs natproxy)
+libdir=$(pkg-config --variable=libdir natproxy)
 cc -Wall -Werror -o "$dest/embed" "$here/embed.c" $flags
 LD_LIBRARY_PATH="$libdir" "$dest/embed"
 # The SONAME is versioned.
