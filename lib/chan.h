@@ -1,5 +1,5 @@
-/* A message channel: an np_conn plus a codec. Decodes whatever arrives into messages and encodes what the
- * session sends; bounds what it buffers both ways. */
+/* A message channel: an np_conn plus a codec. Decodes whatever arrives into messages and encodes
+ * what the session sends; bounds what it buffers both ways. */
 #ifndef NP_CHAN_H
 #define NP_CHAN_H
 
@@ -10,8 +10,8 @@ typedef struct np__chan np__chan;
 
 /* A decoded message; msg is borrowed for the call. */
 typedef void (*np__chan_msg_cb)(np__chan *ch, const np_msg *msg);
-/* Runs at most once: EOF (UV_EOF), a read or write error, or a decode error (NP_EPROTO, ...). The owner
- * then closes the channel. */
+/* Runs at most once: EOF (UV_EOF), a read or write error, or a decode error (NP_EPROTO, ...). The
+ * owner then closes the channel. */
 typedef void (*np__chan_err_cb)(np__chan *ch, int err);
 typedef void (*np__chan_close_cb)(np__chan *ch);
 
@@ -21,10 +21,12 @@ int np__chan_new(np_conn *conn, const np_codec_ops *codec, size_t max_frame, siz
                  np__chan **out);
 int np__chan_start(np__chan *ch, np__chan_msg_cb on_msg, np__chan_err_cb on_error, void *data);
 void *np__chan_data(np__chan *ch);
-/* Encode and queue msg. Returns 0, NP_EUNSUPPORTED (the codec cannot say it), NP_ELIMIT, or a write error. */
+/* Encode and queue msg. Returns 0, NP_EUNSUPPORTED (the codec cannot say it), NP_ELIMIT, or a write
+ * error. */
 int np__chan_send(np__chan *ch, const np_msg *msg);
-/* Only from inside on_msg: stop decoding and hand the conn back, with the bytes that arrived after the
- * current message (borrowed until on_msg returns). The channel frees itself once on_msg returns. */
+/* Only from inside on_msg: stop decoding and hand the conn back, with the bytes that arrived after
+ * the current message (borrowed until on_msg returns). The channel frees itself once on_msg
+ * returns. */
 np_conn *np__chan_detach(np__chan *ch, const char **rest, size_t *rest_len);
 /* Close the conn; the channel is freed after cb (which may be NULL). Idempotent. */
 void np__chan_close(np__chan *ch, np__chan_close_cb cb);

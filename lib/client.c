@@ -28,10 +28,10 @@ struct work {
   const np__proxy_cfg *px;
   np__dialer *dial_local, *dial_server;
   np_conn *local, *server;
-  int local_status;     /* 1 while dialling */
-  int in_tunnel_queue;  /* line codec: waiting for its turn to dial the tunnel port */
-  work *prev, *next;    /* all work items in flight */
-  work *qnext;          /* line codec tunnel queue */
+  int local_status;    /* 1 while dialling */
+  int in_tunnel_queue; /* line codec: waiting for its turn to dial the tunnel port */
+  work *prev, *next;   /* all work items in flight */
+  work *qnext;         /* line codec tunnel queue */
 };
 
 typedef struct work_header {
@@ -109,7 +109,8 @@ static int send_msg(struct np_client *cl, const np_msg *m) {
   return r;
 }
 
-/* ---- joins ------------------------------------------------------------------------------------- */
+/* ---- joins -------------------------------------------------------------------------------------
+ */
 
 static void on_join_done(struct np_join *j, int status, const np_join_stats *st) {
   joined *jn = np_join_get_data(j);
@@ -130,7 +131,8 @@ static void on_join_done(struct np_join *j, int status, const np_join_stats *st)
   unref(cl);
 }
 
-/* ---- work items -------------------------------------------------------------------------------- */
+/* ---- work items --------------------------------------------------------------------------------
+ */
 
 static void work_free(work *w) {
   struct np_client *cl = w->cl;
@@ -254,8 +256,8 @@ static int dial_server(work *w) {
   return np__dial(cl->loop, addr, cl->cfg.dial_timeout_ms, on_server_dialed, w, &w->dial_server);
 }
 
-/* Line codec: the server matches tunnel connections to visitors in arrival order, so connect them one
- * at a time, in the order the server asked for them. */
+/* Line codec: the server matches tunnel connections to visitors in arrival order, so connect them
+ * one at a time, in the order the server asked for them. */
 static void tunnel_next(struct np_client *cl) {
   while (!cl->tunnel_dialing && cl->tq_head != NULL) {
     work *w = cl->tq_head;
@@ -279,7 +281,8 @@ static void on_local_dialed(void *data, int status, np_conn *c) {
   if (status != 0) {
     work_report_fail(w, status);
     if (w->in_tunnel_queue || w->dial_server != NULL)
-      return; /* line codec: the tunnel dial to come closes at once, so the server drops the visitor */
+      return; /* line codec: the tunnel dial to come closes at once, so the server drops the visitor
+               */
     work_free(w);
     return;
   }
@@ -335,7 +338,8 @@ static void on_req_work(struct np_client *cl, const np_msg *m) {
     tunnel_next(cl);
 }
 
-/* ---- control session --------------------------------------------------------------------------- */
+/* ---- control session ---------------------------------------------------------------------------
+ */
 
 static void on_timer(uv_timer_t *t);
 
@@ -572,13 +576,14 @@ static void disconnect(struct np_client *cl, int status, const char *why) {
   cl->attempt++;
   np__log(&cl->log, cl->state == C_READY ? NP_LOG_WARN : NP_LOG_INFO,
           "%s %s: %s (%s); retrying in %llums",
-          cl->state == C_READY ? "lost the connection to" : "cannot connect to", cl->cfg.server, why,
-          np_err_name(status), (unsigned long long)delay);
+          cl->state == C_READY ? "lost the connection to" : "cannot connect to", cl->cfg.server,
+          why, np_err_name(status), (unsigned long long)delay);
   cl->state = C_BACKOFF;
   uv_timer_start(&cl->timer, on_timer, delay, 0);
 }
 
-/* ---- lifecycle --------------------------------------------------------------------------------- */
+/* ---- lifecycle ---------------------------------------------------------------------------------
+ */
 
 int np_client_new(uv_loop_t *loop, const struct np_config *cfg, struct np_client **out) {
   struct np_client *cl;

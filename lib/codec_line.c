@@ -1,6 +1,6 @@
-/* The seed article's text protocol (../shared/seed/SUMMARY.md, docs/protocol.md §line): server-to-client
- * lines "KEEP_ALIVE\n" (our PING) and "NEW_CONNECTION\n" (our REQ_WORK, without an id). Nothing else
- * exists in it: no login, no ids, no answers to pings. */
+/* The seed article's text protocol (../shared/seed/SUMMARY.md, docs/protocol.md §line):
+ * server-to-client lines "KEEP_ALIVE\n" (our PING) and "NEW_CONNECTION\n" (our REQ_WORK, without an
+ * id). Nothing else exists in it: no login, no ids, no answers to pings. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -23,8 +23,8 @@ static int decoder_new(size_t max_frame, void **out) {
   decoder *d;
   if (max_frame < sizeof(new_conn))
     return UV_EINVAL;
-  /* The protocol's longest line is NEW_CONNECTION; a longer one can only be garbage, so the cap never
-   * needs to be larger than that, whatever the caller allows for native frames. */
+  /* The protocol's longest line is NEW_CONNECTION; a longer one can only be garbage, so the cap
+   * never needs to be larger than that, whatever the caller allows for native frames. */
   if (max_frame > 64)
     max_frame = 64;
   d = calloc(1, sizeof(*d) + max_frame);

@@ -1,6 +1,6 @@
-/* The native wire format (docs/protocol.md): u32 big-endian body length, then the body: u8 type and the
- * type's fields in a fixed order. Fields appended by a later minor version are ignored by this one, so
- * trailing bytes after the known fields are accepted. */
+/* The native wire format (docs/protocol.md): u32 big-endian body length, then the body: u8 type and
+ * the type's fields in a fixed order. Fields appended by a later minor version are ignored by this
+ * one, so trailing bytes after the known fields are accepted. */
 #include <stdlib.h>
 #include <string.h>
 

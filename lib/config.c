@@ -1,4 +1,5 @@
-/* Configuration: INI files through inih and the same keys from flags, validated with FILE:LINE errors. */
+/* Configuration: INI files through inih and the same keys from flags, validated with FILE:LINE
+ * errors. */
 #include "config.h"
 
 #include <errno.h>
@@ -44,8 +45,7 @@ static int parse_uint(struct np_config *cfg, const char *key, const char *v, uin
     return set_err(cfg, "%s: '%s' is not a number", key, v);
   n = strtoull(v, &end, 10);
   if (errno != 0 || *end != '\0' || n > max)
-    return set_err(cfg, "%s: '%s' is not a number from 0 to %llu", key, v,
-                   (unsigned long long)max);
+    return set_err(cfg, "%s: '%s' is not a number from 0 to %llu", key, v, (unsigned long long)max);
   *out = n;
   return 0;
 }
@@ -234,8 +234,7 @@ static np__proxy_cfg *proxy_get(struct np_config *cfg, const char *name) {
   return p;
 }
 
-static int set_proxy_key(struct np_config *cfg, const char *pname, const char *key,
-                         const char *v) {
+static int set_proxy_key(struct np_config *cfg, const char *pname, const char *key, const char *v) {
   np__proxy_cfg *p;
   uint64_t n;
 
@@ -256,7 +255,7 @@ static int set_proxy_key(struct np_config *cfg, const char *pname, const char *k
   }
   if (strcmp(key, "local") == 0)
     return check_hostport(cfg, key, v, 0) != 0 ? NP_ECONFIG
-                                                 : copy_str(cfg, key, v, p->local, sizeof(p->local));
+                                               : copy_str(cfg, key, v, p->local, sizeof(p->local));
   if (strcmp(key, "bind_addr") == 0)
     return copy_str(cfg, key, v, p->bind_addr, sizeof(p->bind_addr));
   return set_err(cfg, "unknown key '%s' in [proxy %s] (known: type, local, remote_port, bind_addr)",
@@ -417,7 +416,8 @@ int np_config_validate(struct np_config *cfg) {
 
   cfg->err[0] = '\0';
   if (cfg->heartbeat_interval_ms == 0 || cfg->heartbeat_timeout_ms <= cfg->heartbeat_interval_ms)
-    return set_err(cfg, "heartbeat_timeout (%llums) must be longer than heartbeat_interval (%llums)",
+    return set_err(cfg,
+                   "heartbeat_timeout (%llums) must be longer than heartbeat_interval (%llums)",
                    (unsigned long long)cfg->heartbeat_timeout_ms,
                    (unsigned long long)cfg->heartbeat_interval_ms);
   if (cfg->max_frame < 64 || cfg->max_frame > (1u << 24))
@@ -432,7 +432,8 @@ int np_config_validate(struct np_config *cfg) {
     if (np__parse_addr(spec, &ss) != 0)
       return set_err(cfg, "proxy_bind_addr: '%s' is not an IP address", cfg->proxy_bind_addr);
     if (line_codec && (cfg->tunnel_bind[0] == '\0' || cfg->visit_bind[0] == '\0'))
-      return set_err(cfg, "codec line needs tunnel_bind and visit_bind (--tunnel-bind, --visit-bind)");
+      return set_err(cfg,
+                     "codec line needs tunnel_bind and visit_bind (--tunnel-bind, --visit-bind)");
     return 0;
   }
   if (cfg->server[0] == '\0')

@@ -8,9 +8,9 @@
 #include "natproxy/codec.h"
 #include "natproxy/config.h"
 
-#define NP_HOSTPORT_MAX 262 /* a DNS name (253), brackets, colon, port */
+#define NP_HOSTPORT_MAX    262 /* a DNS name (253), brackets, colon, port */
 #define NP_MAX_PORT_RANGES 64
-#define NP_MAX_PROXIES 64
+#define NP_MAX_PROXIES     64
 
 typedef struct np__proxy_cfg {
   char name[NP_MSG_NAME_MAX + 1];
@@ -33,7 +33,8 @@ struct np_config {
 
   /* server */
   char bind[NP_HOSTPORT_MAX];
-  char proxy_bind_addr[NP_MSG_NAME_MAX + 1]; /* where public ports listen unless a client names one */
+  char proxy_bind_addr[NP_MSG_NAME_MAX +
+                       1];           /* where public ports listen unless a client names one */
   char tunnel_bind[NP_HOSTPORT_MAX]; /* line codec only */
   char visit_bind[NP_HOSTPORT_MAX];  /* line codec only */
   struct {

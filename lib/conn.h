@@ -1,5 +1,6 @@
-/* np_conn: the one duplex byte-stream interface everything above speaks (see docs/design.md). The TCP
- * implementation lives in conn.c; TLS and multiplexed streams will be further implementations. */
+/* np_conn: the one duplex byte-stream interface everything above speaks (see docs/design.md). The
+ * TCP implementation lives in conn.c; TLS and multiplexed streams will be further implementations.
+ */
 #ifndef NP_CONN_H
 #define NP_CONN_H
 
@@ -10,8 +11,8 @@
 typedef struct np_conn np_conn;
 typedef struct np_conn_write np_conn_write;
 
-/* Like libuv's: nread > 0 bytes in buf, UV_EOF at end of stream, < 0 on error. buf came from alloc_cb
- * (its memory belongs to whoever allocated it). */
+/* Like libuv's: nread > 0 bytes in buf, UV_EOF at end of stream, < 0 on error. buf came from
+ * alloc_cb (its memory belongs to whoever allocated it). */
 typedef void (*np_conn_alloc_cb)(np_conn *c, size_t suggested, uv_buf_t *buf);
 typedef void (*np_conn_read_cb)(np_conn *c, ssize_t nread, const uv_buf_t *buf);
 typedef void (*np_conn_write_cb)(np_conn_write *req, int status);

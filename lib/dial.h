@@ -1,5 +1,5 @@
-/* Outgoing TCP connections: resolve HOST:PORT (skipped for numeric addresses), try each address in turn,
- * give up after a timeout. */
+/* Outgoing TCP connections: resolve HOST:PORT (skipped for numeric addresses), try each address in
+ * turn, give up after a timeout. */
 #ifndef NP_DIAL_H
 #define NP_DIAL_H
 

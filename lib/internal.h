@@ -10,7 +10,7 @@
 #include "natproxy/error.h"
 #include "natproxy/log.h"
 
-#define NP_CONTAINER_OF(ptr, type, field) ((type *)((char *)(ptr) - offsetof(type, field)))
+#define NP_CONTAINER_OF(ptr, type, field) ((type *)((char *)(ptr)-offsetof(type, field)))
 #define NP_ARRAY_SIZE(a)                  (sizeof(a) / sizeof((a)[0]))
 
 /* One logger per server or client object (no global logger, see log.h). */

@@ -151,8 +151,8 @@ static void finish(struct np_join *j, int status) {
   np__conn_close(j->ba.src, on_close);
 }
 
-int np__join(np_conn *a, np_conn *b, const char *prefix, size_t prefix_len, np_join_cb cb, void *data,
-             struct np_join **out) {
+int np__join(np_conn *a, np_conn *b, const char *prefix, size_t prefix_len, np_join_cb cb,
+             void *data, struct np_join **out) {
   struct np_join *j = calloc(1, sizeof(*j));
   chunk *ch = NULL;
   int r;
@@ -176,7 +176,8 @@ int np__join(np_conn *a, np_conn *b, const char *prefix, size_t prefix_len, np_j
   if (out != NULL)
     *out = j;
 
-  /* From here on every failure goes through finish(), which reports it through cb on a later turn. */
+  /* From here on every failure goes through finish(), which reports it through cb on a later turn.
+   */
   if (ch != NULL && (r = send_chunk(&j->ab, ch, prefix_len)) != 0) {
     free(ch);
     finish(j, r);

@@ -5,9 +5,9 @@
 #include "conn.h"
 #include "natproxy/join.h"
 
-/* Read chunk size and the per-direction backpressure marks: reading pauses while more than HIGH bytes
- * wait to be written to the other side, and resumes once at most LOW do. So a direction holds at most
- * HIGH + CHUNK bytes, whatever the speeds of the two peers. */
+/* Read chunk size and the per-direction backpressure marks: reading pauses while more than HIGH
+ * bytes wait to be written to the other side, and resumes once at most LOW do. So a direction holds
+ * at most HIGH + CHUNK bytes, whatever the speeds of the two peers. */
 #define NP_JOIN_CHUNK (64 * 1024)
 #define NP_JOIN_HIGH  (256 * 1024)
 #define NP_JOIN_LOW   (64 * 1024)
@@ -15,8 +15,8 @@
 /* Relay a <-> b; takes ownership of both conns (closed at the end). prefix (borrowed, copied) holds
  * prefix_len bytes already read from a that go to b first. Returns 0 or UV_ENOMEM (then nothing was
  * taken over and cb never runs). The join's memory is freed after cb. */
-int np__join(np_conn *a, np_conn *b, const char *prefix, size_t prefix_len, np_join_cb cb, void *data,
-             struct np_join **out);
+int np__join(np_conn *a, np_conn *b, const char *prefix, size_t prefix_len, np_join_cb cb,
+             void *data, struct np_join **out);
 void np__join_abort(struct np_join *j);
 /* Bytes read from one side and not yet written to the other, both directions together. */
 size_t np__join_buffered(const struct np_join *j);

@@ -1,7 +1,7 @@
-/* The default pending pool: OpenSSL's LHASH maps id -> entry (no hand-written hash map), a doubly linked
- * list keeps entries in deadline order, and a second LHASH counts entries per group for the per-proxy
- * bound. Visitors of one server usually share one timeout, so inserting from the tail is O(1) in practice
- * and O(n) (n bounded by max_total) when an embedder mixes deadlines. */
+/* The default pending pool: OpenSSL's LHASH maps id -> entry (no hand-written hash map), a doubly
+ * linked list keeps entries in deadline order, and a second LHASH counts entries per group for the
+ * per-proxy bound. Visitors of one server usually share one timeout, so inserting from the tail is
+ * O(1) in practice and O(n) (n bounded by max_total) when an embedder mixes deadlines. */
 #include <stdlib.h>
 
 #include <openssl/lhash.h>

@@ -1,9 +1,9 @@
 /* np_server: sessions, proxies, pending visitors and their work connections (docs/protocol.md).
  *
- * Every connection to the control port starts as a session in S_NEW; its first message decides what it
- * is: HELLO starts a control session, WORK makes it a work connection for one pending visitor. Codecs
- * without a handshake (line) skip straight to S_READY and their work connections arrive on a separate
- * tunnel port, matched in arrival order. */
+ * Every connection to the control port starts as a session in S_NEW; its first message decides what
+ * it is: HELLO starts a control session, WORK makes it a work connection for one pending visitor.
+ * Codecs without a handshake (line) skip straight to S_READY and their work connections arrive on a
+ * separate tunnel port, matched in arrival order. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -15,7 +15,7 @@
 #include "internal.h"
 #include "join.h"
 
-#define PROTO_VERSION 1        /* docs/protocol.md §versions */
+#define PROTO_VERSION   1      /* docs/protocol.md §versions */
 #define CTRL_MAX_QUEUED 262144 /* a client that stops reading its control stream is cut off */
 
 enum sstate { S_NEW, S_AUTH, S_READY };
@@ -95,7 +95,8 @@ struct np_server {
 static void session_close(session *s, int status, const char *why);
 static void unref(struct np_server *srv);
 
-/* ---- small helpers ---------------------------------------------------------------------------- */
+/* ---- small helpers ----------------------------------------------------------------------------
+ */
 
 static uint64_t now_ms(struct np_server *srv) {
   return uv_now(srv->loop);
@@ -122,7 +123,8 @@ static void send_close(session *s, int status, const char *text) {
     send_msg(s, &m);
 }
 
-/* ---- pending visitors -------------------------------------------------------------------------- */
+/* ---- pending visitors --------------------------------------------------------------------------
+ */
 
 static void on_visitor_closed(np_conn *c) {
   visitor *v = c->data;
@@ -172,7 +174,8 @@ static void on_group_removed(uint64_t id, void *item, void *arg) {
   visitor_drop(item);
 }
 
-/* ---- joins ------------------------------------------------------------------------------------- */
+/* ---- joins -------------------------------------------------------------------------------------
+ */
 
 static void on_join_done(struct np_join *j, int status, const np_join_stats *st) {
   active *a = np_join_get_data(j);
@@ -195,8 +198,8 @@ static void on_join_done(struct np_join *j, int status, const np_join_stats *st)
   unref(srv);
 }
 
-/* Join a work connection with its visitor; rest holds bytes the client sent after its WORK header. The
- * visitor's reference on the server passes to the join. */
+/* Join a work connection with its visitor; rest holds bytes the client sent after its WORK header.
+ * The visitor's reference on the server passes to the join. */
 static void start_join(struct np_server *srv, session *s, np_conn *work, visitor *v,
                        const char *rest, size_t rest_len) {
   active *a = calloc(1, sizeof(*a));
@@ -226,7 +229,8 @@ static void start_join(struct np_server *srv, session *s, np_conn *work, visitor
   srv->stats.visitors_joined++;
 }
 
-/* ---- proxies ----------------------------------------------------------------------------------- */
+/* ---- proxies -----------------------------------------------------------------------------------
+ */
 
 static void on_proxy_closed(uv_handle_t *h) {
   proxy *px = h->data;
@@ -287,8 +291,9 @@ static void on_visitor(uv_stream_t *l, int status) {
   strcpy(m.name, px->name);
   if ((r = srv->pool_ops->put(srv->pool, m.id, px, v, v->deadline)) != 0) {
     srv->stats.visitors_refused++;
-    np__log(&srv->log, NP_LOG_WARN, "proxy %s: visitor refused: %s (max_pending %zu, per proxy %zu)",
-            px->name, np_strerror(r), srv->cfg.max_pending, srv->cfg.max_pending_per_proxy);
+    np__log(&srv->log, NP_LOG_WARN,
+            "proxy %s: visitor refused: %s (max_pending %zu, per proxy %zu)", px->name,
+            np_strerror(r), srv->cfg.max_pending, srv->cfg.max_pending_per_proxy);
     visitor_drop(v);
     return;
   }
@@ -383,7 +388,8 @@ static void on_proxy_msg(session *s, const np_msg *m) {
       snprintf(resp.text, sizeof(resp.text), "port %u is already in use on the server", m->port);
       break;
     case NP_EPORTDENIED:
-      snprintf(resp.text, sizeof(resp.text), "port %u is outside the server's allow_ports", m->port);
+      snprintf(resp.text, sizeof(resp.text), "port %u is outside the server's allow_ports",
+               m->port);
       break;
     case NP_ELIMIT:
       snprintf(resp.text, sizeof(resp.text), "at most %zu proxies per client",
@@ -405,7 +411,8 @@ static void on_proxy_msg(session *s, const np_msg *m) {
   send_msg(s, &resp);
 }
 
-/* ---- sessions ---------------------------------------------------------------------------------- */
+/* ---- sessions ----------------------------------------------------------------------------------
+ */
 
 static void on_session_part_closed(session *s) {
   struct np_server *srv = s->srv;
@@ -434,8 +441,8 @@ static void session_unlink(session *s) {
   s->prev = s->next = NULL;
 }
 
-/* Tear down a session and everything it owns. status/why go to the log (and, for a live control session,
- * to the client in a CLOSE message). */
+/* Tear down a session and everything it owns. status/why go to the log (and, for a live control
+ * session, to the client in a CLOSE message). */
 static void session_close(session *s, int status, const char *why) {
   struct np_server *srv = s->srv;
 
@@ -460,8 +467,8 @@ static void session_close(session *s, int status, const char *why) {
     s->proxies = px->next;
     proxy_close(px);
   }
-  /* Work connections of a dead session are dead too; cut their visitors off now rather than leave them
-   * hanging until TCP gives up. */
+  /* Work connections of a dead session are dead too; cut their visitors off now rather than leave
+   * them hanging until TCP gives up. */
   for (active *a = s->joins; a != NULL; a = a->next) {
     a->s = NULL;
     np__join_abort(a->join);
@@ -748,7 +755,8 @@ static void on_control(uv_stream_t *l, int status) {
     session_close(s, r, np_strerror(r));
 }
 
-/* Line codec: a tunnel connection carries no header, so it takes the visitor that waited longest. */
+/* Line codec: a tunnel connection carries no header, so it takes the visitor that waited longest.
+ */
 static void on_tunnel(uv_stream_t *l, int status) {
   struct np_server *srv = l->data;
   np_conn *c;
@@ -768,7 +776,8 @@ static void on_tunnel(uv_stream_t *l, int status) {
   start_join(srv, visit_owner(srv, v->px), c, v, NULL, 0);
 }
 
-/* ---- lifecycle --------------------------------------------------------------------------------- */
+/* ---- lifecycle ---------------------------------------------------------------------------------
+ */
 
 int np_server_new(uv_loop_t *loop, const struct np_config *cfg, struct np_server **out) {
   struct np_server *srv;

@@ -46,7 +46,8 @@ int np_cli_parse(int argc, char **argv, struct np_config *cfg, const char *short
       return usage_error(prog, "bad option");
     if (c == 'c')
       continue;
-    /* A short option stands for its long form's key (-s is --server); -R has only the short form. */
+    /* A short option stands for its long form's key (-s is --server); -R has only the short form.
+     */
     for (const struct option *o = longopts; o->name != NULL; o++)
       if ((c == 0 && o == &longopts[idx]) || (c != 0 && o->val == c))
         name = o->name;

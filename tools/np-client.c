@@ -1,4 +1,5 @@
-/* np-client: the private side of libnatproxy's reverse tunnels. Flags and signals; the rest is the library. */
+/* np-client: the private side of libnatproxy's reverse tunnels. Flags and signals; the rest is the
+ * library. */
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -12,7 +13,8 @@ static const char help[] =
     "  -c, --config FILE          INI file ([client] and [proxy NAME] sections; see np-client(1))\n"
     "  -s, --server HOST:PORT     the np-server to dial\n"
     "      --token TOKEN          shared secret (prefer the config file)\n"
-    "      --name NAME            client name; a new login under the same name takes over its ports\n"
+    "      --name NAME            client name; a new login under the same name takes over its "
+    "ports\n"
     "                             (default: the host name)\n"
     "  -R  SPEC                   [BIND_ADDR:]REMOTE_PORT:LOCAL_HOST:LOCAL_PORT, repeatable;\n"
     "                             REMOTE_PORT 0 lets the server pick (printed on stdout)\n"
@@ -25,7 +27,8 @@ static const char help[] =
     "  -h, --help                 show this help\n"
     "  -V, --version              show the version\n"
     "\n"
-    "Exit status: 0 stopped by SIGINT/SIGTERM, 2 bad usage or configuration, 3 the server refused the\n"
+    "Exit status: 0 stopped by SIGINT/SIGTERM, 2 bad usage or configuration, 3 the server refused "
+    "the\n"
     "token. Unreachable servers are retried forever with capped exponential backoff.\n";
 
 static const struct option longopts[] = {

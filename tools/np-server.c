@@ -1,4 +1,5 @@
-/* np-server: the public side of libnatproxy's reverse tunnels. Flags and signals; the rest is the library. */
+/* np-server: the public side of libnatproxy's reverse tunnels. Flags and signals; the rest is the
+ * library. */
 #include <stdio.h>
 #include <stdlib.h>
 

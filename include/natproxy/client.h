@@ -1,5 +1,5 @@
-/* np_client: dials the server, logs in, registers its proxies, opens a work connection per visitor and
- * joins it with the local service. Reconnects with capped exponential backoff and jitter. */
+/* np_client: dials the server, logs in, registers its proxies, opens a work connection per visitor
+ * and joins it with the local service. Reconnects with capped exponential backoff and jitter. */
 #ifndef NATPROXY_CLIENT_H
 #define NATPROXY_CLIENT_H
 
@@ -17,11 +17,12 @@ NP_BEGIN_DECLS
 struct np_client;
 
 typedef enum np_client_event_type {
-  NP_CLIENT_LOGGED_IN = 1,   /* session up */
-  NP_CLIENT_PROXY_READY = 2, /* a proxy got its public port: name, port */
-  NP_CLIENT_PROXY_FAILED = 3,/* the server refused a proxy: name, status, text */
-  NP_CLIENT_DISCONNECTED = 4,/* session lost: status; a reconnect is scheduled unless status is fatal */
-  NP_CLIENT_FATAL = 5        /* giving up (wrong token, ...): status, text. The client stays idle. */
+  NP_CLIENT_LOGGED_IN = 1,    /* session up */
+  NP_CLIENT_PROXY_READY = 2,  /* a proxy got its public port: name, port */
+  NP_CLIENT_PROXY_FAILED = 3, /* the server refused a proxy: name, status, text */
+  NP_CLIENT_DISCONNECTED =
+      4,              /* session lost: status; a reconnect is scheduled unless status is fatal */
+  NP_CLIENT_FATAL = 5 /* giving up (wrong token, ...): status, text. The client stays idle. */
 } np_client_event_type;
 
 typedef struct np_client_event {
@@ -36,11 +37,11 @@ typedef void (*np_client_event_cb)(struct np_client *client, const np_client_eve
 typedef void (*np_client_close_cb)(struct np_client *client);
 
 typedef struct np_client_stats {
-  uint64_t connects;      /* successful logins */
-  uint64_t work_opened;   /* work connections joined with the local service */
-  uint64_t local_failed;  /* local service unreachable */
-  uint64_t bytes_in;      /* server -> local, of finished joins */
-  uint64_t bytes_out;     /* local -> server, of finished joins */
+  uint64_t connects;     /* successful logins */
+  uint64_t work_opened;  /* work connections joined with the local service */
+  uint64_t local_failed; /* local service unreachable */
+  uint64_t bytes_in;     /* server -> local, of finished joins */
+  uint64_t bytes_out;    /* local -> server, of finished joins */
 } np_client_stats;
 
 /* cfg is borrowed. Returns 0, NP_ECONFIG or UV_ENOMEM. */

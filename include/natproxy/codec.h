@@ -1,7 +1,7 @@
-/* Message codecs: control messages <-> bytes. A codec does no I/O; the session layer feeds it whatever
- * chunks the socket delivered and writes whatever it encodes. Two are built in: "native" (our framed,
- * versioned binary protocol, docs/protocol.md) and "line" (the seed article's text protocol). An embedder
- * can supply its own np_codec_ops. */
+/* Message codecs: control messages <-> bytes. A codec does no I/O; the session layer feeds it
+ * whatever chunks the socket delivered and writes whatever it encodes. Two are built in: "native"
+ * (our framed, versioned binary protocol, docs/protocol.md) and "line" (the seed article's text
+ * protocol). An embedder can supply its own np_codec_ops. */
 #ifndef NATPROXY_CODEC_H
 #define NATPROXY_CODEC_H
 
@@ -31,8 +31,8 @@ typedef enum np_msg_type {
 #define NP_MSG_TEXT_MAX 255 /* bytes, without the terminating NUL */
 #define NP_MSG_KEY_LEN  32  /* nonce and MAC length */
 
-/* A decoded or to-be-encoded message. A value type: fields a type does not use are ignored by encoders
- * and zeroed by decoders. Strings are NUL-terminated and never contain NUL. */
+/* A decoded or to-be-encoded message. A value type: fields a type does not use are ignored by
+ * encoders and zeroed by decoders. Strings are NUL-terminated and never contain NUL. */
 typedef struct np_msg {
   np_msg_type type;
   uint16_t version;
@@ -60,9 +60,10 @@ typedef struct np_codec_ops {
   /* Decoder state; max_frame caps one encoded message in bytes. */
   int (*decoder_new)(size_t max_frame, void **out);
   void (*decoder_free)(void *dec);
-  /* Consume bytes from buf[0..len). Returns 1 and fills *msg when a message is complete, 0 when every byte
-   * was consumed without completing one, or a negative code (NP_EPROTO, NP_ETOOBIG, NP_EVERSION) that
-   * sticks: every later call returns it. *consumed is always set. Buffers at most one partial frame. */
+  /* Consume bytes from buf[0..len). Returns 1 and fills *msg when a message is complete, 0 when
+   * every byte was consumed without completing one, or a negative code (NP_EPROTO, NP_ETOOBIG,
+   * NP_EVERSION) that sticks: every later call returns it. *consumed is always set. Buffers at most
+   * one partial frame. */
   int (*decode)(void *dec, const char *buf, size_t len, size_t *consumed, np_msg *msg);
   /* Encode msg into buf[0..cap). Returns the length, NP_EUNSUPPORTED for a type the format cannot
    * express, NP_ETOOBIG when cap is too small, NP_EPROTO for an invalid field. */

@@ -1,5 +1,5 @@
-/* Configuration shared by the tools and embedders: INI files (docs/config.md) and the same keys set one by
- * one (what the tools do for command-line flags, after loading the file, so flags win). */
+/* Configuration shared by the tools and embedders: INI files (docs/config.md) and the same keys set
+ * one by one (what the tools do for command-line flags, after loading the file, so flags win). */
 #ifndef NATPROXY_CONFIG_H
 #define NATPROXY_CONFIG_H
 
@@ -21,12 +21,14 @@ NP_EXPORT int np_config_load_file(struct np_config *cfg, const char *path);
  * unknown key or bad value, with np_config_error() set. */
 NP_EXPORT int np_config_set(struct np_config *cfg, const char *section, const char *key,
                             const char *value);
-/* Set a command-line flag: "allow-ports" sets allow_ports in [server] (or [client]), "R" adds a proxy as
- * np_config_add_remote does, "local" (client) sets the line codec's service. Same errors as np_config_set. */
+/* Set a command-line flag: "allow-ports" sets allow_ports in [server] (or [client]), "R" adds a
+ * proxy as np_config_add_remote does, "local" (client) sets the line codec's service. Same errors
+ * as np_config_set. */
 NP_EXPORT int np_config_set_flag(struct np_config *cfg, const char *flag, const char *value);
 /* Add a TCP proxy from an ssh -R style spec: [BIND_ADDR:]REMOTE_PORT:LOCAL_HOST:LOCAL_PORT. */
 NP_EXPORT int np_config_add_remote(struct np_config *cfg, const char *spec);
-/* Check cross-field rules (a client needs a server and at least one proxy, ...). NP_ECONFIG or 0. */
+/* Check cross-field rules (a client needs a server and at least one proxy, ...). NP_ECONFIG or 0.
+ */
 NP_EXPORT int np_config_validate(struct np_config *cfg);
 /* The last error's text; "" when none. Borrowed until the next call on cfg. */
 NP_EXPORT const char *np_config_error(const struct np_config *cfg);

@@ -8,21 +8,21 @@ NP_BEGIN_DECLS
 
 /* One list yields the enum, np_strerror() and np_err_name(). */
 #define NP_ERRNO_MAP(XX)                                                                           \
-  XX(PROTO, -7001, "malformed protocol message")                                                  \
-  XX(TOOBIG, -7002, "message larger than the configured limit")                                   \
-  XX(VERSION, -7003, "peer speaks an unsupported protocol version")                               \
-  XX(AUTH, -7004, "authentication failed (wrong token or client name)")                           \
-  XX(PORTDENIED, -7005, "port not allowed by the server's allow-ports")                           \
-  XX(NAMETAKEN, -7006, "proxy name already in use")                                               \
-  XX(POOLFULL, -7007, "too many visitors waiting for a work connection")                          \
-  XX(CONFIG, -7008, "invalid configuration")                                                      \
-  XX(UNSUPPORTED, -7009, "operation not supported by this codec")                                 \
-  XX(PEERDEAD, -7010, "peer missed its heartbeats")                                               \
-  XX(LOCALFAIL, -7011, "client could not reach its local service")                                \
-  XX(CLOSED, -7012, "peer closed the session")                                                    \
-  XX(EXIST, -7013, "entry already exists")                                                       \
-  XX(LIMIT, -7014, "limit reached")                                                               \
-  XX(STATE, -7015, "operation not valid in the object's current state")                           \
+  XX(PROTO, -7001, "malformed protocol message")                                                   \
+  XX(TOOBIG, -7002, "message larger than the configured limit")                                    \
+  XX(VERSION, -7003, "peer speaks an unsupported protocol version")                                \
+  XX(AUTH, -7004, "authentication failed (wrong token or client name)")                            \
+  XX(PORTDENIED, -7005, "port not allowed by the server's allow-ports")                            \
+  XX(NAMETAKEN, -7006, "proxy name already in use")                                                \
+  XX(POOLFULL, -7007, "too many visitors waiting for a work connection")                           \
+  XX(CONFIG, -7008, "invalid configuration")                                                       \
+  XX(UNSUPPORTED, -7009, "operation not supported by this codec")                                  \
+  XX(PEERDEAD, -7010, "peer missed its heartbeats")                                                \
+  XX(LOCALFAIL, -7011, "client could not reach its local service")                                 \
+  XX(CLOSED, -7012, "peer closed the session")                                                     \
+  XX(EXIST, -7013, "entry already exists")                                                         \
+  XX(LIMIT, -7014, "limit reached")                                                                \
+  XX(STATE, -7015, "operation not valid in the object's current state")                            \
   XX(NOPROXY, -7016, "no such proxy")
 
 typedef enum np_errno {

@@ -1,6 +1,7 @@
-/* np_join: relay bytes both ways between two connected libuv streams (the seed's Join2Conn, done right):
- * backpressure both ways (reading one side pauses while the other side's write queue is above a high-water
- * mark), true half-close (EOF one way shuts down writing the other way), byte counts, one completion. */
+/* np_join: relay bytes both ways between two connected libuv streams (the seed's Join2Conn, done
+ * right): backpressure both ways (reading one side pauses while the other side's write queue is
+ * above a high-water mark), true half-close (EOF one way shuts down writing the other way), byte
+ * counts, one completion. */
 #ifndef NATPROXY_JOIN_H
 #define NATPROXY_JOIN_H
 
@@ -23,10 +24,12 @@ typedef struct np_join_stats {
  * directions ended with EOF, otherwise the first error seen. stats is borrowed for the call. */
 typedef void (*np_join_cb)(struct np_join *join, int status, const np_join_stats *stats);
 
-/* Start relaying. a and b must be open, connected streams that nobody else reads; the join takes them
- * over and closes them with uv_close when it ends. The caller keeps the memory of a and b and may free it
- * from cb. Returns 0, or UV_EINVAL / UV_ENOMEM (then cb never runs and the streams are untouched). */
-NP_EXPORT int np_join(uv_stream_t *a, uv_stream_t *b, np_join_cb cb, void *data, struct np_join **out);
+/* Start relaying. a and b must be open, connected streams that nobody else reads; the join takes
+ * them over and closes them with uv_close when it ends. The caller keeps the memory of a and b and
+ * may free it from cb. Returns 0, or UV_EINVAL / UV_ENOMEM (then cb never runs and the streams are
+ * untouched). */
+NP_EXPORT int np_join(uv_stream_t *a, uv_stream_t *b, np_join_cb cb, void *data,
+                      struct np_join **out);
 NP_EXPORT void *np_join_get_data(const struct np_join *join);
 /* End the relay now (both streams are closed; cb runs with UV_ECANCELED). */
 NP_EXPORT void np_join_abort(struct np_join *join);

@@ -1,7 +1,7 @@
-/* The pending-connection pool: visitors waiting for their work connection, keyed by a 64-bit id, each with
- * a deadline and a group (the proxy it arrived on). Items are opaque to the pool; the owner frees them.
- * The default is a hash map plus a deadline-ordered list, bounded in total and per group. An embedder can
- * supply its own np_pool_ops; the server only calls these functions. */
+/* The pending-connection pool: visitors waiting for their work connection, keyed by a 64-bit id,
+ * each with a deadline and a group (the proxy it arrived on). Items are opaque to the pool; the
+ * owner frees them. The default is a hash map plus a deadline-ordered list, bounded in total and
+ * per group. An embedder can supply its own np_pool_ops; the server only calls these functions. */
 #ifndef NATPROXY_POOL_H
 #define NATPROXY_POOL_H
 
@@ -36,7 +36,8 @@ typedef struct np_pool_ops {
 } np_pool_ops;
 
 NP_EXPORT const np_pool_ops *np_pool_default_ops(void);
-/* A default pool; 0 for a bound means unbounded. Returns 0 or UV_ENOMEM; *out untouched on failure. */
+/* A default pool; 0 for a bound means unbounded. Returns 0 or UV_ENOMEM; *out untouched on failure.
+ */
 NP_EXPORT int np_pool_default_new(size_t max_total, size_t max_per_group, void **out);
 
 NP_END_DECLS

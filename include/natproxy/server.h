@@ -1,5 +1,5 @@
-/* np_server: accepts clients on one control port, opens public ports on their request, and joins each
- * visitor with the work connection the client opens for exactly that visitor. */
+/* np_server: accepts clients on one control port, opens public ports on their request, and joins
+ * each visitor with the work connection the client opens for exactly that visitor. */
 #ifndef NATPROXY_SERVER_H
 #define NATPROXY_SERVER_H
 
@@ -20,26 +20,27 @@ struct np_server;
 typedef void (*np_server_close_cb)(struct np_server *server);
 
 typedef struct np_server_stats {
-  uint64_t clients;           /* logged-in sessions now */
-  uint64_t proxies;           /* public listeners now */
-  uint64_t pending;           /* visitors waiting for a work connection now */
-  uint64_t visitors_total;    /* visitors accepted */
-  uint64_t visitors_joined;   /* visitors joined with their work connection */
-  uint64_t visitors_expired;  /* closed because no work connection came in time */
-  uint64_t visitors_refused;  /* closed because a pending bound was reached */
-  uint64_t visitors_failed;   /* closed because the client reported its local service unreachable */
-  uint64_t work_unknown;      /* work connections naming an unknown or expired id */
-  uint64_t logins_failed;     /* bad token, bad version, malformed login */
-  uint64_t bytes_in;          /* visitor -> client, of finished joins */
-  uint64_t bytes_out;         /* client -> visitor, of finished joins */
+  uint64_t clients;          /* logged-in sessions now */
+  uint64_t proxies;          /* public listeners now */
+  uint64_t pending;          /* visitors waiting for a work connection now */
+  uint64_t visitors_total;   /* visitors accepted */
+  uint64_t visitors_joined;  /* visitors joined with their work connection */
+  uint64_t visitors_expired; /* closed because no work connection came in time */
+  uint64_t visitors_refused; /* closed because a pending bound was reached */
+  uint64_t visitors_failed;  /* closed because the client reported its local service unreachable */
+  uint64_t work_unknown;     /* work connections naming an unknown or expired id */
+  uint64_t logins_failed;    /* bad token, bad version, malformed login */
+  uint64_t bytes_in;         /* visitor -> client, of finished joins */
+  uint64_t bytes_out;        /* client -> visitor, of finished joins */
 } np_server_stats;
 
 /* cfg is borrowed: the server copies what it needs. Returns 0, NP_ECONFIG or UV_ENOMEM. */
 NP_EXPORT int np_server_new(uv_loop_t *loop, const struct np_config *cfg, struct np_server **out);
-/* Replace the codec (default: the one named by the config, "native"). Before np_server_start only. */
+/* Replace the codec (default: the one named by the config, "native"). Before np_server_start only.
+ */
 NP_EXPORT int np_server_set_codec(struct np_server *server, const np_codec_ops *codec);
-/* Replace the pending pool; the server takes ownership of pool and frees it with ops->destroy on close.
- * Before np_server_start only. */
+/* Replace the pending pool; the server takes ownership of pool and frees it with ops->destroy on
+ * close. Before np_server_start only. */
 NP_EXPORT int np_server_set_pool(struct np_server *server, const np_pool_ops *ops, void *pool);
 /* cb NULL means np_log_stderr. */
 NP_EXPORT void np_server_set_log(struct np_server *server, np_log_level level, np_log_cb cb,
@@ -49,8 +50,8 @@ NP_EXPORT int np_server_start(struct np_server *server);
 /* The control port actually bound (useful with port 0); 0 before start. */
 NP_EXPORT int np_server_port(const struct np_server *server);
 NP_EXPORT void np_server_get_stats(const struct np_server *server, np_server_stats *out);
-/* Close every session, visitor and listener; cb runs once all handles are closed, and then the server's
- * memory is gone. Safe to call from any of the server's callbacks. */
+/* Close every session, visitor and listener; cb runs once all handles are closed, and then the
+ * server's memory is gone. Safe to call from any of the server's callbacks. */
 NP_EXPORT void np_server_close(struct np_server *server, np_server_close_cb cb);
 NP_EXPORT void *np_server_get_data(const struct np_server *server);
 NP_EXPORT void np_server_set_data(struct np_server *server, void *data);

@@ -1,5 +1,5 @@
-/* A minimal embedder: a server and a client on one loop, started and stopped cleanly, built only from
- * the installed headers and pkg-config. */
+/* A minimal embedder: a server and a client on one loop, started and stopped cleanly, built only
+ * from the installed headers and pkg-config. */
 #include <stdio.h>
 #include <string.h>
 

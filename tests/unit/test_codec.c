@@ -1,4 +1,5 @@
-/* Codecs: round trips, decoding at every split point, and malformed, truncated and oversized input. */
+/* Codecs: round trips, decoding at every split point, and malformed, truncated and oversized input.
+ */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -102,7 +103,8 @@ static void test_native_round_trip(void **state) {
   }
 }
 
-/* A stream of every message type, cut into two chunks at every offset, decodes to the same messages. */
+/* A stream of every message type, cut into two chunks at every offset, decodes to the same
+ * messages. */
 static void test_split_points(const np_codec_ops *c, const np_msg *msgs, int count) {
   char stream[16 * NP_CODEC_MAX_ENCODED];
   size_t len = 0;
@@ -188,13 +190,13 @@ static void test_native_malformed(void **state) {
   /* PING whose body is shorter than its u64 */
   assert_int_equal(feed(c, 4096, "\x00\x00\x00\x04\x09\x00\x00\x00", 8, &m), NP_EPROTO);
   /* string length beyond the body */
-  assert_int_equal(feed(c, 4096, "\x00\x00\x00\x0d\x06\x00\x00\x00\x00\x00\x00\x00\x01\x09\x61\x61\x61",
-                        17, &m),
-                   NP_EPROTO);
+  assert_int_equal(
+      feed(c, 4096, "\x00\x00\x00\x0d\x06\x00\x00\x00\x00\x00\x00\x00\x01\x09\x61\x61\x61", 17, &m),
+      NP_EPROTO);
   /* a NUL inside a string */
-  assert_int_equal(feed(c, 4096, "\x00\x00\x00\x0c\x06\x00\x00\x00\x00\x00\x00\x00\x01\x02\x61\x00", 16,
-                        &m),
-                   NP_EPROTO);
+  assert_int_equal(
+      feed(c, 4096, "\x00\x00\x00\x0c\x06\x00\x00\x00\x00\x00\x00\x00\x01\x02\x61\x00", 16, &m),
+      NP_EPROTO);
   /* name longer than NP_MSG_NAME_MAX */
   {
     unsigned char b[4 + 1 + 8 + 1 + 65];
@@ -205,8 +207,8 @@ static void test_native_malformed(void **state) {
   /* truncated input is not an error, just incomplete */
   assert_int_equal(feed(c, 4096, "\x00\x00\x00\x09\x09\x00\x00", 7, &m), 0);
   /* trailing fields from a newer minor version are ignored */
-  assert_int_equal(feed(c, 4096, "\x00\x00\x00\x0b\x09\x00\x00\x00\x00\x00\x00\x00\x07\xaa\xbb", 15, &m),
-                   1);
+  assert_int_equal(
+      feed(c, 4096, "\x00\x00\x00\x0b\x09\x00\x00\x00\x00\x00\x00\x00\x07\xaa\xbb", 15, &m), 1);
   assert_int_equal(m.type, NP_MSG_PING);
   assert_true(m.id == 7);
 }
@@ -266,9 +268,12 @@ static void test_lookup(void **state) {
 
 int main(void) {
   const struct CMUnitTest tests[] = {
-      cmocka_unit_test(test_native_round_trip), cmocka_unit_test(test_native_split),
-      cmocka_unit_test(test_line_split),        cmocka_unit_test(test_native_malformed),
-      cmocka_unit_test(test_native_encode_errors), cmocka_unit_test(test_line),
+      cmocka_unit_test(test_native_round_trip),
+      cmocka_unit_test(test_native_split),
+      cmocka_unit_test(test_line_split),
+      cmocka_unit_test(test_native_malformed),
+      cmocka_unit_test(test_native_encode_errors),
+      cmocka_unit_test(test_line),
       cmocka_unit_test(test_lookup),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);

@@ -101,10 +101,10 @@ static void test_client_file(void **state) {
 
 static void test_file_errors(void **state) {
   (void)state;
-  expect_error(NP_CONFIG_SERVER, "[server]\nbind = 127.0.0.1:7000\nbogus = 1\n", "3:",
-               "unknown key 'bogus'");
-  expect_error(NP_CONFIG_SERVER, "[server]\n\nheartbeat_timeout = 10 parsecs\n", "3:",
-               "heartbeat_timeout");
+  expect_error(NP_CONFIG_SERVER, "[server]\nbind = 127.0.0.1:7000\nbogus = 1\n",
+               "3:", "unknown key 'bogus'");
+  expect_error(NP_CONFIG_SERVER, "[server]\n\nheartbeat_timeout = 10 parsecs\n",
+               "3:", "heartbeat_timeout");
   expect_error(NP_CONFIG_SERVER, "[server]\nallow_ports = 3000-2000\n", "2:", "bad range");
   expect_error(NP_CONFIG_SERVER, "[server]\nallow_ports = 0\n", "2:", "bad range");
   expect_error(NP_CONFIG_SERVER, "[server]\nbind = localhost\n", "2:", "IP:PORT");
@@ -115,10 +115,10 @@ static void test_file_errors(void **state) {
   expect_error(NP_CONFIG_SERVER, "[server]\nlog_level = loud\n", "2:", "log_level");
   expect_error(NP_CONFIG_SERVER, "[server]\ncodec = json\n", "2:", "not a codec");
   expect_error(NP_CONFIG_SERVER, "[server]\nmax_pending = -1\n", "2:", "not a number");
-  expect_error(NP_CONFIG_CLIENT, "[client]\nserver = x:1\n[proxy web]\nlocal = nowhere\n", "4:",
-               "HOST:PORT");
-  expect_error(NP_CONFIG_CLIENT, "[client]\n[proxy web]\ncolour = blue\n", "3:",
-               "unknown key 'colour' in [proxy web]");
+  expect_error(NP_CONFIG_CLIENT, "[client]\nserver = x:1\n[proxy web]\nlocal = nowhere\n",
+               "4:", "HOST:PORT");
+  expect_error(NP_CONFIG_CLIENT, "[client]\n[proxy web]\ncolour = blue\n",
+               "3:", "unknown key 'colour' in [proxy web]");
   expect_error(NP_CONFIG_CLIENT, "[client]\n[proxy web]\ntype = sctp\n", "3:", "not supported");
 }
 

@@ -138,7 +138,8 @@ static void fill_pattern(fixture *f, size_t len) {
     f->big[i] = (char)((i * 7) % 251);
 }
 
-/* ---- half-close: the visitor sends a request and shuts down writing; the reply still arrives ---- */
+/* ---- half-close: the visitor sends a request and shuts down writing; the reply still arrives ----
+ */
 
 static size_t service_got;
 static int service_eof;
@@ -187,7 +188,8 @@ static void test_half_close(void **state) {
   teardown_pairs(&f);
 }
 
-/* ---- slow reader: the service floods, the visitor does not read; the relay must not buffer it ---- */
+/* ---- slow reader: the service floods, the visitor does not read; the relay must not buffer it
+ * ---- */
 
 static void sample(uv_timer_t *t) {
   fixture *f = t->data;

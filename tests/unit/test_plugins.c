@@ -1,5 +1,5 @@
-/* A custom message codec and a custom pending pool, written against the public headers only, drive a
- * real server and client on loopback: the seams the embedders get really are seams. Also: a local
+/* A custom message codec and a custom pending pool, written against the public headers only, drive
+ * a real server and client on loopback: the seams the embedders get really are seams. Also: a local
  * service that is down closes its visitor at once, and a wrong token is refused. */
 #include <setjmp.h>
 #include <signal.h>
@@ -13,7 +13,8 @@
 
 #include <natproxy.h>
 
-/* ---- the custom codec: the native format with every byte XORed (a stand-in for any transform) -- */
+/* ---- the custom codec: the native format with every byte XORed (a stand-in for any transform) --
+ */
 
 static int xor_encodes, xor_decodes;
 
@@ -54,7 +55,8 @@ static const np_codec_ops xor_codec = {
     .encode = xor_encode,
 };
 
-/* ---- the custom pool: a small array, linear search ---------------------------------------------- */
+/* ---- the custom pool: a small array, linear search ----------------------------------------------
+ */
 
 #define SLOTS 16
 typedef struct slot {
@@ -150,10 +152,11 @@ static void ap_destroy(void *p) {
   ((array_pool *)p)->destroyed = 1;
 }
 
-static const np_pool_ops array_pool_ops = {ap_put,    ap_take,  ap_take_oldest,   ap_expire,
+static const np_pool_ops array_pool_ops = {ap_put,          ap_take,  ap_take_oldest,   ap_expire,
                                            ap_remove_group, ap_count, ap_next_deadline, ap_destroy};
 
-/* ---- the harness: an echo service, a server, a client, visitors ---------------------------------- */
+/* ---- the harness: an echo service, a server, a client, visitors
+ * ---------------------------------- */
 
 typedef struct echo_conn {
   uv_tcp_t tcp;

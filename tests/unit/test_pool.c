@@ -111,7 +111,7 @@ static void test_many(void **state) {
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_put_take), cmocka_unit_test(test_expire_order),
-      cmocka_unit_test(test_bounds), cmocka_unit_test(test_oldest_and_groups),
+      cmocka_unit_test(test_bounds),   cmocka_unit_test(test_oldest_and_groups),
       cmocka_unit_test(test_many),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
