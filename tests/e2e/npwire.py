@@ -1,0 +1,112 @@
+"""The native protocol (docs/protocol.md) in Python, written from the document: enough to play an
+honest client that misbehaves on purpose, or a hostile peer."""
+
+import hashlib
+import hmac
+import os
+import socket
+import struct
+
+HELLO, LOGIN, LOGIN_RESP, PROXY, PROXY_RESP, REQ_WORK, WORK, WORK_FAIL, PING, PONG, CLOSE = range(1, 12)
+NP_EAUTH, NP_EPORTDENIED, NP_ENAMETAKEN, NP_EVERSION = -7004, -7005, -7006, -7003
+
+LAYOUT = {
+    HELLO: ["version", "nonce"],
+    LOGIN: ["version", "name", "nonce", "mac"],
+    LOGIN_RESP: ["status", "id", "text"],
+    PROXY: ["name", "addr", "port"],
+    PROXY_RESP: ["name", "status", "port", "text"],
+    REQ_WORK: ["id", "name"],
+    WORK: ["id", "id2", "mac"],
+    WORK_FAIL: ["id", "status", "text"],
+    PING: ["id"],
+    PONG: ["id"],
+    CLOSE: ["status", "text"],
+}
+FMT = {"version": ">H", "port": ">H", "status": ">i", "id": ">Q", "id2": ">Q"}
+
+
+def encode(mtype, **f):
+    body = bytes([mtype])
+    for name in LAYOUT[mtype]:
+        if name in FMT:
+            body += struct.pack(FMT[name], f.get(name, 0))
+        elif name in ("nonce", "mac"):
+            body += f.get(name, bytes(32))
+        else:
+            s = f.get(name, "").encode()
+            body += bytes([len(s)]) + s
+    return struct.pack(">I", len(body)) + body
+
+
+def decode_body(body):
+    mtype, p, out = body[0], 1, {}
+    for name in LAYOUT[mtype]:
+        if name in FMT:
+            size = struct.calcsize(FMT[name])
+            (out[name],) = struct.unpack(FMT[name], body[p:p + size])
+            p += size
+        elif name in ("nonce", "mac"):
+            out[name], p = body[p:p + 32], p + 32
+        else:
+            n = body[p]
+            out[name], p = body[p + 1:p + 1 + n].decode(), p + 1 + n
+    return mtype, out
+
+
+def recv_exact(s, n):
+    buf = b""
+    while len(buf) < n:
+        b = s.recv(n - len(buf))
+        if not b:
+            raise EOFError("connection closed")
+        buf += b
+    return buf
+
+
+def recv_msg(s):
+    (n,) = struct.unpack(">I", recv_exact(s, 4))
+    return decode_body(recv_exact(s, n))
+
+
+def mac(key, *parts):
+    return hmac.new(key, b"".join(parts), hashlib.sha256).digest()
+
+
+class Client:
+    """A native client driven step by step by the test."""
+
+    def __init__(self, port, token="s3cret", name="raw", host="127.0.0.1"):
+        self.port, self.host = port, host
+        self.s = socket.create_connection((host, port), timeout=10)
+        self.s.sendall(encode(HELLO, version=1))
+        t, m = self.expect(HELLO)
+        sn, cn = m["nonce"], os.urandom(32)
+        tok = token.encode()
+        self.key = mac(tok, b"np-session-1", sn, cn, name.encode())
+        self.s.sendall(encode(LOGIN, version=1, name=name, nonce=cn,
+                              mac=mac(tok, b"np-login-1", sn, cn, name.encode())))
+        t, m = self.expect(LOGIN_RESP)
+        self.login = m
+        self.session = m["id"]
+
+    def expect(self, want):
+        while True:
+            t, m = recv_msg(self.s)
+            if t == PING:
+                self.s.sendall(encode(PONG, id=m["id"]))
+                continue
+            if t != want:
+                raise AssertionError(f"expected message {want}, got {t} {m}")
+            return t, m
+
+    def proxy(self, name, port=0, addr="127.0.0.1"):
+        self.s.sendall(encode(PROXY, name=name, addr=addr, port=port))
+        return self.expect(PROXY_RESP)[1]
+
+    def work(self, visitor, good=True):
+        """Open a work connection for visitor (with a wrong proof unless good)."""
+        w = socket.create_connection((self.host, self.port), timeout=10)
+        proof = mac(self.key, b"np-work-1", struct.pack(">QQ", self.session, visitor))
+        w.sendall(encode(WORK, id=self.session, id2=visitor, mac=proof if good else bytes(32)))
+        return w

@@ -1,0 +1,176 @@
+#!/usr/bin/env python3
+"""np-server against clients that misbehave (npwire.py speaks the native protocol from its document):
+pending visitors expire and are bounded, names clash, work connections must prove their session, and
+malformed or oversized input closes only the offending connection while an honest client keeps
+working."""
+
+import os
+import socket
+import struct
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(__file__))
+import npwire  # noqa: E402
+from nptest import LOOP, Greeter, check, connect, recv_all, run  # noqa: E402
+
+
+def closed(s, timeout=5):
+    """True when the peer closes s within timeout (EOF or reset), False if it stays open."""
+    s.settimeout(timeout)
+    try:
+        while s.recv(65536):
+            pass
+        return True
+    except (ConnectionResetError, BrokenPipeError):
+        return True
+    except socket.timeout:
+        return False
+
+
+def honest_tunnel(env, srv):
+    svc = env.service(Greeter)
+    cl = env.client(srv, "--name", "honest", "-R", f"{LOOP}:0:{LOOP}:{svc}", name="honest")
+    (port,) = cl.ports.values()
+    return port
+
+
+def assert_serving(port, tag):
+    s = connect(port)
+    s.sendall(tag + b"\n")
+    check(recv_all(s) == b"you are " + tag + b"\n", f"honest client served ({tag!r})")
+
+
+def test_pending_expiry_and_bounds(env):
+    srv = env.server("--token", "s3cret", "--pending-timeout", "600ms",
+                     "--max-pending-per-proxy", "2")
+    raw = npwire.Client(srv.port, name="lazy")
+    resp = raw.proxy("lazy-web")
+    check(resp["status"] == 0, f"proxy refused: {resp}")
+    port = resp["port"]
+    t0 = time.monotonic()
+    v1, v2 = connect(port), connect(port)
+    for _ in range(2):
+        raw.expect(npwire.REQ_WORK)  # announced, and never answered
+    v3 = connect(port)
+    check(closed(v3, 2), "third visitor refused at once (max_pending_per_proxy 2)")
+    check(time.monotonic() - t0 < 0.5, "refusal was immediate")
+    srv.wait_line(r"visitor refused: too many visitors waiting")
+    check(closed(v1, 3) and closed(v2, 3), "waiting visitors closed at the pending timeout")
+    took = time.monotonic() - t0
+    check(0.55 <= took < 2.0, f"expired after {took:.2f}s, pending_timeout 600ms")
+    srv.wait_line(r"got no work connection within 600ms")
+
+
+def test_name_taken_and_limits(env):
+    srv = env.server("--token", "s3cret", "--allow-ports", "1024-65535")
+    raw = npwire.Client(srv.port)
+    check(raw.proxy("dup")["status"] == 0, "first proxy")
+    second = raw.proxy("dup")
+    check(second["status"] == npwire.NP_ENAMETAKEN, f"same name twice: {second}")
+    low = raw.proxy("low", port=80)
+    check(low["status"] == npwire.NP_EPORTDENIED and "allow_ports" in low["text"], f"{low}")
+
+
+def test_work_must_prove_its_session(env):
+    """Nobody steals a visitor by guessing its id: an unproven WORK is closed and the visitor waits for
+    the real one, which then carries the data."""
+    srv = env.server("--token", "s3cret")
+    honest = honest_tunnel(env, srv)
+    owner = npwire.Client(srv.port, name="owner")
+    port = owner.proxy("svc")["port"]
+    visitor = connect(port)
+    _, req = owner.expect(npwire.REQ_WORK)
+    thief = owner.work(req["id"], good=False)
+    check(closed(thief), "unproven work connection closed")
+    srv.wait_line(r"work connection for unknown or unproven visitor")
+    unknown = owner.work(req["id"] + 1000)
+    check(closed(unknown), "work connection for an unknown id closed")
+    real = owner.work(req["id"])
+    visitor.sendall(b"ping through\n")
+    real.settimeout(5)
+    check(npwire.recv_exact(real, 13) == b"ping through\n", "visitor -> work connection")
+    real.sendall(b"pong back")
+    real.shutdown(socket.SHUT_WR)
+    check(recv_all(visitor) == b"pong back", "work connection -> visitor")
+    assert_serving(honest, b"still fine")
+
+
+def test_malformed_input(env):
+    srv = env.server("--token", "s3cret", "--heartbeat-timeout", "2s", "--heartbeat-interval", "500ms")
+    honest = honest_tunnel(env, srv)
+    cases = [
+        (b"\xff\xff\xff\xff\x01", r"message larger than the configured limit"),  # 2^32-1
+        (struct.pack(">I", 5000) + b"\x01", r"message larger than the configured limit"),
+        (b"\x00\x00\x00\x00", r"malformed protocol message"),  # zero length
+        (b"\x00\x00\x00\x01\x63", r"malformed protocol message"),  # unknown type
+        (b"\x00\x00\x00\x02\x01\x00", r"malformed protocol message"),  # truncated HELLO
+        (npwire.encode(npwire.PING, id=1), r"unexpected PING message"),  # not before login
+        (os.urandom(64), r"closing"),
+    ]
+    for data, log in cases:
+        mark = srv.mark()
+        s = socket.create_connection((LOOP, srv.port), timeout=5)
+        s.sendall(data)
+        check(closed(s), f"{data[:8]!r}... closed")
+        srv.wait_line(log, after=mark)
+        assert_serving(honest, b"after %d" % len(data))
+
+
+def test_bad_version_and_silence(env):
+    srv = env.server("--token", "s3cret", "--heartbeat-timeout", "1s", "--heartbeat-interval", "250ms")
+    s = socket.create_connection((LOOP, srv.port), timeout=5)
+    s.sendall(npwire.encode(npwire.HELLO, version=9))
+    t, m = npwire.recv_msg(s)
+    check(t == npwire.CLOSE and m["status"] == npwire.NP_EVERSION and "9" in m["text"],
+          f"version 9 answered with {t} {m}")
+    check(closed(s), "closed after the version refusal")
+    # a connection that never says anything is closed at the login deadline
+    t0 = time.monotonic()
+    quiet = socket.create_connection((LOOP, srv.port), timeout=5)
+    check(closed(quiet, 4), "silent connection closed")
+    took = time.monotonic() - t0
+    check(0.9 <= took < 2.5, f"closed after {took:.2f}s, deadline 1s")
+    srv.wait_line(r"no login within 1000ms")
+    # a logged-in client that stops answering pings is dropped, and its port freed
+    raw = npwire.Client(srv.port, name="mute")
+    port = raw.proxy("m")["port"]
+    srv.wait_line(r"client mute .* disconnected: no heartbeat", timeout=5)
+    check(closed(raw.s), "mute client's control connection closed")
+    try:
+        socket.create_connection((LOOP, port), timeout=2).close()
+        check(False, "mute client's port still open")
+    except ConnectionRefusedError:
+        pass
+
+
+def test_replayed_login(env):
+    """A recorded LOGIN is worthless on a new connection: the server's nonce is fresh every time."""
+    srv = env.server("--token", "s3cret")
+    s = socket.create_connection((LOOP, srv.port), timeout=5)
+    s.sendall(npwire.encode(npwire.HELLO, version=1))
+    _, hello = npwire.recv_msg(s)
+    cn = os.urandom(32)
+    login = npwire.encode(npwire.LOGIN, version=1, name="victim", nonce=cn,
+                          mac=npwire.mac(b"s3cret", b"np-login-1", hello["nonce"], cn, b"victim"))
+    s.sendall(login)
+    check(npwire.recv_msg(s)[1]["status"] == 0, "the original login works")
+    r = socket.create_connection((LOOP, srv.port), timeout=5)
+    r.sendall(npwire.encode(npwire.HELLO, version=1))
+    npwire.recv_msg(r)
+    r.sendall(login)
+    t, m = npwire.recv_msg(r)
+    check(t == npwire.LOGIN_RESP and m["status"] == npwire.NP_EAUTH, f"replay answered {t} {m}")
+    check(closed(r), "replaying connection closed")
+
+
+TESTS = {f.__name__[5:]: f for f in [
+    test_pending_expiry_and_bounds, test_name_taken_and_limits, test_work_must_prove_its_session,
+    test_malformed_input, test_bad_version_and_silence, test_replayed_login,
+]}
+
+if __name__ == "__main__":
+    if sys.argv[1:] == ["--list"]:
+        print("\n".join(TESTS))
+        sys.exit(0)
+    sys.exit(run(TESTS))
