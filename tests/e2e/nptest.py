@@ -15,6 +15,9 @@ import time
 
 SERVER = os.environ.get("NP_SERVER", "build/tools/np-server")
 CLIENT = os.environ.get("NP_CLIENT", "build/tools/np-client")
+# A command prefix for the tools, e.g. valgrind; a child that then exits with WRAP_FAIL failed.
+WRAP = os.environ.get("NP_WRAP", "").split()
+WRAP_FAIL = 99
 LOOP = "127.0.0.1"
 
 
@@ -35,6 +38,8 @@ class Proc:
         self.argv = argv
         self.lines = []  # (stream, text)
         self.cond = threading.Condition()
+        if WRAP and argv[0] in (SERVER, CLIENT):
+            argv = WRAP + argv
         self.p = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                   stdin=subprocess.DEVNULL, text=True, bufsize=1)
         for stream in ("stdout", "stderr"):
@@ -112,6 +117,7 @@ class Env:
         return srv.server_address[1]
 
     def close(self, failed):
+        """Stop everything; return the names of children that the wrapper (valgrind) failed."""
         for p in self.procs:
             p.signal(signal.SIGCONT)
             p.signal(signal.SIGTERM)
@@ -124,9 +130,11 @@ class Env:
         for s in self.servers:
             s.shutdown()
             s.server_close()
-        if failed:
+        wrapped = [p.name for p in self.procs if WRAP and p.p.returncode == WRAP_FAIL]
+        if failed or wrapped:
             for p in self.procs:
                 print(p.dump(), file=sys.stderr)
+        return wrapped
 
 
 def proxy_ports(client, count=None, timeout=10, after=0):
@@ -229,7 +237,10 @@ def run(tests):
         except Exception as e:  # noqa: BLE001 - report any failure with the processes' logs
             print(f"FAIL {name}: {type(e).__name__}: {e}", file=sys.stderr)
         finally:
-            env.close(not ok)
+            wrapped = env.close(not ok)
+            if wrapped:
+                print(f"FAIL {name}: {' '.join(WRAP)} reported errors in {wrapped}", file=sys.stderr)
+                ok = False
         print(f"{'ok  ' if ok else 'FAIL'} {name} ({time.monotonic() - t0:.2f}s)")
         passed += ok
         failed += not ok
