@@ -303,7 +303,7 @@ def test_config_file(env):
         srv.port = int(srv.wait_line(r"\(port (\d+)").group(1))
         with open(c_ini, "w") as f:
             f.write(f"[client]\nserver = {LOOP}:{srv.port}\ntoken = from-file\nname = filed\n"
-                    f"[proxy web]\nlocal = localhost:{web}\nremote_port = 0\n")
+                    f"[proxy web]\nlocal = {LOOP}:{web}\nremote_port = 0\n")
         cl = Proc(env, "np-client", [CLIENT, "-c", c_ini])  # flags: none, all from the file
         ports = proxy_ports(cl, count=1)
         check(curl(ports["web"], "/id/ini") == b"ini", "service configured from files")

@@ -1,0 +1,322 @@
+#!/usr/bin/env python3
+"""Benchmark: the direct path vs np (native codec) vs socat and ssh -R as one-hop relays, on loopback,
+in one run. Prints a table of medians with ratios to direct and appends JSON lines to bench/out/.
+
+Not part of the test suite: numbers depend on the machine. Run with ./bench/run (installs iperf3, wrk,
+nginx, socat and openssh from Debian first)."""
+
+import argparse
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SERVER = os.environ.get("NP_SERVER", os.path.join(ROOT, "build/tools/np-server"))
+CLIENT = os.environ.get("NP_CLIENT", os.path.join(ROOT, "build/tools/np-client"))
+LOOP = "127.0.0.1"
+
+
+def free_port():
+    s = socket.socket()
+    s.bind((LOOP, 0))
+    p = s.getsockname()[1]
+    s.close()
+    return p
+
+
+def wait_port(port, timeout=10):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection((LOOP, port), timeout=1).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"port {port} not up")
+
+
+def cpu_seconds(pids):
+    tck = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for pid in pids:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        total += (int(fields[11]) + int(fields[12])) / tck
+    return total
+
+
+def rss_kib(pids):
+    total = 0
+    for pid in pids:
+        with open(f"/proc/{pid}/status") as f:
+            total += int(re.search(r"VmRSS:\s+(\d+)", f.read()).group(1))
+    return total
+
+
+class Procs:
+    def __init__(self):
+        self.ps = []
+
+    def start(self, argv, **kw):
+        p = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=kw.pop("stdout", subprocess.DEVNULL),
+                             stderr=kw.pop("stderr", subprocess.DEVNULL), **kw)
+        self.ps.append(p)
+        return p
+
+    def stop(self):
+        for p in reversed(self.ps):
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+        for p in self.ps:
+            try:
+                p.wait(5)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+        self.ps = []
+
+
+# ---- the paths under test: each maps a target port to the port a visitor uses -------------------------
+
+def path_direct(procs, target, tmp):
+    return target, []
+
+
+def path_np(procs, target, tmp):
+    ctl, pub = free_port(), free_port()
+    srv = procs.start([SERVER, "--bind", f"{LOOP}:{ctl}", "--proxy-bind-addr", LOOP, "--token", "bench",
+                       "--log-level", "warn", "--max-pending-per-proxy", "20000",
+                       "--max-pending", "20000"])
+    wait_port(ctl)
+    cl = procs.start([CLIENT, "--server", f"{LOOP}:{ctl}", "--token", "bench", "--log-level", "warn",
+                      "-R", f"{LOOP}:{pub}:{LOOP}:{target}"], stdout=subprocess.PIPE, text=True)
+    cl.stdout.readline()  # "proxy ...: public port N"
+    return pub, [srv.pid, cl.pid]
+
+
+def path_socat(procs, target, tmp):
+    pub = free_port()
+    p = procs.start(["socat", f"TCP-LISTEN:{pub},bind={LOOP},fork,reuseaddr,backlog=4096",
+                     f"TCP:{LOOP}:{target}"])
+    wait_port(pub)
+    return pub, [p.pid]
+
+
+def path_ssh(procs, target, tmp):
+    """ssh -R through a throwaway sshd on loopback, AES-GCM as a typical modern cipher."""
+    d = os.path.join(tmp, "ssh")
+    if not os.path.isdir(d):
+        os.makedirs(d)
+        os.makedirs("/run/sshd", exist_ok=True)
+        for name in ("host", "user"):
+            subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", f"{d}/{name}"], check=True)
+        shutil.copy(f"{d}/user.pub", f"{d}/authorized_keys")
+        os.chmod(f"{d}/authorized_keys", 0o600)
+    sport, pub = free_port(), free_port()
+    with open(f"{d}/sshd_config", "w") as f:
+        f.write(f"ListenAddress {LOOP}:{sport}\nHostKey {d}/host\nAuthorizedKeysFile {d}/authorized_keys\n"
+                "PermitRootLogin prohibit-password\nPasswordAuthentication no\nUsePAM no\n"
+                "AllowTcpForwarding yes\nStrictModes no\nMaxStartups 10000\nLogLevel ERROR\n")
+    sshd = procs.start(["/usr/sbin/sshd", "-D", "-e", "-f", f"{d}/sshd_config"])
+    wait_port(sport)
+    ssh = procs.start(["ssh", "-N", "-T", "-p", str(sport), "-i", f"{d}/user", "-c", "aes128-gcm@openssh.com",
+                       "-o", "StrictHostKeyChecking=no", "-o", f"UserKnownHostsFile={d}/known_hosts",
+                       "-o", "ExitOnForwardFailure=yes", "-o", "BatchMode=yes",
+                       "-R", f"{LOOP}:{pub}:{LOOP}:{target}", f"root@{LOOP}"])
+    wait_port(pub)
+    return pub, [sshd.pid, ssh.pid]
+
+
+PATHS = {"direct": path_direct, "np": path_np, "socat": path_socat, "ssh -R": path_ssh}
+
+
+# ---- measurements -------------------------------------------------------------------------------------
+
+def iperf(port, seconds, streams, reverse):
+    args = ["iperf3", "-c", LOOP, "-p", str(port), "-t", str(seconds), "-P", str(streams), "-J"]
+    if reverse:
+        args.append("-R")
+    out = subprocess.run(args, capture_output=True, text=True, timeout=seconds + 30)
+    j = json.loads(out.stdout)
+    if "error" in j:
+        raise RuntimeError(j["error"])
+    end = j["end"]
+    return end["sum_received"]["bits_per_second"] / 1e9, end["sum_received"]["bytes"]
+
+
+def wrk(port, seconds, close):
+    args = ["wrk", "-t", "2", "-c", "64", "-d", f"{seconds}s", "--latency", f"http://{LOOP}:{port}/"]
+    if close:
+        args[1:1] = ["-H", "Connection: close"]
+    out = subprocess.run(args, capture_output=True, text=True, timeout=seconds + 30).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+
+    def lat(pct):
+        m = re.search(rf"\s{pct}%\s+([\d.]+)(us|ms|s)", out)
+        return float(m.group(1)) * {"us": 1e-3, "ms": 1, "s": 1e3}[m.group(2)]
+    errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    errs = sum(map(int, errors.groups())) if errors else 0
+    errs += int(non2xx.group(1)) if non2xx else 0
+    return rps, lat(50), lat(99), errs
+
+
+class Holder:
+    """Accepts connections and holds them open without reading: the idle service end."""
+
+    def __init__(self):
+        self.l = socket.socket()
+        self.l.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.l.bind((LOOP, 0))
+        self.l.listen(4096)
+        self.port = self.l.getsockname()[1]
+        self.held = []
+        threading.Thread(target=self.run, daemon=True).start()
+
+    def run(self):
+        while True:
+            try:
+                c, _ = self.l.accept()
+            except OSError:
+                return
+            self.held.append(c)
+
+    def close(self):
+        self.l.close()
+        for c in self.held:
+            c.close()
+
+
+def hold_rss(port, pids, holder, count):
+    """RSS added per idle tunnelled connection, server and client together."""
+    before = rss_kib(pids)
+    conns = []
+    for _ in range(count):
+        conns.append(socket.create_connection((LOOP, port), timeout=10))
+    deadline = time.monotonic() + 30
+    while len(holder.held) < count and time.monotonic() < deadline:
+        time.sleep(0.05)
+    held = len(holder.held)
+    after = rss_kib(pids)
+    for c in conns:
+        c.close()
+    return (after - before) / max(held, 1), held
+
+
+def median(xs):
+    return statistics.median(xs) if xs else float("nan")
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--seconds", type=int, default=5, help="per iperf3/wrk run")
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--hold", type=int, default=1000, help="idle connections to hold for the RSS figure")
+    ap.add_argument("--paths", default=",".join(PATHS), help="comma-separated: " + ",".join(PATHS))
+    args = ap.parse_args()
+    paths = args.paths.split(",")
+
+    import resource
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+    tmp = tempfile.mkdtemp(prefix="np-bench-")
+    procs = Procs()
+    services = Procs()
+    results = {}
+    try:
+        iperf_port = free_port()
+        services.start(["iperf3", "-s", "-B", LOOP, "-p", str(iperf_port)])
+        nginx_port = free_port()
+        os.makedirs(f"{tmp}/www")
+        with open(f"{tmp}/www/index.html", "w") as f:
+            f.write("x" * 612)  # nginx's default page size
+        with open(f"{tmp}/nginx.conf", "w") as f:
+            f.write(f"daemon off; worker_processes 1; pid {tmp}/nginx.pid; error_log stderr error;\n"
+                    f"events {{ worker_connections 20000; }}\n"
+                    f"http {{ access_log off; keepalive_requests 1000000;\n"
+                    f"  server {{ listen {LOOP}:{nginx_port} backlog=4096; root {tmp}/www; }} }}\n")
+        services.start(["nginx", "-c", f"{tmp}/nginx.conf", "-p", tmp])
+        wait_port(iperf_port)
+        wait_port(nginx_port)
+
+        for name in paths:
+            r = results[name] = {}
+            fig = {}
+            for rep in range(args.repeats):
+                pi, pids = PATHS[name](procs, iperf_port, tmp)
+                if pids:
+                    time.sleep(0.3)
+                    fig.setdefault("idle_rss_kib", []).append(rss_kib(pids))
+                for label, streams, rev in (("bulk 1 up", 1, False), ("bulk 1 down", 1, True),
+                                            ("bulk 8 up", 8, False), ("bulk 8 down", 8, True)):
+                    cpu0 = cpu_seconds(pids) if pids else 0
+                    gbps, nbytes = iperf(pi, args.seconds, streams, rev)
+                    fig.setdefault(label + " Gbit/s", []).append(gbps)
+                    if pids and label == "bulk 1 up":
+                        fig.setdefault("cpu s/GB", []).append((cpu_seconds(pids) - cpu0) / (nbytes / 1e9))
+                procs.stop()
+                pw, pids = PATHS[name](procs, nginx_port, tmp)
+                rps, p50, p99, errs = wrk(pw, args.seconds, close=False)
+                fig.setdefault("keepalive req/s", []).append(rps)
+                fig.setdefault("keepalive p50 ms", []).append(p50)
+                fig.setdefault("keepalive p99 ms", []).append(p99)
+                rps, p50, p99, errs2 = wrk(pw, args.seconds, close=True)
+                fig.setdefault("new-conn req/s", []).append(rps)
+                fig.setdefault("errors", []).append(errs + errs2)
+                procs.stop()
+                if rep == 0 and pids:
+                    holder = Holder()
+                    ph, pids = PATHS[name](procs, holder.port, tmp)
+                    per, held = hold_rss(ph, pids, holder, args.hold)
+                    fig.setdefault("KiB per idle conn", []).append(per)
+                    fig.setdefault("idle conns held", []).append(held)
+                    procs.stop()
+                    holder.close()
+            for k, v in fig.items():
+                r[k] = median(v)
+            print(f"measured {name}", file=sys.stderr)
+    finally:
+        procs.stop()
+        services.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+    keys = []
+    for r in results.values():
+        keys += [k for k in r if k not in keys]
+    direct = results.get("direct", {})
+    width = max(len(k) for k in keys) + 2
+    print(f"{'':{width}}" + "".join(f"{n:>20}" for n in results))
+    for k in keys:
+        row = f"{k:{width}}"
+        for n in results:
+            v = results[n].get(k)
+            if v is None:
+                row += f"{'-':>20}"
+                continue
+            ratio = ""
+            if direct.get(k) and n != "direct" and not k.startswith(("errors", "idle conns")):
+                ratio = f" ({v / direct[k]:.2f}x)"
+            row += f"{v:>12.2f}{ratio:>8}"
+        print(row)
+    os.makedirs(os.path.join(ROOT, "bench/out"), exist_ok=True)
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%S")
+    with open(os.path.join(ROOT, "bench/out/results.jsonl"), "a") as f:
+        for n, r in results.items():
+            f.write(json.dumps({"time": stamp, "path": n, **r,
+                                **({"ratio_to_direct": {k: r[k] / direct[k] for k in r
+                                                         if direct.get(k)}} if n != "direct" else {})})
+                    + "\n")
+
+
+if __name__ == "__main__":
+    main()
