@@ -234,8 +234,14 @@ static void on_server_dialed(void *data, int status, np_conn *c) {
     tunnel_next(cl);
   }
   if (status != 0) {
+    np_msg m = {.type = NP_MSG_WORK_FAIL, .id = w->visitor_id, .status = status};
     np__log(&cl->log, NP_LOG_WARN, "proxy %s: cannot open work connection to %s: %s", w->px->name,
             native(cl) ? cl->cfg.server : cl->cfg.tunnel, np_strerror(status));
+    /* Tell the server over the control connection, so the visitor is closed now rather than at
+     * the pending timeout. */
+    snprintf(m.text, sizeof(m.text), "work connection failed: %s", np_strerror(status));
+    if (native(cl) && w->session_id == cl->session_id)
+      send_msg(cl, &m);
     work_free(w);
     return;
   }
@@ -342,13 +348,6 @@ static void on_req_work(struct np_client *cl, const np_msg *m) {
  */
 
 static void on_timer(uv_timer_t *t);
-
-static uint64_t tick_ms(struct np_client *cl) {
-  uint64_t tick = cl->cfg.heartbeat_interval_ms;
-  if (tick > cl->cfg.heartbeat_timeout_ms / 4)
-    tick = cl->cfg.heartbeat_timeout_ms / 4;
-  return tick > 0 ? tick : 1;
-}
 
 static void register_proxies(struct np_client *cl) {
   for (size_t i = 0; i < cl->cfg.n_proxies; i++) {
@@ -493,7 +492,7 @@ static void on_control_dialed(void *data, int status, np_conn *c) {
     disconnect(cl, r, np_strerror(r));
     return;
   }
-  uv_timer_start(&cl->timer, on_timer, tick_ms(cl), tick_ms(cl));
+  uv_timer_start(&cl->timer, on_timer, 0, 0);
   if (!native(cl)) {
     ready(cl);
     return;
@@ -530,9 +529,12 @@ static uint64_t backoff_ms(struct np_client *cl) {
   return d / 2 + (d / 2 + 1) * (uint64_t)x / ((uint64_t)UINT32_MAX + 1);
 }
 
+/* Backoff expiry, or the session's heartbeat: re-armed for whichever comes first, the moment the
+ * server counts as dead (exactly heartbeat_timeout after its last message) or the next ping we owe. */
 static void on_timer(uv_timer_t *t) {
   struct np_client *cl = t->data;
-  uint64_t now = now_ms(cl);
+  uint64_t now = now_ms(cl), next;
+  int pongs = (cl->codec->caps & NP_CODEC_CAP_PONG) != 0;
   np_msg ping = {.type = NP_MSG_PING};
 
   if (cl->state == C_BACKOFF) {
@@ -545,10 +547,14 @@ static void on_timer(uv_timer_t *t) {
     disconnect(cl, NP_EPEERDEAD, "no heartbeat from the server within heartbeat_timeout");
     return;
   }
-  if ((cl->codec->caps & NP_CODEC_CAP_PONG) && now - cl->last_tx >= cl->cfg.heartbeat_interval_ms) {
+  if (pongs && now - cl->last_tx >= cl->cfg.heartbeat_interval_ms) {
     ping.id = ++cl->ping_seq;
     send_msg(cl, &ping);
   }
+  next = cl->last_rx + cl->cfg.heartbeat_timeout_ms;
+  if (pongs && cl->last_tx + cl->cfg.heartbeat_interval_ms < next)
+    next = cl->last_tx + cl->cfg.heartbeat_interval_ms;
+  uv_timer_start(&cl->timer, on_timer, next > now ? next - now : 0, 0);
 }
 
 static void drop_session(struct np_client *cl) {

@@ -114,21 +114,6 @@ int np__conn_tcp_wrap(uv_stream_t *stream, np_conn **out) {
   return 0;
 }
 
-int np__conn_tcp_accept(uv_stream_t *server, np_conn **out) {
-  np_conn *c;
-  int r;
-
-  if ((r = np__conn_tcp_new(server->loop, &c)) != 0)
-    return r;
-  if ((r = uv_accept(server, (uv_stream_t *)np__conn_tcp_handle(c))) != 0) {
-    np__conn_close(c, NULL);
-    return r;
-  }
-  uv_tcp_nodelay(np__conn_tcp_handle(c), 1);
-  *out = c;
-  return 0;
-}
-
 void np__conn_peer_str(np_conn *c, char *buf, size_t len) {
   struct sockaddr_storage ss;
   int n = sizeof(ss);

@@ -73,8 +73,6 @@ uv_tcp_t *np__conn_tcp_handle(np_conn *c);
 /* Wrap a stream somebody else allocated; closing the conn uv_closes the stream but frees only the
  * wrapper, and then calls cb. */
 int np__conn_tcp_wrap(uv_stream_t *stream, np_conn **out);
-/* Accept a pending connection from server into a new conn (TCP_NODELAY on). */
-int np__conn_tcp_accept(uv_stream_t *server, np_conn **out);
 /* Peer address as "host:port" for logs. */
 void np__conn_peer_str(np_conn *c, char *buf, size_t len);
 

@@ -14,6 +14,7 @@
 #include "config.h"
 #include "internal.h"
 #include "join.h"
+#include "listen.h"
 
 #define PROTO_VERSION   1      /* docs/protocol.md §versions */
 #define CTRL_MAX_QUEUED 262144 /* a client that stops reading its control stream is cut off */
@@ -28,7 +29,7 @@ struct proxy {
   session *s; /* owner; NULL for the line codec's server-wide visit port */
   char name[NP_MSG_NAME_MAX + 1];
   int port;
-  uv_tcp_t listener;
+  np__listener *listener;
   proxy *next;
 };
 
@@ -75,9 +76,10 @@ struct np_server {
   const np_pool_ops *pool_ops;
   void *pool;
   np__logger log;
-  uv_tcp_t listener;
-  uv_tcp_t tunnel_listener; /* line codec */
-  proxy *visit_proxy;       /* line codec */
+  np__listener *listener;
+  np__listener *tunnel_listener; /* line codec */
+  proxy *visit_proxy;            /* line codec */
+  proxy control_px, tunnel_px;   /* names and counters for the control and tunnel listeners */
   uv_timer_t pool_timer;
   session *sessions;
   uint64_t next_visitor_id;
@@ -85,8 +87,8 @@ struct np_server {
   np_server_stats stats;
   int port;
   int refs; /* open handles and objects; the server is freed when closing and refs hits 0 */
-  uint64_t accept_errors;
   uint64_t accept_error_logged;
+  uint64_t refused_unlogged;
   unsigned started : 1, closing : 1;
   np_server_close_cb close_cb;
   void *data;
@@ -121,6 +123,26 @@ static void send_close(session *s, int status, const char *text) {
   np__strlcpy(m.text, text, sizeof(m.text));
   if (native(s->srv))
     send_msg(s, &m);
+}
+
+/* Out of descriptors and the like: say so once per second at most, with how many connections were
+ * refused meanwhile, not once per connection. */
+static void accept_failed(np__listener *l, int err, uint64_t refused) {
+  proxy *px = np__listener_data(l);
+  struct np_server *srv = px->srv;
+  uint64_t now = now_ms(srv);
+
+  srv->stats.accept_errors++;
+  srv->stats.refused_no_fd += refused;
+  srv->refused_unlogged += refused;
+  if (srv->accept_error_logged == 0 || now - srv->accept_error_logged >= 1000) {
+    srv->accept_error_logged = now;
+    np__log(&srv->log, NP_LOG_ERROR,
+            "%s port %d: accept failed: %s; %llu connections refused since the last report%s",
+            px->name, px->port, np_strerror(err), (unsigned long long)srv->refused_unlogged,
+            err == UV_EMFILE || err == UV_ENFILE ? " (raise the descriptor limit: ulimit -n)" : "");
+    srv->refused_unlogged = 0;
+  }
 }
 
 /* ---- pending visitors --------------------------------------------------------------------------
@@ -232,8 +254,8 @@ static void start_join(struct np_server *srv, session *s, np_conn *work, visitor
 /* ---- proxies -----------------------------------------------------------------------------------
  */
 
-static void on_proxy_closed(uv_handle_t *h) {
-  proxy *px = h->data;
+static void on_proxy_closed(void *data) {
+  proxy *px = data;
   struct np_server *srv = px->srv;
   free(px);
   unref(srv);
@@ -243,7 +265,7 @@ static void proxy_close(proxy *px) {
   struct np_server *srv = px->srv;
   srv->pool_ops->remove_group(srv->pool, px, on_group_removed, srv);
   srv->stats.proxies--;
-  uv_close((uv_handle_t *)&px->listener, on_proxy_closed);
+  np__listener_close(px->listener, on_proxy_closed);
 }
 
 static session *visit_owner(struct np_server *srv, proxy *px) {
@@ -256,19 +278,14 @@ static session *visit_owner(struct np_server *srv, proxy *px) {
   return NULL;
 }
 
-static void on_visitor(uv_stream_t *l, int status) {
-  proxy *px = l->data;
+static void on_visitor(np__listener *l, np_conn *c) {
+  proxy *px = np__listener_data(l);
   struct np_server *srv = px->srv;
   np_msg m = {.type = NP_MSG_REQ_WORK};
   session *s;
   visitor *v;
-  np_conn *c;
   int r;
 
-  if (status != 0 || np__conn_tcp_accept(l, &c) != 0) {
-    srv->accept_errors++;
-    return;
-  }
   srv->stats.visitors_total++;
   if ((v = calloc(1, sizeof(*v))) == NULL) {
     srv->stats.visitors_refused++;
@@ -322,7 +339,7 @@ static int proxy_open(struct np_server *srv, session *s, const char *name, const
   for (int t = 0; t < tries; t++) {
     struct sockaddr_storage ss;
     char spec[NP_MSG_NAME_MAX + 16];
-    int n = sizeof(ss), p = port;
+    int p = port;
     proxy *px;
 
     if (span > 0) {
@@ -345,21 +362,15 @@ static int proxy_open(struct np_server *srv, session *s, const char *name, const
     px->srv = srv;
     px->s = s;
     np__strlcpy(px->name, name, sizeof(px->name));
-    uv_tcp_init(srv->loop, &px->listener);
-    px->listener.data = px;
-    srv->refs++;
-    r = uv_tcp_bind(&px->listener, (struct sockaddr *)&ss, 0);
-    if (r == 0)
-      r = uv_listen((uv_stream_t *)&px->listener, 511, on_visitor);
+    r = np__listen(srv->loop, (struct sockaddr *)&ss, on_visitor, accept_failed, px, &px->listener);
     if (r == 0) {
-      uv_tcp_getsockname(&px->listener, (struct sockaddr *)&ss, &n);
-      px->port = ntohs(((struct sockaddr_in *)&ss)->sin_port);
+      px->port = np__listener_port(px->listener);
+      srv->refs++;
       srv->stats.proxies++;
       *out = px;
       return 0;
     }
-    /* A handle cannot be reused before its close completes: each try gets a fresh proxy. */
-    uv_close((uv_handle_t *)&px->listener, on_proxy_closed);
+    free(px);
   }
   return r;
 }
@@ -478,10 +489,12 @@ static void session_close(session *s, int status, const char *why) {
   np__chan_close_flush(s->ch, on_session_chan_closed);
 }
 
+/* One timer per session, re-armed for whichever comes first: the login deadline, the moment the peer
+ * counts as dead (exactly heartbeat_timeout after its last message), or the next ping we owe. */
 static void on_session_timer(uv_timer_t *t) {
   session *s = t->data;
   struct np_server *srv = s->srv;
-  uint64_t now = now_ms(srv);
+  uint64_t now = now_ms(srv), next;
   np_msg ping = {.type = NP_MSG_PING};
 
   if (s->state != S_READY) {
@@ -490,18 +503,27 @@ static void on_session_timer(uv_timer_t *t) {
       np__log(&srv->log, NP_LOG_INFO, "%s: no login within %llums, closing", s->peer,
               (unsigned long long)srv->cfg.heartbeat_timeout_ms);
       session_close(s, UV_ETIMEDOUT, "login timed out");
+      return;
     }
-    return;
+    next = s->started + srv->cfg.heartbeat_timeout_ms;
+  } else {
+    int pongs = (srv->codec->caps & NP_CODEC_CAP_PONG) != 0;
+    if (pongs && now - s->last_rx >= srv->cfg.heartbeat_timeout_ms) {
+      session_close(s, NP_EPEERDEAD, "no heartbeat within heartbeat_timeout");
+      return;
+    }
+    if (now - s->last_tx >= srv->cfg.heartbeat_interval_ms) {
+      ping.id = ++s->ping_seq;
+      if (send_msg(s, &ping) != 0) {
+        session_close(s, NP_ELIMIT, "control stream not writable");
+        return;
+      }
+    }
+    next = s->last_tx + srv->cfg.heartbeat_interval_ms;
+    if (pongs && s->last_rx + srv->cfg.heartbeat_timeout_ms < next)
+      next = s->last_rx + srv->cfg.heartbeat_timeout_ms;
   }
-  if ((srv->codec->caps & NP_CODEC_CAP_PONG) && now - s->last_rx >= srv->cfg.heartbeat_timeout_ms) {
-    session_close(s, NP_EPEERDEAD, "no heartbeat within heartbeat_timeout");
-    return;
-  }
-  if (now - s->last_tx >= srv->cfg.heartbeat_interval_ms) {
-    ping.id = ++s->ping_seq;
-    if (send_msg(s, &ping) != 0)
-      session_close(s, NP_ELIMIT, "control stream not writable");
-  }
+  uv_timer_start(&s->timer, on_session_timer, next > now ? next - now : 0, 0);
 }
 
 static int hello(session *s, const np_msg *m) {
@@ -584,7 +606,8 @@ static void work_fail(session *s, const np_msg *m) {
   }
   srv->stats.visitors_failed++;
   np__log(&srv->log, NP_LOG_INFO, "proxy %s: visitor %llu closed: %s%s%s", v->px->name,
-          (unsigned long long)m->id, np_strerror(NP_ELOCALFAIL), m->text[0] ? ": " : "", m->text);
+          (unsigned long long)m->id, np_strerror(m->status == NP_ELOCALFAIL ? NP_ELOCALFAIL : m->status),
+          m->text[0] ? ": " : "", m->text);
   visitor_drop(v);
 }
 
@@ -691,23 +714,11 @@ static void on_session_error(np__chan *ch, int err) {
   session_close(s, err, np_strerror(err));
 }
 
-static void on_control(uv_stream_t *l, int status) {
-  struct np_server *srv = l->data;
+static void on_control(np__listener *l, np_conn *c) {
+  struct np_server *srv = ((proxy *)np__listener_data(l))->srv;
   session *s;
-  np_conn *c;
   int r;
 
-  if (status != 0 || (r = np__conn_tcp_accept(l, &c)) != 0) {
-    /* Out of descriptors and the like: say so once per burst, not per connection. */
-    uint64_t now = now_ms(srv);
-    srv->accept_errors++;
-    if (now - srv->accept_error_logged >= 1000 || srv->accept_error_logged == 0) {
-      srv->accept_error_logged = now;
-      np__log(&srv->log, NP_LOG_ERROR, "accept failed: %s (%llu so far)",
-              np_strerror(status != 0 ? status : r), (unsigned long long)srv->accept_errors);
-    }
-    return;
-  }
   if ((s = calloc(1, sizeof(*s))) == NULL) {
     np__conn_close(c, NULL);
     return;
@@ -745,27 +756,18 @@ static void on_control(uv_stream_t *l, int status) {
     np__log(&srv->log, NP_LOG_INFO, "client connected from %s (line codec)", s->peer);
   }
   r = np__chan_start(s->ch, on_session_msg, on_session_error, s);
-  if (r == 0) {
-    uint64_t tick = srv->cfg.heartbeat_interval_ms;
-    if (tick > srv->cfg.heartbeat_timeout_ms / 4)
-      tick = srv->cfg.heartbeat_timeout_ms / 4;
-    r = uv_timer_start(&s->timer, on_session_timer, tick ? tick : 1, tick ? tick : 1);
-  }
+  if (r == 0)
+    r = uv_timer_start(&s->timer, on_session_timer, 0, 0);
   if (r != 0)
     session_close(s, r, np_strerror(r));
 }
 
 /* Line codec: a tunnel connection carries no header, so it takes the visitor that waited longest.
  */
-static void on_tunnel(uv_stream_t *l, int status) {
-  struct np_server *srv = l->data;
-  np_conn *c;
+static void on_tunnel(np__listener *l, np_conn *c) {
+  struct np_server *srv = ((proxy *)np__listener_data(l))->srv;
   visitor *v;
 
-  if (status != 0 || np__conn_tcp_accept(l, &c) != 0) {
-    srv->accept_errors++;
-    return;
-  }
   v = srv->pool_ops->take_oldest(srv->pool, srv->visit_proxy, NULL);
   if (v == NULL) {
     srv->stats.work_unknown++;
@@ -826,25 +828,29 @@ void np_server_set_log(struct np_server *srv, np_log_level level, np_log_cb cb, 
   srv->log.arg = arg;
 }
 
-static int listen_on(struct np_server *srv, uv_tcp_t *h, const char *spec, uv_connection_cb cb,
-                     int *port) {
+/* The control and tunnel ports are listeners like the public ones, under a proxy of their own (never in
+ * the pool), so accept errors are reported the same way. */
+static int listen_on(struct np_server *srv, proxy *px, np__listener **l, const char *spec,
+                     np__accept_cb cb, int *port) {
   struct sockaddr_storage ss;
-  int n = sizeof(ss);
   int r;
 
   np__parse_addr(spec, &ss); /* validated with the config */
-  uv_tcp_init(srv->loop, h);
-  h->data = srv;
-  srv->refs++;
-  if ((r = uv_tcp_bind(h, (struct sockaddr *)&ss, 0)) != 0 ||
-      (r = uv_listen((uv_stream_t *)h, 511, cb)) != 0) {
+  px->srv = srv;
+  np__strlcpy(px->name, l == &srv->listener ? "control" : "tunnel", sizeof(px->name));
+  if ((r = np__listen(srv->loop, (struct sockaddr *)&ss, cb, accept_failed, px, l)) != 0) {
     np__log(&srv->log, NP_LOG_ERROR, "cannot listen on %s: %s", spec, np_strerror(r));
     return r;
   }
-  uv_tcp_getsockname(h, (struct sockaddr *)&ss, &n);
+  srv->refs++;
+  px->port = np__listener_port(*l);
   if (port != NULL)
-    *port = ntohs(((struct sockaddr_in *)&ss)->sin_port);
+    *port = px->port;
   return 0;
+}
+
+static void on_listener_closed(void *data) {
+  unref(((proxy *)data)->srv);
 }
 
 static void on_handle_closed(uv_handle_t *h) {
@@ -866,7 +872,8 @@ int np_server_start(struct np_server *srv) {
   uv_timer_init(srv->loop, &srv->pool_timer);
   srv->pool_timer.data = srv;
   srv->refs++;
-  if ((r = listen_on(srv, &srv->listener, srv->cfg.bind, on_control, &srv->port)) != 0)
+  if ((r = listen_on(srv, &srv->control_px, &srv->listener, srv->cfg.bind, on_control,
+                     &srv->port)) != 0)
     return r;
   if (srv->cfg.token[0] == '\0' && native(srv))
     np__log(&srv->log, NP_LOG_WARN, "no token set: any client can open public ports");
@@ -875,7 +882,8 @@ int np_server_start(struct np_server *srv) {
   if (!(srv->codec->caps & NP_CODEC_CAP_WORK_HEADER)) {
     char host[NP_HOSTPORT_MAX];
     int vport, tport;
-    if ((r = listen_on(srv, &srv->tunnel_listener, srv->cfg.tunnel_bind, on_tunnel, &tport)) != 0)
+    if ((r = listen_on(srv, &srv->tunnel_px, &srv->tunnel_listener, srv->cfg.tunnel_bind, on_tunnel,
+                       &tport)) != 0)
       return r;
     np__split_hostport(srv->cfg.visit_bind, host, sizeof(host), &vport);
     if ((r = proxy_open(srv, NULL, "visit", host, vport, &srv->visit_proxy)) != 0) {
@@ -922,10 +930,10 @@ void np_server_close(struct np_server *srv, np_server_close_cb cb) {
     srv->pool_ops->expire(srv->pool, UINT64_MAX, on_group_removed, srv);
   if (srv->started) {
     uv_close((uv_handle_t *)&srv->pool_timer, on_handle_closed);
-    if (srv->listener.loop != NULL)
-      uv_close((uv_handle_t *)&srv->listener, on_handle_closed);
-    if (srv->tunnel_listener.loop != NULL)
-      uv_close((uv_handle_t *)&srv->tunnel_listener, on_handle_closed);
+    if (srv->listener != NULL)
+      np__listener_close(srv->listener, on_listener_closed);
+    if (srv->tunnel_listener != NULL)
+      np__listener_close(srv->tunnel_listener, on_listener_closed);
   }
   unref(srv);
 }

@@ -32,6 +32,8 @@ typedef struct np_server_stats {
   uint64_t logins_failed;    /* bad token, bad version, malformed login */
   uint64_t bytes_in;         /* visitor -> client, of finished joins */
   uint64_t bytes_out;        /* client -> visitor, of finished joins */
+  uint64_t accept_errors;    /* failed accepts on any port (out of descriptors, ...) */
+  uint64_t refused_no_fd;    /* connections refused because no descriptor was left */
 } np_server_stats;
 
 /* cfg is borrowed: the server copies what it needs. Returns 0, NP_ECONFIG or UV_ENOMEM. */
