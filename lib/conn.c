@@ -72,12 +72,23 @@ static void tcp_close(np_conn *c, np_conn_close_cb cb) {
     uv_close((uv_handle_t *)t->stream, on_close);
 }
 
+static void tcp_abort(np_conn *c, np_conn_close_cb cb) {
+  tcp_conn *t = (tcp_conn *)c;
+  t->close_cb = cb;
+  if (uv_is_closing((uv_handle_t *)t->stream))
+    return;
+  /* uv_tcp_close_reset refuses while a shutdown is pending; then a plain close will do. */
+  if (t->stream->type != UV_TCP || uv_tcp_close_reset((uv_tcp_t *)t->stream, on_close) != 0)
+    uv_close((uv_handle_t *)t->stream, on_close);
+}
+
 static const np_conn_ops tcp_ops = {
     .read_start = tcp_read_start,
     .read_stop = tcp_read_stop,
     .write = tcp_write,
     .shutdown = tcp_shutdown,
     .close = tcp_close,
+    .abort = tcp_abort,
 };
 
 int np__conn_tcp_new(uv_loop_t *loop, np_conn **out) {

@@ -34,6 +34,8 @@ typedef struct np_conn_ops {
   int (*shutdown)(np_conn *c, np_conn_shutdown_cb cb);
   /* Asynchronous; cb runs once the conn is closed, after which its memory is freed. */
   void (*close)(np_conn *c, np_conn_close_cb cb);
+  /* Like close, but tell the peer the stream broke (TCP: RST) rather than that it ended. */
+  void (*abort)(np_conn *c, np_conn_close_cb cb);
 } np_conn_ops;
 
 struct np_conn {
@@ -64,6 +66,9 @@ static inline int np__conn_shutdown(np_conn *c, np_conn_shutdown_cb cb) {
 }
 static inline void np__conn_close(np_conn *c, np_conn_close_cb cb) {
   c->ops->close(c, cb);
+}
+static inline void np__conn_abort(np_conn *c, np_conn_close_cb cb) {
+  c->ops->abort(c, cb);
 }
 
 /* A TCP conn owning a fresh uv_tcp_t, ready for uv_accept or uv_tcp_connect. */

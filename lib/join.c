@@ -147,8 +147,15 @@ static void finish(struct np_join *j, int status) {
   j->closing = 1;
   j->status = status;
   j->closes_left = 2;
-  np__conn_close(j->ab.src, on_close);
-  np__conn_close(j->ba.src, on_close);
+  if (status == 0) {
+    np__conn_close(j->ab.src, on_close);
+    np__conn_close(j->ba.src, on_close);
+  } else {
+    /* A relay that broke must not look like a stream that ended: both peers get a reset, so a
+     * truncated transfer is seen as one. */
+    np__conn_abort(j->ab.src, on_close);
+    np__conn_abort(j->ba.src, on_close);
+  }
 }
 
 int np__join(np_conn *a, np_conn *b, const char *prefix, size_t prefix_len, np_join_cb cb,

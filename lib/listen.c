@@ -145,9 +145,6 @@ int np__listener_port(np__listener *l) {
 
 static void on_poll_closed(uv_handle_t *h) {
   np__listener *l = h->data;
-  close(l->fd);
-  if (l->reserve >= 0)
-    close(l->reserve);
   if (l->close_cb != NULL)
     l->close_cb(l->data);
   free(l);
@@ -156,4 +153,10 @@ static void on_poll_closed(uv_handle_t *h) {
 void np__listener_close(np__listener *l, void (*cb)(void *data)) {
   l->close_cb = cb;
   uv_close((uv_handle_t *)&l->poll, on_poll_closed);
+  /* uv_close has stopped polling, so the socket can go now: the port is free at once, and a client
+   * that logs in again can bind it in the very next message. */
+  close(l->fd);
+  if (l->reserve >= 0)
+    close(l->reserve);
+  l->fd = l->reserve = -1;
 }

@@ -18,6 +18,10 @@ CLIENT = os.environ.get("NP_CLIENT", "build/tools/np-client")
 # A command prefix for the tools, e.g. valgrind; a child that then exits with WRAP_FAIL failed.
 WRAP = os.environ.get("NP_WRAP", "").split()
 WRAP_FAIL = 99
+# Exit statuses that mean a tool broke, whatever the test expected: valgrind's (99), LeakSanitizer's
+# (23), and deaths by SIGABRT (sanitizers abort), SIGSEGV, SIGBUS, SIGFPE, SIGILL.
+BROKEN_EXITS = {WRAP_FAIL, 23, -6, -11, -7, -8, -4}
+SANITIZED = os.environ.get("NP_SANITIZED") == "1"
 LOOP = "127.0.0.1"
 
 
@@ -130,7 +134,8 @@ class Env:
         for s in self.servers:
             s.shutdown()
             s.server_close()
-        wrapped = [p.name for p in self.procs if WRAP and p.p.returncode == WRAP_FAIL]
+        wrapped = [f"{p.name} (exit {p.p.returncode})" for p in self.procs
+                   if p.p.returncode in BROKEN_EXITS and (SERVER in p.argv or CLIENT in p.argv)]
         if failed or wrapped:
             for p in self.procs:
                 print(p.dump(), file=sys.stderr)
@@ -239,7 +244,8 @@ def run(tests):
         finally:
             wrapped = env.close(not ok)
             if wrapped:
-                print(f"FAIL {name}: {' '.join(WRAP)} reported errors in {wrapped}", file=sys.stderr)
+                print(f"FAIL {name}: broken exit of {wrapped}: a crash, or a report from "
+                      f"{' '.join(WRAP) or 'a sanitizer'}", file=sys.stderr)
                 ok = False
         print(f"{'ok  ' if ok else 'FAIL'} {name} ({time.monotonic() - t0:.2f}s)")
         passed += ok

@@ -19,7 +19,8 @@ sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.join(HERE, "..", "e2e"))
 import netbed  # noqa: E402
 from netbed import HOME_IP, PUBLIC_IP, ROUTER_WAN, VISITOR_IP, NetBed, inside  # noqa: E402
-from nptest import CLIENT, SERVER, Greeter, check, pattern, proxy_ports, recv_all, run  # noqa: E402
+from nptest import (CLIENT, SANITIZED, SERVER, Greeter, check, pattern, proxy_ports,  # noqa: E402
+                    recv_all, run)
 
 CTL = 7000
 FAST_HB = ["--heartbeat-interval", "500ms", "--heartbeat-timeout", "2s"]
@@ -161,7 +162,7 @@ def test_client_killed_mid_transfer(env):
         except ConnectionResetError:
             ended = "reset"
         took = time.monotonic() - t0
-        figure("visitor notices a killed client", took, "s")
+        figure("visitor notices a killed client", took, f"s ({ended})")
         check(took < 3, f"visitor hung {took:.2f}s after the client died")
         want = pattern(1 << 20, seed=7)
         check(all(got[i:i + len(want)] == want[:len(got) - i] for i in range(0, len(got), len(want))),
@@ -402,8 +403,10 @@ def test_many_visitors(env):
             rss_after.append(proc_rss_kib(srv.p.pid))
         print(f"figure: server RSS KiB idle / after round 1 / after round 2 = {base_rss} / "
               f"{rss_after[0]} / {rss_after[1]}", flush=True)
-        check(rss_after[1] - rss_after[0] < 1024, f"server RSS grew {rss_after[1] - rss_after[0]} KiB "
-              "between two identical rounds")
+        # Under ASan freed memory sits in its quarantine, so RSS says nothing there (LeakSanitizer
+        # checks leaks instead).
+        check(SANITIZED or rss_after[1] - rss_after[0] < 1024,
+              f"server RSS grew {rss_after[1] - rss_after[0]} KiB between two identical rounds")
     finally:
         stop.set()
         bed.down()
@@ -480,7 +483,7 @@ def test_slow_visitor(env):
         figure("RSS change of server+client over 3s", rss1 - rss0, "KiB")
         check(sent1 - sent0 < (1 << 20), f"the service still sent {sent1 - sent0} bytes: not held back")
         check(sent1 < (32 << 20), f"{sent1} bytes left the service: something buffers")
-        check(rss1 - rss0 < 1024, f"RSS grew {rss1 - rss0} KiB")
+        check(SANITIZED or rss1 - rss0 < 1024, f"RSS grew {rss1 - rss0} KiB")
         s.close()
     finally:
         bed.down()
