@@ -93,11 +93,16 @@ class NetBed:
         self.down()
         sys.exit(128 + signum)
 
+    def enter(self, ns):
+        """Command prefix that runs in namespace ns. nsenter --net, not ip netns exec: that one also
+        remounts / and /sys, which fails where / is no mount point (a chroot) and is not needed."""
+        return ["nsenter", f"--net=/run/netns/{self.ns[ns]}"]
+
     def ip(self, ns, *args):
-        return sh("ip", "-n", self.ns[ns], *args)
+        return sh(*self.enter(ns), "ip", *args)
 
     def run(self, ns, *cmd, check=True):
-        return sh("ip", "netns", "exec", self.ns[ns], *cmd, check=check)
+        return sh(*self.enter(ns), *cmd, check=check)
 
     def _veth(self, ns_a, name_a, ns_b, name_b):
         sh("ip", "link", "add", name_a, "netns", self.ns[ns_a], "type", "veth", "peer", "name", name_b,
@@ -109,7 +114,7 @@ class NetBed:
             if r.returncode != 0:
                 raise Skip(f"cannot create network namespaces: {r.stderr.strip()}")
             self.made.append(n)
-            sh("ip", "-n", n, "link", "set", "lo", "up")
+            sh("nsenter", f"--net=/run/netns/{n}", "ip", "link", "set", "lo", "up")
         self.ip("wan", "link", "add", "br0", "type", "bridge")
         self.ip("wan", "link", "set", "br0", "up")
         for ns, port in (("public", "pub"), ("visitor", "vis"), ("router", "rtr")):
@@ -129,7 +134,7 @@ class NetBed:
         for ns in ("public", "visitor"):
             self.ip(ns, "route", "add", "192.168.77.0/24", "via", ROUTER_WAN)
         self.run("router", "sysctl", "-qw", "net.ipv4.ip_forward=1")
-        sh("ip", "netns", "exec", self.ns["router"], "nft", "-f", "-", input=ROUTER_NFT)
+        sh(*self.enter("router"), "nft", "-f", "-", input=ROUTER_NFT)
         # Loading the nat table brings conntrack into the namespace; now its sysctls exist.
         self.run("router", "sysctl", "-qw", "net.netfilter.nf_conntrack_tcp_loose=0")
 
@@ -163,7 +168,7 @@ class NetBed:
 
     def proc(self, env, ns, name, argv, ulimit_n=None):
         """Start argv in namespace ns as an nptest.Proc (output collected, torn down by env)."""
-        cmd = ["ip", "netns", "exec", self.ns[ns]]
+        cmd = self.enter(ns)
         if ulimit_n is not None:
             cmd += ["sh", "-c", f'ulimit -n {ulimit_n} && exec "$@"', "sh"]
         return nptest.Proc(env, name, cmd + argv)
