@@ -11,6 +11,7 @@
 #include "config.h"
 #include "dial.h"
 #include "internal.h"
+#include "bufcache.h"
 #include "join.h"
 
 #define PROTO_VERSION   1
@@ -65,6 +66,7 @@ struct np_client {
   work *tq_head, *tq_tail; /* line codec tunnel queue */
   int tunnel_dialing;
   joined *joins;
+  np__bufcache chunks; /* relay buffers shared by this client's joins */
   np_client_stats stats;
   int refs;
   unsigned started : 1, closing : 1;
@@ -195,7 +197,7 @@ static void work_join(work *w) {
   }
   jn->cl = cl;
   w->server = w->local = NULL; /* the join owns them now */
-  if ((r = np__join(server, local, NULL, 0, on_join_done, jn, &jn->join)) != 0) {
+  if ((r = np__join(server, local, NULL, 0, &cl->chunks, on_join_done, jn, &jn->join)) != 0) {
     free(jn);
     np__conn_close(server, NULL);
     np__conn_close(local, NULL);
@@ -605,6 +607,7 @@ int np_client_new(uv_loop_t *loop, const struct np_config *cfg, struct np_client
     return NP_ECONFIG;
   }
   cl->codec = np_codec_find(cfg->codec);
+  np__bufcache_init(&cl->chunks, np__join_chunk_size(), NP_RELAY_CACHE);
   np__logger_init(&cl->log);
   cl->log.level = (np_log_level)cfg->log_level;
   *out = cl;
@@ -648,6 +651,7 @@ void np_client_get_stats(const struct np_client *cl, np_client_stats *out) {
 static void unref(struct np_client *cl) {
   if (--cl->refs > 0 || !cl->closing)
     return;
+  np__bufcache_clear(&cl->chunks);
   if (cl->close_cb != NULL)
     cl->close_cb(cl);
   free(cl);

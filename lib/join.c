@@ -27,6 +27,7 @@ struct np_join {
   direction ab, ba;
   np_join_cb cb;
   void *data;
+  np__bufcache *cache; /* NULL: plain malloc */
   int status;
   int closing;
   int closes_left;
@@ -39,8 +40,25 @@ static direction *dir_of(np_conn *src) {
   return j->ab.src == src ? &j->ab : &j->ba;
 }
 
+static chunk *chunk_get(struct np_join *j) {
+  return j->cache != NULL ? np__bufcache_get(j->cache) : malloc(sizeof(chunk) + NP_JOIN_CHUNK);
+}
+
+static void chunk_put(struct np_join *j, chunk *ch) {
+  if (ch == NULL)
+    return;
+  if (j->cache != NULL)
+    np__bufcache_put(j->cache, ch);
+  else
+    free(ch);
+}
+
+size_t np__join_chunk_size(void) {
+  return sizeof(chunk) + NP_JOIN_CHUNK;
+}
+
 static void on_alloc(np_conn *c, size_t suggested, uv_buf_t *buf) {
-  chunk *ch = malloc(sizeof(*ch) + NP_JOIN_CHUNK);
+  chunk *ch = chunk_get(((struct np_join *)c->data));
   (void)suggested;
   if (ch == NULL) {
     *buf = uv_buf_init(NULL, 0); /* libuv turns this into UV_ENOBUFS for on_read */
@@ -69,7 +87,7 @@ static void on_write(np_conn_write *req, int status) {
   struct np_join *j = d->join;
   size_t len = (size_t)(uintptr_t)req->data;
 
-  free(ch);
+  chunk_put(j, ch);
   d->in_flight -= len;
   if (j->closing)
     return;
@@ -105,7 +123,7 @@ static void on_read(np_conn *c, ssize_t nread, const uv_buf_t *buf) {
 
   if (nread > 0 && !j->closing) {
     if ((r = send_chunk(d, ch, (size_t)nread)) != 0) {
-      free(ch);
+      chunk_put(j, ch);
       finish(j, r);
       return;
     }
@@ -115,7 +133,7 @@ static void on_read(np_conn *c, ssize_t nread, const uv_buf_t *buf) {
     }
     return;
   }
-  free(ch);
+  chunk_put(j, ch);
   if (nread == 0 || j->closing)
     return;
   if (nread == UV_EOF) {
@@ -158,17 +176,20 @@ static void finish(struct np_join *j, int status) {
   }
 }
 
-int np__join(np_conn *a, np_conn *b, const char *prefix, size_t prefix_len, np_join_cb cb,
-             void *data, struct np_join **out) {
-  struct np_join *j = calloc(1, sizeof(*j));
+int np__join(np_conn *a, np_conn *b, const char *prefix, size_t prefix_len, np__bufcache *cache,
+             np_join_cb cb, void *data, struct np_join **out) {
+  struct np_join *j;
   chunk *ch = NULL;
   int r;
 
-  if (j == NULL)
+  if (prefix_len > NP_JOIN_CHUNK)
+    return UV_EINVAL;
+  if ((j = calloc(1, sizeof(*j))) == NULL)
     return UV_ENOMEM;
+  j->cache = cache;
+  /* Every chunk has the full size, so any of them can go back to the cache. */
   if (prefix_len > 0) {
-    ch = malloc(sizeof(*ch) + prefix_len);
-    if (ch == NULL) {
+    if ((ch = chunk_get(j)) == NULL) {
       free(j);
       return UV_ENOMEM;
     }
@@ -186,7 +207,7 @@ int np__join(np_conn *a, np_conn *b, const char *prefix, size_t prefix_len, np_j
   /* From here on every failure goes through finish(), which reports it through cb on a later turn.
    */
   if (ch != NULL && (r = send_chunk(&j->ab, ch, prefix_len)) != 0) {
-    free(ch);
+    chunk_put(j, ch);
     finish(j, r);
     return 0;
   }
@@ -221,7 +242,7 @@ int np_join(uv_stream_t *a, uv_stream_t *b, np_join_cb cb, void *data, struct np
     return r;
   if ((r = np__conn_tcp_wrap(b, &cb_)) != 0)
     goto err_free_a;
-  if ((r = np__join(ca, cb_, NULL, 0, cb, data, out)) != 0)
+  if ((r = np__join(ca, cb_, NULL, 0, NULL, cb, data, out)) != 0)
     goto err_free_b;
   return 0;
 

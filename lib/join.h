@@ -2,6 +2,7 @@
 #ifndef NP_JOIN_INTERNAL_H
 #define NP_JOIN_INTERNAL_H
 
+#include "bufcache.h"
 #include "conn.h"
 #include "natproxy/join.h"
 
@@ -13,10 +14,14 @@
 #define NP_JOIN_LOW   (64 * 1024)
 
 /* Relay a <-> b; takes ownership of both conns (closed at the end). prefix (borrowed, copied) holds
- * prefix_len bytes already read from a that go to b first. Returns 0 or UV_ENOMEM (then nothing was
- * taken over and cb never runs). The join's memory is freed after cb. */
-int np__join(np_conn *a, np_conn *b, const char *prefix, size_t prefix_len, np_join_cb cb,
-             void *data, struct np_join **out);
+ * prefix_len <= NP_JOIN_CHUNK bytes already read from a that go to b first. Relay chunks come from
+ * cache (made with np__join_chunk_size(); it must outlive the join) or, when NULL, from malloc.
+ * Returns 0, UV_EINVAL or UV_ENOMEM (then nothing was taken over and cb never runs). The join's
+ * memory is freed after cb. */
+int np__join(np_conn *a, np_conn *b, const char *prefix, size_t prefix_len, np__bufcache *cache,
+             np_join_cb cb, void *data, struct np_join **out);
+/* The chunk size a cache for np__join must be made with. */
+size_t np__join_chunk_size(void);
 void np__join_abort(struct np_join *j);
 /* Bytes read from one side and not yet written to the other, both directions together. */
 size_t np__join_buffered(const struct np_join *j);

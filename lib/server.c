@@ -13,6 +13,7 @@
 #include "chan.h"
 #include "config.h"
 #include "internal.h"
+#include "bufcache.h"
 #include "join.h"
 #include "listen.h"
 
@@ -85,6 +86,7 @@ struct np_server {
   uint64_t next_visitor_id;
   uint64_t next_session_id;
   np_server_stats stats;
+  np__bufcache chunks; /* relay buffers shared by this server's joins */
   int port;
   int refs; /* open handles and objects; the server is freed when closing and refs hits 0 */
   uint64_t accept_error_logged;
@@ -232,7 +234,7 @@ static void start_join(struct np_server *srv, session *s, np_conn *work, visitor
   if (a != NULL) {
     a->srv = srv;
     a->s = s;
-    r = np__join(work, vc, rest, rest_len, on_join_done, a, &a->join);
+    r = np__join(work, vc, rest, rest_len, &srv->chunks, on_join_done, a, &a->join);
   }
   if (r != 0) {
     np__log(&srv->log, NP_LOG_ERROR, "cannot join visitor: %s", np_strerror(r));
@@ -795,6 +797,7 @@ int np_server_new(uv_loop_t *loop, const struct np_config *cfg, struct np_server
     return NP_ECONFIG;
   }
   srv->codec = np_codec_find(cfg->codec);
+  np__bufcache_init(&srv->chunks, np__join_chunk_size(), NP_RELAY_CACHE);
   np__logger_init(&srv->log);
   srv->log.level = (np_log_level)cfg->log_level;
   *out = srv;
@@ -911,6 +914,7 @@ static void unref(struct np_server *srv) {
     return;
   if (srv->pool != NULL)
     srv->pool_ops->destroy(srv->pool);
+  np__bufcache_clear(&srv->chunks);
   if (srv->close_cb != NULL)
     srv->close_cb(srv);
   free(srv);
