@@ -51,15 +51,25 @@ int np__auth_session_key(const char *token, const unsigned char snonce[NP_MSG_KE
   return login_hmac("np-session-1", token, snonce, cnonce, name, out);
 }
 
-int np__auth_work_mac(const unsigned char key[NP_MSG_KEY_LEN], uint64_t session, uint64_t visitor,
-                      unsigned char out[NP_MSG_KEY_LEN]) {
+static int id_pair_mac(const char label[9], const unsigned char key[NP_MSG_KEY_LEN], uint64_t a,
+                       uint64_t b, unsigned char out[NP_MSG_KEY_LEN]) {
   unsigned char msg[9 + 16];
-  memcpy(msg, "np-work-1", 9);
+  memcpy(msg, label, 9);
   for (int i = 0; i < 8; i++) {
-    msg[9 + i] = (unsigned char)(session >> (56 - 8 * i));
-    msg[17 + i] = (unsigned char)(visitor >> (56 - 8 * i));
+    msg[9 + i] = (unsigned char)(a >> (56 - 8 * i));
+    msg[17 + i] = (unsigned char)(b >> (56 - 8 * i));
   }
   return hmac(key, NP_MSG_KEY_LEN, msg, sizeof(msg), out);
+}
+
+int np__auth_work_mac(const unsigned char key[NP_MSG_KEY_LEN], uint64_t session, uint64_t visitor,
+                      unsigned char out[NP_MSG_KEY_LEN]) {
+  return id_pair_mac("np-work-1", key, session, visitor, out);
+}
+
+int np__auth_idle_mac(const unsigned char key[NP_MSG_KEY_LEN], uint64_t session, uint64_t serial,
+                      unsigned char out[NP_MSG_KEY_LEN]) {
+  return id_pair_mac("np-idle-1", key, session, serial, out);
 }
 
 int np__auth_equal(const unsigned char a[NP_MSG_KEY_LEN], const unsigned char b[NP_MSG_KEY_LEN]) {

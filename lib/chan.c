@@ -146,6 +146,30 @@ int np__chan_send(np__chan *ch, const np_msg *msg) {
   return 0;
 }
 
+static void on_standalone_written(np_conn_write *req, int status) {
+  (void)status;
+  free(NP_CONTAINER_OF(req, out_msg, req));
+}
+
+int np__conn_send_msg(np_conn *c, const np_codec_ops *codec, const np_msg *msg) {
+  char tmp[NP_CODEC_MAX_ENCODED];
+  out_msg *m;
+  uv_buf_t b;
+  int n, r;
+
+  if ((n = codec->encode(msg, tmp, sizeof(tmp))) < 0)
+    return n;
+  if ((m = malloc(sizeof(*m) + (size_t)n)) == NULL)
+    return UV_ENOMEM;
+  memcpy(m->bytes, tmp, (size_t)n);
+  m->ch = NULL;
+  m->len = (size_t)n;
+  b = uv_buf_init(m->bytes, (unsigned)n);
+  if ((r = np__conn_write(c, &m->req, &b, 1, on_standalone_written)) != 0)
+    free(m);
+  return r;
+}
+
 np_conn *np__chan_detach(np__chan *ch, const char **rest, size_t *rest_len) {
   np_conn *c = ch->conn;
 
@@ -155,6 +179,21 @@ np_conn *np__chan_detach(np__chan *ch, const char **rest, size_t *rest_len) {
   *rest_len = ch->rest_len;
   c->data = NULL;
   return c;
+}
+
+np_conn *np__chan_release(np__chan *ch) {
+  np_conn *c = ch->conn;
+
+  np__conn_read_stop(c);
+  c->data = NULL;
+  ch->detached = 1;
+  if (ch->in_read == 0)
+    free_chan(ch);
+  return c;
+}
+
+np_conn *np__chan_conn(np__chan *ch) {
+  return ch->conn;
 }
 
 static void on_close(np_conn *c) {

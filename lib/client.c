@@ -35,11 +35,18 @@ struct work {
   work *qnext;         /* line codec tunnel queue */
 };
 
-typedef struct work_header {
-  np_conn_write req;
-  size_t len;
-  char bytes[];
-} work_header;
+/* A pre-opened work connection: dialled and proven ahead of time, it waits for START{visitor}. */
+typedef struct pooled {
+  struct np_client *cl;
+  uint64_t session_id;
+  np__dialer *dial, *dial_local;
+  np__chan *ch;         /* while idle */
+  np_conn *conn;        /* after START, while the local service is dialled */
+  char *rest;           /* bytes that followed START (the visitor's first), for the join */
+  size_t rest_len;
+  int counted;          /* counts toward cl->pool_idle (dialling or idle) */
+  struct pooled *prev, *next;
+} pooled;
 
 typedef struct joined {
   struct np_client *cl;
@@ -66,6 +73,9 @@ struct np_client {
   work *tq_head, *tq_tail; /* line codec tunnel queue */
   int tunnel_dialing;
   joined *joins;
+  pooled *pool;         /* pre-opened work connections, idle or starting */
+  size_t pool_idle;     /* of them dialling or idle: what counts toward work_pool */
+  uint64_t pool_serial; /* WORK_IDLE serials of this session */
   np__bufcache chunks; /* relay buffers shared by this client's joins */
   np_client_stats stats;
   int refs;
@@ -133,6 +143,31 @@ static void on_join_done(struct np_join *j, int status, const np_join_stats *st)
   unref(cl);
 }
 
+/* Join the server side of a work connection with the local service; takes both conns. rest: bytes
+ * already read from server (borrowed). */
+static void start_join(struct np_client *cl, np_conn *server, np_conn *local, const char *rest,
+                       size_t rest_len) {
+  joined *jn = calloc(1, sizeof(*jn));
+  int r = UV_ENOMEM;
+
+  if (jn != NULL) {
+    jn->cl = cl;
+    r = np__join(server, local, rest, rest_len, &cl->chunks, on_join_done, jn, &jn->join);
+  }
+  if (r != 0) {
+    free(jn);
+    np__conn_abort(server, NULL);
+    np__conn_close(local, NULL);
+    return;
+  }
+  cl->refs++;
+  jn->next = cl->joins;
+  if (cl->joins != NULL)
+    cl->joins->prev = jn;
+  cl->joins = jn;
+  cl->stats.work_opened++;
+}
+
 /* ---- work items --------------------------------------------------------------------------------
  */
 
@@ -157,59 +192,21 @@ static void work_free(work *w) {
   unref(cl);
 }
 
-static void on_header_written(np_conn_write *req, int status) {
-  (void)status; /* a failed write also fails the join, which reports it */
-  free(NP_CONTAINER_OF(req, work_header, req));
-}
-
 /* Both ends are up: send the proof (native codec) and join. */
 static void work_join(work *w) {
   struct np_client *cl = w->cl;
   np_conn *server = w->server, *local = w->local;
-  joined *jn;
-  int r;
 
   if (cl->codec->caps & NP_CODEC_CAP_WORK_HEADER) {
     np_msg m = {.type = NP_MSG_WORK, .id = w->session_id, .id2 = w->visitor_id};
-    char buf[NP_CODEC_MAX_ENCODED];
-    work_header *h;
-    uv_buf_t b;
-    int n;
-
     np__auth_work_mac(w->key, w->session_id, w->visitor_id, m.mac);
-    n = cl->codec->encode(&m, buf, sizeof(buf));
-    if (n < 0 || (h = malloc(sizeof(*h) + (size_t)n)) == NULL) {
-      work_free(w);
-      return;
-    }
-    memcpy(h->bytes, buf, (size_t)n);
-    h->len = (size_t)n;
-    b = uv_buf_init(h->bytes, (unsigned)n);
-    if ((r = np__conn_write(server, &h->req, &b, 1, on_header_written)) != 0) {
-      free(h);
+    if (np__conn_send_msg(server, cl->codec, &m) != 0) {
       work_free(w);
       return;
     }
   }
-  if ((jn = calloc(1, sizeof(*jn))) == NULL) {
-    work_free(w);
-    return;
-  }
-  jn->cl = cl;
-  w->server = w->local = NULL; /* the join owns them now */
-  if ((r = np__join(server, local, NULL, 0, &cl->chunks, on_join_done, jn, &jn->join)) != 0) {
-    free(jn);
-    np__conn_close(server, NULL);
-    np__conn_close(local, NULL);
-    work_free(w);
-    return;
-  }
-  cl->refs++;
-  jn->next = cl->joins;
-  if (cl->joins != NULL)
-    cl->joins->prev = jn;
-  cl->joins = jn;
-  cl->stats.work_opened++;
+  w->server = w->local = NULL; /* start_join owns them now */
+  start_join(cl, server, local, NULL, 0);
   work_free(w);
 }
 
@@ -346,6 +343,144 @@ static void on_req_work(struct np_client *cl, const np_msg *m) {
     tunnel_next(cl);
 }
 
+/* ---- pre-opened work connections (docs/protocol.md, WORK_IDLE and START) ---- */
+
+static void pooled_free(pooled *p) {
+  struct np_client *cl = p->cl;
+
+  if (p->prev != NULL)
+    p->prev->next = p->next;
+  else
+    cl->pool = p->next;
+  if (p->next != NULL)
+    p->next->prev = p->prev;
+  if (p->counted)
+    cl->pool_idle--;
+  if (p->dial != NULL)
+    np__dial_cancel(p->dial);
+  if (p->dial_local != NULL)
+    np__dial_cancel(p->dial_local);
+  if (p->ch != NULL)
+    np__chan_close(p->ch, NULL);
+  if (p->conn != NULL)
+    np__conn_abort(p->conn, NULL); /* a visitor was waiting on it: reset, so it learns at once */
+  free(p->rest);
+  free(p);
+  unref(cl);
+}
+
+static void on_pool_local(void *data, int status, np_conn *local) {
+  pooled *p = data;
+  struct np_client *cl = p->cl;
+  np_conn *c = p->conn;
+
+  p->dial_local = NULL;
+  if (status != 0) {
+    cl->stats.local_failed++;
+    np__log(&cl->log, NP_LOG_WARN, "cannot reach local service: %s", np_strerror(status));
+    pooled_free(p);
+    return;
+  }
+  p->conn = NULL;
+  start_join(cl, c, local, p->rest, p->rest_len);
+  pooled_free(p);
+}
+
+static void pool_refill(struct np_client *cl);
+
+static void on_pool_msg(np__chan *ch, const np_msg *m) {
+  pooled *p = np__chan_data(ch);
+  struct np_client *cl = p->cl;
+  const np__proxy_cfg *px = m->type == NP_MSG_START ? find_proxy(cl, m->name) : NULL;
+  const char *rest;
+  size_t rest_len;
+
+  if (px == NULL) {
+    np__log(&cl->log, NP_LOG_WARN, "unexpected %s on a pre-opened work connection",
+            np_msg_type_name(m->type));
+    pooled_free(p);
+    return;
+  }
+  p->conn = np__chan_detach(ch, &rest, &rest_len);
+  p->ch = NULL;
+  if (rest_len > 0 && (p->rest = malloc(rest_len)) != NULL) {
+    memcpy(p->rest, rest, rest_len);
+    p->rest_len = rest_len;
+  } else if (rest_len > 0) {
+    pooled_free(p);
+    return;
+  }
+  p->counted = 0;
+  cl->pool_idle--;
+  pool_refill(cl);
+  if (np__dial(cl->loop, px->local, cl->cfg.dial_timeout_ms, on_pool_local, p, &p->dial_local) != 0)
+    pooled_free(p);
+}
+
+static void on_pool_error(np__chan *ch, int err) {
+  pooled *p = np__chan_data(ch);
+  (void)err; /* the server dropped it (session gone, over its limit) or the link died */
+  pooled_free(p);
+}
+
+static void on_pool_dialed(void *data, int status, np_conn *c) {
+  pooled *p = data;
+  struct np_client *cl = p->cl;
+  np_msg m = {.type = NP_MSG_WORK_IDLE, .id = p->session_id, .id2 = ++cl->pool_serial};
+
+  p->dial = NULL;
+  if (status != 0 || p->session_id != cl->session_id) {
+    if (c != NULL)
+      np__conn_close(c, NULL);
+    pooled_free(p);
+    return;
+  }
+  np__auth_idle_mac(cl->key, m.id, m.id2, m.mac);
+  np__conn_keepalive(c, (unsigned)(cl->cfg.heartbeat_interval_ms / 1000));
+  if (np__conn_send_msg(c, cl->codec, &m) != 0 ||
+      np__chan_new(c, cl->codec, cl->cfg.max_frame, CTRL_MAX_QUEUED, &p->ch) != 0) {
+    np__conn_close(c, NULL);
+    pooled_free(p);
+    return;
+  }
+  np__chan_start(p->ch, on_pool_msg, on_pool_error, p);
+}
+
+/* Keep work_pool connections dialling or idle while the session is up. Failures are retried on the
+ * next heartbeat tick, not at once, so a refusing server is not hammered. */
+static void pool_refill(struct np_client *cl) {
+  while (cl->state == C_READY && !cl->closing && native(cl) && cl->pool_idle < cl->cfg.work_pool) {
+    pooled *p = calloc(1, sizeof(*p));
+    if (p == NULL)
+      return;
+    p->cl = cl;
+    p->session_id = cl->session_id;
+    p->counted = 1;
+    p->next = cl->pool;
+    if (cl->pool != NULL)
+      cl->pool->prev = p;
+    cl->pool = p;
+    cl->pool_idle++;
+    cl->refs++;
+    if (np__dial(cl->loop, cl->cfg.server, cl->cfg.dial_timeout_ms, on_pool_dialed, p, &p->dial) !=
+        0) {
+      pooled_free(p);
+      return;
+    }
+  }
+}
+
+/* Drop the idle ones (they belong to the session); those already starting a visitor go on. */
+static void pool_drop_idle(struct np_client *cl) {
+  pooled *p = cl->pool;
+  while (p != NULL) {
+    pooled *next = p->next;
+    if (p->counted)
+      pooled_free(p);
+    p = next;
+  }
+}
+
 /* ---- control session ---------------------------------------------------------------------------
  */
 
@@ -367,9 +502,11 @@ static void ready(struct np_client *cl) {
   cl->stats.connects++;
   np__log(&cl->log, NP_LOG_INFO, "logged in to %s as %s", cl->cfg.server, cl->cfg.name);
   emit(cl, NP_CLIENT_LOGGED_IN, 0, NULL, NULL, 0);
-  if (native(cl))
+  cl->pool_serial = 0;
+  if (native(cl)) {
     register_proxies(cl);
-  else
+    pool_refill(cl);
+  } else
     emit(cl, NP_CLIENT_PROXY_READY, 0, cl->cfg.proxies[0].name, "line codec", 0);
 }
 
@@ -549,6 +686,7 @@ static void on_timer(uv_timer_t *t) {
     disconnect(cl, NP_EPEERDEAD, "no heartbeat from the server within heartbeat_timeout");
     return;
   }
+  pool_refill(cl);
   if (pongs && now - cl->last_tx >= cl->cfg.heartbeat_interval_ms) {
     ping.id = ++cl->ping_seq;
     send_msg(cl, &ping);
@@ -560,6 +698,7 @@ static void on_timer(uv_timer_t *t) {
 }
 
 static void drop_session(struct np_client *cl) {
+  pool_drop_idle(cl);
   if (cl->dial != NULL) {
     np__dial_cancel(cl->dial);
     cl->dial = NULL;
@@ -680,6 +819,8 @@ void np_client_close(struct np_client *cl, np_client_close_cb cb) {
   cl->tq_head = cl->tq_tail = NULL;
   while (cl->works != NULL)
     work_free(cl->works);
+  while (cl->pool != NULL)
+    pooled_free(cl->pool);
   for (joined *j = cl->joins; j != NULL; j = j->next)
     np__join_abort(j->join);
   if (cl->started)

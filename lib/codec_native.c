@@ -39,10 +39,12 @@ static const unsigned char layouts[][MAX_FIELDS] = {
     [NP_MSG_PING] = {F_ID},
     [NP_MSG_PONG] = {F_ID},
     [NP_MSG_CLOSE] = {F_STATUS, F_TEXT},
+    [NP_MSG_WORK_IDLE] = {F_ID, F_ID2, F_MAC},
+    [NP_MSG_START] = {F_ID, F_NAME},
 };
 
 static int known_type(unsigned t) {
-  return t >= NP_MSG_HELLO && t <= NP_MSG_CLOSE;
+  return t >= NP_MSG_HELLO && t <= NP_MSG_LAST;
 }
 
 static void put_be(unsigned char *p, uint64_t v, int n) {

@@ -167,12 +167,14 @@ static const key_def keys[] = {
     {"max_pending_per_proxy", KIND_SERVER, V_COUNT, FIELD(max_pending_per_proxy)},
     {"max_clients", KIND_SERVER, V_COUNT, FIELD(max_clients)},
     {"max_proxies_per_client", KIND_SERVER, V_COUNT, FIELD(max_proxies_per_client)},
+    {"max_work_pool", KIND_SERVER, V_COUNT, FIELD(max_work_pool)},
     {"server", KIND_CLIENT, V_HOSTPORT, FIELD(server)},
     {"name", KIND_CLIENT, V_STR, FIELD(name)},
     {"tunnel", KIND_CLIENT, V_HOSTPORT, FIELD(tunnel)},
     {"reconnect_min", KIND_CLIENT, V_DURATION, FIELD(reconnect_min_ms)},
     {"reconnect_max", KIND_CLIENT, V_DURATION, FIELD(reconnect_max_ms)},
     {"dial_timeout", KIND_CLIENT, V_DURATION, FIELD(dial_timeout_ms)},
+    {"work_pool", KIND_CLIENT, V_COUNT, FIELD(work_pool)},
 };
 
 static int set_key(struct np_config *cfg, const key_def *k, const char *v) {
@@ -478,6 +480,8 @@ int np_config_new(np_config_kind kind, struct np_config **out) {
   cfg->max_pending_per_proxy = 256;
   cfg->max_clients = 1024;
   cfg->max_proxies_per_client = NP_MAX_PROXIES;
+  cfg->max_work_pool = 64;
+  cfg->work_pool = NP_DEFAULT_WORK_POOL;
   cfg->reconnect_min_ms = 500;
   cfg->reconnect_max_ms = 30000;
   cfg->dial_timeout_ms = 5000;

@@ -11,6 +11,8 @@
 #define NP_HOSTPORT_MAX    262 /* a DNS name (253), brackets, colon, port */
 #define NP_MAX_PORT_RANGES 64
 #define NP_MAX_PROXIES     64
+/* Pre-opened work connections a client keeps by default (docs/performance.md says why). */
+#define NP_DEFAULT_WORK_POOL 0
 
 typedef struct np__proxy_cfg {
   char name[NP_MSG_NAME_MAX + 1];
@@ -46,6 +48,7 @@ struct np_config {
   size_t max_pending_per_proxy;
   size_t max_clients;
   size_t max_proxies_per_client;
+  size_t max_work_pool; /* idle pre-opened work connections a client may hold */
 
   /* client */
   char server[NP_HOSTPORT_MAX];
@@ -54,6 +57,7 @@ struct np_config {
   uint64_t reconnect_min_ms;
   uint64_t reconnect_max_ms;
   uint64_t dial_timeout_ms;
+  size_t work_pool; /* pre-opened work connections to keep */
   np__proxy_cfg proxies[NP_MAX_PROXIES];
   size_t n_proxies;
 };

@@ -125,6 +125,13 @@ int np__conn_tcp_wrap(uv_stream_t *stream, np_conn **out) {
   return 0;
 }
 
+int np__conn_keepalive(np_conn *c, unsigned delay_s) {
+  tcp_conn *t = (tcp_conn *)c;
+  if (c->ops != &tcp_ops || t->stream->type != UV_TCP)
+    return UV_EINVAL;
+  return uv_tcp_keepalive((uv_tcp_t *)t->stream, 1, delay_s > 0 ? delay_s : 1);
+}
+
 void np__conn_peer_str(np_conn *c, char *buf, size_t len) {
   struct sockaddr_storage ss;
   int n = sizeof(ss);

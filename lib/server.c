@@ -20,7 +20,8 @@
 #define PROTO_VERSION   1      /* docs/protocol.md §versions */
 #define CTRL_MAX_QUEUED 262144 /* a client that stops reading its control stream is cut off */
 
-enum sstate { S_NEW, S_AUTH, S_READY };
+/* S_IDLE: a pre-opened work connection, authenticated for its owner session and waiting for a visitor. */
+enum sstate { S_NEW, S_AUTH, S_READY, S_IDLE };
 
 typedef struct session session;
 typedef struct proxy proxy;
@@ -65,6 +66,11 @@ struct session {
   proxy *proxies;
   size_t n_proxies;
   active *joins;
+  session *owner;                /* S_IDLE: the control session this connection works for */
+  session *idle_next, *idle_prev; /* S_IDLE: in owner->idle */
+  session *idle;                 /* S_READY: its idle work connections */
+  size_t n_idle;
+  uint64_t idle_top, idle_seen;  /* S_READY: anti-replay window over WORK_IDLE serials */
   int closes_left; /* chan and timer */
   unsigned closing : 1;
   session *prev, *next;
@@ -98,6 +104,7 @@ struct np_server {
 
 static void session_close(session *s, int status, const char *why);
 static void unref(struct np_server *srv);
+static int start_pooled(struct np_server *srv, session *owner, proxy *px, visitor *v, uint64_t id);
 
 /* ---- small helpers ----------------------------------------------------------------------------
  */
@@ -307,6 +314,8 @@ static void on_visitor(np__listener *l, np_conn *c) {
   v->session_id = s->id;
   v->deadline = now_ms(srv) + srv->cfg.pending_timeout_ms;
   m.id = ++srv->next_visitor_id;
+  if (s->idle != NULL && start_pooled(srv, s, px, v, m.id) == 0)
+    return;
   strcpy(m.name, px->name);
   if ((r = srv->pool_ops->put(srv->pool, m.id, px, v, v->deadline)) != 0) {
     srv->stats.visitors_refused++;
@@ -454,6 +463,19 @@ static void session_unlink(session *s) {
   s->prev = s->next = NULL;
 }
 
+static void idle_unlink(session *w) {
+  session *o = w->owner;
+  if (w->idle_prev != NULL)
+    w->idle_prev->idle_next = w->idle_next;
+  else
+    o->idle = w->idle_next;
+  if (w->idle_next != NULL)
+    w->idle_next->idle_prev = w->idle_prev;
+  w->idle_next = w->idle_prev = NULL;
+  w->owner = NULL;
+  o->n_idle--;
+}
+
 /* Tear down a session and everything it owns. status/why go to the log (and, for a live control
  * session, to the client in a CLOSE message). */
 static void session_close(session *s, int status, const char *why) {
@@ -463,6 +485,10 @@ static void session_close(session *s, int status, const char *why) {
     return;
   s->closing = 1;
   session_unlink(s);
+  if (s->state == S_IDLE && s->owner != NULL)
+    idle_unlink(s);
+  while (s->idle != NULL)
+    session_close(s->idle, NP_ECLOSED, "its session ended");
   if (s->state == S_READY) {
     srv->stats.clients--;
     np__log(&srv->log,
@@ -499,6 +525,8 @@ static void on_session_timer(uv_timer_t *t) {
   uint64_t now = now_ms(srv), next;
   np_msg ping = {.type = NP_MSG_PING};
 
+  if (s->state == S_IDLE)
+    return; /* TCP keepalive watches it; its owner's heartbeats say whether the client lives */
   if (s->state != S_READY) {
     if (now - s->started >= srv->cfg.heartbeat_timeout_ms) {
       srv->stats.logins_failed++;
@@ -651,6 +679,85 @@ static void work(session *s, const np_msg *m) {
   uv_close((uv_handle_t *)&s->timer, on_session_timer_closed);
 }
 
+/* Anti-replay window: accept each serial once, and only within 64 of the highest seen. */
+static int serial_fresh(session *o, uint64_t n) {
+  if (n == 0)
+    return 0;
+  if (n > o->idle_top) {
+    uint64_t shift = n - o->idle_top;
+    o->idle_seen = shift >= 64 ? 0 : o->idle_seen << shift;
+    o->idle_seen |= 1;
+    o->idle_top = n;
+    return 1;
+  }
+  if (o->idle_top - n >= 64 || (o->idle_seen >> (o->idle_top - n)) & 1)
+    return 0;
+  o->idle_seen |= (uint64_t)1 << (o->idle_top - n);
+  return 1;
+}
+
+/* First message WORK_IDLE: a pre-opened work connection; park it with its owner until a visitor
+ * comes. */
+static int work_idle(session *s, const np_msg *m) {
+  struct np_server *srv = s->srv;
+  unsigned char want[NP_MSG_KEY_LEN];
+  session *o;
+
+  for (o = srv->sessions; o != NULL && !(o->state == S_READY && o->id == m->id); o = o->next)
+    ;
+  if (o == NULL || np__auth_idle_mac(o->key, m->id, m->id2, want) != 0 ||
+      !np__auth_equal(want, m->mac) || !serial_fresh(o, m->id2)) {
+    srv->stats.work_unknown++;
+    np__log(&srv->log, NP_LOG_INFO, "%s: pre-opened work connection not proven (session %llu)",
+            s->peer, (unsigned long long)m->id);
+    return NP_EAUTH;
+  }
+  if (o->n_idle >= srv->cfg.max_work_pool) {
+    np__log(&srv->log, NP_LOG_DEBUG, "client %s: more than %zu pre-opened work connections",
+            o->name, srv->cfg.max_work_pool);
+    return NP_ELIMIT;
+  }
+  s->state = S_IDLE;
+  s->owner = o;
+  s->idle_next = o->idle;
+  if (o->idle != NULL)
+    o->idle->idle_prev = s;
+  o->idle = s;
+  o->n_idle++;
+  np__strlcpy(s->name, o->name, sizeof(s->name));
+  np__conn_keepalive(np__chan_conn(s->ch), (unsigned)(srv->cfg.heartbeat_interval_ms / 1000));
+  return 0;
+}
+
+/* Join a visitor with one of its client's idle work connections right away: START{id} on it, and the
+ * client joins its end with the local service. Returns 0, or NP_NOPROXY-like errors when none. */
+static int start_pooled(struct np_server *srv, session *owner, proxy *px, visitor *v, uint64_t id) {
+  np_msg m = {.type = NP_MSG_START, .id = id};
+  session *w = owner->idle;
+  np_conn *c;
+  int r;
+
+  if (w == NULL)
+    return NP_ESTATE;
+  idle_unlink(w);
+  c = np__chan_release(w->ch);
+  w->ch = NULL;
+  w->closing = 1;
+  session_unlink(w);
+  w->closes_left = 1; /* only the timer is left to close */
+  uv_close((uv_handle_t *)&w->timer, on_session_timer_closed);
+  strcpy(m.name, px->name);
+  if ((r = np__conn_send_msg(c, srv->codec, &m)) != 0) {
+    np__conn_abort(c, NULL);
+    return r;
+  }
+  srv->stats.visitors_pooled++;
+  np__log(&srv->log, NP_LOG_DEBUG, "proxy %s: visitor %llu joined with a pre-opened work connection",
+          px->name, (unsigned long long)id);
+  start_join(srv, owner, c, v, NULL, 0);
+  return 0;
+}
+
 static void on_session_msg(np__chan *ch, const np_msg *m) {
   session *s = np__chan_data(ch);
   struct np_server *srv = s->srv;
@@ -666,6 +773,8 @@ static void on_session_msg(np__chan *ch, const np_msg *m) {
       r = hello(s, m);
     else if (m->type == NP_MSG_WORK)
       work(s, m);
+    else if (m->type == NP_MSG_WORK_IDLE)
+      r = work_idle(s, m);
     else
       r = NP_EPROTO;
     break;
@@ -694,6 +803,9 @@ static void on_session_msg(np__chan *ch, const np_msg *m) {
     default:
       r = NP_EPROTO;
     }
+    break;
+  case S_IDLE:
+    r = NP_EPROTO; /* an idle work connection has nothing to say until START */
     break;
   }
   if (r != 0 && !s->closing) {

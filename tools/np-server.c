@@ -21,6 +21,7 @@ static const char help[] =
     "      --max-pending N          visitors waiting at once, in total (default 4096)\n"
     "      --max-pending-per-proxy N  ... per public port (default 256)\n"
     "      --max-clients N          logged-in clients at once (default 1024)\n"
+    "      --max-work-pool N        pre-opened work connections one client may hold (default 64)\n"
     "      --codec NAME             native (default) or line (the seed article's protocol)\n"
     "      --tunnel-bind ADDR:PORT  line codec: where tunnel connections arrive\n"
     "      --visit-bind ADDR:PORT   line codec: where visitors arrive\n"
@@ -45,6 +46,7 @@ static const struct option longopts[] = {
     {"max-pending", required_argument, NULL, 0},
     {"max-pending-per-proxy", required_argument, NULL, 0},
     {"max-clients", required_argument, NULL, 0},
+    {"max-work-pool", required_argument, NULL, 0},
     {"max-frame", required_argument, NULL, 0},
     {"codec", required_argument, NULL, 0},
     {"tunnel-bind", required_argument, NULL, 0},

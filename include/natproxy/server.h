@@ -25,6 +25,7 @@ typedef struct np_server_stats {
   uint64_t pending;          /* visitors waiting for a work connection now */
   uint64_t visitors_total;   /* visitors accepted */
   uint64_t visitors_joined;  /* visitors joined with their work connection */
+  uint64_t visitors_pooled;  /* ... of which through a pre-opened work connection */
   uint64_t visitors_expired; /* closed because no work connection came in time */
   uint64_t visitors_refused; /* closed because a pending bound was reached */
   uint64_t visitors_failed;  /* closed because the client reported its local service unreachable */

@@ -7,7 +7,8 @@ import os
 import socket
 import struct
 
-HELLO, LOGIN, LOGIN_RESP, PROXY, PROXY_RESP, REQ_WORK, WORK, WORK_FAIL, PING, PONG, CLOSE = range(1, 12)
+(HELLO, LOGIN, LOGIN_RESP, PROXY, PROXY_RESP, REQ_WORK, WORK, WORK_FAIL, PING, PONG, CLOSE, WORK_IDLE,
+ START) = range(1, 14)
 NP_EAUTH, NP_EPORTDENIED, NP_ENAMETAKEN, NP_EVERSION = -7004, -7005, -7006, -7003
 
 LAYOUT = {
@@ -22,6 +23,8 @@ LAYOUT = {
     PING: ["id"],
     PONG: ["id"],
     CLOSE: ["status", "text"],
+    WORK_IDLE: ["id", "id2", "mac"],
+    START: ["id", "name"],
 }
 FMT = {"version": ">H", "port": ">H", "status": ">i", "id": ">Q", "id2": ">Q"}
 
@@ -103,6 +106,16 @@ class Client:
     def proxy(self, name, port=0, addr="127.0.0.1"):
         self.s.sendall(encode(PROXY, name=name, addr=addr, port=port))
         return self.expect(PROXY_RESP)[1]
+
+    def idle_msg(self, serial, good=True):
+        proof = mac(self.key, b"np-idle-1", struct.pack(">QQ", self.session, serial))
+        return encode(WORK_IDLE, id=self.session, id2=serial, mac=proof if good else bytes(32))
+
+    def idle(self, serial, good=True, raw=None):
+        """Open a pre-opened work connection (or send raw bytes as its first message)."""
+        w = socket.create_connection((self.host, self.port), timeout=10)
+        w.sendall(raw if raw is not None else self.idle_msg(serial, good))
+        return w
 
     def work(self, visitor, good=True):
         """Open a work connection for visitor (with a wrong proof unless good)."""

@@ -144,6 +144,31 @@ def test_bad_version_and_silence(env):
         pass
 
 
+def test_idle_connections_must_prove_their_session(env):
+    """A pre-opened work connection must prove its session with a fresh serial: a wrong proof and a
+    replayed one are closed, so nobody can park a connection to receive someone else's visitors."""
+    srv = env.server("--token", "s3cret")
+    owner = npwire.Client(srv.port, name="owner")
+    port = owner.proxy("svc")["port"]
+    bad = owner.idle(1, good=False)
+    check(closed(bad), "wrong proof closed")
+    recorded = owner.idle_msg(2)
+    good = owner.idle(2, raw=recorded)
+    replay = owner.idle(2, raw=recorded)
+    check(closed(replay), "replayed WORK_IDLE closed")
+    srv.wait_line(r"pre-opened work connection not proven")
+    # The genuine one gets the next visitor, announced with START on it.
+    visitor = connect(port)
+    visitor.sendall(b"hello pooled")
+    good.settimeout(5)
+    t, m = npwire.recv_msg(good)
+    check(t == npwire.START and m["name"] == "svc", f"got {t} {m}")
+    check(npwire.recv_exact(good, 12) == b"hello pooled", "visitor bytes follow START")
+    good.sendall(b"answer")
+    good.shutdown(socket.SHUT_WR)
+    check(recv_all(visitor) == b"answer", "answer reaches the visitor")
+
+
 def test_replayed_login(env):
     """A recorded LOGIN is worthless on a new connection: the server's nonce is fresh every time."""
     srv = env.server("--token", "s3cret")
@@ -166,7 +191,8 @@ def test_replayed_login(env):
 
 TESTS = {f.__name__[5:]: f for f in [
     test_pending_expiry_and_bounds, test_name_taken_and_limits, test_work_must_prove_its_session,
-    test_malformed_input, test_bad_version_and_silence, test_replayed_login,
+    test_malformed_input, test_bad_version_and_silence, test_idle_connections_must_prove_their_session,
+    test_replayed_login,
 ]}
 
 if __name__ == "__main__":

@@ -265,6 +265,31 @@ def test_server_restart(env):
     srv2.wait_line(r"client .* logged in")
 
 
+def test_work_pool(env):
+    """Pre-opened work connections: visitors are joined at once with one of them, the pool refills,
+    and everything still arrives byte-exact (also the visitor's first bytes, sent with START)."""
+    greeter = env.service(Greeter)
+    digest = env.service(Digest)
+    srv = env.server("--token", "s3cret")
+    cl = env.client(srv, "--work-pool", "4", "-R", f"{LOOP}:0:{LOOP}:{greeter}",
+                    "-R", f"{LOOP}:0:{LOOP}:{digest}")
+    gport = cl.ports[f"tcp-{LOOP}-{greeter}"]
+    dport = cl.ports[f"tcp-{LOOP}-{digest}"]
+    srv.wait_line(r"client .* logged in")
+    for i in range(12):  # more visitors than the pool holds: it must refill
+        s = connect(gport)
+        s.sendall(b"pooled-%d\n" % i)
+        check(recv_all(s) == b"you are pooled-%d\n" % i, f"visitor {i}")
+    data = pattern(2 << 20, seed=9)
+    s = connect(dport)
+    s.sendall(data)
+    s.shutdown(socket.SHUT_WR)
+    want = b"%d %s\n" % (len(data), hashlib.sha256(data).hexdigest().encode())
+    check(recv_all(s) == want, "2 MiB through a pooled connection")
+    joined = sum("joined with a pre-opened work connection" in t for _, t in srv.lines)
+    check(joined >= 10, f"only {joined} of 13 visitors used the pool")
+
+
 def test_cli(env):
     for tool in (SERVER, CLIENT):
         h = subprocess.run([tool, "--help"], capture_output=True, text=True)
@@ -313,7 +338,7 @@ TESTS = {f.__name__[5:]: f for f in [
     test_curl, test_concurrent_visitors, test_64mib_both_ways, test_half_close_socat,
     test_wrong_token, test_two_clients, test_sigkill_frees_port,
     test_silent_client_times_out_and_comes_back, test_takeover_by_name, test_port_refusals,
-    test_local_service_down, test_server_restart, test_cli, test_config_file,
+    test_local_service_down, test_server_restart, test_work_pool, test_cli, test_config_file,
 ]}
 
 if __name__ == "__main__":

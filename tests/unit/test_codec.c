@@ -82,13 +82,22 @@ static void assert_same(const np_msg *a, const np_msg *b) {
     assert_int_equal(a->status, b->status);
     assert_string_equal(a->text, b->text);
     break;
+  case NP_MSG_WORK_IDLE:
+    assert_true(a->id == b->id);
+    assert_true(a->id2 == b->id2);
+    assert_memory_equal(a->mac, b->mac, NP_MSG_KEY_LEN);
+    break;
+  case NP_MSG_START:
+    assert_true(a->id == b->id);
+    assert_string_equal(a->name, b->name);
+    break;
   }
 }
 
 static void test_native_round_trip(void **state) {
   const np_codec_ops *c = np_codec_native();
   (void)state;
-  for (int t = NP_MSG_HELLO; t <= NP_MSG_CLOSE; t++) {
+  for (int t = NP_MSG_HELLO; t <= NP_MSG_LAST; t++) {
     np_msg in = sample((np_msg_type)t), out;
     char buf[NP_CODEC_MAX_ENCODED];
     size_t used;
@@ -142,11 +151,11 @@ static void test_split_points(const np_codec_ops *c, const np_msg *msgs, int cou
 }
 
 static void test_native_split(void **state) {
-  np_msg msgs[NP_MSG_CLOSE];
+  np_msg msgs[NP_MSG_LAST];
   (void)state;
-  for (int t = NP_MSG_HELLO; t <= NP_MSG_CLOSE; t++)
+  for (int t = NP_MSG_HELLO; t <= NP_MSG_LAST; t++)
     msgs[t - 1] = sample((np_msg_type)t);
-  test_split_points(np_codec_native(), msgs, NP_MSG_CLOSE);
+  test_split_points(np_codec_native(), msgs, NP_MSG_LAST);
 }
 
 static void test_line_split(void **state) {
