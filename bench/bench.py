@@ -91,14 +91,15 @@ def path_direct(procs, target, tmp):
     return target, []
 
 
-def path_np(procs, target, tmp):
+def path_np(procs, target, tmp, pool=0):
     ctl, pub = free_port(), free_port()
     srv = procs.start([SERVER, "--bind", f"{LOOP}:{ctl}", "--proxy-bind-addr", LOOP, "--token", "bench",
                        "--log-level", "warn", "--max-pending-per-proxy", "20000",
                        "--max-pending", "20000"])
     wait_port(ctl)
     cl = procs.start([CLIENT, "--server", f"{LOOP}:{ctl}", "--token", "bench", "--log-level", "warn",
-                      "-R", f"{LOOP}:{pub}:{LOOP}:{target}"], stdout=subprocess.PIPE, text=True)
+                      "--work-pool", str(pool), "-R", f"{LOOP}:{pub}:{LOOP}:{target}"],
+                     stdout=subprocess.PIPE, text=True)
     cl.stdout.readline()  # "proxy ...: public port N"
     return pub, [srv.pid, cl.pid]
 
@@ -138,7 +139,12 @@ def path_ssh(procs, target, tmp):
     return pub, [sshd.pid, ssh.pid]
 
 
-PATHS = {"direct": path_direct, "np": path_np, "socat": path_socat, "ssh -R": path_ssh}
+def path_np_pool(procs, target, tmp):
+    return path_np(procs, target, tmp, pool=16)
+
+
+PATHS = {"direct": path_direct, "np": path_np, "np pool16": path_np_pool, "socat": path_socat,
+         "ssh -R": path_ssh}
 
 
 # ---- measurements -------------------------------------------------------------------------------------
