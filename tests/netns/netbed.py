@@ -190,3 +190,7 @@ class NetBed:
                     pass
             sh("ip", "netns", "del", n, check=False)
         self.made = []
+        # ip netns add bind-mounts /run/netns onto itself; leave no mount behind once no namespace
+        # is left in it (a chroot cannot be removed with it in place).
+        if os.path.isdir("/run/netns") and not os.listdir("/run/netns"):
+            sh("umount", "/run/netns", check=False)
