@@ -240,6 +240,7 @@ def main():
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
     tmp = tempfile.mkdtemp(prefix="np-bench-")
+    os.chmod(tmp, 0o755)  # nginx's workers run as nobody and must read the page
     procs = Procs()
     services = Procs()
     results = {}
@@ -250,6 +251,8 @@ def main():
         os.makedirs(f"{tmp}/www")
         with open(f"{tmp}/www/index.html", "w") as f:
             f.write("x" * 612)  # nginx's default page size
+        os.chmod(f"{tmp}/www", 0o755)
+        os.chmod(f"{tmp}/www/index.html", 0o644)
         with open(f"{tmp}/nginx.conf", "w") as f:
             f.write(f"daemon off; worker_processes 1; pid {tmp}/nginx.pid; error_log stderr error;\n"
                     f"events {{ worker_connections 20000; }}\n"

@@ -120,17 +120,18 @@ static void on_write(np_conn_write *req, int status) {
     fail(ch, status);
 }
 
-int np__chan_send(np__chan *ch, const np_msg *msg) {
+/* Encode msg into a fresh write request on c (at most limit bytes when limit > 0); cb frees it. Returns
+ * the encoded length or an error. */
+static int write_msg(np_conn *c, const np_codec_ops *codec, const np_msg *msg, np__chan *ch,
+                     size_t limit, np_conn_write_cb cb) {
   char tmp[NP_CODEC_MAX_ENCODED];
   out_msg *m;
   uv_buf_t b;
   int n, r;
 
-  if (ch->closing || ch->failed || ch->detached)
-    return NP_ESTATE;
-  if ((n = ch->codec->encode(msg, tmp, sizeof(tmp))) < 0)
+  if ((n = codec->encode(msg, tmp, sizeof(tmp))) < 0)
     return n;
-  if (ch->max_queued != 0 && ch->queued + (size_t)n > ch->max_queued)
+  if (limit > 0 && (size_t)n > limit)
     return NP_ELIMIT;
   if ((m = malloc(sizeof(*m) + (size_t)n)) == NULL)
     return UV_ENOMEM;
@@ -138,10 +139,24 @@ int np__chan_send(np__chan *ch, const np_msg *msg) {
   m->ch = ch;
   m->len = (size_t)n;
   b = uv_buf_init(m->bytes, (unsigned)n);
-  if ((r = np__conn_write(ch->conn, &m->req, &b, 1, on_write)) != 0) {
+  if ((r = np__conn_write(c, &m->req, &b, 1, cb)) != 0) {
     free(m);
     return r;
   }
+  return n;
+}
+
+int np__chan_send(np__chan *ch, const np_msg *msg) {
+  size_t room = ch->max_queued > ch->queued ? ch->max_queued - ch->queued : 0;
+  int n;
+
+  if (ch->closing || ch->failed || ch->detached)
+    return NP_ESTATE;
+  if (ch->max_queued != 0 && room == 0)
+    return NP_ELIMIT;
+  n = write_msg(ch->conn, ch->codec, msg, ch, ch->max_queued != 0 ? room : 0, on_write);
+  if (n < 0)
+    return n;
   ch->queued += (size_t)n;
   return 0;
 }
@@ -152,22 +167,8 @@ static void on_standalone_written(np_conn_write *req, int status) {
 }
 
 int np__conn_send_msg(np_conn *c, const np_codec_ops *codec, const np_msg *msg) {
-  char tmp[NP_CODEC_MAX_ENCODED];
-  out_msg *m;
-  uv_buf_t b;
-  int n, r;
-
-  if ((n = codec->encode(msg, tmp, sizeof(tmp))) < 0)
-    return n;
-  if ((m = malloc(sizeof(*m) + (size_t)n)) == NULL)
-    return UV_ENOMEM;
-  memcpy(m->bytes, tmp, (size_t)n);
-  m->ch = NULL;
-  m->len = (size_t)n;
-  b = uv_buf_init(m->bytes, (unsigned)n);
-  if ((r = np__conn_write(c, &m->req, &b, 1, on_standalone_written)) != 0)
-    free(m);
-  return r;
+  int n = write_msg(c, codec, msg, NULL, 0, on_standalone_written);
+  return n < 0 ? n : 0;
 }
 
 np_conn *np__chan_detach(np__chan *ch, const char **rest, size_t *rest_len) {
