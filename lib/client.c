@@ -39,6 +39,8 @@ struct work {
 typedef struct pooled {
   struct np_client *cl;
   uint64_t session_id;
+  uint64_t visitor_id; /* from START */
+  const np__proxy_cfg *px;
   np__dialer *dial, *dial_local;
   np__chan *ch;         /* while idle */
   np_conn *conn;        /* after START, while the local service is dialled */
@@ -376,8 +378,14 @@ static void on_pool_local(void *data, int status, np_conn *local) {
 
   p->dial_local = NULL;
   if (status != 0) {
+    np_msg m = {.type = NP_MSG_WORK_FAIL, .id = p->visitor_id, .status = NP_ELOCALFAIL};
     cl->stats.local_failed++;
-    np__log(&cl->log, NP_LOG_WARN, "cannot reach local service: %s", np_strerror(status));
+    np__log(&cl->log, NP_LOG_WARN, "proxy %s: cannot reach local service %s: %s", p->px->name,
+            p->px->local, np_strerror(status));
+    /* The reset below closes the visitor; this tells the server why, as the REQ_WORK path does. */
+    snprintf(m.text, sizeof(m.text), "cannot reach %s: %s", p->px->local, np_strerror(status));
+    if (p->session_id == cl->session_id)
+      send_msg(cl, &m);
     pooled_free(p);
     return;
   }
@@ -403,6 +411,8 @@ static void on_pool_msg(np__chan *ch, const np_msg *m) {
   }
   p->conn = np__chan_detach(ch, &rest, &rest_len);
   p->ch = NULL;
+  p->visitor_id = m->id;
+  p->px = px;
   if (rest_len > 0 && (p->rest = malloc(rest_len)) != NULL) {
     memcpy(p->rest, rest, rest_len);
     p->rest_len = rest_len;

@@ -12,7 +12,7 @@
 #define NP_MAX_PORT_RANGES 64
 #define NP_MAX_PROXIES     64
 /* Pre-opened work connections a client keeps by default (docs/performance.md says why). */
-#define NP_DEFAULT_WORK_POOL 0
+#define NP_DEFAULT_WORK_POOL 4
 
 typedef struct np__proxy_cfg {
   char name[NP_MSG_NAME_MAX + 1];

@@ -628,8 +628,14 @@ static void work_fail(session *s, const np_msg *m) {
   struct np_server *srv = s->srv;
   visitor *v = srv->pool_ops->take(srv->pool, m->id);
 
-  if (v == NULL)
-    return; /* expired meanwhile */
+  if (v == NULL) {
+    /* Expired meanwhile, or a visitor sent over a pre-opened connection, which the client has
+     * already reset; either way only the reason is left to report. */
+    srv->stats.visitors_failed++;
+    np__log(&srv->log, NP_LOG_INFO, "client %s: visitor %llu closed: %s%s%s", s->name,
+            (unsigned long long)m->id, np_strerror(m->status), m->text[0] ? ": " : "", m->text);
+    return;
+  }
   if (v->session_id != s->id) {
     srv->pool_ops->put(srv->pool, m->id, v->px, v, v->deadline);
     return;

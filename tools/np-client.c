@@ -22,7 +22,7 @@ static const char help[] =
     "      --heartbeat-interval D --heartbeat-timeout D   (defaults 10s, 30s)\n"
     "      --reconnect-min D --reconnect-max D            backoff bounds (defaults 500ms, 30s)\n"
     "      --dial-timeout D       for the server and the local service (default 5s)\n"
-    "      --work-pool N          keep N work connections open ahead of visitors (default 0)\n"
+    "      --work-pool N          keep N work connections open ahead of visitors (default 4)\n"
     "      --codec NAME           native (default) or line (the seed article's protocol), with\n"
     "      --tunnel HOST:PORT --local HOST:PORT          for the line codec\n"
     "  -h, --help                 show this help\n"

@@ -385,7 +385,8 @@ def test_many_visitors(env):
         check(greet(bed, 6000, b"warm") == b"you are warm\n", "warm-up")
         base_rss = proc_rss_kib(srv.p.pid)
         rss_after = []
-        for rnd in range(2):
+        rounds = 4
+        for rnd in range(rounds):
             t0 = time.monotonic()
             t, out = async_in(bed.ns["visitor"], _visitors, 6000, 2000)
             t.join(180)
@@ -401,12 +402,13 @@ def test_many_visitors(env):
                 time.sleep(0.1)
             check(proc_fds(cl.p.pid) == cl_fds, f"client fds {proc_fds(cl.p.pid)} vs {cl_fds}")
             rss_after.append(proc_rss_kib(srv.p.pid))
-        print(f"figure: server RSS KiB idle / after round 1 / after round 2 = {base_rss} / "
-              f"{rss_after[0]} / {rss_after[1]}", flush=True)
-        # Under ASan freed memory sits in its quarantine, so RSS says nothing there (LeakSanitizer
-        # checks leaks instead).
-        check(SANITIZED or rss_after[1] - rss_after[0] < 1024,
-              f"server RSS grew {rss_after[1] - rss_after[0]} KiB between two identical rounds")
+        print(f"figure: server RSS KiB idle / after each round = {base_rss} / {rss_after}", flush=True)
+        # The relay's chunk cache may fill toward its bound (4 MiB) over the rounds; beyond that,
+        # 6,000 more connections must not cost memory. Under ASan freed memory sits in its quarantine,
+        # so RSS says nothing there (LeakSanitizer checks leaks instead).
+        grew = rss_after[-1] - rss_after[0]
+        check(SANITIZED or grew < 5 * 1024,
+              f"server RSS grew {grew} KiB over {rounds - 1} rounds of 2000 visitors")
     finally:
         stop.set()
         bed.down()

@@ -302,6 +302,8 @@ static struct np_client *client_for(int server_port, const char *token) {
   snprintf(spec, sizeof(spec), "127.0.0.1:%d", server_port);
   assert_int_equal(np_config_set_flag(cfg, "server", spec), 0);
   assert_int_equal(np_config_set_flag(cfg, "token", token), 0);
+  /* Every visitor must pass through the pending pool under test, not a pre-opened connection. */
+  assert_int_equal(np_config_set_flag(cfg, "work-pool", "0"), 0);
   assert_int_equal(np_config_set(cfg, "proxy echo", "local", "127.0.0.1:1"), 0);
   snprintf(spec, sizeof(spec), "127.0.0.1:%d", echo_port);
   assert_int_equal(np_config_set(cfg, "proxy echo", "local", spec), 0);
