@@ -22,8 +22,9 @@ int np__auth_session_key(const char *token, const unsigned char snonce[NP_MSG_KE
 /* Proof on a work connection: HMAC-SHA256(session key, "np-work-1" | session id | visitor id). */
 int np__auth_work_mac(const unsigned char key[NP_MSG_KEY_LEN], uint64_t session, uint64_t visitor,
                       unsigned char out[NP_MSG_KEY_LEN]);
-/* Proof on a pre-opened work connection: HMAC-SHA256(session key, "np-idle-1" | session | serial). The
- * server accepts each serial once (a sliding window), so a recorded proof cannot be replayed. */
+/* Proof on a pre-opened work connection: HMAC-SHA256(session key, "np-idle-1" | session | serial).
+ * The server accepts each serial once (a sliding window), so a recorded proof cannot be replayed.
+ */
 int np__auth_idle_mac(const unsigned char key[NP_MSG_KEY_LEN], uint64_t session, uint64_t serial,
                       unsigned char out[NP_MSG_KEY_LEN]);
 /* Constant-time equality of two proofs. */

@@ -7,10 +7,10 @@
 #include <stddef.h>
 
 typedef struct np__bufcache {
-  void *free;      /* singly linked through the first word of each chunk */
-  size_t count;    /* chunks in the cache */
-  size_t max;      /* bound: at most max * size bytes are kept */
-  size_t size;     /* bytes per chunk */
+  void *free;   /* singly linked through the first word of each chunk */
+  size_t count; /* chunks in the cache */
+  size_t max;   /* bound: at most max * size bytes are kept */
+  size_t size;  /* bytes per chunk */
 } np__bufcache;
 
 /* How many relay chunks a server or client keeps for reuse: 64 x 64 KiB = 4 MiB at most. */

@@ -120,8 +120,8 @@ static void on_write(np_conn_write *req, int status) {
     fail(ch, status);
 }
 
-/* Encode msg into a fresh write request on c (at most limit bytes when limit > 0); cb frees it. Returns
- * the encoded length or an error. */
+/* Encode msg into a fresh write request on c (at most limit bytes when limit > 0); cb frees it.
+ * Returns the encoded length or an error. */
 static int write_msg(np_conn *c, const np_codec_ops *codec, const np_msg *msg, np__chan *ch,
                      size_t limit, np_conn_write_cb cb) {
   char tmp[NP_CODEC_MAX_ENCODED];

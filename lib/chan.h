@@ -24,12 +24,12 @@ void *np__chan_data(np__chan *ch);
 /* Encode and queue msg. Returns 0, NP_EUNSUPPORTED (the codec cannot say it), NP_ELIMIT, or a write
  * error. */
 int np__chan_send(np__chan *ch, const np_msg *msg);
-/* Only from inside on_msg, with no message still being written: stop decoding and hand the conn back, with the bytes that arrived after
- * the current message (borrowed until on_msg returns). The channel frees itself once on_msg
- * returns. */
+/* Only from inside on_msg, with no message still being written: stop decoding and hand the conn
+ * back, with the bytes that arrived after the current message (borrowed until on_msg returns). The
+ * channel frees itself once on_msg returns. */
 np_conn *np__chan_detach(np__chan *ch, const char **rest, size_t *rest_len);
-/* Outside on_msg: stop decoding and hand the conn back; the channel is freed (at once, or when the read
- * callback it is in returns). Only for a channel with no message still being written. */
+/* Outside on_msg: stop decoding and hand the conn back; the channel is freed (at once, or when the
+ * read callback it is in returns). Only for a channel with no message still being written. */
 np_conn *np__chan_release(np__chan *ch);
 np_conn *np__chan_conn(np__chan *ch);
 /* Close the conn; the channel is freed after cb (which may be NULL). Idempotent. */
@@ -37,8 +37,8 @@ void np__chan_close(np__chan *ch, np__chan_close_cb cb);
 /* Like np__chan_close, but first let queued messages reach the peer (a refusal it should read). */
 void np__chan_close_flush(np__chan *ch, np__chan_close_cb cb);
 /* Encode msg and write it on a conn that has no channel (a work connection's first message). The
- * write completes on its own; an error shows up in whatever reads or writes the conn next. Returns 0
- * or the encode/write error. */
+ * write completes on its own; an error shows up in whatever reads or writes the conn next. Returns
+ * 0 or the encode/write error. */
 int np__conn_send_msg(np_conn *c, const np_codec_ops *codec, const np_msg *msg);
 void np__chan_peer_str(np__chan *ch, char *buf, size_t len);
 

@@ -42,11 +42,11 @@ typedef struct pooled {
   uint64_t visitor_id; /* from START */
   const np__proxy_cfg *px;
   np__dialer *dial, *dial_local;
-  np__chan *ch;         /* while idle */
-  np_conn *conn;        /* after START, while the local service is dialled */
-  char *rest;           /* bytes that followed START (the visitor's first), for the join */
+  np__chan *ch;  /* while idle */
+  np_conn *conn; /* after START, while the local service is dialled */
+  char *rest;    /* bytes that followed START (the visitor's first), for the join */
   size_t rest_len;
-  int counted;          /* counts toward cl->pool_idle (dialling or idle) */
+  int counted; /* counts toward cl->pool_idle (dialling or idle) */
   struct pooled *prev, *next;
 } pooled;
 
@@ -78,7 +78,7 @@ struct np_client {
   pooled *pool;         /* pre-opened work connections, idle or starting */
   size_t pool_idle;     /* of them dialling or idle: what counts toward work_pool */
   uint64_t pool_serial; /* WORK_IDLE serials of this session */
-  np__bufcache chunks; /* relay buffers shared by this client's joins */
+  np__bufcache chunks;  /* relay buffers shared by this client's joins */
   np_client_stats stats;
   int refs;
   unsigned started : 1, closing : 1;
@@ -679,7 +679,8 @@ static uint64_t backoff_ms(struct np_client *cl) {
 }
 
 /* Backoff expiry, or the session's heartbeat: re-armed for whichever comes first, the moment the
- * server counts as dead (exactly heartbeat_timeout after its last message) or the next ping we owe. */
+ * server counts as dead (exactly heartbeat_timeout after its last message) or the next ping we owe.
+ */
 static void on_timer(uv_timer_t *t) {
   struct np_client *cl = t->data;
   uint64_t now = now_ms(cl), next;

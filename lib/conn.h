@@ -78,8 +78,8 @@ uv_tcp_t *np__conn_tcp_handle(np_conn *c);
 /* Wrap a stream somebody else allocated; closing the conn uv_closes the stream but frees only the
  * wrapper, and then calls cb. */
 int np__conn_tcp_wrap(uv_stream_t *stream, np_conn **out);
-/* TCP keepalive probes after delay_s idle seconds: finds dead idle connections and keeps NAT mappings
- * alive. Returns 0 or an error (also for conns that are not TCP). */
+/* TCP keepalive probes after delay_s idle seconds: finds dead idle connections and keeps NAT
+ * mappings alive. Returns 0 or an error (also for conns that are not TCP). */
 int np__conn_keepalive(np_conn *c, unsigned delay_s);
 /* Peer address as "host:port" for logs. */
 void np__conn_peer_str(np_conn *c, char *buf, size_t len);

@@ -88,8 +88,8 @@ static void on_readable(uv_poll_t *p, int status, int events) {
 int np__listen(uv_loop_t *loop, const struct sockaddr *addr, np__accept_cb on_accept,
                np__accept_err_cb on_error, void *data, np__listener **out) {
   struct sockaddr_storage ss;
-  socklen_t len = addr->sa_family == AF_INET6 ? sizeof(struct sockaddr_in6)
-                                               : sizeof(struct sockaddr_in);
+  socklen_t len =
+      addr->sa_family == AF_INET6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in);
   np__listener *l;
   int one = 1, r;
 

@@ -1,6 +1,6 @@
-/* Listening sockets with an accept loop of our own. libuv's listener drops connections silently when
- * the process runs out of descriptors (its EMFILE reserve trick never reaches the callback); ours
- * refuses them the same way but reports how many, so the server can say so once per burst. */
+/* Listening sockets with an accept loop of our own. libuv's listener drops connections silently
+ * when the process runs out of descriptors (its EMFILE reserve trick never reaches the callback);
+ * ours refuses them the same way but reports how many, so the server can say so once per burst. */
 #ifndef NP_LISTEN_H
 #define NP_LISTEN_H
 

@@ -20,7 +20,8 @@
 #define PROTO_VERSION   1      /* docs/protocol.md §versions */
 #define CTRL_MAX_QUEUED 262144 /* a client that stops reading its control stream is cut off */
 
-/* S_IDLE: a pre-opened work connection, authenticated for its owner session and waiting for a visitor. */
+/* S_IDLE: a pre-opened work connection, authenticated for its owner session and waiting for a
+ * visitor. */
 enum sstate { S_NEW, S_AUTH, S_READY, S_IDLE };
 
 typedef struct session session;
@@ -66,12 +67,12 @@ struct session {
   proxy *proxies;
   size_t n_proxies;
   active *joins;
-  session *owner;                /* S_IDLE: the control session this connection works for */
+  session *owner;                 /* S_IDLE: the control session this connection works for */
   session *idle_next, *idle_prev; /* S_IDLE: in owner->idle */
-  session *idle;                 /* S_READY: its idle work connections */
+  session *idle;                  /* S_READY: its idle work connections */
   size_t n_idle;
-  uint64_t idle_top, idle_seen;  /* S_READY: anti-replay window over WORK_IDLE serials */
-  int closes_left; /* chan and timer */
+  uint64_t idle_top, idle_seen; /* S_READY: anti-replay window over WORK_IDLE serials */
+  int closes_left;              /* chan and timer */
   unsigned closing : 1;
   session *prev, *next;
 };
@@ -517,8 +518,9 @@ static void session_close(session *s, int status, const char *why) {
   np__chan_close_flush(s->ch, on_session_chan_closed);
 }
 
-/* One timer per session, re-armed for whichever comes first: the login deadline, the moment the peer
- * counts as dead (exactly heartbeat_timeout after its last message), or the next ping we owe. */
+/* One timer per session, re-armed for whichever comes first: the login deadline, the moment the
+ * peer counts as dead (exactly heartbeat_timeout after its last message), or the next ping we owe.
+ */
 static void on_session_timer(uv_timer_t *t) {
   session *s = t->data;
   struct np_server *srv = s->srv;
@@ -642,7 +644,8 @@ static void work_fail(session *s, const np_msg *m) {
   }
   srv->stats.visitors_failed++;
   np__log(&srv->log, NP_LOG_INFO, "proxy %s: visitor %llu closed: %s%s%s", v->px->name,
-          (unsigned long long)m->id, np_strerror(m->status == NP_ELOCALFAIL ? NP_ELOCALFAIL : m->status),
+          (unsigned long long)m->id,
+          np_strerror(m->status == NP_ELOCALFAIL ? NP_ELOCALFAIL : m->status),
           m->text[0] ? ": " : "", m->text);
   visitor_drop(v);
 }
@@ -735,8 +738,9 @@ static int work_idle(session *s, const np_msg *m) {
   return 0;
 }
 
-/* Join a visitor with one of its client's idle work connections right away: START{id} on it, and the
- * client joins its end with the local service. Returns 0, or NP_NOPROXY-like errors when none. */
+/* Join a visitor with one of its client's idle work connections right away: START{id} on it, and
+ * the client joins its end with the local service. Returns 0, or NP_NOPROXY-like errors when none.
+ */
 static int start_pooled(struct np_server *srv, session *owner, proxy *px, visitor *v, uint64_t id) {
   np_msg m = {.type = NP_MSG_START, .id = id};
   session *w = owner->idle;
@@ -758,8 +762,9 @@ static int start_pooled(struct np_server *srv, session *owner, proxy *px, visito
     return r;
   }
   srv->stats.visitors_pooled++;
-  np__log(&srv->log, NP_LOG_DEBUG, "proxy %s: visitor %llu joined with a pre-opened work connection",
-          px->name, (unsigned long long)id);
+  np__log(&srv->log, NP_LOG_DEBUG,
+          "proxy %s: visitor %llu joined with a pre-opened work connection", px->name,
+          (unsigned long long)id);
   start_join(srv, owner, c, v, NULL, 0);
   return 0;
 }
@@ -949,8 +954,8 @@ void np_server_set_log(struct np_server *srv, np_log_level level, np_log_cb cb, 
   srv->log.arg = arg;
 }
 
-/* The control and tunnel ports are listeners like the public ones, under a proxy of their own (never in
- * the pool), so accept errors are reported the same way. */
+/* The control and tunnel ports are listeners like the public ones, under a proxy of their own
+ * (never in the pool), so accept errors are reported the same way. */
 static int listen_on(struct np_server *srv, proxy *px, np__listener **l, const char *spec,
                      np__accept_cb cb, int *port) {
   struct sockaddr_storage ss;

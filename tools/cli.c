@@ -82,8 +82,9 @@ void np_cli_handle_signals(uv_loop_t *loop, void (*stop)(void *arg), void *arg) 
   static const int which[2] = {SIGINT, SIGTERM};
   struct rlimit rl;
 
-  /* Every tunnelled connection costs two descriptors on each side; the usual soft limit of 1024 would
-   * cap a server at ~500 visitors. Raise it to the hard limit, as Go programs (frp) do on their own. */
+  /* Every tunnelled connection costs two descriptors on each side; the usual soft limit of 1024
+   * would cap a server at ~500 visitors. Raise it to the hard limit, as Go programs (frp) do on
+   * their own. */
   if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
     rl.rlim_cur = rl.rlim_max;
     setrlimit(RLIMIT_NOFILE, &rl);

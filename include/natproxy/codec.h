@@ -25,8 +25,9 @@ typedef enum np_msg_type {
   NP_MSG_PING = 9,       /* both ways: id (sequence)                      */
   NP_MSG_PONG = 10,      /* both ways: id (sequence echoed)               */
   NP_MSG_CLOSE = 11,     /* both ways: status, text                       */
-  NP_MSG_WORK_IDLE = 12, /* c->s, first on a pre-opened work connection: id (session), id2 (serial), mac */
-  NP_MSG_START = 13      /* s->c on a pre-opened work connection: id (visitor), name (proxy) */
+  NP_MSG_WORK_IDLE =
+      12, /* c->s, first on a pre-opened work connection: id (session), id2 (serial), mac */
+  NP_MSG_START = 13 /* s->c on a pre-opened work connection: id (visitor), name (proxy) */
 } np_msg_type;
 
 #define NP_MSG_LAST NP_MSG_START
