@@ -62,6 +62,18 @@ def rss_kib(pids):
     return total
 
 
+def private_kib(pids):
+    """USS (memory only these processes hold) and PSS (shared pages split among their users): RSS also
+    counts every shared library page, most of which is libcrypto mapped from the page cache."""
+    uss = pss = 0
+    for pid in pids:
+        with open(f"/proc/{pid}/smaps_rollup") as f:
+            text = f.read()
+        uss += sum(int(v) for v in re.findall(r"Private_(?:Clean|Dirty):\s+(\d+)", text))
+        pss += int(re.search(r"^Pss:\s+(\d+)", text, re.M).group(1))
+    return uss, pss
+
+
 class Procs:
     def __init__(self):
         self.ps = []
@@ -269,7 +281,10 @@ def main():
                 pi, pids = PATHS[name](procs, iperf_port, tmp)
                 if pids:
                     time.sleep(0.3)
-                    fig.setdefault("idle_rss_kib", []).append(rss_kib(pids))
+                    fig.setdefault("idle RSS KiB", []).append(rss_kib(pids))
+                    uss, pss = private_kib(pids)
+                    fig.setdefault("idle USS KiB", []).append(uss)
+                    fig.setdefault("idle PSS KiB", []).append(pss)
                 for label, streams, rev in (("bulk 1 up", 1, False), ("bulk 1 down", 1, True),
                                             ("bulk 8 up", 8, False), ("bulk 8 down", 8, True)):
                     cpu0 = cpu_seconds(pids) if pids else 0
