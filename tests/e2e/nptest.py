@@ -235,19 +235,22 @@ def run(tests):
     for name in names:
         env = Env()
         ok = False
+        reason = ""
         t0 = time.monotonic()
         try:
             tests[name](env)
             ok = True
         except Exception as e:  # noqa: BLE001 - report any failure with the processes' logs
-            print(f"FAIL {name}: {type(e).__name__}: {e}", file=sys.stderr)
+            reason = f"{type(e).__name__}: {e}"
+            print(f"FAIL {name}: {reason}", file=sys.stderr)
         finally:
             wrapped = env.close(not ok)
             if wrapped:
                 print(f"FAIL {name}: broken exit of {wrapped}: a crash, or a report from "
                       f"{' '.join(WRAP) or 'a sanitizer'}", file=sys.stderr)
                 ok = False
-        print(f"{'ok  ' if ok else 'FAIL'} {name} ({time.monotonic() - t0:.2f}s)")
+        # Again after the logs, which a test runner may cut to their last lines.
+        print(f"{'ok  ' if ok else 'FAIL'} {name} ({time.monotonic() - t0:.2f}s){' ' + reason if reason else ''}")
         passed += ok
         failed += not ok
     print(f"{passed} passed, {failed} failed")

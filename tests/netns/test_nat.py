@@ -381,7 +381,16 @@ def test_many_visitors(env):
         srv = start_server(env, bed, "--max-pending-per-proxy", "4096")
         cl = start_client(env, bed, "-R", f"6000:127.0.0.1:{ready['port']}")
         proxy_ports(cl)
-        base_fds, cl_fds = proc_fds(srv.p.pid), proc_fds(cl.p.pid)  # before any visitor
+        # Baseline before any visitor, once the counts are steady (the client is still opening its
+        # pre-opened work connections right after login).
+        prev, steady = None, 0
+        deadline = time.monotonic() + 10
+        while steady < 5 and time.monotonic() < deadline:
+            now = (proc_fds(srv.p.pid), proc_fds(cl.p.pid))
+            steady = steady + 1 if now == prev else 0
+            prev = now
+            time.sleep(0.1)
+        base_fds, cl_fds = prev
         check(greet(bed, 6000, b"warm") == b"you are warm\n", "warm-up")
         base_rss = proc_rss_kib(srv.p.pid)
         rss_after = []
@@ -393,13 +402,13 @@ def test_many_visitors(env):
             check("r" in out, "visitors finished")
             check(not out["r"], f"{len(out['r'])} visitors failed: {out['r'][:5]}")
             figure(f"2000 concurrent visitors, round {rnd + 1}", time.monotonic() - t0, "s")
-            # Joins end as the closes propagate; wait for the descriptors to come back.
+            # Joins end as the closes propagate, and used pre-opened work connections are replaced
+            # (briefly one fewer, or one dialling): wait for both counts to settle at the baseline.
             deadline = time.monotonic() + 20
-            while proc_fds(srv.p.pid) > base_fds and time.monotonic() < deadline:
+            while ((proc_fds(srv.p.pid), proc_fds(cl.p.pid)) != (base_fds, cl_fds)
+                   and time.monotonic() < deadline):
                 time.sleep(0.1)
             check(proc_fds(srv.p.pid) == base_fds, f"server fds {proc_fds(srv.p.pid)} vs {base_fds}")
-            while proc_fds(cl.p.pid) > cl_fds and time.monotonic() < deadline:
-                time.sleep(0.1)
             check(proc_fds(cl.p.pid) == cl_fds, f"client fds {proc_fds(cl.p.pid)} vs {cl_fds}")
             rss_after.append(proc_rss_kib(srv.p.pid))
         print(f"figure: server RSS KiB idle / after each round = {base_rss} / {rss_after}", flush=True)
