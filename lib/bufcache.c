@@ -7,6 +7,13 @@ void np__bufcache_init(np__bufcache *c, size_t size, size_t max) {
   c->count = 0;
   c->max = max;
   c->size = size;
+  c->scratch = NULL;
+}
+
+char *np__bufcache_scratch(np__bufcache *c) {
+  if (c->scratch == NULL)
+    c->scratch = malloc(c->size);
+  return c->scratch;
 }
 
 void *np__bufcache_get(np__bufcache *c) {
@@ -35,4 +42,6 @@ void np__bufcache_clear(np__bufcache *c) {
     c->free = next;
   }
   c->count = 0;
+  free(c->scratch);
+  c->scratch = NULL;
 }

@@ -46,6 +46,12 @@ static int tcp_write(np_conn *c, np_conn_write *req, const uv_buf_t *bufs, unsig
   return uv_write(&req->uv, t->stream, bufs, nbufs, on_write);
 }
 
+static int tcp_try_write(np_conn *c, const char *buf, size_t len) {
+  tcp_conn *t = (tcp_conn *)c;
+  uv_buf_t b = uv_buf_init((char *)buf, (unsigned)len);
+  return uv_try_write(t->stream, &b, 1);
+}
+
 static void on_shutdown(uv_shutdown_t *req, int status) {
   tcp_conn *t = req->data;
   t->shutdown_cb(&t->base, status);
@@ -86,6 +92,7 @@ static const np_conn_ops tcp_ops = {
     .read_start = tcp_read_start,
     .read_stop = tcp_read_stop,
     .write = tcp_write,
+    .try_write = tcp_try_write,
     .shutdown = tcp_shutdown,
     .close = tcp_close,
     .abort = tcp_abort,

@@ -31,6 +31,8 @@ typedef struct np_conn_ops {
   int (*read_start)(np_conn *c);
   int (*read_stop)(np_conn *c);
   int (*write)(np_conn *c, np_conn_write *req, const uv_buf_t *bufs, unsigned nbufs);
+  /* Write what fits now, without queueing: bytes written, UV_EAGAIN, or an error. */
+  int (*try_write)(np_conn *c, const char *buf, size_t len);
   int (*shutdown)(np_conn *c, np_conn_shutdown_cb cb);
   /* Asynchronous; cb runs once the conn is closed, after which its memory is freed. */
   void (*close)(np_conn *c, np_conn_close_cb cb);
@@ -60,6 +62,9 @@ static inline int np__conn_write(np_conn *c, np_conn_write *req, const uv_buf_t 
   req->conn = c;
   req->cb = cb;
   return c->ops->write(c, req, bufs, nbufs);
+}
+static inline int np__conn_try_write(np_conn *c, const char *buf, size_t len) {
+  return c->ops->try_write(c, buf, len);
 }
 static inline int np__conn_shutdown(np_conn *c, np_conn_shutdown_cb cb) {
   return c->ops->shutdown(c, cb);

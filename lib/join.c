@@ -10,6 +10,7 @@
 typedef struct chunk {
   np_conn_write req;
   struct direction *dir;
+  int cached; /* full-sized, from the join's cache; otherwise malloc'd to fit */
   char bytes[];
 } chunk;
 
@@ -40,14 +41,20 @@ static direction *dir_of(np_conn *src) {
   return j->ab.src == src ? &j->ab : &j->ba;
 }
 
-static chunk *chunk_get(struct np_join *j) {
-  return j->cache != NULL ? np__bufcache_get(j->cache) : malloc(sizeof(chunk) + NP_JOIN_CHUNK);
+/* A chunk for len bytes: a full one from the cache when that is worth it, else one that fits. */
+static chunk *chunk_get(struct np_join *j, size_t len) {
+  int cached = j->cache != NULL && len > NP_JOIN_CHUNK / 2;
+  chunk *ch = cached ? np__bufcache_get(j->cache)
+                     : malloc(sizeof(chunk) + (j->cache != NULL ? len : NP_JOIN_CHUNK));
+  if (ch != NULL)
+    ch->cached = cached;
+  return ch;
 }
 
 static void chunk_put(struct np_join *j, chunk *ch) {
   if (ch == NULL)
     return;
-  if (j->cache != NULL)
+  if (ch->cached)
     np__bufcache_put(j->cache, ch);
   else
     free(ch);
@@ -58,8 +65,18 @@ size_t np__join_chunk_size(void) {
 }
 
 static void on_alloc(np_conn *c, size_t suggested, uv_buf_t *buf) {
-  chunk *ch = chunk_get(((struct np_join *)c->data));
+  struct np_join *j = c->data;
+  chunk *ch;
   (void)suggested;
+
+  /* With a cache, reads land in its shared scratch buffer: memory is then spent only on bytes the
+   * other side cannot take at once, not 64 KiB per readable socket. */
+  if (j->cache != NULL) {
+    char *scratch = np__bufcache_scratch(j->cache);
+    *buf = uv_buf_init(scratch, scratch != NULL ? NP_JOIN_CHUNK : 0);
+    return;
+  }
+  ch = chunk_get(j, NP_JOIN_CHUNK);
   if (ch == NULL) {
     *buf = uv_buf_init(NULL, 0); /* libuv turns this into UV_ENOBUFS for on_read */
     return;
@@ -115,15 +132,45 @@ static int send_chunk(direction *d, chunk *ch, size_t len) {
   return 0;
 }
 
+/* Hand n bytes read into the shared scratch buffer to the other side: straight through when nothing
+ * is queued there and it takes them, else (what is left of them) copied into a chunk and queued. */
+static int relay_scratch(direction *d, const char *bytes, size_t n) {
+  struct np_join *j = d->join;
+  size_t done = 0;
+  chunk *ch;
+  int r;
+
+  if (d->in_flight == 0) {
+    r = np__conn_try_write(d->dst, bytes, n);
+    if (r < 0 && r != UV_EAGAIN)
+      return r;
+    done = r > 0 ? (size_t)r : 0;
+    d->bytes += done;
+    if (done == n)
+      return 0;
+  }
+  if ((ch = chunk_get(j, n - done)) == NULL)
+    return UV_ENOMEM;
+  memcpy(ch->bytes, bytes + done, n - done);
+  if ((r = send_chunk(d, ch, n - done)) != 0)
+    chunk_put(j, ch);
+  return r;
+}
+
 static void on_read(np_conn *c, ssize_t nread, const uv_buf_t *buf) {
   direction *d = dir_of(c);
   struct np_join *j = d->join;
-  chunk *ch = buf->base != NULL ? NP_CONTAINER_OF(buf->base, chunk, bytes) : NULL;
+  int scratch = j->cache != NULL;
+  chunk *ch = !scratch && buf->base != NULL ? NP_CONTAINER_OF(buf->base, chunk, bytes) : NULL;
   int r;
 
   if (nread > 0 && !j->closing) {
-    if ((r = send_chunk(d, ch, (size_t)nread)) != 0) {
+    if (scratch) {
+      r = relay_scratch(d, buf->base, (size_t)nread);
+    } else if ((r = send_chunk(d, ch, (size_t)nread)) != 0) {
       chunk_put(j, ch);
+    }
+    if (r != 0) {
       finish(j, r);
       return;
     }
@@ -189,7 +236,7 @@ int np__join(np_conn *a, np_conn *b, const char *prefix, size_t prefix_len, np__
   j->cache = cache;
   /* Every chunk has the full size, so any of them can go back to the cache. */
   if (prefix_len > 0) {
-    if ((ch = chunk_get(j)) == NULL) {
+    if ((ch = chunk_get(j, prefix_len)) == NULL) {
       free(j);
       return UV_ENOMEM;
     }

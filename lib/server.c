@@ -1,4 +1,5 @@
-/* np_server: sessions, proxies, pending visitors and their work connections (docs/protocol.md).
+/* np_server: sessions and the control protocol (docs/protocol.md); public ports and visitors are in
+ * proxy_tcp.c.
  *
  * Every connection to the control port starts as a session in S_NEW; its first message decides what
  * it is: HELLO starts a control session, WORK makes it a work connection for one pending visitor.
@@ -7,118 +8,14 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "natproxy/server.h"
+#include "server.h"
 
 #include "auth.h"
-#include "chan.h"
-#include "config.h"
-#include "internal.h"
-#include "bufcache.h"
-#include "join.h"
-#include "listen.h"
-
-#define PROTO_VERSION   1      /* docs/protocol.md §versions */
-#define CTRL_MAX_QUEUED 262144 /* a client that stops reading its control stream is cut off */
-
-/* S_IDLE: a pre-opened work connection, authenticated for its owner session and waiting for a
- * visitor. */
-enum sstate { S_NEW, S_AUTH, S_READY, S_IDLE };
-
-typedef struct session session;
-typedef struct proxy proxy;
-
-struct proxy {
-  struct np_server *srv;
-  session *s; /* owner; NULL for the line codec's server-wide visit port */
-  char name[NP_MSG_NAME_MAX + 1];
-  int port;
-  np__listener *listener;
-  proxy *next;
-};
-
-typedef struct visitor {
-  struct np_server *srv;
-  proxy *px;
-  uint64_t session_id;
-  uint64_t deadline;
-  np_conn *conn;
-} visitor;
-
-/* A join we may have to cut short when its session dies. */
-typedef struct active {
-  struct np_server *srv;
-  session *s;
-  struct np_join *join;
-  struct active *prev, *next;
-} active;
-
-struct session {
-  struct np_server *srv;
-  np__chan *ch;
-  enum sstate state;
-  uint64_t id;
-  char name[NP_MSG_NAME_MAX + 1];
-  char peer[64];
-  unsigned char snonce[NP_MSG_KEY_LEN];
-  unsigned char key[NP_MSG_KEY_LEN];
-  uv_timer_t timer;
-  uint64_t started, last_rx, last_tx;
-  uint64_t ping_seq;
-  proxy *proxies;
-  size_t n_proxies;
-  active *joins;
-  session *owner;                 /* S_IDLE: the control session this connection works for */
-  session *idle_next, *idle_prev; /* S_IDLE: in owner->idle */
-  session *idle;                  /* S_READY: its idle work connections */
-  size_t n_idle;
-  uint64_t idle_top, idle_seen; /* S_READY: anti-replay window over WORK_IDLE serials */
-  int closes_left;              /* chan and timer */
-  unsigned closing : 1;
-  session *prev, *next;
-};
-
-struct np_server {
-  uv_loop_t *loop;
-  struct np_config cfg;
-  const np_codec_ops *codec;
-  const np_pool_ops *pool_ops;
-  void *pool;
-  np__logger log;
-  np__listener *listener;
-  np__listener *tunnel_listener; /* line codec */
-  proxy *visit_proxy;            /* line codec */
-  proxy control_px, tunnel_px;   /* names and counters for the control and tunnel listeners */
-  uv_timer_t pool_timer;
-  session *sessions;
-  uint64_t next_visitor_id;
-  uint64_t next_session_id;
-  np_server_stats stats;
-  np__bufcache chunks; /* relay buffers shared by this server's joins */
-  int port;
-  int refs; /* open handles and objects; the server is freed when closing and refs hits 0 */
-  uint64_t accept_error_logged;
-  uint64_t refused_unlogged;
-  unsigned started : 1, closing : 1;
-  np_server_close_cb close_cb;
-  void *data;
-};
-
-static void session_close(session *s, int status, const char *why);
-static void unref(struct np_server *srv);
-static int start_pooled(struct np_server *srv, session *owner, proxy *px, visitor *v, uint64_t id);
 
 /* ---- small helpers ----------------------------------------------------------------------------
  */
 
-static uint64_t now_ms(struct np_server *srv) {
-  return uv_now(srv->loop);
-}
-
-static int native(const struct np_server *srv) {
-  return (srv->codec->caps & NP_CODEC_CAP_AUTH) != 0;
-}
-
-static int send_msg(session *s, const np_msg *m) {
+int np__session_send(session *s, const np_msg *m) {
   int r = np__chan_send(s->ch, m);
   if (r == 0)
     s->last_tx = now_ms(s->srv);
@@ -132,260 +29,17 @@ static void send_close(session *s, int status, const char *text) {
   np_msg m = {.type = NP_MSG_CLOSE, .status = status};
   np__strlcpy(m.text, text, sizeof(m.text));
   if (native(s->srv))
-    send_msg(s, &m);
-}
-
-/* Out of descriptors and the like: say so once per second at most, with how many connections were
- * refused meanwhile, not once per connection. */
-static void accept_failed(np__listener *l, int err, uint64_t refused) {
-  proxy *px = np__listener_data(l);
-  struct np_server *srv = px->srv;
-  uint64_t now = now_ms(srv);
-
-  srv->stats.accept_errors++;
-  srv->stats.refused_no_fd += refused;
-  srv->refused_unlogged += refused;
-  if (srv->accept_error_logged == 0 || now - srv->accept_error_logged >= 1000) {
-    srv->accept_error_logged = now;
-    np__log(&srv->log, NP_LOG_ERROR,
-            "%s port %d: accept failed: %s; %llu connections refused since the last report%s",
-            px->name, px->port, np_strerror(err), (unsigned long long)srv->refused_unlogged,
-            err == UV_EMFILE || err == UV_ENFILE ? " (raise the descriptor limit: ulimit -n)" : "");
-    srv->refused_unlogged = 0;
-  }
+    np__session_send(s, &m);
 }
 
 /* ---- pending visitors --------------------------------------------------------------------------
  */
 
-static void on_visitor_closed(np_conn *c) {
-  visitor *v = c->data;
-  struct np_server *srv = v->srv;
-  free(v);
-  unref(srv);
-}
-
-static void visitor_drop(visitor *v) {
-  v->conn->data = v;
-  np__conn_close(v->conn, on_visitor_closed);
-}
-
-static void arm_pool_timer(struct np_server *srv);
-
-static void on_expired(uint64_t id, void *item, void *arg) {
-  visitor *v = item;
-  struct np_server *srv = arg;
-  srv->stats.visitors_expired++;
-  np__log(&srv->log, NP_LOG_INFO, "proxy %s: visitor %llu got no work connection within %llums",
-          v->px->name, (unsigned long long)id, (unsigned long long)srv->cfg.pending_timeout_ms);
-  visitor_drop(v);
-}
-
-static void on_pool_timer(uv_timer_t *t) {
-  struct np_server *srv = t->data;
-  srv->pool_ops->expire(srv->pool, now_ms(srv), on_expired, srv);
-  arm_pool_timer(srv);
-}
-
-static void arm_pool_timer(struct np_server *srv) {
-  uint64_t next = srv->pool_ops->next_deadline(srv->pool);
-  uint64_t now = now_ms(srv);
-
-  if (srv->closing)
-    return;
-  if (next == UINT64_MAX) {
-    uv_timer_stop(&srv->pool_timer);
-    return;
-  }
-  uv_timer_start(&srv->pool_timer, on_pool_timer, next > now ? next - now : 0, 0);
-}
-
-static void on_group_removed(uint64_t id, void *item, void *arg) {
-  (void)id;
-  (void)arg;
-  visitor_drop(item);
-}
-
 /* ---- joins -------------------------------------------------------------------------------------
  */
 
-static void on_join_done(struct np_join *j, int status, const np_join_stats *st) {
-  active *a = np_join_get_data(j);
-  struct np_server *srv = a->srv;
-
-  /* a = work connection, b = visitor (see start_join). */
-  srv->stats.bytes_out += st->a_to_b;
-  srv->stats.bytes_in += st->b_to_a;
-  np__log(&srv->log, NP_LOG_DEBUG, "join done: %s, %llu bytes to visitor, %llu from visitor",
-          np_strerror(status), (unsigned long long)st->a_to_b, (unsigned long long)st->b_to_a);
-  if (a->s != NULL) {
-    if (a->prev != NULL)
-      a->prev->next = a->next;
-    else
-      a->s->joins = a->next;
-    if (a->next != NULL)
-      a->next->prev = a->prev;
-  }
-  free(a);
-  unref(srv);
-}
-
-/* Join a work connection with its visitor; rest holds bytes the client sent after its WORK header.
- * The visitor's reference on the server passes to the join. */
-static void start_join(struct np_server *srv, session *s, np_conn *work, visitor *v,
-                       const char *rest, size_t rest_len) {
-  active *a = calloc(1, sizeof(*a));
-  np_conn *vc = v->conn;
-  int r = UV_ENOMEM;
-
-  free(v);
-  if (a != NULL) {
-    a->srv = srv;
-    a->s = s;
-    r = np__join(work, vc, rest, rest_len, &srv->chunks, on_join_done, a, &a->join);
-  }
-  if (r != 0) {
-    np__log(&srv->log, NP_LOG_ERROR, "cannot join visitor: %s", np_strerror(r));
-    free(a);
-    np__conn_close(work, NULL);
-    np__conn_close(vc, NULL);
-    unref(srv);
-    return;
-  }
-  if (s != NULL) {
-    a->next = s->joins;
-    if (s->joins != NULL)
-      s->joins->prev = a;
-    s->joins = a;
-  }
-  srv->stats.visitors_joined++;
-}
-
 /* ---- proxies -----------------------------------------------------------------------------------
  */
-
-static void on_proxy_closed(void *data) {
-  proxy *px = data;
-  struct np_server *srv = px->srv;
-  free(px);
-  unref(srv);
-}
-
-static void proxy_close(proxy *px) {
-  struct np_server *srv = px->srv;
-  srv->pool_ops->remove_group(srv->pool, px, on_group_removed, srv);
-  srv->stats.proxies--;
-  np__listener_close(px->listener, on_proxy_closed);
-}
-
-static session *visit_owner(struct np_server *srv, proxy *px) {
-  if (px->s != NULL)
-    return px->s;
-  /* The line codec's visit port belongs to whichever client is connected. */
-  for (session *s = srv->sessions; s != NULL; s = s->next)
-    if (s->state == S_READY && !s->closing)
-      return s;
-  return NULL;
-}
-
-static void on_visitor(np__listener *l, np_conn *c) {
-  proxy *px = np__listener_data(l);
-  struct np_server *srv = px->srv;
-  np_msg m = {.type = NP_MSG_REQ_WORK};
-  session *s;
-  visitor *v;
-  int r;
-
-  srv->stats.visitors_total++;
-  if ((v = calloc(1, sizeof(*v))) == NULL) {
-    srv->stats.visitors_refused++;
-    np__conn_close(c, NULL);
-    return;
-  }
-  v->srv = srv;
-  v->px = px;
-  v->conn = c;
-  srv->refs++; /* the visitor's, until it is closed or joined */
-  if ((s = visit_owner(srv, px)) == NULL) {
-    srv->stats.visitors_refused++;
-    np__log(&srv->log, NP_LOG_INFO, "proxy %s: visitor refused: no client connected", px->name);
-    visitor_drop(v);
-    return;
-  }
-  v->session_id = s->id;
-  v->deadline = now_ms(srv) + srv->cfg.pending_timeout_ms;
-  m.id = ++srv->next_visitor_id;
-  if (s->idle != NULL && start_pooled(srv, s, px, v, m.id) == 0)
-    return;
-  strcpy(m.name, px->name);
-  if ((r = srv->pool_ops->put(srv->pool, m.id, px, v, v->deadline)) != 0) {
-    srv->stats.visitors_refused++;
-    np__log(&srv->log, NP_LOG_WARN,
-            "proxy %s: visitor refused: %s (max_pending %zu, per proxy %zu)", px->name,
-            np_strerror(r), srv->cfg.max_pending, srv->cfg.max_pending_per_proxy);
-    visitor_drop(v);
-    return;
-  }
-  if ((r = send_msg(s, &m)) != 0) {
-    srv->pool_ops->take(srv->pool, m.id);
-    visitor_drop(v);
-    session_close(s, r, "control stream not writable");
-    return;
-  }
-  arm_pool_timer(srv);
-}
-
-/* Open a public listener named name for session s on addr:port. Port 0 picks a free port, inside
- * allow_ports when that is set. Returns 0 and *out, or the bind error. */
-static int proxy_open(struct np_server *srv, session *s, const char *name, const char *addr,
-                      int port, proxy **out) {
-  uint32_t span = 0, start = 0;
-  int tries = 1, r = UV_EADDRINUSE;
-
-  if (port == 0 && srv->cfg.n_allow > 0) {
-    for (size_t i = 0; i < srv->cfg.n_allow; i++)
-      span += (uint32_t)(srv->cfg.allow[i].hi - srv->cfg.allow[i].lo) + 1;
-    tries = span < 64 ? (int)span : 64;
-    start = (uint32_t)(uv_hrtime() % span);
-  }
-  for (int t = 0; t < tries; t++) {
-    struct sockaddr_storage ss;
-    char spec[NP_MSG_NAME_MAX + 16];
-    int p = port;
-    proxy *px;
-
-    if (span > 0) {
-      /* Step through the ranges by a prime so retries spread out. */
-      uint32_t k = (start + (uint32_t)t * 7919u) % span;
-      for (size_t i = 0; i < srv->cfg.n_allow; i++) {
-        uint32_t len = (uint32_t)(srv->cfg.allow[i].hi - srv->cfg.allow[i].lo) + 1;
-        if (k < len) {
-          p = srv->cfg.allow[i].lo + (int)k;
-          break;
-        }
-        k -= len;
-      }
-    }
-    snprintf(spec, sizeof(spec), strchr(addr, ':') ? "[%s]:%d" : "%s:%d", addr, p);
-    if (np__parse_addr(spec, &ss) != 0)
-      return UV_EINVAL;
-    if ((px = calloc(1, sizeof(*px))) == NULL)
-      return UV_ENOMEM;
-    px->srv = srv;
-    px->s = s;
-    np__strlcpy(px->name, name, sizeof(px->name));
-    r = np__listen(srv->loop, (struct sockaddr *)&ss, on_visitor, accept_failed, px, &px->listener);
-    if (r == 0) {
-      px->port = np__listener_port(px->listener);
-      srv->refs++;
-      srv->stats.proxies++;
-      *out = px;
-      return 0;
-    }
-    free(px);
-  }
-  return r;
-}
 
 static void on_proxy_msg(session *s, const np_msg *m) {
   struct np_server *srv = s->srv;
@@ -403,7 +57,7 @@ static void on_proxy_msg(session *s, const np_msg *m) {
   if (r == 0 && m->port != 0 && !np__config_port_allowed(&srv->cfg, m->port))
     r = NP_EPORTDENIED;
   if (r == 0)
-    r = proxy_open(srv, s, m->name, addr, m->port, &px);
+    r = np__proxy_open(srv, s, m->name, addr, m->port, &px);
   resp.status = r;
   if (r != 0) {
     switch (r) {
@@ -422,7 +76,7 @@ static void on_proxy_msg(session *s, const np_msg *m) {
       snprintf(resp.text, sizeof(resp.text), "%s (%s:%u)", np_strerror(r), addr, m->port);
     }
     np__log(&srv->log, NP_LOG_WARN, "client %s: proxy %s refused: %s", s->name, m->name, resp.text);
-    send_msg(s, &resp);
+    np__session_send(s, &resp);
     return;
   }
   px->next = s->proxies;
@@ -431,7 +85,7 @@ static void on_proxy_msg(session *s, const np_msg *m) {
   resp.port = (uint16_t)px->port;
   np__log(&srv->log, NP_LOG_INFO, "client %s: proxy %s listening on %s:%d", s->name, px->name, addr,
           px->port);
-  send_msg(s, &resp);
+  np__session_send(s, &resp);
 }
 
 /* ---- sessions ----------------------------------------------------------------------------------
@@ -442,7 +96,7 @@ static void on_session_part_closed(session *s) {
   if (--s->closes_left > 0)
     return;
   free(s);
-  unref(srv);
+  np__server_unref(srv);
 }
 
 static void on_session_chan_closed(np__chan *ch) {
@@ -479,7 +133,7 @@ static void idle_unlink(session *w) {
 
 /* Tear down a session and everything it owns. status/why go to the log (and, for a live control
  * session, to the client in a CLOSE message). */
-static void session_close(session *s, int status, const char *why) {
+void np__session_close(session *s, int status, const char *why) {
   struct np_server *srv = s->srv;
 
   if (s->closing)
@@ -489,7 +143,7 @@ static void session_close(session *s, int status, const char *why) {
   if (s->state == S_IDLE && s->owner != NULL)
     idle_unlink(s);
   while (s->idle != NULL)
-    session_close(s->idle, NP_ECLOSED, "its session ended");
+    np__session_close(s->idle, NP_ECLOSED, "its session ended");
   if (s->state == S_READY) {
     srv->stats.clients--;
     np__log(&srv->log,
@@ -500,12 +154,12 @@ static void session_close(session *s, int status, const char *why) {
       send_close(s, status, why);
     /* The line codec's visit port outlives its client; its waiting visitors do not. */
     if (!native(srv) && srv->visit_proxy != NULL)
-      srv->pool_ops->remove_group(srv->pool, srv->visit_proxy, on_group_removed, srv);
+      srv->pool_ops->remove_group(srv->pool, srv->visit_proxy, np__visitor_removed, srv);
   }
   while (s->proxies != NULL) {
     proxy *px = s->proxies;
     s->proxies = px->next;
-    proxy_close(px);
+    np__proxy_close(px);
   }
   /* Work connections of a dead session are dead too; cut their visitors off now rather than leave
    * them hanging until TCP gives up. */
@@ -534,20 +188,20 @@ static void on_session_timer(uv_timer_t *t) {
       srv->stats.logins_failed++;
       np__log(&srv->log, NP_LOG_INFO, "%s: no login within %llums, closing", s->peer,
               (unsigned long long)srv->cfg.heartbeat_timeout_ms);
-      session_close(s, UV_ETIMEDOUT, "login timed out");
+      np__session_close(s, UV_ETIMEDOUT, "login timed out");
       return;
     }
     next = s->started + srv->cfg.heartbeat_timeout_ms;
   } else {
     int pongs = (srv->codec->caps & NP_CODEC_CAP_PONG) != 0;
     if (pongs && now - s->last_rx >= srv->cfg.heartbeat_timeout_ms) {
-      session_close(s, NP_EPEERDEAD, "no heartbeat within heartbeat_timeout");
+      np__session_close(s, NP_EPEERDEAD, "no heartbeat within heartbeat_timeout");
       return;
     }
     if (now - s->last_tx >= srv->cfg.heartbeat_interval_ms) {
       ping.id = ++s->ping_seq;
-      if (send_msg(s, &ping) != 0) {
-        session_close(s, NP_ELIMIT, "control stream not writable");
+      if (np__session_send(s, &ping) != 0) {
+        np__session_close(s, NP_ELIMIT, "control stream not writable");
         return;
       }
     }
@@ -572,7 +226,7 @@ static int hello(session *s, const np_msg *m) {
     return UV_EIO;
   memcpy(resp.nonce, s->snonce, NP_MSG_KEY_LEN);
   s->state = S_AUTH;
-  return send_msg(s, &resp);
+  return np__session_send(s, &resp);
 }
 
 static session *find_ready(struct np_server *srv, const char *name) {
@@ -614,7 +268,7 @@ static int login(session *s, const np_msg *m) {
      * otherwise), so the new one takes over its name and ports. */
     np__log(&srv->log, NP_LOG_INFO, "client %s logged in again from %s; closing its old session",
             m->name, s->peer);
-    session_close(old, NP_ECLOSED, "replaced by a new login");
+    np__session_close(old, NP_ECLOSED, "replaced by a new login");
   }
   np__auth_session_key(srv->cfg.token, s->snonce, m->nonce, m->name, s->key);
   np__strlcpy(s->name, m->name, sizeof(s->name));
@@ -623,7 +277,7 @@ static int login(session *s, const np_msg *m) {
   srv->stats.clients++;
   resp.id = s->id;
   np__log(&srv->log, NP_LOG_INFO, "client %s logged in from %s", s->name, s->peer);
-  return send_msg(s, &resp);
+  return np__session_send(s, &resp);
 }
 
 static void work_fail(session *s, const np_msg *m) {
@@ -647,7 +301,7 @@ static void work_fail(session *s, const np_msg *m) {
           (unsigned long long)m->id,
           np_strerror(m->status == NP_ELOCALFAIL ? NP_ELOCALFAIL : m->status),
           m->text[0] ? ": " : "", m->text);
-  visitor_drop(v);
+  np__visitor_drop(v);
 }
 
 /* First message WORK: this connection is the work connection for one pending visitor. */
@@ -675,14 +329,14 @@ static void work(session *s, const np_msg *m) {
     srv->stats.work_unknown++;
     np__log(&srv->log, NP_LOG_INFO, "%s: work connection for unknown or unproven visitor %llu",
             s->peer, (unsigned long long)m->id2);
-    session_close(s, NP_EPROTO, "unknown visitor");
+    np__session_close(s, NP_EPROTO, "unknown visitor");
     return;
   }
   c = np__chan_detach(s->ch, &rest, &rest_len);
   s->ch = NULL;
   s->closing = 1;
   session_unlink(s);
-  start_join(srv, owner, c, v, rest, rest_len);
+  np__server_join(srv, owner, c, v, rest, rest_len);
   /* The chan frees itself; only the timer is left. */
   s->closes_left = 1;
   uv_close((uv_handle_t *)&s->timer, on_session_timer_closed);
@@ -741,7 +395,8 @@ static int work_idle(session *s, const np_msg *m) {
 /* Join a visitor with one of its client's idle work connections right away: START{id} on it, and
  * the client joins its end with the local service. Returns 0, or NP_NOPROXY-like errors when none.
  */
-static int start_pooled(struct np_server *srv, session *owner, proxy *px, visitor *v, uint64_t id) {
+int np__server_start_pooled(struct np_server *srv, session *owner, proxy *px, visitor *v,
+                            uint64_t id) {
   np_msg m = {.type = NP_MSG_START, .id = id};
   session *w = owner->idle;
   np_conn *c;
@@ -765,7 +420,7 @@ static int start_pooled(struct np_server *srv, session *owner, proxy *px, visito
   np__log(&srv->log, NP_LOG_DEBUG,
           "proxy %s: visitor %llu joined with a pre-opened work connection", px->name,
           (unsigned long long)id);
-  start_join(srv, owner, c, v, NULL, 0);
+  np__server_join(srv, owner, c, v, NULL, 0);
   return 0;
 }
 
@@ -799,7 +454,7 @@ static void on_session_msg(np__chan *ch, const np_msg *m) {
       break;
     case NP_MSG_PING: {
       np_msg pong = {.type = NP_MSG_PONG, .id = m->id};
-      r = send_msg(s, &pong);
+      r = np__session_send(s, &pong);
       break;
     }
     case NP_MSG_PONG:
@@ -809,7 +464,7 @@ static void on_session_msg(np__chan *ch, const np_msg *m) {
       break;
     case NP_MSG_CLOSE:
       np__log(&srv->log, NP_LOG_INFO, "client %s says goodbye: %s", s->name, m->text);
-      session_close(s, 0, "client closed the session");
+      np__session_close(s, 0, "client closed the session");
       return;
     default:
       r = NP_EPROTO;
@@ -825,7 +480,7 @@ static void on_session_msg(np__chan *ch, const np_msg *m) {
               np_msg_type_name(m->type));
     if (s->state != S_READY && r != NP_EAUTH)
       srv->stats.logins_failed++; /* NP_EAUTH was counted by login() */
-    session_close(s, r, np_strerror(r));
+    np__session_close(s, r, np_strerror(r));
   }
 }
 
@@ -836,7 +491,7 @@ static void on_session_error(np__chan *ch, int err) {
             s->peer, np_strerror(err));
   if (s->state != S_READY && err != UV_EOF && err != UV_ECONNRESET)
     s->srv->stats.logins_failed++;
-  session_close(s, err, np_strerror(err));
+  np__session_close(s, err, np_strerror(err));
 }
 
 static void on_control(np__listener *l, np_conn *c) {
@@ -872,7 +527,7 @@ static void on_control(np__listener *l, np_conn *c) {
     for (session *o = s->next; o != NULL;) {
       session *next = o->next;
       if (o->state == S_READY)
-        session_close(o, NP_ECLOSED, "replaced by a new client");
+        np__session_close(o, NP_ECLOSED, "replaced by a new client");
       o = next;
     }
     s->state = S_READY;
@@ -884,23 +539,7 @@ static void on_control(np__listener *l, np_conn *c) {
   if (r == 0)
     r = uv_timer_start(&s->timer, on_session_timer, 0, 0);
   if (r != 0)
-    session_close(s, r, np_strerror(r));
-}
-
-/* Line codec: a tunnel connection carries no header, so it takes the visitor that waited longest.
- */
-static void on_tunnel(np__listener *l, np_conn *c) {
-  struct np_server *srv = ((proxy *)np__listener_data(l))->srv;
-  visitor *v;
-
-  v = srv->pool_ops->take_oldest(srv->pool, srv->visit_proxy, NULL);
-  if (v == NULL) {
-    srv->stats.work_unknown++;
-    np__log(&srv->log, NP_LOG_INFO, "tunnel connection with no visitor waiting, closing");
-    np__conn_close(c, NULL);
-    return;
-  }
-  start_join(srv, visit_owner(srv, v->px), c, v, NULL, 0);
+    np__session_close(s, r, np_strerror(r));
 }
 
 /* ---- lifecycle ---------------------------------------------------------------------------------
@@ -964,7 +603,8 @@ static int listen_on(struct np_server *srv, proxy *px, np__listener **l, const c
   np__parse_addr(spec, &ss); /* validated with the config */
   px->srv = srv;
   np__strlcpy(px->name, l == &srv->listener ? "control" : "tunnel", sizeof(px->name));
-  if ((r = np__listen(srv->loop, (struct sockaddr *)&ss, cb, accept_failed, px, l)) != 0) {
+  if ((r = np__listen(srv->loop, (struct sockaddr *)&ss, cb, np__server_accept_failed, px, l)) !=
+      0) {
     np__log(&srv->log, NP_LOG_ERROR, "cannot listen on %s: %s", spec, np_strerror(r));
     return r;
   }
@@ -976,11 +616,11 @@ static int listen_on(struct np_server *srv, proxy *px, np__listener **l, const c
 }
 
 static void on_listener_closed(void *data) {
-  unref(((proxy *)data)->srv);
+  np__server_unref(((proxy *)data)->srv);
 }
 
 static void on_handle_closed(uv_handle_t *h) {
-  unref(h->data);
+  np__server_unref(h->data);
 }
 
 int np_server_start(struct np_server *srv) {
@@ -1008,11 +648,11 @@ int np_server_start(struct np_server *srv) {
   if (!(srv->codec->caps & NP_CODEC_CAP_WORK_HEADER)) {
     char host[NP_HOSTPORT_MAX];
     int vport, tport;
-    if ((r = listen_on(srv, &srv->tunnel_px, &srv->tunnel_listener, srv->cfg.tunnel_bind, on_tunnel,
-                       &tport)) != 0)
+    if ((r = listen_on(srv, &srv->tunnel_px, &srv->tunnel_listener, srv->cfg.tunnel_bind,
+                       np__server_on_tunnel, &tport)) != 0)
       return r;
     np__split_hostport(srv->cfg.visit_bind, host, sizeof(host), &vport);
-    if ((r = proxy_open(srv, NULL, "visit", host, vport, &srv->visit_proxy)) != 0) {
+    if ((r = np__proxy_open(srv, NULL, "visit", host, vport, &srv->visit_proxy)) != 0) {
       np__log(&srv->log, NP_LOG_ERROR, "cannot listen on %s: %s", srv->cfg.visit_bind,
               np_strerror(r));
       return r;
@@ -1032,7 +672,7 @@ void np_server_get_stats(const struct np_server *srv, np_server_stats *out) {
   out->pending = srv->pool != NULL ? srv->pool_ops->count(srv->pool, NULL) : 0;
 }
 
-static void unref(struct np_server *srv) {
+void np__server_unref(struct np_server *srv) {
   if (--srv->refs > 0 || !srv->closing)
     return;
   if (srv->pool != NULL)
@@ -1050,11 +690,11 @@ void np_server_close(struct np_server *srv, np_server_close_cb cb) {
   srv->close_cb = cb;
   srv->refs++; /* held until the end of this function */
   while (srv->sessions != NULL)
-    session_close(srv->sessions, NP_ECLOSED, "server shutting down");
+    np__session_close(srv->sessions, NP_ECLOSED, "server shutting down");
   if (srv->visit_proxy != NULL)
-    proxy_close(srv->visit_proxy);
+    np__proxy_close(srv->visit_proxy);
   if (srv->pool != NULL)
-    srv->pool_ops->expire(srv->pool, UINT64_MAX, on_group_removed, srv);
+    srv->pool_ops->expire(srv->pool, UINT64_MAX, np__visitor_removed, srv);
   if (srv->started) {
     uv_close((uv_handle_t *)&srv->pool_timer, on_handle_closed);
     if (srv->listener != NULL)
@@ -1062,7 +702,7 @@ void np_server_close(struct np_server *srv, np_server_close_cb cb) {
     if (srv->tunnel_listener != NULL)
       np__listener_close(srv->tunnel_listener, on_listener_closed);
   }
-  unref(srv);
+  np__server_unref(srv);
 }
 
 void *np_server_get_data(const struct np_server *srv) {

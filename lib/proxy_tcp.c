@@ -1,0 +1,267 @@
+/* The TCP proxy: public listeners, visitors waiting in the pending pool (and their expiry), and
+ * joins of visitors with work connections. Sessions (server.c) open and close proxies and hand work
+ * connections in. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "server.h"
+
+static void arm_pool_timer(struct np_server *srv);
+
+/* Out of descriptors and the like: say so once per second at most, with how many connections were
+ * refused meanwhile, not once per connection. */
+void np__server_accept_failed(np__listener *l, int err, uint64_t refused) {
+  proxy *px = np__listener_data(l);
+  struct np_server *srv = px->srv;
+  uint64_t now = now_ms(srv);
+
+  srv->stats.accept_errors++;
+  srv->stats.refused_no_fd += refused;
+  srv->refused_unlogged += refused;
+  if (srv->accept_error_logged == 0 || now - srv->accept_error_logged >= 1000) {
+    srv->accept_error_logged = now;
+    np__log(&srv->log, NP_LOG_ERROR,
+            "%s port %d: accept failed: %s; %llu connections refused since the last report%s",
+            px->name, px->port, np_strerror(err), (unsigned long long)srv->refused_unlogged,
+            err == UV_EMFILE || err == UV_ENFILE ? " (raise the descriptor limit: ulimit -n)" : "");
+    srv->refused_unlogged = 0;
+  }
+}
+
+static void on_visitor_closed(np_conn *c) {
+  visitor *v = c->data;
+  struct np_server *srv = v->srv;
+  free(v);
+  np__server_unref(srv);
+}
+
+void np__visitor_drop(visitor *v) {
+  v->conn->data = v;
+  np__conn_close(v->conn, on_visitor_closed);
+}
+
+static void on_expired(uint64_t id, void *item, void *arg) {
+  visitor *v = item;
+  struct np_server *srv = arg;
+  srv->stats.visitors_expired++;
+  np__log(&srv->log, NP_LOG_INFO, "proxy %s: visitor %llu got no work connection within %llums",
+          v->px->name, (unsigned long long)id, (unsigned long long)srv->cfg.pending_timeout_ms);
+  np__visitor_drop(v);
+}
+
+static void on_pool_timer(uv_timer_t *t) {
+  struct np_server *srv = t->data;
+  srv->pool_ops->expire(srv->pool, now_ms(srv), on_expired, srv);
+  arm_pool_timer(srv);
+}
+
+static void arm_pool_timer(struct np_server *srv) {
+  uint64_t next = srv->pool_ops->next_deadline(srv->pool);
+  uint64_t now = now_ms(srv);
+
+  if (srv->closing)
+    return;
+  if (next == UINT64_MAX) {
+    uv_timer_stop(&srv->pool_timer);
+    return;
+  }
+  uv_timer_start(&srv->pool_timer, on_pool_timer, next > now ? next - now : 0, 0);
+}
+
+void np__visitor_removed(uint64_t id, void *item, void *arg) {
+  (void)id;
+  (void)arg;
+  np__visitor_drop(item);
+}
+
+static void on_join_done(struct np_join *j, int status, const np_join_stats *st) {
+  active *a = np_join_get_data(j);
+  struct np_server *srv = a->srv;
+
+  /* a = work connection, b = visitor (see np__server_join). */
+  srv->stats.bytes_out += st->a_to_b;
+  srv->stats.bytes_in += st->b_to_a;
+  np__log(&srv->log, NP_LOG_DEBUG, "join done: %s, %llu bytes to visitor, %llu from visitor",
+          np_strerror(status), (unsigned long long)st->a_to_b, (unsigned long long)st->b_to_a);
+  if (a->s != NULL) {
+    if (a->prev != NULL)
+      a->prev->next = a->next;
+    else
+      a->s->joins = a->next;
+    if (a->next != NULL)
+      a->next->prev = a->prev;
+  }
+  free(a);
+  np__server_unref(srv);
+}
+
+/* Join a work connection with its visitor; rest holds bytes the client sent after its WORK header.
+ * The visitor's reference on the server passes to the join. */
+void np__server_join(struct np_server *srv, session *s, np_conn *work, visitor *v, const char *rest,
+                     size_t rest_len) {
+  active *a = calloc(1, sizeof(*a));
+  np_conn *vc = v->conn;
+  int r = UV_ENOMEM;
+
+  free(v);
+  if (a != NULL) {
+    a->srv = srv;
+    a->s = s;
+    r = np__join(work, vc, rest, rest_len, &srv->chunks, on_join_done, a, &a->join);
+  }
+  if (r != 0) {
+    np__log(&srv->log, NP_LOG_ERROR, "cannot join visitor: %s", np_strerror(r));
+    free(a);
+    np__conn_close(work, NULL);
+    np__conn_close(vc, NULL);
+    np__server_unref(srv);
+    return;
+  }
+  if (s != NULL) {
+    a->next = s->joins;
+    if (s->joins != NULL)
+      s->joins->prev = a;
+    s->joins = a;
+  }
+  srv->stats.visitors_joined++;
+}
+
+static void on_proxy_closed(void *data) {
+  proxy *px = data;
+  struct np_server *srv = px->srv;
+  free(px);
+  np__server_unref(srv);
+}
+
+void np__proxy_close(proxy *px) {
+  struct np_server *srv = px->srv;
+  srv->pool_ops->remove_group(srv->pool, px, np__visitor_removed, srv);
+  srv->stats.proxies--;
+  np__listener_close(px->listener, on_proxy_closed);
+}
+
+static session *visit_owner(struct np_server *srv, proxy *px) {
+  if (px->s != NULL)
+    return px->s;
+  /* The line codec's visit port belongs to whichever client is connected. */
+  for (session *s = srv->sessions; s != NULL; s = s->next)
+    if (s->state == S_READY && !s->closing)
+      return s;
+  return NULL;
+}
+
+void np__server_on_visitor(np__listener *l, np_conn *c) {
+  proxy *px = np__listener_data(l);
+  struct np_server *srv = px->srv;
+  np_msg m = {.type = NP_MSG_REQ_WORK};
+  session *s;
+  visitor *v;
+  int r;
+
+  srv->stats.visitors_total++;
+  if ((v = calloc(1, sizeof(*v))) == NULL) {
+    srv->stats.visitors_refused++;
+    np__conn_close(c, NULL);
+    return;
+  }
+  v->srv = srv;
+  v->px = px;
+  v->conn = c;
+  srv->refs++; /* the visitor's, until it is closed or joined */
+  if ((s = visit_owner(srv, px)) == NULL) {
+    srv->stats.visitors_refused++;
+    np__log(&srv->log, NP_LOG_INFO, "proxy %s: visitor refused: no client connected", px->name);
+    np__visitor_drop(v);
+    return;
+  }
+  v->session_id = s->id;
+  v->deadline = now_ms(srv) + srv->cfg.pending_timeout_ms;
+  m.id = ++srv->next_visitor_id;
+  if (s->idle != NULL && np__server_start_pooled(srv, s, px, v, m.id) == 0)
+    return;
+  strcpy(m.name, px->name);
+  if ((r = srv->pool_ops->put(srv->pool, m.id, px, v, v->deadline)) != 0) {
+    srv->stats.visitors_refused++;
+    np__log(&srv->log, NP_LOG_WARN,
+            "proxy %s: visitor refused: %s (max_pending %zu, per proxy %zu)", px->name,
+            np_strerror(r), srv->cfg.max_pending, srv->cfg.max_pending_per_proxy);
+    np__visitor_drop(v);
+    return;
+  }
+  if ((r = np__session_send(s, &m)) != 0) {
+    srv->pool_ops->take(srv->pool, m.id);
+    np__visitor_drop(v);
+    np__session_close(s, r, "control stream not writable");
+    return;
+  }
+  arm_pool_timer(srv);
+}
+
+/* Open a public listener named name for session s on addr:port. Port 0 picks a free port, inside
+ * allow_ports when that is set. Returns 0 and *out, or the bind error. */
+int np__proxy_open(struct np_server *srv, session *s, const char *name, const char *addr, int port,
+                   proxy **out) {
+  uint32_t span = 0, start = 0;
+  int tries = 1, r = UV_EADDRINUSE;
+
+  if (port == 0 && srv->cfg.n_allow > 0) {
+    for (size_t i = 0; i < srv->cfg.n_allow; i++)
+      span += (uint32_t)(srv->cfg.allow[i].hi - srv->cfg.allow[i].lo) + 1;
+    tries = span < 64 ? (int)span : 64;
+    start = (uint32_t)(uv_hrtime() % span);
+  }
+  for (int t = 0; t < tries; t++) {
+    struct sockaddr_storage ss;
+    char spec[NP_MSG_NAME_MAX + 16];
+    int p = port;
+    proxy *px;
+
+    if (span > 0) {
+      /* Step through the ranges by a prime so retries spread out. */
+      uint32_t k = (start + (uint32_t)t * 7919u) % span;
+      for (size_t i = 0; i < srv->cfg.n_allow; i++) {
+        uint32_t len = (uint32_t)(srv->cfg.allow[i].hi - srv->cfg.allow[i].lo) + 1;
+        if (k < len) {
+          p = srv->cfg.allow[i].lo + (int)k;
+          break;
+        }
+        k -= len;
+      }
+    }
+    snprintf(spec, sizeof(spec), strchr(addr, ':') ? "[%s]:%d" : "%s:%d", addr, p);
+    if (np__parse_addr(spec, &ss) != 0)
+      return UV_EINVAL;
+    if ((px = calloc(1, sizeof(*px))) == NULL)
+      return UV_ENOMEM;
+    px->srv = srv;
+    px->s = s;
+    np__strlcpy(px->name, name, sizeof(px->name));
+    r = np__listen(srv->loop, (struct sockaddr *)&ss, np__server_on_visitor,
+                   np__server_accept_failed, px, &px->listener);
+    if (r == 0) {
+      px->port = np__listener_port(px->listener);
+      srv->refs++;
+      srv->stats.proxies++;
+      *out = px;
+      return 0;
+    }
+    free(px);
+  }
+  return r;
+}
+
+/* Line codec: a tunnel connection carries no header, so it takes the visitor that waited longest.
+ */
+void np__server_on_tunnel(np__listener *l, np_conn *c) {
+  struct np_server *srv = ((proxy *)np__listener_data(l))->srv;
+  visitor *v;
+
+  v = srv->pool_ops->take_oldest(srv->pool, srv->visit_proxy, NULL);
+  if (v == NULL) {
+    srv->stats.work_unknown++;
+    np__log(&srv->log, NP_LOG_INFO, "tunnel connection with no visitor waiting, closing");
+    np__conn_close(c, NULL);
+    return;
+  }
+  np__server_join(srv, visit_owner(srv, v->px), c, v, NULL, 0);
+}

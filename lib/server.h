@@ -1,0 +1,130 @@
+/* The server's internals shared by server.c (sessions: the control protocol) and proxy_tcp.c
+ * (public ports: visitors, the pending pool, joins). Not installed. */
+#ifndef NP_SERVER_INTERNAL_H
+#define NP_SERVER_INTERNAL_H
+
+#include "natproxy/server.h"
+
+#include "bufcache.h"
+#include "chan.h"
+#include "config.h"
+#include "internal.h"
+#include "join.h"
+#include "listen.h"
+
+#define PROTO_VERSION   1      /* docs/protocol.md §versions */
+#define CTRL_MAX_QUEUED 262144 /* a client that stops reading its control stream is cut off */
+
+/* S_IDLE: a pre-opened work connection, authenticated for its owner session and waiting for a
+ * visitor. */
+enum sstate { S_NEW, S_AUTH, S_READY, S_IDLE };
+
+typedef struct session session;
+typedef struct proxy proxy;
+
+struct proxy {
+  struct np_server *srv;
+  session *s; /* owner; NULL for the line codec's server-wide visit port */
+  char name[NP_MSG_NAME_MAX + 1];
+  int port;
+  np__listener *listener;
+  proxy *next;
+};
+
+typedef struct visitor {
+  struct np_server *srv;
+  proxy *px;
+  uint64_t session_id;
+  uint64_t deadline;
+  np_conn *conn;
+} visitor;
+
+/* A join we may have to cut short when its session dies. */
+typedef struct active {
+  struct np_server *srv;
+  session *s;
+  struct np_join *join;
+  struct active *prev, *next;
+} active;
+
+struct session {
+  struct np_server *srv;
+  np__chan *ch;
+  enum sstate state;
+  uint64_t id;
+  char name[NP_MSG_NAME_MAX + 1];
+  char peer[64];
+  unsigned char snonce[NP_MSG_KEY_LEN];
+  unsigned char key[NP_MSG_KEY_LEN];
+  uv_timer_t timer;
+  uint64_t started, last_rx, last_tx;
+  uint64_t ping_seq;
+  proxy *proxies;
+  size_t n_proxies;
+  active *joins;
+  session *owner;                 /* S_IDLE: the control session this connection works for */
+  session *idle_next, *idle_prev; /* S_IDLE: in owner->idle */
+  session *idle;                  /* S_READY: its idle work connections */
+  size_t n_idle;
+  uint64_t idle_top, idle_seen; /* S_READY: anti-replay window over WORK_IDLE serials */
+  int closes_left;              /* chan and timer */
+  unsigned closing : 1;
+  session *prev, *next;
+};
+
+struct np_server {
+  uv_loop_t *loop;
+  struct np_config cfg;
+  const np_codec_ops *codec;
+  const np_pool_ops *pool_ops;
+  void *pool;
+  np__logger log;
+  np__listener *listener;
+  np__listener *tunnel_listener; /* line codec */
+  proxy *visit_proxy;            /* line codec */
+  proxy control_px, tunnel_px;   /* names and counters for the control and tunnel listeners */
+  uv_timer_t pool_timer;
+  session *sessions;
+  uint64_t next_visitor_id;
+  uint64_t next_session_id;
+  np_server_stats stats;
+  np__bufcache chunks; /* relay buffers shared by this server's joins */
+  int port;
+  int refs; /* open handles and objects; the server is freed when closing and refs hits 0 */
+  uint64_t accept_error_logged;
+  uint64_t refused_unlogged;
+  unsigned started : 1, closing : 1;
+  np_server_close_cb close_cb;
+  void *data;
+};
+
+static inline uint64_t now_ms(struct np_server *srv) {
+  return uv_now(srv->loop);
+}
+
+static inline int native(const struct np_server *srv) {
+  return (srv->codec->caps & NP_CODEC_CAP_AUTH) != 0;
+}
+
+/* server.c */
+void np__session_close(session *s, int status, const char *why);
+int np__session_send(session *s, const np_msg *m);
+void np__server_unref(struct np_server *srv);
+/* Join v at once with one of owner's pre-opened work connections; 0, or an error (none idle). */
+int np__server_start_pooled(struct np_server *srv, session *owner, proxy *px, visitor *v,
+                            uint64_t id);
+
+/* proxy_tcp.c */
+int np__proxy_open(struct np_server *srv, session *s, const char *name, const char *addr, int port,
+                   proxy **out);
+void np__proxy_close(proxy *px);
+void np__server_accept_failed(np__listener *l, int err, uint64_t refused);
+void np__server_on_visitor(np__listener *l, np_conn *c);
+void np__server_on_tunnel(np__listener *l, np_conn *c);
+void np__visitor_drop(visitor *v);
+/* np_pool_item_cb that drops the visitor (pool drains). */
+void np__visitor_removed(uint64_t id, void *item, void *arg);
+void np__server_join(struct np_server *srv, session *s, np_conn *work, visitor *v, const char *rest,
+                     size_t rest_len);
+
+#endif
