@@ -201,22 +201,39 @@ def test_takeover_by_name(env):
     check(recv_all(s) == b"you are new\n", "service after takeover")
 
 
+def low_free_ports(count):
+    """Ports below the ephemeral range (32768+), so no outgoing connection takes them meanwhile."""
+    found = []
+    for port in range(20000 + (os.getpid() * 7) % 10000, 32000):
+        s = socket.socket()
+        try:
+            s.bind((LOOP, port))
+            found.append(port)
+        except OSError:
+            pass
+        finally:
+            s.close()
+        if len(found) == count:
+            return found
+    raise RuntimeError("no free ports below 32000")
+
+
 def test_port_refusals(env):
     web = http_service(env)
+    taken, allowed, denied = low_free_ports(3)
     srv = env.server("--token", "s3cret", "--allow-ports", "1024-65535")
     busy = socket.socket()
-    busy.bind((LOOP, 0))
+    busy.bind((LOOP, taken))
     busy.listen()
-    taken = busy.getsockname()[1]
-    denied_srv = env.server("--token", "s3cret", "--allow-ports", f"{taken + 1}", name="strict")
-    a = env.client(srv, "-R", f"{LOOP}:{taken}:{LOOP}:{web}", wait=False)
+    strict = env.server("--token", "s3cret", "--allow-ports", f"{allowed}", name="strict")
+    a = env.client(srv, "--name", "a", "-R", f"{LOOP}:{taken}:{LOOP}:{web}", wait=False, name="a")
     a.wait_line(rf"proxy tcp-{taken} refused by the server: port {taken} is already in use")
-    b = env.client(denied_srv, "-R", f"{LOOP}:{taken + 2}:{LOOP}:{web}", wait=False, name="b")
-    b.wait_line(rf"refused by the server: port {taken + 2} is outside the server's allow_ports")
-    check(port_closed(taken + 2), "denied port must stay closed")
-    # the client stays up and its other proxies are unaffected: ask the strict server for port 0
-    c = env.client(denied_srv, "-R", f"{LOOP}:0:{LOOP}:{web}", name="c")
-    check(list(c.ports.values()) == [taken + 1], f"port 0 inside allow_ports: {c.ports}")
+    b = env.client(strict, "--name", "b", "-R", f"{LOOP}:{denied}:{LOOP}:{web}", wait=False, name="b")
+    b.wait_line(rf"refused by the server: port {denied} is outside the server's allow_ports")
+    check(port_closed(denied), "denied port must stay closed")
+    # port 0 is given a port inside allow_ports
+    c = env.client(strict, "--name", "c", "-R", f"{LOOP}:0:{LOOP}:{web}", name="c")
+    check(list(c.ports.values()) == [allowed], f"port 0 inside allow_ports: {c.ports}")
     busy.close()
 
 
