@@ -178,10 +178,12 @@ def recv_all(s):
 
 
 def port_closed(port):
+    """True when nothing listens on port. A connect that races with the listener closing is reset
+    rather than refused: that counts as closed too."""
     try:
         socket.create_connection((LOOP, port), timeout=2).close()
         return False
-    except ConnectionRefusedError:
+    except (ConnectionRefusedError, ConnectionResetError):
         return True
 
 
