@@ -22,14 +22,19 @@ def greet(port, who):
     return got
 
 
-def test_np_server_with_seed_client(env):
-    greeter = env.service(Greeter)
+def line_server(env, *extra):
+    """np-server in seed-compatible mode on three free ports: (proc, control, tunnel, visit)."""
     srv = Proc(env, "np-server", [SERVER, "--codec", "line", "--bind", f"{LOOP}:0",
                                   "--tunnel-bind", f"{LOOP}:0", "--visit-bind", f"{LOOP}:0",
-                                  "--heartbeat-interval", "200ms", "--log-level", "debug"])
+                                  "--log-level", "debug", *extra])
     control = int(srv.wait_line(r"\(port (\d+)").group(1))
     m = srv.wait_line(r"line codec: tunnel port (\d+), visit port (\d+)")
-    tunnel, visit = int(m.group(1)), int(m.group(2))
+    return srv, control, int(m.group(1)), int(m.group(2))
+
+
+def test_np_server_with_seed_client(env):
+    greeter = env.service(Greeter)
+    srv, control, tunnel, visit = line_server(env, "--heartbeat-interval", "200ms")
     cl = SeedClient(LOOP, control, tunnel, (LOOP, greeter))
     try:
         srv.wait_line(r"client connected from .* \(line codec\)")
@@ -77,12 +82,7 @@ def test_np_pair_line_codec(env):
     tunnel at once, so the visitor is not left hanging for the pending timeout."""
     dead = socket.socket()
     dead.bind((LOOP, 0))
-    srv = Proc(env, "np-server", [SERVER, "--codec", "line", "--bind", f"{LOOP}:0",
-                                  "--tunnel-bind", f"{LOOP}:0", "--visit-bind", f"{LOOP}:0",
-                                  "--pending-timeout", "20s", "--log-level", "debug"])
-    control = int(srv.wait_line(r"\(port (\d+)").group(1))
-    m = srv.wait_line(r"line codec: tunnel port (\d+), visit port (\d+)")
-    tunnel, visit = int(m.group(1)), int(m.group(2))
+    srv, control, tunnel, visit = line_server(env, "--pending-timeout", "20s")
     cl = Proc(env, "np-client", [CLIENT, "--codec", "line", "--server", f"{LOOP}:{control}",
                                  "--tunnel", f"{LOOP}:{tunnel}",
                                  "--local", f"{LOOP}:{dead.getsockname()[1]}"])
