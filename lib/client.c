@@ -135,12 +135,7 @@ static void on_join_done(struct np_join *j, int status, const np_join_stats *st)
   cl->stats.bytes_out += st->b_to_a;
   np__log(&cl->log, NP_LOG_DEBUG, "work connection done: %s, %llu bytes in, %llu out",
           np_strerror(status), (unsigned long long)st->a_to_b, (unsigned long long)st->b_to_a);
-  if (jn->prev != NULL)
-    jn->prev->next = jn->next;
-  else
-    cl->joins = jn->next;
-  if (jn->next != NULL)
-    jn->next->prev = jn->prev;
+  NP_DLIST_UNLINK(cl->joins, jn, prev, next);
   free(jn);
   unref(cl);
 }
@@ -163,10 +158,7 @@ static void start_join(struct np_client *cl, np_conn *server, np_conn *local, co
     return;
   }
   cl->refs++;
-  jn->next = cl->joins;
-  if (cl->joins != NULL)
-    cl->joins->prev = jn;
-  cl->joins = jn;
+  NP_DLIST_PUSH(cl->joins, jn, prev, next);
   cl->stats.work_opened++;
 }
 
@@ -176,12 +168,7 @@ static void start_join(struct np_client *cl, np_conn *server, np_conn *local, co
 static void work_free(work *w) {
   struct np_client *cl = w->cl;
 
-  if (w->prev != NULL)
-    w->prev->next = w->next;
-  else
-    cl->works = w->next;
-  if (w->next != NULL)
-    w->next->prev = w->prev;
+  NP_DLIST_UNLINK(cl->works, w, prev, next);
   if (w->dial_local != NULL)
     np__dial_cancel(w->dial_local);
   if (w->dial_server != NULL)
@@ -321,10 +308,7 @@ static void on_req_work(struct np_client *cl, const np_msg *m) {
   w->session_id = cl->session_id;
   memcpy(w->key, cl->key, sizeof(w->key));
   w->local_status = 1;
-  w->next = cl->works;
-  if (cl->works != NULL)
-    cl->works->prev = w;
-  cl->works = w;
+  NP_DLIST_PUSH(cl->works, w, prev, next);
   cl->refs++;
   if (!native(cl)) {
     w->in_tunnel_queue = 1;
@@ -350,12 +334,7 @@ static void on_req_work(struct np_client *cl, const np_msg *m) {
 static void pooled_free(pooled *p) {
   struct np_client *cl = p->cl;
 
-  if (p->prev != NULL)
-    p->prev->next = p->next;
-  else
-    cl->pool = p->next;
-  if (p->next != NULL)
-    p->next->prev = p->prev;
+  NP_DLIST_UNLINK(cl->pool, p, prev, next);
   if (p->counted)
     cl->pool_idle--;
   if (p->dial != NULL)
@@ -466,10 +445,7 @@ static void pool_refill(struct np_client *cl) {
     p->cl = cl;
     p->session_id = cl->session_id;
     p->counted = 1;
-    p->next = cl->pool;
-    if (cl->pool != NULL)
-      cl->pool->prev = p;
-    cl->pool = p;
+    NP_DLIST_PUSH(cl->pool, p, prev, next);
     cl->pool_idle++;
     cl->refs++;
     if (np__dial(cl->loop, cl->cfg.server, cl->cfg.dial_timeout_ms, on_pool_dialed, p, &p->dial) !=

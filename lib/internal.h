@@ -13,6 +13,28 @@
 #define NP_CONTAINER_OF(ptr, type, field) ((type *)((char *)(ptr)-offsetof(type, field)))
 #define NP_ARRAY_SIZE(a)                  (sizeof(a) / sizeof((a)[0]))
 
+/* Intrusive doubly linked lists headed by a plain pointer (NULL when empty), for any struct with
+ * two link fields, named by the caller. Unlinking a node that is not in the list leaves the list
+ * alone. */
+#define NP_DLIST_PUSH(head, n, prev, next)                                                         \
+  do {                                                                                             \
+    (n)->prev = NULL;                                                                              \
+    (n)->next = (head);                                                                            \
+    if ((head) != NULL)                                                                            \
+      (head)->prev = (n);                                                                          \
+    (head) = (n);                                                                                  \
+  } while (0)
+#define NP_DLIST_UNLINK(head, n, prev, next)                                                       \
+  do {                                                                                             \
+    if ((n)->prev != NULL)                                                                         \
+      (n)->prev->next = (n)->next;                                                                 \
+    else if ((head) == (n))                                                                        \
+      (head) = (n)->next;                                                                          \
+    if ((n)->next != NULL)                                                                         \
+      (n)->next->prev = (n)->prev;                                                                 \
+    (n)->prev = (n)->next = NULL;                                                                  \
+  } while (0)
+
 /* One logger per server or client object (no global logger, see log.h). */
 typedef struct np__logger {
   np_log_level level;

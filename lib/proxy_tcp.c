@@ -83,14 +83,8 @@ static void on_join_done(struct np_join *j, int status, const np_join_stats *st)
   srv->stats.bytes_in += st->b_to_a;
   np__log(&srv->log, NP_LOG_DEBUG, "join done: %s, %llu bytes to visitor, %llu from visitor",
           np_strerror(status), (unsigned long long)st->a_to_b, (unsigned long long)st->b_to_a);
-  if (a->s != NULL) {
-    if (a->prev != NULL)
-      a->prev->next = a->next;
-    else
-      a->s->joins = a->next;
-    if (a->next != NULL)
-      a->next->prev = a->prev;
-  }
+  if (a->s != NULL)
+    NP_DLIST_UNLINK(a->s->joins, a, prev, next);
   free(a);
   np__server_unref(srv);
 }
@@ -117,12 +111,8 @@ void np__server_join(struct np_server *srv, session *s, np_conn *work, visitor *
     np__server_unref(srv);
     return;
   }
-  if (s != NULL) {
-    a->next = s->joins;
-    if (s->joins != NULL)
-      s->joins->prev = a;
-    s->joins = a;
-  }
+  if (s != NULL)
+    NP_DLIST_PUSH(s->joins, a, prev, next);
   srv->stats.visitors_joined++;
 }
 

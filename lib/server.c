@@ -108,25 +108,12 @@ static void on_session_timer_closed(uv_handle_t *h) {
 }
 
 static void session_unlink(session *s) {
-  struct np_server *srv = s->srv;
-  if (s->prev != NULL)
-    s->prev->next = s->next;
-  else if (srv->sessions == s)
-    srv->sessions = s->next;
-  if (s->next != NULL)
-    s->next->prev = s->prev;
-  s->prev = s->next = NULL;
+  NP_DLIST_UNLINK(s->srv->sessions, s, prev, next);
 }
 
 static void idle_unlink(session *w) {
   session *o = w->owner;
-  if (w->idle_prev != NULL)
-    w->idle_prev->idle_next = w->idle_next;
-  else
-    o->idle = w->idle_next;
-  if (w->idle_next != NULL)
-    w->idle_next->idle_prev = w->idle_prev;
-  w->idle_next = w->idle_prev = NULL;
+  NP_DLIST_UNLINK(o->idle, w, idle_prev, idle_next);
   w->owner = NULL;
   o->n_idle--;
 }
@@ -382,10 +369,7 @@ static int work_idle(session *s, const np_msg *m) {
   }
   s->state = S_IDLE;
   s->owner = o;
-  s->idle_next = o->idle;
-  if (o->idle != NULL)
-    o->idle->idle_prev = s;
-  o->idle = s;
+  NP_DLIST_PUSH(o->idle, s, idle_prev, idle_next);
   o->n_idle++;
   np__strlcpy(s->name, o->name, sizeof(s->name));
   np__conn_keepalive(np__chan_conn(s->ch), (unsigned)(srv->cfg.heartbeat_interval_ms / 1000));
@@ -515,10 +499,7 @@ static void on_control(np__listener *l, np_conn *c) {
   s->closes_left = 2;
   uv_timer_init(srv->loop, &s->timer);
   s->timer.data = s;
-  s->next = srv->sessions;
-  if (srv->sessions != NULL)
-    srv->sessions->prev = s;
-  srv->sessions = s;
+  NP_DLIST_PUSH(srv->sessions, s, prev, next);
   np__log(&srv->log, NP_LOG_DEBUG, "connection from %s", s->peer);
 
   if (!native(srv)) {
