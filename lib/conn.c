@@ -4,6 +4,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/socket.h>
+
 #include "internal.h"
 
 typedef struct tcp_conn {
@@ -88,6 +92,8 @@ static void tcp_abort(np_conn *c, np_conn_close_cb cb) {
     uv_close((uv_handle_t *)t->stream, on_close);
 }
 
+static void tcp_peer_str(np_conn *c, char *buf, size_t len);
+
 static const np_conn_ops tcp_ops = {
     .read_start = tcp_read_start,
     .read_stop = tcp_read_stop,
@@ -96,6 +102,7 @@ static const np_conn_ops tcp_ops = {
     .shutdown = tcp_shutdown,
     .close = tcp_close,
     .abort = tcp_abort,
+    .peer_str = tcp_peer_str,
 };
 
 int np__conn_tcp_new(uv_loop_t *loop, np_conn **out) {
@@ -139,13 +146,31 @@ int np__conn_keepalive(np_conn *c, unsigned delay_s) {
   return uv_tcp_keepalive((uv_tcp_t *)t->stream, 1, delay_s > 0 ? delay_s : 1);
 }
 
-void np__conn_peer_str(np_conn *c, char *buf, size_t len) {
+static void tcp_peer_str(np_conn *c, char *buf, size_t len) {
   struct sockaddr_storage ss;
   int n = sizeof(ss);
+  uv_stream_t *s = ((tcp_conn *)c)->stream;
 
-  if (uv_tcp_getpeername(np__conn_tcp_handle(c), (struct sockaddr *)&ss, &n) != 0) {
+  if (s->type != UV_TCP || uv_tcp_getpeername((uv_tcp_t *)s, (struct sockaddr *)&ss, &n) != 0) {
     snprintf(buf, len, "?");
     return;
   }
   np__addr_str((struct sockaddr *)&ss, buf, len);
+}
+
+int np__conn_notsent_lowat(np_conn *c, unsigned bytes) {
+#ifdef TCP_NOTSENT_LOWAT
+  tcp_conn *t = (tcp_conn *)c;
+  uv_os_fd_t fd;
+  int v = (int)bytes;
+
+  if (c->ops != &tcp_ops || t->stream->type != UV_TCP ||
+      uv_fileno((uv_handle_t *)t->stream, &fd) != 0)
+    return UV_EINVAL;
+  return setsockopt(fd, IPPROTO_TCP, TCP_NOTSENT_LOWAT, &v, sizeof(v)) == 0 ? 0 : UV_EINVAL;
+#else
+  (void)c;
+  (void)bytes;
+  return UV_ENOTSUP;
+#endif
 }

@@ -38,6 +38,8 @@ typedef struct np_conn_ops {
   void (*close)(np_conn *c, np_conn_close_cb cb);
   /* Like close, but tell the peer the stream broke (TCP: RST) rather than that it ended. */
   void (*abort)(np_conn *c, np_conn_close_cb cb);
+  /* Peer address as "host:port" (a stream says which, over which connection). */
+  void (*peer_str)(np_conn *c, char *buf, size_t len);
 } np_conn_ops;
 
 struct np_conn {
@@ -86,7 +88,12 @@ int np__conn_tcp_wrap(uv_stream_t *stream, np_conn **out);
 /* TCP keepalive probes after delay_s idle seconds: finds dead idle connections and keeps NAT
  * mappings alive. Returns 0 or an error (also for conns that are not TCP). */
 int np__conn_keepalive(np_conn *c, unsigned delay_s);
+/* Keep at most bytes unsent in the kernel (TCP_NOTSENT_LOWAT), so what waits to be sent waits in
+ * our queues, where a multiplexer can still interleave streams fairly. */
+int np__conn_notsent_lowat(np_conn *c, unsigned bytes);
 /* Peer address as "host:port" for logs. */
-void np__conn_peer_str(np_conn *c, char *buf, size_t len);
+static inline void np__conn_peer_str(np_conn *c, char *buf, size_t len) {
+  c->ops->peer_str(c, buf, len);
+}
 
 #endif

@@ -1,0 +1,51 @@
+/* The stream multiplexer: yamux (hashicorp/yamux spec.md, version 0) over one np_conn, each stream
+ * an np_conn of its own, so join, chan and codec run over streams unchanged. Public wrapper:
+ * natproxy/mux.h. */
+#ifndef NP_MUX_H
+#define NP_MUX_H
+
+#include <stdint.h>
+
+#include "conn.h"
+
+typedef struct np__mux np__mux;
+
+typedef struct np__mux_opts {
+  int client;           /* opens odd stream ids (the spec: client odd, server even) */
+  uint32_t max_window;  /* a stream's receive window grows with the bandwidth-delay product up to
+                           this (>= NP_MUX_INITIAL_WINDOW) */
+  uint32_t max_streams; /* streams open at once; the peer's SYNs beyond it are answered with RST */
+} np__mux_opts;
+
+#define NP_MUX_DEFAULT_MAX_WINDOW  (16u * 1024 * 1024)
+#define NP_MUX_DEFAULT_MAX_STREAMS 16384u
+
+/* A stream the peer opened; the callee owns it (read it, close it). */
+typedef void (*np__mux_accept_cb)(np__mux *m, np_conn *stream);
+/* The mux is gone: transport closed and every stream closed by its owner. */
+typedef void (*np__mux_closed_cb)(np__mux *m);
+
+/* Run yamux over transport (taken over; closed by the mux). prefix holds bytes already read from
+ * it (copied). Returns 0, UV_EINVAL or UV_ENOMEM (then transport was not taken). */
+int np__mux_new(uv_loop_t *loop, np_conn *transport, const np__mux_opts *opts, const char *prefix,
+                size_t prefix_len, np__mux_accept_cb accept_cb, void *data, np__mux **out);
+void np__mux_set_closed_cb(np__mux *m, np__mux_closed_cb cb);
+void *np__mux_data(const np__mux *m);
+/* Open a stream. It is usable at once: data written now travels right behind the SYN (0-RTT).
+ * Returns 0, NP_ECLOSED (mux closing or dead, or the peer said go away) or UV_ENOMEM. */
+int np__mux_open(np__mux *m, np_conn **out);
+/* Say go away, write what is already queued (bounded in time), then close the transport. Open
+ * streams then fail with UV_ECANCELED; their owners close them. Idempotent. */
+void np__mux_close(np__mux *m);
+/* The mux a stream belongs to, or NULL if c is not a mux stream. */
+np__mux *np__mux_of(np_conn *c);
+size_t np__mux_stream_count(const np__mux *m);
+/* A stream's current receive window (how far auto-tuning has grown it). */
+uint32_t np__mux_stream_window(np_conn *c);
+uint32_t np__mux_stream_id(np_conn *c);
+/* Bytes received on a stream and not yet read. */
+size_t np__mux_stream_buffered(np_conn *c);
+/* Smoothed round-trip time from mux pings, in microseconds (0 before the first answer). */
+uint64_t np__mux_rtt_us(const np__mux *m);
+
+#endif
