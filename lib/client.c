@@ -13,6 +13,7 @@
 #include "internal.h"
 #include "bufcache.h"
 #include "join.h"
+#include "mux.h"
 
 #define PROTO_VERSION   1
 #define CTRL_MAX_QUEUED 262144
@@ -65,6 +66,7 @@ struct np_client {
   enum cstate state;
   np__dialer *dial;
   np__chan *ch;
+  np__mux *mux;     /* mux = true: the session's one connection, control on its first stream */
   uv_timer_t timer; /* backoff, heartbeat */
   unsigned attempt;
   uint64_t last_rx, last_tx, ping_seq;
@@ -244,10 +246,16 @@ static void on_server_dialed(void *data, int status, np_conn *c) {
   work_join(w);
 }
 
+/* A work connection: a new stream when multiplexing, else a new TCP connection. */
+static int open_work(struct np_client *cl, np__dial_cb cb, void *data, np__dialer **out) {
+  if (cl->mux != NULL)
+    return np__dial_stream(cl->loop, cl->mux, cb, data, out);
+  return np__dial(cl->loop, native(cl) ? cl->cfg.server : cl->cfg.tunnel, cl->cfg.dial_timeout_ms,
+                  cb, data, out);
+}
+
 static int dial_server(work *w) {
-  struct np_client *cl = w->cl;
-  const char *addr = native(cl) ? cl->cfg.server : cl->cfg.tunnel;
-  return np__dial(cl->loop, addr, cl->cfg.dial_timeout_ms, on_server_dialed, w, &w->dial_server);
+  return open_work(w->cl, on_server_dialed, w, &w->dial_server);
 }
 
 /* Line codec: the server matches tunnel connections to visitors in arrival order, so connect them
@@ -448,8 +456,7 @@ static void pool_refill(struct np_client *cl) {
     NP_DLIST_PUSH(cl->pool, p, prev, next);
     cl->pool_idle++;
     cl->refs++;
-    if (np__dial(cl->loop, cl->cfg.server, cl->cfg.dial_timeout_ms, on_pool_dialed, p, &p->dial) !=
-        0) {
+    if (open_work(cl, on_pool_dialed, p, &p->dial) != 0) {
       pooled_free(p);
       return;
     }
@@ -596,6 +603,32 @@ static void on_chan_closed(np__chan *ch) {
   unref(np__chan_data(ch));
 }
 
+/* The server opens no streams of its own. */
+static void on_mux_stream(np__mux *m, np_conn *stream) {
+  (void)m;
+  np__conn_abort(stream, NULL);
+}
+
+static void on_mux_closed(np__mux *m) {
+  unref(np__mux_data(m));
+}
+
+/* Turn a fresh connection into a multiplexed one; c becomes its first stream, for control. */
+static int start_mux(struct np_client *cl, np_conn **c) {
+  np_msg hello = {.type = NP_MSG_MUX, .version = PROTO_VERSION};
+  np__mux_opts o = {.client = 1, .max_window = (uint32_t)cl->cfg.mux_max_window};
+  int r;
+
+  np__conn_keepalive(*c, (unsigned)(cl->cfg.heartbeat_interval_ms / 1000));
+  if ((r = np__conn_send_msg(*c, cl->codec, &hello)) != 0)
+    return r;
+  if ((r = np__mux_new(cl->loop, *c, &o, NULL, 0, on_mux_stream, cl, &cl->mux)) != 0)
+    return r;
+  np__mux_set_closed_cb(cl->mux, on_mux_closed);
+  cl->refs++; /* the mux's, until its closed callback */
+  return np__mux_open(cl->mux, c);
+}
+
 static void on_control_dialed(void *data, int status, np_conn *c) {
   struct np_client *cl = data;
   np_msg hello = {.type = NP_MSG_HELLO, .version = PROTO_VERSION};
@@ -604,6 +637,12 @@ static void on_control_dialed(void *data, int status, np_conn *c) {
   cl->dial = NULL;
   if (status != 0) {
     disconnect(cl, status, np_strerror(status));
+    return;
+  }
+  if (cl->cfg.mux && native(cl) && (r = start_mux(cl, &c)) != 0) {
+    if (cl->mux == NULL)
+      np__conn_close(c, NULL);
+    disconnect(cl, r, np_strerror(r));
     return;
   }
   if ((r = np__chan_new(c, cl->codec, cl->cfg.max_frame, CTRL_MAX_QUEUED, &cl->ch)) != 0) {
@@ -693,6 +732,10 @@ static void drop_session(struct np_client *cl) {
   if (cl->ch != NULL) {
     np__chan_close(cl->ch, on_chan_closed);
     cl->ch = NULL;
+  }
+  if (cl->mux != NULL) {
+    np__mux_close(cl->mux);
+    cl->mux = NULL;
   }
   cl->session_id = 0;
 }
@@ -802,6 +845,10 @@ void np_client_close(struct np_client *cl, np_client_close_cb cb) {
       np__chan_send(cl->ch, &bye);
     np__chan_close_flush(cl->ch, on_chan_closed);
     cl->ch = NULL;
+  }
+  if (cl->mux != NULL) {
+    np__mux_close(cl->mux); /* after the goodbye above: it is written first */
+    cl->mux = NULL;
   }
   cl->tq_head = cl->tq_tail = NULL;
   while (cl->works != NULL)

@@ -41,6 +41,7 @@ static const unsigned char layouts[][MAX_FIELDS] = {
     [NP_MSG_CLOSE] = {F_STATUS, F_TEXT},
     [NP_MSG_WORK_IDLE] = {F_ID, F_ID2, F_MAC},
     [NP_MSG_START] = {F_ID, F_NAME},
+    [NP_MSG_MUX] = {F_VERSION},
 };
 
 static int known_type(unsigned t) {

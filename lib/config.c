@@ -2,6 +2,9 @@
  * errors. */
 #include "config.h"
 
+#include "mux.h"
+#include "mux_frame.h"
+
 #include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -138,7 +141,7 @@ static int copy_str(struct np_config *cfg, const char *key, const char *v, char 
 }
 
 /* Keys of [server] / [client]. */
-enum vtype { V_STR, V_HOSTPORT, V_IPPORT, V_DURATION, V_COUNT, V_PORTS, V_LEVEL, V_CODEC };
+enum vtype { V_STR, V_HOSTPORT, V_IPPORT, V_DURATION, V_COUNT, V_PORTS, V_LEVEL, V_CODEC, V_BOOL };
 
 typedef struct key_def {
   const char *name;
@@ -168,6 +171,8 @@ static const key_def keys[] = {
     {"max_clients", KIND_SERVER, V_COUNT, FIELD(max_clients)},
     {"max_proxies_per_client", KIND_SERVER, V_COUNT, FIELD(max_proxies_per_client)},
     {"max_work_pool", KIND_SERVER, V_COUNT, FIELD(max_work_pool)},
+    {"mux_max_streams", KIND_SERVER, V_COUNT, FIELD(mux_max_streams)},
+    {"mux_max_window", KIND_BOTH, V_COUNT, FIELD(mux_max_window)},
     {"server", KIND_CLIENT, V_HOSTPORT, FIELD(server)},
     {"name", KIND_CLIENT, V_STR, FIELD(name)},
     {"tunnel", KIND_CLIENT, V_HOSTPORT, FIELD(tunnel)},
@@ -175,6 +180,7 @@ static const key_def keys[] = {
     {"reconnect_max", KIND_CLIENT, V_DURATION, FIELD(reconnect_max_ms)},
     {"dial_timeout", KIND_CLIENT, V_DURATION, FIELD(dial_timeout_ms)},
     {"work_pool", KIND_CLIENT, V_COUNT, FIELD(work_pool)},
+    {"mux", KIND_CLIENT, V_BOOL, FIELD(mux)},
 };
 
 static int set_key(struct np_config *cfg, const key_def *k, const char *v) {
@@ -206,6 +212,16 @@ static int set_key(struct np_config *cfg, const key_def *k, const char *v) {
     if (np_log_level_parse(v, &lvl) != 0)
       return set_err(cfg, "%s: '%s' is not one of error, warn, info, debug, trace", k->name, v);
     cfg->log_level = (int)lvl;
+    return 0;
+  case V_BOOL:
+    if (strcmp(v, "true") == 0 || strcmp(v, "yes") == 0 || strcmp(v, "on") == 0 ||
+        strcmp(v, "1") == 0)
+      *(int *)(void *)field = 1;
+    else if (strcmp(v, "false") == 0 || strcmp(v, "no") == 0 || strcmp(v, "off") == 0 ||
+             strcmp(v, "0") == 0)
+      *(int *)(void *)field = 0;
+    else
+      return set_err(cfg, "%s: '%s' is not true or false", k->name, v);
     return 0;
   case V_CODEC:
     if (np_codec_find(v) == NULL)
@@ -424,6 +440,9 @@ int np_config_validate(struct np_config *cfg) {
                    (unsigned long long)cfg->heartbeat_interval_ms);
   if (cfg->max_frame < 64 || cfg->max_frame > (1u << 24))
     return set_err(cfg, "max_frame must be from 64 to 16777216 bytes");
+  if (cfg->mux_max_window < NP_MUX_INITIAL_WINDOW || cfg->mux_max_window > (1u << 30))
+    return set_err(cfg, "mux_max_window must be from 262144 (yamux's initial window) to 1073741824 "
+                        "bytes");
   if (cfg->kind == NP_CONFIG_SERVER) {
     if (cfg->pending_timeout_ms == 0)
       return set_err(cfg, "pending_timeout must be above 0");
@@ -482,6 +501,9 @@ int np_config_new(np_config_kind kind, struct np_config **out) {
   cfg->max_proxies_per_client = NP_MAX_PROXIES;
   cfg->max_work_pool = 64;
   cfg->work_pool = NP_DEFAULT_WORK_POOL;
+  cfg->mux = NP_DEFAULT_MUX;
+  cfg->mux_max_window = NP_MUX_DEFAULT_MAX_WINDOW;
+  cfg->mux_max_streams = NP_MUX_DEFAULT_MAX_STREAMS;
   cfg->reconnect_min_ms = 500;
   cfg->reconnect_max_ms = 30000;
   cfg->dial_timeout_ms = 5000;

@@ -13,6 +13,8 @@
 #define NP_MAX_PROXIES     64
 /* Pre-opened work connections a client keeps by default (docs/performance.md says why). */
 #define NP_DEFAULT_WORK_POOL 4
+/* Whether clients multiplex by default: docs/config.md says why. */
+#define NP_DEFAULT_MUX 0
 
 typedef struct np__proxy_cfg {
   char name[NP_MSG_NAME_MAX + 1];
@@ -32,6 +34,7 @@ struct np_config {
   uint64_t heartbeat_interval_ms;
   uint64_t heartbeat_timeout_ms;
   size_t max_frame;
+  size_t mux_max_window; /* a mux stream's receive window may grow to this */
 
   /* server */
   char bind[NP_HOSTPORT_MAX];
@@ -48,7 +51,8 @@ struct np_config {
   size_t max_pending_per_proxy;
   size_t max_clients;
   size_t max_proxies_per_client;
-  size_t max_work_pool; /* idle pre-opened work connections a client may hold */
+  size_t max_work_pool;   /* idle pre-opened work connections a client may hold */
+  size_t mux_max_streams; /* streams one multiplexed connection may hold open */
 
   /* client */
   char server[NP_HOSTPORT_MAX];
@@ -58,6 +62,7 @@ struct np_config {
   uint64_t reconnect_max_ms;
   uint64_t dial_timeout_ms;
   size_t work_pool; /* pre-opened work connections to keep */
+  int mux;          /* one multiplexed connection for control and work (docs/config.md) */
   np__proxy_cfg proxies[NP_MAX_PROXIES];
   size_t n_proxies;
 };

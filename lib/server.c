@@ -156,7 +156,13 @@ void np__session_close(session *s, int status, const char *why) {
   }
   s->joins = NULL;
   uv_close((uv_handle_t *)&s->timer, on_session_timer_closed);
-  np__chan_close_flush(s->ch, on_session_chan_closed);
+  {
+    /* A client's multiplexed connection lives as long as its control session. */
+    np__mux *m = s->state == S_READY ? np__mux_of(np__chan_conn(s->ch)) : NULL;
+    np__chan_close_flush(s->ch, on_session_chan_closed);
+    if (m != NULL)
+      np__mux_close(m);
+  }
 }
 
 /* One timer per session, re-armed for whichever comes first: the login deadline, the moment the
@@ -263,6 +269,11 @@ static int login(session *s, const np_msg *m) {
   s->id = ++srv->next_session_id;
   srv->stats.clients++;
   resp.id = s->id;
+  {
+    np__mux *mx = np__mux_of(np__chan_conn(s->ch));
+    if (mx != NULL)
+      ((muxconn *)np__mux_data(mx))->logged_in = 1;
+  }
   np__log(&srv->log, NP_LOG_INFO, "client %s logged in from %s", s->name, s->peer);
   return np__session_send(s, &resp);
 }
@@ -408,6 +419,8 @@ int np__server_start_pooled(struct np_server *srv, session *owner, proxy *px, vi
   return 0;
 }
 
+static int start_mux(session *s, const np_msg *m);
+
 static void on_session_msg(np__chan *ch, const np_msg *m) {
   session *s = np__chan_data(ch);
   struct np_server *srv = s->srv;
@@ -425,6 +438,8 @@ static void on_session_msg(np__chan *ch, const np_msg *m) {
       work(s, m);
     else if (m->type == NP_MSG_WORK_IDLE)
       r = work_idle(s, m);
+    else if (m->type == NP_MSG_MUX && native(srv) && np__mux_of(np__chan_conn(s->ch)) == NULL)
+      r = start_mux(s, m);
     else
       r = NP_EPROTO;
     break;
@@ -478,8 +493,9 @@ static void on_session_error(np__chan *ch, int err) {
   np__session_close(s, err, np_strerror(err));
 }
 
-static void on_control(np__listener *l, np_conn *c) {
-  struct np_server *srv = ((proxy *)np__listener_data(l))->srv;
+/* A new connection to the control port, or a new stream on a multiplexed one: its first message
+ * says what it is. */
+static void session_start(struct np_server *srv, np_conn *c) {
   session *s;
   int r;
 
@@ -521,6 +537,86 @@ static void on_control(np__listener *l, np_conn *c) {
     r = uv_timer_start(&s->timer, on_session_timer, 0, 0);
   if (r != 0)
     np__session_close(s, r, np_strerror(r));
+}
+
+static void on_control(np__listener *l, np_conn *c) {
+  session_start(((proxy *)np__listener_data(l))->srv, c);
+}
+
+/* ---- multiplexed connections ------------------------------------------------------------------
+ */
+
+static void on_muxconn_part_closed(muxconn *mc) {
+  struct np_server *srv = mc->srv;
+  if (--mc->closes_left > 0)
+    return;
+  free(mc);
+  np__server_unref(srv);
+}
+
+static void on_muxconn_timer_closed(uv_handle_t *h) {
+  on_muxconn_part_closed(h->data);
+}
+
+static void on_mux_closed(np__mux *m) {
+  muxconn *mc = np__mux_data(m);
+  NP_DLIST_UNLINK(mc->srv->muxes, mc, prev, next);
+  mc->mux = NULL;
+  uv_close((uv_handle_t *)&mc->timer, on_muxconn_timer_closed);
+  on_muxconn_part_closed(mc);
+}
+
+static void on_mux_stream(np__mux *m, np_conn *stream) {
+  muxconn *mc = np__mux_data(m);
+  session_start(mc->srv, stream);
+}
+
+static void on_mux_login_deadline(uv_timer_t *t) {
+  muxconn *mc = t->data;
+  if (mc->logged_in || mc->mux == NULL)
+    return;
+  np__log(&mc->srv->log, NP_LOG_INFO, "multiplexed connection without a login in time, closing");
+  np__mux_close(mc->mux);
+}
+
+/* MUX as a connection's first message: the rest of it is yamux, each stream a connection. */
+static int start_mux(session *s, const np_msg *m) {
+  struct np_server *srv = s->srv;
+  np__mux_opts o = {.client = 0,
+                    .max_window = (uint32_t)srv->cfg.mux_max_window,
+                    .max_streams = (uint32_t)srv->cfg.mux_max_streams};
+  const char *rest;
+  size_t rest_len;
+  muxconn *mc;
+  np_conn *c;
+  int r;
+
+  if (m->version != PROTO_VERSION)
+    return NP_EVERSION;
+  if ((mc = calloc(1, sizeof(*mc))) == NULL)
+    return UV_ENOMEM;
+  mc->srv = srv;
+  c = np__chan_detach(s->ch, &rest, &rest_len);
+  s->ch = NULL;
+  s->closing = 1;
+  NP_DLIST_UNLINK(srv->sessions, s, prev, next);
+  s->closes_left = 1; /* the chan frees itself; only the timer is left */
+  uv_close((uv_handle_t *)&s->timer, on_session_timer_closed);
+  np__conn_keepalive(c, (unsigned)(srv->cfg.heartbeat_interval_ms / 1000));
+  if ((r = np__mux_new(srv->loop, c, &o, rest, rest_len, on_mux_stream, mc, &mc->mux)) != 0) {
+    np__conn_close(c, NULL);
+    free(mc);
+    return 0;
+  }
+  srv->refs++;
+  mc->closes_left = 2;
+  uv_timer_init(srv->loop, &mc->timer);
+  mc->timer.data = mc;
+  uv_timer_start(&mc->timer, on_mux_login_deadline, srv->cfg.heartbeat_timeout_ms, 0);
+  np__mux_set_closed_cb(mc->mux, on_mux_closed);
+  NP_DLIST_PUSH(srv->muxes, mc, prev, next);
+  np__log(&srv->log, NP_LOG_DEBUG, "%s: multiplexed connection", s->peer);
+  return 0;
 }
 
 /* ---- lifecycle ---------------------------------------------------------------------------------
@@ -672,6 +768,8 @@ void np_server_close(struct np_server *srv, np_server_close_cb cb) {
   srv->refs++; /* held until the end of this function */
   while (srv->sessions != NULL)
     np__session_close(srv->sessions, NP_ECLOSED, "server shutting down");
+  for (muxconn *mc = srv->muxes; mc != NULL; mc = mc->next)
+    np__mux_close(mc->mux);
   if (srv->visit_proxy != NULL)
     np__proxy_close(srv->visit_proxy);
   if (srv->pool != NULL)

@@ -11,6 +11,7 @@
 #include "internal.h"
 #include "join.h"
 #include "listen.h"
+#include "mux.h"
 
 #define PROTO_VERSION   1      /* docs/protocol.md §versions */
 #define CTRL_MAX_QUEUED 262144 /* a client that stops reading its control stream is cut off */
@@ -72,6 +73,17 @@ struct session {
   session *prev, *next;
 };
 
+/* A multiplexed client connection: every stream is a connection of its own to the session layer.
+ * Closed when its control session ends, or when nobody logs in on it in time. */
+typedef struct muxconn {
+  struct np_server *srv;
+  np__mux *mux;
+  uv_timer_t timer; /* login deadline */
+  int logged_in;
+  int closes_left; /* mux and timer */
+  struct muxconn *prev, *next;
+} muxconn;
+
 struct np_server {
   uv_loop_t *loop;
   struct np_config cfg;
@@ -85,6 +97,7 @@ struct np_server {
   proxy control_px, tunnel_px;   /* names and counters for the control and tunnel listeners */
   uv_timer_t pool_timer;
   session *sessions;
+  muxconn *muxes;
   uint64_t next_visitor_id;
   uint64_t next_session_id;
   np_server_stats stats;

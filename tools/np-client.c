@@ -23,6 +23,10 @@ static const char help[] =
     "      --reconnect-min D --reconnect-max D            backoff bounds (defaults 500ms, 30s)\n"
     "      --dial-timeout D       for the server and the local service (default 5s)\n"
     "      --work-pool N          keep N work connections open ahead of visitors (default 4)\n"
+    "      --mux true|false       carry control and every visitor over one multiplexed\n"
+    "                             connection (yamux) instead of one TCP connection each\n"
+    "                             (default false; see np-client(1))\n"
+    "      --mux-max-window BYTES how far a stream's window may grow (default 16777216)\n"
     "      --codec NAME           native (default) or line (the seed article's protocol), with\n"
     "      --tunnel HOST:PORT --local HOST:PORT          for the line codec\n"
     "  -h, --help                 show this help\n"
@@ -46,6 +50,8 @@ static const struct option longopts[] = {
     {"reconnect-max", required_argument, NULL, 0},
     {"dial-timeout", required_argument, NULL, 0},
     {"work-pool", required_argument, NULL, 0},
+    {"mux", required_argument, NULL, 0},
+    {"mux-max-window", required_argument, NULL, 0},
     {"max-frame", required_argument, NULL, 0},
     {"codec", required_argument, NULL, 0},
     {"tunnel", required_argument, NULL, 0},

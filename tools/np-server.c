@@ -22,6 +22,9 @@ static const char help[] =
     "      --max-pending-per-proxy N  ... per public port (default 256)\n"
     "      --max-clients N          logged-in clients at once (default 1024)\n"
     "      --max-work-pool N        pre-opened work connections one client may hold (default 64)\n"
+    "      --mux-max-streams N      streams one multiplexed client connection may hold open\n"
+    "                               (default 16384)\n"
+    "      --mux-max-window BYTES   how far a stream's receive window may grow (default 16777216)\n"
     "      --codec NAME             native (default) or line (the seed article's protocol)\n"
     "      --tunnel-bind ADDR:PORT  line codec: where tunnel connections arrive\n"
     "      --visit-bind ADDR:PORT   line codec: where visitors arrive\n"
@@ -47,6 +50,8 @@ static const struct option longopts[] = {
     {"max-pending-per-proxy", required_argument, NULL, 0},
     {"max-clients", required_argument, NULL, 0},
     {"max-work-pool", required_argument, NULL, 0},
+    {"mux-max-streams", required_argument, NULL, 0},
+    {"mux-max-window", required_argument, NULL, 0},
     {"max-frame", required_argument, NULL, 0},
     {"codec", required_argument, NULL, 0},
     {"tunnel-bind", required_argument, NULL, 0},

@@ -27,10 +27,11 @@ typedef enum np_msg_type {
   NP_MSG_CLOSE = 11,     /* both ways: status, text                       */
   NP_MSG_WORK_IDLE =
       12, /* c->s, first on a pre-opened work connection: id (session), id2 (serial), mac */
-  NP_MSG_START = 13 /* s->c on a pre-opened work connection: id (visitor), name (proxy) */
+  NP_MSG_START = 13, /* s->c on a pre-opened work connection: id (visitor), name (proxy) */
+  NP_MSG_MUX = 14    /* c->s, first on a connection: version; the rest of it speaks yamux */
 } np_msg_type;
 
-#define NP_MSG_LAST NP_MSG_START
+#define NP_MSG_LAST NP_MSG_MUX
 
 #define NP_MSG_NAME_MAX 64  /* bytes, without the terminating NUL */
 #define NP_MSG_TEXT_MAX 255 /* bytes, without the terminating NUL */

@@ -8,7 +8,7 @@ import socket
 import struct
 
 (HELLO, LOGIN, LOGIN_RESP, PROXY, PROXY_RESP, REQ_WORK, WORK, WORK_FAIL, PING, PONG, CLOSE, WORK_IDLE,
- START) = range(1, 14)
+ START, MUX) = range(1, 15)
 NP_EAUTH, NP_EPORTDENIED, NP_ENAMETAKEN, NP_EVERSION = -7004, -7005, -7006, -7003
 
 LAYOUT = {
@@ -25,6 +25,7 @@ LAYOUT = {
     CLOSE: ["status", "text"],
     WORK_IDLE: ["id", "id2", "mac"],
     START: ["id", "name"],
+    MUX: ["version"],
 }
 FMT = {"version": ">H", "port": ">H", "status": ">i", "id": ">Q", "id2": ">Q"}
 

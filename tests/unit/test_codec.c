@@ -91,6 +91,9 @@ static void assert_same(const np_msg *a, const np_msg *b) {
     assert_true(a->id == b->id);
     assert_string_equal(a->name, b->name);
     break;
+  case NP_MSG_MUX:
+    assert_int_equal(a->version, b->version);
+    break;
   }
 }
 
