@@ -399,7 +399,8 @@ static void on_tick(uv_idle_t *h) {
       s->shutdown_cb(&s->base, s->err);
     }
     if (s->closing) {
-      if (s->inflight == 0 && s->failed == NULL)
+      /* A callback above may have queued it again (closing it, say): free it on that visit. */
+      if (s->inflight == 0 && s->failed == NULL && !s->in_notify)
         stream_free(m, s);
       continue;
     }
@@ -1012,6 +1013,10 @@ uint32_t np__mux_stream_id(np_conn *c) {
 
 size_t np__mux_stream_buffered(np_conn *c) {
   return ((mstream *)c)->rbytes;
+}
+
+int np__mux_status(const np__mux *m) {
+  return m->dead;
 }
 
 uint64_t np__mux_rtt_us(const np__mux *m) {

@@ -45,6 +45,8 @@ uint32_t np__mux_stream_window(np_conn *c);
 uint32_t np__mux_stream_id(np_conn *c);
 /* Bytes received on a stream and not yet read. */
 size_t np__mux_stream_buffered(np_conn *c);
+/* Why the mux ended: UV_ECANCELED when closed here, the error otherwise; 0 while it runs. */
+int np__mux_status(const np__mux *m);
 /* Smoothed round-trip time from mux pings, in microseconds (0 before the first answer). */
 uint64_t np__mux_rtt_us(const np__mux *m);
 

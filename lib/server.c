@@ -560,6 +560,10 @@ static void on_muxconn_timer_closed(uv_handle_t *h) {
 
 static void on_mux_closed(np__mux *m) {
   muxconn *mc = np__mux_data(m);
+  int st = np__mux_status(m);
+  np__log(&mc->srv->log, st == UV_ECANCELED ? NP_LOG_DEBUG : NP_LOG_INFO,
+          "multiplexed connection from %s closed: %s", mc->peer,
+          st == UV_ECANCELED ? "done" : np_strerror(st));
   NP_DLIST_UNLINK(mc->srv->muxes, mc, prev, next);
   mc->mux = NULL;
   uv_close((uv_handle_t *)&mc->timer, on_muxconn_timer_closed);
@@ -575,7 +579,8 @@ static void on_mux_login_deadline(uv_timer_t *t) {
   muxconn *mc = t->data;
   if (mc->logged_in || mc->mux == NULL)
     return;
-  np__log(&mc->srv->log, NP_LOG_INFO, "multiplexed connection without a login in time, closing");
+  np__log(&mc->srv->log, NP_LOG_INFO, "%s: no login on its multiplexed connection in time, closing",
+          mc->peer);
   np__mux_close(mc->mux);
 }
 
@@ -596,6 +601,7 @@ static int start_mux(session *s, const np_msg *m) {
   if ((mc = calloc(1, sizeof(*mc))) == NULL)
     return UV_ENOMEM;
   mc->srv = srv;
+  memcpy(mc->peer, s->peer, sizeof(mc->peer));
   c = np__chan_detach(s->ch, &rest, &rest_len);
   s->ch = NULL;
   s->closing = 1;

@@ -81,6 +81,7 @@ typedef struct muxconn {
   uv_timer_t timer; /* login deadline */
   int logged_in;
   int closes_left; /* mux and timer */
+  char peer[64];
   struct muxconn *prev, *next;
 } muxconn;
 

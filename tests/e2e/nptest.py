@@ -76,6 +76,12 @@ class Proc:
         with self.cond:
             return len(self.lines)
 
+    def count(self, pattern):
+        """Lines so far that match pattern."""
+        rx = re.compile(pattern)
+        with self.cond:
+            return sum(1 for _, text in self.lines if rx.search(text))
+
     def wait_exit(self, timeout=10):
         try:
             return self.p.wait(timeout)
@@ -107,8 +113,10 @@ class Env:
         return p
 
     def client(self, server, *args, name="np-client", token="s3cret", wait=True):
+        # NP_E2E_MUX=1 runs a case with every client multiplexing (meson's mux-* cases)
+        mux = ["--mux", "true"] if os.environ.get("NP_E2E_MUX") == "1" else []
         p = Proc(self, name, [CLIENT, "--server", f"{LOOP}:{server.port}", "--token", token,
-                              "--log-level", "debug", "--reconnect-max", "1s", *args])
+                              "--log-level", "debug", "--reconnect-max", "1s", *mux, *args])
         if wait:
             p.ports = proxy_ports(p)
         return p

@@ -189,10 +189,73 @@ def test_replayed_login(env):
     check(closed(r), "replaying connection closed")
 
 
+def yamux(ftype, flags, stream, length, data=b""):
+    """One yamux frame (hashicorp/yamux spec.md: version 0, big-endian 12-byte header)."""
+    return struct.pack(">BBHII", 0, ftype, flags, stream, length) + data
+
+
+SYN, ACK, FIN, RST = 1, 2, 4, 8
+
+
+def test_hostile_mux(env):
+    """Multiplexed connections that misbehave are closed with a logged reason, within the login
+    deadline when they say nothing; the stream limit holds; an honest client is served throughout."""
+    srv = env.server("--token", "s3cret", "--heartbeat-timeout", "1s", "--heartbeat-interval",
+                     "250ms", "--mux-max-streams", "20")
+    honest = honest_tunnel(env, srv)
+    mux = npwire.encode(npwire.MUX, version=1)
+    cases = [
+        (os.urandom(64), r"multiplexed connection from .* closed: malformed protocol message"),
+        (yamux(0, SYN, 1, 0xFFFFFFF0), r"closed: message larger than the configured limit"),
+        (yamux(1, SYN, 1, 0) + yamux(0, 0, 1, 300000, b"x" * 300000),
+         r"closed: malformed protocol message"),  # more than the 256 KiB window
+        (yamux(1, SYN, 2, 0), r"closed: malformed protocol message"),  # an id of the server's
+        (bytes([1]) + os.urandom(11), r"closed: malformed protocol message"),  # version 1
+    ]
+    for data, log in cases:
+        mark = srv.mark()
+        s = socket.create_connection((LOOP, srv.port), timeout=5)
+        s.sendall(mux + data)
+        check(closed(s), f"mux + {data[:12]!r}... closed")
+        srv.wait_line(log, after=mark)
+        assert_serving(honest, b"after mux %d" % len(data))
+    # silent: closed at the login deadline, with or without a stream
+    for data in (b"", yamux(1, SYN, 1, 0)):
+        t0 = time.monotonic()
+        s = socket.create_connection((LOOP, srv.port), timeout=5)
+        s.sendall(mux + data)
+        check(closed(s, 4), "silent multiplexed connection closed")
+        took = time.monotonic() - t0
+        check(0.9 <= took < 2.5, f"closed after {took:.2f}s, deadline 1s")
+    # more streams than allowed: the extra ones are reset, the connection lives on until its deadline
+    s = socket.create_connection((LOOP, srv.port), timeout=5)
+    s.sendall(mux + b"".join(yamux(1, SYN, 2 * i + 1, 0) for i in range(30)))
+    got, resets = b"", set()
+    s.settimeout(3)
+    try:
+        while len(resets) < 10:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            got += chunk
+            while len(got) >= 12:
+                _, ftype, flags, sid, length = struct.unpack(">BBHII", got[:12])
+                body = length if ftype == 0 else 0
+                if len(got) < 12 + body:
+                    break
+                if flags & RST:
+                    resets.add(sid)
+                got = got[12 + body:]
+    except socket.timeout:
+        pass
+    check(resets == {2 * i + 1 for i in range(20, 30)}, f"reset streams: {sorted(resets)}")
+    assert_serving(honest, b"after the stream flood")
+
+
 TESTS = {f.__name__[5:]: f for f in [
     test_pending_expiry_and_bounds, test_name_taken_and_limits, test_work_must_prove_its_session,
     test_malformed_input, test_bad_version_and_silence, test_idle_connections_must_prove_their_session,
-    test_replayed_login,
+    test_replayed_login, test_hostile_mux,
 ]}
 
 if __name__ == "__main__":
