@@ -103,14 +103,15 @@ def path_direct(procs, target, tmp):
     return target, []
 
 
-def path_np(procs, target, tmp, pool=0):
+def path_np(procs, target, tmp, pool=0, mux=False):
     ctl, pub = free_port(), free_port()
     srv = procs.start([SERVER, "--bind", f"{LOOP}:{ctl}", "--proxy-bind-addr", LOOP, "--token", "bench",
                        "--log-level", "warn", "--max-pending-per-proxy", "20000",
                        "--max-pending", "20000"])
     wait_port(ctl)
     cl = procs.start([CLIENT, "--server", f"{LOOP}:{ctl}", "--token", "bench", "--log-level", "warn",
-                      "--work-pool", str(pool), "-R", f"{LOOP}:{pub}:{LOOP}:{target}"],
+                      "--work-pool", str(pool), "--mux", "true" if mux else "false",
+                      "-R", f"{LOOP}:{pub}:{LOOP}:{target}"],
                      stdout=subprocess.PIPE, text=True)
     cl.stdout.readline()  # "proxy ...: public port N"
     return pub, [srv.pid, cl.pid]
@@ -155,8 +156,12 @@ def path_np_pool(procs, target, tmp):
     return path_np(procs, target, tmp, pool=16)
 
 
-PATHS = {"direct": path_direct, "np": path_np, "np pool16": path_np_pool, "socat": path_socat,
-         "ssh -R": path_ssh}
+def path_np_mux(procs, target, tmp):
+    return path_np(procs, target, tmp, pool=16, mux=True)
+
+
+PATHS = {"direct": path_direct, "np": path_np, "np pool16": path_np_pool, "np mux": path_np_mux,
+         "socat": path_socat, "ssh -R": path_ssh}
 
 
 # ---- measurements -------------------------------------------------------------------------------------
@@ -165,9 +170,16 @@ def iperf(port, seconds, streams, reverse):
     args = ["iperf3", "-c", LOOP, "-p", str(port), "-t", str(seconds), "-P", str(streams), "-J"]
     if reverse:
         args.append("-R")
-    out = subprocess.run(args, capture_output=True, text=True, timeout=seconds + 30)
-    j = json.loads(out.stdout)
-    if "error" in j:
+    # iperf3 -s serves one test at a time and turns a client away while it still tears the last
+    # one down; try again rather than lose the whole run to that.
+    for attempt in range(3):
+        out = subprocess.run(args, capture_output=True, text=True, timeout=seconds + 30)
+        j = json.loads(out.stdout)
+        if "error" not in j:
+            break
+        print(f"iperf3 on port {port}: {j['error']}; retrying", file=sys.stderr)
+        time.sleep(1)
+    else:
         raise RuntimeError(j["error"])
     end = j["end"]
     return end["sum_received"]["bits_per_second"] / 1e9, end["sum_received"]["bytes"]

@@ -8,6 +8,7 @@
 #include <natproxy/error.h>
 #include <natproxy/join.h>
 #include <natproxy/log.h>
+#include <natproxy/mux.h>
 #include <natproxy/pool.h>
 #include <natproxy/server.h>
 #include <natproxy/version.h>

@@ -67,6 +67,7 @@ struct np_client {
   np__dialer *dial;
   np__chan *ch;
   np__mux *mux;     /* mux = true: the session's one connection, control on its first stream */
+  char *mux_rbuf;   /* its read buffer (NP_MUX_SHARED_READ_BUF), kept across reconnects */
   uv_timer_t timer; /* backoff, heartbeat */
   unsigned attempt;
   uint64_t last_rx, last_tx, ping_seq;
@@ -619,6 +620,10 @@ static int start_mux(struct np_client *cl, np_conn **c) {
   np__mux_opts o = {.client = 1, .max_window = (uint32_t)cl->cfg.mux_max_window};
   int r;
 
+  if (cl->mux_rbuf == NULL && (cl->mux_rbuf = malloc(NP_MUX_SHARED_READ_BUF)) == NULL)
+    return UV_ENOMEM;
+  o.read_buf = cl->mux_rbuf;
+  o.read_buf_len = NP_MUX_SHARED_READ_BUF;
   np__conn_keepalive(*c, (unsigned)(cl->cfg.heartbeat_interval_ms / 1000));
   if ((r = np__conn_send_msg(*c, cl->codec, &hello)) != 0)
     return r;
@@ -821,6 +826,7 @@ static void unref(struct np_client *cl) {
   if (--cl->refs > 0 || !cl->closing)
     return;
   np__bufcache_clear(&cl->chunks);
+  free(cl->mux_rbuf);
   if (cl->close_cb != NULL)
     cl->close_cb(cl);
   free(cl);

@@ -50,10 +50,9 @@ static int tcp_write(np_conn *c, np_conn_write *req, const uv_buf_t *bufs, unsig
   return uv_write(&req->uv, t->stream, bufs, nbufs, on_write);
 }
 
-static int tcp_try_write(np_conn *c, const char *buf, size_t len) {
+static int tcp_try_write(np_conn *c, const uv_buf_t *bufs, unsigned nbufs) {
   tcp_conn *t = (tcp_conn *)c;
-  uv_buf_t b = uv_buf_init((char *)buf, (unsigned)len);
-  return uv_try_write(t->stream, &b, 1);
+  return uv_try_write(t->stream, bufs, nbufs);
 }
 
 static void on_shutdown(uv_shutdown_t *req, int status) {

@@ -32,7 +32,7 @@ typedef struct np_conn_ops {
   int (*read_stop)(np_conn *c);
   int (*write)(np_conn *c, np_conn_write *req, const uv_buf_t *bufs, unsigned nbufs);
   /* Write what fits now, without queueing: bytes written, UV_EAGAIN, or an error. */
-  int (*try_write)(np_conn *c, const char *buf, size_t len);
+  int (*try_write)(np_conn *c, const uv_buf_t *bufs, unsigned nbufs);
   int (*shutdown)(np_conn *c, np_conn_shutdown_cb cb);
   /* Asynchronous; cb runs once the conn is closed, after which its memory is freed. */
   void (*close)(np_conn *c, np_conn_close_cb cb);
@@ -47,6 +47,9 @@ struct np_conn {
   np_conn_alloc_cb alloc_cb;
   np_conn_read_cb read_cb;
   void *data; /* owner's */
+  /* Set by a reader that uses read_cb's bytes during the call only and never as alloc_cb's memory:
+   * a conn may then hand it its own memory (a mux stream: the bytes where they arrived). */
+  unsigned borrow : 1;
 };
 
 static inline int np__conn_read_start(np_conn *c, np_conn_alloc_cb alloc_cb,
@@ -66,7 +69,11 @@ static inline int np__conn_write(np_conn *c, np_conn_write *req, const uv_buf_t 
   return c->ops->write(c, req, bufs, nbufs);
 }
 static inline int np__conn_try_write(np_conn *c, const char *buf, size_t len) {
-  return c->ops->try_write(c, buf, len);
+  uv_buf_t b = uv_buf_init((char *)buf, (unsigned)len);
+  return c->ops->try_write(c, &b, 1);
+}
+static inline int np__conn_try_writev(np_conn *c, const uv_buf_t *bufs, unsigned nbufs) {
+  return c->ops->try_write(c, bufs, nbufs);
 }
 static inline int np__conn_shutdown(np_conn *c, np_conn_shutdown_cb cb) {
   return c->ops->shutdown(c, cb);

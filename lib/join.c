@@ -248,6 +248,8 @@ int np__join(np_conn *a, np_conn *b, const char *prefix, size_t prefix_len, np__
   j->ba = (direction){.join = j, .src = b, .dst = a};
   a->data = j;
   b->data = j;
+  /* With a cache, reads are relayed from wherever they are and copied only into chunks. */
+  a->borrow = b->borrow = cache != NULL;
   if (out != NULL)
     *out = j;
 

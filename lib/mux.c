@@ -75,6 +75,7 @@ typedef struct batch {
   unsigned nframes;
   wreq *done; /* writes whose last byte is in this batch */
   size_t bytes;
+  char *raw; /* the rest of a frame try_write could not finish, written first; freed after */
 } batch;
 
 struct np__mux {
@@ -93,6 +94,8 @@ struct np__mux {
   mstream *cur;     /* stream of the data frame being read (NULL: discard) */
   uint16_t cur_fin; /* FIN/RST of the data frame being read, applied at its end */
   uint32_t next_id;
+  char *raw; /* the unwritten rest of a frame started by try_write: goes out before anything else */
+  size_t raw_len;
   np__mux_hdr *ctrl; /* control frames waiting */
   size_t nctrl, ctrl_cap;
   batch b;
@@ -307,6 +310,15 @@ static size_t hand_over(np__mux *m, mstream *s, const char *data, size_t len) {
   while (done < len && s->reading && !s->closing && s->err == 0) {
     uv_buf_t buf = uv_buf_init(NULL, 0);
     size_t n;
+    if (s->base.borrow) {
+      /* The reader takes the bytes where they are: no copy. */
+      n = len - done < READ_BUF ? len - done : READ_BUF;
+      buf = uv_buf_init((char *)data + done, (unsigned)n);
+      done += n;
+      consumed(m, s, n);
+      s->base.read_cb(&s->base, (ssize_t)n, &buf);
+      continue;
+    }
     s->base.alloc_cb(&s->base, len - done, &buf);
     if (buf.base == NULL || buf.len == 0) {
       s->err_told = 1;
@@ -484,6 +496,13 @@ static void flush(np__mux *m) {
   b->nbufs = b->nframes = 0;
   b->bytes = 0;
   b->done = NULL;
+  b->raw = NULL;
+  if (m->raw != NULL) {
+    b->raw = m->raw;
+    b->bufs[b->nbufs++] = uv_buf_init(m->raw, (unsigned)m->raw_len);
+    b->bytes += m->raw_len;
+    m->raw = NULL;
+  }
   for (i = 0; i < m->nctrl && batch_room(b); i++) {
     np__mux_hdr *h = &m->ctrl[i];
     batch_hdr(b, NULL, h->type, h->flags, h->stream, h->length);
@@ -508,7 +527,7 @@ static void flush(np__mux *m) {
     m->goaway_pending = 0;
     m->goaway_in_batch = 1;
   }
-  if (b->nframes == 0)
+  if (b->nbufs == 0)
     return;
   m->busy = 1;
   if (np__conn_write(m->t, &b->req, b->bufs, b->nbufs, on_batch_written) != 0) {
@@ -530,6 +549,8 @@ static void on_batch_written(np_conn_write *req, int status) {
    * this loop; it is flushed below. */
   m->goaway_in_batch = 0;
   b->done = NULL;
+  free(b->raw);
+  b->raw = NULL;
   for (unsigned i = 0; i < b->nframes; i++) {
     mstream *s = b->frames[i];
     if (s == NULL)
@@ -629,13 +650,55 @@ static int st_write(np_conn *c, np_conn_write *req, const uv_buf_t *bufs, unsign
   return 0;
 }
 
-/* Every write is framed and queued: the relay copies what it cannot hand over at once, and the
- * framing needs the bytes to stay put until the batch is written. */
-static int st_try_write(np_conn *c, const char *buf, size_t len) {
-  (void)c;
-  (void)buf;
-  (void)len;
-  return UV_EAGAIN;
+/* The relay's fast path: when nothing else waits to be sent, one frame goes straight to the
+ * transport from the caller's memory. Should the transport take only part of it, the rest is
+ * copied and sent first thing, so the frame is never cut. */
+static int st_try_write(np_conn *c, const uv_buf_t *bufs, unsigned nbufs) {
+  mstream *s = (mstream *)c;
+  np__mux *m = s->mux;
+  unsigned char hdr[NP_MUX_HDR_LEN];
+  uv_buf_t v[2];
+  size_t n, total;
+  int r;
+
+  if (nbufs != 1 || s->closing || s->fin_wanted || s->err != 0 || m->dead || m->busy ||
+      m->nctrl > 0 || m->raw != NULL || m->rhead != NULL || s->whead != NULL ||
+      s->send_window == 0 || bufs[0].len == 0)
+    return UV_EAGAIN;
+  n = bufs[0].len;
+  if (n > s->send_window)
+    n = s->send_window;
+  if (n > QUANTUM_ALONE)
+    n = QUANTUM_ALONE;
+  np__mux_hdr_encode(
+      &(np__mux_hdr){
+          .version = NP_MUX_VERSION, .type = NP_MUX_DATA, .stream = s->id, .length = (uint32_t)n},
+      hdr);
+  v[0] = uv_buf_init((char *)hdr, sizeof(hdr));
+  v[1] = uv_buf_init(bufs[0].base, (unsigned)n);
+  total = sizeof(hdr) + n;
+  r = np__conn_try_writev(m->t, v, 2);
+  if (r == UV_EAGAIN || r == 0)
+    return UV_EAGAIN;
+  if (r < 0)
+    return r;
+  if ((size_t)r < total) {
+    size_t left = total - (size_t)r, off = (size_t)r;
+    if ((m->raw = malloc(left)) == NULL) {
+      fail(m, UV_ENOMEM, -1);
+      return UV_ENOMEM;
+    }
+    if (off < sizeof(hdr)) {
+      memcpy(m->raw, hdr + off, sizeof(hdr) - off);
+      memcpy(m->raw + sizeof(hdr) - off, bufs[0].base, n);
+    } else {
+      memcpy(m->raw, bufs[0].base + (off - sizeof(hdr)), left);
+    }
+    m->raw_len = left;
+    flush(m);
+  }
+  s->send_window -= (uint32_t)n;
+  return (int)n;
 }
 
 static int st_shutdown(np_conn *c, np_conn_shutdown_cb cb) {
@@ -810,7 +873,8 @@ static void on_data(np__mux *m, const char *data, size_t len, int last) {
 static void mux_alloc(np_conn *c, size_t suggested, uv_buf_t *buf) {
   np__mux *m = c->data;
   (void)suggested;
-  *buf = uv_buf_init(m->rbuf, READ_BUF);
+  *buf = m->o.read_buf != NULL ? uv_buf_init(m->o.read_buf, (unsigned)m->o.read_buf_len)
+                               : uv_buf_init(m->rbuf, READ_BUF);
 }
 
 static void consume(np__mux *m, const char *buf, size_t len) {
@@ -842,10 +906,9 @@ static void consume(np__mux *m, const char *buf, size_t len) {
 
 static void mux_read(np_conn *c, ssize_t nread, const uv_buf_t *buf) {
   np__mux *m = c->data;
-  (void)buf;
 
   if (nread > 0)
-    consume(m, m->rbuf, (size_t)nread);
+    consume(m, buf->base, (size_t)nread);
   else if (nread < 0)
     fail(m, nread == UV_EOF ? UV_ECONNRESET : (int)nread, -1);
 }
@@ -870,6 +933,7 @@ static void on_tick_closed(uv_handle_t *h) {
     m->closed_cb(m);
   OPENSSL_LH_free(m->by_id);
   free(m->ctrl);
+  free(m->raw);
   free(m->rbuf);
   free(m);
 }
@@ -888,7 +952,7 @@ static void maybe_free_mux(np__mux *m) {
 static void fail(np__mux *m, int err, int goaway_code) {
   if (m->dead)
     return;
-  if (goaway_code >= 0 && !m->busy) {
+  if (goaway_code >= 0 && !m->busy && m->raw == NULL) {
     unsigned char h[NP_MUX_HDR_LEN];
     np__mux_hdr_encode(&(np__mux_hdr){.version = NP_MUX_VERSION,
                                       .type = NP_MUX_GO_AWAY,
@@ -948,8 +1012,11 @@ int np__mux_new(uv_loop_t *loop, np_conn *transport, const np__mux_opts *opts, c
   m->next_id = m->o.client ? 1 : 2;
   np__mux_parser_init(&m->parser, m->o.max_window);
   m->by_id = OPENSSL_LH_new(stream_hash, stream_cmp);
-  m->rbuf = malloc(READ_BUF);
-  if (m->by_id == NULL || m->rbuf == NULL) {
+  if (m->o.read_buf == NULL || m->o.read_buf_len == 0) {
+    m->o.read_buf = NULL;
+    m->rbuf = malloc(READ_BUF);
+  }
+  if (m->by_id == NULL || (m->o.read_buf == NULL && m->rbuf == NULL)) {
     OPENSSL_LH_free(m->by_id);
     free(m->rbuf);
     free(m);

@@ -15,7 +15,15 @@ typedef struct np__mux_opts {
   uint32_t max_window;  /* a stream's receive window grows with the bandwidth-delay product up to
                            this (>= NP_MUX_INITIAL_WINDOW) */
   uint32_t max_streams; /* streams open at once; the peer's SYNs beyond it are answered with RST */
+  /* Where the transport is read into (borrowed; outlives the mux). Every byte is handed on or
+   * copied before the read callback returns, so one buffer can serve all the muxes of a loop; a
+   * large one means fewer, larger reads. NULL: a 64 KiB buffer of the mux's own. */
+  char *read_buf;
+  size_t read_buf_len;
 } np__mux_opts;
+
+/* The read buffer a server or client shares between its muxes. */
+#define NP_MUX_SHARED_READ_BUF (256 * 1024)
 
 #define NP_MUX_DEFAULT_MAX_WINDOW  (16u * 1024 * 1024)
 #define NP_MUX_DEFAULT_MAX_STREAMS 16384u

@@ -598,6 +598,10 @@ static int start_mux(session *s, const np_msg *m) {
 
   if (m->version != PROTO_VERSION)
     return NP_EVERSION;
+  if (srv->mux_rbuf == NULL && (srv->mux_rbuf = malloc(NP_MUX_SHARED_READ_BUF)) == NULL)
+    return UV_ENOMEM;
+  o.read_buf = srv->mux_rbuf;
+  o.read_buf_len = NP_MUX_SHARED_READ_BUF;
   if ((mc = calloc(1, sizeof(*mc))) == NULL)
     return UV_ENOMEM;
   mc->srv = srv;
@@ -761,6 +765,7 @@ void np__server_unref(struct np_server *srv) {
   if (srv->pool != NULL)
     srv->pool_ops->destroy(srv->pool);
   np__bufcache_clear(&srv->chunks);
+  free(srv->mux_rbuf);
   if (srv->close_cb != NULL)
     srv->close_cb(srv);
   free(srv);

@@ -103,6 +103,7 @@ struct np_server {
   uint64_t next_session_id;
   np_server_stats stats;
   np__bufcache chunks; /* relay buffers shared by this server's joins */
+  char *mux_rbuf;      /* read buffer shared by its muxes (NP_MUX_SHARED_READ_BUF) */
   int port;
   int refs; /* open handles and objects; the server is freed when closing and refs hits 0 */
   uint64_t accept_error_logged;
