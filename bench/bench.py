@@ -204,30 +204,43 @@ def wrk(port, seconds, close):
     return rps, lat(50), lat(99), errs
 
 
+HOLDER = r"""
+import socket, sys, threading
+l = socket.socket()
+l.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+l.bind((sys.argv[1], 0))
+l.listen(4096)
+held = []
+def serve():
+    while True:
+        try:
+            held.append(l.accept()[0])
+        except OSError:
+            return
+threading.Thread(target=serve, daemon=True).start()
+print(l.getsockname()[1], flush=True)
+for line in sys.stdin:
+    print(len(held), flush=True)
+"""
+
+
 class Holder:
-    """Accepts connections and holds them open without reading: the idle service end."""
+    """Accepts connections and holds them open without reading: the idle service end. A process of
+    its own, so that its descriptors do not count against the visitors' (10,000 of each)."""
 
     def __init__(self):
-        self.l = socket.socket()
-        self.l.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.l.bind((LOOP, 0))
-        self.l.listen(4096)
-        self.port = self.l.getsockname()[1]
-        self.held = []
-        threading.Thread(target=self.run, daemon=True).start()
+        self.p = subprocess.Popen([sys.executable, "-c", HOLDER, LOOP], stdin=subprocess.PIPE,
+                                  stdout=subprocess.PIPE, text=True)
+        self.port = int(self.p.stdout.readline())
 
-    def run(self):
-        while True:
-            try:
-                c, _ = self.l.accept()
-            except OSError:
-                return
-            self.held.append(c)
+    def count(self):
+        self.p.stdin.write("?\n")
+        self.p.stdin.flush()
+        return int(self.p.stdout.readline())
 
     def close(self):
-        self.l.close()
-        for c in self.held:
-            c.close()
+        self.p.stdin.close()
+        self.p.wait(10)
 
 
 def hold_rss(port, pids, holder, count):
@@ -235,11 +248,15 @@ def hold_rss(port, pids, holder, count):
     before = rss_kib(pids)
     conns = []
     for _ in range(count):
-        conns.append(socket.create_connection((LOOP, port), timeout=10))
-    deadline = time.monotonic() + 30
-    while len(holder.held) < count and time.monotonic() < deadline:
+        try:
+            conns.append(socket.create_connection((LOOP, port), timeout=10))
+        except OSError as e:
+            print(f"hold: connection {len(conns)} failed: {e}", file=sys.stderr)
+            break
+    deadline = time.monotonic() + 60
+    while holder.count() < count and time.monotonic() < deadline:
         time.sleep(0.05)
-    held = len(holder.held)
+    held = holder.count()
     after = rss_kib(pids)
     for c in conns:
         c.close()
@@ -286,10 +303,12 @@ def main():
         wait_port(iperf_port)
         wait_port(nginx_port)
 
-        for name in paths:
-            r = results[name] = {}
-            fig = {}
-            for rep in range(args.repeats):
+        # Repeats go round the paths (A B C A B C ...) rather than path by path, so a slow spell of
+        # a shared machine spreads over all of them instead of skewing one.
+        figs = {name: {} for name in paths}
+        for rep in range(args.repeats):
+            for name in paths:
+                fig = figs[name]
                 pi, pids = PATHS[name](procs, iperf_port, tmp)
                 if pids:
                     time.sleep(0.3)
@@ -322,9 +341,9 @@ def main():
                     fig.setdefault("idle conns held", []).append(held)
                     procs.stop()
                     holder.close()
-            for k, v in fig.items():
-                r[k] = median(v)
-            print(f"measured {name}", file=sys.stderr)
+            print(f"round {rep + 1} of {args.repeats} done", file=sys.stderr)
+        for name in paths:
+            results[name] = {k: median(v) for k, v in figs[name].items()}
     finally:
         procs.stop()
         services.stop()

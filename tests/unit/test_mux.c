@@ -54,10 +54,12 @@ struct fixture {
   size_t raw_len;
   int raw_eof;
   int stall_server_reads; /* server ends do not read */
+  size_t fast_bytes;      /* written through try_write */
   unsigned char rawbuf[1 << 20];
 };
 
 static uint32_t max_streams; /* for the server mux of the next fixture */
+static int fast_writes;      /* ends try_write before they queue */
 
 static void on_guard(uv_timer_t *t) {
   (void)t;
@@ -163,8 +165,21 @@ static void end_start(end *e) {
     for (size_t i = 0; i < e->len; i++)
       e->out[i] = pat(e->seed, i);
     b = uv_buf_init(e->out, (unsigned)e->len);
+    /* The relay's way: write what goes at once, queue the rest. */
+    while (fast_writes && b.len > 0) {
+      int r = np__conn_try_write(e->c, b.base, b.len < 65536 ? b.len : 65536);
+      if (r == UV_EAGAIN)
+        break;
+      assert_true(r > 0);
+      e->f->fast_bytes += (size_t)r;
+      b.base += r;
+      b.len -= (unsigned)r;
+    }
     e->wreq.data = e;
-    assert_int_equal(np__conn_write(e->c, &e->wreq, &b, 1, end_on_write), 0);
+    if (b.len > 0)
+      assert_int_equal(np__conn_write(e->c, &e->wreq, &b, 1, end_on_write), 0);
+    else
+      end_on_write(&e->wreq, 0);
   } else if (!e->echo) {
     assert_int_equal(np__conn_shutdown(e->c, end_on_shutdown), 0);
   }
@@ -176,12 +191,14 @@ static void end_start(end *e) {
 
 static size_t server_send_len = BIG;
 static int server_echo;
+static int borrow_reads; /* server ends take the bytes where they arrived */
 
 static void on_server_stream(np__mux *m, np_conn *s) {
   fixture *f = np__mux_data(m);
   end *e = end_new(f, s, 2000 + np__mux_stream_id(s), server_echo ? 0 : server_send_len);
   e->echo = server_echo;
   e->server = 1;
+  s->borrow = (unsigned)borrow_reads;
   e->peer_seed = 1000 + np__mux_stream_id(s);
   f->accepted_streams++;
   end_start(e);
@@ -322,6 +339,36 @@ static void test_bulk_both_ways(void **state) {
   }
   assert_int_equal(np__mux_stream_count(f->cm), 0);
   assert_int_equal(np__mux_stream_count(f->sm), 0);
+  teardown_pair(f);
+}
+
+/* The relay's fast paths: try_write straight to the transport, reads handed over in place. */
+static void test_fast_paths(void **state) {
+  fixture *f = &F;
+  np_conn *s;
+  end *e;
+  (void)state;
+
+  server_send_len = BIG;
+  server_echo = 0;
+  fast_writes = borrow_reads = 1;
+  setup_pair(f, 0);
+  assert_int_equal(np__mux_open(f->cm, &s), 0);
+  e = end_new(f, s, 1000 + np__mux_stream_id(s), BIG);
+  e->peer_seed = 2000 + np__mux_stream_id(s);
+  /* Let the SYN go first: the fast path waits for queued control frames. */
+  while (f->accepted_streams == 0)
+    uv_run(&f->loop, UV_RUN_ONCE);
+  end_start(e);
+  while (f->ends_done < 2)
+    uv_run(&f->loop, UV_RUN_ONCE);
+  for (end *x = f->ends; x != NULL; x = x->next) {
+    assert_int_equal(x->got, BIG);
+    assert_int_equal(x->bad, 0);
+    assert_int_equal(x->err, 0);
+  }
+  assert_true(f->fast_bytes > 0);
+  fast_writes = borrow_reads = 0;
   teardown_pair(f);
 }
 
@@ -524,6 +571,7 @@ static void test_raw_reset_reaches_reader(void **state) {
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_bulk_both_ways),
+      cmocka_unit_test(test_fast_paths),
       cmocka_unit_test(test_many_streams),
       cmocka_unit_test(test_stalled_stream_does_not_block),
       cmocka_unit_test(test_raw_ping_answered),
