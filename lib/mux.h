@@ -23,7 +23,7 @@ typedef struct np__mux_opts {
 } np__mux_opts;
 
 /* The read buffer a server or client shares between its muxes. */
-#define NP_MUX_SHARED_READ_BUF (64 * 1024)
+#define NP_MUX_SHARED_READ_BUF (128 * 1024)
 
 #define NP_MUX_DEFAULT_MAX_WINDOW  (16u * 1024 * 1024)
 #define NP_MUX_DEFAULT_MAX_STREAMS 16384u
