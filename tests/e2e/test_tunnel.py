@@ -247,9 +247,9 @@ def test_local_service_down(env):
     cl = env.client(srv, "-R", f"{LOOP}:0:{LOOP}:{dead_port}")
     (port,) = cl.ports.values()
     t0 = time.monotonic()
-    s = connect(port)
     try:
-        s.sendall(b"GET / HTTP/1.0\r\n\r\n")  # may already meet the reset: that fast
+        s = connect(port)  # even the connect may already meet the reset: that fast
+        s.sendall(b"GET / HTTP/1.0\r\n\r\n")
         got = recv_all(s)
     except (ConnectionResetError, BrokenPipeError):
         got = b""  # closed with our request unread: the kernel answers with RST, just as promptly
