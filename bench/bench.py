@@ -103,14 +103,15 @@ def path_direct(procs, target, tmp):
     return target, []
 
 
-def path_np(procs, target, tmp, pool=0, mux=False):
+def path_np(procs, target, tmp, pool=0, mux=False, splice=True):
     ctl, pub = free_port(), free_port()
     srv = procs.start([SERVER, "--bind", f"{LOOP}:{ctl}", "--proxy-bind-addr", LOOP, "--token", "bench",
                        "--log-level", "warn", "--max-pending-per-proxy", "20000",
-                       "--max-pending", "20000"])
+                       "--max-pending", "20000", "--relay-splice", str(splice).lower()])
     wait_port(ctl)
     cl = procs.start([CLIENT, "--server", f"{LOOP}:{ctl}", "--token", "bench", "--log-level", "warn",
                       "--work-pool", str(pool), "--mux", "true" if mux else "false",
+                      "--relay-splice", str(splice).lower(),
                       "-R", f"{LOOP}:{pub}:{LOOP}:{target}"],
                      stdout=subprocess.PIPE, text=True)
     cl.stdout.readline()  # "proxy ...: public port N"
@@ -160,7 +161,12 @@ def path_np_mux(procs, target, tmp):
     return path_np(procs, target, tmp, pool=16, mux=True)
 
 
-PATHS = {"direct": path_direct, "np": path_np, "np pool16": path_np_pool, "np mux": path_np_mux,
+def path_np_copy(procs, target, tmp):
+    return path_np(procs, target, tmp, splice=False)
+
+
+PATHS = {"direct": path_direct, "np": path_np, "np copy": path_np_copy, "np pool16": path_np_pool,
+         "np mux": path_np_mux,
          "socat": path_socat, "ssh -R": path_ssh}
 
 

@@ -8,6 +8,7 @@ void np__bufcache_init(np__bufcache *c, size_t size, size_t max) {
   c->max = max;
   c->size = size;
   c->scratch = NULL;
+  np__pipes_init(&c->pipes, 0);
 }
 
 char *np__bufcache_scratch(np__bufcache *c) {
@@ -44,4 +45,5 @@ void np__bufcache_clear(np__bufcache *c) {
   c->count = 0;
   free(c->scratch);
   c->scratch = NULL;
+  np__pipes_clear(&c->pipes);
 }

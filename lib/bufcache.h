@@ -6,12 +6,15 @@
 
 #include <stddef.h>
 
+#include "splice.h"
+
 typedef struct np__bufcache {
-  void *free;    /* singly linked through the first word of each chunk */
-  size_t count;  /* chunks in the cache */
-  size_t max;    /* bound: at most max * size bytes are kept */
-  size_t size;   /* bytes per chunk */
-  char *scratch; /* one chunk-sized read buffer, reused by every read of the owner's loop */
+  void *free;      /* singly linked through the first word of each chunk */
+  size_t count;    /* chunks in the cache */
+  size_t max;      /* bound: at most max * size bytes are kept */
+  size_t size;     /* bytes per chunk */
+  char *scratch;   /* one chunk-sized read buffer, reused by every read of the owner's loop */
+  np__pipes pipes; /* for the zero-copy relay (splice.h); off unless the owner turns it on */
 } np__bufcache;
 
 /* How many relay chunks a server or client keeps for reuse: 64 x 64 KiB = 4 MiB at most. */

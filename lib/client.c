@@ -782,6 +782,7 @@ int np_client_new(uv_loop_t *loop, const struct np_config *cfg, struct np_client
   }
   cl->codec = np_codec_find(cfg->codec);
   np__bufcache_init(&cl->chunks, np__join_chunk_size(), NP_RELAY_CACHE);
+  cl->chunks.pipes.enabled = cl->cfg.relay_splice;
   np__logger_init(&cl->log);
   cl->log.level = (np_log_level)cfg->log_level;
   *out = cl;

@@ -173,6 +173,7 @@ static const key_def keys[] = {
     {"max_work_pool", KIND_SERVER, V_COUNT, FIELD(max_work_pool)},
     {"mux_max_streams", KIND_SERVER, V_COUNT, FIELD(mux_max_streams)},
     {"mux_max_window", KIND_BOTH, V_COUNT, FIELD(mux_max_window)},
+    {"relay_splice", KIND_BOTH, V_BOOL, FIELD(relay_splice)},
     {"server", KIND_CLIENT, V_HOSTPORT, FIELD(server)},
     {"name", KIND_CLIENT, V_STR, FIELD(name)},
     {"tunnel", KIND_CLIENT, V_HOSTPORT, FIELD(tunnel)},
@@ -502,6 +503,7 @@ int np_config_new(np_config_kind kind, struct np_config **out) {
   cfg->max_work_pool = 64;
   cfg->work_pool = NP_DEFAULT_WORK_POOL;
   cfg->mux = NP_DEFAULT_MUX;
+  cfg->relay_splice = NP_DEFAULT_SPLICE;
   cfg->mux_max_window = NP_MUX_DEFAULT_MAX_WINDOW;
   cfg->mux_max_streams = NP_MUX_DEFAULT_MAX_STREAMS;
   cfg->reconnect_min_ms = 500;

@@ -15,6 +15,8 @@
 #define NP_DEFAULT_WORK_POOL 4
 /* Whether clients multiplex by default: docs/config.md says why. */
 #define NP_DEFAULT_MUX 0
+/* Whether joins of two TCP sockets use the zero-copy relay: docs/performance.md has the figures. */
+#define NP_DEFAULT_SPLICE 1
 
 typedef struct np__proxy_cfg {
   char name[NP_MSG_NAME_MAX + 1];
@@ -35,6 +37,7 @@ struct np_config {
   uint64_t heartbeat_timeout_ms;
   size_t max_frame;
   size_t mux_max_window; /* a mux stream's receive window may grow to this */
+  int relay_splice;      /* relay plain TCP joins with splice(2) (Linux) */
 
   /* server */
   char bind[NP_HOSTPORT_MAX];

@@ -157,6 +157,18 @@ static void tcp_peer_str(np_conn *c, char *buf, size_t len) {
   np__addr_str((struct sockaddr *)&ss, buf, len);
 }
 
+int np__conn_tcp_fd(np_conn *c, uv_loop_t **loop) {
+  tcp_conn *t = (tcp_conn *)c;
+  uv_os_fd_t fd;
+
+  if (c->ops != &tcp_ops || t->stream->type != UV_TCP ||
+      uv_fileno((uv_handle_t *)t->stream, &fd) != 0)
+    return UV_EINVAL;
+  if (loop != NULL)
+    *loop = t->stream->loop;
+  return fd;
+}
+
 int np__conn_notsent_lowat(np_conn *c, unsigned bytes) {
 #ifdef TCP_NOTSENT_LOWAT
   tcp_conn *t = (tcp_conn *)c;

@@ -95,6 +95,8 @@ int np__conn_tcp_wrap(uv_stream_t *stream, np_conn **out);
 /* TCP keepalive probes after delay_s idle seconds: finds dead idle connections and keeps NAT
  * mappings alive. Returns 0 or an error (also for conns that are not TCP). */
 int np__conn_keepalive(np_conn *c, unsigned delay_s);
+/* The socket of a plain TCP conn (and its loop), or UV_EINVAL for any other conn. */
+int np__conn_tcp_fd(np_conn *c, uv_loop_t **loop);
 /* Keep at most bytes unsent in the kernel (TCP_NOTSENT_LOWAT), so what waits to be sent waits in
  * our queues, where a multiplexer can still interleave streams fairly. */
 int np__conn_notsent_lowat(np_conn *c, unsigned bytes);

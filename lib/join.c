@@ -26,6 +26,7 @@ typedef struct direction {
 
 struct np_join {
   direction ab, ba;
+  np__splice *sp; /* set when the zero-copy relay carries this join instead */
   np_join_cb cb;
   void *data;
   np__bufcache *cache; /* NULL: plain malloc */
@@ -223,16 +224,41 @@ static void finish(struct np_join *j, int status) {
   }
 }
 
+static void on_spliced(void *data, int status, uint64_t a_to_b, uint64_t b_to_a) {
+  struct np_join *j = data;
+  np_join_stats st = {j->ab.bytes + a_to_b, b_to_a}; /* ab.bytes: the prefix */
+  j->cb(j, status, &st);
+  free(j);
+}
+
 int np__join(np_conn *a, np_conn *b, const char *prefix, size_t prefix_len, np__bufcache *cache,
              np_join_cb cb, void *data, struct np_join **out) {
   struct np_join *j;
   chunk *ch = NULL;
+  size_t sent = 0; /* of the prefix, written before relaying */
   int r;
 
   if (prefix_len > NP_JOIN_CHUNK)
     return UV_EINVAL;
   if ((j = calloc(1, sizeof(*j))) == NULL)
     return UV_ENOMEM;
+  j->cb = cb;
+  j->data = data;
+  /* Two plain TCP sockets: the kernel can move the bytes itself, once the prefix is out (a fresh
+   * connection takes it at once; what it does not take goes the copying way). */
+  if (cache != NULL && cache->pipes.enabled && np__conn_tcp_fd(a, NULL) >= 0 &&
+      np__conn_tcp_fd(b, NULL) >= 0) {
+    if (prefix_len > 0 && (r = np__conn_try_write(b, prefix, prefix_len)) > 0)
+      sent = (size_t)r;
+    j->ab.bytes = sent;
+    prefix += sent;
+    prefix_len -= sent;
+    if (prefix_len == 0 && np__splice_start(a, b, &cache->pipes, on_spliced, j, &j->sp) == 0) {
+      if (out != NULL)
+        *out = j;
+      return 0;
+    }
+  }
   j->cache = cache;
   /* Every chunk has the full size, so any of them can go back to the cache. */
   if (prefix_len > 0) {
@@ -244,7 +270,7 @@ int np__join(np_conn *a, np_conn *b, const char *prefix, size_t prefix_len, np__
   }
   j->cb = cb;
   j->data = data;
-  j->ab = (direction){.join = j, .src = a, .dst = b};
+  j->ab = (direction){.join = j, .src = a, .dst = b, .bytes = sent};
   j->ba = (direction){.join = j, .src = b, .dst = a};
   a->data = j;
   b->data = j;
@@ -267,10 +293,15 @@ int np__join(np_conn *a, np_conn *b, const char *prefix, size_t prefix_len, np__
 }
 
 void np__join_abort(struct np_join *j) {
-  finish(j, UV_ECANCELED);
+  if (j->sp != NULL)
+    np__splice_abort(j->sp);
+  else
+    finish(j, UV_ECANCELED);
 }
 
 size_t np__join_buffered(const struct np_join *j) {
+  if (j->sp != NULL)
+    return np__splice_buffered(j->sp);
   return j->ab.in_flight + j->ba.in_flight;
 }
 

@@ -22,9 +22,10 @@
 #define QUANTUM_ALONE  (256 * 1024) /* when one has: no one to be fair to */
 #define READ_BUF       (64 * 1024 + NP_MUX_HDR_LEN)
 #define READ_FRAME     (64 * 1024) /* the body size relays write frames with */
-#define BORROW_MAX     (64 * 1024) /* most handed to a reader at once: a relay chunk (NP_JOIN_CHUNK) */
-#define CTRL_MAX       4096 /* queued control frames: more means the peer does not read */
-#define CLOSE_GRACE_MS 2000 /* how long a closing mux may take to write what is queued */
+#define BORROW_MAX     (64 * 1024) /* most handed to a reader at once: a relay chunk (NP_JOIN_CHUNK) \
+                                    */
+#define CTRL_MAX       4096        /* queued control frames: more means the peer does not read */
+#define CLOSE_GRACE_MS 2000        /* how long a closing mux may take to write what is queued */
 #define NOTSENT_LOWAT  (128 * 1024)
 #define PING_EVERY_NS  (5 * 1000000000ull)
 
@@ -876,8 +877,8 @@ static void on_data(np__mux *m, const char *data, size_t len, int last) {
  * relay-sized body. A read that ended inside a frame would cost the reader two writes for it. */
 static void mux_alloc(np_conn *c, size_t suggested, uv_buf_t *buf) {
   np__mux *m = c->data;
-  size_t want = m->parser.body_left > 0 ? m->parser.body_left
-                                        : NP_MUX_HDR_LEN - m->parser.have + READ_FRAME;
+  size_t want =
+      m->parser.body_left > 0 ? m->parser.body_left : NP_MUX_HDR_LEN - m->parser.have + READ_FRAME;
   (void)suggested;
   *buf = m->o.read_buf != NULL ? uv_buf_init(m->o.read_buf, (unsigned)m->o.read_buf_len)
                                : uv_buf_init(m->rbuf, READ_BUF);

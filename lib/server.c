@@ -647,6 +647,7 @@ int np_server_new(uv_loop_t *loop, const struct np_config *cfg, struct np_server
   }
   srv->codec = np_codec_find(cfg->codec);
   np__bufcache_init(&srv->chunks, np__join_chunk_size(), NP_RELAY_CACHE);
+  srv->chunks.pipes.enabled = srv->cfg.relay_splice;
   np__logger_init(&srv->log);
   srv->log.level = (np_log_level)cfg->log_level;
   *out = srv;

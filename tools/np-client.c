@@ -52,6 +52,7 @@ static const struct option longopts[] = {
     {"work-pool", required_argument, NULL, 0},
     {"mux", required_argument, NULL, 0},
     {"mux-max-window", required_argument, NULL, 0},
+    {"relay-splice", required_argument, NULL, 0},
     {"max-frame", required_argument, NULL, 0},
     {"codec", required_argument, NULL, 0},
     {"tunnel", required_argument, NULL, 0},

@@ -67,6 +67,11 @@ static void on_connect(uv_connect_t *req, int status) {
   f->connected++;
 }
 
+static int splice_mode; /* joins go through np__join with pipes: the zero-copy relay */
+static np__bufcache cache;
+static const char *prefix; /* splice mode: bytes already read from the visitor's side */
+static size_t prefix_len;
+
 static void setup_pairs(fixture *f) {
   struct sockaddr_in sa;
   struct sockaddr_storage bound;
@@ -93,10 +98,24 @@ static void setup_pairs(fixture *f) {
   uv_tcp_connect(&f->creq[1], &f->service, (struct sockaddr *)&bound, on_connect);
   while (f->accepted < 2 || f->connected < 2)
     uv_run(&f->loop, UV_RUN_ONCE);
+  if (splice_mode) {
+    /* The server's and client's way: internal conns and a relay cache with pipes. */
+    np_conn *ca, *cb;
+    np__bufcache_init(&cache, np__join_chunk_size(), 4);
+    cache.pipes.enabled = 1;
+    assert_int_equal(np__conn_tcp_wrap((uv_stream_t *)&f->a, &ca), 0);
+    assert_int_equal(np__conn_tcp_wrap((uv_stream_t *)&f->b, &cb), 0);
+    assert_int_equal(np__join(ca, cb, prefix, prefix_len, &cache, on_join, f, &f->join), 0);
+    /* Spliced: the libuv handles let go of their sockets at once. */
+    assert_true(uv_is_closing((uv_handle_t *)&f->a) && uv_is_closing((uv_handle_t *)&f->b));
+    return;
+  }
   assert_int_equal(np_join((uv_stream_t *)&f->a, (uv_stream_t *)&f->b, on_join, f, &f->join), 0);
 }
 
 static void teardown_pairs(fixture *f) {
+  if (splice_mode)
+    np__bufcache_clear(&cache);
   uv_close((uv_handle_t *)&f->listener, NULL);
   uv_close((uv_handle_t *)&f->guard, NULL);
   if (!uv_is_closing((uv_handle_t *)&f->visitor))
@@ -177,13 +196,13 @@ static void test_half_close(void **state) {
   while (!f.join_done)
     uv_run(&f.loop, UV_RUN_ONCE);
   assert_int_equal(f.join_status, 0);
-  assert_int_equal(service_got, 7);
+  assert_int_equal(service_got, 7 + prefix_len);
   assert_true(service_eof);
   while (!f.got_eof)
     uv_run(&f.loop, UV_RUN_ONCE);
   assert_int_equal(f.got, f.big_len);
   assert_false(f.bad_byte);
-  assert_true(f.stats.a_to_b == 7);
+  assert_true(f.stats.a_to_b == 7 + prefix_len);
   assert_true(f.stats.b_to_a == f.big_len);
   teardown_pairs(&f);
 }
@@ -270,12 +289,26 @@ static void test_peer_vanishes(void **state) {
   teardown_pairs(&f);
 }
 
+/* The same cases through the zero-copy relay (splice), and one with bytes to send first. */
+static void test_spliced(void **state) {
+  splice_mode = 1;
+  test_half_close(state);
+  test_slow_reader(state);
+  test_abort_and_args(state);
+  test_peer_vanishes(state);
+  prefix = "pre";
+  prefix_len = 3;
+  test_half_close(state);
+  prefix = NULL;
+  prefix_len = 0;
+  splice_mode = 0;
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
-      cmocka_unit_test(test_half_close),
-      cmocka_unit_test(test_slow_reader),
-      cmocka_unit_test(test_abort_and_args),
-      cmocka_unit_test(test_peer_vanishes),
+      cmocka_unit_test(test_half_close),     cmocka_unit_test(test_slow_reader),
+      cmocka_unit_test(test_abort_and_args), cmocka_unit_test(test_peer_vanishes),
+      cmocka_unit_test(test_spliced),
   };
   signal(SIGPIPE, SIG_IGN);
   return cmocka_run_group_tests(tests, NULL, NULL);
