@@ -19,6 +19,7 @@ typedef struct direction {
   np_conn *src, *dst;
   size_t in_flight; /* bytes handed to dst and not yet written */
   uint64_t bytes;
+  size_t run;            /* bytes of large reads in a row: a bulk transfer once SPLICE_AFTER */
   unsigned paused : 1;   /* read stopped because in_flight > HIGH */
   unsigned eof : 1;      /* src said EOF: shutdown of dst requested */
   unsigned finished : 1; /* dst shut down: this direction is done */
@@ -26,7 +27,8 @@ typedef struct direction {
 
 struct np_join {
   direction ab, ba;
-  np__splice *sp; /* set when the zero-copy relay carries this join instead */
+  np__splice *sp;  /* set once the zero-copy relay carries this join */
+  int want_splice; /* a bulk transfer: switch once nothing is in flight */
   np_join_cb cb;
   void *data;
   np__bufcache *cache; /* NULL: plain malloc */
@@ -34,6 +36,10 @@ struct np_join {
   int closing;
   int closes_left;
 };
+
+/* Bytes read in a row in reads of at least a quarter chunk before a join moves to the zero-copy
+ * relay: a bulk transfer, not request/response traffic. */
+#define SPLICE_AFTER (256 * 1024)
 
 static void finish(struct np_join *j, int status);
 
@@ -99,6 +105,19 @@ static void on_shutdown(np_conn *c, int status) {
     finish(j, 0);
 }
 
+static void on_spliced(void *data, int status, uint64_t a_to_b, uint64_t b_to_a);
+
+/* Hand a bulk transfer to the zero-copy relay, at a moment when nothing is in flight here (so the
+ * order of bytes holds) and neither side has ended. Request/response traffic stays on this path:
+ * for small messages splicing costs more system calls than copying saves. */
+static int maybe_splice(struct np_join *j) {
+  if (!j->want_splice || j->closing || j->ab.in_flight > 0 || j->ba.in_flight > 0 || j->ab.eof ||
+      j->ba.eof)
+    return 0;
+  j->want_splice = 0; /* one try */
+  return np__splice_start(j->ab.src, j->ba.src, &j->cache->pipes, on_spliced, j, &j->sp) == 0;
+}
+
 static void on_write(np_conn_write *req, int status) {
   chunk *ch = NP_CONTAINER_OF(req, chunk, req);
   direction *d = ch->dir;
@@ -113,6 +132,8 @@ static void on_write(np_conn_write *req, int status) {
     finish(j, status);
     return;
   }
+  if (maybe_splice(j))
+    return;
   if (d->paused && !d->eof && d->in_flight <= NP_JOIN_LOW) {
     d->paused = 0;
     if (np__conn_read_start(d->src, on_alloc, d->src->read_cb) != 0)
@@ -175,6 +196,12 @@ static void on_read(np_conn *c, ssize_t nread, const uv_buf_t *buf) {
       finish(j, r);
       return;
     }
+    d->run = (size_t)nread >= NP_JOIN_CHUNK / 4 ? d->run + (size_t)nread : 0;
+    if (scratch && d->run >= SPLICE_AFTER && j->cache->pipes.enabled) {
+      j->want_splice = 1;
+      if (maybe_splice(j))
+        return;
+    }
     if (d->in_flight > NP_JOIN_HIGH && !d->paused) {
       d->paused = 1;
       np__conn_read_stop(c);
@@ -226,7 +253,7 @@ static void finish(struct np_join *j, int status) {
 
 static void on_spliced(void *data, int status, uint64_t a_to_b, uint64_t b_to_a) {
   struct np_join *j = data;
-  np_join_stats st = {j->ab.bytes + a_to_b, b_to_a}; /* ab.bytes: the prefix */
+  np_join_stats st = {j->ab.bytes + a_to_b, j->ba.bytes + b_to_a}; /* and before the switch */
   j->cb(j, status, &st);
   free(j);
 }
@@ -235,7 +262,6 @@ int np__join(np_conn *a, np_conn *b, const char *prefix, size_t prefix_len, np__
              np_join_cb cb, void *data, struct np_join **out) {
   struct np_join *j;
   chunk *ch = NULL;
-  size_t sent = 0; /* of the prefix, written before relaying */
   int r;
 
   if (prefix_len > NP_JOIN_CHUNK)
@@ -244,21 +270,6 @@ int np__join(np_conn *a, np_conn *b, const char *prefix, size_t prefix_len, np__
     return UV_ENOMEM;
   j->cb = cb;
   j->data = data;
-  /* Two plain TCP sockets: the kernel can move the bytes itself, once the prefix is out (a fresh
-   * connection takes it at once; what it does not take goes the copying way). */
-  if (cache != NULL && cache->pipes.enabled && np__conn_tcp_fd(a, NULL) >= 0 &&
-      np__conn_tcp_fd(b, NULL) >= 0) {
-    if (prefix_len > 0 && (r = np__conn_try_write(b, prefix, prefix_len)) > 0)
-      sent = (size_t)r;
-    j->ab.bytes = sent;
-    prefix += sent;
-    prefix_len -= sent;
-    if (prefix_len == 0 && np__splice_start(a, b, &cache->pipes, on_spliced, j, &j->sp) == 0) {
-      if (out != NULL)
-        *out = j;
-      return 0;
-    }
-  }
   j->cache = cache;
   /* Every chunk has the full size, so any of them can go back to the cache. */
   if (prefix_len > 0) {
@@ -270,7 +281,7 @@ int np__join(np_conn *a, np_conn *b, const char *prefix, size_t prefix_len, np__
   }
   j->cb = cb;
   j->data = data;
-  j->ab = (direction){.join = j, .src = a, .dst = b, .bytes = sent};
+  j->ab = (direction){.join = j, .src = a, .dst = b};
   j->ba = (direction){.join = j, .src = b, .dst = a};
   a->data = j;
   b->data = j;
@@ -297,6 +308,10 @@ void np__join_abort(struct np_join *j) {
     np__splice_abort(j->sp);
   else
     finish(j, UV_ECANCELED);
+}
+
+int np__join_spliced(const struct np_join *j) {
+  return j->sp != NULL;
 }
 
 size_t np__join_buffered(const struct np_join *j) {

@@ -23,6 +23,8 @@ int np__join(np_conn *a, np_conn *b, const char *prefix, size_t prefix_len, np__
 /* The chunk size a cache for np__join must be made with. */
 size_t np__join_chunk_size(void);
 void np__join_abort(struct np_join *j);
+/* Whether the zero-copy relay carries the join now (it takes over bulk transfers). */
+int np__join_spliced(const struct np_join *j);
 /* Bytes read from one side and not yet written to the other, both directions together. */
 size_t np__join_buffered(const struct np_join *j);
 
