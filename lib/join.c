@@ -29,6 +29,7 @@ struct np_join {
   direction ab, ba;
   np__splice *sp;  /* set once the zero-copy relay carries this join */
   int want_splice; /* a bulk transfer: switch once nothing is in flight */
+  int draining;    /* reads stopped until then */
   np_join_cb cb;
   void *data;
   np__bufcache *cache; /* NULL: plain malloc */
@@ -106,16 +107,35 @@ static void on_shutdown(np_conn *c, int status) {
 }
 
 static void on_spliced(void *data, int status, uint64_t a_to_b, uint64_t b_to_a);
+static void on_read(np_conn *c, ssize_t nread, const uv_buf_t *buf);
 
 /* Hand a bulk transfer to the zero-copy relay, at a moment when nothing is in flight here (so the
  * order of bytes holds) and neither side has ended. Request/response traffic stays on this path:
  * for small messages splicing costs more system calls than copying saves. */
 static int maybe_splice(struct np_join *j) {
-  if (!j->want_splice || j->closing || j->ab.in_flight > 0 || j->ba.in_flight > 0 || j->ab.eof ||
-      j->ba.eof)
+  if (!j->want_splice || j->closing || j->ab.eof || j->ba.eof)
     return 0;
+  if (j->ab.in_flight > 0 || j->ba.in_flight > 0) {
+    /* Stop reading until what is queued has been written. */
+    if (!j->draining) {
+      j->draining = 1;
+      np__conn_read_stop(j->ab.src);
+      np__conn_read_stop(j->ba.src);
+    }
+    return 0;
+  }
   j->want_splice = 0; /* one try */
-  return np__splice_start(j->ab.src, j->ba.src, &j->cache->pipes, on_spliced, j, &j->sp) == 0;
+  if (np__splice_start(j->ab.src, j->ba.src, &j->cache->pipes, on_spliced, j, &j->sp) == 0)
+    return 1;
+  if (j->draining) {
+    j->draining = 0;
+    /* Nothing is in flight: both directions read again. */
+    j->ab.paused = j->ba.paused = 0;
+    if (np__conn_read_start(j->ab.src, on_alloc, on_read) != 0 ||
+        np__conn_read_start(j->ba.src, on_alloc, on_read) != 0)
+      finish(j, UV_EIO);
+  }
+  return 0;
 }
 
 static void on_write(np_conn_write *req, int status) {
@@ -132,7 +152,7 @@ static void on_write(np_conn_write *req, int status) {
     finish(j, status);
     return;
   }
-  if (maybe_splice(j))
+  if (maybe_splice(j) || j->draining)
     return;
   if (d->paused && !d->eof && d->in_flight <= NP_JOIN_LOW) {
     d->paused = 0;
