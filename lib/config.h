@@ -14,7 +14,7 @@
 /* Pre-opened work connections a client keeps by default (docs/performance.md says why). */
 #define NP_DEFAULT_WORK_POOL 4
 /* Whether clients multiplex by default: docs/config.md says why. */
-#define NP_DEFAULT_MUX 0
+#define NP_DEFAULT_MUX 1
 /* Whether joins of two TCP sockets use the zero-copy relay: docs/performance.md has the figures. */
 #define NP_DEFAULT_SPLICE 1
 

@@ -25,6 +25,8 @@ static const char help[] =
     "      --mux-max-streams N      streams one multiplexed client connection may hold open\n"
     "                               (default 16384)\n"
     "      --mux-max-window BYTES   how far a stream's receive window may grow (default 16777216)\n"
+    "      --relay-splice true|false  move bulk transfers of plain TCP joins with splice(2)\n"
+    "                               (default true)\n"
     "      --codec NAME             native (default) or line (the seed article's protocol)\n"
     "      --tunnel-bind ADDR:PORT  line codec: where tunnel connections arrive\n"
     "      --visit-bind ADDR:PORT   line codec: where visitors arrive\n"

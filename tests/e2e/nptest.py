@@ -113,8 +113,9 @@ class Env:
         return p
 
     def client(self, server, *args, name="np-client", token="s3cret", wait=True):
-        # NP_E2E_MUX=1 runs a case with every client multiplexing (meson's mux-* cases)
-        mux = ["--mux", "true"] if os.environ.get("NP_E2E_MUX") == "1" else []
+        # NP_E2E_MUX=0 runs a case with a TCP connection per visitor (meson's nomux-* cases);
+        # multiplexing is the default
+        mux = ["--mux", "false"] if os.environ.get("NP_E2E_MUX") == "0" else []
         p = Proc(self, name, [CLIENT, "--server", f"{LOOP}:{server.port}", "--token", token,
                               "--log-level", "debug", "--reconnect-max", "1s", *mux, *args])
         if wait:
