@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
-"""Benchmark: the direct path vs np (native codec) vs socat and ssh -R as one-hop relays, on loopback,
-in one run. Prints a table of medians with ratios to direct and appends JSON lines to bench/out/.
+"""Benchmark: the direct path vs np (multiplexed, the default; a connection per visitor with splice;
+the same copying) vs haproxy and socat as one-hop relays and ssh -R, on loopback, in one run. Prints a table of medians with ratios to direct and appends JSON lines to bench/out/.
 
 Not part of the test suite: numbers depend on the machine. Run with ./bench/run (installs iperf3, wrk,
 nginx, socat and openssh from Debian first)."""
@@ -103,16 +103,15 @@ def path_direct(procs, target, tmp):
     return target, []
 
 
-def path_np(procs, target, tmp, pool=0, mux=False, splice=True):
+def path_np(procs, target, tmp, *flags):
+    """np with its defaults (multiplexed), or with the client and server flags given."""
     ctl, pub = free_port(), free_port()
     srv = procs.start([SERVER, "--bind", f"{LOOP}:{ctl}", "--proxy-bind-addr", LOOP, "--token", "bench",
                        "--log-level", "warn", "--max-pending-per-proxy", "20000",
-                       "--max-pending", "20000", "--relay-splice", str(splice).lower()])
+                       "--max-pending", "20000", *[f for f in flags if f.startswith("--relay")]])
     wait_port(ctl)
     cl = procs.start([CLIENT, "--server", f"{LOOP}:{ctl}", "--token", "bench", "--log-level", "warn",
-                      "--work-pool", str(pool), "--mux", "true" if mux else "false",
-                      "--relay-splice", str(splice).lower(),
-                      "-R", f"{LOOP}:{pub}:{LOOP}:{target}"],
+                      *flags, "-R", f"{LOOP}:{pub}:{LOOP}:{target}"],
                      stdout=subprocess.PIPE, text=True)
     cl.stdout.readline()  # "proxy ...: public port N"
     return pub, [srv.pid, cl.pid]
@@ -153,21 +152,29 @@ def path_ssh(procs, target, tmp):
     return pub, [sshd.pid, ssh.pid]
 
 
-def path_np_pool(procs, target, tmp):
-    return path_np(procs, target, tmp, pool=16)
+def path_haproxy(procs, target, tmp):
+    """haproxy as a one-hop TCP relay: the bar a relay in C sets."""
+    pub = free_port()
+    cfg = os.path.join(tmp, f"haproxy-{pub}.cfg")
+    with open(cfg, "w") as f:
+        f.write(f"global\n  maxconn 9000\ndefaults\n  mode tcp\n  timeout connect 5s\n"
+                f"  timeout client 1h\n  timeout server 1h\nfrontend f\n  bind {LOOP}:{pub}\n"
+                f"  default_backend b\nbackend b\n  server s {LOOP}:{target}\n")
+    p = procs.start(["haproxy", "-f", cfg])
+    wait_port(pub)
+    return pub, [p.pid]
 
 
-def path_np_mux(procs, target, tmp):
-    return path_np(procs, target, tmp, pool=16, mux=True)
+def path_np_nomux(procs, target, tmp):
+    return path_np(procs, target, tmp, "--mux", "false")
 
 
 def path_np_copy(procs, target, tmp):
-    return path_np(procs, target, tmp, splice=False)
+    return path_np(procs, target, tmp, "--mux", "false", "--relay-splice", "false")
 
 
-PATHS = {"direct": path_direct, "np": path_np, "np copy": path_np_copy, "np pool16": path_np_pool,
-         "np mux": path_np_mux,
-         "socat": path_socat, "ssh -R": path_ssh}
+PATHS = {"direct": path_direct, "np": path_np, "np nomux": path_np_nomux, "np copy": path_np_copy,
+         "haproxy": path_haproxy, "socat": path_socat, "ssh -R": path_ssh}
 
 
 # ---- measurements -------------------------------------------------------------------------------------
