@@ -104,11 +104,14 @@ def path_direct(procs, target, tmp):
 
 
 def path_np(procs, target, tmp, *flags):
-    """np with its defaults (multiplexed), or with the client and server flags given."""
+    """np with its defaults (multiplexed), or with the client flags given (pairs of flag and value;
+    --relay-splice goes to the server too)."""
+    pairs = list(zip(flags[::2], flags[1::2]))
+    server_flags = [x for k, v in pairs if k == "--relay-splice" for x in (k, v)]
     ctl, pub = free_port(), free_port()
     srv = procs.start([SERVER, "--bind", f"{LOOP}:{ctl}", "--proxy-bind-addr", LOOP, "--token", "bench",
                        "--log-level", "warn", "--max-pending-per-proxy", "20000",
-                       "--max-pending", "20000", *[f for f in flags if f.startswith("--relay")]])
+                       "--max-pending", "20000", *server_flags])
     wait_port(ctl)
     cl = procs.start([CLIENT, "--server", f"{LOOP}:{ctl}", "--token", "bench", "--log-level", "warn",
                       *flags, "-R", f"{LOOP}:{pub}:{LOOP}:{target}"],

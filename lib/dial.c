@@ -117,6 +117,19 @@ static void on_timeout(uv_timer_t *t) {
   complete(t->data, UV_ETIMEDOUT, NULL, 1);
 }
 
+static np__dialer *dialer_new(uv_loop_t *loop, np__dial_cb cb, void *data) {
+  np__dialer *d = calloc(1, sizeof(*d));
+  if (d == NULL)
+    return NULL;
+  d->loop = loop;
+  d->cb = cb;
+  d->data = data;
+  uv_timer_init(loop, &d->timer);
+  d->timer.data = d;
+  d->pending = 1; /* the timer's close */
+  return d;
+}
+
 int np__dial(uv_loop_t *loop, const char *hostport, uint64_t timeout_ms, np__dial_cb cb, void *data,
              np__dialer **out) {
   char host[260];
@@ -127,14 +140,8 @@ int np__dial(uv_loop_t *loop, const char *hostport, uint64_t timeout_ms, np__dia
 
   if (np__split_hostport(hostport, host, sizeof(host), &pnum) != 0)
     return UV_EINVAL;
-  if ((d = calloc(1, sizeof(*d))) == NULL)
+  if ((d = dialer_new(loop, cb, data)) == NULL)
     return UV_ENOMEM;
-  d->loop = loop;
-  d->cb = cb;
-  d->data = data;
-  uv_timer_init(loop, &d->timer);
-  d->timer.data = d;
-  d->pending = 1; /* the timer's close */
 
   if (np__parse_addr(hostport, &d->numeric) == 0) {
     r = start_connect(d, (struct sockaddr *)&d->numeric);
@@ -169,20 +176,16 @@ static void on_stream_ready(uv_timer_t *t) {
 
 int np__dial_stream(uv_loop_t *loop, np__mux *m, np__dial_cb cb, void *data, np__dialer **out) {
   np__dialer *d;
+  np_conn *c;
   int r;
 
-  if ((d = calloc(1, sizeof(*d))) == NULL)
-    return UV_ENOMEM;
-  if ((r = np__mux_open(m, &d->conn)) != 0) {
-    free(d);
+  if ((r = np__mux_open(m, &c)) != 0)
     return r;
+  if ((d = dialer_new(loop, cb, data)) == NULL) {
+    np__conn_abort(c, NULL);
+    return UV_ENOMEM;
   }
-  d->loop = loop;
-  d->cb = cb;
-  d->data = data;
-  uv_timer_init(loop, &d->timer);
-  d->timer.data = d;
-  d->pending = 1; /* the timer's close */
+  d->conn = c;
   uv_timer_start(&d->timer, on_stream_ready, 0, 0);
   if (out != NULL)
     *out = d;

@@ -494,6 +494,16 @@ static void raw_setup(fixture *f, uint32_t limit) {
   assert_int_equal(uv_read_start((uv_stream_t *)&f->raw_tcp, raw_alloc, raw_read), 0);
 }
 
+/* The mux says go away (protocol error) and closes; then the fixture goes. */
+static void expect_protocol_error(fixture *f) {
+  np__mux_hdr h;
+  raw_wait(f, NP_MUX_GO_AWAY, 0, 0, &h);
+  assert_int_equal(h.length, NP_MUX_GOAWAY_PROTO);
+  while (!f->raw_eof)
+    uv_run(&f->loop, UV_RUN_ONCE);
+  teardown_pair(f);
+}
+
 static void test_raw_ping_answered(void **state) {
   fixture *f = &F;
   np__mux_hdr h;
@@ -507,7 +517,6 @@ static void test_raw_ping_answered(void **state) {
 
 static void test_raw_window_overrun_is_fatal(void **state) {
   fixture *f = &F;
-  np__mux_hdr h;
   (void)state;
   raw_setup(f, 0);
   f->stall_server_reads = 1;
@@ -515,26 +524,17 @@ static void test_raw_window_overrun_is_fatal(void **state) {
   raw_wait(f, NP_MUX_WINDOW_UPDATE, NP_MUX_ACK, 1, NULL);
   /* One byte more than the initial window, in one frame. */
   raw_send(f, NP_MUX_DATA, 0, 1, NP_MUX_INITIAL_WINDOW + 1, NP_MUX_INITIAL_WINDOW + 1);
-  raw_wait(f, NP_MUX_GO_AWAY, 0, 0, &h);
-  assert_int_equal(h.length, NP_MUX_GOAWAY_PROTO);
-  while (!f->raw_eof)
-    uv_run(&f->loop, UV_RUN_ONCE);
-  teardown_pair(f);
+  expect_protocol_error(f);
 }
 
 static void test_raw_bad_version(void **state) {
   fixture *f = &F;
   unsigned char junk[NP_MUX_HDR_LEN] = {1, 0, 0, 1, 0, 0, 0, 1, 0, 0, 0, 0};
   uv_buf_t b = uv_buf_init((char *)junk, sizeof(junk));
-  np__mux_hdr h;
   (void)state;
   raw_setup(f, 0);
   assert_int_equal(uv_try_write((uv_stream_t *)&f->raw_tcp, &b, 1), (int)sizeof(junk));
-  raw_wait(f, NP_MUX_GO_AWAY, 0, 0, &h);
-  assert_int_equal(h.length, NP_MUX_GOAWAY_PROTO);
-  while (!f->raw_eof)
-    uv_run(&f->loop, UV_RUN_ONCE);
-  teardown_pair(f);
+  expect_protocol_error(f);
 }
 
 static void test_raw_stream_limit(void **state) {
