@@ -22,10 +22,11 @@
 #define QUANTUM_ALONE  (256 * 1024) /* when one has: no one to be fair to */
 #define READ_BUF       (64 * 1024 + NP_MUX_HDR_LEN)
 #define READ_FRAME     (64 * 1024) /* the body size relays write frames with */
-#define BORROW_MAX     (64 * 1024) /* most handed to a reader at once: a relay chunk (NP_JOIN_CHUNK) \
-                                    */
-#define CTRL_MAX       4096        /* queued control frames: more means the peer does not read */
-#define CLOSE_GRACE_MS 2000        /* how long a closing mux may take to write what is queued */
+#define BORROW_MAX                                                                                 \
+  (64 * 1024)               /* most handed to a reader at once: a relay chunk (NP_JOIN_CHUNK)      \
+                             */
+#define CTRL_MAX       4096 /* queued control frames: more means the peer does not read */
+#define CLOSE_GRACE_MS 2000 /* how long a closing mux may take to write what is queued */
 #define NOTSENT_LOWAT  (128 * 1024)
 #define PING_EVERY_NS  (5 * 1000000000ull)
 
@@ -110,8 +111,7 @@ struct np__mux {
   int dead;          /* 0, or why the mux is gone */
   int handles;       /* timer and transport still to close */
   unsigned busy : 1; /* b is being written */
-  unsigned closing : 1, goaway_pending : 1, goaway_in_batch : 1, remote_goaway : 1,
-      transport_closed : 1, freeing : 1;
+  unsigned closing : 1, goaway_pending : 1, goaway_in_batch : 1, remote_goaway : 1, freeing : 1;
 };
 
 static const np_conn_ops stream_ops;
@@ -444,7 +444,7 @@ static void batch_hdr(batch *b, mstream *s, uint8_t type, uint16_t flags, uint32
 }
 
 /* One data frame of up to quantum bytes from s's queue (fewer if the batch runs out of buffers). */
-static void frame_data(np__mux *m, batch *b, mstream *s, size_t quantum) {
+static void frame_data(batch *b, mstream *s, size_t quantum) {
   size_t want = s->wbytes, take = 0;
   unsigned hdr_buf;
 
@@ -485,7 +485,6 @@ static void frame_data(np__mux *m, batch *b, mstream *s, size_t quantum) {
   s->wbytes -= take;
   s->send_window -= (uint32_t)take;
   b->bytes += take;
-  (void)m;
 }
 
 static void on_batch_written(np_conn_write *req, int status);
@@ -494,7 +493,7 @@ static void flush(np__mux *m) {
   batch *b = &m->b;
   size_t i;
 
-  if (m->busy || m->dead || m->transport_closed)
+  if (m->busy || m->dead)
     return;
   b->nbufs = b->nframes = 0;
   b->bytes = 0;
@@ -517,7 +516,7 @@ static void flush(np__mux *m) {
     size_t quantum = m->nready > 1 ? QUANTUM_SHARED : QUANTUM_ALONE;
     ready_del(m, s);
     if (s->wbytes > 0 && s->send_window > 0) {
-      frame_data(m, b, s, quantum);
+      frame_data(b, s, quantum);
     } else if (s->wbytes == 0 && s->fin_wanted && !s->fin_sent) {
       batch_hdr(b, s, NP_MUX_DATA, NP_MUX_FIN, s->id, 0);
       s->fin_sent = 1;
@@ -974,7 +973,6 @@ static void fail(np__mux *m, int err, int goaway_code) {
     if (!s->closing)
       reset_stream(m, s, err);
   }
-  m->transport_closed = 1;
   uv_close((uv_handle_t *)&m->timer, on_handle_closed);
   np__conn_read_stop(m->t);
   if (err == UV_ECANCELED)
@@ -1077,10 +1075,6 @@ np__mux *np__mux_of(np_conn *c) {
 
 size_t np__mux_stream_count(const np__mux *m) {
   return m->nstreams;
-}
-
-uint32_t np__mux_stream_window(np_conn *c) {
-  return ((mstream *)c)->recv_target;
 }
 
 uint32_t np__mux_stream_id(np_conn *c) {

@@ -48,8 +48,6 @@ void np__mux_close(np__mux *m);
 /* The mux a stream belongs to, or NULL if c is not a mux stream. */
 np__mux *np__mux_of(np_conn *c);
 size_t np__mux_stream_count(const np__mux *m);
-/* A stream's current receive window (how far auto-tuning has grown it). */
-uint32_t np__mux_stream_window(np_conn *c);
 uint32_t np__mux_stream_id(np_conn *c);
 /* Bytes received on a stream and not yet read. */
 size_t np__mux_stream_buffered(np_conn *c);
