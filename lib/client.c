@@ -68,6 +68,7 @@ struct np_client {
   np__chan *ch;
   np__mux *mux;     /* mux = true: the session's one connection, control on its first stream */
   char *mux_rbuf;   /* its read buffer (NP_MUX_SHARED_READ_BUF), kept across reconnects */
+  np__tls *tls;     /* NULL with insecure = true */
   uv_timer_t timer; /* backoff, heartbeat */
   unsigned attempt;
   uint64_t last_rx, last_tx, ping_seq;
@@ -251,8 +252,8 @@ static void on_server_dialed(void *data, int status, np_conn *c) {
 static int open_work(struct np_client *cl, np__dial_cb cb, void *data, np__dialer **out) {
   if (cl->mux != NULL)
     return np__dial_stream(cl->loop, cl->mux, cb, data, out);
-  return np__dial(cl->loop, native(cl) ? cl->cfg.server : cl->cfg.tunnel, cl->cfg.dial_timeout_ms,
-                  cb, data, out);
+  return np__dial_tls(cl->loop, native(cl) ? cl->cfg.server : cl->cfg.tunnel,
+                      cl->cfg.dial_timeout_ms, cl->tls, cb, data, out);
 }
 
 static int dial_server(work *w) {
@@ -676,7 +677,8 @@ static void connect_now(struct np_client *cl) {
 
   cl->state = C_DIALING;
   np__log(&cl->log, NP_LOG_DEBUG, "connecting to %s", cl->cfg.server);
-  r = np__dial(cl->loop, cl->cfg.server, cl->cfg.dial_timeout_ms, on_control_dialed, cl, &cl->dial);
+  r = np__dial_tls(cl->loop, cl->cfg.server, cl->cfg.dial_timeout_ms, cl->tls, on_control_dialed,
+                   cl, &cl->dial);
   if (r != 0)
     disconnect(cl, r, np_strerror(r));
 }
@@ -751,6 +753,13 @@ static void disconnect(struct np_client *cl, int status, const char *why) {
 
   if (cl->closing || cl->state == C_FATAL)
     return;
+  if (status == NP_ETLSVERIFY || status == NP_ENOTLS || status == NP_ETLSREQUIRED) {
+    /* Retrying cannot help: the server is not the one we trust, or the sides disagree on TLS. */
+    char text[NP_MSG_TEXT_MAX + 300];
+    snprintf(text, sizeof(text), "%s: %s", cl->cfg.server, np_strerror(status));
+    fatal(cl, status, text);
+    return;
+  }
   drop_session(cl);
   if (cl->state == C_READY || cl->state == C_LOGIN || cl->state == C_HELLO)
     emit(cl, NP_CLIENT_DISCONNECTED, status, NULL, why, 0);
@@ -811,6 +820,15 @@ void np_client_set_event_cb(struct np_client *cl, np_client_event_cb cb) {
 int np_client_start(struct np_client *cl) {
   if (cl->started || cl->closing)
     return NP_ESTATE;
+  if (!cl->cfg.insecure) {
+    int r = np__tls_client_new(cl->loop, &cl->cfg, &cl->log, &cl->tls);
+    if (r != 0)
+      return r;
+  } else {
+    np__log(&cl->log, NP_LOG_WARN,
+            "TLS is off (insecure = true): tunnelled traffic crosses the network in clear and "
+            "anybody on the path can read or change it");
+  }
   cl->started = 1;
   uv_timer_init(cl->loop, &cl->timer);
   cl->timer.data = cl;
@@ -828,6 +846,7 @@ static void unref(struct np_client *cl) {
     return;
   np__bufcache_clear(&cl->chunks);
   free(cl->mux_rbuf);
+  np__tls_free(cl->tls);
   if (cl->close_cb != NULL)
     cl->close_cb(cl);
   free(cl);

@@ -246,8 +246,10 @@ static int check_len(decoder *d, const unsigned char *hdr, size_t *body) {
   uint64_t n = get_be(hdr, HDR_LEN);
   if (n == 0)
     return d->error = NP_EPROTO;
+  /* A TLS record (handshake, version 3.x) read as our header is a length of ~370 MB: a TLS client
+   * talking to a plaintext server, which deserves its own error. */
   if (n > d->max_frame)
-    return d->error = NP_ETOOBIG;
+    return d->error = hdr[0] == 0x16 && hdr[1] == 0x03 ? NP_ETLSREQUIRED : NP_ETOOBIG;
   *body = (size_t)n;
   return 0;
 }

@@ -4,6 +4,7 @@
 
 #include "mux.h"
 #include "mux_frame.h"
+#include "tls.h"
 
 #include <errno.h>
 #include <stdarg.h>
@@ -141,7 +142,18 @@ static int copy_str(struct np_config *cfg, const char *key, const char *v, char 
 }
 
 /* Keys of [server] / [client]. */
-enum vtype { V_STR, V_HOSTPORT, V_IPPORT, V_DURATION, V_COUNT, V_PORTS, V_LEVEL, V_CODEC, V_BOOL };
+enum vtype {
+  V_STR,
+  V_HOSTPORT,
+  V_IPPORT,
+  V_DURATION,
+  V_COUNT,
+  V_PORTS,
+  V_LEVEL,
+  V_CODEC,
+  V_BOOL,
+  V_FINGERPRINT
+};
 
 typedef struct key_def {
   const char *name;
@@ -174,6 +186,14 @@ static const key_def keys[] = {
     {"mux_max_streams", KIND_SERVER, V_COUNT, FIELD(mux_max_streams)},
     {"mux_max_window", KIND_BOTH, V_COUNT, FIELD(mux_max_window)},
     {"relay_splice", KIND_BOTH, V_BOOL, FIELD(relay_splice)},
+    {"insecure", KIND_BOTH, V_BOOL, FIELD(insecure)},
+    {"tls_cert", KIND_BOTH, V_STR, FIELD(tls_cert)},
+    {"tls_key", KIND_BOTH, V_STR, FIELD(tls_key)},
+    {"tls_dir", KIND_SERVER, V_STR, FIELD(tls_dir)},
+    {"tls_client_ca", KIND_SERVER, V_STR, FIELD(tls_client_ca)},
+    {"server_fingerprint", KIND_CLIENT, V_FINGERPRINT, FIELD(server_fingerprint)},
+    {"tls_ca", KIND_CLIENT, V_STR, FIELD(tls_ca)},
+    {"tls_server_name", KIND_CLIENT, V_STR, FIELD(tls_server_name)},
     {"server", KIND_CLIENT, V_HOSTPORT, FIELD(server)},
     {"name", KIND_CLIENT, V_STR, FIELD(name)},
     {"tunnel", KIND_CLIENT, V_HOSTPORT, FIELD(tunnel)},
@@ -224,6 +244,14 @@ static int set_key(struct np_config *cfg, const key_def *k, const char *v) {
     else
       return set_err(cfg, "%s: '%s' is not true or false", k->name, v);
     return 0;
+  case V_FINGERPRINT: {
+    unsigned char md[32];
+    if (np__tls_fingerprint_parse(v, md) != 0)
+      return set_err(
+          cfg, "%s: '%s' is not a SHA-256 fingerprint (sha256:AB:CD:... as np-server prints it)",
+          k->name, v);
+    return copy_str(cfg, k->name, v, field, k->size);
+  }
   case V_CODEC:
     if (np_codec_find(v) == NULL)
       return set_err(cfg, "%s: '%s' is not a codec (native or line)", k->name, v);
@@ -444,6 +472,11 @@ int np_config_validate(struct np_config *cfg) {
   if (cfg->mux_max_window < NP_MUX_INITIAL_WINDOW || cfg->mux_max_window > (1u << 30))
     return set_err(cfg, "mux_max_window must be from 262144 (yamux's initial window) to 1073741824 "
                         "bytes");
+  if (line_codec && !cfg->insecure)
+    return set_err(cfg, "codec line is the seed article's plaintext protocol: it needs insecure = "
+                        "true (--insecure)");
+  if ((cfg->tls_cert[0] == '\0') != (cfg->tls_key[0] == '\0'))
+    return set_err(cfg, "tls_cert and tls_key go together (--tls-cert, --tls-key)");
   if (cfg->kind == NP_CONFIG_SERVER) {
     if (cfg->pending_timeout_ms == 0)
       return set_err(cfg, "pending_timeout must be above 0");

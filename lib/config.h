@@ -38,6 +38,9 @@ struct np_config {
   size_t max_frame;
   size_t mux_max_window; /* a mux stream's receive window may grow to this */
   int relay_splice;      /* relay plain TCP joins with splice(2) (Linux) */
+  int insecure;          /* no TLS between client and server (docs/security.md) */
+  char tls_cert[1024];   /* server: its certificate; client: its certificate for mutual TLS */
+  char tls_key[1024];
 
   /* server */
   char bind[NP_HOSTPORT_MAX];
@@ -54,8 +57,10 @@ struct np_config {
   size_t max_pending_per_proxy;
   size_t max_clients;
   size_t max_proxies_per_client;
-  size_t max_work_pool;   /* idle pre-opened work connections a client may hold */
-  size_t mux_max_streams; /* streams one multiplexed connection may hold open */
+  size_t max_work_pool;     /* idle pre-opened work connections a client may hold */
+  size_t mux_max_streams;   /* streams one multiplexed connection may hold open */
+  char tls_dir[1024];       /* where the self-signed identity lives ("": the default state dir) */
+  char tls_client_ca[1024]; /* require client certificates signed by this CA */
 
   /* client */
   char server[NP_HOSTPORT_MAX];
@@ -66,6 +71,9 @@ struct np_config {
   uint64_t dial_timeout_ms;
   size_t work_pool; /* pre-opened work connections to keep */
   int mux;          /* one multiplexed connection for control and work (docs/config.md) */
+  char server_fingerprint[128]; /* pin the server's certificate */
+  char tls_ca[1024];            /* else trust this CA file, or "system" (the default) */
+  char tls_server_name[256]; /* the name a CA-signed certificate must carry (default: server's) */
   np__proxy_cfg proxies[NP_MAX_PROXIES];
   size_t n_proxies;
 };

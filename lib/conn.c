@@ -138,8 +138,15 @@ int np__conn_tcp_wrap(uv_stream_t *stream, np_conn **out) {
   return 0;
 }
 
+/* The TCP conn at the bottom of c's layers, for socket options. */
+static np_conn *bottom(np_conn *c) {
+  while (c->ops->lower != NULL)
+    c = c->ops->lower(c);
+  return c;
+}
+
 int np__conn_keepalive(np_conn *c, unsigned delay_s) {
-  tcp_conn *t = (tcp_conn *)c;
+  tcp_conn *t = (tcp_conn *)(c = bottom(c));
   if (c->ops != &tcp_ops || t->stream->type != UV_TCP)
     return UV_EINVAL;
   return uv_tcp_keepalive((uv_tcp_t *)t->stream, 1, delay_s > 0 ? delay_s : 1);
@@ -171,7 +178,7 @@ int np__conn_tcp_fd(np_conn *c, uv_loop_t **loop) {
 
 int np__conn_notsent_lowat(np_conn *c, unsigned bytes) {
 #ifdef TCP_NOTSENT_LOWAT
-  tcp_conn *t = (tcp_conn *)c;
+  tcp_conn *t = (tcp_conn *)(c = bottom(c));
   uv_os_fd_t fd;
   int v = (int)bytes;
 

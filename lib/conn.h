@@ -40,6 +40,9 @@ typedef struct np_conn_ops {
   void (*abort)(np_conn *c, np_conn_close_cb cb);
   /* Peer address as "host:port" (a stream says which, over which connection). */
   void (*peer_str)(np_conn *c, char *buf, size_t len);
+  /* Optional: the conn this one is layered on (TLS: its TCP conn), for socket options only; bytes
+   * must never bypass the upper conn. */
+  np_conn *(*lower)(np_conn *c);
 } np_conn_ops;
 
 struct np_conn {

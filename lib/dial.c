@@ -12,7 +12,8 @@ struct np__dialer {
   uv_timer_t timer;
   struct sockaddr_storage numeric;
   struct addrinfo *res, *next; /* resolved addresses, the next to try */
-  np_conn *conn;               /* connecting */
+  np_conn *conn;               /* connecting, or in its TLS handshake */
+  np__tls *tls;                /* NULL: plain TCP */
   np__dial_cb cb;
   void *data;
   int pending; /* callbacks still to come: gai, connect, timer close */
@@ -51,6 +52,19 @@ static void complete(np__dialer *d, int status, np_conn *conn, int report) {
 
 static void try_next(np__dialer *d, int last_err);
 
+/* A failed handshake is final: another address of the same name would present the same problem. */
+static void on_handshake(np_conn *c, int status, void *data) {
+  np__dialer *d = data;
+
+  d->conn = NULL;
+  if (status != 0) {
+    np__conn_close(c, NULL);
+    complete(d, status, NULL, 1);
+    return;
+  }
+  complete(d, 0, c, 1);
+}
+
 static void on_connect(uv_connect_t *req, int status) {
   np__dialer *d = req->data;
   np_conn *c = d->conn;
@@ -67,6 +81,15 @@ static void on_connect(uv_connect_t *req, int status) {
     return;
   }
   uv_tcp_nodelay(np__conn_tcp_handle(c), 1);
+  if (d->tls != NULL) {
+    if ((status = np__tls_wrap(d->tls, c, &d->conn)) == 0 &&
+        (status = np__tls_handshake(d->conn, on_handshake, d)) == 0)
+      return; /* the dial timeout keeps running: it covers the handshake too */
+    np__conn_close(d->conn != NULL ? d->conn : c, NULL);
+    d->conn = NULL;
+    complete(d, status, NULL, 1);
+    return;
+  }
   complete(d, 0, c, 1);
 }
 
@@ -132,6 +155,11 @@ static np__dialer *dialer_new(uv_loop_t *loop, np__dial_cb cb, void *data) {
 
 int np__dial(uv_loop_t *loop, const char *hostport, uint64_t timeout_ms, np__dial_cb cb, void *data,
              np__dialer **out) {
+  return np__dial_tls(loop, hostport, timeout_ms, NULL, cb, data, out);
+}
+
+int np__dial_tls(uv_loop_t *loop, const char *hostport, uint64_t timeout_ms, np__tls *tls,
+                 np__dial_cb cb, void *data, np__dialer **out) {
   char host[260];
   char port[8];
   struct addrinfo hints;
@@ -142,6 +170,7 @@ int np__dial(uv_loop_t *loop, const char *hostport, uint64_t timeout_ms, np__dia
     return UV_EINVAL;
   if ((d = dialer_new(loop, cb, data)) == NULL)
     return UV_ENOMEM;
+  d->tls = tls;
 
   if (np__parse_addr(hostport, &d->numeric) == 0) {
     r = start_connect(d, (struct sockaddr *)&d->numeric);

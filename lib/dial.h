@@ -7,6 +7,7 @@
 
 #include "conn.h"
 #include "mux.h"
+#include "tls.h"
 
 typedef struct np__dialer np__dialer;
 
@@ -16,6 +17,11 @@ typedef void (*np__dial_cb)(void *data, int status, np_conn *conn);
 /* Returns 0 (cb runs later, exactly once unless cancelled) or an error (cb never runs). */
 int np__dial(uv_loop_t *loop, const char *hostport, uint64_t timeout_ms, np__dial_cb cb, void *data,
              np__dialer **out);
+/* The same, then a TLS handshake with tls (borrowed; it must outlive the dial) within the same
+ * timeout: conn is then a TLS conn. Handshake failures (NP_ETLS, NP_ETLSVERIFY, NP_ENOTLS) are
+ * reported without trying further addresses. */
+int np__dial_tls(uv_loop_t *loop, const char *hostport, uint64_t timeout_ms, np__tls *tls,
+                 np__dial_cb cb, void *data, np__dialer **out);
 /* Open a stream on a multiplexed connection instead: no handshake, so cb runs on the next turn of
  * the loop (never from inside this call). Errors of np__mux_open are returned at once. */
 int np__dial_stream(uv_loop_t *loop, np__mux *m, np__dial_cb cb, void *data, np__dialer **out);

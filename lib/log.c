@@ -45,7 +45,7 @@ void np__logger_init(np__logger *lg) {
 }
 
 void np__log(const np__logger *lg, np_log_level level, const char *fmt, ...) {
-  char msg[512];
+  char msg[1024];
   va_list ap;
 
   if (lg == NULL || level > lg->level || lg->cb == NULL)

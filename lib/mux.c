@@ -807,6 +807,8 @@ static int on_frame(np__mux *m, const np__mux_hdr *h) {
   }
   if (h->type == NP_MUX_GO_AWAY) {
     m->remote_goaway = 1;
+    if (h->length == NP_MUX_GOAWAY_TLS && m->o.client)
+      fail(m, NP_ETLSREQUIRED, -1); /* a TLS server saw our plaintext: no stream will follow */
     return 0;
   }
   if (h->flags & NP_MUX_SYN) {

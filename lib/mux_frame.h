@@ -16,7 +16,9 @@ enum np_mux_flags { NP_MUX_SYN = 1, NP_MUX_ACK = 2, NP_MUX_FIN = 4, NP_MUX_RST =
 enum np_mux_goaway {
   NP_MUX_GOAWAY_NORMAL = 0,
   NP_MUX_GOAWAY_PROTO = 1,
-  NP_MUX_GOAWAY_INTERNAL = 2
+  NP_MUX_GOAWAY_INTERNAL = 2,
+  /* Ours: a TLS server's answer to a plaintext client that opened with MUX (docs/protocol.md). */
+  NP_MUX_GOAWAY_TLS = 0x4e50544c /* "NPTL" */
 };
 
 typedef struct np__mux_hdr {

@@ -275,6 +275,8 @@ static int login(session *s, const np_msg *m) {
       ((muxconn *)np__mux_data(mx))->logged_in = 1;
   }
   np__log(&srv->log, NP_LOG_INFO, "client %s logged in from %s", s->name, s->peer);
+  /* The timer was set for the login deadline; from now on it keeps the heartbeat. */
+  uv_timer_start(&s->timer, on_session_timer, srv->cfg.heartbeat_interval_ms, 0);
   return np__session_send(s, &resp);
 }
 
@@ -485,6 +487,19 @@ static void on_session_msg(np__chan *ch, const np_msg *m) {
 
 static void on_session_error(np__chan *ch, int err) {
   session *s = np__chan_data(ch);
+  if (err == NP_ETLSREQUIRED && s->state == S_NEW) {
+    /* A TLS client reads this as "not TLS" and says so, instead of waiting for a ServerHello. */
+    np_msg m = {.type = NP_MSG_CLOSE, .status = NP_ENOTLS};
+    snprintf(m.text, sizeof(m.text), "this server runs without TLS (--insecure)");
+    np__conn_send_msg(np__chan_conn(ch), s->srv->codec, &m);
+    np__log(&s->srv->log, NP_LOG_WARN,
+            "%s: TLS client, but this server runs with --insecure; closing (both sides need the "
+            "same setting)",
+            s->peer);
+    s->srv->stats.logins_failed++;
+    np__session_close(s, err, np_strerror(err));
+    return;
+  }
   if (err != UV_EOF)
     np__log(&s->srv->log, NP_LOG_WARN, "%s (%s): %s, closing", s->name[0] ? s->name : "connection",
             s->peer, np_strerror(err));
@@ -540,7 +555,17 @@ static void session_start(struct np_server *srv, np_conn *c) {
 }
 
 static void on_control(np__listener *l, np_conn *c) {
-  session_start(((proxy *)np__listener_data(l))->srv, c);
+  struct np_server *srv = ((proxy *)np__listener_data(l))->srv;
+  np_conn *tc;
+
+  if (srv->tls != NULL) {
+    if (np__tls_wrap(srv->tls, c, &tc) != 0) {
+      np__conn_close(c, NULL);
+      return;
+    }
+    c = tc;
+  }
+  session_start(srv, c);
 }
 
 /* ---- multiplexed connections ------------------------------------------------------------------
@@ -723,6 +748,9 @@ int np_server_start(struct np_server *srv) {
       return r;
     srv->pool_ops = np_pool_default_ops();
   }
+  if (!srv->cfg.insecure &&
+      (r = np__tls_server_new(srv->loop, &srv->cfg, &srv->log, &srv->tls)) != 0)
+    return r;
   uv_timer_init(srv->loop, &srv->pool_timer);
   srv->pool_timer.data = srv;
   srv->refs++;
@@ -733,6 +761,13 @@ int np_server_start(struct np_server *srv) {
     np__log(&srv->log, NP_LOG_WARN, "no token set: any client can open public ports");
   np__log(&srv->log, NP_LOG_INFO, "listening on %s (port %d, codec %s)", srv->cfg.bind, srv->port,
           srv->codec->name);
+  if (srv->tls != NULL)
+    np__log(&srv->log, NP_LOG_INFO, "TLS certificate %s (clients: --server-fingerprint %s)",
+            np__tls_fingerprint(srv->tls), np__tls_fingerprint(srv->tls));
+  else
+    np__log(&srv->log, NP_LOG_WARN,
+            "TLS is off (insecure = true): tunnelled traffic crosses the network in clear and "
+            "anybody on the path can read or change it");
   if (!(srv->codec->caps & NP_CODEC_CAP_WORK_HEADER)) {
     char host[NP_HOSTPORT_MAX];
     int vport, tport;
@@ -748,6 +783,26 @@ int np_server_start(struct np_server *srv) {
     np__log(&srv->log, NP_LOG_INFO, "line codec: tunnel port %d, visit port %d", tport,
             srv->visit_proxy->port);
   }
+  return 0;
+}
+
+const char *np_server_fingerprint(const struct np_server *srv) {
+  return srv->tls != NULL ? np__tls_fingerprint(srv->tls) : NULL;
+}
+
+int np_server_identity(const struct np_config *cfg, char *buf, size_t len) {
+  np__logger quiet;
+  np__tls *t;
+  int r;
+
+  if (cfg == NULL || cfg->kind != NP_CONFIG_SERVER || buf == NULL || len <= NP_TLS_FP_LEN)
+    return UV_EINVAL;
+  np__logger_init(&quiet);
+  quiet.level = NP_LOG_ERROR;
+  if ((r = np__tls_server_new(NULL, cfg, &quiet, &t)) != 0)
+    return r;
+  np__strlcpy(buf, np__tls_fingerprint(t), len);
+  np__tls_free(t);
   return 0;
 }
 
@@ -767,6 +822,7 @@ void np__server_unref(struct np_server *srv) {
     srv->pool_ops->destroy(srv->pool);
   np__bufcache_clear(&srv->chunks);
   free(srv->mux_rbuf);
+  np__tls_free(srv->tls);
   if (srv->close_cb != NULL)
     srv->close_cb(srv);
   free(srv);

@@ -12,6 +12,7 @@
 #include "join.h"
 #include "listen.h"
 #include "mux.h"
+#include "tls.h"
 
 #define PROTO_VERSION   1      /* docs/protocol.md §versions */
 #define CTRL_MAX_QUEUED 262144 /* a client that stops reading its control stream is cut off */
@@ -104,6 +105,7 @@ struct np_server {
   np_server_stats stats;
   np__bufcache chunks; /* relay buffers shared by this server's joins */
   char *mux_rbuf;      /* read buffer shared by its muxes (NP_MUX_SHARED_READ_BUF) */
+  np__tls *tls;        /* NULL with insecure = true */
   int port;
   int refs; /* open handles and objects; the server is freed when closing and refs hits 0 */
   uint64_t accept_error_logged;

@@ -16,7 +16,8 @@ static int usage_error(const char *prog, const char *msg) {
 }
 
 int np_cli_parse(int argc, char **argv, struct np_config *cfg, const char *shortopts,
-                 const struct option *longopts, const char *help) {
+                 const struct option *longopts, const char *help, const char *actions,
+                 int *action) {
   const char *prog = prog_name(argv[0]);
   const char *file = NULL;
   int c, idx, r;
@@ -47,12 +48,16 @@ int np_cli_parse(int argc, char **argv, struct np_config *cfg, const char *short
       return usage_error(prog, "bad option");
     if (c == 'c')
       continue;
+    if (c != 0 && actions != NULL && strchr(actions, c) != NULL) {
+      *action = c;
+      continue;
+    }
     /* A short option stands for its long form's key (-s is --server); -R has only the short form.
      */
     for (const struct option *o = longopts; o->name != NULL; o++)
       if ((c == 0 && o == &longopts[idx]) || (c != 0 && o->val == c))
         name = o->name;
-    r = np_config_set_flag(cfg, name, optarg);
+    r = np_config_set_flag(cfg, name, optarg != NULL ? optarg : "true");
     if (r != 0)
       return usage_error(prog, np_config_error(cfg));
   }

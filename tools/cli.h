@@ -7,13 +7,14 @@
 #include <natproxy.h>
 
 /* Exit codes, documented in the man pages and docs/config.md. */
-enum { NP_EXIT_OK = 0, NP_EXIT_RUNTIME = 1, NP_EXIT_USAGE = 2, NP_EXIT_AUTH = 3 };
+enum { NP_EXIT_OK = 0, NP_EXIT_RUNTIME = 1, NP_EXIT_USAGE = 2, NP_EXIT_AUTH = 3, NP_EXIT_TLS = 4 };
 
 /* Parse argv into cfg: -c FILE first, then every other flag on top of it (long options without a
- * short form map to the config key of the same name). -h and -V print and return -1 (exit 0).
- * Returns 0, -1, or NP_EXIT_USAGE after printing the error. */
+ * short form map to the config key of the same name; one without an argument means "true"). -h
+ * and -V print and return -1 (exit 0). A short option listed in actions is not a key: its letter
+ * goes into *action. Returns 0, -1, or NP_EXIT_USAGE after printing the error. */
 int np_cli_parse(int argc, char **argv, struct np_config *cfg, const char *shortopts,
-                 const struct option *longopts, const char *help);
+                 const struct option *longopts, const char *help, const char *actions, int *action);
 /* On SIGINT/SIGTERM call stop(arg) once; signal handles close once stop's work lets the loop drain.
  */
 void np_cli_handle_signals(uv_loop_t *loop, void (*stop)(void *arg), void *arg);

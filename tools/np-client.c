@@ -29,6 +29,13 @@ static const char help[] =
     "      --relay-splice true|false  move bulk transfers of plain TCP joins with splice(2)\n"
     "                             (default true; applies with --mux false)\n"
     "      --mux-max-window BYTES how far a stream's window may grow (default 16777216)\n"
+    "      --server-fingerprint FP  trust the server whose certificate has this SHA-256\n"
+    "                             fingerprint (np-server prints it at start)\n"
+    "      --tls-ca FILE|system   else trust servers signed by this CA (default: system)\n"
+    "      --tls-server-name NAME the name a CA-signed certificate must carry (default: the\n"
+    "                             --server host)\n"
+    "      --tls-cert FILE --tls-key FILE  a client certificate, for servers that require one\n"
+    "      --insecure             no TLS (the server needs --insecure too); warns at start\n"
     "      --codec NAME           native (default) or line (the seed article's protocol), with\n"
     "      --tunnel HOST:PORT --local HOST:PORT          for the line codec\n"
     "  -h, --help                 show this help\n"
@@ -36,7 +43,8 @@ static const char help[] =
     "\n"
     "Exit status: 0 stopped by SIGINT/SIGTERM, 2 bad usage or configuration, 3 the server refused "
     "the\n"
-    "token. Unreachable servers are retried forever with capped exponential backoff.\n";
+    "token, 4 the server is not trusted or the sides disagree on TLS. Unreachable servers are\n"
+    "retried forever with capped exponential backoff.\n";
 
 static const struct option longopts[] = {
     {"config", required_argument, NULL, 'c'},
@@ -56,6 +64,12 @@ static const struct option longopts[] = {
     {"mux-max-window", required_argument, NULL, 0},
     {"relay-splice", required_argument, NULL, 0},
     {"max-frame", required_argument, NULL, 0},
+    {"server-fingerprint", required_argument, NULL, 0},
+    {"tls-ca", required_argument, NULL, 0},
+    {"tls-server-name", required_argument, NULL, 0},
+    {"tls-cert", required_argument, NULL, 0},
+    {"tls-key", required_argument, NULL, 0},
+    {"insecure", no_argument, NULL, 0},
     {"codec", required_argument, NULL, 0},
     {"tunnel", required_argument, NULL, 0},
     {"local", required_argument, NULL, 0},
@@ -77,7 +91,11 @@ static void on_event(struct np_client *cl, const np_client_event *ev) {
     break;
   case NP_CLIENT_FATAL:
     fprintf(stderr, "np-client: %s\n", ev->text);
-    exit_code = ev->status == NP_EAUTH ? NP_EXIT_AUTH : NP_EXIT_RUNTIME;
+    exit_code =
+        ev->status == NP_EAUTH ? NP_EXIT_AUTH
+        : ev->status == NP_ETLSVERIFY || ev->status == NP_ENOTLS || ev->status == NP_ETLSREQUIRED
+            ? NP_EXIT_TLS
+            : NP_EXIT_RUNTIME;
     np_cli_close_signals();
     np_client_close(cl, NULL);
     break;
@@ -94,7 +112,7 @@ int main(int argc, char **argv) {
 
   if (np_config_new(NP_CONFIG_CLIENT, &cfg) != 0)
     return NP_EXIT_RUNTIME;
-  r = np_cli_parse(argc, argv, cfg, "c:s:R:hV", longopts, help);
+  r = np_cli_parse(argc, argv, cfg, "c:s:R:hV", longopts, help, NULL, NULL);
   if (r != 0) {
     np_config_free(cfg);
     return r < 0 ? NP_EXIT_OK : r;
@@ -107,7 +125,12 @@ int main(int argc, char **argv) {
   }
   np_client_set_event_cb(cl, on_event);
   np_cli_handle_signals(loop, stop, cl);
-  np_client_start(cl);
+  if ((r = np_client_start(cl)) != 0) {
+    fprintf(stderr, "np-client: cannot start: %s\n", np_strerror(r));
+    np_cli_close_signals();
+    np_client_close(cl, NULL);
+    exit_code = NP_EXIT_USAGE;
+  }
   uv_run(loop, UV_RUN_DEFAULT);
   uv_loop_close(loop);
   return exit_code;

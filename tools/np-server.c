@@ -27,6 +27,14 @@ static const char help[] =
     "      --mux-max-window BYTES   how far a stream's receive window may grow (default 16777216)\n"
     "      --relay-splice true|false  move bulk transfers of plain TCP joins with splice(2)\n"
     "                               (default true)\n"
+    "      --insecure               no TLS (clients need --insecure too); warns at start\n"
+    "      --tls-dir DIR            where the self-signed key and certificate are created\n"
+    "                               (default /var/lib/natproxy for root, else\n"
+    "                               ~/.local/state/natproxy)\n"
+    "      --tls-cert FILE --tls-key FILE  use this certificate (chain) and key instead\n"
+    "      --tls-client-ca FILE     require client certificates signed by this CA\n"
+    "      --fingerprint            print the certificate's fingerprint (creating it if needed)\n"
+    "                               and exit\n"
     "      --codec NAME             native (default) or line (the seed article's protocol)\n"
     "      --tunnel-bind ADDR:PORT  line codec: where tunnel connections arrive\n"
     "      --visit-bind ADDR:PORT   line codec: where visitors arrive\n"
@@ -34,7 +42,8 @@ static const char help[] =
     "  -V, --version                show the version\n"
     "\n"
     "Durations take ms, s, m or h. Exit status: 0 stopped by SIGINT/SIGTERM, 1 runtime failure\n"
-    "(e.g. the port is in use), 2 bad usage or configuration.\n";
+    "(e.g. the port is in use), 2 bad usage or configuration (including an unusable TLS\n"
+    "identity).\n";
 
 static const struct option longopts[] = {
     {"config", required_argument, NULL, 'c'},
@@ -56,6 +65,12 @@ static const struct option longopts[] = {
     {"mux-max-window", required_argument, NULL, 0},
     {"relay-splice", required_argument, NULL, 0},
     {"max-frame", required_argument, NULL, 0},
+    {"insecure", no_argument, NULL, 0},
+    {"tls-dir", required_argument, NULL, 0},
+    {"tls-cert", required_argument, NULL, 0},
+    {"tls-key", required_argument, NULL, 0},
+    {"tls-client-ca", required_argument, NULL, 0},
+    {"fingerprint", no_argument, NULL, 'F'},
     {"codec", required_argument, NULL, 0},
     {"tunnel-bind", required_argument, NULL, 0},
     {"visit-bind", required_argument, NULL, 0},
@@ -70,12 +85,18 @@ int main(int argc, char **argv) {
   uv_loop_t *loop = uv_default_loop();
   struct np_config *cfg;
   struct np_server *srv;
-  int r;
+  char fp[128];
+  int r, action = 0;
 
   if (np_config_new(NP_CONFIG_SERVER, &cfg) != 0)
     return NP_EXIT_RUNTIME;
-  r = np_cli_parse(argc, argv, cfg, "c:hV", longopts, help);
-  if (r != 0) {
+  r = np_cli_parse(argc, argv, cfg, "c:hV", longopts, help, "F", &action);
+  if (r == 0 && action == 'F') {
+    if ((r = np_server_identity(cfg, fp, sizeof(fp))) == 0)
+      puts(fp);
+    r = r == 0 ? NP_EXIT_OK : NP_EXIT_USAGE;
+  }
+  if (r != 0 || action != 0) {
     np_config_free(cfg);
     return r < 0 ? NP_EXIT_OK : r;
   }

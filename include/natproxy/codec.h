@@ -68,8 +68,8 @@ typedef struct np_codec_ops {
   void (*decoder_free)(void *dec);
   /* Consume bytes from buf[0..len). Returns 1 and fills *msg when a message is complete, 0 when
    * every byte was consumed without completing one, or a negative code (NP_EPROTO, NP_ETOOBIG,
-   * NP_EVERSION) that sticks: every later call returns it. *consumed is always set. Buffers at most
-   * one partial frame. */
+   * NP_EVERSION; NP_ETLSREQUIRED when the bytes are a TLS handshake) that sticks: every later call
+   * returns it. *consumed is always set. Buffers at most one partial frame. */
   int (*decode)(void *dec, const char *buf, size_t len, size_t *consumed, np_msg *msg);
   /* Encode msg into buf[0..cap). Returns the length, NP_EUNSUPPORTED for a type the format cannot
    * express, NP_ETOOBIG when cap is too small, NP_EPROTO for an invalid field. */

@@ -23,7 +23,11 @@ NP_BEGIN_DECLS
   XX(EXIST, -7013, "entry already exists")                                                         \
   XX(LIMIT, -7014, "limit reached")                                                                \
   XX(STATE, -7015, "operation not valid in the object's current state")                            \
-  XX(NOPROXY, -7016, "no such proxy")
+  XX(NOPROXY, -7016, "no such proxy")                                                              \
+  XX(TLS, -7017, "TLS failure (the log says why)")                                                 \
+  XX(TLSVERIFY, -7018, "the server's certificate is not trusted (fingerprint or CA mismatch)")     \
+  XX(TLSREQUIRED, -7019, "the peer requires TLS, but this side runs with --insecure")              \
+  XX(NOTLS, -7020, "the peer does not speak TLS: both sides need the same --insecure setting")
 
 typedef enum np_errno {
 #define NP_ERR_ENUM_(name, value, text) NP_E##name = (value),

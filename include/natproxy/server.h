@@ -3,6 +3,7 @@
 #ifndef NATPROXY_SERVER_H
 #define NATPROXY_SERVER_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #include <uv.h>
@@ -50,6 +51,13 @@ NP_EXPORT void np_server_set_log(struct np_server *server, np_log_level level, n
                                  void *arg);
 /* Bind and listen. Returns 0 or the bind error (UV_EADDRINUSE, UV_EACCES, ...). */
 NP_EXPORT int np_server_start(struct np_server *server);
+/* The TLS certificate's fingerprint clients pin (--server-fingerprint): "sha256:AB:CD:...".
+ * Borrowed for the server's life; NULL before np_server_start and with insecure = true. */
+NP_EXPORT const char *np_server_fingerprint(const struct np_server *server);
+/* Load, or create on first use, the TLS identity cfg names (tls_cert/tls_key or tls_dir) and write
+ * its fingerprint into buf (at least 104 bytes). No server is started. Returns 0, UV_EINVAL or
+ * NP_ECONFIG (the reason is logged to stderr). */
+NP_EXPORT int np_server_identity(const struct np_config *cfg, char *buf, size_t len);
 /* The control port actually bound (useful with port 0); 0 before start. */
 NP_EXPORT int np_server_port(const struct np_server *server);
 NP_EXPORT void np_server_get_stats(const struct np_server *server, np_server_stats *out);

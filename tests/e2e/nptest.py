@@ -8,8 +8,10 @@ import re
 import signal
 import socket
 import socketserver
+import ssl
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 
@@ -23,6 +25,9 @@ WRAP_FAIL = 99
 BROKEN_EXITS = {WRAP_FAIL, 23, -6, -11, -7, -8, -4}
 SANITIZED = os.environ.get("NP_SANITIZED") == "1"
 LOOP = "127.0.0.1"
+# NP_E2E_TLS=0 runs a case in clear (--insecure on both sides; meson's plain-* cases); TLS is the
+# default.
+TLS = os.environ.get("NP_E2E_TLS") != "0"
 
 
 class Fail(Exception):
@@ -105,11 +110,28 @@ class Env:
     def __init__(self):
         self.procs = []
         self.servers = []
+        self.tmp = tempfile.TemporaryDirectory(prefix="np-e2e-")
 
-    def server(self, *args, name="np-server", bind=f"{LOOP}:0"):
+    def tls_server_args(self, tls_dir=None):
+        """A state directory for a server's TLS identity (fresh unless given), or --insecure."""
+        if not TLS:
+            return ["--insecure"]
+        return ["--tls-dir", tls_dir or tempfile.mkdtemp(dir=self.tmp.name)]
+
+    def tls_client_args(self, server):
+        """Pin server's certificate (it printed the fingerprint), or --insecure."""
+        fp = getattr(server, "fingerprint", None)
+        return ["--server-fingerprint", fp] if fp else ["--insecure"]
+
+    def server(self, *args, name="np-server", bind=f"{LOOP}:0", tls_dir=None):
+        tls = self.tls_server_args(tls_dir)
         p = Proc(self, name, [SERVER, "--bind", bind, "--proxy-bind-addr", LOOP,
-                              "--log-level", "debug", *args])
+                              "--log-level", "debug", *tls, *args])
         p.port = int(p.wait_line(r"listening on .* \(port (\d+)").group(1))
+        p.fingerprint = None
+        p.tls_dir = tls[1] if TLS else None
+        if "--insecure" not in p.argv:
+            p.fingerprint = p.wait_line(r"TLS certificate (sha256:[0-9A-F:]+)").group(1)
         return p
 
     def client(self, server, *args, name="np-client", token="s3cret", wait=True):
@@ -117,7 +139,8 @@ class Env:
         # multiplexing is the default
         mux = ["--mux", "false"] if os.environ.get("NP_E2E_MUX") == "0" else []
         p = Proc(self, name, [CLIENT, "--server", f"{LOOP}:{server.port}", "--token", token,
-                              "--log-level", "debug", "--reconnect-max", "1s", *mux, *args])
+                              "--log-level", "debug", "--reconnect-max", "1s", *mux,
+                              *self.tls_client_args(server), *args])
         if wait:
             p.ports = proxy_ports(p)
         return p
@@ -143,6 +166,7 @@ class Env:
         for s in self.servers:
             s.shutdown()
             s.server_close()
+        self.tmp.cleanup()
         wrapped = [f"{p.name} (exit {p.p.returncode})" for p in self.procs
                    if p.p.returncode in BROKEN_EXITS and (SERVER in p.argv or CLIENT in p.argv)]
         if failed or wrapped:
@@ -177,10 +201,46 @@ def connect(port, timeout=10):
     return s
 
 
+def tls_wrap(sock, fingerprint):
+    """Client TLS over sock, trusting exactly the certificate with this fingerprint (as np-client
+    --server-fingerprint does)."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE  # checked below, by fingerprint
+    s = ctx.wrap_socket(sock)
+    seen = hashlib.sha256(s.getpeercert(binary_form=True)).hexdigest()
+    if seen != fingerprint[7:].replace(":", "").lower():
+        raise Fail(f"server certificate {seen} is not {fingerprint}")
+    return s
+
+
+def dial(server, timeout=10):
+    """A connection to server's control port, in TLS unless the server runs with --insecure."""
+    s = socket.create_connection((LOOP, server.port), timeout=timeout)
+    return tls_wrap(s, server.fingerprint) if server.fingerprint else s
+
+
+def half_close(s):
+    """Shut down the sending side: TLS close_notify (without waiting for the peer's), or FIN."""
+    if not isinstance(s, ssl.SSLSocket):
+        s.shutdown(socket.SHUT_WR)
+        return
+    t = s.gettimeout()
+    s.setblocking(False)
+    try:
+        s.unwrap()
+    except ssl.SSLWantReadError:
+        pass  # close_notify sent; the peer's comes later
+    s.settimeout(t)
+
+
 def recv_all(s):
     chunks = []
     while True:
-        b = s.recv(1 << 16)
+        try:
+            b = s.recv(1 << 16)
+        except ssl.SSLZeroReturnError:
+            b = b""
         if not b:
             return b"".join(chunks)
         chunks.append(b)

@@ -4,8 +4,9 @@ honest client that misbehaves on purpose, or a hostile peer."""
 import hashlib
 import hmac
 import os
-import socket
 import struct
+
+from nptest import dial
 
 (HELLO, LOGIN, LOGIN_RESP, PROXY, PROXY_RESP, REQ_WORK, WORK, WORK_FAIL, PING, PONG, CLOSE, WORK_IDLE,
  START, MUX) = range(1, 15)
@@ -80,9 +81,10 @@ def mac(key, *parts):
 class Client:
     """A native client driven step by step by the test."""
 
-    def __init__(self, port, token="s3cret", name="raw", host="127.0.0.1"):
-        self.port, self.host = port, host
-        self.s = socket.create_connection((host, port), timeout=10)
+    def __init__(self, server, token="s3cret", name="raw"):
+        """server: an nptest server (its port, and its fingerprint unless it runs in clear)."""
+        self.server = server
+        self.s = dial(server)
         self.s.sendall(encode(HELLO, version=1))
         t, m = self.expect(HELLO)
         sn, cn = m["nonce"], os.urandom(32)
@@ -114,13 +116,13 @@ class Client:
 
     def idle(self, serial, good=True, raw=None):
         """Open a pre-opened work connection (or send raw bytes as its first message)."""
-        w = socket.create_connection((self.host, self.port), timeout=10)
+        w = dial(self.server)
         w.sendall(raw if raw is not None else self.idle_msg(serial, good))
         return w
 
     def work(self, visitor, good=True):
         """Open a work connection for visitor (with a wrong proof unless good)."""
-        w = socket.create_connection((self.host, self.port), timeout=10)
+        w = dial(self.server)
         proof = mac(self.key, b"np-work-1", struct.pack(">QQ", self.session, visitor))
         w.sendall(encode(WORK, id=self.session, id2=visitor, mac=proof if good else bytes(32)))
         return w

@@ -26,7 +26,7 @@ def line_server(env, *extra):
     """np-server in seed-compatible mode on three free ports: (proc, control, tunnel, visit)."""
     srv = Proc(env, "np-server", [SERVER, "--codec", "line", "--bind", f"{LOOP}:0",
                                   "--tunnel-bind", f"{LOOP}:0", "--visit-bind", f"{LOOP}:0",
-                                  "--log-level", "debug", *extra])
+                                  "--log-level", "debug", "--insecure", *extra])
     control = int(srv.wait_line(r"\(port (\d+)").group(1))
     m = srv.wait_line(r"line codec: tunnel port (\d+), visit port (\d+)")
     return srv, control, int(m.group(1)), int(m.group(2))
@@ -61,7 +61,7 @@ def test_np_client_with_seed_server(env):
     seed = SeedServer(keepalive=0.2)
     control, tunnel, visit = seed.ports
     try:
-        cl = Proc(env, "np-client", [CLIENT, "--codec", "line", "--server", f"{LOOP}:{control}",
+        cl = Proc(env, "np-client", [CLIENT, "--codec", "line", "--insecure", "--server", f"{LOOP}:{control}",
                                      "--tunnel", f"{LOOP}:{tunnel}", "--local", f"{LOOP}:{greeter}",
                                      "--heartbeat-interval", "500ms", "--heartbeat-timeout", "2s",
                                      "--log-level", "debug"])
@@ -83,7 +83,7 @@ def test_np_pair_line_codec(env):
     dead = socket.socket()
     dead.bind((LOOP, 0))
     srv, control, tunnel, visit = line_server(env, "--pending-timeout", "20s")
-    cl = Proc(env, "np-client", [CLIENT, "--codec", "line", "--server", f"{LOOP}:{control}",
+    cl = Proc(env, "np-client", [CLIENT, "--codec", "line", "--insecure", "--server", f"{LOOP}:{control}",
                                  "--tunnel", f"{LOOP}:{tunnel}",
                                  "--local", f"{LOOP}:{dead.getsockname()[1]}"])
     cl.wait_line(r"logged in to")

@@ -5,6 +5,7 @@ import concurrent.futures
 import hashlib
 import http.server
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -273,7 +274,9 @@ def test_server_restart(env):
     srv.signal(signal.SIGTERM)
     check(srv.wait_exit() == 0, "server exit code on SIGTERM")
     cl.wait_line(r"server closed the session: server shutting down", after=mark)
-    srv2 = env.server("--token", "s3cret", bind=f"{LOOP}:{srv.port}", name="np-server-2")
+    srv2 = env.server("--token", "s3cret", bind=f"{LOOP}:{srv.port}", name="np-server-2",
+                      tls_dir=srv.tls_dir)
+    check(srv2.fingerprint == srv.fingerprint, "the TLS identity survives a restart")
     t0 = time.monotonic()
     (port2,) = proxy_ports(cl, after=mark, timeout=10).values()
     took = time.monotonic() - t0
@@ -366,8 +369,8 @@ def test_cli(env):
     busy = socket.socket()
     busy.bind((LOOP, 0))
     busy.listen()
-    r = subprocess.run([SERVER, "--bind", f"{LOOP}:{busy.getsockname()[1]}"], capture_output=True,
-                       text=True, timeout=10)
+    r = subprocess.run([SERVER, "--bind", f"{LOOP}:{busy.getsockname()[1]}",
+                        *env.tls_server_args()], capture_output=True, text=True, timeout=10)
     check(r.returncode == 1 and "address already in use" in r.stderr, f"bind busy: {r.stderr}")
     busy.close()
 
@@ -379,11 +382,17 @@ def test_config_file(env):
         s_ini = os.path.join(d, "server.ini")
         c_ini = os.path.join(d, "client.ini")
         with open(s_ini, "w") as f:
-            f.write(f"[server]\nbind = {LOOP}:1\ntoken = from-file\nproxy_bind_addr = {LOOP}\n")
+            f.write(f"[server]\nbind = {LOOP}:1\ntoken = from-file\nproxy_bind_addr = {LOOP}\n"
+                    f"tls_dir = {d}/state\n")
+        # The fingerprint a user would copy from the server's start-up log, printed on its own.
+        fp = subprocess.run([SERVER, "-c", s_ini, "--fingerprint"], capture_output=True, text=True,
+                            timeout=10).stdout.strip()
         srv = Proc(env, "np-server", [SERVER, "-c", s_ini, "--bind", f"{LOOP}:0"])
         srv.port = int(srv.wait_line(r"\(port (\d+)").group(1))
+        srv.wait_line(r"TLS certificate " + re.escape(fp))
         with open(c_ini, "w") as f:
             f.write(f"[client]\nserver = {LOOP}:{srv.port}\ntoken = from-file\nname = filed\n"
+                    f"server_fingerprint = {fp}\n"
                     f"[proxy web]\nlocal = {LOOP}:{web}\nremote_port = 0\n")
         cl = Proc(env, "np-client", [CLIENT, "-c", c_ini])  # flags: none, all from the file
         ports = proxy_ports(cl, count=1)

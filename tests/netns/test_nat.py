@@ -10,6 +10,7 @@ import re
 import signal
 import socket
 import socketserver
+import subprocess
 import sys
 import threading
 import time
@@ -19,7 +20,7 @@ sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.join(HERE, "..", "e2e"))
 import netbed  # noqa: E402
 from netbed import HOME_IP, PUBLIC_IP, ROUTER_WAN, VISITOR_IP, NetBed, inside  # noqa: E402
-from nptest import (CLIENT, SANITIZED, SERVER, Greeter, check, pattern, proxy_ports,  # noqa: E402
+from nptest import (CLIENT, SANITIZED, SERVER, TLS, Greeter, check, pattern, proxy_ports,  # noqa: E402
                     recv_all, run)
 
 CTL = 7000
@@ -75,9 +76,20 @@ def greet(bed, port, who, timeout=10):
     return got
 
 
+def tls_args(env):
+    """(server flags, client flags): one TLS identity per test, kept across server restarts, and the
+    client pinning it; or --insecure on both sides for NP_E2E_TLS=0."""
+    if not TLS:
+        return ["--insecure"], ["--insecure"]
+    d = os.path.join(env.tmp.name, "nat-server")
+    fp = subprocess.run([SERVER, "--tls-dir", d, "--fingerprint"], capture_output=True, text=True,
+                        check=True, timeout=10).stdout.strip()
+    return ["--tls-dir", d], ["--server-fingerprint", fp]
+
+
 def start_server(env, bed, *extra, name="np-server"):
     p = bed.proc(env, "public", name, [SERVER, "--bind", f"0.0.0.0:{CTL}", "--token", "nat-test",
-                                       "--log-level", "debug", *extra])
+                                       "--log-level", "debug", *tls_args(env)[0], *extra])
     p.wait_line(r"listening on")
     return p
 
@@ -87,7 +99,8 @@ def start_client(env, bed, *extra, name="np-client", dial_timeout="1s"):
     lost SYN is only retransmitted after a second."""
     p = bed.proc(env, "home", name, [CLIENT, "--server", f"{PUBLIC_IP}:{CTL}", "--token", "nat-test",
                                      "--name", "home", "--reconnect-max", "1s", "--dial-timeout",
-                                     dial_timeout, "--log-level", "debug", *extra])
+                                     dial_timeout, "--log-level", "debug", *tls_args(env)[1],
+                                     *extra])
     return p
 
 
@@ -437,7 +450,7 @@ def test_fd_exhaustion(env):
         svc = home_service(env, bed, Greeter)
         srv = bed.proc(env, "public", "np-server",
                        [SERVER, "--bind", f"0.0.0.0:{CTL}", "--token", "nat-test",
-                        "--pending-timeout", "2s"], ulimit_n=32)
+                        "--pending-timeout", "2s", *tls_args(env)[0]], ulimit_n=32)
         srv.wait_line(r"listening on")
         cl = start_client(env, bed, "-R", f"6000:127.0.0.1:{svc}")
         proxy_ports(cl)

@@ -171,12 +171,43 @@ static void test_validate(void **state) {
   assert_non_null(strstr(np_config_error(cfg), "heartbeat_timeout"));
   assert_int_equal(np_config_set_flag(cfg, "no-such-flag", "1"), NP_ECONFIG);
   assert_non_null(strstr(np_config_error(cfg), "--no-such-flag"));
+  /* Fingerprints as np-server and `openssl x509 -fingerprint -sha256` print them, or bare hex. */
+  assert_int_equal(np_config_set_flag(cfg, "server-fingerprint",
+                                      "sha256:94:53:D1:D1:96:45:B9:B5:5E:02:ED:66:5D:52:87:F1:0A:"
+                                      "03:B2:50:11:2D:2D:ED:47:08:FC:83:B2:BB:2C:C6"),
+                   0);
+  assert_int_equal(
+      np_config_set_flag(cfg, "server-fingerprint",
+                         "9453d1d19645b9b55e02ed665d5287f10a03b250112d2ded4708fc83b2bb2c"
+                         "c6"),
+      0);
+  assert_int_equal(np_config_set_flag(cfg, "server-fingerprint", "sha256:94:53"), NP_ECONFIG);
+  assert_non_null(strstr(np_config_error(cfg), "not a SHA-256 fingerprint"));
+  assert_int_equal(
+      np_config_set_flag(cfg, "server-fingerprint",
+                         "9453d1d19645b9b55e02ed665d5287f10a03b250112d2ded4708fc83b2bb2c"
+                         "c6ff"),
+      NP_ECONFIG);
+  assert_int_equal(
+      np_config_set_flag(cfg, "server-fingerprint",
+                         "x453d1d19645b9b55e02ed665d5287f10a03b250112d2ded4708fc83b2bb2c"
+                         "c6"),
+      NP_ECONFIG);
+  assert_int_equal(np_config_set_flag(cfg, "insecure", "maybe"), NP_ECONFIG);
   np_config_free(cfg);
 
   assert_int_equal(np_config_new(NP_CONFIG_SERVER, &cfg), 0);
   assert_int_equal(np_config_set_flag(cfg, "codec", "line"), 0);
   assert_int_equal(np_config_validate(cfg), NP_ECONFIG);
+  assert_non_null(strstr(np_config_error(cfg), "--insecure")); /* the seed protocol has no TLS */
+  assert_int_equal(np_config_set_flag(cfg, "insecure", "true"), 0);
+  assert_int_equal(np_config_validate(cfg), NP_ECONFIG);
   assert_non_null(strstr(np_config_error(cfg), "tunnel_bind"));
+  assert_int_equal(np_config_set_flag(cfg, "tls-cert", "/c.pem"), 0);
+  assert_int_equal(np_config_set_flag(cfg, "codec", "native"), 0);
+  assert_int_equal(np_config_validate(cfg), NP_ECONFIG);
+  assert_non_null(strstr(np_config_error(cfg), "tls_key"));
+  assert_int_equal(np_config_set_flag(cfg, "tls-key", "/k.pem"), 0);
   assert_int_equal(np_config_set_flag(cfg, "proxy-bind-addr", "nowhere"), 0);
   assert_int_equal(np_config_set_flag(cfg, "codec", "native"), 0);
   assert_int_equal(np_config_validate(cfg), NP_ECONFIG);

@@ -8,6 +8,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 
@@ -284,9 +285,23 @@ static void quiet(np_log_level l, const char *m, void *a) {
   (void)a;
 }
 
+static char tls_dir[] = "/tmp/np-test-plugins-XXXXXX";
+
+/* The server's TLS identity lives in a directory of the test's own, removed at the end. */
+static void tls_dir_remove(void) {
+  char path[sizeof(tls_dir) + 16];
+  snprintf(path, sizeof(path), "%s/server.crt", tls_dir);
+  unlink(path);
+  snprintf(path, sizeof(path), "%s/server.key", tls_dir);
+  unlink(path);
+  rmdir(tls_dir);
+}
+
 static struct np_config *server_cfg(void) {
   struct np_config *cfg;
+  assert_non_null(mkdtemp(tls_dir));
   assert_int_equal(np_config_new(NP_CONFIG_SERVER, &cfg), 0);
+  assert_int_equal(np_config_set_flag(cfg, "tls-dir", tls_dir), 0);
   assert_int_equal(np_config_set_flag(cfg, "bind", "127.0.0.1:0"), 0);
   assert_int_equal(np_config_set_flag(cfg, "token", "right"), 0);
   assert_int_equal(np_config_set_flag(cfg, "proxy-bind-addr", "127.0.0.1"), 0);
@@ -294,13 +309,16 @@ static struct np_config *server_cfg(void) {
   return cfg;
 }
 
-static struct np_client *client_for(int server_port, const char *token) {
+static struct np_client *client_for(struct np_server *srv, const char *token) {
   struct np_config *cfg;
   struct np_client *cl;
   char spec[64];
   assert_int_equal(np_config_new(NP_CONFIG_CLIENT, &cfg), 0);
-  snprintf(spec, sizeof(spec), "127.0.0.1:%d", server_port);
+  snprintf(spec, sizeof(spec), "127.0.0.1:%d", np_server_port(srv));
   assert_int_equal(np_config_set_flag(cfg, "server", spec), 0);
+  /* What an embedder does: pin the certificate its own server reports. */
+  assert_non_null(np_server_fingerprint(srv));
+  assert_int_equal(np_config_set_flag(cfg, "server-fingerprint", np_server_fingerprint(srv)), 0);
   assert_int_equal(np_config_set_flag(cfg, "token", token), 0);
   /* Every visitor must pass through the pending pool under test, not a pre-opened connection. */
   assert_int_equal(np_config_set_flag(cfg, "work-pool", "0"), 0);
@@ -345,7 +363,7 @@ static void test_plugins(void **state) {
   assert_int_equal(np_server_start(srv), 0);
   assert_int_equal(np_server_set_codec(srv, &xor_codec), NP_ESTATE);
 
-  cl = client_for(np_server_port(srv), "right");
+  cl = client_for(srv, "right");
   assert_int_equal(np_client_set_codec(cl, &xor_codec), 0);
   np_client_set_event_cb(cl, on_event);
   assert_int_equal(np_client_start(cl), 0);
@@ -375,7 +393,7 @@ static void test_plugins(void **state) {
 
   /* A wrong token: fatal on the client, counted on the server. */
   {
-    struct np_client *bad = client_for(np_server_port(srv), "wrong");
+    struct np_client *bad = client_for(srv, "wrong");
     assert_int_equal(np_client_set_codec(bad, &xor_codec), 0);
     np_client_set_event_cb(bad, on_event);
     np_client_start(bad);
@@ -395,6 +413,7 @@ static void test_plugins(void **state) {
   uv_run(&loop, UV_RUN_DEFAULT);
   assert_true(pool.destroyed);
   assert_int_equal(uv_loop_close(&loop), 0);
+  tls_dir_remove();
 }
 
 int main(void) {

@@ -1,0 +1,810 @@
+/* TLS conns: ciphertext moves between the inner conn and two memory BIOs; OpenSSL never touches a
+ * socket, so the conn works over anything that is an np_conn. */
+#include "tls.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include <arpa/inet.h>
+
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#include <openssl/x509v3.h>
+
+#include "natproxy/codec.h"
+#include "config.h"
+#include "mux_frame.h"
+#include "tls_cert.h"
+
+/* TLS record content types (RFC 8446 §5.1): a peer speaking TLS starts with a handshake record, and
+ * a TLS server answers with a handshake record or an alert. */
+#define REC_ALERT     21
+#define REC_HANDSHAKE 22
+#define READ_CHUNK    65536
+
+struct np__tls {
+  SSL_CTX *ctx;
+  uv_loop_t *loop;
+  const np__logger *log;
+  int server;
+  int pinned;
+  unsigned char pin[32];
+  char host[256]; /* client: the name checked against a CA-signed certificate, and sent as SNI */
+  char fingerprint[NP_TLS_FP_LEN + 1];
+};
+
+typedef struct tls_conn tls_conn;
+
+/* Ciphertext on its way to the inner conn; outer is the caller's write it completes, if any. */
+typedef struct txbuf {
+  np_conn_write w;
+  tls_conn *c;
+  np_conn_write *outer;
+  size_t len;
+  char data[];
+} txbuf;
+
+struct tls_conn {
+  np_conn base;
+  np_conn *inner;
+  np__tls *t;
+  SSL *ssl;
+  BIO *rbio, *wbio; /* network side: what arrived, what is to be sent */
+  uv_timer_t pump;  /* delivers what read_start finds already decrypted or pending */
+  np__tls_handshake_cb hs_cb;
+  void *hs_data;
+  np_conn_shutdown_cb shutdown_cb;
+  np_conn_close_cb close_cb;
+  int in_err;             /* the inner conn's end (UV_EOF or an error), or ours, to be delivered */
+  unsigned inflight;      /* txbufs not yet completed */
+  int closes_left;        /* inner and pump */
+  unsigned char seen[32]; /* the certificate the server presented */
+  unsigned seen_set : 1, verify_failed : 1, pinned_mismatch : 1;
+  unsigned hs_done : 1, sniffed : 1, reading : 1, inner_reading : 1, rx_done : 1;
+  unsigned closing : 1, err_after_flush : 1, failed : 1;
+  char verify_err[120];
+};
+
+static void progress(tls_conn *c);
+static void on_pump(uv_timer_t *t);
+
+/* ---- fingerprints -------------------------------------------------------------------------- */
+
+void np__tls_fingerprint_format(const unsigned char md[32], char out[NP_TLS_FP_LEN + 1]) {
+  static const char hex[] = "0123456789ABCDEF";
+  char *p = out + 7;
+
+  memcpy(out, "sha256:", 7);
+  for (int i = 0; i < 32; i++) {
+    *p++ = hex[md[i] >> 4];
+    *p++ = hex[md[i] & 15];
+    *p++ = i < 31 ? ':' : '\0';
+  }
+}
+
+int np__tls_fingerprint_parse(const char *s, unsigned char out[32]) {
+  int n = 0, half = -1;
+
+  if (strncasecmp(s, "sha256:", 7) == 0)
+    s += 7;
+  for (; *s != '\0'; s++) {
+    int v;
+    if (*s == ':' && half < 0)
+      continue;
+    if (*s >= '0' && *s <= '9')
+      v = *s - '0';
+    else if ((*s | 0x20) >= 'a' && (*s | 0x20) <= 'f')
+      v = (*s | 0x20) - 'a' + 10;
+    else
+      return NP_ECONFIG;
+    if (half < 0) {
+      half = v;
+      continue;
+    }
+    if (n == 32)
+      return NP_ECONFIG;
+    out[n++] = (unsigned char)(half << 4 | v);
+    half = -1;
+  }
+  return n == 32 && half < 0 ? 0 : NP_ECONFIG;
+}
+
+static void cert_fp(X509 *x, unsigned char md[32]) {
+  unsigned n = 0;
+  if (X509_digest(x, EVP_sha256(), md, &n) != 1 || n != 32)
+    memset(md, 0, 32);
+}
+
+/* ---- contexts ------------------------------------------------------------------------------ */
+
+static void ssl_err(char *buf, size_t len) {
+  unsigned long e = ERR_peek_last_error();
+  if (e != 0)
+    ERR_error_string_n(e, buf, len);
+  else
+    snprintf(buf, len, "unknown error");
+  ERR_clear_error();
+}
+
+static np__tls *ctx_new(uv_loop_t *loop, const np__logger *log, int server) {
+  np__tls *t = calloc(1, sizeof(*t));
+
+  if (t == NULL)
+    return NULL;
+  t->loop = loop;
+  t->log = log;
+  t->server = server;
+  if ((t->ctx = SSL_CTX_new(server ? TLS_server_method() : TLS_client_method())) == NULL) {
+    free(t);
+    return NULL;
+  }
+  /* Both ends are ours: nothing older than 1.3 needs to be spoken. */
+  SSL_CTX_set_min_proto_version(t->ctx, TLS1_3_VERSION);
+  /* An idle tunnel should not hold 2 x 16 KiB of record buffers. */
+  SSL_CTX_set_mode(t->ctx, SSL_MODE_RELEASE_BUFFERS);
+  return t;
+}
+
+static int ctx_fail(np__tls *t, const char *what, const char *path) {
+  char e[200];
+  ssl_err(e, sizeof(e));
+  np__log(t->log, NP_LOG_ERROR, "%s %s: %s", what, path, e);
+  np__tls_free(t);
+  return NP_ECONFIG;
+}
+
+int np__tls_server_new(uv_loop_t *loop, const struct np_config *cfg, const np__logger *log,
+                       np__tls **out) {
+  char dir[4096], err[600];
+  X509 *cert = NULL;
+  EVP_PKEY *key = NULL;
+  unsigned char md[32];
+  int created = 0, r;
+  np__tls *t;
+
+  if (cfg->tls_dir[0] != '\0')
+    np__strlcpy(dir, cfg->tls_dir, sizeof(dir));
+  else if (cfg->tls_cert[0] == '\0' && np__tls_state_dir(dir, sizeof(dir)) != 0) {
+    np__log(log, NP_LOG_ERROR, "no state directory for the TLS identity: set tls_dir (--tls-dir)");
+    return NP_ECONFIG;
+  }
+  if ((t = ctx_new(loop, log, 1)) == NULL)
+    return UV_ENOMEM;
+  if ((r = np__tls_identity(dir, cfg->tls_cert, cfg->tls_key, &cert, &key, &created, err,
+                            sizeof(err))) != 0) {
+    np__log(log, NP_LOG_ERROR, "%s", err);
+    np__tls_free(t);
+    return r;
+  }
+  cert_fp(cert, md);
+  np__tls_fingerprint_format(md, t->fingerprint);
+  r = SSL_CTX_use_certificate(t->ctx, cert) == 1 && SSL_CTX_use_PrivateKey(t->ctx, key) == 1;
+  X509_free(cert);
+  EVP_PKEY_free(key);
+  if (!r)
+    return ctx_fail(t, "cannot use the TLS identity in", cfg->tls_cert[0] ? cfg->tls_cert : dir);
+  if (created)
+    np__log(log, NP_LOG_INFO, "created a TLS key and self-signed certificate in %s", dir);
+  if (cfg->tls_client_ca[0] != '\0') {
+    if (SSL_CTX_load_verify_locations(t->ctx, cfg->tls_client_ca, NULL) != 1)
+      return ctx_fail(t, "cannot load the client CA", cfg->tls_client_ca);
+    SSL_CTX_set_verify(t->ctx, SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT, NULL);
+  }
+  *out = t;
+  return 0;
+}
+
+/* Client verification, every mode: remember what the server presented, so a failure can name it,
+ * then check the pin or the chain. */
+static int verify_server(X509_STORE_CTX *xs, void *arg) {
+  np__tls *t = arg;
+  SSL *ssl = X509_STORE_CTX_get_ex_data(xs, SSL_get_ex_data_X509_STORE_CTX_idx());
+  tls_conn *c = SSL_get_app_data(ssl);
+  X509 *leaf = X509_STORE_CTX_get0_cert(xs);
+  int ok;
+
+  if (leaf == NULL)
+    return 0;
+  cert_fp(leaf, c->seen);
+  c->seen_set = 1;
+  if (t->pinned) {
+    ok = CRYPTO_memcmp(c->seen, t->pin, 32) == 0;
+    if (!ok) {
+      c->pinned_mismatch = 1;
+      X509_STORE_CTX_set_error(xs, X509_V_ERR_CERT_UNTRUSTED);
+    }
+  } else {
+    ok = X509_verify_cert(xs) == 1;
+    if (!ok)
+      snprintf(c->verify_err, sizeof(c->verify_err), "%s",
+               X509_verify_cert_error_string(X509_STORE_CTX_get_error(xs)));
+  }
+  c->verify_failed = !ok;
+  return ok;
+}
+
+int np__tls_client_new(uv_loop_t *loop, const struct np_config *cfg, const np__logger *log,
+                       np__tls **out) {
+  int port;
+  np__tls *t;
+
+  if ((t = ctx_new(loop, log, 0)) == NULL)
+    return UV_ENOMEM;
+  if (cfg->server_fingerprint[0] != '\0') {
+    if (np__tls_fingerprint_parse(cfg->server_fingerprint, t->pin) != 0) {
+      np__log(log, NP_LOG_ERROR, "server_fingerprint: '%s' is not a SHA-256 fingerprint",
+              cfg->server_fingerprint);
+      np__tls_free(t);
+      return NP_ECONFIG;
+    }
+    t->pinned = 1;
+  } else if (cfg->tls_ca[0] == '\0' || strcmp(cfg->tls_ca, "system") == 0) {
+    if (SSL_CTX_set_default_verify_paths(t->ctx) != 1)
+      return ctx_fail(t, "cannot load the system's CA store", "");
+  } else if (SSL_CTX_load_verify_locations(t->ctx, cfg->tls_ca, NULL) != 1) {
+    return ctx_fail(t, "cannot load the CA file", cfg->tls_ca);
+  }
+  if (cfg->tls_server_name[0] != '\0')
+    np__strlcpy(t->host, cfg->tls_server_name, sizeof(t->host));
+  else if (np__split_hostport(cfg->server, t->host, sizeof(t->host), &port) != 0)
+    t->host[0] = '\0';
+  SSL_CTX_set_verify(t->ctx, SSL_VERIFY_PEER, NULL);
+  SSL_CTX_set_cert_verify_callback(t->ctx, verify_server, t);
+  if (cfg->tls_cert[0] != '\0') {
+    if (SSL_CTX_use_certificate_chain_file(t->ctx, cfg->tls_cert) != 1)
+      return ctx_fail(t, "cannot load the client certificate", cfg->tls_cert);
+    if (SSL_CTX_use_PrivateKey_file(t->ctx, cfg->tls_key, SSL_FILETYPE_PEM) != 1 ||
+        SSL_CTX_check_private_key(t->ctx) != 1)
+      return ctx_fail(t, "cannot use the client key", cfg->tls_key);
+  }
+  *out = t;
+  return 0;
+}
+
+void np__tls_free(np__tls *t) {
+  if (t == NULL)
+    return;
+  SSL_CTX_free(t->ctx);
+  free(t);
+}
+
+const char *np__tls_fingerprint(const np__tls *t) {
+  return t->fingerprint;
+}
+
+/* ---- writing ------------------------------------------------------------------------------- */
+
+static void on_tx_done(np_conn_write *w, int status) {
+  txbuf *b = NP_CONTAINER_OF(w, txbuf, w);
+  tls_conn *c = b->c;
+  np_conn_write *outer = b->outer;
+
+  free(b);
+  c->inflight--;
+  if (c->err_after_flush && c->inflight == 0 && !c->closing)
+    uv_timer_start(&c->pump, on_pump, 0, 0);
+  if (outer != NULL)
+    outer->cb(outer, status);
+}
+
+static txbuf *take_ciphertext(tls_conn *c) {
+  size_t n = BIO_ctrl_pending(c->wbio);
+  txbuf *b = malloc(sizeof(*b) + n);
+
+  if (b == NULL)
+    return NULL;
+  b->c = c;
+  b->outer = NULL;
+  b->len = n > 0 && BIO_read(c->wbio, b->data, (int)n) == (int)n ? n : 0;
+  return b;
+}
+
+/* Send the first skip bytes' remainder of b on the inner conn; b completes outer. */
+static int send_txbuf(tls_conn *c, txbuf *b, size_t skip, np_conn_write *outer) {
+  uv_buf_t u = uv_buf_init(b->data + skip, (unsigned)(b->len - skip));
+  int r;
+
+  b->outer = outer;
+  if ((r = np__conn_write(c->inner, &b->w, &u, 1, on_tx_done)) != 0) {
+    free(b);
+    return r;
+  }
+  c->inflight++;
+  return 0;
+}
+
+/* Whatever OpenSSL produced (handshake messages, alerts, records): onto the wire, completing outer
+ * when the inner conn has taken it. */
+static int flush(tls_conn *c, np_conn_write *outer) {
+  txbuf *b;
+
+  if (outer == NULL && BIO_ctrl_pending(c->wbio) == 0)
+    return 0;
+  if ((b = take_ciphertext(c)) == NULL)
+    return UV_ENOMEM;
+  return send_txbuf(c, b, 0, outer);
+}
+
+static int encrypt(tls_conn *c, const uv_buf_t *bufs, unsigned nbufs, size_t *total) {
+  size_t n;
+
+  if (c->failed)
+    return c->in_err;
+  if (!c->hs_done || c->closing)
+    return UV_ENOTCONN;
+  *total = 0;
+  ERR_clear_error();
+  for (unsigned i = 0; i < nbufs; i++) {
+    /* A memory BIO takes everything: SSL_write never stops half way here. */
+    if (bufs[i].len > 0 && SSL_write_ex(c->ssl, bufs[i].base, bufs[i].len, &n) != 1)
+      return NP_ETLS;
+    *total += bufs[i].len;
+  }
+  return 0;
+}
+
+static int tls_write(np_conn *conn, np_conn_write *req, const uv_buf_t *bufs, unsigned nbufs) {
+  tls_conn *c = (tls_conn *)conn;
+  size_t total;
+  int r;
+
+  if ((r = encrypt(c, bufs, nbufs, &total)) != 0)
+    return r;
+  return flush(c, req);
+}
+
+/* All or nothing: what is encrypted must be sent, so a short inner write queues the rest, and the
+ * next try answers EAGAIN until it is gone (one batch queued at most). */
+static int tls_try_write(np_conn *conn, const uv_buf_t *bufs, unsigned nbufs) {
+  tls_conn *c = (tls_conn *)conn;
+  size_t total;
+  txbuf *b;
+  int r, w;
+
+  if (c->inflight > 0 && c->hs_done)
+    return UV_EAGAIN;
+  if ((r = encrypt(c, bufs, nbufs, &total)) != 0)
+    return r;
+  if ((b = take_ciphertext(c)) == NULL)
+    return UV_ENOMEM;
+  w = np__conn_try_write(c->inner, b->data, b->len);
+  if (w == UV_EAGAIN)
+    w = 0;
+  if (w < 0 || (size_t)w == b->len) {
+    free(b);
+    return w < 0 ? w : (int)total;
+  }
+  if ((r = send_txbuf(c, b, (size_t)w, NULL)) != 0)
+    return r;
+  return (int)total;
+}
+
+static void on_inner_shutdown(np_conn *in, int status) {
+  tls_conn *c = in->data;
+  c->shutdown_cb(&c->base, status);
+}
+
+static int tls_shutdown(np_conn *conn, np_conn_shutdown_cb cb) {
+  tls_conn *c = (tls_conn *)conn;
+  int r;
+
+  if (!c->hs_done)
+    return UV_ENOTCONN;
+  /* close_notify: the peer can tell our end from a cut connection. TLS 1.3 keeps the other
+   * direction open. */
+  ERR_clear_error();
+  SSL_shutdown(c->ssl);
+  if ((r = flush(c, NULL)) != 0)
+    return r;
+  c->shutdown_cb = cb;
+  return np__conn_shutdown(c->inner, on_inner_shutdown);
+}
+
+/* ---- reading ------------------------------------------------------------------------------- */
+
+static void set_reading(tls_conn *c, int on) {
+  if (on && !c->inner_reading && c->in_err == 0)
+    c->inner_reading = c->inner->ops->read_start(c->inner) == 0;
+  else if (!on && c->inner_reading) {
+    np__conn_read_stop(c->inner);
+    c->inner_reading = 0;
+  }
+}
+
+static void deliver(tls_conn *c, int err) {
+  uv_buf_t none = uv_buf_init(NULL, 0);
+  c->rx_done = 1;
+  set_reading(c, 0);
+  c->base.read_cb(&c->base, err, &none);
+}
+
+static void hs_failed(tls_conn *c, int err) {
+  np__tls_handshake_cb cb = c->hs_cb;
+
+  c->hs_cb = NULL;
+  c->in_err = err;
+  c->failed = 1;
+  if (cb != NULL) {
+    set_reading(c, 0);
+    cb(&c->base, err, c->hs_data);
+  } else if (c->reading) {
+    deliver(c, err);
+  }
+}
+
+static void describe_failure(tls_conn *c, char *peer) {
+  char e[200], seen[NP_TLS_FP_LEN + 1], want[NP_TLS_FP_LEN + 1];
+
+  if (c->seen_set)
+    np__tls_fingerprint_format(c->seen, seen);
+  if (c->pinned_mismatch) {
+    np__tls_fingerprint_format(c->t->pin, want);
+    np__log(c->t->log, NP_LOG_ERROR,
+            "%s: the server's certificate is %s, but --server-fingerprint says %s: if the server's "
+            "key was replaced on purpose, use the new fingerprint; otherwise somebody may be "
+            "intercepting the connection",
+            peer, seen, want);
+  } else if (c->verify_failed) {
+    np__log(c->t->log, NP_LOG_ERROR,
+            "%s: the server's certificate is not trusted (%s) for '%s'; it is %s: if that is the "
+            "fingerprint np-server printed, pass --server-fingerprint %s",
+            peer, c->verify_err, c->t->host, seen, seen);
+  } else {
+    int reason = ERR_GET_REASON(ERR_peek_last_error());
+    ssl_err(e, sizeof(e));
+    if (c->t->server &&
+        (reason == SSL_R_SSLV3_ALERT_BAD_CERTIFICATE || reason == SSL_R_TLSV1_ALERT_UNKNOWN_CA))
+      np__log(c->t->log, NP_LOG_WARN,
+              "%s: the client does not trust this server's certificate %s (it pins another "
+              "fingerprint or CA)",
+              peer, c->t->fingerprint);
+    else
+      np__log(c->t->log, NP_LOG_WARN, "%s: TLS handshake failed: %s", peer, e);
+  }
+}
+
+static int refusal(const char *buf, size_t len, unsigned char *out, size_t cap) {
+  const np_codec_ops *nat = np_codec_native();
+  np_msg m = {.type = NP_MSG_CLOSE, .status = NP_ETLSREQUIRED};
+  int mux = 0;
+  size_t used;
+  void *dec;
+
+  if (nat->decoder_new(NP_CODEC_MAX_ENCODED, &dec) == 0) {
+    mux = nat->decode(dec, buf, len, &used, &m) == 1 && m.type == NP_MSG_MUX;
+    nat->decoder_free(dec);
+  }
+  if (mux) {
+    np__mux_hdr h = {.type = NP_MUX_GO_AWAY, .length = NP_MUX_GOAWAY_TLS};
+    np__mux_hdr_encode(&h, out);
+    return NP_MUX_HDR_LEN;
+  }
+  memset(&m, 0, sizeof(m));
+  m.type = NP_MSG_CLOSE;
+  m.status = NP_ETLSREQUIRED;
+  snprintf(m.text, sizeof(m.text),
+           "this server requires TLS: start np-client without --insecure (and with "
+           "--server-fingerprint)");
+  return nat->encode(&m, (char *)out, cap);
+}
+
+/* The first bytes a TLS server got are not TLS: tell the peer in its own terms (a yamux GO_AWAY if
+ * it opened with MUX, else a native CLOSE) and end the connection once that is sent. */
+static void plaintext_peer(tls_conn *c, const char *buf, size_t len, const char *peer) {
+  unsigned char out[NP_CODEC_MAX_ENCODED];
+  int n = refusal(buf, len, out, sizeof(out));
+  txbuf *b;
+
+  np__log(c->t->log, NP_LOG_WARN,
+          "%s: plaintext connection to the TLS port; closing (is the client running with "
+          "--insecure? both sides need the same setting)",
+          peer);
+  c->in_err = NP_ENOTLS;
+  c->failed = 1;
+  set_reading(c, 0);
+  if (n > 0 && (b = malloc(sizeof(*b) + (size_t)n)) != NULL) {
+    b->c = c;
+    b->len = (size_t)n;
+    memcpy(b->data, out, (size_t)n);
+    if (send_txbuf(c, b, 0, NULL) == 0) {
+      c->err_after_flush = 1;
+      return;
+    }
+  }
+  if (c->reading)
+    deliver(c, NP_ENOTLS);
+}
+
+static void handshake(tls_conn *c) {
+  char peer[64];
+  int r, e;
+
+  ERR_clear_error();
+  r = SSL_do_handshake(c->ssl);
+  e = r == 1 ? SSL_ERROR_NONE : SSL_get_error(c->ssl, r);
+  /* Send what the handshake produced, alerts included, before reporting anything. */
+  if (flush(c, NULL) != 0 && r == 1)
+    r = 0, e = SSL_ERROR_SSL;
+  if (r == 1) {
+    np__tls_handshake_cb cb = c->hs_cb;
+    c->hs_done = 1;
+    c->hs_cb = NULL;
+    if (cb != NULL) {
+      if (!c->reading)
+        set_reading(c, 0);
+      cb(&c->base, 0, c->hs_data);
+    }
+    return;
+  }
+  if (e == SSL_ERROR_WANT_READ && c->in_err == 0)
+    return;
+  np__conn_peer_str(c->inner, peer, sizeof(peer));
+  if (e == SSL_ERROR_WANT_READ) {
+    np__log(c->t->log, NP_LOG_WARN, "%s: connection %s during the TLS handshake%s", peer,
+            c->in_err == UV_EOF ? "closed" : uv_strerror(c->in_err),
+            c->t->server ? "" : " (does the server require a client certificate?)");
+    hs_failed(c, c->in_err == UV_EOF ? NP_ETLS : c->in_err);
+    return;
+  }
+  describe_failure(c, peer);
+  hs_failed(c, c->verify_failed ? NP_ETLSVERIFY : NP_ETLS);
+}
+
+/* Hand decrypted bytes to the reader while it reads; then the inner conn's end, if it came. */
+static void drain(tls_conn *c) {
+  while (c->reading && !c->closing && !c->rx_done &&
+         (SSL_has_pending(c->ssl) || BIO_ctrl_pending(c->rbio) > 0)) {
+    uv_buf_t b = uv_buf_init(NULL, 0);
+    size_t n = 0;
+    int e;
+
+    c->base.alloc_cb(&c->base, READ_CHUNK, &b);
+    if (b.base == NULL || b.len == 0) {
+      deliver(c, UV_ENOBUFS);
+      return;
+    }
+    ERR_clear_error();
+    if (SSL_read_ex(c->ssl, b.base, b.len, &n) == 1) {
+      c->base.read_cb(&c->base, (ssize_t)n, &b);
+      continue;
+    }
+    e = SSL_get_error(c->ssl, 0);
+    flush(c, NULL); /* a KeyUpdate may want an answer */
+    c->base.read_cb(&c->base, 0, &b);
+    if (c->closing || !c->reading)
+      return;
+    if (e == SSL_ERROR_WANT_READ)
+      break;
+    if (e == SSL_ERROR_ZERO_RETURN) {
+      deliver(c, UV_EOF); /* close_notify: a clean end */
+      return;
+    }
+    {
+      char peer[64], why[200];
+      np__conn_peer_str(c->inner, peer, sizeof(peer));
+      ssl_err(why, sizeof(why));
+      np__log(c->t->log, NP_LOG_WARN, "%s: TLS error: %s", peer, why);
+    }
+    deliver(c, NP_ETLS);
+    return;
+  }
+  if (!c->reading || c->closing || c->rx_done)
+    return;
+  if (c->in_err != 0 && !c->err_after_flush) {
+    /* An end without close_notify may be a cut made by somebody else: never a clean EOF. */
+    deliver(c, c->in_err == UV_EOF ? UV_ECONNRESET : c->in_err);
+    return;
+  }
+  set_reading(c, 1);
+}
+
+static void progress(tls_conn *c) {
+  if (c->closing)
+    return;
+  if (c->err_after_flush) {
+    if (c->inflight > 0)
+      return;
+    c->err_after_flush = 0;
+  }
+  if (c->failed) {
+    if (c->reading && !c->rx_done)
+      deliver(c, c->in_err);
+    return;
+  }
+  if (!c->hs_done) {
+    handshake(c);
+    if (!c->hs_done || c->closing)
+      return;
+  }
+  drain(c);
+}
+
+static void on_inner_alloc(np_conn *in, size_t suggested, uv_buf_t *buf) {
+  static _Thread_local char rx[READ_CHUNK];
+  (void)in;
+  (void)suggested;
+  *buf = uv_buf_init(rx, sizeof(rx));
+}
+
+static int looks_like_tls(tls_conn *c, unsigned char first) {
+  return c->t->server ? first == REC_HANDSHAKE : first == REC_HANDSHAKE || first == REC_ALERT;
+}
+
+static void on_inner_read(np_conn *in, ssize_t nread, const uv_buf_t *buf) {
+  tls_conn *c = in->data;
+  char peer[64];
+
+  if (nread == 0 || c->closing)
+    return;
+  if (nread < 0) {
+    c->in_err = (int)nread;
+    set_reading(c, 0);
+  } else if (!c->sniffed && !looks_like_tls(c, (unsigned char)buf->base[0])) {
+    c->sniffed = 1;
+    np__conn_peer_str(c->inner, peer, sizeof(peer));
+    if (c->t->server) {
+      plaintext_peer(c, buf->base, (size_t)nread, peer);
+      return;
+    }
+    np__log(c->t->log, NP_LOG_ERROR,
+            "%s does not speak TLS: is np-server running with --insecure? both sides need the "
+            "same setting",
+            peer);
+    c->in_err = NP_ENOTLS;
+    hs_failed(c, NP_ENOTLS);
+    return;
+  } else {
+    c->sniffed = 1;
+    if (BIO_write(c->rbio, buf->base, (int)nread) != (int)nread) {
+      c->in_err = UV_ENOMEM;
+      set_reading(c, 0);
+    }
+  }
+  progress(c);
+}
+
+static void on_pump(uv_timer_t *t) {
+  progress(t->data);
+}
+
+static int tls_read_start(np_conn *conn) {
+  tls_conn *c = (tls_conn *)conn;
+
+  if (c->closing)
+    return UV_EINVAL;
+  c->reading = 1;
+  if (c->rx_done)
+    return 0;
+  if (c->in_err != 0 || SSL_has_pending(c->ssl) || BIO_ctrl_pending(c->rbio) > 0)
+    return uv_timer_start(&c->pump, on_pump, 0, 0);
+  set_reading(c, 1);
+  return 0;
+}
+
+static int tls_read_stop(np_conn *conn) {
+  tls_conn *c = (tls_conn *)conn;
+  c->reading = 0;
+  uv_timer_stop(&c->pump);
+  if (c->hs_cb == NULL)
+    set_reading(c, 0);
+  return 0;
+}
+
+/* ---- lifecycle ----------------------------------------------------------------------------- */
+
+static void part_closed(tls_conn *c) {
+  np_conn_close_cb cb = c->close_cb;
+  if (--c->closes_left > 0)
+    return;
+  SSL_free(c->ssl);
+  if (cb != NULL)
+    cb(&c->base);
+  free(c);
+}
+
+static void on_inner_closed(np_conn *in) {
+  part_closed(in->data);
+}
+
+static void on_pump_closed(uv_handle_t *h) {
+  part_closed(h->data);
+}
+
+static void close_with(tls_conn *c, np_conn_close_cb cb, void (*how)(np_conn *, np_conn_close_cb)) {
+  if (c->closing)
+    return;
+  c->closing = 1;
+  c->close_cb = cb;
+  c->hs_cb = NULL;
+  uv_close((uv_handle_t *)&c->pump, on_pump_closed);
+  how(c->inner, on_inner_closed);
+}
+
+static void tls_close(np_conn *conn, np_conn_close_cb cb) {
+  close_with((tls_conn *)conn, cb, np__conn_close);
+}
+
+static void tls_abort(np_conn *conn, np_conn_close_cb cb) {
+  close_with((tls_conn *)conn, cb, np__conn_abort);
+}
+
+static void tls_peer_str(np_conn *conn, char *buf, size_t len) {
+  np__conn_peer_str(((tls_conn *)conn)->inner, buf, len);
+}
+
+static np_conn *tls_lower(np_conn *conn) {
+  return ((tls_conn *)conn)->inner;
+}
+
+static const np_conn_ops tls_ops = {
+    .read_start = tls_read_start,
+    .read_stop = tls_read_stop,
+    .write = tls_write,
+    .try_write = tls_try_write,
+    .shutdown = tls_shutdown,
+    .close = tls_close,
+    .abort = tls_abort,
+    .peer_str = tls_peer_str,
+    .lower = tls_lower,
+};
+
+int np__tls_wrap(np__tls *t, np_conn *inner, np_conn **out) {
+  tls_conn *c = calloc(1, sizeof(*c));
+  struct in6_addr a6;
+
+  if (c == NULL)
+    return UV_ENOMEM;
+  c->t = t;
+  c->inner = inner;
+  c->rbio = BIO_new(BIO_s_mem());
+  c->wbio = BIO_new(BIO_s_mem());
+  c->ssl = SSL_new(t->ctx);
+  if (c->rbio == NULL || c->wbio == NULL || c->ssl == NULL) {
+    BIO_free(c->rbio);
+    BIO_free(c->wbio);
+    SSL_free(c->ssl);
+    free(c);
+    return UV_ENOMEM;
+  }
+  /* An empty memory BIO means "no bytes yet", not end of file. */
+  BIO_set_mem_eof_return(c->rbio, -1);
+  SSL_set_bio(c->ssl, c->rbio, c->wbio);
+  SSL_set_app_data(c->ssl, c);
+  if (t->server) {
+    SSL_set_accept_state(c->ssl);
+  } else {
+    SSL_set_connect_state(c->ssl);
+    if (!t->pinned && t->host[0] != '\0')
+      SSL_set1_host(c->ssl, t->host);
+    if (t->host[0] != '\0' && inet_pton(AF_INET, t->host, &a6) != 1 &&
+        inet_pton(AF_INET6, t->host, &a6) != 1)
+      SSL_set_tlsext_host_name(c->ssl, t->host);
+  }
+  uv_timer_init(t->loop, &c->pump);
+  c->pump.data = c;
+  c->closes_left = 2;
+  c->base.ops = &tls_ops;
+  inner->data = c;
+  inner->alloc_cb = on_inner_alloc;
+  inner->read_cb = on_inner_read;
+  inner->borrow = 1;
+  *out = &c->base;
+  return 0;
+}
+
+int np__tls_handshake(np_conn *conn, np__tls_handshake_cb cb, void *data) {
+  tls_conn *c = (tls_conn *)conn;
+
+  if (conn->ops != &tls_ops || c->hs_done || c->hs_cb != NULL)
+    return UV_EINVAL;
+  /* The ClientHello goes out now (a failure here is returned, not called back); the answer
+   * arrives through on_inner_read. */
+  handshake(c);
+  if (c->failed)
+    return c->in_err;
+  c->hs_cb = cb;
+  c->hs_data = data;
+  set_reading(c, 1);
+  return 0;
+}

@@ -1,0 +1,47 @@
+/* TLS 1.3 between np-client and np-server (docs/security.md): an np_conn over another np_conn,
+ * driven through OpenSSL memory BIOs, so chan, join and mux run on it unchanged. */
+#ifndef NP_TLS_H
+#define NP_TLS_H
+
+#include <stddef.h>
+
+#include "conn.h"
+#include "internal.h"
+
+struct np_config;
+
+/* "sha256:" and 32 bytes as colon-separated hex: what `openssl x509 -fingerprint -sha256` prints,
+ * with our prefix. */
+#define NP_TLS_FP_LEN (7 + 32 * 3)
+
+typedef struct np__tls np__tls;
+
+/* A server context from cfg: tls_cert/tls_key when set, else the identity in the state directory,
+ * created on first use (a P-256 key and a self-signed certificate). tls_client_ca turns on client
+ * certificates. Returns 0, NP_ECONFIG (the reason logged) or UV_ENOMEM. log is held. */
+int np__tls_server_new(uv_loop_t *loop, const struct np_config *cfg, const np__logger *log,
+                       np__tls **out);
+/* A client context: pinned by server_fingerprint, else trusting tls_ca ("system": the system's
+ * store, also the default) for the host in cfg->server (or tls_server_name). */
+int np__tls_client_new(uv_loop_t *loop, const struct np_config *cfg, const np__logger *log,
+                       np__tls **out);
+void np__tls_free(np__tls *t);
+/* The server's own certificate fingerprint (NP_TLS_FP_LEN + 1 bytes, NUL-terminated). */
+const char *np__tls_fingerprint(const np__tls *t);
+
+/* Wrap inner, which the TLS conn then owns (closing one closes both). A server conn tells a peer
+ * that does not speak TLS so, in the peer's own protocol, and reports NP_ENOTLS; its handshake runs
+ * when reading starts. A client conn must complete np__tls_handshake before use. */
+int np__tls_wrap(np__tls *t, np_conn *inner, np_conn **out);
+
+typedef void (*np__tls_handshake_cb)(np_conn *c, int status, void *data);
+/* Client side: run the handshake; cb runs once, later, with 0 or NP_ETLS, NP_ETLSVERIFY, NP_ENOTLS
+ * or a transport error (the reason is logged). Reading stops when it returns. */
+int np__tls_handshake(np_conn *c, np__tls_handshake_cb cb, void *data);
+
+/* Fingerprints: "sha256:AB:CD:...", with or without the prefix and colons, any case. 0 or
+ * NP_ECONFIG. */
+int np__tls_fingerprint_parse(const char *s, unsigned char out[32]);
+void np__tls_fingerprint_format(const unsigned char md[32], char out[NP_TLS_FP_LEN + 1]);
+
+#endif
