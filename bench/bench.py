@@ -104,17 +104,26 @@ def path_direct(procs, target, tmp):
 
 
 def path_np(procs, target, tmp, *flags):
-    """np with its defaults (multiplexed), or with the client flags given (pairs of flag and value;
-    --relay-splice goes to the server too)."""
+    """np with its defaults (TLS, multiplexed), or with the client flags given (pairs of flag and
+    value; --relay-splice and --insecure go to the server too)."""
     pairs = list(zip(flags[::2], flags[1::2]))
     server_flags = [x for k, v in pairs if k == "--relay-splice" for x in (k, v)]
     ctl, pub = free_port(), free_port()
+    if ("--insecure", "true") in pairs:
+        server_flags += ["--insecure"]  # a switch on the command line
+        client_flags = [x for k, v in pairs if k != "--insecure" for x in (k, v)] + ["--insecure"]
+    else:
+        state = os.path.join(tmp, "np-state")
+        fp = subprocess.run([SERVER, "--tls-dir", state, "--fingerprint"], capture_output=True,
+                            text=True, check=True).stdout.strip()
+        server_flags += ["--tls-dir", state]
+        client_flags = [*flags, "--server-fingerprint", fp]
     srv = procs.start([SERVER, "--bind", f"{LOOP}:{ctl}", "--proxy-bind-addr", LOOP, "--token", "bench",
                        "--log-level", "warn", "--max-pending-per-proxy", "20000",
                        "--max-pending", "20000", *server_flags])
     wait_port(ctl)
     cl = procs.start([CLIENT, "--server", f"{LOOP}:{ctl}", "--token", "bench", "--log-level", "warn",
-                      *flags, "-R", f"{LOOP}:{pub}:{LOOP}:{target}"],
+                      *client_flags, "-R", f"{LOOP}:{pub}:{LOOP}:{target}"],
                      stdout=subprocess.PIPE, text=True)
     cl.stdout.readline()  # "proxy ...: public port N"
     return pub, [srv.pid, cl.pid]
@@ -168,15 +177,26 @@ def path_haproxy(procs, target, tmp):
     return pub, [p.pid]
 
 
+def path_np_plain(procs, target, tmp):
+    return path_np(procs, target, tmp, "--insecure", "true")
+
+
 def path_np_nomux(procs, target, tmp):
     return path_np(procs, target, tmp, "--mux", "false")
 
 
+def path_np_nomux_plain(procs, target, tmp):
+    return path_np(procs, target, tmp, "--mux", "false", "--insecure", "true")
+
+
 def path_np_copy(procs, target, tmp):
-    return path_np(procs, target, tmp, "--mux", "false", "--relay-splice", "false")
+    return path_np(procs, target, tmp, "--mux", "false", "--relay-splice", "false", "--insecure",
+                   "true")
 
 
-PATHS = {"direct": path_direct, "np": path_np, "np nomux": path_np_nomux, "np copy": path_np_copy,
+# "np" is what a user gets: TLS and one multiplexed connection; "plain" is --insecure on both sides.
+PATHS = {"direct": path_direct, "np": path_np, "np plain": path_np_plain, "np nomux": path_np_nomux,
+         "np nomux plain": path_np_nomux_plain, "np copy": path_np_copy,
          "haproxy": path_haproxy, "socat": path_socat, "ssh -R": path_ssh}
 
 
