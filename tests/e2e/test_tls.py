@@ -125,4 +125,7 @@ TESTS = {f.__name__[5:]: f for f in [
 ]}
 
 if __name__ == "__main__":
-    run(TESTS)
+    if sys.argv[1:] == ["--list"]:
+        print("\n".join(TESTS))
+        sys.exit(0)
+    sys.exit(run(TESTS))
