@@ -51,8 +51,10 @@ class Proc:
             argv = WRAP + argv
         self.p = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                   stdin=subprocess.DEVNULL, text=True, bufsize=1)
-        for stream in ("stdout", "stderr"):
-            threading.Thread(target=self._pump, args=(stream,), daemon=True).start()
+        self.pumps = [threading.Thread(target=self._pump, args=(stream,), daemon=True)
+                      for stream in ("stdout", "stderr")]
+        for t in self.pumps:
+            t.start()
         env.procs.append(self)
 
     def _pump(self, stream):
@@ -88,10 +90,14 @@ class Proc:
             return sum(1 for _, text in self.lines if rx.search(text))
 
     def wait_exit(self, timeout=10):
+        """The exit status, once every line the process wrote has been collected."""
         try:
-            return self.p.wait(timeout)
+            code = self.p.wait(timeout)
         except subprocess.TimeoutExpired:
             raise Fail(f"{self.name}: still running after {timeout}s")
+        for t in self.pumps:
+            t.join(timeout)
+        return code
 
     def signal(self, sig):
         if self.p.poll() is None:
@@ -232,6 +238,15 @@ def half_close(s):
     except ssl.SSLWantReadError:
         pass  # close_notify sent; the peer's comes later
     s.settimeout(t)
+
+
+def greet(port, who):
+    """One exchange with a Greeter behind port: send a line, read everything until EOF."""
+    s = connect(port)
+    s.sendall(who + b"\n")
+    got = recv_all(s)
+    s.close()
+    return got
 
 
 def recv_all(s):

@@ -9,17 +9,10 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(__file__))
-from nptest import (CLIENT, LOOP, SERVER, Greeter, Proc, check, connect, recv_all,  # noqa: E402
+from nptest import (CLIENT, LOOP, SERVER, Greeter, Proc, check, connect, greet, recv_all,  # noqa: E402
                     run, wait_until)
 from seedpeer import SeedClient, SeedServer  # noqa: E402
 
-
-def greet(port, who):
-    s = connect(port)
-    s.sendall(who + b"\n")
-    got = recv_all(s)
-    s.close()
-    return got
 
 
 def line_server(env, *extra):

@@ -9,18 +9,11 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(__file__))
-from nptest import (CLIENT, LOOP, Greeter, Proc, check, connect, proxy_ports,  # noqa: E402
-                    recv_all, run)
+from nptest import (CLIENT, LOOP, Greeter, Proc, check, greet, proxy_ports,  # noqa: E402
+                    run)
 
 EXIT_TLS = 4
 
-
-def greet(port, who):
-    s = connect(port)
-    s.sendall(who + b"\n")
-    got = recv_all(s)
-    s.close()
-    return got
 
 
 def client_exits(env, srv, *args, timeout=3):
