@@ -5,8 +5,9 @@
 
 #include "internal.h"
 
-/* Control messages are small; one read never needs to be larger than this. */
-#define RBUF_LEN 4096
+/* Control messages are small (NP_CODEC_MAX_ENCODED), and every connection to the control port has
+ * a chan before it has said a word: keep its read buffer small. */
+#define RBUF_LEN 1024
 
 struct np__chan {
   np_conn *conn;

@@ -31,7 +31,7 @@ static const unsigned char layouts[][MAX_FIELDS] = {
     [NP_MSG_HELLO] = {F_VERSION, F_NONCE},
     [NP_MSG_LOGIN] = {F_VERSION, F_NAME, F_NONCE, F_MAC},
     [NP_MSG_LOGIN_RESP] = {F_STATUS, F_ID, F_TEXT},
-    [NP_MSG_PROXY] = {F_NAME, F_ADDR, F_PORT},
+    [NP_MSG_PROXY] = {F_NAME, F_ADDR, F_PORT, F_TEXT}, /* text: allow_ips */
     [NP_MSG_PROXY_RESP] = {F_NAME, F_STATUS, F_PORT, F_TEXT},
     [NP_MSG_REQ_WORK] = {F_ID, F_NAME},
     [NP_MSG_WORK] = {F_ID, F_ID2, F_MAC},
@@ -42,6 +42,12 @@ static const unsigned char layouts[][MAX_FIELDS] = {
     [NP_MSG_WORK_IDLE] = {F_ID, F_ID2, F_MAC},
     [NP_MSG_START] = {F_ID, F_NAME},
     [NP_MSG_MUX] = {F_VERSION},
+};
+
+/* Fields appended after a type's first release: a body from an older peer ends before them, and
+ * they decode as empty. 0 = every field is required. */
+static const unsigned char required[NP_MSG_LAST + 1] = {
+    [NP_MSG_PROXY] = 3, /* allow_ips (text) came later */
 };
 
 static int known_type(unsigned t) {
@@ -161,6 +167,8 @@ static int parse_body(const unsigned char *p, size_t len, np_msg *m) {
     int width = 0;
     int r = 0;
     uint64_t v;
+    if (p == end && required[type] != 0 && i >= required[type])
+      break;
     switch (layouts[type][i]) {
     case F_VERSION:
     case F_PORT:
@@ -219,19 +227,21 @@ static int parse_body(const unsigned char *p, size_t len, np_msg *m) {
   return 0;
 }
 
+/* A partial frame's body gets memory only while it is partial, and only its own size: a connection
+ * that says nothing, or whole frames at a time, costs this struct alone. */
 typedef struct decoder {
   size_t max_frame; /* largest body accepted */
   size_t have;      /* bytes buffered of the current frame, header included */
   int error;        /* sticky */
-  unsigned char buf[];
+  unsigned char hdr[HDR_LEN];
+  unsigned char *body; /* of the partial frame, once its header is complete */
 } decoder;
 
 static int decoder_new(size_t max_frame, void **out) {
   decoder *d;
   if (max_frame < 1 || max_frame > (1u << 24))
     return UV_EINVAL;
-  d = calloc(1, sizeof(*d) + HDR_LEN + max_frame);
-  if (d == NULL)
+  if ((d = calloc(1, sizeof(*d))) == NULL)
     return UV_ENOMEM;
   d->max_frame = max_frame;
   *out = d;
@@ -239,7 +249,10 @@ static int decoder_new(size_t max_frame, void **out) {
 }
 
 static void decoder_free(void *dec) {
-  free(dec);
+  decoder *d = dec;
+  if (d != NULL)
+    free(d->body);
+  free(d);
 }
 
 static int check_len(decoder *d, const unsigned char *hdr, size_t *body) {
@@ -280,7 +293,7 @@ static int decode(void *dec, const char *in, size_t len, size_t *consumed, np_ms
   /* Slow path: accumulate a partial header, then a partial body. */
   if (d->have < HDR_LEN) {
     take = HDR_LEN - d->have < len ? HDR_LEN - d->have : len;
-    memcpy(d->buf + d->have, p, take);
+    memcpy(d->hdr + d->have, p, take);
     d->have += take;
     *consumed += take;
     p += take;
@@ -288,18 +301,31 @@ static int decode(void *dec, const char *in, size_t len, size_t *consumed, np_ms
     if (d->have < HDR_LEN)
       return 0;
   }
-  if ((r = check_len(d, d->buf, &body)) != 0)
+  if ((r = check_len(d, d->hdr, &body)) != 0)
     return r;
+  if (d->have == HDR_LEN && len >= body) {
+    /* The header came in pieces, the body whole. */
+    *consumed += body;
+    d->have = 0;
+    if ((r = parse_body(p, body, msg)) != 0)
+      return d->error = r;
+    return 1;
+  }
+  if (d->body == NULL && (d->body = malloc(body)) == NULL)
+    return d->error = UV_ENOMEM;
   take = HDR_LEN + body - d->have;
   if (take > len)
     take = len;
-  memcpy(d->buf + d->have, p, take);
+  memcpy(d->body + (d->have - HDR_LEN), p, take);
   d->have += take;
   *consumed += take;
   if (d->have < HDR_LEN + body)
     return 0;
   d->have = 0;
-  if ((r = parse_body(d->buf + HDR_LEN, body, msg)) != 0)
+  r = parse_body(d->body, body, msg);
+  free(d->body);
+  d->body = NULL;
+  if (r != 0)
     return d->error = r;
   return 1;
 }

@@ -319,7 +319,7 @@ static int send_txbuf(tls_conn *c, txbuf *b, size_t skip, np_conn_write *outer) 
 static int flush(tls_conn *c, np_conn_write *outer) {
   txbuf *b;
 
-  if (outer == NULL && BIO_ctrl_pending(c->wbio) == 0)
+  if (outer == NULL && (c->wbio == NULL || BIO_ctrl_pending(c->wbio) == 0))
     return 0;
   if ((b = take_ciphertext(c)) == NULL)
     return UV_ENOMEM;
@@ -521,8 +521,12 @@ static void handshake(tls_conn *c) {
   int r, e;
 
   ERR_clear_error();
-  r = SSL_do_handshake(c->ssl);
-  e = r == 1 ? SSL_ERROR_NONE : SSL_get_error(c->ssl, r);
+  if (c->ssl != NULL) {
+    r = SSL_do_handshake(c->ssl);
+    e = r == 1 ? SSL_ERROR_NONE : SSL_get_error(c->ssl, r);
+  } else {
+    r = -1, e = SSL_ERROR_WANT_READ; /* a server that has not heard a byte yet */
+  }
   /* Send what the handshake produced, alerts included, before reporting anything. */
   if (flush(c, NULL) != 0 && r == 1)
     r = 0, e = SSL_ERROR_SSL;
@@ -627,6 +631,8 @@ static void on_inner_alloc(np_conn *in, size_t suggested, uv_buf_t *buf) {
   *buf = uv_buf_init(rx, sizeof(rx));
 }
 
+static int make_ssl(tls_conn *c);
+
 static int looks_like_tls(tls_conn *c, unsigned char first) {
   return c->t->server ? first == REC_HANDSHAKE : first == REC_HANDSHAKE || first == REC_ALERT;
 }
@@ -656,7 +662,8 @@ static void on_inner_read(np_conn *in, ssize_t nread, const uv_buf_t *buf) {
     return;
   } else {
     c->sniffed = 1;
-    if (BIO_write(c->rbio, buf->base, (int)nread) != (int)nread) {
+    if ((c->ssl == NULL && make_ssl(c) != 0) ||
+        BIO_write(c->rbio, buf->base, (int)nread) != (int)nread) {
       c->in_err = UV_ENOMEM;
       set_reading(c, 0);
     }
@@ -676,7 +683,8 @@ static int tls_read_start(np_conn *conn) {
   c->reading = 1;
   if (c->rx_done)
     return 0;
-  if (c->in_err != 0 || SSL_has_pending(c->ssl) || BIO_ctrl_pending(c->rbio) > 0)
+  if (c->in_err != 0 ||
+      (c->ssl != NULL && (SSL_has_pending(c->ssl) || BIO_ctrl_pending(c->rbio) > 0)))
     return uv_timer_start(&c->pump, on_pump, 0, 0);
   set_reading(c, 1);
   return 0;
@@ -749,14 +757,13 @@ static const np_conn_ops tls_ops = {
     .lower = tls_lower,
 };
 
-int np__tls_wrap(np__tls *t, np_conn *inner, np_conn **out) {
-  tls_conn *c = calloc(1, sizeof(*c));
+/* The OpenSSL side of a conn: some kilobytes, so a server makes it only once the peer has sent
+ * something that looks like TLS (a crowd of silent connections costs little more than their
+ * sockets). */
+static int make_ssl(tls_conn *c) {
+  np__tls *t = c->t;
   struct in6_addr a6;
 
-  if (c == NULL)
-    return UV_ENOMEM;
-  c->t = t;
-  c->inner = inner;
   c->rbio = BIO_new(BIO_s_mem());
   c->wbio = BIO_new(BIO_s_mem());
   c->ssl = SSL_new(t->ctx);
@@ -764,7 +771,8 @@ int np__tls_wrap(np__tls *t, np_conn *inner, np_conn **out) {
     BIO_free(c->rbio);
     BIO_free(c->wbio);
     SSL_free(c->ssl);
-    free(c);
+    c->rbio = c->wbio = NULL;
+    c->ssl = NULL;
     return UV_ENOMEM;
   }
   /* An empty memory BIO means "no bytes yet", not end of file. */
@@ -780,6 +788,20 @@ int np__tls_wrap(np__tls *t, np_conn *inner, np_conn **out) {
     if (t->host[0] != '\0' && inet_pton(AF_INET, t->host, &a6) != 1 &&
         inet_pton(AF_INET6, t->host, &a6) != 1)
       SSL_set_tlsext_host_name(c->ssl, t->host);
+  }
+  return 0;
+}
+
+int np__tls_wrap(np__tls *t, np_conn *inner, np_conn **out) {
+  tls_conn *c = calloc(1, sizeof(*c));
+
+  if (c == NULL)
+    return UV_ENOMEM;
+  c->t = t;
+  c->inner = inner;
+  if (!t->server && make_ssl(c) != 0) {
+    free(c);
+    return UV_ENOMEM;
   }
   uv_timer_init(t->loop, &c->pump);
   c->pump.data = c;

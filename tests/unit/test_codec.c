@@ -53,6 +53,7 @@ static void assert_same(const np_msg *a, const np_msg *b) {
     assert_string_equal(a->name, b->name);
     assert_string_equal(a->addr, b->addr);
     assert_int_equal(a->port, b->port);
+    assert_string_equal(a->text, b->text);
     break;
   case NP_MSG_PROXY_RESP:
     assert_string_equal(a->name, b->name);
@@ -223,6 +224,14 @@ static void test_native_malformed(void **state) {
       feed(c, 4096, "\x00\x00\x00\x0b\x09\x00\x00\x00\x00\x00\x00\x00\x07\xaa\xbb", 15, &m), 1);
   assert_int_equal(m.type, NP_MSG_PING);
   assert_true(m.id == 7);
+  /* PROXY from before allow_ips: name "a", addr "", port 80, no text */
+  assert_int_equal(feed(c, 4096, "\x00\x00\x00\x06\x04\x01\x61\x00\x00\x50", 10, &m), 1);
+  assert_true(m.type == NP_MSG_PROXY && m.port == 80 && strcmp(m.name, "a") == 0 && m.text[0] == 0);
+  /* ... but a field cut in half is still an error */
+  assert_int_equal(feed(c, 4096, "\x00\x00\x00\x07\x04\x01\x61\x00\x00\x50\x05", 11, &m),
+                   NP_EPROTO);
+  /* and required fields stay required */
+  assert_int_equal(feed(c, 4096, "\x00\x00\x00\x04\x04\x01\x61\x00", 8, &m), NP_EPROTO);
 }
 
 static void test_native_encode_errors(void **state) {
