@@ -487,6 +487,7 @@ static void register_proxies(struct np_client *cl) {
     np_msg m = {.type = NP_MSG_PROXY, .port = (uint16_t)px->remote_port};
     strcpy(m.name, px->name);
     strcpy(m.addr, px->bind_addr);
+    strcpy(m.text, px->allow_ips[0] != '\0' ? px->allow_ips : cl->cfg.allow_ips);
     send_msg(cl, &m);
   }
 }

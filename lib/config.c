@@ -2,6 +2,7 @@
  * errors. */
 #include "config.h"
 
+#include "cidr.h"
 #include "mux.h"
 #include "mux_frame.h"
 #include "tls.h"
@@ -82,13 +83,29 @@ static int parse_duration(struct np_config *cfg, const char *key, const char *v,
   return 0;
 }
 
-static int parse_ports(struct np_config *cfg, const char *key, const char *v) {
+static int port_num(const char *v, uint64_t *out) {
+  char *end;
+  unsigned long n;
+
+  if (*v < '0' || *v > '9')
+    return -1;
+  errno = 0;
+  n = strtoul(v, &end, 10);
+  if (errno != 0 || *end != '\0' || n > 65535)
+    return -1;
+  *out = n;
+  return 0;
+}
+
+int np__ports_parse(const char *key, const char *v, np__ports *out, char *err, size_t errlen) {
   char buf[1024];
   char *save = NULL, *tok;
 
-  if (np__strlcpy(buf, v, sizeof(buf)) != 0)
-    return set_err(cfg, "%s: list too long", key);
-  cfg->n_allow = 0;
+  out->n = 0;
+  if (np__strlcpy(buf, v, sizeof(buf)) != 0) {
+    snprintf(err, errlen, "%s: list too long", key);
+    return NP_ECONFIG;
+  }
   for (tok = strtok_r(buf, ",", &save); tok != NULL; tok = strtok_r(NULL, ",", &save)) {
     uint64_t lo, hi;
     char *dash;
@@ -99,28 +116,34 @@ static int parse_ports(struct np_config *cfg, const char *key, const char *v) {
     dash = strchr(tok, '-');
     if (dash != NULL)
       *dash = '\0';
-    if (parse_uint(cfg, key, tok, 65535, &lo) != 0 ||
-        parse_uint(cfg, key, dash != NULL ? dash + 1 : tok, 65535, &hi) != 0)
+    if (port_num(tok, &lo) != 0 || port_num(dash != NULL ? dash + 1 : tok, &hi) != 0 || lo == 0 ||
+        lo > hi) {
+      snprintf(err, errlen, "%s: bad port or range '%s%s%s' (ports are 1-65535, low-high)", key,
+               tok, dash ? "-" : "", dash ? dash + 1 : "");
+      out->n = 0;
       return NP_ECONFIG;
-    if (lo == 0 || lo > hi)
-      return set_err(cfg, "%s: bad range '%s%s%s' (ports are 1-65535, low-high)", key, tok,
-                     dash ? "-" : "", dash ? dash + 1 : "");
-    if (cfg->n_allow == NP_MAX_PORT_RANGES)
-      return set_err(cfg, "%s: more than %d ranges", key, NP_MAX_PORT_RANGES);
-    cfg->allow[cfg->n_allow].lo = (uint16_t)lo;
-    cfg->allow[cfg->n_allow].hi = (uint16_t)hi;
-    cfg->n_allow++;
+    }
+    if (out->n == NP_MAX_PORT_RANGES) {
+      snprintf(err, errlen, "%s: more than %d ranges", key, NP_MAX_PORT_RANGES);
+      out->n = 0;
+      return NP_ECONFIG;
+    }
+    out->r[out->n].lo = (uint16_t)lo;
+    out->r[out->n].hi = (uint16_t)hi;
+    out->n++;
   }
-  if (cfg->n_allow == 0)
-    return set_err(cfg, "%s: empty list", key);
+  if (out->n == 0) {
+    snprintf(err, errlen, "%s: empty list", key);
+    return NP_ECONFIG;
+  }
   return 0;
 }
 
-int np__config_port_allowed(const struct np_config *cfg, int port) {
-  if (cfg->n_allow == 0)
+int np__ports_allow(const np__ports *p, int port) {
+  if (p->n == 0)
     return 1;
-  for (size_t i = 0; i < cfg->n_allow; i++)
-    if (port >= cfg->allow[i].lo && port <= cfg->allow[i].hi)
+  for (size_t i = 0; i < p->n; i++)
+    if (port >= p->r[i].lo && port <= p->r[i].hi)
       return 1;
   return 0;
 }
@@ -141,6 +164,19 @@ static int copy_str(struct np_config *cfg, const char *key, const char *v, char 
   return 0;
 }
 
+/* Checked here so a bad list fails at start with FILE:LINE; the server parses it again from the
+ * PROXY message. */
+static int check_cidrs(struct np_config *cfg, const char *key, const char *v, char *dst,
+                       size_t cap) {
+  np__cidrs c;
+
+  if (np__cidrs_parse(v, &c, cfg->err, sizeof(cfg->err)) != 0)
+    return NP_ECONFIG;
+  if (strlen(v) >= cap)
+    return set_err(cfg, "%s: at most %zu bytes (write networks, not single hosts)", key, cap - 1);
+  return copy_str(cfg, key, v, dst, cap);
+}
+
 /* Keys of [server] / [client]. */
 enum vtype {
   V_STR,
@@ -152,7 +188,8 @@ enum vtype {
   V_LEVEL,
   V_CODEC,
   V_BOOL,
-  V_FINGERPRINT
+  V_FINGERPRINT,
+  V_CIDRS
 };
 
 typedef struct key_def {
@@ -176,7 +213,7 @@ static const key_def keys[] = {
     {"proxy_bind_addr", KIND_SERVER, V_STR, FIELD(proxy_bind_addr)},
     {"tunnel_bind", KIND_SERVER, V_IPPORT, FIELD(tunnel_bind)},
     {"visit_bind", KIND_SERVER, V_IPPORT, FIELD(visit_bind)},
-    {"allow_ports", KIND_SERVER, V_PORTS, 0, 0},
+    {"allow_ports", KIND_SERVER, V_PORTS, FIELD(allow_ports)},
     {"pending_timeout", KIND_SERVER, V_DURATION, FIELD(pending_timeout_ms)},
     {"max_pending", KIND_SERVER, V_COUNT, FIELD(max_pending)},
     {"max_pending_per_proxy", KIND_SERVER, V_COUNT, FIELD(max_pending_per_proxy)},
@@ -191,9 +228,14 @@ static const key_def keys[] = {
     {"tls_key", KIND_BOTH, V_STR, FIELD(tls_key)},
     {"tls_dir", KIND_SERVER, V_STR, FIELD(tls_dir)},
     {"tls_client_ca", KIND_SERVER, V_STR, FIELD(tls_client_ca)},
+    {"users_file", KIND_SERVER, V_STR, FIELD(users_file)},
+    {"login_timeout", KIND_SERVER, V_DURATION, FIELD(login_timeout_ms)},
+    {"login_backoff", KIND_SERVER, V_DURATION, FIELD(login_backoff_ms)},
+    {"login_backoff_max", KIND_SERVER, V_DURATION, FIELD(login_backoff_max_ms)},
     {"server_fingerprint", KIND_CLIENT, V_FINGERPRINT, FIELD(server_fingerprint)},
     {"tls_ca", KIND_CLIENT, V_STR, FIELD(tls_ca)},
     {"tls_server_name", KIND_CLIENT, V_STR, FIELD(tls_server_name)},
+    {"allow_ips", KIND_CLIENT, V_CIDRS, FIELD(allow_ips)},
     {"server", KIND_CLIENT, V_HOSTPORT, FIELD(server)},
     {"name", KIND_CLIENT, V_STR, FIELD(name)},
     {"tunnel", KIND_CLIENT, V_HOSTPORT, FIELD(tunnel)},
@@ -228,7 +270,7 @@ static int set_key(struct np_config *cfg, const key_def *k, const char *v) {
     *(size_t *)(void *)field = (size_t)n;
     return 0;
   case V_PORTS:
-    return parse_ports(cfg, k->name, v);
+    return np__ports_parse(k->name, v, (np__ports *)(void *)field, cfg->err, sizeof(cfg->err));
   case V_LEVEL:
     if (np_log_level_parse(v, &lvl) != 0)
       return set_err(cfg, "%s: '%s' is not one of error, warn, info, debug, trace", k->name, v);
@@ -252,6 +294,8 @@ static int set_key(struct np_config *cfg, const key_def *k, const char *v) {
           k->name, v);
     return copy_str(cfg, k->name, v, field, k->size);
   }
+  case V_CIDRS:
+    return check_cidrs(cfg, k->name, v, field, k->size);
   case V_CODEC:
     if (np_codec_find(v) == NULL)
       return set_err(cfg, "%s: '%s' is not a codec (native or line)", k->name, v);
@@ -305,8 +349,11 @@ static int set_proxy_key(struct np_config *cfg, const char *pname, const char *k
                                                : copy_str(cfg, key, v, p->local, sizeof(p->local));
   if (strcmp(key, "bind_addr") == 0)
     return copy_str(cfg, key, v, p->bind_addr, sizeof(p->bind_addr));
-  return set_err(cfg, "unknown key '%s' in [proxy %s] (known: type, local, remote_port, bind_addr)",
-                 key, pname);
+  if (strcmp(key, "allow_ips") == 0)
+    return check_cidrs(cfg, key, v, p->allow_ips, sizeof(p->allow_ips));
+  return set_err(
+      cfg, "unknown key '%s' in [proxy %s] (known: type, local, remote_port, bind_addr, allow_ips)",
+      key, pname);
 }
 
 int np_config_set(struct np_config *cfg, const char *section, const char *key, const char *value) {
@@ -342,29 +389,85 @@ static int on_ini_pair(void *user, const char *section, const char *name, const 
   return np_config_set(cfg, section, name, value) == 0;
 }
 
-int np_config_load_file(struct np_config *cfg, const char *path) {
-  FILE *f = fopen(path, "r");
+/* inih reads lines into a 200-byte buffer and section names into 50: a longer line would go on as a
+ * new line, and a longer [name] would be cut short without a word. This reader hands inih whole
+ * lines only and records the first line it had to refuse. */
+typedef struct ini_stream {
+  FILE *f;
+  int line;
+  int bad_line;
+  char why[96];
+} ini_stream;
+
+static char *ini_read(char *str, int num, void *arg) {
+  ini_stream *st = arg;
+  size_t n;
+  char *close;
+
+  if (fgets(str, num, st->f) == NULL)
+    return NULL;
+  st->line++;
+  n = strlen(str);
+  if (n == (size_t)num - 1 && str[n - 1] != '\n' && !feof(st->f)) {
+    int c;
+    while ((c = fgetc(st->f)) != EOF && c != '\n')
+      ;
+    if (st->bad_line == 0) {
+      st->bad_line = st->line;
+      snprintf(st->why, sizeof(st->why), "line longer than %d bytes", num - 2);
+    }
+    str[0] = '\0';
+    return str;
+  }
+  /* inih keeps 49 bytes of a section name. */
+  for (char *p = str; *p == ' ' || *p == '\t' || *p == '['; p++)
+    if (*p == '[' && (close = strchr(p, ']')) != NULL && close - p - 1 > NP_INI_SECTION_MAX) {
+      if (st->bad_line == 0) {
+        st->bad_line = st->line;
+        snprintf(st->why, sizeof(st->why), "section name longer than %d bytes", NP_INI_SECTION_MAX);
+      }
+      str[0] = '\0';
+      break;
+    }
+  return str;
+}
+
+int np__ini_load(const char *path, ini_handler handler, void *user, char *msg, char *err,
+                 size_t errlen) {
+  ini_stream st = {.line = 0};
   int line;
 
-  cfg->err[0] = '\0';
-  if (f == NULL) {
+  if ((st.f = fopen(path, "r")) == NULL) {
     int r = uv_translate_sys_error(errno);
-    snprintf(cfg->err, sizeof(cfg->err), "%s: cannot open: %s", path, uv_strerror(r));
+    snprintf(err, errlen, "%s: cannot open: %s", path, uv_strerror(r));
     return r;
   }
-  /* inih reports the first failing line through its return value; our handler recorded the message
-   * without the line, so rebuild it once the line is known. */
-  line = ini_parse_file(f, on_ini_pair, cfg);
-  fclose(f);
+  /* inih reports the first failing line through its return value; the handler recorded the
+   * message in msg without the line, so build it once the line is known. */
+  line = ini_parse_stream(ini_read, &st, handler, user);
+  fclose(st.f);
+  if (st.bad_line != 0 && (line == 0 || st.bad_line <= line)) {
+    snprintf(err, errlen, "%.200s:%d: %s", path, st.bad_line, st.why);
+    return NP_ECONFIG;
+  }
   if (line != 0) {
-    char msg[sizeof(cfg->err)];
-    memcpy(msg, cfg->err, sizeof(msg));
-    if (msg[0] == '\0')
-      snprintf(msg, sizeof(msg), "syntax error (expected 'key = value' or '[section]')");
-    snprintf(cfg->err, sizeof(cfg->err), "%.100s:%d: %.380s", path, line, msg);
+    char m[400];
+    np__strlcpy(m, msg[0] != '\0' ? msg : "syntax error (expected 'key = value' or '[section]')",
+                sizeof(m));
+    snprintf(err, errlen, "%.200s:%d: %s", path, line, m);
     return NP_ECONFIG;
   }
   return 0;
+}
+
+int np_config_load_file(struct np_config *cfg, const char *path) {
+  char err[sizeof(cfg->err)];
+  int r;
+
+  cfg->err[0] = '\0';
+  if ((r = np__ini_load(path, on_ini_pair, cfg, cfg->err, err, sizeof(err))) != 0)
+    memcpy(cfg->err, err, sizeof(err));
+  return r;
 }
 
 /* Split s in place at ':' outside [brackets]; returns the number of fields, or max + 1 if more. */
@@ -480,12 +583,18 @@ int np_config_validate(struct np_config *cfg) {
   if (cfg->kind == NP_CONFIG_SERVER) {
     if (cfg->pending_timeout_ms == 0)
       return set_err(cfg, "pending_timeout must be above 0");
+    if (cfg->login_timeout_ms == 0)
+      return set_err(cfg, "login_timeout must be above 0");
+    if (cfg->login_backoff_max_ms < cfg->login_backoff_ms)
+      return set_err(cfg, "login_backoff_max must be at least login_backoff");
     struct sockaddr_storage ss;
     char spec[NP_MSG_NAME_MAX + 8];
     snprintf(spec, sizeof(spec), strchr(cfg->proxy_bind_addr, ':') ? "[%s]:0" : "%s:0",
              cfg->proxy_bind_addr);
     if (np__parse_addr(spec, &ss) != 0)
       return set_err(cfg, "proxy_bind_addr: '%s' is not an IP address", cfg->proxy_bind_addr);
+    if (line_codec && cfg->users_file[0] != '\0')
+      return set_err(cfg, "codec line has no logins: users_file needs codec native");
     if (line_codec && (cfg->tunnel_bind[0] == '\0' || cfg->visit_bind[0] == '\0'))
       return set_err(cfg,
                      "codec line needs tunnel_bind and visit_bind (--tunnel-bind, --visit-bind)");
@@ -534,6 +643,9 @@ int np_config_new(np_config_kind kind, struct np_config **out) {
   cfg->max_clients = 1024;
   cfg->max_proxies_per_client = NP_MAX_PROXIES;
   cfg->max_work_pool = 64;
+  cfg->login_timeout_ms = 10000;
+  cfg->login_backoff_ms = 1000;
+  cfg->login_backoff_max_ms = 300000;
   cfg->work_pool = NP_DEFAULT_WORK_POOL;
   cfg->mux = NP_DEFAULT_MUX;
   cfg->relay_splice = NP_DEFAULT_SPLICE;

@@ -18,11 +18,20 @@
 /* Whether joins of two TCP sockets use the zero-copy relay: docs/performance.md has the figures. */
 #define NP_DEFAULT_SPLICE 1
 
+/* Port ranges (allow_ports); n == 0 allows every port. */
+typedef struct np__ports {
+  struct {
+    uint16_t lo, hi;
+  } r[NP_MAX_PORT_RANGES];
+  size_t n;
+} np__ports;
+
 typedef struct np__proxy_cfg {
   char name[NP_MSG_NAME_MAX + 1];
   char bind_addr[NP_MSG_NAME_MAX + 1]; /* on the server; "" = the server's default */
   int remote_port;                     /* -1 = not set; 0 = server picks */
   char local[NP_HOSTPORT_MAX];         /* host:port of the private service */
+  char allow_ips[NP_MSG_TEXT_MAX + 1]; /* visitor networks; "" = the [client] default */
 } np__proxy_cfg;
 
 struct np_config {
@@ -48,10 +57,7 @@ struct np_config {
                        1];           /* where public ports listen unless a client names one */
   char tunnel_bind[NP_HOSTPORT_MAX]; /* line codec only */
   char visit_bind[NP_HOSTPORT_MAX];  /* line codec only */
-  struct {
-    uint16_t lo, hi;
-  } allow[NP_MAX_PORT_RANGES];
-  size_t n_allow; /* 0 = every port */
+  np__ports allow_ports;
   uint64_t pending_timeout_ms;
   size_t max_pending;
   size_t max_pending_per_proxy;
@@ -61,6 +67,10 @@ struct np_config {
   size_t mux_max_streams;   /* streams one multiplexed connection may hold open */
   char tls_dir[1024];       /* where the self-signed identity lives ("": the default state dir) */
   char tls_client_ca[1024]; /* require client certificates signed by this CA */
+  char users_file[1024];    /* per-client tokens and limits (docs/config.md) */
+  uint64_t login_timeout_ms;
+  uint64_t login_backoff_ms; /* first wait after the free failed logins; 0 = no back-off */
+  uint64_t login_backoff_max_ms;
 
   /* client */
   char server[NP_HOSTPORT_MAX];
@@ -74,11 +84,22 @@ struct np_config {
   char server_fingerprint[128]; /* pin the server's certificate */
   char tls_ca[1024];            /* else trust this CA file, or "system" (the default) */
   char tls_server_name[256]; /* the name a CA-signed certificate must carry (default: server's) */
+  char allow_ips[NP_MSG_TEXT_MAX + 1]; /* default for proxies without their own */
   np__proxy_cfg proxies[NP_MAX_PROXIES];
   size_t n_proxies;
 };
 
-/* Is port allowed by allow_ports? */
-int np__config_port_allowed(const struct np_config *cfg, int port);
+/* inih's limit on [section] names (Debian's build); longer ones, and lines longer than its line
+ * buffer (198 bytes), are refused with FILE:LINE. */
+#define NP_INI_SECTION_MAX 49
+
+/* Parse an INI file with handler (inih's), which leaves its reason for refusing a line in msg.
+ * Returns 0, NP_ECONFIG with "FILE:LINE: why" in err, or the open error. */
+int np__ini_load(const char *path, int (*handler)(void *, const char *, const char *, const char *),
+                 void *user, char *msg, char *err, size_t errlen);
+/* "80, 8000-8999" -> ranges. Returns 0, or NP_ECONFIG with a message in err naming key. */
+int np__ports_parse(const char *key, const char *v, np__ports *out, char *err, size_t errlen);
+/* Is port inside one of the ranges (or are there none)? */
+int np__ports_allow(const np__ports *p, int port);
 
 #endif

@@ -164,6 +164,15 @@ static void tcp_peer_str(np_conn *c, char *buf, size_t len) {
   np__addr_str((struct sockaddr *)&ss, buf, len);
 }
 
+int np__conn_peer_addr(np_conn *c, struct sockaddr_storage *out) {
+  tcp_conn *t = (tcp_conn *)(c = bottom(c));
+  int n = sizeof(*out);
+
+  if (c->ops != &tcp_ops || t->stream->type != UV_TCP)
+    return UV_EINVAL;
+  return uv_tcp_getpeername((uv_tcp_t *)t->stream, (struct sockaddr *)out, &n);
+}
+
 int np__conn_tcp_fd(np_conn *c, uv_loop_t **loop) {
   tcp_conn *t = (tcp_conn *)c;
   uv_os_fd_t fd;

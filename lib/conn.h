@@ -103,6 +103,9 @@ int np__conn_tcp_fd(np_conn *c, uv_loop_t **loop);
 /* Keep at most bytes unsent in the kernel (TCP_NOTSENT_LOWAT), so what waits to be sent waits in
  * our queues, where a multiplexer can still interleave streams fairly. */
 int np__conn_notsent_lowat(np_conn *c, unsigned bytes);
+/* The peer's address of the TCP connection at the bottom of c's layers (not through a mux stream,
+ * which has none of its own). Returns 0 or UV_EINVAL / a getpeername error. */
+int np__conn_peer_addr(np_conn *c, struct sockaddr_storage *out);
 /* Peer address as "host:port" for logs. */
 static inline void np__conn_peer_str(np_conn *c, char *buf, size_t len) {
   c->ops->peer_str(c, buf, len);

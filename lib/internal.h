@@ -53,6 +53,15 @@ int np__split_hostport(const char *spec, char *host, size_t hostlen, int *port);
 /* sockaddr -> "host:port". */
 void np__addr_str(const struct sockaddr *sa, char *buf, size_t len);
 
+/* An IP address as 16 bytes, IPv4 as IPv4-mapped IPv6 (::ffff:a.b.c.d), so a v4 client on a
+ * dual-stack socket and on a v4 one look the same. Returns 0, or -1 for another family. */
+int np__addr_key16(const struct sockaddr *sa, unsigned char out[16]);
+
+/* Return the allocator's free memory to the system (glibc: malloc_trim; elsewhere nothing). After
+ * a crowd of connections has gone, their freed memory is otherwise kept, scattered between what
+ * lives on. */
+void np__heap_trim(void);
+
 /* Copy at most cap-1 bytes and terminate; returns UV_E2BIG when src did not fit. */
 int np__strlcpy(char *dst, const char *src, size_t cap);
 

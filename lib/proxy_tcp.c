@@ -149,6 +149,20 @@ void np__server_on_visitor(np__listener *l, np_conn *c) {
   int r;
 
   srv->stats.visitors_total++;
+  if (px->allow_ips.n > 0) {
+    struct sockaddr_storage ss;
+    if (np__conn_peer_addr(c, &ss) != 0 ||
+        !np__cidrs_allow(&px->allow_ips, (struct sockaddr *)&ss)) {
+      char peer[64];
+      srv->stats.visitors_denied++;
+      np__conn_peer_str(c, peer, sizeof(peer));
+      /* DEBUG: a scan from outside would otherwise write a line per port and probe. */
+      np__log(&srv->log, NP_LOG_DEBUG, "proxy %s: visitor %s is outside allow_ips, closed",
+              px->name, peer);
+      np__conn_abort(c, NULL);
+      return;
+    }
+  }
   if ((v = calloc(1, sizeof(*v))) == NULL) {
     srv->stats.visitors_refused++;
     np__conn_close(c, NULL);
@@ -188,15 +202,18 @@ void np__server_on_visitor(np__listener *l, np_conn *c) {
 }
 
 /* Open a public listener named name for session s on addr:port. Port 0 picks a free port, inside
- * allow_ports when that is set. Returns 0 and *out, or the bind error. */
+ * allow_ports and the client's own ports (users file) when they are set. Returns 0 and *out, or the
+ * bind error (NP_EPORTDENIED when the two lists share no port). */
 int np__proxy_open(struct np_server *srv, session *s, const char *name, const char *addr, int port,
                    proxy **out) {
+  const np__ports *mine = s != NULL ? np__session_ports(s) : NULL;
+  const np__ports *from = mine != NULL && mine->n > 0 ? mine : &srv->cfg.allow_ports;
   uint32_t span = 0, start = 0;
-  int tries = 1, r = UV_EADDRINUSE;
+  int tries = 1, r = UV_EADDRINUSE, bound = 0;
 
-  if (port == 0 && srv->cfg.n_allow > 0) {
-    for (size_t i = 0; i < srv->cfg.n_allow; i++)
-      span += (uint32_t)(srv->cfg.allow[i].hi - srv->cfg.allow[i].lo) + 1;
+  if (port == 0 && from->n > 0) {
+    for (size_t i = 0; i < from->n; i++)
+      span += (uint32_t)(from->r[i].hi - from->r[i].lo) + 1;
     tries = span < 64 ? (int)span : 64;
     start = (uint32_t)(uv_hrtime() % span);
   }
@@ -209,15 +226,18 @@ int np__proxy_open(struct np_server *srv, session *s, const char *name, const ch
     if (span > 0) {
       /* Step through the ranges by a prime so retries spread out. */
       uint32_t k = (start + (uint32_t)t * 7919u) % span;
-      for (size_t i = 0; i < srv->cfg.n_allow; i++) {
-        uint32_t len = (uint32_t)(srv->cfg.allow[i].hi - srv->cfg.allow[i].lo) + 1;
+      for (size_t i = 0; i < from->n; i++) {
+        uint32_t len = (uint32_t)(from->r[i].hi - from->r[i].lo) + 1;
         if (k < len) {
-          p = srv->cfg.allow[i].lo + (int)k;
+          p = from->r[i].lo + (int)k;
           break;
         }
         k -= len;
       }
+      if (!np__ports_allow(&srv->cfg.allow_ports, p))
+        continue;
     }
+    bound++;
     snprintf(spec, sizeof(spec), strchr(addr, ':') ? "[%s]:%d" : "%s:%d", addr, p);
     if (np__parse_addr(spec, &ss) != 0)
       return UV_EINVAL;
@@ -237,7 +257,7 @@ int np__proxy_open(struct np_server *srv, session *s, const char *name, const ch
     }
     free(px);
   }
-  return r;
+  return bound == 0 ? NP_EPORTDENIED : r;
 }
 
 /* Line codec: a tunnel connection carries no header, so it takes the visitor that waited longest.

@@ -7,6 +7,7 @@
  * separate tunnel port, matched in arrival order. */
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "server.h"
 
@@ -41,10 +42,21 @@ static void send_close(session *s, int status, const char *text) {
 /* ---- proxies -----------------------------------------------------------------------------------
  */
 
+const np__ports *np__session_ports(const session *s) {
+  return s->user != NULL ? &s->user->ports : NULL;
+}
+
+static size_t max_proxies(const session *s) {
+  if (s->user != NULL && s->user->max_proxies != SIZE_MAX)
+    return s->user->max_proxies;
+  return s->srv->cfg.max_proxies_per_client;
+}
+
 static void on_proxy_msg(session *s, const np_msg *m) {
   struct np_server *srv = s->srv;
   np_msg resp = {.type = NP_MSG_PROXY_RESP};
   const char *addr = m->addr[0] != '\0' ? m->addr : srv->cfg.proxy_bind_addr;
+  np__cidrs allow = {.n = 0};
   proxy *px = NULL;
   int r = 0;
 
@@ -52,10 +64,21 @@ static void on_proxy_msg(session *s, const np_msg *m) {
   for (px = s->proxies; px != NULL; px = px->next)
     if (strcmp(px->name, m->name) == 0)
       r = NP_ENAMETAKEN;
-  if (r == 0 && s->n_proxies >= srv->cfg.max_proxies_per_client)
+  if (r == 0 && s->n_proxies >= max_proxies(s))
     r = NP_ELIMIT;
-  if (r == 0 && m->port != 0 && !np__config_port_allowed(&srv->cfg, m->port))
+  if (r == 0 && m->port != 0 && !np__ports_allow(&srv->cfg.allow_ports, m->port)) {
     r = NP_EPORTDENIED;
+    snprintf(resp.text, sizeof(resp.text), "port %u is outside the server's allow_ports", m->port);
+  }
+  if (r == 0 && m->port != 0 && s->user != NULL && !np__ports_allow(&s->user->ports, m->port)) {
+    r = NP_EPORTDENIED;
+    snprintf(resp.text, sizeof(resp.text), "port %u is outside the ports client '%s' may open",
+             m->port, s->name);
+  }
+  /* PROXY's text is its allow_ips (docs/protocol.md). */
+  if (r == 0 && m->text[0] != '\0' &&
+      np__cidrs_parse(m->text, &allow, resp.text, sizeof(resp.text)) != 0)
+    r = NP_ECONFIG;
   if (r == 0)
     r = np__proxy_open(srv, s, m->name, addr, m->port, &px);
   resp.status = r;
@@ -65,13 +88,17 @@ static void on_proxy_msg(session *s, const np_msg *m) {
       snprintf(resp.text, sizeof(resp.text), "port %u is already in use on the server", m->port);
       break;
     case NP_EPORTDENIED:
-      snprintf(resp.text, sizeof(resp.text), "port %u is outside the server's allow_ports",
-               m->port);
+      if (m->port == 0)
+        snprintf(resp.text, sizeof(resp.text),
+                 "no free port is both in allow_ports and among those client '%s' may open",
+                 s->name);
       break;
     case NP_ELIMIT:
-      snprintf(resp.text, sizeof(resp.text), "at most %zu proxies per client",
-               srv->cfg.max_proxies_per_client);
+      snprintf(resp.text, sizeof(resp.text), "at most %zu proxies for client '%s'", max_proxies(s),
+               s->name);
       break;
+    case NP_ECONFIG:
+      break; /* the parser's words */
     default:
       snprintf(resp.text, sizeof(resp.text), "%s (%s:%u)", np_strerror(r), addr, m->port);
     }
@@ -79,12 +106,13 @@ static void on_proxy_msg(session *s, const np_msg *m) {
     np__session_send(s, &resp);
     return;
   }
+  px->allow_ips = allow;
   px->next = s->proxies;
   s->proxies = px;
   s->n_proxies++;
   resp.port = (uint16_t)px->port;
-  np__log(&srv->log, NP_LOG_INFO, "client %s: proxy %s listening on %s:%d", s->name, px->name, addr,
-          px->port);
+  np__log(&srv->log, NP_LOG_INFO, "client %s: proxy %s listening on %s:%d%s%s", s->name, px->name,
+          addr, px->port, allow.n > 0 ? ", visitors only from " : "", allow.n > 0 ? m->text : "");
   np__session_send(s, &resp);
 }
 
@@ -177,14 +205,16 @@ static void on_session_timer(uv_timer_t *t) {
   if (s->state == S_IDLE)
     return; /* TCP keepalive watches it; its owner's heartbeats say whether the client lives */
   if (s->state != S_READY) {
-    if (now - s->started >= srv->cfg.heartbeat_timeout_ms) {
+    /* From the accept, not the last byte: a peer dribbling its login a byte at a time is closed as
+     * soon as one that says nothing. */
+    if (now - s->started >= srv->cfg.login_timeout_ms) {
       srv->stats.logins_failed++;
-      np__log(&srv->log, NP_LOG_INFO, "%s: no login within %llums, closing", s->peer,
-              (unsigned long long)srv->cfg.heartbeat_timeout_ms);
+      np__log(&srv->log, NP_LOG_INFO, "%s: no login within %llums (login_timeout), closing",
+              s->peer, (unsigned long long)srv->cfg.login_timeout_ms);
       np__session_close(s, UV_ETIMEDOUT, "login timed out");
       return;
     }
-    next = s->started + srv->cfg.heartbeat_timeout_ms;
+    next = s->started + srv->cfg.login_timeout_ms;
   } else {
     int pongs = (srv->codec->caps & NP_CODEC_CAP_PONG) != 0;
     if (pongs && now - s->last_rx >= srv->cfg.heartbeat_timeout_ms) {
@@ -229,19 +259,71 @@ static session *find_ready(struct np_server *srv, const char *name) {
   return NULL;
 }
 
+/* The token name must log in with: its users file entry's, else the shared one; NULL when the name
+ * may not log in at all (a users file without it, and no shared token). */
+static const char *token_for(const struct np_server *srv, const np__users *users, const char *name,
+                             const np__user **user) {
+  const np__user *u = np__users_find(users, name);
+
+  if (user != NULL)
+    *user = u;
+  if (u != NULL)
+    return u->token;
+  if (users != NULL && srv->cfg.token[0] == '\0')
+    return NULL;
+  return srv->cfg.token;
+}
+
+/* A failed login (or garbage where one belonged): counted, and charged to the address. */
+static void login_failed(session *s, const char *why) {
+  struct np_server *srv = s->srv;
+  unsigned fails = 0;
+  uint64_t wait = 0;
+
+  srv->stats.logins_failed++;
+  if (s->addr.ss_family != 0)
+    wait = np__backoff_fail(srv->backoff, (struct sockaddr *)&s->addr, now_ms(srv), &fails);
+  if (wait > 0)
+    np__log(&srv->log, NP_LOG_WARN,
+            "%s: %s; %u failed logins from this address, its next login is refused unheard for "
+            "%llums",
+            s->peer, why, fails, (unsigned long long)wait);
+}
+
 static int login(session *s, const np_msg *m) {
   struct np_server *srv = s->srv;
   np_msg resp = {.type = NP_MSG_LOGIN_RESP};
   unsigned char want[NP_MSG_KEY_LEN];
+  const np__user *user = NULL;
+  const char *token;
+  uint64_t wait;
   session *old;
   size_t n = 0;
 
-  if (m->version != PROTO_VERSION || m->name[0] == '\0' ||
-      np__auth_login_mac(srv->cfg.token, s->snonce, m->nonce, m->name, want) != 0 ||
+  wait = s->addr.ss_family != 0
+             ? np__backoff_wait(srv->backoff, (struct sockaddr *)&s->addr, now_ms(srv))
+             : 0;
+  if (wait > 0) {
+    /* Not even checked: a guess made now tells the guesser nothing. */
+    srv->stats.logins_throttled++;
+    np__log(&srv->log, NP_LOG_INFO, "%s: login as '%s' refused unheard: too many failed logins",
+            s->peer, m->name);
+    resp.status = NP_EBACKOFF;
+    snprintf(resp.text, sizeof(resp.text),
+             "too many failed logins from your address; retry in %llu s",
+             (unsigned long long)(wait + 999) / 1000);
+    np__chan_send(s->ch, &resp);
+    return NP_EBACKOFF;
+  }
+  token = token_for(srv, srv->users, m->name, &user);
+  if (m->version != PROTO_VERSION || m->name[0] == '\0' || token == NULL ||
+      np__auth_login_mac(token, s->snonce, m->nonce, m->name, want) != 0 ||
       !np__auth_equal(want, m->mac)) {
-    srv->stats.logins_failed++;
-    np__log(&srv->log, NP_LOG_WARN, "%s: login as '%s' refused: wrong token", s->peer, m->name);
+    np__log(&srv->log, NP_LOG_WARN, "%s: login as '%s' refused: %s", s->peer, m->name,
+            token == NULL ? "no such client in the users file" : "wrong token");
+    login_failed(s, "login refused");
     resp.status = NP_EAUTH;
+    /* The same words whether the name exists or not. */
     snprintf(resp.text, sizeof(resp.text), "wrong token for client '%s'", m->name);
     np__chan_send(s->ch, &resp);
     return NP_EAUTH;
@@ -263,8 +345,11 @@ static int login(session *s, const np_msg *m) {
             m->name, s->peer);
     np__session_close(old, NP_ECLOSED, "replaced by a new login");
   }
-  np__auth_session_key(srv->cfg.token, s->snonce, m->nonce, m->name, s->key);
+  np__auth_session_key(token, s->snonce, m->nonce, m->name, s->key);
   np__strlcpy(s->name, m->name, sizeof(s->name));
+  s->user = user;
+  if (s->addr.ss_family != 0)
+    np__backoff_clear(srv->backoff, (struct sockaddr *)&s->addr, now_ms(srv));
   s->state = S_READY;
   s->id = ++srv->next_session_id;
   srv->stats.clients++;
@@ -274,7 +359,8 @@ static int login(session *s, const np_msg *m) {
     if (mx != NULL)
       ((muxconn *)np__mux_data(mx))->logged_in = 1;
   }
-  np__log(&srv->log, NP_LOG_INFO, "client %s logged in from %s", s->name, s->peer);
+  np__log(&srv->log, NP_LOG_INFO, "client %s logged in from %s%s", s->name, s->peer,
+          user != NULL ? " (users file)" : "");
   /* The timer was set for the login deadline; from now on it keeps the heartbeat. */
   uv_timer_start(&s->timer, on_session_timer, srv->cfg.heartbeat_interval_ms, 0);
   return np__session_send(s, &resp);
@@ -479,8 +565,12 @@ static void on_session_msg(np__chan *ch, const np_msg *m) {
     if (r == NP_EPROTO)
       np__log(&srv->log, NP_LOG_WARN, "%s: unexpected %s message, closing", s->peer,
               np_msg_type_name(m->type));
-    if (s->state != S_READY && r != NP_EAUTH)
-      srv->stats.logins_failed++; /* NP_EAUTH was counted by login() */
+    if (s->state == S_NEW || s->state == S_AUTH) {
+      if (r == NP_EPROTO || r == NP_EVERSION)
+        login_failed(s, "malformed login");
+      else if (r != NP_EAUTH && r != NP_EBACKOFF) /* login() counted those */
+        srv->stats.logins_failed++;
+    }
     np__session_close(s, r, np_strerror(r));
   }
 }
@@ -503,14 +593,19 @@ static void on_session_error(np__chan *ch, int err) {
   if (err != UV_EOF)
     np__log(&s->srv->log, NP_LOG_WARN, "%s (%s): %s, closing", s->name[0] ? s->name : "connection",
             s->peer, np_strerror(err));
-  if (s->state != S_READY && err != UV_EOF && err != UV_ECONNRESET)
-    s->srv->stats.logins_failed++;
+  if ((s->state == S_NEW || s->state == S_AUTH) && err != UV_EOF && err != UV_ECONNRESET) {
+    /* Garbage or a failed handshake where a login belonged. */
+    if (err == NP_EPROTO || err == NP_ETOOBIG || err == NP_ETLS)
+      login_failed(s, np_strerror(err));
+    else
+      s->srv->stats.logins_failed++;
+  }
   np__session_close(s, err, np_strerror(err));
 }
 
 /* A new connection to the control port, or a new stream on a multiplexed one: its first message
  * says what it is. */
-static void session_start(struct np_server *srv, np_conn *c) {
+static void session_start(struct np_server *srv, np_conn *c, const struct sockaddr_storage *addr) {
   session *s;
   int r;
 
@@ -520,6 +615,8 @@ static void session_start(struct np_server *srv, np_conn *c) {
   }
   s->srv = srv;
   s->started = s->last_rx = s->last_tx = now_ms(srv);
+  if (addr != NULL)
+    s->addr = *addr;
   np__conn_peer_str(c, s->peer, sizeof(s->peer));
   if ((r = np__chan_new(c, srv->codec, srv->cfg.max_frame, CTRL_MAX_QUEUED, &s->ch)) != 0) {
     np__conn_close(c, NULL);
@@ -556,8 +653,11 @@ static void session_start(struct np_server *srv, np_conn *c) {
 
 static void on_control(np__listener *l, np_conn *c) {
   struct np_server *srv = ((proxy *)np__listener_data(l))->srv;
+  struct sockaddr_storage addr;
   np_conn *tc;
 
+  if (np__conn_peer_addr(c, &addr) != 0)
+    addr.ss_family = 0;
   if (srv->tls != NULL) {
     if (np__tls_wrap(srv->tls, c, &tc) != 0) {
       np__conn_close(c, NULL);
@@ -565,7 +665,7 @@ static void on_control(np__listener *l, np_conn *c) {
     }
     c = tc;
   }
-  session_start(srv, c);
+  session_start(srv, c, &addr);
 }
 
 /* ---- multiplexed connections ------------------------------------------------------------------
@@ -589,6 +689,12 @@ static void on_mux_closed(np__mux *m) {
   np__log(&mc->srv->log, st == UV_ECANCELED ? NP_LOG_DEBUG : NP_LOG_INFO,
           "multiplexed connection from %s closed: %s", mc->peer,
           st == UV_ECANCELED ? "done" : np_strerror(st));
+  if (!mc->logged_in && mc->addr.ss_family != 0 &&
+      (st == NP_EPROTO || st == NP_ETOOBIG || st == NP_ETLS)) {
+    /* Garbage where a login belonged, as on a plain connection (login_failed). */
+    mc->srv->stats.logins_failed++;
+    np__backoff_fail(mc->srv->backoff, (struct sockaddr *)&mc->addr, now_ms(mc->srv), NULL);
+  }
   NP_DLIST_UNLINK(mc->srv->muxes, mc, prev, next);
   mc->mux = NULL;
   uv_close((uv_handle_t *)&mc->timer, on_muxconn_timer_closed);
@@ -597,7 +703,7 @@ static void on_mux_closed(np__mux *m) {
 
 static void on_mux_stream(np__mux *m, np_conn *stream) {
   muxconn *mc = np__mux_data(m);
-  session_start(mc->srv, stream);
+  session_start(mc->srv, stream, &mc->addr);
 }
 
 static void on_mux_login_deadline(uv_timer_t *t) {
@@ -631,6 +737,7 @@ static int start_mux(session *s, const np_msg *m) {
     return UV_ENOMEM;
   mc->srv = srv;
   memcpy(mc->peer, s->peer, sizeof(mc->peer));
+  mc->addr = s->addr;
   c = np__chan_detach(s->ch, &rest, &rest_len);
   s->ch = NULL;
   s->closing = 1;
@@ -647,7 +754,9 @@ static int start_mux(session *s, const np_msg *m) {
   mc->closes_left = 2;
   uv_timer_init(srv->loop, &mc->timer);
   mc->timer.data = mc;
-  uv_timer_start(&mc->timer, on_mux_login_deadline, srv->cfg.heartbeat_timeout_ms, 0);
+  /* The deadline counts from the accept, as it did for the session that said MUX. */
+  uv_timer_start(&mc->timer, on_mux_login_deadline,
+                 srv->cfg.login_timeout_ms - (now_ms(srv) - s->started), 0);
   np__mux_set_closed_cb(mc->mux, on_mux_closed);
   NP_DLIST_PUSH(srv->muxes, mc, prev, next);
   np__log(&srv->log, NP_LOG_DEBUG, "%s: multiplexed connection", s->peer);
@@ -736,12 +845,78 @@ static void on_handle_closed(uv_handle_t *h) {
   np__server_unref(h->data);
 }
 
+/* Read users_file into *out, logging why not. */
+static int load_users(struct np_server *srv, np__users **out) {
+  char err[600];
+  struct stat st;
+  int r;
+
+  if ((r = np__users_load(srv->cfg.users_file, out, err, sizeof(err))) != 0) {
+    np__log(&srv->log, NP_LOG_ERROR, "users file: %s", err);
+    return r;
+  }
+  if (stat(srv->cfg.users_file, &st) == 0 && (st.st_mode & 077) != 0)
+    np__log(&srv->log, NP_LOG_WARN, "users file %s holds tokens but others may read it (chmod 600)",
+            srv->cfg.users_file);
+  np__log(&srv->log, NP_LOG_INFO, "users file %s: %zu clients%s", srv->cfg.users_file,
+          np__users_count(*out),
+          srv->cfg.token[0] != '\0' ? "; other names log in with the shared token" : "");
+  return 0;
+}
+
+int np_server_reload(struct np_server *srv) {
+  np__users *fresh = NULL;
+  session *s, *next;
+  int r;
+
+  if (!srv->started || srv->closing || srv->cfg.users_file[0] == '\0') {
+    np__log(&srv->log, NP_LOG_INFO, "reload: nothing to reload (no users_file)");
+    return NP_ESTATE;
+  }
+  if ((r = load_users(srv, &fresh)) != 0) {
+    np__log(&srv->log, NP_LOG_ERROR, "reload: keeping the users file read before");
+    return r;
+  }
+  /* A session stays if its name still logs in with the token it used; otherwise its credentials
+   * were revoked and it goes now, not at its next reconnect. */
+  for (s = srv->sessions; s != NULL; s = next) {
+    const char *was, *now;
+    next = s->next;
+    if (s->state != S_READY)
+      continue;
+    was = token_for(srv, srv->users, s->name, NULL);
+    now = token_for(srv, fresh, s->name, &s->user);
+    if (now == NULL || was == NULL || strcmp(was, now) != 0) {
+      np__log(&srv->log, NP_LOG_INFO, "client %s: %s in the users file, closing its session",
+              s->name, now == NULL ? "no longer" : "new token");
+      s->user = NULL;
+      np__session_close(s, NP_EAUTH, "credentials revoked by the server");
+      /* Closing s may have closed its idle work connections, which could be next. */
+      next = srv->sessions;
+    }
+  }
+  np__users_free(srv->users);
+  srv->users = fresh;
+  return 0;
+}
+
 int np_server_start(struct np_server *srv) {
   int r;
 
   if (srv->started)
     return NP_ESTATE;
+  /* Before anything that np_server_close would have to undo. */
+  if (srv->cfg.users_file[0] != '\0' && (r = load_users(srv, &srv->users)) != 0)
+    return r;
+  if ((r = np__backoff_new(srv->cfg.login_backoff_ms, srv->cfg.login_backoff_max_ms,
+                           &srv->backoff)) != 0)
+    return r;
   srv->started = 1;
+  uv_timer_init(srv->loop, &srv->pool_timer);
+  uv_timer_init(srv->loop, &srv->trim_timer);
+  uv_unref((uv_handle_t *)&srv->trim_timer);
+  srv->pool_timer.data = srv->trim_timer.data = srv;
+  srv->refs += 2;
   if (srv->pool == NULL) {
     if ((r = np_pool_default_new(srv->cfg.max_pending, srv->cfg.max_pending_per_proxy,
                                  &srv->pool)) != 0)
@@ -751,13 +926,10 @@ int np_server_start(struct np_server *srv) {
   if (!srv->cfg.insecure &&
       (r = np__tls_server_new(srv->loop, &srv->cfg, &srv->log, &srv->tls)) != 0)
     return r;
-  uv_timer_init(srv->loop, &srv->pool_timer);
-  srv->pool_timer.data = srv;
-  srv->refs++;
   if ((r = listen_on(srv, &srv->control_px, &srv->listener, srv->cfg.bind, on_control,
                      &srv->port)) != 0)
     return r;
-  if (srv->cfg.token[0] == '\0' && native(srv))
+  if (srv->cfg.token[0] == '\0' && srv->users == NULL && native(srv))
     np__log(&srv->log, NP_LOG_WARN, "no token set: any client can open public ports");
   np__log(&srv->log, NP_LOG_INFO, "listening on %s (port %d, codec %s)", srv->cfg.bind, srv->port,
           srv->codec->name);
@@ -815,14 +987,37 @@ void np_server_get_stats(const struct np_server *srv, np_server_stats *out) {
   out->pending = srv->pool != NULL ? srv->pool_ops->count(srv->pool, NULL) : 0;
 }
 
+/* Objects that came and went since the last trim before it is worth one: a crowd of connections. */
+#define TRIM_BURST 256
+
+static void on_trim(uv_timer_t *t) {
+  struct np_server *srv = t->data;
+  np__heap_trim();
+  np__log(&srv->log, NP_LOG_DEBUG,
+          "%d connections and visitors came and went: freed memory given "
+          "back to the system",
+          srv->refs_peak - srv->refs);
+  srv->refs_peak = srv->refs;
+}
+
 void np__server_unref(struct np_server *srv) {
-  if (--srv->refs > 0 || !srv->closing)
+  /* Every object holds a reference, and the highest count is always followed by a release: so
+   * this sees the peak. */
+  if (srv->refs > srv->refs_peak)
+    srv->refs_peak = srv->refs;
+  if (--srv->refs > 0 && !srv->closing && srv->started &&
+      srv->refs_peak - srv->refs >= TRIM_BURST && srv->refs <= srv->refs_peak / 2 &&
+      !uv_is_active((uv_handle_t *)&srv->trim_timer))
+    uv_timer_start(&srv->trim_timer, on_trim, 1000, 0); /* once the crowd has gone */
+  if (srv->refs > 0 || !srv->closing)
     return;
   if (srv->pool != NULL)
     srv->pool_ops->destroy(srv->pool);
   np__bufcache_clear(&srv->chunks);
   free(srv->mux_rbuf);
   np__tls_free(srv->tls);
+  np__users_free(srv->users);
+  np__backoff_free(srv->backoff);
   if (srv->close_cb != NULL)
     srv->close_cb(srv);
   free(srv);
@@ -844,6 +1039,7 @@ void np_server_close(struct np_server *srv, np_server_close_cb cb) {
     srv->pool_ops->expire(srv->pool, UINT64_MAX, np__visitor_removed, srv);
   if (srv->started) {
     uv_close((uv_handle_t *)&srv->pool_timer, on_handle_closed);
+    uv_close((uv_handle_t *)&srv->trim_timer, on_handle_closed);
     if (srv->listener != NULL)
       np__listener_close(srv->listener, on_listener_closed);
     if (srv->tunnel_listener != NULL)

@@ -5,14 +5,17 @@
 
 #include "natproxy/server.h"
 
+#include "backoff.h"
 #include "bufcache.h"
 #include "chan.h"
+#include "cidr.h"
 #include "config.h"
 #include "internal.h"
 #include "join.h"
 #include "listen.h"
 #include "mux.h"
 #include "tls.h"
+#include "users.h"
 
 #define PROTO_VERSION   1      /* docs/protocol.md §versions */
 #define CTRL_MAX_QUEUED 262144 /* a client that stops reading its control stream is cut off */
@@ -29,6 +32,7 @@ struct proxy {
   session *s; /* owner; NULL for the line codec's server-wide visit port */
   char name[NP_MSG_NAME_MAX + 1];
   int port;
+  np__cidrs allow_ips; /* visitors from elsewhere are closed at accept */
   np__listener *listener;
   proxy *next;
 };
@@ -56,6 +60,8 @@ struct session {
   uint64_t id;
   char name[NP_MSG_NAME_MAX + 1];
   char peer[64];
+  struct sockaddr_storage addr; /* the client's address (of its TCP connection, under a mux too) */
+  const np__user *user;         /* its users file entry; NULL: the shared token */
   unsigned char snonce[NP_MSG_KEY_LEN];
   unsigned char key[NP_MSG_KEY_LEN];
   uv_timer_t timer;
@@ -83,6 +89,7 @@ typedef struct muxconn {
   int logged_in;
   int closes_left; /* mux and timer */
   char peer[64];
+  struct sockaddr_storage addr;
   struct muxconn *prev, *next;
 } muxconn;
 
@@ -98,6 +105,8 @@ struct np_server {
   proxy *visit_proxy;            /* line codec */
   proxy control_px, tunnel_px;   /* names and counters for the control and tunnel listeners */
   uv_timer_t pool_timer;
+  uv_timer_t trim_timer; /* gives the heap back after a burst of connections (np__heap_trim) */
+  int refs_peak;         /* of refs since the last trim */
   session *sessions;
   muxconn *muxes;
   uint64_t next_visitor_id;
@@ -106,6 +115,8 @@ struct np_server {
   np__bufcache chunks; /* relay buffers shared by this server's joins */
   char *mux_rbuf;      /* read buffer shared by its muxes (NP_MUX_SHARED_READ_BUF) */
   np__tls *tls;        /* NULL with insecure = true */
+  np__users *users;    /* the users file; NULL without one */
+  np__backoff *backoff;
   int port;
   int refs; /* open handles and objects; the server is freed when closing and refs hits 0 */
   uint64_t accept_error_logged;
@@ -124,6 +135,8 @@ static inline int native(const struct np_server *srv) {
 }
 
 /* server.c */
+/* The ports s may open beyond allow_ports' limits: its users file entry's, or NULL. */
+const np__ports *np__session_ports(const session *s);
 void np__session_close(session *s, int status, const char *why);
 int np__session_send(session *s, const np_msg *m);
 void np__server_unref(struct np_server *srv);

@@ -2,6 +2,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#ifdef __GLIBC__
+#include <malloc.h>
+#endif
 
 #include "internal.h"
 
@@ -91,4 +94,24 @@ void np__addr_str(const struct sockaddr *sa, char *buf, size_t len) {
   } else {
     snprintf(buf, len, "?");
   }
+}
+
+int np__addr_key16(const struct sockaddr *sa, unsigned char out[16]) {
+  if (sa->sa_family == AF_INET) {
+    memset(out, 0, 10);
+    out[10] = out[11] = 0xff;
+    memcpy(out + 12, &((const struct sockaddr_in *)(const void *)sa)->sin_addr, 4);
+    return 0;
+  }
+  if (sa->sa_family == AF_INET6) {
+    memcpy(out, ((const struct sockaddr_in6 *)(const void *)sa)->sin6_addr.s6_addr, 16);
+    return 0;
+  }
+  return -1;
+}
+
+void np__heap_trim(void) {
+#ifdef __GLIBC__
+  malloc_trim(0);
+#endif
 }

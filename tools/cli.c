@@ -68,13 +68,18 @@ int np_cli_parse(int argc, char **argv, struct np_config *cfg, const char *short
   return 0;
 }
 
-static uv_signal_t sigs[2];
+static uv_signal_t sigs[3];
 static void (*stop_fn)(void *);
+static void (*reload_fn)(void *);
 static void *stop_arg;
 
 static void on_signal(uv_signal_t *h, int signum) {
   (void)h;
-  (void)signum;
+  if (signum == SIGHUP) {
+    if (reload_fn != NULL)
+      reload_fn(stop_arg);
+    return;
+  }
   if (stop_fn != NULL) {
     void (*fn)(void *) = stop_fn;
     stop_fn = NULL;
@@ -83,8 +88,9 @@ static void on_signal(uv_signal_t *h, int signum) {
   np_cli_close_signals();
 }
 
-void np_cli_handle_signals(uv_loop_t *loop, void (*stop)(void *arg), void *arg) {
-  static const int which[2] = {SIGINT, SIGTERM};
+void np_cli_handle_signals(uv_loop_t *loop, void (*stop)(void *arg), void (*reload)(void *arg),
+                           void *arg) {
+  static const int which[3] = {SIGINT, SIGTERM, SIGHUP};
   struct rlimit rl;
 
   /* Every tunnelled connection costs two descriptors on each side; the usual soft limit of 1024
@@ -98,15 +104,16 @@ void np_cli_handle_signals(uv_loop_t *loop, void (*stop)(void *arg), void *arg) 
   /* A peer that vanishes must surface as EPIPE from write, not kill the process. */
   signal(SIGPIPE, SIG_IGN);
   stop_fn = stop;
+  reload_fn = reload;
   stop_arg = arg;
-  for (int i = 0; i < 2; i++) {
+  for (int i = 0; i < (reload != NULL ? 3 : 2); i++) {
     uv_signal_init(loop, &sigs[i]);
     uv_signal_start(&sigs[i], on_signal, which[i]);
   }
 }
 
 void np_cli_close_signals(void) {
-  for (int i = 0; i < 2; i++)
+  for (int i = 0; i < 3; i++)
     if (sigs[i].loop != NULL && !uv_is_closing((uv_handle_t *)&sigs[i]))
       uv_close((uv_handle_t *)&sigs[i], NULL);
 }

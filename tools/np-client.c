@@ -18,6 +18,9 @@ static const char help[] =
     "                             (default: the host name)\n"
     "  -R  SPEC                   [BIND_ADDR:]REMOTE_PORT:LOCAL_HOST:LOCAL_PORT, repeatable;\n"
     "                             REMOTE_PORT 0 lets the server pick (printed on stdout)\n"
+    "      --allow-ips LIST       visitors only from these networks, e.g. "
+    "10.0.0.0/8,2001:db8::/32\n"
+    "                             (every proxy without an allow_ips of its own)\n"
     "      --log-level LEVEL      error, warn, info (default), debug, trace\n"
     "      --heartbeat-interval D --heartbeat-timeout D   (defaults 10s, 30s)\n"
     "      --reconnect-min D --reconnect-max D            backoff bounds (defaults 500ms, 30s)\n"
@@ -66,6 +69,7 @@ static const struct option longopts[] = {
     {"max-frame", required_argument, NULL, 0},
     {"server-fingerprint", required_argument, NULL, 0},
     {"tls-ca", required_argument, NULL, 0},
+    {"allow-ips", required_argument, NULL, 0},
     {"tls-server-name", required_argument, NULL, 0},
     {"tls-cert", required_argument, NULL, 0},
     {"tls-key", required_argument, NULL, 0},
@@ -124,7 +128,7 @@ int main(int argc, char **argv) {
     return NP_EXIT_USAGE;
   }
   np_client_set_event_cb(cl, on_event);
-  np_cli_handle_signals(loop, stop, cl);
+  np_cli_handle_signals(loop, stop, NULL, cl);
   if ((r = np_client_start(cl)) != 0) {
     fprintf(stderr, "np-client: cannot start: %s\n", np_strerror(r));
     np_cli_close_signals();

@@ -12,6 +12,8 @@ static const char help[] =
     "  -c, --config FILE            INI file ([server] section; see np-server(1), docs/config.md)\n"
     "      --bind ADDR:PORT         control and work connections (default 0.0.0.0:7000)\n"
     "      --token TOKEN            shared secret clients must prove (prefer the config file)\n"
+    "      --users-file FILE        per-client tokens, ports and proxy counts (INI; reread on\n"
+    "                               SIGHUP)\n"
     "      --proxy-bind-addr IP     where public ports listen (default 0.0.0.0)\n"
     "      --allow-ports LIST       public ports clients may ask for, e.g. 2000-3000,4000\n"
     "      --log-level LEVEL        error, warn, info (default), debug, trace\n"
@@ -21,6 +23,10 @@ static const char help[] =
     "      --max-pending N          visitors waiting at once, in total (default 4096)\n"
     "      --max-pending-per-proxy N  ... per public port (default 256)\n"
     "      --max-clients N          logged-in clients at once (default 1024)\n"
+    "      --login-timeout D        close a connection not logged in after this (default 10s)\n"
+    "      --login-backoff D        after 3 failed logins from one address, refuse its logins\n"
+    "                               this long, doubling per failure (default 1s; 0 = off)\n"
+    "      --login-backoff-max D    ... up to this (default 5m)\n"
     "      --max-work-pool N        pre-opened work connections one client may hold (default 64)\n"
     "      --mux-max-streams N      streams one multiplexed client connection may hold open\n"
     "                               (default 16384)\n"
@@ -41,7 +47,8 @@ static const char help[] =
     "  -h, --help                   show this help\n"
     "  -V, --version                show the version\n"
     "\n"
-    "Durations take ms, s, m or h. Exit status: 0 stopped by SIGINT/SIGTERM, 1 runtime failure\n"
+    "Durations take ms, s, m or h. SIGHUP rereads the users file. Exit status: 0 stopped by\n"
+    "SIGINT/SIGTERM, 1 runtime failure\n"
     "(e.g. the port is in use), 2 bad usage or configuration (including an unusable TLS\n"
     "identity).\n";
 
@@ -70,6 +77,10 @@ static const struct option longopts[] = {
     {"tls-cert", required_argument, NULL, 0},
     {"tls-key", required_argument, NULL, 0},
     {"tls-client-ca", required_argument, NULL, 0},
+    {"users-file", required_argument, NULL, 0},
+    {"login-timeout", required_argument, NULL, 0},
+    {"login-backoff", required_argument, NULL, 0},
+    {"login-backoff-max", required_argument, NULL, 0},
     {"fingerprint", no_argument, NULL, 'F'},
     {"codec", required_argument, NULL, 0},
     {"tunnel-bind", required_argument, NULL, 0},
@@ -79,6 +90,10 @@ static const struct option longopts[] = {
 
 static void stop(void *arg) {
   np_server_close(arg, NULL);
+}
+
+static void reload(void *arg) {
+  np_server_reload(arg); /* logs what it did, and keeps the old users on an error */
 }
 
 int main(int argc, char **argv) {
@@ -106,7 +121,7 @@ int main(int argc, char **argv) {
     fprintf(stderr, "np-server: %s\n", np_strerror(r));
     return NP_EXIT_USAGE;
   }
-  np_cli_handle_signals(loop, stop, srv);
+  np_cli_handle_signals(loop, stop, reload, srv);
   if ((r = np_server_start(srv)) != 0) {
     fprintf(stderr, "np-server: cannot start: %s\n", np_strerror(r));
     np_server_close(srv, NULL);

@@ -36,6 +36,8 @@ typedef struct np_server_stats {
   uint64_t bytes_out;        /* client -> visitor, of finished joins */
   uint64_t accept_errors;    /* failed accepts on any port (out of descriptors, ...) */
   uint64_t refused_no_fd;    /* connections refused because no descriptor was left */
+  uint64_t logins_throttled; /* logins refused unheard: their address failed too often lately */
+  uint64_t visitors_denied;  /* closed at accept: their address is outside the proxy's allow_ips */
 } np_server_stats;
 
 /* cfg is borrowed: the server copies what it needs. Returns 0, NP_ECONFIG or UV_ENOMEM. */
@@ -58,6 +60,11 @@ NP_EXPORT const char *np_server_fingerprint(const struct np_server *server);
  * its fingerprint into buf (at least 104 bytes). No server is started. Returns 0, UV_EINVAL or
  * NP_ECONFIG (the reason is logged to stderr). */
 NP_EXPORT int np_server_identity(const struct np_config *cfg, char *buf, size_t len);
+/* Read the users file (users_file) again and use it for new logins; sessions whose name left the
+ * file or whose token changed are closed. On any error the old table stays in use. Returns 0,
+ * NP_ESTATE (no users_file, or before np_server_start), or NP_ECONFIG / an open error (logged with
+ * FILE:LINE). */
+NP_EXPORT int np_server_reload(struct np_server *server);
 /* The control port actually bound (useful with port 0); 0 before start. */
 NP_EXPORT int np_server_port(const struct np_server *server);
 NP_EXPORT void np_server_get_stats(const struct np_server *server, np_server_stats *out);

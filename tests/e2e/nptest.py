@@ -129,10 +129,12 @@ class Env:
         fp = getattr(server, "fingerprint", None)
         return ["--server-fingerprint", fp] if fp else ["--insecure"]
 
-    def server(self, *args, name="np-server", bind=f"{LOOP}:0", tls_dir=None):
+    def server(self, *args, name="np-server", bind=f"{LOOP}:0", tls_dir=None, wait=True):
         tls = self.tls_server_args(tls_dir)
         p = Proc(self, name, [SERVER, "--bind", bind, "--proxy-bind-addr", LOOP,
                               "--log-level", "debug", *tls, *args])
+        if not wait:
+            return p
         p.port = int(p.wait_line(r"listening on .* \(port (\d+)").group(1))
         p.fingerprint = None
         p.tls_dir = tls[1] if TLS else None
@@ -220,9 +222,11 @@ def tls_wrap(sock, fingerprint):
     return s
 
 
-def dial(server, timeout=10):
-    """A connection to server's control port, in TLS unless the server runs with --insecure."""
-    s = socket.create_connection((LOOP, server.port), timeout=timeout)
+def dial(server, timeout=10, source=None):
+    """A connection to server's control port, in TLS unless the server runs with --insecure; from
+    the loopback address source when given (127.0.0.0/8 is all ours)."""
+    s = socket.create_connection((LOOP, server.port), timeout=timeout,
+                                 source_address=(source, 0) if source else None)
     return tls_wrap(s, server.fingerprint) if server.fingerprint else s
 
 
@@ -269,6 +273,23 @@ def port_closed(port):
         return False
     except (ConnectionRefusedError, ConnectionResetError):
         return True
+
+
+def low_free_ports(count):
+    """Ports below the ephemeral range (32768+), so no outgoing connection takes them meanwhile."""
+    found = []
+    for port in range(20000 + (os.getpid() * 7) % 10000, 32000):
+        s = socket.socket()
+        try:
+            s.bind((LOOP, port))
+            found.append(port)
+        except OSError:
+            pass
+        finally:
+            s.close()
+        if len(found) == count:
+            return found
+    raise RuntimeError("no free ports below 32000")
 
 
 def wait_until(pred, timeout, what, step=0.05):

@@ -81,10 +81,11 @@ def mac(key, *parts):
 class Client:
     """A native client driven step by step by the test."""
 
-    def __init__(self, server, token="s3cret", name="raw"):
-        """server: an nptest server (its port, and its fingerprint unless it runs in clear)."""
+    def __init__(self, server, token="s3cret", name="raw", source=None):
+        """server: an nptest server (its port, and its fingerprint unless it runs in clear); source:
+        the loopback address to connect from."""
         self.server = server
-        self.s = dial(server)
+        self.s = dial(server, source=source)
         self.s.sendall(encode(HELLO, version=1))
         t, m = self.expect(HELLO)
         sn, cn = m["nonce"], os.urandom(32)

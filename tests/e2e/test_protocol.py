@@ -13,8 +13,8 @@ import time
 
 sys.path.insert(0, os.path.dirname(__file__))
 import npwire  # noqa: E402
-from nptest import (LOOP, Greeter, check, connect, dial, half_close, recv_all,  # noqa: E402
-                    run)
+from nptest import (LOOP, SANITIZED, WRAP, Fail, Greeter, check, connect, dial,  # noqa: E402
+                    half_close, recv_all, run, wait_until)
 
 
 def closed(s, timeout=5):
@@ -120,7 +120,8 @@ def test_malformed_input(env):
 
 
 def test_bad_version_and_silence(env):
-    srv = env.server("--token", "s3cret", "--heartbeat-timeout", "1s", "--heartbeat-interval", "250ms")
+    srv = env.server("--token", "s3cret", "--heartbeat-timeout", "1s", "--heartbeat-interval", "250ms",
+                     "--login-timeout", "1s")
     s = dial(srv, timeout=5)
     s.sendall(npwire.encode(npwire.HELLO, version=9))
     t, m = npwire.recv_msg(s)
@@ -202,8 +203,7 @@ SYN, ACK, FIN, RST = 1, 2, 4, 8
 def test_hostile_mux(env):
     """Multiplexed connections that misbehave are closed with a logged reason, within the login
     deadline when they say nothing; the stream limit holds; an honest client is served throughout."""
-    srv = env.server("--token", "s3cret", "--heartbeat-timeout", "1s", "--heartbeat-interval",
-                     "250ms", "--mux-max-streams", "20")
+    srv = env.server("--token", "s3cret", "--login-timeout", "1s", "--mux-max-streams", "20")
     honest = honest_tunnel(env, srv)
     mux = npwire.encode(npwire.MUX, version=1)
     cases = [
@@ -257,10 +257,94 @@ def test_hostile_mux(env):
     assert_serving(honest, b"after the stream flood")
 
 
+def rss_kib(proc):
+    with open(f"/proc/{proc.p.pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise Fail("no VmRSS")
+
+
+def client_hello():
+    """The first flight of a TLS client, as bytes to dribble by hand."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    out = ssl.MemoryBIO()
+    tls = ctx.wrap_bio(ssl.MemoryBIO(), out)
+    try:
+        tls.do_handshake()
+    except ssl.SSLWantReadError:
+        pass
+    return out.read()
+
+
+def test_slowloris_login(env):
+    """A peer that sends its handshake a byte at a time is closed at the login deadline, counted
+    from the accept: trickling bytes does not buy time."""
+    srv = env.server("--token", "s3cret", "--login-timeout", "1500ms")
+    honest = honest_tunnel(env, srv)
+    hello = (client_hello() if srv.fingerprint else
+             npwire.encode(npwire.HELLO, version=1) + b"\x00\x00\x01\x00\x02\x00\x01")
+    s = socket.create_connection((LOOP, srv.port), timeout=5, source_address=("127.0.0.5", 0))
+    t0 = time.monotonic()
+    sent = 0
+    try:
+        for b in hello:  # 10 bytes a second: at most 15 before the deadline
+            s.sendall(bytes([b]))
+            sent += 1
+            time.sleep(0.1)  # the attack's own pace, not a wait for the server
+    except (BrokenPipeError, ConnectionResetError):
+        pass
+    check(closed(s, 3), "the slow peer is closed")
+    took = time.monotonic() - t0
+    check(1.4 <= took < 3, f"closed after {took:.2f}s with {sent} bytes, deadline 1.5s")
+    srv.wait_line(r"127\.0\.0\.5:\d+: no login within 1500ms \(login_timeout\), closing")
+    assert_serving(honest, b"after the slow peer")
+
+
+def test_silent_crowd(env):
+    """1,000 connections that never speak: the honest client is served while they are open, each
+    is closed at the login deadline with a logged reason, and the server's memory goes back to
+    where it was (a second crowd costs nothing more than the first)."""
+    import resource
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < 2200:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 4096), hard))
+    srv = env.server("--token", "s3cret", "--login-timeout", "2s")
+    honest = honest_tunnel(env, srv)
+    assert_serving(honest, b"before")
+    measure = not WRAP and not SANITIZED
+    rss = [rss_kib(srv)]
+    for crowd in range(2):
+        mark = srv.mark()
+        t0 = time.monotonic()
+        socks = [socket.create_connection((LOOP, srv.port), timeout=10,
+                                          source_address=("127.0.0.6", 0)) for _ in range(1000)]
+        assert_serving(honest, b"during crowd %d" % crowd)
+        peak = rss_kib(srv)
+        check(time.monotonic() - t0 < 2, "the crowd was in before its deadline")
+        for s in socks:
+            check(closed(s, 5), "a silent connection is closed")
+            s.close()
+        took = time.monotonic() - t0
+        check(took < 5, f"1,000 silent connections closed after {took:.2f}s (deadline 2s)")
+        wait_until(lambda: srv.count(r"127\.0\.0\.6:\d+: no login within 2000ms") >= 1000 * (crowd + 1),
+                   5, "every silent connection logged")
+        assert_serving(honest, b"after crowd %d" % crowd)
+        srv.wait_line(r"connections and visitors came and went: freed memory given back", after=mark)
+        rss.append(rss_kib(srv))
+    print(f"server RSS: before {rss[0]} KiB, with 1,000 silent connections {peak} KiB, after one "
+          f"crowd {rss[1]} KiB, after two {rss[2]} KiB")
+    if measure:
+        check(rss[2] - rss[1] < 512, f"a second crowd grew the server by {rss[2] - rss[1]} KiB")
+        check(rss[2] - rss[0] < 1024, f"the server kept {rss[2] - rss[0]} KiB after the crowds")
+
+
 TESTS = {f.__name__[5:]: f for f in [
     test_pending_expiry_and_bounds, test_name_taken_and_limits, test_work_must_prove_its_session,
     test_malformed_input, test_bad_version_and_silence, test_idle_connections_must_prove_their_session,
-    test_replayed_login, test_hostile_mux,
+    test_replayed_login, test_hostile_mux, test_slowloris_login, test_silent_crowd,
 ]}
 
 if __name__ == "__main__":

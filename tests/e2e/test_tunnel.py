@@ -16,7 +16,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(__file__))
 from nptest import (CLIENT, LOOP, SERVER, Digest, Greeter, Proc, check, connect,  # noqa: E402
-                    pattern, port_closed, proxy_ports, recv_all, run, wait_until)
+                    low_free_ports, pattern, port_closed, proxy_ports, recv_all, run, wait_until)
 
 BIG = 64 * 1024 * 1024
 
@@ -200,23 +200,6 @@ def test_takeover_by_name(env):
     s = connect(port)
     s.sendall(b"new\n")
     check(recv_all(s) == b"you are new\n", "service after takeover")
-
-
-def low_free_ports(count):
-    """Ports below the ephemeral range (32768+), so no outgoing connection takes them meanwhile."""
-    found = []
-    for port in range(20000 + (os.getpid() * 7) % 10000, 32000):
-        s = socket.socket()
-        try:
-            s.bind((LOOP, port))
-            found.append(port)
-        except OSError:
-            pass
-        finally:
-            s.close()
-        if len(found) == count:
-            return found
-    raise RuntimeError("no free ports below 32000")
 
 
 def test_port_refusals(env):

@@ -64,9 +64,10 @@ static void test_server_file(void **state) {
   assert_string_equal(cfg->token, "s3cret");
   assert_true(cfg->heartbeat_interval_ms == 500 && cfg->heartbeat_timeout_ms == 2000);
   assert_true(cfg->pending_timeout_ms == 60000);
-  assert_true(np__config_port_allowed(cfg, 2000) && np__config_port_allowed(cfg, 3000));
-  assert_true(np__config_port_allowed(cfg, 4000));
-  assert_false(np__config_port_allowed(cfg, 3001) || np__config_port_allowed(cfg, 1999));
+  assert_true(np__ports_allow(&cfg->allow_ports, 2000) && np__ports_allow(&cfg->allow_ports, 3000));
+  assert_true(np__ports_allow(&cfg->allow_ports, 4000));
+  assert_false(np__ports_allow(&cfg->allow_ports, 3001) ||
+               np__ports_allow(&cfg->allow_ports, 1999));
   /* Flags given after the file win. */
   assert_int_equal(np_config_set_flag(cfg, "bind", "127.0.0.1:7002"), 0);
   assert_string_equal(cfg->bind, "127.0.0.1:7002");
@@ -99,20 +100,51 @@ static void test_client_file(void **state) {
   np_config_free(cfg);
 }
 
+/* The commented examples in docs/ are files the tools take. */
+static void test_examples(void **state) {
+  static const struct {
+    np_config_kind kind;
+    const char *file;
+  } ex[] = {{NP_CONFIG_SERVER, "server.ini"}, {NP_CONFIG_CLIENT, "client.ini"}};
+  const char *root = getenv("NP_SOURCE_ROOT");
+
+  (void)state;
+  if (root == NULL)
+    skip();
+  for (size_t i = 0; i < sizeof(ex) / sizeof(ex[0]); i++) {
+    struct np_config *cfg;
+    char p[1024];
+    snprintf(p, sizeof(p), "%s/docs/examples/%s", root, ex[i].file);
+    assert_int_equal(np_config_new(ex[i].kind, &cfg), 0);
+    if (np_config_load_file(cfg, p) != 0 || np_config_validate(cfg) != 0)
+      fail_msg("%s", np_config_error(cfg));
+    np_config_free(cfg);
+  }
+}
+
 static void test_file_errors(void **state) {
   (void)state;
   expect_error(NP_CONFIG_SERVER, "[server]\nbind = 127.0.0.1:7000\nbogus = 1\n",
                "3:", "unknown key 'bogus'");
   expect_error(NP_CONFIG_SERVER, "[server]\n\nheartbeat_timeout = 10 parsecs\n",
                "3:", "heartbeat_timeout");
-  expect_error(NP_CONFIG_SERVER, "[server]\nallow_ports = 3000-2000\n", "2:", "bad range");
-  expect_error(NP_CONFIG_SERVER, "[server]\nallow_ports = 0\n", "2:", "bad range");
+  expect_error(NP_CONFIG_SERVER, "[server]\nallow_ports = 3000-2000\n", "2:", "bad port or range");
+  expect_error(NP_CONFIG_SERVER, "[server]\nallow_ports = 0\n", "2:", "bad port or range");
   expect_error(NP_CONFIG_SERVER, "[server]\nbind = localhost\n", "2:", "IP:PORT");
   expect_error(NP_CONFIG_SERVER, "[server]\nbind = 127.0.0.1:70000\n", "2:", "IP:PORT");
   expect_error(NP_CONFIG_SERVER, "[client]\nserver = a:1\n", "2:", "unknown section [client]");
   expect_error(NP_CONFIG_SERVER, "[server]\nthis line has no equals sign\n", "2:", "syntax error");
   expect_error(NP_CONFIG_SERVER, "bind = 1.2.3.4:5\n", "1:", "before any [section]");
   expect_error(NP_CONFIG_SERVER, "[server]\nlog_level = loud\n", "2:", "log_level");
+  {
+    /* Longer than inih's line buffer: refused, not split into two lines. */
+    char text[400];
+    snprintf(text, sizeof(text), "[server]\ntls_dir = /%0250d\nbind = 1.2.3.4:5\n", 1);
+    expect_error(NP_CONFIG_SERVER, text, "2:", "line longer than 198 bytes");
+  }
+  expect_error(NP_CONFIG_CLIENT,
+               "[client]\n[proxy aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa]\nlocal = a:1\n",
+               "2:", "section name longer than 49 bytes");
   expect_error(NP_CONFIG_SERVER, "[server]\ncodec = json\n", "2:", "not a codec");
   expect_error(NP_CONFIG_SERVER, "[server]\nmax_pending = -1\n", "2:", "not a number");
   expect_error(NP_CONFIG_CLIENT, "[client]\nserver = x:1\n[proxy web]\nlocal = nowhere\n",
@@ -218,8 +250,9 @@ static void test_validate(void **state) {
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_server_file),  cmocka_unit_test(test_client_file),
-      cmocka_unit_test(test_file_errors),  cmocka_unit_test(test_missing_file),
-      cmocka_unit_test(test_remote_specs), cmocka_unit_test(test_validate),
+      cmocka_unit_test(test_examples),     cmocka_unit_test(test_file_errors),
+      cmocka_unit_test(test_missing_file), cmocka_unit_test(test_remote_specs),
+      cmocka_unit_test(test_validate),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

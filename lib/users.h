@@ -1,0 +1,27 @@
+/* The server's users file (docs/config.md "Users file"): one [NAME] section per client with its own
+ * token, the ports it may open and how many proxies. */
+#ifndef NP_USERS_H
+#define NP_USERS_H
+
+#include <stddef.h>
+
+#include "config.h"
+
+typedef struct np__user {
+  char name[NP_MSG_NAME_MAX + 1];
+  char token[256];
+  np__ports ports;    /* narrows the server's allow_ports; n == 0: no narrowing */
+  size_t max_proxies; /* SIZE_MAX: the server's max_proxies_per_client */
+} np__user;
+
+typedef struct np__users np__users;
+
+/* Parse path. Returns 0 and *out, or NP_ECONFIG / a UV_E* open error with "FILE:LINE: why" in err.
+ * *out is untouched on failure. */
+int np__users_load(const char *path, np__users **out, char *err, size_t errlen);
+/* NULL when name has no section. The pointer lives as long as users. */
+const np__user *np__users_find(const np__users *users, const char *name);
+size_t np__users_count(const np__users *users);
+void np__users_free(np__users *users);
+
+#endif
