@@ -311,6 +311,8 @@ static int decode(void *dec, const char *in, size_t len, size_t *consumed, np_ms
       return d->error = r;
     return 1;
   }
+  if (len == 0)
+    return 0; /* no body bytes yet, so no memory for them yet: body is set iff have > HDR_LEN */
   if (d->body == NULL && (d->body = malloc(body)) == NULL)
     return d->error = UV_ENOMEM;
   take = HDR_LEN + body - d->have;

@@ -234,6 +234,27 @@ static void test_native_malformed(void **state) {
   assert_int_equal(feed(c, 4096, "\x00\x00\x00\x04\x04\x01\x61\x00", 8, &m), NP_EPROTO);
 }
 
+/* A header alone, then its body whole, then a longer frame in pieces: the decoder must not keep
+ * memory sized for the first frame and fill it with the second (found by fuzz_session). */
+static void test_native_header_then_body(void **state) {
+  const np_codec_ops *c = np_codec_native();
+  np_msg small = sample(NP_MSG_PING), big = sample(NP_MSG_WORK_FAIL), out;
+  char a[NP_CODEC_MAX_ENCODED], b[NP_CODEC_MAX_ENCODED];
+  int na = c->encode(&small, a, sizeof(a)), nb = c->encode(&big, b, sizeof(b));
+  size_t used;
+  void *dec;
+  (void)state;
+  assert_int_equal(c->decoder_new(4096, &dec), 0);
+  assert_int_equal(c->decode(dec, a, 4, &used, &out), 0);
+  assert_int_equal(used, 4);
+  assert_int_equal(c->decode(dec, a + 4, (size_t)na - 4, &used, &out), 1);
+  assert_same(&small, &out);
+  assert_int_equal(c->decode(dec, b, 7, &used, &out), 0);
+  assert_int_equal(c->decode(dec, b + 7, (size_t)nb - 7, &used, &out), 1);
+  assert_same(&big, &out);
+  c->decoder_free(dec);
+}
+
 static void test_native_encode_errors(void **state) {
   const np_codec_ops *c = np_codec_native();
   np_msg m = sample(NP_MSG_PROXY);
@@ -285,6 +306,10 @@ static void test_lookup(void **state) {
   assert_string_equal(np_err_name(NP_EAUTH), "NP_EAUTH");
   assert_string_equal(np_err_name(UV_EADDRINUSE), "EADDRINUSE");
   assert_true(strstr(np_strerror(NP_EPORTDENIED), "allow-ports") != NULL);
+  /* A status from the network that is nobody's code: named without libuv's leaking fallback. */
+  assert_string_equal(np_strerror(-424242), "unknown error");
+  assert_string_equal(np_err_name(-424242), "UNKNOWN");
+  assert_string_equal(np_strerror(12345), "unknown error");
 }
 
 int main(void) {
@@ -293,6 +318,7 @@ int main(void) {
       cmocka_unit_test(test_native_split),
       cmocka_unit_test(test_line_split),
       cmocka_unit_test(test_native_malformed),
+      cmocka_unit_test(test_native_header_then_body),
       cmocka_unit_test(test_native_encode_errors),
       cmocka_unit_test(test_line),
       cmocka_unit_test(test_lookup),
