@@ -382,6 +382,9 @@ static void tell_reader(np__mux *m, mstream *s) {
 }
 
 static void stream_free(np__mux *m, mstream *s) {
+  /* A DATA frame for it may be half read: the rest is dropped, as for any closed stream. */
+  if (m->cur == s)
+    m->cur = NULL;
   untable(m, s);
   ready_del(m, s);
   drop_rbufs(s);

@@ -60,6 +60,7 @@ struct fixture {
 
 static uint32_t max_streams; /* for the server mux of the next fixture */
 static int fast_writes;      /* ends try_write before they queue */
+static int close_on_read;    /* ends close their stream at the first bytes they read */
 
 static void on_guard(uv_timer_t *t) {
   (void)t;
@@ -122,6 +123,12 @@ static void echo_done(np_conn_write *req, int status) {
 
 static void end_read(np_conn *c, ssize_t n, const uv_buf_t *buf) {
   end *e = c->data;
+  if (n > 0 && close_on_read) {
+    e->got += (size_t)n;
+    e->closed = -1;
+    np__conn_close(c, end_closed);
+    return;
+  }
   if (n > 0) {
     if (e->echo) {
       echo_write *w = malloc(sizeof(*w) + (size_t)n);
@@ -559,6 +566,29 @@ static void test_raw_reset_reaches_reader(void **state) {
   teardown_pair(f);
 }
 
+/* A stream closed by its reader between two reads of one DATA frame: the rest of the frame is
+ * dropped, and the mux neither touches the freed stream (found by fuzz_session) nor fails. */
+static void test_raw_close_inside_a_frame(void **state) {
+  fixture *f = &F;
+  np__mux_hdr h;
+  char rest[10] = {0};
+  uv_buf_t b = uv_buf_init(rest, sizeof(rest));
+  (void)state;
+  raw_setup(f, 0);
+  close_on_read = 1;
+  raw_send(f, NP_MUX_WINDOW_UPDATE, NP_MUX_SYN, 1, 0, 0);
+  raw_send(f, NP_MUX_DATA, 0, 1, 20, 10); /* half of the frame */
+  while (f->ends == NULL || f->ends->closed != 1)
+    uv_run(&f->loop, UV_RUN_ONCE); /* read, closed, and freed by the mux's next turn */
+  assert_int_equal(uv_try_write((uv_stream_t *)&f->raw_tcp, &b, 1), (int)sizeof(rest));
+  raw_send(f, NP_MUX_PING, NP_MUX_SYN, 0, 77, 0);
+  raw_wait(f, NP_MUX_PING, NP_MUX_ACK, 0, &h);
+  assert_int_equal(h.length, 77);
+  assert_false(raw_find(f, NP_MUX_GO_AWAY, 0, 0, NULL));
+  close_on_read = 0;
+  teardown_pair(f);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_bulk_both_ways),
@@ -570,6 +600,7 @@ int main(void) {
       cmocka_unit_test(test_raw_bad_version),
       cmocka_unit_test(test_raw_stream_limit),
       cmocka_unit_test(test_raw_reset_reaches_reader),
+      cmocka_unit_test(test_raw_close_inside_a_frame),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
