@@ -2,6 +2,20 @@
 
 #include <uv.h>
 
+/* libuv names only its own codes: for any other it allocates "Unknown system error N" and never
+ * frees it. Statuses arrive from the network (WORK_FAIL, CLOSE), so a peer could make every message
+ * cost 32 bytes for good: ask libuv only about codes it knows. */
+static int uv_known(int err) {
+  switch (err) {
+#define NP_UV_CASE_(name, text) case UV_##name:
+    UV_ERRNO_MAP(NP_UV_CASE_)
+#undef NP_UV_CASE_
+    return 1;
+  default:
+    return 0;
+  }
+}
+
 const char *np_strerror(int err) {
   switch (err) {
 #define NP_ERR_TEXT_(name, value, text)                                                            \
@@ -12,8 +26,7 @@ const char *np_strerror(int err) {
   case 0:
     return "success";
   default:
-    /* Everything else we return is a libuv code, which libuv can name. */
-    return uv_strerror(err);
+    return uv_known(err) ? uv_strerror(err) : "unknown error";
   }
 }
 
@@ -27,6 +40,6 @@ const char *np_err_name(int err) {
   case 0:
     return "OK";
   default:
-    return uv_err_name(err);
+    return uv_known(err) ? uv_err_name(err) : "UNKNOWN";
   }
 }
