@@ -651,8 +651,7 @@ static void session_start(struct np_server *srv, np_conn *c, const struct sockad
     np__session_close(s, r, np_strerror(r));
 }
 
-static void on_control(np__listener *l, np_conn *c) {
-  struct np_server *srv = ((proxy *)np__listener_data(l))->srv;
+void np__server_accept(struct np_server *srv, np_conn *c) {
   struct sockaddr_storage addr;
   np_conn *tc;
 
@@ -666,6 +665,10 @@ static void on_control(np__listener *l, np_conn *c) {
     c = tc;
   }
   session_start(srv, c, &addr);
+}
+
+static void on_control(np__listener *l, np_conn *c) {
+  np__server_accept(((proxy *)np__listener_data(l))->srv, c);
 }
 
 /* ---- multiplexed connections ------------------------------------------------------------------

@@ -135,6 +135,8 @@ static inline int native(const struct np_server *srv) {
 }
 
 /* server.c */
+/* A new connection to the control port (TLS is added here); also how the fuzzer feeds a session. */
+void np__server_accept(struct np_server *srv, np_conn *c);
 /* The ports s may open beyond allow_ports' limits: its users file entry's, or NULL. */
 const np__ports *np__session_ports(const session *s);
 void np__session_close(session *s, int status, const char *why);
