@@ -62,6 +62,7 @@ struct tls_conn {
   unsigned char seen[32]; /* the certificate the server presented */
   unsigned seen_set : 1, verify_failed : 1, pinned_mismatch : 1;
   unsigned hs_done : 1, sniffed : 1, reading : 1, inner_reading : 1, rx_done : 1;
+  unsigned refused : 1, lingering : 1; /* a plaintext peer, answered in its own terms */
   unsigned closing : 1, err_after_flush : 1, failed : 1;
   char verify_err[120];
 };
@@ -502,6 +503,7 @@ static void plaintext_peer(tls_conn *c, const char *buf, size_t len, const char 
           peer);
   c->in_err = NP_ENOTLS;
   c->failed = 1;
+  c->refused = 1;
   set_reading(c, 0);
   if (n > 0 && (b = malloc(sizeof(*b) + (size_t)n)) != NULL) {
     b->c = c;
@@ -637,10 +639,17 @@ static int looks_like_tls(tls_conn *c, unsigned char first) {
   return c->t->server ? first == REC_HANDSHAKE : first == REC_HANDSHAKE || first == REC_ALERT;
 }
 
+static void linger_end(tls_conn *c);
+
 static void on_inner_read(np_conn *in, ssize_t nread, const uv_buf_t *buf) {
   tls_conn *c = in->data;
   char peer[64];
 
+  if (c->lingering) {
+    if (nread < 0)
+      linger_end(c); /* the peer read our answer and left */
+    return;
+  }
   if (nread == 0 || c->closing)
     return;
   if (nread < 0) {
@@ -719,12 +728,43 @@ static void on_pump_closed(uv_handle_t *h) {
   part_closed(h->data);
 }
 
+/* A refused plaintext peer may still be sending (a client sends MUX, SYN and HELLO back to back).
+ * Closing with its bytes unread would answer them with a reset, and the peer, failing to write,
+ * might never read our answer. So: FIN after the answer, read and drop until the peer closes, for
+ * LINGER_MS at most. */
+#define LINGER_MS 2000
+
+static void linger_end(tls_conn *c) {
+  if (!c->lingering)
+    return;
+  c->lingering = 0;
+  uv_close((uv_handle_t *)&c->pump, on_pump_closed);
+  np__conn_close(c->inner, on_inner_closed);
+}
+
+static void on_linger_timeout(uv_timer_t *t) {
+  linger_end(t->data);
+}
+
+static void on_linger_shutdown(np_conn *in, int status) {
+  (void)in; /* may run after the close began: touch nothing */
+  (void)status;
+}
+
 static void close_with(tls_conn *c, np_conn_close_cb cb, void (*how)(np_conn *, np_conn_close_cb)) {
   if (c->closing)
     return;
   c->closing = 1;
   c->close_cb = cb;
   c->hs_cb = NULL;
+  if (c->refused && how == np__conn_close && c->in_err == NP_ENOTLS &&
+      np__conn_shutdown(c->inner, on_linger_shutdown) == 0 &&
+      (c->inner_reading || c->inner->ops->read_start(c->inner) == 0)) {
+    c->inner_reading = 1;
+    c->lingering = 1;
+    uv_timer_start(&c->pump, on_linger_timeout, LINGER_MS, 0);
+    return;
+  }
   uv_close((uv_handle_t *)&c->pump, on_pump_closed);
   how(c->inner, on_inner_closed);
 }
