@@ -10,8 +10,8 @@ import time
 
 sys.path.insert(0, os.path.dirname(__file__))
 import npwire  # noqa: E402
-from nptest import (LOOP, Greeter, check, greet, low_free_ports, proxy_ports,  # noqa: E402
-                    recv_all, run, wait_until)
+from nptest import (LOOP, Greeter, check, greet, low_free_ports, port_closed,  # noqa: E402
+                    proxy_ports, recv_all, run, wait_until)
 
 NP_EBACKOFF = -7021
 EXIT_AUTH = 3
@@ -78,7 +78,7 @@ token = carol-secret
     srv.wait_line(r"client bob: no longer in the users file, closing its session", after=mark)
     check(alice.wait_exit() == EXIT_AUTH, "alice's old client exits 3")
     check(bob.wait_exit() == EXIT_AUTH, "bob's client exits 3")
-    wait_until(lambda: port_refused(p_alice), 5, "alice's old port closed")
+    wait_until(lambda: port_closed(p_alice), 5, "alice's old port closed")
     carol = env.client(srv, "--name", "carol", "-R", f"{LOOP}:0:{LOOP}:{svc}",
                        token="carol-secret", name="carol")
     (port,) = carol.ports.values()
@@ -93,14 +93,6 @@ token = carol-secret
     srv.wait_line(r"reload: keeping the users file read before", after=mark)
     check(greet(port, b"still carol") == b"you are still carol\n", "carol still served")
     check(login_status(srv, "alice", "alice-new")["status"] == 0, "alice still logs in")
-
-
-def port_refused(port):
-    try:
-        socket.create_connection((LOOP, port), timeout=2).close()
-        return False
-    except (ConnectionRefusedError, ConnectionResetError):
-        return True
 
 
 def test_shared_token_beside_users_file(env):
