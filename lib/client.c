@@ -71,6 +71,7 @@ struct np_client {
   np__tls *tls;     /* NULL with insecure = true */
   uv_timer_t timer; /* backoff, heartbeat */
   unsigned attempt;
+  uint64_t retry_after_ms; /* the server asked us to wait this long (NP_EBACKOFF) */
   uint64_t last_rx, last_tx, ping_seq;
   uint64_t session_id;
   unsigned char cnonce[NP_MSG_KEY_LEN];
@@ -551,8 +552,11 @@ static void on_msg(np__chan *ch, const np_msg *m) {
                m->text[0] ? m->text : np_strerror(m->status));
       if (m->status == NP_EAUTH)
         fatal(cl, NP_EAUTH, text);
-      else
+      else {
+        if (m->status == NP_EBACKOFF)
+          cl->retry_after_ms = m->id; /* trying earlier would only be refused again */
         disconnect(cl, m->status, text);
+      }
       return;
     }
     cl->session_id = m->id;
@@ -765,6 +769,9 @@ static void disconnect(struct np_client *cl, int status, const char *why) {
   if (cl->state == C_READY || cl->state == C_LOGIN || cl->state == C_HELLO)
     emit(cl, NP_CLIENT_DISCONNECTED, status, NULL, why, 0);
   delay = backoff_ms(cl);
+  if (delay < cl->retry_after_ms)
+    delay = cl->retry_after_ms + delay / 4; /* keep some jitter */
+  cl->retry_after_ms = 0;
   cl->attempt++;
   np__log(&cl->log, cl->state == C_READY ? NP_LOG_WARN : NP_LOG_INFO,
           "%s %s: %s (%s); retrying in %llums",

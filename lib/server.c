@@ -309,6 +309,7 @@ static int login(session *s, const np_msg *m) {
     np__log(&srv->log, NP_LOG_INFO, "%s: login as '%s' refused unheard: too many failed logins",
             s->peer, m->name);
     resp.status = NP_EBACKOFF;
+    resp.id = wait; /* ms: the client waits at least this long before it tries again */
     snprintf(resp.text, sizeof(resp.text),
              "too many failed logins from your address; retry in %llu s",
              (unsigned long long)(wait + 999) / 1000);

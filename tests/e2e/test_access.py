@@ -129,8 +129,8 @@ def test_login_backoff(env):
                   r"login is refused unheard for 500ms")
     m = login_status(srv, "raw", "s3cret", source=bad)
     t_refused = time.monotonic()
-    check(m["status"] == NP_EBACKOFF and "retry in 1 s" in m["text"],
-          f"the right token is refused unheard during the back-off: {m}")
+    check(m["status"] == NP_EBACKOFF and "retry in 1 s" in m["text"] and 0 < m["id"] <= 500,
+          f"the right token is refused unheard during the back-off, with the wait in ms: {m}")
     check(login_status(srv, "raw", "s3cret", source="127.0.0.3")["status"] == 0,
           "another address logs in meanwhile")
     srv.wait_line(r"login as 'raw' refused unheard: too many failed logins")
@@ -145,6 +145,22 @@ def test_login_backoff(env):
           "refused again")
     wait_until(lambda: login_status(srv, "raw", "s3cret", source=bad)["status"] == 0, 3,
                "login after the second back-off")
+
+
+def test_client_honours_backoff(env):
+    """np-client refused during a back-off waits as long as the server says, then logs in."""
+    svc = env.service(Greeter)
+    srv = env.server("--token", "s3cret", "--login-backoff", "1500ms")
+    for i in range(4):  # from 127.0.0.1, where np-client comes from
+        login_status(srv, "guess", f"guess{i}")
+    srv.wait_line(r"its next login is refused unheard for 1500ms")
+    cl = env.client(srv, "-R", f"{LOOP}:0:{LOOP}:{svc}", "--reconnect-min", "100ms",
+                    "--reconnect-max", "200ms", wait=False)
+    m = cl.wait_line(r"too many failed logins from your address; retry in 2 s \(NP_EBACKOFF\); "
+                     r"retrying in (\d+)ms")
+    check(int(m.group(1)) >= 1000, f"the client waited {m.group(1)}ms, not the server's ~1500ms")
+    (port,) = proxy_ports(cl).values()
+    check(greet(port, b"later") == b"you are later\n", "served after the wait")
 
 
 def test_allow_ips(env):
@@ -193,6 +209,7 @@ TESTS = {
     "users_file_and_reload": test_users_file_and_reload,
     "shared_token_beside_users_file": test_shared_token_beside_users_file,
     "login_backoff": test_login_backoff,
+    "client_honours_backoff": test_client_honours_backoff,
     "allow_ips": test_allow_ips,
 }
 
