@@ -144,6 +144,10 @@ static np__tls *ctx_new(uv_loop_t *loop, const np__logger *log, int server) {
   SSL_CTX_set_min_proto_version(t->ctx, TLS1_3_VERSION);
   /* An idle tunnel should not hold 2 x 16 KiB of record buffers. */
   SSL_CTX_set_mode(t->ctx, SSL_MODE_RELEASE_BUFFERS);
+  /* No resumption: every connection makes a full handshake, so session tickets would only be
+   * issued (server) and kept (client), per connection, for nothing. */
+  SSL_CTX_set_num_tickets(t->ctx, 0);
+  SSL_CTX_set_session_cache_mode(t->ctx, SSL_SESS_CACHE_OFF);
   return t;
 }
 
