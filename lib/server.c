@@ -1004,6 +1004,26 @@ static void on_trim(uv_timer_t *t) {
   srv->refs_peak = srv->refs;
 }
 
+void np_server_log_stats(const struct np_server *srv) {
+  np_server_stats st;
+
+  np_server_get_stats(srv, &st);
+  np__log(
+      &srv->log, NP_LOG_INFO,
+      "stats: clients=%llu proxies=%llu pending=%llu visitors_total=%llu joined=%llu pooled=%llu "
+      "expired=%llu refused=%llu failed=%llu denied=%llu work_unknown=%llu logins_failed=%llu "
+      "logins_throttled=%llu bytes_in=%llu bytes_out=%llu accept_errors=%llu refused_no_fd=%llu",
+      (unsigned long long)st.clients, (unsigned long long)st.proxies,
+      (unsigned long long)st.pending, (unsigned long long)st.visitors_total,
+      (unsigned long long)st.visitors_joined, (unsigned long long)st.visitors_pooled,
+      (unsigned long long)st.visitors_expired, (unsigned long long)st.visitors_refused,
+      (unsigned long long)st.visitors_failed, (unsigned long long)st.visitors_denied,
+      (unsigned long long)st.work_unknown, (unsigned long long)st.logins_failed,
+      (unsigned long long)st.logins_throttled, (unsigned long long)st.bytes_in,
+      (unsigned long long)st.bytes_out, (unsigned long long)st.accept_errors,
+      (unsigned long long)st.refused_no_fd);
+}
+
 void np__server_unref(struct np_server *srv) {
   /* Every object holds a reference, and the highest count is always followed by a release: so
    * this sees the peak. */

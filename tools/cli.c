@@ -68,16 +68,18 @@ int np_cli_parse(int argc, char **argv, struct np_config *cfg, const char *short
   return 0;
 }
 
-static uv_signal_t sigs[3];
+static uv_signal_t sigs[4];
 static void (*stop_fn)(void *);
 static void (*reload_fn)(void *);
+static void (*report_fn)(void *);
 static void *stop_arg;
 
 static void on_signal(uv_signal_t *h, int signum) {
   (void)h;
-  if (signum == SIGHUP) {
-    if (reload_fn != NULL)
-      reload_fn(stop_arg);
+  if (signum == SIGHUP || signum == SIGUSR1) {
+    void (*fn)(void *) = signum == SIGHUP ? reload_fn : report_fn;
+    if (fn != NULL)
+      fn(stop_arg);
     return;
   }
   if (stop_fn != NULL) {
@@ -89,8 +91,8 @@ static void on_signal(uv_signal_t *h, int signum) {
 }
 
 void np_cli_handle_signals(uv_loop_t *loop, void (*stop)(void *arg), void (*reload)(void *arg),
-                           void *arg) {
-  static const int which[3] = {SIGINT, SIGTERM, SIGHUP};
+                           void (*report)(void *arg), void *arg) {
+  const int which[4] = {SIGINT, SIGTERM, reload != NULL ? SIGHUP : 0, report != NULL ? SIGUSR1 : 0};
   struct rlimit rl;
 
   /* Every tunnelled connection costs two descriptors on each side; the usual soft limit of 1024
@@ -105,15 +107,18 @@ void np_cli_handle_signals(uv_loop_t *loop, void (*stop)(void *arg), void (*relo
   signal(SIGPIPE, SIG_IGN);
   stop_fn = stop;
   reload_fn = reload;
+  report_fn = report;
   stop_arg = arg;
-  for (int i = 0; i < (reload != NULL ? 3 : 2); i++) {
+  for (int i = 0; i < 4; i++) {
+    if (which[i] == 0)
+      continue;
     uv_signal_init(loop, &sigs[i]);
     uv_signal_start(&sigs[i], on_signal, which[i]);
   }
 }
 
 void np_cli_close_signals(void) {
-  for (int i = 0; i < 3; i++)
+  for (int i = 0; i < 4; i++)
     if (sigs[i].loop != NULL && !uv_is_closing((uv_handle_t *)&sigs[i]))
       uv_close((uv_handle_t *)&sigs[i], NULL);
 }

@@ -16,8 +16,8 @@ enum { NP_EXIT_OK = 0, NP_EXIT_RUNTIME = 1, NP_EXIT_USAGE = 2, NP_EXIT_AUTH = 3,
 int np_cli_parse(int argc, char **argv, struct np_config *cfg, const char *shortopts,
                  const struct option *longopts, const char *help, const char *actions, int *action);
 /* On SIGINT/SIGTERM call stop(arg) once; signal handles close once stop's work lets the loop drain.
- * With reload, SIGHUP calls reload(arg) each time. */
+ * With reload, SIGHUP calls reload(arg) each time; with report, SIGUSR1 calls report(arg). */
 void np_cli_handle_signals(uv_loop_t *loop, void (*stop)(void *arg), void (*reload)(void *arg),
-                           void *arg);
+                           void (*report)(void *arg), void *arg);
 void np_cli_close_signals(void);
 #endif

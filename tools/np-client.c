@@ -128,7 +128,7 @@ int main(int argc, char **argv) {
     return NP_EXIT_USAGE;
   }
   np_client_set_event_cb(cl, on_event);
-  np_cli_handle_signals(loop, stop, NULL, cl);
+  np_cli_handle_signals(loop, stop, NULL, NULL, cl);
   if ((r = np_client_start(cl)) != 0) {
     fprintf(stderr, "np-client: cannot start: %s\n", np_strerror(r));
     np_cli_close_signals();

@@ -47,10 +47,9 @@ static const char help[] =
     "  -h, --help                   show this help\n"
     "  -V, --version                show the version\n"
     "\n"
-    "Durations take ms, s, m or h. SIGHUP rereads the users file. Exit status: 0 stopped by\n"
-    "SIGINT/SIGTERM, 1 runtime failure\n"
-    "(e.g. the port is in use), 2 bad usage or configuration (including an unusable TLS\n"
-    "identity).\n";
+    "Durations take ms, s, m or h. SIGHUP rereads the users file; SIGUSR1 logs the counters.\n"
+    "Exit status: 0 stopped by SIGINT/SIGTERM, 1 runtime failure (e.g. the port is in use),\n"
+    "2 bad usage or configuration (including an unusable TLS identity).\n";
 
 static const struct option longopts[] = {
     {"config", required_argument, NULL, 'c'},
@@ -96,6 +95,10 @@ static void reload(void *arg) {
   np_server_reload(arg); /* logs what it did, and keeps the old users on an error */
 }
 
+static void report(void *arg) {
+  np_server_log_stats(arg);
+}
+
 int main(int argc, char **argv) {
   uv_loop_t *loop = uv_default_loop();
   struct np_config *cfg;
@@ -121,7 +124,7 @@ int main(int argc, char **argv) {
     fprintf(stderr, "np-server: %s\n", np_strerror(r));
     return NP_EXIT_USAGE;
   }
-  np_cli_handle_signals(loop, stop, reload, srv);
+  np_cli_handle_signals(loop, stop, reload, report, srv);
   if ((r = np_server_start(srv)) != 0) {
     fprintf(stderr, "np-server: cannot start: %s\n", np_strerror(r));
     np_server_close(srv, NULL);

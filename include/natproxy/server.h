@@ -68,6 +68,8 @@ NP_EXPORT int np_server_reload(struct np_server *server);
 /* The control port actually bound (useful with port 0); 0 before start. */
 NP_EXPORT int np_server_port(const struct np_server *server);
 NP_EXPORT void np_server_get_stats(const struct np_server *server, np_server_stats *out);
+/* Write the counters to the server's log, one line at info level (np-server: on SIGUSR1). */
+NP_EXPORT void np_server_log_stats(const struct np_server *server);
 /* Close every session, visitor and listener; cb runs once all handles are closed, and then the
  * server's memory is gone. Safe to call from any of the server's callbacks. */
 NP_EXPORT void np_server_close(struct np_server *server, np_server_close_cb cb);

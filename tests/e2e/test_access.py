@@ -198,6 +198,8 @@ remote_port = 0
     srv.wait_line(r"proxy only-three: visitor 127\.0\.0\.1:\d+ is outside allow_ips, closed")
     wait_until(lambda: srv.count(r"is outside allow_ips, closed") >= 4, 5, "four refusals logged")
     check(srv.count(r"is outside allow_ips, closed") == 4, "exactly four visitors closed at accept")
+    srv.signal(signal.SIGUSR1)  # and counted, for the operator too
+    srv.wait_line(r"stats: clients=1 proxies=2 .* visitors_total=6 joined=2 .* denied=4 ")
     # a bad list is the client's configuration error, before it dials
     bad = env.client(srv, "-R", f"{LOOP}:0:{LOOP}:{svc}", "--allow-ips", "10.0.0.0/33",
                      wait=False, name="bad")
