@@ -473,6 +473,8 @@ static int work_idle(session *s, const np_msg *m) {
   o->n_idle++;
   np__strlcpy(s->name, o->name, sizeof(s->name));
   np__conn_keepalive(np__chan_conn(s->ch), (unsigned)(srv->cfg.heartbeat_interval_ms / 1000));
+  np__log(&srv->log, NP_LOG_DEBUG, "client %s: pre-opened work connection %llu parked (%zu idle)",
+          o->name, (unsigned long long)m->id2, o->n_idle);
   return 0;
 }
 

@@ -170,6 +170,9 @@ def test_idle_connections_must_prove_their_session(env):
     check(closed(bad), "wrong proof closed")
     recorded = owner.idle_msg(2)
     good = owner.idle(2, raw=recorded)
+    # parked before the replay is even dialled: which of two connections the server reads first is
+    # otherwise up to the scheduler
+    srv.wait_line(r"client owner: pre-opened work connection 2 parked")
     replay = owner.idle(2, raw=recorded)
     check(closed(replay), "replayed WORK_IDLE closed")
     srv.wait_line(r"pre-opened work connection not proven")
