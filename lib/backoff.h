@@ -17,7 +17,8 @@ typedef struct np__backoff np__backoff;
 /* base_ms 0 turns the back-off off (every call then reports no wait). */
 int np__backoff_new(uint64_t base_ms, uint64_t max_ms, np__backoff **out);
 void np__backoff_free(np__backoff *b);
-/* Milliseconds sa must still wait at now; 0 if it may log in. */
+/* Milliseconds sa must still wait at now; 0 if it may log in. An address of another family than
+ * IPv4/IPv6 (unknown: family 0) never has a record, here or below. */
 uint64_t np__backoff_wait(np__backoff *b, const struct sockaddr *sa, uint64_t now);
 /* Count a failure from sa; returns the wait it starts (0 while attempts are still free). *fails
  * (optional) receives the failures counted for sa so far. */

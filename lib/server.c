@@ -274,20 +274,23 @@ static const char *token_for(const struct np_server *srv, const np__users *users
   return srv->cfg.token;
 }
 
-/* A failed login (or garbage where one belonged): counted, and charged to the address. */
-static void login_failed(session *s, const char *why) {
-  struct np_server *srv = s->srv;
+/* A failed login, or garbage where one belonged: counted; charged to the address (the back-off)
+ * when it is something only a guesser or a hostile peer produces. Silence, resets and refusals that
+ * an honest client meets (limits, the back-off itself) are not. */
+static void login_failed(struct np_server *srv, const struct sockaddr_storage *addr,
+                         const char *peer, int err, const char *why) {
   unsigned fails = 0;
   uint64_t wait = 0;
 
   srv->stats.logins_failed++;
-  if (s->addr.ss_family != 0)
-    wait = np__backoff_fail(srv->backoff, (struct sockaddr *)&s->addr, now_ms(srv), &fails);
+  if (err == NP_EAUTH || err == NP_EPROTO || err == NP_EVERSION || err == NP_ETOOBIG ||
+      err == NP_ETLS)
+    wait = np__backoff_fail(srv->backoff, (const struct sockaddr *)addr, now_ms(srv), &fails);
   if (wait > 0)
     np__log(&srv->log, NP_LOG_WARN,
             "%s: %s; %u failed logins from this address, its next login is refused unheard for "
             "%llums",
-            s->peer, why, fails, (unsigned long long)wait);
+            peer, why, fails, (unsigned long long)wait);
 }
 
 static int login(session *s, const np_msg *m) {
@@ -300,9 +303,7 @@ static int login(session *s, const np_msg *m) {
   session *old;
   size_t n = 0;
 
-  wait = s->addr.ss_family != 0
-             ? np__backoff_wait(srv->backoff, (struct sockaddr *)&s->addr, now_ms(srv))
-             : 0;
+  wait = np__backoff_wait(srv->backoff, (struct sockaddr *)&s->addr, now_ms(srv));
   if (wait > 0) {
     /* Not even checked: a guess made now tells the guesser nothing. */
     srv->stats.logins_throttled++;
@@ -322,7 +323,7 @@ static int login(session *s, const np_msg *m) {
       !np__auth_equal(want, m->mac)) {
     np__log(&srv->log, NP_LOG_WARN, "%s: login as '%s' refused: %s", s->peer, m->name,
             token == NULL ? "no such client in the users file" : "wrong token");
-    login_failed(s, "login refused");
+    login_failed(srv, &s->addr, s->peer, NP_EAUTH, "login refused");
     resp.status = NP_EAUTH;
     /* The same words whether the name exists or not. */
     snprintf(resp.text, sizeof(resp.text), "wrong token for client '%s'", m->name);
@@ -349,8 +350,7 @@ static int login(session *s, const np_msg *m) {
   np__auth_session_key(token, s->snonce, m->nonce, m->name, s->key);
   np__strlcpy(s->name, m->name, sizeof(s->name));
   s->user = user;
-  if (s->addr.ss_family != 0)
-    np__backoff_clear(srv->backoff, (struct sockaddr *)&s->addr, now_ms(srv));
+  np__backoff_clear(srv->backoff, (struct sockaddr *)&s->addr, now_ms(srv));
   s->state = S_READY;
   s->id = ++srv->next_session_id;
   srv->stats.clients++;
@@ -568,12 +568,8 @@ static void on_session_msg(np__chan *ch, const np_msg *m) {
     if (r == NP_EPROTO)
       np__log(&srv->log, NP_LOG_WARN, "%s: unexpected %s message, closing", s->peer,
               np_msg_type_name(m->type));
-    if (s->state == S_NEW || s->state == S_AUTH) {
-      if (r == NP_EPROTO || r == NP_EVERSION)
-        login_failed(s, "malformed login");
-      else if (r != NP_EAUTH && r != NP_EBACKOFF) /* login() counted those */
-        srv->stats.logins_failed++;
-    }
+    if ((s->state == S_NEW || s->state == S_AUTH) && r != NP_EAUTH && r != NP_EBACKOFF)
+      login_failed(srv, &s->addr, s->peer, r, "malformed login"); /* login() counted those */
     np__session_close(s, r, np_strerror(r));
   }
 }
@@ -596,13 +592,8 @@ static void on_session_error(np__chan *ch, int err) {
   if (err != UV_EOF)
     np__log(&s->srv->log, NP_LOG_WARN, "%s (%s): %s, closing", s->name[0] ? s->name : "connection",
             s->peer, np_strerror(err));
-  if ((s->state == S_NEW || s->state == S_AUTH) && err != UV_EOF && err != UV_ECONNRESET) {
-    /* Garbage or a failed handshake where a login belonged. */
-    if (err == NP_EPROTO || err == NP_ETOOBIG || err == NP_ETLS)
-      login_failed(s, np_strerror(err));
-    else
-      s->srv->stats.logins_failed++;
-  }
+  if ((s->state == S_NEW || s->state == S_AUTH) && err != UV_EOF && err != UV_ECONNRESET)
+    login_failed(s->srv, &s->addr, s->peer, err, np_strerror(err));
   np__session_close(s, err, np_strerror(err));
 }
 
@@ -695,12 +686,8 @@ static void on_mux_closed(np__mux *m) {
   np__log(&mc->srv->log, st == UV_ECANCELED ? NP_LOG_DEBUG : NP_LOG_INFO,
           "multiplexed connection from %s closed: %s", mc->peer,
           st == UV_ECANCELED ? "done" : np_strerror(st));
-  if (!mc->logged_in && mc->addr.ss_family != 0 &&
-      (st == NP_EPROTO || st == NP_ETOOBIG || st == NP_ETLS)) {
-    /* Garbage where a login belonged, as on a plain connection (login_failed). */
-    mc->srv->stats.logins_failed++;
-    np__backoff_fail(mc->srv->backoff, (struct sockaddr *)&mc->addr, now_ms(mc->srv), NULL);
-  }
+  if (!mc->logged_in && (st == NP_EPROTO || st == NP_ETOOBIG || st == NP_ETLS))
+    login_failed(mc->srv, &mc->addr, mc->peer, st, np_strerror(st)); /* garbage, no login */
   NP_DLIST_UNLINK(mc->srv->muxes, mc, prev, next);
   mc->mux = NULL;
   uv_close((uv_handle_t *)&mc->timer, on_muxconn_timer_closed);

@@ -14,20 +14,15 @@
 
 #include "backoff.h"
 #include "cidr.h"
+#include "tmpfile.h"
 #include "users.h"
 
 static char path[64];
 
 static int load(const char *text, np__users **out, char *err, size_t errlen) {
-  FILE *f;
-  int fd, r;
+  int r;
 
-  strcpy(path, "/tmp/np-test-users-XXXXXX");
-  fd = mkstemp(path);
-  assert_true(fd >= 0);
-  f = fdopen(fd, "w");
-  fputs(text, f);
-  fclose(f);
+  write_tmp(path, text);
   r = np__users_load(path, out, err, errlen);
   unlink(path);
   return r;

@@ -13,20 +13,14 @@
 #include <natproxy.h>
 
 #include "config.h"
+#include "tmpfile.h"
 
 static char path[64];
 
 static struct np_config *load(np_config_kind kind, const char *text, int *rc) {
   struct np_config *cfg;
-  FILE *f;
-  int fd;
 
-  strcpy(path, "/tmp/np-test-cfg-XXXXXX");
-  fd = mkstemp(path);
-  assert_true(fd >= 0);
-  f = fdopen(fd, "w");
-  fputs(text, f);
-  fclose(f);
+  write_tmp(path, text);
   assert_int_equal(np_config_new(kind, &cfg), 0);
   *rc = np_config_load_file(cfg, path);
   unlink(path);
