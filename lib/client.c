@@ -489,6 +489,7 @@ static void register_proxies(struct np_client *cl) {
     strcpy(m.name, px->name);
     strcpy(m.addr, px->bind_addr);
     strcpy(m.text, px->allow_ips[0] != '\0' ? px->allow_ips : cl->cfg.allow_ips);
+    m.kind = (uint8_t)px->kind;
     send_msg(cl, &m);
   }
 }

@@ -20,7 +20,8 @@ enum field {
   F_MAC,     /* 32 bytes */
   F_NAME,    /* u8 length + bytes, <= NP_MSG_NAME_MAX */
   F_ADDR,    /* u8 length + bytes, <= NP_MSG_NAME_MAX */
-  F_TEXT     /* u8 length + bytes, <= NP_MSG_TEXT_MAX */
+  F_TEXT,    /* u8 length + bytes, <= NP_MSG_TEXT_MAX */
+  F_KIND     /* u8: enum np_proxy_kind */
 };
 
 #define HDR_LEN 4
@@ -31,7 +32,7 @@ static const unsigned char layouts[][MAX_FIELDS] = {
     [NP_MSG_HELLO] = {F_VERSION, F_NONCE},
     [NP_MSG_LOGIN] = {F_VERSION, F_NAME, F_NONCE, F_MAC},
     [NP_MSG_LOGIN_RESP] = {F_STATUS, F_ID, F_TEXT},
-    [NP_MSG_PROXY] = {F_NAME, F_ADDR, F_PORT, F_TEXT}, /* text: allow_ips */
+    [NP_MSG_PROXY] = {F_NAME, F_ADDR, F_PORT, F_TEXT, F_KIND}, /* text: allow_ips */
     [NP_MSG_PROXY_RESP] = {F_NAME, F_STATUS, F_PORT, F_TEXT},
     [NP_MSG_REQ_WORK] = {F_ID, F_NAME},
     [NP_MSG_WORK] = {F_ID, F_ID2, F_MAC},
@@ -47,7 +48,7 @@ static const unsigned char layouts[][MAX_FIELDS] = {
 /* Fields appended after a type's first release: a body from an older peer ends before them, and
  * they decode as empty. 0 = every field is required. */
 static const unsigned char required[NP_MSG_LAST + 1] = {
-    [NP_MSG_PROXY] = 3, /* allow_ips (text) came later */
+    [NP_MSG_PROXY] = 3, /* allow_ips (text) and kind came later */
 };
 
 static int known_type(unsigned t) {
@@ -125,6 +126,9 @@ static int encode(const np_msg *m, char *buf, size_t cap) {
     case F_TEXT:
       r = put_str(&p, end, m->text, NP_MSG_TEXT_MAX);
       break;
+    case F_KIND:
+      width = 1, v = m->kind;
+      break;
     }
     if (width > 0) {
       if (end - p < width)
@@ -197,6 +201,9 @@ static int parse_body(const unsigned char *p, size_t len, np_msg *m) {
     case F_TEXT:
       r = get_str(&p, end, m->text, NP_MSG_TEXT_MAX);
       break;
+    case F_KIND:
+      width = 1;
+      break;
     }
     if (r != 0)
       return r;
@@ -218,6 +225,11 @@ static int parse_body(const unsigned char *p, size_t len, np_msg *m) {
       break;
     case F_ID:
       m->id = v;
+      break;
+    case F_KIND:
+      if (v > NP_PROXY_KIND_LAST)
+        return NP_EPROTO;
+      m->kind = (uint8_t)v;
       break;
     default:
       m->id2 = v;

@@ -334,8 +334,9 @@ static int set_proxy_key(struct np_config *cfg, const char *pname, const char *k
   if ((p = proxy_get(cfg, pname)) == NULL)
     return NP_ECONFIG;
   if (strcmp(key, "type") == 0) {
-    if (strcmp(v, "tcp") != 0)
-      return set_err(cfg, "type: '%s' is not supported (tcp)", v);
+    if (strcmp(v, "tcp") != 0 && strcmp(v, "udp") != 0)
+      return set_err(cfg, "type: '%s' is not a proxy type (tcp or udp)", v);
+    p->kind = strcmp(v, "udp") == 0 ? NP_PROXY_UDP : NP_PROXY_TCP;
     return 0;
   }
   if (strcmp(key, "remote_port") == 0) {
@@ -498,8 +499,10 @@ static void strip_brackets(char *s) {
   }
 }
 
-/* [BIND_ADDR:]REMOTE_PORT:LOCAL_HOST:LOCAL_PORT; hosts may be [v6]. */
-int np_config_add_remote(struct np_config *cfg, const char *spec) {
+/* [BIND_ADDR:]REMOTE_PORT:LOCAL_HOST:LOCAL_PORT; hosts may be [v6]. flag is "R" or "U". */
+static int add_remote(struct np_config *cfg, const char *flag, np_proxy_kind kind,
+                      const char *spec) {
+  const char *pfx = kind == NP_PROXY_UDP ? "udp" : "tcp";
   char buf[NP_HOSTPORT_MAX * 2];
   char *f[4];
   char name[NP_MSG_NAME_MAX + 1];
@@ -510,36 +513,48 @@ int np_config_add_remote(struct np_config *cfg, const char *spec) {
 
   cfg->err[0] = '\0';
   if (cfg->kind != NP_CONFIG_CLIENT)
-    return set_err(cfg, "-R is a client option");
+    return set_err(cfg, "-%s is a client option", flag);
   if (np__strlcpy(buf, spec, sizeof(buf)) != 0)
-    return set_err(cfg, "-R %s: too long", spec);
+    return set_err(cfg, "-%s %s: too long", flag, spec);
   n = split_fields(buf, f, 4);
   if (n < 3 || n > 4)
-    return set_err(cfg, "-R %s: expected [BIND_ADDR:]REMOTE_PORT:LOCAL_HOST:LOCAL_PORT", spec);
+    return set_err(cfg, "-%s %s: expected [BIND_ADDR:]REMOTE_PORT:LOCAL_HOST:LOCAL_PORT", flag,
+                   spec);
   if (n == 4) {
     if (np__strlcpy(bind, f[0], sizeof(bind)) != 0)
-      return set_err(cfg, "-R %s: bind address too long", spec);
+      return set_err(cfg, "-%s %s: bind address too long", flag, spec);
     strip_brackets(bind);
   }
-  if (parse_uint(cfg, "-R remote port", f[n - 3], 65535, &rp) != 0)
+  if (parse_uint(cfg, kind == NP_PROXY_UDP ? "-U remote port" : "-R remote port", f[n - 3], 65535,
+                 &rp) != 0)
     return NP_ECONFIG;
   if (rp == 0)
-    snprintf(name, sizeof(name), "tcp-%s-%s", f[n - 2], f[n - 1]);
+    snprintf(name, sizeof(name), "%s-%s-%s", pfx, f[n - 2], f[n - 1]);
   else
-    snprintf(name, sizeof(name), "tcp-%llu", (unsigned long long)rp);
+    snprintf(name, sizeof(name), "%s-%llu", pfx, (unsigned long long)rp);
   for (size_t i = 0; i < cfg->n_proxies; i++)
     if (strcmp(cfg->proxies[i].name, name) == 0)
-      return set_err(cfg, "-R %s: the same remote port is given twice", spec);
+      return set_err(cfg, "-%s %s: the same remote port is given twice", flag, spec);
   if ((px = proxy_get(cfg, name)) == NULL)
     return NP_ECONFIG;
   px->remote_port = (int)rp;
+  px->kind = kind;
   strcpy(px->bind_addr, bind);
   snprintf(px->local, sizeof(px->local), "%s:%s", f[n - 2], f[n - 1]);
-  if (check_hostport(cfg, "-R local address", px->local, 0) != 0) {
+  if (check_hostport(cfg, kind == NP_PROXY_UDP ? "-U local address" : "-R local address", px->local,
+                     0) != 0) {
     cfg->n_proxies--;
     return NP_ECONFIG;
   }
   return 0;
+}
+
+int np_config_add_remote(struct np_config *cfg, const char *spec) {
+  return add_remote(cfg, "R", NP_PROXY_TCP, spec);
+}
+
+int np_config_add_udp(struct np_config *cfg, const char *spec) {
+  return add_remote(cfg, "U", NP_PROXY_UDP, spec);
 }
 
 int np_config_set_flag(struct np_config *cfg, const char *flag, const char *value) {
@@ -548,6 +563,8 @@ int np_config_set_flag(struct np_config *cfg, const char *flag, const char *valu
 
   if (strcmp(flag, "R") == 0)
     return np_config_add_remote(cfg, value);
+  if (strcmp(flag, "U") == 0)
+    return np_config_add_udp(cfg, value);
   for (i = 0; flag[i] != '\0' && i + 1 < sizeof(key); i++)
     key[i] = flag[i] == '-' ? '_' : flag[i];
   key[i] = '\0';

@@ -30,6 +30,7 @@ typedef struct np__proxy_cfg {
   char name[NP_MSG_NAME_MAX + 1];
   char bind_addr[NP_MSG_NAME_MAX + 1]; /* on the server; "" = the server's default */
   int remote_port;                     /* -1 = not set; 0 = server picks */
+  np_proxy_kind kind;
   char local[NP_HOSTPORT_MAX];         /* host:port of the private service */
   char allow_ips[NP_MSG_TEXT_MAX + 1]; /* visitor networks; "" = the [client] default */
 } np__proxy_cfg;

@@ -64,6 +64,10 @@ static void on_proxy_msg(session *s, const np_msg *m) {
   for (px = s->proxies; px != NULL; px = px->next)
     if (strcmp(px->name, m->name) == 0)
       r = NP_ENAMETAKEN;
+  if (r == 0 && m->kind != NP_PROXY_TCP) {
+    r = NP_EUNSUPPORTED; /* UDP: work in progress (issue 6) */
+    snprintf(resp.text, sizeof(resp.text), "this server does not carry UDP proxies yet");
+  }
   if (r == 0 && s->n_proxies >= max_proxies(s))
     r = NP_ELIMIT;
   if (r == 0 && m->port != 0 && !np__ports_allow(&srv->cfg.allow_ports, m->port)) {
@@ -98,7 +102,8 @@ static void on_proxy_msg(session *s, const np_msg *m) {
                s->name);
       break;
     case NP_ECONFIG:
-      break; /* the parser's words */
+    case NP_EUNSUPPORTED:
+      break; /* said above */
     default:
       snprintf(resp.text, sizeof(resp.text), "%s (%s:%u)", np_strerror(r), addr, m->port);
     }

@@ -17,7 +17,7 @@ typedef enum np_msg_type {
   NP_MSG_HELLO = 1,      /* s->c: version, nonce                         */
   NP_MSG_LOGIN = 2,      /* c->s: version, name (client), nonce (client), mac */
   NP_MSG_LOGIN_RESP = 3, /* s->c: status, id (session), text              */
-  NP_MSG_PROXY = 4,      /* c->s: name (proxy), addr (bind), port         */
+  NP_MSG_PROXY = 4,      /* c->s: name (proxy), addr (bind), port, text (allow_ips), kind */
   NP_MSG_PROXY_RESP = 5, /* s->c: name, status, port (actual), text       */
   NP_MSG_REQ_WORK = 6,   /* s->c: id (visitor), name (proxy)              */
   NP_MSG_WORK = 7,       /* c->s, first on a work connection: id (session), id2 (visitor), mac */
@@ -33,6 +33,10 @@ typedef enum np_msg_type {
 
 #define NP_MSG_LAST NP_MSG_MUX
 
+/* What a proxy carries (PROXY's kind). */
+typedef enum np_proxy_kind { NP_PROXY_TCP = 0, NP_PROXY_UDP = 1 } np_proxy_kind;
+#define NP_PROXY_KIND_LAST NP_PROXY_UDP
+
 #define NP_MSG_NAME_MAX 64  /* bytes, without the terminating NUL */
 #define NP_MSG_TEXT_MAX 255 /* bytes, without the terminating NUL */
 #define NP_MSG_KEY_LEN  32  /* nonce and MAC length */
@@ -44,6 +48,7 @@ typedef struct np_msg {
   uint16_t version;
   uint16_t port;
   int32_t status;
+  uint8_t kind; /* enum np_proxy_kind */
   uint64_t id;
   uint64_t id2;
   unsigned char nonce[NP_MSG_KEY_LEN];

@@ -27,6 +27,8 @@ NP_EXPORT int np_config_set(struct np_config *cfg, const char *section, const ch
 NP_EXPORT int np_config_set_flag(struct np_config *cfg, const char *flag, const char *value);
 /* Add a TCP proxy from an ssh -R style spec: [BIND_ADDR:]REMOTE_PORT:LOCAL_HOST:LOCAL_PORT. */
 NP_EXPORT int np_config_add_remote(struct np_config *cfg, const char *spec);
+/* The same for a UDP proxy (np-client -U), named "udp-REMOTE_PORT". */
+NP_EXPORT int np_config_add_udp(struct np_config *cfg, const char *spec);
 /* Check cross-field rules (a client needs a server and at least one proxy, ...). NP_ECONFIG or 0.
  */
 NP_EXPORT int np_config_validate(struct np_config *cfg);

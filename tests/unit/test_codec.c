@@ -18,6 +18,7 @@ static np_msg sample(np_msg_type t) {
   m.version = 1;
   m.port = 6553;
   m.status = NP_EPORTDENIED;
+  m.kind = NP_PROXY_UDP;
   m.id = 0x0102030405060708ULL;
   m.id2 = UINT64_MAX;
   for (int i = 0; i < NP_MSG_KEY_LEN; i++) {
@@ -54,6 +55,7 @@ static void assert_same(const np_msg *a, const np_msg *b) {
     assert_string_equal(a->addr, b->addr);
     assert_int_equal(a->port, b->port);
     assert_string_equal(a->text, b->text);
+    assert_int_equal(a->kind, b->kind);
     break;
   case NP_MSG_PROXY_RESP:
     assert_string_equal(a->name, b->name);
@@ -230,6 +232,11 @@ static void test_native_malformed(void **state) {
   /* ... but a field cut in half is still an error */
   assert_int_equal(feed(c, 4096, "\x00\x00\x00\x07\x04\x01\x61\x00\x00\x50\x05", 11, &m),
                    NP_EPROTO);
+  /* a kind nobody knows is refused */
+  assert_int_equal(feed(c, 4096, "\x00\x00\x00\x08\x04\x01\x61\x00\x00\x50\x00\x02", 12, &m),
+                   NP_EPROTO);
+  assert_int_equal(feed(c, 4096, "\x00\x00\x00\x08\x04\x01\x61\x00\x00\x50\x00\x01", 12, &m), 1);
+  assert_int_equal(m.kind, NP_PROXY_UDP);
   /* and required fields stay required */
   assert_int_equal(feed(c, 4096, "\x00\x00\x00\x04\x04\x01\x61\x00", 8, &m), NP_EPROTO);
 }

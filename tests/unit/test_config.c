@@ -145,7 +145,7 @@ static void test_file_errors(void **state) {
                "4:", "HOST:PORT");
   expect_error(NP_CONFIG_CLIENT, "[client]\n[proxy web]\ncolour = blue\n",
                "3:", "unknown key 'colour' in [proxy web]");
-  expect_error(NP_CONFIG_CLIENT, "[client]\n[proxy web]\ntype = sctp\n", "3:", "not supported");
+  expect_error(NP_CONFIG_CLIENT, "[client]\n[proxy web]\ntype = sctp\n", "3:", "not a proxy type");
 }
 
 static void test_missing_file(void **state) {
@@ -178,6 +178,17 @@ static void test_remote_specs(void **state) {
   assert_int_equal(np_config_add_remote(cfg, "99999:h:1"), NP_ECONFIG);
   assert_int_equal(np_config_add_remote(cfg, "1:h:99999"), NP_ECONFIG);
   assert_int_equal(cfg->n_proxies, 3);
+  /* UDP (-U): its own names, so the same port may carry TCP and UDP */
+  assert_int_equal(np_config_set_flag(cfg, "U", "8080:localhost:53"), 0);
+  assert_int_equal(cfg->n_proxies, 4);
+  assert_string_equal(cfg->proxies[3].name, "udp-8080");
+  assert_int_equal(cfg->proxies[3].kind, NP_PROXY_UDP);
+  assert_int_equal(cfg->proxies[0].kind, NP_PROXY_TCP);
+  assert_int_equal(np_config_set_flag(cfg, "U", "8080:localhost:54"), NP_ECONFIG);
+  assert_non_null(strstr(np_config_error(cfg), "-U 8080:localhost:54: the same remote port"));
+  assert_int_equal(np_config_set(cfg, "proxy dns", "type", "udp"), 0);
+  assert_int_equal(np_config_set(cfg, "proxy dns", "type", "sctp"), NP_ECONFIG);
+  assert_non_null(strstr(np_config_error(cfg), "tcp or udp"));
   np_config_free(cfg);
 }
 
