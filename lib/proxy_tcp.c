@@ -36,6 +36,13 @@ static void on_visitor_closed(np_conn *c) {
 }
 
 void np__visitor_drop(visitor *v) {
+  if (v->flow != NULL) {
+    struct np_server *srv = v->srv;
+    np__udp_flow_unjoined(v->flow);
+    free(v);
+    np__server_unref(srv);
+    return;
+  }
   v->conn->data = v;
   np__conn_close(v->conn, on_visitor_closed);
 }
@@ -93,10 +100,17 @@ static void on_join_done(struct np_join *j, int status, const np_join_stats *st)
  * The visitor's reference on the server passes to the join. */
 void np__server_join(struct np_server *srv, session *s, np_conn *work, visitor *v, const char *rest,
                      size_t rest_len) {
-  active *a = calloc(1, sizeof(*a));
+  active *a;
   np_conn *vc = v->conn;
   int r = UV_ENOMEM;
 
+  if (v->flow != NULL) {
+    np__udp_flow_join(v->flow, work, rest, rest_len);
+    free(v);
+    np__server_unref(srv);
+    return;
+  }
+  a = calloc(1, sizeof(*a));
   free(v);
   if (a != NULL) {
     a->srv = srv;
@@ -127,7 +141,10 @@ void np__proxy_close(proxy *px) {
   struct np_server *srv = px->srv;
   srv->pool_ops->remove_group(srv->pool, px, np__visitor_removed, srv);
   srv->stats.proxies--;
-  np__listener_close(px->listener, on_proxy_closed);
+  if (px->kind == NP_PROXY_UDP)
+    np__udp_close(px, on_proxy_closed);
+  else
+    np__listener_close(px->listener, on_proxy_closed);
 }
 
 static session *visit_owner(struct np_server *srv, proxy *px) {
@@ -143,10 +160,7 @@ static session *visit_owner(struct np_server *srv, proxy *px) {
 void np__server_on_visitor(np__listener *l, np_conn *c) {
   proxy *px = np__listener_data(l);
   struct np_server *srv = px->srv;
-  np_msg m = {.type = NP_MSG_REQ_WORK};
-  session *s;
   visitor *v;
-  int r;
 
   srv->stats.visitors_total++;
   if (px->allow_ips.n > 0) {
@@ -168,9 +182,19 @@ void np__server_on_visitor(np__listener *l, np_conn *c) {
     np__conn_close(c, NULL);
     return;
   }
+  v->conn = c;
+  np__server_visitor_arrived(srv, px, v);
+}
+
+/* A new visitor (a TCP connection, or a UDP flow) on px: its client is asked for a work connection,
+ * or it joins a pre-opened one at once. v is the server's from here on, dropped on any failure. */
+void np__server_visitor_arrived(struct np_server *srv, proxy *px, visitor *v) {
+  np_msg m = {.type = NP_MSG_REQ_WORK};
+  session *s;
+  int r;
+
   v->srv = srv;
   v->px = px;
-  v->conn = c;
   srv->refs++; /* the visitor's, until it is closed or joined */
   if ((s = visit_owner(srv, px)) == NULL) {
     srv->stats.visitors_refused++;
@@ -204,8 +228,8 @@ void np__server_on_visitor(np__listener *l, np_conn *c) {
 /* Open a public listener named name for session s on addr:port. Port 0 picks a free port, inside
  * allow_ports and the client's own ports (users file) when they are set. Returns 0 and *out, or the
  * bind error (NP_EPORTDENIED when the two lists share no port). */
-int np__proxy_open(struct np_server *srv, session *s, const char *name, const char *addr, int port,
-                   proxy **out) {
+int np__proxy_open(struct np_server *srv, session *s, const char *name, np_proxy_kind kind,
+                   const char *addr, int port, proxy **out) {
   const np__ports *mine = s != NULL ? np__session_ports(s) : NULL;
   const np__ports *from = mine != NULL && mine->n > 0 ? mine : &srv->cfg.allow_ports;
   uint32_t span = 0, start = 0;
@@ -245,11 +269,16 @@ int np__proxy_open(struct np_server *srv, session *s, const char *name, const ch
       return UV_ENOMEM;
     px->srv = srv;
     px->s = s;
+    px->kind = kind;
     np__strlcpy(px->name, name, sizeof(px->name));
-    r = np__listen(srv->loop, (struct sockaddr *)&ss, np__server_on_visitor,
-                   np__server_accept_failed, px, &px->listener);
+    if (kind == NP_PROXY_UDP)
+      r = np__udp_open(px, (struct sockaddr *)&ss);
+    else
+      r = np__listen(srv->loop, (struct sockaddr *)&ss, np__server_on_visitor,
+                     np__server_accept_failed, px, &px->listener);
     if (r == 0) {
-      px->port = np__listener_port(px->listener);
+      if (kind != NP_PROXY_UDP)
+        px->port = np__listener_port(px->listener);
       srv->refs++;
       srv->stats.proxies++;
       *out = px;

@@ -64,10 +64,6 @@ static void on_proxy_msg(session *s, const np_msg *m) {
   for (px = s->proxies; px != NULL; px = px->next)
     if (strcmp(px->name, m->name) == 0)
       r = NP_ENAMETAKEN;
-  if (r == 0 && m->kind != NP_PROXY_TCP) {
-    r = NP_EUNSUPPORTED; /* UDP: work in progress (issue 6) */
-    snprintf(resp.text, sizeof(resp.text), "this server does not carry UDP proxies yet");
-  }
   if (r == 0 && s->n_proxies >= max_proxies(s))
     r = NP_ELIMIT;
   if (r == 0 && m->port != 0 && !np__ports_allow(&srv->cfg.allow_ports, m->port)) {
@@ -84,7 +80,7 @@ static void on_proxy_msg(session *s, const np_msg *m) {
       np__cidrs_parse(m->text, &allow, resp.text, sizeof(resp.text)) != 0)
     r = NP_ECONFIG;
   if (r == 0)
-    r = np__proxy_open(srv, s, m->name, addr, m->port, &px);
+    r = np__proxy_open(srv, s, m->name, (np_proxy_kind)m->kind, addr, m->port, &px);
   resp.status = r;
   if (r != 0) {
     switch (r) {
@@ -945,7 +941,8 @@ int np_server_start(struct np_server *srv) {
                        np__server_on_tunnel, &tport)) != 0)
       return r;
     np__split_hostport(srv->cfg.visit_bind, host, sizeof(host), &vport);
-    if ((r = np__proxy_open(srv, NULL, "visit", host, vport, &srv->visit_proxy)) != 0) {
+    if ((r = np__proxy_open(srv, NULL, "visit", NP_PROXY_TCP, host, vport, &srv->visit_proxy)) !=
+        0) {
       np__log(&srv->log, NP_LOG_ERROR, "cannot listen on %s: %s", srv->cfg.visit_bind,
               np_strerror(r));
       return r;

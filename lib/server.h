@@ -33,7 +33,9 @@ struct proxy {
   char name[NP_MSG_NAME_MAX + 1];
   int port;
   np__cidrs allow_ips; /* visitors from elsewhere are closed at accept */
-  np__listener *listener;
+  np_proxy_kind kind;
+  np__listener *listener; /* TCP */
+  struct np__udp *udp;    /* UDP (proxy_udp.c) */
   proxy *next;
 };
 
@@ -42,7 +44,8 @@ typedef struct visitor {
   proxy *px;
   uint64_t session_id;
   uint64_t deadline;
-  np_conn *conn;
+  np_conn *conn;             /* a TCP visitor */
+  struct np__udp_flow *flow; /* or a UDP one: one visitor address on a UDP proxy */
 } visitor;
 
 /* A join we may have to cut short when its session dies. */
@@ -147,16 +150,27 @@ int np__server_start_pooled(struct np_server *srv, session *owner, proxy *px, vi
                             uint64_t id);
 
 /* proxy_tcp.c */
-int np__proxy_open(struct np_server *srv, session *s, const char *name, const char *addr, int port,
-                   proxy **out);
+int np__proxy_open(struct np_server *srv, session *s, const char *name, np_proxy_kind kind,
+                   const char *addr, int port, proxy **out);
 void np__proxy_close(proxy *px);
 void np__server_accept_failed(np__listener *l, int err, uint64_t refused);
 void np__server_on_visitor(np__listener *l, np_conn *c);
+void np__server_visitor_arrived(struct np_server *srv, proxy *px, visitor *v);
 void np__server_on_tunnel(np__listener *l, np_conn *c);
 void np__visitor_drop(visitor *v);
 /* np_pool_item_cb that drops the visitor (pool drains). */
 void np__visitor_removed(uint64_t id, void *item, void *arg);
 void np__server_join(struct np_server *srv, session *s, np_conn *work, visitor *v, const char *rest,
                      size_t rest_len);
+
+/* proxy_udp.c */
+/* Bind px's UDP socket on addr (px->port then says where). 0 or the bind error. */
+int np__udp_open(proxy *px, const struct sockaddr *addr);
+/* Close px's flows and socket; cb(px) once all is closed. */
+void np__udp_close(proxy *px, void (*cb)(void *px));
+/* The flow's work connection came (rest: bytes after its header): datagrams flow both ways. */
+void np__udp_flow_join(struct np__udp_flow *f, np_conn *work, const char *rest, size_t rest_len);
+/* The flow's visitor expired or was refused before a work connection came: the flow goes. */
+void np__udp_flow_unjoined(struct np__udp_flow *f);
 
 #endif

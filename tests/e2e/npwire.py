@@ -16,7 +16,7 @@ LAYOUT = {
     HELLO: ["version", "nonce"],
     LOGIN: ["version", "name", "nonce", "mac"],
     LOGIN_RESP: ["status", "id", "text"],
-    PROXY: ["name", "addr", "port"],
+    PROXY: ["name", "addr", "port", "text", "kind"],
     PROXY_RESP: ["name", "status", "port", "text"],
     REQ_WORK: ["id", "name"],
     WORK: ["id", "id2", "mac"],
@@ -28,7 +28,7 @@ LAYOUT = {
     START: ["id", "name"],
     MUX: ["version"],
 }
-FMT = {"version": ">H", "port": ">H", "status": ">i", "id": ">Q", "id2": ">Q"}
+FMT = {"version": ">H", "port": ">H", "status": ">i", "id": ">Q", "id2": ">Q", "kind": ">B"}
 
 
 def encode(mtype, **f):
@@ -107,8 +107,8 @@ class Client:
                 raise AssertionError(f"expected message {want}, got {t} {m}")
             return t, m
 
-    def proxy(self, name, port=0, addr="127.0.0.1"):
-        self.s.sendall(encode(PROXY, name=name, addr=addr, port=port))
+    def proxy(self, name, port=0, addr="127.0.0.1", kind=0):
+        self.s.sendall(encode(PROXY, name=name, addr=addr, port=port, kind=kind))
         return self.expect(PROXY_RESP)[1]
 
     def idle_msg(self, serial, good=True):

@@ -1,0 +1,331 @@
+/* The UDP proxy (issue 6, stream carrier): one UDP socket per proxy, one flow per visitor address.
+ * A new flow is a visitor like a TCP one (pending pool, REQ_WORK, proofs); its work connection then
+ * carries its datagrams as dgram.c frames both ways. Datagrams are dropped, never queued without
+ * bound: before the work connection comes, and behind a slow one. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "dgram.h"
+#include "server.h"
+
+#define FLOW_MAX        256          /* flows per proxy (udp_max_flows, to come) */
+#define FLOW_IDLE_MS    60000        /* a flow silent both ways this long goes */
+#define EARLY_MAX       32           /* datagrams queued before the work connection */
+#define WORK_MAX_QUEUED (256 * 1024) /* bytes queued on a work connection before we drop */
+
+typedef struct early {
+  struct early *next;
+  size_t len;
+  char data[];
+} early;
+
+typedef struct np__udp_flow {
+  struct np__udp *u;
+  struct np_server *srv; /* u may be gone before the work connection has closed */
+  struct sockaddr_storage addr;
+  uint64_t last; /* a datagram either way */
+  np_conn *work; /* NULL until it comes */
+  int pending;   /* its visitor waits in the pool */
+  int arriving;  /* inside np__server_visitor_arrived */
+  int refused;   /* ... which dropped its visitor */
+  early *qhead, *qtail;
+  size_t nq;
+  size_t queued; /* bytes written to work, not yet done */
+  np__dgram_parser parser;
+  unsigned closing : 1;
+  struct np__udp_flow *prev, *next;
+} flow;
+
+typedef struct np__udp {
+  proxy *px;
+  uv_udp_t h;
+  uv_timer_t sweep;
+  flow *flows;
+  size_t nflows;
+  int closes_left;
+  void (*close_cb)(void *);
+} udp;
+
+typedef struct out_dgram {
+  np_conn_write req;
+  flow *f;
+  size_t len;
+  char bytes[];
+} out_dgram;
+
+static struct np_server *srv_of(const udp *u) {
+  return u->px->srv;
+}
+
+static int same_addr(const struct sockaddr_storage *a, const struct sockaddr *b) {
+  if (a->ss_family != b->sa_family)
+    return 0;
+  if (b->sa_family == AF_INET) {
+    const struct sockaddr_in *x = (const void *)a, *y = (const void *)b;
+    return x->sin_port == y->sin_port && x->sin_addr.s_addr == y->sin_addr.s_addr;
+  }
+  const struct sockaddr_in6 *x = (const void *)a, *y = (const void *)b;
+  return x->sin6_port == y->sin6_port &&
+         memcmp(&x->sin6_addr, &y->sin6_addr, sizeof(x->sin6_addr)) == 0;
+}
+
+/* ---- flows ---------------------------------------------------------------------------------- */
+
+static void flow_free(flow *f) {
+  struct np_server *srv = f->srv;
+  while (f->qhead != NULL) {
+    early *e = f->qhead;
+    f->qhead = e->next;
+    free(e);
+  }
+  np__dgram_parser_free(&f->parser);
+  free(f);
+  np__server_unref(srv);
+}
+
+static void on_work_closed(np_conn *c) {
+  flow_free(c->data);
+}
+
+static void flow_close(flow *f) {
+  udp *u = f->u;
+  if (f->closing)
+    return;
+  f->closing = 1;
+  NP_DLIST_UNLINK(u->flows, f, prev, next);
+  u->nflows--;
+  if (f->work != NULL) {
+    f->work->data = f;
+    np__conn_close(f->work, on_work_closed);
+  } else if (!f->pending) {
+    flow_free(f);
+  } /* else its visitor is in the pool: np__udp_flow_unjoined frees it */
+}
+
+static void on_dgram_written(np_conn_write *req, int status) {
+  out_dgram *o = NP_CONTAINER_OF(req, out_dgram, req);
+  flow *f = o->f;
+  (void)status;
+  f->queued -= o->len;
+  free(o);
+}
+
+/* One datagram to the client, framed; dropped when the work connection is this far behind. */
+static void to_work(flow *f, const char *data, size_t len) {
+  out_dgram *o;
+  uv_buf_t b;
+
+  if (f->queued + len > WORK_MAX_QUEUED || (o = malloc(sizeof(*o) + 2 + len)) == NULL)
+    return;
+  np__dgram_hdr(len, (unsigned char *)o->bytes);
+  memcpy(o->bytes + 2, data, len);
+  o->f = f;
+  o->len = 2 + len;
+  b = uv_buf_init(o->bytes, (unsigned)o->len);
+  if (np__conn_write(f->work, &o->req, &b, 1, on_dgram_written) != 0) {
+    free(o);
+    return;
+  }
+  f->queued += o->len;
+}
+
+/* One datagram from the client: to the visitor, now or never (UDP). */
+static void on_client_dgram(void *arg, const char *data, size_t len) {
+  flow *f = arg;
+  uv_buf_t b = uv_buf_init((char *)data, (unsigned)len);
+  f->last = uv_now(f->u->h.loop);
+  uv_udp_try_send(&f->u->h, &b, 1, (const struct sockaddr *)&f->addr);
+}
+
+static void work_alloc(np_conn *c, size_t suggested, uv_buf_t *buf) {
+  static _Thread_local char rx[65536];
+  (void)c;
+  (void)suggested;
+  *buf = uv_buf_init(rx, sizeof(rx));
+}
+
+static void work_read(np_conn *c, ssize_t n, const uv_buf_t *buf) {
+  flow *f = c->data;
+  if (n < 0 ||
+      np__dgram_feed(&f->parser, buf->base, (size_t)(n > 0 ? n : 0), on_client_dgram, f) != 0)
+    flow_close(f);
+}
+
+void np__udp_flow_join(flow *f, np_conn *work, const char *rest, size_t rest_len) {
+  struct np_server *srv = srv_of(f->u);
+
+  f->pending = 0;
+  if (f->closing) { /* its proxy went meanwhile */
+    work->data = f;
+    f->work = work;
+    np__conn_close(work, on_work_closed);
+    return;
+  }
+  f->work = work;
+  work->data = f;
+  srv->stats.visitors_joined++;
+  while (f->qhead != NULL) {
+    early *e = f->qhead;
+    f->qhead = e->next;
+    to_work(f, e->data, e->len);
+    free(e);
+  }
+  f->qtail = NULL;
+  f->nq = 0;
+  if ((rest_len > 0 && np__dgram_feed(&f->parser, rest, rest_len, on_client_dgram, f) != 0) ||
+      np__conn_read_start(work, work_alloc, work_read) != 0)
+    flow_close(f);
+}
+
+void np__udp_flow_unjoined(flow *f) {
+  f->pending = 0;
+  if (f->arriving) {
+    f->refused = 1; /* flow_new cleans up */
+    return;
+  }
+  if (f->closing)
+    flow_free(f);
+  else
+    flow_close(f);
+}
+
+static flow *flow_new(udp *u, const struct sockaddr *addr) {
+  struct np_server *srv = srv_of(u);
+  visitor *v;
+  flow *f;
+
+  if (u->nflows >= FLOW_MAX || (f = calloc(1, sizeof(*f))) == NULL)
+    return NULL;
+  if ((v = calloc(1, sizeof(*v))) == NULL) {
+    free(f);
+    return NULL;
+  }
+  f->u = u;
+  f->srv = srv;
+  memcpy(&f->addr, addr,
+         addr->sa_family == AF_INET6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in));
+  f->last = uv_now(u->h.loop);
+  f->pending = 1;
+  np__dgram_parser_init(&f->parser);
+  NP_DLIST_PUSH(u->flows, f, prev, next);
+  u->nflows++;
+  srv->refs++; /* the flow's */
+  v->flow = f;
+  f->arriving = 1;
+  np__server_visitor_arrived(srv, u->px, v);
+  f->arriving = 0;
+  if (f->refused) {
+    flow_close(f);
+    return NULL;
+  }
+  return f;
+}
+
+/* ---- the socket ----------------------------------------------------------------------------- */
+
+static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
+  static _Thread_local char rx[65536];
+  (void)h;
+  (void)suggested;
+  *buf = uv_buf_init(rx, sizeof(rx));
+}
+
+static void on_recv(uv_udp_t *h, ssize_t n, const uv_buf_t *buf, const struct sockaddr *addr,
+                    unsigned flags) {
+  udp *u = h->data;
+  proxy *px = u->px;
+  struct np_server *srv = px->srv;
+  flow *f;
+
+  if (n < 0 || addr == NULL || (flags & UV_UDP_PARTIAL))
+    return;
+  if (px->allow_ips.n > 0 && !np__cidrs_allow(&px->allow_ips, addr)) {
+    srv->stats.visitors_denied++;
+    return;
+  }
+  for (f = u->flows; f != NULL && !same_addr(&f->addr, addr); f = f->next)
+    ;
+  if (f == NULL) {
+    srv->stats.visitors_total++;
+    if ((f = flow_new(u, addr)) == NULL) {
+      srv->stats.visitors_refused++;
+      return;
+    }
+  }
+  f->last = uv_now(h->loop);
+  if (f->work != NULL) {
+    to_work(f, buf->base, (size_t)n);
+    return;
+  }
+  if (f->nq < EARLY_MAX) {
+    early *e = malloc(sizeof(*e) + (size_t)n);
+    if (e == NULL)
+      return;
+    e->next = NULL;
+    e->len = (size_t)n;
+    memcpy(e->data, buf->base, (size_t)n);
+    if (f->qtail != NULL)
+      f->qtail->next = e;
+    else
+      f->qhead = e;
+    f->qtail = e;
+    f->nq++;
+  }
+}
+
+static void on_sweep(uv_timer_t *t) {
+  udp *u = t->data;
+  uint64_t now = uv_now(t->loop);
+  for (flow *f = u->flows, *next; f != NULL; f = next) {
+    next = f->next;
+    if (now - f->last >= FLOW_IDLE_MS && !f->pending)
+      flow_close(f);
+  }
+}
+
+static void on_failed_closed(uv_handle_t *h) {
+  free(h->data);
+}
+
+int np__udp_open(proxy *px, const struct sockaddr *addr) {
+  struct sockaddr_storage ss;
+  int n = sizeof(ss), r;
+  udp *u = calloc(1, sizeof(*u));
+
+  if (u == NULL)
+    return UV_ENOMEM;
+  u->px = px;
+  uv_udp_init(px->srv->loop, &u->h);
+  u->h.data = u;
+  if ((r = uv_udp_bind(&u->h, addr, 0)) != 0 ||
+      (r = uv_udp_getsockname(&u->h, (void *)&ss, &n)) != 0 ||
+      (r = uv_udp_recv_start(&u->h, on_alloc, on_recv)) != 0) {
+    uv_close((uv_handle_t *)&u->h, on_failed_closed);
+    return r;
+  }
+  px->port = ntohs(ss.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&ss)->sin6_port
+                                            : ((struct sockaddr_in *)&ss)->sin_port);
+  uv_timer_init(px->srv->loop, &u->sweep);
+  u->sweep.data = u;
+  uv_timer_start(&u->sweep, on_sweep, FLOW_IDLE_MS / 4, FLOW_IDLE_MS / 4);
+  px->udp = u;
+  return 0;
+}
+
+static void on_part_closed(uv_handle_t *h) {
+  udp *u = h->data;
+  if (--u->closes_left > 0)
+    return;
+  u->close_cb(u->px);
+  free(u);
+}
+
+void np__udp_close(proxy *px, void (*cb)(void *px)) {
+  udp *u = px->udp;
+  while (u->flows != NULL)
+    flow_close(u->flows);
+  u->close_cb = cb;
+  u->closes_left = 2;
+  uv_close((uv_handle_t *)&u->h, on_part_closed);
+  uv_close((uv_handle_t *)&u->sweep, on_part_closed);
+}
