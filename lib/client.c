@@ -301,6 +301,15 @@ static void on_local_dialed(void *data, int status, np_conn *c) {
     work_join(w);
 }
 
+/* The local service: a TCP connection, or for a UDP proxy a socket of its own for this flow (so
+ * replies come back to it alone), relayed as datagram frames (conn_udp.c). */
+static int dial_local(struct np_client *cl, const np__proxy_cfg *px, np__dial_cb cb, void *data,
+                      np__dialer **out) {
+  if (px->kind == NP_PROXY_UDP)
+    return np__dial_udp(cl->loop, px->local, cl->cfg.udp_idle_timeout_ms, cb, data, out);
+  return np__dial(cl->loop, px->local, cl->cfg.dial_timeout_ms, cb, data, out);
+}
+
 static void on_req_work(struct np_client *cl, const np_msg *m) {
   const np__proxy_cfg *px = find_proxy(cl, m->name);
   work *w;
@@ -329,8 +338,7 @@ static void on_req_work(struct np_client *cl, const np_msg *m) {
       cl->tq_head = w;
     cl->tq_tail = w;
   }
-  if (np__dial(cl->loop, px->local, cl->cfg.dial_timeout_ms, on_local_dialed, w, &w->dial_local) !=
-      0) {
+  if (dial_local(cl, px, on_local_dialed, w, &w->dial_local) != 0) {
     w->local_status = UV_EINVAL;
     work_report_fail(w, UV_EINVAL);
     if (native(cl))
@@ -413,7 +421,7 @@ static void on_pool_msg(np__chan *ch, const np_msg *m) {
   p->counted = 0;
   cl->pool_idle--;
   pool_refill(cl);
-  if (np__dial(cl->loop, px->local, cl->cfg.dial_timeout_ms, on_pool_local, p, &p->dial_local) != 0)
+  if (dial_local(cl, px, on_pool_local, p, &p->dial_local) != 0)
     pooled_free(p);
 }
 

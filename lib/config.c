@@ -232,6 +232,8 @@ static const key_def keys[] = {
     {"login_timeout", KIND_SERVER, V_DURATION, FIELD(login_timeout_ms)},
     {"login_backoff", KIND_SERVER, V_DURATION, FIELD(login_backoff_ms)},
     {"login_backoff_max", KIND_SERVER, V_DURATION, FIELD(login_backoff_max_ms)},
+    {"udp_idle_timeout", KIND_BOTH, V_DURATION, FIELD(udp_idle_timeout_ms)},
+    {"udp_max_flows", KIND_SERVER, V_COUNT, FIELD(udp_max_flows)},
     {"server_fingerprint", KIND_CLIENT, V_FINGERPRINT, FIELD(server_fingerprint)},
     {"tls_ca", KIND_CLIENT, V_STR, FIELD(tls_ca)},
     {"tls_server_name", KIND_CLIENT, V_STR, FIELD(tls_server_name)},
@@ -595,6 +597,8 @@ int np_config_validate(struct np_config *cfg) {
   if (line_codec && !cfg->insecure)
     return set_err(cfg, "codec line is the seed article's plaintext protocol: it needs insecure = "
                         "true (--insecure)");
+  if (cfg->udp_idle_timeout_ms < 1000)
+    return set_err(cfg, "udp_idle_timeout must be at least 1s");
   if ((cfg->tls_cert[0] == '\0') != (cfg->tls_key[0] == '\0'))
     return set_err(cfg, "tls_cert and tls_key go together (--tls-cert, --tls-key)");
   if (cfg->kind == NP_CONFIG_SERVER) {
@@ -602,6 +606,8 @@ int np_config_validate(struct np_config *cfg) {
       return set_err(cfg, "pending_timeout must be above 0");
     if (cfg->login_timeout_ms == 0)
       return set_err(cfg, "login_timeout must be above 0");
+    if (cfg->udp_max_flows == 0)
+      return set_err(cfg, "udp_max_flows must be above 0");
     if (cfg->login_backoff_max_ms < cfg->login_backoff_ms)
       return set_err(cfg, "login_backoff_max must be at least login_backoff");
     struct sockaddr_storage ss;
@@ -633,6 +639,8 @@ int np_config_validate(struct np_config *cfg) {
     np__proxy_cfg *p = &cfg->proxies[i];
     if (p->local[0] == '\0')
       return set_err(cfg, "[proxy %s]: local = HOST:PORT is missing", p->name);
+    if (p->kind == NP_PROXY_UDP && line_codec)
+      return set_err(cfg, "[proxy %s]: codec line carries TCP only; UDP needs codec native", p->name);
     if (p->remote_port < 0 && !line_codec)
       return set_err(cfg, "[proxy %s]: remote_port is missing (0 lets the server choose)", p->name);
   }
@@ -663,6 +671,8 @@ int np_config_new(np_config_kind kind, struct np_config **out) {
   cfg->login_timeout_ms = 10000;
   cfg->login_backoff_ms = 1000;
   cfg->login_backoff_max_ms = 300000;
+  cfg->udp_idle_timeout_ms = 60000;
+  cfg->udp_max_flows = 256;
   cfg->work_pool = NP_DEFAULT_WORK_POOL;
   cfg->mux = NP_DEFAULT_MUX;
   cfg->relay_splice = NP_DEFAULT_SPLICE;

@@ -51,6 +51,7 @@ struct np_config {
   int insecure;          /* no TLS between client and server (docs/security.md) */
   char tls_cert[1024];   /* server: its certificate; client: its certificate for mutual TLS */
   char tls_key[1024];
+  uint64_t udp_idle_timeout_ms; /* a UDP flow silent both ways this long ends */
 
   /* server */
   char bind[NP_HOSTPORT_MAX];
@@ -72,6 +73,7 @@ struct np_config {
   uint64_t login_timeout_ms;
   uint64_t login_backoff_ms; /* first wait after the free failed logins; 0 = no back-off */
   uint64_t login_backoff_max_ms;
+  size_t udp_max_flows; /* visitor addresses one UDP proxy serves at once */
 
   /* client */
   char server[NP_HOSTPORT_MAX];

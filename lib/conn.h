@@ -95,6 +95,10 @@ uv_tcp_t *np__conn_tcp_handle(np_conn *c);
 /* Wrap a stream somebody else allocated; closing the conn uv_closes the stream but frees only the
  * wrapper, and then calls cb. */
 int np__conn_tcp_wrap(uv_stream_t *stream, np_conn **out);
+/* A UDP socket connected to peer, as a conn of dgram.c frames (conn_udp.c): reads yield each
+ * datagram as a frame, frames written leave as datagrams (dropped, not queued, when the socket is
+ * full). EOF after idle_ms without a datagram either way, or once shut down. */
+int np__conn_udp_new(uv_loop_t *loop, const struct sockaddr *peer, uint64_t idle_ms, np_conn **out);
 /* TCP keepalive probes after delay_s idle seconds: finds dead idle connections and keeps NAT
  * mappings alive. Returns 0 or an error (also for conns that are not TCP). */
 int np__conn_keepalive(np_conn *c, unsigned delay_s);

@@ -14,6 +14,7 @@ struct np__dialer {
   struct addrinfo *res, *next; /* resolved addresses, the next to try */
   np_conn *conn;               /* connecting, or in its TLS handshake */
   np__tls *tls;                /* NULL: plain TCP */
+  uint64_t udp_idle_ms;        /* > 0: a UDP "dial" (np__dial_udp) */
   np__dial_cb cb;
   void *data;
   int pending; /* callbacks still to come: gai, connect, timer close */
@@ -93,9 +94,23 @@ static void on_connect(uv_connect_t *req, int status) {
   complete(d, 0, c, 1);
 }
 
+static void on_stream_ready(uv_timer_t *t);
+
 static int start_connect(np__dialer *d, const struct sockaddr *sa) {
   int r;
 
+  if (d->udp_idle_ms > 0) {
+    np_conn *c;
+    if ((r = np__conn_udp_new(d->loop, sa, d->udp_idle_ms, &c)) != 0)
+      return r;
+    if (d->resolving || d->res != NULL) { /* already on a later turn */
+      complete(d, 0, c, 1);
+    } else {
+      d->conn = c;
+      uv_timer_start(&d->timer, on_stream_ready, 0, 0);
+    }
+    return 0;
+  }
   if ((r = np__conn_tcp_new(d->loop, &d->conn)) != 0)
     return r;
   d->connect.data = d;
@@ -158,8 +173,8 @@ int np__dial(uv_loop_t *loop, const char *hostport, uint64_t timeout_ms, np__dia
   return np__dial_tls(loop, hostport, timeout_ms, NULL, cb, data, out);
 }
 
-int np__dial_tls(uv_loop_t *loop, const char *hostport, uint64_t timeout_ms, np__tls *tls,
-                 np__dial_cb cb, void *data, np__dialer **out) {
+static int dial(uv_loop_t *loop, const char *hostport, uint64_t timeout_ms, np__tls *tls,
+                uint64_t udp_idle_ms, np__dial_cb cb, void *data, np__dialer **out) {
   char host[260];
   char port[8];
   struct addrinfo hints;
@@ -171,13 +186,14 @@ int np__dial_tls(uv_loop_t *loop, const char *hostport, uint64_t timeout_ms, np_
   if ((d = dialer_new(loop, cb, data)) == NULL)
     return UV_ENOMEM;
   d->tls = tls;
+  d->udp_idle_ms = udp_idle_ms;
 
   if (np__parse_addr(hostport, &d->numeric) == 0) {
     r = start_connect(d, (struct sockaddr *)&d->numeric);
   } else {
     memset(&hints, 0, sizeof(hints));
     hints.ai_family = AF_UNSPEC;
-    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_socktype = udp_idle_ms > 0 ? SOCK_DGRAM : SOCK_STREAM;
     snprintf(port, sizeof(port), "%d", pnum);
     d->gai.data = d;
     r = uv_getaddrinfo(loop, &d->gai, on_resolved, host, port, &hints);
@@ -190,10 +206,23 @@ int np__dial_tls(uv_loop_t *loop, const char *hostport, uint64_t timeout_ms, np_
     complete(d, r, NULL, 0);
     return r;
   }
-  uv_timer_start(&d->timer, on_timeout, timeout_ms, 0);
+  if (d->conn == NULL || d->udp_idle_ms == 0) /* else a UDP conn waits for the next turn */
+    uv_timer_start(&d->timer, on_timeout, timeout_ms, 0);
   if (out != NULL)
     *out = d;
   return 0;
+}
+
+int np__dial_tls(uv_loop_t *loop, const char *hostport, uint64_t timeout_ms, np__tls *tls,
+                 np__dial_cb cb, void *data, np__dialer **out) {
+  return dial(loop, hostport, timeout_ms, tls, 0, cb, data, out);
+}
+
+int np__dial_udp(uv_loop_t *loop, const char *hostport, uint64_t idle_ms, np__dial_cb cb,
+                 void *data, np__dialer **out) {
+  if (idle_ms == 0)
+    return UV_EINVAL;
+  return dial(loop, hostport, 5000, NULL, idle_ms, cb, data, out);
 }
 
 static void on_stream_ready(uv_timer_t *t) {

@@ -22,6 +22,11 @@ int np__dial(uv_loop_t *loop, const char *hostport, uint64_t timeout_ms, np__dia
  * reported without trying further addresses. */
 int np__dial_tls(uv_loop_t *loop, const char *hostport, uint64_t timeout_ms, np__tls *tls,
                  np__dial_cb cb, void *data, np__dialer **out);
+/* A UDP "dial": resolve hostport and give a conn for a UDP socket connected to its first address
+ * (np__conn_udp_new, with idle_ms). Nothing is sent, so nothing can be refused yet; cb runs on a
+ * later turn of the loop. */
+int np__dial_udp(uv_loop_t *loop, const char *hostport, uint64_t idle_ms, np__dial_cb cb,
+                 void *data, np__dialer **out);
 /* Open a stream on a multiplexed connection instead: no handshake, so cb runs on the next turn of
  * the loop (never from inside this call). Errors of np__mux_open are returned at once. */
 int np__dial_stream(uv_loop_t *loop, np__mux *m, np__dial_cb cb, void *data, np__dialer **out);

@@ -8,8 +8,6 @@
 #include "dgram.h"
 #include "server.h"
 
-#define FLOW_MAX        256          /* flows per proxy (udp_max_flows, to come) */
-#define FLOW_IDLE_MS    60000        /* a flow silent both ways this long goes */
 #define EARLY_MAX       32           /* datagrams queued before the work connection */
 #define WORK_MAX_QUEUED (256 * 1024) /* bytes queued on a work connection before we drop */
 
@@ -194,7 +192,7 @@ static flow *flow_new(udp *u, const struct sockaddr *addr) {
   visitor *v;
   flow *f;
 
-  if (u->nflows >= FLOW_MAX || (f = calloc(1, sizeof(*f))) == NULL)
+  if (u->nflows >= srv->cfg.udp_max_flows || (f = calloc(1, sizeof(*f))) == NULL)
     return NULL;
   if ((v = calloc(1, sizeof(*v))) == NULL) {
     free(f);
@@ -278,7 +276,7 @@ static void on_sweep(uv_timer_t *t) {
   uint64_t now = uv_now(t->loop);
   for (flow *f = u->flows, *next; f != NULL; f = next) {
     next = f->next;
-    if (now - f->last >= FLOW_IDLE_MS && !f->pending)
+    if (now - f->last >= srv_of(u)->cfg.udp_idle_timeout_ms && !f->pending)
       flow_close(f);
   }
 }
@@ -307,7 +305,8 @@ int np__udp_open(proxy *px, const struct sockaddr *addr) {
                                             : ((struct sockaddr_in *)&ss)->sin_port);
   uv_timer_init(px->srv->loop, &u->sweep);
   u->sweep.data = u;
-  uv_timer_start(&u->sweep, on_sweep, FLOW_IDLE_MS / 4, FLOW_IDLE_MS / 4);
+  uint64_t every = px->srv->cfg.udp_idle_timeout_ms / 4 + 1;
+  uv_timer_start(&u->sweep, on_sweep, every, every);
   px->udp = u;
   return 0;
 }

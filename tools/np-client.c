@@ -7,7 +7,7 @@
 
 static const char help[] =
     "Usage: np-client [-c FILE] --server HOST:PORT [--token TOKEN] [--name NAME]\n"
-    "                 -R [BIND_ADDR:]REMOTE_PORT:LOCAL_HOST:LOCAL_PORT ...\n"
+    "                 -R|-U [BIND_ADDR:]REMOTE_PORT:LOCAL_HOST:LOCAL_PORT ...\n"
     "Make local services reachable on an np-server's public ports, like ssh -R.\n"
     "\n"
     "  -c, --config FILE          INI file ([client] and [proxy NAME] sections; see np-client(1))\n"
@@ -18,6 +18,8 @@ static const char help[] =
     "                             (default: the host name)\n"
     "  -R  SPEC                   [BIND_ADDR:]REMOTE_PORT:LOCAL_HOST:LOCAL_PORT, repeatable;\n"
     "                             REMOTE_PORT 0 lets the server pick (printed on stdout)\n"
+    "  -U  SPEC                   the same for a UDP service (datagrams stay datagrams)\n"
+    "      --udp-idle-timeout D   a UDP flow silent both ways this long ends (default 60s)\n"
     "      --allow-ips LIST       visitors only from these networks, e.g. "
     "10.0.0.0/8,2001:db8::/32\n"
     "                             (every proxy without an allow_ips of its own)\n"
@@ -77,6 +79,7 @@ static const struct option longopts[] = {
     {"codec", required_argument, NULL, 0},
     {"tunnel", required_argument, NULL, 0},
     {"local", required_argument, NULL, 0},
+    {"udp-idle-timeout", required_argument, NULL, 0},
     {NULL, 0, NULL, 0},
 };
 
@@ -116,7 +119,7 @@ int main(int argc, char **argv) {
 
   if (np_config_new(NP_CONFIG_CLIENT, &cfg) != 0)
     return NP_EXIT_RUNTIME;
-  r = np_cli_parse(argc, argv, cfg, "c:s:R:hV", longopts, help, NULL, NULL);
+  r = np_cli_parse(argc, argv, cfg, "c:s:R:U:hV", longopts, help, NULL, NULL);
   if (r != 0) {
     np_config_free(cfg);
     return r < 0 ? NP_EXIT_OK : r;

@@ -27,6 +27,9 @@ static const char help[] =
     "      --login-backoff D        after 3 failed logins from one address, refuse its logins\n"
     "                               this long, doubling per failure (default 1s; 0 = off)\n"
     "      --login-backoff-max D    ... up to this (default 5m)\n"
+    "      --udp-idle-timeout D     a UDP visitor silent both ways this long is forgotten\n"
+    "                               (default 60s)\n"
+    "      --udp-max-flows N        UDP visitor addresses one proxy serves at once (default 256)\n"
     "      --max-work-pool N        pre-opened work connections one client may hold (default 64)\n"
     "      --mux-max-streams N      streams one multiplexed client connection may hold open\n"
     "                               (default 16384)\n"
@@ -84,6 +87,8 @@ static const struct option longopts[] = {
     {"codec", required_argument, NULL, 0},
     {"tunnel-bind", required_argument, NULL, 0},
     {"visit-bind", required_argument, NULL, 0},
+    {"udp-idle-timeout", required_argument, NULL, 0},
+    {"udp-max-flows", required_argument, NULL, 0},
     {NULL, 0, NULL, 0},
 };
 
