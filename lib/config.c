@@ -640,7 +640,8 @@ int np_config_validate(struct np_config *cfg) {
     if (p->local[0] == '\0')
       return set_err(cfg, "[proxy %s]: local = HOST:PORT is missing", p->name);
     if (p->kind == NP_PROXY_UDP && line_codec)
-      return set_err(cfg, "[proxy %s]: codec line carries TCP only; UDP needs codec native", p->name);
+      return set_err(cfg, "[proxy %s]: codec line carries TCP only; UDP needs codec native",
+                     p->name);
     if (p->remote_port < 0 && !line_codec)
       return set_err(cfg, "[proxy %s]: remote_port is missing (0 lets the server choose)", p->name);
   }

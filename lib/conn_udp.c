@@ -1,7 +1,7 @@
 /* A connected UDP socket as an np_conn, so a UDP flow on the client rides the same join as a TCP
- * one: what it reads is each datagram framed as dgram.c frames, what is written to it is parsed back
- * into datagrams and sent. UDP keeps its nature underneath: a datagram the socket cannot take now
- * is dropped, never queued, and backpressure from the tunnel leaves datagrams to the kernel's
+ * one: what it reads is each datagram framed as dgram.c frames, what is written to it is parsed
+ * back into datagrams and sent. UDP keeps its nature underneath: a datagram the socket cannot take
+ * now is dropped, never queued, and backpressure from the tunnel leaves datagrams to the kernel's
  * receive buffer, which drops the excess. The flow ends (EOF) after idle_ms without a datagram
  * either way, or when the tunnel side ends it (UDP has no half-close to pass on). */
 #include <stdlib.h>
@@ -132,7 +132,8 @@ static int udp_read_stop(np_conn *c) {
 static void send_dgram(void *arg, const char *data, size_t len) {
   udp_conn *u = arg;
   uv_buf_t b = uv_buf_init((char *)data, (unsigned)len);
-  /* Full socket buffer (EAGAIN), the service's port closed (ECONNREFUSED): dropped, as on a path. */
+  /* Full socket buffer (EAGAIN), the service's port closed (ECONNREFUSED): dropped, as on a path.
+   */
   if (!u->ended)
     uv_udp_try_send(&u->h, &b, 1, NULL);
   u->last = uv_now(u->h.loop);
@@ -256,6 +257,8 @@ int np__conn_udp_new(uv_loop_t *loop, const struct sockaddr *peer, uint64_t idle
     udp_close(&u->c, NULL);
     return r;
   }
+  int size = 1 << 20; /* a burst from the service waits here while the tunnel catches up */
+  uv_recv_buffer_size((uv_handle_t *)&u->h, &size);
   uv_timer_start(&u->idle, on_idle_check, idle_ms / 4 + 1, idle_ms / 4 + 1);
   *out = &u->c;
   return 0;

@@ -8,6 +8,7 @@
 #include "dgram.h"
 #include "server.h"
 
+#define RCVBUF          (1 << 20)    /* the public socket's receive buffer */
 #define EARLY_MAX       32           /* datagrams queued before the work connection */
 #define WORK_MAX_QUEUED (256 * 1024) /* bytes queued on a work connection before we drop */
 
@@ -85,13 +86,20 @@ static void on_work_closed(np_conn *c) {
   flow_free(c->data);
 }
 
-static void flow_close(flow *f) {
+/* why: for the debug log, NULL for none (the proxy is going, the visitor never got a tunnel). */
+static void flow_close(flow *f, const char *why) {
   udp *u = f->u;
   if (f->closing)
     return;
   f->closing = 1;
+  if (why != NULL && f->srv->log.level >= NP_LOG_DEBUG) {
+    char a[64];
+    np__addr_str((struct sockaddr *)&f->addr, a, sizeof(a));
+    np__log(&f->srv->log, NP_LOG_DEBUG, "proxy %s: UDP flow %s closed: %s", u->px->name, a, why);
+  }
   NP_DLIST_UNLINK(u->flows, f, prev, next);
   u->nflows--;
+  f->srv->stats.udp_flows--;
   if (f->work != NULL) {
     f->work->data = f;
     np__conn_close(f->work, on_work_closed);
@@ -113,8 +121,10 @@ static void to_work(flow *f, const char *data, size_t len) {
   out_dgram *o;
   uv_buf_t b;
 
-  if (f->queued + len > WORK_MAX_QUEUED || (o = malloc(sizeof(*o) + 2 + len)) == NULL)
+  if (f->queued + len > WORK_MAX_QUEUED || (o = malloc(sizeof(*o) + 2 + len)) == NULL) {
+    f->srv->stats.udp_dropped++;
     return;
+  }
   np__dgram_hdr(len, (unsigned char *)o->bytes);
   memcpy(o->bytes + 2, data, len);
   o->f = f;
@@ -122,9 +132,11 @@ static void to_work(flow *f, const char *data, size_t len) {
   b = uv_buf_init(o->bytes, (unsigned)o->len);
   if (np__conn_write(f->work, &o->req, &b, 1, on_dgram_written) != 0) {
     free(o);
+    f->srv->stats.udp_dropped++;
     return;
   }
   f->queued += o->len;
+  f->srv->stats.bytes_in += len;
 }
 
 /* One datagram from the client: to the visitor, now or never (UDP). */
@@ -132,7 +144,10 @@ static void on_client_dgram(void *arg, const char *data, size_t len) {
   flow *f = arg;
   uv_buf_t b = uv_buf_init((char *)data, (unsigned)len);
   f->last = uv_now(f->u->h.loop);
-  uv_udp_try_send(&f->u->h, &b, 1, (const struct sockaddr *)&f->addr);
+  if (uv_udp_try_send(&f->u->h, &b, 1, (const struct sockaddr *)&f->addr) < 0)
+    f->srv->stats.udp_dropped++;
+  else
+    f->srv->stats.bytes_out += len;
 }
 
 static void work_alloc(np_conn *c, size_t suggested, uv_buf_t *buf) {
@@ -144,9 +159,10 @@ static void work_alloc(np_conn *c, size_t suggested, uv_buf_t *buf) {
 
 static void work_read(np_conn *c, ssize_t n, const uv_buf_t *buf) {
   flow *f = c->data;
-  if (n < 0 ||
-      np__dgram_feed(&f->parser, buf->base, (size_t)(n > 0 ? n : 0), on_client_dgram, f) != 0)
-    flow_close(f);
+  if (n < 0)
+    flow_close(f, n == UV_EOF ? "the client ended it" : np_strerror((int)n));
+  else if (np__dgram_feed(&f->parser, buf->base, (size_t)n, on_client_dgram, f) != 0)
+    flow_close(f, "malformed datagram frame from the client");
 }
 
 void np__udp_flow_join(flow *f, np_conn *work, const char *rest, size_t rest_len) {
@@ -162,6 +178,12 @@ void np__udp_flow_join(flow *f, np_conn *work, const char *rest, size_t rest_len
   f->work = work;
   work->data = f;
   srv->stats.visitors_joined++;
+  if (srv->log.level >= NP_LOG_DEBUG) {
+    char a[64];
+    np__addr_str((struct sockaddr *)&f->addr, a, sizeof(a));
+    np__log(&srv->log, NP_LOG_DEBUG, "proxy %s: UDP flow %s has its work connection",
+            f->u->px->name, a);
+  }
   while (f->qhead != NULL) {
     early *e = f->qhead;
     f->qhead = e->next;
@@ -170,9 +192,10 @@ void np__udp_flow_join(flow *f, np_conn *work, const char *rest, size_t rest_len
   }
   f->qtail = NULL;
   f->nq = 0;
-  if ((rest_len > 0 && np__dgram_feed(&f->parser, rest, rest_len, on_client_dgram, f) != 0) ||
-      np__conn_read_start(work, work_alloc, work_read) != 0)
-    flow_close(f);
+  if (rest_len > 0 && np__dgram_feed(&f->parser, rest, rest_len, on_client_dgram, f) != 0)
+    flow_close(f, "malformed datagram frame from the client");
+  else if (np__conn_read_start(work, work_alloc, work_read) != 0)
+    flow_close(f, "cannot read its work connection");
 }
 
 void np__udp_flow_unjoined(flow *f) {
@@ -184,7 +207,7 @@ void np__udp_flow_unjoined(flow *f) {
   if (f->closing)
     flow_free(f);
   else
-    flow_close(f);
+    flow_close(f, "no work connection (see the visitor's log line)");
 }
 
 static flow *flow_new(udp *u, const struct sockaddr *addr) {
@@ -192,7 +215,15 @@ static flow *flow_new(udp *u, const struct sockaddr *addr) {
   visitor *v;
   flow *f;
 
-  if (u->nflows >= srv->cfg.udp_max_flows || (f = calloc(1, sizeof(*f))) == NULL)
+  if (u->nflows >= srv->cfg.udp_max_flows) {
+    char a[64];
+    np__addr_str(addr, a, sizeof(a));
+    /* debug, not warn: one sender spraying source ports must not flood the log; the count shows */
+    np__log(&srv->log, NP_LOG_DEBUG, "proxy %s: %zu UDP flows (udp_max_flows), dropped %s",
+            u->px->name, u->nflows, a);
+    return NULL;
+  }
+  if ((f = calloc(1, sizeof(*f))) == NULL)
     return NULL;
   if ((v = calloc(1, sizeof(*v))) == NULL) {
     free(f);
@@ -207,13 +238,14 @@ static flow *flow_new(udp *u, const struct sockaddr *addr) {
   np__dgram_parser_init(&f->parser);
   NP_DLIST_PUSH(u->flows, f, prev, next);
   u->nflows++;
+  srv->stats.udp_flows++;
   srv->refs++; /* the flow's */
   v->flow = f;
   f->arriving = 1;
   np__server_visitor_arrived(srv, u->px, v);
   f->arriving = 0;
   if (f->refused) {
-    flow_close(f);
+    flow_close(f, NULL);
     return NULL;
   }
   return f;
@@ -247,6 +279,7 @@ static void on_recv(uv_udp_t *h, ssize_t n, const uv_buf_t *buf, const struct so
     srv->stats.visitors_total++;
     if ((f = flow_new(u, addr)) == NULL) {
       srv->stats.visitors_refused++;
+      srv->stats.udp_dropped++;
       return;
     }
   }
@@ -255,10 +288,14 @@ static void on_recv(uv_udp_t *h, ssize_t n, const uv_buf_t *buf, const struct so
     to_work(f, buf->base, (size_t)n);
     return;
   }
-  if (f->nq < EARLY_MAX) {
+  if (f->nq >= EARLY_MAX) {
+    srv->stats.udp_dropped++;
+  } else {
     early *e = malloc(sizeof(*e) + (size_t)n);
-    if (e == NULL)
+    if (e == NULL) {
+      srv->stats.udp_dropped++;
       return;
+    }
     e->next = NULL;
     e->len = (size_t)n;
     memcpy(e->data, buf->base, (size_t)n);
@@ -277,7 +314,7 @@ static void on_sweep(uv_timer_t *t) {
   for (flow *f = u->flows, *next; f != NULL; f = next) {
     next = f->next;
     if (now - f->last >= srv_of(u)->cfg.udp_idle_timeout_ms && !f->pending)
-      flow_close(f);
+      flow_close(f, "idle (udp_idle_timeout)");
   }
 }
 
@@ -301,6 +338,10 @@ int np__udp_open(proxy *px, const struct sockaddr *addr) {
     uv_close((uv_handle_t *)&u->h, on_failed_closed);
     return r;
   }
+  /* Every visitor of the proxy shares this socket: room for bursts (best effort; the kernel caps it
+   * at net.core.rmem_max). */
+  int size = RCVBUF;
+  uv_recv_buffer_size((uv_handle_t *)&u->h, &size);
   px->port = ntohs(ss.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&ss)->sin6_port
                                             : ((struct sockaddr_in *)&ss)->sin_port);
   uv_timer_init(px->srv->loop, &u->sweep);
@@ -322,7 +363,7 @@ static void on_part_closed(uv_handle_t *h) {
 void np__udp_close(proxy *px, void (*cb)(void *px)) {
   udp *u = px->udp;
   while (u->flows != NULL)
-    flow_close(u->flows);
+    flow_close(u->flows, NULL);
   u->close_cb = cb;
   u->closes_left = 2;
   uv_close((uv_handle_t *)&u->h, on_part_closed);

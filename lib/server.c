@@ -1003,7 +1003,8 @@ void np_server_log_stats(const struct np_server *srv) {
       &srv->log, NP_LOG_INFO,
       "stats: clients=%llu proxies=%llu pending=%llu visitors_total=%llu joined=%llu pooled=%llu "
       "expired=%llu refused=%llu failed=%llu denied=%llu work_unknown=%llu logins_failed=%llu "
-      "logins_throttled=%llu bytes_in=%llu bytes_out=%llu accept_errors=%llu refused_no_fd=%llu",
+      "logins_throttled=%llu bytes_in=%llu bytes_out=%llu accept_errors=%llu refused_no_fd=%llu "
+      "udp_flows=%llu udp_dropped=%llu",
       (unsigned long long)st.clients, (unsigned long long)st.proxies,
       (unsigned long long)st.pending, (unsigned long long)st.visitors_total,
       (unsigned long long)st.visitors_joined, (unsigned long long)st.visitors_pooled,
@@ -1012,7 +1013,8 @@ void np_server_log_stats(const struct np_server *srv) {
       (unsigned long long)st.work_unknown, (unsigned long long)st.logins_failed,
       (unsigned long long)st.logins_throttled, (unsigned long long)st.bytes_in,
       (unsigned long long)st.bytes_out, (unsigned long long)st.accept_errors,
-      (unsigned long long)st.refused_no_fd);
+      (unsigned long long)st.refused_no_fd, (unsigned long long)st.udp_flows,
+      (unsigned long long)st.udp_dropped);
 }
 
 void np__server_unref(struct np_server *srv) {

@@ -32,12 +32,14 @@ typedef struct np_server_stats {
   uint64_t visitors_failed;  /* closed because the client reported its local service unreachable */
   uint64_t work_unknown;     /* work connections naming an unknown or expired id */
   uint64_t logins_failed;    /* bad token, bad version, malformed login */
-  uint64_t bytes_in;         /* visitor -> client, of finished joins */
-  uint64_t bytes_out;        /* client -> visitor, of finished joins */
+  uint64_t bytes_in;         /* visitor -> client: TCP of finished joins, UDP as it goes */
+  uint64_t bytes_out;        /* client -> visitor, the same */
   uint64_t accept_errors;    /* failed accepts on any port (out of descriptors, ...) */
   uint64_t refused_no_fd;    /* connections refused because no descriptor was left */
   uint64_t logins_throttled; /* logins refused unheard: their address failed too often lately */
   uint64_t visitors_denied;  /* closed at accept: their address is outside the proxy's allow_ips */
+  uint64_t udp_flows;        /* UDP visitor addresses being served now */
+  uint64_t udp_dropped;      /* datagrams dropped: a flow over its queue, a slow tunnel, no flow */
 } np_server_stats;
 
 /* cfg is borrowed: the server copies what it needs. Returns 0, NP_ECONFIG or UV_ENOMEM. */

@@ -187,7 +187,7 @@ def proxy_ports(client, count=None, timeout=10, after=0):
     """Public ports the client printed ("proxy NAME: public port N"), by proxy name."""
     rx = re.compile(r"^proxy (\S+): public port (\d+)$")
     deadline = time.monotonic() + timeout
-    want = count if count is not None else sum(a == "-R" for a in client.argv) or 1
+    want = count if count is not None else sum(a in ("-R", "-U") for a in client.argv) or 1
     with client.cond:
         while True:
             ports = {}
