@@ -48,7 +48,7 @@ def path_np(procs, target, tmp, flags):
 def path_socat(procs, target, tmp, flags):
     pub = free_port()
     procs.start(["socat", f"TCP-LISTEN:{pub},bind={LOOP},fork,reuseaddr", f"TCP:{LOOP}:{target}"])
-    procs.start(["socat", "-b", "65536", f"UDP4-LISTEN:{pub},bind={LOOP},fork,reuseaddr",
+    procs.start(["socat", "-T", "10", "-b", "65536", f"UDP4-LISTEN:{pub},bind={LOOP},fork,reuseaddr",
                  f"UDP4:{LOOP}:{target}"])
     wait_port(pub)
     return pub, []

@@ -4,6 +4,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <openssl/crypto.h>
+
 #include "natproxy/client.h"
 
 #include "auth.h"
@@ -14,6 +16,7 @@
 #include "bufcache.h"
 #include "join.h"
 #include "mux.h"
+#include "udp_link.h"
 
 #define PROTO_VERSION   1
 #define CTRL_MAX_QUEUED 262144
@@ -84,6 +87,8 @@ struct np_client {
   size_t pool_idle;     /* of them dialling or idle: what counts toward work_pool */
   uint64_t pool_serial; /* WORK_IDLE serials of this session */
   np__bufcache chunks;  /* relay buffers shared by this client's joins */
+  np__ulink *ulink;     /* the datagram path for UDP flows; NULL: off, or no UDP proxies */
+  np__ulink_stats ulink_stats;
   np_client_stats stats;
   int refs;
   unsigned started : 1, closing : 1;
@@ -165,6 +170,17 @@ static void start_join(struct np_client *cl, np_conn *server, np_conn *local, co
   cl->refs++;
   NP_DLIST_PUSH(cl->joins, jn, prev, next);
   cl->stats.work_opened++;
+}
+
+/* A UDP flow of this session may use the datagram path (it falls back on the tunnel by itself). */
+static void attach_flow(struct np_client *cl, np_conn *local, const np__proxy_cfg *px,
+                        uint64_t session_id, uint64_t visitor_id) {
+  np__ulink_flow *f;
+  if (px->kind != NP_PROXY_UDP || cl->ulink == NULL || session_id != cl->session_id ||
+      (f = np__conn_udp_flow(local)) == NULL)
+    return;
+  f->id = visitor_id;
+  np__ulink_attach(cl->ulink, f);
 }
 
 /* ---- work items --------------------------------------------------------------------------------
@@ -292,6 +308,7 @@ static void on_local_dialed(void *data, int status, np_conn *c) {
     return;
   }
   w->local = c;
+  attach_flow(w->cl, c, w->px, w->session_id, w->visitor_id);
   if (native(w->cl)) {
     if ((status = dial_server(w)) != 0)
       work_free(w);
@@ -388,6 +405,7 @@ static void on_pool_local(void *data, int status, np_conn *local) {
     return;
   }
   p->conn = NULL;
+  attach_flow(cl, local, p->px, p->session_id, p->visitor_id);
   start_join(cl, c, local, p->rest, p->rest_len);
   pooled_free(p);
 }
@@ -502,6 +520,33 @@ static void register_proxies(struct np_client *cl) {
   }
 }
 
+/* The datagram path, when a UDP proxy may use it: keyed from this session's TLS connection (or,
+ * with insecure = true, its session key), towards the address the control connection reached. */
+static void start_ulink(struct np_client *cl) {
+  unsigned char master[NP_SEAL_MASTER];
+  struct sockaddr_storage server;
+  np_conn *c = cl->mux != NULL ? np__mux_transport(cl->mux) : np__chan_conn(cl->ch);
+  int r, udp = 0;
+
+  for (size_t i = 0; i < cl->cfg.n_proxies; i++)
+    udp |= cl->cfg.proxies[i].kind == NP_PROXY_UDP;
+  if (!udp || !cl->cfg.udp_datagram_path || np__conn_peer_addr(c, &server) != 0)
+    return;
+  if ((r = np__tls_export(c, NP_UDP_EXPORTER_LABEL, master, sizeof(master))) != 0 &&
+      cl->tls == NULL) {
+    memcpy(master, cl->key, sizeof(master));
+    r = 0;
+  }
+  if (r == 0)
+    r = np__ulink_new(cl->loop, (struct sockaddr *)&server, master, cl->session_id,
+                      cl->cfg.udp_keepalive_ms, cl->cfg.udp_path_retry_ms, &cl->log,
+                      &cl->ulink_stats, &cl->ulink);
+  OPENSSL_cleanse(master, sizeof(master));
+  if (r != 0)
+    np__log(&cl->log, NP_LOG_WARN, "no datagram path (%s): UDP flows use the tunnel",
+            np_strerror(r));
+}
+
 static void ready(struct np_client *cl) {
   cl->state = C_READY;
   cl->attempt = 0;
@@ -512,6 +557,7 @@ static void ready(struct np_client *cl) {
   if (native(cl)) {
     register_proxies(cl);
     pool_refill(cl);
+    start_ulink(cl);
   } else
     emit(cl, NP_CLIENT_PROXY_READY, 0, cl->cfg.proxies[0].name, "line codec", 0);
 }
@@ -746,6 +792,10 @@ static void on_timer(uv_timer_t *t) {
 
 static void drop_session(struct np_client *cl) {
   pool_drop_idle(cl);
+  if (cl->ulink != NULL) {
+    np__ulink_close(cl->ulink);
+    cl->ulink = NULL;
+  }
   if (cl->dial != NULL) {
     np__dial_cancel(cl->dial);
     cl->dial = NULL;
@@ -856,6 +906,9 @@ int np_client_start(struct np_client *cl) {
 
 void np_client_get_stats(const struct np_client *cl, np_client_stats *out) {
   *out = cl->stats;
+  out->udp_path_up = cl->ulink != NULL && np__ulink_is_up(cl->ulink);
+  out->udp_path_in = cl->ulink_stats.in;
+  out->udp_path_out = cl->ulink_stats.out;
 }
 
 static void unref(struct np_client *cl) {

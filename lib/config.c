@@ -246,6 +246,9 @@ static const key_def keys[] = {
     {"dial_timeout", KIND_CLIENT, V_DURATION, FIELD(dial_timeout_ms)},
     {"work_pool", KIND_CLIENT, V_COUNT, FIELD(work_pool)},
     {"mux", KIND_CLIENT, V_BOOL, FIELD(mux)},
+    {"udp_datagram_path", KIND_CLIENT, V_BOOL, FIELD(udp_datagram_path)},
+    {"udp_keepalive", KIND_CLIENT, V_DURATION, FIELD(udp_keepalive_ms)},
+    {"udp_path_retry", KIND_CLIENT, V_DURATION, FIELD(udp_path_retry_ms)},
 };
 
 static int set_key(struct np_config *cfg, const key_def *k, const char *v) {
@@ -625,6 +628,8 @@ int np_config_validate(struct np_config *cfg) {
   }
   if (cfg->server[0] == '\0')
     return set_err(cfg, "no server given (--server HOST:PORT or server = in [client])");
+  if (cfg->udp_keepalive_ms < 1000 || cfg->udp_path_retry_ms < 1000)
+    return set_err(cfg, "udp_keepalive and udp_path_retry must be at least 1s");
   if (cfg->reconnect_min_ms == 0 || cfg->reconnect_max_ms < cfg->reconnect_min_ms)
     return set_err(cfg, "reconnect_min must be above 0 and at most reconnect_max");
   if (line_codec) {
@@ -674,6 +679,9 @@ int np_config_new(np_config_kind kind, struct np_config **out) {
   cfg->login_backoff_max_ms = 300000;
   cfg->udp_idle_timeout_ms = 60000;
   cfg->udp_max_flows = 256;
+  cfg->udp_datagram_path = 1;
+  cfg->udp_keepalive_ms = 10000;
+  cfg->udp_path_retry_ms = 60000;
   cfg->work_pool = NP_DEFAULT_WORK_POOL;
   cfg->mux = NP_DEFAULT_MUX;
   cfg->relay_splice = NP_DEFAULT_SPLICE;

@@ -82,8 +82,11 @@ struct np_config {
   uint64_t reconnect_min_ms;
   uint64_t reconnect_max_ms;
   uint64_t dial_timeout_ms;
-  size_t work_pool; /* pre-opened work connections to keep */
-  int mux;          /* one multiplexed connection for control and work (docs/config.md) */
+  size_t work_pool;           /* pre-opened work connections to keep */
+  int mux;                    /* one multiplexed connection for control and work (docs/config.md) */
+  int udp_datagram_path;      /* try the datagram carrier for UDP proxies */
+  uint64_t udp_keepalive_ms;  /* probe the datagram path this often */
+  uint64_t udp_path_retry_ms; /* try a datagram path that is down again after this */
   char server_fingerprint[128]; /* pin the server's certificate */
   char tls_ca[1024];            /* else trust this CA file, or "system" (the default) */
   char tls_server_name[256]; /* the name a CA-signed certificate must carry (default: server's) */

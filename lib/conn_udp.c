@@ -10,6 +10,7 @@
 #include "conn.h"
 #include "dgram.h"
 #include "internal.h"
+#include "udp_link.h"
 
 typedef struct udp_conn {
   np_conn c;
@@ -18,6 +19,7 @@ typedef struct udp_conn {
   uv_timer_t defer; /* completes writes and shutdowns, delivers EOF: never inside the call */
   struct sockaddr_storage peer;
   np__dgram_parser parser;
+  np__ulink_flow lf; /* on the datagram path, when the client has one */
   uint64_t idle_ms, last;
   np_conn_write *wq_head, *wq_tail; /* written, to complete on the next turn (linked by uv.data) */
   np_conn_shutdown_cb shutdown_cb;
@@ -104,6 +106,8 @@ static void on_recv(uv_udp_t *h, ssize_t n, const uv_buf_t *buf, const struct so
   if (n < 0 || (n == 0 && addr == NULL) || (flags & UV_UDP_PARTIAL) || u->closing || u->ended)
     return;
   u->last = uv_now(h->loop);
+  if (u->lf.link != NULL && np__ulink_send(&u->lf, buf->base, (size_t)n) == 0)
+    return;
   np__dgram_hdr((size_t)n, (unsigned char *)frame);
   if (u->c.borrow)
     u->c.read_cb(&u->c, n + NP_DGRAM_HDR_LEN, &(uv_buf_t){frame, (size_t)n + NP_DGRAM_HDR_LEN});
@@ -128,6 +132,19 @@ static int udp_read_stop(np_conn *c) {
 }
 
 /* ---- writing: frames in, datagrams out ------------------------------------------------------ */
+
+np__ulink_flow *np__conn_udp_flow(np_conn *c) {
+  return c->ops->read_start == udp_read_start ? &((udp_conn *)c)->lf : NULL;
+}
+
+void np__conn_udp_inject(np_conn *c, const char *data, size_t len) {
+  udp_conn *u = (udp_conn *)c;
+  uv_buf_t b = uv_buf_init((char *)data, (unsigned)len);
+  if (u->ended || u->closing)
+    return;
+  uv_udp_try_send(&u->h, &b, 1, NULL); /* as send_dgram: a full buffer drops it */
+  u->last = uv_now(u->h.loop);
+}
 
 static void send_dgram(void *arg, const char *data, size_t len) {
   udp_conn *u = arg;
@@ -209,6 +226,7 @@ static void udp_close(np_conn *c, np_conn_close_cb cb) {
   if (u->closing)
     return;
   u->closing = 1;
+  np__ulink_detach(&u->lf);
   u->close_cb = cb;
   u->closes_left = 3;
   uv_close((uv_handle_t *)&u->h, on_part_closed);
@@ -241,6 +259,7 @@ int np__conn_udp_new(uv_loop_t *loop, const struct sockaddr *peer, uint64_t idle
   if (u == NULL)
     return UV_ENOMEM;
   u->c.ops = &udp_ops;
+  u->lf.conn = &u->c;
   u->idle_ms = idle_ms;
   u->last = uv_now(loop);
   memcpy(&u->peer, peer,

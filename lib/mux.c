@@ -1074,6 +1074,10 @@ int np__mux_open(np__mux *m, np_conn **out) {
   return 0;
 }
 
+np_conn *np__mux_transport(np__mux *m) {
+  return m->t;
+}
+
 np__mux *np__mux_of(np_conn *c) {
   return c != NULL && c->ops == &stream_ops ? ((mstream *)c)->mux : NULL;
 }

@@ -47,6 +47,8 @@ int np__mux_open(np__mux *m, np_conn **out);
 void np__mux_close(np__mux *m);
 /* The mux a stream belongs to, or NULL if c is not a mux stream. */
 np__mux *np__mux_of(np_conn *c);
+/* The conn the mux runs over (TLS or TCP), for what belongs to the connection: its TLS exporter. */
+np_conn *np__mux_transport(np__mux *m);
 size_t np__mux_stream_count(const np__mux *m);
 uint32_t np__mux_stream_id(np_conn *c);
 /* Bytes received on a stream and not yet read. */

@@ -205,6 +205,8 @@ void np__server_visitor_arrived(struct np_server *srv, proxy *px, visitor *v) {
   v->session_id = s->id;
   v->deadline = now_ms(srv) + srv->cfg.pending_timeout_ms;
   m.id = ++srv->next_visitor_id;
+  if (v->flow != NULL)
+    np__udp_flow_set_id(v->flow, m.id);
   if (s->idle != NULL && np__server_start_pooled(srv, s, px, v, m.id) == 0)
     return;
   strcpy(m.name, px->name);

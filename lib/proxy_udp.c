@@ -23,6 +23,8 @@ typedef struct np__udp_flow {
   struct np_server *srv; /* u may be gone before the work connection has closed */
   struct sockaddr_storage addr;
   uint64_t last; /* a datagram either way */
+  uint64_t id;   /* its visitor id */
+  int path_ok;   /* the client takes its datagrams over the datagram path */
   np_conn *work; /* NULL until it comes */
   int pending;   /* its visitor waits in the pool */
   int arriving;  /* inside np__server_visitor_arrived */
@@ -116,11 +118,17 @@ static void on_dgram_written(np_conn_write *req, int status) {
   free(o);
 }
 
-/* One datagram to the client, framed; dropped when the work connection is this far behind. */
+/* One datagram to the client: over the datagram path when the client is ready for it there, else
+ * framed on the work connection, dropped when that is this far behind. */
 static void to_work(flow *f, const char *data, size_t len) {
+  session *s = f->u->px->s;
   out_dgram *o;
   uv_buf_t b;
 
+  if (f->path_ok && s != NULL && np__upath_send(s, f->id, data, len) == 0) {
+    f->srv->stats.bytes_in += len;
+    return;
+  }
   if (f->queued + len > WORK_MAX_QUEUED || (o = malloc(sizeof(*o) + 2 + len)) == NULL) {
     f->srv->stats.udp_dropped++;
     return;
@@ -137,6 +145,40 @@ static void to_work(flow *f, const char *data, size_t len) {
   }
   f->queued += o->len;
   f->srv->stats.bytes_in += len;
+}
+
+/* The flow of s named id, if s still has it. */
+static flow *find_flow(session *s, uint64_t id) {
+  for (proxy *px = s->proxies; px != NULL; px = px->next) {
+    if (px->udp == NULL)
+      continue;
+    for (flow *f = px->udp->flows; f != NULL; f = f->next)
+      if (f->id == id)
+        return f;
+  }
+  return NULL;
+}
+
+void np__udp_flow_set_id(flow *f, uint64_t id) {
+  f->id = id;
+}
+
+void np__udp_flow_path_ready(session *s, uint64_t id) {
+  flow *f = find_flow(s, id);
+  if (f != NULL)
+    f->path_ok = 1;
+}
+
+static void on_client_dgram(void *arg, const char *data, size_t len);
+
+void np__udp_flow_from_path(session *s, uint64_t id, const char *data, size_t len) {
+  flow *f = find_flow(s, id);
+  if (f == NULL) {
+    s->srv->stats.udp_dropped++; /* it ended meanwhile */
+    return;
+  }
+  f->path_ok = 1;
+  on_client_dgram(f, data, len);
 }
 
 /* One datagram from the client: to the visitor, now or never (UDP). */

@@ -9,6 +9,8 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include <openssl/crypto.h>
+
 #include "server.h"
 
 #include "auth.h"
@@ -156,6 +158,7 @@ void np__session_close(session *s, int status, const char *why) {
     return;
   s->closing = 1;
   session_unlink(s);
+  np__upath_forget(srv, s);
   if (s->state == S_IDLE && s->owner != NULL)
     idle_unlink(s);
   while (s->idle != NULL)
@@ -251,6 +254,22 @@ static int hello(session *s, const np_msg *m) {
   memcpy(resp.nonce, s->snonce, NP_MSG_KEY_LEN);
   s->state = S_AUTH;
   return np__session_send(s, &resp);
+}
+
+/* The datagram path's keys for a session that just logged in: from the TLS session of its
+ * connection, or (insecure = true) from the session key, which only the two ends know if the token
+ * is secret. */
+static void datagram_keys(session *s, np_conn *c) {
+  unsigned char master[NP_SEAL_MASTER];
+  int r = np__tls_export(c, NP_UDP_EXPORTER_LABEL, master, sizeof(master));
+
+  if (r != 0 && s->srv->tls == NULL) {
+    memcpy(master, s->key, sizeof(master));
+    r = 0;
+  }
+  if (r == 0 && np__seal_init(&s->seal, master, s->id, 1) == 0)
+    s->seal_ok = 1;
+  OPENSSL_cleanse(master, sizeof(master));
 }
 
 static session *find_ready(struct np_server *srv, const char *name) {
@@ -360,6 +379,7 @@ static int login(session *s, const np_msg *m) {
     np__mux *mx = np__mux_of(np__chan_conn(s->ch));
     if (mx != NULL)
       ((muxconn *)np__mux_data(mx))->logged_in = 1;
+    datagram_keys(s, mx != NULL ? np__mux_transport(mx) : np__chan_conn(s->ch));
   }
   np__log(&srv->log, NP_LOG_INFO, "client %s logged in from %s%s", s->name, s->peer,
           user != NULL ? " (users file)" : "");
@@ -923,6 +943,17 @@ int np_server_start(struct np_server *srv) {
   if ((r = listen_on(srv, &srv->control_px, &srv->listener, srv->cfg.bind, on_control,
                      &srv->port)) != 0)
     return r;
+  if (native(srv)) {
+    /* The datagram path listens on the same number over UDP; without it, UDP proxies still work
+     * over the tunnel. */
+    struct sockaddr_storage ua;
+    np__parse_addr(srv->cfg.bind, &ua);
+    ((struct sockaddr_in *)&ua)->sin_port = htons((uint16_t)srv->port); /* v4 and v6 alike */
+    if ((r = np__upath_open(srv, (struct sockaddr *)&ua)) != 0)
+      np__log(&srv->log, NP_LOG_WARN,
+              "datagram path off: cannot bind UDP port %d (%s); UDP proxies use the tunnel",
+              srv->port, np_strerror(r));
+  }
   if (srv->cfg.token[0] == '\0' && srv->users == NULL && native(srv))
     np__log(&srv->log, NP_LOG_WARN, "no token set: any client can open public ports");
   np__log(&srv->log, NP_LOG_INFO, "listening on %s (port %d, codec %s)", srv->cfg.bind, srv->port,
@@ -1004,7 +1035,8 @@ void np_server_log_stats(const struct np_server *srv) {
       "stats: clients=%llu proxies=%llu pending=%llu visitors_total=%llu joined=%llu pooled=%llu "
       "expired=%llu refused=%llu failed=%llu denied=%llu work_unknown=%llu logins_failed=%llu "
       "logins_throttled=%llu bytes_in=%llu bytes_out=%llu accept_errors=%llu refused_no_fd=%llu "
-      "udp_flows=%llu udp_dropped=%llu",
+      "udp_flows=%llu udp_dropped=%llu udp_path_in=%llu udp_path_out=%llu "
+      "udp_path_rejected=%llu",
       (unsigned long long)st.clients, (unsigned long long)st.proxies,
       (unsigned long long)st.pending, (unsigned long long)st.visitors_total,
       (unsigned long long)st.visitors_joined, (unsigned long long)st.visitors_pooled,
@@ -1014,7 +1046,8 @@ void np_server_log_stats(const struct np_server *srv) {
       (unsigned long long)st.logins_throttled, (unsigned long long)st.bytes_in,
       (unsigned long long)st.bytes_out, (unsigned long long)st.accept_errors,
       (unsigned long long)st.refused_no_fd, (unsigned long long)st.udp_flows,
-      (unsigned long long)st.udp_dropped);
+      (unsigned long long)st.udp_dropped, (unsigned long long)st.udp_path_in,
+      (unsigned long long)st.udp_path_out, (unsigned long long)st.udp_path_rejected);
 }
 
 void np__server_unref(struct np_server *srv) {
@@ -1052,6 +1085,7 @@ void np_server_close(struct np_server *srv, np_server_close_cb cb) {
     np__mux_close(mc->mux);
   if (srv->visit_proxy != NULL)
     np__proxy_close(srv->visit_proxy);
+  np__upath_close(srv);
   if (srv->pool != NULL)
     srv->pool_ops->expire(srv->pool, UINT64_MAX, np__visitor_removed, srv);
   if (srv->started) {

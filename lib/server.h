@@ -15,6 +15,7 @@
 #include "listen.h"
 #include "mux.h"
 #include "tls.h"
+#include "udp_seal.h"
 #include "users.h"
 
 #define PROTO_VERSION   1      /* docs/protocol.md §versions */
@@ -79,7 +80,12 @@ struct session {
   size_t n_idle;
   uint64_t idle_top, idle_seen; /* S_READY: anti-replay window over WORK_IDLE serials */
   int closes_left;              /* chan and timer */
-  unsigned closing : 1;
+  /* S_READY: the datagram path (udp_path.c) */
+  np__seal seal;
+  struct sockaddr_storage udp_peer; /* where its last authentic packet came from */
+  uint64_t udp_last_rx;             /* when; 0: the path is not up */
+  uint32_t udp_keepalive_ms;        /* how often the client says it probes */
+  unsigned closing : 1, seal_ok : 1;
   session *prev, *next;
 };
 
@@ -120,6 +126,7 @@ struct np_server {
   np__tls *tls;        /* NULL with insecure = true */
   np__users *users;    /* the users file; NULL without one */
   np__backoff *backoff;
+  struct np__upath *upath; /* the datagram path's socket; NULL when off */
   int port;
   int refs; /* open handles and objects; the server is freed when closing and refs hits 0 */
   uint64_t accept_error_logged;
@@ -163,6 +170,16 @@ void np__visitor_removed(uint64_t id, void *item, void *arg);
 void np__server_join(struct np_server *srv, session *s, np_conn *work, visitor *v, const char *rest,
                      size_t rest_len);
 
+/* udp_path.c: the datagram carrier's socket */
+/* Bind it on addr (the control port's address and number). 0, or the bind error. */
+int np__upath_open(struct np_server *srv, const struct sockaddr *addr);
+void np__upath_close(struct np_server *srv);
+/* Send a flow's datagram to s's client over the datagram path: 0, or UV_EAGAIN when the path is
+ * not up (the caller uses the stream), UV_EMSGSIZE when it does not fit one packet. */
+int np__upath_send(session *s, uint64_t flow, const char *data, size_t len);
+/* s is going: its keys go, and the socket forgets it. */
+void np__upath_forget(struct np_server *srv, session *s);
+
 /* proxy_udp.c */
 /* Bind px's UDP socket on addr (px->port then says where). 0 or the bind error. */
 int np__udp_open(proxy *px, const struct sockaddr *addr);
@@ -172,5 +189,11 @@ void np__udp_close(proxy *px, void (*cb)(void *px));
 void np__udp_flow_join(struct np__udp_flow *f, np_conn *work, const char *rest, size_t rest_len);
 /* The flow's visitor expired or was refused before a work connection came: the flow goes. */
 void np__udp_flow_unjoined(struct np__udp_flow *f);
+/* The flow's visitor id (its name in REQ_WORK/START, and on the datagram path). */
+void np__udp_flow_set_id(struct np__udp_flow *f, uint64_t id);
+/* The client has the flow's socket and takes its datagrams over the datagram path now. */
+void np__udp_flow_path_ready(session *s, uint64_t id);
+/* A datagram for flow id of s's proxies, from the datagram path: to its visitor. */
+void np__udp_flow_from_path(session *s, uint64_t id, const char *data, size_t len);
 
 #endif

@@ -836,6 +836,15 @@ static int make_ssl(tls_conn *c) {
   return 0;
 }
 
+int np__tls_export(np_conn *conn, const char *label, unsigned char *out, size_t len) {
+  tls_conn *c = (tls_conn *)conn;
+  if (conn->ops != &tls_ops || c->ssl == NULL || !SSL_is_init_finished(c->ssl))
+    return UV_EINVAL;
+  return SSL_export_keying_material(c->ssl, out, len, label, strlen(label), NULL, 0, 0) == 1
+             ? 0
+             : NP_ETLS;
+}
+
 int np__tls_wrap(np__tls *t, np_conn *inner, np_conn **out) {
   tls_conn *c = calloc(1, sizeof(*c));
 

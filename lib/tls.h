@@ -41,6 +41,10 @@ int np__tls_handshake(np_conn *c, np__tls_handshake_cb cb, void *data);
 
 /* Fingerprints: "sha256:AB:CD:...", with or without the prefix and colons, any case. 0 or
  * NP_ECONFIG. */
+/* Key material from c's TLS session (RFC 8446's exporter, label only): the same len bytes on both
+ * ends of one connection, known to nobody else. c: a TLS conn after its handshake. 0, or UV_EINVAL
+ * for any other conn, NP_ETLS. */
+int np__tls_export(np_conn *c, const char *label, unsigned char *out, size_t len);
 int np__tls_fingerprint_parse(const char *s, unsigned char out[32]);
 void np__tls_fingerprint_format(const unsigned char md[32], char out[NP_TLS_FP_LEN + 1]);
 

@@ -82,7 +82,8 @@ static void nonce(unsigned char n[12], uint64_t counter) {
   put64(n + 4, counter);
 }
 
-int np__seal_pack(np__seal *s, int type, uint64_t flow, const char *payload, size_t len, char *out) {
+int np__seal_pack(np__seal *s, int type, uint64_t flow, const char *payload, size_t len,
+                  char *out) {
   EVP_CIPHER_CTX *c = s->tx;
   unsigned char *o = (unsigned char *)out, n[12], fl[8];
   int outl, l2;

@@ -16,6 +16,8 @@
 #define NP_SEAL_OVERHEAD (NP_SEAL_HDR + 8 + NP_SEAL_TAG)
 #define NP_SEAL_MAX      65507 /* a whole packet is one UDP datagram */
 #define NP_SEAL_MASTER   32
+/* The TLS exporter label both ends derive the master from. */
+#define NP_UDP_EXPORTER_LABEL "EXPORTER-natproxy-udp-1"
 
 enum np__seal_type {
   NP_SEAL_DATA = 1,      /* a visitor's datagram, either way */

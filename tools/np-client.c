@@ -20,6 +20,11 @@ static const char help[] =
     "                             REMOTE_PORT 0 lets the server pick (printed on stdout)\n"
     "  -U  SPEC                   the same for a UDP service (datagrams stay datagrams)\n"
     "      --udp-idle-timeout D   a UDP flow silent both ways this long ends (default 60s)\n"
+    "      --udp-datagram-path true|false  carry UDP flows as datagrams (encrypted, over UDP\n"
+    "                             to the server's port) when UDP gets through; false: always\n"
+    "                             inside the tunnel (default true)\n"
+    "      --udp-keepalive D --udp-path-retry D  probe that path this often (default 10s); try\n"
+    "                             again this long after it failed (default 60s)\n"
     "      --allow-ips LIST       visitors only from these networks, e.g. "
     "10.0.0.0/8,2001:db8::/32\n"
     "                             (every proxy without an allow_ips of its own)\n"
@@ -80,6 +85,9 @@ static const struct option longopts[] = {
     {"tunnel", required_argument, NULL, 0},
     {"local", required_argument, NULL, 0},
     {"udp-idle-timeout", required_argument, NULL, 0},
+    {"udp-datagram-path", required_argument, NULL, 0},
+    {"udp-keepalive", required_argument, NULL, 0},
+    {"udp-path-retry", required_argument, NULL, 0},
     {NULL, 0, NULL, 0},
 };
 

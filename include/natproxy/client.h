@@ -42,6 +42,9 @@ typedef struct np_client_stats {
   uint64_t local_failed; /* local service unreachable */
   uint64_t bytes_in;     /* server -> local, of finished joins */
   uint64_t bytes_out;    /* local -> server, of finished joins */
+  uint64_t udp_path_up;  /* 1 while UDP flows use the datagram path, 0 while they use the tunnel */
+  uint64_t udp_path_in;  /* datagrams that came over the datagram path */
+  uint64_t udp_path_out; /* datagrams sent over it */
 } np_client_stats;
 
 /* cfg is borrowed. Returns 0, NP_ECONFIG or UV_ENOMEM. */

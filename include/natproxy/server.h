@@ -40,6 +40,10 @@ typedef struct np_server_stats {
   uint64_t visitors_denied;  /* closed at accept: their address is outside the proxy's allow_ips */
   uint64_t udp_flows;        /* UDP visitor addresses being served now */
   uint64_t udp_dropped;      /* datagrams dropped: a flow over its queue, a slow tunnel, no flow */
+  uint64_t udp_path_in;      /* datagrams that came over the datagram path (the rest: the tunnel) */
+  uint64_t udp_path_out;     /* datagrams sent over it */
+  uint64_t udp_path_rejected; /* packets at the datagram port that were not a live session's:
+                                 forged, replayed, truncated, oversized, unknown session */
 } np_server_stats;
 
 /* cfg is borrowed: the server copies what it needs. Returns 0, NP_ECONFIG or UV_ENOMEM. */

@@ -49,9 +49,9 @@ static void test_round_trip(void **state) {
     assert_memory_equal(payload, data, sizes[i]);
     free(data);
   }
-  assert_int_equal(np__seal_pack(&cli, NP_SEAL_DATA, 1, pkt, NP_SEAL_MAX - NP_SEAL_OVERHEAD + 1,
-                                 copy),
-                   UV_EMSGSIZE);
+  assert_int_equal(
+      np__seal_pack(&cli, NP_SEAL_DATA, 1, pkt, NP_SEAL_MAX - NP_SEAL_OVERHEAD + 1, copy),
+      UV_EMSGSIZE);
   np__seal_free(&cli);
   np__seal_free(&srv);
 }
@@ -122,10 +122,11 @@ static void test_window(void **state) {
   pair(&cli, &srv, 9);
   for (int i = 0; i < 200; i++)
     lens[i] = np__seal_pack(&cli, NP_SEAL_DATA, 1, "z", 1, pkts[i]);
-#define OPEN(i) np__seal_open(&srv, memcpy(copy, pkts[i], (size_t)lens[i]), (size_t)lens[i], &type, \
-                              &flow, &payload, &plen)
+#define OPEN(i)                                                                                    \
+  np__seal_open(&srv, memcpy(copy, pkts[i], (size_t)lens[i]), (size_t)lens[i], &type, &flow,       \
+                &payload, &plen)
   assert_int_equal(OPEN(100), 0);
-  assert_int_equal(OPEN(37), 0);  /* 63 behind: inside */
+  assert_int_equal(OPEN(37), 0);               /* 63 behind: inside */
   assert_int_equal(OPEN(36), NP_SEAL_EREPLAY); /* 64 behind: too old */
   assert_int_equal(OPEN(99), 0);
   assert_int_equal(OPEN(99), NP_SEAL_EREPLAY);
@@ -147,7 +148,6 @@ static void test_window(void **state) {
 
 int main(void) {
   const struct CMUnitTest tests[] = {cmocka_unit_test(test_round_trip),
-                                     cmocka_unit_test(test_refused),
-                                     cmocka_unit_test(test_window)};
+                                     cmocka_unit_test(test_refused), cmocka_unit_test(test_window)};
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

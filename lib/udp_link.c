@@ -1,0 +1,216 @@
+#include "udp_link.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#define PROBE_EVERY_MS 1000 /* while finding out */
+#define PROBES         3    /* unanswered, and the path is down */
+
+enum lstate { L_PROBING, L_UP, L_DOWN };
+
+struct np__ulink {
+  uv_udp_t h;
+  uv_timer_t timer;
+  np__seal seal;
+  const np__logger *log;
+  np__ulink_stats *stats;
+  char server[64];
+  enum lstate state;
+  uint64_t keepalive_ms, retry_ms;
+  uint64_t last_ack;
+  unsigned probes; /* sent since the last ack */
+  int told_down;   /* logged that UDP does not get through: once at warn, then at debug */
+  np__ulink_flow *flows;
+  int closes_left;
+};
+
+static _Thread_local char tx[NP_SEAL_MAX];
+
+static void probe(np__ulink *l, uint64_t flow) {
+  unsigned char p[4];
+  uint32_t k = (uint32_t)l->keepalive_ms;
+  uv_buf_t b;
+  int n;
+
+  p[0] = (unsigned char)(k >> 24), p[1] = (unsigned char)(k >> 16);
+  p[2] = (unsigned char)(k >> 8), p[3] = (unsigned char)k;
+  if ((n = np__seal_pack(&l->seal, NP_SEAL_PROBE, flow, (char *)p, sizeof(p), tx)) < 0)
+    return;
+  b = uv_buf_init(tx, (unsigned)n);
+  uv_udp_try_send(&l->h, &b, 1, NULL);
+  if (flow == 0)
+    l->probes++;
+}
+
+static void on_timer(uv_timer_t *t);
+
+static void go_down(np__ulink *l, const char *why) {
+  l->state = L_DOWN;
+  l->stats->downs++;
+  np__log(l->log, l->told_down ? NP_LOG_DEBUG : NP_LOG_WARN,
+          "datagram path to %s %s; UDP flows use the tunnel, trying again every %llus", l->server,
+          why, (unsigned long long)(l->retry_ms / 1000));
+  l->told_down = 1;
+  uv_timer_start(&l->timer, on_timer, l->retry_ms, 0);
+}
+
+static void on_timer(uv_timer_t *t) {
+  np__ulink *l = t->data;
+  switch (l->state) {
+  case L_PROBING:
+    if (l->probes >= PROBES) {
+      go_down(l, "does not answer (UDP blocked on the way?)");
+      return;
+    }
+    probe(l, 0);
+    uv_timer_start(t, on_timer, PROBE_EVERY_MS, 0);
+    return;
+  case L_UP:
+    if (l->probes >= 2) { /* two keepalives unanswered */
+      go_down(l, "stopped answering");
+      return;
+    }
+    probe(l, 0);
+    uv_timer_start(t, on_timer, l->keepalive_ms, 0);
+    return;
+  case L_DOWN:
+    l->state = L_PROBING;
+    l->probes = 0;
+    probe(l, 0);
+    uv_timer_start(t, on_timer, PROBE_EVERY_MS, 0);
+    return;
+  }
+}
+
+static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
+  static _Thread_local char rx[65536];
+  (void)h;
+  (void)suggested;
+  *buf = uv_buf_init(rx, sizeof(rx));
+}
+
+static void on_recv(uv_udp_t *h, ssize_t n, const uv_buf_t *buf, const struct sockaddr *addr,
+                    unsigned flags) {
+  np__ulink *l = h->data;
+  uint64_t flow;
+  char *payload;
+  size_t plen;
+  int type;
+
+  /* Errors (ECONNREFUSED: nothing on the server's UDP port) are silence: the probes time out. */
+  if (n <= 0 || addr == NULL || (flags & UV_UDP_PARTIAL))
+    return;
+  if (np__seal_open(&l->seal, buf->base, (size_t)n, &type, &flow, &payload, &plen) != 0 ||
+      type == NP_SEAL_PROBE) {
+    l->stats->rejected++;
+    return;
+  }
+  if (type == NP_SEAL_PROBE_ACK) {
+    l->last_ack = uv_now(h->loop);
+    l->probes = 0;
+    if (l->state != L_UP) {
+      l->state = L_UP;
+      l->stats->ups++;
+      np__log(l->log, NP_LOG_INFO, "datagram path to %s up: UDP flows use it", l->server);
+      l->told_down = 0;
+      uv_timer_start(&l->timer, on_timer, l->keepalive_ms, 0);
+      /* Flows that started meanwhile: the server sends theirs over the path once told. */
+      for (np__ulink_flow *f = l->flows; f != NULL; f = f->next)
+        probe(l, f->id);
+    }
+    return;
+  }
+  for (np__ulink_flow *f = l->flows; f != NULL; f = f->next) {
+    if (f->id == flow) {
+      l->stats->in++;
+      np__conn_udp_inject(f->conn, payload, plen);
+      return;
+    }
+  }
+  /* A flow that ended here before the server noticed: dropped, as UDP would. */
+}
+
+int np__ulink_new(uv_loop_t *loop, const struct sockaddr *server,
+                  const unsigned char master[NP_SEAL_MASTER], uint64_t session,
+                  uint64_t keepalive_ms, uint64_t retry_ms, const np__logger *log,
+                  np__ulink_stats *stats, np__ulink **out) {
+  np__ulink *l = calloc(1, sizeof(*l));
+  int r, size = 4 << 20;
+
+  if (l == NULL)
+    return UV_ENOMEM;
+  if ((r = np__seal_init(&l->seal, master, session, 0)) != 0) {
+    free(l);
+    return r;
+  }
+  l->log = log;
+  l->stats = stats;
+  l->keepalive_ms = keepalive_ms;
+  l->retry_ms = retry_ms;
+  np__addr_str(server, l->server, sizeof(l->server));
+  uv_udp_init(loop, &l->h);
+  uv_timer_init(loop, &l->timer);
+  l->h.data = l->timer.data = l;
+  if ((r = uv_udp_connect(&l->h, server)) != 0 ||
+      (r = uv_udp_recv_start(&l->h, on_alloc, on_recv)) != 0) {
+    np__ulink_close(l);
+    return r;
+  }
+  uv_recv_buffer_size((uv_handle_t *)&l->h, &size);
+  size = 4 << 20;
+  uv_send_buffer_size((uv_handle_t *)&l->h, &size);
+  l->state = L_PROBING;
+  probe(l, 0);
+  uv_timer_start(&l->timer, on_timer, PROBE_EVERY_MS, 0);
+  *out = l;
+  return 0;
+}
+
+static void on_closed(uv_handle_t *h) {
+  np__ulink *l = h->data;
+  if (--l->closes_left > 0)
+    return;
+  np__seal_free(&l->seal);
+  free(l);
+}
+
+void np__ulink_close(np__ulink *l) {
+  while (l->flows != NULL)
+    np__ulink_detach(l->flows);
+  l->closes_left = 2;
+  uv_close((uv_handle_t *)&l->h, on_closed);
+  uv_close((uv_handle_t *)&l->timer, on_closed);
+}
+
+int np__ulink_is_up(const np__ulink *l) {
+  return l->state == L_UP;
+}
+
+void np__ulink_attach(np__ulink *l, np__ulink_flow *f) {
+  f->link = l;
+  NP_DLIST_PUSH(l->flows, f, prev, next);
+  if (l->state == L_UP)
+    probe(l, f->id);
+}
+
+void np__ulink_detach(np__ulink_flow *f) {
+  if (f->link == NULL)
+    return;
+  NP_DLIST_UNLINK(f->link->flows, f, prev, next);
+  f->link = NULL;
+}
+
+int np__ulink_send(np__ulink_flow *f, const char *data, size_t len) {
+  np__ulink *l = f->link;
+  uv_buf_t b;
+  int n;
+
+  if (l == NULL || l->state != L_UP)
+    return UV_EAGAIN;
+  if ((n = np__seal_pack(&l->seal, NP_SEAL_DATA, f->id, data, len, tx)) < 0)
+    return n;
+  b = uv_buf_init(tx, (unsigned)n);
+  if (uv_udp_try_send(&l->h, &b, 1, NULL) >= 0)
+    l->stats->out++;
+  return 0; /* sent, or dropped by a full socket buffer as the path might have */
+}
