@@ -946,6 +946,10 @@ void np_client_close(struct np_client *cl, np_client_close_cb cb) {
     np__mux_close(cl->mux); /* after the goodbye above: it is written first */
     cl->mux = NULL;
   }
+  if (cl->ulink != NULL) {
+    np__ulink_close(cl->ulink);
+    cl->ulink = NULL;
+  }
   cl->tq_head = cl->tq_tail = NULL;
   while (cl->works != NULL)
     work_free(cl->works);

@@ -165,18 +165,21 @@ class Env:
         for p in self.procs:
             p.signal(signal.SIGCONT)
             p.signal(signal.SIGTERM)
+        hung = []
         for p in self.procs:
             try:
-                p.p.wait(5)
+                p.p.wait(20 if WRAP else 5)
             except subprocess.TimeoutExpired:
                 p.p.kill()
                 p.p.wait()
+                if SERVER in p.argv or CLIENT in p.argv:
+                    hung.append(f"{p.name} (did not stop on SIGTERM)")
         for s in self.servers:
             s.shutdown()
             s.server_close()
         self.tmp.cleanup()
-        wrapped = [f"{p.name} (exit {p.p.returncode})" for p in self.procs
-                   if p.p.returncode in BROKEN_EXITS and (SERVER in p.argv or CLIENT in p.argv)]
+        wrapped = hung + [f"{p.name} (exit {p.p.returncode})" for p in self.procs
+                          if p.p.returncode in BROKEN_EXITS and (SERVER in p.argv or CLIENT in p.argv)]
         if failed or wrapped:
             for p in self.procs:
                 print(p.dump(), file=sys.stderr)

@@ -115,18 +115,51 @@ def ask(s, port, data):
     return int(head), body
 
 
+# NP_E2E_UDP_PATH=0 runs a case with the datagram path off (meson's stream-* cases): every flow
+# travels inside the tunnel. Otherwise the case waits until the datagram path is up.
+DATAGRAM_PATH = os.environ.get("NP_E2E_UDP_PATH") != "0"
+
+
+def udp_client(env, srv, *args):
+    path = [] if DATAGRAM_PATH else ["--udp-datagram-path", "false"]
+    cl = env.client(srv, *path, *args)
+    if DATAGRAM_PATH:
+        cl.wait_line(r"datagram path to .* up")
+    return cl
+
+
+def server_stats(srv):
+    """The server's counters, from the line SIGUSR1 makes it log."""
+    mark = srv.mark()
+    srv.signal(signal.SIGUSR1)
+    line = srv.wait_line(r"stats: (.*)", after=mark).group(1)
+    return {k: int(v) for k, v in (kv.split("=") for kv in line.split())}
+
+
+def check_carrier(srv):
+    """The datagrams took the carrier the case runs with."""
+    st = server_stats(srv)
+    if DATAGRAM_PATH:
+        check(st["udp_path_in"] > 0 and st["udp_path_out"] > 0,
+              f"the datagram path carried nothing: {st}")
+    else:
+        check(st["udp_path_in"] == 0 and st["udp_path_out"] == 0,
+              f"the datagram path was used though off: {st}")
+    return st
+
+
 def udp_proxy(env, srv_args=(), cli_args=(), service_port=None):
     srv = env.server("--token", "s3cret", *srv_args)
     echo = Echo(service_port or 0)
-    cl = env.client(srv, "-U", f"0:{LOOP}:{echo.port}", *cli_args)
-    return srv, cl, echo, cl.ports[f"udp-{echo.port}"] if f"udp-{echo.port}" in cl.ports else \
-        next(iter(cl.ports.values()))
+    cl = udp_client(env, srv, "-U", f"0:{LOOP}:{echo.port}", *cli_args)
+    return srv, cl, echo, next(iter(cl.ports.values()))
 
 
 def test_boundaries(env):
     """Datagrams of 0 to 65,507 bytes arrive whole, one by one, with the bytes they left with; a
-    visitor keeps one flow (one socket at the service) for all of them."""
-    _, _, echo, port = udp_proxy(env)
+    visitor keeps one flow (one socket at the service) for all of them. (The largest do not fit one
+    sealed packet of the datagram path and take the tunnel.)"""
+    srv, _, echo, port = udp_proxy(env)
     s = udp_socket()
     flows = set()
     for n in (1, 0, 2, 100, 1472, 1473, 9000, 32768, 65507 - 6):
@@ -140,12 +173,13 @@ def test_boundaries(env):
     s.sendto(pattern(65507, seed=9), (LOOP, port))
     got = ask(s, port, b"after")[1]
     check(got == b"after", "the flow carries on after a 65,507-byte datagram")
+    check_carrier(srv)
 
 
 def test_hundred_visitors(env):
     """100 visitor addresses at once (50 source IPs, two ports each), 20 datagrams each, all in
     flight together: every visitor gets exactly its own answers, each from a flow of its own."""
-    _, _, echo, port = udp_proxy(env)
+    srv, _, echo, port = udp_proxy(env)
     socks = [udp_socket(f"127.0.0.{10 + i % 50}") for i in range(100)]
     for round_ in range(20):
         for i, s in enumerate(socks):
@@ -181,6 +215,7 @@ def test_hundred_visitors(env):
     for i, s in enumerate(socks):
         src, got = ask(s, port, b"again %d" % i)
         check(got == b"again %d" % i and src == all_srcs[i], f"visitor {i}: {got!r} from {src}")
+    check_carrier(srv)
 
 
 def test_idle_flows_end(env):
@@ -227,7 +262,7 @@ def test_service_not_yet_up(env):
     probe.bind((LOOP, 0))
     svc_port = probe.getsockname()[1]
     probe.close()
-    cl = env.client(srv, "-U", f"0:{LOOP}:{svc_port}")
+    cl = udp_client(env, srv, "-U", f"0:{LOOP}:{svc_port}")
     port = next(iter(cl.ports.values()))
     s = udp_socket(timeout=0.5)
     s.sendto(b"nobody", (LOOP, port))
@@ -251,6 +286,102 @@ def test_service_not_yet_up(env):
             check(time.monotonic() < deadline, "no answer after the service started")
             s.sendto(b"now", (LOOP, port))
     check(len(echo.peers) == 1, f"{len(echo.peers)} flows reached the service")
+
+
+class Capture:
+    """Packets to a UDP port on lo, as root can see them (AF_PACKET): the genuine article for a
+    replay. Without root, nothing is captured."""
+
+    def __init__(self, port):
+        self.port = port
+        self.packets = []
+        self.sock = None
+        if os.geteuid() != 0:
+            return
+        self.sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x0800))
+        self.sock.bind(("lo", 0))
+        self.sock.settimeout(0.2)
+        self.stop = False
+        self.t = threading.Thread(target=self._run, daemon=True)
+        self.t.start()
+
+    def _run(self):
+        while not self.stop:
+            try:
+                frame = self.sock.recv(70000)
+            except socket.timeout:
+                continue
+            ip = frame[14:]
+            if len(ip) < 28 or ip[9] != 17:
+                continue
+            ihl = (ip[0] & 15) * 4
+            dport = struct.unpack(">H", ip[ihl + 2:ihl + 4])[0]
+            if dport == self.port:
+                self.packets.append(bytes(ip[ihl + 8:]))
+
+    def close(self):
+        if self.sock is not None:
+            self.stop = True
+            self.t.join(5)
+            self.sock.close()
+
+
+def test_hostile_packets(env):
+    """At the server's datagram port (UDP, the control port's number): garbage, packets cut short,
+    unknown types, forged ones (a live session's id, a wrong tag; the largest UDP payload), genuine
+    ones cut by a byte, and (as root, captured off lo) genuine ones replayed are all dropped and
+    counted one by one; a flood of forgeries costs no memory; the real flow carries on."""
+    if not DATAGRAM_PATH:
+        return
+    srv = env.server("--token", "s3cret")
+    cap = Capture(srv.port)
+    echo = Echo()
+    udp_client(env, srv, "-U", f"0:{LOOP}:{echo.port}")
+    cl = env.procs[-1]
+    port = next(iter(cl.ports.values()))
+    s = udp_socket()
+    for i in range(5):
+        check(ask(s, port, b"real %d" % i)[1] == b"real %d" % i, "the real flow")
+    cap.close()
+    data = [p for p in cap.packets if p[:1] == b"\x01"]
+    check(os.geteuid() != 0 or data, f"nothing captured of {len(cap.packets)} packets")
+    sid = data[0][1:9] if data else struct.pack(">Q", 1)
+    h = udp_socket()
+    dest = (LOOP, srv.port)
+    bad = [b"\x01", b"\x01" + b"x" * 39, b"\x09" + sid + b"\0" * 40,
+           b"\x01" + sid + b"\0" * 8 + os.urandom(100),
+           b"\x01" + sid + b"\0" * 8 + os.urandom(65507 - 17),
+           b"\x02" + struct.pack(">Q", 999) + b"\0" * 60]
+    bad += [p[:-1] for p in data[:2]] + data[:3]  # cut by a byte; replayed as they were
+    before = server_stats(srv)
+    for b in bad:
+        h.sendto(b, dest)
+    # The counter moves as the server reads them: wait for it (bounded), then check it is exact.
+    deadline = time.monotonic() + 10
+    while True:
+        st = server_stats(srv)
+        got = st["udp_path_rejected"] - before["udp_path_rejected"]
+        if got >= len(bad) or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    check(got == len(bad), f"{got} of {len(bad)} hostile packets counted")
+    check(st["udp_path_in"] == before["udp_path_in"], "a hostile packet was delivered")
+    rss0 = rss_kib(srv.p.pid)
+    forged = b"\x01" + sid + b"\0" * 8 + b"f" * 1400
+    for _ in range(20000):
+        h.sendto(forged, dest)
+    check(ask(s, port, b"after")[1] == b"after", "the real flow after the flood")
+    rss1 = rss_kib(srv.p.pid)
+    print(f"figure: server RSS around 20,000 forged packets = {rss0} -> {rss1} KiB", flush=True)
+    check(rss1 - rss0 < 1024, f"RSS grew {rss1 - rss0} KiB")
+
+
+def rss_kib(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
 
 
 DNSMASQ_RECORDS = [
@@ -291,7 +422,7 @@ def test_dns(env):
     retries all answered exactly as dnsmasq answers them directly."""
     dns = dnsmasq(env)
     srv = env.server("--token", "s3cret")
-    cl = env.client(srv, "-U", f"0:{LOOP}:{dns}")
+    cl = udp_client(env, srv, "-U", f"0:{LOOP}:{dns}")
     port = next(iter(cl.ports.values()))
     check(dig(port, "+short", "www.home.test").strip() == "192.168.77.80", "A record")
     check(dig(port, "+short", "AAAA", "v6.home.test").strip() == "2001:db8::80", "AAAA record")
@@ -313,7 +444,8 @@ TESTS = {"server_stream_carrier": test_server_stream_carrier,
          "udp_idle_flows_end": test_idle_flows_end,
          "udp_max_flows": test_max_flows,
          "udp_service_not_yet_up": test_service_not_yet_up,
-         "udp_dns": test_dns}
+         "udp_dns": test_dns,
+         "udp_hostile_packets": test_hostile_packets}
 
 if __name__ == "__main__":
     if sys.argv[1:] == ["--list"]:
