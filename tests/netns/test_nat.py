@@ -513,9 +513,169 @@ def test_slow_visitor(env):
         bed.down()
 
 
+# ---- UDP proxies ------------------------------------------------------------------------------------
+
+def udp_echo_in(bed, ns):
+    """A UDP echo service on 127.0.0.1 in namespace ns; returns its port."""
+    with inside(bed.ns[ns]):
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        sock.bind(("127.0.0.1", 0))
+
+    def serve():
+        while True:
+            try:
+                data, peer = sock.recvfrom(65536)
+                sock.sendto(data, peer)
+            except OSError:
+                return
+    threading.Thread(target=serve, daemon=True).start()
+    return sock.getsockname()[1]
+
+
+def home_dnsmasq(env, bed):
+    """dnsmasq on 127.0.0.1:5353 in the home namespace, serving a few records of its own only."""
+    p = bed.proc(env, "home", "dnsmasq", [
+        "dnsmasq", "--keep-in-foreground", "--conf-file=/dev/null", "--no-resolv", "--no-hosts",
+        "--bind-interfaces", "--listen-address=127.0.0.1", "--port=5353", "--pid-file=",
+        "--user=root", "--group=root", "--log-facility=-", "--local=/home.test/",
+        "--host-record=www.home.test,192.168.77.80", "--txt-record=txt.home.test,behind the NAT",
+        "--host-record=v6.home.test,2001:db8::80"])
+    p.wait_line(r"started, version")
+    return 5353
+
+
+def dig_from_visitor(bed, port, *query):
+    r = bed.run("visitor", "dig", f"@{PUBLIC_IP}", "-p", str(port), "+short", "+tries=3",
+                "+time=2", *query, check=False)
+    check(r.returncode == 0, f"dig {' '.join(query)}: exit {r.returncode}: {r.stdout}{r.stderr}")
+    return r.stdout.strip()
+
+
+def dns_answers_exact(bed, port):
+    check(dig_from_visitor(bed, port, "www.home.test") == "192.168.77.80", "A record")
+    check(dig_from_visitor(bed, port, "AAAA", "v6.home.test") == "2001:db8::80", "AAAA record")
+    check(dig_from_visitor(bed, port, "TXT", "txt.home.test") == '"behind the NAT"', "TXT record")
+
+
+def server_stats(srv):
+    mark = srv.mark()
+    srv.signal(signal.SIGUSR1)
+    line = srv.wait_line(r"stats: (.*)", after=mark).group(1)
+    return {k: int(v) for k, v in (kv.split("=") for kv in line.split())}
+
+
+BLOCK_UDP = ("nft", "add", "rule", "inet", "fw", "impair", "meta", "l4proto", "udp", "drop")
+
+
+def test_udp_dns_and_fallback(env):
+    """dnsmasq behind the NAT, queried with dig from the visitor's side. With UDP blocked between
+    home and the server, the client finds the datagram path dead and the tunnel carries the
+    queries; once unblocked the datagram path comes up and carries them; blocked again, the client
+    falls back on its own. Answers are exact throughout."""
+    bed = NetBed()
+    try:
+        dns = home_dnsmasq(env, bed)
+        bed.run("router", *BLOCK_UDP)
+        srv = start_server(env, bed)
+        cl = start_client(env, bed, "-U", f"5300:127.0.0.1:{dns}", "--udp-keepalive", "1s",
+                          "--udp-path-retry", "2s")
+        check(proxy_ports(cl, count=1) == {"udp-5300": 5300}, "UDP proxy registered")
+        t0 = time.monotonic()
+        cl.wait_line(r"datagram path to .* does not answer")
+        figure("UDP blocked: fallback to the tunnel decided after", time.monotonic() - t0, "s")
+        dns_answers_exact(bed, 5300)
+        st = server_stats(srv)
+        check(st["udp_path_in"] == 0 and st["udp_path_out"] == 0, f"blocked, yet: {st}")
+        check(st["bytes_in"] > 0, "queries went through the tunnel")
+
+        bed.restore()
+        t0 = time.monotonic()
+        cl.wait_line(r"datagram path to .* up", timeout=15)
+        figure("UDP unblocked: datagram path up after", time.monotonic() - t0, "s")
+        dns_answers_exact(bed, 5300)
+        st = server_stats(srv)
+        check(st["udp_path_in"] > 0, f"the datagram path carried no answer: {st}")
+
+        mark = cl.mark()
+        bed.run("router", *BLOCK_UDP)
+        t0 = time.monotonic()
+        cl.wait_line(r"datagram path to .* stopped answering", after=mark, timeout=15)
+        figure("UDP blocked again: fallback after", time.monotonic() - t0, "s")
+        before = server_stats(srv)["udp_path_in"]
+        dns_answers_exact(bed, 5300)
+        check(server_stats(srv)["udp_path_in"] == before, "answers still took the blocked path")
+    finally:
+        bed.down()
+
+
+def _gaps(bed, port, count, every_s):
+    """Send count numbered datagrams from the visitor at a steady rate; return the arrival times of
+    the echoes and how many came back."""
+    with inside(bed.ns["visitor"]):
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.settimeout(0.05)
+    got = {}
+    start = time.monotonic()
+    for i in range(count):
+        s.sendto(b"%08d" % i + b"x" * 200, (PUBLIC_IP, port))
+        t_next = start + (i + 1) * every_s
+        while True:  # pacing: this is the load, not a wait for an event
+            left = t_next - time.monotonic()
+            if left <= 0:
+                break
+            try:
+                s.settimeout(left)
+                data, _ = s.recvfrom(2048)
+                got.setdefault(int(data[:8]), time.monotonic())
+            except socket.timeout:
+                break
+    s.settimeout(3)
+    try:
+        while len(got) < count:
+            data, _ = s.recvfrom(2048)
+            got.setdefault(int(data[:8]), time.monotonic())
+    except socket.timeout:
+        pass
+    s.close()
+    times = sorted(got.values())
+    return [b - a for a, b in zip(times, times[1:])], len(got)
+
+
+def test_udp_loss(env):
+    """5% loss each way between home and the router (and 10 ms delay): 1,000 datagrams at 200/s
+    through each carrier. The datagram path loses about what the link loses and keeps the rest
+    coming evenly; inside the tunnel nothing is lost but each lost segment holds back what follows.
+    The gap distributions are figures, not assertions."""
+    bed = NetBed(wire=dict(delay=10, loss=0.05))
+    try:
+        port = udp_echo_in(bed, "home")
+        srv = start_server(env, bed)
+        for carrier, extra in (("datagram path", []), ("tunnel", ["--udp-datagram-path", "false"])):
+            cl = start_client(env, bed, "-U", f"5300:127.0.0.1:{port}", *extra,
+                              dial_timeout="10s", name=f"np-client ({carrier})")
+            proxy_ports(cl, count=1)
+            if not extra:
+                cl.wait_line(r"datagram path to .* up", timeout=15)
+            gaps, n = _gaps(bed, 5300, 1000, 0.005)
+            gaps.sort()
+            pct = lambda q: gaps[min(len(gaps) - 1, int(q * len(gaps)))] * 1000  # noqa: E731
+            figure(f"{carrier}: echoes back of 1000", n, "")
+            figure(f"{carrier}: gap p50", pct(0.5), "ms")
+            figure(f"{carrier}: gap p99", pct(0.99), "ms")
+            figure(f"{carrier}: gap max", gaps[-1] * 1000, "ms")
+            figure(f"{carrier}: gaps over 50 ms", sum(g > 0.05 for g in gaps), "")
+            check(n >= 700, f"{carrier}: only {n} of 1000 came back")
+            cl.signal(signal.SIGTERM)
+            cl.wait_exit()
+            srv.wait_line(r"client home .* disconnected")
+    finally:
+        bed.down()
+
+
 TESTS = {f.__name__[5:]: f for f in [
     test_nat_is_a_nat, test_client_killed_mid_transfer, test_server_restart, test_link_cut,
     test_nat_state_lost, test_lossy_path, test_many_visitors, test_fd_exhaustion, test_slow_visitor,
+    test_udp_dns_and_fallback, test_udp_loss,
 ]}
 
 if __name__ == "__main__":
