@@ -42,6 +42,7 @@ def path_np(procs, target, tmp, flags):
                       f"{LOOP}:{pub}:{LOOP}:{target}"], stdout=subprocess.PIPE, text=True)
     cl.stdout.readline()
     cl.stdout.readline()  # both proxies are up
+    time.sleep(0.5)  # and the datagram path has answered its first probe (it takes milliseconds)
     return pub, [srv.pid, cl.pid]
 
 
@@ -56,10 +57,12 @@ def path_socat(procs, target, tmp, flags):
 
 PATHS = {
     "direct": (path_direct, []),
-    # the stream carrier: TLS and multiplexed (the default), a TLS connection per flow, clear
-    "np stream": (path_np, []),
-    "np stream nomux": (path_np, ["--mux", "false"]),
-    "np stream plain": (path_np, ["--insecure"]),
+    # np as installed: TLS, multiplexed, the datagram path for UDP
+    "np datagram": (path_np, []),
+    "np datagram plain": (path_np, ["--insecure"]),
+    # the stream carrier (datagrams inside the tunnel): multiplexed, and a TLS connection per flow
+    "np stream": (path_np, ["--udp-datagram-path", "false"]),
+    "np stream nomux": (path_np, ["--udp-datagram-path", "false", "--mux", "false"]),
     "socat": (path_socat, []),
 }
 
