@@ -299,6 +299,29 @@ def hold_rss(port, pids, holder, count):
     return (after - before) / max(held, 1), held
 
 
+def print_table(results, with_ratio, col=20):
+    """One row per figure, one column per path; figures with_ratio(name) also get their ratio to
+    the direct path."""
+    keys = []
+    for r in results.values():
+        keys += [k for k in r if k not in keys]
+    direct = results.get("direct", {})
+    width = max(len(k) for k in keys) + 2
+    print(f"{'':{width}}" + "".join(f"{n:>{col}}" for n in results))
+    for k in keys:
+        row = f"{k:{width}}"
+        for n in results:
+            v = results[n].get(k)
+            if v is None:
+                row += f"{'-':>{col}}"
+                continue
+            ratio = ""
+            if direct.get(k) and n != "direct" and with_ratio(k):
+                ratio = f" ({v / direct[k]:.2f}x)"
+            row += f"{v:>{col - 8}.2f}{ratio:>8}"
+        print(row)
+
+
 def median(xs):
     return statistics.median(xs) if xs else float("nan")
 
@@ -385,24 +408,7 @@ def main():
         services.stop()
         shutil.rmtree(tmp, ignore_errors=True)
 
-    keys = []
-    for r in results.values():
-        keys += [k for k in r if k not in keys]
-    direct = results.get("direct", {})
-    width = max(len(k) for k in keys) + 2
-    print(f"{'':{width}}" + "".join(f"{n:>20}" for n in results))
-    for k in keys:
-        row = f"{k:{width}}"
-        for n in results:
-            v = results[n].get(k)
-            if v is None:
-                row += f"{'-':>20}"
-                continue
-            ratio = ""
-            if direct.get(k) and n != "direct" and not k.startswith(("errors", "idle conns")):
-                ratio = f" ({v / direct[k]:.2f}x)"
-            row += f"{v:>12.2f}{ratio:>8}"
-        print(row)
+    print_table(results, lambda k: not k.startswith(("errors", "idle conns")))
     os.makedirs(os.path.join(ROOT, "bench/out"), exist_ok=True)
     stamp = time.strftime("%Y-%m-%dT%H:%M:%S")
     with open(os.path.join(ROOT, "bench/out/results.jsonl"), "a") as f:

@@ -18,7 +18,8 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench import CLIENT, LOOP, ROOT, SERVER, Procs, cpu_seconds, free_port, wait_port  # noqa: E402
+from bench import (CLIENT, LOOP, ROOT, SERVER, Procs, cpu_seconds, free_port,  # noqa: E402
+                   print_table, wait_port)
 
 
 def path_direct(procs, target, tmp, flags):
@@ -128,24 +129,7 @@ def main():
         services.stop()
 
     results = {n: {k: statistics.median(v) for k, v in figs[n].items()} for n in paths}
-    direct = results.get("direct", {})
-    keys = []
-    for r in results.values():
-        keys += [k for k in r if k not in keys]
-    width = max(len(k) for k in keys) + 2
-    print(f"{'':{width}}" + "".join(f"{n:>26}" for n in results))
-    for k in keys:
-        row = f"{k:{width}}"
-        for n in results:
-            v = results[n].get(k)
-            if v is None:
-                row += f"{'-':>26}"
-                continue
-            ratio = ""
-            if direct.get(k) and n != "direct" and k.endswith(("Mbit/s", "pps")):
-                ratio = f" ({v / direct[k]:.2f}x)"
-            row += f"{v:>16.2f}{ratio:>10}"
-        print(row)
+    print_table(results, lambda k: k.endswith(("Mbit/s", "pps")), col=22)
     os.makedirs(os.path.join(ROOT, "bench/out"), exist_ok=True)
     stamp = time.strftime("%Y-%m-%dT%H:%M:%S")
     with open(os.path.join(ROOT, "bench/out/udp.jsonl"), "a") as f:

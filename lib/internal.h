@@ -62,6 +62,10 @@ int np__addr_key16(const struct sockaddr *sa, unsigned char out[16]);
  * lives on. */
 void np__heap_trim(void);
 
+/* uv_udp_recv_start's alloc_cb for sockets whose datagrams are used up inside their receive
+ * callback: one 64 KiB buffer per thread (a loop's), shared by all of them. */
+void np__udp_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf);
+
 /* Copy at most cap-1 bytes and terminate; returns UV_E2BIG when src did not fit. */
 int np__strlcpy(char *dst, const char *src, size_t cap);
 

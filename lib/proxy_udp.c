@@ -295,13 +295,6 @@ static flow *flow_new(udp *u, const struct sockaddr *addr) {
 
 /* ---- the socket ----------------------------------------------------------------------------- */
 
-static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
-  static _Thread_local char rx[65536];
-  (void)h;
-  (void)suggested;
-  *buf = uv_buf_init(rx, sizeof(rx));
-}
-
 static void on_recv(uv_udp_t *h, ssize_t n, const uv_buf_t *buf, const struct sockaddr *addr,
                     unsigned flags) {
   udp *u = h->data;
@@ -376,7 +369,7 @@ int np__udp_open(proxy *px, const struct sockaddr *addr) {
   u->h.data = u;
   if ((r = uv_udp_bind(&u->h, addr, 0)) != 0 ||
       (r = uv_udp_getsockname(&u->h, (void *)&ss, &n)) != 0 ||
-      (r = uv_udp_recv_start(&u->h, on_alloc, on_recv)) != 0) {
+      (r = uv_udp_recv_start(&u->h, np__udp_alloc, on_recv)) != 0) {
     uv_close((uv_handle_t *)&u->h, on_failed_closed);
     return r;
   }

@@ -82,13 +82,6 @@ static void on_timer(uv_timer_t *t) {
   }
 }
 
-static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
-  static _Thread_local char rx[65536];
-  (void)h;
-  (void)suggested;
-  *buf = uv_buf_init(rx, sizeof(rx));
-}
-
 static void on_recv(uv_udp_t *h, ssize_t n, const uv_buf_t *buf, const struct sockaddr *addr,
                     unsigned flags) {
   np__ulink *l = h->data;
@@ -152,7 +145,7 @@ int np__ulink_new(uv_loop_t *loop, const struct sockaddr *server,
   uv_timer_init(loop, &l->timer);
   l->h.data = l->timer.data = l;
   if ((r = uv_udp_connect(&l->h, server)) != 0 ||
-      (r = uv_udp_recv_start(&l->h, on_alloc, on_recv)) != 0) {
+      (r = uv_udp_recv_start(&l->h, np__udp_alloc, on_recv)) != 0) {
     np__ulink_close(l);
     return r;
   }

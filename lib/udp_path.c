@@ -37,13 +37,6 @@ static void rejected(upath *p, const struct sockaddr *addr, const char *why) {
   }
 }
 
-static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
-  static _Thread_local char rx[65536];
-  (void)h;
-  (void)suggested;
-  *buf = uv_buf_init(rx, sizeof(rx));
-}
-
 static void on_recv(uv_udp_t *h, ssize_t n, const uv_buf_t *buf, const struct sockaddr *addr,
                     unsigned flags) {
   upath *p = h->data;
@@ -133,7 +126,7 @@ int np__upath_open(struct np_server *srv, const struct sockaddr *addr) {
   uv_udp_init(srv->loop, &p->h);
   p->h.data = p;
   if ((r = uv_udp_bind(&p->h, addr, 0)) != 0 ||
-      (r = uv_udp_recv_start(&p->h, on_alloc, on_recv)) != 0) {
+      (r = uv_udp_recv_start(&p->h, np__udp_alloc, on_recv)) != 0) {
     uv_close((uv_handle_t *)&p->h, on_failed);
     return r;
   }

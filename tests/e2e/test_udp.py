@@ -17,17 +17,8 @@ import time
 
 sys.path.insert(0, os.path.dirname(__file__))
 import npwire  # noqa: E402
+from npwire import recv_exact  # noqa: E402
 from nptest import LOOP, Fail, check, pattern, run  # noqa: E402
-
-
-def recv_exact(s, n):
-    buf = b""
-    while len(buf) < n:
-        b = s.recv(n - len(buf))
-        if not b:
-            raise EOFError("connection closed")
-        buf += b
-    return buf
 
 
 def recv_dgram(w):
