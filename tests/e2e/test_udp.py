@@ -281,15 +281,17 @@ def test_service_not_yet_up(env):
 
 class Capture:
     """Packets to a UDP port on lo, as root can see them (AF_PACKET): the genuine article for a
-    replay. Without root, nothing is captured."""
+    replay. Without CAP_NET_RAW, nothing is captured."""
 
     def __init__(self, port):
         self.port = port
         self.packets = []
         self.sock = None
-        if os.geteuid() != 0:
+        try:
+            self.sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x0800))
+        except OSError as e:  # not root, or no CAP_NET_RAW: the replay part is left out
+            print(f"no capture ({e}): replays are not tried", flush=True)
             return
-        self.sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x0800))
         self.sock.bind(("lo", 0))
         self.sock.settimeout(0.2)
         self.stop = False
@@ -345,7 +347,7 @@ def test_hostile_packets(env):
         check(ask(s, port, b"real %d" % i)[1] == b"real %d" % i, "the real flow")
     data = cap.data(3)
     cap.close()
-    check(os.geteuid() != 0 or data, f"nothing captured of {len(cap.packets)} packets")
+    check(cap.sock is None or data, f"nothing captured of {len(cap.packets)} packets")
     sid = data[0][1:9] if data else struct.pack(">Q", 1)
     h = udp_socket()
     dest = (LOOP, srv.port)
