@@ -520,6 +520,15 @@ static void register_proxies(struct np_client *cl) {
   }
 }
 
+/* Tell the server at once, so it sends flows' datagrams the way they now get through. */
+static void on_ulink(void *arg, int up) {
+  struct np_client *cl = arg;
+  np_msg m = {.type = NP_MSG_PING, .id = ++cl->ping_seq};
+  m.status = up ? NP_UDP_PATH_UP : NP_UDP_PATH_DOWN;
+  if (cl->ch != NULL)
+    send_msg(cl, &m);
+}
+
 /* The datagram path, when a UDP proxy may use it: keyed from this session's TLS connection (or,
  * with insecure = true, its session key), towards the address the control connection reached. */
 static void start_ulink(struct np_client *cl) {
@@ -540,7 +549,7 @@ static void start_ulink(struct np_client *cl) {
   if (r == 0)
     r = np__ulink_new(cl->loop, (struct sockaddr *)&server, master, cl->session_id,
                       cl->cfg.udp_keepalive_ms, cl->cfg.udp_path_retry_ms, &cl->log,
-                      &cl->ulink_stats, &cl->ulink);
+                      &cl->ulink_stats, on_ulink, cl, &cl->ulink);
   OPENSSL_cleanse(master, sizeof(master));
   if (r != 0)
     np__log(&cl->log, NP_LOG_WARN, "no datagram path (%s): UDP flows use the tunnel",

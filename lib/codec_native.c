@@ -37,7 +37,7 @@ static const unsigned char layouts[][MAX_FIELDS] = {
     [NP_MSG_REQ_WORK] = {F_ID, F_NAME},
     [NP_MSG_WORK] = {F_ID, F_ID2, F_MAC},
     [NP_MSG_WORK_FAIL] = {F_ID, F_STATUS, F_TEXT},
-    [NP_MSG_PING] = {F_ID},
+    [NP_MSG_PING] = {F_ID, F_STATUS}, /* status: the client's datagram path (NP_UDP_PATH_*) */
     [NP_MSG_PONG] = {F_ID},
     [NP_MSG_CLOSE] = {F_STATUS, F_TEXT},
     [NP_MSG_WORK_IDLE] = {F_ID, F_ID2, F_MAC},
@@ -49,6 +49,7 @@ static const unsigned char layouts[][MAX_FIELDS] = {
  * they decode as empty. 0 = every field is required. */
 static const unsigned char required[NP_MSG_LAST + 1] = {
     [NP_MSG_PROXY] = 3, /* allow_ips (text) and kind came later */
+    [NP_MSG_PING] = 1,  /* so did status */
 };
 
 static int known_type(unsigned t) {

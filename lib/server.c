@@ -565,6 +565,11 @@ static void on_session_msg(np__chan *ch, const np_msg *m) {
       break;
     case NP_MSG_PING: {
       np_msg pong = {.type = NP_MSG_PONG, .id = m->id};
+      if (m->status == NP_UDP_PATH_UP || m->status == NP_UDP_PATH_DOWN) {
+        s->udp_client_up = m->status == NP_UDP_PATH_UP;
+        np__log(&srv->log, NP_LOG_DEBUG, "client %s: its datagram path is %s", s->name,
+                s->udp_client_up ? "up" : "down");
+      }
       r = np__session_send(s, &pong);
       break;
     }

@@ -86,6 +86,7 @@ struct session {
   uint64_t udp_last_rx;             /* when; 0: the path is not up */
   uint32_t udp_keepalive_ms;        /* how often the client says it probes */
   unsigned closing : 1, seal_ok : 1;
+  unsigned udp_client_up : 1; /* the client said its datagram path answers (PING's status) */
   session *prev, *next;
 };
 

@@ -21,6 +21,8 @@ struct np__ulink {
   unsigned probes; /* sent since the last ack */
   int told_down;   /* logged that UDP does not get through: once at warn, then at debug */
   np__ulink_flow *flows;
+  np__ulink_cb cb;
+  void *arg;
   int closes_left;
 };
 
@@ -45,6 +47,8 @@ static void probe(np__ulink *l, uint64_t flow) {
 static void on_timer(uv_timer_t *t);
 
 static void go_down(np__ulink *l, const char *why) {
+  if (l->state == L_UP)
+    l->cb(l->arg, 0);
   l->state = L_DOWN;
   l->stats->downs++;
   np__log(l->log, l->told_down ? NP_LOG_DEBUG : NP_LOG_WARN,
@@ -110,6 +114,7 @@ static void on_recv(uv_udp_t *h, ssize_t n, const uv_buf_t *buf, const struct so
       /* Flows that started meanwhile: the server sends theirs over the path once told. */
       for (np__ulink_flow *f = l->flows; f != NULL; f = f->next)
         probe(l, f->id);
+      l->cb(l->arg, 1);
     }
     return;
   }
@@ -126,7 +131,7 @@ static void on_recv(uv_udp_t *h, ssize_t n, const uv_buf_t *buf, const struct so
 int np__ulink_new(uv_loop_t *loop, const struct sockaddr *server,
                   const unsigned char master[NP_SEAL_MASTER], uint64_t session,
                   uint64_t keepalive_ms, uint64_t retry_ms, const np__logger *log,
-                  np__ulink_stats *stats, np__ulink **out) {
+                  np__ulink_stats *stats, np__ulink_cb cb, void *arg, np__ulink **out) {
   np__ulink *l = calloc(1, sizeof(*l));
   int r, size = 4 << 20;
 
@@ -138,6 +143,8 @@ int np__ulink_new(uv_loop_t *loop, const struct sockaddr *server,
   }
   l->log = log;
   l->stats = stats;
+  l->cb = cb;
+  l->arg = arg;
   l->keepalive_ms = keepalive_ms;
   l->retry_ms = retry_ms;
   np__addr_str(server, l->server, sizeof(l->server));

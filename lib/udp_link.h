@@ -29,10 +29,13 @@ typedef struct np__ulink_stats {
   uint64_t ups, downs; /* times the path came up, went down */
 } np__ulink_stats;
 
+/* Runs when the path comes up (up = 1) or goes down, so the server can be told at once. */
+typedef void (*np__ulink_cb)(void *arg, int up);
+
 int np__ulink_new(uv_loop_t *loop, const struct sockaddr *server,
                   const unsigned char master[NP_SEAL_MASTER], uint64_t session,
                   uint64_t keepalive_ms, uint64_t retry_ms, const np__logger *log,
-                  np__ulink_stats *stats, np__ulink **out);
+                  np__ulink_stats *stats, np__ulink_cb cb, void *arg, np__ulink **out);
 /* Detaches every flow (they use the tunnel from then on); memory goes asynchronously. */
 void np__ulink_close(np__ulink *l);
 int np__ulink_is_up(const np__ulink *l);

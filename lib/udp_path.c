@@ -93,7 +93,7 @@ int np__upath_send(session *s, uint64_t flow, const char *data, size_t len) {
   uv_buf_t b;
   int n;
 
-  if (p == NULL || !s->seal_ok || s->udp_last_rx == 0)
+  if (p == NULL || !s->seal_ok || !s->udp_client_up || s->udp_last_rx == 0)
     return UV_EAGAIN;
   if (uv_now(srv->loop) - s->udp_last_rx > timeout) {
     np__log(&srv->log, NP_LOG_INFO, "client %s: datagram path silent for %llums, using the tunnel",

@@ -22,7 +22,7 @@ typedef enum np_msg_type {
   NP_MSG_REQ_WORK = 6,   /* s->c: id (visitor), name (proxy)              */
   NP_MSG_WORK = 7,       /* c->s, first on a work connection: id (session), id2 (visitor), mac */
   NP_MSG_WORK_FAIL = 8,  /* c->s: id (visitor), status, text              */
-  NP_MSG_PING = 9,       /* both ways: id (sequence)                      */
+  NP_MSG_PING = 9,       /* both ways: id (sequence), status (c->s: NP_UDP_PATH_*) */
   NP_MSG_PONG = 10,      /* both ways: id (sequence echoed)               */
   NP_MSG_CLOSE = 11,     /* both ways: status, text                       */
   NP_MSG_WORK_IDLE =
@@ -36,6 +36,10 @@ typedef enum np_msg_type {
 /* What a proxy carries (PROXY's kind). */
 typedef enum np_proxy_kind { NP_PROXY_TCP = 0, NP_PROXY_UDP = 1 } np_proxy_kind;
 #define NP_PROXY_KIND_LAST NP_PROXY_UDP
+
+/* PING's status from a client: news about its datagram path (0: none). */
+#define NP_UDP_PATH_UP   1 /* it answers: send UDP flows' datagrams over it */
+#define NP_UDP_PATH_DOWN 2 /* it stopped answering here: send them inside the tunnel */
 
 #define NP_MSG_NAME_MAX 64  /* bytes, without the terminating NUL */
 #define NP_MSG_TEXT_MAX 255 /* bytes, without the terminating NUL */

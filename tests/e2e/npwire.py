@@ -21,7 +21,7 @@ LAYOUT = {
     REQ_WORK: ["id", "name"],
     WORK: ["id", "id2", "mac"],
     WORK_FAIL: ["id", "status", "text"],
-    PING: ["id"],
+    PING: ["id", "status"],
     PONG: ["id"],
     CLOSE: ["status", "text"],
     WORK_IDLE: ["id", "id2", "mac"],

@@ -4,6 +4,7 @@ back to the visitor that sent them. The server's side alone is driven by a clien
 docs/protocol.md (npwire.py); the rest runs the real tools with real UDP services (dnsmasq + dig, an
 echo service that says which of its sockets answered)."""
 
+import ctypes
 import os
 import selectors
 import shutil
@@ -293,10 +294,25 @@ class Capture:
             print(f"no capture ({e}): replays are not tried", flush=True)
             return
         self.sock.bind(("lo", 0))
+        self._filter(port)
         self.sock.settimeout(0.2)
         self.stop = False
         self.t = threading.Thread(target=self._run, daemon=True)
         self.t.start()
+
+    def _filter(self, port):
+        """Let the kernel keep only UDP to port (classic BPF, as tcpdump's "udp dst port P"
+        compiles): with every parallel test's traffic on lo, the socket's buffer would otherwise
+        overflow before the few packets wanted here are read."""
+        prog = [(0x28, 0, 0, 12), (0x15, 0, 8, 0x0800),  # IPv4
+                (0x30, 0, 0, 23), (0x15, 0, 6, 17),      # UDP
+                (0x28, 0, 0, 20), (0x45, 4, 0, 0x1FFF),  # not a fragment
+                (0xB1, 0, 0, 14), (0x48, 0, 0, 16),      # destination port
+                (0x15, 0, 1, port), (0x06, 0, 0, 262144), (0x06, 0, 0, 0)]
+        code = b"".join(struct.pack("HBBI", *ins) for ins in prog)
+        self._code = ctypes.create_string_buffer(code, len(code))
+        fprog = struct.pack("HL", len(prog), ctypes.addressof(self._code))
+        self.sock.setsockopt(socket.SOL_SOCKET, 26, fprog)  # SO_ATTACH_FILTER
 
     def _run(self):
         while not self.stop:

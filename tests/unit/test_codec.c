@@ -78,6 +78,9 @@ static void assert_same(const np_msg *a, const np_msg *b) {
     assert_string_equal(a->text, b->text);
     break;
   case NP_MSG_PING:
+    assert_true(a->id == b->id);
+    assert_int_equal(a->status, b->status);
+    break;
   case NP_MSG_PONG:
     assert_true(a->id == b->id);
     break;
@@ -222,10 +225,21 @@ static void test_native_malformed(void **state) {
   /* truncated input is not an error, just incomplete */
   assert_int_equal(feed(c, 4096, "\x00\x00\x00\x09\x09\x00\x00", 7, &m), 0);
   /* trailing fields from a newer minor version are ignored */
-  assert_int_equal(
-      feed(c, 4096, "\x00\x00\x00\x0b\x09\x00\x00\x00\x00\x00\x00\x00\x07\xaa\xbb", 15, &m), 1);
+  assert_int_equal(feed(c, 4096,
+                        "\x00\x00\x00\x0f\x09\x00\x00\x00\x00\x00\x00\x00\x07\x00\x00\x00\x02"
+                        "\xaa\xbb",
+                        19, &m),
+                   1);
   assert_int_equal(m.type, NP_MSG_PING);
-  assert_true(m.id == 7);
+  assert_true(m.id == 7 && m.status == NP_UDP_PATH_DOWN);
+  /* PING from before its status: none */
+  assert_int_equal(feed(c, 4096, "\x00\x00\x00\x09\x09\x00\x00\x00\x00\x00\x00\x00\x08", 13, &m),
+                   1);
+  assert_true(m.type == NP_MSG_PING && m.id == 8 && m.status == 0);
+  /* ... and half a status is an error */
+  assert_int_equal(
+      feed(c, 4096, "\x00\x00\x00\x0b\x09\x00\x00\x00\x00\x00\x00\x00\x07\xaa\xbb", 15, &m),
+      NP_EPROTO);
   /* PROXY from before allow_ips: name "a", addr "", port 80, no text */
   assert_int_equal(feed(c, 4096, "\x00\x00\x00\x06\x04\x01\x61\x00\x00\x50", 10, &m), 1);
   assert_true(m.type == NP_MSG_PROXY && m.port == 80 && strcmp(m.name, "a") == 0 && m.text[0] == 0);
