@@ -9,6 +9,8 @@
 #include "natproxy/codec.h"
 #include "natproxy/error.h"
 
+#include "internal.h"
+
 enum field {
   F_END = 0,
   F_VERSION, /* u16 */
@@ -54,20 +56,6 @@ static const unsigned char required[NP_MSG_LAST + 1] = {
 
 static int known_type(unsigned t) {
   return t >= NP_MSG_HELLO && t <= NP_MSG_LAST;
-}
-
-static void put_be(unsigned char *p, uint64_t v, int n) {
-  for (int i = n - 1; i >= 0; i--) {
-    p[i] = (unsigned char)(v & 0xff);
-    v >>= 8;
-  }
-}
-
-static uint64_t get_be(const unsigned char *p, int n) {
-  uint64_t v = 0;
-  for (int i = 0; i < n; i++)
-    v = (v << 8) | p[i];
-  return v;
 }
 
 static int put_str(unsigned char **pp, unsigned char *end, const char *s, size_t max) {
@@ -134,13 +122,13 @@ static int encode(const np_msg *m, char *buf, size_t cap) {
     if (width > 0) {
       if (end - p < width)
         return NP_ETOOBIG;
-      put_be(p, v, width);
+      np__put_be(p, v, width);
       p += width;
     }
   }
   if (r != 0)
     return r;
-  put_be(start, (uint64_t)(p - start - HDR_LEN), HDR_LEN);
+  np__put_be(start, (uint64_t)(p - start - HDR_LEN), HDR_LEN);
   start[HDR_LEN] = (unsigned char)m->type;
   return (int)(p - start);
 }
@@ -212,7 +200,7 @@ static int parse_body(const unsigned char *p, size_t len, np_msg *m) {
       continue;
     if (end - p < width)
       return NP_EPROTO;
-    v = get_be(p, width);
+    v = np__get_be(p, width);
     p += width;
     switch (layouts[type][i]) {
     case F_VERSION:
@@ -269,7 +257,7 @@ static void decoder_free(void *dec) {
 }
 
 static int check_len(decoder *d, const unsigned char *hdr, size_t *body) {
-  uint64_t n = get_be(hdr, HDR_LEN);
+  uint64_t n = np__get_be(hdr, HDR_LEN);
   if (n == 0)
     return d->error = NP_EPROTO;
   /* A TLS record (handshake, version 3.x) read as our header is a length of ~370 MB: a TLS client

@@ -5,13 +5,12 @@
 
 #include <uv.h>
 
-#include "natproxy/error.h"
+#include "internal.h"
 
 int np__dgram_hdr(size_t len, unsigned char hdr[NP_DGRAM_HDR_LEN]) {
   if (len > NP_DGRAM_MAX)
     return NP_ETOOBIG;
-  hdr[0] = (unsigned char)(len >> 8);
-  hdr[1] = (unsigned char)len;
+  np__put_be(hdr, len, NP_DGRAM_HDR_LEN);
   return 0;
 }
 
@@ -33,15 +32,15 @@ int np__dgram_feed(np__dgram_parser *p, const char *in, size_t len, np__dgram_cb
       len--;
       if (p->have < NP_DGRAM_HDR_LEN)
         continue;
-      if (((size_t)p->hdr[0] << 8 | p->hdr[1]) > NP_DGRAM_MAX)
-        return p->error = NP_ETOOBIG;
-      if (p->hdr[0] == 0 && p->hdr[1] == 0) { /* empty: complete now, not with the next bytes */
-        p->have = 0;
-        cb(arg, "", 0);
-        continue;
-      }
     }
-    want = (size_t)p->hdr[0] << 8 | p->hdr[1];
+    want = (size_t)np__get_be(p->hdr, NP_DGRAM_HDR_LEN);
+    if (want > NP_DGRAM_MAX)
+      return p->error = NP_ETOOBIG;
+    if (want == 0) { /* empty: complete now, not with the next bytes */
+      p->have = 0;
+      cb(arg, "", 0);
+      continue;
+    }
     if (p->have == NP_DGRAM_HDR_LEN && len >= want) {
       /* Whole: hand it over where it lies. */
       cb(arg, in, want);

@@ -103,7 +103,7 @@ static int start_connect(np__dialer *d, const struct sockaddr *sa) {
     np_conn *c;
     if ((r = np__conn_udp_new(d->loop, sa, d->udp_idle_ms, &c)) != 0)
       return r;
-    if (d->resolving || d->res != NULL) { /* already on a later turn */
+    if (d->res != NULL) { /* resolved: already on a later turn */
       complete(d, 0, c, 1);
     } else {
       d->conn = c;

@@ -13,6 +13,18 @@
 #define NP_CONTAINER_OF(ptr, type, field) ((type *)((char *)(ptr)-offsetof(type, field)))
 #define NP_ARRAY_SIZE(a)                  (sizeof(a) / sizeof((a)[0]))
 
+/* n-byte big-endian integers: the byte order of every format the library speaks. */
+static inline void np__put_be(unsigned char *p, uint64_t v, int n) {
+  for (int i = n - 1; i >= 0; i--, v >>= 8)
+    p[i] = (unsigned char)v;
+}
+static inline uint64_t np__get_be(const unsigned char *p, int n) {
+  uint64_t v = 0;
+  for (int i = 0; i < n; i++)
+    v = v << 8 | p[i];
+  return v;
+}
+
 /* Intrusive doubly linked lists headed by a plain pointer (NULL when empty), for any struct with
  * two link fields, named by the caller. Unlinking a node that is not in the list leaves the list
  * alone. */

@@ -88,17 +88,23 @@ static void on_work_closed(np_conn *c) {
   flow_free(c->data);
 }
 
+/* A debug line about flow f (its address formatted only when the line will be logged). */
+static void flow_debug(const flow *f, const char *what, const char *why) {
+  char a[64];
+  if (f->srv->log.level < NP_LOG_DEBUG)
+    return;
+  np__addr_str((const struct sockaddr *)&f->addr, a, sizeof(a));
+  np__log(&f->srv->log, NP_LOG_DEBUG, "proxy %s: UDP flow %s %s%s", f->u->px->name, a, what, why);
+}
+
 /* why: for the debug log, NULL for none (the proxy is going, the visitor never got a tunnel). */
 static void flow_close(flow *f, const char *why) {
   udp *u = f->u;
   if (f->closing)
     return;
   f->closing = 1;
-  if (why != NULL && f->srv->log.level >= NP_LOG_DEBUG) {
-    char a[64];
-    np__addr_str((struct sockaddr *)&f->addr, a, sizeof(a));
-    np__log(&f->srv->log, NP_LOG_DEBUG, "proxy %s: UDP flow %s closed: %s", u->px->name, a, why);
-  }
+  if (why != NULL)
+    flow_debug(f, "closed: ", why);
   NP_DLIST_UNLINK(u->flows, f, prev, next);
   u->nflows--;
   f->srv->stats.udp_flows--;
@@ -220,12 +226,7 @@ void np__udp_flow_join(flow *f, np_conn *work, const char *rest, size_t rest_len
   f->work = work;
   work->data = f;
   srv->stats.visitors_joined++;
-  if (srv->log.level >= NP_LOG_DEBUG) {
-    char a[64];
-    np__addr_str((struct sockaddr *)&f->addr, a, sizeof(a));
-    np__log(&srv->log, NP_LOG_DEBUG, "proxy %s: UDP flow %s has its work connection",
-            f->u->px->name, a);
-  }
+  flow_debug(f, "has its work connection", "");
   while (f->qhead != NULL) {
     early *e = f->qhead;
     f->qhead = e->next;

@@ -30,12 +30,10 @@ static _Thread_local char tx[NP_SEAL_MAX];
 
 static void probe(np__ulink *l, uint64_t flow) {
   unsigned char p[4];
-  uint32_t k = (uint32_t)l->keepalive_ms;
   uv_buf_t b;
   int n;
 
-  p[0] = (unsigned char)(k >> 24), p[1] = (unsigned char)(k >> 16);
-  p[2] = (unsigned char)(k >> 8), p[3] = (unsigned char)k;
+  np__put_be(p, l->keepalive_ms, 4);
   if ((n = np__seal_pack(&l->seal, NP_SEAL_PROBE, flow, (char *)p, sizeof(p), tx)) < 0)
     return;
   b = uv_buf_init(tx, (unsigned)n);

@@ -70,10 +70,8 @@ static void on_recv(uv_udp_t *h, ssize_t n, const uv_buf_t *buf, const struct so
   s->udp_last_rx = uv_now(h->loop);
   if (type == NP_SEAL_PROBE) {
     /* The payload says how often the client probes: it is gone after three missed. */
-    if (plen >= 4) {
-      const unsigned char *q = (const unsigned char *)payload;
-      s->udp_keepalive_ms = (uint32_t)q[0] << 24 | (uint32_t)q[1] << 16 | q[2] << 8 | q[3];
-    }
+    if (plen >= 4)
+      s->udp_keepalive_ms = (uint32_t)np__get_be((const unsigned char *)payload, 4);
     if (flow != 0)
       np__udp_flow_path_ready(s, flow);
     int len = np__seal_pack(&s->seal, NP_SEAL_PROBE_ACK, flow, payload, plen, tx);

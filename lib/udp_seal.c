@@ -7,18 +7,6 @@
 
 #include "internal.h"
 
-static void put64(unsigned char *p, uint64_t v) {
-  for (int i = 7; i >= 0; i--, v >>= 8)
-    p[i] = (unsigned char)v;
-}
-
-static uint64_t get64(const unsigned char *p) {
-  uint64_t v = 0;
-  for (int i = 0; i < 8; i++)
-    v = v << 8 | p[i];
-  return v;
-}
-
 static int derive(const unsigned char master[NP_SEAL_MASTER], const char *label, uint64_t session,
                   unsigned char key[32]) {
   unsigned char msg[32];
@@ -26,7 +14,7 @@ static int derive(const unsigned char master[NP_SEAL_MASTER], const char *label,
   size_t l = strlen(label);
 
   memcpy(msg, label, l);
-  put64(msg + l, session);
+  np__put_be(msg + l, session, 8);
   return HMAC(EVP_sha256(), master, NP_SEAL_MASTER, msg, l + 8, key, &n) != NULL ? 0 : NP_ETLS;
 }
 
@@ -71,7 +59,7 @@ int np__seal_peek(const char *pkt, size_t len, int *type, uint64_t *session) {
   if (len < NP_SEAL_OVERHEAD || p[0] < NP_SEAL_DATA || p[0] > NP_SEAL_PROBE_ACK)
     return NP_SEAL_ESHORT;
   *type = p[0];
-  *session = get64(p + 1);
+  *session = np__get_be(p + 1, 8);
   return 0;
 }
 
@@ -79,7 +67,7 @@ int np__seal_peek(const char *pkt, size_t len, int *type, uint64_t *session) {
  * never sent twice under one key, so no nonce repeats. */
 static void nonce(unsigned char n[12], uint64_t counter) {
   memset(n, 0, 4);
-  put64(n + 4, counter);
+  np__put_be(n + 4, counter, 8);
 }
 
 int np__seal_pack(np__seal *s, int type, uint64_t flow, const char *payload, size_t len,
@@ -91,11 +79,11 @@ int np__seal_pack(np__seal *s, int type, uint64_t flow, const char *payload, siz
   if (len > NP_SEAL_MAX - NP_SEAL_OVERHEAD)
     return UV_EMSGSIZE;
   o[0] = (unsigned char)type;
-  put64(o + 1, s->session);
-  put64(o + 9, s->tx_next);
+  np__put_be(o + 1, s->session, 8);
+  np__put_be(o + 9, s->tx_next, 8);
   nonce(n, s->tx_next);
   s->tx_next++;
-  put64(fl, flow);
+  np__put_be(fl, flow, 8);
   if (EVP_EncryptInit_ex(c, NULL, NULL, NULL, n) != 1 ||
       EVP_EncryptUpdate(c, NULL, &outl, o, NP_SEAL_HDR) != 1 ||
       EVP_EncryptUpdate(c, o + NP_SEAL_HDR, &outl, fl, 8) != 1 ||
@@ -140,7 +128,7 @@ int np__seal_open(np__seal *s, char *pkt, size_t len, int *type, uint64_t *flow,
 
   if (np__seal_peek(pkt, len, type, &session) != 0 || session != s->session)
     return NP_SEAL_ESHORT;
-  ctr = get64(p + 9);
+  ctr = np__get_be(p + 9, 8);
   if (!fresh(s, ctr))
     return NP_SEAL_EREPLAY;
   body = len - NP_SEAL_HDR - NP_SEAL_TAG;
@@ -152,7 +140,7 @@ int np__seal_open(np__seal *s, char *pkt, size_t len, int *type, uint64_t *flow,
       EVP_DecryptFinal_ex(c, p + NP_SEAL_HDR + body, &outl) != 1)
     return NP_SEAL_EAUTH;
   mark(s, ctr);
-  *flow = get64(p + NP_SEAL_HDR);
+  *flow = np__get_be(p + NP_SEAL_HDR, 8);
   *payload = pkt + NP_SEAL_HDR + 8;
   *plen = body - 8;
   return 0;

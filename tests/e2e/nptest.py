@@ -295,6 +295,23 @@ def low_free_ports(count):
     raise RuntimeError("no free ports below 32000")
 
 
+def rss_kib(pid):
+    """Resident memory of a process, KiB."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise Fail(f"no VmRSS for {pid}")
+
+
+def server_stats(srv):
+    """np-server's counters, from the line SIGUSR1 makes it log."""
+    mark = srv.mark()
+    srv.signal(signal.SIGUSR1)
+    line = srv.wait_line(r"stats: (.*)", after=mark).group(1)
+    return {k: int(v) for k, v in (kv.split("=") for kv in line.split())}
+
+
 def wait_until(pred, timeout, what, step=0.05):
     """Poll a condition that has no event to wait on (a port being released), bounded in time."""
     deadline = time.monotonic() + timeout

@@ -14,7 +14,7 @@ import time
 sys.path.insert(0, os.path.dirname(__file__))
 import npwire  # noqa: E402
 from nptest import (LOOP, SANITIZED, WRAP, Fail, Greeter, check, connect, dial,  # noqa: E402
-                    half_close, recv_all, run, wait_until)
+                    half_close, recv_all, rss_kib, run, wait_until)
 
 
 def closed(s, timeout=5):
@@ -120,14 +120,14 @@ def test_malformed_input(env):
     if WRAP or SANITIZED:
         return  # their allocators keep what is freed: nothing to measure
     # the same again, 100 times over: the server's memory stays where it was
-    before = rss_kib(srv)
+    before = rss_kib(srv.p.pid)
     for _ in range(100):
         for data, _ in cases:
             s = dial(srv, timeout=5)
             s.sendall(data)
             check(closed(s), f"{data[:8]!r}... closed")
     assert_serving(honest, b"after 700 more")
-    after = rss_kib(srv)
+    after = rss_kib(srv.p.pid)
     print(f"server RSS before 700 malformed connections {before} KiB, after {after} KiB")
     check(after - before < 1024, f"700 malformed connections grew the server by {after - before} KiB")
 
@@ -273,14 +273,6 @@ def test_hostile_mux(env):
     assert_serving(honest, b"after the stream flood")
 
 
-def rss_kib(proc):
-    with open(f"/proc/{proc.p.pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    raise Fail("no VmRSS")
-
-
 def client_hello():
     """The first flight of a TLS client, as bytes to dribble by hand."""
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
@@ -331,14 +323,14 @@ def test_silent_crowd(env):
     honest = honest_tunnel(env, srv)
     assert_serving(honest, b"before")
     measure = not WRAP and not SANITIZED
-    rss = [rss_kib(srv)]
+    rss = [rss_kib(srv.p.pid)]
     for crowd in range(2):
         mark = srv.mark()
         t0 = time.monotonic()
         socks = [socket.create_connection((LOOP, srv.port), timeout=10,
                                           source_address=("127.0.0.6", 0)) for _ in range(1000)]
         assert_serving(honest, b"during crowd %d" % crowd)
-        peak = rss_kib(srv)
+        peak = rss_kib(srv.p.pid)
         check(time.monotonic() - t0 < 2, "the crowd was in before its deadline")
         for s in socks:
             check(closed(s, 5), "a silent connection is closed")
@@ -349,7 +341,7 @@ def test_silent_crowd(env):
                    5, "every silent connection logged")
         assert_serving(honest, b"after crowd %d" % crowd)
         srv.wait_line(r"connections and visitors came and went: freed memory given back", after=mark)
-        rss.append(rss_kib(srv))
+        rss.append(rss_kib(srv.p.pid))
     print(f"server RSS: before {rss[0]} KiB, with 1,000 silent connections {peak} KiB, after one "
           f"crowd {rss[1]} KiB, after two {rss[2]} KiB")
     if measure:

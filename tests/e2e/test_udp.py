@@ -19,7 +19,7 @@ import time
 sys.path.insert(0, os.path.dirname(__file__))
 import npwire  # noqa: E402
 from npwire import recv_exact  # noqa: E402
-from nptest import LOOP, Fail, check, pattern, run  # noqa: E402
+from nptest import LOOP, Fail, check, pattern, rss_kib, run, server_stats  # noqa: E402
 
 
 def recv_dgram(w):
@@ -118,14 +118,6 @@ def udp_client(env, srv, *args):
     if DATAGRAM_PATH:
         cl.wait_line(r"datagram path to .* up")
     return cl
-
-
-def server_stats(srv):
-    """The server's counters, from the line SIGUSR1 makes it log."""
-    mark = srv.mark()
-    srv.signal(signal.SIGUSR1)
-    line = srv.wait_line(r"stats: (.*)", after=mark).group(1)
-    return {k: int(v) for k, v in (kv.split("=") for kv in line.split())}
 
 
 def check_carrier(srv):
@@ -393,14 +385,6 @@ def test_hostile_packets(env):
     rss1 = rss_kib(srv.p.pid)
     print(f"figure: server RSS around 20,000 forged packets = {rss0} -> {rss1} KiB", flush=True)
     check(rss1 - rss0 < 1024, f"RSS grew {rss1 - rss0} KiB")
-
-
-def rss_kib(pid):
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    return 0
 
 
 DNSMASQ_RECORDS = [

@@ -21,7 +21,7 @@ sys.path.insert(0, os.path.join(HERE, "..", "e2e"))
 import netbed  # noqa: E402
 from netbed import HOME_IP, PUBLIC_IP, ROUTER_WAN, VISITOR_IP, NetBed, inside  # noqa: E402
 from nptest import (CLIENT, SANITIZED, SERVER, TLS, Greeter, check, pattern, proxy_ports,  # noqa: E402
-                    recv_all, run)
+                    recv_all, rss_kib, run, server_stats)
 
 CTL = 7000
 FAST_HB = ["--heartbeat-interval", "500ms", "--heartbeat-timeout", "2s"]
@@ -320,11 +320,6 @@ def proc_fds(pid):
     return len(os.listdir(f"/proc/{pid}/fd"))
 
 
-def proc_rss_kib(pid):
-    with open(f"/proc/{pid}/status") as f:
-        return int(re.search(r"VmRSS:\s+(\d+)", f.read()).group(1))
-
-
 async def _greeter(reader, writer):
     line = await reader.readline()
     writer.write(b"you are " + line)
@@ -405,7 +400,7 @@ def test_many_visitors(env):
             time.sleep(0.1)
         base_fds, cl_fds = prev
         check(greet(bed, 6000, b"warm") == b"you are warm\n", "warm-up")
-        base_rss = proc_rss_kib(srv.p.pid)
+        base_rss = rss_kib(srv.p.pid)
         rss_after = []
         rounds = 4
         for rnd in range(rounds):
@@ -423,7 +418,7 @@ def test_many_visitors(env):
                 time.sleep(0.1)
             check(proc_fds(srv.p.pid) == base_fds, f"server fds {proc_fds(srv.p.pid)} vs {base_fds}")
             check(proc_fds(cl.p.pid) == cl_fds, f"client fds {proc_fds(cl.p.pid)} vs {cl_fds}")
-            rss_after.append(proc_rss_kib(srv.p.pid))
+            rss_after.append(rss_kib(srv.p.pid))
         print(f"figure: server RSS KiB idle / after each round = {base_rss} / {rss_after}", flush=True)
         # The relay's chunk cache may fill toward its bound (4 MiB) over the rounds; beyond that,
         # 6,000 more connections must not cost memory. Under ASan freed memory sits in its quarantine,
@@ -498,10 +493,10 @@ def test_slow_visitor(env):
         s = visitor_connect(bed, 6000)
         s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
         time.sleep(1)  # let every buffer on the way fill up: this is the load, not a wait for an event
-        rss0 = proc_rss_kib(srv.p.pid) + proc_rss_kib(cl.p.pid)
+        rss0 = rss_kib(srv.p.pid) + rss_kib(cl.p.pid)
         sent0 = Source.sent
         time.sleep(3)
-        rss1 = proc_rss_kib(srv.p.pid) + proc_rss_kib(cl.p.pid)
+        rss1 = rss_kib(srv.p.pid) + rss_kib(cl.p.pid)
         sent1 = Source.sent
         figure("bytes the service got out while the visitor never read", sent1, "bytes")
         figure("RSS change of server+client over 3s", rss1 - rss0, "KiB")
@@ -557,13 +552,6 @@ def dns_answers_exact(bed, port, tries=3):
           "AAAA record")
     check(dig_from_visitor(bed, port, "TXT", "txt.home.test", tries=tries) == '"behind the NAT"',
           "TXT record")
-
-
-def server_stats(srv):
-    mark = srv.mark()
-    srv.signal(signal.SIGUSR1)
-    line = srv.wait_line(r"stats: (.*)", after=mark).group(1)
-    return {k: int(v) for k, v in (kv.split("=") for kv in line.split())}
 
 
 BLOCK_UDP = ("nft", "add", "rule", "inet", "fw", "impair", "meta", "l4proto", "udp", "drop")
