@@ -62,6 +62,67 @@ def test_server_stream_carrier(env):
     srv.wait_line(r"client u: proxy dns listening")
 
 
+def test_malformed_frames(env):
+    """A client that frames a datagram longer than UDP allows (or cuts one and leaves) loses that
+    flow only: its work connection is closed, the reason logged, nothing reaches the visitor, and
+    the visitor's next datagram starts a new flow that works."""
+    srv = env.server("--token", "s3cret")
+    raw = npwire.Client(srv, name="u")
+    port = raw.proxy("dns", kind=1)["port"]
+    a = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    a.settimeout(1)
+    a.sendto(b"q1", (LOOP, port))
+    _, m = raw.expect(npwire.REQ_WORK)
+    wa = raw.work(m["id"])
+    check(recv_dgram(wa) == b"q1", "the first datagram")
+    wa.sendall(struct.pack(">H", 65508) + b"x" * 100)  # one byte over the largest UDP payload
+    srv.wait_line(r"UDP flow 127\.0\.0\.1:\d+ closed: malformed datagram frame from the client")
+    wa.settimeout(5)
+    check(wa.recv(100) == b"", "the flow's work connection is closed")
+    try:
+        a.recvfrom(65536)
+        raise Fail("the visitor got something from a malformed frame")
+    except socket.timeout:
+        pass
+    # Cut mid-datagram, then gone: nothing half-sent reaches the visitor either.
+    a.sendto(b"q2", (LOOP, port))
+    _, m = raw.expect(npwire.REQ_WORK)
+    wb = raw.work(m["id"])
+    check(recv_dgram(wb) == b"q2", "a new flow for the same visitor")
+    wb.sendall(struct.pack(">H", 50) + b"half")
+    wb.close()
+    srv.wait_line(r"UDP flow 127\.0\.0\.1:\d+ closed: (the client ended it|connection reset)")
+    a.sendto(b"q3", (LOOP, port))
+    _, m = raw.expect(npwire.REQ_WORK)
+    wc = raw.work(m["id"])
+    check(recv_dgram(wc) == b"q3", "and another")
+    send_dgram(wc, b"answer")
+    got, _ = a.recvfrom(65536)
+    check(got == b"answer", f"the visitor got {got!r}, not the answer alone")
+
+
+def test_client_vanishes(env):
+    """np-client killed outright: the server closes the UDP proxy (its port is free at once, flows
+    gone), and a new client takes the same port and serves."""
+    srv = env.server("--token", "s3cret")
+    echo = Echo()
+    cl = udp_client(env, srv, "-U", f"0:{LOOP}:{echo.port}")
+    port = next(iter(cl.ports.values()))
+    s = udp_socket()
+    check(ask(s, port, b"before")[1] == b"before", "served before")
+    mark = srv.mark()
+    cl.signal(signal.SIGKILL)
+    srv.wait_line(r"client \S+ .*disconnected", after=mark)
+    st = server_stats(srv)
+    check(st["udp_flows"] == 0 and st["proxies"] == 0, f"left behind: {st}")
+    probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    probe.bind((LOOP, port))  # free: nothing of the old proxy holds it
+    probe.close()
+    cl2 = udp_client(env, srv, "-U", f"{port}:{LOOP}:{echo.port}", name="np-client 2")
+    check(next(iter(cl2.ports.values())) == port, "the same port again")
+    check(ask(s, port, b"after")[1] == b"after", "served by the new client")
+
+
 class Echo:
     """A UDP service on 127.0.0.1: answers each datagram with b"PORT|" + the datagram, where PORT is
     the sender's source port, so a test sees which of np-client's sockets (flows) it came from."""
@@ -112,9 +173,9 @@ def ask(s, port, data):
 DATAGRAM_PATH = os.environ.get("NP_E2E_UDP_PATH") != "0"
 
 
-def udp_client(env, srv, *args):
+def udp_client(env, srv, *args, name="np-client"):
     path = [] if DATAGRAM_PATH else ["--udp-datagram-path", "false"]
-    cl = env.client(srv, *path, *args)
+    cl = env.client(srv, *path, *args, name=name)
     if DATAGRAM_PATH:
         cl.wait_line(r"datagram path to .* up")
     return cl
@@ -448,7 +509,9 @@ TESTS = {"server_stream_carrier": test_server_stream_carrier,
          "udp_max_flows": test_max_flows,
          "udp_service_not_yet_up": test_service_not_yet_up,
          "udp_dns": test_dns,
-         "udp_hostile_packets": test_hostile_packets}
+         "udp_hostile_packets": test_hostile_packets,
+         "udp_malformed_frames": test_malformed_frames,
+         "udp_client_vanishes": test_client_vanishes}
 
 if __name__ == "__main__":
     if sys.argv[1:] == ["--list"]:
