@@ -27,9 +27,10 @@ typedef struct direction {
 
 struct np_join {
   direction ab, ba;
-  np__splice *sp;  /* set once the zero-copy relay carries this join */
-  int want_splice; /* a bulk transfer: switch once nothing is in flight */
-  int draining;    /* reads stopped until then */
+  np__splice *sp;   /* set once the zero-copy relay carries this join */
+  int want_splice;  /* a bulk transfer: switch once nothing is in flight */
+  int splice_tried; /* the switch is considered once per join */
+  size_t waited;    /* bytes relayed while waiting for it */
   np_join_cb cb;
   void *data;
   np__bufcache *cache; /* NULL: plain malloc */
@@ -41,6 +42,9 @@ struct np_join {
 /* Bytes read in a row in reads of at least a quarter chunk before a join moves to the zero-copy
  * relay: a bulk transfer, not request/response traffic. */
 #define SPLICE_AFTER (256 * 1024)
+/* Traffic both ways may never leave a moment with nothing in flight; after this many bytes the
+ * join stops waiting for one and stays on the copying relay at full speed. */
+#define SPLICE_WAIT_MAX (8 * 1024 * 1024)
 
 static void finish(struct np_join *j, int status);
 
@@ -109,32 +113,46 @@ static void on_shutdown(np_conn *c, int status) {
 static void on_spliced(void *data, int status, uint64_t a_to_b, uint64_t b_to_a);
 static void on_read(np_conn *c, ssize_t nread, const uv_buf_t *buf);
 
-/* Hand a bulk transfer to the zero-copy relay, at a moment when nothing is in flight here (so the
- * order of bytes holds) and neither side has ended. Request/response traffic stays on this path:
- * for small messages splicing costs more system calls than copying saves. */
+/* Resume reading d once what it waits to write has gone down to its low mark. */
+static void resume(direction *d, size_t low) {
+  struct np_join *j = d->join;
+  if (d->paused && !d->eof && d->in_flight <= low) {
+    d->paused = 0;
+    if (np__conn_read_start(d->src, on_alloc, on_read) != 0)
+      finish(j, UV_EIO);
+  }
+}
+
+/* Hand a bulk transfer to the zero-copy relay, at a moment when nothing is in flight either way (so
+ * the order of bytes holds) and neither side has ended. Request/response traffic stays on this
+ * path: for small messages splicing costs more system calls than copying saves.
+ * Until that moment a direction with bytes in flight stops reading, but only because of its own
+ * bytes, as backpressure does anyway. Stopping the other direction as well deadlocks against a
+ * peer that stops reading while its own writes are blocked (socat, or any echo service under
+ * two-way traffic): the bytes we wait to write to it are the ones it waits on us to take first. */
 static int maybe_splice(struct np_join *j) {
-  if (!j->want_splice || j->closing || j->ab.eof || j->ba.eof)
+  if (!j->want_splice)
     return 0;
+  if (j->closing || j->ab.eof || j->ba.eof) {
+    j->want_splice = 0;
+    return 0;
+  }
   if (j->ab.in_flight > 0 || j->ba.in_flight > 0) {
-    /* Stop reading until what is queued has been written. */
-    if (!j->draining) {
-      j->draining = 1;
-      np__conn_read_stop(j->ab.src);
-      np__conn_read_stop(j->ba.src);
+    direction *ds[2] = {&j->ab, &j->ba};
+    for (int i = 0; i < 2; i++) {
+      if (ds[i]->in_flight > 0 && !ds[i]->paused) {
+        ds[i]->paused = 1;
+        np__conn_read_stop(ds[i]->src);
+      }
     }
     return 0;
   }
   j->want_splice = 0; /* one try */
   if (np__splice_start(j->ab.src, j->ba.src, &j->cache->pipes, on_spliced, j, &j->sp) == 0)
     return 1;
-  if (j->draining) {
-    j->draining = 0;
-    /* Nothing is in flight: both directions read again. */
-    j->ab.paused = j->ba.paused = 0;
-    if (np__conn_read_start(j->ab.src, on_alloc, on_read) != 0 ||
-        np__conn_read_start(j->ba.src, on_alloc, on_read) != 0)
-      finish(j, UV_EIO);
-  }
+  /* Nothing is in flight: a direction paused while waiting reads again. */
+  resume(&j->ab, 0);
+  resume(&j->ba, 0);
   return 0;
 }
 
@@ -152,13 +170,10 @@ static void on_write(np_conn_write *req, int status) {
     finish(j, status);
     return;
   }
-  if (maybe_splice(j) || j->draining)
+  if (maybe_splice(j))
     return;
-  if (d->paused && !d->eof && d->in_flight <= NP_JOIN_LOW) {
-    d->paused = 0;
-    if (np__conn_read_start(d->src, on_alloc, d->src->read_cb) != 0)
-      finish(j, UV_EIO);
-  }
+  /* While a switch waits, a paused direction reads again only once its bytes are all out. */
+  resume(d, j->want_splice ? 0 : NP_JOIN_LOW);
 }
 
 static int send_chunk(direction *d, chunk *ch, size_t len) {
@@ -217,11 +232,15 @@ static void on_read(np_conn *c, ssize_t nread, const uv_buf_t *buf) {
       return;
     }
     d->run = (size_t)nread >= NP_JOIN_CHUNK / 4 ? d->run + (size_t)nread : 0;
-    if (scratch && d->run >= SPLICE_AFTER && j->cache->pipes.enabled) {
-      j->want_splice = 1;
-      if (maybe_splice(j))
-        return;
+    if (d->run >= SPLICE_AFTER && !j->splice_tried) {
+      /* Decided once: a join that cannot splice (a mux stream, TLS) never waits for a moment. */
+      j->splice_tried = 1;
+      j->want_splice = scratch && np__splice_possible(j->ab.src, j->ba.src, &j->cache->pipes);
+    } else if (j->want_splice && (j->waited += (size_t)nread) > SPLICE_WAIT_MAX) {
+      j->want_splice = 0;
     }
+    if (maybe_splice(j))
+      return;
     if (d->in_flight > NP_JOIN_HIGH && !d->paused) {
       d->paused = 1;
       np__conn_read_stop(c);

@@ -26,6 +26,8 @@ typedef struct np__splice np__splice;
 /* Once, after both sockets are closed: status 0 when both directions ended with EOF. */
 typedef void (*np__splice_cb)(void *data, int status, uint64_t a_to_b, uint64_t b_to_a);
 
+/* Whether np__splice_start could take a and b: splicing is on and both are plain TCP conns. */
+int np__splice_possible(np_conn *a, np_conn *b, const np__pipes *pipes);
 /* Relay between the sockets of two TCP conns. On success the conns are closed (their sockets live
  * on in the relay) and cb runs later, once. UV_ENOTSUP when splicing is off, not available here, or
  * a or b is not a plain TCP conn: then nothing was touched and the caller relays by copying. */

@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <signal.h>
 #include <string.h>
+#include <sys/socket.h>
 
 #include <cmocka.h>
 
@@ -17,8 +18,9 @@
 typedef struct fixture {
   uv_loop_t loop;
   uv_tcp_t listener;
-  uv_tcp_t visitor, service; /* the test's ends */
-  uv_tcp_t a, b;             /* the join's ends */
+  uv_tcp_t visitor, service;      /* the test's ends */
+  uv_tcp_t a, b;                  /* the join's ends */
+  uv_pipe_t unix_b, unix_service; /* unix_mode: b and the service are a socketpair instead */
   int accepted, connected;
   uv_connect_t creq[2];
   struct np_join *join;
@@ -71,6 +73,7 @@ static void on_connect(uv_connect_t *req, int status) {
 
 static int splice_mode; /* joins go through np__join with pipes: the zero-copy relay */
 static np__bufcache cache;
+static int unix_mode; /* splice mode with a service side that cannot splice (as a mux stream) */
 static const char *prefix; /* splice mode: bytes already read from the visitor's side */
 static size_t prefix_len;
 
@@ -97,16 +100,33 @@ static void setup_pairs(fixture *f) {
   uv_tcp_connect(&f->creq[0], &f->visitor, (struct sockaddr *)&bound, on_connect);
   while (f->accepted < 1 || f->connected < 1)
     uv_run(&f->loop, UV_RUN_ONCE);
-  uv_tcp_connect(&f->creq[1], &f->service, (struct sockaddr *)&bound, on_connect);
-  while (f->accepted < 2 || f->connected < 2)
-    uv_run(&f->loop, UV_RUN_ONCE);
+  if (unix_mode) {
+    uv_os_sock_t sv[2];
+    int small = 16 * 1024;
+    assert_int_equal(uv_socketpair(SOCK_STREAM, 0, sv, UV_NONBLOCK_PIPE, UV_NONBLOCK_PIPE), 0);
+    /* Small buffers: a peer's blocked write is reached within a few chunks. */
+    for (int i = 0; i < 2; i++) {
+      setsockopt(sv[i], SOL_SOCKET, SO_SNDBUF, &small, sizeof(small));
+      setsockopt(sv[i], SOL_SOCKET, SO_RCVBUF, &small, sizeof(small));
+    }
+    uv_pipe_init(&f->loop, &f->unix_b, 0);
+    uv_pipe_init(&f->loop, &f->unix_service, 0);
+    assert_int_equal(uv_pipe_open(&f->unix_b, sv[0]), 0);
+    assert_int_equal(uv_pipe_open(&f->unix_service, sv[1]), 0);
+    f->unix_service.data = f;
+  } else {
+    uv_tcp_connect(&f->creq[1], &f->service, (struct sockaddr *)&bound, on_connect);
+    while (f->accepted < 2 || f->connected < 2)
+      uv_run(&f->loop, UV_RUN_ONCE);
+  }
   if (splice_mode) {
     /* The server's and client's way: internal conns and a relay cache with pipes. */
     np_conn *ca, *cb;
     np__bufcache_init(&cache, np__join_chunk_size(), 4);
     cache.pipes.enabled = 1;
     assert_int_equal(np__conn_tcp_wrap((uv_stream_t *)&f->a, &ca), 0);
-    assert_int_equal(np__conn_tcp_wrap((uv_stream_t *)&f->b, &cb), 0);
+    assert_int_equal(
+        np__conn_tcp_wrap(unix_mode ? (uv_stream_t *)&f->unix_b : (uv_stream_t *)&f->b, &cb), 0);
     assert_int_equal(np__join(ca, cb, prefix, prefix_len, &cache, on_join, f, &f->join), 0);
     return;
   }
@@ -120,6 +140,8 @@ static void teardown_pairs(fixture *f) {
   uv_close((uv_handle_t *)&f->guard, NULL);
   if (!uv_is_closing((uv_handle_t *)&f->visitor))
     uv_close((uv_handle_t *)&f->visitor, NULL);
+  if (unix_mode && !uv_is_closing((uv_handle_t *)&f->unix_service))
+    uv_close((uv_handle_t *)&f->unix_service, NULL);
   if (!uv_is_closing((uv_handle_t *)&f->service))
     uv_close((uv_handle_t *)&f->service, NULL);
   if (f->sampler.loop != NULL)
@@ -257,6 +279,74 @@ static void test_slow_reader(void **state) {
   teardown_pairs(&f);
 }
 
+/* ---- two ways at once through an echo service that, like socat with EXEC:cat, stops reading while
+ * its own writes are blocked; the visitor sends everything while it reads the echo ---- */
+
+/* Like socat: no more reads while a write is blocked. */
+typedef struct echo_write {
+  uv_write_t req;
+  char bytes[];
+} echo_write;
+
+static int echo_paused;
+static uv_shutdown_t echo_shutdown;
+
+static void echo_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf);
+
+static void echo_written(uv_write_t *req, int status) {
+  uv_stream_t *s = req->handle;
+  (void)status;
+  free(req);
+  if (echo_paused && uv_stream_get_write_queue_size(s) == 0) {
+    echo_paused = 0;
+    uv_read_start(s, alloc_cb, echo_read);
+  }
+}
+
+static void echo_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf) {
+  echo_write *w;
+  uv_buf_t b;
+
+  if (n <= 0) {
+    if (n == UV_EOF)
+      uv_shutdown(&echo_shutdown, s, NULL);
+    return;
+  }
+  assert_non_null(w = malloc(sizeof(*w) + (size_t)n));
+  memcpy(w->bytes, buf->base, (size_t)n);
+  b = uv_buf_init(w->bytes, (unsigned)n);
+  assert_int_equal(uv_write(&w->req, s, &b, 1, echo_written), 0);
+  if (uv_stream_get_write_queue_size(s) > 0) {
+    echo_paused = 1;
+    uv_read_stop(s);
+  }
+}
+
+static void test_echo_both_ways(void **state) {
+  fixture f;
+  uv_stream_t *service;
+  uv_buf_t b;
+  (void)state;
+
+  setup_pairs(&f);
+  service = unix_mode ? (uv_stream_t *)&f.unix_service : (uv_stream_t *)&f.service;
+  fill_pattern(&f, 24 * 1024 * 1024);
+  echo_paused = 0;
+  uv_read_start(service, alloc_cb, echo_read);
+  uv_read_start((uv_stream_t *)&f.visitor, alloc_cb, on_pattern_read);
+  b = uv_buf_init(f.big, (unsigned)f.big_len);
+  uv_write(&f.wreq, (uv_stream_t *)&f.visitor, &b, 1, NULL);
+  uv_shutdown(&f.sreq, (uv_stream_t *)&f.visitor, NULL);
+  while (!f.got_eof)
+    uv_run(&f.loop, UV_RUN_ONCE);
+  assert_int_equal(f.got, f.big_len);
+  assert_false(f.bad_byte);
+  while (!f.join_done)
+    uv_run(&f.loop, UV_RUN_ONCE);
+  assert_int_equal(f.join_status, 0);
+  teardown_pairs(&f);
+}
+
 static void test_abort_and_args(void **state) {
   fixture f;
   (void)state;
@@ -320,6 +410,12 @@ static void test_spliced(void **state) {
   test_bulk_switches_to_splice(&f);
   test_half_close(state);
   test_slow_reader(state);
+  test_echo_both_ways(state);
+  /* A bulk transfer with one side that cannot splice (a mux stream, TLS) stays on this relay, and
+   * waiting for a moment to switch must not stall it. */
+  unix_mode = 1;
+  test_echo_both_ways(state);
+  unix_mode = 0;
   test_abort_and_args(state);
   test_peer_vanishes(state);
   prefix = "pre";
@@ -334,7 +430,7 @@ int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_half_close),     cmocka_unit_test(test_slow_reader),
       cmocka_unit_test(test_abort_and_args), cmocka_unit_test(test_peer_vanishes),
-      cmocka_unit_test(test_spliced),
+      cmocka_unit_test(test_echo_both_ways), cmocka_unit_test(test_spliced),
   };
   signal(SIGPIPE, SIG_IGN);
   return cmocka_run_group_tests(tests, NULL, NULL);

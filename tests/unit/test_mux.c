@@ -32,6 +32,7 @@ typedef struct end {
   int echo;   /* write back what arrives instead of a pattern */
   int server; /* accepted by the server mux */
   np_conn_write wreq;
+  uv_timer_t pause; /* slow_readers: reading resumes when it fires */
   char *out;
   char rbuf[16384];
   struct end *next;
@@ -61,6 +62,8 @@ struct fixture {
 static uint32_t max_streams; /* for the server mux of the next fixture */
 static int fast_writes;      /* ends try_write before they queue */
 static int close_on_read;    /* ends close their stream at the first bytes they read */
+static int slow_readers;     /* ends stop reading for a millisecond after every read */
+static size_t max_buffered;  /* slow_readers: most bytes a stream held for its reader */
 
 static void on_guard(uv_timer_t *t) {
   (void)t;
@@ -121,8 +124,27 @@ static void echo_done(np_conn_write *req, int status) {
   free(NP_CONTAINER_OF(req, echo_write, req));
 }
 
+static void end_read(np_conn *c, ssize_t n, const uv_buf_t *buf);
+
+static void end_resume(uv_timer_t *t) {
+  end *e = t->data;
+  if (!e->closed)
+    assert_int_equal(np__conn_read_start(e->c, end_alloc, end_read), 0);
+}
+
 static void end_read(np_conn *c, ssize_t n, const uv_buf_t *buf) {
   end *e = c->data;
+  if (n > 0 && slow_readers) {
+    size_t held = np__mux_stream_buffered(c);
+    if (held > max_buffered)
+      max_buffered = held;
+    np__conn_read_stop(c);
+    if (e->pause.loop == NULL) {
+      uv_timer_init(&e->f->loop, &e->pause);
+      e->pause.data = e;
+    }
+    uv_timer_start(&e->pause, end_resume, 1, 0);
+  }
   if (n > 0 && close_on_read) {
     e->got += (size_t)n;
     e->closed = -1;
@@ -431,6 +453,42 @@ static void test_stalled_stream_does_not_block(void **state) {
   teardown_pair(f);
 }
 
+/* Both ends write at once on several streams while both ends' readers are slow (a pause after
+ * every 16 KiB read): every byte arrives, nothing deadlocks, and what a stream holds for its slow
+ * reader stays within the window it granted. */
+static void test_slow_readers_both_ends(void **state) {
+  fixture *f = &F;
+  enum { N = 4, LEN = 2 * 1024 * 1024 };
+  (void)state;
+
+  slow_readers = 1;
+  max_buffered = 0;
+  server_send_len = LEN;
+  server_echo = 0;
+  setup_pair(f, 0);
+  for (int i = 0; i < N; i++) {
+    np_conn *s;
+    end *e;
+    assert_int_equal(np__mux_open(f->cm, &s), 0);
+    e = end_new(f, s, 1000 + np__mux_stream_id(s), LEN);
+    e->peer_seed = 2000 + np__mux_stream_id(s);
+    end_start(e);
+  }
+  while (f->ends_done < 2 * N)
+    uv_run(&f->loop, UV_RUN_ONCE);
+  for (end *x = f->ends; x != NULL; x = x->next) {
+    assert_int_equal(x->got, LEN);
+    assert_int_equal(x->bad, 0);
+    assert_int_equal(x->err, 0);
+    assert_int_equal(x->werr, 0);
+  }
+  assert_true(max_buffered > 0); /* the readers were the bottleneck */
+  assert_true(max_buffered <= NP_MUX_DEFAULT_MAX_WINDOW);
+  slow_readers = 0;
+  server_send_len = BIG;
+  teardown_pair(f);
+}
+
 /* ---- a raw peer ---------------------------------------------------------------------------- */
 
 static void raw_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
@@ -595,6 +653,7 @@ int main(void) {
       cmocka_unit_test(test_fast_paths),
       cmocka_unit_test(test_many_streams),
       cmocka_unit_test(test_stalled_stream_does_not_block),
+      cmocka_unit_test(test_slow_readers_both_ends),
       cmocka_unit_test(test_raw_ping_answered),
       cmocka_unit_test(test_raw_window_overrun_is_fatal),
       cmocka_unit_test(test_raw_bad_version),
