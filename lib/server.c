@@ -615,6 +615,14 @@ static void on_session_error(np__chan *ch, int err) {
     np__session_close(s, err, np_strerror(err));
     return;
   }
+  if (s->state == S_NEW && (err == UV_EOF || err == UV_ECONNRESET)) {
+    /* Load balancers' health checks and port scans connect and leave without a word: neither a
+     * login attempt (nothing is counted against the address) nor worth a warning. */
+    np__log(&s->srv->log, NP_LOG_DEBUG, "%s: closed the connection before saying anything",
+            s->peer);
+    np__session_close(s, err, np_strerror(err));
+    return;
+  }
   if (err != UV_EOF)
     np__log(&s->srv->log, NP_LOG_WARN, "%s (%s): %s, closing", s->name[0] ? s->name : "connection",
             s->peer, np_strerror(err));
@@ -637,7 +645,11 @@ static void session_start(struct np_server *srv, np_conn *c, const struct sockad
   s->started = s->last_rx = s->last_tx = now_ms(srv);
   if (addr != NULL)
     s->addr = *addr;
-  np__conn_peer_str(c, s->peer, sizeof(s->peer));
+  /* From the address taken at accept: a peer that reset at once has none to ask for any more. */
+  if (addr != NULL && addr->ss_family != 0 && np__mux_of(c) == NULL)
+    np__addr_str((const struct sockaddr *)addr, s->peer, sizeof(s->peer));
+  else
+    np__conn_peer_str(c, s->peer, sizeof(s->peer));
   if ((r = np__chan_new(c, srv->codec, srv->cfg.max_frame, CTRL_MAX_QUEUED, &s->ch)) != 0) {
     np__conn_close(c, NULL);
     free(s);

@@ -549,6 +549,13 @@ static void handshake(tls_conn *c) {
   }
   if (e == SSL_ERROR_WANT_READ && c->in_err == 0)
     return;
+  if (e == SSL_ERROR_WANT_READ && !c->sniffed &&
+      (c->in_err == UV_EOF || c->in_err == UV_ECONNRESET)) {
+    /* Not a byte before the end: a health check or a port scan, not a TLS client that failed.
+     * Reported as a plain EOF, which the session above neither warns about nor counts. */
+    hs_failed(c, UV_EOF);
+    return;
+  }
   np__conn_peer_str(c->inner, peer, sizeof(peer));
   if (e == SSL_ERROR_WANT_READ) {
     np__log(c->t->log, NP_LOG_WARN, "%s: connection %s during the TLS handshake%s", peer,

@@ -3,6 +3,7 @@
 the failed-login back-off, and visitor allow lists (allow_ips)."""
 
 import os
+import re
 import signal
 import socket
 import sys
@@ -11,7 +12,7 @@ import time
 sys.path.insert(0, os.path.dirname(__file__))
 import npwire  # noqa: E402
 from nptest import (LOOP, Greeter, check, greet, low_free_ports, port_closed,  # noqa: E402
-                    proxy_ports, recv_all, run, wait_until)
+                    proxy_ports, recv_all, run, server_stats, wait_until)
 
 NP_EBACKOFF = -7021
 EXIT_AUTH = 3
@@ -147,6 +148,33 @@ def test_login_backoff(env):
                "login after the second back-off")
 
 
+def test_bare_connects_do_not_count(env):
+    """Health checks and port scans (a connect closed without a byte, or reset) are not logins: 15
+    of them from one address put nobody into back-off, log no warning, and the next login from that
+    address is heard. Garbage where a login belongs still counts."""
+    srv = env.server("--token", "s3cret", "--login-backoff", "5s")
+    mark = srv.mark()
+    for i in range(15):
+        s = socket.create_connection((LOOP, srv.port), timeout=5)
+        if i % 3 == 0:  # some reset instead of closing
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+        s.close()
+    wait_until(lambda: srv.count(r"closed the connection before saying anything") >= 15, 10,
+               "the server saw the 15 probes end")
+    st = server_stats(srv)
+    check(st["logins_failed"] == 0, f"probes counted as failed logins: {st}")
+    warned = [t for _, t in srv.lines[mark:] if re.match(r"\S+ (warn|error) ", t)]
+    check(not warned, f"probes logged warnings: {warned}")
+    check(login_status(srv, "raw", "s3cret")["status"] == 0, "the next login is heard")
+    # garbage where a login belongs does count (four of them start the back-off)
+    for _ in range(4):
+        s = socket.create_connection((LOOP, srv.port), timeout=5)
+        s.sendall(b"\x16\x03\x01\x00\x05hello" if srv.fingerprint else b"GET / HTTP/1.0\r\n\r\n")
+        recv_all(s)
+        s.close()
+    srv.wait_line(r"4 failed logins from this address, its next login is refused unheard")
+
+
 def test_client_honours_backoff(env):
     """np-client refused during a back-off waits as long as the server says, then logs in."""
     svc = env.service(Greeter)
@@ -211,6 +239,7 @@ TESTS = {
     "users_file_and_reload": test_users_file_and_reload,
     "shared_token_beside_users_file": test_shared_token_beside_users_file,
     "login_backoff": test_login_backoff,
+    "bare_connects_do_not_count": test_bare_connects_do_not_count,
     "client_honours_backoff": test_client_honours_backoff,
     "allow_ips": test_allow_ips,
 }
