@@ -72,6 +72,7 @@ struct np_client {
   np__mux *mux;     /* mux = true: the session's one connection, control on its first stream */
   char *mux_rbuf;   /* its read buffer (NP_MUX_SHARED_READ_BUF), kept across reconnects */
   np__tls *tls;     /* NULL with insecure = true */
+  uint64_t resume;  /* the last login's resume token: proves it is us coming back */
   uv_timer_t timer; /* backoff, heartbeat */
   unsigned attempt;
   uint64_t retry_after_ms; /* the server asked us to wait this long (NP_EBACKOFF) */
@@ -602,6 +603,8 @@ static void on_msg(np__chan *ch, const np_msg *m) {
     memcpy(out.nonce, cl->cnonce, NP_MSG_KEY_LEN);
     np__auth_login_mac(cl->cfg.token, m->nonce, cl->cnonce, out.name, out.mac);
     np__auth_session_key(cl->cfg.token, m->nonce, cl->cnonce, out.name, cl->key);
+    out.id = cl->resume;
+    out.status = cl->cfg.takeover ? NP_LOGIN_TAKEOVER : 0;
     cl->state = C_LOGIN;
     r = send_msg(cl, &out);
     break;
@@ -614,8 +617,8 @@ static void on_msg(np__chan *ch, const np_msg *m) {
       char text[NP_MSG_TEXT_MAX + 64];
       snprintf(text, sizeof(text), "login refused by %s: %s", cl->cfg.server,
                m->text[0] ? m->text : np_strerror(m->status));
-      if (m->status == NP_EAUTH)
-        fatal(cl, NP_EAUTH, text);
+      if (m->status == NP_EAUTH || m->status == NP_ENAMEINUSE)
+        fatal(cl, m->status, text);
       else {
         if (m->status == NP_EBACKOFF)
           cl->retry_after_ms = m->id; /* trying earlier would only be refused again */
@@ -624,6 +627,7 @@ static void on_msg(np__chan *ch, const np_msg *m) {
       return;
     }
     cl->session_id = m->id;
+    cl->resume = m->id2;
     ready(cl);
     break;
   case NP_MSG_PROXY_RESP:

@@ -246,6 +246,7 @@ static const key_def keys[] = {
     {"dial_timeout", KIND_CLIENT, V_DURATION, FIELD(dial_timeout_ms)},
     {"work_pool", KIND_CLIENT, V_COUNT, FIELD(work_pool)},
     {"mux", KIND_CLIENT, V_BOOL, FIELD(mux)},
+    {"takeover", KIND_CLIENT, V_BOOL, FIELD(takeover)},
     {"udp_datagram_path", KIND_CLIENT, V_BOOL, FIELD(udp_datagram_path)},
     {"udp_keepalive", KIND_CLIENT, V_DURATION, FIELD(udp_keepalive_ms)},
     {"udp_path_retry", KIND_CLIENT, V_DURATION, FIELD(udp_path_retry_ms)},

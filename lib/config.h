@@ -84,6 +84,7 @@ struct np_config {
   uint64_t dial_timeout_ms;
   size_t work_pool;           /* pre-opened work connections to keep */
   int mux;                    /* one multiplexed connection for control and work (docs/config.md) */
+  int takeover;               /* replace a live client logged in under the same name */
   int udp_datagram_path;      /* try the datagram carrier for UDP proxies */
   uint64_t udp_keepalive_ms;  /* probe the datagram path this often */
   uint64_t udp_path_retry_ms; /* try a datagram path that is down again after this */

@@ -361,10 +361,32 @@ static int login(session *s, const np_msg *m) {
     return NP_ELIMIT;
   }
   if (old != NULL) {
-    /* The same authenticated client again: its previous session is stale (it would not log in twice
-     * otherwise), so the new one takes over its name and ports. */
-    np__log(&srv->log, NP_LOG_INFO, "client %s logged in again from %s; closing its old session",
-            m->name, s->peer);
+    uint64_t silent = now_ms(srv) - old->last_rx;
+    /* The same client coming back (it holds the resume token of that session), one whose session
+     * has missed its heartbeats, or one told to (--takeover) replaces the old session at once;
+     * another live client under the same name (two hosts with one host name, say) is told so
+     * instead of silently taking the ports over. */
+    int same = m->id != 0 && m->id == old->resume;
+    int stale = silent > srv->cfg.heartbeat_interval_ms + srv->cfg.heartbeat_interval_ms / 2;
+    if (!same && !stale && !(m->status & NP_LOGIN_TAKEOVER)) {
+      char where[64];
+      np__addr_str((const struct sockaddr *)&old->addr, where, sizeof(where));
+      np__log(&srv->log, NP_LOG_WARN,
+              "%s: login as '%s' refused: a live client from %s already uses that name", s->peer,
+              m->name, where);
+      resp.status = NP_ENAMEINUSE;
+      snprintf(resp.text, sizeof(resp.text),
+               "client name '%s' is in use by a live client from %s: give each client its own "
+               "name with --name (or --takeover to replace that one)",
+               m->name, where);
+      np__chan_send(s->ch, &resp);
+      return NP_ENAMEINUSE;
+    }
+    np__log(&srv->log, NP_LOG_INFO,
+            "client %s logged in again from %s; closing its old session (%s)", m->name, s->peer,
+            same    ? "the same client coming back"
+            : stale ? "it missed its heartbeats"
+                    : "--takeover");
     np__session_close(old, NP_ECLOSED, "replaced by a new login");
   }
   np__auth_session_key(token, s->snonce, m->nonce, m->name, s->key);
@@ -375,6 +397,12 @@ static int login(session *s, const np_msg *m) {
   s->id = ++srv->next_session_id;
   srv->stats.clients++;
   resp.id = s->id;
+  {
+    unsigned char r[NP_MSG_KEY_LEN];
+    if (np__auth_nonce(r) == 0)
+      memcpy(&s->resume, r, sizeof(s->resume));
+    resp.id2 = s->resume;
+  }
   {
     np__mux *mx = np__mux_of(np__chan_conn(s->ch));
     if (mx != NULL)

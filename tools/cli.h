@@ -7,7 +7,14 @@
 #include <natproxy.h>
 
 /* Exit codes, documented in the man pages and docs/config.md. */
-enum { NP_EXIT_OK = 0, NP_EXIT_RUNTIME = 1, NP_EXIT_USAGE = 2, NP_EXIT_AUTH = 3, NP_EXIT_TLS = 4 };
+enum {
+  NP_EXIT_OK = 0,
+  NP_EXIT_RUNTIME = 1,
+  NP_EXIT_USAGE = 2,
+  NP_EXIT_AUTH = 3,
+  NP_EXIT_TLS = 4,
+  NP_EXIT_NAME = 5
+};
 
 /* Parse argv into cfg: -c FILE first, then every other flag on top of it (long options without a
  * short form map to the config key of the same name; one without an argument means "true"). -h

@@ -36,6 +36,8 @@ static const char help[] =
     "      --mux true|false       carry control and every visitor over one multiplexed\n"
     "                             connection (yamux) instead of one TCP connection each\n"
     "                             (default true; see np-client(1))\n"
+    "      --takeover             replace a live client logged in under the same --name\n"
+    "                             (by default that is refused: exit 5)\n"
     "      --relay-splice true|false  move bulk transfers of plain TCP joins with splice(2)\n"
     "                             (default true; applies with --mux false)\n"
     "      --mux-max-window BYTES how far a stream's window may grow (default 16777216)\n"
@@ -53,7 +55,8 @@ static const char help[] =
     "\n"
     "Exit status: 0 stopped by SIGINT/SIGTERM, 2 bad usage or configuration, 3 the server refused "
     "the\n"
-    "token, 4 the server is not trusted or the sides disagree on TLS. Unreachable servers are\n"
+    "token, 4 the server is not trusted or the sides disagree on TLS, 5 another live client uses\n"
+    "this --name (give each client its own, or --takeover). Unreachable servers are\n"
     "retried forever with capped exponential backoff.\n";
 
 static const struct option longopts[] = {
@@ -71,6 +74,7 @@ static const struct option longopts[] = {
     {"dial-timeout", required_argument, NULL, 0},
     {"work-pool", required_argument, NULL, 0},
     {"mux", required_argument, NULL, 0},
+    {"takeover", no_argument, NULL, 0},
     {"mux-max-window", required_argument, NULL, 0},
     {"relay-splice", required_argument, NULL, 0},
     {"max-frame", required_argument, NULL, 0},
@@ -107,7 +111,8 @@ static void on_event(struct np_client *cl, const np_client_event *ev) {
   case NP_CLIENT_FATAL:
     fprintf(stderr, "np-client: %s\n", ev->text);
     exit_code =
-        ev->status == NP_EAUTH ? NP_EXIT_AUTH
+        ev->status == NP_EAUTH        ? NP_EXIT_AUTH
+        : ev->status == NP_ENAMEINUSE ? NP_EXIT_NAME
         : ev->status == NP_ETLSVERIFY || ev->status == NP_ENOTLS || ev->status == NP_ETLSREQUIRED
             ? NP_EXIT_TLS
             : NP_EXIT_RUNTIME;

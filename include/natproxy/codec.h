@@ -14,9 +14,10 @@ NP_BEGIN_DECLS
 
 /* Message types of the native protocol; values are wire values (docs/protocol.md). */
 typedef enum np_msg_type {
-  NP_MSG_HELLO = 1,      /* s->c: version, nonce                         */
-  NP_MSG_LOGIN = 2,      /* c->s: version, name (client), nonce (client), mac */
-  NP_MSG_LOGIN_RESP = 3, /* s->c: status, id (session), text              */
+  NP_MSG_HELLO = 1, /* s->c: version, nonce                         */
+  NP_MSG_LOGIN = 2, /* c->s: version, name (client), nonce (client), mac, id (resume token), status
+                      (NP_LOGIN_*) */
+  NP_MSG_LOGIN_RESP = 3, /* s->c: status, id (session), text, id2 (resume token) */
   NP_MSG_PROXY = 4,      /* c->s: name (proxy), addr (bind), port, text (allow_ips), kind */
   NP_MSG_PROXY_RESP = 5, /* s->c: name, status, port (actual), text       */
   NP_MSG_REQ_WORK = 6,   /* s->c: id (visitor), name (proxy)              */
@@ -32,6 +33,9 @@ typedef enum np_msg_type {
 } np_msg_type;
 
 #define NP_MSG_LAST NP_MSG_MUX
+
+/* LOGIN's status: what the client asks for (0: nothing). */
+#define NP_LOGIN_TAKEOVER 1 /* replace a live session under the same name (--takeover) */
 
 /* What a proxy carries (PROXY's kind). */
 typedef enum np_proxy_kind { NP_PROXY_TCP = 0, NP_PROXY_UDP = 1 } np_proxy_kind;

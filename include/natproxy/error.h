@@ -28,7 +28,8 @@ NP_BEGIN_DECLS
   XX(TLSVERIFY, -7018, "the server's certificate is not trusted (fingerprint or CA mismatch)")     \
   XX(TLSREQUIRED, -7019, "the peer requires TLS, but this side runs with --insecure")              \
   XX(NOTLS, -7020, "the peer does not speak TLS: both sides need the same --insecure setting")     \
-  XX(BACKOFF, -7021, "too many failed logins from this address: wait and retry")
+  XX(BACKOFF, -7021, "too many failed logins from this address: wait and retry")                   \
+  XX(NAMEINUSE, -7022, "another live client is logged in under this name")
 
 typedef enum np_errno {
 #define NP_ERR_ENUM_(name, value, text) NP_E##name = (value),

@@ -11,11 +11,12 @@ from nptest import dial
 (HELLO, LOGIN, LOGIN_RESP, PROXY, PROXY_RESP, REQ_WORK, WORK, WORK_FAIL, PING, PONG, CLOSE, WORK_IDLE,
  START, MUX) = range(1, 15)
 NP_EAUTH, NP_EPORTDENIED, NP_ENAMETAKEN, NP_EVERSION = -7004, -7005, -7006, -7003
+NP_ENAMEINUSE = -7022
 
 LAYOUT = {
     HELLO: ["version", "nonce"],
-    LOGIN: ["version", "name", "nonce", "mac"],
-    LOGIN_RESP: ["status", "id", "text"],
+    LOGIN: ["version", "name", "nonce", "mac", "id", "status"],
+    LOGIN_RESP: ["status", "id", "text", "id2"],
     PROXY: ["name", "addr", "port", "text", "kind"],
     PROXY_RESP: ["name", "status", "port", "text"],
     REQ_WORK: ["id", "name"],
@@ -81,7 +82,7 @@ def mac(key, *parts):
 class Client:
     """A native client driven step by step by the test."""
 
-    def __init__(self, server, token="s3cret", name="raw", source=None):
+    def __init__(self, server, token="s3cret", name="raw", source=None, login_fields=None):
         """server: an nptest server (its port, and its fingerprint unless it runs in clear); source:
         the loopback address to connect from."""
         self.server = server
@@ -92,7 +93,8 @@ class Client:
         tok = token.encode()
         self.key = mac(tok, b"np-session-1", sn, cn, name.encode())
         self.s.sendall(encode(LOGIN, version=1, name=name, nonce=cn,
-                              mac=mac(tok, b"np-login-1", sn, cn, name.encode())))
+                              mac=mac(tok, b"np-login-1", sn, cn, name.encode()),
+                              **(login_fields or {})))
         t, m = self.expect(LOGIN_RESP)
         self.login = m
         self.session = m["id"]

@@ -15,8 +15,11 @@ import threading
 import time
 
 sys.path.insert(0, os.path.dirname(__file__))
+import npwire  # noqa: E402
 from nptest import (CLIENT, LOOP, SERVER, Digest, Greeter, Proc, check, connect,  # noqa: E402
-                    low_free_ports, pattern, port_closed, proxy_ports, recv_all, run, wait_until)
+                    greet, low_free_ports, pattern, port_closed, proxy_ports, recv_all, run,
+                    wait_until)
+from npwire import NP_ENAMEINUSE  # noqa: E402
 
 BIG = 64 * 1024 * 1024
 
@@ -188,18 +191,63 @@ def test_silent_client_times_out_and_comes_back(env):
 
 
 def test_takeover_by_name(env):
-    """A client that comes back before the server noticed the old one is gone takes its ports over."""
+    """A second live client under a name in use is refused with a reason and exit 5, and the first
+    keeps its port; --takeover replaces it (here the first is frozen: the server cannot tell)."""
     svc = env.service(Greeter)
     srv = env.server("--token", "s3cret")
     a = env.client(srv, "--name", "laptop", "-R", f"{LOOP}:0:{LOOP}:{svc}", name="old")
     (port,) = a.ports.values()
+    b = env.client(srv, "--name", "laptop", "-R", f"{LOOP}:{port}:{LOOP}:{svc}", name="second",
+                   wait=False)
+    check(b.wait_exit(10) == 5, f"a second client under the same name exits {b.p.returncode}, not 5")
+    b.wait_line(r"client name 'laptop' is in use by a live client from 127\.0\.0\.1:\d+: give each "
+                r"client its own name with --name \(or --takeover to replace that one\)")
+    srv.wait_line(r"login as 'laptop' refused: a live client from .* already uses that name")
+    check(greet(port, b"first") == b"you are first\n", "the first client still serves its port")
     a.signal(signal.SIGSTOP)
-    b = env.client(srv, "--name", "laptop", "-R", f"{LOOP}:{port}:{LOOP}:{svc}", name="new")
-    check(list(b.ports.values()) == [port], f"new login got {b.ports}")
-    srv.wait_line(r"client laptop logged in again")
+    c = env.client(srv, "--name", "laptop", "--takeover", "-R", f"{LOOP}:{port}:{LOOP}:{svc}",
+                   name="new")
+    check(list(c.ports.values()) == [port], f"--takeover login got {c.ports}")
+    srv.wait_line(r"client laptop logged in again from .*; closing its old session \(--takeover\)")
     s = connect(port)
     s.sendall(b"new\n")
     check(recv_all(s) == b"you are new\n", "service after takeover")
+
+
+def test_restart_after_sigkill_same_name(env):
+    """A client killed with SIGKILL and started again at once under its name gets its port back:
+    the kernel closed the old connection, so nothing is in use."""
+    svc = env.service(Greeter)
+    srv = env.server("--token", "s3cret")
+    a = env.client(srv, "--name", "box", "-R", f"{LOOP}:0:{LOOP}:{svc}", name="old")
+    (port,) = a.ports.values()
+    a.signal(signal.SIGKILL)
+    b = env.client(srv, "--name", "box", "-R", f"{LOOP}:{port}:{LOOP}:{svc}", name="restarted")
+    check(list(b.ports.values()) == [port], f"restarted client got {b.ports}")
+    check(greet(port, b"back") == b"you are back\n", "service after the restart")
+
+
+def test_same_client_comes_back(env):
+    """The server hands out a resume token at login: a login under a live name that presents it
+    replaces the old session at once (a client whose connection died without the server
+    noticing); one with another token is refused; after missed heartbeats anyone may."""
+    srv = env.server("--token", "s3cret", "--heartbeat-interval", "1s", "--heartbeat-timeout", "30s")
+    first = npwire.Client(srv, name="edge")
+    token = first.login["id2"]
+    check(token != 0, f"a resume token at login: {first.login}")
+    other = npwire.Client(srv, name="edge", login_fields={"id": token ^ 1})
+    check(other.login["status"] == NP_ENAMEINUSE and "--name" in other.login["text"],
+          f"a wrong resume token is refused: {other.login}")
+    again = npwire.Client(srv, name="edge", login_fields={"id": token})
+    check(again.login["status"] == 0, f"the resume token is honoured: {again.login}")
+    srv.wait_line(r"client edge logged in again .*\(the same client coming back\)")
+    # again's session now goes silent (npwire does not answer pings): after 1.5 heartbeat
+    # intervals without a word from it, a new login under the name is let in
+    t0 = time.monotonic()
+    wait_until(lambda: npwire.Client(srv, name="edge").login["status"] == 0, 5,
+               "a login after the old session missed its heartbeats")
+    check(time.monotonic() - t0 >= 1.0, "let in before the old session missed a heartbeat")
+    srv.wait_line(r"client edge logged in again .*\(it missed its heartbeats\)")
 
 
 def test_port_refusals(env):
@@ -385,7 +433,8 @@ def test_config_file(env):
 TESTS = {f.__name__[5:]: f for f in [
     test_curl, test_concurrent_visitors, test_64mib_both_ways, test_half_close_socat,
     test_wrong_token, test_two_clients, test_sigkill_frees_port,
-    test_silent_client_times_out_and_comes_back, test_takeover_by_name, test_port_refusals,
+    test_silent_client_times_out_and_comes_back, test_takeover_by_name,
+    test_restart_after_sigkill_same_name, test_same_client_comes_back, test_port_refusals,
     test_local_service_down, test_server_restart, test_work_pool, test_mux_one_connection, test_cli,
     test_config_file,
 ]}
