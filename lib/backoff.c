@@ -75,7 +75,7 @@ uint64_t np__backoff_wait(np__backoff *b, const struct sockaddr *sa, uint64_t no
 
   if (b->base_ms == 0 || b->used == 0 || make_key(sa, key) != 0 || (r = find(b, key, now)) == NULL)
     return 0;
-  return r->until > now ? r->until - now : 0;
+  return np__ms_left(r->until, now);
 }
 
 uint64_t np__backoff_fail(np__backoff *b, const struct sockaddr *sa, uint64_t now,

@@ -800,7 +800,7 @@ static void on_timer(uv_timer_t *t) {
   next = cl->last_rx + cl->cfg.heartbeat_timeout_ms;
   if (pongs && cl->last_tx + cl->cfg.heartbeat_interval_ms < next)
     next = cl->last_tx + cl->cfg.heartbeat_interval_ms;
-  uv_timer_start(&cl->timer, on_timer, next > now ? next - now : 0, 0);
+  uv_timer_start(&cl->timer, on_timer, np__ms_left(next, now), 0);
 }
 
 static void drop_session(struct np_client *cl) {

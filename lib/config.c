@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <ini.h>
@@ -442,12 +443,21 @@ static char *ini_read(char *str, int num, void *arg) {
 int np__ini_load(const char *path, ini_handler handler, void *user, char *msg, char *err,
                  size_t errlen) {
   ini_stream st = {.line = 0};
+  struct stat sb;
   int line;
 
   if ((st.f = fopen(path, "r")) == NULL) {
     int r = uv_translate_sys_error(errno);
     snprintf(err, errlen, "%s: cannot open: %s", path, uv_strerror(r));
     return r;
+  }
+  /* A directory opens for reading and reads as empty: it would pass for a file with no entries
+   * (a users file of "0 clients"). */
+  if (fstat(fileno(st.f), &sb) != 0 || !S_ISREG(sb.st_mode)) {
+    fclose(st.f);
+    snprintf(err, errlen, "%s: not a regular file%s", path,
+             S_ISDIR(sb.st_mode) ? " (it is a directory)" : "");
+    return NP_ECONFIG;
   }
   /* inih reports the first failing line through its return value; the handler recorded the
    * message in msg without the line, so build it once the line is known. */

@@ -72,7 +72,7 @@ static void arm_pool_timer(struct np_server *srv) {
     uv_timer_stop(&srv->pool_timer);
     return;
   }
-  uv_timer_start(&srv->pool_timer, on_pool_timer, next > now ? next - now : 0, 0);
+  uv_timer_start(&srv->pool_timer, on_pool_timer, np__ms_left(next, now), 0);
 }
 
 void np__visitor_removed(uint64_t id, void *item, void *arg) {

@@ -236,7 +236,7 @@ static void on_session_timer(uv_timer_t *t) {
     if (pongs && s->last_rx + srv->cfg.heartbeat_timeout_ms < next)
       next = s->last_rx + srv->cfg.heartbeat_timeout_ms;
   }
-  uv_timer_start(&s->timer, on_session_timer, next > now ? next - now : 0, 0);
+  uv_timer_start(&s->timer, on_session_timer, np__ms_left(next, now), 0);
 }
 
 static int hello(session *s, const np_msg *m) {
@@ -416,6 +416,19 @@ static int login(session *s, const np_msg *m) {
   return np__session_send(s, &resp);
 }
 
+/* Return a visitor taken to be looked at. The pool may be the embedder's and refuse it (full, out
+ * of memory): then the visitor is let go, or it would be held by nobody and np_server_close would
+ * wait for it forever. */
+static void put_back(struct np_server *srv, uint64_t id, visitor *v) {
+  int r = srv->pool_ops->put(srv->pool, id, v->px, v, v->deadline);
+  if (r != 0) {
+    srv->stats.visitors_failed++;
+    np__log(&srv->log, NP_LOG_WARN, "visitor %llu dropped: the pending pool refused it back: %s",
+            (unsigned long long)id, np_strerror(r));
+    np__visitor_drop(v);
+  }
+}
+
 static void work_fail(session *s, const np_msg *m) {
   struct np_server *srv = s->srv;
   visitor *v = srv->pool_ops->take(srv->pool, m->id);
@@ -429,7 +442,7 @@ static void work_fail(session *s, const np_msg *m) {
     return;
   }
   if (v->session_id != s->id) {
-    srv->pool_ops->put(srv->pool, m->id, v->px, v, v->deadline);
+    put_back(srv, m->id, v);
     return;
   }
   srv->stats.visitors_failed++;
@@ -457,7 +470,7 @@ static void work(session *s, const np_msg *m) {
     if (owner == NULL || owner->id != m->id ||
         np__auth_work_mac(owner->key, m->id, m->id2, want) != 0 || !np__auth_equal(want, m->mac)) {
       /* Not proven: leave the visitor for its real work connection. */
-      srv->pool_ops->put(srv->pool, m->id2, v->px, v, v->deadline);
+      put_back(srv, m->id2, v);
       v = NULL;
     }
   }
@@ -815,7 +828,7 @@ static int start_mux(session *s, const np_msg *m) {
   mc->timer.data = mc;
   /* The deadline counts from the accept, as it did for the session that said MUX. */
   uv_timer_start(&mc->timer, on_mux_login_deadline,
-                 srv->cfg.login_timeout_ms - (now_ms(srv) - s->started), 0);
+                 np__ms_left(s->started + srv->cfg.login_timeout_ms, now_ms(srv)), 0);
   np__mux_set_closed_cb(mc->mux, on_mux_closed);
   NP_DLIST_PUSH(srv->muxes, mc, prev, next);
   np__log(&srv->log, NP_LOG_DEBUG, "%s: multiplexed connection", s->peer);
@@ -1033,16 +1046,22 @@ const char *np_server_fingerprint(const struct np_server *srv) {
   return srv->tls != NULL ? np__tls_fingerprint(srv->tls) : NULL;
 }
 
-int np_server_identity(const struct np_config *cfg, char *buf, size_t len) {
-  np__logger quiet;
+int np_server_identity(const struct np_config *cfg, np_log_cb log_cb, void *log_arg, char *buf,
+                       size_t len) {
+  np__logger log;
   np__tls *t;
   int r;
 
   if (cfg == NULL || cfg->kind != NP_CONFIG_SERVER || buf == NULL || len <= NP_TLS_FP_LEN)
     return UV_EINVAL;
-  np__logger_init(&quiet);
-  quiet.level = NP_LOG_ERROR;
-  if ((r = np__tls_server_new(NULL, cfg, &quiet, &t)) != 0)
+  /* The embedder's log, as the server's own would be: never straight to stderr. */
+  np__logger_init(&log);
+  log.level = NP_LOG_INFO;
+  if (log_cb != NULL) {
+    log.cb = log_cb;
+    log.arg = log_arg;
+  }
+  if ((r = np__tls_server_new(NULL, cfg, &log, &t)) != 0)
     return r;
   np__strlcpy(buf, np__tls_fingerprint(t), len);
   np__tls_free(t);

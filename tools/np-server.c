@@ -115,7 +115,7 @@ int main(int argc, char **argv) {
     return NP_EXIT_RUNTIME;
   r = np_cli_parse(argc, argv, cfg, "c:hV", longopts, help, "F", &action);
   if (r == 0 && action == 'F') {
-    if ((r = np_server_identity(cfg, fp, sizeof(fp))) == 0)
+    if ((r = np_server_identity(cfg, NULL, NULL, fp, sizeof(fp))) == 0)
       puts(fp);
     r = r == 0 ? NP_EXIT_OK : NP_EXIT_USAGE;
   }

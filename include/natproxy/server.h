@@ -63,9 +63,11 @@ NP_EXPORT int np_server_start(struct np_server *server);
  * Borrowed for the server's life; NULL before np_server_start and with insecure = true. */
 NP_EXPORT const char *np_server_fingerprint(const struct np_server *server);
 /* Load, or create on first use, the TLS identity cfg names (tls_cert/tls_key or tls_dir) and write
- * its fingerprint into buf (at least 104 bytes). No server is started. Returns 0, UV_EINVAL or
- * NP_ECONFIG (the reason is logged to stderr). */
-NP_EXPORT int np_server_identity(const struct np_config *cfg, char *buf, size_t len);
+ * its fingerprint into buf (at least 104 bytes). No server is started. Why it failed, and that a new
+ * identity was created, go to log_cb (NULL: np_log_stderr) at level info and above. Returns 0,
+ * UV_EINVAL, UV_ENOMEM or NP_ECONFIG. */
+NP_EXPORT int np_server_identity(const struct np_config *cfg, np_log_cb log_cb, void *log_arg,
+                                 char *buf, size_t len);
 /* Read the users file (users_file) again and use it for new logins; sessions whose name left the
  * file or whose token changed are closed. On any error the old table stays in use. Returns 0,
  * NP_ESTATE (no users_file, or before np_server_start), or NP_ECONFIG / an open error (logged with

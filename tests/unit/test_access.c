@@ -14,6 +14,7 @@
 
 #include "backoff.h"
 #include "cidr.h"
+#include "internal.h"
 #include "tmpfile.h"
 #include "users.h"
 
@@ -240,9 +241,34 @@ static void test_cidrs(void **state) {
   }
 }
 
+/* Deadlines: a passed one leaves 0 ms, never a wrapped 2^64 - n (the multiplexed login deadline
+ * was once computed as timeout - elapsed, unsigned). */
+static void test_ms_left(void **state) {
+  (void)state;
+  assert_int_equal(np__ms_left(1500, 1000), 500);
+  assert_int_equal(np__ms_left(1000, 1000), 0);
+  assert_int_equal(np__ms_left(1000, 1001), 0);
+  assert_int_equal(np__ms_left(10000, UINT64_MAX), 0);
+  assert_int_equal(np__ms_left(UINT64_MAX, 0), UINT64_MAX);
+}
+
+/* A directory is no users file (it used to read as one with no entries: "0 clients"). */
+static void test_users_file_is_a_directory(void **state) {
+  char dir[] = "/tmp/np-users-dir-XXXXXX", err[512] = "";
+  np__users *u = NULL;
+  (void)state;
+
+  assert_non_null(mkdtemp(dir));
+  assert_int_equal(np__users_load(dir, &u, err, sizeof(err)), NP_ECONFIG);
+  assert_null(u);
+  assert_non_null(strstr(err, "not a regular file (it is a directory)"));
+  assert_int_equal(rmdir(dir), 0);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_users_file),        cmocka_unit_test(test_users_example),
+      cmocka_unit_test(test_users_file_is_a_directory), cmocka_unit_test(test_ms_left),
       cmocka_unit_test(test_users_file_errors), cmocka_unit_test(test_backoff),
       cmocka_unit_test(test_backoff_bounded),   cmocka_unit_test(test_cidrs),
   };

@@ -368,11 +368,51 @@ static void test_plaintext_client(void **state) {
   ctx_teardown();
 }
 
+/* np_server_identity reports through the embedder's log callback, not stderr. */
+static int identity_lines;
+static char identity_last[512];
+
+static void identity_log(np_log_level level, const char *msg, void *arg) {
+  assert_ptr_equal(arg, &identity_lines);
+  if (level <= NP_LOG_ERROR)
+    snprintf(identity_last, sizeof(identity_last), "%s", msg);
+  identity_lines++;
+}
+
+static void test_identity_logs_to_embedder(void **state) {
+  char idir[] = "/tmp/np-identity-XXXXXX", file[64], fp[128], fp2[128];
+  struct np_config *cfg;
+  FILE *f;
+  (void)state;
+
+  assert_non_null(mkdtemp(idir));
+  assert_int_equal(np_config_new(NP_CONFIG_SERVER, &cfg), 0);
+  /* A state directory that is a file: refused, and why goes to the callback. */
+  snprintf(file, sizeof(file), "%s/plain-file", idir);
+  assert_non_null(f = fopen(file, "w"));
+  fclose(f);
+  assert_int_equal(np_config_set_flag(cfg, "tls-dir", file), 0);
+  assert_true(np_server_identity(cfg, identity_log, &identity_lines, fp, sizeof(fp)) < 0);
+  assert_true(identity_lines > 0);
+  assert_non_null(strstr(identity_last, file));
+  /* A fresh directory: created (said once, through the callback), then the same on reload. */
+  identity_lines = 0;
+  assert_int_equal(np_config_set_flag(cfg, "tls-dir", idir), 0);
+  assert_int_equal(np_server_identity(cfg, identity_log, &identity_lines, fp, sizeof(fp)), 0);
+  assert_int_equal(identity_lines, 1);
+  assert_int_equal(np_server_identity(cfg, identity_log, &identity_lines, fp2, sizeof(fp2)), 0);
+  assert_string_equal(fp, fp2);
+  assert_int_equal(strncmp(fp, "sha256:", 7), 0);
+  np_config_free(cfg);
+  assert_int_equal(system("rm -rf /tmp/np-identity-*"), 0);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_echo_half_close),          cmocka_unit_test(test_pin_mismatch),
       cmocka_unit_test(test_cut_without_close_notify), cmocka_unit_test(test_plaintext_server),
       cmocka_unit_test(test_plaintext_client),
+      cmocka_unit_test(test_identity_logs_to_embedder),
   };
   int r;
 
