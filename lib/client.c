@@ -920,6 +920,28 @@ void np_client_get_stats(const struct np_client *cl, np_client_stats *out) {
   out->udp_path_out = cl->ulink_stats.out;
 }
 
+void np_client_log_stats(const struct np_client *cl) {
+  np_client_stats st;
+
+  np_client_get_stats(cl, &st);
+  np__log(&cl->log, NP_LOG_INFO,
+          "stats: connects=%llu work_opened=%llu local_failed=%llu bytes_in=%llu bytes_out=%llu "
+          "udp_path_up=%llu udp_path_in=%llu udp_path_out=%llu",
+          (unsigned long long)st.connects, (unsigned long long)st.work_opened,
+          (unsigned long long)st.local_failed, (unsigned long long)st.bytes_in,
+          (unsigned long long)st.bytes_out, (unsigned long long)st.udp_path_up,
+          (unsigned long long)st.udp_path_in, (unsigned long long)st.udp_path_out);
+}
+
+int np_client_reload(struct np_client *cl) {
+  /* Until a hot reload exists, a SIGHUP sent out of habit (or by a service manager's reload) must
+   * neither kill the client nor pass unnoticed. */
+  np__log(&cl->log, NP_LOG_WARN,
+          "reload: not supported yet, going on with the configuration read at start (restart "
+          "np-client to apply changes)");
+  return UV_ENOTSUP;
+}
+
 static void unref(struct np_client *cl) {
   if (--cl->refs > 0 || !cl->closing)
     return;

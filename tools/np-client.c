@@ -51,6 +51,7 @@ static const char help[] =
     "  -h, --help                 show this help\n"
     "  -V, --version              show the version\n"
     "\n"
+    "SIGUSR1 logs the counters; SIGHUP logs that reloading is not supported yet.\n"
     "Exit status: 0 stopped by SIGINT/SIGTERM, 2 bad usage or configuration, 3 the server refused "
     "the\n"
     "token, 4 the server is not trusted or the sides disagree on TLS. Unreachable servers are\n"
@@ -97,6 +98,14 @@ static void stop(void *arg) {
   np_client_close(arg, NULL);
 }
 
+static void reload(void *arg) {
+  np_client_reload(arg); /* logs what it did (for now: that it cannot) */
+}
+
+static void report(void *arg) {
+  np_client_log_stats(arg);
+}
+
 static void on_event(struct np_client *cl, const np_client_event *ev) {
   switch (ev->type) {
   case NP_CLIENT_PROXY_READY:
@@ -139,7 +148,7 @@ int main(int argc, char **argv) {
     return NP_EXIT_USAGE;
   }
   np_client_set_event_cb(cl, on_event);
-  np_cli_handle_signals(loop, stop, NULL, NULL, cl);
+  np_cli_handle_signals(loop, stop, reload, report, cl);
   if ((r = np_client_start(cl)) != 0) {
     fprintf(stderr, "np-client: cannot start: %s\n", np_strerror(r));
     np_cli_close_signals();

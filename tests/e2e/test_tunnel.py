@@ -16,7 +16,8 @@ import time
 
 sys.path.insert(0, os.path.dirname(__file__))
 from nptest import (CLIENT, LOOP, SERVER, Digest, Greeter, Proc, check, connect,  # noqa: E402
-                    low_free_ports, pattern, port_closed, proxy_ports, recv_all, run, wait_until)
+                    greet, low_free_ports, pattern, port_closed, proxy_ports, recv_all, run,
+                    server_stats, wait_until)
 
 BIG = 64 * 1024 * 1024
 
@@ -202,6 +203,27 @@ def test_takeover_by_name(env):
     check(recv_all(s) == b"you are new\n", "service after takeover")
 
 
+def test_client_signals(env):
+    """SIGUSR1 makes np-client log its counters and SIGHUP that a reload is not supported yet; both
+    used to kill it. It keeps serving after each."""
+    greeter = env.service(Greeter)
+    srv = env.server("--token", "s3cret")
+    cl = env.client(srv, "-R", f"{LOOP}:0:{LOOP}:{greeter}")
+    (port,) = cl.ports.values()
+    check(greet(port, b"one") == b"you are one\n", "served before the signals")
+    cl.wait_line(r"work connection done")  # the counters count finished joins
+    st = server_stats(cl)
+    check(st["connects"] == 1 and st["work_opened"] == 1 and st["local_failed"] == 0, f"{st}")
+    check(st["bytes_in"] == len(b"one\n") and st["bytes_out"] == len(b"you are one\n"), f"{st}")
+    mark = cl.mark()
+    cl.signal(signal.SIGHUP)
+    cl.wait_line(r"warn +reload: not supported yet, going on with the configuration read at start",
+                 after=mark)
+    check(greet(port, b"two") == b"you are two\n", "served after SIGHUP")
+    check(cl.p.poll() is None, "np-client still running")
+    check(server_stats(cl)["connects"] == 1, "the session survived the signals")
+
+
 def test_port_refusals(env):
     web = http_service(env)
     taken, allowed, denied = low_free_ports(3)
@@ -385,7 +407,8 @@ def test_config_file(env):
 TESTS = {f.__name__[5:]: f for f in [
     test_curl, test_concurrent_visitors, test_64mib_both_ways, test_half_close_socat,
     test_wrong_token, test_two_clients, test_sigkill_frees_port,
-    test_silent_client_times_out_and_comes_back, test_takeover_by_name, test_port_refusals,
+    test_silent_client_times_out_and_comes_back, test_takeover_by_name, test_client_signals,
+    test_port_refusals,
     test_local_service_down, test_server_restart, test_work_pool, test_mux_one_connection, test_cli,
     test_config_file,
 ]}
