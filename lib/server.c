@@ -30,9 +30,12 @@ int np__session_send(session *s, const np_msg *m) {
 
 static void send_close(session *s, int status, const char *text) {
   np_msg m = {.type = NP_MSG_CLOSE, .status = status};
+  /* A channel that failed has nobody left to tell (the peer reset or hung up, or sent garbage): the
+   * disconnect line already says why, and "cannot send CLOSE" would only add noise. */
+  if (!native(s->srv) || !np__chan_is_open(s->ch))
+    return;
   np__strlcpy(m.text, text, sizeof(m.text));
-  if (native(s->srv))
-    np__session_send(s, &m);
+  np__session_send(s, &m);
 }
 
 /* ---- pending visitors --------------------------------------------------------------------------
@@ -615,7 +618,8 @@ static void on_session_error(np__chan *ch, int err) {
     np__session_close(s, err, np_strerror(err));
     return;
   }
-  if (err != UV_EOF)
+  /* A logged-in client's end is logged once, by np__session_close ("disconnected: why"). */
+  if (err != UV_EOF && s->state != S_READY)
     np__log(&s->srv->log, NP_LOG_WARN, "%s (%s): %s, closing", s->name[0] ? s->name : "connection",
             s->peer, np_strerror(err));
   if ((s->state == S_NEW || s->state == S_AUTH) && err != UV_EOF && err != UV_ECONNRESET)

@@ -14,7 +14,7 @@ import time
 sys.path.insert(0, os.path.dirname(__file__))
 import npwire  # noqa: E402
 from nptest import (LOOP, SANITIZED, WRAP, Fail, Greeter, check, connect, dial,  # noqa: E402
-                    half_close, recv_all, rss_kib, run, wait_until)
+                    half_close, recv_all, rss_kib, run, server_stats, wait_until)
 
 
 def closed(s, timeout=5):
@@ -188,6 +188,20 @@ def test_idle_connections_must_prove_their_session(env):
     check(recv_all(visitor) == b"answer", "answer reaches the visitor")
 
 
+def test_peer_reset_is_quiet(env):
+    """A logged-in client whose connection is reset: one line says it went away, and no warning that
+    the server "cannot send CLOSE" to a peer that is gone."""
+    srv = env.server("--token", "s3cret")
+    raw = npwire.Client(srv, name="gone")
+    check(raw.proxy("g")["status"] == 0, "proxy opened")
+    raw.s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    raw.s.close()  # linger 0: RST
+    srv.wait_line(r"client gone \(127\.0\.0\.1:\d+\) disconnected: connection reset by peer")
+    server_stats(srv)  # a later loop turn: whatever the reset made it log is in by now
+    check(srv.count(r"cannot send") == 0, "no 'cannot send CLOSE' warning after a reset")
+    check(srv.count(r"connection reset by peer") == 1, "the reset is logged once")
+
+
 def test_replayed_login(env):
     """A recorded LOGIN is worthless on a new connection: the server's nonce is fresh every time."""
     srv = env.server("--token", "s3cret")
@@ -352,7 +366,7 @@ def test_silent_crowd(env):
 TESTS = {f.__name__[5:]: f for f in [
     test_pending_expiry_and_bounds, test_name_taken_and_limits, test_work_must_prove_its_session,
     test_malformed_input, test_bad_version_and_silence, test_idle_connections_must_prove_their_session,
-    test_replayed_login, test_hostile_mux, test_slowloris_login, test_silent_crowd,
+    test_peer_reset_is_quiet, test_replayed_login, test_hostile_mux, test_slowloris_login, test_silent_crowd,
 ]}
 
 if __name__ == "__main__":
