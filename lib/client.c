@@ -143,8 +143,9 @@ static void on_join_done(struct np_join *j, int status, const np_join_stats *st)
   /* a = server side, b = local service (see work_join). */
   cl->stats.bytes_in += st->a_to_b;
   cl->stats.bytes_out += st->b_to_a;
-  np__log(&cl->log, NP_LOG_DEBUG, "work connection done: %s, %llu bytes in, %llu out",
-          np_strerror(status), (unsigned long long)st->a_to_b, (unsigned long long)st->b_to_a);
+  np__log(&cl->log, NP_LOG_DEBUG, "work connection done: %s, %llu %s in, %llu out",
+          np_strerror(status), (unsigned long long)st->a_to_b,
+          np__plural(st->a_to_b, "byte", "bytes"), (unsigned long long)st->b_to_a);
   NP_DLIST_UNLINK(cl->joins, jn, prev, next);
   free(jn);
   unref(cl);

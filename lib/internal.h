@@ -58,6 +58,11 @@ void np__logger_init(np__logger *lg);
 void np__log(const np__logger *lg, np_log_level level, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
+/* The noun that agrees with a count ("1 client", "2 clients"), for every line that shows one. */
+static inline const char *np__plural(uint64_t n, const char *one, const char *many) {
+  return n == 1 ? one : many;
+}
+
 /* "host:port" or "[v6]:port" -> sockaddr; port 0 allowed. Returns 0 or UV_EINVAL. */
 int np__parse_addr(const char *spec, struct sockaddr_storage *out);
 /* Split "host:port" into host (copied, bracket-free) and port. Returns 0 or UV_EINVAL. */

@@ -21,8 +21,9 @@ void np__server_accept_failed(np__listener *l, int err, uint64_t refused) {
   if (srv->accept_error_logged == 0 || now - srv->accept_error_logged >= 1000) {
     srv->accept_error_logged = now;
     np__log(&srv->log, NP_LOG_ERROR,
-            "%s port %d: accept failed: %s; %llu connections refused since the last report%s",
-            px->name, px->port, np_strerror(err), (unsigned long long)srv->refused_unlogged,
+            "%s port %d: accept failed: %s; %llu %s refused since the last report%s", px->name,
+            px->port, np_strerror(err), (unsigned long long)srv->refused_unlogged,
+            np__plural(srv->refused_unlogged, "connection", "connections"),
             err == UV_EMFILE || err == UV_ENFILE ? " (raise the descriptor limit: ulimit -n)" : "");
     srv->refused_unlogged = 0;
   }
@@ -88,8 +89,9 @@ static void on_join_done(struct np_join *j, int status, const np_join_stats *st)
   /* a = work connection, b = visitor (see np__server_join). */
   srv->stats.bytes_out += st->a_to_b;
   srv->stats.bytes_in += st->b_to_a;
-  np__log(&srv->log, NP_LOG_DEBUG, "join done: %s, %llu bytes to visitor, %llu from visitor",
-          np_strerror(status), (unsigned long long)st->a_to_b, (unsigned long long)st->b_to_a);
+  np__log(&srv->log, NP_LOG_DEBUG, "join done: %s, %llu %s to visitor, %llu from visitor",
+          np_strerror(status), (unsigned long long)st->a_to_b,
+          np__plural(st->a_to_b, "byte", "bytes"), (unsigned long long)st->b_to_a);
   if (a->s != NULL)
     NP_DLIST_UNLINK(a->s->joins, a, prev, next);
   free(a);

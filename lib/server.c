@@ -99,8 +99,8 @@ static void on_proxy_msg(session *s, const np_msg *m) {
                  s->name);
       break;
     case NP_ELIMIT:
-      snprintf(resp.text, sizeof(resp.text), "at most %zu proxies for client '%s'", max_proxies(s),
-               s->name);
+      snprintf(resp.text, sizeof(resp.text), "at most %zu %s for client '%s'", max_proxies(s),
+               np__plural(max_proxies(s), "proxy", "proxies"), s->name);
       break;
     case NP_ECONFIG:
     case NP_EUNSUPPORTED:
@@ -311,9 +311,9 @@ static void login_failed(struct np_server *srv, const struct sockaddr_storage *a
     wait = np__backoff_fail(srv->backoff, (const struct sockaddr *)addr, now_ms(srv), &fails);
   if (wait > 0)
     np__log(&srv->log, NP_LOG_WARN,
-            "%s: %s; %u failed logins from this address, its next login is refused unheard for "
+            "%s: %s; %u failed %s from this address, its next login is refused unheard for "
             "%llums",
-            peer, why, fails, (unsigned long long)wait);
+            peer, why, fails, np__plural(fails, "login", "logins"), (unsigned long long)wait);
 }
 
 static int login(session *s, const np_msg *m) {
@@ -358,8 +358,8 @@ static int login(session *s, const np_msg *m) {
   old = find_ready(srv, m->name);
   if (old == NULL && n >= srv->cfg.max_clients) {
     resp.status = NP_ELIMIT;
-    snprintf(resp.text, sizeof(resp.text), "the server takes at most %zu clients",
-             srv->cfg.max_clients);
+    snprintf(resp.text, sizeof(resp.text), "the server takes at most %zu %s", srv->cfg.max_clients,
+             np__plural(srv->cfg.max_clients, "client", "clients"));
     np__chan_send(s->ch, &resp);
     return NP_ELIMIT;
   }
@@ -881,8 +881,8 @@ static int load_users(struct np_server *srv, np__users **out) {
   if (stat(srv->cfg.users_file, &st) == 0 && (st.st_mode & 077) != 0)
     np__log(&srv->log, NP_LOG_WARN, "users file %s holds tokens but others may read it (chmod 600)",
             srv->cfg.users_file);
-  np__log(&srv->log, NP_LOG_INFO, "users file %s: %zu clients%s", srv->cfg.users_file,
-          np__users_count(*out),
+  np__log(&srv->log, NP_LOG_INFO, "users file %s: %zu %s%s", srv->cfg.users_file,
+          np__users_count(*out), np__plural(np__users_count(*out), "client", "clients"),
           srv->cfg.token[0] != '\0' ? "; other names log in with the shared token" : "");
   return 0;
 }
