@@ -557,6 +557,23 @@ static void start_ulink(struct np_client *cl) {
             np_strerror(r));
 }
 
+/* Where visitors reach a public port, for the log: "host:port" with the address the proxy binds
+ * on the server when it names one, else the server's host. Printing the control address instead
+ * ("public port 26000 on 127.0.0.1:27000") read as if the proxy were on the control port. */
+static void public_addr(const struct np_client *cl, const char *name, unsigned port, char *buf,
+                        size_t len) {
+  const np__proxy_cfg *px = find_proxy((struct np_client *)cl, name);
+  char host[NP_HOSTPORT_MAX];
+  int control_port;
+
+  if (px != NULL && px->bind_addr[0] != '\0' && strcmp(px->bind_addr, "0.0.0.0") != 0 &&
+      strcmp(px->bind_addr, "::") != 0)
+    np__strlcpy(host, px->bind_addr, sizeof(host));
+  else if (np__split_hostport(cl->cfg.server, host, sizeof(host), &control_port) != 0)
+    np__strlcpy(host, cl->cfg.server, sizeof(host)); /* validated at start: not reached */
+  snprintf(buf, len, strchr(host, ':') != NULL ? "[%s]:%u" : "%s:%u", host, port);
+}
+
 static void ready(struct np_client *cl) {
   cl->state = C_READY;
   cl->attempt = 0;
@@ -568,8 +585,16 @@ static void ready(struct np_client *cl) {
     register_proxies(cl);
     pool_refill(cl);
     start_ulink(cl);
-  } else
+  } else {
+    /* The line protocol never tells the client its public port (the server's visit port), and
+     * nothing about it changes across reconnects: say so once. */
+    if (cl->stats.connects == 1)
+      np__log(&cl->log, NP_LOG_INFO,
+              "proxy %s: visitors arrive on the server's visit port (the line codec does not "
+              "tell the client its number)",
+              cl->cfg.proxies[0].name);
     emit(cl, NP_CLIENT_PROXY_READY, 0, cl->cfg.proxies[0].name, "line codec", 0);
+  }
 }
 
 static void drop_session(struct np_client *cl);
@@ -629,8 +654,9 @@ static void on_msg(np__chan *ch, const np_msg *m) {
     break;
   case NP_MSG_PROXY_RESP:
     if (m->status == 0) {
-      np__log(&cl->log, NP_LOG_INFO, "proxy %s: public port %u on %s", m->name, m->port,
-              cl->cfg.server);
+      char where[NP_HOSTPORT_MAX + 8];
+      public_addr(cl, m->name, m->port, where, sizeof(where));
+      np__log(&cl->log, NP_LOG_INFO, "proxy %s: public port %u at %s", m->name, m->port, where);
       emit(cl, NP_CLIENT_PROXY_READY, 0, m->name, NULL, m->port);
     } else {
       np__log(&cl->log, NP_LOG_ERROR, "proxy %s refused by the server: %s", m->name,

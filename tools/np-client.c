@@ -109,9 +109,12 @@ static void report(void *arg) {
 static void on_event(struct np_client *cl, const np_client_event *ev) {
   switch (ev->type) {
   case NP_CLIENT_PROXY_READY:
-    /* The one line scripts parse: which public port serves which proxy. */
-    printf("proxy %s: public port %d\n", ev->name, ev->port);
-    fflush(stdout);
+    /* The one line scripts parse: which public port serves which proxy. Port 0 (the line codec)
+     * would be a lie: the library logs where visitors go instead. */
+    if (ev->port > 0) {
+      printf("proxy %s: public port %d\n", ev->name, ev->port);
+      fflush(stdout);
+    }
     break;
   case NP_CLIENT_FATAL:
     fprintf(stderr, "np-client: %s\n", ev->text);

@@ -30,7 +30,9 @@ typedef struct np_client_event {
   int status;
   const char *name; /* proxy name or NULL; borrowed */
   const char *text; /* human-readable detail or NULL; borrowed */
-  int port;         /* public port for NP_CLIENT_PROXY_READY */
+  /* NP_CLIENT_PROXY_READY: the public port; 0 when the codec does not tell it (line: the server's
+   * visit port), and then the event comes at every login. */
+  int port;
 } np_client_event;
 
 typedef void (*np_client_event_cb)(struct np_client *client, const np_client_event *ev);

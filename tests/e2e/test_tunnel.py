@@ -60,6 +60,8 @@ def test_curl(env):
     srv = env.server("--token", "s3cret")
     cl = env.client(srv, "-R", f"{LOOP}:0:{LOOP}:{web}")
     (port,) = cl.ports.values()
+    # the log names the public port with the server's host, not with the control port
+    cl.wait_line(rf"info +proxy \S+: public port {port} at {LOOP}:{port}$", stream="stderr")
     check(curl(port, "/hello") == b"hello from behind the NAT\n", "curl body")
     # keep-alive: two requests over one visitor connection
     out = curl(port, "/id/one", "/id/two", "/id/three")
