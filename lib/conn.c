@@ -19,11 +19,7 @@ typedef struct tcp_conn {
   np_conn_close_cb close_cb;
   /* The peer's address, kept from accept or connect: once the peer has reset, getpeername fails,
    * and that is when a log line most needs to say who it was. sa_family 0: not known yet. */
-  union {
-    struct sockaddr sa;
-    struct sockaddr_in in;
-    struct sockaddr_in6 in6;
-  } peer;
+  np__addr peer;
   uv_tcp_t tcp;
 } tcp_conn;
 
@@ -160,12 +156,8 @@ int np__conn_keepalive(np_conn *c, unsigned delay_s) {
 }
 
 void np__conn_tcp_set_peer(np_conn *c, const struct sockaddr *sa) {
-  tcp_conn *t = (tcp_conn *)c;
-  size_t len = sa->sa_family == AF_INET    ? sizeof(t->peer.in)
-               : sa->sa_family == AF_INET6 ? sizeof(t->peer.in6)
-                                           : 0;
-  if (c->ops == &tcp_ops && len > 0)
-    memcpy(&t->peer, sa, len);
+  if (c->ops == &tcp_ops)
+    np__addr_copy(&((tcp_conn *)c)->peer, sa);
 }
 
 /* The peer's address: the one kept, else getpeername's (kept from then on). NULL if unknown. */

@@ -412,7 +412,7 @@ static void work_fail(session *s, const np_msg *m) {
           (unsigned long long)m->id,
           np_strerror(m->status == NP_ELOCALFAIL ? NP_ELOCALFAIL : m->status),
           m->text[0] ? ": " : "", m->text);
-  np__visitor_drop(v);
+  np__visitor_drop(v, "local_failed");
 }
 
 /* First message WORK: this connection is the work connection for one pending visitor. */

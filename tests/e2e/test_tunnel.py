@@ -8,6 +8,8 @@ import os
 import re
 import signal
 import socket
+import socketserver
+import struct
 import subprocess
 import sys
 import tempfile
@@ -356,6 +358,88 @@ def test_mux_one_connection(env):
     check(srv.count(r"connection from .*#\d+") >= 50, "visitors came over streams")
 
 
+ACCESS = (r"info +access proxy=(?P<proxy>\S+) visitor=(?P<visitor>\S+) in=(?P<inb>\d+) "
+          r"out=(?P<outb>\d+) duration=(?P<secs>\d+\.\d{3})s end=(?P<end>\S+)$")
+
+
+def access_line(srv, visitor, after=0):
+    """The access log line np-server wrote for the visitor from 127.0.0.1:visitor."""
+    return srv.wait_line(ACCESS.replace(r"(?P<visitor>\S+)", rf"(?P<visitor>{LOOP}:{visitor})"),
+                         after=after)
+
+
+class Hold(socketserver.BaseRequestHandler):
+    """Reads until the peer goes, telling the test (got) when bytes arrived; never answers."""
+
+    got = None
+
+    def handle(self):
+        while True:
+            try:
+                b = self.request.recv(1 << 16)
+            except OSError:
+                return
+            if not b:
+                return
+            Hold.got.set()
+
+
+def test_access_log(env):
+    """One info line per TCP visitor once it is gone: its proxy, its address, the bytes each way as
+    the visitor saw them, the duration, and how it ended; none with --access-log false."""
+    web = http_service(env)
+    Hold.got = threading.Event()
+    hold = env.service(Hold)
+    dead = socket.socket()
+    dead.bind((LOOP, 0))  # bound, not listening: refused
+    srv = env.server("--token", "s3cret", "--pending-timeout", "20s")
+    # --work-pool 0: a visitor whose local service is down is failed by the client before any join
+    cl = env.client(srv, "--work-pool", "0", "-R", f"{LOOP}:0:{LOOP}:{web}",
+                    "-R", f"{LOOP}:0:{LOOP}:{hold}", "-R", f"{LOOP}:0:{LOOP}:{dead.getsockname()[1]}")
+    name = f"tcp-{LOOP}-{web}"
+    # curl says how many bytes it sent and received, and from which port
+    out = subprocess.run(["curl", "-sS", "--max-time", "30", "-o", "/dev/null", "-w",
+                          "%{local_port} %{size_request} %{size_header} %{size_download}",
+                          f"http://{LOOP}:{cl.ports[name]}/id/logged"], capture_output=True,
+                         text=True, check=False, timeout=40)
+    check(out.returncode == 0, f"curl: {out.stderr}")
+    local, sent, header, body = (int(x) for x in out.stdout.split())
+    m = access_line(srv, local)
+    check(m["proxy"] == name and m["end"] == "closed", f"access line: {m.group(0)}")
+    check(int(m["inb"]) == sent and int(m["outb"]) == header + body,
+          f"{m.group(0)}: curl sent {sent} bytes and received {header + body}")
+    check(float(m["secs"]) < 5, f"duration {m['secs']}s")
+    # a visitor that resets once its bytes reached the service: end=reset, with what it sent
+    s = connect(cl.ports[f"tcp-{LOOP}-{hold}"])
+    local = s.getsockname()[1]
+    s.sendall(b"22 bytes, then a reset")
+    check(Hold.got.wait(10), "the bytes reached the service")
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    s.close()
+    m = access_line(srv, local)
+    check(m["end"] == "reset" and m["inb"] == "22" and m["outb"] == "0", f"{m.group(0)}")
+    # a visitor whose local service is down: end=local_failed
+    s = connect(cl.ports[f"tcp-{LOOP}-{dead.getsockname()[1]}"])
+    local = s.getsockname()[1]
+    try:
+        recv_all(s)
+    except ConnectionResetError:
+        pass
+    m = access_line(srv, local)
+    check(m["end"] == "local_failed" and m["inb"] == "0" and m["outb"] == "0", f"{m.group(0)}")
+    check(srv.count(r"access proxy=") == 3, "one line per visitor")
+    dead.close()
+
+    # --access-log false: the same visitor leaves no line
+    quiet = env.server("--token", "s3cret", "--access-log", "false", name="quiet")
+    qc = env.client(quiet, "-R", f"{LOOP}:0:{LOOP}:{web}", name="quiet-client")
+    (qport,) = qc.ports.values()
+    check(curl(qport, "/id/quiet") == b"quiet", "served with the access log off")
+    quiet.wait_line(r"join done")
+    server_stats(quiet)  # a later loop turn: an access line would be in by now
+    check(quiet.count(r"access proxy=") == 0, "no access line with --access-log false")
+
+
 def test_cli(env):
     for tool in (SERVER, CLIENT):
         h = subprocess.run([tool, "--help"], capture_output=True, text=True)
@@ -411,7 +495,8 @@ TESTS = {f.__name__[5:]: f for f in [
     test_wrong_token, test_two_clients, test_sigkill_frees_port,
     test_silent_client_times_out_and_comes_back, test_takeover_by_name, test_client_signals,
     test_port_refusals,
-    test_local_service_down, test_server_restart, test_work_pool, test_mux_one_connection, test_cli,
+    test_local_service_down, test_server_restart, test_work_pool, test_mux_one_connection,
+    test_access_log, test_cli,
     test_config_file,
 ]}
 
