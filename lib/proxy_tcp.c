@@ -143,7 +143,7 @@ static void on_join_done(struct np_join *j, int status, const np_join_stats *st)
           np_strerror(status), (unsigned long long)st->a_to_b,
           np__plural(st->a_to_b, "byte", "bytes"), (unsigned long long)st->b_to_a);
   log_access(srv, a->proxy, &a->visitor.sa, a->since, st->b_to_a, st->a_to_b,
-             join_end(status, end, sizeof(end)));
+             a->end != NULL ? a->end : join_end(status, end, sizeof(end)));
   if (a->s != NULL)
     NP_DLIST_UNLINK(a->s->joins, a, prev, next);
   free(a);
@@ -169,6 +169,7 @@ void np__server_join(struct np_server *srv, session *s, np_conn *work, visitor *
     struct sockaddr_storage ss;
     a->srv = srv;
     a->s = s;
+    a->id = v->id;
     a->since = v->since;
     np__strlcpy(a->proxy, v->px->name, sizeof(a->proxy));
     if (np__conn_peer_addr(vc, &ss) == 0)
@@ -266,7 +267,7 @@ void np__server_visitor_arrived(struct np_server *srv, proxy *px, visitor *v) {
   }
   v->session_id = s->id;
   v->deadline = now_ms(srv) + srv->cfg.pending_timeout_ms;
-  m.id = ++srv->next_visitor_id;
+  m.id = v->id = ++srv->next_visitor_id;
   if (v->flow != NULL)
     np__udp_flow_set_id(v->flow, m.id);
   if (s->idle != NULL && np__server_start_pooled(srv, s, px, v, m.id) == 0)

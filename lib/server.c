@@ -397,7 +397,12 @@ static void work_fail(session *s, const np_msg *m) {
 
   if (v == NULL) {
     /* Expired meanwhile, or a visitor sent over a pre-opened connection, which the client has
-     * already reset; either way only the reason is left to report. */
+     * already reset; either way only the reason is left to report. The reset would make the
+     * access log say end=reset: mark the join, in case its end has not been logged yet (with mux
+     * it has not: the reset travels behind this message on the same connection). */
+    for (active *a = s->joins; a != NULL; a = a->next)
+      if (a->id == m->id)
+        a->end = "local_failed";
     srv->stats.visitors_failed++;
     np__log(&srv->log, NP_LOG_INFO, "client %s: visitor %llu closed: %s%s%s", s->name,
             (unsigned long long)m->id, np_strerror(m->status), m->text[0] ? ": " : "", m->text);

@@ -43,6 +43,7 @@ struct proxy {
 typedef struct visitor {
   struct np_server *srv;
   proxy *px;
+  uint64_t id; /* its name in REQ_WORK / START */
   uint64_t session_id;
   uint64_t deadline;
   uint64_t since;            /* when it arrived (loop time, ms): the access log's duration */
@@ -56,9 +57,10 @@ typedef struct active {
   session *s;
   struct np_join *join;
   /* For its access log line, which comes after its proxy and its visitor's conn may be gone. */
-  uint64_t since;
+  uint64_t id, since;
   np__addr visitor;
   char proxy[NP_MSG_NAME_MAX + 1];
+  const char *end; /* how it ended when the join's status cannot tell (local_failed), or NULL */
   struct active *prev, *next;
 } active;
 

@@ -427,7 +427,22 @@ def test_access_log(env):
         pass
     m = access_line(srv, local)
     check(m["end"] == "local_failed" and m["inb"] == "0" and m["outb"] == "0", f"{m.group(0)}")
-    check(srv.count(r"access proxy=") == 3, "one line per visitor")
+    # the same through a pre-opened work connection, joined before the client dials its service:
+    # the client's WORK_FAIL names the ending, not the reset that follows it (which, without mux,
+    # travels on another connection and may come first)
+    pooled = env.client(srv, "--name", "pooled", "--work-pool", "1",
+                        "-R", f"{LOOP}:0:{LOOP}:{dead.getsockname()[1]}", name="pooled")
+    srv.wait_line(r"client pooled: pre-opened work connection \d+ parked")
+    s = connect(list(pooled.ports.values())[0])
+    local = s.getsockname()[1]
+    try:
+        recv_all(s)
+    except ConnectionResetError:
+        pass
+    m = access_line(srv, local)
+    ends = ("local_failed",) if os.environ.get("NP_E2E_MUX") != "0" else ("local_failed", "reset")
+    check(m["end"] in ends and m["outb"] == "0", f"pooled: {m.group(0)}")
+    check(srv.count(r"access proxy=") == 4, "one line per visitor")
     dead.close()
 
     # --access-log false: the same visitor leaves no line
