@@ -142,7 +142,7 @@ static void on_join_done(struct np_join *j, int status, const np_join_stats *st)
   np__log(&srv->log, NP_LOG_DEBUG, "join done: %s, %llu %s to visitor, %llu from visitor",
           np_strerror(status), (unsigned long long)st->a_to_b,
           np__plural(st->a_to_b, "byte", "bytes"), (unsigned long long)st->b_to_a);
-  log_access(srv, a->proxy, &a->visitor.sa, a->since, st->b_to_a, st->a_to_b,
+  log_access(srv, a->proxy, &a->visitor_addr.sa, a->since, st->b_to_a, st->a_to_b,
              a->end != NULL ? a->end : join_end(status, end, sizeof(end)));
   if (a->s != NULL)
     NP_DLIST_UNLINK(a->s->joins, a, prev, next);
@@ -173,7 +173,7 @@ void np__server_join(struct np_server *srv, session *s, np_conn *work, visitor *
     a->since = v->since;
     np__strlcpy(a->proxy, v->px->name, sizeof(a->proxy));
     if (np__conn_peer_addr(vc, &ss) == 0)
-      np__addr_copy(&a->visitor, (struct sockaddr *)&ss);
+      np__addr_copy(&a->visitor_addr, (struct sockaddr *)&ss);
     r = np__join(work, vc, rest, rest_len, &srv->chunks, on_join_done, a, &a->join);
   }
   if (r != 0) {

@@ -58,7 +58,7 @@ typedef struct active {
   struct np_join *join;
   /* For its access log line, which comes after its proxy and its visitor's conn may be gone. */
   uint64_t id, since;
-  np__addr visitor;
+  np__addr visitor_addr;
   char proxy[NP_MSG_NAME_MAX + 1];
   const char *end; /* how it ended when the join's status cannot tell (local_failed), or NULL */
   struct active *prev, *next;
