@@ -58,10 +58,16 @@ def test_pending_expiry_and_bounds(env):
     check(closed(v3, 2), "third visitor refused at once (max_pending_per_proxy 2)")
     check(time.monotonic() - t0 < 0.5, "refusal was immediate")
     srv.wait_line(r"visitor refused: too many visitors waiting")
+    srv.wait_line(rf"access proxy=lazy-web visitor=127\.0\.0\.1:{v3.getsockname()[1]} in=0 out=0 "
+                  r"duration=0\.\d{3}s end=refused$")
     check(closed(v1, 3) and closed(v2, 3), "waiting visitors closed at the pending timeout")
     took = time.monotonic() - t0
     check(0.55 <= took < 2.0, f"expired after {took:.2f}s, pending_timeout 600ms")
     srv.wait_line(r"got no work connection within 600ms")
+    for v in (v1, v2):  # the access log says how long each waited
+        m = srv.wait_line(rf"access proxy=lazy-web visitor=127\.0\.0\.1:{v.getsockname()[1]} "
+                          r"in=0 out=0 duration=(\d+\.\d{3})s end=timeout$")
+        check(0.55 <= float(m.group(1)) < 2.0, f"waited {m.group(1)}s")
 
 
 def test_name_taken_and_limits(env):
