@@ -151,7 +151,7 @@ int np__chan_send(np__chan *ch, const np_msg *msg) {
   size_t room = ch->max_queued > ch->queued ? ch->max_queued - ch->queued : 0;
   int n;
 
-  if (ch->closing || ch->failed || ch->detached)
+  if (!np__chan_is_open(ch))
     return NP_ESTATE;
   if (ch->max_queued != 0 && room == 0)
     return NP_ELIMIT;
@@ -160,6 +160,10 @@ int np__chan_send(np__chan *ch, const np_msg *msg) {
     return n;
   ch->queued += (size_t)n;
   return 0;
+}
+
+int np__chan_is_open(const np__chan *ch) {
+  return !ch->closing && !ch->failed && !ch->detached;
 }
 
 static void on_standalone_written(np_conn_write *req, int status) {

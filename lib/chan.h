@@ -24,6 +24,9 @@ void *np__chan_data(np__chan *ch);
 /* Encode and queue msg. Returns 0, NP_EUNSUPPORTED (the codec cannot say it), NP_ELIMIT, or a write
  * error. */
 int np__chan_send(np__chan *ch, const np_msg *msg);
+/* Whether np__chan_send may still succeed: not once the channel failed (its connection broke, or
+ * the peer sent what does not decode) or closes. */
+int np__chan_is_open(const np__chan *ch);
 /* Only from inside on_msg, with no message still being written: stop decoding and hand the conn
  * back, with the bytes that arrived after the current message (borrowed until on_msg returns). The
  * channel frees itself once on_msg returns. */

@@ -144,8 +144,9 @@ static void on_join_done(struct np_join *j, int status, const np_join_stats *st)
   /* a = server side, b = local service (see work_join). */
   cl->stats.bytes_in += st->a_to_b;
   cl->stats.bytes_out += st->b_to_a;
-  np__log(&cl->log, NP_LOG_DEBUG, "work connection done: %s, %llu bytes in, %llu out",
-          np_strerror(status), (unsigned long long)st->a_to_b, (unsigned long long)st->b_to_a);
+  np__log(&cl->log, NP_LOG_DEBUG, "work connection done: %s, %llu %s in, %llu out",
+          np_strerror(status), (unsigned long long)st->a_to_b,
+          np__plural(st->a_to_b, "byte", "bytes"), (unsigned long long)st->b_to_a);
   NP_DLIST_UNLINK(cl->joins, jn, prev, next);
   free(jn);
   unref(cl);
@@ -557,6 +558,23 @@ static void start_ulink(struct np_client *cl) {
             np_strerror(r));
 }
 
+/* Where visitors reach a public port, for the log: "host:port" with the address the proxy binds
+ * on the server when it names one, else the server's host. Printing the control address instead
+ * ("public port 26000 on 127.0.0.1:27000") read as if the proxy were on the control port. */
+static void public_addr(const struct np_client *cl, const char *name, unsigned port, char *buf,
+                        size_t len) {
+  const np__proxy_cfg *px = find_proxy((struct np_client *)cl, name);
+  char host[NP_HOSTPORT_MAX];
+  int control_port;
+
+  if (px != NULL && px->bind_addr[0] != '\0' && strcmp(px->bind_addr, "0.0.0.0") != 0 &&
+      strcmp(px->bind_addr, "::") != 0)
+    np__strlcpy(host, px->bind_addr, sizeof(host));
+  else if (np__split_hostport(cl->cfg.server, host, sizeof(host), &control_port) != 0)
+    np__strlcpy(host, cl->cfg.server, sizeof(host)); /* validated at start: not reached */
+  snprintf(buf, len, strchr(host, ':') != NULL ? "[%s]:%u" : "%s:%u", host, port);
+}
+
 static void ready(struct np_client *cl) {
   cl->state = C_READY;
   cl->attempt = 0;
@@ -568,8 +586,16 @@ static void ready(struct np_client *cl) {
     register_proxies(cl);
     pool_refill(cl);
     start_ulink(cl);
-  } else
+  } else {
+    /* The line protocol never tells the client its public port (the server's visit port), and
+     * nothing about it changes across reconnects: say so once. */
+    if (cl->stats.connects == 1)
+      np__log(&cl->log, NP_LOG_INFO,
+              "proxy %s: visitors arrive on the server's visit port (the line codec does not "
+              "tell the client its number)",
+              cl->cfg.proxies[0].name);
     emit(cl, NP_CLIENT_PROXY_READY, 0, cl->cfg.proxies[0].name, "line codec", 0);
+  }
 }
 
 static void drop_session(struct np_client *cl);
@@ -632,8 +658,9 @@ static void on_msg(np__chan *ch, const np_msg *m) {
     break;
   case NP_MSG_PROXY_RESP:
     if (m->status == 0) {
-      np__log(&cl->log, NP_LOG_INFO, "proxy %s: public port %u on %s", m->name, m->port,
-              cl->cfg.server);
+      char where[NP_HOSTPORT_MAX + 8];
+      public_addr(cl, m->name, m->port, where, sizeof(where));
+      np__log(&cl->log, NP_LOG_INFO, "proxy %s: public port %u at %s", m->name, m->port, where);
       emit(cl, NP_CLIENT_PROXY_READY, 0, m->name, NULL, m->port);
     } else {
       np__log(&cl->log, NP_LOG_ERROR, "proxy %s refused by the server: %s", m->name,
@@ -922,6 +949,28 @@ void np_client_get_stats(const struct np_client *cl, np_client_stats *out) {
   out->udp_path_up = cl->ulink != NULL && np__ulink_is_up(cl->ulink);
   out->udp_path_in = cl->ulink_stats.in;
   out->udp_path_out = cl->ulink_stats.out;
+}
+
+void np_client_log_stats(const struct np_client *cl) {
+  np_client_stats st;
+
+  np_client_get_stats(cl, &st);
+  np__log(&cl->log, NP_LOG_INFO,
+          "stats: connects=%llu work_opened=%llu local_failed=%llu bytes_in=%llu bytes_out=%llu "
+          "udp_path_up=%llu udp_path_in=%llu udp_path_out=%llu",
+          (unsigned long long)st.connects, (unsigned long long)st.work_opened,
+          (unsigned long long)st.local_failed, (unsigned long long)st.bytes_in,
+          (unsigned long long)st.bytes_out, (unsigned long long)st.udp_path_up,
+          (unsigned long long)st.udp_path_in, (unsigned long long)st.udp_path_out);
+}
+
+int np_client_reload(struct np_client *cl) {
+  /* Until a hot reload exists, a SIGHUP sent out of habit (or by a service manager's reload) must
+   * neither kill the client nor pass unnoticed. */
+  np__log(&cl->log, NP_LOG_WARN,
+          "reload: not supported yet, going on with the configuration read at start (restart "
+          "np-client to apply changes)");
+  return UV_ENOTSUP;
 }
 
 static void unref(struct np_client *cl) {

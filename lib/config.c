@@ -235,6 +235,7 @@ static const key_def keys[] = {
     {"login_backoff_max", KIND_SERVER, V_DURATION, FIELD(login_backoff_max_ms)},
     {"udp_idle_timeout", KIND_BOTH, V_DURATION, FIELD(udp_idle_timeout_ms)},
     {"udp_max_flows", KIND_SERVER, V_COUNT, FIELD(udp_max_flows)},
+    {"access_log", KIND_SERVER, V_BOOL, FIELD(access_log)},
     {"server_fingerprint", KIND_CLIENT, V_FINGERPRINT, FIELD(server_fingerprint)},
     {"tls_ca", KIND_CLIENT, V_STR, FIELD(tls_ca)},
     {"tls_server_name", KIND_CLIENT, V_STR, FIELD(tls_server_name)},
@@ -690,6 +691,7 @@ int np_config_new(np_config_kind kind, struct np_config **out) {
   cfg->login_backoff_max_ms = 300000;
   cfg->udp_idle_timeout_ms = 60000;
   cfg->udp_max_flows = 256;
+  cfg->access_log = 1;
   cfg->udp_datagram_path = 1;
   cfg->udp_keepalive_ms = 10000;
   cfg->udp_path_retry_ms = 60000;

@@ -74,6 +74,7 @@ struct np_config {
   uint64_t login_backoff_ms; /* first wait after the free failed logins; 0 = no back-off */
   uint64_t login_backoff_max_ms;
   size_t udp_max_flows; /* visitor addresses one UDP proxy serves at once */
+  int access_log;       /* one info line per TCP visitor once it is gone (docs/config.md) */
 
   /* client */
   char server[NP_HOSTPORT_MAX];

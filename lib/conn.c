@@ -17,6 +17,9 @@ typedef struct tcp_conn {
   uv_shutdown_t shutdown_req;
   np_conn_shutdown_cb shutdown_cb;
   np_conn_close_cb close_cb;
+  /* The peer's address, kept from accept or connect: once the peer has reset, getpeername fails,
+   * and that is when a log line most needs to say who it was. sa_family 0: not known yet. */
+  np__addr peer;
   uv_tcp_t tcp;
 } tcp_conn;
 
@@ -152,25 +155,44 @@ int np__conn_keepalive(np_conn *c, unsigned delay_s) {
   return uv_tcp_keepalive((uv_tcp_t *)t->stream, 1, delay_s > 0 ? delay_s : 1);
 }
 
-static void tcp_peer_str(np_conn *c, char *buf, size_t len) {
+void np__conn_tcp_set_peer(np_conn *c, const struct sockaddr *sa) {
+  if (c->ops == &tcp_ops)
+    np__addr_copy(&((tcp_conn *)c)->peer, sa);
+}
+
+/* The peer's address: the one kept, else getpeername's (kept from then on). NULL if unknown. */
+static const struct sockaddr *tcp_peer(tcp_conn *t) {
   struct sockaddr_storage ss;
   int n = sizeof(ss);
-  uv_stream_t *s = ((tcp_conn *)c)->stream;
 
-  if (s->type != UV_TCP || uv_tcp_getpeername((uv_tcp_t *)s, (struct sockaddr *)&ss, &n) != 0) {
+  if (t->peer.sa.sa_family == 0 && t->stream->type == UV_TCP &&
+      uv_tcp_getpeername((uv_tcp_t *)t->stream, (struct sockaddr *)&ss, &n) == 0)
+    np__conn_tcp_set_peer(&t->base, (struct sockaddr *)&ss);
+  return t->peer.sa.sa_family != 0 ? &t->peer.sa : NULL;
+}
+
+static void tcp_peer_str(np_conn *c, char *buf, size_t len) {
+  const struct sockaddr *sa = tcp_peer((tcp_conn *)c);
+
+  if (sa == NULL) {
     snprintf(buf, len, "?");
     return;
   }
-  np__addr_str((struct sockaddr *)&ss, buf, len);
+  np__addr_str(sa, buf, len);
 }
 
 int np__conn_peer_addr(np_conn *c, struct sockaddr_storage *out) {
-  tcp_conn *t = (tcp_conn *)(c = bottom(c));
-  int n = sizeof(*out);
+  const struct sockaddr *sa;
 
-  if (c->ops != &tcp_ops || t->stream->type != UV_TCP)
+  c = bottom(c);
+  if (c->ops != &tcp_ops || ((tcp_conn *)c)->stream->type != UV_TCP)
     return UV_EINVAL;
-  return uv_tcp_getpeername((uv_tcp_t *)t->stream, (struct sockaddr *)out, &n);
+  if ((sa = tcp_peer((tcp_conn *)c)) == NULL)
+    return UV_ENOTCONN;
+  memset(out, 0, sizeof(*out));
+  memcpy(out, sa,
+         sa->sa_family == AF_INET ? sizeof(struct sockaddr_in) : sizeof(struct sockaddr_in6));
+  return 0;
 }
 
 int np__conn_tcp_fd(np_conn *c, uv_loop_t **loop) {

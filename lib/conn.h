@@ -92,6 +92,9 @@ static inline void np__conn_abort(np_conn *c, np_conn_close_cb cb) {
 int np__conn_tcp_new(uv_loop_t *loop, np_conn **out);
 /* The conn's uv_tcp_t (for accept, connect, getpeername, nodelay). */
 uv_tcp_t *np__conn_tcp_handle(np_conn *c);
+/* Tell a plain TCP conn its peer's address (from accept, or the address it connects to) so logs
+ * can name the peer even after it reset; sa is copied. Other conns ignore it. */
+void np__conn_tcp_set_peer(np_conn *c, const struct sockaddr *sa);
 /* Wrap a stream somebody else allocated; closing the conn uv_closes the stream but frees only the
  * wrapper, and then calls cb. */
 int np__conn_tcp_wrap(uv_stream_t *stream, np_conn **out);
@@ -108,7 +111,7 @@ int np__conn_tcp_fd(np_conn *c, uv_loop_t **loop);
  * our queues, where a multiplexer can still interleave streams fairly. */
 int np__conn_notsent_lowat(np_conn *c, unsigned bytes);
 /* The peer's address of the TCP connection at the bottom of c's layers (not through a mux stream,
- * which has none of its own). Returns 0 or UV_EINVAL / a getpeername error. */
+ * which has none of its own). Returns 0, UV_EINVAL (not TCP) or UV_ENOTCONN (never known). */
 int np__conn_peer_addr(np_conn *c, struct sockaddr_storage *out);
 /* Peer address as "host:port" for logs. */
 static inline void np__conn_peer_str(np_conn *c, char *buf, size_t len) {

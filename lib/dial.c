@@ -113,6 +113,7 @@ static int start_connect(np__dialer *d, const struct sockaddr *sa) {
   }
   if ((r = np__conn_tcp_new(d->loop, &d->conn)) != 0)
     return r;
+  np__conn_tcp_set_peer(d->conn, sa);
   d->connect.data = d;
   if ((r = uv_tcp_connect(&d->connect, np__conn_tcp_handle(d->conn), sa, on_connect)) != 0) {
     np__conn_close(d->conn, NULL);

@@ -58,6 +58,21 @@ void np__logger_init(np__logger *lg);
 void np__log(const np__logger *lg, np_log_level level, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
+/* The noun that agrees with a count ("1 client", "2 clients"), for every line that shows one. */
+static inline const char *np__plural(uint64_t n, const char *one, const char *many) {
+  return n == 1 ? one : many;
+}
+
+/* An IPv4 or IPv6 address, for objects that keep one each (a sockaddr_storage is 128 bytes);
+ * sa.sa_family 0: none. */
+typedef union np__addr {
+  struct sockaddr sa;
+  struct sockaddr_in in;
+  struct sockaddr_in6 in6;
+} np__addr;
+/* Copy sa into dst if it is IPv4 or IPv6; anything else leaves dst alone. */
+void np__addr_copy(np__addr *dst, const struct sockaddr *sa);
+
 /* "host:port" or "[v6]:port" -> sockaddr; port 0 allowed. Returns 0 or UV_EINVAL. */
 int np__parse_addr(const char *spec, struct sockaddr_storage *out);
 /* Split "host:port" into host (copied, bracket-free) and port. Returns 0 or UV_EINVAL. */

@@ -57,7 +57,9 @@ static void on_readable(uv_poll_t *p, int status, int events) {
   for (int i = 0; i < BURST; i++) {
     np_conn *c;
     int err, r;
-    int fd = accept4(l->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    struct sockaddr_storage peer;
+    socklen_t peer_len = sizeof(peer);
+    int fd = accept4(l->fd, (struct sockaddr *)&peer, &peer_len, SOCK_NONBLOCK | SOCK_CLOEXEC);
 
     if (fd < 0) {
       err = errno;
@@ -81,6 +83,7 @@ static void on_readable(uv_poll_t *p, int status, int events) {
       continue;
     }
     uv_tcp_nodelay(np__conn_tcp_handle(c), 1);
+    np__conn_tcp_set_peer(c, (struct sockaddr *)&peer);
     l->on_accept(l, c);
   }
 }

@@ -21,10 +21,59 @@ void np__server_accept_failed(np__listener *l, int err, uint64_t refused) {
   if (srv->accept_error_logged == 0 || now - srv->accept_error_logged >= 1000) {
     srv->accept_error_logged = now;
     np__log(&srv->log, NP_LOG_ERROR,
-            "%s port %d: accept failed: %s; %llu connections refused since the last report%s",
-            px->name, px->port, np_strerror(err), (unsigned long long)srv->refused_unlogged,
+            "%s port %d: accept failed: %s; %llu %s refused since the last report%s", px->name,
+            px->port, np_strerror(err), (unsigned long long)srv->refused_unlogged,
+            np__plural(srv->refused_unlogged, "connection", "connections"),
             err == UV_EMFILE || err == UV_ENFILE ? " (raise the descriptor limit: ulimit -n)" : "");
     srv->refused_unlogged = 0;
+  }
+}
+
+/* The access log: one line per TCP visitor once it is gone, telling what haproxy's tcplog tells
+ * (who, which proxy, bytes, duration, how it ended) as key=value fields an operator can grep;
+ * docs/config.md gives the format. in: visitor -> client, out: client -> visitor, as in the
+ * counters. addr NULL: not known. */
+static void log_access(struct np_server *srv, const char *name, const struct sockaddr *addr,
+                       uint64_t since, uint64_t in, uint64_t out, const char *end) {
+  char who[64] = "?";
+  uint64_t ms = now_ms(srv) - since;
+
+  if (!srv->cfg.access_log)
+    return;
+  if (addr != NULL && addr->sa_family != 0)
+    np__addr_str(addr, who, sizeof(who));
+  np__log(&srv->log, NP_LOG_INFO,
+          "access proxy=%s visitor=%s in=%llu out=%llu duration=%llu.%03llus end=%s", name, who,
+          (unsigned long long)in, (unsigned long long)out, (unsigned long long)(ms / 1000),
+          (unsigned long long)(ms % 1000), end);
+}
+
+/* A TCP visitor that goes without a join: nothing crossed either way. */
+static void log_unjoined(visitor *v, const char *end) {
+  struct sockaddr_storage ss;
+
+  if (!v->srv->cfg.access_log)
+    return;
+  log_access(v->srv, v->px->name,
+             np__conn_peer_addr(v->conn, &ss) == 0 ? (struct sockaddr *)&ss : NULL, v->since, 0, 0,
+             end);
+}
+
+/* How a join ended, in the access log's words. */
+static const char *join_end(int status, char *buf, size_t len) {
+  switch (status) {
+  case 0:
+    return "closed"; /* both ways ended with EOF */
+  case UV_ECONNRESET:
+  case UV_EPIPE:
+    return "reset";
+  case UV_ETIMEDOUT:
+    return "timeout";
+  case UV_ECANCELED:
+    return "aborted"; /* its client's session ended, or the server is stopping */
+  default:
+    snprintf(buf, len, "error:%s", np_err_name(status));
+    return buf;
   }
 }
 
@@ -35,7 +84,7 @@ static void on_visitor_closed(np_conn *c) {
   np__server_unref(srv);
 }
 
-void np__visitor_drop(visitor *v) {
+void np__visitor_drop(visitor *v, const char *end) {
   if (v->flow != NULL) {
     struct np_server *srv = v->srv;
     np__udp_flow_unjoined(v->flow);
@@ -43,6 +92,7 @@ void np__visitor_drop(visitor *v) {
     np__server_unref(srv);
     return;
   }
+  log_unjoined(v, end);
   v->conn->data = v;
   np__conn_close(v->conn, on_visitor_closed);
 }
@@ -53,7 +103,7 @@ static void on_expired(uint64_t id, void *item, void *arg) {
   srv->stats.visitors_expired++;
   np__log(&srv->log, NP_LOG_INFO, "proxy %s: visitor %llu got no work connection within %llums",
           v->px->name, (unsigned long long)id, (unsigned long long)srv->cfg.pending_timeout_ms);
-  np__visitor_drop(v);
+  np__visitor_drop(v, "timeout");
 }
 
 static void on_pool_timer(uv_timer_t *t) {
@@ -78,18 +128,22 @@ static void arm_pool_timer(struct np_server *srv) {
 void np__visitor_removed(uint64_t id, void *item, void *arg) {
   (void)id;
   (void)arg;
-  np__visitor_drop(item);
+  np__visitor_drop(item, "aborted");
 }
 
 static void on_join_done(struct np_join *j, int status, const np_join_stats *st) {
   active *a = np_join_get_data(j);
   struct np_server *srv = a->srv;
+  char end[48];
 
   /* a = work connection, b = visitor (see np__server_join). */
   srv->stats.bytes_out += st->a_to_b;
   srv->stats.bytes_in += st->b_to_a;
-  np__log(&srv->log, NP_LOG_DEBUG, "join done: %s, %llu bytes to visitor, %llu from visitor",
-          np_strerror(status), (unsigned long long)st->a_to_b, (unsigned long long)st->b_to_a);
+  np__log(&srv->log, NP_LOG_DEBUG, "join done: %s, %llu %s to visitor, %llu from visitor",
+          np_strerror(status), (unsigned long long)st->a_to_b,
+          np__plural(st->a_to_b, "byte", "bytes"), (unsigned long long)st->b_to_a);
+  log_access(srv, a->proxy, &a->visitor_addr.sa, a->since, st->b_to_a, st->a_to_b,
+             a->end != NULL ? a->end : join_end(status, end, sizeof(end)));
   if (a->s != NULL)
     NP_DLIST_UNLINK(a->s->joins, a, prev, next);
   free(a);
@@ -111,14 +165,22 @@ void np__server_join(struct np_server *srv, session *s, np_conn *work, visitor *
     return;
   }
   a = calloc(1, sizeof(*a));
-  free(v);
   if (a != NULL) {
+    struct sockaddr_storage ss;
     a->srv = srv;
     a->s = s;
+    a->id = v->id;
+    a->since = v->since;
+    np__strlcpy(a->proxy, v->px->name, sizeof(a->proxy));
+    if (np__conn_peer_addr(vc, &ss) == 0)
+      np__addr_copy(&a->visitor_addr, (struct sockaddr *)&ss);
     r = np__join(work, vc, rest, rest_len, &srv->chunks, on_join_done, a, &a->join);
   }
   if (r != 0) {
+    char end[48];
     np__log(&srv->log, NP_LOG_ERROR, "cannot join visitor: %s", np_strerror(r));
+    log_unjoined(v, join_end(r, end, sizeof(end)));
+    free(v);
     free(a);
     np__conn_close(work, NULL);
     np__conn_close(vc, NULL);
@@ -195,16 +257,17 @@ void np__server_visitor_arrived(struct np_server *srv, proxy *px, visitor *v) {
 
   v->srv = srv;
   v->px = px;
+  v->since = now_ms(srv);
   srv->refs++; /* the visitor's, until it is closed or joined */
   if ((s = visit_owner(srv, px)) == NULL) {
     srv->stats.visitors_refused++;
     np__log(&srv->log, NP_LOG_INFO, "proxy %s: visitor refused: no client connected", px->name);
-    np__visitor_drop(v);
+    np__visitor_drop(v, "refused");
     return;
   }
   v->session_id = s->id;
   v->deadline = now_ms(srv) + srv->cfg.pending_timeout_ms;
-  m.id = ++srv->next_visitor_id;
+  m.id = v->id = ++srv->next_visitor_id;
   if (v->flow != NULL)
     np__udp_flow_set_id(v->flow, m.id);
   if (s->idle != NULL && np__server_start_pooled(srv, s, px, v, m.id) == 0)
@@ -215,12 +278,12 @@ void np__server_visitor_arrived(struct np_server *srv, proxy *px, visitor *v) {
     np__log(&srv->log, NP_LOG_WARN,
             "proxy %s: visitor refused: %s (max_pending %zu, per proxy %zu)", px->name,
             np_strerror(r), srv->cfg.max_pending, srv->cfg.max_pending_per_proxy);
-    np__visitor_drop(v);
+    np__visitor_drop(v, "refused");
     return;
   }
   if ((r = np__session_send(s, &m)) != 0) {
     srv->pool_ops->take(srv->pool, m.id);
-    np__visitor_drop(v);
+    np__visitor_drop(v, "aborted");
     np__session_close(s, r, "control stream not writable");
     return;
   }

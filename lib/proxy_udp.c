@@ -262,8 +262,8 @@ static flow *flow_new(udp *u, const struct sockaddr *addr) {
     char a[64];
     np__addr_str(addr, a, sizeof(a));
     /* debug, not warn: one sender spraying source ports must not flood the log; the count shows */
-    np__log(&srv->log, NP_LOG_DEBUG, "proxy %s: %zu UDP flows (udp_max_flows), dropped %s",
-            u->px->name, u->nflows, a);
+    np__log(&srv->log, NP_LOG_DEBUG, "proxy %s: %zu UDP %s (udp_max_flows), dropped %s",
+            u->px->name, u->nflows, np__plural(u->nflows, "flow", "flows"), a);
     return NULL;
   }
   if ((f = calloc(1, sizeof(*f))) == NULL)

@@ -30,9 +30,12 @@ int np__session_send(session *s, const np_msg *m) {
 
 static void send_close(session *s, int status, const char *text) {
   np_msg m = {.type = NP_MSG_CLOSE, .status = status};
+  /* A channel that failed has nobody left to tell (the peer reset or hung up, or sent garbage): the
+   * disconnect line already says why, and "cannot send CLOSE" would only add noise. */
+  if (!native(s->srv) || !np__chan_is_open(s->ch))
+    return;
   np__strlcpy(m.text, text, sizeof(m.text));
-  if (native(s->srv))
-    np__session_send(s, &m);
+  np__session_send(s, &m);
 }
 
 /* ---- pending visitors --------------------------------------------------------------------------
@@ -96,8 +99,8 @@ static void on_proxy_msg(session *s, const np_msg *m) {
                  s->name);
       break;
     case NP_ELIMIT:
-      snprintf(resp.text, sizeof(resp.text), "at most %zu proxies for client '%s'", max_proxies(s),
-               s->name);
+      snprintf(resp.text, sizeof(resp.text), "at most %zu %s for client '%s'", max_proxies(s),
+               np__plural(max_proxies(s), "proxy", "proxies"), s->name);
       break;
     case NP_ECONFIG:
     case NP_EUNSUPPORTED:
@@ -308,9 +311,9 @@ static void login_failed(struct np_server *srv, const struct sockaddr_storage *a
     wait = np__backoff_fail(srv->backoff, (const struct sockaddr *)addr, now_ms(srv), &fails);
   if (wait > 0)
     np__log(&srv->log, NP_LOG_WARN,
-            "%s: %s; %u failed logins from this address, its next login is refused unheard for "
+            "%s: %s; %u failed %s from this address, its next login is refused unheard for "
             "%llums",
-            peer, why, fails, (unsigned long long)wait);
+            peer, why, fails, np__plural(fails, "login", "logins"), (unsigned long long)wait);
 }
 
 static int login(session *s, const np_msg *m) {
@@ -355,8 +358,8 @@ static int login(session *s, const np_msg *m) {
   old = find_ready(srv, m->name);
   if (old == NULL && n >= srv->cfg.max_clients) {
     resp.status = NP_ELIMIT;
-    snprintf(resp.text, sizeof(resp.text), "the server takes at most %zu clients",
-             srv->cfg.max_clients);
+    snprintf(resp.text, sizeof(resp.text), "the server takes at most %zu %s", srv->cfg.max_clients,
+             np__plural(srv->cfg.max_clients, "client", "clients"));
     np__chan_send(s->ch, &resp);
     return NP_ELIMIT;
   }
@@ -425,7 +428,7 @@ static void put_back(struct np_server *srv, uint64_t id, visitor *v) {
     srv->stats.visitors_failed++;
     np__log(&srv->log, NP_LOG_WARN, "visitor %llu dropped: the pending pool refused it back: %s",
             (unsigned long long)id, np_strerror(r));
-    np__visitor_drop(v);
+    np__visitor_drop(v, "aborted");
   }
 }
 
@@ -435,7 +438,12 @@ static void work_fail(session *s, const np_msg *m) {
 
   if (v == NULL) {
     /* Expired meanwhile, or a visitor sent over a pre-opened connection, which the client has
-     * already reset; either way only the reason is left to report. */
+     * already reset; either way only the reason is left to report. The reset would make the
+     * access log say end=reset: mark the join, in case its end has not been logged yet (with mux
+     * it has not: the reset travels behind this message on the same connection). */
+    for (active *a = s->joins; a != NULL; a = a->next)
+      if (a->id == m->id)
+        a->end = "local_failed";
     srv->stats.visitors_failed++;
     np__log(&srv->log, NP_LOG_INFO, "client %s: visitor %llu closed: %s%s%s", s->name,
             (unsigned long long)m->id, np_strerror(m->status), m->text[0] ? ": " : "", m->text);
@@ -450,7 +458,7 @@ static void work_fail(session *s, const np_msg *m) {
           (unsigned long long)m->id,
           np_strerror(m->status == NP_ELOCALFAIL ? NP_ELOCALFAIL : m->status),
           m->text[0] ? ": " : "", m->text);
-  np__visitor_drop(v);
+  np__visitor_drop(v, "local_failed");
 }
 
 /* First message WORK: this connection is the work connection for one pending visitor. */
@@ -664,7 +672,8 @@ static void on_session_error(np__chan *ch, int err) {
     np__session_close(s, err, np_strerror(err));
     return;
   }
-  if (err != UV_EOF)
+  /* A logged-in client's end is logged once, by np__session_close ("disconnected: why"). */
+  if (err != UV_EOF && s->state != S_READY)
     np__log(&s->srv->log, NP_LOG_WARN, "%s (%s): %s, closing", s->name[0] ? s->name : "connection",
             s->peer, np_strerror(err));
   if ((s->state == S_NEW || s->state == S_AUTH) && err != UV_EOF && err != UV_ECONNRESET)
@@ -930,8 +939,8 @@ static int load_users(struct np_server *srv, np__users **out) {
   if (stat(srv->cfg.users_file, &st) == 0 && (st.st_mode & 077) != 0)
     np__log(&srv->log, NP_LOG_WARN, "users file %s holds tokens but others may read it (chmod 600)",
             srv->cfg.users_file);
-  np__log(&srv->log, NP_LOG_INFO, "users file %s: %zu clients%s", srv->cfg.users_file,
-          np__users_count(*out),
+  np__log(&srv->log, NP_LOG_INFO, "users file %s: %zu %s%s", srv->cfg.users_file,
+          np__users_count(*out), np__plural(np__users_count(*out), "client", "clients"),
           srv->cfg.token[0] != '\0' ? "; other names log in with the shared token" : "");
   return 0;
 }

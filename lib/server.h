@@ -43,8 +43,10 @@ struct proxy {
 typedef struct visitor {
   struct np_server *srv;
   proxy *px;
+  uint64_t id; /* its name in REQ_WORK / START */
   uint64_t session_id;
   uint64_t deadline;
+  uint64_t since;            /* when it arrived (loop time, ms): the access log's duration */
   np_conn *conn;             /* a TCP visitor */
   struct np__udp_flow *flow; /* or a UDP one: one visitor address on a UDP proxy */
 } visitor;
@@ -54,6 +56,11 @@ typedef struct active {
   struct np_server *srv;
   session *s;
   struct np_join *join;
+  /* For its access log line, which comes after its proxy and its visitor's conn may be gone. */
+  uint64_t id, since;
+  np__addr visitor_addr;
+  char proxy[NP_MSG_NAME_MAX + 1];
+  const char *end; /* how it ended when the join's status cannot tell (local_failed), or NULL */
   struct active *prev, *next;
 } active;
 
@@ -166,8 +173,10 @@ void np__server_accept_failed(np__listener *l, int err, uint64_t refused);
 void np__server_on_visitor(np__listener *l, np_conn *c);
 void np__server_visitor_arrived(struct np_server *srv, proxy *px, visitor *v);
 void np__server_on_tunnel(np__listener *l, np_conn *c);
-void np__visitor_drop(visitor *v);
-/* np_pool_item_cb that drops the visitor (pool drains). */
+/* Close a visitor that was never joined; end says how, for the access log ("timeout", "refused",
+ * "local_failed", "aborted"; docs/config.md). */
+void np__visitor_drop(visitor *v, const char *end);
+/* np_pool_item_cb that drops the visitor (pool drains: its proxy or session went). */
 void np__visitor_removed(uint64_t id, void *item, void *arg);
 void np__server_join(struct np_server *srv, session *s, np_conn *work, visitor *v, const char *rest,
                      size_t rest_len);

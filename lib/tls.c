@@ -558,8 +558,8 @@ static void handshake(tls_conn *c) {
   }
   np__conn_peer_str(c->inner, peer, sizeof(peer));
   if (e == SSL_ERROR_WANT_READ) {
-    np__log(c->t->log, NP_LOG_WARN, "%s: connection %s during the TLS handshake%s", peer,
-            c->in_err == UV_EOF ? "closed" : uv_strerror(c->in_err),
+    np__log(c->t->log, NP_LOG_WARN, "%s: %s during the TLS handshake%s", peer,
+            c->in_err == UV_EOF ? "connection closed" : np_strerror(c->in_err),
             c->t->server ? "" : " (does the server require a client certificate?)");
     hs_failed(c, c->in_err == UV_EOF ? NP_ETLS : c->in_err);
     return;

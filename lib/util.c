@@ -77,6 +77,13 @@ int np__parse_addr(const char *spec, struct sockaddr_storage *out) {
   return UV_EINVAL;
 }
 
+void np__addr_copy(np__addr *dst, const struct sockaddr *sa) {
+  if (sa->sa_family == AF_INET)
+    dst->in = *(const struct sockaddr_in *)sa;
+  else if (sa->sa_family == AF_INET6)
+    dst->in6 = *(const struct sockaddr_in6 *)sa;
+}
+
 void np__addr_str(const struct sockaddr *sa, char *buf, size_t len) {
   char ip[INET6_ADDRSTRLEN] = "?";
   int port = 0;

@@ -53,6 +53,7 @@ static const char help[] =
     "  -h, --help                 show this help\n"
     "  -V, --version              show the version\n"
     "\n"
+    "SIGUSR1 logs the counters; SIGHUP logs that reloading is not supported yet.\n"
     "Exit status: 0 stopped by SIGINT/SIGTERM, 2 bad usage or configuration, 3 the server refused "
     "the\n"
     "token, 4 the server is not trusted or the sides disagree on TLS, 5 another live client uses\n"
@@ -101,12 +102,23 @@ static void stop(void *arg) {
   np_client_close(arg, NULL);
 }
 
+static void reload(void *arg) {
+  np_client_reload(arg); /* logs what it did (for now: that it cannot) */
+}
+
+static void report(void *arg) {
+  np_client_log_stats(arg);
+}
+
 static void on_event(struct np_client *cl, const np_client_event *ev) {
   switch (ev->type) {
   case NP_CLIENT_PROXY_READY:
-    /* The one line scripts parse: which public port serves which proxy. */
-    printf("proxy %s: public port %d\n", ev->name, ev->port);
-    fflush(stdout);
+    /* The one line scripts parse: which public port serves which proxy. Port 0 (the line codec)
+     * would be a lie: the library logs where visitors go instead. */
+    if (ev->port > 0) {
+      printf("proxy %s: public port %d\n", ev->name, ev->port);
+      fflush(stdout);
+    }
     break;
   case NP_CLIENT_FATAL:
     fprintf(stderr, "np-client: %s\n", ev->text);
@@ -144,7 +156,7 @@ int main(int argc, char **argv) {
     return NP_EXIT_USAGE;
   }
   np_client_set_event_cb(cl, on_event);
-  np_cli_handle_signals(loop, stop, NULL, NULL, cl);
+  np_cli_handle_signals(loop, stop, reload, report, cl);
   if ((r = np_client_start(cl)) != 0) {
     fprintf(stderr, "np-client: cannot start: %s\n", np_strerror(r));
     np_cli_close_signals();

@@ -17,6 +17,8 @@ static const char help[] =
     "      --proxy-bind-addr IP     where public ports listen (default 0.0.0.0)\n"
     "      --allow-ports LIST       public ports clients may ask for, e.g. 2000-3000,4000\n"
     "      --log-level LEVEL        error, warn, info (default), debug, trace\n"
+    "      --access-log true|false  log each TCP visitor once it is gone: proxy, address, bytes\n"
+    "                               each way, duration, how it ended (default true; at info)\n"
     "      --heartbeat-interval D   ping idle clients this often (default 10s)\n"
     "      --heartbeat-timeout D    drop a client silent this long (default 30s)\n"
     "      --pending-timeout D      how long a visitor waits for its tunnel (default 10s)\n"
@@ -89,6 +91,7 @@ static const struct option longopts[] = {
     {"visit-bind", required_argument, NULL, 0},
     {"udp-idle-timeout", required_argument, NULL, 0},
     {"udp-max-flows", required_argument, NULL, 0},
+    {"access-log", required_argument, NULL, 0},
     {NULL, 0, NULL, 0},
 };
 

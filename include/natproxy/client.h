@@ -30,7 +30,9 @@ typedef struct np_client_event {
   int status;
   const char *name; /* proxy name or NULL; borrowed */
   const char *text; /* human-readable detail or NULL; borrowed */
-  int port;         /* public port for NP_CLIENT_PROXY_READY */
+  /* NP_CLIENT_PROXY_READY: the public port; 0 when the codec does not tell it (line: the server's
+   * visit port), and then the event comes at every login. */
+  int port;
 } np_client_event;
 
 typedef void (*np_client_event_cb)(struct np_client *client, const np_client_event *ev);
@@ -56,6 +58,13 @@ NP_EXPORT void np_client_set_event_cb(struct np_client *client, np_client_event_
 /* Start connecting. Returns 0 or NP_ESTATE when already started. */
 NP_EXPORT int np_client_start(struct np_client *client);
 NP_EXPORT void np_client_get_stats(const struct np_client *client, np_client_stats *out);
+/* Write the counters to the client's log, one line at info level: "stats: connects=N
+ * work_opened=N ..." with np_client_stats' field names, as np_server_log_stats does for the server
+ * (np-client: on SIGUSR1). */
+NP_EXPORT void np_client_log_stats(const struct np_client *client);
+/* Reread the configuration (np-client: on SIGHUP). Not supported yet: logs so at warn and returns
+ * UV_ENOTSUP; the client goes on, unchanged, with the configuration it was made with. */
+NP_EXPORT int np_client_reload(struct np_client *client);
 NP_EXPORT void np_client_close(struct np_client *client, np_client_close_cb cb);
 NP_EXPORT void *np_client_get_data(const struct np_client *client);
 NP_EXPORT void np_client_set_data(struct np_client *client, void *data);

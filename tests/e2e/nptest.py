@@ -305,7 +305,8 @@ def rss_kib(pid):
 
 
 def server_stats(srv):
-    """np-server's counters, from the line SIGUSR1 makes it log."""
+    """np-server's counters, from the line SIGUSR1 makes it log (np-client's too: its line has the
+    same form)."""
     mark = srv.mark()
     srv.signal(signal.SIGUSR1)
     line = srv.wait_line(r"stats: (.*)", after=mark).group(1)

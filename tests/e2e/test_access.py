@@ -55,7 +55,7 @@ max_proxies = 1
     # bob: one proxy at most
     bob = env.client(srv, "--name", "bob", "-R", f"{LOOP}:0:{LOOP}:{svc}", "-R",
                      f"{LOOP}:{p_other}:{LOOP}:{svc}", token="bob-secret", wait=False, name="bob")
-    bob.wait_line(r"refused by the server: at most 1 proxies for client 'bob'")
+    bob.wait_line(r"refused by the server: at most 1 proxy for client 'bob'")
     # wrong token, or a name the file does not list: refused, and the tool exits 3
     for name, token in (("alice", "bob-secret"), ("mallory", "alice-secret"), ("mallory", "")):
         cl = env.client(srv, "--name", name, "-R", f"{LOOP}:0:{LOOP}:{svc}", token=token,
@@ -100,7 +100,7 @@ def test_shared_token_beside_users_file(env):
     """Names in the users file need their own token; other names the shared one."""
     path = users_file(env, "[alice]\ntoken = alice-secret\n")
     srv = env.server("--users-file", path, "--token", "shared", "--login-backoff", "0")
-    srv.wait_line(r"other names log in with the shared token")
+    srv.wait_line(r"users file .*: 1 client; other names log in with the shared token")
     check(login_status(srv, "zed", "shared")["status"] == 0, "an unlisted name: shared token")
     check(login_status(srv, "alice", "alice-secret")["status"] == 0, "alice: her own token")
     check(login_status(srv, "alice", "shared")["status"] == npwire.NP_EAUTH,

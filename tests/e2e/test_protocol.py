@@ -14,7 +14,7 @@ import time
 sys.path.insert(0, os.path.dirname(__file__))
 import npwire  # noqa: E402
 from nptest import (LOOP, SANITIZED, WRAP, Fail, Greeter, check, connect, dial,  # noqa: E402
-                    half_close, recv_all, rss_kib, run, wait_until)
+                    half_close, recv_all, rss_kib, run, server_stats, wait_until)
 
 
 def closed(s, timeout=5):
@@ -58,10 +58,16 @@ def test_pending_expiry_and_bounds(env):
     check(closed(v3, 2), "third visitor refused at once (max_pending_per_proxy 2)")
     check(time.monotonic() - t0 < 0.5, "refusal was immediate")
     srv.wait_line(r"visitor refused: too many visitors waiting")
+    srv.wait_line(rf"access proxy=lazy-web visitor=127\.0\.0\.1:{v3.getsockname()[1]} in=0 out=0 "
+                  r"duration=0\.\d{3}s end=refused$")
     check(closed(v1, 3) and closed(v2, 3), "waiting visitors closed at the pending timeout")
     took = time.monotonic() - t0
     check(0.55 <= took < 2.0, f"expired after {took:.2f}s, pending_timeout 600ms")
     srv.wait_line(r"got no work connection within 600ms")
+    for v in (v1, v2):  # the access log says how long each waited
+        m = srv.wait_line(rf"access proxy=lazy-web visitor=127\.0\.0\.1:{v.getsockname()[1]} "
+                          r"in=0 out=0 duration=(\d+\.\d{3})s end=timeout$")
+        check(0.55 <= float(m.group(1)) < 2.0, f"waited {m.group(1)}s")
 
 
 def test_name_taken_and_limits(env):
@@ -186,6 +192,20 @@ def test_idle_connections_must_prove_their_session(env):
     good.sendall(b"answer")
     half_close(good)
     check(recv_all(visitor) == b"answer", "answer reaches the visitor")
+
+
+def test_peer_reset_is_quiet(env):
+    """A logged-in client whose connection is reset: one line says it went away, and no warning that
+    the server "cannot send CLOSE" to a peer that is gone."""
+    srv = env.server("--token", "s3cret")
+    raw = npwire.Client(srv, name="gone")
+    check(raw.proxy("g")["status"] == 0, "proxy opened")
+    raw.s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    raw.s.close()  # linger 0: RST
+    srv.wait_line(r"client gone \(127\.0\.0\.1:\d+\) disconnected: connection reset by peer")
+    server_stats(srv)  # a later loop turn: whatever the reset made it log is in by now
+    check(srv.count(r"cannot send") == 0, "no 'cannot send CLOSE' warning after a reset")
+    check(srv.count(r"connection reset by peer") == 1, "the reset is logged once")
 
 
 def test_replayed_login(env):
@@ -352,7 +372,7 @@ def test_silent_crowd(env):
 TESTS = {f.__name__[5:]: f for f in [
     test_pending_expiry_and_bounds, test_name_taken_and_limits, test_work_must_prove_its_session,
     test_malformed_input, test_bad_version_and_silence, test_idle_connections_must_prove_their_session,
-    test_replayed_login, test_hostile_mux, test_slowloris_login, test_silent_crowd,
+    test_peer_reset_is_quiet, test_replayed_login, test_hostile_mux, test_slowloris_login, test_silent_crowd,
 ]}
 
 if __name__ == "__main__":

@@ -57,7 +57,7 @@ def test_np_client_with_seed_server(env):
         cl = Proc(env, "np-client", [CLIENT, "--codec", "line", "--insecure", "--server", f"{LOOP}:{control}",
                                      "--tunnel", f"{LOOP}:{tunnel}", "--local", f"{LOOP}:{greeter}",
                                      "--heartbeat-interval", "500ms", "--heartbeat-timeout", "2s",
-                                     "--log-level", "debug"])
+                                     "--reconnect-max", "1s", "--log-level", "debug"])
         cl.wait_line(r"logged in to")
         wait_until(lambda: seed.client is not None, 5, "seed server sees the client")
         # np-client dials its tunnels one at a time in request order, so even concurrent visitors
@@ -66,6 +66,16 @@ def test_np_client_with_seed_server(env):
             got = list(ex.map(lambda i: greet(visit, b"v%d" % i), range(20)))
         bad = [i for i in range(20) if got[i] != b"you are v%d\n" % i]
         check(not bad, f"visitors {bad} got someone else's answer")
+        # The seed server drops the client, which logs in again: the line protocol never says the
+        # public port, so np-client prints none (it used to print "public port 0" at every login)
+        # and says where visitors go once.
+        mark = cl.mark()
+        with seed.lock:
+            seed.client.shutdown(socket.SHUT_RDWR)
+        cl.wait_line(r"logged in to", after=mark)
+        check(greet(visit, b"again") == b"you are again\n", "served after the reconnect")
+        check(cl.count(r"public port") == 0, "no public port printed or logged in line mode")
+        check(cl.count(r"visitors arrive on the server's visit port") == 1, "said once")
     finally:
         seed.stop()
 

@@ -4,13 +4,16 @@ system store), client certificates, and every mismatch of TLS and clear text end
 exit status 4 and a log line that says what to do."""
 
 import os
+import re
+import socket
+import struct
 import subprocess
 import sys
 import time
 
 sys.path.insert(0, os.path.dirname(__file__))
-from nptest import (CLIENT, LOOP, Greeter, Proc, check, greet, proxy_ports,  # noqa: E402
-                    run)
+from nptest import (CLIENT, LOOP, TLS, Greeter, Proc, check, greet,  # noqa: E402
+                    proxy_ports, run)
 
 EXIT_TLS = 4
 
@@ -66,6 +69,25 @@ def test_tls_client_plaintext_server(env):
         srv.wait_line(r"TLS client, but this server runs with --insecure", after=mark)
 
 
+def test_handshake_reset_names_the_peer(env):
+    """A peer that resets in the middle of its handshake is named in the log line that says so (the
+    address is kept from accept: getpeername no longer answers after a reset, and the line used to
+    say "?")."""
+    srv = env.server("--token", "s3cret")
+    s = socket.create_connection((LOOP, srv.port), timeout=5)
+    me = f"{LOOP}:{s.getsockname()[1]}"
+    s.sendall(bytes([0x16, 3, 1, 0, 200]) + b"\x01" * 10)  # a ClientHello record, cut short
+    srv.wait_line(rf"connection from {re.escape(me)}$")
+    time.sleep(0.2)  # let the server read the partial record and wait for the rest
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    s.close()  # linger 0: RST
+    if TLS:
+        srv.wait_line(rf"warn +{re.escape(me)}: connection reset by peer during the TLS handshake$")
+    else:  # a server in clear refuses a TLS client at its first byte, before the reset
+        srv.wait_line(rf"{re.escape(me)}: TLS client, but this server runs with --insecure")
+    check(srv.count(r"\?: ") == 0, "no peer logged as '?'")
+
+
 def openssl(*args, cwd):
     subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True, timeout=30)
 
@@ -116,7 +138,8 @@ def test_ca_and_client_certificates(env):
 
 TESTS = {f.__name__[5:]: f for f in [
     test_pinned_fingerprint_mismatch, test_unpinned_self_signed, test_plaintext_client_tls_server,
-    test_tls_client_plaintext_server, test_ca_and_client_certificates,
+    test_tls_client_plaintext_server, test_handshake_reset_names_the_peer,
+    test_ca_and_client_certificates,
 ]}
 
 if __name__ == "__main__":

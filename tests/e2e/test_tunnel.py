@@ -8,6 +8,8 @@ import os
 import re
 import signal
 import socket
+import socketserver
+import struct
 import subprocess
 import sys
 import tempfile
@@ -18,7 +20,7 @@ sys.path.insert(0, os.path.dirname(__file__))
 import npwire  # noqa: E402
 from nptest import (CLIENT, LOOP, SERVER, Digest, Greeter, Proc, check, connect,  # noqa: E402
                     greet, low_free_ports, pattern, port_closed, proxy_ports, recv_all, run,
-                    wait_until)
+                    server_stats, wait_until)
 from npwire import NP_ENAMEINUSE  # noqa: E402
 
 BIG = 64 * 1024 * 1024
@@ -62,6 +64,8 @@ def test_curl(env):
     srv = env.server("--token", "s3cret")
     cl = env.client(srv, "-R", f"{LOOP}:0:{LOOP}:{web}")
     (port,) = cl.ports.values()
+    # the log names the public port with the server's host, not with the control port
+    cl.wait_line(rf"info +proxy \S+: public port {port} at {LOOP}:{port}$", stream="stderr")
     check(curl(port, "/hello") == b"hello from behind the NAT\n", "curl body")
     # keep-alive: two requests over one visitor connection
     out = curl(port, "/id/one", "/id/two", "/id/three")
@@ -214,6 +218,7 @@ def test_takeover_by_name(env):
     check(recv_all(s) == b"you are new\n", "service after takeover")
 
 
+
 def test_restart_after_sigkill_same_name(env):
     """A client killed with SIGKILL and started again at once under its name gets its port back:
     the kernel closed the old connection, so nothing is in use."""
@@ -248,6 +253,27 @@ def test_same_client_comes_back(env):
                "a login after the old session missed its heartbeats")
     check(time.monotonic() - t0 >= 1.0, "let in before the old session missed a heartbeat")
     srv.wait_line(r"client edge logged in again .*\(it missed its heartbeats\)")
+
+
+def test_client_signals(env):
+    """SIGUSR1 makes np-client log its counters and SIGHUP that a reload is not supported yet; both
+    used to kill it. It keeps serving after each."""
+    greeter = env.service(Greeter)
+    srv = env.server("--token", "s3cret")
+    cl = env.client(srv, "-R", f"{LOOP}:0:{LOOP}:{greeter}")
+    (port,) = cl.ports.values()
+    check(greet(port, b"one") == b"you are one\n", "served before the signals")
+    cl.wait_line(r"work connection done")  # the counters count finished joins
+    st = server_stats(cl)
+    check(st["connects"] == 1 and st["work_opened"] == 1 and st["local_failed"] == 0, f"{st}")
+    check(st["bytes_in"] == len(b"one\n") and st["bytes_out"] == len(b"you are one\n"), f"{st}")
+    mark = cl.mark()
+    cl.signal(signal.SIGHUP)
+    cl.wait_line(r"warn +reload: not supported yet, going on with the configuration read at start",
+                 after=mark)
+    check(greet(port, b"two") == b"you are two\n", "served after SIGHUP")
+    check(cl.p.poll() is None, "np-client still running")
+    check(server_stats(cl)["connects"] == 1, "the session survived the signals")
 
 
 def test_port_refusals(env):
@@ -380,6 +406,103 @@ def test_mux_one_connection(env):
     check(srv.count(r"connection from .*#\d+") >= 50, "visitors came over streams")
 
 
+ACCESS = (r"info +access proxy=(?P<proxy>\S+) visitor=(?P<visitor>\S+) in=(?P<inb>\d+) "
+          r"out=(?P<outb>\d+) duration=(?P<secs>\d+\.\d{3})s end=(?P<end>\S+)$")
+
+
+def access_line(srv, visitor, after=0):
+    """The access log line np-server wrote for the visitor from 127.0.0.1:visitor."""
+    return srv.wait_line(ACCESS.replace(r"(?P<visitor>\S+)", rf"(?P<visitor>{LOOP}:{visitor})"),
+                         after=after)
+
+
+class Hold(socketserver.BaseRequestHandler):
+    """Reads until the peer goes, telling the test (got) when bytes arrived; never answers."""
+
+    got = None
+
+    def handle(self):
+        while True:
+            try:
+                b = self.request.recv(1 << 16)
+            except OSError:
+                return
+            if not b:
+                return
+            Hold.got.set()
+
+
+def test_access_log(env):
+    """One info line per TCP visitor once it is gone: its proxy, its address, the bytes each way as
+    the visitor saw them, the duration, and how it ended; none with --access-log false."""
+    web = http_service(env)
+    Hold.got = threading.Event()
+    hold = env.service(Hold)
+    dead = socket.socket()
+    dead.bind((LOOP, 0))  # bound, not listening: refused
+    srv = env.server("--token", "s3cret", "--pending-timeout", "20s")
+    # --work-pool 0: a visitor whose local service is down is failed by the client before any join
+    cl = env.client(srv, "--work-pool", "0", "-R", f"{LOOP}:0:{LOOP}:{web}",
+                    "-R", f"{LOOP}:0:{LOOP}:{hold}", "-R", f"{LOOP}:0:{LOOP}:{dead.getsockname()[1]}")
+    name = f"tcp-{LOOP}-{web}"
+    # curl says how many bytes it sent and received, and from which port
+    out = subprocess.run(["curl", "-sS", "--max-time", "30", "-o", "/dev/null", "-w",
+                          "%{local_port} %{size_request} %{size_header} %{size_download}",
+                          f"http://{LOOP}:{cl.ports[name]}/id/logged"], capture_output=True,
+                         text=True, check=False, timeout=40)
+    check(out.returncode == 0, f"curl: {out.stderr}")
+    local, sent, header, body = (int(x) for x in out.stdout.split())
+    m = access_line(srv, local)
+    check(m["proxy"] == name and m["end"] == "closed", f"access line: {m.group(0)}")
+    check(int(m["inb"]) == sent and int(m["outb"]) == header + body,
+          f"{m.group(0)}: curl sent {sent} bytes and received {header + body}")
+    check(float(m["secs"]) < 5, f"duration {m['secs']}s")
+    # a visitor that resets once its bytes reached the service: end=reset, with what it sent
+    s = connect(cl.ports[f"tcp-{LOOP}-{hold}"])
+    local = s.getsockname()[1]
+    s.sendall(b"22 bytes, then a reset")
+    check(Hold.got.wait(10), "the bytes reached the service")
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    s.close()
+    m = access_line(srv, local)
+    check(m["end"] == "reset" and m["inb"] == "22" and m["outb"] == "0", f"{m.group(0)}")
+    # a visitor whose local service is down: end=local_failed
+    s = connect(cl.ports[f"tcp-{LOOP}-{dead.getsockname()[1]}"])
+    local = s.getsockname()[1]
+    try:
+        recv_all(s)
+    except ConnectionResetError:
+        pass
+    m = access_line(srv, local)
+    check(m["end"] == "local_failed" and m["inb"] == "0" and m["outb"] == "0", f"{m.group(0)}")
+    # the same through a pre-opened work connection, joined before the client dials its service:
+    # the client's WORK_FAIL names the ending, not the reset that follows it (which, without mux,
+    # travels on another connection and may come first)
+    pooled = env.client(srv, "--name", "pooled", "--work-pool", "1",
+                        "-R", f"{LOOP}:0:{LOOP}:{dead.getsockname()[1]}", name="pooled")
+    srv.wait_line(r"client pooled: pre-opened work connection \d+ parked")
+    s = connect(list(pooled.ports.values())[0])
+    local = s.getsockname()[1]
+    try:
+        recv_all(s)
+    except ConnectionResetError:
+        pass
+    m = access_line(srv, local)
+    ends = ("local_failed",) if os.environ.get("NP_E2E_MUX") != "0" else ("local_failed", "reset")
+    check(m["end"] in ends and m["outb"] == "0", f"pooled: {m.group(0)}")
+    check(srv.count(r"access proxy=") == 4, "one line per visitor")
+    dead.close()
+
+    # --access-log false: the same visitor leaves no line
+    quiet = env.server("--token", "s3cret", "--access-log", "false", name="quiet")
+    qc = env.client(quiet, "-R", f"{LOOP}:0:{LOOP}:{web}", name="quiet-client")
+    (qport,) = qc.ports.values()
+    check(curl(qport, "/id/quiet") == b"quiet", "served with the access log off")
+    quiet.wait_line(r"join done")
+    server_stats(quiet)  # a later loop turn: an access line would be in by now
+    check(quiet.count(r"access proxy=") == 0, "no access line with --access-log false")
+
+
 def test_cli(env):
     for tool in (SERVER, CLIENT):
         h = subprocess.run([tool, "--help"], capture_output=True, text=True)
@@ -434,9 +557,9 @@ TESTS = {f.__name__[5:]: f for f in [
     test_curl, test_concurrent_visitors, test_64mib_both_ways, test_half_close_socat,
     test_wrong_token, test_two_clients, test_sigkill_frees_port,
     test_silent_client_times_out_and_comes_back, test_takeover_by_name,
-    test_restart_after_sigkill_same_name, test_same_client_comes_back, test_port_refusals,
-    test_local_service_down, test_server_restart, test_work_pool, test_mux_one_connection, test_cli,
-    test_config_file,
+    test_restart_after_sigkill_same_name, test_same_client_comes_back, test_client_signals,
+    test_port_refusals, test_local_service_down, test_server_restart, test_work_pool,
+    test_mux_one_connection, test_access_log, test_cli, test_config_file,
 ]}
 
 if __name__ == "__main__":

@@ -49,10 +49,12 @@ static void test_server_file(void **state) {
                                "allow_ports = 2000-3000, 4000\n"
                                "heartbeat_interval = 500ms\n"
                                "heartbeat_timeout = 2s\n"
-                               "pending_timeout = 1m\n",
+                               "pending_timeout = 1m\n"
+                               "access_log = false\n",
                                &rc);
   (void)state;
   assert_int_equal(rc, 0);
+  assert_int_equal(cfg->access_log, 0);
   assert_int_equal(np_config_validate(cfg), 0);
   assert_string_equal(cfg->bind, "127.0.0.1:7001");
   assert_string_equal(cfg->token, "s3cret");
@@ -65,6 +67,8 @@ static void test_server_file(void **state) {
   /* Flags given after the file win. */
   assert_int_equal(np_config_set_flag(cfg, "bind", "127.0.0.1:7002"), 0);
   assert_string_equal(cfg->bind, "127.0.0.1:7002");
+  assert_int_equal(np_config_set_flag(cfg, "access-log", "true"), 0);
+  assert_int_equal(cfg->access_log, 1);
   np_config_free(cfg);
 }
 
@@ -234,6 +238,8 @@ static void test_validate(void **state) {
   np_config_free(cfg);
 
   assert_int_equal(np_config_new(NP_CONFIG_SERVER, &cfg), 0);
+  assert_int_equal(cfg->access_log, 1); /* on by default */
+  assert_int_equal(np_config_set_flag(cfg, "access-log", "sometimes"), NP_ECONFIG);
   assert_int_equal(np_config_set_flag(cfg, "codec", "line"), 0);
   assert_int_equal(np_config_validate(cfg), NP_ECONFIG);
   assert_non_null(strstr(np_config_error(cfg), "--insecure")); /* the seed protocol has no TLS */
