@@ -20,6 +20,7 @@ if [ ! -d "$gocode/src/github.com/hashicorp/yamux" ]; then
   exit 1
 fi
 mkdir -p "$out"
+out=$(cd "$out" && pwd) # GOCACHE must be absolute
 GOPATH=$gocode GO111MODULE=off GOPROXY=off GOFLAGS= GOENV=off GOCACHE="$out/gocache" CGO_ENABLED=0 \
   go build -o "$out/yamuxpeer" "$src/main.go"
 exec "$driver" "$out/yamuxpeer"
