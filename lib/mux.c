@@ -87,6 +87,7 @@ struct np__mux {
   np__mux_opts o;
   np__mux_accept_cb accept_cb;
   np__mux_closed_cb closed_cb;
+  np__mux_end_cb end_cb;
   void *data;
   OPENSSL_LHASH *by_id;
   mstream *streams;
@@ -108,10 +109,14 @@ struct np__mux {
   uv_timer_t timer;
   uint64_t ping_sent_ns, srtt_ns;
   uint32_t ping_id;
-  int dead;          /* 0, or why the mux is gone */
-  int handles;       /* timer and transport still to close */
-  unsigned busy : 1; /* b is being written */
+  int dead;            /* 0, or why the mux is gone */
+  int handles;         /* timer and transport still to close */
+  int64_t peer_goaway; /* the code of the peer's first GO_AWAY, -1 before one */
+  unsigned busy : 1;   /* b is being written */
   unsigned closing : 1, goaway_pending : 1, goaway_in_batch : 1, remote_goaway : 1, freeing : 1;
+  unsigned peer_eof : 1; /* the transport ended in order (the peer closed it) */
+  unsigned held : 1;     /* the owner (end_cb set) still uses the mux: freed after np__mux_close */
+  unsigned end_pending : 1;
 };
 
 static const np_conn_ops stream_ops;
@@ -397,10 +402,21 @@ static void stream_free(np__mux *m, mstream *s) {
 
 static void maybe_free_mux(np__mux *m);
 
+/* Tell the owner once that the mux ended. Only from the loop (the tick, or the tick's close). */
+static void tell_end(np__mux *m) {
+  if (!m->end_pending)
+    return;
+  m->end_pending = 0;
+  if (m->end_cb != NULL)
+    m->end_cb(m);
+}
+
 static void on_tick(uv_idle_t *h) {
   np__mux *m = h->data;
   mstream *s;
 
+  /* First, so that streams the owner closes from there are freed in this same visit. */
+  tell_end(m);
   while ((s = m->nhead) != NULL) {
     m->nhead = s->nnext;
     if (m->nhead == NULL)
@@ -809,6 +825,8 @@ static int on_frame(np__mux *m, const np__mux_hdr *h) {
     return 0;
   }
   if (h->type == NP_MUX_GO_AWAY) {
+    if (!m->remote_goaway)
+      m->peer_goaway = h->length;
     m->remote_goaway = 1;
     if (h->length == NP_MUX_GOAWAY_TLS && m->o.client)
       fail(m, NP_ETLSREQUIRED, -1); /* a TLS server saw our plaintext: no stream will follow */
@@ -920,10 +938,14 @@ static void consume(np__mux *m, const char *buf, size_t len) {
 static void mux_read(np_conn *c, ssize_t nread, const uv_buf_t *buf) {
   np__mux *m = c->data;
 
-  if (nread > 0)
+  if (nread > 0) {
     consume(m, buf->base, (size_t)nread);
-  else if (nread < 0)
-    fail(m, nread == UV_EOF ? UV_ECONNRESET : (int)nread, -1);
+  } else if (nread == UV_EOF) {
+    m->peer_eof = 1;
+    fail(m, UV_ECONNRESET, -1); /* open streams were cut: a reset to them */
+  } else if (nread < 0) {
+    fail(m, (int)nread, -1);
+  }
 }
 
 /* ---- the session ------------------------------------------------------------------------- */
@@ -942,6 +964,7 @@ static void on_transport_closed(np_conn *c) {
 
 static void on_tick_closed(uv_handle_t *h) {
   np__mux *m = h->data;
+  tell_end(m); /* when the mux was freed before the tick ran */
   if (m->closed_cb != NULL)
     m->closed_cb(m);
   OPENSSL_LH_free(m->by_id);
@@ -953,7 +976,7 @@ static void on_tick_closed(uv_handle_t *h) {
 
 /* The tick closes last: until then, streams may still need it to tell their owners. */
 static void maybe_free_mux(np__mux *m) {
-  if (!m->dead || m->handles > 0 || m->nstreams > 0 || m->nhead != NULL || m->freeing)
+  if (!m->dead || m->handles > 0 || m->nstreams > 0 || m->nhead != NULL || m->freeing || m->held)
     return;
   m->freeing = 1;
   uv_close((uv_handle_t *)&m->tick, on_tick_closed);
@@ -974,6 +997,10 @@ static void fail(np__mux *m, int err, int goaway_code) {
     np__conn_try_write(m->t, (const char *)h, sizeof(h));
   }
   m->dead = err;
+  if (m->end_cb != NULL) {
+    m->end_pending = 1;
+    uv_idle_start(&m->tick, on_tick);
+  }
   for (mstream *s = m->streams; s != NULL; s = s->next) {
     if (!s->closing)
       reset_stream(m, s, err);
@@ -996,6 +1023,10 @@ static void on_close_timeout(uv_timer_t *t) {
 }
 
 void np__mux_close(np__mux *m) {
+  if (m->held) {
+    m->held = 0;
+    maybe_free_mux(m); /* the end came first: only the owner's hold kept it */
+  }
   if (m->dead || m->closing)
     return;
   m->closing = 1;
@@ -1022,6 +1053,7 @@ int np__mux_new(uv_loop_t *loop, np_conn *transport, const np__mux_opts *opts, c
   m->accept_cb = accept_cb;
   m->data = data;
   m->next_id = m->o.client ? 1 : 2;
+  m->peer_goaway = -1;
   np__mux_parser_init(&m->parser, m->o.max_window);
   m->by_id = OPENSSL_LH_new(stream_hash, stream_cmp);
   if (m->o.read_buf == NULL || m->o.read_buf_len == 0) {
@@ -1052,6 +1084,15 @@ int np__mux_new(uv_loop_t *loop, np_conn *transport, const np__mux_opts *opts, c
 
 void np__mux_set_closed_cb(np__mux *m, np__mux_closed_cb cb) {
   m->closed_cb = cb;
+}
+
+void np__mux_set_end_cb(np__mux *m, np__mux_end_cb cb) {
+  m->end_cb = cb;
+  m->held = cb != NULL;
+  if (cb != NULL && m->dead) {
+    m->end_pending = 1; /* it ended inside np__mux_new */
+    uv_idle_start(&m->tick, on_tick);
+  }
 }
 
 void *np__mux_data(const np__mux *m) {
@@ -1096,6 +1137,16 @@ size_t np__mux_stream_buffered(np_conn *c) {
 
 int np__mux_status(const np__mux *m) {
   return m->dead;
+}
+
+int np__mux_end_status(const np__mux *m) {
+  if (m->closing)
+    return UV_ECANCELED; /* asked for here: how the connection then went is no news */
+  return m->peer_eof && m->dead == UV_ECONNRESET ? UV_EOF : m->dead;
+}
+
+int64_t np__mux_peer_goaway(const np__mux *m) {
+  return m->peer_goaway;
 }
 
 uint64_t np__mux_rtt_us(const np__mux *m) {

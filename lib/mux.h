@@ -32,12 +32,18 @@ typedef struct np__mux_opts {
 typedef void (*np__mux_accept_cb)(np__mux *m, np_conn *stream);
 /* The mux is gone: transport closed and every stream closed by its owner. */
 typedef void (*np__mux_closed_cb)(np__mux *m);
+/* The session ended (np__mux_end_status says why); runs once, from the loop. */
+typedef void (*np__mux_end_cb)(np__mux *m);
 
 /* Run yamux over transport (taken over; closed by the mux). prefix holds bytes already read from
  * it (copied). Returns 0, UV_EINVAL or UV_ENOMEM (then transport was not taken). */
 int np__mux_new(uv_loop_t *loop, np_conn *transport, const np__mux_opts *opts, const char *prefix,
                 size_t prefix_len, np__mux_accept_cb accept_cb, void *data, np__mux **out);
 void np__mux_set_closed_cb(np__mux *m, np__mux_closed_cb cb);
+/* For an owner that keeps its handle past the end (the public np_mux): cb runs once when the
+ * session ends, and the mux is then freed only after np__mux_close, never by itself. Set it right
+ * after np__mux_new. Without it the mux frees itself once dead and all its streams are closed. */
+void np__mux_set_end_cb(np__mux *m, np__mux_end_cb cb);
 void *np__mux_data(const np__mux *m);
 /* Open a stream. It is usable at once: data written now travels right behind the SYN (0-RTT).
  * Returns 0, NP_ECLOSED (mux closing or dead, or the peer said go away) or UV_ENOMEM. */
@@ -55,6 +61,12 @@ uint32_t np__mux_stream_id(np_conn *c);
 size_t np__mux_stream_buffered(np_conn *c);
 /* Why the mux ended: UV_ECANCELED when closed here, the error otherwise; 0 while it runs. */
 int np__mux_status(const np__mux *m);
+/* The same for the owner: UV_ECANCELED whenever np__mux_close came first (the connection may then
+ * have failed otherwise), UV_EOF where the peer closed the transport in order (which the streams it
+ * cut see as UV_ECONNRESET). */
+int np__mux_end_status(const np__mux *m);
+/* The code of the peer's GO_AWAY (docs/protocol.md), -1 if it sent none. */
+int64_t np__mux_peer_goaway(const np__mux *m);
 /* Smoothed round-trip time from mux pings, in microseconds (0 before the first answer). */
 uint64_t np__mux_rtt_us(const np__mux *m);
 

@@ -2,7 +2,9 @@
  * np__mux and give each np_conn stream a handle with its own callbacks. */
 #include "natproxy/mux.h"
 
+#include <stddef.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "internal.h"
 #include "join.h"
@@ -11,9 +13,14 @@
 struct np_mux {
   np__mux *m;
   np_mux_accept_cb accept_cb;
+  np_mux_end_cb end_cb;
   np_mux_close_cb close_cb;
   void *data;
+  int close_called; /* np_mux_close ran: later calls do nothing, so close_cb runs once */
 };
+
+/* The first layout that had a size, and so the smallest a caller can pass. */
+#define OPTIONS_SIZE_MIN (offsetof(np_mux_options, end_cb) + sizeof(np_mux_end_cb))
 
 struct np_mux_stream {
   np_conn *c;
@@ -53,6 +60,27 @@ static void on_accept(np__mux *m, np_conn *c) {
   mux->accept_cb(mux, st);
 }
 
+/* The owner hears of the end on a later turn (the mux's tick); the handle lives on until
+ * np_mux_close, since the embedder may still call it. */
+static void on_end(np__mux *m) {
+  struct np_mux *mux = np__mux_data(m);
+  if (mux->end_cb != NULL)
+    mux->end_cb(mux, np__mux_end_status(m), np__mux_peer_goaway(m));
+}
+
+/* Options from a caller built against this header or an older one: fields are only ever added at
+ * the end, so what an older caller lacks stays 0. A larger size comes from a newer header whose
+ * fields this library cannot honour: refused rather than ignored. */
+static int read_options(const np_mux_options *opts, np_mux_options *o) {
+  memset(o, 0, sizeof(*o));
+  if (opts == NULL)
+    return 0;
+  if (opts->size < OPTIONS_SIZE_MIN || opts->size > sizeof(*o))
+    return UV_EINVAL;
+  memcpy(o, opts, opts->size);
+  return 0;
+}
+
 static void on_closed(np__mux *m) {
   struct np_mux *mux = np__mux_data(m);
   if (mux->close_cb != NULL)
@@ -63,19 +91,18 @@ static void on_closed(np__mux *m) {
 int np_mux_new(uv_stream_t *transport, const np_mux_options *opts, np_mux_accept_cb accept_cb,
                void *data, struct np_mux **out) {
   np__mux_opts o = {0};
+  np_mux_options po;
   struct np_mux *mux;
   void *old_data;
   np_conn *t;
   int r;
 
   if (transport == NULL || accept_cb == NULL || out == NULL ||
-      uv_is_closing((uv_handle_t *)transport))
+      uv_is_closing((uv_handle_t *)transport) || read_options(opts, &po) != 0)
     return UV_EINVAL;
-  if (opts != NULL) {
-    o.client = opts->client;
-    o.max_window = opts->max_window;
-    o.max_streams = opts->max_streams;
-  }
+  o.client = po.client;
+  o.max_window = po.max_window;
+  o.max_streams = po.max_streams;
   if ((mux = calloc(1, sizeof(*mux))) == NULL)
     return UV_ENOMEM;
   old_data = transport->data;
@@ -84,6 +111,7 @@ int np_mux_new(uv_stream_t *transport, const np_mux_options *opts, np_mux_accept
     return r;
   }
   mux->accept_cb = accept_cb;
+  mux->end_cb = po.end_cb;
   mux->data = data;
   if ((r = np__mux_new(transport->loop, t, &o, NULL, 0, on_accept, mux, &mux->m)) != 0) {
     free(t);
@@ -92,6 +120,7 @@ int np_mux_new(uv_stream_t *transport, const np_mux_options *opts, np_mux_accept
     return r;
   }
   np__mux_set_closed_cb(mux->m, on_closed);
+  np__mux_set_end_cb(mux->m, on_end); /* also without po.end_cb: it keeps the handle valid */
   *out = mux;
   return 0;
 }
@@ -120,6 +149,9 @@ int np_mux_open(struct np_mux *mux, struct np_mux_stream **out) {
 }
 
 void np_mux_close(struct np_mux *mux, np_mux_close_cb cb) {
+  if (mux->close_called)
+    return;
+  mux->close_called = 1;
   mux->close_cb = cb;
   np__mux_close(mux->m);
 }

@@ -6,6 +6,11 @@
  * makes a stream that the other end's accept callback receives; read, write, shut down and close it
  *   like a TCP connection, or np_mux_join() it with another libuv stream.
  *
+ * A mux's life: it runs until either side ends the session (np_mux_close() here; the peer's close,
+ * after a GO_AWAY or not; a broken transport or protocol). Then the options' end_cb runs once with
+ * the reason, and the handle stays valid: only np_mux_close() frees it, and it must be called once
+ * for every mux, before or after the end (its callback runs once, when it is gone).
+ *
  * Flow control is per stream: a stream whose reader stops holds at most its window at the receiver
  * and never blocks the others. Windows start at yamux's 256 KiB and double, up to max_window,
  * while they are what limits the sender (measured against the round-trip time of mux pings). */
@@ -25,15 +30,46 @@ NP_BEGIN_DECLS
 struct np_mux;
 struct np_mux_stream;
 
+/* The session ended. Runs exactly once for every mux np_mux_new() made, whichever side ended it, on
+ * a later loop turn than the event, before np_mux_close()'s callback. By then the transport is
+ * closed or closing, open streams have failed (their read callbacks get the error too; their
+ * owners still close them), np_mux_open() returns NP_ECLOSED, and the handle stays valid until
+ * np_mux_close(), which may be called from here. status says why:
+ *   UV_ECANCELED     np_mux_close() was called here first, whatever the connection did after (the
+ *                    peer hanging up, or the 2 s for writing what was queued running out)
+ *   UV_EOF           the peer closed the connection in order; goaway says if it said go away first
+ *   UV_ECONNRESET    the connection was reset; other UV_E* codes: the transport failed so
+ *                    (UV_ETIMEDOUT: TCP keepalive gave up, UV_EPIPE: a write found it closed, ...)
+ *   NP_EPROTO        the peer broke the yamux protocol (we said go away, code 1)
+ *   NP_ETOOBIG       the peer sent a data frame larger than any window we grant (code 1)
+ *   NP_ELIMIT        the peer kept sending pings or opens without reading our answers (code 2)
+ *   NP_ETLSREQUIRED  (client side) a natproxy TLS server refused our plaintext: its go away "NPTL"
+ *   UV_ENOMEM        out of memory here (code 2)
+ * goaway: the code of the peer's GO_AWAY frame (0 normal, 1 protocol error, 2 internal error, or
+ * what the peer chose; docs/protocol.md), or -1 if it sent none. */
+typedef void (*np_mux_end_cb)(struct np_mux *mux, int status, int64_t goaway);
+
+/* Options are read by size, so the struct can grow without breaking programs built against an
+ * older header: fields are only ever added at the end, and a library reads an older caller's
+ * options with the fields that caller lacks as 0. Start from NP_MUX_OPTIONS_INIT (or set .size =
+ * sizeof(np_mux_options)) and set what you need. A size this library does not know (0: no size
+ * set; larger: a newer header) is refused with UV_EINVAL. The size field came in with end_cb:
+ * earlier headers had neither, so programs built against them must be rebuilt (before 1.0, the
+ * soname stays 0). */
 typedef struct np_mux_options {
-  int client; /* 1 on the end that opens odd stream ids (the dialling side), 0 on the other */
+  size_t size; /* sizeof(np_mux_options), as the caller was compiled */
+  int client;  /* 1 on the end that opens odd stream ids (the dialling side), 0 on the other */
   uint32_t max_window;  /* receive window cap per stream in bytes; 0: 16 MiB, at least 256 KiB */
   uint32_t max_streams; /* streams open at once; the peer's opens beyond are reset. 0: 16384 */
+  np_mux_end_cb end_cb; /* may be NULL: then streams' errors are the only news of the end */
 } np_mux_options;
+
+#define NP_MUX_OPTIONS_INIT                                                                        \
+  { sizeof(np_mux_options), 0, 0, 0, NULL }
 
 /* A stream the peer opened; the callee owns it and must close it (or join it) eventually. */
 typedef void (*np_mux_accept_cb)(struct np_mux *mux, struct np_mux_stream *stream);
-/* The mux and its transport are closed and freed. */
+/* The mux and its transport are closed and freed: the handle is gone. */
 typedef void (*np_mux_close_cb)(struct np_mux *mux);
 /* nread > 0: bytes in buf (borrowed for the call). UV_EOF: the peer shut down its side. Other
  * negative values: the stream broke (UV_ECONNRESET: reset by the peer; UV_ECANCELED: the mux was
@@ -44,19 +80,24 @@ typedef void (*np_mux_done_cb)(struct np_mux_stream *stream, int status, void *a
 typedef void (*np_mux_stream_close_cb)(struct np_mux_stream *stream);
 
 /* Run a multiplexer over transport, a connected stream nobody else reads. The mux takes it over and
- * uv_closes it when the mux closes; the caller keeps its memory and may free it from close_cb.
- * opts is copied (NULL: defaults, server side). Returns 0, UV_EINVAL (no transport or accept_cb,
- * transport closing) or UV_ENOMEM; then transport is untouched and no callback runs. */
+ * uv_closes it when the session ends; the caller keeps its memory and may free it from the close
+ * callback. opts is copied (NULL: defaults, server side, no end_cb). Returns 0, UV_EINVAL (no
+ * transport, accept_cb or out; transport closing; opts->size not one this library knows) or
+ * UV_ENOMEM; then transport is untouched and no callback runs. */
 NP_EXPORT int np_mux_new(uv_stream_t *transport, const np_mux_options *opts,
                          np_mux_accept_cb accept_cb, void *data, struct np_mux **out);
 NP_EXPORT void *np_mux_get_data(const struct np_mux *mux);
 NP_EXPORT void np_mux_set_data(struct np_mux *mux, void *data);
 /* Open a stream; data may be written at once (it follows the open on the wire). Returns 0,
- * NP_ECLOSED (the mux is closing or broken, or the peer said go away), NP_ELIMIT (stream ids used
- * up) or UV_ENOMEM. */
+ * NP_ECLOSED (np_mux_close() was called, the session ended, or the peer said go away), NP_ELIMIT
+ * (stream ids used up) or UV_ENOMEM. */
 NP_EXPORT int np_mux_open(struct np_mux *mux, struct np_mux_stream **out);
-/* Say go away, write what is queued (for at most 2 s), close the transport. Open streams fail with
- * UV_ECANCELED; cb (may be NULL) runs once their owners have closed them all. Idempotent. */
+/* End the mux and free it: the only way to, and needed for every mux, also after end_cb. While the
+ * session runs: say go away, write what is queued (for at most 2 s), close the transport; open
+ * streams fail with UV_ECANCELED and end_cb runs with UV_ECANCELED. Then cb (may be NULL) runs
+ * once, on a later loop turn, after end_cb and after the owners have closed every stream; the
+ * handle is freed when cb returns. Later calls do nothing (their cb is not used) until then; after
+ * cb, mux must not be used. */
 NP_EXPORT void np_mux_close(struct np_mux *mux, np_mux_close_cb cb);
 /* Streams open now, and the round-trip time measured by the mux's pings (microseconds, 0 before
  * the first answer). */
