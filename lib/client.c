@@ -581,11 +581,18 @@ static void ready(struct np_client *cl) {
   cl->stats.connects++;
   np__log(&cl->log, NP_LOG_INFO, "logged in to %s as %s", cl->cfg.server, cl->cfg.name);
   emit(cl, NP_CLIENT_LOGGED_IN, 0, NULL, NULL, 0);
+  if (cl->state != C_READY || cl->closing)
+    return; /* the embedder closed the client from its event callback */
   cl->pool_serial = 0;
   if (native(cl)) {
+    /* Each step may end the session (a send that fails drops it and schedules a reconnect): the
+     * next must not run on a session that is gone (the allocator sweep found start_ulink doing
+     * just that). */
     register_proxies(cl);
-    pool_refill(cl);
-    start_ulink(cl);
+    if (cl->state == C_READY)
+      pool_refill(cl);
+    if (cl->state == C_READY)
+      start_ulink(cl);
   } else {
     /* The line protocol never tells the client its public port (the server's visit port), and
      * nothing about it changes across reconnects: say so once. */

@@ -111,6 +111,7 @@ struct np__mux {
   uint32_t ping_id;
   int dead;            /* 0, or why the mux is gone */
   int handles;         /* timer and transport still to close */
+  int batch_err;       /* the transport refused b at once: completed from the tick with this */
   int64_t peer_goaway; /* the code of the peer's first GO_AWAY, -1 before one */
   unsigned busy : 1;   /* b is being written */
   unsigned closing : 1, goaway_pending : 1, goaway_in_batch : 1, remote_goaway : 1, freeing : 1;
@@ -121,6 +122,7 @@ struct np__mux {
 
 static const np_conn_ops stream_ops;
 static void on_tick(uv_idle_t *h);
+static void on_batch_written(np_conn_write *req, int status);
 static void flush(np__mux *m);
 static void fail(np__mux *m, int err, int goaway_code);
 
@@ -415,6 +417,13 @@ static void on_tick(uv_idle_t *h) {
   np__mux *m = h->data;
   mstream *s;
 
+  /* A batch the transport refused: its frames' writers learn it now, on a later turn than the
+   * write or shutdown that queued them, and the notices that follow are handled below. */
+  if (m->batch_err != 0) {
+    int err = m->batch_err;
+    m->batch_err = 0;
+    on_batch_written(&m->b.req, err);
+  }
   /* First, so that streams the owner closes from there are freed in this same visit. */
   tell_end(m);
   while ((s = m->nhead) != NULL) {
@@ -511,6 +520,7 @@ static void on_batch_written(np_conn_write *req, int status);
 static void flush(np__mux *m) {
   batch *b = &m->b;
   size_t i;
+  int r;
 
   if (m->busy || m->dead)
     return;
@@ -551,10 +561,14 @@ static void flush(np__mux *m) {
   if (b->nbufs == 0)
     return;
   m->busy = 1;
-  if (np__conn_write(m->t, &b->req, b->bufs, b->nbufs, on_batch_written) != 0) {
-    /* Completes like a failed write, so every frame's stream is released the same way. */
-    m->busy = 0;
-    on_batch_written(&b->req, UV_EPIPE);
+  if ((r = np__conn_write(m->t, &b->req, b->bufs, b->nbufs, on_batch_written)) != 0) {
+    /* Completes like a failed write, so every frame's stream is released the same way, but from
+     * the tick and still busy meanwhile: completed here, the writers' callbacks ran inside their
+     * own write or shutdown call, and one that wrote again rebuilt b under on_batch_written's loops
+     * (a FIN framed there was never reported: its chan waited forever, found by the allocator
+     * sweep). */
+    m->batch_err = r;
+    uv_idle_start(&m->tick, on_tick);
   }
 }
 
@@ -976,7 +990,8 @@ static void on_tick_closed(uv_handle_t *h) {
 
 /* The tick closes last: until then, streams may still need it to tell their owners. */
 static void maybe_free_mux(np__mux *m) {
-  if (!m->dead || m->handles > 0 || m->nstreams > 0 || m->nhead != NULL || m->freeing || m->held)
+  if (!m->dead || m->handles > 0 || m->nstreams > 0 || m->nhead != NULL || m->batch_err != 0 ||
+      m->freeing || m->held)
     return;
   m->freeing = 1;
   uv_close((uv_handle_t *)&m->tick, on_tick_closed);

@@ -818,29 +818,40 @@ static int make_ssl(tls_conn *c) {
   c->rbio = BIO_new(BIO_s_mem());
   c->wbio = BIO_new(BIO_s_mem());
   c->ssl = SSL_new(t->ctx);
-  if (c->rbio == NULL || c->wbio == NULL || c->ssl == NULL) {
-    BIO_free(c->rbio);
-    BIO_free(c->wbio);
-    SSL_free(c->ssl);
-    c->rbio = c->wbio = NULL;
-    c->ssl = NULL;
-    return UV_ENOMEM;
-  }
+  if (c->rbio == NULL || c->wbio == NULL || c->ssl == NULL)
+    goto err_free;
   /* An empty memory BIO means "no bytes yet", not end of file. */
   BIO_set_mem_eof_return(c->rbio, -1);
   SSL_set_bio(c->ssl, c->rbio, c->wbio);
-  SSL_set_app_data(c->ssl, c);
+  /* Each of these allocates and can fail. Unchecked, a failed app data made the verify callback
+   * dereference NULL, and a failed set1_host would have dropped the host name check (the
+   * allocator sweep, tests/failmalloc, found the first). */
+  if (SSL_set_app_data(c->ssl, c) != 1)
+    goto err_free_ssl;
   if (t->server) {
     SSL_set_accept_state(c->ssl);
   } else {
     SSL_set_connect_state(c->ssl);
-    if (!t->pinned && t->host[0] != '\0')
-      SSL_set1_host(c->ssl, t->host);
+    if (!t->pinned && t->host[0] != '\0' && SSL_set1_host(c->ssl, t->host) != 1)
+      goto err_free_ssl;
     if (t->host[0] != '\0' && inet_pton(AF_INET, t->host, &a6) != 1 &&
-        inet_pton(AF_INET6, t->host, &a6) != 1)
-      SSL_set_tlsext_host_name(c->ssl, t->host);
+        inet_pton(AF_INET6, t->host, &a6) != 1 && SSL_set_tlsext_host_name(c->ssl, t->host) != 1)
+      goto err_free_ssl;
   }
   return 0;
+
+err_free_ssl:
+  SSL_free(c->ssl); /* it owns the BIOs now */
+  c->ssl = NULL;
+  c->rbio = c->wbio = NULL;
+  return UV_ENOMEM;
+err_free:
+  BIO_free(c->rbio);
+  BIO_free(c->wbio);
+  SSL_free(c->ssl);
+  c->rbio = c->wbio = NULL;
+  c->ssl = NULL;
+  return UV_ENOMEM;
 }
 
 int np__tls_export(np_conn *conn, const char *label, unsigned char *out, size_t len) {
