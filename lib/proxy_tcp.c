@@ -187,6 +187,7 @@ void np__server_join(struct np_server *srv, session *s, np_conn *work, visitor *
     np__server_unref(srv);
     return;
   }
+  free(v); /* what the access line needs went to a; the join holds the visitor's conn */
   if (s != NULL)
     NP_DLIST_PUSH(s->joins, a, prev, next);
   srv->stats.visitors_joined++;
