@@ -72,7 +72,7 @@ struct np_client {
   np__mux *mux;     /* mux = true: the session's one connection, control on its first stream */
   char *mux_rbuf;   /* its read buffer (NP_MUX_SHARED_READ_BUF), kept across reconnects */
   np__tls *tls;     /* NULL with insecure = true */
-  uint64_t resume;  /* the last login's resume token: proves it is us coming back */
+  uint64_t resume;  /* this client's instance id, random: says "it is us again" at a re-login */
   uv_timer_t timer; /* backoff, heartbeat */
   unsigned attempt;
   uint64_t retry_after_ms; /* the server asked us to wait this long (NP_EBACKOFF) */
@@ -660,7 +660,6 @@ static void on_msg(np__chan *ch, const np_msg *m) {
       return;
     }
     cl->session_id = m->id;
-    cl->resume = m->id2;
     ready(cl);
     break;
   case NP_MSG_PROXY_RESP:
@@ -692,6 +691,11 @@ static void on_msg(np__chan *ch, const np_msg *m) {
   case NP_MSG_PONG:
     break;
   case NP_MSG_CLOSE:
+    if (m->status == NP_ENAMEINUSE) {
+      /* Replaced by a client with --takeover: coming back would replace it in turn. */
+      fatal(cl, NP_ENAMEINUSE, m->text[0] ? m->text : np_strerror(m->status));
+      return;
+    }
     np__log(&cl->log, NP_LOG_WARN, "server closed the session: %s",
             m->text[0] ? m->text : np_strerror(m->status));
     disconnect(cl, m->status != 0 ? m->status : NP_ECLOSED, m->text);
@@ -904,6 +908,13 @@ int np_client_new(uv_loop_t *loop, const struct np_config *cfg, struct np_client
     return NP_ECONFIG;
   }
   cl->codec = np_codec_find(cfg->codec);
+  {
+    /* Fixed for the client's life, so the server tells its re-logins from another instance's. */
+    unsigned char r[NP_MSG_KEY_LEN];
+    if (np__auth_nonce(r) == 0)
+      memcpy(&cl->resume, r, sizeof(cl->resume));
+    cl->resume |= 1; /* never 0, which means "none" */
+  }
   np__bufcache_init(&cl->chunks, np__join_chunk_size(), NP_RELAY_CACHE);
   cl->chunks.pipes.enabled = cl->cfg.relay_splice;
   np__logger_init(&cl->log);

@@ -32,9 +32,9 @@ enum field {
 
 static const unsigned char layouts[][MAX_FIELDS] = {
     [NP_MSG_HELLO] = {F_VERSION, F_NONCE},
-    [NP_MSG_LOGIN] = {F_VERSION, F_NAME, F_NONCE, F_MAC, F_ID, F_STATUS}, /* resume, flags */
-    [NP_MSG_LOGIN_RESP] = {F_STATUS, F_ID, F_TEXT, F_ID2},                /* id2: resume */
-    [NP_MSG_PROXY] = {F_NAME, F_ADDR, F_PORT, F_TEXT, F_KIND},            /* text: allow_ips */
+    [NP_MSG_LOGIN] = {F_VERSION, F_NAME, F_NONCE, F_MAC, F_ID, F_STATUS}, /* instance, flags */
+    [NP_MSG_LOGIN_RESP] = {F_STATUS, F_ID, F_TEXT},
+    [NP_MSG_PROXY] = {F_NAME, F_ADDR, F_PORT, F_TEXT, F_KIND}, /* text: allow_ips */
     [NP_MSG_PROXY_RESP] = {F_NAME, F_STATUS, F_PORT, F_TEXT},
     [NP_MSG_REQ_WORK] = {F_ID, F_NAME},
     [NP_MSG_WORK] = {F_ID, F_ID2, F_MAC},
@@ -50,10 +50,9 @@ static const unsigned char layouts[][MAX_FIELDS] = {
 /* Fields appended after a type's first release: a body from an older peer ends before them, and
  * they decode as empty. 0 = every field is required. */
 static const unsigned char required[NP_MSG_LAST + 1] = {
-    [NP_MSG_LOGIN] = 4,      /* the resume token and the flags came later */
-    [NP_MSG_LOGIN_RESP] = 3, /* so did the resume token */
-    [NP_MSG_PROXY] = 3,      /* allow_ips (text) and kind came later */
-    [NP_MSG_PING] = 1,       /* so did status */
+    [NP_MSG_LOGIN] = 4, /* the instance id and the flags came later */
+    [NP_MSG_PROXY] = 3, /* allow_ips (text) and kind came later */
+    [NP_MSG_PING] = 1,  /* so did status */
 };
 
 static int known_type(unsigned t) {

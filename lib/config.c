@@ -454,7 +454,13 @@ int np__ini_load(const char *path, ini_handler handler, void *user, char *msg, c
   }
   /* A directory opens for reading and reads as empty: it would pass for a file with no entries
    * (a users file of "0 clients"). */
-  if (fstat(fileno(st.f), &sb) != 0 || !S_ISREG(sb.st_mode)) {
+  if (fstat(fileno(st.f), &sb) != 0) {
+    int r = uv_translate_sys_error(errno);
+    fclose(st.f);
+    snprintf(err, errlen, "%s: cannot open: %s", path, uv_strerror(r));
+    return r;
+  }
+  if (!S_ISREG(sb.st_mode)) {
     fclose(st.f);
     snprintf(err, errlen, "%s: not a regular file%s", path,
              S_ISDIR(sb.st_mode) ? " (it is a directory)" : "");

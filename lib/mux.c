@@ -449,7 +449,11 @@ static void on_tick(uv_idle_t *h) {
     }
     tell_reader(m, s);
   }
-  uv_idle_stop(&m->tick);
+  /* A callback above may have failed a batch at once or ended the mux: the tick comes back for
+   * that on the next turn (stopping here lost it, and a mux nobody held open again was never
+   * freed). */
+  if (m->batch_err == 0 && !m->end_pending && m->nhead == NULL)
+    uv_idle_stop(&m->tick);
   maybe_free_mux(m);
 }
 

@@ -234,6 +234,8 @@ static void on_session_timer(uv_timer_t *t) {
         np__session_close(s, NP_ELIMIT, "control stream not writable");
         return;
       }
+      if (s->ping_out <= s->last_rx)
+        s->ping_out = now; /* the first ping since the client last spoke */
     }
     next = s->last_tx + srv->cfg.heartbeat_interval_ms;
     if (pongs && s->last_rx + srv->cfg.heartbeat_timeout_ms < next)
@@ -364,13 +366,16 @@ static int login(session *s, const np_msg *m) {
     return NP_ELIMIT;
   }
   if (old != NULL) {
-    uint64_t silent = now_ms(srv) - old->last_rx;
-    /* The same client coming back (it holds the resume token of that session), one whose session
-     * has missed its heartbeats, or one told to (--takeover) replaces the old session at once;
-     * another live client under the same name (two hosts with one host name, say) is told so
-     * instead of silently taking the ports over. */
+    uint64_t now = now_ms(srv), grace = srv->cfg.heartbeat_interval_ms / 2;
+    /* The same client process coming back (its instance id: a reconnect after its connection died
+     * unnoticed, or after it never got our answer), a session that has missed its heartbeats (it
+     * left a ping of ours unanswered for half an interval: whatever the client's own interval, a
+     * live one answers within a round trip), or a login told to (--takeover) replaces the old
+     * session at once; another live client under the same name (two hosts with one host name) is
+     * told so instead of silently taking the ports over. */
     int same = m->id != 0 && m->id == old->resume;
-    int stale = silent > srv->cfg.heartbeat_interval_ms + srv->cfg.heartbeat_interval_ms / 2;
+    int stale =
+        old->ping_out > old->last_rx && now - old->ping_out >= (grace > 1000 ? grace : 1000);
     if (!same && !stale && !(m->status & NP_LOGIN_TAKEOVER)) {
       char where[64];
       np__addr_str((const struct sockaddr *)&old->addr, where, sizeof(where));
@@ -383,6 +388,12 @@ static int login(session *s, const np_msg *m) {
                "name with --name (or --takeover to replace that one)",
                m->name, where);
       np__chan_send(s->ch, &resp);
+      /* Ask the old one now: should it be gone, a try after the grace finds it stale. */
+      if (old->ping_out <= old->last_rx) {
+        np_msg ping = {.type = NP_MSG_PING, .id = ++old->ping_seq};
+        if (np__session_send(old, &ping) == 0)
+          old->ping_out = now;
+      }
       return NP_ENAMEINUSE;
     }
     np__log(&srv->log, NP_LOG_INFO,
@@ -390,7 +401,16 @@ static int login(session *s, const np_msg *m) {
             same    ? "the same client coming back"
             : stale ? "it missed its heartbeats"
                     : "--takeover");
-    np__session_close(old, NP_ECLOSED, "replaced by a new login");
+    if (!same && !stale) {
+      /* A live client replaced on purpose: told why, and as final (NP_ENAMEINUSE ends np-client),
+       * or two clients with --takeover would replace each other for ever. */
+      char why[NP_MSG_TEXT_MAX + 1];
+      snprintf(why, sizeof(why), "replaced by a client logged in as '%s' with --takeover from %s",
+               m->name, s->peer);
+      np__session_close(old, NP_ENAMEINUSE, why);
+    } else {
+      np__session_close(old, NP_ECLOSED, "replaced by a new login");
+    }
   }
   np__auth_session_key(token, s->snonce, m->nonce, m->name, s->key);
   np__strlcpy(s->name, m->name, sizeof(s->name));
@@ -400,12 +420,7 @@ static int login(session *s, const np_msg *m) {
   s->id = ++srv->next_session_id;
   srv->stats.clients++;
   resp.id = s->id;
-  {
-    unsigned char r[NP_MSG_KEY_LEN];
-    if (np__auth_nonce(r) == 0)
-      memcpy(&s->resume, r, sizeof(s->resume));
-    resp.id2 = s->resume;
-  }
+  s->resume = m->id;
   {
     np__mux *mx = np__mux_of(np__chan_conn(s->ch));
     if (mx != NULL)
@@ -643,7 +658,9 @@ static void on_session_msg(np__chan *ch, const np_msg *m) {
     if (r == NP_EPROTO)
       np__log(&srv->log, NP_LOG_WARN, "%s: unexpected %s message, closing", s->peer,
               np_msg_type_name(m->type));
-    if ((s->state == S_NEW || s->state == S_AUTH) && r != NP_EAUTH && r != NP_EBACKOFF)
+    /* A name in use is no failed login: the credentials were right. */
+    if ((s->state == S_NEW || s->state == S_AUTH) && r != NP_EAUTH && r != NP_EBACKOFF &&
+        r != NP_ENAMEINUSE)
       login_failed(srv, &s->addr, s->peer, r, "malformed login"); /* login() counted those */
     np__session_close(s, r, np_strerror(r));
   }

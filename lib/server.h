@@ -77,7 +77,8 @@ struct session {
   unsigned char key[NP_MSG_KEY_LEN];
   uv_timer_t timer;
   uint64_t started, last_rx, last_tx;
-  uint64_t resume; /* given at login: a client that comes back with it may replace this session */
+  uint64_t resume; /* the client's instance id (LOGIN): a login with it may replace this session */
+  uint64_t ping_out; /* when our first ping since the client last spoke went out */
   uint64_t ping_seq;
   proxy *proxies;
   size_t n_proxies;

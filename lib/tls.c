@@ -549,7 +549,7 @@ static void handshake(tls_conn *c) {
   }
   if (e == SSL_ERROR_WANT_READ && c->in_err == 0)
     return;
-  if (e == SSL_ERROR_WANT_READ && !c->sniffed &&
+  if (e == SSL_ERROR_WANT_READ && c->t->server && !c->sniffed &&
       (c->in_err == UV_EOF || c->in_err == UV_ECONNRESET)) {
     /* Not a byte before the end: a health check or a port scan, not a TLS client that failed.
      * Reported as a plain EOF, which the session above neither warns about nor counts. */

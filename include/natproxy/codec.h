@@ -14,10 +14,10 @@ NP_BEGIN_DECLS
 
 /* Message types of the native protocol; values are wire values (docs/protocol.md). */
 typedef enum np_msg_type {
-  NP_MSG_HELLO = 1, /* s->c: version, nonce                         */
-  NP_MSG_LOGIN = 2, /* c->s: version, name (client), nonce (client), mac, id (resume token), status
-                      (NP_LOGIN_*) */
-  NP_MSG_LOGIN_RESP = 3, /* s->c: status, id (session), text, id2 (resume token) */
+  NP_MSG_HELLO = 1,      /* s->c: version, nonce                         */
+  NP_MSG_LOGIN = 2,      /* c->s: version, name (client), nonce (client), mac, id (instance), status
+                           (NP_LOGIN_*) */
+  NP_MSG_LOGIN_RESP = 3, /* s->c: status, id (session), text              */
   NP_MSG_PROXY = 4,      /* c->s: name (proxy), addr (bind), port, text (allow_ips), kind */
   NP_MSG_PROXY_RESP = 5, /* s->c: name, status, port (actual), text       */
   NP_MSG_REQ_WORK = 6,   /* s->c: id (visitor), name (proxy)              */

@@ -63,8 +63,8 @@ NP_EXPORT int np_server_start(struct np_server *server);
  * Borrowed for the server's life; NULL before np_server_start and with insecure = true. */
 NP_EXPORT const char *np_server_fingerprint(const struct np_server *server);
 /* Load, or create on first use, the TLS identity cfg names (tls_cert/tls_key or tls_dir) and write
- * its fingerprint into buf (at least 104 bytes). No server is started. Why it failed, and that a new
- * identity was created, go to log_cb (NULL: np_log_stderr) at level info and above. Returns 0,
+ * its fingerprint into buf (at least 104 bytes). No server is started. Why it failed, and that a
+ * new identity was created, go to log_cb (NULL: np_log_stderr) at level info and above. Returns 0,
  * UV_EINVAL, UV_ENOMEM or NP_ECONFIG. */
 NP_EXPORT int np_server_identity(const struct np_config *cfg, np_log_cb log_cb, void *log_arg,
                                  char *buf, size_t len);

@@ -16,7 +16,7 @@ NP_ENAMEINUSE = -7022
 LAYOUT = {
     HELLO: ["version", "nonce"],
     LOGIN: ["version", "name", "nonce", "mac", "id", "status"],
-    LOGIN_RESP: ["status", "id", "text", "id2"],
+    LOGIN_RESP: ["status", "id", "text"],
     PROXY: ["name", "addr", "port", "text", "kind"],
     PROXY_RESP: ["name", "status", "port", "text"],
     REQ_WORK: ["id", "name"],

@@ -233,26 +233,42 @@ def test_restart_after_sigkill_same_name(env):
 
 
 def test_same_client_comes_back(env):
-    """The server hands out a resume token at login: a login under a live name that presents it
-    replaces the old session at once (a client whose connection died without the server
-    noticing); one with another token is refused; after missed heartbeats anyone may."""
+    """A client sends an instance id, random and fixed for its life, at every login: a login under
+    a live name with that session's id replaces it at once (the same process reconnecting after
+    its connection died unnoticed, or after it never got the answer); another id is refused; once
+    the old session leaves a ping unanswered for half a heartbeat interval (1 s at least), anyone
+    may."""
     srv = env.server("--token", "s3cret", "--heartbeat-interval", "1s", "--heartbeat-timeout", "30s")
-    first = npwire.Client(srv, name="edge")
-    token = first.login["id2"]
-    check(token != 0, f"a resume token at login: {first.login}")
-    other = npwire.Client(srv, name="edge", login_fields={"id": token ^ 1})
+    first = npwire.Client(srv, name="edge", login_fields={"id": 1234})
+    check(first.login["status"] == 0, f"first login: {first.login}")
+    other = npwire.Client(srv, name="edge", login_fields={"id": 4321})
     check(other.login["status"] == NP_ENAMEINUSE and "--name" in other.login["text"],
-          f"a wrong resume token is refused: {other.login}")
-    again = npwire.Client(srv, name="edge", login_fields={"id": token})
-    check(again.login["status"] == 0, f"the resume token is honoured: {again.login}")
+          f"another instance is refused: {other.login}")
+    again = npwire.Client(srv, name="edge", login_fields={"id": 1234})
+    check(again.login["status"] == 0, f"the same instance is let in: {again.login}")
     srv.wait_line(r"client edge logged in again .*\(the same client coming back\)")
-    # again's session now goes silent (npwire does not answer pings): after 1.5 heartbeat
-    # intervals without a word from it, a new login under the name is let in
+    # again's session now goes silent (npwire answers no ping unless asked to read): once a ping
+    # of the server's has waited 1 s, a new login under the name is let in
     t0 = time.monotonic()
     wait_until(lambda: npwire.Client(srv, name="edge").login["status"] == 0, 5,
                "a login after the old session missed its heartbeats")
     check(time.monotonic() - t0 >= 1.0, "let in before the old session missed a heartbeat")
     srv.wait_line(r"client edge logged in again .*\(it missed its heartbeats\)")
+
+
+def test_takeover_is_final_for_the_replaced(env):
+    """A live client replaced by --takeover is told so and exits 5 instead of coming back (two
+    clients with --takeover would otherwise replace each other for ever)."""
+    svc = env.service(Greeter)
+    srv = env.server("--token", "s3cret")
+    a = env.client(srv, "--name", "desk", "-R", f"{LOOP}:0:{LOOP}:{svc}", name="old")
+    (port,) = a.ports.values()
+    b = env.client(srv, "--name", "desk", "--takeover", "-R", f"{LOOP}:{port}:{LOOP}:{svc}",
+                   name="new")
+    check(list(b.ports.values()) == [port], f"--takeover login got {b.ports}")
+    check(a.wait_exit(10) == 5, f"the replaced client exits {a.p.returncode}, not 5")
+    a.wait_line(r"replaced by a client logged in as 'desk' with --takeover from 127\.0\.0\.1")
+    check(greet(port, b"new") == b"you are new\n", "the new client serves the port")
 
 
 def test_client_signals(env):
@@ -557,7 +573,8 @@ TESTS = {f.__name__[5:]: f for f in [
     test_curl, test_concurrent_visitors, test_64mib_both_ways, test_half_close_socat,
     test_wrong_token, test_two_clients, test_sigkill_frees_port,
     test_silent_client_times_out_and_comes_back, test_takeover_by_name,
-    test_restart_after_sigkill_same_name, test_same_client_comes_back, test_client_signals,
+    test_restart_after_sigkill_same_name, test_same_client_comes_back,
+    test_takeover_is_final_for_the_replaced, test_client_signals,
     test_port_refusals, test_local_service_down, test_server_restart, test_work_pool,
     test_mux_one_connection, test_access_log, test_cli, test_config_file,
 ]}
