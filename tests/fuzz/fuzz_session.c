@@ -35,7 +35,8 @@ typedef struct memconn {
 } memconn;
 
 #ifdef NP_SWEEP
-#define HARNESS_CANNOT(...) return __VA_ARGS__ /* an allocation failed on the way: end the input */
+#define HARNESS_CANNOT(...) return __VA_ARGS__ /* an allocation failed on the way: end the input   \
+                                                */
 #else
 #define HARNESS_CANNOT(...) abort()
 #endif
@@ -251,6 +252,11 @@ int LLVMFuzzerInitialize(int *argc, char ***argv) {
     abort();
   np_config_free(cfg);
   np_server_set_log(srv, NP_LOG_ERROR, quiet, NULL);
+#ifdef NP_HARNESS_POOL
+  /* A test built on this harness brings a pending pool of its own (tests/failmalloc). */
+  if (np_server_set_pool(srv, NP_HARNESS_POOL, NP_HARNESS_POOL_DATA) != 0)
+    abort();
+#endif
   if (np_server_start(srv) != 0)
     abort();
   return 0;
