@@ -107,6 +107,9 @@ def tunnel_to_echo(env):
     srv = env.server("--token", "s3cret")
     cl = env.client(srv, "-R", f"{LOOP}:0:{LOOP}:{echo.port}")
     (port,) = cl.ports.values()
+    # The baseline is taken once the server has accepted and parked the client's pre-opened work
+    # connections (4 by default): np-client holds their sockets at once, the server only later.
+    srv.wait_line(r"pre-opened work connection \d+ parked \(4 idle\)")
     return echo, srv, cl, port
 
 
