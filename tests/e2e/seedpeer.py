@@ -79,7 +79,8 @@ class SeedServer:
                 c.sendall(KEEP_ALIVE)
             except OSError:
                 with self.lock:
-                    self.client = None
+                    if self.client is c:  # not a newer client's connection, accepted meanwhile
+                        self.client = None
                 return
             time.sleep(self.keepalive)
 

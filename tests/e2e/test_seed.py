@@ -71,8 +71,14 @@ def test_np_client_with_seed_server(env):
         # and says where visitors go once.
         mark = cl.mark()
         with seed.lock:
-            seed.client.shutdown(socket.SHUT_RDWR)
+            old = seed.client
+            old.shutdown(socket.SHUT_RDWR)
         cl.wait_line(r"logged in to", after=mark)
+        # The seed server notices the drop only at its next keepalive and turns away a client that
+        # comes back before that (one at a time); np-client then tries again. Visit once it has
+        # taken the new connection, or the visitor's request goes to the dead one.
+        wait_until(lambda: seed.client is not None and seed.client is not old, 10,
+                   "seed server takes the client's new connection")
         check(greet(visit, b"again") == b"you are again\n", "served after the reconnect")
         check(cl.count(r"public port") == 0, "no public port printed or logged in line mode")
         check(cl.count(r"visitors arrive on the server's visit port") == 1, "said once")
