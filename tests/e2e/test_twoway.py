@@ -69,9 +69,12 @@ def fds(proc):
     return other, pipes
 
 
-def echo_both_ways(port, data, timeout):
-    """Send data while reading the echo back at the same time; return (bytes back, their SHA-256)."""
-    s = connect(port, timeout=timeout)
+def echo_both_ways(port, data, timeout, source=None):
+    """Send data while reading the echo back at the same time; return (bytes back, their SHA-256).
+    source: the loopback address to connect from."""
+    s = socket.create_connection((LOOP, port), timeout=timeout,
+                                 source_address=(source, 0) if source else None)
+    s.settimeout(timeout)
     h = hashlib.sha256()
     got = 0
     err = []
@@ -161,7 +164,8 @@ def test_echo_8x16mib_and_64mib(env):
 
 def test_soak_two_way_and_short(env):
     """NP_SOAK_SECONDS of two-way bulk (2 visitors, 8 MiB echoes one after another) mixed with short
-    exchanges (4 visitors, 1 KiB echoes on fresh connections); nothing fails or sticks, and every
+    exchanges (4 visitors, 1 KiB echoes on fresh connections, 40 a second each); nothing fails or
+    sticks, and every
     descriptor on both sides is back to its baseline afterwards."""
     echo, srv, cl, port = tunnel_to_echo(env)
     base = (fds(srv)[0], fds(cl)[0], fds(srv)[1], fds(cl)[1])
@@ -184,11 +188,18 @@ def test_soak_two_way_and_short(env):
                 counts["bulk"] += 1
 
     def short(seed):
+        # Paced at 40 a second per visitor, each from its own loopback address: a fresh connection
+        # per request leaves a TIME_WAIT behind, and unpaced runs of the suite's soaks one after
+        # another could use up the ephemeral ports of one address.
         n = 0
+        t_next = time.monotonic()
         while time.monotonic() < stop and not errors:
+            t_next += 0.025
+            if t_next > time.monotonic():
+                time.sleep(t_next - time.monotonic())
             msg = pattern(1024, seed=seed * 100000 + n)
             try:
-                got = echo_both_ways(port, msg, 30)
+                got = echo_both_ways(port, msg, 30, source=f"127.0.0.{seed}")
                 check(got == (1024, hashlib.sha256(msg).hexdigest()), f"short echo {n}: {got[0]}")
             except Exception as e:  # noqa: BLE001
                 errors.append(f"short: {e}")
