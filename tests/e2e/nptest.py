@@ -14,6 +14,7 @@ import sys
 import tempfile
 import threading
 import time
+import traceback
 
 SERVER = os.environ.get("NP_SERVER", "build/tools/np-server")
 CLIENT = os.environ.get("NP_CLIENT", "build/tools/np-client")
@@ -103,10 +104,15 @@ class Proc:
         if self.p.poll() is None:
             self.p.send_signal(sig)
 
-    def dump(self):
+    def dump(self, limit=None):
+        """The process's lines; with limit, only its last ones (a test runner keeps the tail)."""
         out = [f"---- {self.name}: {' '.join(self.argv)} (exit {self.p.poll()})"]
         with self.cond:
-            out += [f"  [{s[3:]}] {t}" for s, t in self.lines]
+            lines = self.lines
+            if limit is not None and len(lines) > limit:
+                out.append(f"  ... {len(lines) - limit} earlier lines left out")
+                lines = lines[-limit:]
+            out += [f"  [{s[3:]}] {t}" for s, t in lines]
         return "\n".join(out)
 
 
@@ -180,9 +186,20 @@ class Env:
         self.tmp.cleanup()
         wrapped = hung + [f"{p.name} (exit {p.p.returncode})" for p in self.procs
                           if p.p.returncode in BROKEN_EXITS and (SERVER in p.argv or CLIENT in p.argv)]
-        if failed or wrapped:
+        if (failed or wrapped) and self.procs:
+            # Every process's full log goes to a file, the tails to stderr: meson shows only the last
+            # 100 lines of a failed test, and the reason is printed after these.
+            keep = os.environ.get("NP_E2E_LOGS", tempfile.gettempdir())
+            path = os.path.join(keep, f"np-e2e-{os.getpid()}-{int(time.time())}.log")
+            try:
+                with open(path, "w") as f:
+                    for p in self.procs:
+                        print(p.dump(), file=f)
+                print(f"full logs: {path}", file=sys.stderr)
+            except OSError:
+                pass
             for p in self.procs:
-                print(p.dump(), file=sys.stderr)
+                print(p.dump(limit=12), file=sys.stderr)
         return wrapped
 
 
@@ -364,20 +381,26 @@ def run(tests):
         env = Env()
         ok = False
         reason = ""
+        where = ""
         t0 = time.monotonic()
         try:
             tests[name](env)
             ok = True
         except Exception as e:  # noqa: BLE001 - report any failure with the processes' logs
             reason = f"{type(e).__name__}: {e}"
-            print(f"FAIL {name}: {reason}", file=sys.stderr)
+            where = traceback.format_exc(limit=-4)
         finally:
             wrapped = env.close(not ok)
             if wrapped:
                 print(f"FAIL {name}: broken exit of {wrapped}: a crash, or a report from "
                       f"{' '.join(WRAP) or 'a sanitizer'}", file=sys.stderr)
                 ok = False
-        # Again after the logs, which a test runner may cut to their last lines.
+        # After the logs, which a test runner may cut to their last lines, on both streams: meson
+        # shows stderr after stdout.
+        if where:
+            print(where, file=sys.stderr, end="")
+        if not ok:
+            print(f"FAIL {name}: {reason or 'see above'}", file=sys.stderr, flush=True)
         print(f"{'ok  ' if ok else 'FAIL'} {name} ({time.monotonic() - t0:.2f}s){' ' + reason if reason else ''}")
         passed += ok
         failed += not ok

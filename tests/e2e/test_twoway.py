@@ -19,12 +19,15 @@ SOAK_SECONDS = float(os.environ.get("NP_SOAK_SECONDS", "20"))
 
 
 def echo_service(env):
-    """socat's echo on a free port of 127.0.0.1, one cat per connection."""
+    """socat's echo on a free port of 127.0.0.1, one cat per connection. -t 30: once the visitor has
+    half-closed, socat waits only -t seconds (0.5 by default) for cat's answer before it closes; a
+    loaded machine (a CI run of the suite in parallel) took longer than 0.5 s to fork and run cat,
+    and a short echo came back empty with the tunnel working as it should."""
     s = socket.socket()
     s.bind((LOOP, 0))
     port = s.getsockname()[1]
     s.close()
-    p = Proc(env, "socat-echo", ["socat", f"TCP-LISTEN:{port},bind={LOOP},fork,reuseaddr",
+    p = Proc(env, "socat-echo", ["socat", "-t", "30", f"TCP-LISTEN:{port},bind={LOOP},fork,reuseaddr",
                                  "EXEC:cat"])
     wait_until(lambda: listening(port), 10, "socat listening")
     p.port = port
