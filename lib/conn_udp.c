@@ -4,6 +4,7 @@
  * now is dropped, never queued, and backpressure from the tunnel leaves datagrams to the kernel's
  * receive buffer, which drops the excess. The flow ends (EOF) after idle_ms without a datagram
  * either way, or when the tunnel side ends it (UDP has no half-close to pass on). */
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -137,8 +138,8 @@ np__ulink_flow *np__conn_udp_flow(np_conn *c) {
   return c->ops->read_start == udp_read_start ? &((udp_conn *)c)->lf : NULL;
 }
 
-void np__conn_udp_inject(np_conn *c, const char *data, size_t len) {
-  udp_conn *u = (udp_conn *)c;
+static void inject(np__ulink_flow *f, const char *data, size_t len) {
+  udp_conn *u = (udp_conn *)((char *)f - offsetof(udp_conn, lf));
   uv_buf_t b = uv_buf_init((char *)data, (unsigned)len);
   if (u->ended || u->closing)
     return;
@@ -259,7 +260,7 @@ int np__conn_udp_new(uv_loop_t *loop, const struct sockaddr *peer, uint64_t idle
   if (u == NULL)
     return UV_ENOMEM;
   u->c.ops = &udp_ops;
-  u->lf.conn = &u->c;
+  u->lf.deliver = inject;
   u->idle_ms = idle_ms;
   u->last = uv_now(loop);
   memcpy(&u->peer, peer,

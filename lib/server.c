@@ -14,6 +14,7 @@
 #include "server.h"
 
 #include "auth.h"
+#include "mux_frame.h"
 
 /* ---- small helpers ----------------------------------------------------------------------------
  */
@@ -998,6 +999,35 @@ int np_server_reload(struct np_server *srv) {
   return 0;
 }
 
+/* What the TLS port answers a client that speaks in clear (tls.c calls it; the protocol is ours to
+ * know): a yamux GO_AWAY if it opened with MUX, else a CLOSE in the server's codec, so the client
+ * can say "start np-client without --insecure" rather than "connection reset". */
+static int plaintext_refusal(const char *buf, size_t len, unsigned char *out, size_t cap,
+                             void *arg) {
+  const np_codec_ops *codec = ((struct np_server *)arg)->codec;
+  np_msg m = {.type = NP_MSG_CLOSE};
+  int mux = 0;
+  size_t used;
+  void *dec;
+
+  if (codec->decoder_new(NP_CODEC_MAX_ENCODED, &dec) == 0) {
+    mux = codec->decode(dec, buf, len, &used, &m) == 1 && m.type == NP_MSG_MUX;
+    codec->decoder_free(dec);
+  }
+  if (mux && cap >= NP_MUX_HDR_LEN) {
+    np__mux_hdr h = {.type = NP_MUX_GO_AWAY, .length = NP_MUX_GOAWAY_TLS};
+    np__mux_hdr_encode(&h, out);
+    return NP_MUX_HDR_LEN;
+  }
+  memset(&m, 0, sizeof(m));
+  m.type = NP_MSG_CLOSE;
+  m.status = NP_ETLSREQUIRED;
+  snprintf(m.text, sizeof(m.text),
+           "this server requires TLS: start np-client without --insecure (and with "
+           "--server-fingerprint)");
+  return codec->encode(&m, (char *)out, cap);
+}
+
 int np_server_start(struct np_server *srv) {
   int r;
 
@@ -1021,9 +1051,11 @@ int np_server_start(struct np_server *srv) {
       return r;
     srv->pool_ops = np_pool_default_ops();
   }
-  if (!srv->cfg.insecure &&
-      (r = np__tls_server_new(srv->loop, &srv->cfg, &srv->log, &srv->tls)) != 0)
-    return r;
+  if (!srv->cfg.insecure) {
+    if ((r = np__tls_server_new(srv->loop, &srv->cfg, &srv->log, &srv->tls)) != 0)
+      return r;
+    np__tls_set_refusal(srv->tls, plaintext_refusal, srv);
+  }
   if ((r = listen_on(srv, &srv->control_px, &srv->listener, srv->cfg.bind, on_control,
                      &srv->port)) != 0)
     return r;

@@ -12,9 +12,7 @@
 #include <openssl/ssl.h>
 #include <openssl/x509v3.h>
 
-#include "natproxy/codec.h"
 #include "config.h"
-#include "mux_frame.h"
 #include "tls_cert.h"
 
 /* TLS record content types (RFC 8446 §5.1): a peer speaking TLS starts with a handshake record, and
@@ -27,6 +25,8 @@ struct np__tls {
   SSL_CTX *ctx;
   uv_loop_t *loop;
   const np__logger *log;
+  np__tls_refusal_cb refusal;
+  void *refusal_arg;
   int server;
   int pinned;
   unsigned char pin[32];
@@ -469,36 +469,12 @@ static void describe_failure(tls_conn *c, char *peer) {
   }
 }
 
-static int refusal(const char *buf, size_t len, unsigned char *out, size_t cap) {
-  const np_codec_ops *nat = np_codec_native();
-  np_msg m = {.type = NP_MSG_CLOSE, .status = NP_ETLSREQUIRED};
-  int mux = 0;
-  size_t used;
-  void *dec;
-
-  if (nat->decoder_new(NP_CODEC_MAX_ENCODED, &dec) == 0) {
-    mux = nat->decode(dec, buf, len, &used, &m) == 1 && m.type == NP_MSG_MUX;
-    nat->decoder_free(dec);
-  }
-  if (mux) {
-    np__mux_hdr h = {.type = NP_MUX_GO_AWAY, .length = NP_MUX_GOAWAY_TLS};
-    np__mux_hdr_encode(&h, out);
-    return NP_MUX_HDR_LEN;
-  }
-  memset(&m, 0, sizeof(m));
-  m.type = NP_MSG_CLOSE;
-  m.status = NP_ETLSREQUIRED;
-  snprintf(m.text, sizeof(m.text),
-           "this server requires TLS: start np-client without --insecure (and with "
-           "--server-fingerprint)");
-  return nat->encode(&m, (char *)out, cap);
-}
-
-/* The first bytes a TLS server got are not TLS: tell the peer in its own terms (a yamux GO_AWAY if
- * it opened with MUX, else a native CLOSE) and end the connection once that is sent. */
+/* The first bytes a TLS server got are not TLS: tell the peer in its own terms (what the refusal
+ * callback of the context writes: the session knows its protocol, TLS does not) and end the
+ * connection once that is sent. */
 static void plaintext_peer(tls_conn *c, const char *buf, size_t len, const char *peer) {
-  unsigned char out[NP_CODEC_MAX_ENCODED];
-  int n = refusal(buf, len, out, sizeof(out));
+  unsigned char out[NP_TLS_REFUSAL_MAX];
+  int n = c->t->refusal != NULL ? c->t->refusal(buf, len, out, sizeof(out), c->t->refusal_arg) : 0;
   txbuf *b;
 
   np__log(c->t->log, NP_LOG_WARN,
@@ -861,6 +837,11 @@ int np__tls_export(np_conn *conn, const char *label, unsigned char *out, size_t 
   return SSL_export_keying_material(c->ssl, out, len, label, strlen(label), NULL, 0, 0) == 1
              ? 0
              : NP_ETLS;
+}
+
+void np__tls_set_refusal(np__tls *t, np__tls_refusal_cb cb, void *arg) {
+  t->refusal = cb;
+  t->refusal_arg = arg;
 }
 
 int np__tls_wrap(np__tls *t, np_conn *inner, np_conn **out) {

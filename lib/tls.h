@@ -29,6 +29,14 @@ void np__tls_free(np__tls *t);
 /* The server's own certificate fingerprint (NP_TLS_FP_LEN + 1 bytes, NUL-terminated). */
 const char *np__tls_fingerprint(const np__tls *t);
 
+/* What a server conn answers a peer whose first bytes are not TLS, in that peer's protocol (the
+ * session above knows it; TLS does not): writes at most cap bytes (NP_TLS_REFUSAL_MAX) to out from
+ * the first bytes the peer sent (buf, len) and returns how many, or 0 or less to send nothing. */
+#define NP_TLS_REFUSAL_MAX 1024
+typedef int (*np__tls_refusal_cb)(const char *buf, size_t len, unsigned char *out, size_t cap,
+                                  void *arg);
+void np__tls_set_refusal(np__tls *t, np__tls_refusal_cb cb, void *arg);
+
 /* Wrap inner, which the TLS conn then owns (closing one closes both). A server conn tells a peer
  * that does not speak TLS so, in the peer's own protocol, and reports NP_ENOTLS; its handshake runs
  * when reading starts. A client conn must complete np__tls_handshake before use. */

@@ -119,7 +119,7 @@ static void on_recv(uv_udp_t *h, ssize_t n, const uv_buf_t *buf, const struct so
   for (np__ulink_flow *f = l->flows; f != NULL; f = f->next) {
     if (f->id == flow) {
       l->stats->in++;
-      np__conn_udp_inject(f->conn, payload, plen);
+      f->deliver(f, payload, plen);
       return;
     }
   }

@@ -15,13 +15,18 @@
 
 typedef struct np__ulink np__ulink;
 
-/* A flow that may use the link: embedded in its UDP conn (conn_udp.c). */
-typedef struct np__ulink_flow {
+typedef struct np__ulink_flow np__ulink_flow;
+/* A datagram for the flow's local service that came over the path. */
+typedef void (*np__ulink_deliver_cb)(np__ulink_flow *f, const char *data, size_t len);
+
+/* A flow that may use the link: embedded in its UDP conn (conn_udp.c), which sets deliver (the link
+ * calls up through it, so the link knows nothing of conns). */
+struct np__ulink_flow {
   np__ulink *link; /* NULL: not attached, or the link went */
   uint64_t id;     /* the visitor id */
-  np_conn *conn;
+  np__ulink_deliver_cb deliver;
   struct np__ulink_flow *prev, *next;
-} np__ulink_flow;
+};
 
 typedef struct np__ulink_stats {
   uint64_t in, out;    /* datagrams over the path */
@@ -46,8 +51,7 @@ void np__ulink_detach(np__ulink_flow *f);
  * caller uses the tunnel. */
 int np__ulink_send(np__ulink_flow *f, const char *data, size_t len);
 
-/* conn_udp.c: a datagram for the local service that came over the path. */
-void np__conn_udp_inject(np_conn *c, const char *data, size_t len);
+/* conn_udp.c: the flow of a UDP conn, NULL for any other conn. */
 np__ulink_flow *np__conn_udp_flow(np_conn *c);
 
 #endif
