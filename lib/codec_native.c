@@ -217,8 +217,8 @@ static int parse_body(const unsigned char *p, size_t len, np_msg *m) {
       m->id = v;
       break;
     case F_KIND:
-      if (v > NP_PROXY_KIND_LAST)
-        return NP_EPROTO;
+      /* Any kind: which ones exist is the server's to say (a PROXY_RESP with NP_EUNSUPPORTED), so a
+       * newer client asking for a type this server lacks loses that proxy, not its session. */
       m->kind = (uint8_t)v;
       break;
     default:

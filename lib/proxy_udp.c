@@ -6,7 +6,8 @@
 #include <string.h>
 
 #include "dgram.h"
-#include "server.h"
+#include "proxy.h"
+#include "udp_path.h"
 
 #define RCVBUF          (1 << 20)    /* the public socket's receive buffer */
 #define EARLY_MAX       32           /* datagrams queued before the work connection */
@@ -27,7 +28,7 @@ typedef struct np__udp_flow {
   int path_ok;   /* the client takes its datagrams over the datagram path */
   np_conn *work; /* NULL until it comes */
   int pending;   /* its visitor waits in the pool */
-  int arriving;  /* inside np__server_visitor_arrived */
+  int arriving;  /* inside np__visitor_arrive */
   int refused;   /* ... which dropped its visitor */
   early *qhead, *qtail;
   size_t nq;
@@ -44,7 +45,6 @@ typedef struct np__udp {
   flow *flows;
   size_t nflows;
   int closes_left;
-  void (*close_cb)(void *);
 } udp;
 
 typedef struct out_dgram {
@@ -156,20 +156,21 @@ static void to_work(flow *f, const char *data, size_t len) {
 /* The flow of s named id, if s still has it. */
 static flow *find_flow(session *s, uint64_t id) {
   for (proxy *px = s->proxies; px != NULL; px = px->next) {
-    if (px->udp == NULL)
+    if (px->type != &np__proxy_udp)
       continue;
-    for (flow *f = px->udp->flows; f != NULL; f = f->next)
+    for (flow *f = ((udp *)px->impl)->flows; f != NULL; f = f->next)
       if (f->id == id)
         return f;
   }
   return NULL;
 }
 
-void np__udp_flow_set_id(flow *f, uint64_t id) {
-  f->id = id;
+static void udp_visitor_id(visitor *v) {
+  ((flow *)v->impl)->id = v->id;
 }
 
-void np__udp_flow_path_ready(session *s, uint64_t id) {
+/* The datagram path's news (udp_path.c): the client takes flow id's datagrams there now. */
+static void path_ready(session *s, uint64_t id) {
   flow *f = find_flow(s, id);
   if (f != NULL)
     f->path_ok = 1;
@@ -177,7 +178,8 @@ void np__udp_flow_path_ready(session *s, uint64_t id) {
 
 static void on_client_dgram(void *arg, const char *data, size_t len);
 
-void np__udp_flow_from_path(session *s, uint64_t id, const char *data, size_t len) {
+/* A datagram for flow id of s's proxies, from the datagram path: to its visitor. */
+static void from_path(session *s, uint64_t id, const char *data, size_t len) {
   flow *f = find_flow(s, id);
   if (f == NULL) {
     s->srv->stats.udp_dropped++; /* it ended meanwhile */
@@ -213,9 +215,11 @@ static void work_read(np_conn *c, ssize_t n, const uv_buf_t *buf) {
     flow_close(f, "malformed datagram frame from the client");
 }
 
-void np__udp_flow_join(flow *f, np_conn *work, const char *rest, size_t rest_len) {
-  struct np_server *srv = srv_of(f->u);
+/* The flow's work connection came (rest: bytes after its header): datagrams flow both ways. */
+static void udp_join(visitor *v, session *s, np_conn *work, const char *rest, size_t rest_len) {
+  flow *f = v->impl;
 
+  (void)s;
   f->pending = 0;
   if (f->closing) { /* its proxy went meanwhile */
     work->data = f;
@@ -225,7 +229,6 @@ void np__udp_flow_join(flow *f, np_conn *work, const char *rest, size_t rest_len
   }
   f->work = work;
   work->data = f;
-  srv->stats.visitors_joined++;
   flow_debug(f, "has its work connection", "");
   while (f->qhead != NULL) {
     early *e = f->qhead;
@@ -241,7 +244,11 @@ void np__udp_flow_join(flow *f, np_conn *work, const char *rest, size_t rest_len
     flow_close(f, "cannot read its work connection");
 }
 
-void np__udp_flow_unjoined(flow *f) {
+/* The flow's visitor expired or was refused before a work connection came: the flow goes. */
+static void udp_drop(visitor *v, const char *end) {
+  flow *f = v->impl;
+
+  (void)end; /* the access log is TCP's (docs/config.md) */
   f->pending = 0;
   if (f->arriving) {
     f->refused = 1; /* flow_new cleans up */
@@ -255,7 +262,6 @@ void np__udp_flow_unjoined(flow *f) {
 
 static flow *flow_new(udp *u, const struct sockaddr *addr) {
   struct np_server *srv = srv_of(u);
-  visitor *v;
   flow *f;
 
   if (u->nflows >= srv->cfg.udp_max_flows) {
@@ -268,10 +274,6 @@ static flow *flow_new(udp *u, const struct sockaddr *addr) {
   }
   if ((f = calloc(1, sizeof(*f))) == NULL)
     return NULL;
-  if ((v = calloc(1, sizeof(*v))) == NULL) {
-    free(f);
-    return NULL;
-  }
   f->u = u;
   f->srv = srv;
   memcpy(&f->addr, addr,
@@ -283,9 +285,9 @@ static flow *flow_new(udp *u, const struct sockaddr *addr) {
   u->nflows++;
   srv->stats.udp_flows++;
   srv->refs++; /* the flow's */
-  v->flow = f;
   f->arriving = 1;
-  np__server_visitor_arrived(srv, u->px, v);
+  if (np__visitor_arrive(u->px, f, addr) != 0)
+    f->refused = 1, f->pending = 0;
   f->arriving = 0;
   if (f->refused) {
     flow_close(f, NULL);
@@ -358,7 +360,7 @@ static void on_failed_closed(uv_handle_t *h) {
   free(h->data);
 }
 
-int np__udp_open(proxy *px, const struct sockaddr *addr) {
+static int udp_open(proxy *px, const struct sockaddr *addr) {
   struct sockaddr_storage ss;
   int n = sizeof(ss), r;
   udp *u = calloc(1, sizeof(*u));
@@ -384,7 +386,7 @@ int np__udp_open(proxy *px, const struct sockaddr *addr) {
   u->sweep.data = u;
   uint64_t every = px->srv->cfg.udp_idle_timeout_ms / 4 + 1;
   uv_timer_start(&u->sweep, on_sweep, every, every);
-  px->udp = u;
+  px->impl = u;
   return 0;
 }
 
@@ -392,16 +394,46 @@ static void on_part_closed(uv_handle_t *h) {
   udp *u = h->data;
   if (--u->closes_left > 0)
     return;
-  u->close_cb(u->px);
+  np__proxy_closed(u->px);
   free(u);
 }
 
-void np__udp_close(proxy *px, void (*cb)(void *px)) {
-  udp *u = px->udp;
+/* Close px's flows and socket. */
+static void udp_close(proxy *px) {
+  udp *u = px->impl;
   while (u->flows != NULL)
     flow_close(u->flows, NULL);
-  u->close_cb = cb;
   u->closes_left = 2;
   uv_close((uv_handle_t *)&u->h, on_part_closed);
   uv_close((uv_handle_t *)&u->sweep, on_part_closed);
 }
+
+/* ---- the server's datagram path (udp_path.c) ----------------------------------------------- */
+
+/* It listens on the control port's number over UDP; without it, UDP proxies still work over the
+ * tunnel. Only the native codec has the session keys it needs. */
+static int server_start(struct np_server *srv, const struct sockaddr *control) {
+  static const np__upath_handlers handlers = {.ready = path_ready, .from_path = from_path};
+  int r;
+
+  if (!native(srv))
+    return 0;
+  if ((r = np__upath_open(srv, control, &handlers)) != 0)
+    np__log(&srv->log, NP_LOG_WARN,
+            "datagram path off: cannot bind UDP port %d (%s); UDP proxies use the tunnel",
+            srv->port, np_strerror(r));
+  return r;
+}
+
+const np__proxy_type np__proxy_udp = {
+    .name = "udp",
+    .kind = NP_PROXY_UDP,
+    .server_start = server_start,
+    .server_stop = np__upath_close,
+    .session_end = np__upath_forget_session,
+    .open = udp_open,
+    .close = udp_close,
+    .visitor_id = udp_visitor_id,
+    .join = udp_join,
+    .drop = udp_drop,
+};

@@ -11,7 +11,7 @@
 
 #include <openssl/crypto.h>
 
-#include "server.h"
+#include "proxy.h"
 
 #include "auth.h"
 #include "mux_frame.h"
@@ -86,7 +86,7 @@ static void on_proxy_msg(session *s, const np_msg *m) {
       np__cidrs_parse(m->text, &allow, resp.text, sizeof(resp.text)) != 0)
     r = NP_ECONFIG;
   if (r == 0)
-    r = np__proxy_open(srv, s, m->name, (np_proxy_kind)m->kind, addr, m->port, &px);
+    r = np__proxy_open(srv, s, m->name, m->kind, addr, m->port, &px);
   resp.status = r;
   if (r != 0) {
     switch (r) {
@@ -103,8 +103,11 @@ static void on_proxy_msg(session *s, const np_msg *m) {
       snprintf(resp.text, sizeof(resp.text), "at most %zu %s for client '%s'", max_proxies(s),
                np__plural(max_proxies(s), "proxy", "proxies"), s->name);
       break;
-    case NP_ECONFIG:
     case NP_EUNSUPPORTED:
+      snprintf(resp.text, sizeof(resp.text), "this server has no proxy type of kind %u",
+               (unsigned)m->kind);
+      break;
+    case NP_ECONFIG:
       break; /* said above */
     default:
       snprintf(resp.text, sizeof(resp.text), "%s (%s:%u)", np_strerror(r), addr, m->port);
@@ -162,7 +165,11 @@ void np__session_close(session *s, int status, const char *why) {
     return;
   s->closing = 1;
   session_unlink(s);
-  np__upath_forget(srv, s);
+  if (s->state == S_READY)
+    np__server_types_session_end(s);
+  if (s->seal_ok)
+    np__seal_free(&s->seal);
+  s->seal_ok = 0;
   if (s->state == S_IDLE && s->owner != NULL)
     idle_unlink(s);
   while (s->idle != NULL)
@@ -184,13 +191,7 @@ void np__session_close(session *s, int status, const char *why) {
     s->proxies = px->next;
     np__proxy_close(px);
   }
-  /* Work connections of a dead session are dead too; cut their visitors off now rather than leave
-   * them hanging until TCP gives up. */
-  for (active *a = s->joins; a != NULL; a = a->next) {
-    a->s = NULL;
-    np__join_abort(a->join);
-  }
-  s->joins = NULL;
+  np__session_end_joins(s);
   uv_close((uv_handle_t *)&s->timer, on_session_timer_closed);
   {
     /* A client's multiplexed connection lives as long as its control session. */
@@ -457,9 +458,7 @@ static void work_fail(session *s, const np_msg *m) {
      * already reset; either way only the reason is left to report. The reset would make the
      * access log say end=reset: mark the join, in case its end has not been logged yet (with mux
      * it has not: the reset travels behind this message on the same connection). */
-    for (active *a = s->joins; a != NULL; a = a->next)
-      if (a->id == m->id)
-        a->end = "local_failed";
+    np__session_local_failed(s, m->id);
     srv->stats.visitors_failed++;
     np__log(&srv->log, NP_LOG_INFO, "client %s: visitor %llu closed: %s%s%s", s->name,
             (unsigned long long)m->id, np_strerror(m->status), m->text[0] ? ": " : "", m->text);
@@ -865,7 +864,8 @@ static int start_mux(session *s, const np_msg *m) {
 /* ---- lifecycle ---------------------------------------------------------------------------------
  */
 
-int np_server_new(uv_loop_t *loop, const struct np_config *cfg, struct np_server **out) {
+/* np_server_new is in builtin.c: this core, and the proxy types every server has. */
+int np__server_create(uv_loop_t *loop, const struct np_config *cfg, struct np_server **out) {
   struct np_server *srv;
 
   if (loop == NULL || cfg == NULL || cfg->kind != NP_CONFIG_SERVER)
@@ -1059,16 +1059,13 @@ int np_server_start(struct np_server *srv) {
   if ((r = listen_on(srv, &srv->control_px, &srv->listener, srv->cfg.bind, on_control,
                      &srv->port)) != 0)
     return r;
-  if (native(srv)) {
-    /* The datagram path listens on the same number over UDP; without it, UDP proxies still work
-     * over the tunnel. */
+  {
+    /* The control port's address as bound, for the types that listen beside it (the datagram
+     * path, on the same number over UDP). */
     struct sockaddr_storage ua;
     np__parse_addr(srv->cfg.bind, &ua);
     ((struct sockaddr_in *)&ua)->sin_port = htons((uint16_t)srv->port); /* v4 and v6 alike */
-    if ((r = np__upath_open(srv, (struct sockaddr *)&ua)) != 0)
-      np__log(&srv->log, NP_LOG_WARN,
-              "datagram path off: cannot bind UDP port %d (%s); UDP proxies use the tunnel",
-              srv->port, np_strerror(r));
+    np__server_types_start(srv, (struct sockaddr *)&ua);
   }
   if (srv->cfg.token[0] == '\0' && srv->users == NULL && native(srv))
     np__log(&srv->log, NP_LOG_WARN, "no token set: any client can open public ports");
@@ -1207,7 +1204,7 @@ void np_server_close(struct np_server *srv, np_server_close_cb cb) {
     np__mux_close(mc->mux);
   if (srv->visit_proxy != NULL)
     np__proxy_close(srv->visit_proxy);
-  np__upath_close(srv);
+  np__server_types_stop(srv);
   if (srv->pool != NULL)
     srv->pool_ops->expire(srv->pool, UINT64_MAX, np__visitor_removed, srv);
   if (srv->started) {

@@ -27,42 +27,33 @@ enum sstate { S_NEW, S_AUTH, S_READY, S_IDLE };
 
 typedef struct session session;
 typedef struct proxy proxy;
+typedef struct visitor visitor;
+typedef struct np__proxy_type np__proxy_type; /* proxy.h */
+typedef struct np__tracked np__tracked;       /* proxy.h */
 
+/* A name a client registered (PROXY) and the frontend its type opened for it. */
 struct proxy {
   struct np_server *srv;
   session *s; /* owner; NULL for the line codec's server-wide visit port */
+  const np__proxy_type *type;
+  void *impl; /* the type's: a listener, a UDP socket and its flows */
   char name[NP_MSG_NAME_MAX + 1];
   int port;
-  np__cidrs allow_ips; /* visitors from elsewhere are closed at accept */
-  np_proxy_kind kind;
-  np__listener *listener; /* TCP */
-  struct np__udp *udp;    /* UDP (proxy_udp.c) */
+  np__cidrs allow_ips; /* visitors from elsewhere are turned away */
   proxy *next;
 };
 
-typedef struct visitor {
+/* Somebody at a proxy's frontend, waiting in the pool for a work connection. */
+struct visitor {
   struct np_server *srv;
   proxy *px;
   uint64_t id; /* its name in REQ_WORK / START */
   uint64_t session_id;
   uint64_t deadline;
-  uint64_t since;            /* when it arrived (loop time, ms): the access log's duration */
-  np_conn *conn;             /* a TCP visitor */
-  struct np__udp_flow *flow; /* or a UDP one: one visitor address on a UDP proxy */
-} visitor;
-
-/* A join we may have to cut short when its session dies. */
-typedef struct active {
-  struct np_server *srv;
-  session *s;
-  struct np_join *join;
-  /* For its access log line, which comes after its proxy and its visitor's conn may be gone. */
-  uint64_t id, since;
-  np__addr visitor_addr;
-  char proxy[NP_MSG_NAME_MAX + 1];
-  const char *end; /* how it ended when the join's status cannot tell (local_failed), or NULL */
-  struct active *prev, *next;
-} active;
+  uint64_t since; /* when it arrived (loop time, ms): the access log's duration */
+  np__addr addr;  /* where it came from (family 0: not known) */
+  void *impl;     /* the type's: a TCP conn, a UDP flow */
+};
 
 struct session {
   struct np_server *srv;
@@ -82,7 +73,7 @@ struct session {
   uint64_t ping_seq;
   proxy *proxies;
   size_t n_proxies;
-  active *joins;
+  np__tracked *joins;             /* its joined visitors */
   session *owner;                 /* S_IDLE: the control session this connection works for */
   session *idle_next, *idle_prev; /* S_IDLE: in owner->idle */
   session *idle;                  /* S_READY: its idle work connections */
@@ -136,7 +127,8 @@ struct np_server {
   np__tls *tls;        /* NULL with insecure = true */
   np__users *users;    /* the users file; NULL without one */
   np__backoff *backoff;
-  struct np__upath *upath; /* the datagram path's socket; NULL when off */
+  struct np__upath *upath;          /* the datagram path's socket (udp_path.c); NULL when off */
+  const np__proxy_type *types[256]; /* by kind (proxy.h) */
   int port;
   int refs; /* open handles and objects; the server is freed when closing and refs hits 0 */
   uint64_t accept_error_logged;
@@ -155,6 +147,8 @@ static inline int native(const struct np_server *srv) {
 }
 
 /* server.c */
+/* A server with no proxy types yet (np_server_new, in builtin.c, adds the built-in ones). */
+int np__server_create(uv_loop_t *loop, const struct np_config *cfg, struct np_server **out);
 /* A new connection to the control port (TLS is added here); also how the fuzzer feeds a session. */
 void np__server_accept(struct np_server *srv, np_conn *c);
 /* The ports s may open beyond allow_ports' limits: its users file entry's, or NULL. */
@@ -166,46 +160,25 @@ void np__server_unref(struct np_server *srv);
 int np__server_start_pooled(struct np_server *srv, session *owner, proxy *px, visitor *v,
                             uint64_t id);
 
-/* proxy_tcp.c */
-int np__proxy_open(struct np_server *srv, session *s, const char *name, np_proxy_kind kind,
+/* work.c: visitors, the pending pool and joins (what the proxy types call is in proxy.h) */
+int np__proxy_open(struct np_server *srv, session *s, const char *name, uint8_t kind,
                    const char *addr, int port, proxy **out);
 void np__proxy_close(proxy *px);
-void np__server_accept_failed(np__listener *l, int err, uint64_t refused);
-void np__server_on_visitor(np__listener *l, np_conn *c);
-void np__server_visitor_arrived(struct np_server *srv, proxy *px, visitor *v);
-void np__server_on_tunnel(np__listener *l, np_conn *c);
 /* Close a visitor that was never joined; end says how, for the access log ("timeout", "refused",
  * "local_failed", "aborted"; docs/config.md). */
 void np__visitor_drop(visitor *v, const char *end);
 /* np_pool_item_cb that drops the visitor (pool drains: its proxy or session went). */
 void np__visitor_removed(uint64_t id, void *item, void *arg);
+/* Hand v to its type to join with work (rest: bytes after its header). */
 void np__server_join(struct np_server *srv, session *s, np_conn *work, visitor *v, const char *rest,
                      size_t rest_len);
-
-/* udp_path.c: the datagram carrier's socket */
-/* Bind it on addr (the control port's address and number). 0, or the bind error. */
-int np__upath_open(struct np_server *srv, const struct sockaddr *addr);
-void np__upath_close(struct np_server *srv);
-/* Send a flow's datagram to s's client over the datagram path: 0, or UV_EAGAIN when the path is
- * not up (the caller uses the stream), UV_EMSGSIZE when it does not fit one packet. */
-int np__upath_send(session *s, uint64_t flow, const char *data, size_t len);
-/* s is going: its keys go, and the socket forgets it. */
-void np__upath_forget(struct np_server *srv, session *s);
-
-/* proxy_udp.c */
-/* Bind px's UDP socket on addr (px->port then says where). 0 or the bind error. */
-int np__udp_open(proxy *px, const struct sockaddr *addr);
-/* Close px's flows and socket; cb(px) once all is closed. */
-void np__udp_close(proxy *px, void (*cb)(void *px));
-/* The flow's work connection came (rest: bytes after its header): datagrams flow both ways. */
-void np__udp_flow_join(struct np__udp_flow *f, np_conn *work, const char *rest, size_t rest_len);
-/* The flow's visitor expired or was refused before a work connection came: the flow goes. */
-void np__udp_flow_unjoined(struct np__udp_flow *f);
-/* The flow's visitor id (its name in REQ_WORK/START, and on the datagram path). */
-void np__udp_flow_set_id(struct np__udp_flow *f, uint64_t id);
-/* The client has the flow's socket and takes its datagrams over the datagram path now. */
-void np__udp_flow_path_ready(session *s, uint64_t id);
-/* A datagram for flow id of s's proxies, from the datagram path: to its visitor. */
-void np__udp_flow_from_path(session *s, uint64_t id, const char *data, size_t len);
+void np__server_on_tunnel(np__listener *l, np_conn *c);
+/* The session ends: its joins are cut, and the types hear of it. */
+void np__session_end_joins(session *s);
+void np__server_types_start(struct np_server *srv, const struct sockaddr *control);
+void np__server_types_stop(struct np_server *srv);
+void np__server_types_session_end(session *s);
+/* A client reported that visitor id's local service failed after it was joined. */
+void np__session_local_failed(session *s, uint64_t id);
 
 #endif

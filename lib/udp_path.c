@@ -6,11 +6,11 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "server.h"
-#include "udp_seal.h"
+#include "udp_path.h"
 
 typedef struct np__upath {
   struct np_server *srv;
+  const np__upath_handlers *to;
   uv_udp_t h;
   session *last; /* the session of the last valid packet: most packets belong to a busy one */
 } upath;
@@ -73,7 +73,7 @@ static void on_recv(uv_udp_t *h, ssize_t n, const uv_buf_t *buf, const struct so
     if (plen >= 4)
       s->udp_keepalive_ms = (uint32_t)np__get_be((const unsigned char *)payload, 4);
     if (flow != 0)
-      np__udp_flow_path_ready(s, flow);
+      p->to->ready(s, flow);
     int len = np__seal_pack(&s->seal, NP_SEAL_PROBE_ACK, flow, payload, plen, tx);
     uv_buf_t b = uv_buf_init(tx, (unsigned)len);
     if (len > 0)
@@ -81,7 +81,7 @@ static void on_recv(uv_udp_t *h, ssize_t n, const uv_buf_t *buf, const struct so
     return;
   }
   srv->stats.udp_path_in++;
-  np__udp_flow_from_path(s, flow, payload, plen);
+  p->to->from_path(s, flow, payload, plen);
 }
 
 int np__upath_send(session *s, uint64_t flow, const char *data, size_t len) {
@@ -114,13 +114,15 @@ static void on_failed(uv_handle_t *h) {
   free(h->data);
 }
 
-int np__upath_open(struct np_server *srv, const struct sockaddr *addr) {
+int np__upath_open(struct np_server *srv, const struct sockaddr *addr,
+                   const np__upath_handlers *to) {
   upath *p = calloc(1, sizeof(*p));
   int r, size = 4 << 20;
 
   if (p == NULL)
     return UV_ENOMEM;
   p->srv = srv;
+  p->to = to;
   uv_udp_init(srv->loop, &p->h);
   p->h.data = p;
   if ((r = uv_udp_bind(&p->h, addr, 0)) != 0 ||
@@ -151,10 +153,7 @@ void np__upath_close(struct np_server *srv) {
   srv->upath = NULL;
 }
 
-void np__upath_forget(struct np_server *srv, session *s) {
-  if (srv->upath != NULL && srv->upath->last == s)
-    srv->upath->last = NULL;
-  if (s->seal_ok)
-    np__seal_free(&s->seal);
-  s->seal_ok = 0;
+void np__upath_forget_session(session *s) {
+  if (s->srv->upath != NULL && s->srv->upath->last == s)
+    s->srv->upath->last = NULL;
 }

@@ -1,0 +1,79 @@
+/* Proxy types: what visitors arrive at (docs/design.md, "Proxy types"). The session core (server.c
+ * and work.c) knows a proxy only through its type's table below and never branches on the kind; a
+ * type is one file (proxy_tcp.c, proxy_udp.c) plus a line that registers it (builtin.c), or an
+ * embedder's or a test's own table passed to np__server_add_type. Not installed (yet): a type
+ * handles np_conns, which are internal. */
+#ifndef NP_PROXY_H
+#define NP_PROXY_H
+
+#include "server.h"
+
+/* The table of a proxy type. Every function runs on the server's loop. */
+struct np__proxy_type {
+  const char *name; /* "tcp", "udp": for logs */
+  uint8_t kind;     /* PROXY's kind on the wire (docs/protocol.md) */
+
+  /* Server-wide hooks, each optional. server_start runs once the control port is bound (control:
+   * its address and port); an error there is the type's to log, the server starts anyway.
+   * server_stop runs when the server closes, session_end when a logged-in session goes (before
+   * its proxies close). */
+  int (*server_start)(struct np_server *srv, const struct sockaddr *control);
+  void (*server_stop)(struct np_server *srv);
+  void (*session_end)(session *s);
+
+  /* Open px's frontend on addr (its port 0: any free one) and set px->port. 0, or the bind error
+   * (UV_EADDRINUSE, ...), and then nothing is left open. px->impl is the type's. */
+  int (*open)(proxy *px, const struct sockaddr *addr);
+  /* Close px's frontend and whatever it still holds (its visitors have been dropped already); call
+   * np__proxy_closed(px) once all of it is closed. */
+  void (*close)(proxy *px);
+
+  /* v was given its id, the name REQ_WORK and START use for it. Optional. */
+  void (*visitor_id)(visitor *v);
+  /* v's work connection came from s's client (s NULL: the line codec's tunnel port, or the session
+   * went); rest: what the client sent after its header. The type owns work from here; the core
+   * frees v after the call (v->impl is the type's to keep or free). */
+  void (*join)(visitor *v, session *s, np_conn *work, const char *rest, size_t rest_len);
+  /* v goes without a join; end says how, in the access log's words ("timeout", "refused",
+   * "aborted", "local_failed"). The core frees v after the call. */
+  void (*drop)(visitor *v, const char *end);
+};
+
+/* A joined visitor its session may have to cut short (the session ended) or hear about (the client
+ * reported its local service failed after a pre-opened join). Embedded in a type's join state and
+ * linked to the session with np__session_track. */
+struct np__tracked {
+  session *s; /* NULL once the session is gone */
+  uint64_t id;
+  void (*abort)(np__tracked *t);        /* cut it now (it untracks itself when it ends) */
+  void (*local_failed)(np__tracked *t); /* optional: its end is the client's failure */
+  np__tracked *prev, *next;
+};
+
+/* The built-in types (proxy_tcp.c, proxy_udp.c), which builtin.c registers. */
+extern const np__proxy_type np__proxy_tcp, np__proxy_udp;
+
+/* ---- what a type calls (work.c) ------------------------------------------------------------- */
+
+/* Register a type for its kind (replacing any before). Before np_server_start. 0 or UV_EINVAL. */
+int np__server_add_type(struct np_server *srv, const np__proxy_type *type);
+/* A visitor arrived at px, from (NULL: unknown); impl is the type's (a conn, a flow). The core puts
+ * it in the pool and asks px's client for a work connection, or joins it with a pre-opened one at
+ * once; from here the visitor ends through the type's join or drop, never by the caller. Returns 0,
+ * or UV_ENOMEM with nothing taken (the caller keeps impl). */
+int np__visitor_arrive(proxy *px, void *impl, const struct sockaddr *from);
+/* The type's close is done: px goes. */
+void np__proxy_closed(proxy *px);
+/* Whether px admits a visitor from addr (its allow_ips); counts and logs the ones it turns away. */
+int np__proxy_admits(proxy *px, const struct sockaddr *addr);
+void np__session_track(session *s, np__tracked *t);
+void np__session_untrack(np__tracked *t);
+/* One access log line (docs/config.md): in is visitor -> client, out the other way. */
+void np__access_log(struct np_server *srv, const char *name, const np__addr *from, uint64_t since,
+                    uint64_t in, uint64_t out, const char *end);
+/* How a join ended, in the access log's words. */
+const char *np__join_end(int status, char *buf, size_t len);
+/* np__accept_fail_cb for any listener whose data is a proxy: logs once a second at most. */
+void np__server_accept_failed(np__listener *l, int err, uint64_t refused);
+
+#endif

@@ -1,0 +1,353 @@
+/* Work matching, the session core's half that deals with visitors: proxies opened through their
+ * type, visitors in the pending pool (and their expiry), REQ_WORK to their client, and the handover
+ * of each to its type once its work connection came. Nothing here knows what a visitor is (a TCP
+ * connection, a UDP flow): proxy.h is the whole of what a type and the core say to each other. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "proxy.h"
+
+static void arm_pool_timer(struct np_server *srv);
+
+/* ---- types -------------------------------------------------------------------------------- */
+
+int np__server_add_type(struct np_server *srv, const np__proxy_type *type) {
+  if (srv->started || type == NULL || type->open == NULL || type->close == NULL ||
+      type->join == NULL || type->drop == NULL)
+    return UV_EINVAL;
+  srv->types[type->kind] = type;
+  return 0;
+}
+
+void np__server_types_start(struct np_server *srv, const struct sockaddr *control) {
+  for (size_t k = 0; k < sizeof(srv->types) / sizeof(srv->types[0]); k++)
+    if (srv->types[k] != NULL && srv->types[k]->server_start != NULL)
+      srv->types[k]->server_start(srv, control);
+}
+
+void np__server_types_stop(struct np_server *srv) {
+  for (size_t k = 0; k < sizeof(srv->types) / sizeof(srv->types[0]); k++)
+    if (srv->types[k] != NULL && srv->types[k]->server_stop != NULL)
+      srv->types[k]->server_stop(srv);
+}
+
+void np__server_types_session_end(session *s) {
+  struct np_server *srv = s->srv;
+  for (size_t k = 0; k < sizeof(srv->types) / sizeof(srv->types[0]); k++)
+    if (srv->types[k] != NULL && srv->types[k]->session_end != NULL)
+      srv->types[k]->session_end(s);
+}
+
+/* ---- joins a session tracks ------------------------------------------------------------------ */
+
+void np__session_track(session *s, np__tracked *t) {
+  t->s = s;
+  if (s != NULL)
+    NP_DLIST_PUSH(s->joins, t, prev, next);
+}
+
+void np__session_untrack(np__tracked *t) {
+  if (t->s != NULL)
+    NP_DLIST_UNLINK(t->s->joins, t, prev, next);
+  t->s = NULL;
+}
+
+/* Work connections of a dead session are dead too: cut their visitors off now rather than leave
+ * them hanging until TCP gives up. */
+void np__session_end_joins(session *s) {
+  while (s->joins != NULL) {
+    np__tracked *t = s->joins;
+    s->joins = t->next;
+    t->s = NULL;
+    t->prev = t->next = NULL;
+    t->abort(t);
+  }
+}
+
+void np__session_local_failed(session *s, uint64_t id) {
+  for (np__tracked *t = s->joins; t != NULL; t = t->next)
+    if (t->id == id && t->local_failed != NULL)
+      t->local_failed(t);
+}
+
+/* ---- logs ----------------------------------------------------------------------------------- */
+
+/* Out of descriptors and the like: say so once per second at most, with how many connections were
+ * refused meanwhile, not once per connection. */
+void np__server_accept_failed(np__listener *l, int err, uint64_t refused) {
+  proxy *px = np__listener_data(l);
+  struct np_server *srv = px->srv;
+  uint64_t now = now_ms(srv);
+
+  srv->stats.accept_errors++;
+  srv->stats.refused_no_fd += refused;
+  srv->refused_unlogged += refused;
+  if (srv->accept_error_logged == 0 || now - srv->accept_error_logged >= 1000) {
+    srv->accept_error_logged = now;
+    np__log(&srv->log, NP_LOG_ERROR,
+            "%s port %d: accept failed: %s; %llu %s refused since the last report%s", px->name,
+            px->port, np_strerror(err), (unsigned long long)srv->refused_unlogged,
+            np__plural(srv->refused_unlogged, "connection", "connections"),
+            err == UV_EMFILE || err == UV_ENFILE ? " (raise the descriptor limit: ulimit -n)" : "");
+    srv->refused_unlogged = 0;
+  }
+}
+
+/* The access log: one line per visitor once it is gone, telling what haproxy's tcplog tells (who,
+ * which proxy, bytes, duration, how it ended) as key=value fields an operator can grep;
+ * docs/config.md gives the format. */
+void np__access_log(struct np_server *srv, const char *name, const np__addr *from, uint64_t since,
+                    uint64_t in, uint64_t out, const char *end) {
+  char who[64] = "?";
+  uint64_t ms = now_ms(srv) - since;
+
+  if (!srv->cfg.access_log)
+    return;
+  if (from != NULL && from->sa.sa_family != 0)
+    np__addr_str(&from->sa, who, sizeof(who));
+  np__log(&srv->log, NP_LOG_INFO,
+          "access proxy=%s visitor=%s in=%llu out=%llu duration=%llu.%03llus end=%s", name, who,
+          (unsigned long long)in, (unsigned long long)out, (unsigned long long)(ms / 1000),
+          (unsigned long long)(ms % 1000), end);
+}
+
+const char *np__join_end(int status, char *buf, size_t len) {
+  switch (status) {
+  case 0:
+    return "closed"; /* both ways ended with EOF */
+  case UV_ECONNRESET:
+  case UV_EPIPE:
+    return "reset";
+  case UV_ETIMEDOUT:
+    return "timeout";
+  case UV_ECANCELED:
+    return "aborted"; /* its client's session ended, or the server is stopping */
+  default:
+    snprintf(buf, len, "error:%s", np_err_name(status));
+    return buf;
+  }
+}
+
+/* ---- visitors ------------------------------------------------------------------------------- */
+
+/* The core's part of a visitor ends here; whatever the type holds ends in its join or drop. */
+static void visitor_free(visitor *v) {
+  struct np_server *srv = v->srv;
+  free(v);
+  np__server_unref(srv);
+}
+
+void np__visitor_drop(visitor *v, const char *end) {
+  v->px->type->drop(v, end);
+  visitor_free(v);
+}
+
+void np__visitor_removed(uint64_t id, void *item, void *arg) {
+  (void)id;
+  (void)arg;
+  np__visitor_drop(item, "aborted");
+}
+
+void np__server_join(struct np_server *srv, session *s, np_conn *work, visitor *v, const char *rest,
+                     size_t rest_len) {
+  srv->stats.visitors_joined++;
+  v->px->type->join(v, s, work, rest, rest_len);
+  visitor_free(v);
+}
+
+static void on_expired(uint64_t id, void *item, void *arg) {
+  visitor *v = item;
+  struct np_server *srv = arg;
+  srv->stats.visitors_expired++;
+  np__log(&srv->log, NP_LOG_INFO, "proxy %s: visitor %llu got no work connection within %llums",
+          v->px->name, (unsigned long long)id, (unsigned long long)srv->cfg.pending_timeout_ms);
+  np__visitor_drop(v, "timeout");
+}
+
+static void on_pool_timer(uv_timer_t *t) {
+  struct np_server *srv = t->data;
+  srv->pool_ops->expire(srv->pool, now_ms(srv), on_expired, srv);
+  arm_pool_timer(srv);
+}
+
+static void arm_pool_timer(struct np_server *srv) {
+  uint64_t next = srv->pool_ops->next_deadline(srv->pool);
+  uint64_t now = now_ms(srv);
+
+  if (srv->closing)
+    return;
+  if (next == UINT64_MAX) {
+    uv_timer_stop(&srv->pool_timer);
+    return;
+  }
+  uv_timer_start(&srv->pool_timer, on_pool_timer, np__ms_left(next, now), 0);
+}
+
+static session *visit_owner(struct np_server *srv, proxy *px) {
+  if (px->s != NULL)
+    return px->s;
+  /* The line codec's visit port belongs to whichever client is connected. */
+  for (session *s = srv->sessions; s != NULL; s = s->next)
+    if (s->state == S_READY && !s->closing)
+      return s;
+  return NULL;
+}
+
+int np__proxy_admits(proxy *px, const struct sockaddr *addr) {
+  struct np_server *srv = px->srv;
+  char peer[64];
+
+  if (px->allow_ips.n == 0 || (addr != NULL && np__cidrs_allow(&px->allow_ips, addr)))
+    return 1;
+  srv->stats.visitors_denied++;
+  if (srv->log.level >= NP_LOG_DEBUG) {
+    /* DEBUG: a scan from outside would otherwise write a line per port and probe. */
+    if (addr != NULL)
+      np__addr_str(addr, peer, sizeof(peer));
+    np__log(&srv->log, NP_LOG_DEBUG, "proxy %s: visitor %s is outside allow_ips, closed", px->name,
+            addr != NULL ? peer : "?");
+  }
+  return 0;
+}
+
+/* A new visitor on px: its client is asked for a work connection, or it joins a pre-opened one at
+ * once. */
+int np__visitor_arrive(proxy *px, void *impl, const struct sockaddr *from) {
+  struct np_server *srv = px->srv;
+  np_msg m = {.type = NP_MSG_REQ_WORK};
+  visitor *v;
+  session *s;
+  int r;
+
+  if ((v = calloc(1, sizeof(*v))) == NULL)
+    return UV_ENOMEM;
+  v->srv = srv;
+  v->px = px;
+  v->impl = impl;
+  v->since = now_ms(srv);
+  if (from != NULL)
+    np__addr_copy(&v->addr, from);
+  srv->refs++; /* the visitor's, until it is dropped or joined */
+  if ((s = visit_owner(srv, px)) == NULL) {
+    srv->stats.visitors_refused++;
+    np__log(&srv->log, NP_LOG_INFO, "proxy %s: visitor refused: no client connected", px->name);
+    np__visitor_drop(v, "refused");
+    return 0;
+  }
+  v->session_id = s->id;
+  v->deadline = now_ms(srv) + srv->cfg.pending_timeout_ms;
+  m.id = v->id = ++srv->next_visitor_id;
+  if (px->type->visitor_id != NULL)
+    px->type->visitor_id(v);
+  if (s->idle != NULL && np__server_start_pooled(srv, s, px, v, m.id) == 0)
+    return 0;
+  strcpy(m.name, px->name);
+  if ((r = srv->pool_ops->put(srv->pool, m.id, px, v, v->deadline)) != 0) {
+    srv->stats.visitors_refused++;
+    np__log(&srv->log, NP_LOG_WARN,
+            "proxy %s: visitor refused: %s (max_pending %zu, per proxy %zu)", px->name,
+            np_strerror(r), srv->cfg.max_pending, srv->cfg.max_pending_per_proxy);
+    np__visitor_drop(v, "refused");
+    return 0;
+  }
+  if ((r = np__session_send(s, &m)) != 0) {
+    srv->pool_ops->take(srv->pool, m.id);
+    np__visitor_drop(v, "aborted");
+    np__session_close(s, r, "control stream not writable");
+    return 0;
+  }
+  arm_pool_timer(srv);
+  return 0;
+}
+
+/* ---- proxies -------------------------------------------------------------------------------- */
+
+void np__proxy_closed(proxy *px) {
+  struct np_server *srv = px->srv;
+  free(px);
+  np__server_unref(srv);
+}
+
+void np__proxy_close(proxy *px) {
+  struct np_server *srv = px->srv;
+  srv->pool_ops->remove_group(srv->pool, px, np__visitor_removed, srv);
+  srv->stats.proxies--;
+  px->type->close(px);
+}
+
+/* Open a proxy named name of the given kind for session s on addr:port. Port 0 picks a free port,
+ * inside allow_ports and the client's own ports (users file) when they are set. Returns 0 and *out,
+ * NP_EUNSUPPORTED for a kind no type is registered for, or the bind error (NP_EPORTDENIED when the
+ * two lists share no port). */
+int np__proxy_open(struct np_server *srv, session *s, const char *name, uint8_t kind,
+                   const char *addr, int port, proxy **out) {
+  const np__ports *mine = s != NULL ? np__session_ports(s) : NULL;
+  const np__ports *from = mine != NULL && mine->n > 0 ? mine : &srv->cfg.allow_ports;
+  const np__proxy_type *type = srv->types[kind];
+  uint32_t span = 0, start = 0;
+  int tries = 1, r = UV_EADDRINUSE, bound = 0;
+
+  if (type == NULL)
+    return NP_EUNSUPPORTED;
+  if (port == 0 && from->n > 0) {
+    for (size_t i = 0; i < from->n; i++)
+      span += (uint32_t)(from->r[i].hi - from->r[i].lo) + 1;
+    tries = span < 64 ? (int)span : 64;
+    start = (uint32_t)(uv_hrtime() % span);
+  }
+  for (int t = 0; t < tries; t++) {
+    struct sockaddr_storage ss;
+    char spec[NP_MSG_NAME_MAX + 16];
+    int p = port;
+    proxy *px;
+
+    if (span > 0) {
+      /* Step through the ranges by a prime so retries spread out. */
+      uint32_t k = (start + (uint32_t)t * 7919u) % span;
+      for (size_t i = 0; i < from->n; i++) {
+        uint32_t len = (uint32_t)(from->r[i].hi - from->r[i].lo) + 1;
+        if (k < len) {
+          p = from->r[i].lo + (int)k;
+          break;
+        }
+        k -= len;
+      }
+      if (!np__ports_allow(&srv->cfg.allow_ports, p))
+        continue;
+    }
+    bound++;
+    snprintf(spec, sizeof(spec), strchr(addr, ':') ? "[%s]:%d" : "%s:%d", addr, p);
+    if (np__parse_addr(spec, &ss) != 0)
+      return UV_EINVAL;
+    if ((px = calloc(1, sizeof(*px))) == NULL)
+      return UV_ENOMEM;
+    px->srv = srv;
+    px->s = s;
+    px->type = type;
+    np__strlcpy(px->name, name, sizeof(px->name));
+    if ((r = type->open(px, (struct sockaddr *)&ss)) == 0) {
+      srv->refs++;
+      srv->stats.proxies++;
+      *out = px;
+      return 0;
+    }
+    free(px);
+  }
+  return bound == 0 ? NP_EPORTDENIED : r;
+}
+
+/* Line codec: a tunnel connection carries no header, so it takes the visitor that waited longest.
+ */
+void np__server_on_tunnel(np__listener *l, np_conn *c) {
+  struct np_server *srv = ((proxy *)np__listener_data(l))->srv;
+  visitor *v;
+
+  v = srv->pool_ops->take_oldest(srv->pool, srv->visit_proxy, NULL);
+  if (v == NULL) {
+    srv->stats.work_unknown++;
+    np__log(&srv->log, NP_LOG_INFO, "tunnel connection with no visitor waiting, closing");
+    np__conn_close(c, NULL);
+    return;
+  }
+  np__server_join(srv, visit_owner(srv, v->px), c, v, NULL, 0);
+}
