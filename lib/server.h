@@ -129,6 +129,9 @@ struct np_server {
   np__backoff *backoff;
   struct np__upath *upath;          /* the datagram path's socket (udp_path.c); NULL when off */
   const np__proxy_type *types[256]; /* by kind (proxy.h) */
+  /* Tears down what a closing session holds above session.c (np__work_session_closing): a hook, so
+   * that session.c calls nothing above it. */
+  void (*session_closing)(session *s);
   int port;
   int refs; /* open handles and objects; the server is freed when closing and refs hits 0 */
   uint64_t accept_error_logged;
@@ -151,16 +154,39 @@ static inline int native(const struct np_server *srv) {
 int np__server_create(uv_loop_t *loop, const struct np_config *cfg, struct np_server **out);
 /* A new connection to the control port (TLS is added here); also how the fuzzer feeds a session. */
 void np__server_accept(struct np_server *srv, np_conn *c);
+
+/* session.c */
+int np__session_send(session *s, const np_msg *m);
+/* CLOSE{status, text} to a live native client (nothing when its channel already failed). */
+void np__session_send_close(session *s, int status, const char *text);
+void np__session_close(session *s, int status, const char *why);
+/* s's connection left its chan (np__chan_detach or np__chan_release): s goes. */
+void np__session_detached(session *s);
+/* The session's one timer: login deadline, heartbeats, the peer's death. */
+void np__session_on_timer(uv_timer_t *t);
+void np__server_unref(struct np_server *srv);
+
+/* login.c */
+int np__login_hello(session *s, const np_msg *m);
+int np__login(session *s, const np_msg *m);
+/* The token name must log in with (users may be NULL): NULL when the name may not log in. */
+const char *np__login_token(const struct np_server *srv, const np__users *users, const char *name,
+                            const np__user **user);
+/* A failed login: counted, and charged to the address's back-off when only a guesser or a hostile
+ * peer produces err. */
+void np__login_failed(struct np_server *srv, const struct sockaddr_storage *addr, const char *peer,
+                      int err, const char *why);
+
+/* work.c: proxies, visitors, the pending pool and joins (what the proxy types call is in proxy.h)
+ */
 /* The ports s may open beyond allow_ports' limits: its users file entry's, or NULL. */
 const np__ports *np__session_ports(const session *s);
-void np__session_close(session *s, int status, const char *why);
-int np__session_send(session *s, const np_msg *m);
-void np__server_unref(struct np_server *srv);
-/* Join v at once with one of owner's pre-opened work connections; 0, or an error (none idle). */
-int np__server_start_pooled(struct np_server *srv, session *owner, proxy *px, visitor *v,
-                            uint64_t id);
-
-/* work.c: visitors, the pending pool and joins (what the proxy types call is in proxy.h) */
+void np__work_proxy_msg(session *s, const np_msg *m); /* PROXY */
+void np__work_fail(session *s, const np_msg *m);      /* WORK_FAIL */
+void np__work(session *s, const np_msg *m);           /* WORK as a connection's first message */
+int np__work_idle(session *s, const np_msg *m);       /* WORK_IDLE, the same */
+/* srv->session_closing: s's proxies, their visitors and its joins go. */
+void np__work_session_closing(session *s);
 int np__proxy_open(struct np_server *srv, session *s, const char *name, uint8_t kind,
                    const char *addr, int port, proxy **out);
 void np__proxy_close(proxy *px);

@@ -7,7 +7,10 @@
 
 #include "proxy.h"
 
+#include "auth.h"
+
 static void arm_pool_timer(struct np_server *srv);
+static int start_pooled(struct np_server *srv, session *owner, proxy *px, visitor *v, uint64_t id);
 
 /* ---- types -------------------------------------------------------------------------------- */
 
@@ -239,7 +242,7 @@ int np__visitor_arrive(proxy *px, void *impl, const struct sockaddr *from) {
   m.id = v->id = ++srv->next_visitor_id;
   if (px->type->visitor_id != NULL)
     px->type->visitor_id(v);
-  if (s->idle != NULL && np__server_start_pooled(srv, s, px, v, m.id) == 0)
+  if (s->idle != NULL && start_pooled(srv, s, px, v, m.id) == 0)
     return 0;
   strcpy(m.name, px->name);
   if ((r = srv->pool_ops->put(srv->pool, m.id, px, v, v->deadline)) != 0) {
@@ -350,4 +353,250 @@ void np__server_on_tunnel(np__listener *l, np_conn *c) {
     return;
   }
   np__server_join(srv, visit_owner(srv, v->px), c, v, NULL, 0);
+}
+
+/* ---- control messages about work (server.c dispatches them) --------------------------------- */
+
+const np__ports *np__session_ports(const session *s) {
+  return s->user != NULL ? &s->user->ports : NULL;
+}
+
+static size_t max_proxies(const session *s) {
+  if (s->user != NULL && s->user->max_proxies != SIZE_MAX)
+    return s->user->max_proxies;
+  return s->srv->cfg.max_proxies_per_client;
+}
+
+void np__work_proxy_msg(session *s, const np_msg *m) {
+  struct np_server *srv = s->srv;
+  np_msg resp = {.type = NP_MSG_PROXY_RESP};
+  const char *addr = m->addr[0] != '\0' ? m->addr : srv->cfg.proxy_bind_addr;
+  np__cidrs allow = {.n = 0};
+  proxy *px = NULL;
+  int r = 0;
+
+  strcpy(resp.name, m->name);
+  for (px = s->proxies; px != NULL; px = px->next)
+    if (strcmp(px->name, m->name) == 0)
+      r = NP_ENAMETAKEN;
+  if (r == 0 && s->n_proxies >= max_proxies(s))
+    r = NP_ELIMIT;
+  if (r == 0 && m->port != 0 && !np__ports_allow(&srv->cfg.allow_ports, m->port)) {
+    r = NP_EPORTDENIED;
+    snprintf(resp.text, sizeof(resp.text), "port %u is outside the server's allow_ports", m->port);
+  }
+  if (r == 0 && m->port != 0 && s->user != NULL && !np__ports_allow(&s->user->ports, m->port)) {
+    r = NP_EPORTDENIED;
+    snprintf(resp.text, sizeof(resp.text), "port %u is outside the ports client '%s' may open",
+             m->port, s->name);
+  }
+  /* PROXY's text is its allow_ips (docs/protocol.md). */
+  if (r == 0 && m->text[0] != '\0' &&
+      np__cidrs_parse(m->text, &allow, resp.text, sizeof(resp.text)) != 0)
+    r = NP_ECONFIG;
+  if (r == 0)
+    r = np__proxy_open(srv, s, m->name, m->kind, addr, m->port, &px);
+  resp.status = r;
+  if (r != 0) {
+    switch (r) {
+    case UV_EADDRINUSE:
+      snprintf(resp.text, sizeof(resp.text), "port %u is already in use on the server", m->port);
+      break;
+    case NP_EPORTDENIED:
+      if (m->port == 0)
+        snprintf(resp.text, sizeof(resp.text),
+                 "no free port is both in allow_ports and among those client '%s' may open",
+                 s->name);
+      break;
+    case NP_ELIMIT:
+      snprintf(resp.text, sizeof(resp.text), "at most %zu %s for client '%s'", max_proxies(s),
+               np__plural(max_proxies(s), "proxy", "proxies"), s->name);
+      break;
+    case NP_EUNSUPPORTED:
+      snprintf(resp.text, sizeof(resp.text), "this server has no proxy type of kind %u",
+               (unsigned)m->kind);
+      break;
+    case NP_ECONFIG:
+      break; /* said above */
+    default:
+      snprintf(resp.text, sizeof(resp.text), "%s (%s:%u)", np_strerror(r), addr, m->port);
+    }
+    np__log(&srv->log, NP_LOG_WARN, "client %s: proxy %s refused: %s", s->name, m->name, resp.text);
+    np__session_send(s, &resp);
+    return;
+  }
+  px->allow_ips = allow;
+  px->next = s->proxies;
+  s->proxies = px;
+  s->n_proxies++;
+  resp.port = (uint16_t)px->port;
+  np__log(&srv->log, NP_LOG_INFO, "client %s: proxy %s listening on %s:%d%s%s", s->name, px->name,
+          addr, px->port, allow.n > 0 ? ", visitors only from " : "", allow.n > 0 ? m->text : "");
+  np__session_send(s, &resp);
+}
+
+/* Return a visitor taken to be looked at. The pool may be the embedder's and refuse it (full, out
+ * of memory): then the visitor is let go, or it would be held by nobody and np_server_close would
+ * wait for it forever. */
+static void put_back(struct np_server *srv, uint64_t id, visitor *v) {
+  int r = srv->pool_ops->put(srv->pool, id, v->px, v, v->deadline);
+  if (r != 0) {
+    srv->stats.visitors_failed++;
+    np__log(&srv->log, NP_LOG_WARN, "visitor %llu dropped: the pending pool refused it back: %s",
+            (unsigned long long)id, np_strerror(r));
+    np__visitor_drop(v, "aborted");
+  }
+}
+
+void np__work_fail(session *s, const np_msg *m) {
+  struct np_server *srv = s->srv;
+  visitor *v = srv->pool_ops->take(srv->pool, m->id);
+
+  if (v == NULL) {
+    /* Expired meanwhile, or a visitor sent over a pre-opened connection, which the client has
+     * already reset; either way only the reason is left to report. The reset would make the
+     * access log say end=reset: mark the join, in case its end has not been logged yet (with mux
+     * it has not: the reset travels behind this message on the same connection). */
+    np__session_local_failed(s, m->id);
+    srv->stats.visitors_failed++;
+    np__log(&srv->log, NP_LOG_INFO, "client %s: visitor %llu closed: %s%s%s", s->name,
+            (unsigned long long)m->id, np_strerror(m->status), m->text[0] ? ": " : "", m->text);
+    return;
+  }
+  if (v->session_id != s->id) {
+    put_back(srv, m->id, v);
+    return;
+  }
+  srv->stats.visitors_failed++;
+  np__log(&srv->log, NP_LOG_INFO, "proxy %s: visitor %llu closed: %s%s%s", v->px->name,
+          (unsigned long long)m->id,
+          np_strerror(m->status == NP_ELOCALFAIL ? NP_ELOCALFAIL : m->status),
+          m->text[0] ? ": " : "", m->text);
+  np__visitor_drop(v, "local_failed");
+}
+
+/* First message WORK: this connection is the work connection for one pending visitor. */
+void np__work(session *s, const np_msg *m) {
+  struct np_server *srv = s->srv;
+  unsigned char want[NP_MSG_KEY_LEN];
+  session *owner = NULL;
+  const char *rest;
+  size_t rest_len;
+  np_conn *c;
+  visitor *v;
+
+  v = srv->pool_ops->take(srv->pool, m->id2);
+  if (v != NULL) {
+    for (owner = srv->sessions; owner != NULL && owner->id != v->session_id; owner = owner->next)
+      ;
+    if (owner == NULL || owner->id != m->id ||
+        np__auth_work_mac(owner->key, m->id, m->id2, want) != 0 || !np__auth_equal(want, m->mac)) {
+      /* Not proven: leave the visitor for its real work connection. */
+      put_back(srv, m->id2, v);
+      v = NULL;
+    }
+  }
+  if (v == NULL) {
+    srv->stats.work_unknown++;
+    np__log(&srv->log, NP_LOG_INFO, "%s: work connection for unknown or unproven visitor %llu",
+            s->peer, (unsigned long long)m->id2);
+    np__session_close(s, NP_EPROTO, "unknown visitor");
+    return;
+  }
+  c = np__chan_detach(s->ch, &rest, &rest_len);
+  np__session_detached(s);
+  np__server_join(srv, owner, c, v, rest, rest_len);
+}
+
+/* Anti-replay window: accept each serial once, and only within 64 of the highest seen. */
+static int serial_fresh(session *o, uint64_t n) {
+  if (n == 0)
+    return 0;
+  if (n > o->idle_top) {
+    uint64_t shift = n - o->idle_top;
+    o->idle_seen = shift >= 64 ? 0 : o->idle_seen << shift;
+    o->idle_seen |= 1;
+    o->idle_top = n;
+    return 1;
+  }
+  if (o->idle_top - n >= 64 || (o->idle_seen >> (o->idle_top - n)) & 1)
+    return 0;
+  o->idle_seen |= (uint64_t)1 << (o->idle_top - n);
+  return 1;
+}
+
+/* First message WORK_IDLE: a pre-opened work connection; park it with its owner until a visitor
+ * comes. */
+int np__work_idle(session *s, const np_msg *m) {
+  struct np_server *srv = s->srv;
+  unsigned char want[NP_MSG_KEY_LEN];
+  session *o;
+
+  for (o = srv->sessions; o != NULL && !(o->state == S_READY && o->id == m->id); o = o->next)
+    ;
+  if (o == NULL || np__auth_idle_mac(o->key, m->id, m->id2, want) != 0 ||
+      !np__auth_equal(want, m->mac) || !serial_fresh(o, m->id2)) {
+    srv->stats.work_unknown++;
+    np__log(&srv->log, NP_LOG_INFO, "%s: pre-opened work connection not proven (session %llu)",
+            s->peer, (unsigned long long)m->id);
+    return NP_EAUTH;
+  }
+  if (o->n_idle >= srv->cfg.max_work_pool) {
+    np__log(&srv->log, NP_LOG_DEBUG, "client %s: more than %zu pre-opened work connections",
+            o->name, srv->cfg.max_work_pool);
+    return NP_ELIMIT;
+  }
+  s->state = S_IDLE;
+  s->owner = o;
+  NP_DLIST_PUSH(o->idle, s, idle_prev, idle_next);
+  o->n_idle++;
+  np__strlcpy(s->name, o->name, sizeof(s->name));
+  np__conn_keepalive(np__chan_conn(s->ch), (unsigned)(srv->cfg.heartbeat_interval_ms / 1000));
+  np__log(&srv->log, NP_LOG_DEBUG, "client %s: pre-opened work connection %llu parked (%zu idle)",
+          o->name, (unsigned long long)m->id2, o->n_idle);
+  return 0;
+}
+
+/* Join a visitor with one of its client's idle work connections right away: START{id} on it, and
+ * the client joins its end with the local service. Returns 0, or NP_NOPROXY-like errors when none.
+ */
+static int start_pooled(struct np_server *srv, session *owner, proxy *px, visitor *v, uint64_t id) {
+  np_msg m = {.type = NP_MSG_START, .id = id};
+  session *w = owner->idle;
+  np_conn *c;
+  int r;
+
+  if (w == NULL)
+    return NP_ESTATE;
+  c = np__chan_release(w->ch);
+  np__session_detached(w);
+  strcpy(m.name, px->name);
+  if ((r = np__conn_send_msg(c, srv->codec, &m)) != 0) {
+    np__conn_abort(c, NULL);
+    return r;
+  }
+  srv->stats.visitors_pooled++;
+  np__log(&srv->log, NP_LOG_DEBUG,
+          "proxy %s: visitor %llu joined with a pre-opened work connection", px->name,
+          (unsigned long long)id);
+  np__server_join(srv, owner, c, v, NULL, 0);
+  return 0;
+}
+
+/* srv->session_closing: what a closing session holds here goes with it. */
+void np__work_session_closing(session *s) {
+  struct np_server *srv = s->srv;
+
+  if (s->state == S_READY) {
+    np__server_types_session_end(s);
+    /* The line codec's visit port outlives its client; its waiting visitors do not. */
+    if (!native(srv) && srv->visit_proxy != NULL)
+      srv->pool_ops->remove_group(srv->pool, srv->visit_proxy, np__visitor_removed, srv);
+  }
+  while (s->proxies != NULL) {
+    proxy *px = s->proxies;
+    s->proxies = px->next;
+    np__proxy_close(px);
+  }
+  np__session_end_joins(s);
 }

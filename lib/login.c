@@ -1,0 +1,200 @@
+/* Logins: HELLO and LOGIN (docs/protocol.md), the users file's tokens, the failed-login back-off,
+ * and one live client per name. */
+#include <stdlib.h>
+#include <string.h>
+
+#include <openssl/crypto.h>
+
+#include "server.h"
+
+#include "auth.h"
+
+int np__login_hello(session *s, const np_msg *m) {
+  np_msg resp = {.type = NP_MSG_HELLO, .version = PROTO_VERSION};
+
+  if (m->version != PROTO_VERSION) {
+    np_msg c = {.type = NP_MSG_CLOSE, .status = NP_EVERSION};
+    snprintf(c.text, sizeof(c.text), "protocol version %u is not supported (server speaks %u)",
+             m->version, PROTO_VERSION);
+    np__chan_send(s->ch, &c);
+    return NP_EVERSION;
+  }
+  if (np__auth_nonce(s->snonce) != 0)
+    return UV_EIO;
+  memcpy(resp.nonce, s->snonce, NP_MSG_KEY_LEN);
+  s->state = S_AUTH;
+  return np__session_send(s, &resp);
+}
+
+/* The datagram path's keys for a session that just logged in: from the TLS session of its
+ * connection, or (insecure = true) from the session key, which only the two ends know if the token
+ * is secret. */
+static void datagram_keys(session *s, np_conn *c) {
+  unsigned char master[NP_SEAL_MASTER];
+  int r = np__tls_export(c, NP_UDP_EXPORTER_LABEL, master, sizeof(master));
+
+  if (r != 0 && s->srv->tls == NULL) {
+    memcpy(master, s->key, sizeof(master));
+    r = 0;
+  }
+  if (r == 0 && np__seal_init(&s->seal, master, s->id, 1) == 0)
+    s->seal_ok = 1;
+  OPENSSL_cleanse(master, sizeof(master));
+}
+
+static session *find_ready(struct np_server *srv, const char *name) {
+  for (session *o = srv->sessions; o != NULL; o = o->next)
+    if (o->state == S_READY && strcmp(o->name, name) == 0)
+      return o;
+  return NULL;
+}
+
+/* The token name must log in with: its users file entry's, else the shared one; NULL when the name
+ * may not log in at all (a users file without it, and no shared token). */
+const char *np__login_token(const struct np_server *srv, const np__users *users, const char *name,
+                            const np__user **user) {
+  const np__user *u = np__users_find(users, name);
+
+  if (user != NULL)
+    *user = u;
+  if (u != NULL)
+    return u->token;
+  if (users != NULL && srv->cfg.token[0] == '\0')
+    return NULL;
+  return srv->cfg.token;
+}
+
+/* A failed login, or garbage where one belonged: counted; charged to the address (the back-off)
+ * when it is something only a guesser or a hostile peer produces. Silence, resets and refusals that
+ * an honest client meets (limits, the back-off itself) are not. */
+void np__login_failed(struct np_server *srv, const struct sockaddr_storage *addr, const char *peer,
+                      int err, const char *why) {
+  unsigned fails = 0;
+  uint64_t wait = 0;
+
+  srv->stats.logins_failed++;
+  if (err == NP_EAUTH || err == NP_EPROTO || err == NP_EVERSION || err == NP_ETOOBIG ||
+      err == NP_ETLS)
+    wait = np__backoff_fail(srv->backoff, (const struct sockaddr *)addr, now_ms(srv), &fails);
+  if (wait > 0)
+    np__log(&srv->log, NP_LOG_WARN,
+            "%s: %s; %u failed %s from this address, its next login is refused unheard for "
+            "%llums",
+            peer, why, fails, np__plural(fails, "login", "logins"), (unsigned long long)wait);
+}
+
+int np__login(session *s, const np_msg *m) {
+  struct np_server *srv = s->srv;
+  np_msg resp = {.type = NP_MSG_LOGIN_RESP};
+  unsigned char want[NP_MSG_KEY_LEN];
+  const np__user *user = NULL;
+  const char *token;
+  uint64_t wait;
+  session *old;
+  size_t n = 0;
+
+  wait = np__backoff_wait(srv->backoff, (struct sockaddr *)&s->addr, now_ms(srv));
+  if (wait > 0) {
+    /* Not even checked: a guess made now tells the guesser nothing. */
+    srv->stats.logins_throttled++;
+    np__log(&srv->log, NP_LOG_INFO, "%s: login as '%s' refused unheard: too many failed logins",
+            s->peer, m->name);
+    resp.status = NP_EBACKOFF;
+    resp.id = wait; /* ms: the client waits at least this long before it tries again */
+    snprintf(resp.text, sizeof(resp.text),
+             "too many failed logins from your address; retry in %llu s",
+             (unsigned long long)(wait + 999) / 1000);
+    np__chan_send(s->ch, &resp);
+    return NP_EBACKOFF;
+  }
+  token = np__login_token(srv, srv->users, m->name, &user);
+  if (m->version != PROTO_VERSION || m->name[0] == '\0' || token == NULL ||
+      np__auth_login_mac(token, s->snonce, m->nonce, m->name, want) != 0 ||
+      !np__auth_equal(want, m->mac)) {
+    np__log(&srv->log, NP_LOG_WARN, "%s: login as '%s' refused: %s", s->peer, m->name,
+            token == NULL ? "no such client in the users file" : "wrong token");
+    np__login_failed(srv, &s->addr, s->peer, NP_EAUTH, "login refused");
+    resp.status = NP_EAUTH;
+    /* The same words whether the name exists or not. */
+    snprintf(resp.text, sizeof(resp.text), "wrong token for client '%s'", m->name);
+    np__chan_send(s->ch, &resp);
+    return NP_EAUTH;
+  }
+  for (session *o = srv->sessions; o != NULL; o = o->next)
+    n += o->state == S_READY;
+  old = find_ready(srv, m->name);
+  if (old == NULL && n >= srv->cfg.max_clients) {
+    resp.status = NP_ELIMIT;
+    snprintf(resp.text, sizeof(resp.text), "the server takes at most %zu %s", srv->cfg.max_clients,
+             np__plural(srv->cfg.max_clients, "client", "clients"));
+    np__chan_send(s->ch, &resp);
+    return NP_ELIMIT;
+  }
+  if (old != NULL) {
+    uint64_t now = now_ms(srv), grace = srv->cfg.heartbeat_interval_ms / 2;
+    /* The same client process coming back (its instance id: a reconnect after its connection died
+     * unnoticed, or after it never got our answer), a session that has missed its heartbeats (it
+     * left a ping of ours unanswered for half an interval: whatever the client's own interval, a
+     * live one answers within a round trip), or a login told to (--takeover) replaces the old
+     * session at once; another live client under the same name (two hosts with one host name) is
+     * told so instead of silently taking the ports over. */
+    int same = m->id != 0 && m->id == old->resume;
+    int stale =
+        old->ping_out > old->last_rx && now - old->ping_out >= (grace > 1000 ? grace : 1000);
+    if (!same && !stale && !(m->status & NP_LOGIN_TAKEOVER)) {
+      char where[64];
+      np__addr_str((const struct sockaddr *)&old->addr, where, sizeof(where));
+      np__log(&srv->log, NP_LOG_WARN,
+              "%s: login as '%s' refused: a live client from %s already uses that name", s->peer,
+              m->name, where);
+      resp.status = NP_ENAMEINUSE;
+      snprintf(resp.text, sizeof(resp.text),
+               "client name '%s' is in use by a live client from %s: give each client its own "
+               "name with --name (or --takeover to replace that one)",
+               m->name, where);
+      np__chan_send(s->ch, &resp);
+      /* Ask the old one now: should it be gone, a try after the grace finds it stale. */
+      if (old->ping_out <= old->last_rx) {
+        np_msg ping = {.type = NP_MSG_PING, .id = ++old->ping_seq};
+        if (np__session_send(old, &ping) == 0)
+          old->ping_out = now;
+      }
+      return NP_ENAMEINUSE;
+    }
+    np__log(&srv->log, NP_LOG_INFO,
+            "client %s logged in again from %s; closing its old session (%s)", m->name, s->peer,
+            same    ? "the same client coming back"
+            : stale ? "it missed its heartbeats"
+                    : "--takeover");
+    if (!same && !stale) {
+      /* A live client replaced on purpose: told why, and as final (NP_ENAMEINUSE ends np-client),
+       * or two clients with --takeover would replace each other for ever. */
+      char why[NP_MSG_TEXT_MAX + 1];
+      snprintf(why, sizeof(why), "replaced by a client logged in as '%s' with --takeover from %s",
+               m->name, s->peer);
+      np__session_close(old, NP_ENAMEINUSE, why);
+    } else {
+      np__session_close(old, NP_ECLOSED, "replaced by a new login");
+    }
+  }
+  np__auth_session_key(token, s->snonce, m->nonce, m->name, s->key);
+  np__strlcpy(s->name, m->name, sizeof(s->name));
+  s->user = user;
+  np__backoff_clear(srv->backoff, (struct sockaddr *)&s->addr, now_ms(srv));
+  s->state = S_READY;
+  s->id = ++srv->next_session_id;
+  srv->stats.clients++;
+  resp.id = s->id;
+  s->resume = m->id;
+  {
+    np__mux *mx = np__mux_of(np__chan_conn(s->ch));
+    if (mx != NULL)
+      ((muxconn *)np__mux_data(mx))->logged_in = 1;
+    datagram_keys(s, mx != NULL ? np__mux_transport(mx) : np__chan_conn(s->ch));
+  }
+  np__log(&srv->log, NP_LOG_INFO, "client %s logged in from %s%s", s->name, s->peer,
+          user != NULL ? " (users file)" : "");
+  /* The timer was set for the login deadline; from now on it keeps the heartbeat. */
+  uv_timer_start(&s->timer, np__session_on_timer, srv->cfg.heartbeat_interval_ms, 0);
+  return np__session_send(s, &resp);
+}
