@@ -144,8 +144,12 @@ class Env:
         p.port = int(p.wait_line(r"listening on .* \(port (\d+)").group(1))
         p.fingerprint = None
         p.tls_dir = tls[1] if TLS else None
+        # The start-up lines end with TLS's (the fingerprint, or the warning that it is off): a test
+        # that marks the log from here on sees none of them.
         if "--insecure" not in p.argv:
             p.fingerprint = p.wait_line(r"TLS certificate (sha256:[0-9A-F:]+)").group(1)
+        else:
+            p.wait_line(r"TLS is off")
         return p
 
     def client(self, server, *args, name="np-client", token="s3cret", wait=True):
