@@ -267,6 +267,7 @@ static void on_close(np_conn *c) {
 
   if (--j->closes_left > 0)
     return;
+  st.size = sizeof(st);
   st.a_to_b = j->ab.bytes;
   st.b_to_a = j->ba.bytes;
   j->cb(j, j->status, &st);
@@ -292,7 +293,8 @@ static void finish(struct np_join *j, int status) {
 
 static void on_spliced(void *data, int status, uint64_t a_to_b, uint64_t b_to_a) {
   struct np_join *j = data;
-  np_join_stats st = {j->ab.bytes + a_to_b, j->ba.bytes + b_to_a}; /* and before the switch */
+  /* The bytes relayed before the switch to splice, and after it. */
+  np_join_stats st = {sizeof(st), j->ab.bytes + a_to_b, j->ba.bytes + b_to_a};
   j->cb(j, status, &st);
   free(j);
 }
