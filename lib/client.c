@@ -142,9 +142,7 @@ static void on_join_done(struct np_join *j, int status, const np_join_stats *st)
   joined *jn = np_join_get_data(j);
   struct np_client *cl = jn->cl;
 
-  /* a = server side, b = local service (see work_join). */
-  cl->stats.bytes_in += st->a_to_b;
-  cl->stats.bytes_out += st->b_to_a;
+  /* a = server side, b = local service (see work_join); the bytes are counted already. */
   np__log(&cl->log, NP_LOG_DEBUG, "work connection done: %s, %llu %s in, %llu out",
           np_strerror(status), (unsigned long long)st->a_to_b,
           np__plural(st->a_to_b, "byte", "bytes"), (unsigned long long)st->b_to_a);
@@ -170,6 +168,8 @@ static void start_join(struct np_client *cl, np_conn *server, np_conn *local, co
     np__conn_close(local, NULL);
     return;
   }
+  /* Counted as they flow, so the stats show a long transfer while it runs. */
+  np__join_count_into(jn->join, &cl->stats.bytes_in, &cl->stats.bytes_out);
   cl->refs++;
   NP_DLIST_PUSH(cl->joins, jn, prev, next);
   cl->stats.work_opened++;

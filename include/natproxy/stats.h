@@ -38,8 +38,8 @@ NP_BEGIN_DECLS
   X(visitors_failed, COUNTER, "failed", "visitors", "visitors closed because the client reported its local service unreachable") \
   X(work_unknown, COUNTER, "work_unknown", "connections", "work connections naming an unknown or expired visitor id") \
   X(logins_failed, COUNTER, "logins_failed", "logins", "logins refused: bad token, bad version, malformed login") \
-  X(bytes_in, COUNTER, "bytes_in", "bytes", "bytes visitor -> client: TCP of finished joins, UDP as it goes") \
-  X(bytes_out, COUNTER, "bytes_out", "bytes", "bytes client -> visitor: TCP of finished joins, UDP as it goes") \
+  X(bytes_in, COUNTER, "bytes_in", "bytes", "bytes visitor -> client, counted as they are read (TCP and UDP)") \
+  X(bytes_out, COUNTER, "bytes_out", "bytes", "bytes client -> visitor, counted as they are read (TCP and UDP)") \
   X(accept_errors, COUNTER, "accept_errors", "errors", "failed accepts on any port (out of descriptors, ...)") \
   X(refused_no_fd, COUNTER, "refused_no_fd", "connections", "connections refused because no descriptor was left") \
   X(logins_throttled, COUNTER, "logins_throttled", "logins", "logins refused unheard: their address failed too often lately") \
@@ -54,8 +54,8 @@ NP_BEGIN_DECLS
   X(connects, COUNTER, "connects", "logins", "successful logins") \
   X(work_opened, COUNTER, "work_opened", "connections", "work connections joined with the local service") \
   X(local_failed, COUNTER, "local_failed", "connections", "work connections whose local service was unreachable") \
-  X(bytes_in, COUNTER, "bytes_in", "bytes", "bytes server -> local service, of finished joins") \
-  X(bytes_out, COUNTER, "bytes_out", "bytes", "bytes local service -> server, of finished joins") \
+  X(bytes_in, COUNTER, "bytes_in", "bytes", "bytes server -> local service, counted as they are read") \
+  X(bytes_out, COUNTER, "bytes_out", "bytes", "bytes local service -> server, counted as they are read") \
   X(udp_path_up, GAUGE, "udp_path_up", "boolean", "1 while UDP flows use the datagram path, 0 while they use the tunnel") \
   X(udp_path_in, COUNTER, "udp_path_in", "datagrams", "datagrams that came over the datagram path") \
   X(udp_path_out, COUNTER, "udp_path_out", "datagrams", "datagrams sent over the datagram path")

@@ -1,7 +1,9 @@
 /* The counters as data (natproxy/stats.h), through the public API only: the field tables describe
  * the structs exactly, np_*_get_stats honours the caller's size both ways, the log line is made
- * from the table, and ops tables of a size the library does not know are refused. */
+ * from the table, ops tables of a size the library does not know are refused, and the byte
+ * counters grow while a long transfer runs (copying relay over mux, and spliced without mux). */
 #include <setjmp.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -150,7 +152,174 @@ static void test_sizes(void **state) {
   assert_int_equal(uv_loop_close(&loop), 0);
 }
 
+/* ---- bytes counted as they flow ------------------------------------------------------------- */
+
+#define TRANSFER (8u << 20) /* long enough to be read in many turns, and to move to splice */
+#define PEEK_AT  (1u << 20) /* where the visitor looks at the counters, well before the end */
+
+static uv_loop_t loop;
+static struct np_server *srv;
+static struct np_client *cl;
+static uv_tcp_t service, service_conn, visitor;
+static uv_connect_t visitor_req;
+static uv_write_t service_write;
+static char block[256 * 1024];
+static size_t sent, got;
+static int public_port, peeked, visitor_eof;
+
+static void on_service_written(uv_write_t *req, int status);
+
+/* The local service sends TRANSFER bytes as fast as the tunnel takes them, then hangs up. */
+static void service_send(void) {
+  uv_buf_t b = uv_buf_init(block, sizeof(block));
+  if (sent >= TRANSFER) {
+    uv_close((uv_handle_t *)&service_conn, NULL);
+    return;
+  }
+  assert_int_equal(
+      uv_write(&service_write, (uv_stream_t *)&service_conn, &b, 1, on_service_written), 0);
+}
+
+static void on_service_written(uv_write_t *req, int status) {
+  (void)req;
+  assert_int_equal(status, 0);
+  sent += sizeof(block);
+  service_send();
+}
+
+static void on_service_conn(uv_stream_t *server, int status) {
+  assert_int_equal(status, 0);
+  uv_tcp_init(&loop, &service_conn);
+  assert_int_equal(uv_accept(server, (uv_stream_t *)&service_conn), 0);
+  service_send();
+}
+
+static void on_alloc(uv_handle_t *h, size_t size, uv_buf_t *buf) {
+  static char in[64 * 1024];
+  (void)h;
+  (void)size;
+  *buf = uv_buf_init(in, sizeof(in));
+}
+
+static void on_visitor_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
+  np_server_stats st;
+  np_client_stats cst;
+  (void)buf;
+
+  if (nread < 0) {
+    assert_int_equal(nread, UV_EOF);
+    visitor_eof = 1;
+    uv_close((uv_handle_t *)s, NULL);
+    return;
+  }
+  got += (size_t)nread;
+  if (got >= PEEK_AT && !peeked) {
+    /* Mid-transfer: every byte the visitor has was counted on its way, on both ends. */
+    peeked = 1;
+    assert_true(got < TRANSFER);
+    np_server_get_stats(srv, &st, sizeof(st));
+    np_client_get_stats(cl, &cst, sizeof(cst));
+    assert_true(st.bytes_out >= got && st.bytes_out < TRANSFER);
+    assert_true(cst.bytes_out >= got && cst.bytes_out < TRANSFER);
+  }
+}
+
+static void on_visitor_connected(uv_connect_t *req, int status) {
+  assert_int_equal(status, 0);
+  assert_int_equal(uv_read_start(req->handle, on_alloc, on_visitor_read), 0);
+}
+
+static void on_event(struct np_client *c, const np_client_event *ev) {
+  (void)c;
+  assert_true(ev->size >= offsetof(np_client_event, port) + sizeof(ev->port));
+  assert_int_not_equal(ev->type, NP_CLIENT_FATAL);
+  if (ev->type == NP_CLIENT_PROXY_READY)
+    public_port = ev->port;
+}
+
+static void quiet(np_log_level level, const char *msg, void *arg) {
+  (void)level;
+  (void)msg;
+  (void)arg;
+}
+
+static void transfer(const char *mux) {
+  struct np_config *cfg;
+  struct sockaddr_in sa;
+  int namelen = sizeof(sa);
+  char spec[64];
+  np_server_stats st;
+  np_client_stats cst;
+
+  sent = got = 0;
+  public_port = peeked = visitor_eof = 0;
+  assert_int_equal(uv_loop_init(&loop), 0);
+  uv_tcp_init(&loop, &service);
+  uv_ip4_addr("127.0.0.1", 0, &sa);
+  assert_int_equal(uv_tcp_bind(&service, (struct sockaddr *)&sa, 0), 0);
+  assert_int_equal(uv_listen((uv_stream_t *)&service, 8, on_service_conn), 0);
+  uv_tcp_getsockname(&service, (struct sockaddr *)&sa, &namelen);
+
+  assert_int_equal(np_config_new(NP_CONFIG_SERVER, &cfg), 0);
+  assert_int_equal(np_config_set_flag(cfg, "bind", "127.0.0.1:0"), 0);
+  assert_int_equal(np_config_set_flag(cfg, "token", "t"), 0);
+  assert_int_equal(np_config_set_flag(cfg, "insecure", "true"), 0);
+  assert_int_equal(np_config_set_flag(cfg, "proxy-bind-addr", "127.0.0.1"), 0);
+  assert_int_equal(np_server_new(&loop, cfg, &srv), 0);
+  np_config_free(cfg);
+  np_server_set_log(srv, NP_LOG_ERROR, quiet, NULL);
+  assert_int_equal(np_server_start(srv), 0);
+
+  assert_int_equal(np_config_new(NP_CONFIG_CLIENT, &cfg), 0);
+  snprintf(spec, sizeof(spec), "127.0.0.1:%d", np_server_port(srv));
+  assert_int_equal(np_config_set_flag(cfg, "server", spec), 0);
+  assert_int_equal(np_config_set_flag(cfg, "token", "t"), 0);
+  assert_int_equal(np_config_set_flag(cfg, "insecure", "true"), 0);
+  assert_int_equal(np_config_set_flag(cfg, "mux", mux), 0);
+  snprintf(spec, sizeof(spec), "0:127.0.0.1:%d", ntohs(sa.sin_port));
+  assert_int_equal(np_config_add_remote(cfg, spec), 0);
+  assert_int_equal(np_client_new(&loop, cfg, &cl), 0);
+  np_config_free(cfg);
+  np_client_set_log(cl, NP_LOG_ERROR, quiet, NULL);
+  np_client_set_event_cb(cl, on_event);
+  assert_int_equal(np_client_start(cl), 0);
+  while (public_port == 0)
+    uv_run(&loop, UV_RUN_ONCE);
+
+  uv_tcp_init(&loop, &visitor);
+  uv_ip4_addr("127.0.0.1", public_port, &sa);
+  assert_int_equal(
+      uv_tcp_connect(&visitor_req, &visitor, (struct sockaddr *)&sa, on_visitor_connected), 0);
+  while (!visitor_eof)
+    uv_run(&loop, UV_RUN_ONCE);
+  assert_true(peeked);
+  assert_int_equal(got, TRANSFER);
+  np_server_get_stats(srv, &st, sizeof(st));
+  np_client_get_stats(cl, &cst, sizeof(cst));
+  assert_int_equal(st.bytes_out, TRANSFER);
+  assert_int_equal(cst.bytes_out, TRANSFER);
+
+  np_client_close(cl, NULL);
+  np_server_close(srv, NULL);
+  uv_close((uv_handle_t *)&service, NULL);
+  uv_run(&loop, UV_RUN_DEFAULT);
+  assert_int_equal(uv_loop_close(&loop), 0);
+}
+
+static void test_bytes_flow_mux(void **state) {
+  (void)state;
+  transfer("true");
+}
+
+static void test_bytes_flow_spliced(void **state) {
+  (void)state;
+  transfer("false");
+}
+
 int main(void) {
-  const struct CMUnitTest tests[] = {cmocka_unit_test(test_tables), cmocka_unit_test(test_sizes)};
+  const struct CMUnitTest tests[] = {cmocka_unit_test(test_tables), cmocka_unit_test(test_sizes),
+                                     cmocka_unit_test(test_bytes_flow_mux),
+                                     cmocka_unit_test(test_bytes_flow_spliced)};
+  signal(SIGPIPE, SIG_IGN);
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
