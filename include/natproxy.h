@@ -11,6 +11,7 @@
 #include <natproxy/mux.h>
 #include <natproxy/pool.h>
 #include <natproxy/server.h>
+#include <natproxy/stats.h>
 #include <natproxy/version.h>
 
 #endif

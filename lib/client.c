@@ -16,6 +16,7 @@
 #include "bufcache.h"
 #include "join.h"
 #include "mux.h"
+#include "stats.h"
 #include "udp_link.h"
 
 #define PROTO_VERSION   1
@@ -111,7 +112,7 @@ static int native(const struct np_client *cl) {
 
 static void emit(struct np_client *cl, np_client_event_type type, int status, const char *name,
                  const char *text, int port) {
-  np_client_event ev = {type, status, name, text, port};
+  np_client_event ev = {sizeof(ev), type, status, name, text, port};
   if (cl->event_cb != NULL)
     cl->event_cb(cl, &ev);
 }
@@ -141,9 +142,7 @@ static void on_join_done(struct np_join *j, int status, const np_join_stats *st)
   joined *jn = np_join_get_data(j);
   struct np_client *cl = jn->cl;
 
-  /* a = server side, b = local service (see work_join). */
-  cl->stats.bytes_in += st->a_to_b;
-  cl->stats.bytes_out += st->b_to_a;
+  /* a = server side, b = local service (see work_join); the bytes are counted already. */
   np__log(&cl->log, NP_LOG_DEBUG, "work connection done: %s, %llu %s in, %llu out",
           np_strerror(status), (unsigned long long)st->a_to_b,
           np__plural(st->a_to_b, "byte", "bytes"), (unsigned long long)st->b_to_a);
@@ -169,6 +168,8 @@ static void start_join(struct np_client *cl, np_conn *server, np_conn *local, co
     np__conn_close(local, NULL);
     return;
   }
+  /* Counted as they flow, so the stats show a long transfer while it runs. */
+  np__join_count_into(jn->join, &cl->stats.bytes_in, &cl->stats.bytes_out);
   cl->refs++;
   NP_DLIST_PUSH(cl->joins, jn, prev, next);
   cl->stats.work_opened++;
@@ -926,7 +927,7 @@ int np_client_new(uv_loop_t *loop, const struct np_config *cfg, struct np_client
 int np_client_set_codec(struct np_client *cl, const np_codec_ops *codec) {
   if (cl->started)
     return NP_ESTATE;
-  if (codec == NULL || codec->decode == NULL || codec->encode == NULL)
+  if (np__codec_ops_check(codec) != 0)
     return UV_EINVAL;
   cl->codec = codec;
   return 0;
@@ -962,24 +963,20 @@ int np_client_start(struct np_client *cl) {
   return 0;
 }
 
-void np_client_get_stats(const struct np_client *cl, np_client_stats *out) {
-  *out = cl->stats;
-  out->udp_path_up = cl->ulink != NULL && np__ulink_is_up(cl->ulink);
-  out->udp_path_in = cl->ulink_stats.in;
-  out->udp_path_out = cl->ulink_stats.out;
+void np_client_get_stats(const struct np_client *cl, np_client_stats *out, size_t size) {
+  np_client_stats st = cl->stats;
+
+  st.udp_path_up = cl->ulink != NULL && np__ulink_is_up(cl->ulink);
+  st.udp_path_in = cl->ulink_stats.in;
+  st.udp_path_out = cl->ulink_stats.out;
+  np__stats_copy(out, size, &st, sizeof(st));
 }
 
 void np_client_log_stats(const struct np_client *cl) {
   np_client_stats st;
 
-  np_client_get_stats(cl, &st);
-  np__log(&cl->log, NP_LOG_INFO,
-          "stats: connects=%llu work_opened=%llu local_failed=%llu bytes_in=%llu bytes_out=%llu "
-          "udp_path_up=%llu udp_path_in=%llu udp_path_out=%llu",
-          (unsigned long long)st.connects, (unsigned long long)st.work_opened,
-          (unsigned long long)st.local_failed, (unsigned long long)st.bytes_in,
-          (unsigned long long)st.bytes_out, (unsigned long long)st.udp_path_up,
-          (unsigned long long)st.udp_path_in, (unsigned long long)st.udp_path_out);
+  np_client_get_stats(cl, &st, sizeof(st));
+  np__stats_log_client(&cl->log, &st);
 }
 
 int np_client_reload(struct np_client *cl) {

@@ -1,7 +1,11 @@
 /* Codec lookup and names shared by all codecs. */
+#include "natproxy/codec.h"
+
 #include <string.h>
 
-#include "natproxy/codec.h"
+#include <uv.h>
+
+#include "internal.h"
 
 const np_codec_ops *np_codec_find(const char *name) {
   if (name == NULL)
@@ -20,4 +24,13 @@ const char *np_msg_type_name(np_msg_type type) {
   if ((unsigned)type >= sizeof(names) / sizeof(names[0]))
     return "?";
   return names[type];
+}
+
+int np__codec_ops_check(const np_codec_ops *ops) {
+  /* Only one layout exists so far; a later one adds its size here. 0 is a caller who forgot, a
+   * larger size a codec that expects functions this library would not call. */
+  if (ops == NULL || ops->size != sizeof(np_codec_ops) || ops->decode == NULL ||
+      ops->encode == NULL)
+    return UV_EINVAL;
+  return 0;
 }

@@ -90,6 +90,7 @@ static int encode(const np_msg *m, char *buf, size_t cap) {
 }
 
 static const np_codec_ops line_ops = {
+    .size = sizeof(np_codec_ops),
     .name = "line",
     .caps = 0,
     .decoder_new = decoder_new,

@@ -335,6 +335,7 @@ static int decode(void *dec, const char *in, size_t len, size_t *consumed, np_ms
 }
 
 static const np_codec_ops native_ops = {
+    .size = sizeof(np_codec_ops),
     .name = "native",
     .caps = NP_CODEC_CAP_AUTH | NP_CODEC_CAP_WORK_HEADER | NP_CODEC_CAP_PONG,
     .decoder_new = decoder_new,

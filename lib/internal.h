@@ -100,4 +100,12 @@ static inline uint64_t np__ms_left(uint64_t deadline, uint64_t now) {
   return deadline > now ? deadline - now : 0;
 }
 
+/* 0 when an embedder's ops table has a size this library knows and the functions it needs, else
+ * UV_EINVAL (codec.c, pool.c): the one check np_server_set_codec, np_client_set_codec and
+ * np_server_set_pool share. */
+struct np_codec_ops;
+struct np_pool_ops;
+int np__codec_ops_check(const struct np_codec_ops *ops);
+int np__pool_ops_check(const struct np_pool_ops *ops);
+
 #endif

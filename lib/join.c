@@ -19,6 +19,9 @@ typedef struct direction {
   np_conn *src, *dst;
   size_t in_flight; /* bytes handed to dst and not yet written */
   uint64_t bytes;
+  /* The owner's running total this direction also adds to as bytes pass (np__join_count_into), or
+   * spare: one add per read either way, no branch. */
+  uint64_t *total, spare;
   size_t run;            /* bytes of large reads in a row: a bulk transfer once SPLICE_AFTER */
   unsigned paused : 1;   /* read stopped because in_flight > HIGH */
   unsigned eof : 1;      /* src said EOF: shutdown of dst requested */
@@ -148,8 +151,10 @@ static int maybe_splice(struct np_join *j) {
     return 0;
   }
   j->want_splice = 0; /* one try */
-  if (np__splice_start(j->ab.src, j->ba.src, &j->cache->pipes, on_spliced, j, &j->sp) == 0)
+  if (np__splice_start(j->ab.src, j->ba.src, &j->cache->pipes, on_spliced, j, &j->sp) == 0) {
+    np__splice_count_into(j->sp, j->ab.total, j->ba.total);
     return 1;
+  }
   /* Nothing is in flight: a direction paused while waiting reads again. */
   resume(&j->ab, 0);
   resume(&j->ba, 0);
@@ -186,6 +191,7 @@ static int send_chunk(direction *d, chunk *ch, size_t len) {
     return r;
   d->in_flight += len;
   d->bytes += len;
+  *d->total += len;
   return 0;
 }
 
@@ -203,6 +209,7 @@ static int relay_scratch(direction *d, const char *bytes, size_t n) {
       return r;
     done = r > 0 ? (size_t)r : 0;
     d->bytes += done;
+    *d->total += done;
     if (done == n)
       return 0;
   }
@@ -267,6 +274,7 @@ static void on_close(np_conn *c) {
 
   if (--j->closes_left > 0)
     return;
+  st.size = sizeof(st);
   st.a_to_b = j->ab.bytes;
   st.b_to_a = j->ba.bytes;
   j->cb(j, j->status, &st);
@@ -292,7 +300,8 @@ static void finish(struct np_join *j, int status) {
 
 static void on_spliced(void *data, int status, uint64_t a_to_b, uint64_t b_to_a) {
   struct np_join *j = data;
-  np_join_stats st = {j->ab.bytes + a_to_b, j->ba.bytes + b_to_a}; /* and before the switch */
+  /* The bytes relayed before the switch to splice, and after it. */
+  np_join_stats st = {sizeof(st), j->ab.bytes + a_to_b, j->ba.bytes + b_to_a};
   j->cb(j, status, &st);
   free(j);
 }
@@ -322,6 +331,8 @@ int np__join(np_conn *a, np_conn *b, const char *prefix, size_t prefix_len, np__
   j->data = data;
   j->ab = (direction){.join = j, .src = a, .dst = b};
   j->ba = (direction){.join = j, .src = b, .dst = a};
+  j->ab.total = &j->ab.spare;
+  j->ba.total = &j->ba.spare;
   a->data = j;
   b->data = j;
   /* With a cache, reads are relayed from wherever they are and copied only into chunks. */
@@ -347,6 +358,16 @@ void np__join_abort(struct np_join *j) {
     np__splice_abort(j->sp);
   else
     finish(j, UV_ECANCELED);
+}
+
+void np__join_count_into(struct np_join *j, uint64_t *a_to_b, uint64_t *b_to_a) {
+  /* Before np__join has switched to splice: joins are handed their counters right after start. */
+  *a_to_b += j->ab.bytes;
+  *b_to_a += j->ba.bytes;
+  j->ab.total = a_to_b;
+  j->ba.total = b_to_a;
+  if (j->sp != NULL)
+    np__splice_count_into(j->sp, a_to_b, b_to_a);
 }
 
 int np__join_spliced(const struct np_join *j) {

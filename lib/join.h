@@ -20,6 +20,10 @@
  * memory is freed after cb. */
 int np__join(np_conn *a, np_conn *b, const char *prefix, size_t prefix_len, np__bufcache *cache,
              np_join_cb cb, void *data, struct np_join **out);
+/* From now on also add the bytes each direction relays to *a_to_b / *b_to_a as they pass (after a
+ * switch to splice too), and add those relayed so far at once: the owner's counters grow while a
+ * long transfer runs instead of when it ends. Both must outlive the join (until its cb). */
+void np__join_count_into(struct np_join *j, uint64_t *a_to_b, uint64_t *b_to_a);
 /* The chunk size a cache for np__join must be made with. */
 size_t np__join_chunk_size(void);
 void np__join_abort(struct np_join *j);

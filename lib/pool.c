@@ -10,6 +10,8 @@
 #include "natproxy/error.h"
 #include "natproxy/pool.h"
 
+#include "internal.h"
+
 typedef struct entry {
   uint64_t id;
   uint64_t deadline;
@@ -240,6 +242,7 @@ static void pool_destroy(void *self) {
 }
 
 static const np_pool_ops default_ops = {
+    .size = sizeof(np_pool_ops),
     .put = pool_put,
     .take = pool_take,
     .take_oldest = pool_take_oldest,
@@ -269,5 +272,14 @@ int np_pool_default_new(size_t max_total, size_t max_per_group, void **out) {
   p->max_total = max_total;
   p->max_per_group = max_per_group;
   *out = p;
+  return 0;
+}
+
+int np__pool_ops_check(const np_pool_ops *ops) {
+  /* As np__codec_ops_check: one layout so far, and the server calls every function. */
+  if (ops == NULL || ops->size != sizeof(np_pool_ops) || ops->put == NULL || ops->take == NULL ||
+      ops->take_oldest == NULL || ops->expire == NULL || ops->remove_group == NULL ||
+      ops->count == NULL || ops->next_deadline == NULL || ops->destroy == NULL)
+    return UV_EINVAL;
   return 0;
 }

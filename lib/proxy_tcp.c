@@ -51,9 +51,7 @@ static void on_join_done(struct np_join *j, int status, const np_join_stats *st)
   struct np_server *srv = a->srv;
   char end[48];
 
-  /* a = work connection, b = visitor (see tcp_join). */
-  srv->stats.bytes_out += st->a_to_b;
-  srv->stats.bytes_in += st->b_to_a;
+  /* a = work connection, b = visitor (see tcp_join); the bytes are counted already. */
   np__log(&srv->log, NP_LOG_DEBUG, "join done: %s, %llu %s to visitor, %llu from visitor",
           np_strerror(status), (unsigned long long)st->a_to_b,
           np__plural(st->a_to_b, "byte", "bytes"), (unsigned long long)st->b_to_a);
@@ -89,6 +87,9 @@ static void tcp_join(visitor *v, session *s, np_conn *work, const char *rest, si
     a->visitor_addr = v->addr;
     np__strlcpy(a->proxy, v->px->name, sizeof(a->proxy));
     r = np__join(work, vc, rest, rest_len, &srv->chunks, on_join_done, a, &a->join);
+    /* Counted as they flow, so the stats show a long transfer while it runs. */
+    if (r == 0)
+      np__join_count_into(a->join, &srv->stats.bytes_out, &srv->stats.bytes_in);
   }
   if (r != 0) {
     char end[48];

@@ -14,6 +14,7 @@
 #include "proxy.h"
 
 #include "mux_frame.h"
+#include "stats.h"
 
 static int start_mux(session *s, const np_msg *m);
 
@@ -301,7 +302,7 @@ int np__server_create(uv_loop_t *loop, const struct np_config *cfg, struct np_se
 int np_server_set_codec(struct np_server *srv, const np_codec_ops *codec) {
   if (srv->started)
     return NP_ESTATE;
-  if (codec == NULL || codec->decode == NULL || codec->encode == NULL)
+  if (np__codec_ops_check(codec) != 0)
     return UV_EINVAL;
   srv->codec = codec;
   return 0;
@@ -310,7 +311,7 @@ int np_server_set_codec(struct np_server *srv, const np_codec_ops *codec) {
 int np_server_set_pool(struct np_server *srv, const np_pool_ops *ops, void *pool) {
   if (srv->started)
     return NP_ESTATE;
-  if (ops == NULL || pool == NULL)
+  if (np__pool_ops_check(ops) != 0 || pool == NULL)
     return UV_EINVAL;
   if (srv->pool != NULL)
     srv->pool_ops->destroy(srv->pool);
@@ -538,33 +539,18 @@ int np_server_port(const struct np_server *srv) {
   return srv->port;
 }
 
-void np_server_get_stats(const struct np_server *srv, np_server_stats *out) {
-  *out = srv->stats;
-  out->pending = srv->pool != NULL ? srv->pool_ops->count(srv->pool, NULL) : 0;
+void np_server_get_stats(const struct np_server *srv, np_server_stats *out, size_t size) {
+  np_server_stats st = srv->stats;
+
+  st.pending = srv->pool != NULL ? srv->pool_ops->count(srv->pool, NULL) : 0;
+  np__stats_copy(out, size, &st, sizeof(st));
 }
 
 void np_server_log_stats(const struct np_server *srv) {
   np_server_stats st;
 
-  np_server_get_stats(srv, &st);
-  np__log(
-      &srv->log, NP_LOG_INFO,
-      "stats: clients=%llu proxies=%llu pending=%llu visitors_total=%llu joined=%llu pooled=%llu "
-      "expired=%llu refused=%llu failed=%llu denied=%llu work_unknown=%llu logins_failed=%llu "
-      "logins_throttled=%llu bytes_in=%llu bytes_out=%llu accept_errors=%llu refused_no_fd=%llu "
-      "udp_flows=%llu udp_dropped=%llu udp_path_in=%llu udp_path_out=%llu "
-      "udp_path_rejected=%llu",
-      (unsigned long long)st.clients, (unsigned long long)st.proxies,
-      (unsigned long long)st.pending, (unsigned long long)st.visitors_total,
-      (unsigned long long)st.visitors_joined, (unsigned long long)st.visitors_pooled,
-      (unsigned long long)st.visitors_expired, (unsigned long long)st.visitors_refused,
-      (unsigned long long)st.visitors_failed, (unsigned long long)st.visitors_denied,
-      (unsigned long long)st.work_unknown, (unsigned long long)st.logins_failed,
-      (unsigned long long)st.logins_throttled, (unsigned long long)st.bytes_in,
-      (unsigned long long)st.bytes_out, (unsigned long long)st.accept_errors,
-      (unsigned long long)st.refused_no_fd, (unsigned long long)st.udp_flows,
-      (unsigned long long)st.udp_dropped, (unsigned long long)st.udp_path_in,
-      (unsigned long long)st.udp_path_out, (unsigned long long)st.udp_path_rejected);
+  np_server_get_stats(srv, &st, sizeof(st));
+  np__stats_log_server(&srv->log, &st);
 }
 
 void np_server_close(struct np_server *srv, np_server_close_cb cb) {

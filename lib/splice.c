@@ -25,6 +25,7 @@ typedef struct sdir {
   int pipe[2];  /* -1 while empty and returned */
   size_t piped; /* bytes in the pipe */
   uint64_t bytes;
+  uint64_t *total, spare; /* as in join.c: the owner's running total, or spare */
   unsigned want_read : 1, want_write : 1, eof : 1, done : 1;
 } sdir;
 
@@ -140,6 +141,7 @@ static int pump(np__splice *s, sdir *d) {
       if (n > 0) {
         d->piped = (size_t)n;
         d->bytes += (uint64_t)n;
+        *d->total += (uint64_t)n;
       } else if (n == 0) {
         d->eof = 1;
       } else if (errno == EAGAIN) {
@@ -228,6 +230,8 @@ int np__splice_start(np_conn *a, np_conn *b, np__pipes *pipes, np__splice_cb cb,
   s->b.poll.data = &s->b;
   s->a.out = s->b.in = &s->ab;
   s->b.out = s->a.in = &s->ba;
+  s->ab.total = &s->ab.spare;
+  s->ba.total = &s->ba.spare;
   s->a.fd = fcntl(fa, F_DUPFD_CLOEXEC, 0);
   s->b.fd = fcntl(fb, F_DUPFD_CLOEXEC, 0);
   if (s->a.fd < 0 || s->b.fd < 0 || uv_poll_init_socket(loop, &s->a.poll, s->a.fd) != 0) {
@@ -261,6 +265,13 @@ int np__splice_start(np_conn *a, np_conn *b, np__pipes *pipes, np__splice_cb cb,
   if (out != NULL)
     *out = s;
   return 0;
+}
+
+void np__splice_count_into(np__splice *s, uint64_t *a_to_b, uint64_t *b_to_a) {
+  *a_to_b += s->ab.bytes;
+  *b_to_a += s->ba.bytes;
+  s->ab.total = a_to_b;
+  s->ba.total = b_to_a;
 }
 
 void np__splice_abort(np__splice *s) {

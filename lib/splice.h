@@ -35,6 +35,8 @@ int np__splice_start(np_conn *a, np_conn *b, np__pipes *pipes, np__splice_cb cb,
                      np__splice **out);
 /* End now; both peers get a reset; cb runs with UV_ECANCELED. */
 void np__splice_abort(np__splice *s);
+/* As np__join_count_into: also add the bytes moved to these counters as they move. */
+void np__splice_count_into(np__splice *s, uint64_t *a_to_b, uint64_t *b_to_a);
 /* Bytes read from one socket and not yet written to the other (in pipes). */
 size_t np__splice_buffered(const np__splice *s);
 

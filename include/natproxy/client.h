@@ -3,6 +3,7 @@
 #ifndef NATPROXY_CLIENT_H
 #define NATPROXY_CLIENT_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #include <uv.h>
@@ -11,6 +12,7 @@
 #include <natproxy/common.h>
 #include <natproxy/config.h>
 #include <natproxy/log.h>
+#include <natproxy/stats.h>
 
 NP_BEGIN_DECLS
 
@@ -25,7 +27,10 @@ typedef enum np_client_event_type {
   NP_CLIENT_FATAL = 5 /* giving up (wrong token, ...): status, text. The client stays idle. */
 } np_client_event_type;
 
+/* Lent to the event callback for the call. Members are only ever added at the end; size says how
+ * many this library fills in, so a callback built against a newer header can tell. */
 typedef struct np_client_event {
+  size_t size; /* sizeof(np_client_event) of the library */
   np_client_event_type type;
   int status;
   const char *name; /* proxy name or NULL; borrowed */
@@ -38,29 +43,28 @@ typedef struct np_client_event {
 typedef void (*np_client_event_cb)(struct np_client *client, const np_client_event *ev);
 typedef void (*np_client_close_cb)(struct np_client *client);
 
+/* The client's counters: one uint64_t per line of NP_CLIENT_COUNTERS (natproxy/stats.h), in that
+ * order. Grows only at the end. */
 typedef struct np_client_stats {
-  uint64_t connects;     /* successful logins */
-  uint64_t work_opened;  /* work connections joined with the local service */
-  uint64_t local_failed; /* local service unreachable */
-  uint64_t bytes_in;     /* server -> local, of finished joins */
-  uint64_t bytes_out;    /* local -> server, of finished joins */
-  uint64_t udp_path_up;  /* 1 while UDP flows use the datagram path, 0 while they use the tunnel */
-  uint64_t udp_path_in;  /* datagrams that came over the datagram path */
-  uint64_t udp_path_out; /* datagrams sent over it */
+  NP_CLIENT_COUNTERS(NP_STATS_MEMBER_)
 } np_client_stats;
 
 /* cfg is borrowed. Returns 0, NP_ECONFIG or UV_ENOMEM. */
 NP_EXPORT int np_client_new(uv_loop_t *loop, const struct np_config *cfg, struct np_client **out);
+/* As np_server_set_codec: before np_client_start; 0, NP_ESTATE or UV_EINVAL. */
 NP_EXPORT int np_client_set_codec(struct np_client *client, const np_codec_ops *codec);
 NP_EXPORT void np_client_set_log(struct np_client *client, np_log_level level, np_log_cb cb,
                                  void *arg);
 NP_EXPORT void np_client_set_event_cb(struct np_client *client, np_client_event_cb cb);
 /* Start connecting. Returns 0 or NP_ESTATE when already started. */
 NP_EXPORT int np_client_start(struct np_client *client);
-NP_EXPORT void np_client_get_stats(const struct np_client *client, np_client_stats *out);
+/* Copy the counters into out, min(size, sizeof(np_client_stats)) bytes, as np_server_get_stats
+ * does. Pass sizeof(*out). */
+NP_EXPORT void np_client_get_stats(const struct np_client *client, np_client_stats *out,
+                                   size_t size);
 /* Write the counters to the client's log, one line at info level: "stats: connects=N
- * work_opened=N ..." with np_client_stats' field names, as np_server_log_stats does for the server
- * (np-client: on SIGUSR1). */
+ * work_opened=N ..." with the keys of NP_CLIENT_COUNTERS, as np_server_log_stats does for the
+ * server (np-client: on SIGUSR1). */
 NP_EXPORT void np_client_log_stats(const struct np_client *client);
 /* Reread the configuration (np-client: on SIGHUP). Not supported yet: logs so at warn and returns
  * UV_ENOTSUP; the client goes on, unchanged, with the configuration it was made with. */

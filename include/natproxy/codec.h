@@ -50,7 +50,10 @@ typedef enum np_proxy_kind { NP_PROXY_TCP = 0, NP_PROXY_UDP = 1 } np_proxy_kind;
 #define NP_MSG_KEY_LEN  32  /* nonce and MAC length */
 
 /* A decoded or to-be-encoded message. A value type: fields a type does not use are ignored by
- * encoders and zeroed by decoders. Strings are NUL-terminated and never contain NUL. */
+ * encoders and zeroed by decoders. Strings are NUL-terminated and never contain NUL. It grows only
+ * at the end, and only with a new member of np_codec_ops (see there): a program that calls a
+ * built-in codec itself passes an np_msg of the library's size, so it is rebuilt when np_msg grows
+ * (the ABI check reports that change; docs/api.md). */
 typedef struct np_msg {
   np_msg_type type;
   uint16_t version;
@@ -73,7 +76,13 @@ enum np_codec_caps {
   NP_CODEC_CAP_PONG = 1 << 2         /* the peer answers PING, so silence means it is dead */
 };
 
+/* A codec's functions. Members are only ever added at the end, and size says which of them (and so
+ * which np_msg) the codec was built for: set .size = sizeof(np_codec_ops). The library refuses
+ * (UV_EINVAL) a size it does not know: 0 (not set), or larger (a newer header's). np_msg grows only
+ * together with this struct, at its end, so a codec's size also says which np_msg it knows: the
+ * library will zero the fields such a codec lacks and read only those it knows. */
 typedef struct np_codec_ops {
+  size_t size; /* sizeof(np_codec_ops), as the codec was compiled */
   const char *name;
   unsigned caps; /* enum np_codec_caps */
   /* Decoder state; max_frame caps one encoded message in bytes. */

@@ -5,6 +5,7 @@
 #ifndef NATPROXY_JOIN_H
 #define NATPROXY_JOIN_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #include <uv.h>
@@ -15,7 +16,10 @@ NP_BEGIN_DECLS
 
 struct np_join;
 
+/* Lent to np_join_cb for the call. Members are only ever added at the end; size says how many this
+ * library fills in. */
 typedef struct np_join_stats {
+  size_t size;     /* sizeof(np_join_stats) of the library */
   uint64_t a_to_b; /* bytes read from a and written to b */
   uint64_t b_to_a;
 } np_join_stats;

@@ -15,7 +15,10 @@ NP_BEGIN_DECLS
 /* Called for each item removed by expire/remove_group; item is handed back to the caller. */
 typedef void (*np_pool_item_cb)(uint64_t id, void *item, void *arg);
 
+/* A pool's functions. Members are only ever added at the end: set .size = sizeof(np_pool_ops), and
+ * the server refuses (UV_EINVAL) a size it does not know (0, or a newer header's larger one). */
 typedef struct np_pool_ops {
+  size_t size; /* sizeof(np_pool_ops), as the pool was compiled */
   /* Add item. Returns 0, NP_EEXIST (id present), NP_EPOOLFULL (a bound is reached) or UV_ENOMEM. */
   int (*put)(void *pool, uint64_t id, const void *group, void *item, uint64_t deadline_ms);
   /* Remove and return the item with this id, or NULL. */

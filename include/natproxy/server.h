@@ -13,6 +13,7 @@
 #include <natproxy/config.h>
 #include <natproxy/log.h>
 #include <natproxy/pool.h>
+#include <natproxy/stats.h>
 
 NP_BEGIN_DECLS
 
@@ -20,39 +21,21 @@ struct np_server;
 
 typedef void (*np_server_close_cb)(struct np_server *server);
 
+/* The server's counters: one uint64_t per line of NP_SERVER_COUNTERS (natproxy/stats.h), in that
+ * order; what each means is there, and in docs/api.md. Grows only at the end. */
 typedef struct np_server_stats {
-  uint64_t clients;          /* logged-in sessions now */
-  uint64_t proxies;          /* public listeners now */
-  uint64_t pending;          /* visitors waiting for a work connection now */
-  uint64_t visitors_total;   /* visitors accepted */
-  uint64_t visitors_joined;  /* visitors joined with their work connection */
-  uint64_t visitors_pooled;  /* ... of which through a pre-opened work connection */
-  uint64_t visitors_expired; /* closed because no work connection came in time */
-  uint64_t visitors_refused; /* closed because a pending bound was reached */
-  uint64_t visitors_failed;  /* closed because the client reported its local service unreachable */
-  uint64_t work_unknown;     /* work connections naming an unknown or expired id */
-  uint64_t logins_failed;    /* bad token, bad version, malformed login */
-  uint64_t bytes_in;         /* visitor -> client: TCP of finished joins, UDP as it goes */
-  uint64_t bytes_out;        /* client -> visitor, the same */
-  uint64_t accept_errors;    /* failed accepts on any port (out of descriptors, ...) */
-  uint64_t refused_no_fd;    /* connections refused because no descriptor was left */
-  uint64_t logins_throttled; /* logins refused unheard: their address failed too often lately */
-  uint64_t visitors_denied;  /* closed at accept: their address is outside the proxy's allow_ips */
-  uint64_t udp_flows;        /* UDP visitor addresses being served now */
-  uint64_t udp_dropped;      /* datagrams dropped: a flow over its queue, a slow tunnel, no flow */
-  uint64_t udp_path_in;      /* datagrams that came over the datagram path (the rest: the tunnel) */
-  uint64_t udp_path_out;     /* datagrams sent over it */
-  uint64_t udp_path_rejected; /* packets at the datagram port that were not a live session's:
-                                 forged, replayed, truncated, oversized, unknown session */
+  NP_SERVER_COUNTERS(NP_STATS_MEMBER_)
 } np_server_stats;
 
 /* cfg is borrowed: the server copies what it needs. Returns 0, NP_ECONFIG or UV_ENOMEM. */
 NP_EXPORT int np_server_new(uv_loop_t *loop, const struct np_config *cfg, struct np_server **out);
-/* Replace the codec (default: the one named by the config, "native"). Before np_server_start only.
- */
+/* Replace the codec (default: the one named by the config, "native"). codec is held for the
+ * server's life. Before np_server_start only. Returns 0, NP_ESTATE (started), or UV_EINVAL (NULL,
+ * a size this library does not know, or no decode/encode). */
 NP_EXPORT int np_server_set_codec(struct np_server *server, const np_codec_ops *codec);
 /* Replace the pending pool; the server takes ownership of pool and frees it with ops->destroy on
- * close. Before np_server_start only. */
+ * close (ops is held for the server's life). Before np_server_start only. Returns 0, NP_ESTATE, or
+ * UV_EINVAL (ops NULL, of a size this library does not know, or missing a function; pool NULL). */
 NP_EXPORT int np_server_set_pool(struct np_server *server, const np_pool_ops *ops, void *pool);
 /* cb NULL means np_log_stderr. */
 NP_EXPORT void np_server_set_log(struct np_server *server, np_log_level level, np_log_cb cb,
@@ -75,8 +58,13 @@ NP_EXPORT int np_server_identity(const struct np_config *cfg, np_log_cb log_cb, 
 NP_EXPORT int np_server_reload(struct np_server *server);
 /* The control port actually bound (useful with port 0); 0 before start. */
 NP_EXPORT int np_server_port(const struct np_server *server);
-NP_EXPORT void np_server_get_stats(const struct np_server *server, np_server_stats *out);
-/* Write the counters to the server's log, one line at info level (np-server: on SIGUSR1). */
+/* Copy the counters into out: the first min(size, sizeof(np_server_stats)) bytes, so a program
+ * built against an older, shorter np_server_stats gets the fields it knows and one built against a
+ * newer header finds the fields this library lacks zeroed. Pass sizeof(*out). out is borrowed. */
+NP_EXPORT void np_server_get_stats(const struct np_server *server, np_server_stats *out,
+                                   size_t size);
+/* Write the counters to the server's log, one line at info level (np-server: on SIGUSR1):
+ * "stats: clients=N proxies=N ..." with the keys of NP_SERVER_COUNTERS, in its order. */
 NP_EXPORT void np_server_log_stats(const struct np_server *server);
 /* Close every session, visitor and listener; cb runs once all handles are closed, and then the
  * server's memory is gone. Safe to call from any of the server's callbacks. */

@@ -52,8 +52,9 @@ static void t_destroy(void *p) {
   np_pool_default_ops()->destroy(inner);
 }
 
-static const np_pool_ops refusing_pool = {t_put,          t_take,  t_take_oldest,   t_expire,
-                                          t_remove_group, t_count, t_next_deadline, t_destroy};
+static const np_pool_ops refusing_pool = {
+    sizeof(np_pool_ops), t_put,   t_take,          t_take_oldest, t_expire,
+    t_remove_group,      t_count, t_next_deadline, t_destroy};
 #define NP_HARNESS_POOL      &refusing_pool
 #define NP_HARNESS_POOL_DATA &inner /* the ops above use inner */
 

@@ -48,6 +48,7 @@ static int xor_encode(const np_msg *m, char *buf, size_t cap) {
 }
 
 static const np_codec_ops xor_codec = {
+    .size = sizeof(np_codec_ops),
     .name = "xor",
     .caps = NP_CODEC_CAP_AUTH | NP_CODEC_CAP_WORK_HEADER | NP_CODEC_CAP_PONG,
     .decoder_new = xor_decoder_new,
@@ -153,8 +154,9 @@ static void ap_destroy(void *p) {
   ((array_pool *)p)->destroyed = 1;
 }
 
-static const np_pool_ops array_pool_ops = {ap_put,          ap_take,  ap_take_oldest,   ap_expire,
-                                           ap_remove_group, ap_count, ap_next_deadline, ap_destroy};
+static const np_pool_ops array_pool_ops = {
+    sizeof(np_pool_ops), ap_put,   ap_take,          ap_take_oldest, ap_expire,
+    ap_remove_group,     ap_count, ap_next_deadline, ap_destroy};
 
 /* ---- the harness: an echo service, a server, a client, visitors
  * ---------------------------------- */
@@ -395,7 +397,7 @@ static void test_plugins(void **state) {
     uv_run(&loop, UV_RUN_ONCE);
   assert_int_equal(v2.got, 0);
   assert_true(v2.eof_at - t0 < 2000);
-  np_server_get_stats(srv, &st);
+  np_server_get_stats(srv, &st, sizeof(st));
   assert_true(st.visitors_failed == 1);
   assert_true(st.visitors_joined == 1);
   assert_true(st.clients == 1);
@@ -408,7 +410,7 @@ static void test_plugins(void **state) {
   while (!v2.eof)
     uv_run(&loop, UV_RUN_ONCE);
   assert_int_equal(v2.got, 0);
-  np_server_get_stats(srv, &st);
+  np_server_get_stats(srv, &st, sizeof(st));
   assert_true(st.visitors_denied == 1);
   assert_true(pool.puts == 2);
   assert_true(xor_encodes > 0 && xor_decodes > 0);
@@ -422,7 +424,7 @@ static void test_plugins(void **state) {
     while (fatal_status == 0)
       uv_run(&loop, UV_RUN_ONCE);
     assert_int_equal(fatal_status, NP_EAUTH);
-    np_server_get_stats(srv, &st);
+    np_server_get_stats(srv, &st, sizeof(st));
     assert_true(st.logins_failed == 1);
     np_client_close(bad, NULL);
   }

@@ -1,0 +1,94 @@
+/* Counters as data. Each counter of the server and of the client is one line of a list below, and
+ * everything else is made from that list: the stats structs (np_server_stats in server.h,
+ * np_client_stats in client.h), the line np_server_log_stats / np_client_log_stats write, the
+ * field descriptions np_server_stats_field() / np_client_stats_field() give exporters (Prometheus
+ * text, JSON), and the tables in docs/api.md and the man pages (scripts/gen-counters writes them;
+ * the `checks` test suite fails when they differ from the lists).
+ *
+ * A new counter is a new line at the END of its list: the structs only ever grow at the end, so a
+ * program built against an older header, which passes its smaller size to np_*_get_stats, keeps
+ * reading the fields it knows (docs/api.md, "ABI policy").
+ *
+ * X(name, KIND, key, unit, help):
+ *   name  the struct member (and the name an exporter shows)
+ *   KIND  COUNTER (only grows while the process lives) or GAUGE (a level now, up and down)
+ *   key   its name in the log line: the member's name, shorter for a few visitor counters, kept as
+ *         they were because scripts parse the line
+ *   unit  what one step counts
+ *   help  one line; scripts/gen-counters needs each entry on one line of this file */
+#ifndef NATPROXY_STATS_H
+#define NATPROXY_STATS_H
+
+#include <stddef.h>
+
+#include <natproxy/common.h>
+
+NP_BEGIN_DECLS
+
+/* clang-format off */
+#define NP_SERVER_COUNTERS(X) \
+  X(clients, GAUGE, "clients", "sessions", "logged-in client sessions now") \
+  X(proxies, GAUGE, "proxies", "listeners", "public listeners now") \
+  X(pending, GAUGE, "pending", "visitors", "visitors waiting for a work connection now") \
+  X(visitors_total, COUNTER, "visitors_total", "visitors", "visitors accepted") \
+  X(visitors_joined, COUNTER, "joined", "visitors", "visitors joined with their work connection") \
+  X(visitors_pooled, COUNTER, "pooled", "visitors", "visitors joined through a pre-opened work connection (also in visitors_joined)") \
+  X(visitors_expired, COUNTER, "expired", "visitors", "visitors closed because no work connection came in time") \
+  X(visitors_refused, COUNTER, "refused", "visitors", "visitors closed because a pending bound was reached") \
+  X(visitors_failed, COUNTER, "failed", "visitors", "visitors closed because the client reported its local service unreachable") \
+  X(work_unknown, COUNTER, "work_unknown", "connections", "work connections naming an unknown or expired visitor id") \
+  X(logins_failed, COUNTER, "logins_failed", "logins", "logins refused: bad token, bad version, malformed login") \
+  X(bytes_in, COUNTER, "bytes_in", "bytes", "bytes visitor -> client, counted as they are read (TCP and UDP)") \
+  X(bytes_out, COUNTER, "bytes_out", "bytes", "bytes client -> visitor, counted as they are read (TCP and UDP)") \
+  X(accept_errors, COUNTER, "accept_errors", "errors", "failed accepts on any port (out of descriptors, ...)") \
+  X(refused_no_fd, COUNTER, "refused_no_fd", "connections", "connections refused because no descriptor was left") \
+  X(logins_throttled, COUNTER, "logins_throttled", "logins", "logins refused unheard: their address failed too often lately") \
+  X(visitors_denied, COUNTER, "denied", "visitors", "visitors closed at accept: their address is outside the proxy's allow_ips") \
+  X(udp_flows, GAUGE, "udp_flows", "flows", "UDP visitor addresses being served now") \
+  X(udp_dropped, COUNTER, "udp_dropped", "datagrams", "datagrams dropped: a flow over its queue, a slow tunnel, no flow") \
+  X(udp_path_in, COUNTER, "udp_path_in", "datagrams", "datagrams that came over the datagram path (the rest came through the tunnel)") \
+  X(udp_path_out, COUNTER, "udp_path_out", "datagrams", "datagrams sent over the datagram path") \
+  X(udp_path_rejected, COUNTER, "udp_path_rejected", "packets", "packets at the datagram port that were no live session's: forged, replayed, truncated, oversized, unknown session")
+
+#define NP_CLIENT_COUNTERS(X) \
+  X(connects, COUNTER, "connects", "logins", "successful logins") \
+  X(work_opened, COUNTER, "work_opened", "connections", "work connections joined with the local service") \
+  X(local_failed, COUNTER, "local_failed", "connections", "work connections whose local service was unreachable") \
+  X(bytes_in, COUNTER, "bytes_in", "bytes", "bytes server -> local service, counted as they are read") \
+  X(bytes_out, COUNTER, "bytes_out", "bytes", "bytes local service -> server, counted as they are read") \
+  X(udp_path_up, GAUGE, "udp_path_up", "boolean", "1 while UDP flows use the datagram path, 0 while they use the tunnel") \
+  X(udp_path_in, COUNTER, "udp_path_in", "datagrams", "datagrams that came over the datagram path") \
+  X(udp_path_out, COUNTER, "udp_path_out", "datagrams", "datagrams sent over the datagram path")
+/* clang-format on */
+
+/* One uint64_t member per counter, in list order: the body of np_server_stats / np_client_stats. */
+#define NP_STATS_MEMBER_(name, kind, key, unit, help) uint64_t name;
+
+typedef enum np_stat_kind {
+  NP_STAT_COUNTER = 1, /* only grows while the process lives (Prometheus: counter) */
+  NP_STAT_GAUGE = 2    /* a level now, goes up and down (Prometheus: gauge) */
+} np_stat_kind;
+
+/* The description of one counter. The library owns it (static, never freed); members are only
+ * ever added at the end, and size says how many this library fills in, so a program built against
+ * a newer header can tell what an older library lacks. */
+typedef struct np_stat_field {
+  size_t size;       /* sizeof(np_stat_field) of the library */
+  const char *name;  /* the stats struct's member: "visitors_joined" */
+  const char *key;   /* its name in the log line: "joined" */
+  const char *unit;  /* what one step counts: "visitors", "bytes" */
+  const char *help;  /* one line of text */
+  np_stat_kind kind; /* NP_STAT_COUNTER or NP_STAT_GAUGE */
+  size_t offset;     /* of its uint64_t in the stats struct */
+} np_stat_field;
+
+/* The i-th counter of np_server_stats (0, 1, ... in struct order), or NULL when i is past the
+ * last. One at a time rather than as an array, so np_stat_field can grow without changing the
+ * stride a caller compiled against an older header would use. */
+NP_EXPORT const np_stat_field *np_server_stats_field(size_t i);
+/* The same for np_client_stats. */
+NP_EXPORT const np_stat_field *np_client_stats_field(size_t i);
+
+NP_END_DECLS
+
+#endif
