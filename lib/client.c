@@ -6,509 +6,10 @@
 
 #include <openssl/crypto.h>
 
-#include "natproxy/client.h"
-
-#include "auth.h"
-#include "chan.h"
-#include "config.h"
-#include "dial.h"
-#include "internal.h"
-#include "bufcache.h"
-#include "join.h"
-#include "mux.h"
-#include "stats.h"
-#include "udp_link.h"
-
-#define PROTO_VERSION   1
-#define CTRL_MAX_QUEUED 262144
-
-enum cstate { C_IDLE, C_DIALING, C_HELLO, C_LOGIN, C_READY, C_BACKOFF, C_FATAL };
-
-typedef struct work work;
-
-struct work {
-  struct np_client *cl;
-  uint64_t visitor_id;
-  uint64_t session_id;
-  unsigned char key[NP_MSG_KEY_LEN];
-  const np__proxy_cfg *px;
-  np__dialer *dial_local, *dial_server;
-  np_conn *local, *server;
-  int local_status;    /* 1 while dialling */
-  int in_tunnel_queue; /* line codec: waiting for its turn to dial the tunnel port */
-  work *prev, *next;   /* all work items in flight */
-  work *qnext;         /* line codec tunnel queue */
-};
-
-/* A pre-opened work connection: dialled and proven ahead of time, it waits for START{visitor}. */
-typedef struct pooled {
-  struct np_client *cl;
-  uint64_t session_id;
-  uint64_t visitor_id; /* from START */
-  const np__proxy_cfg *px;
-  np__dialer *dial, *dial_local;
-  np__chan *ch;  /* while idle */
-  np_conn *conn; /* after START, while the local service is dialled */
-  char *rest;    /* bytes that followed START (the visitor's first), for the join */
-  size_t rest_len;
-  int counted; /* counts toward cl->pool_idle (dialling or idle) */
-  struct pooled *prev, *next;
-} pooled;
-
-typedef struct joined {
-  struct np_client *cl;
-  struct np_join *join;
-  struct joined *prev, *next;
-} joined;
-
-struct np_client {
-  uv_loop_t *loop;
-  struct np_config cfg;
-  const np_codec_ops *codec;
-  np__logger log;
-  np_client_event_cb event_cb;
-  enum cstate state;
-  np__dialer *dial;
-  np__chan *ch;
-  np__mux *mux;     /* mux = true: the session's one connection, control on its first stream */
-  char *mux_rbuf;   /* its read buffer (NP_MUX_SHARED_READ_BUF), kept across reconnects */
-  np__tls *tls;     /* NULL with insecure = true */
-  uint64_t resume;  /* this client's instance id, random: says "it is us again" at a re-login */
-  uv_timer_t timer; /* backoff, heartbeat */
-  unsigned attempt;
-  uint64_t retry_after_ms; /* the server asked us to wait this long (NP_EBACKOFF) */
-  uint64_t last_rx, last_tx, ping_seq;
-  uint64_t session_id;
-  unsigned char cnonce[NP_MSG_KEY_LEN];
-  unsigned char key[NP_MSG_KEY_LEN];
-  work *works;
-  work *tq_head, *tq_tail; /* line codec tunnel queue */
-  int tunnel_dialing;
-  joined *joins;
-  pooled *pool;         /* pre-opened work connections, idle or starting */
-  size_t pool_idle;     /* of them dialling or idle: what counts toward work_pool */
-  uint64_t pool_serial; /* WORK_IDLE serials of this session */
-  np__bufcache chunks;  /* relay buffers shared by this client's joins */
-  np__ulink *ulink;     /* the datagram path for UDP flows; NULL: off, or no UDP proxies */
-  np__ulink_stats ulink_stats;
-  np_client_stats stats;
-  int refs;
-  unsigned started : 1, closing : 1;
-  np_client_close_cb close_cb;
-  void *data;
-};
+#include "client.h"
 
 static void disconnect(struct np_client *cl, int status, const char *why);
-static void unref(struct np_client *cl);
-static void tunnel_next(struct np_client *cl);
-
-static uint64_t now_ms(struct np_client *cl) {
-  return uv_now(cl->loop);
-}
-
-static int native(const struct np_client *cl) {
-  return (cl->codec->caps & NP_CODEC_CAP_AUTH) != 0;
-}
-
-static void emit(struct np_client *cl, np_client_event_type type, int status, const char *name,
-                 const char *text, int port) {
-  np_client_event ev = {sizeof(ev), type, status, name, text, port};
-  if (cl->event_cb != NULL)
-    cl->event_cb(cl, &ev);
-}
-
-static const np__proxy_cfg *find_proxy(struct np_client *cl, const char *name) {
-  if (!native(cl))
-    return &cl->cfg.proxies[0]; /* the line codec carries exactly one service */
-  for (size_t i = 0; i < cl->cfg.n_proxies; i++)
-    if (strcmp(cl->cfg.proxies[i].name, name) == 0)
-      return &cl->cfg.proxies[i];
-  return NULL;
-}
-
-static int send_msg(struct np_client *cl, const np_msg *m) {
-  int r;
-  if (cl->ch == NULL)
-    return NP_ESTATE;
-  if ((r = np__chan_send(cl->ch, m)) == 0)
-    cl->last_tx = now_ms(cl);
-  return r;
-}
-
-/* ---- joins -------------------------------------------------------------------------------------
- */
-
-static void on_join_done(struct np_join *j, int status, const np_join_stats *st) {
-  joined *jn = np_join_get_data(j);
-  struct np_client *cl = jn->cl;
-
-  /* a = server side, b = local service (see work_join); the bytes are counted already. */
-  np__log(&cl->log, NP_LOG_DEBUG, "work connection done: %s, %llu %s in, %llu out",
-          np_strerror(status), (unsigned long long)st->a_to_b,
-          np__plural(st->a_to_b, "byte", "bytes"), (unsigned long long)st->b_to_a);
-  NP_DLIST_UNLINK(cl->joins, jn, prev, next);
-  free(jn);
-  unref(cl);
-}
-
-/* Join the server side of a work connection with the local service; takes both conns. rest: bytes
- * already read from server (borrowed). */
-static void start_join(struct np_client *cl, np_conn *server, np_conn *local, const char *rest,
-                       size_t rest_len) {
-  joined *jn = calloc(1, sizeof(*jn));
-  int r = UV_ENOMEM;
-
-  if (jn != NULL) {
-    jn->cl = cl;
-    r = np__join(server, local, rest, rest_len, &cl->chunks, on_join_done, jn, &jn->join);
-  }
-  if (r != 0) {
-    free(jn);
-    np__conn_abort(server, NULL);
-    np__conn_close(local, NULL);
-    return;
-  }
-  /* Counted as they flow, so the stats show a long transfer while it runs. */
-  np__join_count_into(jn->join, &cl->stats.bytes_in, &cl->stats.bytes_out);
-  cl->refs++;
-  NP_DLIST_PUSH(cl->joins, jn, prev, next);
-  cl->stats.work_opened++;
-}
-
-/* A UDP flow of this session may use the datagram path (it falls back on the tunnel by itself). */
-static void attach_flow(struct np_client *cl, np_conn *local, const np__proxy_cfg *px,
-                        uint64_t session_id, uint64_t visitor_id) {
-  np__ulink_flow *f;
-  if (px->kind != NP_PROXY_UDP || cl->ulink == NULL || session_id != cl->session_id ||
-      (f = np__conn_udp_flow(local)) == NULL)
-    return;
-  f->id = visitor_id;
-  np__ulink_attach(cl->ulink, f);
-}
-
-/* ---- work items --------------------------------------------------------------------------------
- */
-
-static void work_free(work *w) {
-  struct np_client *cl = w->cl;
-
-  NP_DLIST_UNLINK(cl->works, w, prev, next);
-  if (w->dial_local != NULL)
-    np__dial_cancel(w->dial_local);
-  if (w->dial_server != NULL)
-    np__dial_cancel(w->dial_server);
-  if (w->local != NULL)
-    np__conn_close(w->local, NULL);
-  if (w->server != NULL)
-    np__conn_close(w->server, NULL);
-  free(w);
-  unref(cl);
-}
-
-/* Both ends are up: send the proof (native codec) and join. */
-static void work_join(work *w) {
-  struct np_client *cl = w->cl;
-  np_conn *server = w->server, *local = w->local;
-
-  if (cl->codec->caps & NP_CODEC_CAP_WORK_HEADER) {
-    np_msg m = {.type = NP_MSG_WORK, .id = w->session_id, .id2 = w->visitor_id};
-    np__auth_work_mac(w->key, w->session_id, w->visitor_id, m.mac);
-    if (np__conn_send_msg(server, cl->codec, &m) != 0) {
-      work_free(w);
-      return;
-    }
-  }
-  w->server = w->local = NULL; /* start_join owns them now */
-  start_join(cl, server, local, NULL, 0);
-  work_free(w);
-}
-
-static void work_report_fail(work *w, int status) {
-  struct np_client *cl = w->cl;
-  np_msg m = {.type = NP_MSG_WORK_FAIL, .id = w->visitor_id, .status = NP_ELOCALFAIL};
-
-  cl->stats.local_failed++;
-  np__log(&cl->log, NP_LOG_WARN, "proxy %s: cannot reach local service %s: %s", w->px->name,
-          w->px->local, np_strerror(status));
-  snprintf(m.text, sizeof(m.text), "cannot reach %s: %s", w->px->local, np_strerror(status));
-  /* Only the native codec can say so; the line codec's server learns it from the tunnel closing. */
-  if (native(cl) && w->session_id == cl->session_id)
-    send_msg(cl, &m);
-}
-
-static void on_server_dialed(void *data, int status, np_conn *c) {
-  work *w = data;
-  struct np_client *cl = w->cl;
-
-  w->dial_server = NULL;
-  if (!native(cl)) {
-    cl->tunnel_dialing = 0;
-    tunnel_next(cl);
-  }
-  if (status != 0) {
-    np_msg m = {.type = NP_MSG_WORK_FAIL, .id = w->visitor_id, .status = status};
-    np__log(&cl->log, NP_LOG_WARN, "proxy %s: cannot open work connection to %s: %s", w->px->name,
-            native(cl) ? cl->cfg.server : cl->cfg.tunnel, np_strerror(status));
-    /* Tell the server over the control connection, so the visitor is closed now rather than at
-     * the pending timeout. */
-    snprintf(m.text, sizeof(m.text), "work connection failed: %s", np_strerror(status));
-    if (native(cl) && w->session_id == cl->session_id)
-      send_msg(cl, &m);
-    work_free(w);
-    return;
-  }
-  w->server = c;
-  if (w->local_status == 1)
-    return; /* the local dial finishes the job */
-  if (w->local == NULL) {
-    /* Line codec: the local service failed; closing the tunnel tells the server at once. */
-    work_free(w);
-    return;
-  }
-  work_join(w);
-}
-
-/* A work connection: a new stream when multiplexing, else a new TCP connection. */
-static int open_work(struct np_client *cl, np__dial_cb cb, void *data, np__dialer **out) {
-  if (cl->mux != NULL)
-    return np__dial_stream(cl->loop, cl->mux, cb, data, out);
-  return np__dial_tls(cl->loop, native(cl) ? cl->cfg.server : cl->cfg.tunnel,
-                      cl->cfg.dial_timeout_ms, cl->tls, cb, data, out);
-}
-
-static int dial_server(work *w) {
-  return open_work(w->cl, on_server_dialed, w, &w->dial_server);
-}
-
-/* Line codec: the server matches tunnel connections to visitors in arrival order, so connect them
- * one at a time, in the order the server asked for them. */
-static void tunnel_next(struct np_client *cl) {
-  while (!cl->tunnel_dialing && cl->tq_head != NULL) {
-    work *w = cl->tq_head;
-    cl->tq_head = w->qnext;
-    if (cl->tq_head == NULL)
-      cl->tq_tail = NULL;
-    w->in_tunnel_queue = 0;
-    if (dial_server(w) == 0) {
-      cl->tunnel_dialing = 1;
-    } else {
-      work_free(w);
-    }
-  }
-}
-
-static void on_local_dialed(void *data, int status, np_conn *c) {
-  work *w = data;
-
-  w->dial_local = NULL;
-  w->local_status = status;
-  if (status != 0) {
-    work_report_fail(w, status);
-    if (w->in_tunnel_queue || w->dial_server != NULL)
-      return; /* line codec: the tunnel dial to come closes at once, so the server drops the visitor
-               */
-    work_free(w);
-    return;
-  }
-  w->local = c;
-  attach_flow(w->cl, c, w->px, w->session_id, w->visitor_id);
-  if (native(w->cl)) {
-    if ((status = dial_server(w)) != 0)
-      work_free(w);
-    return;
-  }
-  if (w->server != NULL)
-    work_join(w);
-}
-
-/* The local service: a TCP connection, or for a UDP proxy a socket of its own for this flow (so
- * replies come back to it alone), relayed as datagram frames (conn_udp.c). */
-static int dial_local(struct np_client *cl, const np__proxy_cfg *px, np__dial_cb cb, void *data,
-                      np__dialer **out) {
-  if (px->kind == NP_PROXY_UDP)
-    return np__dial_udp(cl->loop, px->local, cl->cfg.udp_idle_timeout_ms, cb, data, out);
-  return np__dial(cl->loop, px->local, cl->cfg.dial_timeout_ms, cb, data, out);
-}
-
-static void on_req_work(struct np_client *cl, const np_msg *m) {
-  const np__proxy_cfg *px = find_proxy(cl, m->name);
-  work *w;
-
-  if (px == NULL) {
-    np_msg f = {.type = NP_MSG_WORK_FAIL, .id = m->id, .status = NP_ENOPROXY};
-    snprintf(f.text, sizeof(f.text), "no proxy named '%s' on this client", m->name);
-    send_msg(cl, &f);
-    return;
-  }
-  if ((w = calloc(1, sizeof(*w))) == NULL)
-    return;
-  w->cl = cl;
-  w->px = px;
-  w->visitor_id = m->id;
-  w->session_id = cl->session_id;
-  memcpy(w->key, cl->key, sizeof(w->key));
-  w->local_status = 1;
-  NP_DLIST_PUSH(cl->works, w, prev, next);
-  cl->refs++;
-  if (!native(cl)) {
-    w->in_tunnel_queue = 1;
-    if (cl->tq_tail != NULL)
-      cl->tq_tail->qnext = w;
-    else
-      cl->tq_head = w;
-    cl->tq_tail = w;
-  }
-  if (dial_local(cl, px, on_local_dialed, w, &w->dial_local) != 0) {
-    w->local_status = UV_EINVAL;
-    work_report_fail(w, UV_EINVAL);
-    if (native(cl))
-      work_free(w);
-  }
-  if (!native(cl))
-    tunnel_next(cl);
-}
-
-/* ---- pre-opened work connections (docs/protocol.md, WORK_IDLE and START) ---- */
-
-static void pooled_free(pooled *p) {
-  struct np_client *cl = p->cl;
-
-  NP_DLIST_UNLINK(cl->pool, p, prev, next);
-  if (p->counted)
-    cl->pool_idle--;
-  if (p->dial != NULL)
-    np__dial_cancel(p->dial);
-  if (p->dial_local != NULL)
-    np__dial_cancel(p->dial_local);
-  if (p->ch != NULL)
-    np__chan_close(p->ch, NULL);
-  if (p->conn != NULL)
-    np__conn_abort(p->conn, NULL); /* a visitor was waiting on it: reset, so it learns at once */
-  free(p->rest);
-  free(p);
-  unref(cl);
-}
-
-static void on_pool_local(void *data, int status, np_conn *local) {
-  pooled *p = data;
-  struct np_client *cl = p->cl;
-  np_conn *c = p->conn;
-
-  p->dial_local = NULL;
-  if (status != 0) {
-    np_msg m = {.type = NP_MSG_WORK_FAIL, .id = p->visitor_id, .status = NP_ELOCALFAIL};
-    cl->stats.local_failed++;
-    np__log(&cl->log, NP_LOG_WARN, "proxy %s: cannot reach local service %s: %s", p->px->name,
-            p->px->local, np_strerror(status));
-    /* The reset below closes the visitor; this tells the server why, as the REQ_WORK path does. */
-    snprintf(m.text, sizeof(m.text), "cannot reach %s: %s", p->px->local, np_strerror(status));
-    if (p->session_id == cl->session_id)
-      send_msg(cl, &m);
-    pooled_free(p);
-    return;
-  }
-  p->conn = NULL;
-  attach_flow(cl, local, p->px, p->session_id, p->visitor_id);
-  start_join(cl, c, local, p->rest, p->rest_len);
-  pooled_free(p);
-}
-
-static void pool_refill(struct np_client *cl);
-
-static void on_pool_msg(np__chan *ch, const np_msg *m) {
-  pooled *p = np__chan_data(ch);
-  struct np_client *cl = p->cl;
-  const np__proxy_cfg *px = m->type == NP_MSG_START ? find_proxy(cl, m->name) : NULL;
-  const char *rest;
-  size_t rest_len;
-
-  if (px == NULL) {
-    np__log(&cl->log, NP_LOG_WARN, "unexpected %s on a pre-opened work connection",
-            np_msg_type_name(m->type));
-    pooled_free(p);
-    return;
-  }
-  p->conn = np__chan_detach(ch, &rest, &rest_len);
-  p->ch = NULL;
-  p->visitor_id = m->id;
-  p->px = px;
-  if (rest_len > 0 && (p->rest = malloc(rest_len)) != NULL) {
-    memcpy(p->rest, rest, rest_len);
-    p->rest_len = rest_len;
-  } else if (rest_len > 0) {
-    pooled_free(p);
-    return;
-  }
-  p->counted = 0;
-  cl->pool_idle--;
-  pool_refill(cl);
-  if (dial_local(cl, px, on_pool_local, p, &p->dial_local) != 0)
-    pooled_free(p);
-}
-
-static void on_pool_error(np__chan *ch, int err) {
-  pooled *p = np__chan_data(ch);
-  (void)err; /* the server dropped it (session gone, over its limit) or the link died */
-  pooled_free(p);
-}
-
-static void on_pool_dialed(void *data, int status, np_conn *c) {
-  pooled *p = data;
-  struct np_client *cl = p->cl;
-  np_msg m = {.type = NP_MSG_WORK_IDLE, .id = p->session_id, .id2 = ++cl->pool_serial};
-
-  p->dial = NULL;
-  if (status != 0 || p->session_id != cl->session_id) {
-    if (c != NULL)
-      np__conn_close(c, NULL);
-    pooled_free(p);
-    return;
-  }
-  np__auth_idle_mac(cl->key, m.id, m.id2, m.mac);
-  np__conn_keepalive(c, (unsigned)(cl->cfg.heartbeat_interval_ms / 1000));
-  if (np__conn_send_msg(c, cl->codec, &m) != 0 ||
-      np__chan_new(c, cl->codec, cl->cfg.max_frame, CTRL_MAX_QUEUED, &p->ch) != 0) {
-    np__conn_close(c, NULL);
-    pooled_free(p);
-    return;
-  }
-  np__chan_start(p->ch, on_pool_msg, on_pool_error, p);
-}
-
-/* Keep work_pool connections dialling or idle while the session is up. Failures are retried on the
- * next heartbeat tick, not at once, so a refusing server is not hammered. */
-static void pool_refill(struct np_client *cl) {
-  while (cl->state == C_READY && !cl->closing && native(cl) && cl->pool_idle < cl->cfg.work_pool) {
-    pooled *p = calloc(1, sizeof(*p));
-    if (p == NULL)
-      return;
-    p->cl = cl;
-    p->session_id = cl->session_id;
-    p->counted = 1;
-    NP_DLIST_PUSH(cl->pool, p, prev, next);
-    cl->pool_idle++;
-    cl->refs++;
-    if (open_work(cl, on_pool_dialed, p, &p->dial) != 0) {
-      pooled_free(p);
-      return;
-    }
-  }
-}
-
-/* Drop the idle ones (they belong to the session); those already starting a visitor go on. */
-static void pool_drop_idle(struct np_client *cl) {
-  pooled *p = cl->pool;
-  while (p != NULL) {
-    pooled *next = p->next;
-    if (p->counted)
-      pooled_free(p);
-    p = next;
-  }
-}
-
-/* ---- control session ---------------------------------------------------------------------------
- */
-
+static void drop_session(struct np_client *cl);
 static void on_timer(uv_timer_t *t);
 
 static void register_proxies(struct np_client *cl) {
@@ -519,7 +20,7 @@ static void register_proxies(struct np_client *cl) {
     strcpy(m.addr, px->bind_addr);
     strcpy(m.text, px->allow_ips[0] != '\0' ? px->allow_ips : cl->cfg.allow_ips);
     m.kind = (uint8_t)px->kind;
-    send_msg(cl, &m);
+    np__client_send(cl, &m);
   }
 }
 
@@ -529,7 +30,7 @@ static void on_ulink(void *arg, int up) {
   np_msg m = {.type = NP_MSG_PING, .id = ++cl->ping_seq};
   m.status = up ? NP_UDP_PATH_UP : NP_UDP_PATH_DOWN;
   if (cl->ch != NULL)
-    send_msg(cl, &m);
+    np__client_send(cl, &m);
 }
 
 /* The datagram path, when a UDP proxy may use it: keyed from this session's TLS connection (or,
@@ -544,12 +45,7 @@ static void start_ulink(struct np_client *cl) {
     udp |= cl->cfg.proxies[i].kind == NP_PROXY_UDP;
   if (!udp || !cl->cfg.udp_datagram_path || np__conn_peer_addr(c, &server) != 0)
     return;
-  if ((r = np__tls_export(c, NP_UDP_EXPORTER_LABEL, master, sizeof(master))) != 0 &&
-      cl->tls == NULL) {
-    memcpy(master, cl->key, sizeof(master));
-    r = 0;
-  }
-  if (r == 0)
+  if ((r = np__datagram_master(c, cl->tls != NULL, cl->key, master)) == 0)
     r = np__ulink_new(cl->loop, (struct sockaddr *)&server, master, cl->session_id,
                       cl->cfg.udp_keepalive_ms, cl->cfg.udp_path_retry_ms, &cl->log,
                       &cl->ulink_stats, on_ulink, cl, &cl->ulink);
@@ -564,7 +60,7 @@ static void start_ulink(struct np_client *cl) {
  * ("public port 26000 on 127.0.0.1:27000") read as if the proxy were on the control port. */
 static void public_addr(const struct np_client *cl, const char *name, unsigned port, char *buf,
                         size_t len) {
-  const np__proxy_cfg *px = find_proxy((struct np_client *)cl, name);
+  const np__proxy_cfg *px = np__client_find_proxy((struct np_client *)cl, name);
   char host[NP_HOSTPORT_MAX];
   int control_port;
 
@@ -581,7 +77,7 @@ static void ready(struct np_client *cl) {
   cl->attempt = 0;
   cl->stats.connects++;
   np__log(&cl->log, NP_LOG_INFO, "logged in to %s as %s", cl->cfg.server, cl->cfg.name);
-  emit(cl, NP_CLIENT_LOGGED_IN, 0, NULL, NULL, 0);
+  np__client_emit(cl, NP_CLIENT_LOGGED_IN, 0, NULL, NULL, 0);
   if (cl->state != C_READY || cl->closing)
     return; /* the embedder closed the client from its event callback */
   cl->pool_serial = 0;
@@ -591,7 +87,7 @@ static void ready(struct np_client *cl) {
      * just that). */
     register_proxies(cl);
     if (cl->state == C_READY)
-      pool_refill(cl);
+      np__client_pool_refill(cl);
     if (cl->state == C_READY)
       start_ulink(cl);
   } else {
@@ -602,18 +98,16 @@ static void ready(struct np_client *cl) {
               "proxy %s: visitors arrive on the server's visit port (the line codec does not "
               "tell the client its number)",
               cl->cfg.proxies[0].name);
-    emit(cl, NP_CLIENT_PROXY_READY, 0, cl->cfg.proxies[0].name, "line codec", 0);
+    np__client_emit(cl, NP_CLIENT_PROXY_READY, 0, cl->cfg.proxies[0].name, "line codec", 0);
   }
 }
-
-static void drop_session(struct np_client *cl);
 
 static void fatal(struct np_client *cl, int status, const char *text) {
   np__log(&cl->log, NP_LOG_ERROR, "giving up: %s", text);
   drop_session(cl);
   uv_timer_stop(&cl->timer);
   cl->state = C_FATAL;
-  emit(cl, NP_CLIENT_FATAL, status, NULL, text, 0);
+  np__client_emit(cl, NP_CLIENT_FATAL, status, NULL, text, 0);
 }
 
 static void on_msg(np__chan *ch, const np_msg *m) {
@@ -640,7 +134,7 @@ static void on_msg(np__chan *ch, const np_msg *m) {
     out.id = cl->resume;
     out.status = cl->cfg.takeover ? NP_LOGIN_TAKEOVER : 0;
     cl->state = C_LOGIN;
-    r = send_msg(cl, &out);
+    r = np__client_send(cl, &out);
     break;
   case NP_MSG_LOGIN_RESP:
     if (cl->state != C_LOGIN) {
@@ -668,25 +162,25 @@ static void on_msg(np__chan *ch, const np_msg *m) {
       char where[NP_HOSTPORT_MAX + 8];
       public_addr(cl, m->name, m->port, where, sizeof(where));
       np__log(&cl->log, NP_LOG_INFO, "proxy %s: public port %u at %s", m->name, m->port, where);
-      emit(cl, NP_CLIENT_PROXY_READY, 0, m->name, NULL, m->port);
+      np__client_emit(cl, NP_CLIENT_PROXY_READY, 0, m->name, NULL, m->port);
     } else {
       np__log(&cl->log, NP_LOG_ERROR, "proxy %s refused by the server: %s", m->name,
               m->text[0] ? m->text : np_strerror(m->status));
-      emit(cl, NP_CLIENT_PROXY_FAILED, m->status, m->name, m->text, 0);
+      np__client_emit(cl, NP_CLIENT_PROXY_FAILED, m->status, m->name, m->text, 0);
     }
     break;
   case NP_MSG_REQ_WORK:
     if (cl->state != C_READY)
       r = NP_EPROTO;
     else
-      on_req_work(cl, m);
+      np__client_req_work(cl, m);
     break;
   case NP_MSG_PING:
     if (native(cl)) {
       memset(&out, 0, sizeof(out));
       out.type = NP_MSG_PONG;
       out.id = m->id;
-      r = send_msg(cl, &out);
+      r = np__client_send(cl, &out);
     }
     break;
   case NP_MSG_PONG:
@@ -714,7 +208,7 @@ static void on_chan_error(np__chan *ch, int err) {
 }
 
 static void on_chan_closed(np__chan *ch) {
-  unref(np__chan_data(ch));
+  np__client_unref(np__chan_data(ch));
 }
 
 /* The server opens no streams of its own. */
@@ -724,7 +218,7 @@ static void on_mux_stream(np__mux *m, np_conn *stream) {
 }
 
 static void on_mux_closed(np__mux *m) {
-  unref(np__mux_data(m));
+  np__client_unref(np__mux_data(m));
 }
 
 /* Turn a fresh connection into a multiplexed one; c becomes its first stream, for control. */
@@ -780,7 +274,7 @@ static void on_control_dialed(void *data, int status, np_conn *c) {
     return;
   }
   cl->state = C_HELLO;
-  if ((r = send_msg(cl, &hello)) != 0)
+  if ((r = np__client_send(cl, &hello)) != 0)
     disconnect(cl, r, np_strerror(r));
 }
 
@@ -831,10 +325,10 @@ static void on_timer(uv_timer_t *t) {
     disconnect(cl, NP_EPEERDEAD, "no heartbeat from the server within heartbeat_timeout");
     return;
   }
-  pool_refill(cl);
+  np__client_pool_refill(cl);
   if (pongs && now - cl->last_tx >= cl->cfg.heartbeat_interval_ms) {
     ping.id = ++cl->ping_seq;
-    send_msg(cl, &ping);
+    np__client_send(cl, &ping);
   }
   next = cl->last_rx + cl->cfg.heartbeat_timeout_ms;
   if (pongs && cl->last_tx + cl->cfg.heartbeat_interval_ms < next)
@@ -843,7 +337,7 @@ static void on_timer(uv_timer_t *t) {
 }
 
 static void drop_session(struct np_client *cl) {
-  pool_drop_idle(cl);
+  np__client_pool_drop_idle(cl);
   if (cl->ulink != NULL) {
     np__ulink_close(cl->ulink);
     cl->ulink = NULL;
@@ -878,7 +372,7 @@ static void disconnect(struct np_client *cl, int status, const char *why) {
   }
   drop_session(cl);
   if (cl->state == C_READY || cl->state == C_LOGIN || cl->state == C_HELLO)
-    emit(cl, NP_CLIENT_DISCONNECTED, status, NULL, why, 0);
+    np__client_emit(cl, NP_CLIENT_DISCONNECTED, status, NULL, why, 0);
   delay = backoff_ms(cl);
   if (delay < cl->retry_after_ms)
     delay = cl->retry_after_ms + delay / 4; /* keep some jitter */
@@ -891,9 +385,6 @@ static void disconnect(struct np_client *cl, int status, const char *why) {
   cl->state = C_BACKOFF;
   uv_timer_start(&cl->timer, on_timer, delay, 0);
 }
-
-/* ---- lifecycle ---------------------------------------------------------------------------------
- */
 
 int np_client_new(uv_loop_t *loop, const struct np_config *cfg, struct np_client **out) {
   struct np_client *cl;
@@ -988,19 +479,8 @@ int np_client_reload(struct np_client *cl) {
   return UV_ENOTSUP;
 }
 
-static void unref(struct np_client *cl) {
-  if (--cl->refs > 0 || !cl->closing)
-    return;
-  np__bufcache_clear(&cl->chunks);
-  free(cl->mux_rbuf);
-  np__tls_free(cl->tls);
-  if (cl->close_cb != NULL)
-    cl->close_cb(cl);
-  free(cl);
-}
-
 static void on_timer_closed(uv_handle_t *h) {
-  unref(h->data);
+  np__client_unref(h->data);
 }
 
 void np_client_close(struct np_client *cl, np_client_close_cb cb) {
@@ -1029,14 +509,14 @@ void np_client_close(struct np_client *cl, np_client_close_cb cb) {
   }
   cl->tq_head = cl->tq_tail = NULL;
   while (cl->works != NULL)
-    work_free(cl->works);
+    np__client_work_free(cl->works);
   while (cl->pool != NULL)
-    pooled_free(cl->pool);
+    np__client_pooled_free(cl->pool);
   for (joined *j = cl->joins; j != NULL; j = j->next)
     np__join_abort(j->join);
   if (cl->started)
     uv_close((uv_handle_t *)&cl->timer, on_timer_closed);
-  unref(cl);
+  np__client_unref(cl);
 }
 
 void *np_client_get_data(const struct np_client *cl) {

@@ -31,12 +31,8 @@ int np__login_hello(session *s, const np_msg *m) {
  * is secret. */
 static void datagram_keys(session *s, np_conn *c) {
   unsigned char master[NP_SEAL_MASTER];
-  int r = np__tls_export(c, NP_UDP_EXPORTER_LABEL, master, sizeof(master));
+  int r = np__datagram_master(c, s->srv->tls != NULL, s->key, master);
 
-  if (r != 0 && s->srv->tls == NULL) {
-    memcpy(master, s->key, sizeof(master));
-    r = 0;
-  }
   if (r == 0 && np__seal_init(&s->seal, master, s->id, 1) == 0)
     s->seal_ok = 1;
   OPENSSL_cleanse(master, sizeof(master));

@@ -14,12 +14,10 @@
 #include "join.h"
 #include "listen.h"
 #include "mux.h"
+#include "proto.h"
 #include "tls.h"
 #include "udp_seal.h"
 #include "users.h"
-
-#define PROTO_VERSION   1      /* docs/protocol.md §versions */
-#define CTRL_MAX_QUEUED 262144 /* a client that stops reading its control stream is cut off */
 
 /* S_IDLE: a pre-opened work connection, authenticated for its owner session and waiting for a
  * visitor. */
