@@ -271,7 +271,8 @@ static int buffer_bytes(np__mux_cstream *s, const char *data, size_t len) {
 }
 
 const char *np__mux_core_peek(const np__mux_cstream *s, size_t *len) {
-  if (s->rhead == NULL) {
+  /* A closed or reset stream hands out nothing more, whatever it still holds. */
+  if (s->rhead == NULL || s->closing || s->err != 0) {
     *len = 0;
     return NULL;
   }

@@ -109,7 +109,8 @@ size_t np__mux_core_read_hint(const np__mux_core *c, size_t body_max);
 /* The reader took n bytes of cs (from the data callback or the buffer): may queue a window update.
  */
 void np__mux_core_consumed(np__mux_core *c, np__mux_cstream *cs, size_t n, uint64_t now);
-/* The oldest buffered bytes of cs: sets *len (0 when none) and returns where they are. */
+/* The oldest buffered bytes of cs: sets *len and returns where they are; NULL and 0 when there are
+ * none or cs is closed or reset. */
 const char *np__mux_core_peek(const np__mux_cstream *cs, size_t *len);
 /* Drop n bytes from the front of the buffer (the reader took them; it says so with _consumed). */
 void np__mux_core_advance(np__mux_cstream *cs, size_t n);
@@ -119,8 +120,8 @@ void np__mux_core_advance(np__mux_cstream *cs, size_t n);
 /* Open a stream (SYN queued). Returns 0, NP_ECLOSED (dead, going away, or the peer said go away),
  * NP_ELIMIT (ids exhausted) or NP_MUX_ENOMEM. */
 int np__mux_core_open(np__mux_core *c, uint64_t now, np__mux_cstream **out);
-/* Queue iov[0..n) of the caller's memory (held until write_done(token)); the iov array is
- * copied. Returns 0, NP_MUX_EPIPE, cs->err, NP_MUX_EINVAL (no bytes) or NP_MUX_ENOMEM. */
+/* Queue iov[0..n) of the caller's memory (held until write_done(token); token not NULL); the iov
+ * array is copied. Returns 0, NP_MUX_EPIPE, cs->err, NP_MUX_EINVAL (no bytes) or NP_MUX_ENOMEM. */
 int np__mux_core_write(np__mux_core *c, np__mux_cstream *cs, const np__mux_iov *iov, unsigned n,
                        void *token);
 /* FIN after what is queued. Returns 0, NP_MUX_EINVAL (closing or already shut down) or cs->err. */
