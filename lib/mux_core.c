@@ -487,7 +487,8 @@ void np__mux_core_written(np__mux_core *c, int status) {
   }
   for (unsigned i = 0; i < b->nframes; i++) {
     np__mux_cstream *s = b->frames[i];
-    if (s != NULL && s->fin_sent && !s->closing)
+    /* Only a stream's DATA frame with FIN is one (flags are bytes 2-3 of the header). */
+    if (s != NULL && (b->hdrs[i][3] & NP_MUX_FIN) && b->hdrs[i][1] == NP_MUX_DATA && !s->closing)
       c->cb.fin_done(c, s, status);
   }
   b->nframes = 0;

@@ -72,8 +72,8 @@ typedef struct np__mux_core_cbs {
   void (*stream_event)(np__mux_core *c, np__mux_cstream *cs);
   /* A queued write's last byte has been written (status 0) or its batch failed. */
   void (*write_done)(np__mux_core *c, void *token, int status);
-  /* A batch holding frames of cs, whose FIN has been framed, is done: the FIN is out (or failed).
-   */
+  /* The batch with cs's FIN is done: the FIN is out (or failed). Once per stream, unless it is
+   * closed by then. */
   void (*fin_done)(np__mux_core *c, np__mux_cstream *cs, int status);
   /* Frames wait to be pulled (np__mux_core_pull). */
   void (*want_write)(np__mux_core *c);
