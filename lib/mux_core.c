@@ -817,7 +817,11 @@ int np__mux_core_new(const np__mux_core_opts *opts, const np__mux_core_cbs *cbs,
   c->next_id = c->o.client ? 1 : 2;
   c->peer_goaway = -1;
   np__mux_parser_init(&c->parser, c->o.max_window);
-  if ((c->by_id = OPENSSL_LH_new(stream_hash, stream_cmp)) == NULL) {
+  /* Room for the first PING now: a constructor never calls back, so it cannot fail later. */
+  c->ctrl_cap = 16;
+  if ((c->ctrl = malloc(c->ctrl_cap * sizeof(*c->ctrl))) == NULL ||
+      (c->by_id = OPENSSL_LH_new(stream_hash, stream_cmp)) == NULL) {
+    free(c->ctrl);
     free(c);
     return NP_MUX_ENOMEM;
   }
