@@ -1,0 +1,879 @@
+/* The yamux state machine. Writing: each stream queues its writes (the caller's memory, not
+ * copied); one batch at a time is pulled, built round-robin over the streams that have data and
+ * window, a quantum each, so a bulk stream cannot starve a short one. Reading: frames are parsed
+ * straight out of the caller's buffer and handed to the stream's reader, or buffered (never more
+ * than the window we granted) while it does not read. Windows: a stream's receive window doubles
+ * (up to max_window) whenever the reader consumes half of it within two round trips, i.e. when the
+ * window, not the reader, limits the sender. */
+#include "mux_core.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include <openssl/lhash.h>
+
+#include "natproxy/error.h"
+
+#define QUANTUM_SHARED (16 * 1024)  /* per stream and turn when several streams have data */
+#define QUANTUM_ALONE  (256 * 1024) /* when one has: no one to be fair to */
+#define BATCH_BYTES    (512 * 1024)
+#define CTRL_MAX       4096 /* queued control frames: more means the peer does not read */
+#define PING_EVERY_NS  (5 * 1000000000ull)
+
+struct np__mux_wq {
+  np__mux_wq *next;
+  void *token;
+  size_t left; /* bytes not yet framed */
+  unsigned idx, nbufs;
+  size_t off; /* into iov[idx] */
+  np__mux_iov iov[];
+};
+
+struct np__mux_rq {
+  np__mux_rq *next;
+  size_t len, off;
+  char bytes[];
+};
+
+typedef struct batch {
+  np__mux_iov iov[NP_MUX_BATCH_IOVS];
+  unsigned niov;
+  unsigned char hdrs[NP_MUX_BATCH_FRAMES][NP_MUX_HDR_LEN];
+  np__mux_cstream *frames[NP_MUX_BATCH_FRAMES]; /* NULL for session frames */
+  unsigned nframes;
+  np__mux_wq *done; /* writes whose last byte is in this batch */
+  size_t bytes;
+  char *raw; /* the rest of a direct frame, written first; freed after */
+} batch;
+
+struct np__mux_core {
+  np__mux_core_opts o;
+  np__mux_core_cbs cb;
+  void *data;
+  OPENSSL_LHASH *by_id;
+  np__mux_cstream *streams;
+  size_t nstreams;
+  np__mux_cstream *rhead, *rtail; /* ready ring */
+  size_t nready;
+  np__mux_parser parser;
+  np__mux_cstream *cur; /* stream of the data frame being read (NULL: discard) */
+  uint16_t cur_fin;     /* FIN/RST of the data frame being read, applied at its end */
+  uint32_t next_id;
+  char *raw; /* the unwritten rest of a direct frame: goes out before anything else */
+  size_t raw_len;
+  np__mux_hdr *ctrl; /* control frames waiting */
+  size_t nctrl, ctrl_cap;
+  batch b;
+  uint64_t ping_sent_ns, srtt_ns;
+  uint32_t ping_id;
+  int dead;            /* 0, or why the session is over */
+  int64_t peer_goaway; /* the code of the peer's first GO_AWAY, -1 before one */
+  unsigned busy : 1;   /* b is being written */
+  unsigned closing : 1, goaway_pending : 1, goaway_in_batch : 1, remote_goaway : 1;
+};
+
+/* ---- small helpers ------------------------------------------------------------------------ */
+
+static unsigned long stream_hash(const void *p) {
+  uint64_t v = ((const np__mux_cstream *)p)->id;
+  v *= 0x9e3779b97f4a7c15ull;
+  return (unsigned long)(v >> 17);
+}
+
+static int stream_cmp(const void *a, const void *b) {
+  uint32_t x = ((const np__mux_cstream *)a)->id, y = ((const np__mux_cstream *)b)->id;
+  return x < y ? -1 : x > y;
+}
+
+np__mux_cstream *np__mux_core_find(const np__mux_core *c, uint32_t id) {
+  np__mux_cstream key;
+  key.id = id;
+  return OPENSSL_LH_retrieve(c->by_id, &key);
+}
+
+static void untable(np__mux_core *c, np__mux_cstream *s) {
+  if (s->in_table) {
+    OPENSSL_LH_delete(c->by_id, s);
+    s->in_table = 0;
+  }
+}
+
+static void ready_add(np__mux_core *c, np__mux_cstream *s) {
+  if (s->in_ready)
+    return;
+  s->in_ready = 1;
+  s->rnext = NULL;
+  s->rprev = c->rtail;
+  if (c->rtail != NULL)
+    c->rtail->rnext = s;
+  else
+    c->rhead = s;
+  c->rtail = s;
+  c->nready++;
+}
+
+static void ready_del(np__mux_core *c, np__mux_cstream *s) {
+  if (!s->in_ready)
+    return;
+  if (s->rprev != NULL)
+    s->rprev->rnext = s->rnext;
+  else
+    c->rhead = s->rnext;
+  if (s->rnext != NULL)
+    s->rnext->rprev = s->rprev;
+  else
+    c->rtail = s->rprev;
+  s->in_ready = 0;
+  c->nready--;
+}
+
+/* Something to frame now: data the window lets through, or the FIN once the data is out. */
+static int sendable(const np__mux_cstream *s) {
+  return (s->wbytes > 0 && s->send_window > 0) || (s->wbytes == 0 && s->fin_wanted && !s->fin_sent);
+}
+
+static void want_write(np__mux_core *c) {
+  if (!c->busy && !c->dead)
+    c->cb.want_write(c);
+}
+
+static int ctrl_push(np__mux_core *c, uint8_t type, uint16_t flags, uint32_t id, uint32_t len) {
+  if (c->dead)
+    return NP_ECLOSED;
+  if (c->nctrl == c->ctrl_cap) {
+    size_t cap = c->ctrl_cap ? c->ctrl_cap * 2 : 16;
+    np__mux_hdr *n;
+    if (c->nctrl >= CTRL_MAX) {
+      /* The peer keeps asking (pings, opens) and does not read our answers. */
+      np__mux_core_fail(c, NP_ELIMIT, NP_MUX_GOAWAY_INTERNAL);
+      return NP_ELIMIT;
+    }
+    if ((n = realloc(c->ctrl, cap * sizeof(*n))) == NULL) {
+      np__mux_core_fail(c, NP_MUX_ENOMEM, NP_MUX_GOAWAY_INTERNAL);
+      return NP_MUX_ENOMEM;
+    }
+    c->ctrl = n;
+    c->ctrl_cap = cap;
+  }
+  c->ctrl[c->nctrl++] = (np__mux_hdr){
+      .version = NP_MUX_VERSION, .type = type, .flags = flags, .stream = id, .length = len};
+  return 0;
+}
+
+static void send_ping(np__mux_core *c, uint64_t now) {
+  c->ping_id++;
+  c->ping_sent_ns = now;
+  ctrl_push(c, NP_MUX_PING, NP_MUX_SYN, 0, c->ping_id);
+}
+
+/* ---- streams ------------------------------------------------------------------------------ */
+
+static np__mux_cstream *stream_new(np__mux_core *c, uint32_t id, uint64_t now) {
+  np__mux_cstream *s = calloc(1, sizeof(*s) + c->o.stream_extra);
+  int errors;
+
+  if (s == NULL)
+    return NULL;
+  s->core = c;
+  s->id = id;
+  s->send_window = NP_MUX_INITIAL_WINDOW;
+  s->recv_target = s->recv_avail = NP_MUX_INITIAL_WINDOW;
+  s->epoch_ns = now;
+  errors = OPENSSL_LH_error(c->by_id);
+  OPENSSL_LH_insert(c->by_id, s);
+  if (OPENSSL_LH_error(c->by_id) != errors) {
+    free(s);
+    return NULL;
+  }
+  s->in_table = 1;
+  s->prev = NULL;
+  s->next = c->streams;
+  if (c->streams != NULL)
+    c->streams->prev = s;
+  c->streams = s;
+  c->nstreams++;
+  return s;
+}
+
+/* Writes not yet framed are failed with s->err (the owner takes them with _take_failed). */
+static void drop_writes(np__mux_core *c, np__mux_cstream *s) {
+  if (s->whead == NULL)
+    return;
+  s->wtail->next = s->failed;
+  s->failed = s->whead;
+  s->whead = s->wtail = NULL;
+  s->wbytes = 0;
+  ready_del(c, s);
+  c->cb.stream_event(c, s);
+}
+
+static void drop_rbufs(np__mux_cstream *s) {
+  while (s->rhead != NULL) {
+    np__mux_rq *r = s->rhead;
+    s->rhead = r->next;
+    free(r);
+  }
+  s->rtail = NULL;
+  s->rbytes = 0;
+}
+
+void np__mux_core_reset(np__mux_core *c, np__mux_cstream *s, int err) {
+  if (s->err == 0)
+    s->err = err;
+  untable(c, s);
+  drop_rbufs(s);
+  drop_writes(c, s);
+  ready_del(c, s);
+  c->cb.stream_event(c, s);
+}
+
+static void window_update(np__mux_core *c, np__mux_cstream *s, uint64_t now) {
+  uint32_t delta = s->unacked;
+
+  /* The reader took half the window in under two round trips: the window is what limits the
+   * sender, so double it. */
+  if (c->srtt_ns > 0 && now - s->epoch_ns < 2 * c->srtt_ns && s->recv_target < c->o.max_window) {
+    uint32_t grown = s->recv_target > c->o.max_window / 2 ? c->o.max_window : s->recv_target * 2;
+    delta += grown - s->recv_target;
+    s->recv_target = grown;
+  }
+  s->unacked = 0;
+  s->recv_avail += delta;
+  s->epoch_ns = now;
+  if (ctrl_push(c, NP_MUX_WINDOW_UPDATE, 0, s->id, delta) == 0) {
+    if (now - c->ping_sent_ns > PING_EVERY_NS)
+      send_ping(c, now);
+    want_write(c);
+  }
+}
+
+void np__mux_core_consumed(np__mux_core *c, np__mux_cstream *s, size_t n, uint64_t now) {
+  s->unacked += (uint32_t)n;
+  if (s->unacked >= s->recv_target / 2 && !s->fin_rcvd && s->err == 0 && !s->closing)
+    window_update(c, s, now);
+}
+
+static int buffer_bytes(np__mux_cstream *s, const char *data, size_t len) {
+  np__mux_rq *r = malloc(sizeof(*r) + len);
+  if (r == NULL)
+    return NP_MUX_ENOMEM;
+  memcpy(r->bytes, data, len);
+  r->len = len;
+  r->off = 0;
+  r->next = NULL;
+  if (s->rtail != NULL)
+    s->rtail->next = r;
+  else
+    s->rhead = r;
+  s->rtail = r;
+  s->rbytes += len;
+  return 0;
+}
+
+const char *np__mux_core_peek(const np__mux_cstream *s, size_t *len) {
+  /* A closed or reset stream hands out nothing more, whatever it still holds. */
+  if (s->rhead == NULL || s->closing || s->err != 0) {
+    *len = 0;
+    return NULL;
+  }
+  *len = s->rhead->len - s->rhead->off;
+  return s->rhead->bytes + s->rhead->off;
+}
+
+void np__mux_core_advance(np__mux_cstream *s, size_t n) {
+  while (n > 0 && s->rhead != NULL) {
+    np__mux_rq *r = s->rhead;
+    size_t take = r->len - r->off < n ? r->len - r->off : n;
+    r->off += take;
+    s->rbytes -= take;
+    n -= take;
+    if (r->off < r->len)
+      break;
+    s->rhead = r->next;
+    if (s->rhead == NULL)
+      s->rtail = NULL;
+    free(r);
+  }
+}
+
+void np__mux_core_stream_unlink(np__mux_core *c, np__mux_cstream *s) {
+  /* A DATA frame for it may be half read: the rest is dropped, as for any closed stream. */
+  if (c->cur == s)
+    c->cur = NULL;
+  untable(c, s);
+  ready_del(c, s);
+  drop_rbufs(s);
+  if (s->prev != NULL)
+    s->prev->next = s->next;
+  else
+    c->streams = s->next;
+  if (s->next != NULL)
+    s->next->prev = s->prev;
+  c->nstreams--;
+}
+
+void np__mux_core_stream_free(np__mux_cstream *s) {
+  while (s->failed != NULL) {
+    np__mux_wq *w = s->failed;
+    s->failed = w->next;
+    free(w);
+  }
+  while (s->whead != NULL) {
+    np__mux_wq *w = s->whead;
+    s->whead = w->next;
+    free(w);
+  }
+  free(s);
+}
+
+void *np__mux_core_take_failed(np__mux_cstream *s) {
+  np__mux_wq *w = s->failed;
+  void *token;
+
+  if (w == NULL)
+    return NULL;
+  s->failed = w->next;
+  token = w->token;
+  free(w);
+  return token;
+}
+
+int np__mux_core_can_free(const np__mux_cstream *s) {
+  return s->closing && s->inflight == 0 && s->failed == NULL;
+}
+
+/* ---- writing ------------------------------------------------------------------------------ */
+
+static int batch_room(const batch *b) {
+  return b->nframes < NP_MUX_BATCH_FRAMES && b->niov + 2 < NP_MUX_BATCH_IOVS &&
+         b->bytes < BATCH_BYTES;
+}
+
+static void batch_hdr(batch *b, np__mux_cstream *s, uint8_t type, uint16_t flags, uint32_t id,
+                      uint32_t len) {
+  np__mux_hdr h = {
+      .version = NP_MUX_VERSION, .type = type, .flags = flags, .stream = id, .length = len};
+  np__mux_hdr_encode(&h, b->hdrs[b->nframes]);
+  b->iov[b->niov++] = (np__mux_iov){(char *)b->hdrs[b->nframes], NP_MUX_HDR_LEN};
+  b->frames[b->nframes++] = s;
+  if (s != NULL)
+    s->inflight++;
+  b->bytes += NP_MUX_HDR_LEN;
+}
+
+/* One data frame of up to quantum bytes from s's queue (fewer if the batch runs out of iovecs). */
+static void frame_data(batch *b, np__mux_cstream *s, size_t quantum) {
+  size_t want = s->wbytes, take = 0;
+  unsigned hdr_iov;
+
+  if (want > s->send_window)
+    want = s->send_window;
+  if (want > quantum)
+    want = quantum;
+  hdr_iov = b->niov;
+  batch_hdr(b, s, NP_MUX_DATA, 0, s->id, 0);
+  while (take < want && b->niov < NP_MUX_BATCH_IOVS) {
+    np__mux_wq *w = s->whead;
+    np__mux_iov *src = &w->iov[w->idx];
+    size_t n = src->len - w->off;
+    if (n > want - take)
+      n = want - take;
+    if (n > 0)
+      b->iov[b->niov++] = (np__mux_iov){src->base + w->off, n};
+    take += n;
+    w->off += n;
+    w->left -= n;
+    if (w->off == src->len) {
+      w->idx++;
+      w->off = 0;
+    }
+    if (w->left == 0) {
+      s->whead = w->next;
+      if (s->whead == NULL)
+        s->wtail = NULL;
+      w->next = b->done;
+      b->done = w;
+    }
+  }
+  np__mux_hdr_encode(&(np__mux_hdr){.version = NP_MUX_VERSION,
+                                    .type = NP_MUX_DATA,
+                                    .stream = s->id,
+                                    .length = (uint32_t)take},
+                     (unsigned char *)b->iov[hdr_iov].base);
+  s->wbytes -= take;
+  s->send_window -= (uint32_t)take;
+  b->bytes += take;
+}
+
+int np__mux_core_pull(np__mux_core *c, const np__mux_iov **iov, unsigned *niov) {
+  batch *b = &c->b;
+  size_t i;
+
+  if (c->busy || c->dead)
+    return 0;
+  b->niov = b->nframes = 0;
+  b->bytes = 0;
+  b->done = NULL;
+  b->raw = NULL;
+  if (c->raw != NULL) {
+    b->raw = c->raw;
+    b->iov[b->niov++] = (np__mux_iov){c->raw, c->raw_len};
+    b->bytes += c->raw_len;
+    c->raw = NULL;
+  }
+  for (i = 0; i < c->nctrl && batch_room(b); i++) {
+    np__mux_hdr *h = &c->ctrl[i];
+    batch_hdr(b, NULL, h->type, h->flags, h->stream, h->length);
+  }
+  memmove(c->ctrl, c->ctrl + i, (c->nctrl - i) * sizeof(*c->ctrl));
+  c->nctrl -= i;
+  while (c->rhead != NULL && batch_room(b)) {
+    np__mux_cstream *s = c->rhead;
+    size_t quantum = c->nready > 1 ? QUANTUM_SHARED : QUANTUM_ALONE;
+    ready_del(c, s);
+    if (s->wbytes > 0 && s->send_window > 0) {
+      frame_data(b, s, quantum);
+    } else if (s->wbytes == 0 && s->fin_wanted && !s->fin_sent) {
+      batch_hdr(b, s, NP_MUX_DATA, NP_MUX_FIN, s->id, 0);
+      s->fin_sent = 1;
+    }
+    if (sendable(s))
+      ready_add(c, s);
+  }
+  if (c->goaway_pending && batch_room(b)) {
+    batch_hdr(b, NULL, NP_MUX_GO_AWAY, 0, 0, NP_MUX_GOAWAY_NORMAL);
+    c->goaway_pending = 0;
+    c->goaway_in_batch = 1;
+  }
+  if (b->niov == 0)
+    return 0;
+  c->busy = 1;
+  *iov = b->iov;
+  *niov = b->niov;
+  return 1;
+}
+
+void np__mux_core_written(np__mux_core *c, int status) {
+  batch *b = &c->b;
+  np__mux_wq *done = b->done, *rev = NULL;
+  int goaway_done = c->goaway_in_batch;
+
+  /* Still busy while the callbacks run: a write or shutdown they make must not rebuild b under
+   * these loops; it is pulled below. */
+  c->goaway_in_batch = 0;
+  b->done = NULL;
+  free(b->raw);
+  b->raw = NULL;
+  for (unsigned i = 0; i < b->nframes; i++) {
+    np__mux_cstream *s = b->frames[i];
+    if (s == NULL)
+      continue;
+    s->inflight--;
+    if (s->closing && s->inflight == 0)
+      c->cb.stream_event(c, s);
+  }
+  /* Completions run in the order the writes were made. */
+  while (done != NULL) {
+    np__mux_wq *n = done->next;
+    done->next = rev;
+    rev = done;
+    done = n;
+  }
+  while (rev != NULL) {
+    np__mux_wq *n = rev->next;
+    c->cb.write_done(c, rev->token, status);
+    free(rev);
+    rev = n;
+  }
+  for (unsigned i = 0; i < b->nframes; i++) {
+    np__mux_cstream *s = b->frames[i];
+    /* Only a stream's DATA frame with FIN is one (flags are bytes 2-3 of the header). */
+    if (s != NULL && (b->hdrs[i][3] & NP_MUX_FIN) && b->hdrs[i][1] == NP_MUX_DATA && !s->closing)
+      c->cb.fin_done(c, s, status);
+  }
+  b->nframes = 0;
+  c->busy = 0;
+  if (status != 0) {
+    np__mux_core_fail(c, status, -1);
+    return;
+  }
+  if (goaway_done && c->closing) {
+    np__mux_core_fail(c, NP_MUX_ECANCELED, -1);
+    return;
+  }
+  want_write(c);
+}
+
+/* ---- what the owner of a stream does ------------------------------------------------------ */
+
+int np__mux_core_write(np__mux_core *c, np__mux_cstream *s, const np__mux_iov *iov, unsigned n,
+                       void *token) {
+  size_t total = 0;
+  np__mux_wq *w;
+
+  if (s->closing || s->fin_wanted)
+    return NP_MUX_EPIPE;
+  if (s->err != 0)
+    return s->err;
+  for (unsigned i = 0; i < n; i++)
+    total += iov[i].len;
+  if (total == 0)
+    return NP_MUX_EINVAL;
+  if ((w = malloc(sizeof(*w) + n * sizeof(*iov))) == NULL)
+    return NP_MUX_ENOMEM;
+  w->next = NULL;
+  w->token = token;
+  w->left = total;
+  w->idx = 0;
+  w->off = 0;
+  w->nbufs = n;
+  memcpy(w->iov, iov, n * sizeof(*iov));
+  /* Skip empty buffers up front, so framing always finds bytes at w->idx. */
+  while (w->iov[w->idx].len == 0)
+    w->idx++;
+  if (s->wtail != NULL)
+    s->wtail->next = w;
+  else
+    s->whead = w;
+  s->wtail = w;
+  s->wbytes += total;
+  if (sendable(s))
+    ready_add(c, s);
+  want_write(c);
+  return 0;
+}
+
+size_t np__mux_core_direct(np__mux_core *c, np__mux_cstream *s, size_t len,
+                           unsigned char hdr[NP_MUX_HDR_LEN]) {
+  size_t n = len;
+
+  if (s->closing || s->fin_wanted || s->err != 0 || c->dead || c->busy || c->nctrl > 0 ||
+      c->raw != NULL || c->rhead != NULL || s->whead != NULL || s->send_window == 0 || len == 0)
+    return 0;
+  if (n > s->send_window)
+    n = s->send_window;
+  if (n > QUANTUM_ALONE)
+    n = QUANTUM_ALONE;
+  np__mux_hdr_encode(
+      &(np__mux_hdr){
+          .version = NP_MUX_VERSION, .type = NP_MUX_DATA, .stream = s->id, .length = (uint32_t)n},
+      hdr);
+  return n;
+}
+
+int np__mux_core_direct_done(np__mux_core *c, np__mux_cstream *s, size_t n,
+                             const unsigned char hdr[NP_MUX_HDR_LEN], const char *data,
+                             size_t written) {
+  size_t total = NP_MUX_HDR_LEN + n;
+
+  if (written < total) {
+    /* The frame is cut: the rest goes first, or the peer would read the next frame's header out
+     * of this one's data. */
+    size_t left = total - written;
+    if ((c->raw = malloc(left)) == NULL) {
+      np__mux_core_fail(c, NP_MUX_ENOMEM, -1);
+      return NP_MUX_ENOMEM;
+    }
+    if (written < NP_MUX_HDR_LEN) {
+      memcpy(c->raw, hdr + written, NP_MUX_HDR_LEN - written);
+      memcpy(c->raw + NP_MUX_HDR_LEN - written, data, n);
+    } else {
+      memcpy(c->raw, data + (written - NP_MUX_HDR_LEN), left);
+    }
+    c->raw_len = left;
+    want_write(c);
+  }
+  s->send_window -= (uint32_t)n;
+  return 0;
+}
+
+int np__mux_core_shutdown(np__mux_core *c, np__mux_cstream *s) {
+  if (s->closing || s->fin_wanted)
+    return NP_MUX_EINVAL;
+  if (s->err != 0)
+    return s->err;
+  s->fin_wanted = 1;
+  if (sendable(s))
+    ready_add(c, s);
+  want_write(c);
+  return 0;
+}
+
+void np__mux_core_close(np__mux_core *c, np__mux_cstream *s, int reset) {
+  if (s->closing)
+    return;
+  s->closing = 1;
+  if (s->err == 0)
+    s->err = NP_MUX_ECANCELED;
+  drop_writes(c, s);
+  /* A stream that ended both ways needs no goodbye. One the peer finished gets our FIN; otherwise
+   * the peer may still be sending and we will not read it: reset. */
+  if (s->in_table && !(s->fin_sent && s->fin_rcvd) && !c->dead) {
+    if (!reset && s->fin_rcvd)
+      ctrl_push(c, NP_MUX_WINDOW_UPDATE, NP_MUX_FIN, s->id, 0);
+    else
+      ctrl_push(c, NP_MUX_WINDOW_UPDATE, NP_MUX_RST, s->id, 0);
+    want_write(c);
+  }
+  untable(c, s);
+  ready_del(c, s);
+  c->cb.stream_event(c, s);
+}
+
+int np__mux_core_open(np__mux_core *c, uint64_t now, np__mux_cstream **out) {
+  np__mux_cstream *s;
+
+  if (c->dead || c->closing || c->remote_goaway)
+    return NP_ECLOSED;
+  if (c->next_id > UINT32_MAX - 2)
+    return NP_ELIMIT; /* ids are never reused (spec) */
+  if ((s = stream_new(c, c->next_id, now)) == NULL)
+    return NP_MUX_ENOMEM;
+  c->next_id += 2;
+  ctrl_push(c, NP_MUX_WINDOW_UPDATE, NP_MUX_SYN, s->id, 0);
+  want_write(c);
+  *out = s;
+  return 0;
+}
+
+/* ---- reading ------------------------------------------------------------------------------ */
+
+static void on_fin_or_rst(np__mux_core *c, np__mux_cstream *s, uint16_t flags) {
+  if (flags & NP_MUX_RST) {
+    np__mux_core_reset(c, s, NP_MUX_ECONNRESET);
+    return;
+  }
+  if (flags & NP_MUX_FIN) {
+    s->fin_rcvd = 1;
+    if (s->fin_sent)
+      untable(c, s); /* both ways done: the id is free */
+    c->cb.fin(c, s);
+  }
+}
+
+/* A SYN: a new stream of the peer's, or an RST when we take no more. 0 or NP_EPROTO. */
+static int on_syn(np__mux_core *c, const np__mux_hdr *h, uint64_t now, np__mux_cstream **out) {
+  int theirs = (h->stream & 1) != (c->o.client ? 1u : 0u);
+  np__mux_cstream *s = NULL;
+
+  *out = NULL;
+  if (!theirs || np__mux_core_find(c, h->stream) != NULL)
+    return NP_EPROTO;
+  if (c->closing || c->nstreams >= c->o.max_streams ||
+      (s = stream_new(c, h->stream, now)) == NULL) {
+    ctrl_push(c, NP_MUX_WINDOW_UPDATE, NP_MUX_RST, h->stream, 0);
+    want_write(c);
+    return 0;
+  }
+  ctrl_push(c, NP_MUX_WINDOW_UPDATE, NP_MUX_ACK, s->id, 0);
+  want_write(c);
+  c->cb.accept(c, s);
+  if (!c->dead)
+    *out = np__mux_core_find(c, h->stream); /* the callee may have closed it already */
+  return 0;
+}
+
+/* A frame's header. Returns 0 or a protocol error. */
+static int on_frame(np__mux_core *c, const np__mux_hdr *h, uint64_t now) {
+  np__mux_cstream *s = NULL;
+  int r;
+
+  if (h->type == NP_MUX_PING) {
+    if (h->flags & NP_MUX_SYN) {
+      if (ctrl_push(c, NP_MUX_PING, NP_MUX_ACK, 0, h->length) == 0)
+        want_write(c);
+      return 0;
+    }
+    if ((h->flags & NP_MUX_ACK) && h->length == c->ping_id && c->ping_sent_ns != 0) {
+      uint64_t sample = now - c->ping_sent_ns;
+      c->srtt_ns = c->srtt_ns == 0 ? sample : (7 * c->srtt_ns + sample) / 8;
+    }
+    return 0;
+  }
+  if (h->type == NP_MUX_GO_AWAY) {
+    if (!c->remote_goaway)
+      c->peer_goaway = h->length;
+    c->remote_goaway = 1;
+    if (h->length == NP_MUX_GOAWAY_TLS && c->o.client)
+      np__mux_core_fail(c, NP_ETLSREQUIRED, -1); /* a TLS server saw our plaintext */
+    return 0;
+  }
+  if (h->flags & NP_MUX_SYN) {
+    if ((r = on_syn(c, h, now, &s)) != 0 || c->dead)
+      return r;
+  } else {
+    s = np__mux_core_find(c, h->stream);
+  }
+  if (h->type == NP_MUX_WINDOW_UPDATE) {
+    if (s == NULL)
+      return 0; /* closed here; the peer did not know yet */
+    if ((uint64_t)s->send_window + h->length > UINT32_MAX)
+      return NP_EPROTO;
+    s->send_window += h->length;
+    if (sendable(s))
+      ready_add(c, s);
+    on_fin_or_rst(c, s, h->flags);
+    want_write(c);
+    return 0;
+  }
+  /* Data: checked against the window we granted; bytes for a stream closed here are dropped. */
+  if (s != NULL && (s->fin_rcvd || h->length > s->recv_avail))
+    return NP_EPROTO;
+  if (s != NULL)
+    s->recv_avail -= h->length;
+  c->cur = s;
+  c->cur_fin = h->flags & (NP_MUX_FIN | NP_MUX_RST);
+  if (h->length == 0 && s != NULL) {
+    on_fin_or_rst(c, s, c->cur_fin);
+    c->cur = NULL;
+  }
+  return 0;
+}
+
+static void on_data(np__mux_core *c, const char *data, size_t len, int last) {
+  np__mux_cstream *s = c->cur;
+
+  if (s != NULL && !s->closing && s->err == 0) {
+    size_t done = s->rhead == NULL ? c->cb.data(c, s, data, len) : 0;
+    /* The reader may have stopped, closed the stream or failed meanwhile. */
+    if (done < len && !s->closing && s->err == 0 && buffer_bytes(s, data + done, len - done) != 0)
+      np__mux_core_reset(c, s, NP_MUX_ENOMEM);
+  }
+  if (last) {
+    if (c->cur != NULL && !c->cur->closing)
+      on_fin_or_rst(c, c->cur, c->cur_fin);
+    c->cur = NULL;
+  }
+}
+
+int np__mux_core_feed(np__mux_core *c, const char *buf, size_t len, uint64_t now) {
+  size_t off = 0, used;
+  np__mux_event ev;
+  int r;
+
+  while (off < len && !c->dead) {
+    r = np__mux_parse(&c->parser, buf + off, len - off, &used, &ev);
+    off += used;
+    if (r == 1 && ev.type == NP_MUX_EV_FRAME) {
+      r = on_frame(c, &ev.hdr, now);
+    } else if (r == 1) {
+      on_data(c, ev.data, ev.len, c->parser.body_left == 0);
+      r = 0;
+    }
+    if (r < 0)
+      np__mux_core_fail(c, r, NP_MUX_GOAWAY_PROTO);
+  }
+  return c->dead;
+}
+
+size_t np__mux_core_read_hint(const np__mux_core *c, size_t body_max) {
+  if (c->parser.body_left > 0)
+    return c->parser.body_left;
+  return NP_MUX_HDR_LEN - c->parser.have + body_max;
+}
+
+/* ---- the session ------------------------------------------------------------------------- */
+
+void np__mux_core_fail(np__mux_core *c, int err, int goaway_code) {
+  unsigned char h[NP_MUX_HDR_LEN];
+  int offer = goaway_code >= 0 && !c->busy && c->raw == NULL;
+
+  if (c->dead)
+    return;
+  if (offer)
+    np__mux_hdr_encode(&(np__mux_hdr){.version = NP_MUX_VERSION,
+                                      .type = NP_MUX_GO_AWAY,
+                                      .length = (uint32_t)goaway_code},
+                       h);
+  c->dead = err;
+  c->cb.dead(c, err, offer ? h : NULL);
+  for (np__mux_cstream *s = c->streams; s != NULL; s = s->next) {
+    if (!s->closing)
+      np__mux_core_reset(c, s, err);
+  }
+}
+
+void np__mux_core_goaway(np__mux_core *c) {
+  if (c->dead || c->closing)
+    return;
+  c->closing = 1;
+  c->goaway_pending = 1;
+  want_write(c);
+}
+
+int np__mux_core_new(const np__mux_core_opts *opts, const np__mux_core_cbs *cbs, void *data,
+                     uint64_t now, np__mux_core **out) {
+  np__mux_core *c;
+
+  if ((c = calloc(1, sizeof(*c))) == NULL)
+    return NP_MUX_ENOMEM;
+  c->o = *opts;
+  if (c->o.max_window < NP_MUX_INITIAL_WINDOW)
+    c->o.max_window = NP_MUX_INITIAL_WINDOW;
+  if (c->o.max_streams == 0)
+    c->o.max_streams = 1;
+  c->cb = *cbs;
+  c->data = data;
+  c->next_id = c->o.client ? 1 : 2;
+  c->peer_goaway = -1;
+  np__mux_parser_init(&c->parser, c->o.max_window);
+  /* Room for the first PING now: a constructor never calls back, so it cannot fail later. */
+  c->ctrl_cap = 16;
+  if ((c->ctrl = malloc(c->ctrl_cap * sizeof(*c->ctrl))) == NULL ||
+      (c->by_id = OPENSSL_LH_new(stream_hash, stream_cmp)) == NULL) {
+    free(c->ctrl);
+    free(c);
+    return NP_MUX_ENOMEM;
+  }
+  send_ping(c, now);
+  *out = c;
+  return 0;
+}
+
+void np__mux_core_free(np__mux_core *c) {
+  if (c == NULL)
+    return;
+  while (c->streams != NULL) {
+    np__mux_cstream *s = c->streams;
+    np__mux_core_stream_unlink(c, s);
+    np__mux_core_stream_free(s);
+  }
+  for (np__mux_wq *w = c->b.done; w != NULL;) {
+    np__mux_wq *n = w->next;
+    free(w);
+    w = n;
+  }
+  free(c->b.raw);
+  OPENSSL_LH_free(c->by_id);
+  free(c->ctrl);
+  free(c->raw);
+  free(c);
+}
+
+void *np__mux_core_data(const np__mux_core *c) {
+  return c->data;
+}
+
+int np__mux_core_dead(const np__mux_core *c) {
+  return c->dead;
+}
+
+int np__mux_core_closing(const np__mux_core *c) {
+  return c->closing;
+}
+
+size_t np__mux_core_stream_count(const np__mux_core *c) {
+  return c->nstreams;
+}
+
+np__mux_cstream *np__mux_core_streams(const np__mux_core *c) {
+  return c->streams;
+}
+
+int64_t np__mux_core_peer_goaway(const np__mux_core *c) {
+  return c->peer_goaway;
+}
+
+uint64_t np__mux_core_srtt_ns(const np__mux_core *c) {
+  return c->srtt_ns;
+}
