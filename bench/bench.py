@@ -411,6 +411,7 @@ def main():
     print_table(results, lambda k: not k.startswith(("errors", "idle conns")))
     os.makedirs(os.path.join(ROOT, "bench/out"), exist_ok=True)
     stamp = time.strftime("%Y-%m-%dT%H:%M:%S")
+    direct = results.get("direct", {})
     with open(os.path.join(ROOT, "bench/out/results.jsonl"), "a") as f:
         for n, r in results.items():
             f.write(json.dumps({"time": stamp, "path": n, **r,
