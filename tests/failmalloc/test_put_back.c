@@ -105,7 +105,7 @@ static memconn *new_conn(void) {
 }
 
 int main(void) {
-  np_msg px = {.type = NP_MSG_PROXY, .port = 40000}, in, work = {.type = NP_MSG_WORK};
+  np_msg px = {.type = NP_MSG_PROXY, .port = 0}, in, work = {.type = NP_MSG_WORK};
   struct sockaddr_in sa;
   uv_timer_t guard;
   memconn *ctl, *w;
@@ -120,7 +120,8 @@ int main(void) {
   uv_timer_start(&guard, on_guard, 5000, 0);
   uv_unref((uv_handle_t *)&guard);
 
-  /* A logged-in client with a proxy on 127.0.0.1:40000, and a visitor waiting there. */
+  /* A logged-in client with a proxy on 127.0.0.1 (port 0: a free one of the harness's allow_ports,
+   * 40000-40001), and a visitor waiting there. */
   ctl = new_conn();
   login(ctl);
   if (live != ctl || !find_msg(ctl, NP_MSG_LOGIN_RESP, &in) || in.status != 0)
@@ -132,7 +133,7 @@ int main(void) {
   if (!find_msg(ctl, NP_MSG_PROXY_RESP, &in) || in.status != 0)
     return fprintf(stderr, "FAIL: proxy refused: %s\n", in.text), 1;
   uv_tcp_init(loop, &vtcp);
-  uv_ip4_addr("127.0.0.1", 40000, &sa);
+  uv_ip4_addr("127.0.0.1", in.port, &sa);
   uv_tcp_connect(&vreq, &vtcp, (struct sockaddr *)&sa, v_connected);
   while (!find_msg(ctl, NP_MSG_REQ_WORK, &in))
     uv_run(loop, UV_RUN_ONCE);
