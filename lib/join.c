@@ -361,7 +361,8 @@ void np__join_abort(struct np_join *j) {
 }
 
 void np__join_count_into(struct np_join *j, uint64_t *a_to_b, uint64_t *b_to_a) {
-  /* Before np__join has switched to splice: joins are handed their counters right after start. */
+  /* What was relayed before this call is added now; from here on each read adds as it comes, in
+   * the splice relay too once the join has moved there. */
   *a_to_b += j->ab.bytes;
   *b_to_a += j->ba.bytes;
   j->ab.total = a_to_b;

@@ -31,9 +31,10 @@ struct np__proxy_type {
   /* v was given its id, the name REQ_WORK and START use for it. Optional. */
   void (*visitor_id)(visitor *v);
   /* v's work connection came from s's client (s NULL: the line codec's tunnel port, or the session
-   * went); rest: what the client sent after its header. The type owns work from here; the core
-   * frees v after the call (v->impl is the type's to keep or free). */
-  void (*join)(visitor *v, session *s, np_conn *work, const char *rest, size_t rest_len);
+   * went); rest: what the client sent after its header. The type owns work from here, whatever it
+   * returns; the core frees v after the call (v->impl is the type's to keep or free). Returns 0
+   * when the two are joined (counted as visitors_joined), or the error that ended them at once. */
+  int (*join)(visitor *v, session *s, np_conn *work, const char *rest, size_t rest_len);
   /* v goes without a join; end says how, in the access log's words ("timeout", "refused",
    * "aborted", "local_failed"). The core frees v after the call. */
   void (*drop)(visitor *v, const char *end);

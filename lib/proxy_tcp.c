@@ -72,7 +72,7 @@ static void local_failed(np__tracked *t) {
 
 /* Join a work connection with its visitor; rest holds bytes the client sent after its WORK header.
  */
-static void tcp_join(visitor *v, session *s, np_conn *work, const char *rest, size_t rest_len) {
+static int tcp_join(visitor *v, session *s, np_conn *work, const char *rest, size_t rest_len) {
   struct np_server *srv = v->srv;
   np_conn *vc = v->impl;
   active *a = calloc(1, sizeof(*a));
@@ -98,10 +98,11 @@ static void tcp_join(visitor *v, session *s, np_conn *work, const char *rest, si
     free(a);
     np__conn_close(work, NULL);
     np__conn_close(vc, NULL);
-    return;
+    return r;
   }
   srv->refs++; /* the join's, until on_join_done */
   np__session_track(s, &a->t);
+  return 0;
 }
 
 static int tcp_open(proxy *px, const struct sockaddr *addr) {

@@ -111,9 +111,9 @@ static void flow_close(flow *f, const char *why) {
   if (f->work != NULL) {
     f->work->data = f;
     np__conn_close(f->work, on_work_closed);
-  } else if (!f->pending) {
+  } else if (!f->pending && !f->arriving) {
     flow_free(f);
-  } /* else its visitor is in the pool: np__udp_flow_unjoined frees it */
+  } /* else its visitor is in the pool (udp_drop frees it), or flow_new is still on the stack */
 }
 
 static void on_dgram_written(np_conn_write *req, int status) {
@@ -216,7 +216,7 @@ static void work_read(np_conn *c, ssize_t n, const uv_buf_t *buf) {
 }
 
 /* The flow's work connection came (rest: bytes after its header): datagrams flow both ways. */
-static void udp_join(visitor *v, session *s, np_conn *work, const char *rest, size_t rest_len) {
+static int udp_join(visitor *v, session *s, np_conn *work, const char *rest, size_t rest_len) {
   flow *f = v->impl;
 
   (void)s;
@@ -225,7 +225,7 @@ static void udp_join(visitor *v, session *s, np_conn *work, const char *rest, si
     work->data = f;
     f->work = work;
     np__conn_close(work, on_work_closed);
-    return;
+    return UV_ECANCELED;
   }
   f->work = work;
   work->data = f;
@@ -242,6 +242,7 @@ static void udp_join(visitor *v, session *s, np_conn *work, const char *rest, si
     flow_close(f, "malformed datagram frame from the client");
   else if (np__conn_read_start(work, work_alloc, work_read) != 0)
     flow_close(f, "cannot read its work connection");
+  return 0; /* joined: an end after this is the flow's own */
 }
 
 /* The flow's visitor expired or was refused before a work connection came: the flow goes. */
@@ -270,10 +271,13 @@ static flow *flow_new(udp *u, const struct sockaddr *addr) {
     /* debug, not warn: one sender spraying source ports must not flood the log; the count shows */
     np__log(&srv->log, NP_LOG_DEBUG, "proxy %s: %zu UDP %s (udp_max_flows), dropped %s",
             u->px->name, u->nflows, np__plural(u->nflows, "flow", "flows"), a);
+    srv->stats.visitors_refused++;
     return NULL;
   }
-  if ((f = calloc(1, sizeof(*f))) == NULL)
+  if ((f = calloc(1, sizeof(*f))) == NULL) {
+    srv->stats.visitors_refused++;
     return NULL;
+  }
   f->u = u;
   f->srv = srv;
   memcpy(&f->addr, addr,
@@ -286,9 +290,17 @@ static flow *flow_new(udp *u, const struct sockaddr *addr) {
   srv->stats.udp_flows++;
   srv->refs++; /* the flow's */
   f->arriving = 1;
-  if (np__visitor_arrive(u->px, f, addr) != 0)
+  if (np__visitor_arrive(u->px, f, addr) != 0) {
+    srv->stats.visitors_refused++; /* the core counts the visitors it refuses itself */
     f->refused = 1, f->pending = 0;
+  }
   f->arriving = 0;
+  if (f->closing) {
+    /* Its session, and with it this proxy, closed during the arrival (REQ_WORK could not be
+     * sent): flow_close left the flow to us. */
+    flow_free(f);
+    return NULL;
+  }
   if (f->refused) {
     flow_close(f, NULL);
     return NULL;
@@ -315,8 +327,7 @@ static void on_recv(uv_udp_t *h, ssize_t n, const uv_buf_t *buf, const struct so
     ;
   if (f == NULL) {
     srv->stats.visitors_total++;
-    if ((f = flow_new(u, addr)) == NULL) {
-      srv->stats.visitors_refused++;
+    if ((f = flow_new(u, addr)) == NULL) { /* counted as refused where it was */
       srv->stats.udp_dropped++;
       return;
     }

@@ -153,8 +153,8 @@ void np__visitor_removed(uint64_t id, void *item, void *arg) {
 
 void np__server_join(struct np_server *srv, session *s, np_conn *work, visitor *v, const char *rest,
                      size_t rest_len) {
-  srv->stats.visitors_joined++;
-  v->px->type->join(v, s, work, rest, rest_len);
+  if (v->px->type->join(v, s, work, rest, rest_len) == 0)
+    srv->stats.visitors_joined++;
   visitor_free(v);
 }
 

@@ -110,7 +110,7 @@ static void discard_visitor_id(visitor *v) {
 }
 
 /* The work connection is not needed: what the visitor sends goes nowhere. */
-static void discard_join(visitor *v, session *s, np_conn *work, const char *rest, size_t rest_len) {
+static int discard_join(visitor *v, session *s, np_conn *work, const char *rest, size_t rest_len) {
   sink *k = calloc(1, sizeof(*k));
   (void)s;
   (void)rest;
@@ -121,6 +121,7 @@ static void discard_join(visitor *v, session *s, np_conn *work, const char *rest
   k->c = v->impl;
   k->c->data = k;
   assert_int_equal(np__conn_read_start(k->c, sink_alloc, sink_read), 0);
+  return 0;
 }
 
 static void discard_drop(visitor *v, const char *end) {
