@@ -38,7 +38,7 @@ static void on_ulink(void *arg, int up) {
 static void start_ulink(struct np_client *cl) {
   unsigned char master[NP_SEAL_MASTER];
   struct sockaddr_storage server;
-  np_conn *c = cl->mux != NULL ? np__mux_transport(cl->mux) : np__chan_conn(cl->ch);
+  np_conn *c = np__transport_conn(cl->transport, np__chan_conn(cl->ch));
   int r, udp = 0;
 
   for (size_t i = 0; i < cl->cfg.n_proxies; i++)
@@ -211,34 +211,20 @@ static void on_chan_closed(np__chan *ch) {
   np__client_unref(np__chan_data(ch));
 }
 
-/* The server opens no streams of its own. */
-static void on_mux_stream(np__mux *m, np_conn *stream) {
-  (void)m;
-  np__conn_abort(stream, NULL);
-}
-
-static void on_mux_closed(np__mux *m) {
-  np__client_unref(np__mux_data(m));
-}
-
-/* Turn a fresh connection into a multiplexed one; c becomes its first stream, for control. */
-static int start_mux(struct np_client *cl, np_conn **c) {
+/* The transport's callbacks: the MUX message that starts multiplexing, in our codec; and the
+ * client's reference for each mux, held until it is gone. */
+static int mux_preface(np_conn *c, void *arg) {
+  struct np_client *cl = arg;
   np_msg hello = {.type = NP_MSG_MUX, .version = PROTO_VERSION};
-  np__mux_opts o = {.client = 1, .max_window = (uint32_t)cl->cfg.mux_max_window};
-  int r;
+  return np__conn_send_msg(c, cl->codec, &hello);
+}
 
-  if (cl->mux_rbuf == NULL && (cl->mux_rbuf = malloc(NP_MUX_SHARED_READ_BUF)) == NULL)
-    return UV_ENOMEM;
-  o.read_buf = cl->mux_rbuf;
-  o.read_buf_len = NP_MUX_SHARED_READ_BUF;
-  np__conn_keepalive(*c, (unsigned)(cl->cfg.heartbeat_interval_ms / 1000));
-  if ((r = np__conn_send_msg(*c, cl->codec, &hello)) != 0)
-    return r;
-  if ((r = np__mux_new(cl->loop, *c, &o, NULL, 0, on_mux_stream, cl, &cl->mux)) != 0)
-    return r;
-  np__mux_set_closed_cb(cl->mux, on_mux_closed);
-  cl->refs++; /* the mux's, until its closed callback */
-  return np__mux_open(cl->mux, c);
+static void transport_ref(void *arg, int delta) {
+  struct np_client *cl = arg;
+  if (delta > 0)
+    cl->refs++;
+  else
+    np__client_unref(cl);
 }
 
 static void on_control_dialed(void *data, int status, np_conn *c) {
@@ -249,12 +235,6 @@ static void on_control_dialed(void *data, int status, np_conn *c) {
   cl->dial = NULL;
   if (status != 0) {
     disconnect(cl, status, np_strerror(status));
-    return;
-  }
-  if (cl->cfg.mux && native(cl) && (r = start_mux(cl, &c)) != 0) {
-    if (cl->mux == NULL)
-      np__conn_close(c, NULL);
-    disconnect(cl, r, np_strerror(r));
     return;
   }
   if ((r = np__chan_new(c, cl->codec, cl->cfg.max_frame, CTRL_MAX_QUEUED, &cl->ch)) != 0) {
@@ -283,8 +263,7 @@ static void connect_now(struct np_client *cl) {
 
   cl->state = C_DIALING;
   np__log(&cl->log, NP_LOG_DEBUG, "connecting to %s", cl->cfg.server);
-  r = np__dial_tls(cl->loop, cl->cfg.server, cl->cfg.dial_timeout_ms, cl->tls, on_control_dialed,
-                   cl, &cl->dial);
+  r = np__transport_connect(cl->transport, on_control_dialed, cl, &cl->dial);
   if (r != 0)
     disconnect(cl, r, np_strerror(r));
 }
@@ -350,10 +329,7 @@ static void drop_session(struct np_client *cl) {
     np__chan_close(cl->ch, on_chan_closed);
     cl->ch = NULL;
   }
-  if (cl->mux != NULL) {
-    np__mux_close(cl->mux);
-    cl->mux = NULL;
-  }
+  np__transport_disconnect(cl->transport);
   cl->session_id = 0;
 }
 
@@ -446,6 +422,24 @@ int np_client_start(struct np_client *cl) {
             "TLS is off (insecure = true): tunnelled traffic crosses the network in clear and "
             "anybody on the path can read or change it");
   }
+  {
+    np__transport_opts o = {
+        .loop = cl->loop,
+        .server = cl->cfg.server,
+        .work = native(cl) ? NULL : cl->cfg.tunnel,
+        .dial_timeout_ms = cl->cfg.dial_timeout_ms,
+        .tls = cl->tls,
+        .mux = cl->cfg.mux && native(cl),
+        .mux_max_window = (uint32_t)cl->cfg.mux_max_window,
+        .keepalive_s = (unsigned)(cl->cfg.heartbeat_interval_ms / 1000),
+        .preface = mux_preface,
+        .ref = transport_ref,
+        .arg = cl,
+    };
+    int r = np__transport_new(&o, &cl->transport);
+    if (r != 0)
+      return r;
+  }
   cl->started = 1;
   uv_timer_init(cl->loop, &cl->timer);
   cl->timer.data = cl;
@@ -499,10 +493,8 @@ void np_client_close(struct np_client *cl, np_client_close_cb cb) {
     np__chan_close_flush(cl->ch, on_chan_closed);
     cl->ch = NULL;
   }
-  if (cl->mux != NULL) {
-    np__mux_close(cl->mux); /* after the goodbye above: it is written first */
-    cl->mux = NULL;
-  }
+  if (cl->transport != NULL)
+    np__transport_disconnect(cl->transport); /* after the goodbye above: it is written first */
   if (cl->ulink != NULL) {
     np__ulink_close(cl->ulink);
     cl->ulink = NULL;

@@ -17,6 +17,7 @@
 #include "mux.h"
 #include "proto.h"
 #include "stats.h"
+#include "transport.h"
 #include "udp_link.h"
 
 enum cstate { C_IDLE, C_DIALING, C_HELLO, C_LOGIN, C_READY, C_BACKOFF, C_FATAL };
@@ -67,9 +68,8 @@ struct np_client {
   enum cstate state;
   np__dialer *dial;
   np__chan *ch;
-  np__mux *mux;     /* mux = true: the session's one connection, control on its first stream */
-  char *mux_rbuf;   /* its read buffer (NP_MUX_SHARED_READ_BUF), kept across reconnects */
-  np__tls *tls;     /* NULL with insecure = true */
+  np__transport *transport; /* TCP, TLS, mux: how it reaches the server (transport.c) */
+  np__tls *tls;             /* NULL with insecure = true */
   uint64_t resume;  /* this client's instance id, random: says "it is us again" at a re-login */
   uv_timer_t timer; /* backoff, heartbeat */
   unsigned attempt;

@@ -36,7 +36,7 @@ void np__client_unref(struct np_client *cl) {
   if (--cl->refs > 0 || !cl->closing)
     return;
   np__bufcache_clear(&cl->chunks);
-  free(cl->mux_rbuf);
+  np__transport_free(cl->transport);
   np__tls_free(cl->tls);
   if (cl->close_cb != NULL)
     cl->close_cb(cl);

@@ -139,10 +139,7 @@ static void on_server_dialed(void *data, int status, np_conn *c) {
 
 /* A work connection: a new stream when multiplexing, else a new TCP connection. */
 int np__client_open_work(struct np_client *cl, np__dial_cb cb, void *data, np__dialer **out) {
-  if (cl->mux != NULL)
-    return np__dial_stream(cl->loop, cl->mux, cb, data, out);
-  return np__dial_tls(cl->loop, native(cl) ? cl->cfg.server : cl->cfg.tunnel,
-                      cl->cfg.dial_timeout_ms, cl->tls, cb, data, out);
+  return np__transport_open(cl->transport, cb, data, out);
 }
 
 static int dial_server(work *w) {
