@@ -74,6 +74,11 @@ void np__access_log(struct np_server *srv, const char *name, const np__addr *fro
                     uint64_t in, uint64_t out, const char *end);
 /* How a join ended, in the access log's words. */
 const char *np__join_end(int status, char *buf, size_t len);
+/* A TCP frontend for px: a listener on addr whose connections go to on_visitor (the listener's
+ * data is px); sets px->impl and px->port. 0 or the bind error. */
+int np__proxy_listen(proxy *px, const struct sockaddr *addr, np__accept_cb on_visitor);
+/* Close the listener np__proxy_listen opened; np__proxy_closed(px) follows once it is closed. */
+void np__proxy_unlisten(proxy *px);
 /* np__accept_fail_cb for any listener whose data is a proxy: logs once a second at most. */
 void np__server_accept_failed(np__listener *l, int err, uint64_t refused);
 

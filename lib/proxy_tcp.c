@@ -106,28 +106,14 @@ static int tcp_join(visitor *v, session *s, np_conn *work, const char *rest, siz
 }
 
 static int tcp_open(proxy *px, const struct sockaddr *addr) {
-  np__listener *l;
-  int r = np__listen(px->srv->loop, addr, on_visitor, np__server_accept_failed, px, &l);
-  if (r != 0)
-    return r;
-  px->impl = l;
-  px->port = np__listener_port(l);
-  return 0;
-}
-
-static void on_listener_closed(void *data) {
-  np__proxy_closed(data);
-}
-
-static void tcp_close(proxy *px) {
-  np__listener_close(px->impl, on_listener_closed);
+  return np__proxy_listen(px, addr, on_visitor);
 }
 
 const np__proxy_type np__proxy_tcp = {
     .name = "tcp",
     .kind = NP_PROXY_TCP,
     .open = tcp_open,
-    .close = tcp_close,
+    .close = np__proxy_unlisten,
     .join = tcp_join,
     .drop = tcp_drop,
 };

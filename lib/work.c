@@ -265,6 +265,25 @@ int np__visitor_arrive(proxy *px, void *impl, const struct sockaddr *from) {
 
 /* ---- proxies -------------------------------------------------------------------------------- */
 
+int np__proxy_listen(proxy *px, const struct sockaddr *addr, np__accept_cb on_visitor) {
+  np__listener *l;
+  int r = np__listen(px->srv->loop, addr, on_visitor, np__server_accept_failed, px, &l);
+
+  if (r != 0)
+    return r;
+  px->impl = l;
+  px->port = np__listener_port(l);
+  return 0;
+}
+
+static void on_listener_closed(void *px) {
+  np__proxy_closed(px);
+}
+
+void np__proxy_unlisten(proxy *px) {
+  np__listener_close(px->impl, on_listener_closed);
+}
+
 void np__proxy_closed(proxy *px) {
   struct np_server *srv = px->srv;
   free(px);

@@ -85,23 +85,14 @@ static void on_visitor(np__listener *l, np_conn *c) {
 }
 
 static int discard_open(proxy *px, const struct sockaddr *addr) {
-  np__listener *l;
-  int r = np__listen(px->srv->loop, addr, on_visitor, np__server_accept_failed, px, &l);
-  if (r != 0)
-    return r;
-  px->impl = l;
-  px->port = np__listener_port(l);
-  d.opened++;
-  return 0;
-}
-
-static void listener_closed(void *px) {
-  d.closed++;
-  np__proxy_closed(px);
+  int r = np__proxy_listen(px, addr, on_visitor);
+  d.opened += r == 0;
+  return r;
 }
 
 static void discard_close(proxy *px) {
-  np__listener_close(px->impl, listener_closed);
+  d.closed++;
+  np__proxy_unlisten(px);
 }
 
 static void discard_visitor_id(visitor *v) {
