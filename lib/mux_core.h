@@ -35,7 +35,8 @@ typedef struct np__mux_iov {
   size_t len;
 } np__mux_iov;
 
-/* A stream's state. Read its fields freely; only mux_core.c writes them. */
+/* A stream's state. Read its fields freely; only the core (mux_core.c, mux_core_send.c) writes
+ * them. */
 struct np__mux_cstream {
   np__mux_core *core;
   uint32_t id;
