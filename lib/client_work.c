@@ -41,7 +41,8 @@ void np__client_start_join(struct np_client *cl, np_conn *server, np_conn *local
     return;
   }
   /* Counted as they flow, so the stats show a long transfer while it runs. */
-  np__join_count_into(jn->join, &cl->stats.bytes_in, &cl->stats.bytes_out);
+  np__tally in = {{&cl->stats.bytes_in}, 1}, out = {{&cl->stats.bytes_out}, 1};
+  np__join_count_into(jn->join, &in, &out);
   cl->refs++;
   NP_DLIST_PUSH(cl->joins, jn, prev, next);
   cl->stats.work_opened++;

@@ -19,9 +19,8 @@ typedef struct direction {
   np_conn *src, *dst;
   size_t in_flight; /* bytes handed to dst and not yet written */
   uint64_t bytes;
-  /* The owner's running total this direction also adds to as bytes pass (np__join_count_into), or
-   * spare: one add per read either way, no branch. */
-  uint64_t *total, spare;
+  /* The owner's running totals this direction also adds to as bytes pass (np__join_count_into). */
+  np__tally total;
   size_t run;            /* bytes of large reads in a row: a bulk transfer once SPLICE_AFTER */
   unsigned paused : 1;   /* read stopped because in_flight > HIGH */
   unsigned eof : 1;      /* src said EOF: shutdown of dst requested */
@@ -152,7 +151,7 @@ static int maybe_splice(struct np_join *j) {
   }
   j->want_splice = 0; /* one try */
   if (np__splice_start(j->ab.src, j->ba.src, &j->cache->pipes, on_spliced, j, &j->sp) == 0) {
-    np__splice_count_into(j->sp, j->ab.total, j->ba.total);
+    np__splice_count_into(j->sp, &j->ab.total, &j->ba.total);
     return 1;
   }
   /* Nothing is in flight: a direction paused while waiting reads again. */
@@ -191,7 +190,7 @@ static int send_chunk(direction *d, chunk *ch, size_t len) {
     return r;
   d->in_flight += len;
   d->bytes += len;
-  *d->total += len;
+  np__tally_add(&d->total, len);
   return 0;
 }
 
@@ -209,7 +208,7 @@ static int relay_scratch(direction *d, const char *bytes, size_t n) {
       return r;
     done = r > 0 ? (size_t)r : 0;
     d->bytes += done;
-    *d->total += done;
+    np__tally_add(&d->total, done);
     if (done == n)
       return 0;
   }
@@ -331,8 +330,6 @@ int np__join(np_conn *a, np_conn *b, const char *prefix, size_t prefix_len, np__
   j->data = data;
   j->ab = (direction){.join = j, .src = a, .dst = b};
   j->ba = (direction){.join = j, .src = b, .dst = a};
-  j->ab.total = &j->ab.spare;
-  j->ba.total = &j->ba.spare;
   a->data = j;
   b->data = j;
   /* With a cache, reads are relayed from wherever they are and copied only into chunks. */
@@ -360,13 +357,13 @@ void np__join_abort(struct np_join *j) {
     finish(j, UV_ECANCELED);
 }
 
-void np__join_count_into(struct np_join *j, uint64_t *a_to_b, uint64_t *b_to_a) {
+void np__join_count_into(struct np_join *j, const np__tally *a_to_b, const np__tally *b_to_a) {
   /* What was relayed before this call is added now; from here on each read adds as it comes, in
    * the splice relay too once the join has moved there. */
-  *a_to_b += j->ab.bytes;
-  *b_to_a += j->ba.bytes;
-  j->ab.total = a_to_b;
-  j->ba.total = b_to_a;
+  np__tally_add(a_to_b, j->ab.bytes);
+  np__tally_add(b_to_a, j->ba.bytes);
+  j->ab.total = *a_to_b;
+  j->ba.total = *b_to_a;
   if (j->sp != NULL)
     np__splice_count_into(j->sp, a_to_b, b_to_a);
 }

@@ -5,6 +5,7 @@
 #include "bufcache.h"
 #include "conn.h"
 #include "natproxy/join.h"
+#include "splice.h"
 
 /* Read chunk size and the per-direction backpressure marks: reading pauses while more than HIGH
  * bytes wait to be written to the other side, and resumes once at most LOW do. So a direction holds
@@ -20,10 +21,11 @@
  * memory is freed after cb. */
 int np__join(np_conn *a, np_conn *b, const char *prefix, size_t prefix_len, np__bufcache *cache,
              np_join_cb cb, void *data, struct np_join **out);
-/* From now on also add the bytes each direction relays to *a_to_b / *b_to_a as they pass (after a
- * switch to splice too), and add those relayed so far at once: the owner's counters grow while a
- * long transfer runs instead of when it ends. Both must outlive the join (until its cb). */
-void np__join_count_into(struct np_join *j, uint64_t *a_to_b, uint64_t *b_to_a);
+/* From now on also add the bytes each direction relays to the counters of a_to_b / b_to_a (copied)
+ * as they pass (after a switch to splice too), and add those relayed so far at once: the owner's
+ * counters grow while a long transfer runs instead of when it ends. The counters must outlive the
+ * join (until its cb). */
+void np__join_count_into(struct np_join *j, const np__tally *a_to_b, const np__tally *b_to_a);
 /* The chunk size a cache for np__join must be made with. */
 size_t np__join_chunk_size(void);
 void np__join_abort(struct np_join *j);

@@ -33,7 +33,9 @@ struct np__proxy_type {
   /* v's work connection came from s's client (s NULL: the line codec's tunnel port, or the session
    * went); rest: what the client sent after its header. The type owns work from here, whatever it
    * returns; the core frees v after the call (v->impl is the type's to keep or free). Returns 0
-   * when the two are joined (counted as visitors_joined), or the error that ended them at once. */
+   * when the two are joined (counted as visitors_joined), or the error that ended them at once.
+   * On 0 the type holds v->meter (counts its bytes into it, np__meter_end once the visitor is
+   * gone); on an error the core ends it. */
   int (*join)(visitor *v, session *s, np_conn *work, const char *rest, size_t rest_len);
   /* v goes without a join; end says how, in the access log's words ("timeout", "refused",
    * "aborted", "local_failed"). The core frees v after the call. */
@@ -74,11 +76,49 @@ void np__access_log(struct np_server *srv, const char *name, const np__addr *fro
                     uint64_t in, uint64_t out, const char *end);
 /* How a join ended, in the access log's words. */
 const char *np__join_end(int status, char *buf, size_t len);
-/* A TCP frontend for px: a listener on addr whose connections go to on_visitor (the listener's
- * data is px); sets px->impl and px->port. 0 or the bind error. */
-int np__proxy_listen(proxy *px, const struct sockaddr *addr, np__accept_cb on_visitor);
-/* Close the listener np__proxy_listen opened; np__proxy_closed(px) follows once it is closed. */
-void np__proxy_unlisten(proxy *px);
+/* ---- counters (meter.c) ---------------------------------------------------------------------- */
+
+np__counts *np__counts_new(void);
+void np__counts_unref(np__counts *c); /* NULL: nothing */
+/* The core sets v->meter up before a type's join (s: where the work came from); a type that
+ * returns 0 from join holds the meter until the visitor is gone, then calls np__meter_end. */
+void np__meter_start(np__meter *m, proxy *px, session *s);
+void np__meter_end(np__meter *m);
+/* The tallies for np__join_count_into: visitor -> client (in), client -> visitor (out). */
+void np__meter_tally(const np__meter *m, np__tally *in, np__tally *out);
+/* Bytes moved outside a join (a datagram). */
+void np__meter_add(const np__meter *m, uint64_t in, uint64_t out);
+/* One more of a visitors_* counter of px and its client: np__proxy_count(px, s,
+ * offsetof(np_proxy_stats, visitors_denied)). s: the session the visitor's work came from, or
+ * NULL. */
+void np__proxy_count(proxy *px, session *s, size_t member);
+
+/* ---- frontends (frontend.c) ------------------------------------------------------------------ */
+
+/* How a type's frontend works. Proxies share a frontend only when they ask for the same address
+ * with the same ops table and it is shared. */
+typedef struct np__frontend_ops {
+  const char *name; /* for logs: "tcp", "http" */
+  int shared;       /* several proxies may listen on one address (HTTP by Host) */
+  /* A visitor connected: route it to one of np__frontend_proxies(fe) (np__proxy_admits,
+   * np__visitor_arrive), or close it. */
+  void (*accept)(np__frontend *fe, np_conn *c);
+} np__frontend_ops;
+
+/* Put px on the listener for addr: the one open for it when ops is shared, else a new one (port
+ * 0: any free). Sets px->fe and px->port. 0, UV_EADDRINUSE (taken, by a listener of other ops or
+ * one that is not shared), or the bind error. */
+int np__frontend_attach(proxy *px, const struct sockaddr *addr, const np__frontend_ops *ops);
+/* Take px off its frontend (from the type's close): np__proxy_closed(px) follows, at once or once
+ * the listener, whose last proxy px was, is closed. */
+void np__frontend_detach(proxy *px);
+/* The proxies on fe, newest first, linked through px->fe_next. */
+proxy *np__frontend_proxies(const np__frontend *fe);
+
+/* Out of descriptors and the like on a listener named name at port: counted, and logged once a
+ * second at most with how many connections were refused meanwhile. */
+void np__server_accept_error(struct np_server *srv, const char *name, int port, int err,
+                             uint64_t refused);
 /* np__accept_fail_cb for any listener whose data is a proxy: logs once a second at most. */
 void np__server_accept_failed(np__listener *l, int err, uint64_t refused);
 

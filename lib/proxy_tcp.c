@@ -1,5 +1,6 @@
-/* The TCP proxy type: a public listener per proxy; each accepted connection is a visitor, joined
- * with its work connection by the relay (join.c) and logged in the access log when it ends. */
+/* The TCP proxy type: a public listener (frontend.c, not shared) per proxy; each accepted
+ * connection is a visitor, joined with its work connection by the relay (join.c) and logged in the
+ * access log when it ends. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -14,12 +15,14 @@ typedef struct active {
   /* For its access log line, which comes after its proxy and its visitor's conn may be gone. */
   uint64_t since;
   np__addr visitor_addr;
+  np__meter meter;
   char proxy[NP_MSG_NAME_MAX + 1];
   const char *end; /* how it ended when the join's status cannot tell (local_failed), or NULL */
 } active;
 
-static void on_visitor(np__listener *l, np_conn *c) {
-  proxy *px = np__listener_data(l);
+/* One proxy per port (not shared), so the frontend's proxy is the visitor's. */
+static void on_visitor(np__frontend *fe, np_conn *c) {
+  proxy *px = np__frontend_proxies(fe);
   struct sockaddr_storage ss;
   const struct sockaddr *from = np__conn_peer_addr(c, &ss) == 0 ? (struct sockaddr *)&ss : NULL;
 
@@ -58,6 +61,7 @@ static void on_join_done(struct np_join *j, int status, const np_join_stats *st)
   np__access_log(srv, a->proxy, &a->visitor_addr, a->since, st->b_to_a, st->a_to_b,
                  a->end != NULL ? a->end : np__join_end(status, end, sizeof(end)));
   np__session_untrack(&a->t);
+  np__meter_end(&a->meter);
   free(a);
   np__server_unref(srv);
 }
@@ -87,9 +91,14 @@ static int tcp_join(visitor *v, session *s, np_conn *work, const char *rest, siz
     a->visitor_addr = v->addr;
     np__strlcpy(a->proxy, v->px->name, sizeof(a->proxy));
     r = np__join(work, vc, rest, rest_len, &srv->chunks, on_join_done, a, &a->join);
-    /* Counted as they flow, so the stats show a long transfer while it runs. */
-    if (r == 0)
-      np__join_count_into(a->join, &srv->stats.bytes_out, &srv->stats.bytes_in);
+  }
+  if (r == 0) {
+    /* Counted as they flow, so the stats show a long transfer while it runs. a = work connection,
+     * b = visitor: a_to_b is out, b_to_a in. */
+    np__tally in, out;
+    a->meter = v->meter;
+    np__meter_tally(&a->meter, &in, &out);
+    np__join_count_into(a->join, &out, &in);
   }
   if (r != 0) {
     char end[48];
@@ -105,15 +114,17 @@ static int tcp_join(visitor *v, session *s, np_conn *work, const char *rest, siz
   return 0;
 }
 
+static const np__frontend_ops frontend = {.name = "tcp", .accept = on_visitor};
+
 static int tcp_open(proxy *px, const struct sockaddr *addr) {
-  return np__proxy_listen(px, addr, on_visitor);
+  return np__frontend_attach(px, addr, &frontend);
 }
 
 const np__proxy_type np__proxy_tcp = {
     .name = "tcp",
     .kind = NP_PROXY_TCP,
     .open = tcp_open,
-    .close = np__proxy_unlisten,
+    .close = np__frontend_detach,
     .join = tcp_join,
     .drop = tcp_drop,
 };

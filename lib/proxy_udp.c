@@ -34,6 +34,7 @@ typedef struct np__udp_flow {
   size_t nq;
   size_t queued; /* bytes written to work, not yet done */
   np__dgram_parser parser;
+  np__meter meter; /* once joined */
   unsigned closing : 1;
   struct np__udp_flow *prev, *next;
 } flow;
@@ -80,6 +81,7 @@ static void flow_free(flow *f) {
     free(e);
   }
   np__dgram_parser_free(&f->parser);
+  np__meter_end(&f->meter);
   free(f);
   np__server_unref(srv);
 }
@@ -132,7 +134,7 @@ static void to_work(flow *f, const char *data, size_t len) {
   uv_buf_t b;
 
   if (f->path_ok && s != NULL && np__upath_send(s, f->id, data, len) == 0) {
-    f->srv->stats.bytes_in += len;
+    np__meter_add(&f->meter, len, 0);
     return;
   }
   if (f->queued + len > WORK_MAX_QUEUED || (o = malloc(sizeof(*o) + 2 + len)) == NULL) {
@@ -150,7 +152,7 @@ static void to_work(flow *f, const char *data, size_t len) {
     return;
   }
   f->queued += o->len;
-  f->srv->stats.bytes_in += len;
+  np__meter_add(&f->meter, len, 0);
 }
 
 /* The flow of s named id, if s still has it. */
@@ -197,7 +199,7 @@ static void on_client_dgram(void *arg, const char *data, size_t len) {
   if (uv_udp_try_send(&f->u->h, &b, 1, (const struct sockaddr *)&f->addr) < 0)
     f->srv->stats.udp_dropped++;
   else
-    f->srv->stats.bytes_out += len;
+    np__meter_add(&f->meter, 0, len);
 }
 
 static void work_alloc(np_conn *c, size_t suggested, uv_buf_t *buf) {
@@ -229,6 +231,7 @@ static int udp_join(visitor *v, session *s, np_conn *work, const char *rest, siz
   }
   f->work = work;
   work->data = f;
+  f->meter = v->meter;
   flow_debug(f, "has its work connection", "");
   while (f->qhead != NULL) {
     early *e = f->qhead;
@@ -284,6 +287,7 @@ static flow *flow_new(udp *u, const struct sockaddr *addr) {
          addr->sa_family == AF_INET6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in));
   f->last = uv_now(u->h.loop);
   f->pending = 1;
+  f->meter.srv = &srv->stats; /* the proxy's and client's come with the join */
   np__dgram_parser_init(&f->parser);
   NP_DLIST_PUSH(u->flows, f, prev, next);
   u->nflows++;
@@ -319,10 +323,8 @@ static void on_recv(uv_udp_t *h, ssize_t n, const uv_buf_t *buf, const struct so
 
   if (n < 0 || addr == NULL || (flags & UV_UDP_PARTIAL))
     return;
-  if (px->allow_ips.n > 0 && !np__cidrs_allow(&px->allow_ips, addr)) {
-    srv->stats.visitors_denied++;
+  if (!np__proxy_admits(px, addr))
     return;
-  }
   for (f = u->flows; f != NULL && !same_addr(&f->addr, addr); f = f->next)
     ;
   if (f == NULL) {

@@ -28,6 +28,23 @@ typedef struct proxy proxy;
 typedef struct visitor visitor;
 typedef struct np__proxy_type np__proxy_type; /* proxy.h */
 typedef struct np__tracked np__tracked;       /* proxy.h */
+typedef struct np__frontend np__frontend;     /* frontend.c */
+
+/* The counters of one proxy, or of one client session (natproxy/stats.h, NP_PROXY_COUNTERS),
+ * shared with the joined visitors that count into them: those may outlive the proxy or the session
+ * by a few loop turns (a join ends asynchronously), so each holds a reference (meter.c). */
+typedef struct np__counts {
+  np_proxy_stats st;
+  int refs;
+} np__counts;
+
+/* What a joined visitor counts into: the server's counters, its proxy's and its client's (NULL
+ * when there are none: the line codec's ports, or out of memory at their creation). The type holds
+ * it from its join until the visitor is gone (np__meter_end). */
+typedef struct np__meter {
+  np_server_stats *srv;
+  np__counts *px, *cl;
+} np__meter;
 
 /* A name a client registered (PROXY) and the frontend its type opened for it. */
 struct proxy {
@@ -38,6 +55,9 @@ struct proxy {
   char name[NP_MSG_NAME_MAX + 1];
   int port;
   np__cidrs allow_ips; /* visitors from elsewhere are turned away */
+  np__counts *counts;  /* NULL: none (the line codec's ports) */
+  np__frontend *fe;    /* the listener it shares with others (frontend.c), or NULL */
+  proxy *fe_next;      /* the next proxy of fe */
   proxy *next;
 };
 
@@ -48,9 +68,10 @@ struct visitor {
   uint64_t id; /* its name in REQ_WORK / START */
   uint64_t session_id;
   uint64_t deadline;
-  uint64_t since; /* when it arrived (loop time, ms): the access log's duration */
-  np__addr addr;  /* where it came from (family 0: not known) */
-  void *impl;     /* the type's: a TCP conn, a UDP flow */
+  uint64_t since;  /* when it arrived (loop time, ms): the access log's duration */
+  np__addr addr;   /* where it came from (family 0: not known) */
+  void *impl;      /* the type's: a TCP conn, a UDP flow */
+  np__meter meter; /* set for the type's join, which takes it over */
 };
 
 struct session {
@@ -71,6 +92,7 @@ struct session {
   uint64_t ping_seq;
   proxy *proxies;
   size_t n_proxies;
+  np__counts *counts;             /* S_READY: the sum over its proxies (NULL: out of memory) */
   np__tracked *joins;             /* its joined visitors */
   session *owner;                 /* S_IDLE: the control session this connection works for */
   session *idle_next, *idle_prev; /* S_IDLE: in owner->idle */
@@ -112,6 +134,7 @@ struct np_server {
   np__listener *tunnel_listener; /* line codec */
   proxy *visit_proxy;            /* line codec */
   proxy control_px, tunnel_px;   /* names and counters for the control and tunnel listeners */
+  np__frontend *frontends;       /* open public listeners (frontend.c) */
   uv_timer_t pool_timer;
   uv_timer_t trim_timer; /* gives the heap back after a burst of connections (np__heap_trim) */
   int refs_peak;         /* of refs since the last trim */

@@ -25,7 +25,7 @@ typedef struct sdir {
   int pipe[2];  /* -1 while empty and returned */
   size_t piped; /* bytes in the pipe */
   uint64_t bytes;
-  uint64_t *total, spare; /* as in join.c: the owner's running total, or spare */
+  np__tally total; /* as in join.c: the owner's running totals */
   unsigned want_read : 1, want_write : 1, eof : 1, done : 1;
 } sdir;
 
@@ -141,7 +141,7 @@ static int pump(np__splice *s, sdir *d) {
       if (n > 0) {
         d->piped = (size_t)n;
         d->bytes += (uint64_t)n;
-        *d->total += (uint64_t)n;
+        np__tally_add(&d->total, (uint64_t)n);
       } else if (n == 0) {
         d->eof = 1;
       } else if (errno == EAGAIN) {
@@ -230,8 +230,6 @@ int np__splice_start(np_conn *a, np_conn *b, np__pipes *pipes, np__splice_cb cb,
   s->b.poll.data = &s->b;
   s->a.out = s->b.in = &s->ab;
   s->b.out = s->a.in = &s->ba;
-  s->ab.total = &s->ab.spare;
-  s->ba.total = &s->ba.spare;
   s->a.fd = fcntl(fa, F_DUPFD_CLOEXEC, 0);
   s->b.fd = fcntl(fb, F_DUPFD_CLOEXEC, 0);
   if (s->a.fd < 0 || s->b.fd < 0 || uv_poll_init_socket(loop, &s->a.poll, s->a.fd) != 0) {
@@ -267,11 +265,11 @@ int np__splice_start(np_conn *a, np_conn *b, np__pipes *pipes, np__splice_cb cb,
   return 0;
 }
 
-void np__splice_count_into(np__splice *s, uint64_t *a_to_b, uint64_t *b_to_a) {
-  *a_to_b += s->ab.bytes;
-  *b_to_a += s->ba.bytes;
-  s->ab.total = a_to_b;
-  s->ba.total = b_to_a;
+void np__splice_count_into(np__splice *s, const np__tally *a_to_b, const np__tally *b_to_a) {
+  np__tally_add(a_to_b, s->ab.bytes);
+  np__tally_add(b_to_a, s->ba.bytes);
+  s->ab.total = *a_to_b;
+  s->ba.total = *b_to_a;
 }
 
 void np__splice_abort(np__splice *s) {

@@ -22,6 +22,20 @@ typedef struct np__pipes {
 void np__pipes_init(np__pipes *p, int enabled);
 void np__pipes_clear(np__pipes *p);
 
+/* The running totals one direction of a relay adds the bytes it moves to, as they move: the
+ * server's, its proxy's and its client's counters, say. Copied by value; the counters must outlive
+ * the relay. */
+#define NP_TALLY_MAX 3
+typedef struct np__tally {
+  uint64_t *to[NP_TALLY_MAX];
+  unsigned n;
+} np__tally;
+
+static inline void np__tally_add(const np__tally *t, uint64_t n) {
+  for (unsigned i = 0; i < t->n; i++)
+    *t->to[i] += n;
+}
+
 typedef struct np__splice np__splice;
 /* Once, after both sockets are closed: status 0 when both directions ended with EOF. */
 typedef void (*np__splice_cb)(void *data, int status, uint64_t a_to_b, uint64_t b_to_a);
@@ -36,7 +50,7 @@ int np__splice_start(np_conn *a, np_conn *b, np__pipes *pipes, np__splice_cb cb,
 /* End now; both peers get a reset; cb runs with UV_ECANCELED. */
 void np__splice_abort(np__splice *s);
 /* As np__join_count_into: also add the bytes moved to these counters as they move. */
-void np__splice_count_into(np__splice *s, uint64_t *a_to_b, uint64_t *b_to_a);
+void np__splice_count_into(np__splice *s, const np__tally *a_to_b, const np__tally *b_to_a);
 /* Bytes read from one socket and not yet written to the other (in pipes). */
 size_t np__splice_buffered(const np__splice *s);
 

@@ -20,15 +20,20 @@
   FIELD_(np_server_stats, name, kind, key, unit, help)
 #define CLIENT_FIELD_(name, kind, key, unit, help)                                                 \
   FIELD_(np_client_stats, name, kind, key, unit, help)
+#define PROXY_FIELD_(name, kind, key, unit, help)                                                  \
+  FIELD_(np_proxy_stats, name, kind, key, unit, help)
 
 static const np_stat_field server_fields[] = {NP_SERVER_COUNTERS(SERVER_FIELD_)};
 static const np_stat_field client_fields[] = {NP_CLIENT_COUNTERS(CLIENT_FIELD_)};
+static const np_stat_field proxy_fields[] = {NP_PROXY_COUNTERS(PROXY_FIELD_)};
 
 /* Every member is a counter of the list: a member added by hand would break the tables' offsets. */
 _Static_assert(sizeof(np_server_stats) == NP_ARRAY_SIZE(server_fields) * sizeof(uint64_t),
                "np_server_stats holds exactly the counters of NP_SERVER_COUNTERS");
 _Static_assert(sizeof(np_client_stats) == NP_ARRAY_SIZE(client_fields) * sizeof(uint64_t),
                "np_client_stats holds exactly the counters of NP_CLIENT_COUNTERS");
+_Static_assert(sizeof(np_proxy_stats) == NP_ARRAY_SIZE(proxy_fields) * sizeof(uint64_t),
+               "np_proxy_stats holds exactly the counters of NP_PROXY_COUNTERS");
 
 const np_stat_field *np_server_stats_field(size_t i) {
   return i < NP_ARRAY_SIZE(server_fields) ? &server_fields[i] : NULL;
@@ -36,6 +41,10 @@ const np_stat_field *np_server_stats_field(size_t i) {
 
 const np_stat_field *np_client_stats_field(size_t i) {
   return i < NP_ARRAY_SIZE(client_fields) ? &client_fields[i] : NULL;
+}
+
+const np_stat_field *np_proxy_stats_field(size_t i) {
+  return i < NP_ARRAY_SIZE(proxy_fields) ? &proxy_fields[i] : NULL;
 }
 
 static void log_line(const np__logger *log, const np_stat_field *fields, size_t n, const void *st) {

@@ -2,6 +2,7 @@
  * type, visitors in the pending pool (and their expiry), REQ_WORK to their client, and the handover
  * of each to its type once its work connection came. Nothing here knows what a visitor is (a TCP
  * connection, a UDP flow): proxy.h is the whole of what a type and the core say to each other. */
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -77,9 +78,8 @@ void np__session_local_failed(session *s, uint64_t id) {
 
 /* Out of descriptors and the like: say so once per second at most, with how many connections were
  * refused meanwhile, not once per connection. */
-void np__server_accept_failed(np__listener *l, int err, uint64_t refused) {
-  proxy *px = np__listener_data(l);
-  struct np_server *srv = px->srv;
+void np__server_accept_error(struct np_server *srv, const char *name, int port, int err,
+                             uint64_t refused) {
   uint64_t now = now_ms(srv);
 
   srv->stats.accept_errors++;
@@ -88,12 +88,17 @@ void np__server_accept_failed(np__listener *l, int err, uint64_t refused) {
   if (srv->accept_error_logged == 0 || now - srv->accept_error_logged >= 1000) {
     srv->accept_error_logged = now;
     np__log(&srv->log, NP_LOG_ERROR,
-            "%s port %d: accept failed: %s; %llu %s refused since the last report%s", px->name,
-            px->port, np_strerror(err), (unsigned long long)srv->refused_unlogged,
+            "%s port %d: accept failed: %s; %llu %s refused since the last report%s", name, port,
+            np_strerror(err), (unsigned long long)srv->refused_unlogged,
             np__plural(srv->refused_unlogged, "connection", "connections"),
             err == UV_EMFILE || err == UV_ENFILE ? " (raise the descriptor limit: ulimit -n)" : "");
     srv->refused_unlogged = 0;
   }
+}
+
+void np__server_accept_failed(np__listener *l, int err, uint64_t refused) {
+  proxy *px = np__listener_data(l);
+  np__server_accept_error(px->srv, px->name, px->port, err, refused);
 }
 
 /* The access log: one line per visitor once it is gone, telling what haproxy's tcplog tells (who,
@@ -141,6 +146,7 @@ static void visitor_free(visitor *v) {
 }
 
 void np__visitor_drop(visitor *v, const char *end) {
+  np__proxy_count(v->px, NULL, offsetof(np_proxy_stats, visitors_dropped));
   v->px->type->drop(v, end);
   visitor_free(v);
 }
@@ -153,8 +159,13 @@ void np__visitor_removed(uint64_t id, void *item, void *arg) {
 
 void np__server_join(struct np_server *srv, session *s, np_conn *work, visitor *v, const char *rest,
                      size_t rest_len) {
-  if (v->px->type->join(v, s, work, rest, rest_len) == 0)
+  np__meter_start(&v->meter, v->px, s);
+  if (v->px->type->join(v, s, work, rest, rest_len) == 0) {
     srv->stats.visitors_joined++;
+    np__proxy_count(v->px, s, offsetof(np_proxy_stats, visitors_joined));
+  } else {
+    np__meter_end(&v->meter);
+  }
   visitor_free(v);
 }
 
@@ -203,6 +214,7 @@ int np__proxy_admits(proxy *px, const struct sockaddr *addr) {
   if (px->allow_ips.n == 0 || (addr != NULL && np__cidrs_allow(&px->allow_ips, addr)))
     return 1;
   srv->stats.visitors_denied++;
+  np__proxy_count(px, NULL, offsetof(np_proxy_stats, visitors_denied));
   if (srv->log.level >= NP_LOG_DEBUG) {
     /* DEBUG: a scan from outside would otherwise write a line per port and probe. */
     if (addr != NULL)
@@ -231,6 +243,7 @@ int np__visitor_arrive(proxy *px, void *impl, const struct sockaddr *from) {
   if (from != NULL)
     np__addr_copy(&v->addr, from);
   srv->refs++; /* the visitor's, until it is dropped or joined */
+  np__proxy_count(px, NULL, offsetof(np_proxy_stats, visitors));
   if ((s = visit_owner(srv, px)) == NULL) {
     srv->stats.visitors_refused++;
     np__log(&srv->log, NP_LOG_INFO, "proxy %s: visitor refused: no client connected", px->name);
@@ -265,27 +278,9 @@ int np__visitor_arrive(proxy *px, void *impl, const struct sockaddr *from) {
 
 /* ---- proxies -------------------------------------------------------------------------------- */
 
-int np__proxy_listen(proxy *px, const struct sockaddr *addr, np__accept_cb on_visitor) {
-  np__listener *l;
-  int r = np__listen(px->srv->loop, addr, on_visitor, np__server_accept_failed, px, &l);
-
-  if (r != 0)
-    return r;
-  px->impl = l;
-  px->port = np__listener_port(l);
-  return 0;
-}
-
-static void on_listener_closed(void *px) {
-  np__proxy_closed(px);
-}
-
-void np__proxy_unlisten(proxy *px) {
-  np__listener_close(px->impl, on_listener_closed);
-}
-
 void np__proxy_closed(proxy *px) {
   struct np_server *srv = px->srv;
+  np__counts_unref(px->counts);
   free(px);
   np__server_unref(srv);
 }
@@ -311,6 +306,9 @@ int np__proxy_open(struct np_server *srv, session *s, const char *name, uint8_t 
 
   if (type == NULL)
     return NP_EUNSUPPORTED;
+  /* Counters are not worth failing a proxy for: without memory for them it runs uncounted. */
+  if (s != NULL && s->counts == NULL)
+    s->counts = np__counts_new();
   if (port == 0 && from->n > 0) {
     for (size_t i = 0; i < from->n; i++)
       span += (uint32_t)(from->r[i].hi - from->r[i].lo) + 1;
@@ -348,6 +346,7 @@ int np__proxy_open(struct np_server *srv, session *s, const char *name, uint8_t 
     px->type = type;
     np__strlcpy(px->name, name, sizeof(px->name));
     if ((r = type->open(px, (struct sockaddr *)&ss)) == 0) {
+      px->counts = s != NULL ? np__counts_new() : NULL;
       srv->refs++;
       srv->stats.proxies++;
       *out = px;
@@ -618,4 +617,6 @@ void np__work_session_closing(session *s) {
     np__proxy_close(px);
   }
   np__session_end_joins(s);
+  np__counts_unref(s->counts); /* the joins still ending hold their own reference */
+  s->counts = NULL;
 }

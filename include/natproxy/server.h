@@ -27,6 +27,20 @@ typedef struct np_server_stats {
   NP_SERVER_COUNTERS(NP_STATS_MEMBER_)
 } np_server_stats;
 
+/* One proxy's counters, or one client's (the sum over its proxies): one uint64_t per line of
+ * NP_PROXY_COUNTERS (natproxy/stats.h), in that order. Grows only at the end. */
+typedef struct np_proxy_stats {
+  NP_PROXY_COUNTERS(NP_STATS_MEMBER_)
+} np_proxy_stats;
+
+/* A logged-in client and one of its proxies, as np_server_foreach_client and
+ * np_server_client_foreach_proxy show them: valid only inside the callback that got them. */
+typedef struct np_server_client np_server_client;
+typedef struct np_server_proxy np_server_proxy;
+/* Return nonzero to stop the walk early; that value is what the walk returns. */
+typedef int (*np_server_client_cb)(const np_server_client *client, void *arg);
+typedef int (*np_server_proxy_cb)(const np_server_proxy *proxy, void *arg);
+
 /* cfg is borrowed: the server copies what it needs. Returns 0, NP_ECONFIG or UV_ENOMEM. */
 NP_EXPORT int np_server_new(uv_loop_t *loop, const struct np_config *cfg, struct np_server **out);
 /* Replace the codec (default: the one named by the config, "native"). codec is held for the
@@ -66,6 +80,32 @@ NP_EXPORT void np_server_get_stats(const struct np_server *server, np_server_sta
 /* Write the counters to the server's log, one line at info level (np-server: on SIGUSR1):
  * "stats: clients=N proxies=N ..." with the keys of NP_SERVER_COUNTERS, in its order. */
 NP_EXPORT void np_server_log_stats(const struct np_server *server);
+/* Call cb for each logged-in client, oldest login first, until cb returns nonzero. cb must not
+ * close the server or reload it (it may read anything). Returns 0, or what cb returned. */
+NP_EXPORT int np_server_foreach_client(struct np_server *server, np_server_client_cb cb, void *arg);
+/* The name it logged in with; borrowed, valid inside the callback. */
+NP_EXPORT const char *np_server_client_name(const np_server_client *client);
+/* Its address as the server sees it: "203.0.113.7:50123", "[2001:db8::1]:443". Borrowed. */
+NP_EXPORT const char *np_server_client_addr(const np_server_client *client);
+/* Milliseconds since it logged in (the loop's clock). */
+NP_EXPORT uint64_t np_server_client_uptime_ms(const np_server_client *client);
+/* Copy its counters into out as np_server_get_stats does (pass sizeof(*out)): the sum over the
+ * proxies it opened since it logged in, closed ones included. */
+NP_EXPORT void np_server_client_get_stats(const np_server_client *client, np_proxy_stats *out,
+                                          size_t size);
+/* Call cb for each proxy the client has open, newest first, until cb returns nonzero. The same
+ * rules as np_server_foreach_client. Returns 0, or what cb returned. */
+NP_EXPORT int np_server_client_foreach_proxy(const np_server_client *client, np_server_proxy_cb cb,
+                                             void *arg);
+/* Its name (the client's section name); borrowed. */
+NP_EXPORT const char *np_server_proxy_name(const np_server_proxy *proxy);
+/* Its type's name: "tcp", "udp". Static. */
+NP_EXPORT const char *np_server_proxy_type(const np_server_proxy *proxy);
+/* The public port its frontend listens on. */
+NP_EXPORT int np_server_proxy_port(const np_server_proxy *proxy);
+/* Copy its counters into out as np_server_get_stats does (pass sizeof(*out)). */
+NP_EXPORT void np_server_proxy_get_stats(const np_server_proxy *proxy, np_proxy_stats *out,
+                                         size_t size);
 /* Close every session, visitor and listener; cb runs once all handles are closed, and then the
  * server's memory is gone. Safe to call from any of the server's callbacks. */
 NP_EXPORT void np_server_close(struct np_server *server, np_server_close_cb cb);

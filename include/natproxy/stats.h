@@ -1,6 +1,6 @@
 /* Counters as data. Each counter of the server and of the client is one line of a list below, and
- * everything else is made from that list: the stats structs (np_server_stats in server.h,
- * np_client_stats in client.h), the line np_server_log_stats / np_client_log_stats write, the
+ * everything else is made from that list: the stats structs (np_server_stats and np_proxy_stats in
+ * server.h, np_client_stats in client.h), the line np_server_log_stats / np_client_log_stats write, the
  * field descriptions np_server_stats_field() / np_client_stats_field() give exporters (Prometheus
  * text, JSON), and the tables in docs/api.md and the man pages (scripts/gen-counters writes them;
  * the `checks` test suite fails when they differ from the lists).
@@ -59,6 +59,17 @@ NP_BEGIN_DECLS
   X(udp_path_up, GAUGE, "udp_path_up", "boolean", "1 while UDP flows use the datagram path, 0 while they use the tunnel") \
   X(udp_path_in, COUNTER, "udp_path_in", "datagrams", "datagrams that came over the datagram path") \
   X(udp_path_out, COUNTER, "udp_path_out", "datagrams", "datagrams sent over the datagram path")
+/* Per proxy, and per client (the sum over its proxies since it logged in, those it closed too):
+ * np_server_proxy_get_stats and np_server_client_get_stats (natproxy/server.h). Updated as bytes
+ * move, not when a visitor ends. */
+#define NP_PROXY_COUNTERS(X) \
+  X(visitors, COUNTER, "visitors", "visitors", "visitors let in (the server's visitors_total less those allow_ips turned away)") \
+  X(visitors_denied, COUNTER, "denied", "visitors", "visitors closed at accept: their address is outside the proxy's allow_ips") \
+  X(visitors_joined, COUNTER, "joined", "visitors", "visitors joined with their work connection") \
+  X(visitors_dropped, COUNTER, "dropped", "visitors", "visitors that went unjoined: expired, refused, failed, aborted") \
+  X(visitors_active, GAUGE, "active", "visitors", "visitors joined and not gone yet (TCP connections, UDP flows)") \
+  X(bytes_in, COUNTER, "bytes_in", "bytes", "bytes visitor -> client, counted as they are read") \
+  X(bytes_out, COUNTER, "bytes_out", "bytes", "bytes client -> visitor, counted as they are read")
 /* clang-format on */
 
 /* One uint64_t member per counter, in list order: the body of np_server_stats / np_client_stats. */
@@ -88,6 +99,8 @@ typedef struct np_stat_field {
 NP_EXPORT const np_stat_field *np_server_stats_field(size_t i);
 /* The same for np_client_stats. */
 NP_EXPORT const np_stat_field *np_client_stats_field(size_t i);
+/* The same for np_proxy_stats (natproxy/server.h). */
+NP_EXPORT const np_stat_field *np_proxy_stats_field(size_t i);
 
 NP_END_DECLS
 

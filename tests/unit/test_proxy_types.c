@@ -13,6 +13,9 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <arpa/inet.h>
+#include <sys/socket.h>
+
 #include <cmocka.h>
 
 #include <natproxy.h>
@@ -28,13 +31,14 @@
  */
 
 static struct {
-  int opened, closed, joined, dropped, ids;
+  int opened, closed, joined, dropped, ids, freed;
   char last_drop[32];
   uint64_t discarded;
 } d;
 
 typedef struct sink {
   np_conn *c;
+  np__meter meter; /* the core's counters for this visitor, held until it is gone */
   uint64_t n;
   np_conn_write w;
   char reply[64];
@@ -42,7 +46,10 @@ typedef struct sink {
 } sink;
 
 static void sink_closed(np_conn *c) {
-  free(c->data);
+  sink *k = c->data;
+  np__meter_end(&k->meter);
+  free(k);
+  d.freed++;
 }
 
 static void sink_written(np_conn_write *req, int status) {
@@ -63,6 +70,7 @@ static void sink_read(np_conn *c, ssize_t n, const uv_buf_t *buf) {
   (void)buf;
   if (n > 0) {
     k->n += (uint64_t)n;
+    np__meter_add(&k->meter, (uint64_t)n, 0);
     return;
   }
   if (n == 0)
@@ -72,27 +80,39 @@ static void sink_read(np_conn *c, ssize_t n, const uv_buf_t *buf) {
   b = uv_buf_init(k->reply, (unsigned)snprintf(k->reply, sizeof(k->reply), "discarded %llu\n",
                                                (unsigned long long)k->n));
   k->w.data = k;
+  np__meter_add(&k->meter, 0, b.len);
   if (n != UV_EOF || np__conn_write(c, &k->w, &b, 1, sink_written) != 0)
     np__conn_close(c, sink_closed);
 }
 
-static void on_visitor(np__listener *l, np_conn *c) {
-  proxy *px = np__listener_data(l);
+/* The frontend is shared: every discard proxy that asks for the same port gets the same listener,
+ * and visitors go to its proxies in turn. */
+static void on_visitor(np__frontend *fe, np_conn *c) {
+  static unsigned turn;
+  proxy *px = np__frontend_proxies(fe);
   struct sockaddr_storage ss;
   const struct sockaddr *from = np__conn_peer_addr(c, &ss) == 0 ? (struct sockaddr *)&ss : NULL;
+  unsigned n = 0;
+  for (proxy *p = px; p != NULL; p = p->fe_next)
+    n++;
+  for (unsigned i = turn++ % n; i > 0; i--)
+    px = px->fe_next;
   if (np__visitor_arrive(px, c, from) != 0)
     np__conn_close(c, NULL);
 }
 
+static const np__frontend_ops shared_frontend = {
+    .name = "discard", .shared = 1, .accept = on_visitor};
+
 static int discard_open(proxy *px, const struct sockaddr *addr) {
-  int r = np__proxy_listen(px, addr, on_visitor);
+  int r = np__frontend_attach(px, addr, &shared_frontend);
   d.opened += r == 0;
   return r;
 }
 
 static void discard_close(proxy *px) {
   d.closed++;
-  np__proxy_unlisten(px);
+  np__frontend_detach(px);
 }
 
 static void discard_visitor_id(visitor *v) {
@@ -109,6 +129,7 @@ static int discard_join(visitor *v, session *s, np_conn *work, const char *rest,
   assert_non_null(k);
   d.joined++;
   np__conn_close(work, NULL);
+  k->meter = v->meter;
   k->c = v->impl;
   k->c->data = k;
   assert_int_equal(np__conn_read_start(k->c, sink_alloc, sink_read), 0);
@@ -135,13 +156,15 @@ static const np__proxy_type discard = {
  */
 
 static uv_loop_t loop;
-static int port_sink, port_dead, refused_status;
+static int port_sink, port_sink2, port_dead, refused_status;
 static char refused_text[256];
 
 static void on_event(struct np_client *cl, const np_client_event *ev) {
   (void)cl;
   if (ev->type == NP_CLIENT_PROXY_READY)
-    *(strcmp(ev->name, "sink") == 0 ? &port_sink : &port_dead) = ev->port;
+    *(strcmp(ev->name, "sink") == 0    ? &port_sink
+      : strcmp(ev->name, "sink2") == 0 ? &port_sink2
+                                       : &port_dead) = ev->port;
   if (ev->type == NP_CLIENT_PROXY_FAILED) {
     refused_status = ev->status;
     snprintf(refused_text, sizeof(refused_text), "%s: %s", ev->name, ev->text);
@@ -191,6 +214,7 @@ typedef struct guest {
   char in[128];
   size_t got;
   int done;
+  int hold; /* connect and wait: guest_send later */
 } guest;
 
 static void g_alloc(uv_handle_t *h, size_t sz, uv_buf_t *buf) {
@@ -212,18 +236,24 @@ static void g_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf) {
   }
 }
 
-static void g_connected(uv_connect_t *req, int status) {
-  guest *g = req->data;
+static void guest_send(guest *g) {
   uv_buf_t b = uv_buf_init(g->out, SENT);
-  assert_int_equal(status, 0);
   assert_int_equal(uv_write(&g->w, (uv_stream_t *)&g->tcp, &b, 1, NULL), 0);
   assert_int_equal(uv_shutdown(&g->sd, (uv_stream_t *)&g->tcp, NULL), 0);
+}
+
+static void g_connected(uv_connect_t *req, int status) {
+  guest *g = req->data;
+  assert_int_equal(status, 0);
+  if (!g->hold)
+    guest_send(g);
   assert_int_equal(uv_read_start((uv_stream_t *)&g->tcp, g_alloc, g_read), 0);
 }
 
-static void visit(guest *g, int port) {
+static void visit(guest *g, int port, int hold) {
   struct sockaddr_in sa;
   memset(g, 0, sizeof(*g));
+  g->hold = hold;
   g->out = malloc(SENT);
   assert_non_null(g->out);
   memset(g->out, 'x', SENT);
@@ -231,6 +261,46 @@ static void visit(guest *g, int port) {
   uv_tcp_init(&loop, &g->tcp);
   uv_ip4_addr("127.0.0.1", port, &sa);
   uv_tcp_connect(&g->c, &g->tcp, (struct sockaddr *)&sa, g_connected);
+}
+
+/* A port nothing listens on now, for two proxies to ask for by number. */
+static int free_port(void) {
+  struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+  socklen_t len = sizeof(sa);
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  assert_true(fd >= 0);
+  assert_int_equal(bind(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+  assert_int_equal(getsockname(fd, (struct sockaddr *)&sa, &len), 0);
+  close(fd);
+  return ntohs(sa.sin_port);
+}
+
+/* Counters of the one client and its proxies, through the public walk (natproxy/server.h). */
+static struct {
+  int clients;
+  char name[32];
+  np_proxy_stats client, sink, sink2, dead;
+} seen;
+
+static int see_proxy(const np_server_proxy *p, void *arg) {
+  const char *name = np_server_proxy_name(p);
+  np_proxy_stats *st = strcmp(name, "sink") == 0    ? &seen.sink
+                       : strcmp(name, "sink2") == 0 ? &seen.sink2
+                                                    : &seen.dead;
+  (void)arg;
+  assert_string_equal(np_server_proxy_type(p), "discard");
+  assert_true(np_server_proxy_port(p) > 0);
+  np_server_proxy_get_stats(p, st, sizeof(*st));
+  return 0;
+}
+
+static int see_client(const np_server_client *c, void *arg) {
+  (void)arg;
+  seen.clients++;
+  snprintf(seen.name, sizeof(seen.name), "%s", np_server_client_name(c));
+  assert_non_null(strstr(np_server_client_addr(c), "127.0.0.1:"));
+  np_server_client_get_stats(c, &seen.client, sizeof(seen.client));
+  return np_server_client_foreach_proxy(c, see_proxy, NULL);
 }
 
 static char tls_dir[] = "/tmp/np-test-types-XXXXXX";
@@ -256,6 +326,7 @@ static void test_discard_type(void **state) {
   struct np_client *cl;
   np_server_stats st;
   uv_timer_t guard;
+  int shared_port = free_port();
   uv_tcp_t svc, dead;
   guest g;
   char spec[64];
@@ -288,7 +359,12 @@ static void test_discard_type(void **state) {
   assert_int_equal(np_config_set_flag(cfg, "work-pool", "0"), 0); /* REQ_WORK for each visitor */
   snprintf(spec, sizeof(spec), "127.0.0.1:%d", svc_port);
   assert_int_equal(np_config_set(cfg, "proxy sink", "local", spec), 0);
-  assert_int_equal(np_config_set(cfg, "proxy sink", "remote_port", "0"), 0);
+  snprintf(spec, sizeof(spec), "%d", shared_port);
+  assert_int_equal(np_config_set(cfg, "proxy sink", "remote_port", spec), 0);
+  snprintf(spec, sizeof(spec), "127.0.0.1:%d", svc_port);
+  assert_int_equal(np_config_set(cfg, "proxy sink2", "local", spec), 0);
+  snprintf(spec, sizeof(spec), "%d", shared_port);
+  assert_int_equal(np_config_set(cfg, "proxy sink2", "remote_port", spec), 0);
   snprintf(spec, sizeof(spec), "127.0.0.1:%d", dead_port);
   assert_int_equal(np_config_set(cfg, "proxy dead", "local", spec), 0);
   assert_int_equal(np_config_set(cfg, "proxy dead", "remote_port", "0"), 0);
@@ -296,6 +372,7 @@ static void test_discard_type(void **state) {
   assert_int_equal(np_config_set(cfg, "proxy nobody", "remote_port", "0"), 0);
   /* The client has no flag for a kind it does not know: set it where the config keeps it. */
   set_kind(cfg, "sink", KIND_DISCARD);
+  set_kind(cfg, "sink2", KIND_DISCARD);
   set_kind(cfg, "dead", KIND_DISCARD);
   set_kind(cfg, "nobody", KIND_NOBODY);
   assert_int_equal(np_client_new(&loop, cfg, &cl), 0);
@@ -303,46 +380,86 @@ static void test_discard_type(void **state) {
   np_client_set_log(cl, NP_LOG_ERROR, quiet, NULL);
   np_client_set_event_cb(cl, on_event);
   assert_int_equal(np_client_start(cl), 0);
-  while (port_sink == 0 || port_dead == 0 || refused_status == 0)
+  while (port_sink == 0 || port_sink2 == 0 || port_dead == 0 || refused_status == 0)
     uv_run(&loop, UV_RUN_ONCE);
 
   /* The kind nobody registered: that proxy is refused, and why; the others are up. */
   assert_int_equal(refused_status, NP_EUNSUPPORTED);
   assert_non_null(strstr(refused_text, "nobody: this server has no proxy type of kind 201"));
-  assert_int_equal(d.opened, 2);
+  assert_int_equal(d.opened, 3);
+  /* sink and sink2 share one listener (the type's frontend is shared); dead has its own. */
+  assert_int_equal(port_sink, shared_port);
+  assert_int_equal(port_sink2, shared_port);
 
-  /* A visitor through the whole path: pool, REQ_WORK, work connection, the type's join. */
-  visit(&g, port_sink);
-  while (!g.done)
+  /* Visitors through the whole path: pool, REQ_WORK, work connection, the type's join; the
+   * shared frontend gives one to each of its proxies. */
+  for (int i = 0; i < 2; i++) {
+    visit(&g, shared_port, 0);
+    while (!g.done)
+      uv_run(&loop, UV_RUN_ONCE);
+    g.in[g.got] = '\0';
+    assert_string_equal(g.in, "discarded 300000\n");
+    free(g.out);
+  }
+  assert_int_equal(d.joined, 2);
+  assert_int_equal(d.discarded, 2 * SENT);
+  while (d.freed < 2)
     uv_run(&loop, UV_RUN_ONCE);
-  g.in[g.got] = '\0';
-  assert_string_equal(g.in, "discarded 300000\n");
-  assert_int_equal(d.joined, 1);
-  assert_int_equal(d.discarded, SENT);
-  free(g.out);
 
   /* The client cannot reach dead's service: WORK_FAIL, and the core drops the visitor through the
    * type with the access log's word for it. */
-  visit(&g, port_dead);
+  visit(&g, port_dead, 0);
   while (!g.done)
     uv_run(&loop, UV_RUN_ONCE);
   assert_int_equal(g.got, 0);
   assert_int_equal(d.dropped, 1);
   assert_string_equal(d.last_drop, "local_failed");
-  assert_int_equal(d.ids, 2);
+  assert_int_equal(d.ids, 3);
   free(g.out);
 
   np_server_get_stats(srv, &st, sizeof(st));
-  assert_true(st.proxies == 2 && st.visitors_total == 0); /* the type counts its own visitors */
-  assert_true(st.visitors_joined == 1 && st.visitors_failed == 1);
+  assert_true(st.proxies == 3 && st.visitors_total == 0); /* the type counts its own visitors */
+  assert_true(st.visitors_joined == 2 && st.visitors_failed == 1);
+  assert_true(st.bytes_in == 2 * SENT && st.bytes_out == 2 * 17); /* through the type's meter */
 
+  /* Per proxy and per client, as an admin API would walk them. */
+  assert_int_equal(np_server_foreach_client(srv, see_client, NULL), 0);
+  assert_int_equal(seen.clients, 1);
+  for (int i = 0; i < 2; i++) {
+    const np_proxy_stats *p = i == 0 ? &seen.sink : &seen.sink2;
+    assert_true(p->visitors == 1 && p->visitors_joined == 1 && p->visitors_dropped == 0);
+    assert_true(p->bytes_in == SENT && p->bytes_out == 17 && p->visitors_active == 0);
+  }
+  assert_true(seen.dead.visitors == 1 && seen.dead.visitors_dropped == 1);
+  assert_true(seen.dead.visitors_joined == 0 && seen.dead.bytes_in == 0);
+  assert_true(seen.client.visitors == 3 && seen.client.visitors_joined == 2);
+  assert_true(seen.client.visitors_dropped == 1 && seen.client.visitors_active == 0);
+  assert_true(seen.client.bytes_in == 2 * SENT && seen.client.bytes_out == 2 * 17);
+
+  /* A joined visitor outlives its proxy and its client's session: the type still counts into the
+   * meter it holds (the counters are the core's, reference-counted), and ends it once it is done.
+   * Under ASan a counter freed with its proxy would show here. */
+  visit(&g, shared_port, 1);
+  while (d.joined < 3)
+    uv_run(&loop, UV_RUN_ONCE);
   np_client_close(cl, NULL);
+  while (d.closed < 3)
+    uv_run(&loop, UV_RUN_ONCE);
+  guest_send(&g);
+  while (!g.done || d.freed < 3)
+    uv_run(&loop, UV_RUN_ONCE);
+  g.in[g.got] = '\0';
+  assert_string_equal(g.in, "discarded 300000\n");
+  free(g.out);
+  np_server_get_stats(srv, &st, sizeof(st));
+  assert_true(st.bytes_in == 3 * SENT && st.bytes_out == 3 * 17 && st.proxies == 0);
+
   np_server_close(srv, NULL);
   uv_close((uv_handle_t *)&svc, NULL);
   uv_close((uv_handle_t *)&dead, NULL);
   uv_close((uv_handle_t *)&guard, NULL);
   uv_run(&loop, UV_RUN_DEFAULT);
-  assert_int_equal(d.closed, 2); /* both proxies closed through the type */
+  assert_int_equal(d.closed, 3); /* every proxy closed through the type (above) */
   assert_int_equal(uv_loop_close(&loop), 0);
   tls_dir_remove();
 }
