@@ -285,13 +285,23 @@ static uint64_t backoff_ms(struct np_client *cl) {
   return d / 2 + (d / 2 + 1) * (uint64_t)x / ((uint64_t)UINT32_MAX + 1);
 }
 
+/* The client always watches the server's silence (a line server sends KEEP_ALIVE too), but pings
+ * only when the codec has pongs: a line client never writes on its control connection
+ * (docs/protocol.md, line protocol). */
+static enum np__heartbeat heartbeat(const struct np_client *cl, uint64_t now, uint64_t *next) {
+  int pongs = (cl->codec->caps & NP_CODEC_CAP_PONG) != 0;
+
+  return np__heartbeat_due(now, cl->last_rx, cl->last_tx, cl->cfg.heartbeat_interval_ms,
+                           cl->cfg.heartbeat_timeout_ms, 1, pongs, next);
+}
+
 /* Backoff expiry, or the session's heartbeat: re-armed for whichever comes first, the moment the
  * server counts as dead (exactly heartbeat_timeout after its last message) or the next ping we owe.
  */
 static void on_timer(uv_timer_t *t) {
   struct np_client *cl = t->data;
   uint64_t now = now_ms(cl), next;
-  int pongs = (cl->codec->caps & NP_CODEC_CAP_PONG) != 0;
+  enum np__heartbeat due;
   np_msg ping = {.type = NP_MSG_PING};
 
   if (cl->state == C_BACKOFF) {
@@ -300,18 +310,17 @@ static void on_timer(uv_timer_t *t) {
   }
   if (cl->ch == NULL)
     return;
-  if (now - cl->last_rx >= cl->cfg.heartbeat_timeout_ms) {
+  due = heartbeat(cl, now, &next);
+  if (due == NP_HEARTBEAT_DEAD) {
     disconnect(cl, NP_EPEERDEAD, "no heartbeat from the server within heartbeat_timeout");
     return;
   }
-  np__client_pool_refill(cl);
-  if (pongs && now - cl->last_tx >= cl->cfg.heartbeat_interval_ms) {
+  np__client_pool_refill(cl); /* opens work connections only: last_rx and last_tx stay */
+  if (due == NP_HEARTBEAT_PING) {
     ping.id = ++cl->ping_seq;
     np__client_send(cl, &ping);
+    heartbeat(cl, now, &next); /* from the ping's last_tx (unchanged if it could not be sent) */
   }
-  next = cl->last_rx + cl->cfg.heartbeat_timeout_ms;
-  if (pongs && cl->last_tx + cl->cfg.heartbeat_interval_ms < next)
-    next = cl->last_tx + cl->cfg.heartbeat_interval_ms;
   uv_timer_start(&cl->timer, on_timer, np__ms_left(next, now), 0);
 }
 

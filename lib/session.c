@@ -103,6 +103,17 @@ void np__session_detached(session *s) {
   uv_close((uv_handle_t *)&s->timer, on_session_timer_closed);
 }
 
+/* The server pings whenever it owes one (the line codec's KEEP_ALIVE), but watches the client's
+ * silence only when the codec has pongs: a line client never writes on its control connection, so
+ * it notices a dead one from EOF or a failed write (docs/protocol.md, line protocol). */
+static enum np__heartbeat heartbeat(const session *s, uint64_t now, uint64_t *next) {
+  const struct np_server *srv = s->srv;
+  int pongs = (srv->codec->caps & NP_CODEC_CAP_PONG) != 0;
+
+  return np__heartbeat_due(now, s->last_rx, s->last_tx, srv->cfg.heartbeat_interval_ms,
+                           srv->cfg.heartbeat_timeout_ms, pongs, 1, next);
+}
+
 /* One timer per session, re-armed for whichever comes first: the login deadline, the moment the
  * peer counts as dead (exactly heartbeat_timeout after its last message), or the next ping we owe.
  */
@@ -126,23 +137,21 @@ void np__session_on_timer(uv_timer_t *t) {
     }
     next = s->started + srv->cfg.login_timeout_ms;
   } else {
-    int pongs = (srv->codec->caps & NP_CODEC_CAP_PONG) != 0;
-    if (pongs && now - s->last_rx >= srv->cfg.heartbeat_timeout_ms) {
+    enum np__heartbeat due = heartbeat(s, now, &next);
+    if (due == NP_HEARTBEAT_DEAD) {
       np__session_close(s, NP_EPEERDEAD, "no heartbeat within heartbeat_timeout");
       return;
     }
-    if (now - s->last_tx >= srv->cfg.heartbeat_interval_ms) {
+    if (due == NP_HEARTBEAT_PING) {
       ping.id = ++s->ping_seq;
       if (np__session_send(s, &ping) != 0) {
         np__session_close(s, NP_ELIMIT, "control stream not writable");
         return;
       }
       if (s->ping_out <= s->last_rx)
-        s->ping_out = now; /* the first ping since the client last spoke */
+        s->ping_out = now;      /* the first ping since the client last spoke */
+      heartbeat(s, now, &next); /* the next deadline counts from this ping */
     }
-    next = s->last_tx + srv->cfg.heartbeat_interval_ms;
-    if (pongs && s->last_rx + srv->cfg.heartbeat_timeout_ms < next)
-      next = s->last_rx + srv->cfg.heartbeat_timeout_ms;
   }
   uv_timer_start(&s->timer, np__session_on_timer, np__ms_left(next, now), 0);
 }
