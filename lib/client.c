@@ -513,8 +513,7 @@ void np_client_close(struct np_client *cl, np_client_close_cb cb) {
     np__client_work_free(cl->works);
   while (cl->pool != NULL)
     np__client_pooled_free(cl->pool);
-  for (joined *j = cl->joins; j != NULL; j = j->next)
-    np__join_abort(j->join);
+  np__track_abort_all(&cl->joins);
   if (cl->started)
     uv_close((uv_handle_t *)&cl->timer, on_timer_closed);
   np__client_unref(cl);

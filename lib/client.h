@@ -17,6 +17,7 @@
 #include "mux.h"
 #include "proto.h"
 #include "stats.h"
+#include "track.h"
 #include "transport.h"
 #include "udp_link.h"
 
@@ -54,9 +55,9 @@ typedef struct pooled {
 } pooled;
 
 typedef struct joined {
+  np__track t; /* in cl->joins */
   struct np_client *cl;
   struct np_join *join;
-  struct joined *prev, *next;
 } joined;
 
 struct np_client {
@@ -81,7 +82,7 @@ struct np_client {
   work *works;
   work *tq_head, *tq_tail; /* line codec tunnel queue */
   int tunnel_dialing;
-  joined *joins;
+  np__trackset joins;   /* joined work connections (joined), cut when the client closes */
   pooled *pool;         /* pre-opened work connections, idle or starting */
   size_t pool_idle;     /* of them dialling or idle: what counts toward work_pool */
   uint64_t pool_serial; /* WORK_IDLE serials of this session */

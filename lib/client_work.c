@@ -10,6 +10,10 @@
 
 static void tunnel_next(struct np_client *cl);
 
+static void abort_join(np__track *t) {
+  np__join_abort(((joined *)t)->join);
+}
+
 static void on_join_done(struct np_join *j, int status, const np_join_stats *st) {
   joined *jn = np_join_get_data(j);
   struct np_client *cl = jn->cl;
@@ -18,7 +22,7 @@ static void on_join_done(struct np_join *j, int status, const np_join_stats *st)
   np__log(&cl->log, NP_LOG_DEBUG, "work connection done: %s, %llu %s in, %llu out",
           np_strerror(status), (unsigned long long)st->a_to_b,
           np__plural(st->a_to_b, "byte", "bytes"), (unsigned long long)st->b_to_a);
-  NP_DLIST_UNLINK(cl->joins, jn, prev, next);
+  np__track_remove(&jn->t);
   free(jn);
   np__client_unref(cl);
 }
@@ -32,6 +36,7 @@ void np__client_start_join(struct np_client *cl, np_conn *server, np_conn *local
 
   if (jn != NULL) {
     jn->cl = cl;
+    jn->t.abort = abort_join;
     r = np__join(server, local, rest, rest_len, &cl->chunks, on_join_done, jn, &jn->join);
   }
   if (r != 0) {
@@ -44,7 +49,7 @@ void np__client_start_join(struct np_client *cl, np_conn *server, np_conn *local
   np__tally in = {{&cl->stats.bytes_in}, 1}, out = {{&cl->stats.bytes_out}, 1};
   np__join_count_into(jn->join, &in, &out);
   cl->refs++;
-  NP_DLIST_PUSH(cl->joins, jn, prev, next);
+  np__track_add(&cl->joins, &jn->t);
   cl->stats.work_opened++;
 }
 

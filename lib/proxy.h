@@ -42,17 +42,6 @@ struct np__proxy_type {
   void (*drop)(visitor *v, const char *end);
 };
 
-/* A joined visitor its session may have to cut short (the session ended) or hear about (the client
- * reported its local service failed after a pre-opened join). Embedded in a type's join state and
- * linked to the session with np__session_track. */
-struct np__tracked {
-  session *s; /* NULL once the session is gone */
-  uint64_t id;
-  void (*abort)(np__tracked *t);        /* cut it now (it untracks itself when it ends) */
-  void (*local_failed)(np__tracked *t); /* optional: its end is the client's failure */
-  np__tracked *prev, *next;
-};
-
 /* The built-in types (proxy_tcp.c, proxy_udp.c), which builtin.c registers. */
 extern const np__proxy_type np__proxy_tcp, np__proxy_udp;
 
@@ -69,8 +58,10 @@ int np__visitor_arrive(proxy *px, void *impl, const struct sockaddr *from);
 void np__proxy_closed(proxy *px);
 /* Whether px admits a visitor from addr (its allow_ips); counts and logs the ones it turns away. */
 int np__proxy_admits(proxy *px, const struct sockaddr *addr);
-void np__session_track(session *s, np__tracked *t);
-void np__session_untrack(np__tracked *t);
+/* Track a joined visitor with s (track.h), which cuts it short when it ends and notes
+ * "local_failed" when the client reports its service failed after a pre-opened join; s NULL: in no
+ * set. Untrack with np__track_remove. */
+void np__session_track(session *s, np__track *t);
 /* One access log line (docs/config.md): in is visitor -> client, out the other way. */
 void np__access_log(struct np_server *srv, const char *name, const np__addr *from, uint64_t since,
                     uint64_t in, uint64_t out, const char *end);

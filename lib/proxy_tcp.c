@@ -9,7 +9,7 @@
 /* A join of a visitor with its work connection, tracked by its session (which cuts it short when
  * it ends) until the relay is done. */
 typedef struct active {
-  np__tracked t;
+  np__track t;
   struct np_server *srv;
   struct np_join *join;
   /* For its access log line, which comes after its proxy and its visitor's conn may be gone. */
@@ -60,18 +60,18 @@ static void on_join_done(struct np_join *j, int status, const np_join_stats *st)
           np__plural(st->a_to_b, "byte", "bytes"), (unsigned long long)st->b_to_a);
   np__access_log(srv, a->proxy, &a->visitor_addr, a->since, st->b_to_a, st->a_to_b,
                  a->end != NULL ? a->end : np__join_end(status, end, sizeof(end)));
-  np__session_untrack(&a->t);
+  np__track_remove(&a->t);
   np__meter_end(&a->meter);
   free(a);
   np__server_unref(srv);
 }
 
-static void abort_join(np__tracked *t) {
+static void abort_join(np__track *t) {
   np__join_abort(((active *)t)->join);
 }
 
-static void local_failed(np__tracked *t) {
-  ((active *)t)->end = "local_failed";
+static void note_end(np__track *t, const char *end) {
+  ((active *)t)->end = end;
 }
 
 /* Join a work connection with its visitor; rest holds bytes the client sent after its WORK header.
@@ -86,7 +86,7 @@ static int tcp_join(visitor *v, session *s, np_conn *work, const char *rest, siz
     a->srv = srv;
     a->t.id = v->id;
     a->t.abort = abort_join;
-    a->t.local_failed = local_failed;
+    a->t.note = note_end;
     a->since = v->since;
     a->visitor_addr = v->addr;
     np__strlcpy(a->proxy, v->px->name, sizeof(a->proxy));

@@ -15,6 +15,7 @@
 #include "listen.h"
 #include "mux.h"
 #include "proto.h"
+#include "track.h"
 #include "tls.h"
 #include "udp_seal.h"
 #include "users.h"
@@ -27,7 +28,6 @@ typedef struct session session;
 typedef struct proxy proxy;
 typedef struct visitor visitor;
 typedef struct np__proxy_type np__proxy_type; /* proxy.h */
-typedef struct np__tracked np__tracked;       /* proxy.h */
 typedef struct np__frontend np__frontend;     /* frontend.c */
 
 /* The counters of one proxy, or of one client session (natproxy/stats.h, NP_PROXY_COUNTERS),
@@ -93,7 +93,7 @@ struct session {
   proxy *proxies;
   size_t n_proxies;
   np__counts *counts;             /* S_READY: the sum over its proxies (NULL: out of memory) */
-  np__tracked *joins;             /* its joined visitors */
+  np__trackset joins;             /* its joined visitors */
   session *owner;                 /* S_IDLE: the control session this connection works for */
   session *idle_next, *idle_prev; /* S_IDLE: in owner->idle */
   session *idle;                  /* S_READY: its idle work connections */

@@ -44,34 +44,18 @@ void np__server_types_session_end(session *s) {
 
 /* ---- joins a session tracks ------------------------------------------------------------------ */
 
-void np__session_track(session *s, np__tracked *t) {
-  t->s = s;
-  if (s != NULL)
-    NP_DLIST_PUSH(s->joins, t, prev, next);
-}
-
-void np__session_untrack(np__tracked *t) {
-  if (t->s != NULL)
-    NP_DLIST_UNLINK(t->s->joins, t, prev, next);
-  t->s = NULL;
+void np__session_track(session *s, np__track *t) {
+  np__track_add(s != NULL ? &s->joins : NULL, t);
 }
 
 /* Work connections of a dead session are dead too: cut their visitors off now rather than leave
  * them hanging until TCP gives up. */
 void np__session_end_joins(session *s) {
-  while (s->joins != NULL) {
-    np__tracked *t = s->joins;
-    s->joins = t->next;
-    t->s = NULL;
-    t->prev = t->next = NULL;
-    t->abort(t);
-  }
+  np__track_abort_all(&s->joins);
 }
 
 void np__session_local_failed(session *s, uint64_t id) {
-  for (np__tracked *t = s->joins; t != NULL; t = t->next)
-    if (t->id == id && t->local_failed != NULL)
-      t->local_failed(t);
+  np__track_note(&s->joins, id, "local_failed");
 }
 
 /* ---- logs ----------------------------------------------------------------------------------- */
