@@ -182,12 +182,8 @@ int np__login(session *s, const np_msg *m) {
   srv->stats.clients++;
   resp.id = s->id;
   s->resume = m->id;
-  {
-    np__mux *mx = np__mux_of(np__chan_conn(s->ch));
-    if (mx != NULL)
-      ((muxconn *)np__mux_data(mx))->logged_in = 1;
-    datagram_keys(s, mx != NULL ? np__mux_transport(mx) : np__chan_conn(s->ch));
-  }
+  np__transport_server_logged_in(srv->transport, np__chan_conn(s->ch));
+  datagram_keys(s, np__transport_server_conn(srv->transport, np__chan_conn(s->ch)));
   np__log(&srv->log, NP_LOG_INFO, "client %s logged in from %s%s", s->name, s->peer,
           user != NULL ? " (users file)" : "");
   /* The timer was set for the login deadline; from now on it keeps the heartbeat. */

@@ -1,7 +1,7 @@
 /* np_server: the control port, the first message of every connection (HELLO, WORK, WORK_IDLE,
- * MUX) and the dispatch of control messages to login.c and work.c, multiplexed connections, and
- * the server's public API. Sessions' lifecycle is in session.c, visitors and proxies in work.c and
- * behind the proxy types (proxy.h).
+ * MUX) and the dispatch of control messages to login.c and work.c, and the server's public API.
+ * How a connection arrives (TLS, the multiplexer) is transport_server.c's. Sessions' lifecycle is
+ * in session.c, visitors and proxies in work.c and behind the proxy types (proxy.h).
  *
  * Every connection to the control port starts as a session in S_NEW; its first message decides what
  * it is: HELLO starts a control session, WORK makes it a work connection for one pending visitor.
@@ -35,7 +35,8 @@ static void on_session_msg(np__chan *ch, const np_msg *m) {
       np__work(s, m);
     else if (m->type == NP_MSG_WORK_IDLE)
       r = np__work_idle(s, m);
-    else if (m->type == NP_MSG_MUX && native(srv) && np__mux_of(np__chan_conn(s->ch)) == NULL)
+    else if (m->type == NP_MSG_MUX && native(srv) &&
+             !np__transport_server_is_stream(srv->transport, np__chan_conn(s->ch)))
       r = start_mux(s, m);
     else
       r = NP_EPROTO;
@@ -119,9 +120,11 @@ static void on_session_error(np__chan *ch, int err) {
   np__session_close(s, err, np_strerror(err));
 }
 
-/* A new connection to the control port, or a new stream on a multiplexed one: its first message
- * says what it is. */
-static void session_start(struct np_server *srv, np_conn *c, const struct sockaddr_storage *addr) {
+/* A new connection to the control port, or a new stream on a multiplexed one (the transport's conn
+ * callback): its first message says what it is. */
+static void session_start(void *arg, np_conn *c, const struct sockaddr_storage *addr,
+                          const char *peer) {
+  struct np_server *srv = arg;
   session *s;
   int r;
 
@@ -131,13 +134,8 @@ static void session_start(struct np_server *srv, np_conn *c, const struct sockad
   }
   s->srv = srv;
   s->started = s->last_rx = s->last_tx = now_ms(srv);
-  if (addr != NULL)
-    s->addr = *addr;
-  /* From the address taken at accept: a peer that reset at once has none to ask for any more. */
-  if (addr != NULL && addr->ss_family != 0 && np__mux_of(c) == NULL)
-    np__addr_str((const struct sockaddr *)addr, s->peer, sizeof(s->peer));
-  else
-    np__conn_peer_str(c, s->peer, sizeof(s->peer));
+  s->addr = *addr;
+  np__strlcpy(s->peer, peer, sizeof(s->peer));
   if ((r = np__chan_new(c, srv->codec, srv->cfg.max_frame, CTRL_MAX_QUEUED, &s->ch)) != 0) {
     np__conn_close(c, NULL);
     free(s);
@@ -172,107 +170,58 @@ static void session_start(struct np_server *srv, np_conn *c, const struct sockad
 }
 
 void np__server_accept(struct np_server *srv, np_conn *c) {
-  struct sockaddr_storage addr;
-  np_conn *tc;
-
-  if (np__conn_peer_addr(c, &addr) != 0)
-    addr.ss_family = 0;
-  if (srv->tls != NULL) {
-    if (np__tls_wrap(srv->tls, c, &tc) != 0) {
-      np__conn_close(c, NULL);
-      return;
-    }
-    c = tc;
-  }
-  session_start(srv, c, &addr);
+  np__transport_server_accept(srv->transport, c);
 }
 
 static void on_control(np__listener *l, np_conn *c) {
   np__server_accept(((proxy *)np__listener_data(l))->srv, c);
 }
 
-static void on_muxconn_part_closed(muxconn *mc) {
-  struct np_server *srv = mc->srv;
-  if (--mc->closes_left > 0)
-    return;
-  free(mc);
-  np__server_unref(srv);
-}
-
-static void on_muxconn_timer_closed(uv_handle_t *h) {
-  on_muxconn_part_closed(h->data);
-}
-
-static void on_mux_closed(np__mux *m) {
-  muxconn *mc = np__mux_data(m);
-  int st = np__mux_status(m);
-  np__log(&mc->srv->log, st == UV_ECANCELED ? NP_LOG_DEBUG : NP_LOG_INFO,
-          "multiplexed connection from %s closed: %s", mc->peer,
-          st == UV_ECANCELED ? "done" : np_strerror(st));
-  if (!mc->logged_in && (st == NP_EPROTO || st == NP_ETOOBIG || st == NP_ETLS))
-    np__login_failed(mc->srv, &mc->addr, mc->peer, st, np_strerror(st)); /* garbage, no login */
-  NP_DLIST_UNLINK(mc->srv->muxes, mc, prev, next);
-  mc->mux = NULL;
-  uv_close((uv_handle_t *)&mc->timer, on_muxconn_timer_closed);
-  on_muxconn_part_closed(mc);
-}
-
-static void on_mux_stream(np__mux *m, np_conn *stream) {
-  muxconn *mc = np__mux_data(m);
-  session_start(mc->srv, stream, &mc->addr);
-}
-
-static void on_mux_login_deadline(uv_timer_t *t) {
-  muxconn *mc = t->data;
-  if (mc->logged_in || mc->mux == NULL)
-    return;
-  np__log(&mc->srv->log, NP_LOG_INFO, "%s: no login on its multiplexed connection in time, closing",
-          mc->peer);
-  np__mux_close(mc->mux);
+/* The transport's connection handed over by the session that said MUX: that session goes. */
+static np_conn *take_for_mux(void *arg, const char **rest, size_t *rest_len) {
+  session *s = arg;
+  np_conn *c = np__chan_detach(s->ch, rest, rest_len);
+  np__session_detached(s);
+  return c;
 }
 
 /* MUX as a connection's first message: the rest of it is yamux, each stream a connection. */
 static int start_mux(session *s, const np_msg *m) {
   struct np_server *srv = s->srv;
-  np__mux_opts o = {.client = 0,
-                    .max_window = (uint32_t)srv->cfg.mux_max_window,
-                    .max_streams = (uint32_t)srv->cfg.mux_max_streams};
-  const char *rest;
-  size_t rest_len;
-  muxconn *mc;
-  np_conn *c;
-  int r;
 
   if (m->version != PROTO_VERSION)
     return NP_EVERSION;
-  if (srv->mux_rbuf == NULL && (srv->mux_rbuf = malloc(NP_MUX_SHARED_READ_BUF)) == NULL)
-    return UV_ENOMEM;
-  o.read_buf = srv->mux_rbuf;
-  o.read_buf_len = NP_MUX_SHARED_READ_BUF;
-  if ((mc = calloc(1, sizeof(*mc))) == NULL)
-    return UV_ENOMEM;
-  mc->srv = srv;
-  memcpy(mc->peer, s->peer, sizeof(mc->peer));
-  mc->addr = s->addr;
-  c = np__chan_detach(s->ch, &rest, &rest_len);
-  np__session_detached(s);
-  np__conn_keepalive(c, (unsigned)(srv->cfg.heartbeat_interval_ms / 1000));
-  if ((r = np__mux_new(srv->loop, c, &o, rest, rest_len, on_mux_stream, mc, &mc->mux)) != 0) {
-    np__conn_close(c, NULL);
-    free(mc);
-    return 0;
-  }
-  srv->refs++;
-  mc->closes_left = 2;
-  uv_timer_init(srv->loop, &mc->timer);
-  mc->timer.data = mc;
   /* The deadline counts from the accept, as it did for the session that said MUX. */
-  uv_timer_start(&mc->timer, on_mux_login_deadline,
-                 np__ms_left(s->started + srv->cfg.login_timeout_ms, now_ms(srv)), 0);
-  np__mux_set_closed_cb(mc->mux, on_mux_closed);
-  NP_DLIST_PUSH(srv->muxes, mc, prev, next);
-  np__log(&srv->log, NP_LOG_DEBUG, "%s: multiplexed connection", s->peer);
-  return 0;
+  return np__transport_server_multiplex(srv->transport, s->peer, &s->addr,
+                                        s->started + srv->cfg.login_timeout_ms, take_for_mux, s);
+}
+
+/* A multiplexed connection that ended in garbage before anybody logged in on it. */
+static void on_transport_garbage(void *arg, const struct sockaddr_storage *addr, const char *peer,
+                                 int err) {
+  np__login_failed(arg, addr, peer, err, np_strerror(err));
+}
+
+static void on_transport_ref(void *arg, int delta) {
+  struct np_server *srv = arg;
+  if (delta > 0)
+    srv->refs += delta;
+  else
+    np__server_unref(srv);
+}
+
+static int transport_new(struct np_server *srv) {
+  np__transport_server_opts o = {.loop = srv->loop,
+                                 .log = &srv->log,
+                                 .tls = srv->tls,
+                                 .mux_max_window = (uint32_t)srv->cfg.mux_max_window,
+                                 .mux_max_streams = (uint32_t)srv->cfg.mux_max_streams,
+                                 .keepalive_s = (unsigned)(srv->cfg.heartbeat_interval_ms / 1000),
+                                 .conn = session_start,
+                                 .garbage = on_transport_garbage,
+                                 .ref = on_transport_ref,
+                                 .arg = srv};
+  return np__transport_server_new(&o, &srv->transport);
 }
 
 /* np_server_new is in builtin.c: this core, and the proxy types every server has. */
@@ -468,6 +417,8 @@ int np_server_start(struct np_server *srv) {
       return r;
     np__tls_set_refusal(srv->tls, plaintext_refusal, srv);
   }
+  if ((r = transport_new(srv)) != 0)
+    return r;
   if ((r = listen_on(srv, &srv->control_px, &srv->listener, srv->cfg.bind, on_control,
                      &srv->port)) != 0)
     return r;
@@ -561,8 +512,8 @@ void np_server_close(struct np_server *srv, np_server_close_cb cb) {
   srv->refs++; /* held until the end of this function */
   while (srv->sessions != NULL)
     np__session_close(srv->sessions, NP_ECLOSED, "server shutting down");
-  for (muxconn *mc = srv->muxes; mc != NULL; mc = mc->next)
-    np__mux_close(mc->mux);
+  if (srv->transport != NULL)
+    np__transport_server_close(srv->transport);
   if (srv->visit_proxy != NULL)
     np__proxy_close(srv->visit_proxy);
   np__server_types_stop(srv);

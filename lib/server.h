@@ -1,5 +1,5 @@
-/* The server's internals shared by server.c (sessions: the control protocol) and proxy_tcp.c
- * (public ports: visitors, the pending pool, joins). Not installed. */
+/* The server's internals shared by its session core (server.c, session.c, login.c, work.c,
+ * meter.c, frontend.c, server_view.c) and, through proxy.h, the proxy types. Not installed. */
 #ifndef NP_SERVER_INTERNAL_H
 #define NP_SERVER_INTERNAL_H
 
@@ -17,6 +17,7 @@
 #include "proto.h"
 #include "track.h"
 #include "tls.h"
+#include "transport_server.h"
 #include "udp_seal.h"
 #include "users.h"
 
@@ -110,19 +111,6 @@ struct session {
   session *prev, *next;
 };
 
-/* A multiplexed client connection: every stream is a connection of its own to the session layer.
- * Closed when its control session ends, or when nobody logs in on it in time. */
-typedef struct muxconn {
-  struct np_server *srv;
-  np__mux *mux;
-  uv_timer_t timer; /* login deadline */
-  int logged_in;
-  int closes_left; /* mux and timer */
-  char peer[64];
-  struct sockaddr_storage addr;
-  struct muxconn *prev, *next;
-} muxconn;
-
 struct np_server {
   uv_loop_t *loop;
   struct np_config cfg;
@@ -139,14 +127,13 @@ struct np_server {
   uv_timer_t trim_timer; /* gives the heap back after a burst of connections (np__heap_trim) */
   int refs_peak;         /* of refs since the last trim */
   session *sessions;
-  muxconn *muxes;
   uint64_t next_visitor_id;
   uint64_t next_session_id;
   np_server_stats stats;
-  np__bufcache chunks; /* relay buffers shared by this server's joins */
-  char *mux_rbuf;      /* read buffer shared by its muxes (NP_MUX_SHARED_READ_BUF) */
-  np__tls *tls;        /* NULL with insecure = true */
-  np__users *users;    /* the users file; NULL without one */
+  np__bufcache chunks;             /* relay buffers shared by this server's joins */
+  np__tls *tls;                    /* NULL with insecure = true */
+  np__users *users;                /* the users file; NULL without one */
+  np__transport_server *transport; /* TLS, the multiplexer (transport_server.c); from start */
   np__backoff *backoff;
   struct np__upath *upath;          /* the datagram path's socket (udp_path.c); NULL when off */
   const np__proxy_type *types[256]; /* by kind (proxy.h) */
@@ -173,7 +160,8 @@ static inline int native(const struct np_server *srv) {
 /* server.c */
 /* A server with no proxy types yet (np_server_new, in builtin.c, adds the built-in ones). */
 int np__server_create(uv_loop_t *loop, const struct np_config *cfg, struct np_server **out);
-/* A new connection to the control port (TLS is added here); also how the fuzzer feeds a session. */
+/* A new connection to the control port (its transport adds TLS); also how the fuzzer feeds a
+ * session. */
 void np__server_accept(struct np_server *srv, np_conn *c);
 
 /* session.c */

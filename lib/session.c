@@ -84,10 +84,10 @@ void np__session_close(session *s, int status, const char *why) {
   uv_close((uv_handle_t *)&s->timer, on_session_timer_closed);
   {
     /* A client's multiplexed connection lives as long as its control session. */
-    np__mux *m = s->state == S_READY ? np__mux_of(np__chan_conn(s->ch)) : NULL;
+    np_conn *c = np__chan_conn(s->ch);
     np__chan_close_flush(s->ch, on_session_chan_closed);
-    if (m != NULL)
-      np__mux_close(m);
+    if (s->state == S_READY)
+      np__transport_server_end(srv->transport, c);
   }
 }
 
@@ -183,7 +183,7 @@ void np__server_unref(struct np_server *srv) {
   if (srv->pool != NULL)
     srv->pool_ops->destroy(srv->pool);
   np__bufcache_clear(&srv->chunks);
-  free(srv->mux_rbuf);
+  np__transport_server_free(srv->transport);
   np__tls_free(srv->tls);
   np__users_free(srv->users);
   np__backoff_free(srv->backoff);

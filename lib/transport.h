@@ -2,7 +2,8 @@
  * and yamux over that when multiplexing. The session asks for a control conn, for work conns and
  * for the connection its keys come from, and never which of these it runs on: a WebSocket or QUIC
  * transport would be another implementation of the same few calls. The server's side of the seam
- * is np__server_accept (TLS) and a connection's first message (MUX starts yamux). */
+ * is transport_server.h: accepting (TLS), and the multiplexer once a connection's first message
+ * says MUX. */
 #ifndef NP_TRANSPORT_H
 #define NP_TRANSPORT_H
 
