@@ -2,6 +2,7 @@
  * A new flow is a visitor like a TCP one (pending pool, REQ_WORK, proofs); its work connection then
  * carries its datagrams as dgram.c frames both ways. Datagrams are dropped, never queued without
  * bound: before the work connection comes, and behind a slow one. */
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -264,6 +265,13 @@ static void udp_drop(visitor *v, const char *end) {
     flow_close(f, "no work connection (see the visitor's log line)");
 }
 
+/* A new visitor address refused before it reached the core: counted as the core would. */
+static void refuse(udp *u) {
+  srv_of(u)->stats.visitors_refused++;
+  np__proxy_count(u->px, NULL, offsetof(np_proxy_stats, visitors));
+  np__proxy_count(u->px, NULL, offsetof(np_proxy_stats, visitors_dropped));
+}
+
 static flow *flow_new(udp *u, const struct sockaddr *addr) {
   struct np_server *srv = srv_of(u);
   flow *f;
@@ -274,11 +282,11 @@ static flow *flow_new(udp *u, const struct sockaddr *addr) {
     /* debug, not warn: one sender spraying source ports must not flood the log; the count shows */
     np__log(&srv->log, NP_LOG_DEBUG, "proxy %s: %zu UDP %s (udp_max_flows), dropped %s",
             u->px->name, u->nflows, np__plural(u->nflows, "flow", "flows"), a);
-    srv->stats.visitors_refused++;
+    refuse(u);
     return NULL;
   }
   if ((f = calloc(1, sizeof(*f))) == NULL) {
-    srv->stats.visitors_refused++;
+    refuse(u);
     return NULL;
   }
   f->u = u;

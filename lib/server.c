@@ -136,6 +136,10 @@ static void session_start(void *arg, np_conn *c, const struct sockaddr_storage *
   s->started = s->last_rx = s->last_tx = now_ms(srv);
   s->addr = *addr;
   np__strlcpy(s->peer, peer, sizeof(s->peer));
+  if (addr->ss_family != 0)
+    np__addr_str((const struct sockaddr *)addr, s->addr_str, sizeof(s->addr_str));
+  else
+    strcpy(s->addr_str, "?");
   if ((r = np__chan_new(c, srv->codec, srv->cfg.max_frame, CTRL_MAX_QUEUED, &s->ch)) != 0) {
     np__conn_close(c, NULL);
     free(s);
@@ -502,6 +506,7 @@ void np_server_log_stats(const struct np_server *srv) {
 
   np_server_get_stats(srv, &st, sizeof(st));
   np__stats_log_server(&srv->log, &st);
+  np__server_log_views(srv);
 }
 
 void np_server_close(struct np_server *srv, np_server_close_cb cb) {

@@ -81,8 +81,9 @@ struct session {
   enum sstate state;
   uint64_t id;
   char name[NP_MSG_NAME_MAX + 1];
-  char peer[64];
+  char peer[64];                /* for logs: its address, and "#stream" under a mux */
   struct sockaddr_storage addr; /* the client's address (of its TCP connection, under a mux too) */
+  char addr_str[64];            /* addr as text ("?": not known), for np_server_client_addr */
   const np__user *user;         /* its users file entry; NULL: the shared token */
   unsigned char snonce[NP_MSG_KEY_LEN];
   unsigned char key[NP_MSG_KEY_LEN];
@@ -163,6 +164,9 @@ int np__server_create(uv_loop_t *loop, const struct np_config *cfg, struct np_se
 /* A new connection to the control port (its transport adds TLS); also how the fuzzer feeds a
  * session. */
 void np__server_accept(struct np_server *srv, np_conn *c);
+
+/* server_view.c: np_server_log_stats' lines per client and per proxy. */
+void np__server_log_views(const struct np_server *srv);
 
 /* session.c */
 int np__session_send(session *s, const np_msg *m);

@@ -2,6 +2,8 @@
  * names, addresses, and the per-client and per-proxy counters (meter.c). The opaque handles are the
  * session and the proxy themselves, handed out only for the length of a callback, so nothing is
  * copied and nothing can be held past the object's life. */
+#include <stdio.h>
+
 #include "proxy.h"
 #include "stats.h"
 
@@ -13,7 +15,7 @@ static const proxy *proxy_of(const np_server_proxy *p) {
   return (const proxy *)p;
 }
 
-int np_server_foreach_client(struct np_server *srv, np_server_client_cb cb, void *arg) {
+int np_server_foreach_client(const struct np_server *srv, np_server_client_cb cb, void *arg) {
   session *last = NULL;
   int r;
 
@@ -34,7 +36,7 @@ const char *np_server_client_name(const np_server_client *c) {
 }
 
 const char *np_server_client_addr(const np_server_client *c) {
-  return client_of(c)->peer;
+  return client_of(c)->addr_str;
 }
 
 uint64_t np_server_client_uptime_ms(const np_server_client *c) {
@@ -73,4 +75,36 @@ int np_server_proxy_port(const np_server_proxy *p) {
 
 void np_server_proxy_get_stats(const np_server_proxy *p, np_proxy_stats *out, size_t size) {
   copy_counts(proxy_of(p)->counts, out, size);
+}
+
+/* ---- np_server_log_stats' lines per client and per proxy ---------------------------------------
+ */
+
+static int log_proxy(const np_server_proxy *p, void *arg) {
+  const session *s = arg;
+  np_proxy_stats st;
+  char head[2 * NP_MSG_NAME_MAX + 64];
+
+  np_server_proxy_get_stats(p, &st, sizeof(st));
+  snprintf(head, sizeof(head), "stats proxy=%s client=%s type=%s port=%d ", np_server_proxy_name(p),
+           s->name, np_server_proxy_type(p), np_server_proxy_port(p));
+  np__stats_log_proxy(&s->srv->log, head, &st);
+  return 0;
+}
+
+static int log_client(const np_server_client *c, void *arg) {
+  const session *s = client_of(c);
+  np_proxy_stats st;
+  char head[NP_MSG_NAME_MAX + 128];
+  (void)arg;
+
+  np_server_client_get_stats(c, &st, sizeof(st));
+  snprintf(head, sizeof(head), "stats client=%s addr=%s proxies=%zu ", s->name, s->addr_str,
+           s->n_proxies);
+  np__stats_log_proxy(&s->srv->log, head, &st);
+  return np_server_client_foreach_proxy(c, log_proxy, (void *)s);
+}
+
+void np__server_log_views(const struct np_server *srv) {
+  np_server_foreach_client(srv, log_client, NULL);
 }

@@ -47,7 +47,8 @@ const np_stat_field *np_proxy_stats_field(size_t i) {
   return i < NP_ARRAY_SIZE(proxy_fields) ? &proxy_fields[i] : NULL;
 }
 
-static void log_line(const np__logger *log, const np_stat_field *fields, size_t n, const void *st) {
+static void log_line(const np__logger *log, const char *head, const np_stat_field *fields, size_t n,
+                     const void *st) {
   /* 40 counters of 20 digits and a 17-byte key fit; np__log's own buffer is as large. */
   char line[1024];
   size_t used = 0;
@@ -60,15 +61,19 @@ static void log_line(const np__logger *log, const np_stat_field *fields, size_t 
       break;
     used += (size_t)k;
   }
-  np__log(log, NP_LOG_INFO, "stats: %s", n > 0 ? line : "");
+  np__log(log, NP_LOG_INFO, "%s%s", head, n > 0 ? line : "");
 }
 
 void np__stats_log_server(const np__logger *log, const np_server_stats *st) {
-  log_line(log, server_fields, NP_ARRAY_SIZE(server_fields), st);
+  log_line(log, "stats: ", server_fields, NP_ARRAY_SIZE(server_fields), st);
 }
 
 void np__stats_log_client(const np__logger *log, const np_client_stats *st) {
-  log_line(log, client_fields, NP_ARRAY_SIZE(client_fields), st);
+  log_line(log, "stats: ", client_fields, NP_ARRAY_SIZE(client_fields), st);
+}
+
+void np__stats_log_proxy(const np__logger *log, const char *head, const np_proxy_stats *st) {
+  log_line(log, head, proxy_fields, NP_ARRAY_SIZE(proxy_fields), st);
 }
 
 void np__stats_copy(void *out, size_t size, const void *st, size_t st_size) {

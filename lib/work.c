@@ -218,8 +218,11 @@ int np__visitor_arrive(proxy *px, void *impl, const struct sockaddr *from) {
   session *s;
   int r;
 
-  if ((v = calloc(1, sizeof(*v))) == NULL)
+  np__proxy_count(px, NULL, offsetof(np_proxy_stats, visitors));
+  if ((v = calloc(1, sizeof(*v))) == NULL) {
+    np__proxy_count(px, NULL, offsetof(np_proxy_stats, visitors_dropped));
     return UV_ENOMEM;
+  }
   v->srv = srv;
   v->px = px;
   v->impl = impl;
@@ -227,7 +230,6 @@ int np__visitor_arrive(proxy *px, void *impl, const struct sockaddr *from) {
   if (from != NULL)
     np__addr_copy(&v->addr, from);
   srv->refs++; /* the visitor's, until it is dropped or joined */
-  np__proxy_count(px, NULL, offsetof(np_proxy_stats, visitors));
   if ((s = visit_owner(srv, px)) == NULL) {
     srv->stats.visitors_refused++;
     np__log(&srv->log, NP_LOG_INFO, "proxy %s: visitor refused: no client connected", px->name);

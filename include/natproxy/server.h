@@ -77,12 +77,16 @@ NP_EXPORT int np_server_port(const struct np_server *server);
  * newer header finds the fields this library lacks zeroed. Pass sizeof(*out). out is borrowed. */
 NP_EXPORT void np_server_get_stats(const struct np_server *server, np_server_stats *out,
                                    size_t size);
-/* Write the counters to the server's log, one line at info level (np-server: on SIGUSR1):
- * "stats: clients=N proxies=N ..." with the keys of NP_SERVER_COUNTERS, in its order. */
+/* Write the counters to the server's log at info level (np-server: on SIGUSR1): one line
+ * "stats: clients=N proxies=N ..." with the keys of NP_SERVER_COUNTERS, in its order; then for each
+ * client "stats client=NAME addr=IP:PORT proxies=N visitors=N ..." and for each of its proxies
+ * "stats proxy=NAME client=NAME type=tcp port=N visitors=N ...", with the keys of
+ * NP_PROXY_COUNTERS. */
 NP_EXPORT void np_server_log_stats(const struct np_server *server);
 /* Call cb for each logged-in client, oldest login first, until cb returns nonzero. cb must not
  * close the server or reload it (it may read anything). Returns 0, or what cb returned. */
-NP_EXPORT int np_server_foreach_client(struct np_server *server, np_server_client_cb cb, void *arg);
+NP_EXPORT int np_server_foreach_client(const struct np_server *server, np_server_client_cb cb,
+                                       void *arg);
 /* The name it logged in with; borrowed, valid inside the callback. */
 NP_EXPORT const char *np_server_client_name(const np_server_client *client);
 /* Its address as the server sees it: "203.0.113.7:50123", "[2001:db8::1]:443". Borrowed. */

@@ -228,6 +228,13 @@ remote_port = 0
     check(srv.count(r"is outside allow_ips, closed") == 4, "exactly four visitors closed at accept")
     srv.signal(signal.SIGUSR1)  # and counted, for the operator too
     srv.wait_line(r"stats: clients=1 proxies=2 .* visitors_total=6 joined=2 .* denied=4 ")
+    # ... per proxy and per client: one visitor let in and two turned away each; each served
+    # visitor sent "from 127.0.0.N\n" (15 bytes) and got "you are from 127.0.0.N\n" (23)
+    for name in ("only-three", "default"):
+        srv.wait_line(rf"stats proxy={name} client=\S+ type=tcp port={ports[name]} visitors=1 "
+                      r"denied=2 joined=1 dropped=0 active=\d bytes_in=15 bytes_out=23$")
+    srv.wait_line(r"stats client=\S+ addr=127\.0\.0\.1:\d+ proxies=2 visitors=2 denied=4 joined=2 "
+                  r"dropped=0 active=\d bytes_in=30 bytes_out=46$")
     # a bad list is the client's configuration error, before it dials
     bad = env.client(srv, "-R", f"{LOOP}:0:{LOOP}:{svc}", "--allow-ips", "10.0.0.0/33",
                      wait=False, name="bad")

@@ -283,7 +283,9 @@ def test_max_flows(env):
     refused, and is served once a flow has ended."""
     srv, cl, echo, port = udp_proxy(env, ["--udp-max-flows", "2", "--udp-idle-timeout", "1s"])
     a, b, c = udp_socket(), udp_socket(), udp_socket(timeout=1)
-    check(ask(a, port, b"a")[1] == b"a" and ask(b, port, b"b")[1] == b"b", "two flows served")
+    answers = [ask(a, port, b"a"), ask(b, port, b"b")]
+    check([body for _, body in answers] == [b"a", b"b"], "two flows served")
+    out = sum(len(f"{head}|x") for head, _ in answers)  # what the echo sent back: "PORT|" + body
     mark = srv.mark()
     c.sendto(b"c", (LOOP, port))
     srv.wait_line(r"2 UDP flows \(udp_max_flows\), dropped", after=mark)
@@ -294,6 +296,9 @@ def test_max_flows(env):
         pass
     srv.signal(signal.SIGUSR1)
     srv.wait_line(r"stats: .* refused=1 ")
+    # the proxy's own counters: two flows joined and alive, one dropped; their bytes each way
+    srv.wait_line(rf"stats proxy=\S+ client=\S+ type=udp port={port} visitors=3 denied=0 "
+                  rf"joined=2 dropped=1 active=2 bytes_in=2 bytes_out={out}$")
     srv.wait_line(r"UDP flow .* closed: (idle|the client ended it)", timeout=10)
     c.settimeout(5)
     check(ask(c, port, b"c")[1] == b"c", "served once a flow ended")
