@@ -91,7 +91,8 @@ NP_EXPORT int np_server_foreach_client(const struct np_server *server, np_server
 NP_EXPORT const char *np_server_client_name(const np_server_client *client);
 /* Its address as the server sees it: "203.0.113.7:50123", "[2001:db8::1]:443". Borrowed. */
 NP_EXPORT const char *np_server_client_addr(const np_server_client *client);
-/* Milliseconds since it logged in (the loop's clock). */
+/* Milliseconds since its control connection was accepted (it logged in within login_timeout of
+ * that), by the loop's clock. */
 NP_EXPORT uint64_t np_server_client_uptime_ms(const np_server_client *client);
 /* Copy its counters into out as np_server_get_stats does (pass sizeof(*out)): the sum over the
  * proxies it opened since it logged in, closed ones included. */
