@@ -1,38 +1,25 @@
 /* TLS conns: ciphertext moves between the inner conn and two memory BIOs; OpenSSL never touches a
- * socket, so the conn works over anything that is an np_conn. */
+ * socket, so the conn works over anything that is an np_conn. This file is the conn: the pump,
+ * reading, writing, shutdown and close, the handshake and its failure reports, key export. The
+ * contexts conns are made from (settings, the check of the server's certificate, fingerprints) are
+ * tls_ctx.c's; this file calls it, and it calls nothing here. */
 #include "tls.h"
 
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 
 #include <arpa/inet.h>
 
 #include <openssl/err.h>
 #include <openssl/ssl.h>
-#include <openssl/x509v3.h>
 
-#include "config.h"
-#include "tls_cert.h"
+#include "tls_int.h"
 
 /* TLS record content types (RFC 8446 §5.1): a peer speaking TLS starts with a handshake record, and
  * a TLS server answers with a handshake record or an alert. */
 #define REC_ALERT     21
 #define REC_HANDSHAKE 22
 #define READ_CHUNK    65536
-
-struct np__tls {
-  SSL_CTX *ctx;
-  uv_loop_t *loop;
-  const np__logger *log;
-  np__tls_refusal_cb refusal;
-  void *refusal_arg;
-  int server;
-  int pinned;
-  unsigned char pin[32];
-  char host[256]; /* client: the name checked against a CA-signed certificate, and sent as SNI */
-  char fingerprint[NP_TLS_FP_LEN + 1];
-};
 
 typedef struct tls_conn tls_conn;
 
@@ -56,227 +43,17 @@ struct tls_conn {
   void *hs_data;
   np_conn_shutdown_cb shutdown_cb;
   np_conn_close_cb close_cb;
-  int in_err;             /* the inner conn's end (UV_EOF or an error), or ours, to be delivered */
-  unsigned inflight;      /* txbufs not yet completed */
-  int closes_left;        /* inner and pump */
-  unsigned char seen[32]; /* the certificate the server presented */
-  unsigned seen_set : 1, verify_failed : 1, pinned_mismatch : 1;
+  int in_err;        /* the inner conn's end (UV_EOF or an error), or ours, to be delivered */
+  unsigned inflight; /* txbufs not yet completed */
+  int closes_left;   /* inner and pump */
+  struct np__tls_verdict verdict; /* filled in by tls_ctx.c's verify callback */
   unsigned hs_done : 1, sniffed : 1, reading : 1, inner_reading : 1, rx_done : 1;
   unsigned refused : 1, lingering : 1; /* a plaintext peer, answered in its own terms */
   unsigned closing : 1, err_after_flush : 1, failed : 1;
-  char verify_err[120];
 };
 
 static void progress(tls_conn *c);
 static void on_pump(uv_timer_t *t);
-
-/* ---- fingerprints -------------------------------------------------------------------------- */
-
-void np__tls_fingerprint_format(const unsigned char md[32], char out[NP_TLS_FP_LEN + 1]) {
-  static const char hex[] = "0123456789ABCDEF";
-  char *p = out + 7;
-
-  memcpy(out, "sha256:", 7);
-  for (int i = 0; i < 32; i++) {
-    *p++ = hex[md[i] >> 4];
-    *p++ = hex[md[i] & 15];
-    *p++ = i < 31 ? ':' : '\0';
-  }
-}
-
-int np__tls_fingerprint_parse(const char *s, unsigned char out[32]) {
-  int n = 0, half = -1;
-
-  if (strncasecmp(s, "sha256:", 7) == 0)
-    s += 7;
-  for (; *s != '\0'; s++) {
-    int v;
-    if (*s == ':' && half < 0)
-      continue;
-    if (*s >= '0' && *s <= '9')
-      v = *s - '0';
-    else if ((*s | 0x20) >= 'a' && (*s | 0x20) <= 'f')
-      v = (*s | 0x20) - 'a' + 10;
-    else
-      return NP_ECONFIG;
-    if (half < 0) {
-      half = v;
-      continue;
-    }
-    if (n == 32)
-      return NP_ECONFIG;
-    out[n++] = (unsigned char)(half << 4 | v);
-    half = -1;
-  }
-  return n == 32 && half < 0 ? 0 : NP_ECONFIG;
-}
-
-static void cert_fp(X509 *x, unsigned char md[32]) {
-  unsigned n = 0;
-  if (X509_digest(x, EVP_sha256(), md, &n) != 1 || n != 32)
-    memset(md, 0, 32);
-}
-
-/* ---- contexts ------------------------------------------------------------------------------ */
-
-static void ssl_err(char *buf, size_t len) {
-  unsigned long e = ERR_peek_last_error();
-  if (e != 0)
-    ERR_error_string_n(e, buf, len);
-  else
-    snprintf(buf, len, "unknown error");
-  ERR_clear_error();
-}
-
-static np__tls *ctx_new(uv_loop_t *loop, const np__logger *log, int server) {
-  np__tls *t = calloc(1, sizeof(*t));
-
-  if (t == NULL)
-    return NULL;
-  t->loop = loop;
-  t->log = log;
-  t->server = server;
-  if ((t->ctx = SSL_CTX_new(server ? TLS_server_method() : TLS_client_method())) == NULL) {
-    free(t);
-    return NULL;
-  }
-  /* Both ends are ours: nothing older than 1.3 needs to be spoken. */
-  SSL_CTX_set_min_proto_version(t->ctx, TLS1_3_VERSION);
-  /* An idle tunnel should not hold 2 x 16 KiB of record buffers. */
-  SSL_CTX_set_mode(t->ctx, SSL_MODE_RELEASE_BUFFERS);
-  /* No resumption: every connection makes a full handshake, so session tickets would only be
-   * issued (server) and kept (client), per connection, for nothing. */
-  SSL_CTX_set_num_tickets(t->ctx, 0);
-  SSL_CTX_set_session_cache_mode(t->ctx, SSL_SESS_CACHE_OFF);
-  return t;
-}
-
-static int ctx_fail(np__tls *t, const char *what, const char *path) {
-  char e[200];
-  ssl_err(e, sizeof(e));
-  np__log(t->log, NP_LOG_ERROR, "%s %s: %s", what, path, e);
-  np__tls_free(t);
-  return NP_ECONFIG;
-}
-
-int np__tls_server_new(uv_loop_t *loop, const struct np_config *cfg, const np__logger *log,
-                       np__tls **out) {
-  char dir[4096], err[600];
-  X509 *cert = NULL;
-  EVP_PKEY *key = NULL;
-  unsigned char md[32];
-  int created = 0, r;
-  np__tls *t;
-
-  if (cfg->tls_dir[0] != '\0')
-    np__strlcpy(dir, cfg->tls_dir, sizeof(dir));
-  else if (cfg->tls_cert[0] == '\0' && np__tls_state_dir(dir, sizeof(dir)) != 0) {
-    np__log(log, NP_LOG_ERROR, "no state directory for the TLS identity: set tls_dir (--tls-dir)");
-    return NP_ECONFIG;
-  }
-  if ((t = ctx_new(loop, log, 1)) == NULL)
-    return UV_ENOMEM;
-  if ((r = np__tls_identity(dir, cfg->tls_cert, cfg->tls_key, &cert, &key, &created, err,
-                            sizeof(err))) != 0) {
-    np__log(log, NP_LOG_ERROR, "%s", err);
-    np__tls_free(t);
-    return r;
-  }
-  cert_fp(cert, md);
-  np__tls_fingerprint_format(md, t->fingerprint);
-  r = SSL_CTX_use_certificate(t->ctx, cert) == 1 && SSL_CTX_use_PrivateKey(t->ctx, key) == 1;
-  X509_free(cert);
-  EVP_PKEY_free(key);
-  if (!r)
-    return ctx_fail(t, "cannot use the TLS identity in", cfg->tls_cert[0] ? cfg->tls_cert : dir);
-  if (created)
-    np__log(log, NP_LOG_INFO, "created a TLS key and self-signed certificate in %s", dir);
-  if (cfg->tls_client_ca[0] != '\0') {
-    if (SSL_CTX_load_verify_locations(t->ctx, cfg->tls_client_ca, NULL) != 1)
-      return ctx_fail(t, "cannot load the client CA", cfg->tls_client_ca);
-    SSL_CTX_set_verify(t->ctx, SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT, NULL);
-  }
-  *out = t;
-  return 0;
-}
-
-/* Client verification, every mode: remember what the server presented, so a failure can name it,
- * then check the pin or the chain. */
-static int verify_server(X509_STORE_CTX *xs, void *arg) {
-  np__tls *t = arg;
-  SSL *ssl = X509_STORE_CTX_get_ex_data(xs, SSL_get_ex_data_X509_STORE_CTX_idx());
-  tls_conn *c = SSL_get_app_data(ssl);
-  X509 *leaf = X509_STORE_CTX_get0_cert(xs);
-  int ok;
-
-  if (leaf == NULL)
-    return 0;
-  cert_fp(leaf, c->seen);
-  c->seen_set = 1;
-  if (t->pinned) {
-    ok = CRYPTO_memcmp(c->seen, t->pin, 32) == 0;
-    if (!ok) {
-      c->pinned_mismatch = 1;
-      X509_STORE_CTX_set_error(xs, X509_V_ERR_CERT_UNTRUSTED);
-    }
-  } else {
-    ok = X509_verify_cert(xs) == 1;
-    if (!ok)
-      snprintf(c->verify_err, sizeof(c->verify_err), "%s",
-               X509_verify_cert_error_string(X509_STORE_CTX_get_error(xs)));
-  }
-  c->verify_failed = !ok;
-  return ok;
-}
-
-int np__tls_client_new(uv_loop_t *loop, const struct np_config *cfg, const np__logger *log,
-                       np__tls **out) {
-  int port;
-  np__tls *t;
-
-  if ((t = ctx_new(loop, log, 0)) == NULL)
-    return UV_ENOMEM;
-  if (cfg->server_fingerprint[0] != '\0') {
-    if (np__tls_fingerprint_parse(cfg->server_fingerprint, t->pin) != 0) {
-      np__log(log, NP_LOG_ERROR, "server_fingerprint: '%s' is not a SHA-256 fingerprint",
-              cfg->server_fingerprint);
-      np__tls_free(t);
-      return NP_ECONFIG;
-    }
-    t->pinned = 1;
-  } else if (cfg->tls_ca[0] == '\0' || strcmp(cfg->tls_ca, "system") == 0) {
-    if (SSL_CTX_set_default_verify_paths(t->ctx) != 1)
-      return ctx_fail(t, "cannot load the system's CA store", "");
-  } else if (SSL_CTX_load_verify_locations(t->ctx, cfg->tls_ca, NULL) != 1) {
-    return ctx_fail(t, "cannot load the CA file", cfg->tls_ca);
-  }
-  if (cfg->tls_server_name[0] != '\0')
-    np__strlcpy(t->host, cfg->tls_server_name, sizeof(t->host));
-  else if (np__split_hostport(cfg->server, t->host, sizeof(t->host), &port) != 0)
-    t->host[0] = '\0';
-  SSL_CTX_set_verify(t->ctx, SSL_VERIFY_PEER, NULL);
-  SSL_CTX_set_cert_verify_callback(t->ctx, verify_server, t);
-  if (cfg->tls_cert[0] != '\0') {
-    if (SSL_CTX_use_certificate_chain_file(t->ctx, cfg->tls_cert) != 1)
-      return ctx_fail(t, "cannot load the client certificate", cfg->tls_cert);
-    if (SSL_CTX_use_PrivateKey_file(t->ctx, cfg->tls_key, SSL_FILETYPE_PEM) != 1 ||
-        SSL_CTX_check_private_key(t->ctx) != 1)
-      return ctx_fail(t, "cannot use the client key", cfg->tls_key);
-  }
-  *out = t;
-  return 0;
-}
-
-void np__tls_free(np__tls *t) {
-  if (t == NULL)
-    return;
-  SSL_CTX_free(t->ctx);
-  free(t);
-}
-
-const char *np__tls_fingerprint(const np__tls *t) {
-  return t->fingerprint;
-}
 
 /* ---- writing ------------------------------------------------------------------------------- */
 
@@ -441,20 +218,20 @@ static void hs_failed(tls_conn *c, int err) {
 static void describe_failure(tls_conn *c, char *peer) {
   char e[200], seen[NP_TLS_FP_LEN + 1], want[NP_TLS_FP_LEN + 1];
 
-  if (c->seen_set)
-    np__tls_fingerprint_format(c->seen, seen);
-  if (c->pinned_mismatch) {
+  if (c->verdict.seen_set)
+    np__tls_fingerprint_format(c->verdict.seen, seen);
+  if (c->verdict.pinned_mismatch) {
     np__tls_fingerprint_format(c->t->pin, want);
     np__log(c->t->log, NP_LOG_ERROR,
             "%s: the server's certificate is %s, but --server-fingerprint says %s: if the server's "
             "key was replaced on purpose, use the new fingerprint; otherwise somebody may be "
             "intercepting the connection",
             peer, seen, want);
-  } else if (c->verify_failed) {
+  } else if (c->verdict.verify_failed) {
     np__log(c->t->log, NP_LOG_ERROR,
             "%s: the server's certificate is not trusted (%s) for '%s'; it is %s: if that is the "
             "fingerprint np-server printed, pass --server-fingerprint %s",
-            peer, c->verify_err, c->t->host, seen, seen);
+            peer, c->verdict.verify_err, c->t->host, seen, seen);
   } else {
     int reason = ERR_GET_REASON(ERR_peek_last_error());
     ssl_err(e, sizeof(e));
@@ -541,7 +318,7 @@ static void handshake(tls_conn *c) {
     return;
   }
   describe_failure(c, peer);
-  hs_failed(c, c->verify_failed ? NP_ETLSVERIFY : NP_ETLS);
+  hs_failed(c, c->verdict.verify_failed ? NP_ETLSVERIFY : NP_ETLS);
 }
 
 /* Hand decrypted bytes to the reader while it reads; then the inner conn's end, if it came. */
@@ -802,7 +579,7 @@ static int make_ssl(tls_conn *c) {
   /* Each of these allocates and can fail. Unchecked, a failed app data made the verify callback
    * dereference NULL, and a failed set1_host would have dropped the host name check (the
    * allocator sweep, tests/failmalloc, found the first). */
-  if (SSL_set_app_data(c->ssl, c) != 1)
+  if (SSL_set_app_data(c->ssl, &c->verdict) != 1)
     goto err_free_ssl;
   if (t->server) {
     SSL_set_accept_state(c->ssl);
@@ -837,11 +614,6 @@ int np__tls_export(np_conn *conn, const char *label, unsigned char *out, size_t 
   return SSL_export_keying_material(c->ssl, out, len, label, strlen(label), NULL, 0, 0) == 1
              ? 0
              : NP_ETLS;
-}
-
-void np__tls_set_refusal(np__tls *t, np__tls_refusal_cb cb, void *arg) {
-  t->refusal = cb;
-  t->refusal_arg = arg;
 }
 
 int np__tls_wrap(np__tls *t, np_conn *inner, np_conn **out) {

@@ -1,0 +1,46 @@
+/* The TLS module's insides, shared by its two files and nothing else (not installed): tls.c, the
+ * conns, and tls_ctx.c, the contexts they are made from. The layouts live here because a conn reads
+ * its context's settings (make_ssl, the failure reports) and the context's verify callback fills in
+ * the conn's verdict; ssl_err is static inline so that tls.c calls into tls_ctx.c and never the
+ * other way round (tests/check-layers.py fails on a cycle). */
+#ifndef NP_TLS_INT_H
+#define NP_TLS_INT_H
+
+#include "tls.h"
+
+#include <stdio.h>
+
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+
+struct np__tls {
+  SSL_CTX *ctx;
+  uv_loop_t *loop;
+  const np__logger *log;
+  np__tls_refusal_cb refusal;
+  void *refusal_arg;
+  int server;
+  int pinned;
+  unsigned char pin[32];
+  char host[256]; /* client: the name checked against a CA-signed certificate, and sent as SNI */
+  char fingerprint[NP_TLS_FP_LEN + 1];
+};
+
+/* A client conn's view of the server's certificate: filled in by the verify callback (tls_ctx.c),
+ * which finds it as the SSL's app data, and read by the conn (tls.c) to report a failure. */
+struct np__tls_verdict {
+  unsigned char seen[32]; /* the certificate the server presented */
+  unsigned seen_set : 1, verify_failed : 1, pinned_mismatch : 1;
+  char verify_err[120];
+};
+
+static inline void ssl_err(char *buf, size_t len) {
+  unsigned long e = ERR_peek_last_error();
+  if (e != 0)
+    ERR_error_string_n(e, buf, len);
+  else
+    snprintf(buf, len, "unknown error");
+  ERR_clear_error();
+}
+
+#endif
