@@ -25,12 +25,20 @@ enum cstate { C_IDLE, C_DIALING, C_HELLO, C_LOGIN, C_READY, C_BACKOFF, C_FATAL }
 
 typedef struct work work;
 
+/* REQ_WORK's or START's addresses: where the visitor came from and what it reached ("ip:port",
+ * "" when the server did not say). */
+typedef struct np__visit {
+  char from[NP_MSG_NAME_MAX + 1];
+  char to[NP_MSG_TEXT_MAX + 1];
+} np__visit;
+
 struct work {
   struct np_client *cl;
   uint64_t visitor_id;
   uint64_t session_id;
   unsigned char key[NP_MSG_KEY_LEN];
   const np__proxy_cfg *px;
+  np__visit seen; /* who the visitor is, for a PROXY protocol header */
   np__dialer *dial_local, *dial_server;
   np_conn *local, *server;
   int local_status;    /* 1 while dialling */
@@ -45,6 +53,7 @@ typedef struct pooled {
   uint64_t session_id;
   uint64_t visitor_id; /* from START */
   const np__proxy_cfg *px;
+  np__visit seen; /* from START */
   np__dialer *dial, *dial_local;
   np__chan *ch;  /* while idle */
   np_conn *conn; /* after START, while the local service is dialled */
@@ -120,8 +129,12 @@ void np__client_work_free(work *w);
 int np__client_open_work(struct np_client *cl, np__dial_cb cb, void *data, np__dialer **out);
 int np__client_dial_local(struct np_client *cl, const np__proxy_cfg *px, np__dial_cb cb, void *data,
                           np__dialer **out);
-void np__client_start_join(struct np_client *cl, np_conn *server, np_conn *local, const char *rest,
-                           size_t rest_len);
+/* px's PROXY protocol header about seen, if it has proxy_protocol_version, is written to local
+ * first. */
+void np__client_start_join(struct np_client *cl, const np__proxy_cfg *px, const np__visit *seen,
+                           np_conn *server, np_conn *local, const char *rest, size_t rest_len);
+/* Copy m's addresses (REQ_WORK, START). */
+void np__client_visit_from(np__visit *seen, const np_msg *m);
 /* A UDP proxy's local conn: on the datagram path under the visitor's id, when it is up. */
 void np__client_attach_flow(struct np_client *cl, np_conn *local, const np__proxy_cfg *px,
                             uint64_t session_id, uint64_t visitor_id);

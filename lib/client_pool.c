@@ -46,7 +46,7 @@ static void on_pool_local(void *data, int status, np_conn *local) {
   }
   p->conn = NULL;
   np__client_attach_flow(cl, local, p->px, p->session_id, p->visitor_id);
-  np__client_start_join(cl, c, local, p->rest, p->rest_len);
+  np__client_start_join(cl, p->px, &p->seen, c, local, p->rest, p->rest_len);
   np__client_pooled_free(p);
 }
 
@@ -67,6 +67,7 @@ static void on_pool_msg(np__chan *ch, const np_msg *m) {
   p->ch = NULL;
   p->visitor_id = m->id;
   p->px = px;
+  np__client_visit_from(&p->seen, m);
   if (rest_len > 0 && (p->rest = malloc(rest_len)) != NULL) {
     memcpy(p->rest, rest, rest_len);
     p->rest_len = rest_len;

@@ -7,6 +7,7 @@
 #include <openssl/crypto.h>
 
 #include "client.h"
+#include "proxy_proto.h"
 
 static void tunnel_next(struct np_client *cl);
 
@@ -27,14 +28,44 @@ static void on_join_done(struct np_join *j, int status, const np_join_stats *st)
   np__client_unref(cl);
 }
 
+void np__client_visit_from(np__visit *seen, const np_msg *m) {
+  np__strlcpy(seen->from, m->addr, sizeof(seen->from));
+  np__strlcpy(seen->to, m->text, sizeof(seen->to));
+}
+
+/* The PROXY protocol header px asks for, written to the fresh local connection before anything
+ * else. All of it or an error: a few dozen bytes always fit a new socket's buffer, and a header
+ * only partly written (or queued behind a splice that writes the socket directly) would corrupt
+ * the stream. Addresses the server did not send make a header without them (v1 UNKNOWN, v2
+ * LOCAL): the service then sees np-client's own. */
+static int proxy_header(const np__proxy_cfg *px, const np__visit *seen, np_conn *local) {
+  struct sockaddr_storage from, to;
+  int have = seen->from[0] != '\0' && seen->to[0] != '\0' &&
+             np__parse_addr(seen->from, &from) == 0 && np__parse_addr(seen->to, &to) == 0;
+  char hdr[NP_PP_WRITE_MAX];
+  int n = np__pp_write(px->proxy_protocol, 0, have ? (struct sockaddr *)&from : NULL,
+                       have ? (struct sockaddr *)&to : NULL, hdr);
+  int r;
+
+  if (n < 0)
+    return n;
+  r = np__conn_try_write(local, hdr, (size_t)n);
+  return r == n ? 0 : r < 0 ? r : UV_EAGAIN;
+}
+
 /* Join the server side of a work connection with the local service; takes both conns. rest: bytes
  * already read from server (borrowed). */
-void np__client_start_join(struct np_client *cl, np_conn *server, np_conn *local, const char *rest,
-                           size_t rest_len) {
-  joined *jn = calloc(1, sizeof(*jn));
+void np__client_start_join(struct np_client *cl, const np__proxy_cfg *px, const np__visit *seen,
+                           np_conn *server, np_conn *local, const char *rest, size_t rest_len) {
+  joined *jn = NULL;
   int r = UV_ENOMEM;
 
-  if (jn != NULL) {
+  if (px->proxy_protocol != 0 && (r = proxy_header(px, seen, local)) != 0) {
+    np__log(&cl->log, NP_LOG_WARN, "proxy %s: cannot send the PROXY protocol header to %s: %s",
+            px->name, px->local, np_strerror(r));
+  } else if ((jn = calloc(1, sizeof(*jn))) == NULL) {
+    r = UV_ENOMEM;
+  } else {
     jn->cl = cl;
     jn->t.abort = abort_join;
     r = np__join(server, local, rest, rest_len, &cl->chunks, on_join_done, jn, &jn->join);
@@ -46,8 +77,8 @@ void np__client_start_join(struct np_client *cl, np_conn *server, np_conn *local
     return;
   }
   /* Counted as they flow, so the stats show a long transfer while it runs. */
-  np__tally in = {{&cl->stats.bytes_in}, 1}, out = {{&cl->stats.bytes_out}, 1};
-  np__join_count_into(jn->join, &in, &out);
+  np__join_count_into(jn->join, &(np__tally){{&cl->stats.bytes_in}, 1},
+                      &(np__tally){{&cl->stats.bytes_out}, 1});
   cl->refs++;
   np__track_add(&cl->joins, &jn->t);
   cl->stats.work_opened++;
@@ -94,7 +125,7 @@ static void work_join(work *w) {
     }
   }
   w->server = w->local = NULL; /* np__client_start_join owns them now */
-  np__client_start_join(cl, server, local, NULL, 0);
+  np__client_start_join(cl, w->px, &w->seen, server, local, NULL, 0);
   np__client_work_free(w);
 }
 
@@ -218,6 +249,7 @@ void np__client_req_work(struct np_client *cl, const np_msg *m) {
   w->px = px;
   w->visitor_id = m->id;
   w->session_id = cl->session_id;
+  np__client_visit_from(&w->seen, m);
   memcpy(w->key, cl->key, sizeof(w->key));
   w->local_status = 1;
   NP_DLIST_PUSH(cl->works, w, prev, next);

@@ -36,23 +36,25 @@ static const unsigned char layouts[][MAX_FIELDS] = {
     [NP_MSG_LOGIN_RESP] = {F_STATUS, F_ID, F_TEXT},
     [NP_MSG_PROXY] = {F_NAME, F_ADDR, F_PORT, F_TEXT, F_KIND}, /* text: allow_ips */
     [NP_MSG_PROXY_RESP] = {F_NAME, F_STATUS, F_PORT, F_TEXT},
-    [NP_MSG_REQ_WORK] = {F_ID, F_NAME},
+    [NP_MSG_REQ_WORK] = {F_ID, F_NAME, F_ADDR, F_TEXT}, /* the visitor's address, the public one */
     [NP_MSG_WORK] = {F_ID, F_ID2, F_MAC},
     [NP_MSG_WORK_FAIL] = {F_ID, F_STATUS, F_TEXT},
     [NP_MSG_PING] = {F_ID, F_STATUS}, /* status: the client's datagram path (NP_UDP_PATH_*) */
     [NP_MSG_PONG] = {F_ID},
     [NP_MSG_CLOSE] = {F_STATUS, F_TEXT},
     [NP_MSG_WORK_IDLE] = {F_ID, F_ID2, F_MAC},
-    [NP_MSG_START] = {F_ID, F_NAME},
+    [NP_MSG_START] = {F_ID, F_NAME, F_ADDR, F_TEXT}, /* as REQ_WORK */
     [NP_MSG_MUX] = {F_VERSION},
 };
 
 /* Fields appended after a type's first release: a body from an older peer ends before them, and
  * they decode as empty. 0 = every field is required. */
 static const unsigned char required[NP_MSG_LAST + 1] = {
-    [NP_MSG_LOGIN] = 4, /* the instance id and the flags came later */
-    [NP_MSG_PROXY] = 3, /* allow_ips (text) and kind came later */
-    [NP_MSG_PING] = 1,  /* so did status */
+    [NP_MSG_LOGIN] = 4,    /* the instance id and the flags came later */
+    [NP_MSG_PROXY] = 3,    /* allow_ips (text) and kind came later */
+    [NP_MSG_PING] = 1,     /* so did status */
+    [NP_MSG_REQ_WORK] = 2, /* the addresses came later (PROXY protocol towards the service) */
+    [NP_MSG_START] = 2,
 };
 
 static int known_type(unsigned t) {

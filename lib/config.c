@@ -360,9 +360,18 @@ static int set_proxy_key(struct np_config *cfg, const char *pname, const char *k
     return copy_str(cfg, key, v, p->bind_addr, sizeof(p->bind_addr));
   if (strcmp(key, "allow_ips") == 0)
     return check_cidrs(cfg, key, v, p->allow_ips, sizeof(p->allow_ips));
-  return set_err(
-      cfg, "unknown key '%s' in [proxy %s] (known: type, local, remote_port, bind_addr, allow_ips)",
-      key, pname);
+  if (strcmp(key, "proxy_protocol_version") == 0) {
+    /* frp's values; an empty value turns it off again */
+    if (strcmp(v, "v1") == 0 || strcmp(v, "v2") == 0 || v[0] == '\0') {
+      p->proxy_protocol = v[0] == '\0' ? 0 : v[1] - '0';
+      return 0;
+    }
+    return set_err(cfg, "proxy_protocol_version: '%s' is not v1 or v2", v);
+  }
+  return set_err(cfg,
+                 "unknown key '%s' in [proxy %s] (known: type, local, remote_port, bind_addr, "
+                 "allow_ips, proxy_protocol_version)",
+                 key, pname);
 }
 
 int np_config_set(struct np_config *cfg, const char *section, const char *key, const char *value) {
@@ -667,6 +676,11 @@ int np_config_validate(struct np_config *cfg) {
                      p->name);
     if (p->remote_port < 0 && !line_codec)
       return set_err(cfg, "[proxy %s]: remote_port is missing (0 lets the server choose)", p->name);
+    if (p->proxy_protocol != 0 && p->kind == NP_PROXY_UDP)
+      return set_err(cfg,
+                     "[proxy %s]: proxy_protocol_version is for TCP proxies (UDP: not yet "
+                     "supported, see docs/config.md)",
+                     p->name);
   }
   return 0;
 }

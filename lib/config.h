@@ -33,6 +33,7 @@ typedef struct np__proxy_cfg {
   np_proxy_kind kind;
   char local[NP_HOSTPORT_MAX];         /* host:port of the private service */
   char allow_ips[NP_MSG_TEXT_MAX + 1]; /* visitor networks; "" = the [client] default */
+  int proxy_protocol;                  /* PROXY protocol header to the service: 0 none, 1, 2 */
 } np__proxy_cfg;
 
 struct np_config {

@@ -195,6 +195,16 @@ int np__conn_peer_addr(np_conn *c, struct sockaddr_storage *out) {
   return 0;
 }
 
+int np__conn_local_addr(np_conn *c, struct sockaddr_storage *out) {
+  int len = sizeof(*out);
+
+  c = bottom(c);
+  if (c->ops != &tcp_ops || ((tcp_conn *)c)->stream->type != UV_TCP)
+    return UV_EINVAL;
+  memset(out, 0, sizeof(*out));
+  return uv_tcp_getsockname((uv_tcp_t *)((tcp_conn *)c)->stream, (struct sockaddr *)out, &len);
+}
+
 int np__conn_tcp_fd(np_conn *c, uv_loop_t **loop) {
   tcp_conn *t = (tcp_conn *)c;
   uv_os_fd_t fd;

@@ -113,6 +113,8 @@ int np__conn_notsent_lowat(np_conn *c, unsigned bytes);
 /* The peer's address of the TCP connection at the bottom of c's layers (not through a mux stream,
  * which has none of its own). Returns 0, UV_EINVAL (not TCP) or UV_ENOTCONN (never known). */
 int np__conn_peer_addr(np_conn *c, struct sockaddr_storage *out);
+/* The local address of that TCP connection: where a visitor connected to. 0 or UV_EINVAL. */
+int np__conn_local_addr(np_conn *c, struct sockaddr_storage *out);
 /* Peer address as "host:port" for logs. */
 static inline void np__conn_peer_str(np_conn *c, char *buf, size_t len) {
   c->ops->peer_str(c, buf, len);

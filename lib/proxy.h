@@ -49,11 +49,14 @@ extern const np__proxy_type np__proxy_tcp, np__proxy_udp;
 
 /* Register a type for its kind (replacing any before). Before np_server_start. 0 or UV_EINVAL. */
 int np__server_add_type(struct np_server *srv, const np__proxy_type *type);
-/* A visitor arrived at px, from (NULL: unknown); impl is the type's (a conn, a flow). The core puts
+/* A visitor arrived at px from an address (NULL: unknown) at the server's address to (NULL:
+ * unknown), which the client passes on to its service in a PROXY protocol header; impl is the
+ * type's (a conn, a flow). The core puts
  * it in the pool and asks px's client for a work connection, or joins it with a pre-opened one at
  * once; from here the visitor ends through the type's join or drop, never by the caller. Returns 0,
  * or UV_ENOMEM with nothing taken (the caller keeps impl). */
-int np__visitor_arrive(proxy *px, void *impl, const struct sockaddr *from);
+int np__visitor_arrive(proxy *px, void *impl, const struct sockaddr *from,
+                       const struct sockaddr *to);
 /* The type's close is done: px goes. */
 void np__proxy_closed(proxy *px);
 /* Whether px admits a visitor from addr (its allow_ips); counts and logs the ones it turns away. */

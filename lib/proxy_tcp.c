@@ -23,15 +23,16 @@ typedef struct active {
 /* One proxy per port (not shared), so the frontend's proxy is the visitor's. */
 static void on_visitor(np__frontend *fe, np_conn *c) {
   proxy *px = np__frontend_proxies(fe);
-  struct sockaddr_storage ss;
+  struct sockaddr_storage ss, ls;
   const struct sockaddr *from = np__conn_peer_addr(c, &ss) == 0 ? (struct sockaddr *)&ss : NULL;
+  const struct sockaddr *to = np__conn_local_addr(c, &ls) == 0 ? (struct sockaddr *)&ls : NULL;
 
   px->srv->stats.visitors_total++;
   if (!np__proxy_admits(px, from)) {
     np__conn_abort(c, NULL);
     return;
   }
-  if (np__visitor_arrive(px, c, from) != 0) {
+  if (np__visitor_arrive(px, c, from, to) != 0) {
     px->srv->stats.visitors_refused++;
     np__conn_close(c, NULL);
   }

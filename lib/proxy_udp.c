@@ -46,6 +46,7 @@ typedef struct np__udp {
   uv_timer_t sweep;
   flow *flows;
   size_t nflows;
+  struct sockaddr_storage local; /* the socket's address: where visitors send to */
   int closes_left;
 } udp;
 
@@ -302,7 +303,7 @@ static flow *flow_new(udp *u, const struct sockaddr *addr) {
   srv->stats.udp_flows++;
   srv->refs++; /* the flow's */
   f->arriving = 1;
-  if (np__visitor_arrive(u->px, f, addr) != 0) {
+  if (np__visitor_arrive(u->px, f, addr, (const struct sockaddr *)&u->local) != 0) {
     srv->stats.visitors_refused++; /* the core counts the visitors it refuses itself */
     f->refused = 1, f->pending = 0;
   }
@@ -399,6 +400,7 @@ static int udp_open(proxy *px, const struct sockaddr *addr) {
   }
   /* Every visitor of the proxy shares this socket: room for bursts (best effort; the kernel caps it
    * at net.core.rmem_max). */
+  memcpy(&u->local, &ss, sizeof(ss));
   int size = RCVBUF;
   uv_recv_buffer_size((uv_handle_t *)&u->h, &size);
   px->port = ntohs(ss.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&ss)->sin6_port

@@ -71,6 +71,7 @@ struct visitor {
   uint64_t deadline;
   uint64_t since;  /* when it arrived (loop time, ms): the access log's duration */
   np__addr addr;   /* where it came from (family 0: not known) */
+  np__addr to;     /* the server's address it reached (family 0: not known) */
   void *impl;      /* the type's: a TCP conn, a UDP flow */
   np__meter meter; /* set for the type's join, which takes it over */
 };

@@ -211,7 +211,16 @@ int np__proxy_admits(proxy *px, const struct sockaddr *addr) {
 
 /* A new visitor on px: its client is asked for a work connection, or it joins a pre-opened one at
  * once. */
-int np__visitor_arrive(proxy *px, void *impl, const struct sockaddr *from) {
+/* REQ_WORK's and START's addresses (docs/protocol.md): empty when not known. */
+static void put_addrs(np_msg *m, const visitor *v) {
+  if (v->addr.sa.sa_family != 0)
+    np__addr_str(&v->addr.sa, m->addr, sizeof(m->addr));
+  if (v->to.sa.sa_family != 0)
+    np__addr_str(&v->to.sa, m->text, sizeof(m->text));
+}
+
+int np__visitor_arrive(proxy *px, void *impl, const struct sockaddr *from,
+                       const struct sockaddr *to) {
   struct np_server *srv = px->srv;
   np_msg m = {.type = NP_MSG_REQ_WORK};
   visitor *v;
@@ -229,6 +238,8 @@ int np__visitor_arrive(proxy *px, void *impl, const struct sockaddr *from) {
   v->since = now_ms(srv);
   if (from != NULL)
     np__addr_copy(&v->addr, from);
+  if (to != NULL)
+    np__addr_copy(&v->to, to);
   srv->refs++; /* the visitor's, until it is dropped or joined */
   if ((s = visit_owner(srv, px)) == NULL) {
     srv->stats.visitors_refused++;
@@ -244,6 +255,7 @@ int np__visitor_arrive(proxy *px, void *impl, const struct sockaddr *from) {
   if (s->idle != NULL && start_pooled(srv, s, px, v, m.id) == 0)
     return 0;
   strcpy(m.name, px->name);
+  put_addrs(&m, v);
   if ((r = srv->pool_ops->put(srv->pool, m.id, px, v, v->deadline)) != 0) {
     srv->stats.visitors_refused++;
     np__log(&srv->log, NP_LOG_WARN,
@@ -575,6 +587,7 @@ static int start_pooled(struct np_server *srv, session *owner, proxy *px, visito
   c = np__chan_release(w->ch);
   np__session_detached(w);
   strcpy(m.name, px->name);
+  put_addrs(&m, v);
   if ((r = np__conn_send_msg(c, srv->codec, &m)) != 0) {
     np__conn_abort(c, NULL);
     return r;

@@ -20,7 +20,8 @@ typedef enum np_msg_type {
   NP_MSG_LOGIN_RESP = 3, /* s->c: status, id (session), text              */
   NP_MSG_PROXY = 4,      /* c->s: name (proxy), addr (bind), port, text (allow_ips), kind */
   NP_MSG_PROXY_RESP = 5, /* s->c: name, status, port (actual), text       */
-  NP_MSG_REQ_WORK = 6,   /* s->c: id (visitor), name (proxy)              */
+  NP_MSG_REQ_WORK = 6,   /* s->c: id (visitor), name (proxy), addr (the visitor's "ip:port"), text
+                            (the public "ip:port" it came to); addr and text may be empty */
   NP_MSG_WORK = 7,       /* c->s, first on a work connection: id (session), id2 (visitor), mac */
   NP_MSG_WORK_FAIL = 8,  /* c->s: id (visitor), status, text              */
   NP_MSG_PING = 9,       /* both ways: id (sequence), status (c->s: NP_UDP_PATH_*) */
@@ -28,7 +29,8 @@ typedef enum np_msg_type {
   NP_MSG_CLOSE = 11,     /* both ways: status, text                       */
   NP_MSG_WORK_IDLE =
       12, /* c->s, first on a pre-opened work connection: id (session), id2 (serial), mac */
-  NP_MSG_START = 13, /* s->c on a pre-opened work connection: id (visitor), name (proxy) */
+  NP_MSG_START = 13, /* s->c on a pre-opened work connection: id (visitor), name (proxy), addr,
+                        text (as REQ_WORK) */
   NP_MSG_MUX = 14    /* c->s, first on a connection: version; the rest of it speaks yamux */
 } np_msg_type;
 

@@ -19,14 +19,14 @@ LAYOUT = {
     LOGIN_RESP: ["status", "id", "text"],
     PROXY: ["name", "addr", "port", "text", "kind"],
     PROXY_RESP: ["name", "status", "port", "text"],
-    REQ_WORK: ["id", "name"],
+    REQ_WORK: ["id", "name", "addr", "text"],  # addr: the visitor's; text: the public address
     WORK: ["id", "id2", "mac"],
     WORK_FAIL: ["id", "status", "text"],
     PING: ["id", "status"],
     PONG: ["id"],
     CLOSE: ["status", "text"],
     WORK_IDLE: ["id", "id2", "mac"],
-    START: ["id", "name"],
+    START: ["id", "name", "addr", "text"],
     MUX: ["version"],
 }
 FMT = {"version": ">H", "port": ">H", "status": ">i", "id": ">Q", "id2": ">Q", "kind": ">B"}

@@ -89,6 +89,9 @@ def test_work_must_prove_its_session(env):
     port = owner.proxy("svc")["port"]
     visitor = connect(port)
     _, req = owner.expect(npwire.REQ_WORK)
+    # REQ_WORK names who came and where (for the client's PROXY protocol header)
+    me = "%s:%d" % visitor.getsockname()[:2]
+    check(req["addr"] == me and req["text"] == f"{LOOP}:{port}", f"REQ_WORK's addresses: {req}")
     thief = owner.work(req["id"], good=False)
     check(closed(thief), "unproven work connection closed")
     srv.wait_line(r"work connection for unknown or unproven visitor")

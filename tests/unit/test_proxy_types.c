@@ -97,7 +97,7 @@ static void on_visitor(np__frontend *fe, np_conn *c) {
     n++;
   for (unsigned i = turn++ % n; i > 0; i--)
     px = px->fe_next;
-  if (np__visitor_arrive(px, c, from) != 0)
+  if (np__visitor_arrive(px, c, from, NULL) != 0)
     np__conn_close(c, NULL);
 }
 
