@@ -296,9 +296,10 @@ def test_max_flows(env):
         pass
     srv.signal(signal.SIGUSR1)
     srv.wait_line(r"stats: .* refused=1 ")
-    # the proxy's own counters: two flows joined and alive, one dropped; their bytes each way
+    # the proxy's own counters: two flows joined, one dropped; their bytes each way (how many are
+    # still active depends on the machine's speed: the flows idle out after 1 s)
     srv.wait_line(rf"stats proxy=\S+ client=\S+ type=udp port={port} visitors=3 denied=0 "
-                  rf"joined=2 dropped=1 active=2 bytes_in=2 bytes_out={out}$")
+                  rf"joined=2 dropped=1 active=[0-2] bytes_in=2 bytes_out={out}$")
     srv.wait_line(r"UDP flow .* closed: (idle|the client ended it)", timeout=10)
     c.settimeout(5)
     check(ask(c, port, b"c")[1] == b"c", "served once a flow ended")
