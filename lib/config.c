@@ -170,9 +170,11 @@ static int copy_str(struct np_config *cfg, const char *key, const char *v, char 
 static int check_cidrs(struct np_config *cfg, const char *key, const char *v, char *dst,
                        size_t cap) {
   np__cidrs c;
+  char why[200];
 
-  if (np__cidrs_parse(v, &c, cfg->err, sizeof(cfg->err)) != 0)
-    return NP_ECONFIG;
+  /* np__cidrs_parse names the list allow_ips, its most common use; say which key it was. */
+  if (np__cidrs_parse(v, &c, why, sizeof(why)) != 0)
+    return set_err(cfg, "%s: %s", key, strncmp(why, "allow_ips: ", 11) == 0 ? why + 11 : why);
   if (strlen(v) >= cap)
     return set_err(cfg, "%s: at most %zu bytes (write networks, not single hosts)", key, cap - 1);
   return copy_str(cfg, key, v, dst, cap);
@@ -215,6 +217,7 @@ static const key_def keys[] = {
     {"tunnel_bind", KIND_SERVER, V_IPPORT, FIELD(tunnel_bind)},
     {"visit_bind", KIND_SERVER, V_IPPORT, FIELD(visit_bind)},
     {"allow_ports", KIND_SERVER, V_PORTS, FIELD(allow_ports)},
+    {"proxy_protocol_from", KIND_SERVER, V_CIDRS, FIELD(proxy_protocol_from)},
     {"pending_timeout", KIND_SERVER, V_DURATION, FIELD(pending_timeout_ms)},
     {"max_pending", KIND_SERVER, V_COUNT, FIELD(max_pending)},
     {"max_pending_per_proxy", KIND_SERVER, V_COUNT, FIELD(max_pending_per_proxy)},

@@ -71,6 +71,8 @@ struct np_config {
   char tls_dir[1024];       /* where the self-signed identity lives ("": the default state dir) */
   char tls_client_ca[1024]; /* require client certificates signed by this CA */
   char users_file[1024];    /* per-client tokens and limits (docs/config.md) */
+  /* load balancers whose connections start with a PROXY protocol header (docs/config.md) */
+  char proxy_protocol_from[NP_MSG_TEXT_MAX + 1];
   uint64_t login_timeout_ms;
   uint64_t login_backoff_ms; /* first wait after the free failed logins; 0 = no back-off */
   uint64_t login_backoff_max_ms;

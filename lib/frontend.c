@@ -83,6 +83,7 @@ int np__frontend_attach(proxy *px, const struct sockaddr *addr, const np__fronte
     return r;
   }
   fe->port = np__listener_port(fe->l);
+  np__server_listener_pp(srv, fe->l);
   NP_DLIST_PUSH(srv->frontends, fe, prev, next);
   attach(fe, px);
   return 0;

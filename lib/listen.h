@@ -8,6 +8,7 @@
 
 #include <uv.h>
 
+#include "cidr.h"
 #include "conn.h"
 
 typedef struct np__listener np__listener;
@@ -24,6 +25,16 @@ int np__listen(uv_loop_t *loop, const struct sockaddr *addr, np__accept_cb on_ac
 void *np__listener_data(np__listener *l);
 /* The port actually bound. */
 int np__listener_port(np__listener *l);
+/* A connection from proxy_protocol_from was closed without a usable PROXY protocol header: err is
+ * NP_PP_NONE's NP_EPROTO (not one at all, or a broken one), NP_ETOOBIG, UV_ETIMEDOUT (none within
+ * the timeout), UV_EOF or a read error, NP_ELIMIT (too many waiting); peer is the sender. */
+typedef void (*np__pp_fail_cb)(void *arg, const struct sockaddr *peer, int err);
+/* From now on connections from the networks in from (borrowed; it must outlive the listener; an
+ * empty list: none) must start with a PROXY protocol header (v1 or v2), read before they are
+ * handed on: the address in it becomes the conn's peer address (np__conn_peer_addr), and the
+ * bytes after it are the conn's first. Connections from elsewhere are handed on as they come. */
+void np__listener_proxy_protocol(np__listener *l, const np__cidrs *from, uint64_t timeout_ms,
+                                 np__pp_fail_cb on_fail, void *arg);
 /* Stop and free; cb (may be NULL) runs once closed. */
 void np__listener_close(np__listener *l, void (*cb)(void *data));
 

@@ -109,6 +109,10 @@ void np__frontend_detach(proxy *px);
 /* The proxies on fe, newest first, linked through px->fe_next. */
 proxy *np__frontend_proxies(const np__frontend *fe);
 
+/* Connections to l from proxy_protocol_from (the server's) start with a PROXY protocol header;
+ * those that do not are closed, counted (pp_refused) and logged. */
+void np__server_listener_pp(struct np_server *srv, np__listener *l);
+
 /* Out of descriptors and the like on a listener named name at port: counted, and logged once a
  * second at most with how many connections were refused meanwhile. */
 void np__server_accept_error(struct np_server *srv, const char *name, int port, int err,

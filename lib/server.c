@@ -248,6 +248,10 @@ int np__server_create(uv_loop_t *loop, const struct np_config *cfg, struct np_se
   srv->chunks.pipes.enabled = srv->cfg.relay_splice;
   np__logger_init(&srv->log);
   srv->log.level = (np_log_level)cfg->log_level;
+  {
+    char err[128];
+    np__cidrs_parse(srv->cfg.proxy_protocol_from, &srv->pp_from, err, sizeof(err)); /* validated */
+  }
   *out = srv;
   return 0;
 }
@@ -295,6 +299,7 @@ static int listen_on(struct np_server *srv, proxy *px, np__listener **l, const c
     return r;
   }
   srv->refs++;
+  np__server_listener_pp(srv, *l);
   px->port = np__listener_port(*l);
   if (port != NULL)
     *port = px->port;

@@ -125,6 +125,7 @@ struct np_server {
   proxy *visit_proxy;            /* line codec */
   proxy control_px, tunnel_px;   /* names and counters for the control and tunnel listeners */
   np__frontend *frontends;       /* open public listeners (frontend.c) */
+  np__cidrs pp_from;             /* proxy_protocol_from: its connections start with a header */
   uv_timer_t pool_timer;
   uv_timer_t trim_timer; /* gives the heap back after a burst of connections (np__heap_trim) */
   int refs_peak;         /* of refs since the last trim */

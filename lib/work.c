@@ -80,6 +80,27 @@ void np__server_accept_error(struct np_server *srv, const char *name, int port, 
   }
 }
 
+/* How long a load balancer's connection may take to send its PROXY header: it sends it at once. */
+#define PP_TIMEOUT_MS 5000
+
+static void pp_failed(void *arg, const struct sockaddr *peer, int err) {
+  struct np_server *srv = arg;
+  char who[64];
+
+  srv->stats.pp_refused++;
+  np__addr_str(peer, who, sizeof(who));
+  np__log(&srv->log, NP_LOG_WARN,
+          "%s is in proxy_protocol_from but sent no valid PROXY protocol header%s%s: closed", who,
+          err == UV_ETIMEDOUT ? " within 5s" : ": ",
+          err == UV_ETIMEDOUT ? ""
+          : err == NP_ELIMIT  ? "too many connections waiting for theirs"
+                              : np_strerror(err));
+}
+
+void np__server_listener_pp(struct np_server *srv, np__listener *l) {
+  np__listener_proxy_protocol(l, &srv->pp_from, PP_TIMEOUT_MS, pp_failed, srv);
+}
+
 void np__server_accept_failed(np__listener *l, int err, uint64_t refused) {
   proxy *px = np__listener_data(l);
   np__server_accept_error(px->srv, px->name, px->port, err, refused);

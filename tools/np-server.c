@@ -22,6 +22,8 @@ static const char help[] =
     "      --heartbeat-interval D   ping idle clients this often (default 10s)\n"
     "      --heartbeat-timeout D    drop a client silent this long (default 30s)\n"
     "      --pending-timeout D      how long a visitor waits for its tunnel (default 10s)\n"
+    "      --proxy-protocol-from LIST  connections from these networks (a load balancer) must\n"
+    "                               start with a PROXY protocol v1/v2 header naming the client\n"
     "      --max-pending N          visitors waiting at once, in total (default 4096)\n"
     "      --max-pending-per-proxy N  ... per public port (default 256)\n"
     "      --max-clients N          logged-in clients at once (default 1024)\n"
@@ -63,6 +65,7 @@ static const struct option longopts[] = {
     {"bind", required_argument, NULL, 0},
     {"token", required_argument, NULL, 0},
     {"allow-ports", required_argument, NULL, 0},
+    {"proxy-protocol-from", required_argument, NULL, 0},
     {"proxy-bind-addr", required_argument, NULL, 0},
     {"log-level", required_argument, NULL, 0},
     {"heartbeat-interval", required_argument, NULL, 0},

@@ -1,9 +1,9 @@
 /* Counters as data. Each counter of the server and of the client is one line of a list below, and
  * everything else is made from that list: the stats structs (np_server_stats and np_proxy_stats in
- * server.h, np_client_stats in client.h), the line np_server_log_stats / np_client_log_stats write, the
- * field descriptions np_server_stats_field() / np_client_stats_field() give exporters (Prometheus
- * text, JSON), and the tables in docs/api.md and the man pages (scripts/gen-counters writes them;
- * the `checks` test suite fails when they differ from the lists).
+ * server.h, np_client_stats in client.h), the line np_server_log_stats / np_client_log_stats write,
+ * the field descriptions np_server_stats_field() / np_client_stats_field() give exporters
+ * (Prometheus text, JSON), and the tables in docs/api.md and the man pages (scripts/gen-counters
+ * writes them; the `checks` test suite fails when they differ from the lists).
  *
  * A new counter is a new line at the END of its list: the structs only ever grow at the end, so a
  * program built against an older header, which passes its smaller size to np_*_get_stats, keeps
@@ -48,7 +48,8 @@ NP_BEGIN_DECLS
   X(udp_dropped, COUNTER, "udp_dropped", "datagrams", "datagrams dropped: a flow over its queue, a slow tunnel, no flow") \
   X(udp_path_in, COUNTER, "udp_path_in", "datagrams", "datagrams that came over the datagram path (the rest came through the tunnel)") \
   X(udp_path_out, COUNTER, "udp_path_out", "datagrams", "datagrams sent over the datagram path") \
-  X(udp_path_rejected, COUNTER, "udp_path_rejected", "packets", "packets at the datagram port that were no live session's: forged, replayed, truncated, oversized, unknown session")
+  X(udp_path_rejected, COUNTER, "udp_path_rejected", "packets", "packets at the datagram port that were no live session's: forged, replayed, truncated, oversized, unknown session") \
+  X(pp_refused, COUNTER, "pp_refused", "connections", "connections from proxy_protocol_from closed without a valid PROXY protocol header in time")
 
 #define NP_CLIENT_COUNTERS(X) \
   X(connects, COUNTER, "connects", "logins", "successful logins") \

@@ -8,6 +8,7 @@ answer naming np-client's 127.0.0.1 instead fails."""
 import os
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -148,10 +149,125 @@ def test_bad_version_is_a_config_error(env):
         cl.wait_line(want)
 
 
+def haproxy_in_front(env, listen_port, target_port):
+    """haproxy as a TCP load balancer in front of np-server's public port: it connects from
+    127.0.0.9 and starts each connection with a PROXY v2 header naming the visitor."""
+    conf = os.path.join(env.tmp.name, "lb.cfg")
+    with open(conf, "w") as f:
+        f.write(f"""defaults
+    mode tcp
+    timeout connect 5s
+    timeout client 10s
+    timeout server 10s
+listen lb
+    bind {LOOP}:{listen_port}
+    server np {LOOP}:{target_port} send-proxy-v2 source 127.0.0.9
+""")
+    p = Proc(env, "haproxy-lb", [need("haproxy"), "-db", "-f", conf])
+    wait_until(lambda: listening(listen_port), 10, "haproxy listening")
+    return p
+
+
+def test_load_balancer_in_front(env):
+    """proxy_protocol_from: behind haproxy (send-proxy-v2) the server takes the visitor's address
+    from the header: the access log, allow_ips and the service (through the client's own header)
+    see 127.0.0.5, not haproxy's 127.0.0.9. The balancer's address without a header is closed and
+    counted; everybody else connects as before."""
+    ng_port, lb_port, public = low_free_ports(3)
+    nginx(env, ng_port)
+    srv = env.server("--token", "s3cret", "--proxy-protocol-from", "127.0.0.9/32",
+                     "--allow-ports", str(public))
+    conf = os.path.join(env.tmp.name, "client.ini")
+    with open(conf, "w") as f:
+        f.write(f"""[proxy web]
+local = {LOOP}:{ng_port}
+remote_port = {public}
+proxy_protocol_version = v1
+allow_ips = 127.0.0.5, 127.0.0.1
+""")
+    cl = env.client(srv, "-c", conf, wait=False)
+    cl.wait_line(rf"^proxy web: public port {public}$")
+    haproxy_in_front(env, lb_port, public)
+    got = curl(lb_port, "127.0.0.5")
+    check(got == "you are 127.0.0.5\n", f"through the balancer nginx answered {got!r}")
+    srv.wait_line(r"access proxy=web visitor=127\.0\.0\.5:\d+ in=\d+ out=\d+ .* end=closed")
+    # the balancer's address itself, without a header: closed, logged, counted
+    s = socket.create_connection((LOOP, public), timeout=5, source_address=("127.0.0.9", 0))
+    s.sendall(b"GET / HTTP/1.1\r\n\r\n")
+    s.settimeout(5)
+    try:
+        check(s.recv(100) == b"", "a header-less connection from the balancer is closed")
+    except ConnectionResetError:
+        pass
+    s.close()
+    srv.wait_line(r"127\.0\.0\.9:\d+ is in proxy_protocol_from but sent no valid PROXY protocol "
+                  r"header: ")
+    # anybody else: as before, no header expected
+    got = curl(public, "127.0.0.1")
+    check(got == "you are 127.0.0.1\n", f"directly nginx answered {got!r}")
+    srv.signal(signal.SIGUSR1)
+    srv.wait_line(r"stats: .* pp_refused=1$")
+    # allow_ips judges the header's address: 127.0.0.6 is turned away although haproxy's
+    # 127.0.0.9 is not in the list either way
+    try:
+        curl(lb_port, "127.0.0.6")
+        raise Fail("a visitor outside allow_ips was served through the balancer")
+    except Fail as e:
+        if "was served" in str(e):
+            raise
+    srv.wait_line(r"proxy web: visitor 127\.0\.0\.6:\d+ is outside allow_ips, closed")
+    # (haproxy may retry towards the server after that reset and give up before its header:
+    # counted as refused too, which is why the count is read above)
+
+
+def test_header_in_pieces_and_silence(env):
+    """A balancer's header cut across writes, its end in the same write as the visitor's first
+    bytes, is read exactly (the request behind it arrives whole); one that says nothing is closed
+    after 5 s."""
+    ng_port, public = low_free_ports(2)
+    nginx(env, ng_port)
+    srv = env.server("--token", "s3cret", "--proxy-protocol-from", "127.0.0.9",
+                     "--allow-ports", str(public))
+    conf = os.path.join(env.tmp.name, "client.ini")
+    with open(conf, "w") as f:
+        f.write(f"[proxy web]\nlocal = {LOOP}:{ng_port}\nremote_port = {public}\n"
+                f"proxy_protocol_version = v2\n")
+    cl = env.client(srv, "-c", conf, wait=False)
+    cl.wait_line(rf"^proxy web: public port {public}$")
+    s = socket.create_connection((LOOP, public), timeout=5, source_address=("127.0.0.9", 0))
+    # two segments (the server may still read them at once; np__pp_parse's unit test covers every
+    # prefix)
+    s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    s.sendall(b"PROXY TCP4 127.0.0.5 127.0.0.1 4321 ")
+    s.sendall(b"80\r\nGET /x HTTP/1.0\r\n\r\n")
+    s.settimeout(10)
+    got = b""
+    while True:
+        b = s.recv(4096)
+        if not b:
+            break
+        got += b
+    s.close()
+    check(got.startswith(b"HTTP/1.1 200") and got.endswith(b"you are 127.0.0.5\n"),
+          f"nginx's answer to the request behind a header in two pieces: {got!r}")
+    quiet = socket.create_connection((LOOP, public), timeout=10, source_address=("127.0.0.9", 0))
+    mark = srv.mark()
+    srv.wait_line(r"127\.0\.0\.9:\d+ is in proxy_protocol_from but sent no valid PROXY protocol "
+                  r"header within 5s: closed", after=mark, timeout=15)
+    quiet.settimeout(5)
+    try:
+        check(quiet.recv(10) == b"", "the silent connection is closed")
+    except ConnectionResetError:
+        pass
+    quiet.close()
+
+
 TESTS = {
     "pp_nginx_v1_and_v2": test_nginx_v1_and_v2,
     "pp_haproxy_accept_proxy": test_haproxy_accept_proxy,
     "pp_bad_version": test_bad_version_is_a_config_error,
+    "pp_load_balancer_in_front": test_load_balancer_in_front,
+    "pp_header_in_pieces_and_silence": test_header_in_pieces_and_silence,
 }
 
 if __name__ == "__main__":
