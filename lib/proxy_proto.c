@@ -131,11 +131,17 @@ static int parse_v1(const char *data, size_t len, np__pp_header *out) {
   const char *crlf = NULL;
   int n = 0, fam;
 
-  for (size_t i = 0; i + 1 < len && i + 1 < V1_MAX; i++)
-    if (data[i] == '\r' && data[i + 1] == '\n') {
+  for (size_t i = 0; i < len && i + 1 < V1_MAX; i++) {
+    /* A bare LF is broken at once: after UNKNOWN it would let the line run on into the payload */
+    if (data[i] == '\n')
+      return NP_EPROTO;
+    if (data[i] == '\r' && i + 1 < len) {
+      if (data[i + 1] != '\n')
+        return NP_EPROTO;
       crlf = data + i;
       break;
     }
+  }
   if (crlf == NULL)
     return len >= V1_MAX ? NP_ETOOBIG : NP_PP_MORE;
   memcpy(line, data, (size_t)(crlf - data));

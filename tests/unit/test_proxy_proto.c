@@ -188,6 +188,8 @@ static void test_broken_v1(void **state) {
       "PROXY UDP4 1.2.3.4 5.6.7.8 1 2\r\n", /* v1 knows no UDP */
       "PROXY \r\n",
       "PROXY UNKNOWNX\r\n",
+      "PROXY UNKNOWN\nGET / HTTP/1.1\r\n", /* a bare LF */
+      "PROXY UNKNOWN\rGET / HTTP/1.1\r\n", /* a bare CR */
   };
   char longline[200];
   np__pp_header h;
