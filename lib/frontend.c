@@ -23,18 +23,6 @@ static socklen_t addr_len(const struct sockaddr *a) {
   return a->sa_family == AF_INET6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in);
 }
 
-static int same_addr(const struct sockaddr_storage *a, const struct sockaddr *b) {
-  if (a->ss_family != b->sa_family)
-    return 0;
-  if (b->sa_family == AF_INET) {
-    const struct sockaddr_in *x = (const void *)a, *y = (const void *)b;
-    return x->sin_port == y->sin_port && x->sin_addr.s_addr == y->sin_addr.s_addr;
-  }
-  const struct sockaddr_in6 *x = (const void *)a, *y = (const void *)b;
-  return x->sin6_port == y->sin6_port &&
-         memcmp(&x->sin6_addr, &y->sin6_addr, sizeof(x->sin6_addr)) == 0;
-}
-
 static int port_of(const struct sockaddr *a) {
   return ntohs(a->sa_family == AF_INET6 ? ((const struct sockaddr_in6 *)a)->sin6_port
                                         : ((const struct sockaddr_in *)a)->sin_port);
@@ -65,7 +53,7 @@ int np__frontend_attach(proxy *px, const struct sockaddr *addr, const np__fronte
 
   if (port_of(addr) != 0) {
     for (fe = srv->frontends; fe != NULL; fe = fe->next) {
-      if (!same_addr(&fe->addr, addr))
+      if (!np__addr_equal((const struct sockaddr *)&fe->addr, addr))
         continue;
       if (fe->ops != ops || !ops->shared)
         return UV_EADDRINUSE; /* what the bind would say */

@@ -79,6 +79,8 @@ int np__parse_addr(const char *spec, struct sockaddr_storage *out);
 int np__split_hostport(const char *spec, char *host, size_t hostlen, int *port);
 /* sockaddr -> "host:port". */
 void np__addr_str(const struct sockaddr *sa, char *buf, size_t len);
+/* Same family, address and port (IPv4 and IPv6 only; anything else is never equal). */
+int np__addr_equal(const struct sockaddr *a, const struct sockaddr *b);
 
 /* An IP address as 16 bytes, IPv4 as IPv4-mapped IPv6 (::ffff:a.b.c.d), so a v4 client on a
  * dual-stack socket and on a v4 one look the same. Returns 0, or -1 for another family. */

@@ -61,18 +61,6 @@ static struct np_server *srv_of(const udp *u) {
   return u->px->srv;
 }
 
-static int same_addr(const struct sockaddr_storage *a, const struct sockaddr *b) {
-  if (a->ss_family != b->sa_family)
-    return 0;
-  if (b->sa_family == AF_INET) {
-    const struct sockaddr_in *x = (const void *)a, *y = (const void *)b;
-    return x->sin_port == y->sin_port && x->sin_addr.s_addr == y->sin_addr.s_addr;
-  }
-  const struct sockaddr_in6 *x = (const void *)a, *y = (const void *)b;
-  return x->sin6_port == y->sin6_port &&
-         memcmp(&x->sin6_addr, &y->sin6_addr, sizeof(x->sin6_addr)) == 0;
-}
-
 /* ---- flows ---------------------------------------------------------------------------------- */
 
 static void flow_free(flow *f) {
@@ -334,7 +322,8 @@ static void on_recv(uv_udp_t *h, ssize_t n, const uv_buf_t *buf, const struct so
     return;
   if (!np__proxy_admits(px, addr))
     return;
-  for (f = u->flows; f != NULL && !same_addr(&f->addr, addr); f = f->next)
+  for (f = u->flows; f != NULL && !np__addr_equal((const struct sockaddr *)&f->addr, addr);
+       f = f->next)
     ;
   if (f == NULL) {
     srv->stats.visitors_total++;

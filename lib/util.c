@@ -103,6 +103,21 @@ void np__addr_str(const struct sockaddr *sa, char *buf, size_t len) {
   }
 }
 
+int np__addr_equal(const struct sockaddr *a, const struct sockaddr *b) {
+  if (a->sa_family != b->sa_family)
+    return 0;
+  if (a->sa_family == AF_INET) {
+    const struct sockaddr_in *x = (const void *)a, *y = (const void *)b;
+    return x->sin_port == y->sin_port && x->sin_addr.s_addr == y->sin_addr.s_addr;
+  }
+  if (a->sa_family == AF_INET6) {
+    const struct sockaddr_in6 *x = (const void *)a, *y = (const void *)b;
+    return x->sin6_port == y->sin6_port &&
+           memcmp(&x->sin6_addr, &y->sin6_addr, sizeof(x->sin6_addr)) == 0;
+  }
+  return 0;
+}
+
 int np__addr_key16(const struct sockaddr *sa, unsigned char out[16]) {
   if (sa->sa_family == AF_INET) {
     memset(out, 0, 10);
