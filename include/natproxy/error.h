@@ -29,7 +29,8 @@ NP_BEGIN_DECLS
   XX(TLSREQUIRED, -7019, "the peer requires TLS, but this side runs with --insecure")              \
   XX(NOTLS, -7020, "the peer does not speak TLS: both sides need the same --insecure setting")     \
   XX(BACKOFF, -7021, "too many failed logins from this address: wait and retry")                   \
-  XX(NAMEINUSE, -7022, "another live client is logged in under this name")
+  XX(NAMEINUSE, -7022, "another live client is logged in under this name")                         \
+  XX(HOST, -7023, "HTTP request without a valid Host header (none, two, or not a host name)")
 
 typedef enum np_errno {
 #define NP_ERR_ENUM_(name, value, text) NP_E##name = (value),
