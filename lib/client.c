@@ -12,10 +12,63 @@ static void disconnect(struct np_client *cl, int status, const char *why);
 static void drop_session(struct np_client *cl);
 static void on_timer(uv_timer_t *t);
 
+/* One PROXY_OPT per list item, then per key set (docs/protocol.md): an HTTP proxy's routing says
+ * more than PROXY's fields hold. */
+static int send_opts(struct np_client *cl, const char *proxy, const char *key, const char *list) {
+  np_msg m = {.type = NP_MSG_PROXY_OPT};
+  int r = 0;
+
+  strcpy(m.name, proxy);
+  strcpy(m.addr, key);
+  for (const char *p = list; *p != '\0' && r == 0;) {
+    size_t n = strcspn(p, ",");
+    memcpy(m.text, p, n); /* the config checked each item's length */
+    m.text[n] = '\0';
+    r = np__client_send(cl, &m);
+    p += n + (p[n] == ',');
+  }
+  return r;
+}
+
+static int send_http_opts(struct np_client *cl, const np__proxy_cfg *px) {
+  static const struct {
+    const char *key;
+    size_t off;
+  } opts[] = {
+      {"custom_domain", offsetof(np__proxy_cfg, custom_domains)},
+      {"subdomain", offsetof(np__proxy_cfg, subdomain)},
+      {"location", offsetof(np__proxy_cfg, locations)},
+      {"host_header_rewrite", offsetof(np__proxy_cfg, host_header_rewrite)},
+      {"http_user", offsetof(np__proxy_cfg, http_user)},
+      {"http_password", offsetof(np__proxy_cfg, http_password)},
+  };
+  int r = 0;
+
+  for (size_t i = 0; i < NP_ARRAY_SIZE(opts) && r == 0; i++) {
+    const char *v = (const char *)px + opts[i].off;
+    /* Only the lists are split: a password may hold a comma. */
+    if (i < 3)
+      r = send_opts(cl, px->name, opts[i].key, v);
+    else if (v[0] != '\0') {
+      np_msg m = {.type = NP_MSG_PROXY_OPT};
+      strcpy(m.name, px->name);
+      strcpy(m.addr, opts[i].key);
+      strcpy(m.text, v);
+      r = np__client_send(cl, &m);
+    }
+  }
+  return r;
+}
+
 static void register_proxies(struct np_client *cl) {
-  for (size_t i = 0; i < cl->cfg.n_proxies; i++) {
+  for (size_t i = 0; i < cl->cfg.n_proxies && cl->state == C_READY; i++) {
     const np__proxy_cfg *px = &cl->cfg.proxies[i];
     np_msg m = {.type = NP_MSG_PROXY, .port = (uint16_t)px->remote_port};
+    if (px->kind == NP_PROXY_HTTP) {
+      m.port = 0;
+      if (send_http_opts(cl, px) != 0)
+        return;
+    }
     strcpy(m.name, px->name);
     strcpy(m.addr, px->bind_addr);
     strcpy(m.text, px->allow_ips[0] != '\0' ? px->allow_ips : cl->cfg.allow_ips);
@@ -159,9 +212,15 @@ static void on_msg(np__chan *ch, const np_msg *m) {
     break;
   case NP_MSG_PROXY_RESP:
     if (m->status == 0) {
+      const np__proxy_cfg *px = np__client_find_proxy(cl, m->name);
       char where[NP_HOSTPORT_MAX + 8];
       public_addr(cl, m->name, m->port, where, sizeof(where));
-      np__log(&cl->log, NP_LOG_INFO, "proxy %s: public port %u at %s", m->name, m->port, where);
+      if (px != NULL && px->kind == NP_PROXY_HTTP)
+        /* text: the hosts it serves (the server spells subdomain out) */
+        np__log(&cl->log, NP_LOG_INFO, "proxy %s: http://%s on the server's HTTP port %s", m->name,
+                m->text, where);
+      else
+        np__log(&cl->log, NP_LOG_INFO, "proxy %s: public port %u at %s", m->name, m->port, where);
       np__client_emit(cl, NP_CLIENT_PROXY_READY, 0, m->name, NULL, m->port);
     } else {
       np__log(&cl->log, NP_LOG_ERROR, "proxy %s refused by the server: %s", m->name,

@@ -45,6 +45,7 @@ static const unsigned char layouts[][MAX_FIELDS] = {
     [NP_MSG_WORK_IDLE] = {F_ID, F_ID2, F_MAC},
     [NP_MSG_START] = {F_ID, F_NAME, F_ADDR, F_TEXT}, /* as REQ_WORK */
     [NP_MSG_MUX] = {F_VERSION},
+    [NP_MSG_PROXY_OPT] = {F_NAME, F_ADDR, F_TEXT}, /* proxy, key, value */
 };
 
 /* Fields appended after a type's first release: a body from an older peer ends before them, and

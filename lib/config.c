@@ -192,7 +192,8 @@ enum vtype {
   V_CODEC,
   V_BOOL,
   V_FINGERPRINT,
-  V_CIDRS
+  V_CIDRS,
+  V_PORT
 };
 
 typedef struct key_def {
@@ -239,6 +240,8 @@ static const key_def keys[] = {
     {"udp_idle_timeout", KIND_BOTH, V_DURATION, FIELD(udp_idle_timeout_ms)},
     {"udp_max_flows", KIND_SERVER, V_COUNT, FIELD(udp_max_flows)},
     {"access_log", KIND_SERVER, V_BOOL, FIELD(access_log)},
+    {"vhost_http_port", KIND_SERVER, V_PORT, FIELD(vhost_http_port)},
+    {"subdomain_host", KIND_SERVER, V_STR, FIELD(subdomain_host)},
     {"server_fingerprint", KIND_CLIENT, V_FINGERPRINT, FIELD(server_fingerprint)},
     {"tls_ca", KIND_CLIENT, V_STR, FIELD(tls_ca)},
     {"tls_server_name", KIND_CLIENT, V_STR, FIELD(tls_server_name)},
@@ -307,6 +310,11 @@ static int set_key(struct np_config *cfg, const key_def *k, const char *v) {
   }
   case V_CIDRS:
     return check_cidrs(cfg, k->name, v, field, k->size);
+  case V_PORT:
+    if (parse_uint(cfg, k->name, v, 65535, &n) != 0)
+      return NP_ECONFIG;
+    *(int *)(void *)field = (int)n;
+    return 0;
   case V_CODEC:
     if (np_codec_find(v) == NULL)
       return set_err(cfg, "%s: '%s' is not a codec (native or line)", k->name, v);
@@ -336,6 +344,73 @@ static np__proxy_cfg *proxy_get(struct np_config *cfg, const char *name) {
   return p;
 }
 
+/* What a custom_domains or locations item may be; the server checks them fully (http_route.c), so
+ * this only catches what would garble the list or the wire: the item's length and its characters.
+ */
+enum { NP_HTTP_HOST_NAME, NP_HTTP_LOCATION };
+
+static int list_item_ok(const char *v, size_t n, int what) {
+  if (n == 0 || n > (what == NP_HTTP_HOST_NAME ? 253 : NP_MSG_TEXT_MAX))
+    return 0;
+  if (what == NP_HTTP_LOCATION && v[0] != '/')
+    return 0;
+  for (size_t i = 0; i < n; i++)
+    if ((unsigned char)v[i] <= ' ' || v[i] == ',' || v[i] == 0x7f)
+      return 0;
+  return 1;
+}
+
+/* Append a ", "-separated list to dst (the key may come on several lines, as a long list must:
+ * inih's lines are short). Each item is checked; the list is kept as "a,b,c". */
+static int add_list(struct np_config *cfg, const char *key, const char *v, char *dst, size_t cap,
+                    int what) {
+  size_t len = strlen(dst);
+
+  for (const char *p = v; *p != '\0';) {
+    size_t n;
+    while (*p == ' ' || *p == ',' || *p == '\t')
+      p++;
+    n = strcspn(p, ", \t");
+    if (n == 0)
+      break;
+    if (!list_item_ok(p, n, what))
+      return set_err(cfg, "%s: '%.*s' is not %s", key, (int)n, p,
+                     what == NP_HTTP_HOST_NAME ? "a host name (a.example.com or *.example.com)"
+                                               : "a path (/api)");
+    if (len + (len > 0) + n + 1 > cap)
+      return set_err(cfg, "%s: the list is longer than %zu bytes in all", key, cap - 1);
+    if (len > 0)
+      dst[len++] = ',';
+    memcpy(dst + len, p, n);
+    len += n;
+    dst[len] = '\0';
+    p += n;
+  }
+  return 0;
+}
+
+static int has_http_keys(const np__proxy_cfg *p) {
+  return p->custom_domains[0] != '\0' || p->subdomain[0] != '\0' || p->locations[0] != '\0' ||
+         p->host_header_rewrite[0] != '\0' || p->http_user[0] != '\0' ||
+         p->http_password[0] != '\0';
+}
+
+static int check_http_proxy(struct np_config *cfg, const np__proxy_cfg *p) {
+  if (p->custom_domains[0] == '\0' && p->subdomain[0] == '\0')
+    return set_err(cfg,
+                   "[proxy %s]: type = http needs custom_domains = HOST[, HOST...] or "
+                   "subdomain = NAME (under the server's subdomain_host)",
+                   p->name);
+  if (p->remote_port >= 0)
+    return set_err(cfg,
+                   "[proxy %s]: remote_port is for tcp and udp proxies; http proxies share the "
+                   "server's vhost_http_port",
+                   p->name);
+  if ((p->http_user[0] != '\0') != (p->http_password[0] != '\0'))
+    return set_err(cfg, "[proxy %s]: http_user and http_password go together", p->name);
+  return 0;
+}
+
 static int set_proxy_key(struct np_config *cfg, const char *pname, const char *key, const char *v) {
   np__proxy_cfg *p;
   uint64_t n;
@@ -345,11 +420,37 @@ static int set_proxy_key(struct np_config *cfg, const char *pname, const char *k
   if ((p = proxy_get(cfg, pname)) == NULL)
     return NP_ECONFIG;
   if (strcmp(key, "type") == 0) {
-    if (strcmp(v, "tcp") != 0 && strcmp(v, "udp") != 0)
-      return set_err(cfg, "type: '%s' is not a proxy type (tcp or udp)", v);
-    p->kind = strcmp(v, "udp") == 0 ? NP_PROXY_UDP : NP_PROXY_TCP;
+    if (strcmp(v, "tcp") == 0)
+      p->kind = NP_PROXY_TCP;
+    else if (strcmp(v, "udp") == 0)
+      p->kind = NP_PROXY_UDP;
+    else if (strcmp(v, "http") == 0)
+      p->kind = NP_PROXY_HTTP;
+    else
+      return set_err(cfg, "type: '%s' is not a proxy type (tcp, udp or http)", v);
     return 0;
   }
+  if (strcmp(key, "custom_domains") == 0)
+    return add_list(cfg, key, v, p->custom_domains, sizeof(p->custom_domains), NP_HTTP_HOST_NAME);
+  if (strcmp(key, "locations") == 0)
+    return add_list(cfg, key, v, p->locations, sizeof(p->locations), NP_HTTP_LOCATION);
+  if (strcmp(key, "subdomain") == 0) {
+    if (strchr(v, '.') != NULL || !list_item_ok(v, strlen(v), NP_HTTP_HOST_NAME))
+      return set_err(cfg, "subdomain: '%s' is not one DNS label (like blog)", v);
+    return copy_str(cfg, key, v, p->subdomain, sizeof(p->subdomain));
+  }
+  if (strcmp(key, "host_header_rewrite") == 0) {
+    if (!list_item_ok(v, strlen(v), NP_HTTP_HOST_NAME) && v[0] != '\0')
+      return set_err(cfg, "host_header_rewrite: '%s' is not a host name", v);
+    return copy_str(cfg, key, v, p->host_header_rewrite, sizeof(p->host_header_rewrite));
+  }
+  if (strcmp(key, "http_user") == 0) {
+    if (strchr(v, ':') != NULL)
+      return set_err(cfg, "http_user: a Basic auth user name cannot hold ':'");
+    return copy_str(cfg, key, v, p->http_user, sizeof(p->http_user));
+  }
+  if (strcmp(key, "http_password") == 0)
+    return copy_str(cfg, key, v, p->http_password, sizeof(p->http_password));
   if (strcmp(key, "remote_port") == 0) {
     if (parse_uint(cfg, key, v, 65535, &n) != 0)
       return NP_ECONFIG;
@@ -373,7 +474,8 @@ static int set_proxy_key(struct np_config *cfg, const char *pname, const char *k
   }
   return set_err(cfg,
                  "unknown key '%s' in [proxy %s] (known: type, local, remote_port, bind_addr, "
-                 "allow_ips, proxy_protocol_version)",
+                 "allow_ips, proxy_protocol_version; type = http: custom_domains, subdomain, "
+                 "locations, host_header_rewrite, http_user, http_password)",
                  key, pname);
 }
 
@@ -615,6 +717,7 @@ int np_config_set_flag(struct np_config *cfg, const char *flag, const char *valu
 
 int np_config_validate(struct np_config *cfg) {
   int line_codec = strcmp(cfg->codec, "line") == 0;
+  int r;
 
   cfg->err[0] = '\0';
   if (cfg->heartbeat_interval_ms == 0 || cfg->heartbeat_timeout_ms <= cfg->heartbeat_interval_ms)
@@ -649,6 +752,11 @@ int np_config_validate(struct np_config *cfg) {
              cfg->proxy_bind_addr);
     if (np__parse_addr(spec, &ss) != 0)
       return set_err(cfg, "proxy_bind_addr: '%s' is not an IP address", cfg->proxy_bind_addr);
+    if (cfg->subdomain_host[0] != '\0' &&
+        (strchr(cfg->subdomain_host, '*') != NULL ||
+         !list_item_ok(cfg->subdomain_host, strlen(cfg->subdomain_host), NP_HTTP_HOST_NAME)))
+      return set_err(cfg, "subdomain_host: '%s' is not a host name (like example.com)",
+                     cfg->subdomain_host);
     if (line_codec && cfg->users_file[0] != '\0')
       return set_err(cfg, "codec line has no logins: users_file needs codec native");
     if (line_codec && (cfg->tunnel_bind[0] == '\0' || cfg->visit_bind[0] == '\0'))
@@ -674,8 +782,18 @@ int np_config_validate(struct np_config *cfg) {
     np__proxy_cfg *p = &cfg->proxies[i];
     if (p->local[0] == '\0')
       return set_err(cfg, "[proxy %s]: local = HOST:PORT is missing", p->name);
-    if (p->kind == NP_PROXY_UDP && line_codec)
-      return set_err(cfg, "[proxy %s]: codec line carries TCP only; UDP needs codec native",
+    if (p->kind != NP_PROXY_TCP && line_codec)
+      return set_err(cfg, "[proxy %s]: codec line carries TCP only; UDP and HTTP need codec native",
+                     p->name);
+    if (p->kind == NP_PROXY_HTTP) {
+      if ((r = check_http_proxy(cfg, p)) != 0)
+        return r;
+      continue;
+    }
+    if (has_http_keys(p))
+      return set_err(cfg,
+                     "[proxy %s]: custom_domains, subdomain, locations, host_header_rewrite and "
+                     "http_user/http_password are for type = http",
                      p->name);
     if (p->remote_port < 0 && !line_codec)
       return set_err(cfg, "[proxy %s]: remote_port is missing (0 lets the server choose)", p->name);

@@ -11,6 +11,9 @@
 #define NP_HOSTPORT_MAX    262 /* a DNS name (253), brackets, colon, port */
 #define NP_MAX_PORT_RANGES 64
 #define NP_MAX_PROXIES     64
+/* custom_domains of one proxy, all of its lines together: about two hundred names. A proxy config
+ * is a value (np-client copies it), so the list is an array, not a pointer. */
+#define NP_HTTP_DOMAINS_MAX 4096
 /* Pre-opened work connections a client keeps by default (docs/performance.md says why). */
 #define NP_DEFAULT_WORK_POOL 4
 /* Whether clients multiplex by default: docs/config.md says why. */
@@ -34,6 +37,13 @@ typedef struct np__proxy_cfg {
   char local[NP_HOSTPORT_MAX];         /* host:port of the private service */
   char allow_ips[NP_MSG_TEXT_MAX + 1]; /* visitor networks; "" = the [client] default */
   int proxy_protocol;                  /* PROXY protocol header to the service: 0 none, 1, 2 */
+  /* type = http (docs/config.md, "HTTP services on a shared port"): lists are ", "-separated */
+  char custom_domains[NP_HTTP_DOMAINS_MAX]; /* the key may repeat: each adds to the list */
+  char subdomain[NP_MSG_NAME_MAX + 1];
+  char locations[NP_MSG_TEXT_MAX + 1];
+  char host_header_rewrite[NP_MSG_TEXT_MAX + 1];
+  char http_user[NP_MSG_NAME_MAX + 1];
+  char http_password[NP_MSG_TEXT_MAX + 1];
 } np__proxy_cfg;
 
 struct np_config {
@@ -78,6 +88,8 @@ struct np_config {
   uint64_t login_backoff_max_ms;
   size_t udp_max_flows; /* visitor addresses one UDP proxy serves at once */
   int access_log;       /* one info line per TCP visitor once it is gone (docs/config.md) */
+  int vhost_http_port;  /* the shared port of type = http proxies; 0: none */
+  char subdomain_host[NP_MSG_NAME_MAX * 2]; /* a proxy's subdomain = x means x.subdomain_host */
 
   /* client */
   char server[NP_HOSTPORT_MAX];

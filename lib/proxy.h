@@ -14,9 +14,10 @@ struct np__proxy_type {
   uint8_t kind;     /* PROXY's kind on the wire (docs/protocol.md) */
 
   /* Server-wide hooks, each optional. server_start runs once the control port is bound (control:
-   * its address and port); an error there is the type's to log, the server starts anyway.
-   * server_stop runs when the server closes, session_end when a logged-in session goes (before
-   * its proxies close). */
+   * its address and port); an error there (the type logs it) fails np_server_start, after which
+   * server_stop still runs. server_stop runs when the server closes, session_end when a logged-in
+   * session goes (before its proxies close). A type keeps its server-wide state in
+   * srv->type_data[its kind]. */
   int (*server_start)(struct np_server *srv, const struct sockaddr *control);
   void (*server_stop)(struct np_server *srv);
   void (*session_end)(session *s);
@@ -42,8 +43,8 @@ struct np__proxy_type {
   void (*drop)(visitor *v, const char *end);
 };
 
-/* The built-in types (proxy_tcp.c, proxy_udp.c), which builtin.c registers. */
-extern const np__proxy_type np__proxy_tcp, np__proxy_udp;
+/* The built-in types (proxy_tcp.c, proxy_udp.c, proxy_http.c), which builtin.c registers. */
+extern const np__proxy_type np__proxy_tcp, np__proxy_udp, np__proxy_http;
 
 /* ---- what a type calls (work.c) ------------------------------------------------------------- */
 

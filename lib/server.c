@@ -49,6 +49,9 @@ static void on_session_msg(np__chan *ch, const np_msg *m) {
     case NP_MSG_PROXY:
       np__work_proxy_msg(s, m);
       break;
+    case NP_MSG_PROXY_OPT:
+      r = np__work_proxy_opt(s, m);
+      break;
     case NP_MSG_PING: {
       np_msg pong = {.type = NP_MSG_PONG, .id = m->id};
       if (m->status == NP_UDP_PATH_UP || m->status == NP_UDP_PATH_DOWN) {
@@ -437,7 +440,8 @@ int np_server_start(struct np_server *srv) {
     struct sockaddr_storage ua;
     np__parse_addr(srv->cfg.bind, &ua);
     ((struct sockaddr_in *)&ua)->sin_port = htons((uint16_t)srv->port); /* v4 and v6 alike */
-    np__server_types_start(srv, (struct sockaddr *)&ua);
+    if ((r = np__server_types_start(srv, (struct sockaddr *)&ua)) != 0)
+      return r;
   }
   if (srv->cfg.token[0] == '\0' && srv->users == NULL && native(srv))
     np__log(&srv->log, NP_LOG_WARN, "no token set: any client can open public ports");
@@ -457,8 +461,8 @@ int np_server_start(struct np_server *srv) {
                        np__server_on_tunnel, &tport)) != 0)
       return r;
     np__split_hostport(srv->cfg.visit_bind, host, sizeof(host), &vport);
-    if ((r = np__proxy_open(srv, NULL, "visit", NP_PROXY_TCP, host, vport, &srv->visit_proxy)) !=
-        0) {
+    if ((r = np__proxy_open(srv, NULL, "visit", NP_PROXY_TCP, host, vport, NULL, 0,
+                            &srv->visit_proxy)) != 0) {
       np__log(&srv->log, NP_LOG_ERROR, "cannot listen on %s: %s", srv->cfg.visit_bind,
               np_strerror(r));
       return r;

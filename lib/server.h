@@ -47,6 +47,18 @@ typedef struct np__meter {
   np__counts *px, *cl;
 } np__meter;
 
+/* An option its client sent for a proxy before the PROXY (PROXY_OPT, docs/protocol.md): an HTTP
+ * proxy's host names and the like, which PROXY's fields cannot hold. Kept in its session until
+ * that PROXY, whose type's open reads them. */
+typedef struct np__proxy_opt {
+  char name[NP_MSG_NAME_MAX + 1]; /* the proxy's */
+  char key[NP_MSG_NAME_MAX + 1];
+  char *value;
+} np__proxy_opt;
+/* Options one session may hold at once: one proxy's lists (np__proxy_cfg's custom_domains holds
+ * at most about a thousand names); a client that sends more is closed. */
+#define NP_PROXY_OPTS_MAX 2048
+
 /* A name a client registered (PROXY) and the frontend its type opened for it. */
 struct proxy {
   struct np_server *srv;
@@ -59,6 +71,10 @@ struct proxy {
   np__counts *counts;  /* NULL: none (the line codec's ports) */
   np__frontend *fe;    /* the listener it shares with others (frontend.c), or NULL */
   proxy *fe_next;      /* the next proxy of fe */
+  /* During the type's open only: its client's options (those of s->opts named like it) and room
+   * for the reason of a refusal, which the client is told (NULL: none). */
+  char *why;
+  size_t why_len;
   proxy *next;
 };
 
@@ -95,6 +111,8 @@ struct session {
   uint64_t ping_seq;
   proxy *proxies;
   size_t n_proxies;
+  np__proxy_opt *opts; /* PROXY_OPTs waiting for their PROXY */
+  size_t n_opts, cap_opts;
   np__counts *counts;             /* S_READY: the sum over its proxies (NULL: out of memory) */
   np__trackset joins;             /* its joined visitors */
   session *owner;                 /* S_IDLE: the control session this connection works for */
@@ -140,6 +158,7 @@ struct np_server {
   np__backoff *backoff;
   struct np__upath *upath;          /* the datagram path's socket (udp_path.c); NULL when off */
   const np__proxy_type *types[256]; /* by kind (proxy.h) */
+  void *type_data[256];             /* by kind: a type's own server-wide state */
   /* Tears down what a closing session holds above session.c (np__work_session_closing): a hook, so
    * that session.c calls nothing above it. */
   void (*session_closing)(session *s);
@@ -197,13 +216,16 @@ void np__login_failed(struct np_server *srv, const struct sockaddr_storage *addr
 /* The ports s may open beyond allow_ports' limits: its users file entry's, or NULL. */
 const np__ports *np__session_ports(const session *s);
 void np__work_proxy_msg(session *s, const np_msg *m); /* PROXY */
+int np__work_proxy_opt(session *s, const np_msg *m);  /* PROXY_OPT: 0 or NP_ELIMIT */
 void np__work_fail(session *s, const np_msg *m);      /* WORK_FAIL */
 void np__work(session *s, const np_msg *m);           /* WORK as a connection's first message */
 int np__work_idle(session *s, const np_msg *m);       /* WORK_IDLE, the same */
 /* srv->session_closing: s's proxies, their visitors and its joins go. */
 void np__work_session_closing(session *s);
+/* why (why_len bytes, may be NULL): where the type says why it refused, or what the client
+ * should know of a proxy it opened (HTTP: the hosts it serves). */
 int np__proxy_open(struct np_server *srv, session *s, const char *name, uint8_t kind,
-                   const char *addr, int port, proxy **out);
+                   const char *addr, int port, char *why, size_t why_len, proxy **out);
 void np__proxy_close(proxy *px);
 /* Close a visitor that was never joined; end says how, for the access log ("timeout", "refused",
  * "local_failed", "aborted"; docs/config.md). */
@@ -216,7 +238,7 @@ void np__server_join(struct np_server *srv, session *s, np_conn *work, visitor *
 void np__server_on_tunnel(np__listener *l, np_conn *c);
 /* The session ends: its joins are cut, and the types hear of it. */
 void np__session_end_joins(session *s);
-void np__server_types_start(struct np_server *srv, const struct sockaddr *control);
+int np__server_types_start(struct np_server *srv, const struct sockaddr *control);
 void np__server_types_stop(struct np_server *srv);
 void np__server_types_session_end(session *s);
 /* A client reported that visitor id's local service failed after it was joined. */

@@ -23,10 +23,14 @@ int np__server_add_type(struct np_server *srv, const np__proxy_type *type) {
   return 0;
 }
 
-void np__server_types_start(struct np_server *srv, const struct sockaddr *control) {
-  for (size_t k = 0; k < sizeof(srv->types) / sizeof(srv->types[0]); k++)
-    if (srv->types[k] != NULL && srv->types[k]->server_start != NULL)
-      srv->types[k]->server_start(srv, control);
+int np__server_types_start(struct np_server *srv, const struct sockaddr *control) {
+  for (size_t k = 0; k < sizeof(srv->types) / sizeof(srv->types[0]); k++) {
+    int r;
+    if (srv->types[k] != NULL && srv->types[k]->server_start != NULL &&
+        (r = srv->types[k]->server_start(srv, control)) != 0)
+      return r;
+  }
+  return 0;
 }
 
 void np__server_types_stop(struct np_server *srv) {
@@ -316,7 +320,7 @@ void np__proxy_close(proxy *px) {
  * NP_EUNSUPPORTED for a kind no type is registered for, or the bind error (NP_EPORTDENIED when the
  * two lists share no port). */
 int np__proxy_open(struct np_server *srv, session *s, const char *name, uint8_t kind,
-                   const char *addr, int port, proxy **out) {
+                   const char *addr, int port, char *why, size_t why_len, proxy **out) {
   const np__ports *mine = s != NULL ? np__session_ports(s) : NULL;
   const np__ports *from = mine != NULL && mine->n > 0 ? mine : &srv->cfg.allow_ports;
   const np__proxy_type *type = srv->types[kind];
@@ -364,7 +368,11 @@ int np__proxy_open(struct np_server *srv, session *s, const char *name, uint8_t 
     px->s = s;
     px->type = type;
     np__strlcpy(px->name, name, sizeof(px->name));
-    if ((r = type->open(px, (struct sockaddr *)&ss)) == 0) {
+    px->why = why;
+    px->why_len = why_len;
+    r = type->open(px, (struct sockaddr *)&ss);
+    px->why = NULL;
+    if (r == 0) {
       px->counts = s != NULL ? np__counts_new() : NULL;
       srv->refs++;
       srv->stats.proxies++;
@@ -404,6 +412,51 @@ static size_t max_proxies(const session *s) {
   return s->srv->cfg.max_proxies_per_client;
 }
 
+int np__work_proxy_opt(session *s, const np_msg *m) {
+  np__proxy_opt *o;
+
+  if (s->n_opts == NP_PROXY_OPTS_MAX) {
+    np__log(&s->srv->log, NP_LOG_WARN,
+            "client %s: more than %d proxy options before their PROXY, closing", s->name,
+            NP_PROXY_OPTS_MAX);
+    return NP_ELIMIT;
+  }
+  /* Grown by doubling: most proxies send none or a few. */
+  if (s->n_opts == s->cap_opts) {
+    size_t cap = s->cap_opts == 0 ? 8 : s->cap_opts * 2;
+    np__proxy_opt *n = realloc(s->opts, cap * sizeof(*n));
+    if (n == NULL)
+      return UV_ENOMEM;
+    s->opts = n;
+    s->cap_opts = cap;
+  }
+  o = &s->opts[s->n_opts];
+  if ((o->value = strdup(m->text)) == NULL)
+    return UV_ENOMEM;
+  strcpy(o->name, m->name);
+  strcpy(o->key, m->addr);
+  s->n_opts++;
+  return 0;
+}
+
+/* Forget the options of proxy name (after its PROXY), or every one (name NULL: the session goes).
+ */
+static void drop_opts(session *s, const char *name) {
+  size_t k = 0;
+  for (size_t i = 0; i < s->n_opts; i++) {
+    if (name == NULL || strcmp(s->opts[i].name, name) == 0)
+      free(s->opts[i].value);
+    else
+      s->opts[k++] = s->opts[i];
+  }
+  s->n_opts = k;
+  if (k == 0) {
+    free(s->opts);
+    s->opts = NULL;
+    s->cap_opts = 0;
+  }
+}
+
 void np__work_proxy_msg(session *s, const np_msg *m) {
   struct np_server *srv = s->srv;
   np_msg resp = {.type = NP_MSG_PROXY_RESP};
@@ -432,7 +485,8 @@ void np__work_proxy_msg(session *s, const np_msg *m) {
       np__cidrs_parse(m->text, &allow, resp.text, sizeof(resp.text)) != 0)
     r = NP_ECONFIG;
   if (r == 0)
-    r = np__proxy_open(srv, s, m->name, m->kind, addr, m->port, &px);
+    r = np__proxy_open(srv, s, m->name, m->kind, addr, m->port, resp.text, sizeof(resp.text), &px);
+  drop_opts(s, m->name);
   resp.status = r;
   if (r != 0) {
     switch (r) {
@@ -456,6 +510,8 @@ void np__work_proxy_msg(session *s, const np_msg *m) {
     case NP_ECONFIG:
       break; /* said above */
     default:
+      if (resp.text[0] != '\0')
+        break; /* the type said why */
       snprintf(resp.text, sizeof(resp.text), "%s (%s:%u)", np_strerror(r), addr, m->port);
     }
     np__log(&srv->log, NP_LOG_WARN, "client %s: proxy %s refused: %s", s->name, m->name, resp.text);
@@ -637,6 +693,7 @@ void np__work_session_closing(session *s) {
     np__proxy_close(px);
   }
   np__session_end_joins(s);
+  drop_opts(s, NULL);
   np__counts_unref(s->counts); /* the joins still ending hold their own reference */
   s->counts = NULL;
 }

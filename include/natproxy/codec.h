@@ -29,19 +29,21 @@ typedef enum np_msg_type {
   NP_MSG_CLOSE = 11,     /* both ways: status, text                       */
   NP_MSG_WORK_IDLE =
       12, /* c->s, first on a pre-opened work connection: id (session), id2 (serial), mac */
-  NP_MSG_START = 13, /* s->c on a pre-opened work connection: id (visitor), name (proxy), addr,
-                        text (as REQ_WORK) */
-  NP_MSG_MUX = 14    /* c->s, first on a connection: version; the rest of it speaks yamux */
+  NP_MSG_START = 13,    /* s->c on a pre-opened work connection: id (visitor), name (proxy), addr,
+                           text (as REQ_WORK) */
+  NP_MSG_MUX = 14,      /* c->s, first on a connection: version; the rest of it speaks yamux */
+  NP_MSG_PROXY_OPT = 15 /* c->s, before the PROXY it is for: name (proxy), addr (key), text (value):
+                           an option of an HTTP proxy (docs/protocol.md) */
 } np_msg_type;
 
-#define NP_MSG_LAST NP_MSG_MUX
+#define NP_MSG_LAST NP_MSG_PROXY_OPT
 
 /* LOGIN's status: what the client asks for (0: nothing). */
 #define NP_LOGIN_TAKEOVER 1 /* replace a live session under the same name (--takeover) */
 
 /* What a proxy carries (PROXY's kind). */
-typedef enum np_proxy_kind { NP_PROXY_TCP = 0, NP_PROXY_UDP = 1 } np_proxy_kind;
-#define NP_PROXY_KIND_LAST NP_PROXY_UDP
+typedef enum np_proxy_kind { NP_PROXY_TCP = 0, NP_PROXY_UDP = 1, NP_PROXY_HTTP = 2 } np_proxy_kind;
+#define NP_PROXY_KIND_LAST NP_PROXY_HTTP
 
 /* PING's status from a client: news about its datagram path (0: none). */
 #define NP_UDP_PATH_UP   1 /* it answers: send UDP flows' datagrams over it */

@@ -9,7 +9,7 @@ import struct
 from nptest import dial
 
 (HELLO, LOGIN, LOGIN_RESP, PROXY, PROXY_RESP, REQ_WORK, WORK, WORK_FAIL, PING, PONG, CLOSE, WORK_IDLE,
- START, MUX) = range(1, 15)
+ START, MUX, PROXY_OPT) = range(1, 16)
 NP_EAUTH, NP_EPORTDENIED, NP_ENAMETAKEN, NP_EVERSION = -7004, -7005, -7006, -7003
 NP_ENAMEINUSE = -7022
 
@@ -28,6 +28,7 @@ LAYOUT = {
     WORK_IDLE: ["id", "id2", "mac"],
     START: ["id", "name", "addr", "text"],
     MUX: ["version"],
+    PROXY_OPT: ["name", "addr", "text"],  # proxy, key, value
 }
 FMT = {"version": ">H", "port": ">H", "status": ">i", "id": ">Q", "id2": ">Q", "kind": ">B"}
 

@@ -88,6 +88,11 @@ static void assert_same(const np_msg *a, const np_msg *b) {
     assert_int_equal(a->status, b->status);
     assert_string_equal(a->text, b->text);
     break;
+  case NP_MSG_PROXY_OPT:
+    assert_string_equal(a->name, b->name);
+    assert_string_equal(a->addr, b->addr);
+    assert_string_equal(a->text, b->text);
+    break;
   case NP_MSG_WORK_IDLE:
     assert_true(a->id == b->id);
     assert_true(a->id2 == b->id2);

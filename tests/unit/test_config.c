@@ -192,7 +192,72 @@ static void test_remote_specs(void **state) {
   assert_non_null(strstr(np_config_error(cfg), "-U 8080:localhost:54: the same remote port"));
   assert_int_equal(np_config_set(cfg, "proxy dns", "type", "udp"), 0);
   assert_int_equal(np_config_set(cfg, "proxy dns", "type", "sctp"), NP_ECONFIG);
-  assert_non_null(strstr(np_config_error(cfg), "tcp or udp"));
+  assert_non_null(strstr(np_config_error(cfg), "tcp, udp or http"));
+  np_config_free(cfg);
+}
+
+/* type = http: its keys, the lists that may come on several lines, and what validate refuses. */
+static void test_http_proxy(void **state) {
+  struct np_config *cfg;
+  (void)state;
+  assert_int_equal(np_config_new(NP_CONFIG_CLIENT, &cfg), 0);
+  assert_int_equal(np_config_set(cfg, "client", "server", "127.0.0.1:7000"), 0);
+  assert_int_equal(np_config_set(cfg, "proxy web", "type", "http"), 0);
+  assert_int_equal(np_config_set(cfg, "proxy web", "local", "127.0.0.1:8080"), 0);
+  assert_int_equal(np_config_validate(cfg), NP_ECONFIG);
+  assert_non_null(strstr(np_config_error(cfg), "needs custom_domains"));
+  assert_int_equal(
+      np_config_set(cfg, "proxy web", "custom_domains", "a.example.com, *.b.example.com"), 0);
+  assert_int_equal(np_config_set(cfg, "proxy web", "custom_domains", "C.example.com"), 0);
+  assert_string_equal(cfg->proxies[0].custom_domains,
+                      "a.example.com,*.b.example.com,C.example.com");
+  assert_int_equal(np_config_set(cfg, "proxy web", "custom_domains", "a b"), 0); /* two items */
+  assert_int_equal(np_config_set(cfg, "proxy web", "custom_domains", "x\x01y"), NP_ECONFIG);
+  assert_non_null(strstr(np_config_error(cfg), "is not a host name"));
+  assert_int_equal(np_config_set(cfg, "proxy web", "locations", "/api, /static/"), 0);
+  assert_int_equal(np_config_set(cfg, "proxy web", "locations", "api"), NP_ECONFIG);
+  assert_non_null(strstr(np_config_error(cfg), "is not a path"));
+  assert_int_equal(np_config_set(cfg, "proxy web", "subdomain", "blog.x"), NP_ECONFIG);
+  assert_int_equal(np_config_set(cfg, "proxy web", "subdomain", "blog"), 0);
+  assert_int_equal(np_config_set(cfg, "proxy web", "http_user", "a:b"), NP_ECONFIG);
+  assert_int_equal(np_config_set(cfg, "proxy web", "http_user", "alice"), 0);
+  assert_int_equal(np_config_validate(cfg), NP_ECONFIG);
+  assert_non_null(strstr(np_config_error(cfg), "http_user and http_password go together"));
+  assert_int_equal(np_config_set(cfg, "proxy web", "http_password", "s3cret"), 0);
+  assert_int_equal(np_config_validate(cfg), 0);
+  assert_int_equal(np_config_set(cfg, "proxy web", "remote_port", "80"), 0);
+  assert_int_equal(np_config_validate(cfg), NP_ECONFIG);
+  assert_non_null(strstr(np_config_error(cfg), "share the server's vhost_http_port"));
+  /* the HTTP keys on a TCP proxy are a mistake worth saying */
+  assert_int_equal(np_config_set(cfg, "proxy ssh", "local", "127.0.0.1:22"), 0);
+  assert_int_equal(np_config_set(cfg, "proxy ssh", "remote_port", "2222"), 0);
+  assert_int_equal(np_config_set(cfg, "proxy ssh", "custom_domains", "ssh.example.com"), 0);
+  assert_int_equal(np_config_set(cfg, "proxy web", "remote_port", "0"), 0);
+  cfg->proxies[0].remote_port = -1;
+  assert_int_equal(np_config_validate(cfg), NP_ECONFIG);
+  assert_non_null(strstr(np_config_error(cfg), "are for type = http"));
+  /* a list past its room is refused, not cut */
+  for (int i = 0; i < 200; i++) {
+    char v[64];
+    snprintf(v, sizeof(v), "host-%03d.example.com", i);
+    if (np_config_set(cfg, "proxy many", "custom_domains", v) != 0) {
+      assert_true(i > 50);
+      assert_non_null(strstr(np_config_error(cfg), "the list is longer than"));
+      break;
+    }
+    assert_true(i < 199);
+  }
+  np_config_free(cfg);
+
+  assert_int_equal(np_config_new(NP_CONFIG_SERVER, &cfg), 0);
+  assert_int_equal(np_config_set(cfg, "server", "vhost_http_port", "8080"), 0);
+  assert_int_equal(cfg->vhost_http_port, 8080);
+  assert_int_equal(np_config_set(cfg, "server", "vhost_http_port", "65536"), NP_ECONFIG);
+  assert_int_equal(np_config_set(cfg, "server", "subdomain_host", "*.example.com"), 0);
+  assert_int_equal(np_config_validate(cfg), NP_ECONFIG);
+  assert_non_null(strstr(np_config_error(cfg), "subdomain_host"));
+  assert_int_equal(np_config_set(cfg, "server", "subdomain_host", "example.com"), 0);
+  assert_int_equal(np_config_validate(cfg), 0);
   np_config_free(cfg);
 }
 
@@ -263,7 +328,7 @@ int main(void) {
       cmocka_unit_test(test_server_file),  cmocka_unit_test(test_client_file),
       cmocka_unit_test(test_examples),     cmocka_unit_test(test_file_errors),
       cmocka_unit_test(test_missing_file), cmocka_unit_test(test_remote_specs),
-      cmocka_unit_test(test_validate),
+      cmocka_unit_test(test_validate),     cmocka_unit_test(test_http_proxy),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
