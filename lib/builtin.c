@@ -3,7 +3,8 @@
  * docs/design.md holds it to that). A new built-in type is a file and a line below. */
 #include "proxy.h"
 
-static const np__proxy_type *const builtin[] = {&np__proxy_tcp, &np__proxy_udp, &np__proxy_http};
+static const np__proxy_type *const builtin[] = {&np__proxy_tcp, &np__proxy_udp, &np__proxy_http,
+                                                &np__proxy_https};
 
 int np_server_new(uv_loop_t *loop, const struct np_config *cfg, struct np_server **out) {
   struct np_server *srv;

@@ -64,7 +64,7 @@ static void register_proxies(struct np_client *cl) {
   for (size_t i = 0; i < cl->cfg.n_proxies && cl->state == C_READY; i++) {
     const np__proxy_cfg *px = &cl->cfg.proxies[i];
     np_msg m = {.type = NP_MSG_PROXY, .port = (uint16_t)px->remote_port};
-    if (px->kind == NP_PROXY_HTTP) {
+    if (px->kind == NP_PROXY_HTTP || px->kind == NP_PROXY_HTTPS) {
       m.port = 0;
       if (send_http_opts(cl, px) != 0)
         return;
@@ -215,10 +215,11 @@ static void on_msg(np__chan *ch, const np_msg *m) {
       const np__proxy_cfg *px = np__client_find_proxy(cl, m->name);
       char where[NP_HOSTPORT_MAX + 8];
       public_addr(cl, m->name, m->port, where, sizeof(where));
-      if (px != NULL && px->kind == NP_PROXY_HTTP)
+      if (px != NULL && (px->kind == NP_PROXY_HTTP || px->kind == NP_PROXY_HTTPS))
         /* text: the hosts it serves (the server spells subdomain out) */
-        np__log(&cl->log, NP_LOG_INFO, "proxy %s: http://%s on the server's HTTP port %s", m->name,
-                m->text, where);
+        np__log(&cl->log, NP_LOG_INFO, "proxy %s: %s://%s on the server's %s port %s", m->name,
+                px->kind == NP_PROXY_HTTP ? "http" : "https", m->text,
+                px->kind == NP_PROXY_HTTP ? "HTTP" : "HTTPS", where);
       else
         np__log(&cl->log, NP_LOG_INFO, "proxy %s: public port %u at %s", m->name, m->port, where);
       np__client_emit(cl, NP_CLIENT_PROXY_READY, 0, m->name, NULL, m->port);

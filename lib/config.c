@@ -241,6 +241,7 @@ static const key_def keys[] = {
     {"udp_max_flows", KIND_SERVER, V_COUNT, FIELD(udp_max_flows)},
     {"access_log", KIND_SERVER, V_BOOL, FIELD(access_log)},
     {"vhost_http_port", KIND_SERVER, V_PORT, FIELD(vhost_http_port)},
+    {"vhost_https_port", KIND_SERVER, V_PORT, FIELD(vhost_https_port)},
     {"subdomain_host", KIND_SERVER, V_STR, FIELD(subdomain_host)},
     {"server_fingerprint", KIND_CLIENT, V_FINGERPRINT, FIELD(server_fingerprint)},
     {"tls_ca", KIND_CLIENT, V_STR, FIELD(tls_ca)},
@@ -396,16 +397,24 @@ static int has_http_keys(const np__proxy_cfg *p) {
 }
 
 static int check_http_proxy(struct np_config *cfg, const np__proxy_cfg *p) {
+  const char *type = p->kind == NP_PROXY_HTTPS ? "https" : "http";
   if (p->custom_domains[0] == '\0' && p->subdomain[0] == '\0')
     return set_err(cfg,
-                   "[proxy %s]: type = http needs custom_domains = HOST[, HOST...] or "
+                   "[proxy %s]: type = %s needs custom_domains = HOST[, HOST...] or "
                    "subdomain = NAME (under the server's subdomain_host)",
-                   p->name);
+                   p->name, type);
   if (p->remote_port >= 0)
     return set_err(cfg,
-                   "[proxy %s]: remote_port is for tcp and udp proxies; http proxies share the "
-                   "server's vhost_http_port",
-                   p->name);
+                   "[proxy %s]: remote_port is for tcp and udp proxies; %s proxies share the "
+                   "server's vhost_%s_port",
+                   p->name, type, type);
+  if (p->kind == NP_PROXY_HTTPS &&
+      (p->locations[0] != '\0' || p->host_header_rewrite[0] != '\0' || p->http_user[0] != '\0'))
+    return set_err(
+        cfg,
+        "[proxy %s]: type = https routes by the TLS server name alone and never sees the "
+        "requests: locations, host_header_rewrite and http_user are for type = http",
+        p->name);
   if ((p->http_user[0] != '\0') != (p->http_password[0] != '\0'))
     return set_err(cfg, "[proxy %s]: http_user and http_password go together", p->name);
   return 0;
@@ -426,8 +435,10 @@ static int set_proxy_key(struct np_config *cfg, const char *pname, const char *k
       p->kind = NP_PROXY_UDP;
     else if (strcmp(v, "http") == 0)
       p->kind = NP_PROXY_HTTP;
+    else if (strcmp(v, "https") == 0)
+      p->kind = NP_PROXY_HTTPS;
     else
-      return set_err(cfg, "type: '%s' is not a proxy type (tcp, udp or http)", v);
+      return set_err(cfg, "type: '%s' is not a proxy type (tcp, udp, http or https)", v);
     return 0;
   }
   if (strcmp(key, "custom_domains") == 0)
@@ -475,7 +486,8 @@ static int set_proxy_key(struct np_config *cfg, const char *pname, const char *k
   return set_err(cfg,
                  "unknown key '%s' in [proxy %s] (known: type, local, remote_port, bind_addr, "
                  "allow_ips, proxy_protocol_version; type = http: custom_domains, subdomain, "
-                 "locations, host_header_rewrite, http_user, http_password)",
+                 "locations, host_header_rewrite, http_user, http_password; type = https: "
+                 "custom_domains, subdomain)",
                  key, pname);
 }
 
@@ -785,7 +797,7 @@ int np_config_validate(struct np_config *cfg) {
     if (p->kind != NP_PROXY_TCP && line_codec)
       return set_err(cfg, "[proxy %s]: codec line carries TCP only; UDP and HTTP need codec native",
                      p->name);
-    if (p->kind == NP_PROXY_HTTP) {
+    if (p->kind == NP_PROXY_HTTP || p->kind == NP_PROXY_HTTPS) {
       if ((r = check_http_proxy(cfg, p)) != 0)
         return r;
       continue;
@@ -793,7 +805,7 @@ int np_config_validate(struct np_config *cfg) {
     if (has_http_keys(p))
       return set_err(cfg,
                      "[proxy %s]: custom_domains, subdomain, locations, host_header_rewrite and "
-                     "http_user/http_password are for type = http",
+                     "http_user/http_password are for type = http (the first two also https)",
                      p->name);
     if (p->remote_port < 0 && !line_codec)
       return set_err(cfg, "[proxy %s]: remote_port is missing (0 lets the server choose)", p->name);

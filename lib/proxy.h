@@ -43,8 +43,13 @@ struct np__proxy_type {
   void (*drop)(visitor *v, const char *end);
 };
 
-/* The built-in types (proxy_tcp.c, proxy_udp.c, proxy_http.c), which builtin.c registers. */
-extern const np__proxy_type np__proxy_tcp, np__proxy_udp, np__proxy_http;
+/* The built-in types (proxy_tcp.c, proxy_udp.c, proxy_http.c, proxy_https.c), which builtin.c
+ * registers. */
+extern const np__proxy_type np__proxy_tcp, np__proxy_udp, np__proxy_http, np__proxy_https;
+/* TCP's join and drop, for types whose visitor is a plain connection once routed (v->impl: its
+ * np_conn): the relay of bytes both ways, one access log line. */
+int np__tcp_join(visitor *v, session *s, np_conn *work, const char *rest, size_t rest_len);
+void np__tcp_drop(visitor *v, const char *end);
 
 /* ---- what a type calls (work.c) ------------------------------------------------------------- */
 

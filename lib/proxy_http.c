@@ -20,29 +20,16 @@
 #include <openssl/evp.h>
 
 #include "http_head.h"
-#include "http_route.h"
-#include "proxy.h"
+#include "vhost.h"
 
 #define HEAD_TIMEOUT_MS 30000 /* for a request head to arrive, and for an idle keep-alive */
-#define TICK_MS         1000
 #define READ_SIZE       (16 * 1024)
 #define QUEUE_HIGH      NP_JOIN_HIGH /* per direction, as the byte relay */
 #define QUEUE_LOW       NP_JOIN_LOW
 #define PIPELINE_MAX    32 /* requests forwarded whose responses have not ended */
 
-typedef struct vhost vhost;
 typedef struct hconn hconn;
-
-/* The server-wide state: srv->type_data[NP_PROXY_HTTP]. */
-struct vhost {
-  struct np_server *srv;
-  np__listener *l;
-  np__http_routes *routes;
-  uv_timer_t tick; /* deadlines of heads and idle connections */
-  hconn *conns;
-  int port;
-  int closes; /* of the listener and the timer, when the server stops */
-};
+typedef np__vhost vhost;
 
 /* A proxy's own part (px->impl). */
 typedef struct hproxy {
@@ -110,14 +97,19 @@ static vhost *vhost_of(struct np_server *srv) {
   return srv->type_data[NP_PROXY_HTTP];
 }
 
+/* vh->conns, typed */
+#define CONNS(vh) (*(hconn **)&(vh)->conns)
+
 static void unref(hconn *h) {
   if (--h->refs > 0)
     return;
-  struct np_server *srv = h->vh->srv;
-  NP_DLIST_UNLINK(h->vh->conns, h, prev, next);
+  vhost *vh = h->vh;
+  struct np_server *srv = vh->srv;
+  NP_DLIST_UNLINK(CONNS(vh), h, prev, next);
   np__http_head_free(&h->head);
   free(h->stash);
   free(h);
+  np__vhost_unref(vh);
   np__server_unref(srv);
 }
 
@@ -769,15 +761,14 @@ static void on_visitor(np__listener *l, np_conn *c) {
   }
   h->deadline = uv_now(srv->loop) + HEAD_TIMEOUT_MS;
   srv->refs++;
-  NP_DLIST_PUSH(vh->conns, h, prev, next);
+  np__vhost_ref(vh);
+  NP_DLIST_PUSH(CONNS(vh), h, prev, next);
   pump(h);
 }
 
-static void on_tick(uv_timer_t *t) {
-  vhost *vh = t->data;
-  uint64_t now = uv_now(vh->srv->loop);
+static void on_tick(np__vhost *vh, uint64_t now) {
   hconn *next;
-  for (hconn *h = vh->conns; h != NULL; h = next) {
+  for (hconn *h = CONNS(vh); h != NULL; h = next) {
     next = h->next;
     /* no head in time, or idle that long after the last response */
     if (h->deadline != 0 && now >= h->deadline && h->state == H_HEAD && h->pending == 0)
@@ -785,69 +776,20 @@ static void on_tick(uv_timer_t *t) {
   }
 }
 
-static void on_accept_failed(np__listener *l, int err, uint64_t refused) {
-  vhost *vh = np__listener_data(l);
-  np__server_accept_error(vh->srv, "http", vh->port, err, refused);
-}
-
 static int server_start(struct np_server *srv, const struct sockaddr *control) {
-  struct sockaddr_storage ss;
-  char spec[NP_MSG_NAME_MAX + 16];
   vhost *vh;
   int r;
 
   (void)control;
   if (srv->cfg.vhost_http_port == 0 || !native(srv))
     return 0;
-  snprintf(spec, sizeof(spec), strchr(srv->cfg.proxy_bind_addr, ':') ? "[%s]:%d" : "%s:%d",
-           srv->cfg.proxy_bind_addr, srv->cfg.vhost_http_port);
-  if (np__parse_addr(spec, &ss) != 0)
-    return UV_EINVAL;
-  if ((vh = calloc(1, sizeof(*vh))) == NULL)
-    return UV_ENOMEM;
-  vh->srv = srv;
-  if ((r = np__http_routes_new(&vh->routes)) != 0) {
-    free(vh);
+  if ((r = np__vhost_open(srv, srv->cfg.vhost_http_port, "vhost_http_port", on_visitor, on_tick,
+                          &vh)) != 0)
     return r;
-  }
-  if ((r = np__listen(srv->loop, (struct sockaddr *)&ss, on_visitor, on_accept_failed, vh,
-                      &vh->l)) != 0) {
-    np__log(&srv->log, NP_LOG_ERROR, "cannot listen on vhost_http_port %s: %s", spec,
-            np_strerror(r));
-    np__http_routes_free(vh->routes);
-    free(vh);
-    return r;
-  }
-  vh->port = np__listener_port(vh->l);
-  np__server_listener_pp(srv, vh->l);
-  uv_timer_init(srv->loop, &vh->tick);
-  vh->tick.data = vh;
-  uv_timer_start(&vh->tick, on_tick, TICK_MS, TICK_MS);
-  uv_unref((uv_handle_t *)&vh->tick);
-  srv->refs += 2; /* the listener and the timer */
   srv->type_data[NP_PROXY_HTTP] = vh;
   np__log(&srv->log, NP_LOG_INFO, "HTTP services on port %d (vhost_http_port)%s%s", vh->port,
           srv->cfg.subdomain_host[0] ? ", subdomains of " : "", srv->cfg.subdomain_host);
   return 0;
-}
-
-/* The listener and the timer close apart; the second to go frees the state. */
-static void vhost_part_closed(vhost *vh) {
-  struct np_server *srv = vh->srv;
-  if (--vh->closes > 0)
-    return;
-  np__http_routes_free(vh->routes);
-  free(vh);
-  np__server_unref(srv);
-  np__server_unref(srv);
-}
-
-static void on_listener_closed(void *data) {
-  vhost_part_closed(data);
-}
-
-static void on_tick_closed(uv_handle_t *t) {
-  vhost_part_closed(t->data);
 }
 
 static void server_stop(struct np_server *srv) {
@@ -857,43 +799,24 @@ static void server_stop(struct np_server *srv) {
   if (vh == NULL)
     return;
   srv->type_data[NP_PROXY_HTTP] = NULL;
-  vh->closes = 2;
-  np__listener_close(vh->l, on_listener_closed);
-  for (hconn *h = vh->conns; h != NULL; h = next) {
+  for (hconn *h = CONNS(vh); h != NULL; h = next) {
     next = h->next;
     if (h->state == H_JOINED)
       np__join_abort(h->join);
     else
       finish(h, 1);
   }
-  uv_close((uv_handle_t *)&vh->tick, on_tick_closed);
+  np__vhost_close(vh);
 }
 
 /* ---- proxies -----------------------------------------------------------------------------------
  */
 
-static int claim(proxy *px, vhost *vh, const char *host, const char *loc) {
-  void *holder = NULL;
-  int r = np__http_routes_add(vh->routes, host, loc, px, &holder);
-
-  if (r == UV_EEXIST && px->why != NULL) {
-    proxy *o = holder;
-    snprintf(px->why, px->why_len, "http://%s%s is served by client %s's proxy %s", host, loc,
-             o->s != NULL ? o->s->name : "?", o->name);
-  } else if (r == UV_EINVAL && px->why != NULL)
-    snprintf(px->why, px->why_len, "'%s%s' is not a host name and path this server can route", host,
-             loc);
-  return r == UV_EEXIST ? NP_EEXIST : r;
-}
-
 static int http_open(proxy *px, const struct sockaddr *addr) {
-  struct np_server *srv = px->srv;
-  vhost *vh = vhost_of(srv);
+  vhost *vh = vhost_of(px->srv);
   const char *user = NULL, *pass = NULL;
-  char hosts[NP_MSG_TEXT_MAX + 1] = "";
-  size_t nhosts = 0;
   hproxy *hp;
-  int r = 0;
+  int r;
 
   (void)addr;
   if (vh == NULL) {
@@ -903,14 +826,8 @@ static int http_open(proxy *px, const struct sockaddr *addr) {
   }
   if ((hp = calloc(1, sizeof(*hp))) == NULL)
     return UV_ENOMEM;
-  px->impl = hp;
-  px->port = vh->port;
-  /* Every host with every location: the options' lists are short, so the product is too. */
-  for (size_t i = 0; i < px->s->n_opts && r == 0; i++) {
+  for (size_t i = 0; i < px->s->n_opts; i++) {
     const np__proxy_opt *o = &px->s->opts[i];
-    char host[NP_MSG_TEXT_MAX + NP_MSG_NAME_MAX + 2];
-    size_t nloc = 0;
-
     if (strcmp(o->name, px->name) != 0)
       continue;
     if (strcmp(o->key, "host_header_rewrite") == 0)
@@ -919,40 +836,10 @@ static int http_open(proxy *px, const struct sockaddr *addr) {
       user = o->value;
     else if (strcmp(o->key, "http_password") == 0)
       pass = o->value;
-    if (strcmp(o->key, "custom_domain") == 0)
-      np__strlcpy(host, o->value, sizeof(host));
-    else if (strcmp(o->key, "subdomain") == 0) {
-      if (srv->cfg.subdomain_host[0] == '\0') {
-        if (px->why != NULL)
-          snprintf(px->why, px->why_len,
-                   "subdomain = %s: this server has no subdomain_host to put it under", o->value);
-        r = NP_ECONFIG;
-        break;
-      }
-      snprintf(host, sizeof(host), "%s.%s", o->value, srv->cfg.subdomain_host);
-    } else
-      continue;
-    for (size_t j = 0; j < px->s->n_opts && r == 0; j++) {
-      const np__proxy_opt *l = &px->s->opts[j];
-      if (strcmp(l->name, px->name) == 0 && strcmp(l->key, "location") == 0) {
-        r = claim(px, vh, host, l->value);
-        nloc++;
-      }
-    }
-    if (nloc == 0 && r == 0)
-      r = claim(px, vh, host, "");
-    if (r == 0 && nhosts++ < 3) {
-      size_t len = strlen(hosts);
-      snprintf(hosts + len, sizeof(hosts) - len, "%s%s", len > 0 ? ", " : "", host);
-    }
   }
-  if (r == 0 && nhosts == 0) {
-    if (px->why != NULL)
-      snprintf(px->why, px->why_len, "type = http needs custom_domains or subdomain");
-    r = NP_ECONFIG;
-  }
-  if (r == 0 && user != NULL && pass != NULL) {
-    /* "Basic " + base64(user:pass), compared as the visitor sends it */
+  r = 0;
+  if (user != NULL && pass != NULL) {
+    /* base64(user:pass), compared with what follows "Basic " in the visitor's Authorization */
     size_t n = strlen(user) + 1 + strlen(pass);
     char *plain = malloc(n + 1);
     if (plain == NULL || (hp->auth = malloc(4 * ((n + 2) / 3) + 1)) == NULL)
@@ -965,29 +852,22 @@ static int http_open(proxy *px, const struct sockaddr *addr) {
       OPENSSL_cleanse(plain, n);
     free(plain);
   }
-  if (r != 0) {
-    np__http_routes_remove(vh->routes, px, 0);
-    free(hp->auth);
-    free(hp);
-    px->impl = NULL;
-    return r;
+  if (r == 0 && (r = np__vhost_claim(vh, px, "http", 1)) == 0) {
+    px->impl = hp;
+    px->port = vh->port;
+    return 0;
   }
-  if (px->why != NULL) {
-    if (nhosts > 3)
-      snprintf(px->why, px->why_len, "%s and %zu more", hosts, nhosts - 3);
-    else
-      np__strlcpy(px->why, hosts, px->why_len);
-  }
-  return 0;
+  free(hp->auth);
+  free(hp);
+  return r;
 }
 
 static void http_close(proxy *px) {
   vhost *vh = vhost_of(px->srv);
   hproxy *hp = px->impl;
 
-  /* Its hosts answer 502 until somebody claims them again: the client may come back. */
   if (vh != NULL)
-    np__http_routes_remove(vh->routes, px, 1);
+    np__vhost_release(vh, px); /* 502 for its names until somebody claims them again */
   if (hp != NULL) {
     free(hp->auth);
     free(hp);

@@ -42,7 +42,7 @@ static void on_closed_unref(np_conn *c) {
   np__server_unref(c->data);
 }
 
-static void tcp_drop(visitor *v, const char *end) {
+void np__tcp_drop(visitor *v, const char *end) {
   np_conn *c = v->impl;
   np__access_log(v->srv, v->px->name, &v->addr, v->since, 0, 0, end);
   v->srv->refs++; /* until the conn is closed */
@@ -55,7 +55,7 @@ static void on_join_done(struct np_join *j, int status, const np_join_stats *st)
   struct np_server *srv = a->srv;
   char end[48];
 
-  /* a = work connection, b = visitor (see tcp_join); the bytes are counted already. */
+  /* a = work connection, b = visitor (see np__tcp_join); the bytes are counted already. */
   np__log(&srv->log, NP_LOG_DEBUG, "join done: %s, %llu %s to visitor, %llu from visitor",
           np_strerror(status), (unsigned long long)st->a_to_b,
           np__plural(st->a_to_b, "byte", "bytes"), (unsigned long long)st->b_to_a);
@@ -77,7 +77,7 @@ static void note_end(np__track *t, const char *end) {
 
 /* Join a work connection with its visitor; rest holds bytes the client sent after its WORK header.
  */
-static int tcp_join(visitor *v, session *s, np_conn *work, const char *rest, size_t rest_len) {
+int np__tcp_join(visitor *v, session *s, np_conn *work, const char *rest, size_t rest_len) {
   struct np_server *srv = v->srv;
   np_conn *vc = v->impl;
   active *a = calloc(1, sizeof(*a));
@@ -126,6 +126,6 @@ const np__proxy_type np__proxy_tcp = {
     .kind = NP_PROXY_TCP,
     .open = tcp_open,
     .close = np__frontend_detach,
-    .join = tcp_join,
-    .drop = tcp_drop,
+    .join = np__tcp_join,
+    .drop = np__tcp_drop,
 };

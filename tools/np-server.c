@@ -15,8 +15,8 @@ static const char help[] =
     "      --users-file FILE        per-client tokens, ports and proxy counts (INI; reread on\n"
     "                               SIGHUP)\n"
     "      --proxy-bind-addr IP     where public ports listen (default 0.0.0.0)\n"
-    "      --vhost-http-port PORT   one port for every type = http proxy, routed by Host\n"
-    "                               (default 0: off)\n"
+    "      --vhost-http-port PORT   shared port of type = http proxies, by Host (default off)\n"
+    "      --vhost-https-port PORT  shared port of type = https proxies, by SNI (default off)\n"
     "      --subdomain-host DOMAIN  a proxy's subdomain = x serves x.DOMAIN\n"
     "      --allow-ports LIST       public ports clients may ask for, e.g. 2000-3000,4000\n"
     "      --log-level LEVEL        error, warn, info (default), debug, trace\n"
@@ -71,6 +71,7 @@ static const struct option longopts[] = {
     {"proxy-protocol-from", required_argument, NULL, 0},
     {"proxy-bind-addr", required_argument, NULL, 0},
     {"vhost-http-port", required_argument, NULL, 0},
+    {"vhost-https-port", required_argument, NULL, 0},
     {"subdomain-host", required_argument, NULL, 0},
     {"log-level", required_argument, NULL, 0},
     {"heartbeat-interval", required_argument, NULL, 0},

@@ -42,8 +42,13 @@ typedef enum np_msg_type {
 #define NP_LOGIN_TAKEOVER 1 /* replace a live session under the same name (--takeover) */
 
 /* What a proxy carries (PROXY's kind). */
-typedef enum np_proxy_kind { NP_PROXY_TCP = 0, NP_PROXY_UDP = 1, NP_PROXY_HTTP = 2 } np_proxy_kind;
-#define NP_PROXY_KIND_LAST NP_PROXY_HTTP
+typedef enum np_proxy_kind {
+  NP_PROXY_TCP = 0,
+  NP_PROXY_UDP = 1,
+  NP_PROXY_HTTP = 2,
+  NP_PROXY_HTTPS = 3
+} np_proxy_kind;
+#define NP_PROXY_KIND_LAST NP_PROXY_HTTPS
 
 /* PING's status from a client: news about its datagram path (0: none). */
 #define NP_UDP_PATH_UP   1 /* it answers: send UDP flows' datagrams over it */

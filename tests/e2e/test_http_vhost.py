@@ -15,7 +15,7 @@ import subprocess
 import sys
 
 sys.path.insert(0, os.path.dirname(__file__))
-from nptest import LOOP, Fail, Proc, check, low_free_ports, run, wait_until  # noqa: E402
+from nptest import LOOP, Fail, Proc, check, low_free_ports, run, server_stats, wait_until  # noqa: E402
 from test_proxy_protocol import haproxy_in_front, need, nginx  # noqa: E402
 
 WSECHO = os.path.join(os.path.dirname(os.path.abspath(__file__)), "wsecho.py")
@@ -75,21 +75,21 @@ def answers(data):
     return [json.loads(line) for line in data.decode().splitlines() if line.startswith("{")]
 
 
-def write_client(env, name, proxies, extra=""):
+def write_client(env, name, proxies, extra="", kind="http"):
     conf = os.path.join(env.tmp.name, f"{name}.ini")
     with open(conf, "w") as f:
         f.write(f"[client]\nname = {name}\n{extra}\n")
         for pname, body in proxies.items():
-            f.write(f"[proxy {pname}]\ntype = http\n{body}\n")
+            f.write(f"[proxy {pname}]\ntype = {kind}\n{body}\n")
     return conf
 
 
-def start_client(env, srv, name, proxies, extra="", wait=True):
-    conf = write_client(env, name, proxies, extra)
+def start_client(env, srv, name, proxies, extra="", wait=True, kind="http"):
+    conf = write_client(env, name, proxies, extra, kind)
     cl = env.client(srv, "-c", conf, "--name", name, wait=False, name=f"np-client-{name}")
     if wait:
         for pname in proxies:
-            cl.wait_line(rf"proxy {re.escape(pname)}: http://")
+            cl.wait_line(rf"proxy {re.escape(pname)}: {kind}://")
     return cl
 
 
@@ -323,6 +323,63 @@ def test_http_thousand_hosts(env):
     check(not wrong, f"answered by the wrong service: {wrong[:5]}")
 
 
+def tls_service(env, name):
+    """openssl s_server with a certificate for name (self-signed, made here): the TLS ends at the
+    service, so curl can verify the name only if np-server passed the bytes untouched."""
+    d = os.path.join(env.tmp.name, name)
+    os.makedirs(d)
+    cert, key = os.path.join(d, "cert.pem"), os.path.join(d, "key.pem")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+                    "-nodes", "-keyout", key, "-out", cert, "-days", "2", "-subj", f"/CN={name}",
+                    "-addext", f"subjectAltName=DNS:{name}"], check=True, capture_output=True,
+                   timeout=30)
+    port, = low_free_ports(1)
+    Proc(env, f"s_server-{name}", ["openssl", "s_server", "-accept", f"{LOOP}:{port}", "-cert", cert,
+                                   "-key", key, "-www", "-quiet"])
+    wait_until(lambda: socket_open(port), 10, f"s_server for {name}")
+    return port, cert
+
+
+def socket_open(port):
+    try:
+        socket.create_connection((LOOP, port), timeout=1).close()
+        return True
+    except OSError:
+        return False
+
+
+def test_https_by_sni(env):
+    """Two HTTPS services on two clients behind one vhost_https_port, routed by the ClientHello's
+    server name without terminating TLS: curl verifies each service's own certificate through it.
+    An unknown name hears a TLS alert, no name (an IP address) and bytes that are not TLS are
+    closed; all three are counted as refused."""
+    vport, = low_free_ports(1)
+    srv = env.server("--token", "s3cret", "--vhost-https-port", str(vport))
+    srv.wait_line(rf"HTTPS services on port {vport}")
+    p1, c1 = tls_service(env, "secure.example.com")
+    p2, c2 = tls_service(env, "other.example.net")
+    start_client(env, srv, "alpha", {"s1": f"local = {LOOP}:{p1}\ncustom_domains = secure.example.com"},
+                 kind="https")
+    start_client(env, srv, "beta", {"s2": f"local = {LOOP}:{p2}\ncustom_domains = *.example.net"},
+                 kind="https")
+    for name, cert in (("secure.example.com", c1), ("other.example.net", c2)):
+        out, _ = curl(vport, f"https://{name}:{vport}/", "--cacert", cert)
+        check(b"s_server" in out or b"Ciphers" in out, f"{name}: {out[:200]!r}")
+    before = server_stats(srv)
+    _, err = curl(vport, f"https://nobody.example.org:{vport}/", "--cacert", c1, check_ok=False)
+    check("alert" in err.lower() or "unrecognized" in err.lower(), f"an unknown name: {err}")
+    out = subprocess.run(["curl", "-sS", "-k", "--max-time", "10", f"https://{LOOP}:{vport}/"],
+                         capture_output=True, timeout=30)
+    check(out.returncode != 0, "no server name: closed")
+    s = socket.create_connection((LOOP, vport), timeout=10)
+    s.sendall(b"GET / HTTP/1.1\r\nHost: secure.example.com\r\n\r\n")
+    check(s.recv(100) == b"", "plain HTTP on the HTTPS port: closed without an answer")
+    s.close()
+    after = server_stats(srv)
+    check(after["refused"] - before["refused"] == 3,
+          f"refused: {before['refused']} -> {after['refused']}")
+
+
 TESTS = {
     "http_routing": test_http_routing,
     "http_bodies": test_http_bodies,
@@ -333,6 +390,7 @@ TESTS = {
     "http_proxy_protocol_to_nginx": test_http_proxy_protocol_to_nginx,
     "http_behind_load_balancer": test_http_behind_load_balancer,
     "http_thousand_hosts": test_http_thousand_hosts,
+    "https_by_sni": test_https_by_sni,
 }
 
 if __name__ == "__main__":

@@ -192,7 +192,7 @@ static void test_remote_specs(void **state) {
   assert_non_null(strstr(np_config_error(cfg), "-U 8080:localhost:54: the same remote port"));
   assert_int_equal(np_config_set(cfg, "proxy dns", "type", "udp"), 0);
   assert_int_equal(np_config_set(cfg, "proxy dns", "type", "sctp"), NP_ECONFIG);
-  assert_non_null(strstr(np_config_error(cfg), "tcp, udp or http"));
+  assert_non_null(strstr(np_config_error(cfg), "tcp, udp, http or https"));
   np_config_free(cfg);
 }
 

@@ -1,0 +1,292 @@
+/* The HTTPS proxy type (type = https): one public port for all of them, vhost_https_port, where
+ * each TLS connection goes to the proxy that claimed the server name (SNI) of its ClientHello,
+ * read without terminating TLS (tls_sni.c): the certificate and the keys stay with the private
+ * service. Once routed, a visitor is a TCP proxy's: the ClientHello goes first, then bytes both
+ * ways (np__tcp_join). A connection without a name, with a name nobody claimed, or that is not TLS
+ * is closed (after a TLS alert when it spoke TLS) and counted as refused. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "tls_sni.h"
+#include "vhost.h"
+
+#define HELLO_TIMEOUT_MS 10000 /* for the ClientHello to arrive */
+
+typedef struct sconn sconn;
+
+/* A visitor's connection until its ClientHello is read and routed. */
+struct sconn {
+  np__vhost *vh;
+  np_conn *c;
+  np__sni_reader sni;
+  char *buf; /* the bytes read so far, forwarded as they came */
+  size_t len;
+  uint64_t deadline;
+  np__addr addr, to;
+  int listed; /* in vh->conns */
+  sconn *prev, *next;
+};
+
+#define CONNS(vh) (*(sconn **)&(vh)->conns)
+
+static np__vhost *vhost_of(struct np_server *srv) {
+  return srv->type_data[NP_PROXY_HTTPS];
+}
+
+static void unlist(sconn *sc) {
+  if (sc->listed)
+    NP_DLIST_UNLINK(CONNS(sc->vh), sc, prev, next);
+  sc->listed = 0;
+}
+
+/* Frees sc and lets go of what it holds (the vhost, a server reference). */
+static void sconn_free(sconn *sc) {
+  np__vhost *vh = sc->vh;
+  struct np_server *srv = vh->srv;
+  unlist(sc);
+  np__sni_free(&sc->sni);
+  free(sc->buf);
+  free(sc);
+  np__vhost_unref(vh);
+  np__server_unref(srv);
+}
+
+static void on_closed(np_conn *c) {
+  sconn_free(c->data);
+}
+
+/* Turn a connection away; a TLS one hears why first (a fatal unrecognized_name alert, RFC 6066
+ * §3), so a browser says "no such site" rather than "connection reset". */
+static void refuse(sconn *sc, const char *why, int alert) {
+  static const char unrecognized_name[] = {0x15, 0x03, 0x01, 0x00, 0x02, 0x02, 0x70};
+  struct np_server *srv = sc->vh->srv;
+  char who[64] = "?";
+
+  if (sc->addr.sa.sa_family != 0)
+    np__addr_str(&sc->addr.sa, who, sizeof(who));
+  np__log(&srv->log, NP_LOG_DEBUG, "https: %s from %s, closed", why, who);
+  srv->stats.visitors_refused++;
+  unlist(sc);
+  np__conn_read_stop(sc->c);
+  if (alert)
+    np__conn_try_write(sc->c, unrecognized_name, sizeof(unrecognized_name));
+  np__conn_close(sc->c, on_closed);
+}
+
+static void route(sconn *sc) {
+  np__vhost *vh = sc->vh;
+  struct np_server *srv = vh->srv;
+  const char *name = np__sni_name(&sc->sni);
+  void *owner = NULL;
+  int found = np__http_routes_find(vh->routes, name, strlen(name), "", 0, &owner);
+  char why[NP_SNI_NAME_MAX + 48];
+  proxy *px = owner;
+
+  if (found != NP_HTTP_ROUTE_FOUND) {
+    snprintf(why, sizeof(why), "%s name %s",
+             found == NP_HTTP_ROUTE_GONE ? "the client gone for" : "no proxy for", name);
+    refuse(sc, why, 1);
+    return;
+  }
+  srv->stats.visitors_total++;
+  if (!np__proxy_admits(px, sc->addr.sa.sa_family != 0 ? &sc->addr.sa : NULL)) {
+    unlist(sc);
+    np__conn_abort(sc->c, on_closed);
+    return;
+  }
+  np__conn_read_stop(sc->c);
+  unlist(sc);
+  if (np__visitor_arrive(px, sc, sc->addr.sa.sa_family != 0 ? &sc->addr.sa : NULL,
+                         sc->to.sa.sa_family != 0 ? &sc->to.sa : NULL) != 0) {
+    srv->stats.visitors_refused++;
+    np__conn_close(sc->c, on_closed);
+  }
+}
+
+static void on_alloc(np_conn *c, size_t suggested, uv_buf_t *buf) {
+  sconn *sc = c->data;
+  (void)suggested;
+  if (sc->buf == NULL)
+    sc->buf = malloc(NP_SNI_MAX_INPUT);
+  if (sc->buf == NULL || sc->len == NP_SNI_MAX_INPUT)
+    *buf = uv_buf_init(NULL, 0); /* UV_ENOBUFS: closed below */
+  else
+    *buf = uv_buf_init(sc->buf + sc->len, (unsigned)(NP_SNI_MAX_INPUT - sc->len));
+}
+
+static void on_read(np_conn *c, ssize_t nread, const uv_buf_t *buf) {
+  sconn *sc = c->data;
+  int r;
+
+  (void)buf;
+  if (nread == 0)
+    return;
+  if (nread < 0) {
+    unlist(sc);
+    np__conn_read_stop(c);
+    np__conn_close(c, on_closed);
+    return;
+  }
+  r = np__sni_feed(&sc->sni, sc->buf + sc->len, (size_t)nread);
+  sc->len += (size_t)nread;
+  if (r == NP_SNI_FOUND)
+    route(sc);
+  else if (r == NP_SNI_NONE)
+    refuse(sc, "a ClientHello without a server name", 1);
+  else if (r < 0)
+    refuse(sc, r == NP_ENOTLS ? "not TLS" : np_strerror(r), r != NP_ENOTLS);
+}
+
+static void on_visitor(np__listener *l, np_conn *c) {
+  np__vhost *vh = np__listener_data(l);
+  struct np_server *srv = vh->srv;
+  struct sockaddr_storage ss;
+  sconn *sc = calloc(1, sizeof(*sc));
+
+  if (sc == NULL) {
+    np__conn_abort(c, NULL);
+    return;
+  }
+  sc->vh = vh;
+  sc->c = c;
+  c->data = sc;
+  np__sni_init(&sc->sni);
+  if (np__conn_peer_addr(c, &ss) == 0)
+    np__addr_copy(&sc->addr, (struct sockaddr *)&ss);
+  if (np__conn_local_addr(c, &ss) == 0)
+    np__addr_copy(&sc->to, (struct sockaddr *)&ss);
+  sc->deadline = uv_now(srv->loop) + HELLO_TIMEOUT_MS;
+  srv->refs++; /* until sconn_free */
+  np__vhost_ref(vh);
+  sc->listed = 1;
+  NP_DLIST_PUSH(CONNS(vh), sc, prev, next);
+  if (np__conn_read_start(c, on_alloc, on_read) != 0) {
+    unlist(sc);
+    np__conn_close(c, on_closed);
+  }
+}
+
+static void on_tick(np__vhost *vh, uint64_t now) {
+  sconn *next;
+  for (sconn *sc = CONNS(vh); sc != NULL; sc = next) {
+    next = sc->next;
+    if (now >= sc->deadline)
+      refuse(sc, "no ClientHello within 10s", 0);
+  }
+}
+
+/* ---- joins: the visitor becomes a TCP proxy's ------------------------------------------------ */
+
+typedef struct hello_write {
+  np_conn_write w;
+  char *buf;
+} hello_write;
+
+static void on_hello_written(np_conn_write *req, int status) {
+  hello_write *hw = (hello_write *)req;
+  (void)status; /* a failure ends the join that follows it */
+  free(hw->buf);
+  free(hw);
+}
+
+static int https_join(visitor *v, session *s, np_conn *work, const char *rest, size_t rest_len) {
+  sconn *sc = v->impl;
+  hello_write *hw = malloc(sizeof(*hw));
+  struct np_server *srv = v->srv;
+  uv_buf_t b = uv_buf_init(sc->buf, (unsigned)sc->len);
+  int r;
+
+  /* The ClientHello first, queued ahead of everything the relay writes to work. */
+  v->impl = sc->c;
+  if (hw == NULL || np__conn_write(work, &hw->w, &b, 1, on_hello_written) != 0) {
+    free(hw);
+    sconn_free(sc);
+    np__conn_close(work, NULL);
+    np__tcp_drop(v, "aborted");
+    return UV_ENOMEM;
+  }
+  hw->buf = sc->buf;
+  sc->buf = NULL;
+  srv->refs++; /* sconn_free's unref must not be the server's last: the join takes its own */
+  sconn_free(sc);
+  r = np__tcp_join(v, s, work, rest, rest_len);
+  np__server_unref(srv);
+  return r;
+}
+
+static void https_drop(visitor *v, const char *end) {
+  sconn *sc = v->impl;
+  v->impl = sc->c;
+  v->srv->refs++; /* as in https_join */
+  sconn_free(sc);
+  np__tcp_drop(v, end);
+  np__server_unref(v->srv);
+}
+
+/* ---- the type -------------------------------------------------------------------------------- */
+
+static int server_start(struct np_server *srv, const struct sockaddr *control) {
+  np__vhost *vh;
+  int r;
+
+  (void)control;
+  if (srv->cfg.vhost_https_port == 0 || !native(srv))
+    return 0;
+  if ((r = np__vhost_open(srv, srv->cfg.vhost_https_port, "vhost_https_port", on_visitor, on_tick,
+                          &vh)) != 0)
+    return r;
+  srv->type_data[NP_PROXY_HTTPS] = vh;
+  np__log(&srv->log, NP_LOG_INFO, "HTTPS services on port %d (vhost_https_port, routed by SNI)",
+          vh->port);
+  return 0;
+}
+
+static void server_stop(struct np_server *srv) {
+  np__vhost *vh = vhost_of(srv);
+  sconn *next;
+
+  if (vh == NULL)
+    return;
+  srv->type_data[NP_PROXY_HTTPS] = NULL;
+  for (sconn *sc = CONNS(vh); sc != NULL; sc = next) {
+    next = sc->next;
+    unlist(sc);
+    np__conn_read_stop(sc->c);
+    np__conn_abort(sc->c, on_closed);
+  }
+  np__vhost_close(vh);
+}
+
+static int https_open(proxy *px, const struct sockaddr *addr) {
+  np__vhost *vh = vhost_of(px->srv);
+  int r;
+
+  (void)addr;
+  if (vh == NULL) {
+    if (px->why != NULL)
+      snprintf(px->why, px->why_len, "this server has no vhost_https_port for type = https");
+    return NP_EUNSUPPORTED;
+  }
+  if ((r = np__vhost_claim(vh, px, "https", 0)) != 0)
+    return r;
+  px->port = vh->port;
+  return 0;
+}
+
+static void https_close(proxy *px) {
+  np__vhost *vh = vhost_of(px->srv);
+  if (vh != NULL)
+    np__vhost_release(vh, px);
+  np__proxy_closed(px);
+}
+
+const np__proxy_type np__proxy_https = {
+    .name = "https",
+    .kind = NP_PROXY_HTTPS,
+    .server_start = server_start,
+    .server_stop = server_stop,
+    .open = https_open,
+    .close = https_close,
+    .join = https_join,
+    .drop = https_drop,
+};

@@ -1,0 +1,162 @@
+/* The shared ports of the name-routed proxy types (vhost.h): the listener, the route table, the
+ * tick, and the claims of a proxy's names. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "vhost.h"
+
+#define TICK_MS 1000
+
+static void on_tick(uv_timer_t *t) {
+  np__vhost *vh = t->data;
+  vh->on_tick(vh, uv_now(vh->srv->loop));
+}
+
+static void on_accept_failed(np__listener *l, int err, uint64_t refused) {
+  np__vhost *vh = np__listener_data(l);
+  np__server_accept_error(vh->srv, vh->key, vh->port, err, refused);
+}
+
+int np__vhost_open(struct np_server *srv, int port, const char *key, np__accept_cb on_accept,
+                   np__vhost_tick_cb tick, np__vhost **out) {
+  struct sockaddr_storage ss;
+  char spec[NP_MSG_NAME_MAX + 16];
+  np__vhost *vh;
+  int r;
+
+  snprintf(spec, sizeof(spec), strchr(srv->cfg.proxy_bind_addr, ':') ? "[%s]:%d" : "%s:%d",
+           srv->cfg.proxy_bind_addr, port);
+  if (np__parse_addr(spec, &ss) != 0)
+    return UV_EINVAL; /* validated with the configuration: not reached */
+  if ((vh = calloc(1, sizeof(*vh))) == NULL)
+    return UV_ENOMEM;
+  vh->srv = srv;
+  vh->key = key;
+  vh->on_tick = tick;
+  if ((r = np__http_routes_new(&vh->routes)) != 0) {
+    free(vh);
+    return r;
+  }
+  if ((r = np__listen(srv->loop, (struct sockaddr *)&ss, on_accept, on_accept_failed, vh,
+                      &vh->l)) != 0) {
+    np__log(&srv->log, NP_LOG_ERROR, "cannot listen on %s %s: %s", key, spec, np_strerror(r));
+    np__http_routes_free(vh->routes);
+    free(vh);
+    return r;
+  }
+  vh->port = np__listener_port(vh->l);
+  np__server_listener_pp(srv, vh->l);
+  uv_timer_init(srv->loop, &vh->tick);
+  vh->tick.data = vh;
+  uv_timer_start(&vh->tick, on_tick, TICK_MS, TICK_MS);
+  uv_unref((uv_handle_t *)&vh->tick);
+  vh->refs = 2; /* the listener and the timer */
+  srv->refs++;  /* until the last of those lets go */
+  *out = vh;
+  return 0;
+}
+
+void np__vhost_ref(np__vhost *vh) {
+  vh->refs++;
+}
+
+void np__vhost_unref(np__vhost *vh) {
+  struct np_server *srv = vh->srv;
+  if (--vh->refs > 0)
+    return;
+  np__http_routes_free(vh->routes);
+  free(vh);
+  np__server_unref(srv);
+}
+
+static void on_listener_closed(void *data) {
+  np__vhost_unref(data);
+}
+
+static void on_tick_closed(uv_handle_t *t) {
+  np__vhost_unref(t->data);
+}
+
+void np__vhost_close(np__vhost *vh) {
+  np__listener_close(vh->l, on_listener_closed);
+  uv_close((uv_handle_t *)&vh->tick, on_tick_closed);
+}
+
+static int claim(np__vhost *vh, proxy *px, const char *scheme, const char *host, const char *loc) {
+  void *holder = NULL;
+  int r = np__http_routes_add(vh->routes, host, loc, px, &holder);
+
+  if (r == UV_EEXIST && px->why != NULL) {
+    proxy *o = holder;
+    snprintf(px->why, px->why_len, "%s://%s%s is served by client %s's proxy %s", scheme, host, loc,
+             o->s != NULL ? o->s->name : "?", o->name);
+  } else if (r == UV_EINVAL && px->why != NULL)
+    snprintf(px->why, px->why_len, "'%s%s' is not a host name and path this server can route", host,
+             loc);
+  return r == UV_EEXIST ? NP_EEXIST : r;
+}
+
+int np__vhost_claim(np__vhost *vh, proxy *px, const char *scheme, int with_locations) {
+  struct np_server *srv = px->srv;
+  char names[NP_MSG_TEXT_MAX + 1] = "";
+  size_t n = 0;
+  int r = 0;
+
+  /* Every name with every location: the options' lists are short, so the product is too. */
+  for (size_t i = 0; px->s != NULL && i < px->s->n_opts && r == 0; i++) {
+    const np__proxy_opt *o = &px->s->opts[i];
+    char host[NP_MSG_TEXT_MAX + NP_MSG_NAME_MAX + 2];
+    size_t nloc = 0;
+
+    if (strcmp(o->name, px->name) != 0)
+      continue;
+    if (strcmp(o->key, "custom_domain") == 0)
+      np__strlcpy(host, o->value, sizeof(host));
+    else if (strcmp(o->key, "subdomain") == 0) {
+      if (srv->cfg.subdomain_host[0] == '\0') {
+        if (px->why != NULL)
+          snprintf(px->why, px->why_len,
+                   "subdomain = %s: this server has no subdomain_host to put it under", o->value);
+        r = NP_ECONFIG;
+        break;
+      }
+      snprintf(host, sizeof(host), "%s.%s", o->value, srv->cfg.subdomain_host);
+    } else
+      continue;
+    for (size_t j = 0; with_locations && j < px->s->n_opts && r == 0; j++) {
+      const np__proxy_opt *l = &px->s->opts[j];
+      if (strcmp(l->name, px->name) == 0 && strcmp(l->key, "location") == 0) {
+        r = claim(vh, px, scheme, host, l->value);
+        nloc++;
+      }
+    }
+    if (nloc == 0 && r == 0)
+      r = claim(vh, px, scheme, host, "");
+    if (r == 0 && n++ < 3) {
+      size_t len = strlen(names);
+      snprintf(names + len, sizeof(names) - len, "%s%s", len > 0 ? ", " : "", host);
+    }
+  }
+  if (r == 0 && n == 0) {
+    if (px->why != NULL)
+      snprintf(px->why, px->why_len, "type = %s needs custom_domains or subdomain", scheme);
+    r = NP_ECONFIG;
+  }
+  if (r != 0) {
+    np__http_routes_remove(vh->routes, px, 0);
+    return r;
+  }
+  if (px->why != NULL) {
+    if (n > 3)
+      snprintf(px->why, px->why_len, "%s and %zu more", names, n - 3);
+    else
+      np__strlcpy(px->why, names, px->why_len);
+  }
+  return 0;
+}
+
+void np__vhost_release(np__vhost *vh, proxy *px) {
+  /* Its names answer "not connected" until somebody claims them again: the client may come back.
+   */
+  np__http_routes_remove(vh->routes, px, 1);
+}

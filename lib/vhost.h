@@ -1,0 +1,51 @@
+/* A public port shared by proxy types that route by name (docs/config.md, "HTTP services on a
+ * shared port"): HTTP by Host (proxy_http.c) and HTTPS by SNI (proxy_https.c). It is open from the
+ * server's start to its stop, whatever proxies come and go, and holds the names the proxies claimed
+ * (http_route.c). Not installed. */
+#ifndef NP_VHOST_H
+#define NP_VHOST_H
+
+#include "http_route.h"
+#include "proxy.h"
+
+typedef struct np__vhost np__vhost;
+/* Runs about once a second with the loop's time: the type's deadlines. */
+typedef void (*np__vhost_tick_cb)(np__vhost *vh, uint64_t now);
+
+struct np__vhost {
+  struct np_server *srv;
+  np__listener *l;
+  np__http_routes *routes;
+  uv_timer_t tick;
+  np__vhost_tick_cb on_tick;
+  const char *key; /* "vhost_http_port": for logs */
+  int port;
+  int refs;    /* the listener, the timer and the type's connections (np__vhost_ref) */
+  void *conns; /* the type's: its visitors' connections */
+};
+
+/* Listen on the server's proxy_bind_addr at port (its connections from proxy_protocol_from start
+ * with a PROXY header, as on every public port); on_accept gets each connection, with the vhost as
+ * np__listener_data. key names the setting in logs. 0, or the bind error (logged). */
+int np__vhost_open(struct np_server *srv, int port, const char *key, np__accept_cb on_accept,
+                   np__vhost_tick_cb on_tick, np__vhost **out);
+/* Stop listening; it is freed once its handles are closed and the type's connections have let go
+ * of it (the type closes them). */
+void np__vhost_close(np__vhost *vh);
+/* A connection of the type holds vh until it is freed: its close may come after the server
+ * stopped. */
+void np__vhost_ref(np__vhost *vh);
+void np__vhost_unref(np__vhost *vh);
+
+/* From a type's open: claim the names px's client sent for it (its custom_domain and subdomain
+ * options), each with every one of its location options when with_locations, else whole. On
+ * success px->why (when set) lists the names, "a.example.com, b.example.com and 3 more"; on an
+ * error it says which name failed and why, and nothing stays claimed. scheme ("http") is for
+ * those messages. Returns 0, NP_EEXIST (another proxy has the name), NP_ECONFIG (no names; a
+ * subdomain without the server's subdomain_host), UV_EINVAL (not a name the table takes) or
+ * UV_ENOMEM. */
+int np__vhost_claim(np__vhost *vh, proxy *px, const char *scheme, int with_locations);
+/* From a type's close: px's names are let go, remembered as gone (http_route.h). */
+void np__vhost_release(np__vhost *vh, proxy *px);
+
+#endif
