@@ -221,10 +221,12 @@ def iperf(port, seconds, streams, reverse):
     return end["sum_received"]["bits_per_second"] / 1e9, end["sum_received"]["bytes"]
 
 
-def wrk(port, seconds, close):
+def wrk(port, seconds, close, host=None):
     args = ["wrk", "-t", "2", "-c", "64", "-d", f"{seconds}s", "--latency", f"http://{LOOP}:{port}/"]
     if close:
         args[1:1] = ["-H", "Connection: close"]
+    if host:
+        args[1:1] = ["-H", f"Host: {host}"]
     out = subprocess.run(args, capture_output=True, text=True, timeout=seconds + 30).stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
 

@@ -504,8 +504,9 @@ void np__work_proxy_msg(session *s, const np_msg *m) {
                np__plural(max_proxies(s), "proxy", "proxies"), s->name);
       break;
     case NP_EUNSUPPORTED:
-      snprintf(resp.text, sizeof(resp.text), "this server has no proxy type of kind %u",
-               (unsigned)m->kind);
+      if (resp.text[0] == '\0') /* else the type said why (no vhost port configured) */
+        snprintf(resp.text, sizeof(resp.text), "this server has no proxy type of kind %u",
+                 (unsigned)m->kind);
       break;
     case NP_ECONFIG:
       break; /* said above */

@@ -201,6 +201,11 @@ def test_http_conflict_and_gone(env):
     srv.wait_line(r"client first .*disconnected|client first: .*closed|first.*(reset|EOF)")
     out, _ = curl(vport, f"http://c.example.com:{vport}/", "-w", "\n%{http_code}")
     check(out.endswith(b"502") and b"not connected" in out, f"a gone client's host: {out!r}")
+    # a server without vhost_https_port says so to a client that asks for an HTTPS proxy
+    nossl = start_client(env, srv, "fourth", {"tls": f"local = {LOOP}:{a}\ncustom_domains = t.example.com"},
+                         kind="https", wait=False)
+    nossl.wait_line(r"proxy tls refused by the server: this server has no vhost_https_port for "
+                    r"type = https")
     again = start_client(env, srv, "third", {"web": f"local = {LOOP}:{b}\n"
                                                     "custom_domains = c.example.com"})
     out, _ = curl(vport, f"http://c.example.com:{vport}/")
