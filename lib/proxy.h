@@ -12,6 +12,9 @@
 struct np__proxy_type {
   const char *name; /* "tcp", "udp": for logs */
   uint8_t kind;     /* PROXY's kind on the wire (docs/protocol.md) */
+  /* Its proxies share a port of the server's and are found by name (HTTP, HTTPS): PROXY's port is
+   * not theirs to choose, and allow_ports does not apply. */
+  uint8_t named;
 
   /* Server-wide hooks, each optional. server_start runs once the control port is bound (control:
    * its address and port); an error there (the type logs it) fails np_server_start, after which

@@ -283,6 +283,7 @@ static void https_close(proxy *px) {
 const np__proxy_type np__proxy_https = {
     .name = "https",
     .kind = NP_PROXY_HTTPS,
+    .named = 1,
     .server_start = server_start,
     .server_stop = server_stop,
     .open = https_open,

@@ -3,6 +3,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <strings.h>
+
 #include "vhost.h"
 
 #define TICK_MS 1000
@@ -102,7 +104,24 @@ int np__vhost_claim(np__vhost *vh, proxy *px, const char *scheme, int with_locat
   size_t n = 0;
   int r = 0;
 
-  /* Every name with every location: the options' lists are short, so the product is too. */
+  size_t nloc_all = 0, nname_all = 0;
+  size_t sub_len = strlen(srv->cfg.subdomain_host);
+
+  /* Every name with every location, at most NP_VHOST_CLAIMS_MAX in all: each claim is an entry in
+   * the table, and a client must not fill the server's memory with their product. */
+  for (size_t i = 0; px->s != NULL && i < px->s->n_opts; i++) {
+    const np__proxy_opt *o = &px->s->opts[i];
+    if (strcmp(o->name, px->name) != 0)
+      continue;
+    nloc_all += with_locations && strcmp(o->key, "location") == 0;
+    nname_all += strcmp(o->key, "custom_domain") == 0 || strcmp(o->key, "subdomain") == 0;
+  }
+  if (nname_all * (nloc_all > 0 ? nloc_all : 1) > NP_VHOST_CLAIMS_MAX) {
+    if (px->why != NULL)
+      snprintf(px->why, px->why_len, "%zu names x %zu locations: more than %d routes for one proxy",
+               nname_all, nloc_all, NP_VHOST_CLAIMS_MAX);
+    return NP_ELIMIT;
+  }
   for (size_t i = 0; px->s != NULL && i < px->s->n_opts && r == 0; i++) {
     const np__proxy_opt *o = &px->s->opts[i];
     char host[NP_MSG_TEXT_MAX + NP_MSG_NAME_MAX + 2];
@@ -110,9 +129,27 @@ int np__vhost_claim(np__vhost *vh, proxy *px, const char *scheme, int with_locat
 
     if (strcmp(o->name, px->name) != 0)
       continue;
-    if (strcmp(o->key, "custom_domain") == 0)
+    if (strcmp(o->key, "custom_domain") == 0) {
+      size_t vlen = strlen(o->value);
       np__strlcpy(host, o->value, sizeof(host));
-    else if (strcmp(o->key, "subdomain") == 0) {
+      /* frp's rule: the names under subdomain_host are given out by subdomain alone */
+      if (sub_len > 0 && vlen >= sub_len &&
+          strcasecmp(o->value + vlen - sub_len, srv->cfg.subdomain_host) == 0 &&
+          (vlen == sub_len || o->value[vlen - sub_len - 1] == '.')) {
+        if (px->why != NULL)
+          snprintf(px->why, px->why_len,
+                   "custom_domains = %s: names under %s are taken with subdomain = NAME", o->value,
+                   srv->cfg.subdomain_host);
+        r = NP_ECONFIG;
+        break;
+      }
+    } else if (strcmp(o->key, "subdomain") == 0) {
+      if (strchr(o->value, '.') != NULL || strchr(o->value, '*') != NULL) {
+        if (px->why != NULL)
+          snprintf(px->why, px->why_len, "subdomain = %s: one label, like blog", o->value);
+        r = NP_ECONFIG;
+        break;
+      }
       if (srv->cfg.subdomain_host[0] == '\0') {
         if (px->why != NULL)
           snprintf(px->why, px->why_len,

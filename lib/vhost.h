@@ -8,6 +8,9 @@
 #include "http_route.h"
 #include "proxy.h"
 
+/* Routes (name x location) one proxy may claim. */
+#define NP_VHOST_CLAIMS_MAX 1024
+
 typedef struct np__vhost np__vhost;
 /* Runs about once a second with the loop's time: the type's deadlines. */
 typedef void (*np__vhost_tick_cb)(np__vhost *vh, uint64_t now);
@@ -42,8 +45,8 @@ void np__vhost_unref(np__vhost *vh);
  * success px->why (when set) lists the names, "a.example.com, b.example.com and 3 more"; on an
  * error it says which name failed and why, and nothing stays claimed. scheme ("http") is for
  * those messages. Returns 0, NP_EEXIST (another proxy has the name), NP_ECONFIG (no names; a
- * subdomain without the server's subdomain_host), UV_EINVAL (not a name the table takes) or
- * UV_ENOMEM. */
+ * subdomain without the server's subdomain_host), UV_EINVAL (not a name the table takes), NP_ELIMIT
+ * (more than NP_VHOST_CLAIMS_MAX routes) or UV_ENOMEM. */
 int np__vhost_claim(np__vhost *vh, proxy *px, const char *scheme, int with_locations);
 /* From a type's close: px's names are let go, remembered as gone (http_route.h). */
 void np__vhost_release(np__vhost *vh, proxy *px);

@@ -332,7 +332,9 @@ int np__proxy_open(struct np_server *srv, session *s, const char *name, uint8_t 
   /* Counters are not worth failing a proxy for: without memory for them it runs uncounted. */
   if (s != NULL && s->counts == NULL)
     s->counts = np__counts_new();
-  if (port == 0 && from->n > 0) {
+  if (type->named)
+    port = 0; /* the type has its port; one try */
+  else if (port == 0 && from->n > 0) {
     for (size_t i = 0; i < from->n; i++)
       span += (uint32_t)(from->r[i].hi - from->r[i].lo) + 1;
     tries = span < 64 ? (int)span : 64;
