@@ -89,7 +89,7 @@ def start_client(env, srv, name, proxies, extra="", wait=True, kind="http"):
     cl = env.client(srv, "-c", conf, "--name", name, wait=False, name=f"np-client-{name}")
     if wait:
         for pname in proxies:
-            cl.wait_line(rf"proxy {re.escape(pname)}: {kind}://")
+            cl.wait_line(rf"proxy {re.escape(pname)}: https?://")
     return cl
 
 
@@ -101,17 +101,24 @@ def vhost_server(env, *args):
 
 
 def test_http_routing(env):
-    """Three services behind one client and two behind another on one port: each name (exact,
-    wildcard, subdomain) and path (locations) reaches its service; X-Forwarded-* are added; an
+    """Three HTTP services and an HTTPS one behind one client and two behind another, on one port
+    each: each name (exact, wildcard, subdomain) and path (locations) reaches its service; X-Forwarded-* are added; an
     unknown host is 404; one keep-alive connection crosses hosts and services request by request."""
-    srv, vport = vhost_server(env, "--subdomain-host", "np.test")
+    vport, sport = low_free_ports(2)
+    srv = env.server("--token", "s3cret", "--vhost-http-port", str(vport), "--subdomain-host",
+                     "np.test", "--vhost-https-port", str(sport))
     web, api, static, blog, shop = (echo_service(env, n) for n in
                                     ("web", "api", "static", "blog", "shop"))
+    tls_port, cert = tls_service(env, "secure.example.com")
     start_client(env, srv, "alpha", {
         "web": f"local = {LOOP}:{web}\ncustom_domains = a.example.com, *.w.example.com",
         "api": f"local = {LOOP}:{api}\ncustom_domains = a.example.com\nlocations = /api, /v2/",
         "static": f"local = {LOOP}:{static}\ncustom_domains = static.example.com\n"
-                  f"host_header_rewrite = static.internal"})
+                  f"host_header_rewrite = static.internal",
+        "tls": f"type = https\nlocal = {LOOP}:{tls_port}\ncustom_domains = secure.example.com"})
+    # the HTTPS service beside the three HTTP ones, on the server's HTTPS port
+    out, _ = curl(sport, f"https://secure.example.com:{sport}/", "--cacert", cert)
+    check(b"s_server" in out or b"Ciphers" in out, f"the HTTPS service: {out[:200]!r}")
     start_client(env, srv, "beta", {
         "blog": f"local = {LOOP}:{blog}\nsubdomain = blog",
         "shop": f"local = {LOOP}:{shop}\ncustom_domains = shop.example.com, *.x.w.example.com"})
