@@ -42,13 +42,16 @@ static int proxy_header(const np__proxy_cfg *px, const np__visit *seen, np_conn 
   struct sockaddr_storage from, to;
   int have = seen->from[0] != '\0' && seen->to[0] != '\0' &&
              np__parse_addr(seen->from, &from) == 0 && np__parse_addr(seen->to, &to) == 0;
+  int udp = px->kind == NP_PROXY_UDP;
   char hdr[NP_PP_WRITE_MAX];
-  int n = np__pp_write(px->proxy_protocol, 0, have ? (struct sockaddr *)&from : NULL,
+  int n = np__pp_write(px->proxy_protocol, udp, have ? (struct sockaddr *)&from : NULL,
                        have ? (struct sockaddr *)&to : NULL, hdr);
   int r;
 
   if (n < 0)
     return n;
+  if (udp) /* a UDP service has no stream to read it once from: every datagram carries it */
+    return np__conn_udp_set_prefix(local, hdr, (size_t)n);
   r = np__conn_try_write(local, hdr, (size_t)n);
   return r == n ? 0 : r < 0 ? r : UV_EAGAIN;
 }

@@ -809,10 +809,10 @@ int np_config_validate(struct np_config *cfg) {
                      p->name);
     if (p->remote_port < 0 && !line_codec)
       return set_err(cfg, "[proxy %s]: remote_port is missing (0 lets the server choose)", p->name);
-    if (p->proxy_protocol != 0 && p->kind == NP_PROXY_UDP)
+    if (p->proxy_protocol == 1 && p->kind == NP_PROXY_UDP)
       return set_err(cfg,
-                     "[proxy %s]: proxy_protocol_version is for TCP proxies (UDP: not yet "
-                     "supported, see docs/config.md)",
+                     "[proxy %s]: proxy_protocol_version = v1 has no form for datagrams; a UDP "
+                     "proxy takes v2",
                      p->name);
   }
   return 0;

@@ -102,6 +102,9 @@ int np__conn_tcp_wrap(uv_stream_t *stream, np_conn **out);
  * datagram as a frame, frames written leave as datagrams (dropped, not queued, when the socket is
  * full). EOF after idle_ms without a datagram either way, or once shut down. */
 int np__conn_udp_new(uv_loop_t *loop, const struct sockaddr *peer, uint64_t idle_ms, np_conn **out);
+/* Send prefix (copied; at most 128 bytes) before every datagram's bytes from now on: a PROXY
+ * protocol v2 header naming the visitor. 0, or UV_EINVAL (not a UDP conn, too long). */
+int np__conn_udp_set_prefix(np_conn *c, const char *prefix, size_t len);
 /* TCP keepalive probes after delay_s idle seconds: finds dead idle connections and keeps NAT
  * mappings alive. Returns 0 or an error (also for conns that are not TCP). */
 int np__conn_keepalive(np_conn *c, unsigned delay_s);

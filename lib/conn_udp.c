@@ -21,6 +21,8 @@ typedef struct udp_conn {
   struct sockaddr_storage peer;
   np__dgram_parser parser;
   np__ulink_flow lf; /* on the datagram path, when the client has one */
+  char prefix[128];  /* sent before every datagram's bytes (a PROXY v2 header), prefix_len of them */
+  size_t prefix_len;
   uint64_t idle_ms, last;
   np_conn_write *wq_head, *wq_tail; /* written, to complete on the next turn (linked by uv.data) */
   np_conn_shutdown_cb shutdown_cb;
@@ -138,23 +140,36 @@ np__ulink_flow *np__conn_udp_flow(np_conn *c) {
   return c->ops->read_start == udp_read_start ? &((udp_conn *)c)->lf : NULL;
 }
 
+int np__conn_udp_set_prefix(np_conn *c, const char *prefix, size_t len) {
+  udp_conn *u = (udp_conn *)c;
+  if (c->ops->read_start != udp_read_start || len > sizeof(u->prefix))
+    return UV_EINVAL;
+  memcpy(u->prefix, prefix, len);
+  u->prefix_len = len;
+  return 0;
+}
+
+/* One datagram to the peer, after the prefix. Full socket buffer (EAGAIN), the service's port
+ * closed (ECONNREFUSED), too big with the prefix (EMSGSIZE): dropped, as on a path. */
+static void send_one(udp_conn *u, const char *data, size_t len) {
+  uv_buf_t b[2] = {uv_buf_init(u->prefix, (unsigned)u->prefix_len),
+                   uv_buf_init((char *)data, (unsigned)len)};
+  uv_udp_try_send(&u->h, u->prefix_len > 0 ? b : b + 1, u->prefix_len > 0 ? 2 : 1, NULL);
+  u->last = uv_now(u->h.loop);
+}
+
 static void inject(np__ulink_flow *f, const char *data, size_t len) {
   udp_conn *u = (udp_conn *)((char *)f - offsetof(udp_conn, lf));
-  uv_buf_t b = uv_buf_init((char *)data, (unsigned)len);
-  if (u->ended || u->closing)
-    return;
-  uv_udp_try_send(&u->h, &b, 1, NULL); /* as send_dgram: a full buffer drops it */
-  u->last = uv_now(u->h.loop);
+  if (!u->ended && !u->closing)
+    send_one(u, data, len);
 }
 
 static void send_dgram(void *arg, const char *data, size_t len) {
   udp_conn *u = arg;
-  uv_buf_t b = uv_buf_init((char *)data, (unsigned)len);
-  /* Full socket buffer (EAGAIN), the service's port closed (ECONNREFUSED): dropped, as on a path.
-   */
   if (!u->ended)
-    uv_udp_try_send(&u->h, &b, 1, NULL);
-  u->last = uv_now(u->h.loop);
+    send_one(u, data, len);
+  else
+    u->last = uv_now(u->h.loop);
 }
 
 static int feed(udp_conn *u, const uv_buf_t *bufs, unsigned nbufs, size_t *total) {

@@ -10,11 +10,14 @@ import re
 import shutil
 import signal
 import socket
+import struct
 import subprocess
 import sys
+import threading
 
 sys.path.insert(0, os.path.dirname(__file__))
 from nptest import LOOP, Fail, Proc, check, low_free_ports, run, wait_until  # noqa: E402
+from test_udp import check_carrier, udp_client  # noqa: E402
 
 
 def listening(port):
@@ -135,11 +138,13 @@ def test_haproxy_accept_proxy(env):
 
 
 def test_bad_version_is_a_config_error(env):
-    """A value other than v1/v2, and a UDP proxy with a header, are refused before dialling."""
+    """A value other than v1/v2, and a UDP proxy with v1 (text, for streams), are refused before
+    dialling."""
     for body, want in (("type = tcp\nproxy_protocol_version = v3",
                         r"proxy_protocol_version: 'v3' is not v1 or v2"),
-                       ("type = udp\nproxy_protocol_version = v2",
-                        r"proxy_protocol_version is for TCP proxies")):
+                       ("type = udp\nproxy_protocol_version = v1",
+                        r"proxy_protocol_version = v1 has no form for datagrams; a UDP proxy "
+                        r"takes v2")):
         conf = os.path.join(env.tmp.name, "bad.ini")
         with open(conf, "w") as f:
             f.write(f"[client]\nserver = {LOOP}:1\ntoken = t\n[proxy p]\nlocal = {LOOP}:1\n"
@@ -147,6 +152,57 @@ def test_bad_version_is_a_config_error(env):
         cl = Proc(env, "np-client-bad", [os.environ["NP_CLIENT"], "-c", conf])
         check(cl.wait_exit() == 2, "a bad proxy_protocol_version is a usage error (exit 2)")
         cl.wait_line(want)
+
+
+def udp_pp_service(env):
+    """A UDP service that expects a PROXY v2 header (DGRAM) before every datagram and answers
+    "you are IP:PORT (N)" from it, N counting the datagrams that carried one."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind((LOOP, 0))
+    sig = b"\r\n\r\n\x00\r\nQUIT\n"
+    seen = [0]
+
+    def serve():
+        while True:
+            try:
+                data, peer = sock.recvfrom(70000)
+            except OSError:
+                return
+            if not data.startswith(sig) or data[12] != 0x21 or data[13] != 0x12:
+                sock.sendto(b"no header: " + data[:20], peer)
+                continue
+            n = struct.unpack(">H", data[14:16])[0]
+            src = socket.inet_ntoa(data[16:20])
+            sport = struct.unpack(">H", data[24:26])[0]
+            seen[0] += 1
+            sock.sendto(b"you are %s:%d (%d) %s" % (src.encode(), sport, seen[0],
+                                                    data[16 + n:]), peer)
+    threading.Thread(target=serve, daemon=True).start()
+    return sock
+
+
+def test_udp_v2(env):
+    """A UDP proxy with proxy_protocol_version = v2: every datagram reaches the service after a v2
+    DGRAM header naming the visitor (127.0.0.5 and its port), on the datagram path or in the tunnel
+    (meson runs this case both ways)."""
+    svc = udp_pp_service(env)
+    srv = env.server("--token", "s3cret")
+    conf = os.path.join(env.tmp.name, "client.ini")
+    with open(conf, "w") as f:
+        f.write(f"[proxy dns]\ntype = udp\nlocal = {LOOP}:{svc.getsockname()[1]}\n"
+                f"remote_port = 0\nproxy_protocol_version = v2\n")
+    cl = udp_client(env, srv, "-c", conf, wait=False)
+    port = int(cl.wait_line(r"^proxy dns: public port (\d+)$").group(1))
+    v = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    v.bind(("127.0.0.5", 0))
+    v.settimeout(5)
+    me = v.getsockname()[1]
+    for i in range(1, 6):
+        v.sendto(b"query %d" % i, (LOOP, port))
+        got = v.recv(1000)
+        check(got == b"you are 127.0.0.5:%d (%d) query %d" % (me, i, i), f"answer {i}: {got!r}")
+    check_carrier(srv)
+    svc.close()
 
 
 def haproxy_in_front(env, listen_port, target_port):
@@ -268,6 +324,7 @@ TESTS = {
     "pp_bad_version": test_bad_version_is_a_config_error,
     "pp_load_balancer_in_front": test_load_balancer_in_front,
     "pp_header_in_pieces_and_silence": test_header_in_pieces_and_silence,
+    "pp_udp_v2": test_udp_v2,
 }
 
 if __name__ == "__main__":

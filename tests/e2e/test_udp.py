@@ -173,9 +173,9 @@ def ask(s, port, data):
 DATAGRAM_PATH = os.environ.get("NP_E2E_UDP_PATH") != "0"
 
 
-def udp_client(env, srv, *args, name="np-client"):
+def udp_client(env, srv, *args, name="np-client", wait=True):
     path = [] if DATAGRAM_PATH else ["--udp-datagram-path", "false"]
-    cl = env.client(srv, *path, *args, name=name)
+    cl = env.client(srv, *path, *args, name=name, wait=wait)
     if DATAGRAM_PATH:
         cl.wait_line(r"datagram path to .* up")
     return cl
