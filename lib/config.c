@@ -24,10 +24,7 @@
 #define KIND_CLIENT 2
 #define KIND_BOTH   3
 
-static int set_err(struct np_config *cfg, const char *fmt, ...)
-    __attribute__((format(printf, 2, 3)));
-
-static int set_err(struct np_config *cfg, const char *fmt, ...) {
+int np__config_err(struct np_config *cfg, const char *fmt, ...) {
   char msg[400];
   va_list ap;
 
@@ -41,17 +38,18 @@ static int set_err(struct np_config *cfg, const char *fmt, ...) {
 
 /* Value parsers: 0 or NP_ECONFIG with cfg->err set. */
 
-static int parse_uint(struct np_config *cfg, const char *key, const char *v, uint64_t max,
-                      uint64_t *out) {
+int np__config_uint(struct np_config *cfg, const char *key, const char *v, uint64_t max,
+                    uint64_t *out) {
   char *end;
   unsigned long long n;
 
   errno = 0;
   if (*v == '\0' || *v == '-' || *v == '+')
-    return set_err(cfg, "%s: '%s' is not a number", key, v);
+    return np__config_err(cfg, "%s: '%s' is not a number", key, v);
   n = strtoull(v, &end, 10);
   if (errno != 0 || *end != '\0' || n > max)
-    return set_err(cfg, "%s: '%s' is not a number from 0 to %llu", key, v, (unsigned long long)max);
+    return np__config_err(cfg, "%s: '%s' is not a number from 0 to %llu", key, v,
+                          (unsigned long long)max);
   *out = n;
   return 0;
 }
@@ -65,7 +63,7 @@ static int parse_duration(struct np_config *cfg, const char *key, const char *v,
   while (*unit >= '0' && *unit <= '9')
     unit++;
   if (unit == v || (size_t)(unit - v) >= sizeof(num))
-    return set_err(cfg, "%s: '%s' is not a duration (like 500ms, 10s, 2m)", key, v);
+    return np__config_err(cfg, "%s: '%s' is not a duration (like 500ms, 10s, 2m)", key, v);
   memcpy(num, v, (size_t)(unit - v));
   num[unit - v] = '\0';
   if (strcmp(unit, "ms") == 0)
@@ -77,8 +75,8 @@ static int parse_duration(struct np_config *cfg, const char *key, const char *v,
   else if (strcmp(unit, "h") == 0)
     mult = 3600000;
   else
-    return set_err(cfg, "%s: unknown unit in '%s' (use ms, s, m or h)", key, v);
-  if (parse_uint(cfg, key, num, UINT32_MAX, &n) != 0)
+    return np__config_err(cfg, "%s: unknown unit in '%s' (use ms, s, m or h)", key, v);
+  if (np__config_uint(cfg, key, num, UINT32_MAX, &n) != 0)
     return NP_ECONFIG;
   *ms = n * mult;
   return 0;
@@ -149,35 +147,36 @@ int np__ports_allow(const np__ports *p, int port) {
   return 0;
 }
 
-static int check_hostport(struct np_config *cfg, const char *key, const char *v, int numeric) {
+int np__config_hostport(struct np_config *cfg, const char *key, const char *v, int numeric) {
   struct sockaddr_storage ss;
   char host[NP_HOSTPORT_MAX];
   int port;
 
   if (numeric ? np__parse_addr(v, &ss) != 0 : np__split_hostport(v, host, sizeof(host), &port) != 0)
-    return set_err(cfg, "%s: '%s' is not %s:PORT", key, v, numeric ? "IP" : "HOST");
+    return np__config_err(cfg, "%s: '%s' is not %s:PORT", key, v, numeric ? "IP" : "HOST");
   return 0;
 }
 
-static int copy_str(struct np_config *cfg, const char *key, const char *v, char *dst, size_t cap) {
+int np__config_copy(struct np_config *cfg, const char *key, const char *v, char *dst, size_t cap) {
   if (np__strlcpy(dst, v, cap) != 0)
-    return set_err(cfg, "%s: value longer than %zu bytes", key, cap - 1);
+    return np__config_err(cfg, "%s: value longer than %zu bytes", key, cap - 1);
   return 0;
 }
 
 /* Checked here so a bad list fails at start with FILE:LINE; the server parses it again from the
  * PROXY message. */
-static int check_cidrs(struct np_config *cfg, const char *key, const char *v, char *dst,
-                       size_t cap) {
+int np__config_cidrs(struct np_config *cfg, const char *key, const char *v, char *dst, size_t cap) {
   np__cidrs c;
   char why[200];
 
   /* np__cidrs_parse names the list allow_ips, its most common use; say which key it was. */
   if (np__cidrs_parse(v, &c, why, sizeof(why)) != 0)
-    return set_err(cfg, "%s: %s", key, strncmp(why, "allow_ips: ", 11) == 0 ? why + 11 : why);
+    return np__config_err(cfg, "%s: %s", key,
+                          strncmp(why, "allow_ips: ", 11) == 0 ? why + 11 : why);
   if (strlen(v) >= cap)
-    return set_err(cfg, "%s: at most %zu bytes (write networks, not single hosts)", key, cap - 1);
-  return copy_str(cfg, key, v, dst, cap);
+    return np__config_err(cfg, "%s: at most %zu bytes (write networks, not single hosts)", key,
+                          cap - 1);
+  return np__config_copy(cfg, key, v, dst, cap);
 }
 
 /* Keys of [server] / [client]. */
@@ -268,19 +267,19 @@ static int set_key(struct np_config *cfg, const key_def *k, const char *v) {
 
   switch (k->type) {
   case V_STR:
-    return copy_str(cfg, k->name, v, field, k->size);
+    return np__config_copy(cfg, k->name, v, field, k->size);
   case V_HOSTPORT:
   case V_IPPORT:
-    if (check_hostport(cfg, k->name, v, k->type == V_IPPORT) != 0)
+    if (np__config_hostport(cfg, k->name, v, k->type == V_IPPORT) != 0)
       return NP_ECONFIG;
-    return copy_str(cfg, k->name, v, field, k->size);
+    return np__config_copy(cfg, k->name, v, field, k->size);
   case V_DURATION:
     if (parse_duration(cfg, k->name, v, &n) != 0)
       return NP_ECONFIG;
     *(uint64_t *)(void *)field = n;
     return 0;
   case V_COUNT:
-    if (parse_uint(cfg, k->name, v, 1u << 30, &n) != 0)
+    if (np__config_uint(cfg, k->name, v, 1u << 30, &n) != 0)
       return NP_ECONFIG;
     *(size_t *)(void *)field = (size_t)n;
     return 0;
@@ -288,7 +287,8 @@ static int set_key(struct np_config *cfg, const key_def *k, const char *v) {
     return np__ports_parse(k->name, v, (np__ports *)(void *)field, cfg->err, sizeof(cfg->err));
   case V_LEVEL:
     if (np_log_level_parse(v, &lvl) != 0)
-      return set_err(cfg, "%s: '%s' is not one of error, warn, info, debug, trace", k->name, v);
+      return np__config_err(cfg, "%s: '%s' is not one of error, warn, info, debug, trace", k->name,
+                            v);
     cfg->log_level = (int)lvl;
     return 0;
   case V_BOOL:
@@ -299,196 +299,29 @@ static int set_key(struct np_config *cfg, const key_def *k, const char *v) {
              strcmp(v, "0") == 0)
       *(int *)(void *)field = 0;
     else
-      return set_err(cfg, "%s: '%s' is not true or false", k->name, v);
+      return np__config_err(cfg, "%s: '%s' is not true or false", k->name, v);
     return 0;
   case V_FINGERPRINT: {
     unsigned char md[32];
     if (np__tls_fingerprint_parse(v, md) != 0)
-      return set_err(
+      return np__config_err(
           cfg, "%s: '%s' is not a SHA-256 fingerprint (sha256:AB:CD:... as np-server prints it)",
           k->name, v);
-    return copy_str(cfg, k->name, v, field, k->size);
+    return np__config_copy(cfg, k->name, v, field, k->size);
   }
   case V_CIDRS:
-    return check_cidrs(cfg, k->name, v, field, k->size);
+    return np__config_cidrs(cfg, k->name, v, field, k->size);
   case V_PORT:
-    if (parse_uint(cfg, k->name, v, 65535, &n) != 0)
+    if (np__config_uint(cfg, k->name, v, 65535, &n) != 0)
       return NP_ECONFIG;
     *(int *)(void *)field = (int)n;
     return 0;
   case V_CODEC:
     if (np_codec_find(v) == NULL)
-      return set_err(cfg, "%s: '%s' is not a codec (native or line)", k->name, v);
-    return copy_str(cfg, k->name, v, field, k->size);
+      return np__config_err(cfg, "%s: '%s' is not a codec (native or line)", k->name, v);
+    return np__config_copy(cfg, k->name, v, field, k->size);
   }
   return NP_ECONFIG;
-}
-
-static np__proxy_cfg *proxy_get(struct np_config *cfg, const char *name) {
-  np__proxy_cfg *p;
-
-  for (size_t i = 0; i < cfg->n_proxies; i++)
-    if (strcmp(cfg->proxies[i].name, name) == 0)
-      return &cfg->proxies[i];
-  if (cfg->n_proxies == NP_MAX_PROXIES) {
-    set_err(cfg, "more than %d proxies", NP_MAX_PROXIES);
-    return NULL;
-  }
-  if (name[0] == '\0' || strlen(name) > NP_MSG_NAME_MAX) {
-    set_err(cfg, "proxy name '%s' must be 1 to %d bytes", name, NP_MSG_NAME_MAX);
-    return NULL;
-  }
-  p = &cfg->proxies[cfg->n_proxies++];
-  memset(p, 0, sizeof(*p));
-  strcpy(p->name, name);
-  p->remote_port = -1;
-  return p;
-}
-
-/* What a custom_domains or locations item may be; the server checks them fully (http_route.c), so
- * this only catches what would garble the list or the wire: the item's length and its characters.
- */
-enum { NP_HTTP_HOST_NAME, NP_HTTP_LOCATION };
-
-static int list_item_ok(const char *v, size_t n, int what) {
-  if (n == 0 || n > (what == NP_HTTP_HOST_NAME ? 253 : NP_MSG_TEXT_MAX))
-    return 0;
-  if (what == NP_HTTP_LOCATION && v[0] != '/')
-    return 0;
-  for (size_t i = 0; i < n; i++)
-    if ((unsigned char)v[i] <= ' ' || v[i] == ',' || v[i] == 0x7f)
-      return 0;
-  return 1;
-}
-
-/* Append a ", "-separated list to dst (the key may come on several lines, as a long list must:
- * inih's lines are short). Each item is checked; the list is kept as "a,b,c". */
-static int add_list(struct np_config *cfg, const char *key, const char *v, char *dst, size_t cap,
-                    int what) {
-  size_t len = strlen(dst);
-
-  for (const char *p = v; *p != '\0';) {
-    size_t n;
-    while (*p == ' ' || *p == ',' || *p == '\t')
-      p++;
-    n = strcspn(p, ", \t");
-    if (n == 0)
-      break;
-    if (!list_item_ok(p, n, what))
-      return set_err(cfg, "%s: '%.*s' is not %s", key, (int)n, p,
-                     what == NP_HTTP_HOST_NAME ? "a host name (a.example.com or *.example.com)"
-                                               : "a path (/api)");
-    if (len + (len > 0) + n + 1 > cap)
-      return set_err(cfg, "%s: the list is longer than %zu bytes in all", key, cap - 1);
-    if (len > 0)
-      dst[len++] = ',';
-    memcpy(dst + len, p, n);
-    len += n;
-    dst[len] = '\0';
-    p += n;
-  }
-  return 0;
-}
-
-static int has_http_keys(const np__proxy_cfg *p) {
-  return p->custom_domains[0] != '\0' || p->subdomain[0] != '\0' || p->locations[0] != '\0' ||
-         p->host_header_rewrite[0] != '\0' || p->http_user[0] != '\0' ||
-         p->http_password[0] != '\0';
-}
-
-static int check_http_proxy(struct np_config *cfg, const np__proxy_cfg *p) {
-  const char *type = p->kind == NP_PROXY_HTTPS ? "https" : "http";
-  if (p->custom_domains[0] == '\0' && p->subdomain[0] == '\0')
-    return set_err(cfg,
-                   "[proxy %s]: type = %s needs custom_domains = HOST[, HOST...] or "
-                   "subdomain = NAME (under the server's subdomain_host)",
-                   p->name, type);
-  if (p->remote_port >= 0)
-    return set_err(cfg,
-                   "[proxy %s]: remote_port is for tcp and udp proxies; %s proxies share the "
-                   "server's vhost_%s_port",
-                   p->name, type, type);
-  if (p->kind == NP_PROXY_HTTPS &&
-      (p->locations[0] != '\0' || p->host_header_rewrite[0] != '\0' || p->http_user[0] != '\0'))
-    return set_err(
-        cfg,
-        "[proxy %s]: type = https routes by the TLS server name alone and never sees the "
-        "requests: locations, host_header_rewrite and http_user are for type = http",
-        p->name);
-  if ((p->http_user[0] != '\0') != (p->http_password[0] != '\0'))
-    return set_err(cfg, "[proxy %s]: http_user and http_password go together", p->name);
-  return 0;
-}
-
-static int set_proxy_key(struct np_config *cfg, const char *pname, const char *key, const char *v) {
-  np__proxy_cfg *p;
-  uint64_t n;
-
-  if (cfg->kind != NP_CONFIG_CLIENT)
-    return set_err(cfg, "[proxy %s]: proxies are configured on the client", pname);
-  if ((p = proxy_get(cfg, pname)) == NULL)
-    return NP_ECONFIG;
-  if (strcmp(key, "type") == 0) {
-    if (strcmp(v, "tcp") == 0)
-      p->kind = NP_PROXY_TCP;
-    else if (strcmp(v, "udp") == 0)
-      p->kind = NP_PROXY_UDP;
-    else if (strcmp(v, "http") == 0)
-      p->kind = NP_PROXY_HTTP;
-    else if (strcmp(v, "https") == 0)
-      p->kind = NP_PROXY_HTTPS;
-    else
-      return set_err(cfg, "type: '%s' is not a proxy type (tcp, udp, http or https)", v);
-    return 0;
-  }
-  if (strcmp(key, "custom_domains") == 0)
-    return add_list(cfg, key, v, p->custom_domains, sizeof(p->custom_domains), NP_HTTP_HOST_NAME);
-  if (strcmp(key, "locations") == 0)
-    return add_list(cfg, key, v, p->locations, sizeof(p->locations), NP_HTTP_LOCATION);
-  if (strcmp(key, "subdomain") == 0) {
-    if (strchr(v, '.') != NULL || !list_item_ok(v, strlen(v), NP_HTTP_HOST_NAME))
-      return set_err(cfg, "subdomain: '%s' is not one DNS label (like blog)", v);
-    return copy_str(cfg, key, v, p->subdomain, sizeof(p->subdomain));
-  }
-  if (strcmp(key, "host_header_rewrite") == 0) {
-    if (!list_item_ok(v, strlen(v), NP_HTTP_HOST_NAME) && v[0] != '\0')
-      return set_err(cfg, "host_header_rewrite: '%s' is not a host name", v);
-    return copy_str(cfg, key, v, p->host_header_rewrite, sizeof(p->host_header_rewrite));
-  }
-  if (strcmp(key, "http_user") == 0) {
-    if (strchr(v, ':') != NULL)
-      return set_err(cfg, "http_user: a Basic auth user name cannot hold ':'");
-    return copy_str(cfg, key, v, p->http_user, sizeof(p->http_user));
-  }
-  if (strcmp(key, "http_password") == 0)
-    return copy_str(cfg, key, v, p->http_password, sizeof(p->http_password));
-  if (strcmp(key, "remote_port") == 0) {
-    if (parse_uint(cfg, key, v, 65535, &n) != 0)
-      return NP_ECONFIG;
-    p->remote_port = (int)n;
-    return 0;
-  }
-  if (strcmp(key, "local") == 0)
-    return check_hostport(cfg, key, v, 0) != 0 ? NP_ECONFIG
-                                               : copy_str(cfg, key, v, p->local, sizeof(p->local));
-  if (strcmp(key, "bind_addr") == 0)
-    return copy_str(cfg, key, v, p->bind_addr, sizeof(p->bind_addr));
-  if (strcmp(key, "allow_ips") == 0)
-    return check_cidrs(cfg, key, v, p->allow_ips, sizeof(p->allow_ips));
-  if (strcmp(key, "proxy_protocol_version") == 0) {
-    /* frp's values; an empty value turns it off again */
-    if (strcmp(v, "v1") == 0 || strcmp(v, "v2") == 0 || v[0] == '\0') {
-      p->proxy_protocol = v[0] == '\0' ? 0 : v[1] - '0';
-      return 0;
-    }
-    return set_err(cfg, "proxy_protocol_version: '%s' is not v1 or v2", v);
-  }
-  return set_err(cfg,
-                 "unknown key '%s' in [proxy %s] (known: type, local, remote_port, bind_addr, "
-                 "allow_ips, proxy_protocol_version; type = http: custom_domains, subdomain, "
-                 "locations, host_header_rewrite, http_user, http_password; type = https: "
-                 "custom_domains, subdomain)",
-                 key, pname);
 }
 
 int np_config_set(struct np_config *cfg, const char *section, const char *key, const char *value) {
@@ -496,12 +329,12 @@ int np_config_set(struct np_config *cfg, const char *section, const char *key, c
 
   cfg->err[0] = '\0';
   if (section != NULL && strncmp(section, "proxy ", 6) == 0)
-    return set_proxy_key(cfg, section + 6, key, value);
+    return np__config_set_proxy_key(cfg, section + 6, key, value);
   if (section != NULL && strcmp(section, want) != 0)
-    return set_err(cfg, "unknown section [%s] (expected [%s]%s)", section, want,
-                   cfg->kind == NP_CONFIG_CLIENT ? " or [proxy NAME]" : "");
+    return np__config_err(cfg, "unknown section [%s] (expected [%s]%s)", section, want,
+                          cfg->kind == NP_CONFIG_CLIENT ? " or [proxy NAME]" : "");
   if (cfg->kind == NP_CONFIG_CLIENT && strcmp(key, "local") == 0)
-    return set_proxy_key(cfg, "seed", "local", value); /* the line codec's one service */
+    return np__config_set_proxy_key(cfg, "seed", "local", value); /* the line codec's one service */
   for (size_t i = 0; i < NP_ARRAY_SIZE(keys); i++) {
     if (strcmp(keys[i].name, key) != 0)
       continue;
@@ -509,7 +342,7 @@ int np_config_set(struct np_config *cfg, const char *section, const char *key, c
       break;
     return set_key(cfg, &keys[i], value);
   }
-  return set_err(cfg, "unknown key '%s' in [%s]", key, want);
+  return np__config_err(cfg, "unknown key '%s' in [%s]", key, want);
 }
 
 static int on_ini_pair(void *user, const char *section, const char *name, const char *value) {
@@ -520,7 +353,7 @@ static int on_ini_pair(void *user, const char *section, const char *name, const 
   if (section[0] == '\0')
     section = NULL;
   if (section == NULL)
-    return set_err(cfg, "'%s' appears before any [section]", name), 0;
+    return np__config_err(cfg, "'%s' appears before any [section]", name), 0;
   return np_config_set(cfg, section, name, value) == 0;
 }
 
@@ -620,92 +453,6 @@ int np_config_load_file(struct np_config *cfg, const char *path) {
   return r;
 }
 
-/* Split s in place at ':' outside [brackets]; returns the number of fields, or max + 1 if more. */
-static int split_fields(char *s, char **fields, int max) {
-  int n = 0, depth = 0;
-
-  fields[n++] = s;
-  for (; *s != '\0'; s++) {
-    if (*s == '[')
-      depth++;
-    else if (*s == ']')
-      depth--;
-    else if (*s == ':' && depth == 0) {
-      if (n == max)
-        return max + 1;
-      *s = '\0';
-      fields[n++] = s + 1;
-    }
-  }
-  return n;
-}
-
-static void strip_brackets(char *s) {
-  size_t n = strlen(s);
-  if (n >= 2 && s[0] == '[' && s[n - 1] == ']') {
-    memmove(s, s + 1, n - 2);
-    s[n - 2] = '\0';
-  }
-}
-
-/* [BIND_ADDR:]REMOTE_PORT:LOCAL_HOST:LOCAL_PORT; hosts may be [v6]. flag is "R" or "U". */
-static int add_remote(struct np_config *cfg, const char *flag, np_proxy_kind kind,
-                      const char *spec) {
-  const char *pfx = kind == NP_PROXY_UDP ? "udp" : "tcp";
-  char buf[NP_HOSTPORT_MAX * 2];
-  char *f[4];
-  char name[NP_MSG_NAME_MAX + 1];
-  char bind[NP_MSG_NAME_MAX + 1] = "";
-  np__proxy_cfg *px;
-  uint64_t rp;
-  int n;
-
-  cfg->err[0] = '\0';
-  if (cfg->kind != NP_CONFIG_CLIENT)
-    return set_err(cfg, "-%s is a client option", flag);
-  if (np__strlcpy(buf, spec, sizeof(buf)) != 0)
-    return set_err(cfg, "-%s %s: too long", flag, spec);
-  n = split_fields(buf, f, 4);
-  if (n < 3 || n > 4)
-    return set_err(cfg, "-%s %s: expected [BIND_ADDR:]REMOTE_PORT:LOCAL_HOST:LOCAL_PORT", flag,
-                   spec);
-  if (n == 4) {
-    if (np__strlcpy(bind, f[0], sizeof(bind)) != 0)
-      return set_err(cfg, "-%s %s: bind address too long", flag, spec);
-    strip_brackets(bind);
-  }
-  if (parse_uint(cfg, kind == NP_PROXY_UDP ? "-U remote port" : "-R remote port", f[n - 3], 65535,
-                 &rp) != 0)
-    return NP_ECONFIG;
-  if (rp == 0)
-    snprintf(name, sizeof(name), "%s-%s-%s", pfx, f[n - 2], f[n - 1]);
-  else
-    snprintf(name, sizeof(name), "%s-%llu", pfx, (unsigned long long)rp);
-  for (size_t i = 0; i < cfg->n_proxies; i++)
-    if (strcmp(cfg->proxies[i].name, name) == 0)
-      return set_err(cfg, "-%s %s: the same remote port is given twice", flag, spec);
-  if ((px = proxy_get(cfg, name)) == NULL)
-    return NP_ECONFIG;
-  px->remote_port = (int)rp;
-  px->kind = kind;
-  strcpy(px->bind_addr, bind);
-  snprintf(px->local, sizeof(px->local), "%s:%s", f[n - 2], f[n - 1]);
-  if (check_hostport(cfg, kind == NP_PROXY_UDP ? "-U local address" : "-R local address", px->local,
-                     0) != 0) {
-    cfg->n_proxies--;
-    return NP_ECONFIG;
-  }
-  return 0;
-}
-
-int np_config_add_remote(struct np_config *cfg, const char *spec) {
-  return add_remote(cfg, "R", NP_PROXY_TCP, spec);
-}
-
-int np_config_add_udp(struct np_config *cfg, const char *spec) {
-  return add_remote(cfg, "U", NP_PROXY_UDP, spec);
-}
-
 int np_config_set_flag(struct np_config *cfg, const char *flag, const char *value) {
   char key[64];
   size_t i;
@@ -729,93 +476,71 @@ int np_config_set_flag(struct np_config *cfg, const char *flag, const char *valu
 
 int np_config_validate(struct np_config *cfg) {
   int line_codec = strcmp(cfg->codec, "line") == 0;
-  int r;
 
   cfg->err[0] = '\0';
   if (cfg->heartbeat_interval_ms == 0 || cfg->heartbeat_timeout_ms <= cfg->heartbeat_interval_ms)
-    return set_err(cfg,
-                   "heartbeat_timeout (%llums) must be longer than heartbeat_interval (%llums)",
-                   (unsigned long long)cfg->heartbeat_timeout_ms,
-                   (unsigned long long)cfg->heartbeat_interval_ms);
+    return np__config_err(
+        cfg, "heartbeat_timeout (%llums) must be longer than heartbeat_interval (%llums)",
+        (unsigned long long)cfg->heartbeat_timeout_ms,
+        (unsigned long long)cfg->heartbeat_interval_ms);
   if (cfg->max_frame < 64 || cfg->max_frame > (1u << 24))
-    return set_err(cfg, "max_frame must be from 64 to 16777216 bytes");
+    return np__config_err(cfg, "max_frame must be from 64 to 16777216 bytes");
   if (cfg->mux_max_window < NP_MUX_INITIAL_WINDOW || cfg->mux_max_window > (1u << 30))
-    return set_err(cfg, "mux_max_window must be from 262144 (yamux's initial window) to 1073741824 "
-                        "bytes");
+    return np__config_err(
+        cfg, "mux_max_window must be from 262144 (yamux's initial window) to 1073741824 "
+             "bytes");
   if (line_codec && !cfg->insecure)
-    return set_err(cfg, "codec line is the seed article's plaintext protocol: it needs insecure = "
-                        "true (--insecure)");
+    return np__config_err(
+        cfg, "codec line is the seed article's plaintext protocol: it needs insecure = "
+             "true (--insecure)");
   if (cfg->udp_idle_timeout_ms < 1000)
-    return set_err(cfg, "udp_idle_timeout must be at least 1s");
+    return np__config_err(cfg, "udp_idle_timeout must be at least 1s");
   if ((cfg->tls_cert[0] == '\0') != (cfg->tls_key[0] == '\0'))
-    return set_err(cfg, "tls_cert and tls_key go together (--tls-cert, --tls-key)");
+    return np__config_err(cfg, "tls_cert and tls_key go together (--tls-cert, --tls-key)");
   if (cfg->kind == NP_CONFIG_SERVER) {
     if (cfg->pending_timeout_ms == 0)
-      return set_err(cfg, "pending_timeout must be above 0");
+      return np__config_err(cfg, "pending_timeout must be above 0");
     if (cfg->login_timeout_ms == 0)
-      return set_err(cfg, "login_timeout must be above 0");
+      return np__config_err(cfg, "login_timeout must be above 0");
     if (cfg->udp_max_flows == 0)
-      return set_err(cfg, "udp_max_flows must be above 0");
+      return np__config_err(cfg, "udp_max_flows must be above 0");
     if (cfg->login_backoff_max_ms < cfg->login_backoff_ms)
-      return set_err(cfg, "login_backoff_max must be at least login_backoff");
+      return np__config_err(cfg, "login_backoff_max must be at least login_backoff");
     struct sockaddr_storage ss;
     char spec[NP_MSG_NAME_MAX + 8];
     snprintf(spec, sizeof(spec), strchr(cfg->proxy_bind_addr, ':') ? "[%s]:0" : "%s:0",
              cfg->proxy_bind_addr);
     if (np__parse_addr(spec, &ss) != 0)
-      return set_err(cfg, "proxy_bind_addr: '%s' is not an IP address", cfg->proxy_bind_addr);
+      return np__config_err(cfg, "proxy_bind_addr: '%s' is not an IP address",
+                            cfg->proxy_bind_addr);
     if (cfg->subdomain_host[0] != '\0' &&
         (strchr(cfg->subdomain_host, '*') != NULL ||
-         !list_item_ok(cfg->subdomain_host, strlen(cfg->subdomain_host), NP_HTTP_HOST_NAME)))
-      return set_err(cfg, "subdomain_host: '%s' is not a host name (like example.com)",
-                     cfg->subdomain_host);
+         !np__config_host_ok(cfg->subdomain_host, strlen(cfg->subdomain_host))))
+      return np__config_err(cfg, "subdomain_host: '%s' is not a host name (like example.com)",
+                            cfg->subdomain_host);
     if (line_codec && cfg->users_file[0] != '\0')
-      return set_err(cfg, "codec line has no logins: users_file needs codec native");
+      return np__config_err(cfg, "codec line has no logins: users_file needs codec native");
     if (line_codec && (cfg->tunnel_bind[0] == '\0' || cfg->visit_bind[0] == '\0'))
-      return set_err(cfg,
-                     "codec line needs tunnel_bind and visit_bind (--tunnel-bind, --visit-bind)");
+      return np__config_err(
+          cfg, "codec line needs tunnel_bind and visit_bind (--tunnel-bind, --visit-bind)");
     return 0;
   }
   if (cfg->server[0] == '\0')
-    return set_err(cfg, "no server given (--server HOST:PORT or server = in [client])");
+    return np__config_err(cfg, "no server given (--server HOST:PORT or server = in [client])");
   if (cfg->udp_keepalive_ms < 1000 || cfg->udp_path_retry_ms < 1000)
-    return set_err(cfg, "udp_keepalive and udp_path_retry must be at least 1s");
+    return np__config_err(cfg, "udp_keepalive and udp_path_retry must be at least 1s");
   if (cfg->reconnect_min_ms == 0 || cfg->reconnect_max_ms < cfg->reconnect_min_ms)
-    return set_err(cfg, "reconnect_min must be above 0 and at most reconnect_max");
+    return np__config_err(cfg, "reconnect_min must be above 0 and at most reconnect_max");
   if (line_codec) {
     if (cfg->tunnel[0] == '\0')
-      return set_err(cfg, "codec line needs the tunnel address (--tunnel HOST:PORT)");
+      return np__config_err(cfg, "codec line needs the tunnel address (--tunnel HOST:PORT)");
     if (cfg->n_proxies != 1)
-      return set_err(cfg, "codec line carries exactly one service (--local HOST:PORT)");
+      return np__config_err(cfg, "codec line carries exactly one service (--local HOST:PORT)");
   }
   if (cfg->n_proxies == 0)
-    return set_err(cfg, "no proxies (give -R REMOTE_PORT:LOCAL_HOST:LOCAL_PORT or a [proxy NAME])");
-  for (size_t i = 0; i < cfg->n_proxies; i++) {
-    np__proxy_cfg *p = &cfg->proxies[i];
-    if (p->local[0] == '\0')
-      return set_err(cfg, "[proxy %s]: local = HOST:PORT is missing", p->name);
-    if (p->kind != NP_PROXY_TCP && line_codec)
-      return set_err(cfg, "[proxy %s]: codec line carries TCP only; UDP and HTTP need codec native",
-                     p->name);
-    if (p->kind == NP_PROXY_HTTP || p->kind == NP_PROXY_HTTPS) {
-      if ((r = check_http_proxy(cfg, p)) != 0)
-        return r;
-      continue;
-    }
-    if (has_http_keys(p))
-      return set_err(cfg,
-                     "[proxy %s]: custom_domains, subdomain, locations, host_header_rewrite and "
-                     "http_user/http_password are for type = http (the first two also https)",
-                     p->name);
-    if (p->remote_port < 0 && !line_codec)
-      return set_err(cfg, "[proxy %s]: remote_port is missing (0 lets the server choose)", p->name);
-    if (p->proxy_protocol == 1 && p->kind == NP_PROXY_UDP)
-      return set_err(cfg,
-                     "[proxy %s]: proxy_protocol_version = v1 has no form for datagrams; a UDP "
-                     "proxy takes v2",
-                     p->name);
-  }
-  return 0;
+    return np__config_err(
+        cfg, "no proxies (give -R REMOTE_PORT:LOCAL_HOST:LOCAL_PORT or a [proxy NAME])");
+  return np__config_check_proxies(cfg, line_codec);
 }
 
 int np_config_new(np_config_kind kind, struct np_config **out) {

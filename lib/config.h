@@ -126,4 +126,22 @@ int np__ports_parse(const char *key, const char *v, np__ports *out, char *err, s
 /* Is port inside one of the ranges (or are there none)? */
 int np__ports_allow(const np__ports *p, int port);
 
+/* ---- between config.c and config_proxy.c --------------------------------------------------- */
+
+/* Set cfg's error ("key: why"); returns NP_ECONFIG. */
+int np__config_err(struct np_config *cfg, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+/* Value parsers and checks: 0, or NP_ECONFIG with the error set, naming key. */
+int np__config_uint(struct np_config *cfg, const char *key, const char *v, uint64_t max,
+                    uint64_t *out);
+int np__config_hostport(struct np_config *cfg, const char *key, const char *v, int numeric);
+int np__config_copy(struct np_config *cfg, const char *key, const char *v, char *dst, size_t cap);
+int np__config_cidrs(struct np_config *cfg, const char *key, const char *v, char *dst, size_t cap);
+/* config_proxy.c: a key of [proxy pname]; the checks of every proxy (np_config_validate); whether
+ * v[0..n) may be a host name in a list (custom_domains, subdomain_host). */
+int np__config_set_proxy_key(struct np_config *cfg, const char *pname, const char *key,
+                             const char *v);
+int np__config_check_proxies(struct np_config *cfg, int line_codec);
+int np__config_host_ok(const char *v, size_t n);
+
 #endif
