@@ -24,35 +24,7 @@
 #define KIND_CLIENT 2
 #define KIND_BOTH   3
 
-int np__config_err(struct np_config *cfg, const char *fmt, ...) {
-  char msg[400];
-  va_list ap;
-
-  va_start(ap, fmt);
-  vsnprintf(msg, sizeof(msg), fmt, ap);
-  va_end(ap);
-  /* np_config_load_file adds "FILE:LINE: " once inih has told it the line. */
-  snprintf(cfg->err, sizeof(cfg->err), "%s", msg);
-  return NP_ECONFIG;
-}
-
 /* Value parsers: 0 or NP_ECONFIG with cfg->err set. */
-
-int np__config_uint(struct np_config *cfg, const char *key, const char *v, uint64_t max,
-                    uint64_t *out) {
-  char *end;
-  unsigned long long n;
-
-  errno = 0;
-  if (*v == '\0' || *v == '-' || *v == '+')
-    return np__config_err(cfg, "%s: '%s' is not a number", key, v);
-  n = strtoull(v, &end, 10);
-  if (errno != 0 || *end != '\0' || n > max)
-    return np__config_err(cfg, "%s: '%s' is not a number from 0 to %llu", key, v,
-                          (unsigned long long)max);
-  *out = n;
-  return 0;
-}
 
 /* "250ms", "10s", "2m", "1h" or a bare number of seconds. */
 static int parse_duration(struct np_config *cfg, const char *key, const char *v, uint64_t *ms) {
@@ -145,38 +117,6 @@ int np__ports_allow(const np__ports *p, int port) {
     if (port >= p->r[i].lo && port <= p->r[i].hi)
       return 1;
   return 0;
-}
-
-int np__config_hostport(struct np_config *cfg, const char *key, const char *v, int numeric) {
-  struct sockaddr_storage ss;
-  char host[NP_HOSTPORT_MAX];
-  int port;
-
-  if (numeric ? np__parse_addr(v, &ss) != 0 : np__split_hostport(v, host, sizeof(host), &port) != 0)
-    return np__config_err(cfg, "%s: '%s' is not %s:PORT", key, v, numeric ? "IP" : "HOST");
-  return 0;
-}
-
-int np__config_copy(struct np_config *cfg, const char *key, const char *v, char *dst, size_t cap) {
-  if (np__strlcpy(dst, v, cap) != 0)
-    return np__config_err(cfg, "%s: value longer than %zu bytes", key, cap - 1);
-  return 0;
-}
-
-/* Checked here so a bad list fails at start with FILE:LINE; the server parses it again from the
- * PROXY message. */
-int np__config_cidrs(struct np_config *cfg, const char *key, const char *v, char *dst, size_t cap) {
-  np__cidrs c;
-  char why[200];
-
-  /* np__cidrs_parse names the list allow_ips, its most common use; say which key it was. */
-  if (np__cidrs_parse(v, &c, why, sizeof(why)) != 0)
-    return np__config_err(cfg, "%s: %s", key,
-                          strncmp(why, "allow_ips: ", 11) == 0 ? why + 11 : why);
-  if (strlen(v) >= cap)
-    return np__config_err(cfg, "%s: at most %zu bytes (write networks, not single hosts)", key,
-                          cap - 1);
-  return np__config_copy(cfg, key, v, dst, cap);
 }
 
 /* Keys of [server] / [client]. */
