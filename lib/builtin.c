@@ -1,6 +1,7 @@
-/* The built-in proxy types: the one place that names them. np_server_new lives here, above both the
- * session core and the types, so the core never refers to a type (the layering check in
- * docs/design.md holds it to that). A new built-in type is a file and a line below. */
+/* The built-in proxy types and the admin endpoint: the one place that names them. np_server_new
+ * lives here, above both the session core and the types, so the core never refers to a type (the
+ * layering check in docs/design.md holds it to that). A new built-in type is a file and a line
+ * below. */
 #include "proxy.h"
 
 static const np__proxy_type *const builtin[] = {&np__proxy_tcp, &np__proxy_udp, &np__proxy_http,
@@ -14,6 +15,8 @@ int np_server_new(uv_loop_t *loop, const struct np_config *cfg, struct np_server
     return r;
   for (size_t i = 0; i < sizeof(builtin) / sizeof(builtin[0]); i++)
     np__server_add_type(srv, builtin[i]);
+  srv->admin_start = np__admin_server_start;
+  srv->admin_stop = np__admin_server_stop;
   *out = srv;
   return 0;
 }

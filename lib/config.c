@@ -8,6 +8,7 @@
 #include "tls.h"
 
 #include <errno.h>
+#include <netinet/in.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -167,6 +168,10 @@ static const key_def keys[] = {
     {"mux_max_streams", KIND_SERVER, V_COUNT, FIELD(mux_max_streams)},
     {"mux_max_window", KIND_BOTH, V_COUNT, FIELD(mux_max_window)},
     {"relay_splice", KIND_BOTH, V_BOOL, FIELD(relay_splice)},
+    {"admin_bind", KIND_SERVER, V_IPPORT, FIELD(admin_bind)},
+    {"admin_token", KIND_SERVER, V_STR, FIELD(admin_token)},
+    {"admin_user", KIND_SERVER, V_STR, FIELD(admin_user)},
+    {"admin_password", KIND_SERVER, V_STR, FIELD(admin_password)},
     {"insecure", KIND_BOTH, V_BOOL, FIELD(insecure)},
     {"tls_cert", KIND_BOTH, V_STR, FIELD(tls_cert)},
     {"tls_key", KIND_BOTH, V_STR, FIELD(tls_key)},
@@ -414,8 +419,28 @@ int np_config_set_flag(struct np_config *cfg, const char *flag, const char *valu
   return 0;
 }
 
+/* An admin endpoint others can reach needs credentials: it can disconnect clients. */
+static int check_admin(struct np_config *cfg) {
+  struct sockaddr_storage ss;
+  int loopback;
+
+  np__parse_addr(cfg->admin_bind, &ss); /* checked as the key was set */
+  loopback = ss.ss_family == AF_INET
+                 ? (ntohl(((struct sockaddr_in *)&ss)->sin_addr.s_addr) >> 24) == 127
+                 : IN6_IS_ADDR_LOOPBACK(&((struct sockaddr_in6 *)&ss)->sin6_addr);
+  if ((cfg->admin_user[0] != '\0') != (cfg->admin_password[0] != '\0'))
+    return np__config_err(cfg, "admin_user and admin_password go together");
+  if (!loopback && cfg->admin_token[0] == '\0' && cfg->admin_user[0] == '\0')
+    return np__config_err(cfg,
+                          "admin_bind %s is not a loopback address: set admin_token (or "
+                          "admin_user and admin_password)",
+                          cfg->admin_bind);
+  return 0;
+}
+
 int np_config_validate(struct np_config *cfg) {
   int line_codec = strcmp(cfg->codec, "line") == 0;
+  int r;
 
   cfg->err[0] = '\0';
   if (cfg->heartbeat_interval_ms == 0 || cfg->heartbeat_timeout_ms <= cfg->heartbeat_interval_ms)
@@ -435,6 +460,8 @@ int np_config_validate(struct np_config *cfg) {
              "true (--insecure)");
   if (cfg->udp_idle_timeout_ms < 1000)
     return np__config_err(cfg, "udp_idle_timeout must be at least 1s");
+  if (cfg->admin_bind[0] != '\0' && (r = check_admin(cfg)) != 0)
+    return r;
   if ((cfg->tls_cert[0] == '\0') != (cfg->tls_key[0] == '\0'))
     return np__config_err(cfg, "tls_cert and tls_key go together (--tls-cert, --tls-key)");
   if (cfg->kind == NP_CONFIG_SERVER) {

@@ -57,10 +57,14 @@ struct np_config {
   uint64_t heartbeat_interval_ms;
   uint64_t heartbeat_timeout_ms;
   size_t max_frame;
-  size_t mux_max_window; /* a mux stream's receive window may grow to this */
-  int relay_splice;      /* relay plain TCP joins with splice(2) (Linux) */
-  int insecure;          /* no TLS between client and server (docs/security.md) */
-  char tls_cert[1024];   /* server: its certificate; client: its certificate for mutual TLS */
+  size_t mux_max_window;                /* a mux stream's receive window may grow to this */
+  int relay_splice;                     /* relay plain TCP joins with splice(2) (Linux) */
+  char admin_bind[NP_HOSTPORT_MAX];     /* the admin endpoint ("": off) */
+  char admin_token[256];                /* Bearer */
+  char admin_user[NP_MSG_NAME_MAX + 1]; /* Basic */
+  char admin_password[256];
+  int insecure;        /* no TLS between client and server (docs/security.md) */
+  char tls_cert[1024]; /* server: its certificate; client: its certificate for mutual TLS */
   char tls_key[1024];
   uint64_t udp_idle_timeout_ms; /* a UDP flow silent both ways this long ends */
 

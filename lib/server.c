@@ -413,6 +413,7 @@ int np_server_start(struct np_server *srv) {
                            &srv->backoff)) != 0)
     return r;
   srv->started = 1;
+  srv->started_ms = uv_now(srv->loop);
   uv_timer_init(srv->loop, &srv->pool_timer);
   uv_timer_init(srv->loop, &srv->trim_timer);
   uv_unref((uv_handle_t *)&srv->trim_timer);
@@ -443,6 +444,8 @@ int np_server_start(struct np_server *srv) {
     if ((r = np__server_types_start(srv, (struct sockaddr *)&ua)) != 0)
       return r;
   }
+  if (srv->admin_start != NULL && (r = srv->admin_start(srv)) != 0)
+    return r;
   if (srv->cfg.token[0] == '\0' && srv->users == NULL && native(srv))
     np__log(&srv->log, NP_LOG_WARN, "no token set: any client can open public ports");
   np__log(&srv->log, NP_LOG_INFO, "listening on %s (port %d, codec %s)", srv->cfg.bind, srv->port,
@@ -531,6 +534,8 @@ void np_server_close(struct np_server *srv, np_server_close_cb cb) {
   if (srv->visit_proxy != NULL)
     np__proxy_close(srv->visit_proxy);
   np__server_types_stop(srv);
+  if (srv->admin_stop != NULL)
+    srv->admin_stop(srv);
   if (srv->pool != NULL)
     srv->pool_ops->expire(srv->pool, UINT64_MAX, np__visitor_removed, srv);
   if (srv->started) {

@@ -156,7 +156,13 @@ struct np_server {
   np__users *users;                /* the users file; NULL without one */
   np__transport_server *transport; /* TLS, the multiplexer (transport_server.c); from start */
   np__backoff *backoff;
-  struct np__upath *upath;          /* the datagram path's socket (udp_path.c); NULL when off */
+  struct np__upath *upath;      /* the datagram path's socket (udp_path.c); NULL when off */
+  struct np__admin_http *admin; /* admin_bind's endpoint (admin_server.c); NULL when off */
+  /* The admin endpoint's start and stop, set by builtin.c: hooks, so that server.c calls nothing
+   * above it. NULL: none. */
+  int (*admin_start)(struct np_server *srv);
+  void (*admin_stop)(struct np_server *srv);
+  uint64_t started_ms;              /* loop time at np_server_start */
   const np__proxy_type *types[256]; /* by kind (proxy.h) */
   void *type_data[256];             /* by kind: a type's own server-wide state */
   /* Tears down what a closing session holds above session.c (np__work_session_closing): a hook, so
@@ -185,6 +191,10 @@ int np__server_create(uv_loop_t *loop, const struct np_config *cfg, struct np_se
 /* A new connection to the control port (its transport adds TLS); also how the fuzzer feeds a
  * session. */
 void np__server_accept(struct np_server *srv, np_conn *c);
+
+/* admin_server.c: the admin endpoint on admin_bind (0 when there is none), and its end. */
+int np__admin_server_start(struct np_server *srv);
+void np__admin_server_stop(struct np_server *srv);
 
 /* server_view.c: np_server_log_stats' lines per client and per proxy. */
 void np__server_log_views(const struct np_server *srv);

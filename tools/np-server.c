@@ -20,8 +20,9 @@ static const char help[] =
     "      --subdomain-host DOMAIN  a proxy's subdomain = x serves x.DOMAIN\n"
     "      --allow-ports LIST       public ports clients may ask for, e.g. 2000-3000,4000\n"
     "      --log-level LEVEL        error, warn, info (default), debug, trace\n"
-    "      --access-log true|false  log each TCP visitor once it is gone: proxy, address, bytes\n"
-    "                               each way, duration, how it ended (default true; at info)\n"
+    "      --access-log true|false  a line per visitor once it is gone (default true)\n"
+    "      --admin-bind IP:PORT     JSON API, /metrics, /healthz; with --admin-token TOKEN or\n"
+    "                               --admin-user U --admin-password P (docs/api-admin.md)\n"
     "      --heartbeat-interval D   ping idle clients this often (default 10s)\n"
     "      --heartbeat-timeout D    drop a client silent this long (default 30s)\n"
     "      --pending-timeout D      how long a visitor waits for its tunnel (default 10s)\n"
@@ -49,8 +50,7 @@ static const char help[] =
     "                               ~/.local/state/natproxy)\n"
     "      --tls-cert FILE --tls-key FILE  use this certificate (chain) and key instead\n"
     "      --tls-client-ca FILE     require client certificates signed by this CA\n"
-    "      --fingerprint            print the certificate's fingerprint (creating it if needed)\n"
-    "                               and exit\n"
+    "      --fingerprint            print the certificate's fingerprint and exit\n"
     "      --codec NAME             native (default) or line (the seed article's protocol)\n"
     "      --tunnel-bind ADDR:PORT  line codec: where tunnel connections arrive\n"
     "      --visit-bind ADDR:PORT   line codec: where visitors arrive\n"
@@ -101,6 +101,10 @@ static const struct option longopts[] = {
     {"udp-idle-timeout", required_argument, NULL, 0},
     {"udp-max-flows", required_argument, NULL, 0},
     {"access-log", required_argument, NULL, 0},
+    {"admin-bind", required_argument, NULL, 0},
+    {"admin-token", required_argument, NULL, 0},
+    {"admin-user", required_argument, NULL, 0},
+    {"admin-password", required_argument, NULL, 0},
     {NULL, 0, NULL, 0},
 };
 

@@ -1,0 +1,296 @@
+/* np-server's admin endpoint (docs/api-admin.md): the JSON API under /api/v1/, Prometheus text on
+ * /metrics and /healthz, on admin_http.c. It reads the server through the same walk the public API
+ * offers embedders (np_server_foreach_client and the proxy views) and the counters as data
+ * (natproxy/stats.h), so a counter added to a list shows up here by itself. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <jansson.h>
+
+#include "admin_http.h"
+#include "natproxy/version.h"
+#include "server.h"
+
+/* Per-proxy metric series at most: labels come from clients (their names and proxies' names), so
+ * the count is bounded here whatever max_clients says (docs/api-admin.md, "Cardinality"). */
+#define MAX_PROXY_SERIES 10000
+
+static const char *const open_paths[] = {"/healthz", NULL};
+
+/* ---- JSON ------------------------------------------------------------------------------------ */
+
+typedef const np_stat_field *(*field_fn)(size_t i);
+
+/* {"name": value, ...} for every counter of a stats struct. */
+static json_t *stats_object(field_fn field, const void *st) {
+  json_t *o = json_object();
+  const np_stat_field *f;
+  for (size_t i = 0; o != NULL && (f = field(i)) != NULL; i++)
+    json_object_set_new(
+        o, f->name, json_integer((json_int_t) * (const uint64_t *)((const char *)st + f->offset)));
+  return o;
+}
+
+typedef struct walk {
+  json_t *list;    /* clients, or proxies */
+  json_t *proxies; /* the current client's */
+  const char *client;
+} walk;
+
+static int each_proxy(const np_server_proxy *p, void *arg) {
+  walk *w = arg;
+  np_proxy_stats st;
+  json_t *o;
+
+  np_server_proxy_get_stats(p, &st, sizeof(st));
+  o = json_pack("{s:s, s:s, s:s, s:i, s:o}", "client", w->client, "name", np_server_proxy_name(p),
+                "type", np_server_proxy_type(p), "port", np_server_proxy_port(p), "stats",
+                stats_object(np_proxy_stats_field, &st));
+  if (o != NULL)
+    json_array_append_new(w->proxies, o);
+  return 0;
+}
+
+static int each_client(const np_server_client *c, void *arg) {
+  walk *w = arg;
+  np_proxy_stats st;
+  json_t *o, *proxies = json_array();
+
+  w->proxies = proxies;
+  w->client = np_server_client_name(c);
+  np_server_client_foreach_proxy(c, each_proxy, w);
+  np_server_client_get_stats(c, &st, sizeof(st));
+  o = json_pack("{s:s, s:s, s:I, s:o, s:o}", "name", np_server_client_name(c), "addr",
+                np_server_client_addr(c), "uptime_ms", (json_int_t)np_server_client_uptime_ms(c),
+                "stats", stats_object(np_proxy_stats_field, &st), "proxies", proxies);
+  if (o != NULL)
+    json_array_append_new(w->list, o);
+  return 0;
+}
+
+/* Every proxy of every client in one list. */
+static int each_client_proxies(const np_server_client *c, void *arg) {
+  walk *w = arg;
+  w->proxies = w->list;
+  w->client = np_server_client_name(c);
+  np_server_client_foreach_proxy(c, each_proxy, w);
+  return 0;
+}
+
+static void reply_json(np__admin_reply *out, json_t *o) {
+  char *s = o != NULL ? json_dumps(o, JSON_COMPACT) : NULL;
+  json_decref(o);
+  if (s == NULL) {
+    np__admin_reply_error(out, 500, "out of memory");
+    return;
+  }
+  out->status = 200;
+  out->type = "application/json";
+  out->body = s;
+  out->len = strlen(s);
+}
+
+static json_t *server_info(struct np_server *srv) {
+  np_server_stats st;
+  np_server_get_stats(srv, &st, sizeof(st));
+  return json_pack("{s:s, s:I, s:i, s:s, s:i, s:i, s:b, s:s, s:o}", "version", np_version_string(),
+                   "uptime_ms", (json_int_t)(now_ms(srv) - srv->started_ms), "port", srv->port,
+                   "codec", srv->codec->name, "vhost_http_port", srv->cfg.vhost_http_port,
+                   "vhost_https_port", srv->cfg.vhost_https_port, "tls", srv->tls != NULL,
+                   "fingerprint", srv->tls != NULL ? np_server_fingerprint(srv) : "", "stats",
+                   stats_object(np_server_stats_field, &st));
+}
+
+/* POST /api/v1/clients/NAME/disconnect */
+static void disconnect(struct np_server *srv, const char *name, np__admin_reply *out) {
+  for (session *s = srv->sessions; s != NULL; s = s->next) {
+    if (s->state != S_READY || s->closing || strcmp(s->name, name) != 0)
+      continue;
+    np__log(&srv->log, NP_LOG_INFO, "client %s: disconnected through the admin API", name);
+    np__session_send_close(s, NP_ECLOSED, "disconnected by the server's operator");
+    np__session_close(s, NP_ECLOSED, "disconnected through the admin API");
+    reply_json(out, json_pack("{s:s}", "disconnected", name));
+    return;
+  }
+  np__admin_reply_error(out, 404, "no client of that name is logged in");
+}
+
+/* ---- Prometheus text --------------------------------------------------------------------------
+ */
+
+/* natproxy_server_visitors_joined_total: counters end in _total (Prometheus' naming rules, which
+ * promtool checks), gauges do not. */
+static void metric_name(char *buf, size_t len, const char *scope, const np_stat_field *f) {
+  size_t n = strlen(f->name);
+  int has_total = n > 6 && strcmp(f->name + n - 6, "_total") == 0;
+  snprintf(buf, len, "natproxy_%s_%.*s%s", scope, (int)(has_total ? n - 6 : n), f->name,
+           f->kind == NP_STAT_COUNTER ? "_total" : "");
+}
+
+/* A label value as the text format wants it: \ " and newline escaped. */
+static void label(FILE *m, const char *v) {
+  for (; *v != '\0'; v++) {
+    if (*v == '\\' || *v == '"')
+      fputc('\\', m);
+    if (*v == '\n')
+      fputs("\\n", m);
+    else
+      fputc(*v, m);
+  }
+}
+
+typedef struct mwalk {
+  FILE *m;
+  const np_stat_field *f;
+  const char *client;
+  size_t series;
+} mwalk;
+
+static int metric_proxy(const np_server_proxy *p, void *arg) {
+  mwalk *w = arg;
+  np_proxy_stats st;
+  char name[96];
+
+  if (w->series++ >= MAX_PROXY_SERIES)
+    return 1;
+  np_server_proxy_get_stats(p, &st, sizeof(st));
+  metric_name(name, sizeof(name), "proxy", w->f);
+  fprintf(w->m, "%s{client=\"", name);
+  label(w->m, w->client);
+  fputs("\",proxy=\"", w->m);
+  label(w->m, np_server_proxy_name(p));
+  fprintf(w->m, "\",type=\"%s\"} %llu\n", np_server_proxy_type(p),
+          (unsigned long long)*(const uint64_t *)((const char *)&st + w->f->offset));
+  return 0;
+}
+
+static int metric_client(const np_server_client *c, void *arg) {
+  mwalk *w = arg;
+  w->client = np_server_client_name(c);
+  return np_server_client_foreach_proxy(c, metric_proxy, w) != 0 && w->series >= MAX_PROXY_SERIES;
+}
+
+static void metrics(struct np_server *srv, np__admin_reply *out) {
+  np_server_stats st;
+  const np_stat_field *f;
+  char name[96];
+  char *buf = NULL;
+  size_t len = 0;
+  FILE *m = open_memstream(&buf, &len);
+
+  if (m == NULL) {
+    np__admin_reply_error(out, 500, "out of memory");
+    return;
+  }
+  np_server_get_stats(srv, &st, sizeof(st));
+  fprintf(m,
+          "# HELP natproxy_build_info The version of libnatproxy serving.\n"
+          "# TYPE natproxy_build_info gauge\nnatproxy_build_info{version=\"%s\"} 1\n",
+          np_version_string());
+  for (size_t i = 0; (f = np_server_stats_field(i)) != NULL; i++) {
+    metric_name(name, sizeof(name), "server", f);
+    fprintf(m, "# HELP %s %s (%s).\n# TYPE %s %s\n%s %llu\n", name, f->help, f->unit, name,
+            f->kind == NP_STAT_COUNTER ? "counter" : "gauge", name,
+            (unsigned long long)*(const uint64_t *)((const char *)&st + f->offset));
+  }
+  for (size_t i = 0; (f = np_proxy_stats_field(i)) != NULL; i++) {
+    mwalk w = {.m = m, .f = f};
+    metric_name(name, sizeof(name), "proxy", f);
+    fprintf(m, "# HELP %s Per proxy: %s (%s).\n# TYPE %s %s\n", name, f->help, f->unit, name,
+            f->kind == NP_STAT_COUNTER ? "counter" : "gauge");
+    np_server_foreach_client(srv, metric_client, &w);
+  }
+  if (fclose(m) != 0 || buf == NULL) {
+    free(buf);
+    np__admin_reply_error(out, 500, "out of memory");
+    return;
+  }
+  out->status = 200;
+  out->type = "text/plain; version=0.0.4; charset=utf-8";
+  out->body = buf;
+  out->len = len;
+}
+
+/* ---- routing ----------------------------------------------------------------------------------
+ */
+
+static void route(void *arg, const char *method, const char *path, np__admin_reply *out) {
+  struct np_server *srv = arg;
+  int get = strcmp(method, "GET") == 0, post = strcmp(method, "POST") == 0;
+  const char *prefix = "/api/v1/clients/";
+
+  if (strcmp(path, "/healthz") == 0 && get) {
+    np__admin_reply_text(out, srv->closing ? 503 : 200, "text/plain; charset=utf-8",
+                         srv->closing ? "stopping\n" : "ok\n");
+  } else if (strcmp(path, "/metrics") == 0 && get) {
+    metrics(srv, out);
+  } else if (strcmp(path, "/api/v1/server") == 0 && get) {
+    reply_json(out, server_info(srv));
+  } else if (strcmp(path, "/api/v1/clients") == 0 && get) {
+    walk w = {.list = json_array()};
+    np_server_foreach_client(srv, each_client, &w);
+    reply_json(out, json_pack("{s:o}", "clients", w.list));
+  } else if (strcmp(path, "/api/v1/proxies") == 0 && get) {
+    walk w = {.list = json_array()};
+    np_server_foreach_client(srv, each_client_proxies, &w);
+    reply_json(out, json_pack("{s:o}", "proxies", w.list));
+  } else if (strncmp(path, prefix, strlen(prefix)) == 0 && post &&
+             strlen(path) > strlen(prefix) + strlen("/disconnect") &&
+             strcmp(path + strlen(path) - strlen("/disconnect"), "/disconnect") == 0) {
+    char name[NP_MSG_NAME_MAX + 1];
+    size_t n = strlen(path) - strlen(prefix) - strlen("/disconnect");
+    if (n > NP_MSG_NAME_MAX) {
+      np__admin_reply_error(out, 404, "no client of that name is logged in");
+      return;
+    }
+    memcpy(name, path + strlen(prefix), n);
+    name[n] = '\0';
+    disconnect(srv, name, out);
+  } else if (strcmp(path, "/api/v1/reload") == 0 && post) {
+    int r = np_server_reload(srv);
+    if (r == 0)
+      reply_json(out, json_pack("{s:b}", "reloaded", 1));
+    else
+      np__admin_reply_error(out, 422, np_strerror(r));
+  } else if (strncmp(path, "/api/", 5) == 0 || strcmp(path, "/metrics") == 0 ||
+             strcmp(path, "/healthz") == 0) {
+    np__admin_reply_error(out, get || post ? 404 : 405,
+                          get || post ? "no such endpoint (see docs/api-admin.md)"
+                                      : "method not allowed");
+  } else {
+    np__admin_reply_error(out, 404, "no such page");
+  }
+}
+
+/* ---- life -------------------------------------------------------------------------------------
+ */
+
+int np__admin_server_start(struct np_server *srv) {
+  np__admin_auth auth = {srv->cfg.admin_token, srv->cfg.admin_user, srv->cfg.admin_password};
+  int r;
+
+  if (srv->cfg.admin_bind[0] == '\0')
+    return 0;
+  if ((r = np__admin_http_start(srv->loop, srv->cfg.admin_bind, &auth, open_paths, &srv->log, route,
+                                srv, &srv->admin)) != 0) {
+    np__log(&srv->log, NP_LOG_ERROR, "cannot listen on admin_bind %s: %s", srv->cfg.admin_bind,
+            np_strerror(r));
+    return r;
+  }
+  srv->refs++;
+  np__log(&srv->log, NP_LOG_INFO, "admin API, /metrics and /healthz on %s (port %d)",
+          srv->cfg.admin_bind, np__admin_http_port(srv->admin));
+  return 0;
+}
+
+static void on_admin_closed(void *arg) {
+  np__server_unref(arg);
+}
+
+void np__admin_server_stop(struct np_server *srv) {
+  if (srv->admin == NULL)
+    return;
+  np__admin_http_close(srv->admin, on_admin_closed, srv);
+  srv->admin = NULL;
+}
