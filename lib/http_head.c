@@ -136,8 +136,9 @@ static int name_is(const np__http_head *h, const np__http_field *f, const char *
 }
 
 /* The Host value -> h->hostname: lower case, without :port and a trailing dot, a host name of
- * letters, digits, '-' and '.' in labels of 1..63 bytes, 253 at most. No IP-literal ([v6]): we
- * route names. */
+ * letters, digits, '-', '_' and '.' in labels of 1..63 bytes, 253 at most ('_' is no DNS host
+ * name's, but container and service names have it, browsers send it, and http_route.c lets it be
+ * claimed). No IP-literal ([v6]): we route names. */
 static int host_norm(np__http_head *h, const char *v, size_t n) {
   size_t i, label = 0, port = n;
 
@@ -164,7 +165,7 @@ static int host_norm(np__http_head *h, const char *v, size_t n) {
       if (label == 0)
         return NP_EHOST;
       label = 0;
-    } else if ((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-') {
+    } else if ((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' || c == '_') {
       label++;
     } else if (c >= 'A' && c <= 'Z') {
       c = (char)(c - 'A' + 'a');

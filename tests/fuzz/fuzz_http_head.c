@@ -85,7 +85,7 @@ static void check_done(const np__http_head *h, const uint8_t *start, size_t took
     abort();
   for (size_t i = 0; i < host.len; i++)
     if (!((host.p[i] >= 'a' && host.p[i] <= 'z') || (host.p[i] >= '0' && host.p[i] <= '9') ||
-          host.p[i] == '-' || host.p[i] == '.'))
+          host.p[i] == '-' || host.p[i] == '_' || host.p[i] == '.'))
       abort();
 }
 

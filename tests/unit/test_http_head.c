@@ -213,7 +213,7 @@ static int host_result(const char *host, np__http_head *h) {
 static void test_hosts(void **state) {
   char label63[64], name253[254], long_label[65], name254[255];
   np__http_head h;
-  const char *bad[] = {"exa_mple.com",
+  const char *bad[] = {"exa mple.com",
                        "a..b",
                        ".a",
                        "[::1]:80",
@@ -248,6 +248,9 @@ static void test_hosts(void **state) {
   assert_int_equal(host_result("192.0.2.1:80", &h), NP_HTTP_DONE);
   assert_span(np__http_head_host(&h), "192.0.2.1");
   assert_int_equal(host_result("x-1.b", &h), NP_HTTP_DONE);
+  /* '_': no DNS host name's, but service names have it and browsers send it */
+  assert_int_equal(host_result("My_Service.local", &h), NP_HTTP_DONE);
+  assert_span(np__http_head_host(&h), "my_service.local");
   assert_int_equal(host_result(label63, &h), NP_HTTP_DONE);
   assert_int_equal(host_result(name253, &h), NP_HTTP_DONE);
   assert_span(np__http_head_host(&h), name253);
