@@ -125,9 +125,22 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **ctx,
   (void)cls, (void)why;
   free(*ctx);
   *ctx = NULL;
-  if (i != NULL && i->socket_context != NULL) /* the next request on a keep-alive: a new deadline */
-    uv_timer_start(&((aconn *)i->socket_context)->t, on_deadline, NP_ADMIN_HEAD_TIMEOUT, 0);
+  if (i != NULL && i->socket_context != NULL) { /* the next request on a keep-alive: a deadline */
+    aconn *k = i->socket_context;
+    char b;
+    uv_timer_start(&k->t, on_deadline, NP_ADMIN_HEAD_TIMEOUT, 0);
+    /* A client that half-closed right after its request (printf ... | nc -N): MHD's epoll is
+     * edge-triggered and its last read came back short, so the FIN already queued wakes nothing
+     * and the connection would wait for the deadline. Its end is read here instead. */
+    if (recv(k->fd, &b, 1, MSG_PEEK | MSG_DONTWAIT) == 0) {
+      shutdown(k->fd, SHUT_RDWR);
+      uv_timer_start(&k->a->timer, on_timer, 0, 0);
+    }
+  }
 }
+
+static void on_mhd_log(void *cls, const char *fmt, va_list ap)
+    __attribute__((format(printf, 2, 0)));
 
 static void on_mhd_log(void *cls, const char *fmt, va_list ap) {
   np__admin_http *a = cls;

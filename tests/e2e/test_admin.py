@@ -120,8 +120,9 @@ def test_admin_disconnect(env):
 
 
 def test_admin_limits(env):
-    """A head trickled slower than 5 s is cut; a 20 KB head gets 431; a body 413; a non-loopback
-    admin_bind without credentials stops the server at start (exit 2)."""
+    """A head trickled slower than 5 s is cut; a request followed at once by the client's end is
+    answered and closed at once; a 20 KB head gets 431; a body 413; a non-loopback admin_bind
+    without credentials stops the server at start (exit 2)."""
     srv, port = admin(env)
     s = socket.create_connection((LOOP, port), timeout=10)
     t0 = time.monotonic()
@@ -133,6 +134,20 @@ def test_admin_limits(env):
         pass
     waited = time.monotonic() - t0
     check(4 <= waited <= 8, f"a half-sent head was cut after {waited:.1f}s")
+    # a request and the client's end at once (printf ... | nc -N): answered and closed at once,
+    # not after the head deadline
+    s = socket.create_connection((LOOP, port), timeout=10)
+    t0 = time.monotonic()
+    s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+    s.shutdown(socket.SHUT_WR)
+    got = b""
+    while True:
+        b = s.recv(4096)
+        if not b:
+            break
+        got += b
+    took = time.monotonic() - t0
+    check(got.startswith(b"HTTP/1.1 200") and took < 2, f"half-closed: {got[:20]!r} in {took:.2f}s")
     code, _ = get(port, "/healthz", token=None, extra=("-H", "X-Big: " + "y" * 20000))
     check(code == 431, f"a 20 KB head: {code}")
     code, _ = get(port, "/api/v1/reload", method="POST", extra=("--data", "x=1"))

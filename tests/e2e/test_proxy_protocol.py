@@ -16,7 +16,7 @@ import sys
 import threading
 
 sys.path.insert(0, os.path.dirname(__file__))
-from nptest import LOOP, Fail, Proc, check, low_free_ports, run, wait_until  # noqa: E402
+from nptest import LOOP, Fail, Proc, check, low_free_ports, run, server_stats, wait_until  # noqa: E402
 from test_udp import check_carrier, udp_client  # noqa: E402
 
 
@@ -261,8 +261,10 @@ allow_ips = 127.0.0.5, 127.0.0.1
     # anybody else: as before, no header expected
     got = curl(public, "127.0.0.1")
     check(got == "you are 127.0.0.1\n", f"directly nginx answered {got!r}")
-    srv.signal(signal.SIGUSR1)
-    srv.wait_line(r"stats: .* pp_refused=1$")
+    # at least our header-less connection (haproxy may also have given up on one of its own
+    # connections before its header under a slow, sanitized run: counted too)
+    refused = server_stats(srv)["pp_refused"]
+    check(refused >= 1, f"pp_refused={refused}")
     # allow_ips judges the header's address: 127.0.0.6 is turned away although haproxy's
     # 127.0.0.9 is not in the list either way
     try:
