@@ -32,6 +32,9 @@ struct np__admin_http {
   int port;
   int handles; /* open uv handles: the poll, the timer, the connections' deadlines */
   int closing;
+  int in_run;   /* inside MHD_run: a close asked for there waits until it returns */
+  int poke;     /* run MHD again at once after this run (see on_completed) */
+  int stop_due; /* ... and was asked for */
   void (*done)(void *);
   void *done_arg;
 };
@@ -50,6 +53,16 @@ typedef struct areq {
 
 static void kick(np__admin_http *a);
 
+/* The secrets go with the server. */
+static void forget(np__admin_http *a) {
+  if (a->token != NULL)
+    OPENSSL_cleanse(a->token, strlen(a->token));
+  if (a->basic != NULL)
+    OPENSSL_cleanse(a->basic, strlen(a->basic));
+  free(a->token);
+  free(a->basic);
+}
+
 static void handle_closed(uv_handle_t *h) {
   np__admin_http *a = h->data;
   if (h != (uv_handle_t *)&a->poll && h != (uv_handle_t *)&a->timer)
@@ -57,8 +70,7 @@ static void handle_closed(uv_handle_t *h) {
   if (--a->handles > 0 || !a->closing)
     return;
   np__backoff_free(a->backoff);
-  free(a->token);
-  free(a->basic);
+  forget(a);
   if (a->done != NULL)
     a->done(a->done_arg);
   free(a);
@@ -74,15 +86,26 @@ static void on_timer(uv_timer_t *t) {
 }
 
 /* Run MHD, then wake for its next deadline (0: it has work buffered, run again at once). */
+static void stop(np__admin_http *a);
+
 static void kick(np__admin_http *a) {
   MHD_UNSIGNED_LONG_LONG ms;
   if (a->closing)
     return;
+  a->in_run = 1;
   MHD_run(a->d);
-  if (MHD_get_timeout(a->d, &ms) == MHD_YES)
-    uv_timer_start(&a->timer, on_timer, ms, 0);
-  else
+  a->in_run = 0;
+  if (a->stop_due) { /* a handler's callee closed the server: MHD is out of its run now */
+    stop(a);
+    return;
+  }
+  if (a->poke) /* a connection was shut down from a callback: MHD looks at it once more */
+    ms = 0, a->poke = 0;
+  else if (MHD_get_timeout(a->d, &ms) != MHD_YES) {
     uv_timer_stop(&a->timer);
+    return;
+  }
+  uv_timer_start(&a->timer, on_timer, ms, 0);
 }
 
 static void on_deadline(uv_timer_t *t) {
@@ -134,7 +157,7 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **ctx,
      * and the connection would wait for the deadline. Its end is read here instead. */
     if (recv(k->fd, &b, 1, MSG_PEEK | MSG_DONTWAIT) == 0) {
       shutdown(k->fd, SHUT_RDWR);
-      uv_timer_start(&k->a->timer, on_timer, 0, 0);
+      k->a->poke = 1; /* kick re-arms the timer after MHD_run: it must not override this */
     }
   }
 }
@@ -163,12 +186,18 @@ void np__admin_reply_text(np__admin_reply *out, int status, const char *type, co
 
 void np__admin_reply_error(np__admin_reply *out, int status, const char *message) {
   json_t *o = json_pack("{s:s}", "error", message);
-  char *s = o != NULL ? json_dumps(o, JSON_COMPACT) : NULL;
+  size_t n = o != NULL ? json_dumpb(o, NULL, 0, JSON_COMPACT) : 0;
+  char *s = n > 0 ? malloc(n) : NULL; /* ours: MHD frees it with free() */
+
+  if (s != NULL && json_dumpb(o, s, n, JSON_COMPACT) != n) {
+    free(s);
+    s = NULL;
+  }
   json_decref(o);
   out->status = status;
   out->type = "application/json";
   out->body = s;
-  out->len = s != NULL ? strlen(s) : 0;
+  out->len = s != NULL ? n : 0;
 }
 
 static enum MHD_Result send_reply(struct MHD_Connection *c, np__admin_reply *r, const char *header,
@@ -192,18 +221,28 @@ static enum MHD_Result send_reply(struct MHD_Connection *c, np__admin_reply *r, 
   return ret;
 }
 
-/* Constant time in the secret; a differing length ends early, which tells only the length. */
+/* Compared as SHA-256 digests, in constant time: not even the secret's length shows. */
 static int same(const char *got, const char *want) {
-  size_t n = strlen(want);
-  return strlen(got) == n && CRYPTO_memcmp(got, want, n) == 0;
+  unsigned char g[32], w[32];
+  unsigned gl = 0, wl = 0;
+  return EVP_Digest(got, strlen(got), g, &gl, EVP_sha256(), NULL) == 1 &&
+         EVP_Digest(want, strlen(want), w, &wl, EVP_sha256(), NULL) == 1 &&
+         CRYPTO_memcmp(g, w, sizeof(g)) == 0;
+}
+
+static enum MHD_Result count_auth(void *cls, enum MHD_ValueKind kind, const char *key,
+                                  const char *value) {
+  (void)cls, (void)kind, (void)value;
+  /* MHD_get_connection_values counts every header this returns MHD_YES for */
+  return strcasecmp(key, MHD_HTTP_HEADER_AUTHORIZATION) == 0 ? MHD_YES : MHD_NO;
 }
 
 static int authorized(const np__admin_http *a, struct MHD_Connection *c) {
   const char *h = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION);
   if (a->token == NULL && a->basic == NULL)
     return 1;
-  if (h == NULL)
-    return 0;
+  if (h == NULL || MHD_get_connection_values(c, MHD_HEADER_KIND, count_auth, NULL) > 1)
+    return 0; /* one Authorization, or none is believed */
   if (a->token != NULL && strncasecmp(h, "Bearer ", 7) == 0)
     return same(h + 7, a->token);
   if (a->basic != NULL && strncasecmp(h, "Basic ", 6) == 0)
@@ -230,12 +269,23 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
 
   (void)version, (void)upload;
   if (q == NULL) { /* the first call: the head is complete, no body read yet */
-    ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
-    if (ci != NULL && ci->socket_context != NULL)
-      uv_timer_stop(&((aconn *)ci->socket_context)->t);
+    const char *cl =
+        MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
     if ((q = calloc(1, sizeof(*q))) == NULL)
       return MHD_NO;
     *ctx = q;
+    /* Nothing here takes a body: refused before it is read, so no body can hold the connection
+     * (the head deadline stops only for requests without one). MHD closes the connection after
+     * this answer, the body unread. */
+    if ((cl != NULL && strcmp(cl, "0") != 0) ||
+        MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_TRANSFER_ENCODING) !=
+            NULL) {
+      np__admin_reply_error(&r, 413, "requests here have no body");
+      return send_reply(c, &r, MHD_HTTP_HEADER_CONNECTION, "close");
+    }
+    ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+    if (ci != NULL && ci->socket_context != NULL)
+      uv_timer_stop(&((aconn *)ci->socket_context)->t);
     return MHD_YES;
   }
   if (*upload_size != 0) { /* nothing here takes a body: dropped, and refused at the end */
@@ -257,13 +307,17 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
       return send_reply(c, &r, MHD_HTTP_HEADER_RETRY_AFTER, secs);
     }
     if (!authorized(a, c)) {
-      if (peer != NULL)
+      /* Only a wrong guess counts: a request without credentials (a browser's first try, a
+       * curious scan) must not lock operators behind the same address (a reverse proxy) out. */
+      if (peer != NULL &&
+          MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION) != NULL)
         np__backoff_fail(a->backoff, peer, now, NULL);
       np__log(a->log, NP_LOG_INFO, "admin: %s %s without valid credentials", method, url);
       np__admin_reply_error(&r, 401, "credentials needed (admin_token or admin_user)");
+      /* Basic first when it is configured: browsers then ask for it */
       return send_reply(c, &r, MHD_HTTP_HEADER_WWW_AUTHENTICATE,
-                        a->token != NULL ? "Bearer realm=\"natproxy\""
-                                         : "Basic realm=\"natproxy\", charset=\"UTF-8\"");
+                        a->basic != NULL ? "Basic realm=\"natproxy\", charset=\"UTF-8\""
+                                         : "Bearer realm=\"natproxy\"");
     }
     if (peer != NULL)
       np__backoff_clear(a->backoff, peer, now);
@@ -344,8 +398,7 @@ int np__admin_http_start(uv_loop_t *loop, const char *bind, const np__admin_auth
   return 0;
 err:
   np__backoff_free(a->backoff);
-  free(a->token);
-  free(a->basic);
+  forget(a);
   free(a);
   return r;
 }
@@ -357,6 +410,14 @@ int np__admin_http_port(const np__admin_http *a) {
 void np__admin_http_close(np__admin_http *a, void (*done)(void *arg), void *arg) {
   a->done = done;
   a->done_arg = arg;
+  if (a->in_run) {
+    a->stop_due = 1;
+    return;
+  }
+  stop(a);
+}
+
+static void stop(np__admin_http *a) {
   a->closing = 1;
   /* the poll first: MHD closes the descriptor it watches */
   uv_close((uv_handle_t *)&a->poll, handle_closed);

@@ -78,8 +78,15 @@ static int each_client_proxies(const np_server_client *c, void *arg) {
   return 0;
 }
 
+/* The text in memory of our malloc (the server frees it with free()), not jansson's allocator,
+ * which an embedder may have replaced. */
 static void reply_json(np__admin_reply *out, json_t *o) {
-  char *s = o != NULL ? json_dumps(o, JSON_COMPACT) : NULL;
+  size_t n = o != NULL ? json_dumpb(o, NULL, 0, JSON_COMPACT) : 0;
+  char *s = n > 0 ? malloc(n) : NULL;
+  if (s != NULL && json_dumpb(o, s, n, JSON_COMPACT) != n) {
+    free(s);
+    s = NULL;
+  }
   json_decref(o);
   if (s == NULL) {
     np__admin_reply_error(out, 500, "out of memory");
@@ -88,7 +95,7 @@ static void reply_json(np__admin_reply *out, json_t *o) {
   out->status = 200;
   out->type = "application/json";
   out->body = s;
-  out->len = strlen(s);
+  out->len = n;
 }
 
 static json_t *server_info(struct np_server *srv) {
@@ -195,7 +202,7 @@ static void metrics(struct np_server *srv, np__admin_reply *out) {
             (unsigned long long)*(const uint64_t *)((const char *)&st + f->offset));
   }
   for (size_t i = 0; (f = np_proxy_stats_field(i)) != NULL; i++) {
-    mwalk w = {.m = m, .f = f};
+    mwalk w = {.m = m, .f = f}; /* the cap counts proxies, the same for every counter */
     metric_name(name, sizeof(name), "proxy", f);
     fprintf(m, "# HELP %s Per proxy: %s (%s).\n# TYPE %s %s\n", name, f->help, f->unit, name,
             f->kind == NP_STAT_COUNTER ? "counter" : "gauge");
@@ -220,9 +227,8 @@ static void route(void *arg, const char *method, const char *path, np__admin_rep
   int get = strcmp(method, "GET") == 0, post = strcmp(method, "POST") == 0;
   const char *prefix = "/api/v1/clients/";
 
-  if (strcmp(path, "/healthz") == 0 && get) {
-    np__admin_reply_text(out, srv->closing ? 503 : 200, "text/plain; charset=utf-8",
-                         srv->closing ? "stopping\n" : "ok\n");
+  if (strcmp(path, "/healthz") == 0 && (get || strcmp(method, "HEAD") == 0)) {
+    np__admin_reply_text(out, 200, "text/plain; charset=utf-8", "ok\n");
   } else if (strcmp(path, "/metrics") == 0 && get) {
     metrics(srv, out);
   } else if (strcmp(path, "/api/v1/server") == 0 && get) {

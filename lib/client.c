@@ -198,7 +198,7 @@ static void on_msg(np__chan *ch, const np_msg *m) {
       char text[NP_MSG_TEXT_MAX + 64];
       snprintf(text, sizeof(text), "login refused by %s: %s", cl->cfg.server,
                m->text[0] ? m->text : np_strerror(m->status));
-      if (m->status == NP_EAUTH || m->status == NP_ENAMEINUSE)
+      if (m->status == NP_EAUTH || m->status == NP_ENAMEINUSE || m->status == NP_ECONFIG)
         fatal(cl, m->status, text);
       else {
         if (m->status == NP_EBACKOFF)

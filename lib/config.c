@@ -430,6 +430,8 @@ static int check_admin(struct np_config *cfg) {
                  : IN6_IS_ADDR_LOOPBACK(&((struct sockaddr_in6 *)&ss)->sin6_addr);
   if ((cfg->admin_user[0] != '\0') != (cfg->admin_password[0] != '\0'))
     return np__config_err(cfg, "admin_user and admin_password go together");
+  if (strchr(cfg->admin_user, ':') != NULL)
+    return np__config_err(cfg, "admin_user: a Basic auth user name cannot hold ':'");
   if (!loopback && cfg->admin_token[0] == '\0' && cfg->admin_user[0] == '\0')
     return np__config_err(cfg,
                           "admin_bind %s is not a loopback address: set admin_token (or "

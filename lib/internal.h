@@ -97,6 +97,9 @@ void np__udp_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf);
 
 /* Copy at most cap-1 bytes and terminate; returns UV_E2BIG when src did not fit. */
 int np__strlcpy(char *dst, const char *src, size_t cap);
+/* Whether a name a peer chose (a client's, a proxy's) is well-formed UTF-8 without control
+ * characters: it ends up in logs, JSON and Prometheus labels, which all need that. */
+int np__name_ok(const char *s);
 /* Milliseconds from now until deadline; 0 once it has passed (never a wrapped, huge wait). */
 static inline uint64_t np__ms_left(uint64_t deadline, uint64_t now) {
   return deadline > now ? deadline - now : 0;

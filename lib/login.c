@@ -103,6 +103,15 @@ int np__login(session *s, const np_msg *m) {
     np__chan_send(s->ch, &resp);
     return NP_EBACKOFF;
   }
+  if (!np__name_ok(m->name)) {
+    np__log(&srv->log, NP_LOG_WARN, "%s: login refused: the client name is not printable UTF-8",
+            s->peer);
+    np__login_failed(srv, &s->addr, s->peer, NP_EPROTO, "malformed login");
+    resp.status = NP_ECONFIG; /* the client gives up: its name will not change */
+    snprintf(resp.text, sizeof(resp.text), "a client name is printable UTF-8");
+    np__chan_send(s->ch, &resp);
+    return NP_EAUTH; /* counted above */
+  }
   token = np__login_token(srv, srv->users, m->name, &user);
   if (m->version != PROTO_VERSION || m->name[0] == '\0' || token == NULL ||
       np__auth_login_mac(token, s->snonce, m->nonce, m->name, want) != 0 ||

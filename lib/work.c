@@ -471,6 +471,11 @@ void np__work_proxy_msg(session *s, const np_msg *m) {
   for (px = s->proxies; px != NULL; px = px->next)
     if (strcmp(px->name, m->name) == 0)
       r = NP_ENAMETAKEN;
+  if (r == 0 && (m->name[0] == '\0' || !np__name_ok(m->name))) {
+    r = NP_ECONFIG;
+    resp.name[0] = '\0'; /* it goes back in logs and replies */
+    snprintf(resp.text, sizeof(resp.text), "a proxy name is printable UTF-8");
+  }
   if (r == 0 && s->n_proxies >= max_proxies(s))
     r = NP_ELIMIT;
   if (r == 0 && m->port != 0 && !np__ports_allow(&srv->cfg.allow_ports, m->port)) {

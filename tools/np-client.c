@@ -125,6 +125,7 @@ static void on_event(struct np_client *cl, const np_client_event *ev) {
     exit_code =
         ev->status == NP_EAUTH        ? NP_EXIT_AUTH
         : ev->status == NP_ENAMEINUSE ? NP_EXIT_NAME
+        : ev->status == NP_ECONFIG    ? NP_EXIT_USAGE
         : ev->status == NP_ETLSVERIFY || ev->status == NP_ENOTLS || ev->status == NP_ETLSREQUIRED
             ? NP_EXIT_TLS
             : NP_EXIT_RUNTIME;

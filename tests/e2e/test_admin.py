@@ -80,16 +80,20 @@ def test_admin_api_and_metrics(env):
 
 
 def test_admin_credentials(env):
-    """Without or with wrong credentials: 401 naming the scheme; after three failures from one
-    address, 429 with Retry-After even for the right token; Basic works when configured."""
+    """Without or with wrong credentials: 401 naming the scheme; requests without credentials are
+    no guesses; after four wrong ones from one address, 429 with Retry-After even for the right
+    token; Basic works when configured."""
     srv, port = admin(env, "--admin-token", TOKEN)
-    code, _ = get(port, "/api/v1/server", token=None)
-    check(code == 401, f"no credentials: {code}")
-    for _ in range(3):
+    for _ in range(4):  # requests without credentials are not guesses: no back-off from them
+        code, _ = get(port, "/api/v1/server", token=None)
+        check(code == 401, f"no credentials: {code}")
+    code, _ = get(port, "/api/v1/server")
+    check(code == 200, f"the right token after four requests without one: {code}")
+    for _ in range(4):  # three free, the fourth starts the wait
         code, body = get(port, "/api/v1/server", token="wrong")
         check(code == 401 and "credentials" in body, f"a wrong token: {code} {body}")
     code, body = get(port, "/api/v1/server", token="wrong", extra=("-i",))
-    check(code == 429 and "Retry-After: 1" in body, f"after three failures: {code} {body[:200]}")
+    check(code == 429 and "Retry-After: 1" in body, f"after four failures: {code} {body[:200]}")
     code, _ = get(port, "/api/v1/server")
     check(code == 429, f"the right token during the back-off: {code}")
     time.sleep(1.1)  # the back-off's own clock: its 1 s must pass
@@ -152,6 +156,17 @@ def test_admin_limits(env):
     check(code == 431, f"a 20 KB head: {code}")
     code, _ = get(port, "/api/v1/reload", method="POST", extra=("--data", "x=1"))
     check(code == 413, f"a body: {code}")
+    # a chunked body is refused before it is read: a trickled one cannot hold the connection
+    s = socket.create_connection((LOOP, port), timeout=10)
+    s.sendall(b"POST /api/v1/reload HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n1\r\n")
+    check(s.recv(100).startswith(b"HTTP/1.1 413"), "a chunked body: 413 before it ends")
+    s.close()
+    # a client name that is not printable UTF-8 is refused at login, and np-client gives up
+    bad = Proc(env, "np-client-badname", [os.environ["NP_CLIENT"], "--server", f"{LOOP}:{srv.port}",
+                                          "--token", "s3cret", "--name", "tab\there",
+                                          *env.tls_client_args(srv), "-R", f"0:{LOOP}:9"])
+    check(bad.wait_exit() == 2, "a name with a control character: exit 2")
+    bad.wait_line(r"a client name is printable UTF-8")
     p = Proc(env, "np-server-open", [os.environ["NP_SERVER"], "--bind", f"{LOOP}:0",
                                       "--admin-bind", "0.0.0.0:0", "--insecure"])
     check(p.wait_exit() == 2, "admin_bind on every address without credentials is exit 2")
