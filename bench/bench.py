@@ -221,6 +221,24 @@ def iperf(port, seconds, streams, reverse):
     return end["sum_received"]["bits_per_second"] / 1e9, end["sum_received"]["bytes"]
 
 
+def start_nginx(services, tmp):
+    """One nginx worker serving a 612-byte page (nginx's default page size) from tmp; its port."""
+    port = free_port()
+    os.makedirs(f"{tmp}/www")
+    with open(f"{tmp}/www/index.html", "w") as f:
+        f.write("x" * 612)
+    os.chmod(f"{tmp}/www", 0o755)
+    os.chmod(f"{tmp}/www/index.html", 0o644)
+    with open(f"{tmp}/nginx.conf", "w") as f:
+        f.write(f"daemon off; worker_processes 1; pid {tmp}/nginx.pid; error_log stderr error;\n"
+                f"events {{ worker_connections 20000; }}\n"
+                f"http {{ access_log off; keepalive_requests 1000000;\n"
+                f"  server {{ listen {LOOP}:{port} backlog=4096; root {tmp}/www; }} }}\n")
+    services.start(["nginx", "-c", f"{tmp}/nginx.conf", "-p", tmp])
+    wait_port(port)
+    return port
+
+
 def wrk(port, seconds, close, host=None):
     args = ["wrk", "-t", "2", "-c", "64", "-d", f"{seconds}s", "--latency", f"http://{LOOP}:{port}/"]
     if close:
@@ -349,20 +367,8 @@ def main():
     try:
         iperf_port = free_port()
         services.start(["iperf3", "-s", "-B", LOOP, "-p", str(iperf_port)])
-        nginx_port = free_port()
-        os.makedirs(f"{tmp}/www")
-        with open(f"{tmp}/www/index.html", "w") as f:
-            f.write("x" * 612)  # nginx's default page size
-        os.chmod(f"{tmp}/www", 0o755)
-        os.chmod(f"{tmp}/www/index.html", 0o644)
-        with open(f"{tmp}/nginx.conf", "w") as f:
-            f.write(f"daemon off; worker_processes 1; pid {tmp}/nginx.pid; error_log stderr error;\n"
-                    f"events {{ worker_connections 20000; }}\n"
-                    f"http {{ access_log off; keepalive_requests 1000000;\n"
-                    f"  server {{ listen {LOOP}:{nginx_port} backlog=4096; root {tmp}/www; }} }}\n")
-        services.start(["nginx", "-c", f"{tmp}/nginx.conf", "-p", tmp])
+        nginx_port = start_nginx(services, tmp)
         wait_port(iperf_port)
-        wait_port(nginx_port)
 
         # Repeats go round the paths (A B C A B C ...) rather than path by path, so a slow spell of
         # a shared machine spreads over all of them instead of skewing one.

@@ -16,7 +16,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(__file__))
 from bench import (CLIENT, LOOP, ROOT, SERVER, Procs, free_port, median,  # noqa: E402
-                   print_table, wait_port, wrk)
+                   print_table, start_nginx, wait_port, wrk)
 
 HOST = "web.example.com"
 
@@ -85,19 +85,7 @@ def main():
     procs, services = Procs(), Procs()
     figs = {name: {} for name in paths}
     try:
-        nginx_port = free_port()
-        os.makedirs(f"{tmp}/www")
-        with open(f"{tmp}/www/index.html", "w") as f:
-            f.write("x" * 612)
-        os.chmod(f"{tmp}/www", 0o755)
-        os.chmod(f"{tmp}/www/index.html", 0o644)
-        with open(f"{tmp}/nginx.conf", "w") as f:
-            f.write(f"daemon off; worker_processes 1; pid {tmp}/nginx.pid; error_log stderr error;\n"
-                    f"events {{ worker_connections 20000; }}\n"
-                    f"http {{ access_log off; keepalive_requests 1000000;\n"
-                    f"  server {{ listen {LOOP}:{nginx_port} backlog=4096; root {tmp}/www; }} }}\n")
-        services.start(["nginx", "-c", f"{tmp}/nginx.conf", "-p", tmp])
-        wait_port(nginx_port)
+        nginx_port = start_nginx(services, tmp)
         for rep in range(args.repeats):
             for name in paths:
                 fig = figs[name]

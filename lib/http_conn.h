@@ -25,7 +25,6 @@ enum np__hstate {
   H_BODY,    /* forwarding a request's body */
   H_UPGRADE, /* an Upgrade or CONNECT request went: is the answer 101 (2xx)? */
   H_DRAIN,   /* the next request goes elsewhere (or is answered here): waiting for responses */
-  H_ANSWER,  /* writing the server's own answer, then closing */
   H_JOINED,  /* upgraded: the byte relay (join.c) has both connections */
   H_CLOSING, /* closing: the visitor's conn is shut down or closed */
 };
