@@ -348,6 +348,26 @@ static int copy_auth(np__admin_http *a, const np__admin_auth *auth) {
   return 0;
 }
 
+int np__admin_http_set_auth(np__admin_http *a, const np__admin_auth *auth) {
+  char *token = a->token, *basic = a->basic;
+  int r;
+
+  a->token = a->basic = NULL;
+  if ((r = copy_auth(a, auth)) != 0) {
+    forget(a); /* the half copied */
+    a->token = token;
+    a->basic = basic;
+    return r;
+  }
+  char *fresh_token = a->token, *fresh_basic = a->basic;
+  a->token = token;
+  a->basic = basic;
+  forget(a);
+  a->token = fresh_token;
+  a->basic = fresh_basic;
+  return 0;
+}
+
 int np__admin_http_start(uv_loop_t *loop, const char *bind, const np__admin_auth *auth,
                          const char *const *open, np__logger *log, np__admin_route_cb cb, void *arg,
                          np__admin_http **out) {

@@ -272,6 +272,11 @@ static void route(void *arg, const char *method, const char *path, np__admin_rep
 /* ---- life -------------------------------------------------------------------------------------
  */
 
+int np__admin_server_auth(struct np_server *srv, const struct np_config *cfg) {
+  np__admin_auth auth = {cfg->admin_token, cfg->admin_user, cfg->admin_password};
+  return srv->admin != NULL ? np__admin_http_set_auth(srv->admin, &auth) : 0;
+}
+
 int np__admin_server_start(struct np_server *srv) {
   np__admin_auth auth = {srv->cfg.admin_token, srv->cfg.admin_user, srv->cfg.admin_password};
   int r;

@@ -65,6 +65,11 @@ int np__backoff_new(uint64_t base_ms, uint64_t max_ms, np__backoff **out) {
   return 0;
 }
 
+void np__backoff_set(np__backoff *b, uint64_t base_ms, uint64_t max_ms) {
+  b->base_ms = base_ms;
+  b->max_ms = max_ms < base_ms ? base_ms : max_ms;
+}
+
 void np__backoff_free(np__backoff *b) {
   free(b);
 }

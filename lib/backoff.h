@@ -17,6 +17,8 @@ typedef struct np__backoff np__backoff;
 /* base_ms 0 turns the back-off off (every call then reports no wait). */
 int np__backoff_new(uint64_t base_ms, uint64_t max_ms, np__backoff **out);
 void np__backoff_free(np__backoff *b);
+/* New limits (a reload): waits already started run out as they were. */
+void np__backoff_set(np__backoff *b, uint64_t base_ms, uint64_t max_ms);
 /* Milliseconds sa must still wait at now; 0 if it may log in. An address of another family than
  * IPv4/IPv6 (unknown: family 0) never has a record, here or below. */
 uint64_t np__backoff_wait(np__backoff *b, const struct sockaddr *sa, uint64_t now);

@@ -17,6 +17,7 @@ int np_server_new(uv_loop_t *loop, const struct np_config *cfg, struct np_server
     np__server_add_type(srv, builtin[i]);
   srv->admin_start = np__admin_server_start;
   srv->admin_stop = np__admin_server_stop;
+  srv->admin_auth = np__admin_server_auth;
   *out = srv;
   return 0;
 }

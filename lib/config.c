@@ -269,7 +269,8 @@ static int set_key(struct np_config *cfg, const key_def *k, const char *v) {
   return NP_ECONFIG;
 }
 
-int np_config_set(struct np_config *cfg, const char *section, const char *key, const char *value) {
+static int config_set(struct np_config *cfg, const char *section, const char *key,
+                      const char *value) {
   const char *want = cfg->kind == NP_CONFIG_SERVER ? "server" : "client";
 
   cfg->err[0] = '\0';
@@ -288,6 +289,17 @@ int np_config_set(struct np_config *cfg, const char *section, const char *key, c
     return set_key(cfg, &keys[i], value);
   }
   return np__config_err(cfg, "unknown key '%s' in [%s]", key, want);
+}
+
+int np_config_set(struct np_config *cfg, const char *section, const char *key, const char *value) {
+  int r;
+
+  cfg->busy++;
+  r = config_set(cfg, section, key, value);
+  cfg->busy--;
+  if (r == 0)
+    np__config_record(cfg, 'K', section != NULL ? section : "", key, value);
+  return r;
 }
 
 static int on_ini_pair(void *user, const char *section, const char *name, const char *value) {
@@ -393,12 +405,21 @@ int np_config_load_file(struct np_config *cfg, const char *path) {
   int r;
 
   cfg->err[0] = '\0';
-  if ((r = np__ini_load(path, on_ini_pair, cfg, cfg->err, err, sizeof(err))) != 0)
+  cfg->busy++;
+  r = np__ini_load(path, on_ini_pair, cfg, cfg->err, err, sizeof(err));
+  cfg->busy--;
+  if (r != 0) {
     memcpy(cfg->err, err, sizeof(err));
-  return r;
+    return r;
+  }
+  /* Absolute, so that a reload finds it whatever the directory is by then. */
+  char *abs = realpath(path, NULL);
+  np__config_record(cfg, 'F', abs != NULL ? abs : path, NULL, NULL);
+  free(abs);
+  return 0;
 }
 
-int np_config_set_flag(struct np_config *cfg, const char *flag, const char *value) {
+static int config_set_flag(struct np_config *cfg, const char *flag, const char *value) {
   char key[64];
   size_t i;
 
@@ -417,6 +438,99 @@ int np_config_set_flag(struct np_config *cfg, const char *flag, const char *valu
     return NP_ECONFIG;
   }
   return 0;
+}
+
+int np_config_set_flag(struct np_config *cfg, const char *flag, const char *value) {
+  int r;
+
+  cfg->busy++;
+  r = config_set_flag(cfg, flag, value);
+  cfg->busy--;
+  if (r == 0)
+    np__config_record(cfg, 'S', flag, value, NULL);
+  return r;
+}
+
+/* The next string of a record; *at moves past it. */
+static const char *replay_str(const struct np_config *cfg, size_t *at) {
+  const char *p = cfg->replay + *at;
+  *at += strlen(p) + 1;
+  return p;
+}
+
+int np__config_reread(const struct np_config *cfg, struct np_config **out, char *err,
+                      size_t errlen) {
+  struct np_config *fresh;
+  size_t at = 0;
+  int r = 0;
+
+  *out = NULL;
+  if (cfg->replay_lost) {
+    snprintf(err, errlen, "the configuration was set by more flags than a reload can repeat");
+    return NP_ECONFIG;
+  }
+  if ((r = np_config_new(cfg->kind, &fresh)) != 0) {
+    snprintf(err, errlen, "%s", np_strerror(r));
+    return r;
+  }
+  while (r == 0 && at < cfg->replay_len) {
+    char op = cfg->replay[at++];
+    const char *a = replay_str(cfg, &at), *b, *c;
+    switch (op) {
+    case 'F':
+      r = np_config_load_file(fresh, a);
+      break;
+    case 'K':
+      b = replay_str(cfg, &at);
+      c = replay_str(cfg, &at);
+      r = np_config_set(fresh, a[0] != '\0' ? a : NULL, b, c);
+      break;
+    case 'S':
+      b = replay_str(cfg, &at);
+      r = np_config_set_flag(fresh, a, b);
+      break;
+    case 'R':
+      r = np_config_add_remote(fresh, a);
+      break;
+    default: /* 'U' */
+      r = np_config_add_udp(fresh, a);
+      break;
+    }
+  }
+  if (r == 0)
+    r = np_config_validate(fresh);
+  if (r != 0) {
+    snprintf(err, errlen, "%s", fresh->err[0] != '\0' ? fresh->err : np_strerror(r));
+    np_config_free(fresh);
+    return r;
+  }
+  *out = fresh;
+  return 0;
+}
+
+static int is_text(enum vtype t) {
+  return t == V_STR || t == V_HOSTPORT || t == V_IPPORT || t == V_FINGERPRINT || t == V_CIDRS ||
+         t == V_CODEC;
+}
+
+void np__config_diff(const struct np_config *a, const struct np_config *b,
+                     void (*cb)(const char *key, void *arg), void *arg) {
+  for (size_t i = 0; i < NP_ARRAY_SIZE(keys); i++) {
+    const key_def *k = &keys[i];
+    const char *x = (const char *)a + k->offset, *y = (const char *)b + k->offset;
+    int same;
+    if (!(k->kinds & (int)a->kind))
+      continue;
+    if (is_text(k->type))
+      same = strcmp(x, y) == 0;
+    else if (k->type == V_PORTS) {
+      const np__ports *p = (const void *)x, *q = (const void *)y;
+      same = p->n == q->n && memcmp(p->r, q->r, p->n * sizeof(p->r[0])) == 0;
+    } else
+      same = memcmp(x, y, k->size) == 0;
+    if (!same)
+      cb(k->name, arg);
+  }
 }
 
 /* An admin endpoint others can reach needs credentials: it can disconnect clients. */
@@ -557,6 +671,8 @@ int np_config_new(np_config_kind kind, struct np_config **out) {
 }
 
 void np_config_free(struct np_config *cfg) {
+  if (cfg != NULL)
+    explicit_bzero(cfg, sizeof(*cfg)); /* tokens, and the flags that set them (replay) */
   free(cfg);
 }
 

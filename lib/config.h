@@ -20,6 +20,9 @@
 #define NP_DEFAULT_MUX 1
 /* Whether joins of two TCP sockets use the zero-copy relay: docs/performance.md has the figures. */
 #define NP_DEFAULT_SPLICE 1
+/* Room for a configuration's replay (struct np_config): the path of its file and the flags given
+ * after it, as many as a command line holds in practice. */
+#define NP_CONFIG_REPLAY_MAX 16384
 
 /* Port ranges (allow_ports); n == 0 allows every port. */
 typedef struct np__ports {
@@ -115,7 +118,26 @@ struct np_config {
   char allow_ips[NP_MSG_TEXT_MAX + 1]; /* default for proxies without their own */
   np__proxy_cfg proxies[NP_MAX_PROXIES];
   size_t n_proxies;
+
+  /* How it was made, so that a reload can make it again from the same sources (np__config_reread):
+   * the files loaded and the keys, flags and -R/-U specs set through the public calls, in order,
+   * as records of an op letter and NUL-terminated strings. A value (no pointer), like the rest:
+   * the server and client keep a copy. */
+  char replay[NP_CONFIG_REPLAY_MAX];
+  size_t replay_len;
+  int replay_lost; /* a record did not fit: np__config_reread refuses */
+  int busy;        /* inside a public call: the calls it makes are not recorded again */
 };
+
+/* Make cfg again as it was made (its replay), from its files as they are now: the new
+ * configuration in *out (free it with np_config_free), validated. Returns 0, or NP_ECONFIG / a
+ * file's open error with the reason in err (*out NULL). */
+int np__config_reread(const struct np_config *cfg, struct np_config **out, char *err,
+                      size_t errlen);
+/* Call cb with the name of each [server]/[client] key (of cfg's kind) whose value differs between
+ * a and b, in the order of docs/config.md's table. Proxies are not compared. */
+void np__config_diff(const struct np_config *a, const struct np_config *b,
+                     void (*cb)(const char *key, void *arg), void *arg);
 
 /* inih's limit on [section] names (Debian's build); longer ones, and lines longer than its line
  * buffer (198 bytes), are refused with FILE:LINE. */
@@ -133,6 +155,9 @@ int np__ports_allow(const np__ports *p, int port);
 /* ---- between config.c and config_proxy.c --------------------------------------------------- */
 
 /* Set cfg's error ("key: why"); returns NP_ECONFIG. */
+/* Note a public call that changed cfg in its replay (op 'F' file, 'K' section key value, 'S' flag
+ * value, 'R'/'U' spec), unless it was made by another public call. */
+void np__config_record(struct np_config *cfg, char op, const char *a, const char *b, const char *c);
 int np__config_err(struct np_config *cfg, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 /* Value parsers and checks: 0, or NP_ECONFIG with the error set, naming key. */

@@ -264,11 +264,17 @@ static int add_remote(struct np_config *cfg, const char *flag, np_proxy_kind kin
 }
 
 int np_config_add_remote(struct np_config *cfg, const char *spec) {
-  return add_remote(cfg, "R", NP_PROXY_TCP, spec);
+  int r = add_remote(cfg, "R", NP_PROXY_TCP, spec);
+  if (r == 0)
+    np__config_record(cfg, 'R', spec, NULL, NULL);
+  return r;
 }
 
 int np_config_add_udp(struct np_config *cfg, const char *spec) {
-  return add_remote(cfg, "U", NP_PROXY_UDP, spec);
+  int r = add_remote(cfg, "U", NP_PROXY_UDP, spec);
+  if (r == 0)
+    np__config_record(cfg, 'U', spec, NULL, NULL);
+  return r;
 }
 
 /* The [proxy NAME] sections as a whole, once every key is in. */

@@ -1,5 +1,5 @@
 /* The value parsers of the configuration, shared by config.c and config_proxy.c: each is 0, or
- * NP_ECONFIG with cfg's error set and naming the key. */
+ * NP_ECONFIG with cfg's error set and naming the key. And the replay both record into. */
 #include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -11,6 +11,28 @@
 #include "cidr.h"
 #include "config.h"
 #include "internal.h"
+
+void np__config_record(struct np_config *cfg, char op, const char *a, const char *b,
+                       const char *c) {
+  const char *parts[3] = {a, b, c};
+  size_t need = 1, at = cfg->replay_len;
+
+  if (cfg->busy > 0)
+    return;
+  for (int i = 0; i < 3 && parts[i] != NULL; i++)
+    need += strlen(parts[i]) + 1;
+  if (need > sizeof(cfg->replay) - at) {
+    cfg->replay_lost = 1;
+    return;
+  }
+  cfg->replay[at++] = op;
+  for (int i = 0; i < 3 && parts[i] != NULL; i++) {
+    size_t n = strlen(parts[i]) + 1;
+    memcpy(cfg->replay + at, parts[i], n);
+    at += n;
+  }
+  cfg->replay_len = at;
+}
 
 int np__config_err(struct np_config *cfg, const char *fmt, ...) {
   char msg[400];

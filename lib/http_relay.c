@@ -658,6 +658,7 @@ void np__hconn_join(hconn *h, visitor *v, session *s, np_conn *work, const char 
   np__strlcpy(h->px_name, v->px->name, sizeof(h->px_name));
   memset(&h->t, 0, sizeof(h->t));
   h->t.id = v->id;
+  h->t.tag = v->px;
   h->t.abort = abort_run;
   h->t.note = note_end;
   np__session_track(s, &h->t);

@@ -47,7 +47,7 @@ static session *find_ready(struct np_server *srv, const char *name) {
 
 /* The token name must log in with: its users file entry's, else the shared one; NULL when the name
  * may not log in at all (a users file without it, and no shared token). */
-const char *np__login_token(const struct np_server *srv, const np__users *users, const char *name,
+const char *np__login_token(const char *shared, const np__users *users, const char *name,
                             const np__user **user) {
   const np__user *u = np__users_find(users, name);
 
@@ -55,9 +55,9 @@ const char *np__login_token(const struct np_server *srv, const np__users *users,
     *user = u;
   if (u != NULL)
     return u->token;
-  if (users != NULL && srv->cfg.token[0] == '\0')
+  if (users != NULL && shared[0] == '\0')
     return NULL;
-  return srv->cfg.token;
+  return shared;
 }
 
 /* A failed login, or garbage where one belonged: counted; charged to the address (the back-off)
@@ -112,7 +112,7 @@ int np__login(session *s, const np_msg *m) {
     np__chan_send(s->ch, &resp);
     return NP_EAUTH; /* counted above */
   }
-  token = np__login_token(srv, srv->users, m->name, &user);
+  token = np__login_token(srv->cfg.token, srv->users, m->name, &user);
   if (m->version != PROTO_VERSION || m->name[0] == '\0' || token == NULL ||
       np__auth_login_mac(token, s->snonce, m->nonce, m->name, want) != 0 ||
       !np__auth_equal(want, m->mac)) {

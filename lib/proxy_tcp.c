@@ -86,6 +86,7 @@ int np__tcp_join(visitor *v, session *s, np_conn *work, const char *rest, size_t
   if (a != NULL) {
     a->srv = srv;
     a->t.id = v->id;
+    a->t.tag = v->px;
     a->t.abort = abort_join;
     a->t.note = note_end;
     a->since = v->since;

@@ -317,58 +317,22 @@ static void on_handle_closed(uv_handle_t *h) {
   np__server_unref(h->data);
 }
 
-/* Read users_file into *out, logging why not. */
-static int load_users(struct np_server *srv, np__users **out) {
+/* Read cfg's users_file into *out, logging why not. */
+int np__server_load_users(struct np_server *srv, const struct np_config *cfg, np__users **out) {
   char err[600];
   struct stat st;
   int r;
 
-  if ((r = np__users_load(srv->cfg.users_file, out, err, sizeof(err))) != 0) {
+  if ((r = np__users_load(cfg->users_file, out, err, sizeof(err))) != 0) {
     np__log(&srv->log, NP_LOG_ERROR, "users file: %s", err);
     return r;
   }
-  if (stat(srv->cfg.users_file, &st) == 0 && (st.st_mode & 077) != 0)
+  if (stat(cfg->users_file, &st) == 0 && (st.st_mode & 077) != 0)
     np__log(&srv->log, NP_LOG_WARN, "users file %s holds tokens but others may read it (chmod 600)",
-            srv->cfg.users_file);
-  np__log(&srv->log, NP_LOG_INFO, "users file %s: %zu %s%s", srv->cfg.users_file,
-          np__users_count(*out), np__plural(np__users_count(*out), "client", "clients"),
-          srv->cfg.token[0] != '\0' ? "; other names log in with the shared token" : "");
-  return 0;
-}
-
-int np_server_reload(struct np_server *srv) {
-  np__users *fresh = NULL;
-  session *s, *next;
-  int r;
-
-  if (!srv->started || srv->closing || srv->cfg.users_file[0] == '\0') {
-    np__log(&srv->log, NP_LOG_INFO, "reload: nothing to reload (no users_file)");
-    return NP_ESTATE;
-  }
-  if ((r = load_users(srv, &fresh)) != 0) {
-    np__log(&srv->log, NP_LOG_ERROR, "reload: keeping the users file read before");
-    return r;
-  }
-  /* A session stays if its name still logs in with the token it used; otherwise its credentials
-   * were revoked and it goes now, not at its next reconnect. */
-  for (s = srv->sessions; s != NULL; s = next) {
-    const char *was, *now;
-    next = s->next;
-    if (s->state != S_READY)
-      continue;
-    was = np__login_token(srv, srv->users, s->name, NULL);
-    now = np__login_token(srv, fresh, s->name, &s->user);
-    if (now == NULL || was == NULL || strcmp(was, now) != 0) {
-      np__log(&srv->log, NP_LOG_INFO, "client %s: %s in the users file, closing its session",
-              s->name, now == NULL ? "no longer" : "new token");
-      s->user = NULL;
-      np__session_close(s, NP_EAUTH, "credentials revoked by the server");
-      /* Closing s may have closed its idle work connections, which could be next. */
-      next = srv->sessions;
-    }
-  }
-  np__users_free(srv->users);
-  srv->users = fresh;
+            cfg->users_file);
+  np__log(&srv->log, NP_LOG_INFO, "users file %s: %zu %s%s", cfg->users_file, np__users_count(*out),
+          np__plural(np__users_count(*out), "client", "clients"),
+          cfg->token[0] != '\0' ? "; other names log in with the shared token" : "");
   return 0;
 }
 
@@ -407,7 +371,8 @@ int np_server_start(struct np_server *srv) {
   if (srv->started)
     return NP_ESTATE;
   /* Before anything that np_server_close would have to undo. */
-  if (srv->cfg.users_file[0] != '\0' && (r = load_users(srv, &srv->users)) != 0)
+  if (srv->cfg.users_file[0] != '\0' &&
+      (r = np__server_load_users(srv, &srv->cfg, &srv->users)) != 0)
     return r;
   if ((r = np__backoff_new(srv->cfg.login_backoff_ms, srv->cfg.login_backoff_max_ms,
                            &srv->backoff)) != 0)

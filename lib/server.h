@@ -162,6 +162,8 @@ struct np_server {
    * above it. NULL: none. */
   int (*admin_start)(struct np_server *srv);
   void (*admin_stop)(struct np_server *srv);
+  /* A reload's new admin credentials (cfg's): 0 or UV_ENOMEM, the old ones then still in force. */
+  int (*admin_auth)(struct np_server *srv, const struct np_config *cfg);
   uint64_t started_ms;              /* loop time at np_server_start */
   const np__proxy_type *types[256]; /* by kind (proxy.h) */
   void *type_data[256];             /* by kind: a type's own server-wide state */
@@ -192,9 +194,13 @@ int np__server_create(uv_loop_t *loop, const struct np_config *cfg, struct np_se
  * session. */
 void np__server_accept(struct np_server *srv, np_conn *c);
 
+/* Read cfg's users_file into *out (its errors logged): 0, NP_ECONFIG or the open error. */
+int np__server_load_users(struct np_server *srv, const struct np_config *cfg, np__users **out);
+
 /* admin_server.c: the admin endpoint on admin_bind (0 when there is none), and its end. */
 int np__admin_server_start(struct np_server *srv);
 void np__admin_server_stop(struct np_server *srv);
+int np__admin_server_auth(struct np_server *srv, const struct np_config *cfg);
 
 /* server_view.c: np_server_log_stats' lines per client and per proxy. */
 void np__server_log_views(const struct np_server *srv);
@@ -213,8 +219,9 @@ void np__server_unref(struct np_server *srv);
 /* login.c */
 int np__login_hello(session *s, const np_msg *m);
 int np__login(session *s, const np_msg *m);
-/* The token name must log in with (users may be NULL): NULL when the name may not log in. */
-const char *np__login_token(const struct np_server *srv, const np__users *users, const char *name,
+/* The token name must log in with, given the shared token (may be "") and the users file (may be
+ * NULL): NULL when the name may not log in. */
+const char *np__login_token(const char *shared, const np__users *users, const char *name,
                             const np__user **user);
 /* A failed login: counted, and charged to the address's back-off when only a guesser or a hostile
  * peer produces err. */
@@ -237,6 +244,9 @@ void np__work_session_closing(session *s);
 int np__proxy_open(struct np_server *srv, session *s, const char *name, uint8_t kind,
                    const char *addr, int port, char *why, size_t why_len, proxy **out);
 void np__proxy_close(proxy *px);
+/* Close px, one of s's proxies, alone: its listener, waiting visitors and joins; the client is told
+ * why in a PROXY_RESP with status (it logs the proxy as refused), and so is the log. */
+void np__proxy_revoke(session *s, proxy *px, int status, const char *why);
 /* Close a visitor that was never joined; end says how, for the access log ("timeout", "refused",
  * "local_failed", "aborted"; docs/config.md). */
 void np__visitor_drop(visitor *v, const char *end);

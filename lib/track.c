@@ -33,6 +33,27 @@ void np__track_abort_all(np__trackset *set) {
   }
 }
 
+void np__track_abort_tag(np__trackset *set, const void *tag) {
+  np__track *cut = NULL, *next;
+
+  for (np__track *t = set->head; t != NULL; t = next) {
+    next = t->next;
+    if (t->tag != tag)
+      continue;
+    NP_DLIST_UNLINK(set->head, t, prev, next);
+    t->set = NULL;
+    t->prev = NULL;
+    t->next = cut;
+    cut = t;
+  }
+  while (cut != NULL) {
+    np__track *t = cut;
+    cut = t->next;
+    t->next = NULL;
+    t->abort(t);
+  }
+}
+
 void np__track_note(np__trackset *set, uint64_t id, const char *end) {
   for (np__track *t = set->head; t != NULL; t = t->next)
     if (t->id == id && t->note != NULL)

@@ -315,6 +315,24 @@ void np__proxy_close(proxy *px) {
   px->type->close(px);
 }
 
+void np__proxy_revoke(session *s, proxy *px, int status, const char *why) {
+  np_msg m = {.type = NP_MSG_PROXY_RESP, .status = status};
+  proxy **pp = &s->proxies;
+
+  while (*pp != NULL && *pp != px)
+    pp = &(*pp)->next;
+  if (*pp == NULL)
+    return;
+  *pp = px->next;
+  s->n_proxies--;
+  np__log(&s->srv->log, NP_LOG_INFO, "client %s: proxy %s closed: %s", s->name, px->name, why);
+  np__strlcpy(m.name, px->name, sizeof(m.name));
+  np__strlcpy(m.text, why, sizeof(m.text));
+  np__session_send(s, &m);
+  np__track_abort_tag(&s->joins, px);
+  np__proxy_close(px);
+}
+
 /* Open a proxy named name of the given kind for session s on addr:port. Port 0 picks a free port,
  * inside allow_ports and the client's own ports (users file) when they are set. Returns 0 and *out,
  * NP_EUNSUPPORTED for a kind no type is registered for, or the bind error (NP_EPORTDENIED when the

@@ -65,11 +65,20 @@ NP_EXPORT const char *np_server_fingerprint(const struct np_server *server);
  * UV_EINVAL, UV_ENOMEM or NP_ECONFIG. */
 NP_EXPORT int np_server_identity(const struct np_config *cfg, np_log_cb log_cb, void *log_arg,
                                  char *buf, size_t len);
-/* Read the users file (users_file) again and use it for new logins; sessions whose name left the
- * file or whose token changed are closed. On any error the old table stays in use. Returns 0,
- * NP_ESTATE (no users_file, or before np_server_start), or NP_ECONFIG / an open error (logged with
- * FILE:LINE). */
+/* Read the configuration again, as it was made: the files np_config_load_file read, then the keys
+ * and flags set after them, in the same order (np-server: its -c FILE, then its flags), and take it
+ * as np_server_reconfigure does. On any error (logged with FILE:LINE) nothing changes. Returns 0,
+ * NP_ESTATE (before np_server_start, or closing), NP_ECONFIG, or a file's open error. */
 NP_EXPORT int np_server_reload(struct np_server *server);
+/* Take cfg (borrowed; validated here) for new work: limits, allow_ports, users_file (read again,
+ * whether or not its name changed), token, log level (when cfg's differs from the running one's),
+ * proxy_protocol_from, admin credentials, timeouts. What it revokes is closed: sessions whose
+ * name no longer logs in with the token they used, proxies on ports no longer allowed (the client
+ * is told why). Keys that need a restart (bind, codec, TLS, admin_bind, max_frame,
+ * mux_max_streams, the vhost ports) keep their running values, with a warning. On any error
+ * nothing changes. Returns 0, NP_ESTATE, UV_EINVAL (not a server configuration), NP_ECONFIG,
+ * UV_ENOMEM, or the users file's open error. docs/config.md, "Reload". */
+NP_EXPORT int np_server_reconfigure(struct np_server *server, const struct np_config *cfg);
 /* The control port actually bound (useful with port 0); 0 before start. */
 NP_EXPORT int np_server_port(const struct np_server *server);
 /* Copy the counters into out: the first min(size, sizeof(np_server_stats)) bytes, so a program
