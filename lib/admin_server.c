@@ -1,7 +1,7 @@
-/* np-server's admin endpoint (docs/api-admin.md): the JSON API under /api/v1/, Prometheus text on
- * /metrics and /healthz, on admin_http.c. It reads the server through the same walk the public API
- * offers embedders (np_server_foreach_client and the proxy views) and the counters as data
- * (natproxy/stats.h), so a counter added to a list shows up here by itself. */
+/* np-server's admin endpoint (docs/api-admin.md): the JSON API under /api/v1/, /healthz, and the
+ * route to /metrics (admin_metrics.c), on admin_http.c. It reads the server through the same walk
+ * the public API offers embedders (np_server_foreach_client and the proxy views) and the counters
+ * as data (natproxy/stats.h), so a counter added to a list shows up here by itself. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -9,12 +9,9 @@
 #include <jansson.h>
 
 #include "admin_http.h"
+#include "admin_metrics.h"
 #include "natproxy/version.h"
 #include "server.h"
-
-/* Per-proxy metric series at most: labels come from clients (their names and proxies' names), so
- * the count is bounded here whatever max_clients says (docs/api-admin.md, "Cardinality"). */
-#define MAX_PROXY_SERIES 10000
 
 static const char *const open_paths[] = {"/healthz", NULL};
 
@@ -123,102 +120,6 @@ static void disconnect(struct np_server *srv, const char *name, np__admin_reply 
   np__admin_reply_error(out, 404, "no client of that name is logged in");
 }
 
-/* ---- Prometheus text --------------------------------------------------------------------------
- */
-
-/* natproxy_server_visitors_joined_total: counters end in _total (Prometheus' naming rules, which
- * promtool checks), gauges do not. */
-static void metric_name(char *buf, size_t len, const char *scope, const np_stat_field *f) {
-  size_t n = strlen(f->name);
-  int has_total = n > 6 && strcmp(f->name + n - 6, "_total") == 0;
-  snprintf(buf, len, "natproxy_%s_%.*s%s", scope, (int)(has_total ? n - 6 : n), f->name,
-           f->kind == NP_STAT_COUNTER ? "_total" : "");
-}
-
-/* A label value as the text format wants it: \ " and newline escaped. */
-static void label(FILE *m, const char *v) {
-  for (; *v != '\0'; v++) {
-    if (*v == '\\' || *v == '"')
-      fputc('\\', m);
-    if (*v == '\n')
-      fputs("\\n", m);
-    else
-      fputc(*v, m);
-  }
-}
-
-typedef struct mwalk {
-  FILE *m;
-  const np_stat_field *f;
-  const char *client;
-  size_t series;
-} mwalk;
-
-static int metric_proxy(const np_server_proxy *p, void *arg) {
-  mwalk *w = arg;
-  np_proxy_stats st;
-  char name[96];
-
-  if (w->series++ >= MAX_PROXY_SERIES)
-    return 1;
-  np_server_proxy_get_stats(p, &st, sizeof(st));
-  metric_name(name, sizeof(name), "proxy", w->f);
-  fprintf(w->m, "%s{client=\"", name);
-  label(w->m, w->client);
-  fputs("\",proxy=\"", w->m);
-  label(w->m, np_server_proxy_name(p));
-  fprintf(w->m, "\",type=\"%s\"} %llu\n", np_server_proxy_type(p),
-          (unsigned long long)*(const uint64_t *)((const char *)&st + w->f->offset));
-  return 0;
-}
-
-static int metric_client(const np_server_client *c, void *arg) {
-  mwalk *w = arg;
-  w->client = np_server_client_name(c);
-  return np_server_client_foreach_proxy(c, metric_proxy, w) != 0 && w->series >= MAX_PROXY_SERIES;
-}
-
-static void metrics(struct np_server *srv, np__admin_reply *out) {
-  np_server_stats st;
-  const np_stat_field *f;
-  char name[96];
-  char *buf = NULL;
-  size_t len = 0;
-  FILE *m = open_memstream(&buf, &len);
-
-  if (m == NULL) {
-    np__admin_reply_error(out, 500, "out of memory");
-    return;
-  }
-  np_server_get_stats(srv, &st, sizeof(st));
-  fprintf(m,
-          "# HELP natproxy_build_info The version of libnatproxy serving.\n"
-          "# TYPE natproxy_build_info gauge\nnatproxy_build_info{version=\"%s\"} 1\n",
-          np_version_string());
-  for (size_t i = 0; (f = np_server_stats_field(i)) != NULL; i++) {
-    metric_name(name, sizeof(name), "server", f);
-    fprintf(m, "# HELP %s %s (%s).\n# TYPE %s %s\n%s %llu\n", name, f->help, f->unit, name,
-            f->kind == NP_STAT_COUNTER ? "counter" : "gauge", name,
-            (unsigned long long)*(const uint64_t *)((const char *)&st + f->offset));
-  }
-  for (size_t i = 0; (f = np_proxy_stats_field(i)) != NULL; i++) {
-    mwalk w = {.m = m, .f = f}; /* the cap counts proxies, the same for every counter */
-    metric_name(name, sizeof(name), "proxy", f);
-    fprintf(m, "# HELP %s Per proxy: %s (%s).\n# TYPE %s %s\n", name, f->help, f->unit, name,
-            f->kind == NP_STAT_COUNTER ? "counter" : "gauge");
-    np_server_foreach_client(srv, metric_client, &w);
-  }
-  if (fclose(m) != 0 || buf == NULL) {
-    free(buf);
-    np__admin_reply_error(out, 500, "out of memory");
-    return;
-  }
-  out->status = 200;
-  out->type = "text/plain; version=0.0.4; charset=utf-8";
-  out->body = buf;
-  out->len = len;
-}
-
 /* ---- routing ----------------------------------------------------------------------------------
  */
 
@@ -230,7 +131,7 @@ static void route(void *arg, const char *method, const char *path, np__admin_rep
   if (strcmp(path, "/healthz") == 0 && (get || strcmp(method, "HEAD") == 0)) {
     np__admin_reply_text(out, 200, "text/plain; charset=utf-8", "ok\n");
   } else if (strcmp(path, "/metrics") == 0 && get) {
-    metrics(srv, out);
+    np__admin_metrics(srv, out);
   } else if (strcmp(path, "/api/v1/server") == 0 && get) {
     reply_json(out, server_info(srv));
   } else if (strcmp(path, "/api/v1/clients") == 0 && get) {

@@ -80,8 +80,8 @@ void np__client_start_join(struct np_client *cl, const np__proxy_cfg *px, const 
     return;
   }
   /* Counted as they flow, so the stats show a long transfer while it runs. */
-  np__join_count_into(jn->join, &(np__tally){{&cl->stats.bytes_in}, 1},
-                      &(np__tally){{&cl->stats.bytes_out}, 1});
+  np__join_count_into(jn->join, &(np__tally){{&cl->stats.bytes_in}, 1, NULL},
+                      &(np__tally){{&cl->stats.bytes_out}, 1, NULL});
   cl->refs++;
   np__track_add(&cl->joins, &jn->t);
   cl->stats.work_opened++;

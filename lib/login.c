@@ -69,6 +69,8 @@ void np__login_failed(struct np_server *srv, const struct sockaddr_storage *addr
   uint64_t wait = 0;
 
   srv->stats.logins_failed++;
+  if (err == NP_EAUTH)
+    srv->stats.logins_bad_token++;
   if (err == NP_EAUTH || err == NP_EPROTO || err == NP_EVERSION || err == NP_ETOOBIG ||
       err == NP_ETLS)
     wait = np__backoff_fail(srv->backoff, (const struct sockaddr *)addr, now_ms(srv), &fails);
@@ -129,6 +131,7 @@ int np__login(session *s, const np_msg *m) {
     n += o->state == S_READY;
   old = find_ready(srv, m->name);
   if (old == NULL && n >= srv->cfg.max_clients) {
+    srv->stats.logins_refused++;
     resp.status = NP_ELIMIT;
     snprintf(resp.text, sizeof(resp.text), "the server takes at most %zu %s", srv->cfg.max_clients,
              np__plural(srv->cfg.max_clients, "client", "clients"));
@@ -152,6 +155,7 @@ int np__login(session *s, const np_msg *m) {
       np__log(&srv->log, NP_LOG_WARN,
               "%s: login as '%s' refused: a live client from %s already uses that name", s->peer,
               m->name, where);
+      srv->stats.logins_refused++;
       resp.status = NP_ENAMEINUSE;
       snprintf(resp.text, sizeof(resp.text),
                "client name '%s' is in use by a live client from %s: give each client its own "
@@ -189,6 +193,7 @@ int np__login(session *s, const np_msg *m) {
   s->state = S_READY;
   s->id = ++srv->next_session_id;
   srv->stats.clients++;
+  srv->stats.logins_ok++;
   resp.id = s->id;
   s->resume = m->id;
   np__transport_server_logged_in(srv->transport, np__chan_conn(s->ch));

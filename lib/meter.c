@@ -31,8 +31,10 @@ static np__counts *client_counts(proxy *px, session *s) {
   return o != NULL ? o->counts : NULL;
 }
 
-void np__meter_start(np__meter *m, proxy *px, session *s) {
+void np__meter_start(np__meter *m, proxy *px, session *s, uint64_t since_ns) {
   m->srv = &px->srv->stats;
+  m->first.h = px->srv->first_byte[px->type->kind];
+  m->first.since_ns = since_ns;
   m->px = ref(px->counts);
   m->cl = ref(client_counts(px, s));
   if (m->px != NULL)
@@ -42,6 +44,7 @@ void np__meter_start(np__meter *m, proxy *px, session *s) {
 }
 
 void np__meter_end(np__meter *m) {
+  m->first.h = NULL; /* a visitor that got no byte back is no observation */
   if (m->px != NULL)
     m->px->st.visitors_active--;
   if (m->cl != NULL)
@@ -51,8 +54,10 @@ void np__meter_end(np__meter *m) {
   m->px = m->cl = NULL;
 }
 
-void np__meter_tally(const np__meter *m, np__tally *in, np__tally *out) {
+void np__meter_tally(np__meter *m, np__tally *in, np__tally *out) {
   in->n = out->n = 0;
+  in->first = NULL;
+  out->first = &m->first;
   in->to[in->n++] = &m->srv->bytes_in;
   out->to[out->n++] = &m->srv->bytes_out;
   if (m->px != NULL) {
@@ -65,9 +70,11 @@ void np__meter_tally(const np__meter *m, np__tally *in, np__tally *out) {
   }
 }
 
-void np__meter_add(const np__meter *m, uint64_t in, uint64_t out) {
+void np__meter_add(np__meter *m, uint64_t in, uint64_t out) {
   if (m->srv == NULL)
     return;
+  if (out > 0)
+    np__first_note(&m->first);
   m->srv->bytes_in += in;
   m->srv->bytes_out += out;
   if (m->px != NULL) {

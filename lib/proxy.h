@@ -83,14 +83,17 @@ const char *np__join_end(int status, char *buf, size_t len);
 
 np__counts *np__counts_new(void);
 void np__counts_unref(np__counts *c); /* NULL: nothing */
-/* The core sets v->meter up before a type's join (s: where the work came from); a type that
- * returns 0 from join holds the meter until the visitor is gone, then calls np__meter_end. */
-void np__meter_start(np__meter *m, proxy *px, session *s);
+/* The core sets v->meter up before a type's join (s: where the work came from; since_ns: the
+ * visitor's arrival by uv_hrtime, from which its wait for the first byte from its service is
+ * measured); a type that returns 0 from join holds the meter until the visitor is gone, then calls
+ * np__meter_end. */
+void np__meter_start(np__meter *m, proxy *px, session *s, uint64_t since_ns);
 void np__meter_end(np__meter *m);
-/* The tallies for np__join_count_into: visitor -> client (in), client -> visitor (out). */
-void np__meter_tally(const np__meter *m, np__tally *in, np__tally *out);
-/* Bytes moved outside a join (a datagram). */
-void np__meter_add(const np__meter *m, uint64_t in, uint64_t out);
+/* The tallies for np__join_count_into: visitor -> client (in), client -> visitor (out; its first
+ * byte ends the visitor's wait, noted in m, which must outlive the join). */
+void np__meter_tally(np__meter *m, np__tally *in, np__tally *out);
+/* Bytes moved outside a join (a datagram, an HTTP answer); out > 0 ends the wait as above. */
+void np__meter_add(np__meter *m, uint64_t in, uint64_t out);
 /* One more of a visitors_* counter of px and its client: np__proxy_count(px, s,
  * offsetof(np_proxy_stats, visitors_denied)). s: the session the visitor's work came from, or
  * NULL. */

@@ -475,6 +475,7 @@ void np_server_get_stats(const struct np_server *srv, np_server_stats *out, size
   np_server_stats st = srv->stats;
 
   st.pending = srv->pool != NULL ? srv->pool_ops->count(srv->pool, NULL) : 0;
+  np__transport_server_count(srv->transport, &st.mux_conns, &st.mux_streams);
   np__stats_copy(out, size, &st, sizeof(st));
 }
 

@@ -10,6 +10,7 @@
 #include "chan.h"
 #include "cidr.h"
 #include "config.h"
+#include "histo.h"
 #include "internal.h"
 #include "join.h"
 #include "listen.h"
@@ -45,6 +46,7 @@ typedef struct np__counts {
 typedef struct np__meter {
   np_server_stats *srv;
   np__counts *px, *cl;
+  np__first first; /* the visitor's wait for the first byte from its service (histo.h) */
 } np__meter;
 
 /* An option its client sent for a proxy before the PROXY (PROXY_OPT, docs/protocol.md): an HTTP
@@ -85,11 +87,12 @@ struct visitor {
   uint64_t id; /* its name in REQ_WORK / START */
   uint64_t session_id;
   uint64_t deadline;
-  uint64_t since;  /* when it arrived (loop time, ms): the access log's duration */
-  np__addr addr;   /* where it came from (family 0: not known) */
-  np__addr to;     /* the server's address it reached (family 0: not known) */
-  void *impl;      /* the type's: a TCP conn, a UDP flow */
-  np__meter meter; /* set for the type's join, which takes it over */
+  uint64_t since;    /* when it arrived (loop time, ms): the access log's duration */
+  uint64_t since_ns; /* the same by uv_hrtime(): the first-byte histogram's finer clock */
+  np__addr addr;     /* where it came from (family 0: not known) */
+  np__addr to;       /* the server's address it reached (family 0: not known) */
+  void *impl;        /* the type's: a TCP conn, a UDP flow */
+  np__meter meter;   /* set for the type's join, which takes it over */
 };
 
 struct session {
@@ -166,7 +169,10 @@ struct np_server {
   int (*admin_auth)(struct np_server *srv, const struct np_config *cfg);
   uint64_t started_ms;              /* loop time at np_server_start */
   const np__proxy_type *types[256]; /* by kind (proxy.h) */
-  void *type_data[256];             /* by kind: a type's own server-wide state */
+  /* By kind: the visitors' waits for the first byte from their service (np__meter.first, read by
+   * np_server_get_first_byte); allocated when the type is registered. */
+  np__histo *first_byte[256];
+  void *type_data[256]; /* by kind: a type's own server-wide state */
   /* Tears down what a closing session holds above session.c (np__work_session_closing): a hook, so
    * that session.c calls nothing above it. */
   void (*session_closing)(session *s);

@@ -3,9 +3,37 @@
  * session and the proxy themselves, handed out only for the length of a callback, so nothing is
  * copied and nothing can be held past the object's life. */
 #include <stdio.h>
+#include <string.h>
 
 #include "proxy.h"
 #include "stats.h"
+
+int np_server_get_first_byte(const struct np_server *srv, const char *type, uint64_t *le_us,
+                             uint64_t *cum, size_t n, uint64_t *count, uint64_t *sum_us) {
+  np__histo h = {0};
+  int found = 0;
+
+  for (size_t k = 0; k < sizeof(srv->types) / sizeof(srv->types[0]); k++) {
+    if (srv->types[k] == NULL || (type != NULL && strcmp(type, srv->types[k]->name) != 0))
+      continue;
+    found = 1;
+    if (srv->first_byte[k] != NULL)
+      np__histo_add(&h, srv->first_byte[k]);
+  }
+  if (!found)
+    return UV_EINVAL;
+  if (n > NP__HISTO_BOUNDS)
+    n = NP__HISTO_BOUNDS;
+  if (le_us != NULL)
+    memcpy(le_us, np__histo_le_us, n * sizeof(*le_us));
+  if (cum != NULL)
+    np__histo_cumulative(&h, cum, n);
+  if (count != NULL)
+    *count = h.count;
+  if (sum_us != NULL)
+    *sum_us = h.sum_us;
+  return NP__HISTO_BOUNDS;
+}
 
 static const session *client_of(const np_server_client *c) {
   return (const session *)c;

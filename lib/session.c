@@ -130,6 +130,7 @@ void np__session_on_timer(uv_timer_t *t) {
      * soon as one that says nothing. */
     if (now - s->started >= srv->cfg.login_timeout_ms) {
       srv->stats.logins_failed++;
+      srv->stats.logins_timeout++;
       np__log(&srv->log, NP_LOG_INFO, "%s: no login within %llums (login_timeout), closing",
               s->peer, (unsigned long long)srv->cfg.login_timeout_ms);
       np__session_close(s, UV_ETIMEDOUT, "login timed out");
@@ -187,6 +188,8 @@ void np__server_unref(struct np_server *srv) {
   np__tls_free(srv->tls);
   np__users_free(srv->users);
   np__backoff_free(srv->backoff);
+  for (size_t k = 0; k < sizeof(srv->first_byte) / sizeof(srv->first_byte[0]); k++)
+    free(srv->first_byte[k]);
   if (srv->close_cb != NULL)
     srv->close_cb(srv);
   free(srv);

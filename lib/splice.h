@@ -8,6 +8,7 @@
 #include <stdint.h>
 
 #include "conn.h"
+#include "histo.h"
 
 /* Empty pipes kept for reuse by one server or client: a direction holds a pipe only while bytes are
  * in it, so a few serve many idle connections. */
@@ -23,17 +24,21 @@ void np__pipes_init(np__pipes *p, int enabled);
 void np__pipes_clear(np__pipes *p);
 
 /* The running totals one direction of a relay adds the bytes it moves to, as they move: the
- * server's, its proxy's and its client's counters, say. Copied by value; the counters must outlive
- * the relay. */
+ * server's, its proxy's and its client's counters, say; and a latency noted at its first byte (the
+ * visitor's wait for its service's answer), or NULL. Copied by value; the counters and first must
+ * outlive the relay. */
 #define NP_TALLY_MAX 3
 typedef struct np__tally {
   uint64_t *to[NP_TALLY_MAX];
   unsigned n;
+  np__first *first;
 } np__tally;
 
 static inline void np__tally_add(const np__tally *t, uint64_t n) {
   for (unsigned i = 0; i < t->n; i++)
     *t->to[i] += n;
+  if (n > 0 && t->first != NULL && t->first->h != NULL)
+    np__first_note(t->first);
 }
 
 typedef struct np__splice np__splice;

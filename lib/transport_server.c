@@ -149,6 +149,14 @@ int np__transport_server_multiplex(np__transport_server *t, const char *peer,
   return 0;
 }
 
+void np__transport_server_count(const np__transport_server *t, uint64_t *conns, uint64_t *streams) {
+  *conns = *streams = 0;
+  for (const muxconn *mc = t != NULL ? t->muxes : NULL; mc != NULL; mc = mc->next) {
+    (*conns)++;
+    *streams += np__mux_stream_count(mc->mux);
+  }
+}
+
 int np__transport_server_is_stream(const np__transport_server *t, np_conn *c) {
   (void)t;
   return np__mux_of(c) != NULL;

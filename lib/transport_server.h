@@ -58,6 +58,9 @@ typedef np_conn *(*np__transport_take_cb)(void *arg, const char **rest, size_t *
 int np__transport_server_multiplex(np__transport_server *t, const char *peer,
                                    const struct sockaddr_storage *addr, uint64_t deadline,
                                    np__transport_take_cb take, void *arg);
+/* The multiplexed connections now and the streams open on them (t may be NULL: none), counted
+ * when asked: a scrape walks them, the relay does not count. */
+void np__transport_server_count(const np__transport_server *t, uint64_t *conns, uint64_t *streams);
 /* Whether c is a stream of a multiplexed connection (which cannot be multiplexed again). */
 int np__transport_server_is_stream(const np__transport_server *t, np_conn *c);
 /* Somebody logged in on c: on a stream, its multiplexed connection's login deadline no longer

@@ -19,6 +19,9 @@ int np__server_add_type(struct np_server *srv, const np__proxy_type *type) {
   if (srv->started || type == NULL || type->open == NULL || type->close == NULL ||
       type->join == NULL || type->drop == NULL)
     return UV_EINVAL;
+  /* Out of memory: the type works, its visitors' waits go unmeasured (np__meter_start). */
+  if (srv->first_byte[type->kind] == NULL)
+    srv->first_byte[type->kind] = calloc(1, sizeof(np__histo));
   srv->types[type->kind] = type;
   return 0;
 }
@@ -163,16 +166,18 @@ void np__visitor_drop(visitor *v, const char *end) {
 void np__visitor_removed(uint64_t id, void *item, void *arg) {
   (void)id;
   (void)arg;
+  ((visitor *)item)->srv->stats.visitors_aborted++;
   np__visitor_drop(item, "aborted");
 }
 
 void np__server_join(struct np_server *srv, session *s, np_conn *work, visitor *v, const char *rest,
                      size_t rest_len) {
-  np__meter_start(&v->meter, v->px, s);
+  np__meter_start(&v->meter, v->px, s, v->since_ns);
   if (v->px->type->join(v, s, work, rest, rest_len) == 0) {
     srv->stats.visitors_joined++;
     np__proxy_count(v->px, s, offsetof(np_proxy_stats, visitors_joined));
   } else {
+    srv->stats.visitors_aborted++;
     np__meter_end(&v->meter);
   }
   visitor_free(v);
@@ -261,6 +266,7 @@ int np__visitor_arrive(proxy *px, void *impl, const struct sockaddr *from,
   v->px = px;
   v->impl = impl;
   v->since = now_ms(srv);
+  v->since_ns = uv_hrtime();
   if (from != NULL)
     np__addr_copy(&v->addr, from);
   if (to != NULL)
@@ -291,6 +297,7 @@ int np__visitor_arrive(proxy *px, void *impl, const struct sockaddr *from,
   }
   if ((r = np__session_send(s, &m)) != 0) {
     srv->pool_ops->take(srv->pool, m.id);
+    srv->stats.visitors_aborted++;
     np__visitor_drop(v, "aborted");
     np__session_close(s, r, "control stream not writable");
     return 0;

@@ -120,6 +120,18 @@ NP_EXPORT int np_server_proxy_port(const np_server_proxy *proxy);
 /* Copy its counters into out as np_server_get_stats does (pass sizeof(*out)). */
 NP_EXPORT void np_server_proxy_get_stats(const np_server_proxy *proxy, np_proxy_stats *out,
                                          size_t size);
+/* How long joined visitors waited, from their arrival at a proxy (TCP: the accept; HTTP, HTTPS:
+ * once routed by Host or server name; UDP: a new flow's first datagram) to the first byte from
+ * their service (UDP: the first datagram back), as a histogram with fixed bounds since start.
+ * type: "tcp", "udp", "http", "https" (np_server_proxy_type's names), or NULL for all together.
+ * For i < n, le_us[i] gets the i-th bound (microseconds, ascending) and cum[i] how many waited at
+ * most that long; *count gets how many got their first byte (the +Inf bucket) and *sum_us the sum
+ * of their waits. Any of the pointers may be NULL. Visitors that went before a byte came back are
+ * not counted. Returns the number of bounds the library keeps (13: 1 ms to 10 s; pass n = 0 to
+ * ask), or UV_EINVAL for a type the server does not have. Borrowed outputs, written at once. */
+NP_EXPORT int np_server_get_first_byte(const struct np_server *server, const char *type,
+                                       uint64_t *le_us, uint64_t *cum, size_t n, uint64_t *count,
+                                       uint64_t *sum_us);
 /* Close every session, visitor and listener; cb runs once all handles are closed, and then the
  * server's memory is gone. Safe to call from any of the server's callbacks. */
 NP_EXPORT void np_server_close(struct np_server *server, np_server_close_cb cb);

@@ -49,7 +49,14 @@ NP_BEGIN_DECLS
   X(udp_path_in, COUNTER, "udp_path_in", "datagrams", "datagrams that came over the datagram path (the rest came through the tunnel)") \
   X(udp_path_out, COUNTER, "udp_path_out", "datagrams", "datagrams sent over the datagram path") \
   X(udp_path_rejected, COUNTER, "udp_path_rejected", "packets", "packets at the datagram port that were no live session's: forged, replayed, truncated, oversized, unknown session") \
-  X(pp_refused, COUNTER, "pp_refused", "connections", "connections from proxy_protocol_from closed without a valid PROXY protocol header in time")
+  X(pp_refused, COUNTER, "pp_refused", "connections", "connections from proxy_protocol_from closed without a valid PROXY protocol header in time") \
+  X(logins_ok, COUNTER, "logins_ok", "logins", "logins accepted") \
+  X(logins_bad_token, COUNTER, "logins_bad_token", "logins", "logins refused for a wrong token or a name the users file lacks (also in logins_failed)") \
+  X(logins_timeout, COUNTER, "logins_timeout", "connections", "connections that sent no login within login_timeout (also in logins_failed)") \
+  X(logins_refused, COUNTER, "logins_refused", "logins", "logins with the right token refused: max_clients reached, or the name in use by a live client") \
+  X(visitors_aborted, COUNTER, "aborted", "visitors", "visitors closed unjoined because their proxy or client went, or their join failed") \
+  X(mux_conns, GAUGE, "mux_conns", "connections", "multiplexed client connections now") \
+  X(mux_streams, GAUGE, "mux_streams", "streams", "streams open on multiplexed client connections now (control and work)")
 
 #define NP_CLIENT_COUNTERS(X) \
   X(connects, COUNTER, "connects", "logins", "successful logins") \

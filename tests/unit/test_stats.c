@@ -243,6 +243,28 @@ static void quiet(np_log_level level, const char *msg, void *arg) {
   (void)arg;
 }
 
+/* The one visitor waited for its service's first byte once, whichever relay carried it (the mux's
+ * copying one, or splice). */
+static void first_byte_seen(const struct np_server *server) {
+  uint64_t le[20], cum[20], count = 99, sum = 0;
+  int n = np_server_get_first_byte(server, "tcp", le, cum, 20, &count, &sum);
+
+  assert_int_equal(n, 13);
+  assert_int_equal(le[0], 1000);
+  assert_int_equal(le[12], 10000000);
+  assert_int_equal(count, 1);
+  assert_int_equal(cum[12], 1); /* a transfer on loopback takes less than 10 s */
+  for (int i = 1; i < n; i++)
+    assert_true(cum[i - 1] <= cum[i] && le[i - 1] < le[i]);
+  assert_true(sum > 0 && sum < 10000000);
+  assert_int_equal(np_server_get_first_byte(server, "udp", NULL, NULL, 0, &count, NULL), 13);
+  assert_int_equal(count, 0);
+  assert_int_equal(np_server_get_first_byte(server, NULL, NULL, NULL, 0, &count, NULL), 13);
+  assert_int_equal(count, 1);
+  assert_int_equal(np_server_get_first_byte(server, "gopher", NULL, NULL, 0, NULL, NULL),
+                   UV_EINVAL);
+}
+
 static void transfer(const char *mux) {
   struct np_config *cfg;
   struct sockaddr_in sa;
@@ -298,6 +320,7 @@ static void transfer(const char *mux) {
   np_client_get_stats(cl, &cst, sizeof(cst));
   assert_int_equal(st.bytes_out, TRANSFER);
   assert_int_equal(cst.bytes_out, TRANSFER);
+  first_byte_seen(srv);
 
   np_client_close(cl, NULL);
   np_server_close(srv, NULL);

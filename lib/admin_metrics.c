@@ -1,0 +1,216 @@
+/* np-server's /metrics in Prometheus' text format 0.0.4 (docs/api-admin.md lists the families):
+ * the counters as data (natproxy/stats.h), so a counter added to a list shows up here by itself;
+ * labeled views over some of them (logins by result, visitors by outcome); proxies by type; the
+ * first-byte histogram; the build. Per-proxy series are bounded (MAX_PROXY_SERIES). */
+#include "admin_metrics.h"
+
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <openssl/crypto.h>
+#include <uv.h>
+
+#include "natproxy/version.h"
+#include "proxy.h"
+
+/* Per-proxy metric series at most: labels come from clients (their names and proxies' names), so
+ * the count is bounded here whatever max_clients says (docs/api-admin.md, "Cardinality"). */
+#define MAX_PROXY_SERIES 10000
+
+/* natproxy_server_visitors_joined_total: counters end in _total (Prometheus' naming rules, which
+ * promtool checks), gauges do not. */
+static void metric_name(char *buf, size_t len, const char *scope, const np_stat_field *f) {
+  size_t n = strlen(f->name);
+  int has_total = n > 6 && strcmp(f->name + n - 6, "_total") == 0;
+  snprintf(buf, len, "natproxy_%s_%.*s%s", scope, (int)(has_total ? n - 6 : n), f->name,
+           f->kind == NP_STAT_COUNTER ? "_total" : "");
+}
+
+static void family(FILE *m, const char *name, const char *type, const char *help) {
+  fprintf(m, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
+}
+
+/* A label value as the text format wants it: \ " and newline escaped. Names are printable UTF-8
+ * (the server refuses others at login), so nothing else needs care. */
+static void label(FILE *m, const char *v) {
+  for (; *v != '\0'; v++) {
+    if (*v == '\\' || *v == '"')
+      fputc('\\', m);
+    if (*v == '\n')
+      fputs("\\n", m);
+    else
+      fputc(*v, m);
+  }
+}
+
+static uint64_t field_value(const void *st, const np_stat_field *f) {
+  return *(const uint64_t *)((const char *)st + f->offset);
+}
+
+/* ---- labeled views over the server's counters ------------------------------------------------ */
+
+/* One label value of a family and the counter of np_server_stats it shows (offsetof). */
+typedef struct view {
+  const char *label;
+  size_t member;
+} view;
+
+/* How visitors ended. The flat counters stay (scripts read them); this is the same numbers as one
+ * family, so that sum() and rate() work over all outcomes. */
+static const view outcomes[] = {
+    {"joined", offsetof(np_server_stats, visitors_joined)},
+    {"expired", offsetof(np_server_stats, visitors_expired)},
+    {"refused", offsetof(np_server_stats, visitors_refused)},
+    {"failed", offsetof(np_server_stats, visitors_failed)},
+    {"denied", offsetof(np_server_stats, visitors_denied)},
+    {"aborted", offsetof(np_server_stats, visitors_aborted)},
+};
+
+static void labeled(FILE *m, const np_server_stats *st) {
+  /* logins_failed holds bad_token and timeout too: what is left of it is "error" (a malformed
+   * login, a protocol version or TLS mismatch, garbage). */
+  uint64_t error = st->logins_failed - st->logins_bad_token - st->logins_timeout;
+  const char *ln = "natproxy_server_logins_total";
+
+  family(m, ln, "counter",
+         "Logins by result: ok; bad_token (wrong token, or a name the users file lacks); timeout "
+         "(none within login_timeout); error (malformed, wrong version, TLS); throttled (refused "
+         "unheard by the back-off); refused (max_clients, or the name in use).");
+  fprintf(m, "%s{result=\"ok\"} %llu\n", ln, (unsigned long long)st->logins_ok);
+  fprintf(m, "%s{result=\"bad_token\"} %llu\n", ln, (unsigned long long)st->logins_bad_token);
+  fprintf(m, "%s{result=\"timeout\"} %llu\n", ln, (unsigned long long)st->logins_timeout);
+  fprintf(m, "%s{result=\"error\"} %llu\n", ln, (unsigned long long)error);
+  fprintf(m, "%s{result=\"throttled\"} %llu\n", ln, (unsigned long long)st->logins_throttled);
+  fprintf(m, "%s{result=\"refused\"} %llu\n", ln, (unsigned long long)st->logins_refused);
+
+  family(m, "natproxy_server_visitor_outcomes_total", "counter",
+         "Visitors by how they ended: joined with a work connection, expired waiting for one, "
+         "refused (a bound), failed (the client's service unreachable), denied (allow_ips), "
+         "aborted (their proxy or client went).");
+  for (size_t i = 0; i < sizeof(outcomes) / sizeof(outcomes[0]); i++)
+    fprintf(m, "natproxy_server_visitor_outcomes_total{outcome=\"%s\"} %llu\n", outcomes[i].label,
+            (unsigned long long)*(const uint64_t *)((const char *)st + outcomes[i].member));
+}
+
+/* ---- proxy types: how many, and the first-byte histogram --------------------------------------
+ */
+
+static void by_type(FILE *m, struct np_server *srv) {
+  uint64_t n[256] = {0};
+  size_t kinds = sizeof(srv->types) / sizeof(srv->types[0]);
+
+  for (session *s = srv->sessions; s != NULL; s = s->next)
+    if (s->state == S_READY && !s->closing)
+      for (proxy *px = s->proxies; px != NULL; px = px->next)
+        n[px->type->kind]++;
+  family(m, "natproxy_server_proxies_by_type", "gauge",
+         "Proxies the logged-in clients have open now, by type.");
+  for (size_t k = 0; k < kinds; k++)
+    if (srv->types[k] != NULL)
+      fprintf(m, "natproxy_server_proxies_by_type{type=\"%s\"} %llu\n", srv->types[k]->name,
+              (unsigned long long)n[k]);
+
+  family(m, "natproxy_server_first_byte_seconds", "histogram",
+         "Time from a visitor's arrival to the first byte from its service, of joined visitors, "
+         "by proxy type.");
+  for (size_t k = 0; k < kinds; k++) {
+    uint64_t le[NP__HISTO_BOUNDS], cum[NP__HISTO_BOUNDS], count, sum;
+    const char *t;
+    if (srv->types[k] == NULL)
+      continue;
+    t = srv->types[k]->name;
+    np_server_get_first_byte(srv, t, le, cum, NP__HISTO_BOUNDS, &count, &sum);
+    for (size_t i = 0; i < NP__HISTO_BOUNDS; i++)
+      fprintf(m, "natproxy_server_first_byte_seconds_bucket{type=\"%s\",le=\"%g\"} %llu\n", t,
+              (double)le[i] / 1e6, (unsigned long long)cum[i]);
+    fprintf(m, "natproxy_server_first_byte_seconds_bucket{type=\"%s\",le=\"+Inf\"} %llu\n", t,
+            (unsigned long long)count);
+    fprintf(m, "natproxy_server_first_byte_seconds_sum{type=\"%s\"} %.6f\n", t, (double)sum / 1e6);
+    fprintf(m, "natproxy_server_first_byte_seconds_count{type=\"%s\"} %llu\n", t,
+            (unsigned long long)count);
+  }
+}
+
+/* ---- per proxy --------------------------------------------------------------------------------
+ */
+
+typedef struct mwalk {
+  FILE *m;
+  const np_stat_field *f;
+  const char *client;
+  size_t series;
+} mwalk;
+
+static int metric_proxy(const np_server_proxy *p, void *arg) {
+  mwalk *w = arg;
+  np_proxy_stats st;
+  char name[96];
+
+  if (w->series++ >= MAX_PROXY_SERIES)
+    return 1;
+  np_server_proxy_get_stats(p, &st, sizeof(st));
+  metric_name(name, sizeof(name), "proxy", w->f);
+  fprintf(w->m, "%s{client=\"", name);
+  label(w->m, w->client);
+  fputs("\",proxy=\"", w->m);
+  label(w->m, np_server_proxy_name(p));
+  fprintf(w->m, "\",type=\"%s\"} %llu\n", np_server_proxy_type(p),
+          (unsigned long long)field_value(&st, w->f));
+  return 0;
+}
+
+static int metric_client(const np_server_client *c, void *arg) {
+  mwalk *w = arg;
+  w->client = np_server_client_name(c);
+  return np_server_client_foreach_proxy(c, metric_proxy, w) != 0 && w->series >= MAX_PROXY_SERIES;
+}
+
+void np__admin_metrics(struct np_server *srv, np__admin_reply *out) {
+  np_server_stats st;
+  const np_stat_field *f;
+  char name[96], help[320];
+  char *buf = NULL;
+  size_t len = 0;
+  FILE *m = open_memstream(&buf, &len);
+
+  if (m == NULL) {
+    np__admin_reply_error(out, 500, "out of memory");
+    return;
+  }
+  np_server_get_stats(srv, &st, sizeof(st));
+  family(m, "natproxy_build_info", "gauge",
+         "The versions of libnatproxy serving and of the libraries it runs on.");
+  fprintf(m, "natproxy_build_info{version=\"");
+  label(m, np_version_string());
+  fputs("\",libuv=\"", m);
+  label(m, uv_version_string());
+  fputs("\",openssl=\"", m);
+  label(m, OpenSSL_version(OPENSSL_VERSION_STRING));
+  fputs("\"} 1\n", m);
+  for (size_t i = 0; (f = np_server_stats_field(i)) != NULL; i++) {
+    metric_name(name, sizeof(name), "server", f);
+    snprintf(help, sizeof(help), "%s (%s).", f->help, f->unit);
+    family(m, name, f->kind == NP_STAT_COUNTER ? "counter" : "gauge", help);
+    fprintf(m, "%s %llu\n", name, (unsigned long long)field_value(&st, f));
+  }
+  labeled(m, &st);
+  by_type(m, srv);
+  for (size_t i = 0; (f = np_proxy_stats_field(i)) != NULL; i++) {
+    mwalk w = {.m = m, .f = f}; /* the cap counts proxies, the same for every counter */
+    metric_name(name, sizeof(name), "proxy", f);
+    snprintf(help, sizeof(help), "Per proxy: %s (%s).", f->help, f->unit);
+    family(m, name, f->kind == NP_STAT_COUNTER ? "counter" : "gauge", help);
+    np_server_foreach_client(srv, metric_client, &w);
+  }
+  if (fclose(m) != 0 || buf == NULL) {
+    free(buf);
+    np__admin_reply_error(out, 500, "out of memory");
+    return;
+  }
+  out->status = 200;
+  out->type = "text/plain; version=0.0.4; charset=utf-8";
+  out->body = buf;
+  out->len = len;
+}
