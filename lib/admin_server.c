@@ -159,7 +159,8 @@ static void route(void *arg, const char *method, const char *path, np__admin_rep
     if (r == 0)
       reply_json(out, json_pack("{s:b}", "reloaded", 1));
     else
-      np__admin_reply_error(out, 422, np_strerror(r));
+      np__admin_reply_error(out, r == NP_ESTATE ? 409 : 422,
+                            srv->reload_err[0] != '\0' ? srv->reload_err : np_strerror(r));
   } else if (strncmp(path, "/api/", 5) == 0 || strcmp(path, "/metrics") == 0 ||
              strcmp(path, "/healthz") == 0) {
     np__admin_reply_error(out, get || post ? 404 : 405,

@@ -318,12 +318,12 @@ static void on_handle_closed(uv_handle_t *h) {
 }
 
 /* Read cfg's users_file into *out, logging why not. */
-int np__server_load_users(struct np_server *srv, const struct np_config *cfg, np__users **out) {
-  char err[600];
+int np__server_load_users(struct np_server *srv, const struct np_config *cfg, np__users **out,
+                          char *err, size_t errlen) {
   struct stat st;
   int r;
 
-  if ((r = np__users_load(cfg->users_file, out, err, sizeof(err))) != 0) {
+  if ((r = np__users_load(cfg->users_file, out, err, errlen)) != 0) {
     np__log(&srv->log, NP_LOG_ERROR, "users file: %s", err);
     return r;
   }
@@ -372,7 +372,8 @@ int np_server_start(struct np_server *srv) {
     return NP_ESTATE;
   /* Before anything that np_server_close would have to undo. */
   if (srv->cfg.users_file[0] != '\0' &&
-      (r = np__server_load_users(srv, &srv->cfg, &srv->users)) != 0)
+      (r = np__server_load_users(srv, &srv->cfg, &srv->users, srv->reload_err,
+                                 sizeof(srv->reload_err))) != 0)
     return r;
   if ((r = np__backoff_new(srv->cfg.login_backoff_ms, srv->cfg.login_backoff_max_ms,
                            &srv->backoff)) != 0)

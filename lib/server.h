@@ -167,7 +167,8 @@ struct np_server {
   void (*admin_stop)(struct np_server *srv);
   /* A reload's new admin credentials (cfg's): 0 or UV_ENOMEM, the old ones then still in force. */
   int (*admin_auth)(struct np_server *srv, const struct np_config *cfg);
-  uint64_t started_ms;              /* loop time at np_server_start */
+  uint64_t started_ms;  /* loop time at np_server_start */
+  char reload_err[600]; /* why the last reload changed nothing; "" when it did not fail */
   const np__proxy_type *types[256]; /* by kind (proxy.h) */
   /* By kind: the visitors' waits for the first byte from their service (np__meter.first, read by
    * np_server_get_first_byte); allocated when the type is registered. */
@@ -200,8 +201,10 @@ int np__server_create(uv_loop_t *loop, const struct np_config *cfg, struct np_se
  * session. */
 void np__server_accept(struct np_server *srv, np_conn *c);
 
-/* Read cfg's users_file into *out (its errors logged): 0, NP_ECONFIG or the open error. */
-int np__server_load_users(struct np_server *srv, const struct np_config *cfg, np__users **out);
+/* Read cfg's users_file into *out (its errors logged, and left in err): 0, NP_ECONFIG or the open
+ * error. */
+int np__server_load_users(struct np_server *srv, const struct np_config *cfg, np__users **out,
+                          char *err, size_t errlen);
 
 /* admin_server.c: the admin endpoint on admin_bind (0 when there is none), and its end. */
 int np__admin_server_start(struct np_server *srv);

@@ -6,6 +6,7 @@
  * error changes nothing. docs/config.md, "Reload", is the user's view. */
 #include "server.h"
 
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -121,6 +122,17 @@ static void revoke_gone(struct np_server *srv, const char *was_token, const np__
   }
 }
 
+/* A reload that changes nothing: why, to the log and for the admin API's answer. */
+__attribute__((format(printf, 2, 3))) static void failed(struct np_server *srv, const char *fmt,
+                                                         ...) {
+  va_list ap;
+
+  va_start(ap, fmt);
+  vsnprintf(srv->reload_err, sizeof(srv->reload_err), fmt, ap);
+  va_end(ap);
+  np__log(&srv->log, NP_LOG_ERROR, "reload: %s; nothing changed", srv->reload_err);
+}
+
 /* The log level follows the file only when the file changed it: an embedder's
  * np_server_set_log stays otherwise. */
 static void apply_level(struct np_server *srv, const struct np_config *was) {
@@ -133,9 +145,10 @@ int np_server_reconfigure(struct np_server *srv, const struct np_config *cfg) {
   np__users *fresh = NULL, *old_users;
   np__cidrs pp;
   changes c;
-  char err[160];
+  char err[600];
   int r;
 
+  srv->reload_err[0] = '\0';
   if (!srv->started || srv->closing)
     return NP_ESTATE;
   if (cfg == NULL || cfg->kind != NP_CONFIG_SERVER)
@@ -147,7 +160,7 @@ int np_server_reconfigure(struct np_server *srv, const struct np_config *cfg) {
   *next = *cfg;
   *was = srv->cfg;
   if ((r = np_config_validate(next)) != 0) {
-    np__log(&srv->log, NP_LOG_ERROR, "reload: %s; nothing changed", next->err);
+    failed(srv, "%s", next->err);
     goto out;
   }
   memset(&c, 0, sizeof(c));
@@ -156,20 +169,21 @@ int np_server_reconfigure(struct np_server *srv, const struct np_config *cfg) {
   c.srv = srv;
   np__config_diff(was, next, on_changed, &c);
   /* Everything that can fail, before anything changes. */
-  if (next->users_file[0] != '\0' && (r = np__server_load_users(srv, next, &fresh)) != 0) {
-    np__log(&srv->log, NP_LOG_ERROR, "reload: keeping the users file read before; nothing changed");
+  if (next->users_file[0] != '\0' &&
+      (r = np__server_load_users(srv, next, &fresh, err, sizeof(err))) != 0) {
+    failed(srv, "users file: %s; keeping the users file read before", err);
     goto out;
   }
   memset(&pp, 0, sizeof(pp));
   if (next->proxy_protocol_from[0] != '\0' &&
       (r = np__cidrs_parse(next->proxy_protocol_from, &pp, err, sizeof(err))) != 0) {
-    np__log(&srv->log, NP_LOG_ERROR, "reload: proxy_protocol_from: %s; nothing changed", err);
+    failed(srv, "proxy_protocol_from: %s", err);
     np__users_free(fresh);
     goto out;
   }
   if (srv->admin_auth != NULL) {
     if ((r = srv->admin_auth(srv, next)) != 0) {
-      np__log(&srv->log, NP_LOG_ERROR, "reload: %s; nothing changed", np_strerror(r));
+      failed(srv, "admin credentials: %s", np_strerror(r));
       np__users_free(fresh);
       goto out;
     }
@@ -201,10 +215,11 @@ int np_server_reload(struct np_server *srv) {
   char err[600];
   int r;
 
+  srv->reload_err[0] = '\0';
   if (!srv->started || srv->closing)
     return NP_ESTATE;
   if ((r = np__config_reread(&srv->cfg, &fresh, err, sizeof(err))) != 0) {
-    np__log(&srv->log, NP_LOG_ERROR, "reload: %s; nothing changed", err);
+    failed(srv, "%s", err);
     return r;
   }
   r = np_server_reconfigure(srv, fresh);
