@@ -456,6 +456,7 @@ int np_client_new(uv_loop_t *loop, const struct np_config *cfg, struct np_client
   cl->chunks.pipes.enabled = cl->cfg.relay_splice;
   np__logger_init(&cl->log);
   cl->log.level = (np_log_level)cfg->log_level;
+  cl->log.cb = np_log_stderr_for((np_log_format)cfg->log_format);
   *out = cl;
   return 0;
 }

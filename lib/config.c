@@ -129,6 +129,7 @@ enum vtype {
   V_COUNT,
   V_PORTS,
   V_LEVEL,
+  V_LOG_FORMAT,
   V_CODEC,
   V_BOOL,
   V_FINGERPRINT,
@@ -150,6 +151,7 @@ static const key_def keys[] = {
     {"token", KIND_BOTH, V_STR, FIELD(token)},
     {"codec", KIND_BOTH, V_CODEC, FIELD(codec)},
     {"log_level", KIND_BOTH, V_LEVEL, FIELD(log_level)},
+    {"log_format", KIND_BOTH, V_LOG_FORMAT, FIELD(log_format)},
     {"heartbeat_interval", KIND_BOTH, V_DURATION, FIELD(heartbeat_interval_ms)},
     {"heartbeat_timeout", KIND_BOTH, V_DURATION, FIELD(heartbeat_timeout_ms)},
     {"max_frame", KIND_BOTH, V_COUNT, FIELD(max_frame)},
@@ -235,6 +237,14 @@ static int set_key(struct np_config *cfg, const key_def *k, const char *v) {
       return np__config_err(cfg, "%s: '%s' is not one of error, warn, info, debug, trace", k->name,
                             v);
     cfg->log_level = (int)lvl;
+    return 0;
+  case V_LOG_FORMAT:
+    if (strcmp(v, "text") == 0)
+      cfg->log_format = NP_LOG_FORMAT_TEXT;
+    else if (strcmp(v, "json") == 0)
+      cfg->log_format = NP_LOG_FORMAT_JSON;
+    else
+      return np__config_err(cfg, "%s: '%s' is not text or json", k->name, v);
     return 0;
   case V_BOOL:
     if (strcmp(v, "true") == 0 || strcmp(v, "yes") == 0 || strcmp(v, "on") == 0 ||
@@ -682,4 +692,8 @@ const char *np_config_error(const struct np_config *cfg) {
 
 int np_config_log_level(const struct np_config *cfg) {
   return cfg->log_level;
+}
+
+np_log_format np_config_log_format(const struct np_config *cfg) {
+  return (np_log_format)cfg->log_format;
 }

@@ -57,6 +57,7 @@ struct np_config {
   char token[256];
   char codec[16];
   int log_level;
+  int log_format; /* np_log_format: the stock sink np_server_new and np_client_new pick */
   uint64_t heartbeat_interval_ms;
   uint64_t heartbeat_timeout_ms;
   size_t max_frame;

@@ -97,6 +97,10 @@ void np__udp_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf);
 
 /* Copy at most cap-1 bytes and terminate; returns UV_E2BIG when src did not fit. */
 int np__strlcpy(char *dst, const char *src, size_t cap);
+/* The length of the well-formed UTF-8 sequence s starts with (1 to 4; 1 for ASCII) and its code
+ * point in *cp; 0 when s does not start one (a stray continuation byte, an overlong form, a
+ * surrogate, beyond U+10FFFF, or cut short by the terminating NUL). */
+size_t np__utf8_next(const char *s, unsigned *cp);
 /* Whether a name a peer chose (a client's, a proxy's) is well-formed UTF-8 without control
  * characters: it ends up in logs, JSON and Prometheus labels, which all need that. */
 int np__name_ok(const char *s);

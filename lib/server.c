@@ -251,6 +251,7 @@ int np__server_create(uv_loop_t *loop, const struct np_config *cfg, struct np_se
   srv->chunks.pipes.enabled = srv->cfg.relay_splice;
   np__logger_init(&srv->log);
   srv->log.level = (np_log_level)cfg->log_level;
+  srv->log.cb = np_log_stderr_for((np_log_format)cfg->log_format);
   {
     char err[128];
     np__cidrs_parse(srv->cfg.proxy_protocol_from, &srv->pp_from, err, sizeof(err)); /* validated */
@@ -457,6 +458,7 @@ int np_server_identity(const struct np_config *cfg, np_log_cb log_cb, void *log_
   /* The embedder's log, as the server's own would be: never straight to stderr. */
   np__logger_init(&log);
   log.level = NP_LOG_INFO;
+  log.cb = np_log_stderr_for((np_log_format)cfg->log_format);
   if (log_cb != NULL) {
     log.cb = log_cb;
     log.arg = log_arg;

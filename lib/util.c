@@ -145,34 +145,42 @@ void np__udp_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
   *buf = uv_buf_init(rx, sizeof(rx));
 }
 
-int np__name_ok(const char *s) {
+size_t np__utf8_next(const char *s, unsigned *cp) {
   const unsigned char *p = (const unsigned char *)s;
-  while (*p != '\0') {
-    unsigned c = *p, n, cp;
-    if (c < 0x20 || c == 0x7f)
+  unsigned c = p[0], n, v;
+
+  if (c < 0x80) {
+    *cp = c;
+    return 1;
+  }
+  /* the length the lead byte says, the smallest code point that length may carry */
+  if (c >= 0xc2 && c <= 0xdf)
+    n = 1, v = c & 0x1f;
+  else if (c >= 0xe0 && c <= 0xef)
+    n = 2, v = c & 0x0f;
+  else if (c >= 0xf0 && c <= 0xf4)
+    n = 3, v = c & 0x07;
+  else
+    return 0;
+  for (unsigned i = 1; i <= n; i++) {
+    if ((p[i] & 0xc0) != 0x80) /* also stops at the NUL */
       return 0;
-    if (c < 0x80) {
-      p++;
-      continue;
-    }
-    /* the length the lead byte says, the smallest code point that length may carry */
-    if (c >= 0xc2 && c <= 0xdf)
-      n = 1, cp = c & 0x1f;
-    else if (c >= 0xe0 && c <= 0xef)
-      n = 2, cp = c & 0x0f;
-    else if (c >= 0xf0 && c <= 0xf4)
-      n = 3, cp = c & 0x07;
-    else
-      return 0;
-    for (unsigned i = 1; i <= n; i++) {
-      if ((p[i] & 0xc0) != 0x80)
-        return 0;
-      cp = (cp << 6) | (p[i] & 0x3f);
-    }
-    if ((n == 2 && cp < 0x800) || (n == 3 && (cp < 0x10000 || cp > 0x10ffff)) ||
-        (cp >= 0xd800 && cp <= 0xdfff) || (cp >= 0x80 && cp < 0xa0))
-      return 0; /* overlong, beyond Unicode, a surrogate, a C1 control */
-    p += n + 1;
+    v = (v << 6) | (p[i] & 0x3f);
+  }
+  if ((n == 2 && v < 0x800) || (n == 3 && (v < 0x10000 || v > 0x10ffff)) ||
+      (v >= 0xd800 && v <= 0xdfff))
+    return 0; /* overlong, beyond Unicode, a surrogate */
+  *cp = v;
+  return n + 1;
+}
+
+int np__name_ok(const char *s) {
+  while (*s != '\0') {
+    unsigned cp;
+    size_t n = np__utf8_next(s, &cp);
+    if (n == 0 || cp < 0x20 || cp == 0x7f || (cp >= 0x80 && cp < 0xa0))
+      return 0; /* not UTF-8, or a C0 or C1 control */
+    s += n;
   }
   return 1;
 }

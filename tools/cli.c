@@ -1,6 +1,7 @@
 #include "cli.h"
 
 #include <signal.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/resource.h>
@@ -10,8 +11,35 @@ static const char *prog_name(const char *argv0) {
   return slash != NULL ? slash + 1 : argv0;
 }
 
+static char prog_buf[64] = "np";
+static np_log_format log_format = NP_LOG_FORMAT_TEXT;
+
+void np_cli_log(np_log_level level, const char *fmt, ...) {
+  char msg[1024];
+  va_list ap;
+
+  va_start(ap, fmt);
+  vsnprintf(msg, sizeof(msg), fmt, ap);
+  va_end(ap);
+  if (log_format == NP_LOG_FORMAT_JSON)
+    np_log_stderr_json(level, msg, prog_buf);
+  else
+    fprintf(stderr, "%s: %s\n", prog_buf, msg);
+}
+
+np_log_cb np_cli_log_cb(void) {
+  return np_log_stderr_for(log_format);
+}
+
+void *np_cli_log_arg(void) {
+  return prog_buf;
+}
+
 static int usage_error(const char *prog, const char *msg) {
-  fprintf(stderr, "%s: %s\nTry '%s --help' for more information.\n", prog, msg, prog);
+  if (log_format == NP_LOG_FORMAT_JSON)
+    np_cli_log(NP_LOG_ERROR, "%s", msg);
+  else
+    fprintf(stderr, "%s: %s\nTry '%s --help' for more information.\n", prog, msg, prog);
   return NP_EXIT_USAGE;
 }
 
@@ -22,6 +50,7 @@ int np_cli_parse(int argc, char **argv, struct np_config *cfg, const char *short
   const char *file = NULL;
   int c, idx, r;
 
+  snprintf(prog_buf, sizeof(prog_buf), "%s", prog);
   /* Pass 1: help, version and the config file, so flags can override the file in pass 2. */
   opterr = 0;
   while ((c = getopt_long(argc, argv, shortopts, longopts, &idx)) != -1) {
@@ -36,8 +65,12 @@ int np_cli_parse(int argc, char **argv, struct np_config *cfg, const char *short
     if (c == 'c')
       file = optarg;
   }
-  if (file != NULL && (r = np_config_load_file(cfg, file)) != 0)
-    return usage_error(prog, np_config_error(cfg));
+  if (file != NULL) {
+    r = np_config_load_file(cfg, file);
+    log_format = np_config_log_format(cfg); /* what the file set, even before an error in it */
+    if (r != 0)
+      return usage_error(prog, np_config_error(cfg));
+  }
 
   optind = 0; /* GNU getopt: start over */
   opterr = 1;
@@ -58,6 +91,7 @@ int np_cli_parse(int argc, char **argv, struct np_config *cfg, const char *short
       if ((c == 0 && o == &longopts[idx]) || (c != 0 && o->val == c))
         name = o->name;
     r = np_config_set_flag(cfg, name, optarg != NULL ? optarg : "true");
+    log_format = np_config_log_format(cfg);
     if (r != 0)
       return usage_error(prog, np_config_error(cfg));
   }

@@ -22,6 +22,14 @@ enum {
  * goes into *action. Returns 0, -1, or NP_EXIT_USAGE after printing the error. */
 int np_cli_parse(int argc, char **argv, struct np_config *cfg, const char *shortopts,
                  const struct option *longopts, const char *help, const char *actions, int *action);
+/* The tools' own lines (a failed start, a fatal event, a usage error once the configuration is
+ * read) in the configured log_format: "PROG: msg" as before in text, np_log_stderr_json with the
+ * program as its component in json, so a collector reading JSON lines never meets another kind. */
+void np_cli_log(np_log_level level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* The sink the library's log goes to (np_server_set_log, np_client_set_log), and its arg: the
+ * configured format's stock sink, with the program's name. */
+np_log_cb np_cli_log_cb(void);
+void *np_cli_log_arg(void);
 /* On SIGINT/SIGTERM call stop(arg) once; signal handles close once stop's work lets the loop drain.
  * With reload, SIGHUP calls reload(arg) each time; with report, SIGUSR1 calls report(arg). */
 void np_cli_handle_signals(uv_loop_t *loop, void (*stop)(void *arg), void (*reload)(void *arg),

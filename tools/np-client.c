@@ -29,6 +29,7 @@ static const char help[] =
     "10.0.0.0/8,2001:db8::/32\n"
     "                             (every proxy without an allow_ips of its own)\n"
     "      --log-level LEVEL      error, warn, info (default), debug, trace\n"
+    "      --log-format text|json a line of text (default) or a JSON object per line\n"
     "      --heartbeat-interval D --heartbeat-timeout D   (defaults 10s, 30s)\n"
     "      --reconnect-min D --reconnect-max D            backoff bounds (defaults 500ms, 30s)\n"
     "      --dial-timeout D       for the server and the local service (default 5s)\n"
@@ -68,6 +69,7 @@ static const struct option longopts[] = {
     {"token", required_argument, NULL, 0},
     {"name", required_argument, NULL, 0},
     {"log-level", required_argument, NULL, 0},
+    {"log-format", required_argument, NULL, 0},
     {"heartbeat-interval", required_argument, NULL, 0},
     {"heartbeat-timeout", required_argument, NULL, 0},
     {"reconnect-min", required_argument, NULL, 0},
@@ -121,7 +123,7 @@ static void on_event(struct np_client *cl, const np_client_event *ev) {
     }
     break;
   case NP_CLIENT_FATAL:
-    fprintf(stderr, "np-client: %s\n", ev->text);
+    np_cli_log(NP_LOG_ERROR, "%s", ev->text);
     exit_code =
         ev->status == NP_EAUTH        ? NP_EXIT_AUTH
         : ev->status == NP_ENAMEINUSE ? NP_EXIT_NAME
@@ -151,15 +153,18 @@ int main(int argc, char **argv) {
     return r < 0 ? NP_EXIT_OK : r;
   }
   r = np_client_new(loop, cfg, &cl);
+  if (r == 0)
+    np_client_set_log(cl, (np_log_level)np_config_log_level(cfg), np_cli_log_cb(),
+                      np_cli_log_arg());
   np_config_free(cfg);
   if (r != 0) {
-    fprintf(stderr, "np-client: %s\n", np_strerror(r));
+    np_cli_log(NP_LOG_ERROR, "%s", np_strerror(r));
     return NP_EXIT_USAGE;
   }
   np_client_set_event_cb(cl, on_event);
   np_cli_handle_signals(loop, stop, reload, report, cl);
   if ((r = np_client_start(cl)) != 0) {
-    fprintf(stderr, "np-client: cannot start: %s\n", np_strerror(r));
+    np_cli_log(NP_LOG_ERROR, "cannot start: %s", np_strerror(r));
     np_cli_close_signals();
     np_client_close(cl, NULL);
     exit_code = NP_EXIT_USAGE;

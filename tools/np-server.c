@@ -2,10 +2,12 @@
  * library. */
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "cli.h"
 
-static const char help[] =
+/* In two literals: C99 promises compilers only 4095 characters in one. Joined in main. */
+static const char help_head[] =
     "Usage: np-server [-c FILE] [--bind ADDR:PORT] [--token TOKEN] [--allow-ports LIST] [OPTIONS]\n"
     "Accept np-client connections and open public ports that lead to their private services.\n"
     "\n"
@@ -20,9 +22,11 @@ static const char help[] =
     "      --subdomain-host DOMAIN  a proxy's subdomain = x serves x.DOMAIN\n"
     "      --allow-ports LIST       public ports clients may ask for, e.g. 2000-3000,4000\n"
     "      --log-level LEVEL        error, warn, info (default), debug, trace\n"
+    "      --log-format text|json   a line of text (default) or a JSON object per line\n"
     "      --access-log true|false  a line per visitor once it is gone (default true)\n"
     "      --admin-bind IP:PORT     JSON API, /metrics, /healthz; with --admin-token TOKEN or\n"
-    "                               --admin-user U --admin-password P (docs/api-admin.md)\n"
+    "                               --admin-user U --admin-password P (docs/api-admin.md)\n";
+static const char help_tail[] =
     "      --heartbeat-interval D   ping idle clients this often (default 10s)\n"
     "      --heartbeat-timeout D    drop a client silent this long (default 30s)\n"
     "      --pending-timeout D      how long a visitor waits for its tunnel (default 10s)\n"
@@ -74,6 +78,7 @@ static const struct option longopts[] = {
     {"vhost-https-port", required_argument, NULL, 0},
     {"subdomain-host", required_argument, NULL, 0},
     {"log-level", required_argument, NULL, 0},
+    {"log-format", required_argument, NULL, 0},
     {"heartbeat-interval", required_argument, NULL, 0},
     {"heartbeat-timeout", required_argument, NULL, 0},
     {"pending-timeout", required_argument, NULL, 0},
@@ -124,14 +129,16 @@ int main(int argc, char **argv) {
   uv_loop_t *loop = uv_default_loop();
   struct np_config *cfg;
   struct np_server *srv;
-  char fp[128];
+  char fp[128], help[sizeof(help_head) + sizeof(help_tail) - 1];
   int r, action = 0;
 
   if (np_config_new(NP_CONFIG_SERVER, &cfg) != 0)
     return NP_EXIT_RUNTIME;
+  memcpy(help, help_head, sizeof(help_head) - 1);
+  memcpy(help + sizeof(help_head) - 1, help_tail, sizeof(help_tail));
   r = np_cli_parse(argc, argv, cfg, "c:hV", longopts, help, "F", &action);
   if (r == 0 && action == 'F') {
-    if ((r = np_server_identity(cfg, NULL, NULL, fp, sizeof(fp))) == 0)
+    if ((r = np_server_identity(cfg, np_cli_log_cb(), np_cli_log_arg(), fp, sizeof(fp))) == 0)
       puts(fp);
     r = r == 0 ? NP_EXIT_OK : NP_EXIT_USAGE;
   }
@@ -140,14 +147,17 @@ int main(int argc, char **argv) {
     return r < 0 ? NP_EXIT_OK : r;
   }
   r = np_server_new(loop, cfg, &srv);
+  if (r == 0)
+    np_server_set_log(srv, (np_log_level)np_config_log_level(cfg), np_cli_log_cb(),
+                      np_cli_log_arg());
   np_config_free(cfg);
   if (r != 0) {
-    fprintf(stderr, "np-server: %s\n", np_strerror(r));
+    np_cli_log(NP_LOG_ERROR, "%s", np_strerror(r));
     return NP_EXIT_USAGE;
   }
   np_cli_handle_signals(loop, stop, reload, report, srv);
   if ((r = np_server_start(srv)) != 0) {
-    fprintf(stderr, "np-server: cannot start: %s\n", np_strerror(r));
+    np_cli_log(NP_LOG_ERROR, "cannot start: %s", np_strerror(r));
     np_server_close(srv, NULL);
     np_cli_close_signals();
     r = NP_EXIT_RUNTIME;

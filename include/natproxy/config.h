@@ -4,6 +4,7 @@
 #define NATPROXY_CONFIG_H
 
 #include <natproxy/common.h>
+#include <natproxy/log.h>
 
 NP_BEGIN_DECLS
 
@@ -36,6 +37,8 @@ NP_EXPORT int np_config_validate(struct np_config *cfg);
 NP_EXPORT const char *np_config_error(const struct np_config *cfg);
 /* The configured log level name's value (key log_level). */
 NP_EXPORT int np_config_log_level(const struct np_config *cfg);
+/* The configured log format (key log_format): NP_LOG_FORMAT_TEXT (the default) or _JSON. */
+NP_EXPORT np_log_format np_config_log_format(const struct np_config *cfg);
 
 NP_END_DECLS
 

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Configure, build and install into a scratch prefix, then build and run a small program against the
-# installed tree, found only through pkg-config, as an embedder would.
+# installed tree, found only through pkg-config, as an embedder would; the systemd units installed
+# with the tools must start them and pass tests/check-units.sh.
 set -euo pipefail
 src=$(cd "$(dirname "$0")/../.." && pwd)
 here=$src/tests/install
@@ -12,9 +13,17 @@ meson install -C "$dest/build" --quiet >/dev/null
 pc=$(find "$dest/prefix" -name natproxy.pc -print -quit)
 [ -n "$pc" ] || { echo "natproxy.pc was not installed" >&2; exit 1; }
 for f in include/natproxy.h include/natproxy/server.h share/man/man1/np-server.1 \
-         share/man/man1/np-client.1 bin/np-server bin/np-client; do
+         share/man/man1/np-client.1 bin/np-server bin/np-client systemd/system/np-server.service \
+         systemd/system/np-client.service systemd/system/np-client@.service sysusers.d/natproxy.conf; do
   [ -e "$(find "$dest/prefix" -path "*/$f" -print -quit)" ] || { echo "missing from the install: $f" >&2; exit 1; }
 done
+# The installed units name the installed tools, and pass systemd-analyze as they are.
+units=$(dirname "$(find "$dest/prefix" -path '*/systemd/system/np-server.service' -print -quit)")
+grep -qx "ExecStart=$dest/prefix/bin/np-server -c /etc/natproxy/server.ini" "$units/np-server.service" || {
+  echo "np-server.service does not start the installed np-server" >&2; exit 1; }
+r=0
+out=$("$src/tests/check-units.sh" "$units"/np-*.service 2>&1) || r=$?
+[ $r -eq 0 ] || [ $r -eq 77 ] || { echo "$out" >&2; exit 1; }
 export PKG_CONFIG_PATH
 PKG_CONFIG_PATH=$(dirname "$pc")
 flags=$(pkg-config --cflags --libs natproxy)
