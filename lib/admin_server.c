@@ -123,10 +123,29 @@ static void disconnect(struct np_server *srv, const char *name, np__admin_reply 
 /* ---- routing ----------------------------------------------------------------------------------
  */
 
+/* The methods an endpoint answers, for a 405; NULL: no such endpoint. */
+static const char *methods_of(const char *path) {
+  static const struct {
+    const char *path, *methods;
+  } known[] = {
+      {"/healthz", "GET or HEAD"}, {"/metrics", "GET"},        {"/api/v1/server", "GET"},
+      {"/api/v1/clients", "GET"},  {"/api/v1/proxies", "GET"}, {"/api/v1/reload", "POST"},
+  };
+  size_t n = strlen(path), tail = strlen("/disconnect");
+
+  for (size_t i = 0; i < NP_ARRAY_SIZE(known); i++)
+    if (strcmp(known[i].path, path) == 0)
+      return known[i].methods;
+  if (strncmp(path, "/api/v1/clients/", 16) == 0 && n > 16 + tail &&
+      strcmp(path + n - tail, "/disconnect") == 0)
+    return "POST";
+  return NULL;
+}
+
 static void route(void *arg, const char *method, const char *path, np__admin_reply *out) {
   struct np_server *srv = arg;
   int get = strcmp(method, "GET") == 0, post = strcmp(method, "POST") == 0;
-  const char *prefix = "/api/v1/clients/";
+  const char *prefix = "/api/v1/clients/", *allowed;
 
   if (strcmp(path, "/healthz") == 0 && (get || strcmp(method, "HEAD") == 0)) {
     np__admin_reply_text(out, 200, "text/plain; charset=utf-8", "ok\n");
@@ -161,11 +180,12 @@ static void route(void *arg, const char *method, const char *path, np__admin_rep
     else
       np__admin_reply_error(out, r == NP_ESTATE ? 409 : 422,
                             srv->reload_err[0] != '\0' ? srv->reload_err : np_strerror(r));
-  } else if (strncmp(path, "/api/", 5) == 0 || strcmp(path, "/metrics") == 0 ||
-             strcmp(path, "/healthz") == 0) {
-    np__admin_reply_error(out, get || post ? 404 : 405,
-                          get || post ? "no such endpoint (see docs/api-admin.md)"
-                                      : "method not allowed");
+  } else if ((allowed = methods_of(path)) != NULL) {
+    char msg[64];
+    snprintf(msg, sizeof(msg), "method not allowed: use %s", allowed);
+    np__admin_reply_error(out, 405, msg);
+  } else if (strncmp(path, "/api/", 5) == 0) {
+    np__admin_reply_error(out, 404, "no such endpoint (see docs/api-admin.md)");
   } else {
     np__admin_reply_error(out, 404, "no such page");
   }

@@ -14,11 +14,11 @@
 #include "proxy.h"
 
 /* Keys a running server cannot take: its own listeners, its TLS identity, its codec, the frame
- * size its sessions' decoders were made with. */
+ * size its sessions' decoders were made with, the log sink the embedder or tool was given. */
 static const char *const restart_keys[] = {
     "bind",      "codec",           "tunnel_bind",     "visit_bind",       "insecure",
     "tls_cert",  "tls_key",         "tls_dir",         "tls_client_ca",    "admin_bind",
-    "max_frame", "mux_max_streams", "vhost_http_port", "vhost_https_port",
+    "max_frame", "mux_max_streams", "vhost_http_port", "vhost_https_port", "log_format",
 };
 
 typedef struct changes {
@@ -55,6 +55,7 @@ static void keep(struct np_config *next, const struct np_config *was, const char
   KEEP("mux_max_streams", mux_max_streams)
   KEEP("vhost_http_port", vhost_http_port)
   KEEP("vhost_https_port", vhost_https_port)
+  KEEP("log_format", log_format)
 #undef KEEP
 }
 
@@ -171,7 +172,7 @@ int np_server_reconfigure(struct np_server *srv, const struct np_config *cfg) {
   /* Everything that can fail, before anything changes. */
   if (next->users_file[0] != '\0' &&
       (r = np__server_load_users(srv, next, &fresh, err, sizeof(err))) != 0) {
-    failed(srv, "users file: %s; keeping the users file read before", err);
+    failed(srv, "keeping the users file read before: %s", err);
     goto out;
   }
   memset(&pp, 0, sizeof(pp));

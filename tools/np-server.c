@@ -61,7 +61,8 @@ static const char help_tail[] =
     "  -h, --help                   show this help\n"
     "  -V, --version                show the version\n"
     "\n"
-    "Durations take ms, s, m or h. SIGHUP rereads the users file; SIGUSR1 logs the counters.\n"
+    "Durations take ms, s, m or h. SIGHUP rereads the configuration and the users file;\n"
+    "SIGUSR1 logs the counters.\n"
     "Exit status: 0 stopped by SIGINT/SIGTERM, 1 runtime failure (e.g. the port is in use),\n"
     "2 bad usage or configuration (including an unusable TLS identity).\n";
 

@@ -108,7 +108,7 @@ def test_admin_credentials(env):
 
 def test_admin_disconnect(env):
     """POST /api/v1/clients/NAME/disconnect ends that client's session (it is told why and comes
-    back by itself); an unknown name is 404; GET on it is 404 too."""
+    back by itself); an unknown name is 404; GET on it is 405 (it takes POST)."""
     srv, port = admin(env)
     svc = env.service(Greeter)
     cl = env.client(srv, "--name", "gamma", "-R", f"0:{LOOP}:{svc}")
@@ -119,8 +119,10 @@ def test_admin_disconnect(env):
     cl.wait_line(r"logged in to", after=mark)
     code, body = get(port, "/api/v1/clients/nobody/disconnect", method="POST")
     check(code == 404, f"an unknown client: {code} {body}")
-    code, _ = get(port, "/api/v1/clients/gamma/disconnect")
-    check(code == 404, f"GET: {code}")
+    code, body = get(port, "/api/v1/clients/gamma/disconnect")
+    check(code == 405 and "use POST" in body, f"GET: {code} {body}")
+    code, _ = get(port, "/api/v1/nothing")
+    check(code == 404, f"an unknown endpoint: {code}")
 
 
 def test_admin_limits(env):

@@ -17,6 +17,11 @@
 
 static char path[64];
 
+static void collect(const char *key, void *arg) {
+  strcat(arg, key);
+  strcat(arg, " ");
+}
+
 static struct np_config *load(np_config_kind kind, const char *text, int *rc) {
   struct np_config *cfg;
 
@@ -323,12 +328,59 @@ static void test_validate(void **state) {
   np_config_free(cfg);
 }
 
+/* A reload makes the configuration again from its sources: the file as it is now, then the flags
+ * given after it (which still win), in order; any error leaves nothing. */
+static void test_reread(void **state) {
+  struct np_config *cfg, *again = NULL;
+  char err[600], diff[256] = "";
+  FILE *f;
+  (void)state;
+
+  write_tmp(path, "[client]\nserver = 127.0.0.1:7000\nwork_pool = 2\n[proxy a]\nlocal = "
+                  "127.0.0.1:80\nremote_port = 8080\n");
+  assert_int_equal(np_config_new(NP_CONFIG_CLIENT, &cfg), 0);
+  assert_int_equal(np_config_load_file(cfg, path), 0);
+  assert_int_equal(np_config_set_flag(cfg, "work-pool", "3"), 0);
+  assert_int_equal(np_config_set_flag(cfg, "R", "9000:127.0.0.1:22"), 0);
+  assert_int_equal(np_config_set(cfg, "client", "dial_timeout", "7s"), 0);
+  assert_int_equal(np_config_set_flag(cfg, "work-pool", "nonsense"), NP_ECONFIG); /* not kept */
+  assert_int_equal(np_config_validate(cfg), 0);
+
+  f = fopen(path, "w");
+  fputs("[client]\nserver = 127.0.0.1:7001\nwork_pool = 9\n[proxy b]\nlocal = 127.0.0.1:81\n"
+        "remote_port = 8081\n",
+        f);
+  fclose(f);
+  assert_int_equal(np__config_reread(cfg, &again, err, sizeof(err)), 0);
+  assert_string_equal(again->server, "127.0.0.1:7001");
+  assert_int_equal(again->work_pool, 3); /* the flag still wins */
+  assert_int_equal(again->dial_timeout_ms, 7000);
+  assert_int_equal(again->n_proxies, 2);
+  assert_string_equal(again->proxies[0].name, "b");
+  assert_int_equal(again->proxies[1].remote_port, 9000);
+  np__config_diff(cfg, again, collect, diff);
+  assert_string_equal(diff, "server "); /* work_pool: the flag held it at 3 */
+  np_config_free(again);
+
+  f = fopen(path, "w");
+  fputs("[client]\nserver = 127.0.0.1:7001\nwork_pool = x\n", f);
+  fclose(f);
+  assert_int_equal(np__config_reread(cfg, &again, err, sizeof(err)), NP_ECONFIG);
+  assert_null(again);
+  assert_non_null(strstr(err, ":3: work_pool"));
+  unlink(path);
+  assert_int_not_equal(np__config_reread(cfg, &again, err, sizeof(err)), 0);
+  assert_null(again);
+  np_config_free(cfg);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_server_file),  cmocka_unit_test(test_client_file),
       cmocka_unit_test(test_examples),     cmocka_unit_test(test_file_errors),
       cmocka_unit_test(test_missing_file), cmocka_unit_test(test_remote_specs),
       cmocka_unit_test(test_validate),     cmocka_unit_test(test_http_proxy),
+      cmocka_unit_test(test_reread),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
