@@ -109,6 +109,22 @@ static json_t *server_info(struct np_server *srv) {
                    stats_object(np_server_stats_field, &st));
 }
 
+/* GET /api/v1/logins/failed: the ring, newest first. */
+static json_t *failed_logins(struct np_server *srv) {
+  json_t *list = json_array();
+  const np__login_fail *f;
+  uint64_t now = now_ms(srv);
+
+  for (size_t i = 0; list != NULL && (f = np__login_fails_get(&srv->fails, i)) != NULL; i++)
+    json_array_append_new(list,
+                          json_pack("{s:I, s:I, s:s, s:s, s:s}", "unix_ms", (json_int_t)f->unix_ms,
+                                    "ago_ms", (json_int_t)(now - f->loop_ms), "addr", f->addr,
+                                    "name", f->name, "reason", f->why));
+  return json_pack("{s:I, s:I, s:I, s:o}", "recorded", (json_int_t)srv->fails.total,
+                   "logins_failed", (json_int_t)srv->stats.logins_failed, "logins_throttled",
+                   (json_int_t)srv->stats.logins_throttled, "failed", list);
+}
+
 /* POST /api/v1/clients/NAME/disconnect */
 static void disconnect(struct np_server *srv, const char *name, np__admin_reply *out) {
   for (session *s = srv->sessions; s != NULL; s = s->next) {
@@ -237,6 +253,8 @@ static void route(void *arg, const char *method, const char *path, np__admin_rep
     walk w = {.list = json_array()};
     np_server_foreach_client(srv, each_client, &w);
     reply_json(out, json_pack("{s:o}", "clients", w.list));
+  } else if (strcmp(path, "/api/v1/logins/failed") == 0 && get) {
+    reply_json(out, failed_logins(srv));
   } else if (strcmp(path, "/api/v1/proxies") == 0 && get) {
     walk w = {.list = json_array()};
     np_server_foreach_client(srv, each_client_proxies, &w);
