@@ -9,6 +9,7 @@
 #include <jansson.h>
 
 #include "admin_http.h"
+#include "admin_page.h"
 #include "natproxy/version.h"
 #include "server.h"
 
@@ -17,6 +18,10 @@
 #define MAX_PROXY_SERIES 10000
 
 static const char *const open_paths[] = {"/healthz", NULL};
+/* Without Basic credentials (a Bearer token alone, or none on loopback) the dashboard's files are
+ * open: a browser cannot send a Bearer token for a page it navigates to, so the page holds no data
+ * and asks for the token itself (docs/api-admin.md). With Basic, the browser asks. */
+static const char *const open_paths_page[] = {"/healthz", NP_ADMIN_PAGE_PATHS, NULL};
 
 /* ---- JSON ------------------------------------------------------------------------------------ */
 
@@ -243,7 +248,9 @@ static void route(void *arg, const char *method, const char *path, np__admin_rep
   int get = strcmp(method, "GET") == 0, post = strcmp(method, "POST") == 0;
   const char *prefix = "/api/v1/clients/";
 
-  if (strcmp(path, "/healthz") == 0 && (get || strcmp(method, "HEAD") == 0)) {
+  if (np__admin_page(method, path, out)) {
+    return;
+  } else if (strcmp(path, "/healthz") == 0 && (get || strcmp(method, "HEAD") == 0)) {
     np__admin_reply_text(out, 200, "text/plain; charset=utf-8", "ok\n");
   } else if (strcmp(path, "/metrics") == 0 && get) {
     metrics(srv, out);
@@ -296,14 +303,15 @@ int np__admin_server_start(struct np_server *srv) {
 
   if (srv->cfg.admin_bind[0] == '\0')
     return 0;
-  if ((r = np__admin_http_start(srv->loop, srv->cfg.admin_bind, &auth, open_paths, &srv->log, route,
-                                srv, &srv->admin)) != 0) {
+  if ((r = np__admin_http_start(srv->loop, srv->cfg.admin_bind, &auth,
+                                srv->cfg.admin_user[0] != '\0' ? open_paths : open_paths_page,
+                                &srv->log, route, srv, &srv->admin)) != 0) {
     np__log(&srv->log, NP_LOG_ERROR, "cannot listen on admin_bind %s: %s", srv->cfg.admin_bind,
             np_strerror(r));
     return r;
   }
   srv->refs++;
-  np__log(&srv->log, NP_LOG_INFO, "admin API, /metrics and /healthz on %s (port %d)",
+  np__log(&srv->log, NP_LOG_INFO, "admin API, /metrics, /healthz and the dashboard on %s (port %d)",
           srv->cfg.admin_bind, np__admin_http_port(srv->admin));
   return 0;
 }

@@ -21,7 +21,7 @@ TOKEN = "adm1n-t0ken"
 def admin(env, *args):
     port, = low_free_ports(1)
     srv = env.server("--token", "s3cret", "--admin-bind", f"{LOOP}:{port}", *args)
-    srv.wait_line(rf"admin API, /metrics and /healthz on {LOOP}:{port}")
+    srv.wait_line(rf"admin API, /metrics, /healthz and the dashboard on {LOOP}:{port}")
     return srv, port
 
 
