@@ -202,18 +202,26 @@ void np__admin_reply_error(np__admin_reply *out, int status, const char *message
 
 static enum MHD_Result send_reply(struct MHD_Connection *c, np__admin_reply *r, const char *header,
                                   const char *value) {
-  struct MHD_Response *resp = MHD_create_response_from_buffer(
-      r->len, r->body != NULL ? r->body : (void *)"",
-      r->body != NULL ? MHD_RESPMEM_MUST_FREE : MHD_RESPMEM_PERSISTENT);
+  struct MHD_Response *resp;
   enum MHD_Result ret;
 
+  if (r->static_body != NULL) /* MHD reads a persistent buffer and never writes it */
+    resp = MHD_create_response_from_buffer(r->len, (void *)(uintptr_t)r->static_body,
+                                           MHD_RESPMEM_PERSISTENT);
+  else
+    resp = MHD_create_response_from_buffer(r->len, r->body != NULL ? r->body : (void *)"",
+                                           r->body != NULL ? MHD_RESPMEM_MUST_FREE
+                                                           : MHD_RESPMEM_PERSISTENT);
   if (resp == NULL) {
     free(r->body);
     return MHD_NO;
   }
   MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, r->type);
-  MHD_add_response_header(resp, MHD_HTTP_HEADER_CACHE_CONTROL, "no-store");
+  MHD_add_response_header(resp, MHD_HTTP_HEADER_CACHE_CONTROL,
+                          r->cache != NULL ? r->cache : "no-store");
   MHD_add_response_header(resp, "X-Content-Type-Options", "nosniff");
+  if (r->csp != NULL)
+    MHD_add_response_header(resp, "Content-Security-Policy", r->csp);
   if (header != NULL)
     MHD_add_response_header(resp, header, value);
   ret = MHD_queue_response(c, (unsigned)r->status, resp);
@@ -248,6 +256,23 @@ static int authorized(const np__admin_http *a, struct MHD_Connection *c) {
   if (a->basic != NULL && strncasecmp(h, "Basic ", 6) == 0)
     return same(h + 6, a->basic);
   return 0;
+}
+
+/* A request a page of another site made the browser send: a form or a fetch posted at us by a site
+ * the operator visits while the browser holds the dashboard's Basic credentials (cross-site
+ * request forgery: a disconnect, a reload). Browsers say where a request comes from
+ * (Sec-Fetch-Site; Origin on every POST); tools such as curl send neither and are believed. */
+static int cross_site(struct MHD_Connection *c) {
+  const char *site = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Sec-Fetch-Site");
+  const char *origin = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Origin");
+  const char *host = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_HOST);
+
+  if (site != NULL)
+    return strcmp(site, "same-origin") != 0 && strcmp(site, "none") != 0;
+  if (origin == NULL)
+    return 0;
+  /* "http://HOST[:PORT]": this server as the browser addressed it */
+  return strncmp(origin, "http://", 7) != 0 || host == NULL || strcmp(origin + 7, host) != 0;
 }
 
 static int is_open(const np__admin_http *a, const char *path) {
@@ -321,6 +346,11 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
     }
     if (peer != NULL)
       np__backoff_clear(a->backoff, peer, now);
+  }
+  if (strcmp(method, "GET") != 0 && strcmp(method, "HEAD") != 0 && cross_site(c)) {
+    np__log(a->log, NP_LOG_INFO, "admin: %s %s from another site's page, refused", method, url);
+    np__admin_reply_error(&r, 403, "a request from another site's page");
+    return send_reply(c, &r, NULL, NULL);
   }
   a->cb(a->arg, method, url, &r);
   if (r.status == 0)

@@ -28,12 +28,16 @@ typedef struct np__admin_auth {
   const char *user, *password;
 } np__admin_auth;
 
-/* An answer: body (malloc'd, taken by the server; NULL with len 0: none) of type. */
+/* An answer: body (malloc'd, taken by the server; NULL with len 0: none) of type, or static_body
+ * (not copied, not freed: compiled-in files) when set. */
 typedef struct np__admin_reply {
   int status;
   const char *type; /* static text */
   char *body;
   size_t len;
+  const void *static_body;
+  const char *cache; /* Cache-Control, static text; NULL: no-store */
+  const char *csp;   /* Content-Security-Policy, static text; NULL: none */
 } np__admin_reply;
 
 /* A request that passed the checks: method ("GET", "POST"), path (no query). Fill out. Paths in

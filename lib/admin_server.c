@@ -10,10 +10,15 @@
 
 #include "admin_http.h"
 #include "admin_metrics.h"
+#include "admin_page.h"
 #include "natproxy/version.h"
 #include "server.h"
 
 static const char *const open_paths[] = {"/healthz", NULL};
+/* Without Basic credentials (a Bearer token alone, or none on loopback) the dashboard's files are
+ * open: a browser cannot send a Bearer token for a page it navigates to, so the page holds no data
+ * and asks for the token itself (docs/api-admin.md). With Basic, the browser asks. */
+static const char *const open_paths_page[] = {"/healthz", NP_ADMIN_PAGE_PATHS, NULL};
 
 /* ---- JSON ------------------------------------------------------------------------------------ */
 
@@ -106,6 +111,22 @@ static json_t *server_info(struct np_server *srv) {
                    stats_object(np_server_stats_field, &st));
 }
 
+/* GET /api/v1/logins/failed: the ring, newest first. */
+static json_t *failed_logins(struct np_server *srv) {
+  json_t *list = json_array();
+  const np__login_fail *f;
+  uint64_t now = now_ms(srv);
+
+  for (size_t i = 0; list != NULL && (f = np__login_fails_get(&srv->fails, i)) != NULL; i++)
+    json_array_append_new(list,
+                          json_pack("{s:I, s:I, s:s, s:s, s:s}", "unix_ms", (json_int_t)f->unix_ms,
+                                    "ago_ms", (json_int_t)(now - f->loop_ms), "addr", f->addr,
+                                    "name", f->name, "reason", f->why));
+  return json_pack("{s:I, s:I, s:I, s:o}", "recorded", (json_int_t)srv->fails.total,
+                   "logins_failed", (json_int_t)srv->stats.logins_failed, "logins_throttled",
+                   (json_int_t)srv->stats.logins_throttled, "failed", list);
+}
+
 /* POST /api/v1/clients/NAME/disconnect */
 static void disconnect(struct np_server *srv, const char *name, np__admin_reply *out) {
   for (session *s = srv->sessions; s != NULL; s = s->next) {
@@ -147,7 +168,9 @@ static void route(void *arg, const char *method, const char *path, np__admin_rep
   int get = strcmp(method, "GET") == 0, post = strcmp(method, "POST") == 0;
   const char *prefix = "/api/v1/clients/", *allowed;
 
-  if (strcmp(path, "/healthz") == 0 && (get || strcmp(method, "HEAD") == 0)) {
+  if (np__admin_page(method, path, out)) {
+    return;
+  } else if (strcmp(path, "/healthz") == 0 && (get || strcmp(method, "HEAD") == 0)) {
     np__admin_reply_text(out, 200, "text/plain; charset=utf-8", "ok\n");
   } else if (strcmp(path, "/metrics") == 0 && get) {
     np__admin_metrics(srv, out);
@@ -157,6 +180,8 @@ static void route(void *arg, const char *method, const char *path, np__admin_rep
     walk w = {.list = json_array()};
     np_server_foreach_client(srv, each_client, &w);
     reply_json(out, json_pack("{s:o}", "clients", w.list));
+  } else if (strcmp(path, "/api/v1/logins/failed") == 0 && get) {
+    reply_json(out, failed_logins(srv));
   } else if (strcmp(path, "/api/v1/proxies") == 0 && get) {
     walk w = {.list = json_array()};
     np_server_foreach_client(srv, each_client_proxies, &w);
@@ -205,14 +230,15 @@ int np__admin_server_start(struct np_server *srv) {
 
   if (srv->cfg.admin_bind[0] == '\0')
     return 0;
-  if ((r = np__admin_http_start(srv->loop, srv->cfg.admin_bind, &auth, open_paths, &srv->log, route,
-                                srv, &srv->admin)) != 0) {
+  if ((r = np__admin_http_start(srv->loop, srv->cfg.admin_bind, &auth,
+                                srv->cfg.admin_user[0] != '\0' ? open_paths : open_paths_page,
+                                &srv->log, route, srv, &srv->admin)) != 0) {
     np__log(&srv->log, NP_LOG_ERROR, "cannot listen on admin_bind %s: %s", srv->cfg.admin_bind,
             np_strerror(r));
     return r;
   }
   srv->refs++;
-  np__log(&srv->log, NP_LOG_INFO, "admin API, /metrics and /healthz on %s (port %d)",
+  np__log(&srv->log, NP_LOG_INFO, "admin API, /metrics, /healthz and the dashboard on %s (port %d)",
           srv->cfg.admin_bind, np__admin_http_port(srv->admin));
   return 0;
 }

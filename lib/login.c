@@ -64,13 +64,14 @@ const char *np__login_token(const char *shared, const np__users *users, const ch
  * when it is something only a guesser or a hostile peer produces. Silence, resets and refusals that
  * an honest client meets (limits, the back-off itself) are not. */
 void np__login_failed(struct np_server *srv, const struct sockaddr_storage *addr, const char *peer,
-                      int err, const char *why) {
+                      int err, const char *why, const char *name) {
   unsigned fails = 0;
   uint64_t wait = 0;
 
   srv->stats.logins_failed++;
   if (err == NP_EAUTH)
     srv->stats.logins_bad_token++;
+  np__login_fails_add(&srv->fails, now_ms(srv), (const struct sockaddr *)addr, name, why);
   if (err == NP_EAUTH || err == NP_EPROTO || err == NP_EVERSION || err == NP_ETOOBIG ||
       err == NP_ETLS)
     wait = np__backoff_fail(srv->backoff, (const struct sockaddr *)addr, now_ms(srv), &fails);
@@ -95,6 +96,8 @@ int np__login(session *s, const np_msg *m) {
   if (wait > 0) {
     /* Not even checked: a guess made now tells the guesser nothing. */
     srv->stats.logins_throttled++;
+    np__login_fails_add(&srv->fails, now_ms(srv), (struct sockaddr *)&s->addr, m->name,
+                        "refused unheard: too many failed logins from this address");
     np__log(&srv->log, NP_LOG_INFO, "%s: login as '%s' refused unheard: too many failed logins",
             s->peer, m->name);
     resp.status = NP_EBACKOFF;
@@ -108,7 +111,8 @@ int np__login(session *s, const np_msg *m) {
   if (!np__name_ok(m->name)) {
     np__log(&srv->log, NP_LOG_WARN, "%s: login refused: the client name is not printable UTF-8",
             s->peer);
-    np__login_failed(srv, &s->addr, s->peer, NP_EPROTO, "malformed login");
+    np__login_failed(srv, &s->addr, s->peer, NP_EPROTO, "the client name is not printable UTF-8",
+                     m->name);
     resp.status = NP_ECONFIG; /* the client gives up: its name will not change */
     snprintf(resp.text, sizeof(resp.text), "a client name is printable UTF-8");
     np__chan_send(s->ch, &resp);
@@ -120,7 +124,8 @@ int np__login(session *s, const np_msg *m) {
       !np__auth_equal(want, m->mac)) {
     np__log(&srv->log, NP_LOG_WARN, "%s: login as '%s' refused: %s", s->peer, m->name,
             token == NULL ? "no such client in the users file" : "wrong token");
-    np__login_failed(srv, &s->addr, s->peer, NP_EAUTH, "login refused");
+    np__login_failed(srv, &s->addr, s->peer, NP_EAUTH,
+                     token == NULL ? "no such client in the users file" : "wrong token", m->name);
     resp.status = NP_EAUTH;
     /* The same words whether the name exists or not. */
     snprintf(resp.text, sizeof(resp.text), "wrong token for client '%s'", m->name);

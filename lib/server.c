@@ -86,7 +86,8 @@ static void on_session_msg(np__chan *ch, const np_msg *m) {
     /* A name in use is no failed login: the credentials were right. */
     if ((s->state == S_NEW || s->state == S_AUTH) && r != NP_EAUTH && r != NP_EBACKOFF &&
         r != NP_ENAMEINUSE)
-      np__login_failed(srv, &s->addr, s->peer, r, "malformed login"); /* login() counted those */
+      np__login_failed(srv, &s->addr, s->peer, r, np_strerror(r), /* login() counted those */
+                       m->type == NP_MSG_LOGIN ? m->name : NULL);
     np__session_close(s, r, np_strerror(r));
   }
 }
@@ -102,7 +103,9 @@ static void on_session_error(np__chan *ch, int err) {
             "%s: TLS client, but this server runs with --insecure; closing (both sides need the "
             "same setting)",
             s->peer);
-    s->srv->stats.logins_failed++;
+    np__login_failed(s->srv, &s->addr, s->peer, err,
+                     "a TLS client, but this server runs --insecure",
+                     NULL); /* counted, not charged: an honest client's mistake */
     np__session_close(s, err, np_strerror(err));
     return;
   }
@@ -119,7 +122,7 @@ static void on_session_error(np__chan *ch, int err) {
     np__log(&s->srv->log, NP_LOG_WARN, "%s (%s): %s, closing", s->name[0] ? s->name : "connection",
             s->peer, np_strerror(err));
   if ((s->state == S_NEW || s->state == S_AUTH) && err != UV_EOF && err != UV_ECONNRESET)
-    np__login_failed(s->srv, &s->addr, s->peer, err, np_strerror(err));
+    np__login_failed(s->srv, &s->addr, s->peer, err, np_strerror(err), NULL);
   np__session_close(s, err, np_strerror(err));
 }
 
@@ -206,7 +209,7 @@ static int start_mux(session *s, const np_msg *m) {
 /* A multiplexed connection that ended in garbage before anybody logged in on it. */
 static void on_transport_garbage(void *arg, const struct sockaddr_storage *addr, const char *peer,
                                  int err) {
-  np__login_failed(arg, addr, peer, err, np_strerror(err));
+  np__login_failed(arg, addr, peer, err, np_strerror(err), NULL);
 }
 
 static void on_transport_ref(void *arg, int delta) {

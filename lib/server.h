@@ -14,6 +14,7 @@
 #include "internal.h"
 #include "join.h"
 #include "listen.h"
+#include "login_fails.h"
 #include "mux.h"
 #include "proto.h"
 #include "track.h"
@@ -159,6 +160,7 @@ struct np_server {
   np__users *users;                /* the users file; NULL without one */
   np__transport_server *transport; /* TLS, the multiplexer (transport_server.c); from start */
   np__backoff *backoff;
+  np__login_fails fails;        /* the last failed logins, for the admin API */
   struct np__upath *upath;      /* the datagram path's socket (udp_path.c); NULL when off */
   struct np__admin_http *admin; /* admin_bind's endpoint (admin_server.c); NULL when off */
   /* The admin endpoint's start and stop, set by builtin.c: hooks, so that server.c calls nothing
@@ -232,10 +234,11 @@ int np__login(session *s, const np_msg *m);
  * NULL): NULL when the name may not log in. */
 const char *np__login_token(const char *shared, const np__users *users, const char *name,
                             const np__user **user);
-/* A failed login: counted, and charged to the address's back-off when only a guesser or a hostile
+/* A failed login: counted, remembered in srv->fails (with name, the client name tried: NULL when
+ * none was sent, and why), and charged to the address's back-off when only a guesser or a hostile
  * peer produces err. */
 void np__login_failed(struct np_server *srv, const struct sockaddr_storage *addr, const char *peer,
-                      int err, const char *why);
+                      int err, const char *why, const char *name);
 
 /* work.c: proxies, visitors, the pending pool and joins (what the proxy types call is in proxy.h)
  */

@@ -129,8 +129,10 @@ void np__session_on_timer(uv_timer_t *t) {
     /* From the accept, not the last byte: a peer dribbling its login a byte at a time is closed as
      * soon as one that says nothing. */
     if (now - s->started >= srv->cfg.login_timeout_ms) {
-      srv->stats.logins_failed++;
+      srv->stats.logins_failed++; /* as np__login_failed does (login.c calls this file) */
       srv->stats.logins_timeout++;
+      np__login_fails_add(&srv->fails, now, (struct sockaddr *)&s->addr, NULL,
+                          "no login within login_timeout");
       np__log(&srv->log, NP_LOG_INFO, "%s: no login within %llums (login_timeout), closing",
               s->peer, (unsigned long long)srv->cfg.login_timeout_ms);
       np__session_close(s, UV_ETIMEDOUT, "login timed out");

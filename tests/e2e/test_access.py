@@ -126,7 +126,7 @@ def test_login_backoff(env):
     # the success cleared the record: three more free failures, then the back-off starts
     for i in range(4):
         login_status(srv, "guess", f"again{i}", source=bad)
-    srv.wait_line(r"127\.0\.0\.2:\d+: login refused; 4 failed logins from this address, its next "
+    srv.wait_line(r"127\.0\.0\.2:\d+: wrong token; 4 failed logins from this address, its next "
                   r"login is refused unheard for 500ms")
     m = login_status(srv, "raw", "s3cret", source=bad)
     t_refused = time.monotonic()

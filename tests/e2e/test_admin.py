@@ -21,7 +21,7 @@ TOKEN = "adm1n-t0ken"
 def admin(env, *args):
     port, = low_free_ports(1)
     srv = env.server("--token", "s3cret", "--admin-bind", f"{LOOP}:{port}", *args)
-    srv.wait_line(rf"admin API, /metrics and /healthz on {LOOP}:{port}")
+    srv.wait_line(rf"admin API, /metrics, /healthz and the dashboard on {LOOP}:{port}")
     return srv, port
 
 
@@ -169,6 +169,12 @@ def test_admin_limits(env):
                                           *env.tls_client_args(srv), "-R", f"0:{LOOP}:9"])
     check(bad.wait_exit() == 2, "a name with a control character: exit 2")
     bad.wait_line(r"a client name is printable UTF-8")
+    # the server remembers it for the operator, the name made printable
+    code, body = get(port, "/api/v1/logins/failed")
+    fails = json.loads(body)
+    check(code == 200 and fails["failed"][0]["name"] == "tab?here" and
+          fails["failed"][0]["reason"] == "the client name is not printable UTF-8" and
+          fails["logins_failed"] >= 1, f"/api/v1/logins/failed: {code} {body}")
     p = Proc(env, "np-server-open", [os.environ["NP_SERVER"], "--bind", f"{LOOP}:0",
                                       "--admin-bind", "0.0.0.0:0", "--insecure"])
     check(p.wait_exit() == 2, "admin_bind on every address without credentials is exit 2")
