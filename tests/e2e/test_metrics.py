@@ -63,7 +63,7 @@ def scrape(port):
 
 def admin_port(srv):
     """The port the admin endpoint took (admin_bind's port 0: any free one)."""
-    return int(srv.wait_line(r"admin API, /metrics and /healthz on \S+ \(port (\d+)\)").group(1))
+    return int(srv.wait_line(r"admin API, /metrics, /healthz and the dashboard on \S+ \(port (\d+)\)").group(1))
 
 
 class Silent(Greeter):

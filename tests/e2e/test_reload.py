@@ -135,7 +135,7 @@ def test_reload_api(env):
     port, = low_free_ports(1)
     cfg = write(env, "server.ini", f"[server]\ntoken = s3cret\nallow_ports = {port}\n")
     srv = env.server("-c", cfg, "--admin-bind", f"{LOOP}:0")
-    admin = int(srv.wait_line(rf"admin API, /metrics and /healthz on {LOOP}:0 \(port (\d+)\)")
+    admin = int(srv.wait_line(rf"admin API, /metrics, /healthz and the dashboard on {LOOP}:0 \(port (\d+)\)")
                 .group(1))
     write(env, "server.ini", f"[server]\ntoken = s3cret\nallow_ports = {port}\nmax_clients = 7\n")
     code, body = curl(admin, "/api/v1/reload", "POST")
