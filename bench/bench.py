@@ -87,7 +87,7 @@ class Procs:
     def stop(self):
         for p in reversed(self.ps):
             if p.poll() is None:
-                p.send_signal(signal.SIGTERM)
+                p.send_signal(signal.SIGINT)  # np's tools drain on SIGTERM
         for p in self.ps:
             try:
                 p.wait(5)

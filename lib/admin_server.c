@@ -171,7 +171,11 @@ static void route(void *arg, const char *method, const char *path, np__admin_rep
   if (np__admin_page(method, path, out)) {
     return;
   } else if (strcmp(path, "/healthz") == 0 && (get || strcmp(method, "HEAD") == 0)) {
-    np__admin_reply_text(out, 200, "text/plain; charset=utf-8", "ok\n");
+    /* A load balancer's health check takes the server out of rotation while it drains. */
+    if (np_server_draining(srv))
+      np__admin_reply_text(out, 503, "text/plain; charset=utf-8", "draining\n");
+    else
+      np__admin_reply_text(out, 200, "text/plain; charset=utf-8", "ok\n");
   } else if (strcmp(path, "/metrics") == 0 && get) {
     np__admin_metrics(srv, out);
   } else if (strcmp(path, "/api/v1/server") == 0 && get) {

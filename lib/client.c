@@ -236,6 +236,12 @@ static void on_msg(np__chan *ch, const np_msg *m) {
       np__client_req_work(cl, m);
     break;
   case NP_MSG_PING:
+    if (m->status == NP_PING_DRAINING && !cl->server_draining) {
+      cl->server_draining = 1;
+      np__log(&cl->log, NP_LOG_INFO,
+              "the server is draining: it sends no new visitors; the joined ones finish, and the "
+              "client reconnects as soon as the server ends the session");
+    }
     if (native(cl)) {
       memset(&out, 0, sizeof(out));
       out.type = NP_MSG_PONG;
@@ -421,6 +427,12 @@ static void disconnect(struct np_client *cl, int status, const char *why) {
   delay = backoff_ms(cl);
   if (delay < cl->retry_after_ms)
     delay = cl->retry_after_ms + delay / 4; /* keep some jitter */
+  if (cl->server_draining) {
+    /* It said it was going: another server behind the same address may take us now. */
+    delay = 0;
+    cl->server_draining = 0;
+    cl->attempt = 0;
+  }
   cl->retry_after_ms = 0;
   cl->attempt++;
   np__log(&cl->log, cl->state == C_READY ? NP_LOG_WARN : NP_LOG_INFO,
@@ -547,12 +559,19 @@ static void on_timer_closed(uv_handle_t *h) {
   np__client_unref(h->data);
 }
 
+static void on_drain_timer_closed(uv_handle_t *h) {
+  free(h);
+}
+
 void np_client_close(struct np_client *cl, np_client_close_cb cb) {
   if (cl->closing)
     return;
   cl->closing = 1;
   cl->close_cb = cb;
   cl->refs++;
+  if (cl->drain_timer != NULL) /* np_client_drain's (client_drain.c) */
+    uv_close((uv_handle_t *)cl->drain_timer, on_drain_timer_closed);
+  cl->drain_timer = NULL;
   if (cl->dial != NULL)
     np__dial_cancel(cl->dial);
   if (cl->ch != NULL) {

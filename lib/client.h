@@ -101,6 +101,11 @@ struct np_client {
   np_client_stats stats;
   int refs;
   unsigned started : 1, closing : 1;
+  unsigned draining : 1;        /* np_client_drain: no new visitors, joined ones finish */
+  unsigned server_draining : 1; /* the server said it drains: reconnect at once when it ends */
+  uv_timer_t *drain_timer;      /* np_client_drain's (client_drain.c), closed by np_client_close */
+  uint64_t drain_deadline;
+  np_client_close_cb drain_cb;
   np_client_close_cb close_cb;
   void *data;
 };

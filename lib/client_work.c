@@ -240,9 +240,12 @@ void np__client_req_work(struct np_client *cl, const np_msg *m) {
   const np__proxy_cfg *px = np__client_find_proxy(cl, m->name);
   work *w;
 
-  if (px == NULL) {
-    np_msg f = np__work_fail_msg(m->id, NP_ENOPROXY);
-    snprintf(f.text, sizeof(f.text), "no proxy named '%s' on this client", m->name);
+  if (px == NULL || cl->draining) {
+    np_msg f = np__work_fail_msg(m->id, px == NULL ? NP_ENOPROXY : NP_ECLOSED);
+    if (px == NULL)
+      snprintf(f.text, sizeof(f.text), "no proxy named '%s' on this client", m->name);
+    else
+      snprintf(f.text, sizeof(f.text), "the client is shutting down");
     np__client_send(cl, &f);
     return;
   }

@@ -184,6 +184,7 @@ static const key_def keys[] = {
     {"login_backoff", KIND_SERVER, V_DURATION, FIELD(login_backoff_ms)},
     {"login_backoff_max", KIND_SERVER, V_DURATION, FIELD(login_backoff_max_ms)},
     {"udp_idle_timeout", KIND_BOTH, V_DURATION, FIELD(udp_idle_timeout_ms)},
+    {"drain_timeout", KIND_BOTH, V_DURATION, FIELD(drain_timeout_ms)},
     {"udp_max_flows", KIND_SERVER, V_COUNT, FIELD(udp_max_flows)},
     {"access_log", KIND_SERVER, V_BOOL, FIELD(access_log)},
     {"vhost_http_port", KIND_SERVER, V_PORT, FIELD(vhost_http_port)},
@@ -661,6 +662,7 @@ int np_config_new(np_config_kind kind, struct np_config **out) {
   cfg->login_backoff_ms = 1000;
   cfg->login_backoff_max_ms = 300000;
   cfg->udp_idle_timeout_ms = 60000;
+  cfg->drain_timeout_ms = 30000;
   cfg->udp_max_flows = 256;
   cfg->access_log = 1;
   cfg->udp_datagram_path = 1;

@@ -71,6 +71,7 @@ struct np_config {
   char tls_cert[1024]; /* server: its certificate; client: its certificate for mutual TLS */
   char tls_key[1024];
   uint64_t udp_idle_timeout_ms; /* a UDP flow silent both ways this long ends */
+  uint64_t drain_timeout_ms;    /* SIGTERM: how long joined visitors may finish (0: stop at once) */
 
   /* server */
   char bind[NP_HOSTPORT_MAX];

@@ -23,6 +23,9 @@ struct np__proxy_type {
    * srv->type_data[its kind]. */
   int (*server_start)(struct np_server *srv, const struct sockaddr *control);
   void (*server_stop)(struct np_server *srv);
+  /* The server drains (np_server_drain): stop taking visitors at any server-wide port of the
+   * type's; its connections go on until server_stop. */
+  void (*server_drain)(struct np_server *srv);
   void (*session_end)(session *s);
 
   /* Open px's frontend on addr (its port 0: any free one) and set px->port. 0, or the bind error

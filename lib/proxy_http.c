@@ -241,6 +241,11 @@ static int server_start(struct np_server *srv, const struct sockaddr *control) {
   return 0;
 }
 
+static void server_drain(struct np_server *srv) {
+  if (vhost_of(srv) != NULL)
+    np__vhost_stop_listening(vhost_of(srv));
+}
+
 static void server_stop(struct np_server *srv) {
   np__vhost *vh = vhost_of(srv);
   hconn *next;
@@ -327,6 +332,7 @@ const np__proxy_type np__proxy_http = {
     .named = 1,
     .server_start = server_start,
     .server_stop = server_stop,
+    .server_drain = server_drain,
     .open = http_open,
     .close = http_close,
     .join = http_join,

@@ -241,6 +241,11 @@ static int server_start(struct np_server *srv, const struct sockaddr *control) {
   return 0;
 }
 
+static void server_drain(struct np_server *srv) {
+  if (vhost_of(srv) != NULL)
+    np__vhost_stop_listening(vhost_of(srv));
+}
+
 static void server_stop(struct np_server *srv) {
   np__vhost *vh = vhost_of(srv);
   sconn *next;
@@ -286,6 +291,7 @@ const np__proxy_type np__proxy_https = {
     .named = 1,
     .server_start = server_start,
     .server_stop = server_stop,
+    .server_drain = server_drain,
     .open = https_open,
     .close = https_close,
     .join = https_join,

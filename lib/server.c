@@ -386,9 +386,10 @@ int np_server_start(struct np_server *srv) {
   srv->started_ms = uv_now(srv->loop);
   uv_timer_init(srv->loop, &srv->pool_timer);
   uv_timer_init(srv->loop, &srv->trim_timer);
+  uv_timer_init(srv->loop, &srv->drain_timer);
   uv_unref((uv_handle_t *)&srv->trim_timer);
-  srv->pool_timer.data = srv->trim_timer.data = srv;
-  srv->refs += 2;
+  srv->pool_timer.data = srv->trim_timer.data = srv->drain_timer.data = srv;
+  srv->refs += 3;
   if (srv->pool == NULL) {
     if ((r = np_pool_default_new(srv->cfg.max_pending, srv->cfg.max_pending_per_proxy,
                                  &srv->pool)) != 0)
@@ -493,6 +494,14 @@ void np_server_log_stats(const struct np_server *srv) {
   np__server_log_views(srv);
 }
 
+void np__server_close_listeners(struct np_server *srv) {
+  if (srv->listener != NULL)
+    np__listener_close(srv->listener, on_listener_closed);
+  if (srv->tunnel_listener != NULL)
+    np__listener_close(srv->tunnel_listener, on_listener_closed);
+  srv->listener = srv->tunnel_listener = NULL;
+}
+
 void np_server_close(struct np_server *srv, np_server_close_cb cb) {
   if (srv->closing)
     return;
@@ -513,10 +522,8 @@ void np_server_close(struct np_server *srv, np_server_close_cb cb) {
   if (srv->started) {
     uv_close((uv_handle_t *)&srv->pool_timer, on_handle_closed);
     uv_close((uv_handle_t *)&srv->trim_timer, on_handle_closed);
-    if (srv->listener != NULL)
-      np__listener_close(srv->listener, on_listener_closed);
-    if (srv->tunnel_listener != NULL)
-      np__listener_close(srv->tunnel_listener, on_listener_closed);
+    uv_close((uv_handle_t *)&srv->drain_timer, on_handle_closed);
+    np__server_close_listeners(srv);
   }
   np__server_unref(srv);
 }

@@ -149,8 +149,11 @@ struct np_server {
   np__frontend *frontends;       /* open public listeners (frontend.c) */
   np__cidrs pp_from;             /* proxy_protocol_from: its connections start with a header */
   uv_timer_t pool_timer;
-  uv_timer_t trim_timer; /* gives the heap back after a burst of connections (np__heap_trim) */
-  int refs_peak;         /* of refs since the last trim */
+  uv_timer_t trim_timer;  /* gives the heap back after a burst of connections (np__heap_trim) */
+  uv_timer_t drain_timer; /* np_server_drain: watches the joins and the deadline */
+  uint64_t drain_deadline;
+  np_server_close_cb drain_cb;
+  int refs_peak; /* of refs since the last trim */
   session *sessions;
   uint64_t next_visitor_id;
   uint64_t next_session_id;
@@ -183,7 +186,7 @@ struct np_server {
   int refs; /* open handles and objects; the server is freed when closing and refs hits 0 */
   uint64_t accept_error_logged;
   uint64_t refused_unlogged;
-  unsigned started : 1, closing : 1;
+  unsigned started : 1, closing : 1, draining : 1;
   np_server_close_cb close_cb;
   void *data;
 };
@@ -272,6 +275,13 @@ void np__server_on_tunnel(np__listener *l, np_conn *c);
 void np__session_end_joins(session *s);
 int np__server_types_start(struct np_server *srv, const struct sockaddr *control);
 void np__server_types_stop(struct np_server *srv);
+void np__server_types_drain(struct np_server *srv);
+/* Joined visitors s tracks now. */
+size_t np__session_joins(const session *s);
+/* Close s's proxies (their listeners and waiting visitors); its joins go on. */
+void np__session_close_proxies(session *s);
+/* Close the control port (and the line codec's tunnel port): no new connections. */
+void np__server_close_listeners(struct np_server *srv);
 void np__server_types_session_end(session *s);
 /* A client reported that visitor id's local service failed after it was joined. */
 void np__session_local_failed(session *s, uint64_t id);

@@ -79,8 +79,14 @@ static void on_tick_closed(uv_handle_t *t) {
   np__vhost_unref(t->data);
 }
 
+void np__vhost_stop_listening(np__vhost *vh) {
+  if (vh->l != NULL)
+    np__listener_close(vh->l, on_listener_closed);
+  vh->l = NULL;
+}
+
 void np__vhost_close(np__vhost *vh) {
-  np__listener_close(vh->l, on_listener_closed);
+  np__vhost_stop_listening(vh);
   uv_close((uv_handle_t *)&vh->tick, on_tick_closed);
 }
 

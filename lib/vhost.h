@@ -35,6 +35,8 @@ int np__vhost_open(struct np_server *srv, int port, const char *key, np__accept_
 /* Stop listening; it is freed once its handles are closed and the type's connections have let go
  * of it (the type closes them). */
 void np__vhost_close(np__vhost *vh);
+/* Stop taking new connections (the server drains); those it has go on. */
+void np__vhost_stop_listening(np__vhost *vh);
 /* A connection of the type holds vh until it is freed: its close may come after the server
  * stopped. */
 void np__vhost_ref(np__vhost *vh);

@@ -42,6 +42,28 @@ void np__server_types_stop(struct np_server *srv) {
       srv->types[k]->server_stop(srv);
 }
 
+void np__server_types_drain(struct np_server *srv) {
+  for (size_t k = 0; k < sizeof(srv->types) / sizeof(srv->types[0]); k++)
+    if (srv->types[k] != NULL && srv->types[k]->server_drain != NULL)
+      srv->types[k]->server_drain(srv);
+}
+
+size_t np__session_joins(const session *s) {
+  size_t n = 0;
+  for (const np__track *t = s->joins.head; t != NULL; t = t->next)
+    n++;
+  return n;
+}
+
+void np__session_close_proxies(session *s) {
+  while (s->proxies != NULL) {
+    proxy *px = s->proxies;
+    s->proxies = px->next;
+    s->n_proxies--;
+    np__proxy_close(px);
+  }
+}
+
 void np__server_types_session_end(session *s) {
   struct np_server *srv = s->srv;
   for (size_t k = 0; k < sizeof(srv->types) / sizeof(srv->types[0]); k++)
@@ -500,6 +522,10 @@ void np__work_proxy_msg(session *s, const np_msg *m) {
     r = NP_ECONFIG;
     resp.name[0] = '\0'; /* it goes back in logs and replies */
     snprintf(resp.text, sizeof(resp.text), "a proxy name is printable UTF-8");
+  }
+  if (r == 0 && srv->draining) {
+    r = NP_ECLOSED;
+    snprintf(resp.text, sizeof(resp.text), "the server is draining: it opens no new proxies");
   }
   if (r == 0 && s->n_proxies >= max_proxies(s))
     r = NP_ELIMIT;

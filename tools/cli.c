@@ -103,12 +103,13 @@ int np_cli_parse(int argc, char **argv, struct np_config *cfg, const char *short
 }
 
 static uv_signal_t sigs[4];
-static void (*stop_fn)(void *);
+static void (*stop_fn)(void *, int);
 static void (*reload_fn)(void *);
 static void (*report_fn)(void *);
 static void *stop_arg;
 
 static void on_signal(uv_signal_t *h, int signum) {
+  static int stopping;
   (void)h;
   if (signum == SIGHUP || signum == SIGUSR1) {
     void (*fn)(void *) = signum == SIGHUP ? reload_fn : report_fn;
@@ -116,16 +117,17 @@ static void on_signal(uv_signal_t *h, int signum) {
       fn(stop_arg);
     return;
   }
+  /* The first SIGTERM drains (a service manager's stop); SIGINT (Ctrl-C), or any second signal,
+   * stops at once. The tool closes the signals once it is closed. */
   if (stop_fn != NULL) {
-    void (*fn)(void *) = stop_fn;
-    stop_fn = NULL;
-    fn(stop_arg);
+    int graceful = signum == SIGTERM && !stopping;
+    stopping = 1;
+    stop_fn(stop_arg, graceful);
   }
-  np_cli_close_signals();
 }
 
-void np_cli_handle_signals(uv_loop_t *loop, void (*stop)(void *arg), void (*reload)(void *arg),
-                           void (*report)(void *arg), void *arg) {
+void np_cli_handle_signals(uv_loop_t *loop, void (*stop)(void *arg, int graceful),
+                           void (*reload)(void *arg), void (*report)(void *arg), void *arg) {
   const int which[4] = {SIGINT, SIGTERM, reload != NULL ? SIGHUP : 0, report != NULL ? SIGUSR1 : 0};
   struct rlimit rl;
 

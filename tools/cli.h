@@ -30,9 +30,11 @@ void np_cli_log(np_log_level level, const char *fmt, ...) __attribute__((format(
  * configured format's stock sink, with the program's name. */
 np_log_cb np_cli_log_cb(void);
 void *np_cli_log_arg(void);
-/* On SIGINT/SIGTERM call stop(arg) once; signal handles close once stop's work lets the loop drain.
- * With reload, SIGHUP calls reload(arg) each time; with report, SIGUSR1 calls report(arg). */
-void np_cli_handle_signals(uv_loop_t *loop, void (*stop)(void *arg), void (*reload)(void *arg),
-                           void (*report)(void *arg), void *arg);
+/* On SIGINT/SIGTERM call stop(arg, graceful): graceful for the first SIGTERM only (drain), 0 for
+ * SIGINT and for any signal after the first (stop at once). The tool calls np_cli_close_signals
+ * once it is closed. With reload, SIGHUP calls reload(arg) each time; with report, SIGUSR1 calls
+ * report(arg). */
+void np_cli_handle_signals(uv_loop_t *loop, void (*stop)(void *arg, int graceful),
+                           void (*reload)(void *arg), void (*report)(void *arg), void *arg);
 void np_cli_close_signals(void);
 #endif

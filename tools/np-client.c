@@ -51,10 +51,14 @@ static const char help[] =
     "      --insecure             no TLS (the server needs --insecure too); warns at start\n"
     "      --codec NAME           native (default) or line (the seed article's protocol), with\n"
     "      --tunnel HOST:PORT --local HOST:PORT          for the line codec\n"
+    "      --drain-timeout D      on SIGTERM, how long joined visitors may finish (default\n"
+    "                             30s; 0 = stop at once)\n"
     "  -h, --help                 show this help\n"
     "  -V, --version              show the version\n"
     "\n"
-    "SIGUSR1 logs the counters; SIGHUP logs that reloading is not supported yet.\n"
+    "SIGTERM drains (new visitors are turned away, joined ones finish); SIGINT or a second\n"
+    "signal stops at once. SIGUSR1 logs the counters; SIGHUP logs that reloading is not\n"
+    "supported yet.\n"
     "Exit status: 0 stopped by SIGINT/SIGTERM, 2 bad usage or configuration, 3 the server refused "
     "the\n"
     "token, 4 the server is not trusted or the sides disagree on TLS, 5 another live client uses\n"
@@ -62,6 +66,7 @@ static const char help[] =
     "retried forever with capped exponential backoff.\n";
 
 static const struct option longopts[] = {
+    {"drain-timeout", required_argument, NULL, 0},
     {"config", required_argument, NULL, 'c'},
     {"help", no_argument, NULL, 'h'},
     {"version", no_argument, NULL, 'V'},
@@ -100,8 +105,13 @@ static const struct option longopts[] = {
 
 static int exit_code = NP_EXIT_OK;
 
-static void stop(void *arg) {
-  np_client_close(arg, NULL);
+static void closed(struct np_client *cl) {
+  (void)cl;
+  np_cli_close_signals();
+}
+
+static void stop(void *arg, int graceful) {
+  np_client_drain(arg, graceful ? NP_DRAIN_CONFIGURED : 0, closed);
 }
 
 static void reload(void *arg) {

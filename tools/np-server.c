@@ -58,16 +58,21 @@ static const char help_tail[] =
     "      --codec NAME             native (default) or line (the seed article's protocol)\n"
     "      --tunnel-bind ADDR:PORT  line codec: where tunnel connections arrive\n"
     "      --visit-bind ADDR:PORT   line codec: where visitors arrive\n"
+    "      --drain-timeout D        on SIGTERM, how long joined visitors may finish (default\n"
+    "                               30s; 0 = stop at once)\n"
     "  -h, --help                   show this help\n"
     "  -V, --version                show the version\n"
     "\n"
-    "Durations take ms, s, m or h. SIGHUP rereads the configuration and the users file;\n"
-    "SIGUSR1 logs the counters.\n"
+    "\n"
+    "Durations take ms, s, m or h. SIGTERM drains (no new logins or visitors, /healthz 503,\n"
+    "joined visitors finish), SIGINT or a second signal stops at once. SIGHUP rereads the\n"
+    "configuration and the users file; SIGUSR1 logs the counters.\n"
     "Exit status: 0 stopped by SIGINT/SIGTERM, 1 runtime failure (e.g. the port is in use),\n"
     "2 bad usage or configuration (including an unusable TLS identity).\n";
 
 static const struct option longopts[] = {
     {"config", required_argument, NULL, 'c'},
+    {"drain-timeout", required_argument, NULL, 0},
     {"help", no_argument, NULL, 'h'},
     {"version", no_argument, NULL, 'V'},
     {"bind", required_argument, NULL, 0},
@@ -114,8 +119,13 @@ static const struct option longopts[] = {
     {NULL, 0, NULL, 0},
 };
 
-static void stop(void *arg) {
-  np_server_close(arg, NULL);
+static void closed(struct np_server *srv) {
+  (void)srv;
+  np_cli_close_signals();
+}
+
+static void stop(void *arg, int graceful) {
+  np_server_drain(arg, graceful ? NP_DRAIN_CONFIGURED : 0, closed);
 }
 
 static void reload(void *arg) {

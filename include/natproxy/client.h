@@ -70,6 +70,13 @@ NP_EXPORT void np_client_log_stats(const struct np_client *client);
  * UV_ENOTSUP; the client goes on, unchanged, with the configuration it was made with. */
 NP_EXPORT int np_client_reload(struct np_client *client);
 NP_EXPORT void np_client_close(struct np_client *client, np_client_close_cb cb);
+/* Close gracefully (np-client: on SIGTERM): new visitors are turned away at once (the server hears
+ * WORK_FAIL and closes them), pre-opened work connections close, and joined visitors finish for up
+ * to timeout_ms (NP_DRAIN_CONFIGURED, natproxy/config.h: the configuration's drain_timeout); then
+ * np_client_close(client, cb). timeout_ms 0, or a second call while draining: np_client_close at
+ * once. */
+NP_EXPORT void np_client_drain(struct np_client *client, uint64_t timeout_ms,
+                               np_client_close_cb cb);
 NP_EXPORT void *np_client_get_data(const struct np_client *client);
 NP_EXPORT void np_client_set_data(struct np_client *client, void *data);
 

@@ -53,6 +53,10 @@ typedef enum np_proxy_kind {
 /* PING's status from a client: news about its datagram path (0: none). */
 #define NP_UDP_PATH_UP   1 /* it answers: send UDP flows' datagrams over it */
 #define NP_UDP_PATH_DOWN 2 /* it stopped answering here: send them inside the tunnel */
+/* PING's status from a server: it drains (np_server_drain): no new visitors will come; the ones
+ * joined finish, then the session ends and the client reconnects at once. Older clients ignore a
+ * server's PING status, so this needs no new message. */
+#define NP_PING_DRAINING 3
 
 #define NP_MSG_NAME_MAX 64  /* bytes, without the terminating NUL */
 #define NP_MSG_TEXT_MAX 255 /* bytes, without the terminating NUL */

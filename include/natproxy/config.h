@@ -3,12 +3,17 @@
 #ifndef NATPROXY_CONFIG_H
 #define NATPROXY_CONFIG_H
 
+#include <stdint.h>
+
 #include <natproxy/common.h>
 #include <natproxy/log.h>
 
 NP_BEGIN_DECLS
 
 struct np_config;
+
+/* np_server_drain / np_client_drain: wait as long as the configuration's drain_timeout says. */
+#define NP_DRAIN_CONFIGURED UINT64_MAX
 
 typedef enum np_config_kind { NP_CONFIG_SERVER = 1, NP_CONFIG_CLIENT = 2 } np_config_kind;
 

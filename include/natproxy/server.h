@@ -135,6 +135,16 @@ NP_EXPORT int np_server_get_first_byte(const struct np_server *server, const cha
 /* Close every session, visitor and listener; cb runs once all handles are closed, and then the
  * server's memory is gone. Safe to call from any of the server's callbacks. */
 NP_EXPORT void np_server_close(struct np_server *server, np_server_close_cb cb);
+/* Close gracefully (np-server: on SIGTERM): stop taking logins and visitors at once (the control
+ * port and every public port close, visitors still waiting for a tunnel are dropped), tell the
+ * clients (they reconnect as soon as their session ends), let joined visitors finish for up to
+ * timeout_ms (NP_DRAIN_CONFIGURED: the configuration's drain_timeout, 30 s unless set), then
+ * np_server_close(server, cb). timeout_ms 0, a server not started, or a second
+ * call while draining: np_server_close at once. /healthz answers 503 meanwhile. */
+NP_EXPORT void np_server_drain(struct np_server *server, uint64_t timeout_ms,
+                               np_server_close_cb cb);
+/* 1 while np_server_drain waits for joined visitors, else 0. */
+NP_EXPORT int np_server_draining(const struct np_server *server);
 NP_EXPORT void *np_server_get_data(const struct np_server *server);
 NP_EXPORT void np_server_set_data(struct np_server *server, void *data);
 
