@@ -13,7 +13,8 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(__file__))
-from nptest import LOOP, Fail, Greeter, Proc, check, low_free_ports, run  # noqa: E402
+from nptest import (LOOP, Fail, Greeter, Proc, check, low_free_ports, run,  # noqa: E402
+                    wait_until)
 
 TOKEN = "adm1n-t0ken"
 
@@ -181,11 +182,51 @@ def test_admin_limits(env):
     p.wait_line(r"admin_bind 0\.0\.0\.0:0 is not a loopback address: set admin_token")
 
 
+
+def raw_get(port, source=LOOP, family=socket.AF_INET, host=LOOP):
+    """One GET /healthz on a fresh connection from source: the status, or None when the server
+    closed the connection without an answer."""
+    s = socket.socket(family, socket.SOCK_STREAM)
+    s.settimeout(10)
+    try:
+        s.bind((source, 0))
+        s.connect((host, port))
+        s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        got = s.recv(100)
+    except (ConnectionResetError, BrokenPipeError):
+        got = b""
+    finally:
+        s.close()
+    return int(got.split()[1]) if got.startswith(b"HTTP/1.1 ") else None
+
+
+def test_admin_connection_limits(env):
+    """16 connections at once from one address: a 17th from it is closed unanswered, one from
+    another address is served, and once one of the 16 goes the address is served again; an IPv6
+    admin_bind works the same."""
+    srv, port = admin(env)
+    held = [socket.create_connection((LOOP, port), timeout=10) for _ in range(16)]
+    # each of them is known to the server once it answered on it (keep-alive)
+    for s in held:
+        s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        check(s.recv(200).startswith(b"HTTP/1.1 200"), "a held connection is served")
+    check(raw_get(port) is None, "a 17th connection from 127.0.0.1 is refused")
+    check(raw_get(port, source="127.0.0.2") == 200, "another address is served meanwhile")
+    held.pop().close()
+    wait_until(lambda: raw_get(port) == 200, 5, "served again once one of the 16 went")
+    for s in held:
+        s.close()
+    six = env.server("--token", "s3cret", "--admin-bind", "[::1]:0", name="np-server-v6")
+    port6 = int(six.wait_line(r"admin API, .* on \[::1\]:0 \(port (\d+)\)").group(1))
+    check(raw_get(port6, source="::1", family=socket.AF_INET6, host="::1") == 200,
+          "admin_bind [::1]:0 serves /healthz over IPv6")
+
 TESTS = {
     "admin_api_and_metrics": test_admin_api_and_metrics,
     "admin_credentials": test_admin_credentials,
     "admin_disconnect": test_admin_disconnect,
     "admin_limits": test_admin_limits,
+    "admin_connection_limits": test_admin_connection_limits,
 }
 
 if __name__ == "__main__":
