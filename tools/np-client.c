@@ -51,10 +51,13 @@ static const char help[] =
     "      --insecure             no TLS (the server needs --insecure too); warns at start\n"
     "      --codec NAME           native (default) or line (the seed article's protocol), with\n"
     "      --tunnel HOST:PORT --local HOST:PORT          for the line codec\n"
+    "      --admin-bind IP:PORT   status JSON, reload, /metrics, /healthz; with --admin-token T\n"
+    "                             or --admin-user U --admin-password P (docs/api-admin.md)\n"
     "  -h, --help                 show this help\n"
     "  -V, --version              show the version\n"
     "\n"
-    "SIGUSR1 logs the counters; SIGHUP logs that reloading is not supported yet.\n"
+    "SIGUSR1 logs the counters; SIGHUP rereads -c FILE (then the same flags) on the live session:\n"
+    "proxies added, removed or changed are registered, closed or replaced (see np-client(1)).\n"
     "Exit status: 0 stopped by SIGINT/SIGTERM, 2 bad usage or configuration, 3 the server refused "
     "the\n"
     "token, 4 the server is not trusted or the sides disagree on TLS, 5 another live client uses\n"
@@ -95,6 +98,10 @@ static const struct option longopts[] = {
     {"udp-datagram-path", required_argument, NULL, 0},
     {"udp-keepalive", required_argument, NULL, 0},
     {"udp-path-retry", required_argument, NULL, 0},
+    {"admin-bind", required_argument, NULL, 0},
+    {"admin-token", required_argument, NULL, 0},
+    {"admin-user", required_argument, NULL, 0},
+    {"admin-password", required_argument, NULL, 0},
     {NULL, 0, NULL, 0},
 };
 
@@ -105,7 +112,7 @@ static void stop(void *arg) {
 }
 
 static void reload(void *arg) {
-  np_client_reload(arg); /* logs what it did (for now: that it cannot) */
+  np_client_reload(arg); /* logs what it did, or why it changed nothing */
 }
 
 static void report(void *arg) {
