@@ -200,6 +200,33 @@ void np__admin_reply_error(np__admin_reply *out, int status, const char *message
   out->len = s != NULL ? n : 0;
 }
 
+void np__admin_reply_json(np__admin_reply *out, json_t *o) {
+  size_t n = o != NULL ? json_dumpb(o, NULL, 0, JSON_COMPACT) : 0;
+  char *s = n > 0 ? malloc(n) : NULL;
+  if (s != NULL && json_dumpb(o, s, n, JSON_COMPACT) != n) {
+    free(s);
+    s = NULL;
+  }
+  json_decref(o);
+  if (s == NULL) {
+    np__admin_reply_error(out, 500, "out of memory");
+    return;
+  }
+  out->status = 200;
+  out->type = "application/json";
+  out->body = s;
+  out->len = n;
+}
+
+json_t *np__admin_stats_json(const np_stat_field *(*field)(size_t i), const void *st) {
+  json_t *o = json_object();
+  const np_stat_field *f;
+  for (size_t i = 0; o != NULL && (f = field(i)) != NULL; i++)
+    json_object_set_new(
+        o, f->name, json_integer((json_int_t) * (const uint64_t *)((const char *)st + f->offset)));
+  return o;
+}
+
 static enum MHD_Result send_reply(struct MHD_Connection *c, np__admin_reply *r, const char *header,
                                   const char *value) {
   struct MHD_Response *resp;

@@ -9,7 +9,10 @@
 
 #include <stddef.h>
 
+#include <jansson.h>
 #include <uv.h>
+
+#include "natproxy/stats.h"
 
 #include "internal.h"
 
@@ -57,8 +60,13 @@ int np__admin_http_set_auth(np__admin_http *a, const np__admin_auth *auth);
  * closed, after which a is freed. */
 void np__admin_http_close(np__admin_http *a, void (*done)(void *arg), void *arg);
 
-/* Helpers for replies: a copy of text; JSON {"error": message}. */
+/* Helpers for replies: a copy of text; JSON {"error": message}; 200 with o's text (o taken; NULL,
+ * or no memory: a 500). The text is in memory of our malloc (the server frees it with free()), not
+ * jansson's allocator, which an embedder may have replaced. */
 void np__admin_reply_text(np__admin_reply *out, int status, const char *type, const char *text);
 void np__admin_reply_error(np__admin_reply *out, int status, const char *message);
+void np__admin_reply_json(np__admin_reply *out, json_t *o);
+/* {"name": value, ...} for every counter of a stats struct that field describes. */
+json_t *np__admin_stats_json(const np_stat_field *(*field)(size_t i), const void *st);
 
 #endif

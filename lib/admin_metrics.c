@@ -21,20 +21,20 @@
 
 /* natproxy_server_visitors_joined_total: counters end in _total (Prometheus' naming rules, which
  * promtool checks), gauges do not. */
-static void metric_name(char *buf, size_t len, const char *scope, const np_stat_field *f) {
+void np__metrics_name(char *buf, size_t len, const char *scope, const np_stat_field *f) {
   size_t n = strlen(f->name);
   int has_total = n > 6 && strcmp(f->name + n - 6, "_total") == 0;
   snprintf(buf, len, "natproxy_%s_%.*s%s", scope, (int)(has_total ? n - 6 : n), f->name,
            f->kind == NP_STAT_COUNTER ? "_total" : "");
 }
 
-static void family(FILE *m, const char *name, const char *type, const char *help) {
+void np__metrics_family(FILE *m, const char *name, const char *type, const char *help) {
   fprintf(m, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
 }
 
-/* A label value as the text format wants it: \ " and newline escaped. Names are printable UTF-8
- * (the server refuses others at login), so nothing else needs care. */
-static void label(FILE *m, const char *v) {
+/* Names are printable UTF-8 (the server refuses others at login, the client's configuration
+ * others), so nothing but \ " and newline needs care. */
+void np__metrics_label(FILE *m, const char *v) {
   for (; *v != '\0'; v++) {
     if (*v == '\\' || *v == '"')
       fputc('\\', m);
@@ -74,10 +74,11 @@ static void labeled(FILE *m, const np_server_stats *st) {
   uint64_t error = st->logins_failed - st->logins_bad_token - st->logins_timeout;
   const char *ln = "natproxy_server_logins_total";
 
-  family(m, ln, "counter",
-         "Logins by result: ok; bad_token (wrong token, or a name the users file lacks); timeout "
-         "(none within login_timeout); error (malformed, wrong version, TLS); throttled (refused "
-         "unheard by the back-off); refused (max_clients, or the name in use).");
+  np__metrics_family(
+      m, ln, "counter",
+      "Logins by result: ok; bad_token (wrong token, or a name the users file lacks); timeout "
+      "(none within login_timeout); error (malformed, wrong version, TLS); throttled (refused "
+      "unheard by the back-off); refused (max_clients, or the name in use).");
   fprintf(m, "%s{result=\"ok\"} %llu\n", ln, (unsigned long long)st->logins_ok);
   fprintf(m, "%s{result=\"bad_token\"} %llu\n", ln, (unsigned long long)st->logins_bad_token);
   fprintf(m, "%s{result=\"timeout\"} %llu\n", ln, (unsigned long long)st->logins_timeout);
@@ -85,10 +86,11 @@ static void labeled(FILE *m, const np_server_stats *st) {
   fprintf(m, "%s{result=\"throttled\"} %llu\n", ln, (unsigned long long)st->logins_throttled);
   fprintf(m, "%s{result=\"refused\"} %llu\n", ln, (unsigned long long)st->logins_refused);
 
-  family(m, "natproxy_server_visitor_outcomes_total", "counter",
-         "Visitors by how they ended: joined with a work connection, expired waiting for one, "
-         "refused (a bound), failed (the client's service unreachable), denied (allow_ips), "
-         "aborted (their proxy or client went).");
+  np__metrics_family(
+      m, "natproxy_server_visitor_outcomes_total", "counter",
+      "Visitors by how they ended: joined with a work connection, expired waiting for one, "
+      "refused (a bound), failed (the client's service unreachable), denied (allow_ips), "
+      "aborted (their proxy or client went).");
   for (size_t i = 0; i < sizeof(outcomes) / sizeof(outcomes[0]); i++)
     fprintf(m, "natproxy_server_visitor_outcomes_total{outcome=\"%s\"} %llu\n", outcomes[i].label,
             (unsigned long long)*(const uint64_t *)((const char *)st + outcomes[i].member));
@@ -105,16 +107,17 @@ static void by_type(FILE *m, struct np_server *srv) {
     if (s->state == S_READY && !s->closing)
       for (proxy *px = s->proxies; px != NULL; px = px->next)
         n[px->type->kind]++;
-  family(m, "natproxy_server_proxies_by_type", "gauge",
-         "Proxies the logged-in clients have open now, by type.");
+  np__metrics_family(m, "natproxy_server_proxies_by_type", "gauge",
+                     "Proxies the logged-in clients have open now, by type.");
   for (size_t k = 0; k < kinds; k++)
     if (srv->types[k] != NULL)
       fprintf(m, "natproxy_server_proxies_by_type{type=\"%s\"} %llu\n", srv->types[k]->name,
               (unsigned long long)n[k]);
 
-  family(m, "natproxy_server_first_byte_seconds", "histogram",
-         "Time from a visitor's arrival to the first byte from its service, of joined visitors, "
-         "by proxy type.");
+  np__metrics_family(
+      m, "natproxy_server_first_byte_seconds", "histogram",
+      "Time from a visitor's arrival to the first byte from its service, of joined visitors, "
+      "by proxy type.");
   for (size_t k = 0; k < kinds; k++) {
     uint64_t le[NP__HISTO_BOUNDS], cum[NP__HISTO_BOUNDS], count, sum;
     const char *t;
@@ -151,11 +154,11 @@ static int metric_proxy(const np_server_proxy *p, void *arg) {
   if (w->series++ >= MAX_PROXY_SERIES)
     return 1;
   np_server_proxy_get_stats(p, &st, sizeof(st));
-  metric_name(name, sizeof(name), "proxy", w->f);
+  np__metrics_name(name, sizeof(name), "proxy", w->f);
   fprintf(w->m, "%s{client=\"", name);
-  label(w->m, w->client);
+  np__metrics_label(w->m, w->client);
   fputs("\",proxy=\"", w->m);
-  label(w->m, np_server_proxy_name(p));
+  np__metrics_label(w->m, np_server_proxy_name(p));
   fprintf(w->m, "\",type=\"%s\"} %llu\n", np_server_proxy_type(p),
           (unsigned long long)field_value(&st, w->f));
   return 0;
@@ -180,37 +183,45 @@ void np__admin_metrics(struct np_server *srv, np__admin_reply *out) {
     return;
   }
   np_server_get_stats(srv, &st, sizeof(st));
-  family(m, "natproxy_build_info", "gauge",
-         "The versions of libnatproxy serving and of the libraries it runs on.");
-  fprintf(m, "natproxy_build_info{version=\"");
-  label(m, np_version_string());
-  fputs("\",libuv=\"", m);
-  label(m, uv_version_string());
-  fputs("\",openssl=\"", m);
-  label(m, OpenSSL_version(OPENSSL_VERSION_STRING));
-  fputs("\"} 1\n", m);
+  np__metrics_build_info(m);
   for (size_t i = 0; (f = np_server_stats_field(i)) != NULL; i++) {
-    metric_name(name, sizeof(name), "server", f);
+    np__metrics_name(name, sizeof(name), "server", f);
     snprintf(help, sizeof(help), "%s (%s).", f->help, f->unit);
-    family(m, name, f->kind == NP_STAT_COUNTER ? "counter" : "gauge", help);
+    np__metrics_family(m, name, f->kind == NP_STAT_COUNTER ? "counter" : "gauge", help);
     fprintf(m, "%s %llu\n", name, (unsigned long long)field_value(&st, f));
   }
   labeled(m, &st);
   by_type(m, srv);
   for (size_t i = 0; (f = np_proxy_stats_field(i)) != NULL; i++) {
     mwalk w = {.m = m, .f = f}; /* the cap counts proxies, the same for every counter */
-    metric_name(name, sizeof(name), "proxy", f);
+    np__metrics_name(name, sizeof(name), "proxy", f);
     snprintf(help, sizeof(help), "Per proxy: %s (%s).", f->help, f->unit);
-    family(m, name, f->kind == NP_STAT_COUNTER ? "counter" : "gauge", help);
+    np__metrics_family(m, name, f->kind == NP_STAT_COUNTER ? "counter" : "gauge", help);
     np_server_foreach_client(srv, metric_client, &w);
   }
-  if (fclose(m) != 0 || buf == NULL) {
-    free(buf);
+  np__metrics_end(m, &buf, &len, out);
+}
+
+void np__metrics_build_info(FILE *m) {
+  np__metrics_family(m, "natproxy_build_info", "gauge",
+                     "The versions of libnatproxy serving and of the libraries it runs on.");
+  fprintf(m, "natproxy_build_info{version=\"");
+  np__metrics_label(m, np_version_string());
+  fputs("\",libuv=\"", m);
+  np__metrics_label(m, uv_version_string());
+  fputs("\",openssl=\"", m);
+  np__metrics_label(m, OpenSSL_version(OPENSSL_VERSION_STRING));
+  fputs("\"} 1\n", m);
+}
+
+void np__metrics_end(FILE *m, char **buf, size_t *len, np__admin_reply *out) {
+  if (fclose(m) != 0 || *buf == NULL) {
+    free(*buf);
     np__admin_reply_error(out, 500, "out of memory");
     return;
   }
   out->status = 200;
   out->type = "text/plain; version=0.0.4; charset=utf-8";
-  out->body = buf;
-  out->len = len;
+  out->body = *buf;
+  out->len = *len;
 }

@@ -22,18 +22,6 @@ static const char *const open_paths_page[] = {"/healthz", NP_ADMIN_PAGE_PATHS, N
 
 /* ---- JSON ------------------------------------------------------------------------------------ */
 
-typedef const np_stat_field *(*field_fn)(size_t i);
-
-/* {"name": value, ...} for every counter of a stats struct. */
-static json_t *stats_object(field_fn field, const void *st) {
-  json_t *o = json_object();
-  const np_stat_field *f;
-  for (size_t i = 0; o != NULL && (f = field(i)) != NULL; i++)
-    json_object_set_new(
-        o, f->name, json_integer((json_int_t) * (const uint64_t *)((const char *)st + f->offset)));
-  return o;
-}
-
 typedef struct walk {
   json_t *list;    /* clients, or proxies */
   json_t *proxies; /* the current client's */
@@ -48,7 +36,7 @@ static int each_proxy(const np_server_proxy *p, void *arg) {
   np_server_proxy_get_stats(p, &st, sizeof(st));
   o = json_pack("{s:s, s:s, s:s, s:i, s:o}", "client", w->client, "name", np_server_proxy_name(p),
                 "type", np_server_proxy_type(p), "port", np_server_proxy_port(p), "stats",
-                stats_object(np_proxy_stats_field, &st));
+                np__admin_stats_json(np_proxy_stats_field, &st));
   if (o != NULL)
     json_array_append_new(w->proxies, o);
   return 0;
@@ -65,7 +53,7 @@ static int each_client(const np_server_client *c, void *arg) {
   np_server_client_get_stats(c, &st, sizeof(st));
   o = json_pack("{s:s, s:s, s:I, s:o, s:o}", "name", np_server_client_name(c), "addr",
                 np_server_client_addr(c), "uptime_ms", (json_int_t)np_server_client_uptime_ms(c),
-                "stats", stats_object(np_proxy_stats_field, &st), "proxies", proxies);
+                "stats", np__admin_stats_json(np_proxy_stats_field, &st), "proxies", proxies);
   if (o != NULL)
     json_array_append_new(w->list, o);
   return 0;
@@ -80,26 +68,6 @@ static int each_client_proxies(const np_server_client *c, void *arg) {
   return 0;
 }
 
-/* The text in memory of our malloc (the server frees it with free()), not jansson's allocator,
- * which an embedder may have replaced. */
-static void reply_json(np__admin_reply *out, json_t *o) {
-  size_t n = o != NULL ? json_dumpb(o, NULL, 0, JSON_COMPACT) : 0;
-  char *s = n > 0 ? malloc(n) : NULL;
-  if (s != NULL && json_dumpb(o, s, n, JSON_COMPACT) != n) {
-    free(s);
-    s = NULL;
-  }
-  json_decref(o);
-  if (s == NULL) {
-    np__admin_reply_error(out, 500, "out of memory");
-    return;
-  }
-  out->status = 200;
-  out->type = "application/json";
-  out->body = s;
-  out->len = n;
-}
-
 static json_t *server_info(struct np_server *srv) {
   np_server_stats st;
   np_server_get_stats(srv, &st, sizeof(st));
@@ -108,7 +76,7 @@ static json_t *server_info(struct np_server *srv) {
                    "codec", srv->codec->name, "vhost_http_port", srv->cfg.vhost_http_port,
                    "vhost_https_port", srv->cfg.vhost_https_port, "tls", srv->tls != NULL,
                    "fingerprint", srv->tls != NULL ? np_server_fingerprint(srv) : "", "stats",
-                   stats_object(np_server_stats_field, &st));
+                   np__admin_stats_json(np_server_stats_field, &st));
 }
 
 /* GET /api/v1/logins/failed: the ring, newest first. */
@@ -135,7 +103,7 @@ static void disconnect(struct np_server *srv, const char *name, np__admin_reply 
     np__log(&srv->log, NP_LOG_INFO, "client %s: disconnected through the admin API", name);
     np__session_send_close(s, NP_ECLOSED, "disconnected by the server's operator");
     np__session_close(s, NP_ECLOSED, "disconnected through the admin API");
-    reply_json(out, json_pack("{s:s}", "disconnected", name));
+    np__admin_reply_json(out, json_pack("{s:s}", "disconnected", name));
     return;
   }
   np__admin_reply_error(out, 404, "no client of that name is logged in");
@@ -179,17 +147,17 @@ static void route(void *arg, const char *method, const char *path, np__admin_rep
   } else if (strcmp(path, "/metrics") == 0 && get) {
     np__admin_metrics(srv, out);
   } else if (strcmp(path, "/api/v1/server") == 0 && get) {
-    reply_json(out, server_info(srv));
+    np__admin_reply_json(out, server_info(srv));
   } else if (strcmp(path, "/api/v1/clients") == 0 && get) {
     walk w = {.list = json_array()};
     np_server_foreach_client(srv, each_client, &w);
-    reply_json(out, json_pack("{s:o}", "clients", w.list));
+    np__admin_reply_json(out, json_pack("{s:o}", "clients", w.list));
   } else if (strcmp(path, "/api/v1/logins/failed") == 0 && get) {
-    reply_json(out, failed_logins(srv));
+    np__admin_reply_json(out, failed_logins(srv));
   } else if (strcmp(path, "/api/v1/proxies") == 0 && get) {
     walk w = {.list = json_array()};
     np_server_foreach_client(srv, each_client_proxies, &w);
-    reply_json(out, json_pack("{s:o}", "proxies", w.list));
+    np__admin_reply_json(out, json_pack("{s:o}", "proxies", w.list));
   } else if (strncmp(path, prefix, strlen(prefix)) == 0 && post &&
              strlen(path) > strlen(prefix) + strlen("/disconnect") &&
              strcmp(path + strlen(path) - strlen("/disconnect"), "/disconnect") == 0) {
@@ -205,7 +173,7 @@ static void route(void *arg, const char *method, const char *path, np__admin_rep
   } else if (strcmp(path, "/api/v1/reload") == 0 && post) {
     int r = np_server_reload(srv);
     if (r == 0)
-      reply_json(out, json_pack("{s:b}", "reloaded", 1));
+      np__admin_reply_json(out, json_pack("{s:b}", "reloaded", 1));
     else
       np__admin_reply_error(out, r == NP_ESTATE ? 409 : 422,
                             srv->reload_err[0] != '\0' ? srv->reload_err : np_strerror(r));

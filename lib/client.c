@@ -60,21 +60,29 @@ static int send_http_opts(struct np_client *cl, const np__proxy_cfg *px) {
   return r;
 }
 
-static void register_proxies(struct np_client *cl) {
-  for (size_t i = 0; i < cl->cfg.n_proxies && cl->state == C_READY; i++) {
-    const np__proxy_cfg *px = &cl->cfg.proxies[i];
-    np_msg m = {.type = NP_MSG_PROXY, .port = (uint16_t)px->remote_port};
-    if (px->kind == NP_PROXY_HTTP || px->kind == NP_PROXY_HTTPS) {
-      m.port = 0;
-      if (send_http_opts(cl, px) != 0)
-        return;
-    }
-    strcpy(m.name, px->name);
-    strcpy(m.addr, px->bind_addr);
-    strcpy(m.text, px->allow_ips[0] != '\0' ? px->allow_ips : cl->cfg.allow_ips);
-    m.kind = (uint8_t)px->kind;
-    np__client_send(cl, &m);
+int np__client_register(struct np_client *cl, cproxy *cp) {
+  const np__proxy_cfg *px = &cp->cfg;
+  np_msg m = {.type = NP_MSG_PROXY, .port = (uint16_t)px->remote_port};
+  int r;
+
+  cp->state = NP_CLIENT_PROXY_PENDING;
+  cp->port = cp->status = 0;
+  cp->error[0] = '\0';
+  if (px->kind == NP_PROXY_HTTP || px->kind == NP_PROXY_HTTPS) {
+    m.port = 0;
+    if ((r = send_http_opts(cl, px)) != 0)
+      return r;
   }
+  strcpy(m.name, px->name);
+  strcpy(m.addr, px->bind_addr);
+  strcpy(m.text, px->allow_ips[0] != '\0' ? px->allow_ips : cl->cfg.allow_ips);
+  m.kind = (uint8_t)px->kind;
+  return np__client_send(cl, &m);
+}
+
+static void register_proxies(struct np_client *cl) {
+  for (size_t i = 0; i < cl->cfg.n_proxies && cl->state == C_READY; i++)
+    np__client_register(cl, cl->px[i]);
 }
 
 /* Tell the server at once, so it sends flows' datagrams the way they now get through. */
@@ -88,15 +96,18 @@ static void on_ulink(void *arg, int up) {
 
 /* The datagram path, when a UDP proxy may use it: keyed from this session's TLS connection (or,
  * with insecure = true, its session key), towards the address the control connection reached. */
-static void start_ulink(struct np_client *cl) {
+void np__client_start_ulink(struct np_client *cl) {
   unsigned char master[NP_SEAL_MASTER];
   struct sockaddr_storage server;
-  np_conn *c = np__transport_conn(cl->transport, np__chan_conn(cl->ch));
+  np_conn *c;
   int r, udp = 0;
 
   for (size_t i = 0; i < cl->cfg.n_proxies; i++)
-    udp |= cl->cfg.proxies[i].kind == NP_PROXY_UDP;
-  if (!udp || !cl->cfg.udp_datagram_path || np__conn_peer_addr(c, &server) != 0)
+    udp |= cl->px[i]->cfg.kind == NP_PROXY_UDP;
+  if (!udp || !cl->cfg.udp_datagram_path || cl->ulink != NULL || cl->ch == NULL)
+    return;
+  c = np__transport_conn(cl->transport, np__chan_conn(cl->ch));
+  if (np__conn_peer_addr(c, &server) != 0)
     return;
   if ((r = np__datagram_master(c, cl->tls != NULL, cl->key, master)) == 0)
     r = np__ulink_new(cl->loop, (struct sockaddr *)&server, master, cl->session_id,
@@ -113,7 +124,8 @@ static void start_ulink(struct np_client *cl) {
  * ("public port 26000 on 127.0.0.1:27000") read as if the proxy were on the control port. */
 static void public_addr(const struct np_client *cl, const char *name, unsigned port, char *buf,
                         size_t len) {
-  const np__proxy_cfg *px = np__client_find_proxy((struct np_client *)cl, name);
+  const cproxy *cp = np__client_find_proxy((struct np_client *)cl, name);
+  const np__proxy_cfg *px = cp != NULL ? &cp->cfg : NULL;
   char host[NP_HOSTPORT_MAX];
   int control_port;
 
@@ -126,7 +138,7 @@ static void public_addr(const struct np_client *cl, const char *name, unsigned p
 }
 
 static void ready(struct np_client *cl) {
-  cl->state = C_READY;
+  np__client_set_state(cl, C_READY);
   cl->attempt = 0;
   cl->stats.connects++;
   np__log(&cl->log, NP_LOG_INFO, "logged in to %s as %s", cl->cfg.server, cl->cfg.name);
@@ -142,7 +154,7 @@ static void ready(struct np_client *cl) {
     if (cl->state == C_READY)
       np__client_pool_refill(cl);
     if (cl->state == C_READY)
-      start_ulink(cl);
+      np__client_start_ulink(cl);
   } else {
     /* The line protocol never tells the client its public port (the server's visit port), and
      * nothing about it changes across reconnects: say so once. */
@@ -150,8 +162,9 @@ static void ready(struct np_client *cl) {
       np__log(&cl->log, NP_LOG_INFO,
               "proxy %s: visitors arrive on the server's visit port (the line codec does not "
               "tell the client its number)",
-              cl->cfg.proxies[0].name);
-    np__client_emit(cl, NP_CLIENT_PROXY_READY, 0, cl->cfg.proxies[0].name, "line codec", 0);
+              cl->px[0]->cfg.name);
+    cl->px[0]->state = NP_CLIENT_PROXY_OK;
+    np__client_emit(cl, NP_CLIENT_PROXY_READY, 0, cl->px[0]->cfg.name, "line codec", 0);
   }
 }
 
@@ -159,7 +172,7 @@ static void fatal(struct np_client *cl, int status, const char *text) {
   np__log(&cl->log, NP_LOG_ERROR, "giving up: %s", text);
   drop_session(cl);
   uv_timer_stop(&cl->timer);
-  cl->state = C_FATAL;
+  np__client_set_state(cl, C_FATAL);
   np__client_emit(cl, NP_CLIENT_FATAL, status, NULL, text, 0);
 }
 
@@ -175,6 +188,7 @@ static void on_msg(np__chan *ch, const np_msg *m) {
       r = NP_EPROTO;
       break;
     }
+    cl->server_caps = (unsigned)m->status; /* what it takes beyond version 1 (NP_HELLO_*) */
     memset(&out, 0, sizeof(out));
     out.type = NP_MSG_LOGIN;
     out.version = PROTO_VERSION;
@@ -186,7 +200,7 @@ static void on_msg(np__chan *ch, const np_msg *m) {
     np__auth_session_key(cl->cfg.token, m->nonce, cl->cnonce, out.name, cl->key);
     out.id = cl->resume;
     out.status = cl->cfg.takeover ? NP_LOGIN_TAKEOVER : 0;
-    cl->state = C_LOGIN;
+    np__client_set_state(cl, C_LOGIN);
     r = np__client_send(cl, &out);
     break;
   case NP_MSG_LOGIN_RESP:
@@ -210,12 +224,26 @@ static void on_msg(np__chan *ch, const np_msg *m) {
     cl->session_id = m->id;
     ready(cl);
     break;
-  case NP_MSG_PROXY_RESP:
+  case NP_MSG_PROXY_RESP: {
+    cproxy *cp = np__client_find_proxy(cl, m->name);
+    if (cp == NULL) {
+      /* The answer to a registration a reload has since closed. */
+      np__log(&cl->log, NP_LOG_DEBUG, "proxy %s: answer of the server to a removed proxy", m->name);
+      break;
+    }
+    cp->status = m->status;
+    cp->port = m->status == 0 ? m->port : 0;
+    cp->state = m->status == 0 ? NP_CLIENT_PROXY_OK : NP_CLIENT_PROXY_REFUSED;
+    np__strlcpy(cp->error,
+                m->status == 0 ? ""
+                : m->text[0]   ? m->text
+                               : np_strerror(m->status),
+                sizeof(cp->error));
     if (m->status == 0) {
-      const np__proxy_cfg *px = np__client_find_proxy(cl, m->name);
+      const np__proxy_cfg *px = &cp->cfg;
       char where[NP_HOSTPORT_MAX + 8];
       public_addr(cl, m->name, m->port, where, sizeof(where));
-      if (px != NULL && (px->kind == NP_PROXY_HTTP || px->kind == NP_PROXY_HTTPS))
+      if (px->kind == NP_PROXY_HTTP || px->kind == NP_PROXY_HTTPS)
         /* text: the hosts it serves (the server spells subdomain out) */
         np__log(&cl->log, NP_LOG_INFO, "proxy %s: %s://%s on the server's %s port %s", m->name,
                 px->kind == NP_PROXY_HTTP ? "http" : "https", m->text,
@@ -229,6 +257,7 @@ static void on_msg(np__chan *ch, const np_msg *m) {
       np__client_emit(cl, NP_CLIENT_PROXY_FAILED, m->status, m->name, m->text, 0);
     }
     break;
+  }
   case NP_MSG_REQ_WORK:
     if (cl->state != C_READY)
       r = NP_EPROTO;
@@ -319,7 +348,7 @@ static void on_control_dialed(void *data, int status, np_conn *c) {
     ready(cl);
     return;
   }
-  cl->state = C_HELLO;
+  np__client_set_state(cl, C_HELLO);
   if ((r = np__client_send(cl, &hello)) != 0)
     disconnect(cl, r, np_strerror(r));
 }
@@ -327,7 +356,7 @@ static void on_control_dialed(void *data, int status, np_conn *c) {
 static void connect_now(struct np_client *cl) {
   int r;
 
-  cl->state = C_DIALING;
+  np__client_set_state(cl, C_DIALING);
   np__log(&cl->log, NP_LOG_DEBUG, "connecting to %s", cl->cfg.server);
   r = np__transport_connect(cl->transport, on_control_dialed, cl, &cl->dial);
   if (r != 0)
@@ -406,6 +435,11 @@ static void drop_session(struct np_client *cl) {
   }
   np__transport_disconnect(cl->transport);
   cl->session_id = 0;
+  cl->server_caps = 0;
+  for (size_t i = 0; i < cl->cfg.n_proxies; i++) {
+    cl->px[i]->state = NP_CLIENT_PROXY_CLOSED;
+    cl->px[i]->port = 0;
+  }
 }
 
 /* Drop the control session and schedule a reconnect. */
@@ -439,11 +473,34 @@ static void disconnect(struct np_client *cl, int status, const char *why) {
           "%s %s: %s (%s); retrying in %llums",
           cl->state == C_READY ? "lost the connection to" : "cannot connect to", cl->cfg.server,
           why, np_err_name(status), (unsigned long long)delay);
-  cl->state = C_BACKOFF;
+  np__client_set_state(cl, C_BACKOFF);
   uv_timer_start(&cl->timer, on_timer, delay, 0);
 }
 
-int np_client_new(uv_loop_t *loop, const struct np_config *cfg, struct np_client **out) {
+/* Say goodbye on the control session, so the server ends it now rather than when it notices. */
+static void goodbye(struct np_client *cl, const char *why) {
+  np_msg bye = {.type = NP_MSG_CLOSE};
+
+  np__strlcpy(bye.text, why, sizeof(bye.text));
+  if (native(cl))
+    np__chan_send(cl->ch, &bye);
+  np__chan_close_flush(cl->ch, on_chan_closed);
+  cl->ch = NULL;
+}
+
+void np__client_reconnect(struct np_client *cl, const char *why) {
+  if (cl->closing || cl->state != C_READY)
+    return;
+  goodbye(cl, why);
+  drop_session(cl);
+  np__client_emit(cl, NP_CLIENT_DISCONNECTED, NP_ECLOSED, NULL, why, 0);
+  if (cl->closing || cl->state != C_READY)
+    return; /* the embedder closed the client from its event callback */
+  cl->attempt = 0;
+  connect_now(cl);
+}
+
+int np__client_create(uv_loop_t *loop, const struct np_config *cfg, struct np_client **out) {
   struct np_client *cl;
 
   if (loop == NULL || cfg == NULL || cfg->kind != NP_CONFIG_CLIENT)
@@ -455,6 +512,15 @@ int np_client_new(uv_loop_t *loop, const struct np_config *cfg, struct np_client
   if (np_config_validate(&cl->cfg) != 0) {
     free(cl);
     return NP_ECONFIG;
+  }
+  for (size_t i = 0; i < cl->cfg.n_proxies; i++) {
+    if (np__cproxy_new(&cl->cfg.proxies[i], &cl->px[i]) != 0) {
+      while (i-- > 0)
+        np__cproxy_unref(cl->px[i]);
+      explicit_bzero(&cl->cfg, sizeof(cl->cfg));
+      free(cl);
+      return UV_ENOMEM;
+    }
   }
   cl->codec = np_codec_find(cfg->codec);
   {
@@ -522,6 +588,11 @@ int np_client_start(struct np_client *cl) {
     if (r != 0)
       return r;
   }
+  if (cl->admin_start != NULL) {
+    int r = cl->admin_start(cl);
+    if (r != 0)
+      return r;
+  }
   cl->started = 1;
   uv_timer_init(cl->loop, &cl->timer);
   cl->timer.data = cl;
@@ -546,15 +617,6 @@ void np_client_log_stats(const struct np_client *cl) {
   np__stats_log_client(&cl->log, &st);
 }
 
-int np_client_reload(struct np_client *cl) {
-  /* Until a hot reload exists, a SIGHUP sent out of habit (or by a service manager's reload) must
-   * neither kill the client nor pass unnoticed. */
-  np__log(&cl->log, NP_LOG_WARN,
-          "reload: not supported yet, going on with the configuration read at start (restart "
-          "np-client to apply changes)");
-  return UV_ENOTSUP;
-}
-
 static void on_timer_closed(uv_handle_t *h) {
   np__client_unref(h->data);
 }
@@ -574,14 +636,10 @@ void np_client_close(struct np_client *cl, np_client_close_cb cb) {
   cl->drain_timer = NULL;
   if (cl->dial != NULL)
     np__dial_cancel(cl->dial);
-  if (cl->ch != NULL) {
-    np_msg bye = {.type = NP_MSG_CLOSE};
-    strcpy(bye.text, "client shutting down");
-    if (native(cl))
-      np__chan_send(cl->ch, &bye);
-    np__chan_close_flush(cl->ch, on_chan_closed);
-    cl->ch = NULL;
-  }
+  if (cl->admin_stop != NULL)
+    cl->admin_stop(cl);
+  if (cl->ch != NULL)
+    goodbye(cl, "client shutting down");
   if (cl->transport != NULL)
     np__transport_disconnect(cl->transport); /* after the goodbye above: it is written first */
   if (cl->ulink != NULL) {
@@ -605,4 +663,65 @@ void *np_client_get_data(const struct np_client *cl) {
 
 void np_client_set_data(struct np_client *cl, void *data) {
   cl->data = data;
+}
+
+const char *np_client_state(const struct np_client *cl) {
+  switch (cl->state) {
+  case C_DIALING:
+    return "connecting";
+  case C_HELLO:
+  case C_LOGIN:
+    return "logging-in";
+  case C_READY:
+    return "logged-in";
+  case C_BACKOFF:
+    return "backoff";
+  case C_FATAL:
+    return "stopped";
+  default:
+    return "idle";
+  }
+}
+
+int np_client_foreach_proxy(const struct np_client *cl, np_client_proxy_cb cb, void *arg) {
+  int r = 0;
+  for (size_t i = 0; i < cl->cfg.n_proxies && r == 0; i++)
+    r = cb(cl->px[i], arg);
+  return r;
+}
+
+const char *np_client_proxy_name(const np_client_proxy *px) {
+  return px->cfg.name;
+}
+
+const char *np_client_proxy_type(const np_client_proxy *px) {
+  static const char *const names[] = {"tcp", "udp", "http", "https"};
+  return (unsigned)px->cfg.kind < NP_ARRAY_SIZE(names) ? names[px->cfg.kind] : "?";
+}
+
+const char *np_client_proxy_local(const np_client_proxy *px) {
+  return px->cfg.local;
+}
+
+int np_client_proxy_remote_port(const np_client_proxy *px) {
+  return px->cfg.remote_port > 0 ? px->cfg.remote_port : 0;
+}
+
+np_client_proxy_state np_client_proxy_get_state(const np_client_proxy *px) {
+  return px->state;
+}
+
+int np_client_proxy_port(const np_client_proxy *px) {
+  return px->state == NP_CLIENT_PROXY_OK ? px->port : 0;
+}
+
+int np_client_proxy_error(const np_client_proxy *px, const char **text) {
+  int refused = px->state == NP_CLIENT_PROXY_REFUSED;
+  if (text != NULL)
+    *text = refused ? px->error : "";
+  return refused ? px->status : 0;
+}
+
+void np_client_proxy_get_stats(const np_client_proxy *px, np_proxy_stats *out, size_t size) {
+  np__stats_copy(out, size, &px->stats, sizeof(px->stats));
 }

@@ -25,6 +25,21 @@ enum cstate { C_IDLE, C_DIALING, C_HELLO, C_LOGIN, C_READY, C_BACKOFF, C_FATAL }
 
 typedef struct work work;
 
+/* One proxy of the client as it runs: its configuration (a copy, so that a reload that replaces or
+ * removes it leaves what its visitors still read in place), what the server said of it, its
+ * counters. Referenced by the client's list while it is configured, and by each work item, pre-
+ * opened connection and join of its visitors; freed with the last reference (np__cproxy_unref). */
+typedef struct np_client_proxy cproxy;
+struct np_client_proxy {
+  np__proxy_cfg cfg;
+  int refs;
+  np_client_proxy_state state;
+  int port;   /* NP_CLIENT_PROXY_OK: the public port (0: the line codec does not say) */
+  int status; /* NP_CLIENT_PROXY_REFUSED: the server's error code, and its text: */
+  char error[NP_MSG_TEXT_MAX + 1];
+  np_proxy_stats stats;
+};
+
 /* REQ_WORK's or START's addresses: where the visitor came from and what it reached ("ip:port",
  * "" when the server did not say). */
 typedef struct np__visit {
@@ -37,7 +52,7 @@ struct work {
   uint64_t visitor_id;
   uint64_t session_id;
   unsigned char key[NP_MSG_KEY_LEN];
-  const np__proxy_cfg *px;
+  cproxy *px;     /* a reference */
   np__visit seen; /* who the visitor is, for a PROXY protocol header */
   np__dialer *dial_local, *dial_server;
   np_conn *local, *server;
@@ -52,8 +67,8 @@ typedef struct pooled {
   struct np_client *cl;
   uint64_t session_id;
   uint64_t visitor_id; /* from START */
-  const np__proxy_cfg *px;
-  np__visit seen; /* from START */
+  cproxy *px;          /* from START: a reference */
+  np__visit seen;      /* from START */
   np__dialer *dial, *dial_local;
   np__chan *ch;  /* while idle */
   np_conn *conn; /* after START, while the local service is dialled */
@@ -66,6 +81,7 @@ typedef struct pooled {
 typedef struct joined {
   np__track t; /* in cl->joins */
   struct np_client *cl;
+  cproxy *px; /* a reference: the join counts into it */
   struct np_join *join;
 } joined;
 
@@ -76,6 +92,16 @@ struct np_client {
   np__logger log;
   np_client_event_cb event_cb;
   enum cstate state;
+  uint64_t state_ms;          /* when it entered the state (the loop's clock) */
+  unsigned server_caps;       /* the server's HELLO: NP_HELLO_* it takes */
+  cproxy *px[NP_MAX_PROXIES]; /* the configured proxies, in cfg.proxies' order */
+  char reload_err[600];       /* why the last reload changed nothing ("" when it did not fail) */
+  /* The admin endpoint (admin_client.c), its start, stop and new credentials: hooks set by
+   * builtin.c, so that the session layer calls nothing above it (docs/design.md). */
+  struct np__admin_http *admin;
+  int (*admin_start)(struct np_client *cl);
+  void (*admin_stop)(struct np_client *cl);
+  int (*admin_auth)(struct np_client *cl, const struct np_config *cfg);
   np__dialer *dial;
   np__chan *ch;
   np__transport *transport; /* TCP, TLS, mux: how it reaches the server (transport.c) */
@@ -121,11 +147,25 @@ static inline int native(const struct np_client *cl) {
 /* client_base.c */
 void np__client_emit(struct np_client *cl, np_client_event_type type, int status, const char *name,
                      const char *text, int port);
-const np__proxy_cfg *np__client_find_proxy(struct np_client *cl, const char *name);
+/* The configured proxy of that name (the line codec's one whatever the name), or NULL. */
+cproxy *np__client_find_proxy(struct np_client *cl, const char *name);
+/* A new proxy object of cfg (copied), with one reference, not yet in the list: 0 or UV_ENOMEM. */
+int np__cproxy_new(const np__proxy_cfg *cfg, cproxy **out);
+void np__cproxy_unref(cproxy *px); /* NULL: nothing */
+void np__client_set_state(struct np_client *cl, enum cstate state);
 /* Send on the control session: 0, NP_ESTATE without one, or the channel's error. */
 int np__client_send(struct np_client *cl, const np_msg *m);
 /* Drop a reference; the last one, once closing, frees the client. */
 void np__client_unref(struct np_client *cl);
+
+/* client.c: np_client_new without the admin endpoint's hooks (builtin_client.c sets them). */
+int np__client_create(uv_loop_t *loop, const struct np_config *cfg, struct np_client **out);
+
+/* admin_client.c: the admin endpoint on admin_bind (0 when there is none), its end, and a reload's
+ * new credentials (0 or UV_ENOMEM, the old ones then still in force). */
+int np__admin_client_start(struct np_client *cl);
+void np__admin_client_stop(struct np_client *cl);
+int np__admin_client_auth(struct np_client *cl, const struct np_config *cfg);
 
 /* client_work.c: a visitor's work item (dial the local service and the server, prove, join) */
 void np__client_req_work(struct np_client *cl, const np_msg *m); /* REQ_WORK */
@@ -135,14 +175,21 @@ int np__client_open_work(struct np_client *cl, np__dial_cb cb, void *data, np__d
 int np__client_dial_local(struct np_client *cl, const np__proxy_cfg *px, np__dial_cb cb, void *data,
                           np__dialer **out);
 /* px's PROXY protocol header about seen, if it has proxy_protocol_version, is written to local
- * first. */
-void np__client_start_join(struct np_client *cl, const np__proxy_cfg *px, const np__visit *seen,
-                           np_conn *server, np_conn *local, const char *rest, size_t rest_len);
+ * first. The join takes a reference of px and counts into it. */
+void np__client_start_join(struct np_client *cl, cproxy *px, const np__visit *seen, np_conn *server,
+                           np_conn *local, const char *rest, size_t rest_len);
 /* Copy m's addresses (REQ_WORK, START). */
 void np__client_visit_from(np__visit *seen, const np_msg *m);
 /* A UDP proxy's local conn: on the datagram path under the visitor's id, when it is up. */
 void np__client_attach_flow(struct np_client *cl, np_conn *local, const np__proxy_cfg *px,
                             uint64_t session_id, uint64_t visitor_id);
+
+/* client.c, for client_reload.c: register one proxy on the live session (its PROXY_OPTs, then
+ * PROXY); 0 or the send's error (the session is then being dropped). The datagram path, if a UDP
+ * proxy now needs one. Drop the session and reconnect at once (why: for the log). */
+int np__client_register(struct np_client *cl, cproxy *px);
+void np__client_start_ulink(struct np_client *cl);
+void np__client_reconnect(struct np_client *cl, const char *why);
 
 /* client_pool.c: pre-opened work connections */
 void np__client_pool_refill(struct np_client *cl);

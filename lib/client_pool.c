@@ -22,6 +22,7 @@ void np__client_pooled_free(pooled *p) {
   if (p->conn != NULL)
     np__conn_abort(p->conn, NULL); /* a visitor was waiting on it: reset, so it learns at once */
   free(p->rest);
+  np__cproxy_unref(p->px);
   free(p);
   np__client_unref(cl);
 }
@@ -35,17 +36,18 @@ static void on_pool_local(void *data, int status, np_conn *local) {
   if (status != 0) {
     np_msg m = np__work_fail_msg(p->visitor_id, NP_ELOCALFAIL);
     cl->stats.local_failed++;
-    np__log(&cl->log, NP_LOG_WARN, "proxy %s: cannot reach local service %s: %s", p->px->name,
-            p->px->local, np_strerror(status));
+    p->px->stats.visitors_dropped++;
+    np__log(&cl->log, NP_LOG_WARN, "proxy %s: cannot reach local service %s: %s", p->px->cfg.name,
+            p->px->cfg.local, np_strerror(status));
     /* The reset below closes the visitor; this tells the server why, as the REQ_WORK path does. */
-    snprintf(m.text, sizeof(m.text), "cannot reach %s: %s", p->px->local, np_strerror(status));
+    snprintf(m.text, sizeof(m.text), "cannot reach %s: %s", p->px->cfg.local, np_strerror(status));
     if (p->session_id == cl->session_id)
       np__client_send(cl, &m);
     np__client_pooled_free(p);
     return;
   }
   p->conn = NULL;
-  np__client_attach_flow(cl, local, p->px, p->session_id, p->visitor_id);
+  np__client_attach_flow(cl, local, &p->px->cfg, p->session_id, p->visitor_id);
   np__client_start_join(cl, p->px, &p->seen, c, local, p->rest, p->rest_len);
   np__client_pooled_free(p);
 }
@@ -53,7 +55,7 @@ static void on_pool_local(void *data, int status, np_conn *local) {
 static void on_pool_msg(np__chan *ch, const np_msg *m) {
   pooled *p = np__chan_data(ch);
   struct np_client *cl = p->cl;
-  const np__proxy_cfg *px = m->type == NP_MSG_START ? np__client_find_proxy(cl, m->name) : NULL;
+  cproxy *px = m->type == NP_MSG_START ? np__client_find_proxy(cl, m->name) : NULL;
   const char *rest;
   size_t rest_len;
 
@@ -67,6 +69,8 @@ static void on_pool_msg(np__chan *ch, const np_msg *m) {
   p->ch = NULL;
   p->visitor_id = m->id;
   p->px = px;
+  px->refs++;
+  px->stats.visitors++;
   np__client_visit_from(&p->seen, m);
   if (rest_len > 0 && (p->rest = malloc(rest_len)) != NULL) {
     memcpy(p->rest, rest, rest_len);
@@ -78,7 +82,7 @@ static void on_pool_msg(np__chan *ch, const np_msg *m) {
   p->counted = 0;
   cl->pool_idle--;
   np__client_pool_refill(cl);
-  if (np__client_dial_local(cl, px, on_pool_local, p, &p->dial_local) != 0)
+  if (np__client_dial_local(cl, &px->cfg, on_pool_local, p, &p->dial_local) != 0)
     np__client_pooled_free(p);
 }
 

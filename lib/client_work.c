@@ -24,6 +24,8 @@ static void on_join_done(struct np_join *j, int status, const np_join_stats *st)
           np_strerror(status), (unsigned long long)st->a_to_b,
           np__plural(st->a_to_b, "byte", "bytes"), (unsigned long long)st->b_to_a);
   np__track_remove(&jn->t);
+  jn->px->stats.visitors_active--;
+  np__cproxy_unref(jn->px);
   free(jn);
   np__client_unref(cl);
 }
@@ -58,8 +60,9 @@ static int proxy_header(const np__proxy_cfg *px, const np__visit *seen, np_conn 
 
 /* Join the server side of a work connection with the local service; takes both conns. rest: bytes
  * already read from server (borrowed). */
-void np__client_start_join(struct np_client *cl, const np__proxy_cfg *px, const np__visit *seen,
-                           np_conn *server, np_conn *local, const char *rest, size_t rest_len) {
+void np__client_start_join(struct np_client *cl, cproxy *cp, const np__visit *seen, np_conn *server,
+                           np_conn *local, const char *rest, size_t rest_len) {
+  const np__proxy_cfg *px = &cp->cfg;
   joined *jn = NULL;
   int r = UV_ENOMEM;
 
@@ -70,6 +73,7 @@ void np__client_start_join(struct np_client *cl, const np__proxy_cfg *px, const 
     r = UV_ENOMEM;
   } else {
     jn->cl = cl;
+    jn->px = cp;
     jn->t.abort = abort_join;
     r = np__join(server, local, rest, rest_len, &cl->chunks, on_join_done, jn, &jn->join);
   }
@@ -80,8 +84,11 @@ void np__client_start_join(struct np_client *cl, const np__proxy_cfg *px, const 
     return;
   }
   /* Counted as they flow, so the stats show a long transfer while it runs. */
-  np__join_count_into(jn->join, &(np__tally){{&cl->stats.bytes_in}, 1, NULL},
-                      &(np__tally){{&cl->stats.bytes_out}, 1, NULL});
+  np__join_count_into(jn->join, &(np__tally){{&cl->stats.bytes_in, &cp->stats.bytes_in}, 2, NULL},
+                      &(np__tally){{&cl->stats.bytes_out, &cp->stats.bytes_out}, 2, NULL});
+  cp->refs++;
+  cp->stats.visitors_joined++;
+  cp->stats.visitors_active++;
   cl->refs++;
   np__track_add(&cl->joins, &jn->t);
   cl->stats.work_opened++;
@@ -110,6 +117,7 @@ void np__client_work_free(work *w) {
     np__conn_close(w->local, NULL);
   if (w->server != NULL)
     np__conn_close(w->server, NULL);
+  np__cproxy_unref(w->px);
   free(w);
   np__client_unref(cl);
 }
@@ -137,9 +145,10 @@ static void work_report_fail(work *w, int status) {
   np_msg m = np__work_fail_msg(w->visitor_id, NP_ELOCALFAIL);
 
   cl->stats.local_failed++;
-  np__log(&cl->log, NP_LOG_WARN, "proxy %s: cannot reach local service %s: %s", w->px->name,
-          w->px->local, np_strerror(status));
-  snprintf(m.text, sizeof(m.text), "cannot reach %s: %s", w->px->local, np_strerror(status));
+  w->px->stats.visitors_dropped++;
+  np__log(&cl->log, NP_LOG_WARN, "proxy %s: cannot reach local service %s: %s", w->px->cfg.name,
+          w->px->cfg.local, np_strerror(status));
+  snprintf(m.text, sizeof(m.text), "cannot reach %s: %s", w->px->cfg.local, np_strerror(status));
   /* Only the native codec can say so; the line codec's server learns it from the tunnel closing. */
   if (native(cl) && w->session_id == cl->session_id)
     np__client_send(cl, &m);
@@ -156,8 +165,8 @@ static void on_server_dialed(void *data, int status, np_conn *c) {
   }
   if (status != 0) {
     np_msg m = np__work_fail_msg(w->visitor_id, status);
-    np__log(&cl->log, NP_LOG_WARN, "proxy %s: cannot open work connection to %s: %s", w->px->name,
-            native(cl) ? cl->cfg.server : cl->cfg.tunnel, np_strerror(status));
+    np__log(&cl->log, NP_LOG_WARN, "proxy %s: cannot open work connection to %s: %s",
+            w->px->cfg.name, native(cl) ? cl->cfg.server : cl->cfg.tunnel, np_strerror(status));
     /* Tell the server over the control connection, so the visitor is closed now rather than at
      * the pending timeout. */
     snprintf(m.text, sizeof(m.text), "work connection failed: %s", np_strerror(status));
@@ -217,7 +226,7 @@ static void on_local_dialed(void *data, int status, np_conn *c) {
     return;
   }
   w->local = c;
-  np__client_attach_flow(w->cl, c, w->px, w->session_id, w->visitor_id);
+  np__client_attach_flow(w->cl, c, &w->px->cfg, w->session_id, w->visitor_id);
   if (native(w->cl)) {
     if ((status = dial_server(w)) != 0)
       np__client_work_free(w);
@@ -237,7 +246,7 @@ int np__client_dial_local(struct np_client *cl, const np__proxy_cfg *px, np__dia
 }
 
 void np__client_req_work(struct np_client *cl, const np_msg *m) {
-  const np__proxy_cfg *px = np__client_find_proxy(cl, m->name);
+  cproxy *px = np__client_find_proxy(cl, m->name);
   work *w;
 
   if (px == NULL || cl->draining) {
@@ -253,6 +262,8 @@ void np__client_req_work(struct np_client *cl, const np_msg *m) {
     return;
   w->cl = cl;
   w->px = px;
+  px->refs++;
+  px->stats.visitors++;
   w->visitor_id = m->id;
   w->session_id = cl->session_id;
   np__client_visit_from(&w->seen, m);
@@ -268,7 +279,7 @@ void np__client_req_work(struct np_client *cl, const np_msg *m) {
       cl->tq_head = w;
     cl->tq_tail = w;
   }
-  if (np__client_dial_local(cl, px, on_local_dialed, w, &w->dial_local) != 0) {
+  if (np__client_dial_local(cl, &px->cfg, on_local_dialed, w, &w->dial_local) != 0) {
     w->local_status = UV_EINVAL;
     work_report_fail(w, UV_EINVAL);
     if (native(cl))

@@ -52,6 +52,9 @@ static void on_session_msg(np__chan *ch, const np_msg *m) {
     case NP_MSG_PROXY_OPT:
       r = np__work_proxy_opt(s, m);
       break;
+    case NP_MSG_PROXY_CLOSE:
+      np__work_proxy_close(s, m);
+      break;
     case NP_MSG_PING: {
       np_msg pong = {.type = NP_MSG_PONG, .id = m->id};
       if (m->status == NP_UDP_PATH_UP || m->status == NP_UDP_PATH_DOWN) {

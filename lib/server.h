@@ -247,11 +247,12 @@ void np__login_failed(struct np_server *srv, const struct sockaddr_storage *addr
  */
 /* The ports s may open beyond allow_ports' limits: its users file entry's, or NULL. */
 const np__ports *np__session_ports(const session *s);
-void np__work_proxy_msg(session *s, const np_msg *m); /* PROXY */
-int np__work_proxy_opt(session *s, const np_msg *m);  /* PROXY_OPT: 0 or NP_ELIMIT */
-void np__work_fail(session *s, const np_msg *m);      /* WORK_FAIL */
-void np__work(session *s, const np_msg *m);           /* WORK as a connection's first message */
-int np__work_idle(session *s, const np_msg *m);       /* WORK_IDLE, the same */
+void np__work_proxy_msg(session *s, const np_msg *m);   /* PROXY */
+int np__work_proxy_opt(session *s, const np_msg *m);    /* PROXY_OPT: 0 or NP_ELIMIT */
+void np__work_proxy_close(session *s, const np_msg *m); /* PROXY_CLOSE */
+void np__work_fail(session *s, const np_msg *m);        /* WORK_FAIL */
+void np__work(session *s, const np_msg *m);             /* WORK as a connection's first message */
+int np__work_idle(session *s, const np_msg *m);         /* WORK_IDLE, the same */
 /* srv->session_closing: s's proxies, their visitors and its joins go. */
 void np__work_session_closing(session *s);
 /* why (why_len bytes, may be NULL): where the type says why it refused, or what the client
@@ -260,7 +261,8 @@ int np__proxy_open(struct np_server *srv, session *s, const char *name, uint8_t 
                    const char *addr, int port, char *why, size_t why_len, proxy **out);
 void np__proxy_close(proxy *px);
 /* Close px, one of s's proxies, alone: its listener, waiting visitors and joins; the client is told
- * why in a PROXY_RESP with status (it logs the proxy as refused), and so is the log. */
+ * why in a PROXY_RESP with status (it logs the proxy as refused), and so is the log. Status 0:
+ * the client asked for it (PROXY_CLOSE), nothing is sent. */
 void np__proxy_revoke(session *s, proxy *px, int status, const char *why);
 /* Close a visitor that was never joined; end says how, for the access log ("timeout", "refused",
  * "local_failed", "aborted"; docs/config.md). */

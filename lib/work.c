@@ -355,9 +355,11 @@ void np__proxy_revoke(session *s, proxy *px, int status, const char *why) {
   *pp = px->next;
   s->n_proxies--;
   np__log(&s->srv->log, NP_LOG_INFO, "client %s: proxy %s closed: %s", s->name, px->name, why);
-  np__strlcpy(m.name, px->name, sizeof(m.name));
-  np__strlcpy(m.text, why, sizeof(m.text));
-  np__session_send(s, &m);
+  if (status != 0) {
+    np__strlcpy(m.name, px->name, sizeof(m.name));
+    np__strlcpy(m.text, why, sizeof(m.text));
+    np__session_send(s, &m);
+  }
   np__track_abort_tag(&s->joins, px);
   np__proxy_close(px);
 }
@@ -585,6 +587,27 @@ void np__work_proxy_msg(session *s, const np_msg *m) {
   np__log(&srv->log, NP_LOG_INFO, "client %s: proxy %s listening on %s:%d%s%s", s->name, px->name,
           addr, px->port, allow.n > 0 ? ", visitors only from " : "", allow.n > 0 ? m->text : "");
   np__session_send(s, &resp);
+}
+
+/* PROXY_CLOSE: the client no longer serves this proxy (a reload of its file). No answer: the
+ * control stream is ordered, so a PROXY under the same name right after it finds the name and the
+ * port free (a listener's socket is closed at once), and the client has nothing to do on a
+ * failure. A name the session does not hold (a proxy refused earlier) is no error. */
+void np__work_proxy_close(session *s, const np_msg *m) {
+  char why[NP_MSG_TEXT_MAX + 32];
+  proxy *px;
+
+  drop_opts(s, m->name);
+  for (px = s->proxies; px != NULL && strcmp(px->name, m->name) != 0; px = px->next)
+    ;
+  if (px == NULL) {
+    np__log(&s->srv->log, NP_LOG_DEBUG, "client %s: PROXY_CLOSE of %s, which it does not hold",
+            s->name, m->name);
+    return;
+  }
+  snprintf(why, sizeof(why), "at the client's request (%s)",
+           m->text[0] != '\0' ? m->text : "no reason given");
+  np__proxy_revoke(s, px, 0, why);
 }
 
 /* Return a visitor taken to be looked at. The pool may be the embedder's and refuse it (full, out

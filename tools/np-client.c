@@ -1,11 +1,13 @@
 /* np-client: the private side of libnatproxy's reverse tunnels. Flags and signals; the rest is the
  * library. */
 #include <stdio.h>
+#include <string.h>
 #include <stdlib.h>
 
 #include "cli.h"
 
-static const char help[] =
+/* Two literals joined in main: one would pass the 4095 bytes ISO C promises to compile. */
+static const char help_head[] =
     "Usage: np-client [-c FILE] --server HOST:PORT [--token TOKEN] [--name NAME]\n"
     "                 -R|-U [BIND_ADDR:]REMOTE_PORT:LOCAL_HOST:LOCAL_PORT ...\n"
     "Make local services reachable on an np-server's public ports, like ssh -R.\n"
@@ -18,7 +20,9 @@ static const char help[] =
     "                             (default: the host name)\n"
     "  -R  SPEC                   [BIND_ADDR:]REMOTE_PORT:LOCAL_HOST:LOCAL_PORT, repeatable;\n"
     "                             REMOTE_PORT 0 lets the server pick (printed on stdout)\n"
-    "  -U  SPEC                   the same for a UDP service (datagrams stay datagrams)\n"
+    "  -U  SPEC                   the same for a UDP service (datagrams stay datagrams)\n";
+
+static const char help_tail[] =
     "      --udp-idle-timeout D   a UDP flow silent both ways this long ends (default 60s)\n"
     "      --udp-datagram-path true|false  carry UDP flows as datagrams (encrypted, over UDP\n"
     "                             to the server's port) when UDP gets through; false: always\n"
@@ -51,14 +55,17 @@ static const char help[] =
     "      --insecure             no TLS (the server needs --insecure too); warns at start\n"
     "      --codec NAME           native (default) or line (the seed article's protocol), with\n"
     "      --tunnel HOST:PORT --local HOST:PORT          for the line codec\n"
+    "      --admin-bind IP:PORT   status JSON, reload, /metrics, /healthz; with --admin-token T\n"
+    "                             or --admin-user U --admin-password P (docs/api-admin.md)\n"
     "      --drain-timeout D      on SIGTERM, how long joined visitors may finish (default\n"
     "                             30s; 0 = stop at once)\n"
     "  -h, --help                 show this help\n"
     "  -V, --version              show the version\n"
     "\n"
     "SIGTERM drains (new visitors are turned away, joined ones finish); SIGINT or a second\n"
-    "signal stops at once. SIGUSR1 logs the counters; SIGHUP logs that reloading is not\n"
-    "supported yet.\n"
+    "signal stops at once. SIGUSR1 logs the counters; SIGHUP rereads -c FILE (then the same\n"
+    "flags) on the live session: proxies added, removed or changed are registered, closed or\n"
+    "replaced (see np-client(1)).\n"
     "Exit status: 0 stopped by SIGINT/SIGTERM, 2 bad usage or configuration, 3 the server refused "
     "the\n"
     "token, 4 the server is not trusted or the sides disagree on TLS, 5 another live client uses\n"
@@ -100,6 +107,10 @@ static const struct option longopts[] = {
     {"udp-datagram-path", required_argument, NULL, 0},
     {"udp-keepalive", required_argument, NULL, 0},
     {"udp-path-retry", required_argument, NULL, 0},
+    {"admin-bind", required_argument, NULL, 0},
+    {"admin-token", required_argument, NULL, 0},
+    {"admin-user", required_argument, NULL, 0},
+    {"admin-password", required_argument, NULL, 0},
     {NULL, 0, NULL, 0},
 };
 
@@ -115,7 +126,7 @@ static void stop(void *arg, int graceful) {
 }
 
 static void reload(void *arg) {
-  np_client_reload(arg); /* logs what it did (for now: that it cannot) */
+  np_client_reload(arg); /* logs what it did, or why it changed nothing */
 }
 
 static void report(void *arg) {
@@ -153,10 +164,13 @@ int main(int argc, char **argv) {
   uv_loop_t *loop = uv_default_loop();
   struct np_config *cfg;
   struct np_client *cl;
+  char help[sizeof(help_head) + sizeof(help_tail) - 1];
   int r;
 
   if (np_config_new(NP_CONFIG_CLIENT, &cfg) != 0)
     return NP_EXIT_RUNTIME;
+  memcpy(help, help_head, sizeof(help_head) - 1);
+  memcpy(help + sizeof(help_head) - 1, help_tail, sizeof(help_tail));
   r = np_cli_parse(argc, argv, cfg, "c:s:R:U:hV", longopts, help, NULL, NULL);
   if (r != 0) {
     np_config_free(cfg);

@@ -14,7 +14,7 @@ NP_BEGIN_DECLS
 
 /* Message types of the native protocol; values are wire values (docs/protocol.md). */
 typedef enum np_msg_type {
-  NP_MSG_HELLO = 1,      /* s->c: version, nonce                         */
+  NP_MSG_HELLO = 1,      /* both ways: version, nonce, status (s->c: NP_HELLO_* features) */
   NP_MSG_LOGIN = 2,      /* c->s: version, name (client), nonce (client), mac, id (instance), status
                            (NP_LOGIN_*) */
   NP_MSG_LOGIN_RESP = 3, /* s->c: status, id (session), text              */
@@ -29,14 +29,21 @@ typedef enum np_msg_type {
   NP_MSG_CLOSE = 11,     /* both ways: status, text                       */
   NP_MSG_WORK_IDLE =
       12, /* c->s, first on a pre-opened work connection: id (session), id2 (serial), mac */
-  NP_MSG_START = 13,    /* s->c on a pre-opened work connection: id (visitor), name (proxy), addr,
-                           text (as REQ_WORK) */
-  NP_MSG_MUX = 14,      /* c->s, first on a connection: version; the rest of it speaks yamux */
-  NP_MSG_PROXY_OPT = 15 /* c->s, before the PROXY it is for: name (proxy), addr (key), text (value):
-                           an option of an HTTP proxy (docs/protocol.md) */
+  NP_MSG_START = 13,     /* s->c on a pre-opened work connection: id (visitor), name (proxy), addr,
+                            text (as REQ_WORK) */
+  NP_MSG_MUX = 14,       /* c->s, first on a connection: version; the rest of it speaks yamux */
+  NP_MSG_PROXY_OPT = 15, /* c->s, before the PROXY it is for: name (proxy), addr (key), text
+                           (value): an option of an HTTP proxy (docs/protocol.md) */
+  /* c->s: name (proxy), text (why, for the server's log): close one proxy of the session; sent
+   * only to a server whose HELLO has NP_HELLO_PROXY_CLOSE */
+  NP_MSG_PROXY_CLOSE = 16
 } np_msg_type;
 
-#define NP_MSG_LAST NP_MSG_PROXY_OPT
+#define NP_MSG_LAST NP_MSG_PROXY_CLOSE
+
+/* HELLO's status from the server: what it takes beyond version 1's messages (0: nothing; a server
+ * older than this field sends none, which reads as 0). docs/protocol.md, "Versions". */
+#define NP_HELLO_PROXY_CLOSE 1 /* PROXY_CLOSE: a client may close one proxy of its session */
 
 /* LOGIN's status: what the client asks for (0: nothing). */
 #define NP_LOGIN_TAKEOVER 1 /* replace a live session under the same name (--takeover) */

@@ -27,12 +27,6 @@ typedef struct np_server_stats {
   NP_SERVER_COUNTERS(NP_STATS_MEMBER_)
 } np_server_stats;
 
-/* One proxy's counters, or one client's (the sum over its proxies): one uint64_t per line of
- * NP_PROXY_COUNTERS (natproxy/stats.h), in that order. Grows only at the end. */
-typedef struct np_proxy_stats {
-  NP_PROXY_COUNTERS(NP_STATS_MEMBER_)
-} np_proxy_stats;
-
 /* A logged-in client and one of its proxies, as np_server_foreach_client and
  * np_server_client_foreach_proxy show them: valid only inside the callback that got them. */
 typedef struct np_server_client np_server_client;

@@ -20,6 +20,7 @@
 #define NATPROXY_STATS_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include <natproxy/common.h>
 
@@ -83,6 +84,13 @@ NP_BEGIN_DECLS
 /* One uint64_t member per counter, in list order: the body of np_server_stats / np_client_stats. */
 #define NP_STATS_MEMBER_(name, kind, key, unit, help) uint64_t name;
 
+/* One proxy's counters, or one client's (the sum over its proxies): one uint64_t per line of
+ * NP_PROXY_COUNTERS, in that order (np_server_proxy_get_stats, np_client_proxy_get_stats). Grows
+ * only at the end. */
+typedef struct np_proxy_stats {
+  NP_PROXY_COUNTERS(NP_STATS_MEMBER_)
+} np_proxy_stats;
+
 typedef enum np_stat_kind {
   NP_STAT_COUNTER = 1, /* only grows while the process lives (Prometheus: counter) */
   NP_STAT_GAUGE = 2    /* a level now, goes up and down (Prometheus: gauge) */
@@ -107,7 +115,7 @@ typedef struct np_stat_field {
 NP_EXPORT const np_stat_field *np_server_stats_field(size_t i);
 /* The same for np_client_stats. */
 NP_EXPORT const np_stat_field *np_client_stats_field(size_t i);
-/* The same for np_proxy_stats (natproxy/server.h). */
+/* The same for np_proxy_stats. */
 NP_EXPORT const np_stat_field *np_proxy_stats_field(size_t i);
 
 NP_END_DECLS

@@ -9,12 +9,12 @@ import struct
 from nptest import dial
 
 (HELLO, LOGIN, LOGIN_RESP, PROXY, PROXY_RESP, REQ_WORK, WORK, WORK_FAIL, PING, PONG, CLOSE, WORK_IDLE,
- START, MUX, PROXY_OPT) = range(1, 16)
+ START, MUX, PROXY_OPT, PROXY_CLOSE) = range(1, 17)
 NP_EAUTH, NP_EPORTDENIED, NP_ENAMETAKEN, NP_EVERSION = -7004, -7005, -7006, -7003
 NP_ENAMEINUSE = -7022
 
 LAYOUT = {
-    HELLO: ["version", "nonce"],
+    HELLO: ["version", "nonce", "status"],  # status: the server's features (NP_HELLO_*)
     LOGIN: ["version", "name", "nonce", "mac", "id", "status"],
     LOGIN_RESP: ["status", "id", "text"],
     PROXY: ["name", "addr", "port", "text", "kind"],
@@ -29,6 +29,7 @@ LAYOUT = {
     START: ["id", "name", "addr", "text"],
     MUX: ["version"],
     PROXY_OPT: ["name", "addr", "text"],  # proxy, key, value
+    PROXY_CLOSE: ["name", "text"],  # proxy, why
 }
 FMT = {"version": ">H", "port": ">H", "status": ">i", "id": ">Q", "id2": ">Q", "kind": ">B"}
 

@@ -38,6 +38,7 @@ static void assert_same(const np_msg *a, const np_msg *b) {
   case NP_MSG_HELLO:
     assert_int_equal(a->version, b->version);
     assert_memory_equal(a->nonce, b->nonce, NP_MSG_KEY_LEN);
+    assert_int_equal(a->status, b->status);
     break;
   case NP_MSG_LOGIN:
     assert_int_equal(a->version, b->version);
@@ -86,6 +87,10 @@ static void assert_same(const np_msg *a, const np_msg *b) {
     break;
   case NP_MSG_CLOSE:
     assert_int_equal(a->status, b->status);
+    assert_string_equal(a->text, b->text);
+    break;
+  case NP_MSG_PROXY_CLOSE:
+    assert_string_equal(a->name, b->name);
     assert_string_equal(a->text, b->text);
     break;
   case NP_MSG_PROXY_OPT:

@@ -1,0 +1,17 @@
+/* np_client_new: the client's session plus its admin endpoint, whose hooks are set here, above
+ * both, so the session layer never calls up into operations (docs/design.md), as builtin.c does for
+ * the server. */
+#include "client.h"
+
+int np_client_new(uv_loop_t *loop, const struct np_config *cfg, struct np_client **out) {
+  struct np_client *cl;
+  int r;
+
+  if ((r = np__client_create(loop, cfg, &cl)) != 0)
+    return r;
+  cl->admin_start = np__admin_client_start;
+  cl->admin_stop = np__admin_client_stop;
+  cl->admin_auth = np__admin_client_auth;
+  *out = cl;
+  return 0;
+}
