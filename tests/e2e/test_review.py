@@ -231,6 +231,45 @@ def test_review_client_second_signal(env):
     check(closed_by_peer(a), "its visitor is cut")
 
 
+def test_review_reload_admin_bind_kept(env):
+    """A reload that moves admin_bind to loopback and drops admin_token was validated before the
+    running admin_bind was put back: the endpoint stayed on 0.0.0.0 with no credentials. Runs in a
+    network namespace of its own (unshare -rn), so 0.0.0.0 is its loopback alone; skipped (passes)
+    where unshare is not allowed."""
+    if os.environ.get("NP_REVIEW_NETNS") != "1":
+        try:
+            subprocess.run(["unshare", "-rn", "true"], check=True, timeout=10,
+                           capture_output=True)
+        except (OSError, subprocess.SubprocessError):
+            print("skip: no unshare -rn here")
+            return
+        out = subprocess.run(["unshare", "-rn", "sh", "-c",
+                              'ip link set lo up && exec "$0" "$1" review_reload_admin_bind_kept',
+                              sys.executable, os.path.abspath(__file__)],
+                             env={**os.environ, "NP_REVIEW_NETNS": "1"}, capture_output=True,
+                             text=True, timeout=100)
+        sys.stderr.write(out.stderr)
+        check(out.returncode == 0, "in its namespace: " + out.stdout.strip())
+        return
+    cfg = write(env, "server.ini", "[server]\ntoken = s3cret\nadmin_bind = 0.0.0.0:0\n"
+                "admin_token = adm1n\n")
+    srv = env.server("-c", cfg)
+    admin = int(srv.wait_line(r"admin API, .* on \S+ \(port (\d+)\)").group(1))
+
+    def code():
+        out = subprocess.run(["curl", "-sS", "-o", "/dev/null", "--max-time", "5", "-w",
+                              "%{http_code}", f"http://{LOOP}:{admin}/api/v1/server"],
+                             capture_output=True, text=True, timeout=20)
+        return int(out.stdout or 0)
+    check(code() == 401, "the API wants the token")
+    write(env, "server.ini", f"[server]\ntoken = s3cret\nadmin_bind = {LOOP}:{admin}\n")
+    mark = srv.mark()
+    srv.signal(signal.SIGHUP)
+    srv.wait_line(r"reload: admin_bind changed, which takes effect only at a restart", after=mark)
+    srv.wait_line(r"reload: .*(nothing changed|in effect for new work)", after=mark)
+    check(code() == 401, "the endpoint still on 0.0.0.0 keeps wanting credentials")
+
+
 TESTS = {
     "review_reload_pending_limit": test_review_reload_pending_limit,
     "review_reload_symlinked_config": test_review_reload_symlinked_config,
@@ -241,6 +280,7 @@ TESTS = {
     "review_drain_line_codec_client": test_review_drain_line_codec_client,
     "review_reload_during_drain": test_review_reload_during_drain,
     "review_client_second_signal": test_review_client_second_signal,
+    "review_reload_admin_bind_kept": test_review_reload_admin_bind_kept,
 }
 
 if __name__ == "__main__":
