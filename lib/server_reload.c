@@ -160,15 +160,18 @@ int np_server_reconfigure(struct np_server *srv, const struct np_config *cfg) {
   }
   *next = *cfg;
   *was = srv->cfg;
-  if ((r = np_config_validate(next)) != 0) {
-    failed(srv, "%s", next->err);
-    goto out;
-  }
   memset(&c, 0, sizeof(c));
   c.was = was;
   c.next = next;
   c.srv = srv;
   np__config_diff(was, next, on_changed, &c);
+  /* Validate what will run: the new keys with the restart keys put back. Checked before they were
+   * put back, an admin_bind moved to loopback would let admin credentials go while the endpoint
+   * still listens on the old, public address. */
+  if ((r = np_config_validate(next)) != 0) {
+    failed(srv, "%s", next->err);
+    goto out;
+  }
   /* Everything that can fail, before anything changes. */
   if (next->users_file[0] != '\0' &&
       (r = np__server_load_users(srv, next, &fresh, err, sizeof(err))) != 0) {
