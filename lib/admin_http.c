@@ -405,6 +405,10 @@ static int copy_auth(np__admin_http *a, const np__admin_auth *auth) {
   return 0;
 }
 
+void np__admin_http_set_open(np__admin_http *a, const char *const *open) {
+  a->open = open;
+}
+
 int np__admin_http_set_auth(np__admin_http *a, const np__admin_auth *auth) {
   char *token = a->token, *basic = a->basic;
   int r;

@@ -56,6 +56,8 @@ int np__admin_http_start(uv_loop_t *loop, const char *bind, const np__admin_auth
 int np__admin_http_port(const np__admin_http *a);
 /* Replace who may ask (a reload): 0, or UV_ENOMEM with the old credentials still in force. */
 int np__admin_http_set_auth(np__admin_http *a, const np__admin_auth *auth);
+/* Replace the paths that need no credentials (a reload: they follow the kind of credentials). */
+void np__admin_http_set_open(np__admin_http *a, const char *const *open);
 /* Close every connection and the listener; done (may be NULL) runs once all of its handles are
  * closed, after which a is freed. */
 void np__admin_http_close(np__admin_http *a, void (*done)(void *arg), void *arg);

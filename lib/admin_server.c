@@ -193,7 +193,13 @@ static void route(void *arg, const char *method, const char *path, np__admin_rep
 
 int np__admin_server_auth(struct np_server *srv, const struct np_config *cfg) {
   np__admin_auth auth = {cfg->admin_token, cfg->admin_user, cfg->admin_password};
-  return srv->admin != NULL ? np__admin_http_set_auth(srv->admin, &auth) : 0;
+  int r;
+
+  if (srv->admin == NULL)
+    return 0;
+  if ((r = np__admin_http_set_auth(srv->admin, &auth)) == 0)
+    np__admin_http_set_open(srv->admin, cfg->admin_user[0] != '\0' ? open_paths : open_paths_page);
+  return r;
 }
 
 int np__admin_server_start(struct np_server *srv) {

@@ -66,5 +66,6 @@ void np__client_unref(struct np_client *cl) {
   np__tls_free(cl->tls);
   if (cl->close_cb != NULL)
     cl->close_cb(cl);
+  explicit_bzero(&cl->cfg, sizeof(cl->cfg)); /* tokens, and the flags that set them (replay) */
   free(cl);
 }

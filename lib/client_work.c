@@ -249,7 +249,7 @@ void np__client_req_work(struct np_client *cl, const np_msg *m) {
   cproxy *px = np__client_find_proxy(cl, m->name);
   work *w;
 
-  if (px == NULL || cl->draining) {
+  if (px == NULL || (cl->draining && native(cl))) {
     np_msg f = np__work_fail_msg(m->id, px == NULL ? NP_ENOPROXY : NP_ECLOSED);
     if (px == NULL)
       snprintf(f.text, sizeof(f.text), "no proxy named '%s' on this client", m->name);
@@ -279,7 +279,11 @@ void np__client_req_work(struct np_client *cl, const np_msg *m) {
       cl->tq_head = w;
     cl->tq_tail = w;
   }
-  if (np__client_dial_local(cl, &px->cfg, on_local_dialed, w, &w->dial_local) != 0) {
+  if (cl->draining) {
+    /* The line codec has no WORK_FAIL: the tunnel connection it owes is opened and closed at once,
+     * as when the local service is down, which closes the visitor. */
+    w->local_status = NP_ECLOSED;
+  } else if (np__client_dial_local(cl, &px->cfg, on_local_dialed, w, &w->dial_local) != 0) {
     w->local_status = UV_EINVAL;
     work_report_fail(w, UV_EINVAL);
     if (native(cl))

@@ -423,10 +423,13 @@ int np_config_load_file(struct np_config *cfg, const char *path) {
     memcpy(cfg->err, err, sizeof(err));
     return r;
   }
-  /* Absolute, so that a reload finds it whatever the directory is by then. */
-  char *abs = realpath(path, NULL);
-  np__config_record(cfg, 'F', abs != NULL ? abs : path, NULL, NULL);
-  free(abs);
+  /* Absolute, so that a reload finds it whatever the directory is by then; symbolic links are not
+   * resolved: a reload follows where the link points then (a Kubernetes ConfigMap's ..data). */
+  char cwd[1024], abs[2048];
+  if (path[0] != '/' && getcwd(cwd, sizeof(cwd)) != NULL &&
+      (size_t)snprintf(abs, sizeof(abs), "%s/%s", cwd, path) < sizeof(abs))
+    path = abs;
+  np__config_record(cfg, 'F', path, NULL, NULL);
   return 0;
 }
 

@@ -21,7 +21,7 @@ typedef struct udp_conn {
   struct sockaddr_storage peer;
   np__dgram_parser parser;
   np__ulink_flow lf; /* on the datagram path, when the client has one */
-  char prefix[128];  /* sent before every datagram's bytes (a PROXY v2 header), prefix_len of them */
+  char prefix[128]; /* sent before every datagram's bytes (a PROXY v2 header), prefix_len of them */
   size_t prefix_len;
   uint64_t idle_ms, last;
   np_conn_write *wq_head, *wq_tail; /* written, to complete on the next turn (linked by uv.data) */

@@ -90,6 +90,9 @@ void np__hconn_finish(np__hconn *h, int abort);
 void np__hconn_pump(np__hconn *h);
 /* Deadlines, about once a second. */
 void np__hconn_tick(np__hconn *h, uint64_t now);
+/* The server drains: the connection ends once the responses it waits for are out (at once when
+ * it waits for none: a keep-alive connection idle between requests); an upgraded one goes on. */
+void np__hconn_drain(np__hconn *h);
 /* The server stops: cut it now, whatever its state. */
 void np__hconn_stop(np__hconn *h);
 void np__hconn_unref(np__hconn *h);

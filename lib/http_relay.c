@@ -491,6 +491,13 @@ void np__hconn_pump(hconn *h) {
     set_reading(h);
 }
 
+void np__hconn_drain(hconn *h) {
+  if (h->state == H_JOINED || h->state == H_CLOSING || h->vc_closing)
+    return;
+  h->last_request = 1; /* no request is read after those already forwarded */
+  np__hconn_pump(h);
+}
+
 void np__hconn_start(hconn *h) {
   h->last_io = now(h);
   h->deadline = h->last_io + NP_HTTP_HEAD_TIMEOUT;

@@ -116,5 +116,9 @@ struct np_codec_ops;
 struct np_pool_ops;
 int np__codec_ops_check(const struct np_codec_ops *ops);
 int np__pool_ops_check(const struct np_pool_ops *ops);
+/* New limits for the default pool (a reload); UV_ENOTSUP for another pool. Entries already in stay
+ * until they leave. */
+int np__pool_default_set_limits(const struct np_pool_ops *ops, void *pool, size_t max_total,
+                                size_t max_per_group);
 
 #endif

@@ -257,6 +257,16 @@ const np_pool_ops *np_pool_default_ops(void) {
   return &default_ops;
 }
 
+int np__pool_default_set_limits(const struct np_pool_ops *ops, void *data, size_t max_total,
+                                size_t max_per_group) {
+  pool *p = data;
+  if (ops != np_pool_default_ops())
+    return UV_ENOTSUP; /* an embedder's pool has its own limits */
+  p->max_total = max_total;
+  p->max_per_group = max_per_group;
+  return 0;
+}
+
 int np_pool_default_new(size_t max_total, size_t max_per_group, void **out) {
   pool *p = calloc(1, sizeof(*p));
   if (p == NULL)

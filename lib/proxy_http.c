@@ -242,8 +242,17 @@ static int server_start(struct np_server *srv, const struct sockaddr *control) {
 }
 
 static void server_drain(struct np_server *srv) {
-  if (vhost_of(srv) != NULL)
-    np__vhost_stop_listening(vhost_of(srv));
+  np__vhost *vh = vhost_of(srv);
+  hconn *next;
+
+  if (vh == NULL)
+    return;
+  np__vhost_stop_listening(vh);
+  /* An idle keep-alive connection would hold its run (a joined visitor) until drain_timeout. */
+  for (hconn *h = CONNS(vh); h != NULL; h = next) {
+    next = h->next;
+    np__hconn_drain(h);
+  }
 }
 
 static void server_stop(struct np_server *srv) {

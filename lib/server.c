@@ -141,6 +141,12 @@ static void session_start(void *arg, np_conn *c, const struct sockaddr_storage *
     np__conn_close(c, NULL);
     return;
   }
+  if (srv->draining) {
+    /* A new stream on a client's multiplexed connection: nothing new starts while draining. */
+    free(s);
+    np__conn_close(c, NULL);
+    return;
+  }
   s->srv = srv;
   s->started = s->last_rx = s->last_tx = now_ms(srv);
   s->addr = *addr;

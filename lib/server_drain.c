@@ -49,18 +49,20 @@ static void stop_taking(struct np_server *srv) {
     np__proxy_close(srv->visit_proxy);
   srv->visit_proxy = NULL;
   np__server_types_drain(srv);
+  /* First the connections that bring nothing to finish, then the clients are told, once each. */
   for (s = srv->sessions; s != NULL; s = next) {
     next = s->next;
-    if (s->state == S_READY) {
-      np__session_close_proxies(s);
-      if (native(srv)) {
-        ping.id = ++s->ping_seq;
-        np__session_send(s, &ping);
-      }
+    if (s->state == S_READY)
       continue;
-    }
     np__session_close(s, NP_ECLOSED, "the server is draining");
     next = srv->sessions; /* a close may take others (its idle work connections) along */
+  }
+  for (s = srv->sessions; s != NULL; s = s->next) {
+    np__session_close_proxies(s);
+    if (native(srv)) {
+      ping.id = ++s->ping_seq;
+      np__session_send(s, &ping);
+    }
   }
   if (srv->pool != NULL)
     srv->pool_ops->expire(srv->pool, UINT64_MAX, np__visitor_removed, srv);

@@ -16,9 +16,10 @@
 /* Keys a running server cannot take: its own listeners, its TLS identity, its codec, the frame
  * size its sessions' decoders were made with, the log sink the embedder or tool was given. */
 static const char *const restart_keys[] = {
-    "bind",      "codec",           "tunnel_bind",     "visit_bind",       "insecure",
-    "tls_cert",  "tls_key",         "tls_dir",         "tls_client_ca",    "admin_bind",
-    "max_frame", "mux_max_streams", "vhost_http_port", "vhost_https_port", "log_format",
+    "bind",           "codec",           "tunnel_bind",     "visit_bind",       "insecure",
+    "tls_cert",       "tls_key",         "tls_dir",         "tls_client_ca",    "admin_bind",
+    "max_frame",      "mux_max_streams", "vhost_http_port", "vhost_https_port", "log_format",
+    "mux_max_window",
 };
 
 typedef struct changes {
@@ -56,6 +57,7 @@ static void keep(struct np_config *next, const struct np_config *was, const char
   KEEP("vhost_http_port", vhost_http_port)
   KEEP("vhost_https_port", vhost_https_port)
   KEEP("log_format", log_format)
+  KEEP("mux_max_window", mux_max_window)
 #undef KEEP
 }
 
@@ -150,8 +152,11 @@ int np_server_reconfigure(struct np_server *srv, const struct np_config *cfg) {
   int r;
 
   srv->reload_err[0] = '\0';
-  if (!srv->started || srv->closing)
+  if (!srv->started || srv->closing || srv->draining) {
+    snprintf(srv->reload_err, sizeof(srv->reload_err), "the server is %s",
+             srv->draining ? "draining" : "not running");
     return NP_ESTATE;
+  }
   if (cfg == NULL || cfg->kind != NP_CONFIG_SERVER)
     return UV_EINVAL;
   if ((next = malloc(sizeof(*next))) == NULL || (was = malloc(sizeof(*was))) == NULL) {
@@ -199,6 +204,12 @@ int np_server_reconfigure(struct np_server *srv, const struct np_config *cfg) {
   srv->pp_from = pp;
   srv->chunks.pipes.enabled = srv->cfg.relay_splice;
   np__backoff_set(srv->backoff, srv->cfg.login_backoff_ms, srv->cfg.login_backoff_max_ms);
+  if ((was->max_pending != srv->cfg.max_pending ||
+       was->max_pending_per_proxy != srv->cfg.max_pending_per_proxy) &&
+      np__pool_default_set_limits(srv->pool_ops, srv->pool, srv->cfg.max_pending,
+                                  srv->cfg.max_pending_per_proxy) != 0)
+    np__log(&srv->log, NP_LOG_WARN,
+            "reload: max_pending and max_pending_per_proxy do not apply to this embedder's pool");
   apply_level(srv, was);
   if (c.n == 0 && fresh == NULL)
     np__log(&srv->log, NP_LOG_INFO, "reload: the configuration is unchanged");
@@ -220,8 +231,13 @@ int np_server_reload(struct np_server *srv) {
   int r;
 
   srv->reload_err[0] = '\0';
-  if (!srv->started || srv->closing)
+  if (!srv->started || srv->closing || srv->draining) {
+    np__log(&srv->log, NP_LOG_WARN, "reload: ignored, the server is %s",
+            srv->draining ? "draining" : "not running");
+    snprintf(srv->reload_err, sizeof(srv->reload_err), "the server is %s",
+             srv->draining ? "draining" : "not running");
     return NP_ESTATE;
+  }
   if ((r = np__config_reread(&srv->cfg, &fresh, err, sizeof(err))) != 0) {
     failed(srv, "%s", err);
     return r;

@@ -194,5 +194,6 @@ void np__server_unref(struct np_server *srv) {
     free(srv->first_byte[k]);
   if (srv->close_cb != NULL)
     srv->close_cb(srv);
+  explicit_bzero(&srv->cfg, sizeof(srv->cfg)); /* tokens, and the flags that set them (replay) */
   free(srv);
 }
