@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <jansson.h>
 
@@ -42,6 +43,13 @@ static int each_proxy(const np_server_proxy *p, void *arg) {
   return 0;
 }
 
+/* Wall-clock milliseconds since 1970: when a client logged in, for people and their dashboards. */
+static uint64_t now_unix_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
 static int each_client(const np_server_client *c, void *arg) {
   walk *w = arg;
   np_proxy_stats st;
@@ -51,9 +59,13 @@ static int each_client(const np_server_client *c, void *arg) {
   w->client = np_server_client_name(c);
   np_server_client_foreach_proxy(c, each_proxy, w);
   np_server_client_get_stats(c, &st, sizeof(st));
-  o = json_pack("{s:s, s:s, s:I, s:o, s:o}", "name", np_server_client_name(c), "addr",
-                np_server_client_addr(c), "uptime_ms", (json_int_t)np_server_client_uptime_ms(c),
-                "stats", np__admin_stats_json(np_proxy_stats_field, &st), "proxies", proxies);
+  int64_t streams = np_server_client_mux_streams(c);
+  o = json_pack(
+      "{s:s, s:s, s:I, s:I, s:o, s:s, s:o, s:o}", "name", np_server_client_name(c), "addr",
+      np_server_client_addr(c), "uptime_ms", (json_int_t)np_server_client_uptime_ms(c),
+      "login_unix_ms", (json_int_t)(now_unix_ms() - np_server_client_uptime_ms(c)), "mux_streams",
+      streams >= 0 ? json_integer(streams) : json_null(), "udp_path", np_server_client_udp_path(c),
+      "stats", np__admin_stats_json(np_proxy_stats_field, &st), "proxies", proxies);
   if (o != NULL)
     json_array_append_new(w->list, o);
   return 0;

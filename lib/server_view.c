@@ -72,6 +72,22 @@ uint64_t np_server_client_uptime_ms(const np_server_client *c) {
   return uv_now(s->srv->loop) - s->started;
 }
 
+int64_t np_server_client_mux_streams(const np_server_client *c) {
+  const session *s = client_of(c);
+  return s->ch != NULL ? np__transport_server_streams(np__chan_conn(s->ch)) : -1;
+}
+
+const char *np_server_client_udp_path(const np_server_client *c) {
+  const session *s = client_of(c);
+  const proxy *px = s->proxies;
+
+  while (px != NULL && px->type->kind != NP_PROXY_UDP)
+    px = px->next;
+  if (!s->seal_ok || px == NULL)
+    return "off";
+  return s->udp_client_up && s->udp_last_rx != 0 ? "up" : "down";
+}
+
 static void copy_counts(const np__counts *c, np_proxy_stats *out, size_t size) {
   np_proxy_stats zero = {0};
   np__stats_copy(out, size, c != NULL ? &c->st : &zero, sizeof(zero));

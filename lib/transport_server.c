@@ -157,6 +157,11 @@ void np__transport_server_count(const np__transport_server *t, uint64_t *conns, 
   }
 }
 
+int64_t np__transport_server_streams(np_conn *c) {
+  np__mux *m = np__mux_of(c);
+  return m != NULL ? (int64_t)np__mux_stream_count(m) : -1;
+}
+
 int np__transport_server_is_stream(const np__transport_server *t, np_conn *c) {
   (void)t;
   return np__mux_of(c) != NULL;

@@ -63,6 +63,8 @@ int np__transport_server_multiplex(np__transport_server *t, const char *peer,
 void np__transport_server_count(const np__transport_server *t, uint64_t *conns, uint64_t *streams);
 /* Whether c is a stream of a multiplexed connection (which cannot be multiplexed again). */
 int np__transport_server_is_stream(const np__transport_server *t, np_conn *c);
+/* Streams open on the multiplexed connection c is a stream of, or -1 when c is not a stream. */
+int64_t np__transport_server_streams(np_conn *c);
 /* Somebody logged in on c: on a stream, its multiplexed connection's login deadline no longer
  * applies, and its end is no failed login. Nothing for a connection of its own. */
 void np__transport_server_logged_in(np__transport_server *t, np_conn *c);

@@ -97,6 +97,13 @@ NP_EXPORT const char *np_server_client_addr(const np_server_client *client);
 /* Milliseconds since its control connection was accepted (it logged in within login_timeout of
  * that), by the loop's clock. */
 NP_EXPORT uint64_t np_server_client_uptime_ms(const np_server_client *client);
+/* Streams open on its multiplexed connection now (its control stream, pre-opened and joined work
+ * streams), or -1 when it is not multiplexed (mux = false: a TCP connection per visitor). */
+NP_EXPORT int64_t np_server_client_mux_streams(const np_server_client *client);
+/* Its datagram path for UDP flows: "up" (their datagrams go over it), "down" (the tunnel carries
+ * them: not answering, or not tried yet), "off" (no UDP proxy, or never keyed: turned off, no TLS, the line codec).
+ * Static. */
+NP_EXPORT const char *np_server_client_udp_path(const np_server_client *client);
 /* Copy its counters into out as np_server_get_stats does (pass sizeof(*out)): the sum over the
  * proxies it opened since it logged in, closed ones included. */
 NP_EXPORT void np_server_client_get_stats(const np_server_client *client, np_proxy_stats *out,

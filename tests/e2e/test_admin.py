@@ -65,6 +65,14 @@ def test_admin_api_and_metrics(env):
           pa["stats"]["bytes_out"] == 20 and pa["stats"]["visitors_joined"] == 1,
           f"alpha's proxy: {pa}")
     check(clients["beta"]["proxies"][0]["stats"]["bytes_in"] == 0, "beta moved nothing")
+    a = clients["alpha"]
+    muxed = os.environ.get("NP_E2E_MUX") != "0"
+    # under a mux: its control stream and the pre-opened work streams (work_pool, 4 by default)
+    check((a["mux_streams"] is not None and a["mux_streams"] >= 1) if muxed
+          else a["mux_streams"] is None, f"alpha's mux_streams: {a['mux_streams']}")
+    check(a["udp_path"] == "off", f"no UDP proxy, no datagram path: {a['udp_path']}")
+    check(abs(a["login_unix_ms"] + a["uptime_ms"] - time.time() * 1000) < 10000,
+          f"login_unix_ms {a['login_unix_ms']} + uptime_ms {a['uptime_ms']} is now")
     code, body = get(port, "/api/v1/proxies")
     check(len(json.loads(body)["proxies"]) == 2, f"/api/v1/proxies: {body}")
     code, text = get(port, "/metrics")

@@ -5,6 +5,7 @@ the scrape passes Prometheus' promtool and says what happened: logins by result,
 outcome, the first-byte histogram (only visitors whose service answered; buckets cumulative),
 proxies by type, mux streams, build info."""
 
+import json
 import os
 import re
 import shutil
@@ -172,6 +173,11 @@ def test_metrics_families(env):
     path = os.environ.get("NP_E2E_UDP_PATH") != "0"
     check((one(m, "natproxy_server_udp_path_in_total") > 0) == path and
           (one(m, "natproxy_server_udp_path_out_total") > 0) == path, "datagram-path packets")
+    # the API's view of the same: the client with the UDP proxy has its datagram path up
+    code, body = get(port, "/api/v1/clients", token=None)
+    paths = {c["name"]: c["udp_path"] for c in json.loads(body)["clients"]}
+    check(sorted(paths.values()) == (["off", "up"] if path else ["down", "off"]),
+          f"udp_path by client: {paths}")
     for family, kind in (("natproxy_server_logins_total", "counter"),
                          ("natproxy_server_visitor_outcomes_total", "counter"),
                          ("natproxy_server_first_byte_seconds", "histogram"),
