@@ -35,8 +35,9 @@ static int each_proxy(const np_server_proxy *p, void *arg) {
   json_t *o;
 
   np_server_proxy_get_stats(p, &st, sizeof(st));
-  o = json_pack("{s:s, s:s, s:s, s:i, s:o}", "client", w->client, "name", np_server_proxy_name(p),
-                "type", np_server_proxy_type(p), "port", np_server_proxy_port(p), "stats",
+  o = json_pack("{s:s, s:s, s:s, s:i, s:s, s:o}", "client", w->client, "name",
+                np_server_proxy_name(p), "type", np_server_proxy_type(p), "port",
+                np_server_proxy_port(p), "hosts", np_server_proxy_hosts(p), "stats",
                 np__admin_stats_json(np_proxy_stats_field, &st));
   if (o != NULL)
     json_array_append_new(w->proxies, o);

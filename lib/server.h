@@ -70,10 +70,11 @@ struct proxy {
   void *impl; /* the type's: a listener, a UDP socket and its flows */
   char name[NP_MSG_NAME_MAX + 1];
   int port;
-  np__cidrs allow_ips; /* visitors from elsewhere are turned away */
-  np__counts *counts;  /* NULL: none (the line codec's ports) */
-  np__frontend *fe;    /* the listener it shares with others (frontend.c), or NULL */
-  proxy *fe_next;      /* the next proxy of fe */
+  np__cidrs allow_ips;             /* visitors from elsewhere are turned away */
+  np__counts *counts;              /* NULL: none (the line codec's ports) */
+  np__frontend *fe;                /* the listener it shares with others (frontend.c), or NULL */
+  char hosts[NP_MSG_TEXT_MAX + 1]; /* named types: the names it serves, as its client was told */
+  proxy *fe_next;                  /* the next proxy of fe */
   /* During the type's open only: its client's options (those of s->opts named like it) and room
    * for the reason of a refusal, which the client is told (NULL: none). */
   char *why;

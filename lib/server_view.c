@@ -117,6 +117,10 @@ int np_server_proxy_port(const np_server_proxy *p) {
   return proxy_of(p)->port;
 }
 
+const char *np_server_proxy_hosts(const np_server_proxy *p) {
+  return proxy_of(p)->hosts;
+}
+
 void np_server_proxy_get_stats(const np_server_proxy *p, np_proxy_stats *out, size_t size) {
   copy_counts(proxy_of(p)->counts, out, size);
 }

@@ -580,6 +580,8 @@ void np__work_proxy_msg(session *s, const np_msg *m) {
     return;
   }
   px->allow_ips = allow;
+  if (px->type->named && resp.text[0] != '\0')
+    np__strlcpy(px->hosts, resp.text, sizeof(px->hosts)); /* for the admin API */
   px->next = s->proxies;
   s->proxies = px;
   s->n_proxies++;

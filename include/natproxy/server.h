@@ -118,6 +118,9 @@ NP_EXPORT const char *np_server_proxy_name(const np_server_proxy *proxy);
 NP_EXPORT const char *np_server_proxy_type(const np_server_proxy *proxy);
 /* The public port its frontend listens on. */
 NP_EXPORT int np_server_proxy_port(const np_server_proxy *proxy);
+/* HTTP and HTTPS proxies: the names it serves, as its client was told ("a.example.com,
+ * b.example.com and 3 more"); "" for the other types. Borrowed. */
+NP_EXPORT const char *np_server_proxy_hosts(const np_server_proxy *proxy);
 /* Copy its counters into out as np_server_get_stats does (pass sizeof(*out)). */
 NP_EXPORT void np_server_proxy_get_stats(const np_server_proxy *proxy, np_proxy_stats *out,
                                          size_t size);

@@ -205,6 +205,10 @@ def test_metrics_http_first_byte(env):
     check(n == 2, f"first byte http: count {n}, want 2")
     check(one(m, "natproxy_server_first_byte_seconds_bucket", type="http", le="+Inf") == 2, "+Inf")
     check(one(m, "natproxy_server_first_byte_seconds_count", type="tcp") == 0, "no tcp visitor")
+    code, body = get(port, "/api/v1/proxies", token=None)
+    (px,) = json.loads(body)["proxies"]
+    check(px["type"] == "http" and px["port"] == vport and px["hosts"] == "a.example",
+          f"the API names the hosts an HTTP proxy serves: {px}")
 
 
 TESTS = {
