@@ -252,7 +252,7 @@
         tr.append(
           cell(c.name, "client", c.name),
           cell(p.name, "name", p.name, "name"),
-          cell(p.type, "type", p.type),
+          cell(p.hosts ? p.type + ": " + p.hosts : p.type, "type", p.type),
           cell(String(p.port), "port", p.port, "num mono"),
           cell(String(st.visitors_active), "visitors_active", st.visitors_active, "num"),
           visitors,
