@@ -169,6 +169,8 @@ int np__admin_client_auth(struct np_client *cl, const struct np_config *cfg);
 
 /* client_work.c: a visitor's work item (dial the local service and the server, prove, join) */
 void np__client_req_work(struct np_client *cl, const np_msg *m); /* REQ_WORK */
+/* The tag (np__track.tag) of joins that carry a UDP flow: a drain ends them at once. */
+extern const int np__client_udp_flow_tag;
 void np__client_work_free(work *w);
 /* Dial the server for a work connection (plain TCP/TLS, or a stream of the session's mux). */
 int np__client_open_work(struct np_client *cl, np__dial_cb cb, void *data, np__dialer **out);

@@ -49,6 +49,8 @@ void np_client_drain(struct np_client *cl, uint64_t timeout_ms, np_client_close_
   cl->drain_cb = cb;
   cl->drain_deadline = uv_now(cl->loop) + timeout_ms;
   np__client_pool_drop_idle(cl);
+  /* A datagram has nothing to finish: UDP flows end now, as the server's do when it drains. */
+  np__track_abort_tag(&cl->joins, &np__client_udp_flow_tag);
   if ((n = busy(cl)) == 0) {
     finish(cl, "no visitor is joined");
     return;

@@ -58,6 +58,8 @@ static int proxy_header(const np__proxy_cfg *px, const np__visit *seen, np_conn 
   return r == n ? 0 : r < 0 ? r : UV_EAGAIN;
 }
 
+const int np__client_udp_flow_tag = 1;
+
 /* Join the server side of a work connection with the local service; takes both conns. rest: bytes
  * already read from server (borrowed). */
 void np__client_start_join(struct np_client *cl, cproxy *cp, const np__visit *seen, np_conn *server,
@@ -75,6 +77,7 @@ void np__client_start_join(struct np_client *cl, cproxy *cp, const np__visit *se
     jn->cl = cl;
     jn->px = cp;
     jn->t.abort = abort_join;
+    jn->t.tag = px->kind == NP_PROXY_UDP ? &np__client_udp_flow_tag : NULL;
     r = np__join(server, local, rest, rest_len, &cl->chunks, on_join_done, jn, &jn->join);
   }
   if (r != 0) {

@@ -112,10 +112,27 @@ def test_drain_client(env):
     check(cl.wait_exit(10) == 0, "np-client exits 0 after the drain")
 
 
+def test_drain_udp_flows(env):
+    """UDP flows have nothing to finish: a drain ends them at once on either side (np-client
+    with a live flow exits at once, and so does np-server)."""
+    from test_udp import ask, udp_proxy, udp_socket
+    srv, cl, _, port = udp_proxy(env)
+    s = udp_socket()
+    check(ask(s, port, b"ping")[1] == b"ping", "the UDP tunnel works")
+    mark = cl.mark()
+    t0 = time.monotonic()
+    cl.signal(signal.SIGTERM)
+    cl.wait_line(r"drain: no visitor is joined; closing", after=mark)
+    check(cl.wait_exit(10) == 0 and time.monotonic() - t0 < 5, "np-client exits at once")
+    srv.signal(signal.SIGTERM)
+    check(srv.wait_exit(10) == 0 and time.monotonic() - t0 < 10, "np-server exits at once")
+
+
 TESTS = {
     "drain_server": test_drain_server,
     "drain_timeout_and_second_signal": test_drain_timeout_and_second_signal,
     "drain_client": test_drain_client,
+    "drain_udp_flows": test_drain_udp_flows,
 }
 
 if __name__ == "__main__":
