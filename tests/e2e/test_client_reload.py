@@ -105,20 +105,17 @@ def test_client_reload_file(env):
 
 
 def start_nginx(env):
-    """One nginx worker serving a small page; its port."""
+    """One nginx worker answering a 612-byte page from its configuration (no file: its worker runs
+    as nobody, who may not read a root's temporary directory); its port."""
     tmp = env.tmp.name
     port, = low_free_ports(1)
-    os.makedirs(f"{tmp}/www")
-    with open(f"{tmp}/www/index.html", "w") as f:
-        f.write("x" * 612)
-    for path, mode in ((tmp, 0o755), (f"{tmp}/www", 0o755), (f"{tmp}/www/index.html", 0o644)):
-        os.chmod(path, mode)
     with open(f"{tmp}/nginx.conf", "w") as f:
         f.write(f"daemon off; worker_processes 1; pid {tmp}/nginx.pid; error_log stderr error;\n"
                 f"events {{ worker_connections 1024; }}\n"
                 f"http {{ access_log off; client_body_temp_path {tmp}; proxy_temp_path {tmp};\n"
                 f"  fastcgi_temp_path {tmp}; uwsgi_temp_path {tmp}; scgi_temp_path {tmp};\n"
-                f"  server {{ listen {LOOP}:{port}; root {tmp}/www; }} }}\n")
+                f"  server {{ listen {LOOP}:{port}; default_type text/html;\n"
+                f"    location / {{ return 200 '{'x' * 612}'; }} }} }}\n")
     Proc(env, "nginx", ["nginx", "-c", f"{tmp}/nginx.conf", "-p", tmp])
     wait_until(lambda: not port_closed(port), 10, "nginx listening")
     return port
