@@ -134,7 +134,8 @@ enum vtype {
   V_BOOL,
   V_FINGERPRINT,
   V_CIDRS,
-  V_PORT
+  V_PORT,
+  V_TOKEN_FILE, /* reads the token from a file into token */
 };
 
 typedef struct key_def {
@@ -149,6 +150,7 @@ typedef struct key_def {
 
 static const key_def keys[] = {
     {"token", KIND_BOTH, V_STR, FIELD(token)},
+    {"token_file", KIND_BOTH, V_TOKEN_FILE, FIELD(token)},
     {"codec", KIND_BOTH, V_CODEC, FIELD(codec)},
     {"log_level", KIND_BOTH, V_LEVEL, FIELD(log_level)},
     {"log_format", KIND_BOTH, V_LOG_FORMAT, FIELD(log_format)},
@@ -207,6 +209,40 @@ static const key_def keys[] = {
     {"udp_keepalive", KIND_CLIENT, V_DURATION, FIELD(udp_keepalive_ms)},
     {"udp_path_retry", KIND_CLIENT, V_DURATION, FIELD(udp_path_retry_ms)},
 };
+
+/* token_file: the token is the file's first line, without its line end and surrounding blanks, so
+ * it stays out of the command line (ps) and the INI file. Read as the key is set: a reload reads
+ * it again (a rotated token). */
+static int read_token_file(struct np_config *cfg, const char *key, const char *path, char *dst,
+                           size_t cap) {
+  char line[512];
+  size_t n;
+  char *p = line;
+  FILE *f = fopen(path, "r");
+
+  if (f == NULL)
+    return np__config_err(cfg, "%s: cannot read %s: %s", key, path, strerror(errno));
+  if (fgets(line, sizeof(line), f) == NULL)
+    line[0] = '\0';
+  fclose(f);
+  while (*p == ' ' || *p == '\t')
+    p++;
+  n = strcspn(p, "\r\n");
+  while (n > 0 && (p[n - 1] == ' ' || p[n - 1] == '\t'))
+    n--;
+  p[n] = '\0';
+  if (n == 0) {
+    explicit_bzero(line, sizeof(line));
+    return np__config_err(cfg, "%s: %s holds no token on its first line", key, path);
+  }
+  if (n >= cap) {
+    explicit_bzero(line, sizeof(line));
+    return np__config_err(cfg, "%s: the token in %s is longer than %zu bytes", key, path, cap - 1);
+  }
+  memcpy(dst, p, n + 1);
+  explicit_bzero(line, sizeof(line));
+  return 0;
+}
 
 static int set_key(struct np_config *cfg, const key_def *k, const char *v) {
   char *field = (char *)cfg + k->offset;
@@ -272,6 +308,8 @@ static int set_key(struct np_config *cfg, const key_def *k, const char *v) {
       return NP_ECONFIG;
     *(int *)(void *)field = (int)n;
     return 0;
+  case V_TOKEN_FILE:
+    return read_token_file(cfg, k->name, v, field, k->size);
   case V_CODEC:
     if (np_codec_find(v) == NULL)
       return np__config_err(cfg, "%s: '%s' is not a codec (native or line)", k->name, v);
@@ -533,8 +571,8 @@ void np__config_diff(const struct np_config *a, const struct np_config *b,
     const key_def *k = &keys[i];
     const char *x = (const char *)a + k->offset, *y = (const char *)b + k->offset;
     int same;
-    if (!(k->kinds & (int)a->kind))
-      continue;
+    if (!(k->kinds & (int)a->kind) || k->type == V_TOKEN_FILE)
+      continue; /* token_file: what it reads is token's, which is compared */
     if (is_text(k->type))
       same = strcmp(x, y) == 0;
     else if (k->type == V_PORTS) {

@@ -14,7 +14,8 @@ static const char help_head[] =
     "\n"
     "  -c, --config FILE          INI file ([client] and [proxy NAME] sections; see np-client(1))\n"
     "  -s, --server HOST:PORT     the np-server to dial\n"
-    "      --token TOKEN          shared secret (prefer the config file)\n"
+    "      --token TOKEN          shared secret (shows in ps: prefer --token-file FILE, its\n"
+    "                             first line, or NP_TOKEN in the environment)\n"
     "      --name NAME            client name; a new login under the same name takes over its "
     "ports\n"
     "                             (default: the host name)\n"
@@ -73,6 +74,7 @@ static const char help_tail[] =
     "retried forever with capped exponential backoff.\n";
 
 static const struct option longopts[] = {
+    {"token-file", required_argument, NULL, 0},
     {"drain-timeout", required_argument, NULL, 0},
     {"config", required_argument, NULL, 'c'},
     {"help", no_argument, NULL, 'h'},

@@ -13,7 +13,8 @@ static const char help_head[] =
     "\n"
     "  -c, --config FILE            INI file ([server] section; see np-server(1), docs/config.md)\n"
     "      --bind ADDR:PORT         control and work connections (default 0.0.0.0:7000)\n"
-    "      --token TOKEN            shared secret clients must prove (prefer the config file)\n"
+    "      --token TOKEN            shared secret clients must prove (shows in ps: prefer\n"
+    "                               --token-file FILE or NP_TOKEN in the environment)\n"
     "      --users-file FILE        per-client tokens, ports and proxy counts (INI; reread on\n"
     "                               SIGHUP)\n"
     "      --proxy-bind-addr IP     where public ports listen (default 0.0.0.0)\n"
@@ -55,6 +56,7 @@ static const char help_tail[] =
     "      --tls-cert FILE --tls-key FILE  use this certificate (chain) and key instead\n"
     "      --tls-client-ca FILE     require client certificates signed by this CA\n"
     "      --fingerprint            print the certificate's fingerprint and exit\n"
+    "      --gen-token              print a new random token and exit\n"
     "      --codec NAME             native (default) or line (the seed article's protocol)\n"
     "      --tunnel-bind ADDR:PORT  line codec: where tunnel connections arrive\n"
     "      --visit-bind ADDR:PORT   line codec: where visitors arrive\n"
@@ -106,6 +108,8 @@ static const struct option longopts[] = {
     {"login-backoff", required_argument, NULL, 0},
     {"login-backoff-max", required_argument, NULL, 0},
     {"fingerprint", no_argument, NULL, 'F'},
+    {"gen-token", no_argument, NULL, 'G'},
+    {"token-file", required_argument, NULL, 0},
     {"codec", required_argument, NULL, 0},
     {"tunnel-bind", required_argument, NULL, 0},
     {"visit-bind", required_argument, NULL, 0},
@@ -147,7 +151,19 @@ int main(int argc, char **argv) {
     return NP_EXIT_RUNTIME;
   memcpy(help, help_head, sizeof(help_head) - 1);
   memcpy(help + sizeof(help_head) - 1, help_tail, sizeof(help_tail));
-  r = np_cli_parse(argc, argv, cfg, "c:hV", longopts, help, "F", &action);
+  r = np_cli_parse(argc, argv, cfg, "c:hV", longopts, help, "FG", &action);
+  if (r == 0 && action == 'G') {
+    if ((r = np_token_generate(fp, sizeof(fp))) == 0) {
+      puts(fp);
+      fputs(
+          "np-server: keep it in a file only its users may read, e.g.\n"
+          "  (umask 077; np-server --gen-token > /etc/natproxy/token)\n"
+          "then start np-server --token-file /etc/natproxy/token and np-client --token-file FILE\n"
+          "(or NP_TOKEN=... in the environment) with the same token.\n",
+          stderr);
+    }
+    r = r == 0 ? NP_EXIT_OK : NP_EXIT_RUNTIME;
+  }
   if (r == 0 && action == 'F') {
     if ((r = np_server_identity(cfg, np_cli_log_cb(), np_cli_log_arg(), fp, sizeof(fp))) == 0)
       puts(fp);
