@@ -70,8 +70,9 @@ static const char help_tail[] =
     "Exit status: 0 stopped by SIGINT/SIGTERM, 2 bad usage or configuration, 3 the server refused "
     "the\n"
     "token, 4 the server is not trusted or the sides disagree on TLS, 5 another live client uses\n"
-    "this --name (give each client its own, or --takeover). Unreachable servers are\n"
-    "retried forever with capped exponential backoff.\n";
+    "this --name (give each client its own, or --takeover), 6 the server refused every proxy\n"
+    "at the first login. Unreachable servers are retried forever with capped exponential\n"
+    "backoff.\n";
 
 static const struct option longopts[] = {
     {"token-file", required_argument, NULL, 0},
@@ -148,9 +149,10 @@ static void on_event(struct np_client *cl, const np_client_event *ev) {
   case NP_CLIENT_FATAL:
     np_cli_log(NP_LOG_ERROR, "%s", ev->text);
     exit_code =
-        ev->status == NP_EAUTH        ? NP_EXIT_AUTH
-        : ev->status == NP_ENAMEINUSE ? NP_EXIT_NAME
-        : ev->status == NP_ECONFIG    ? NP_EXIT_USAGE
+        ev->status == NP_EAUTH         ? NP_EXIT_AUTH
+        : ev->status == NP_ENAMEINUSE  ? NP_EXIT_NAME
+        : ev->status == NP_EALLREFUSED ? NP_EXIT_REFUSED
+        : ev->status == NP_ECONFIG     ? NP_EXIT_USAGE
         : ev->status == NP_ETLSVERIFY || ev->status == NP_ENOTLS || ev->status == NP_ETLSREQUIRED
             ? NP_EXIT_TLS
             : NP_EXIT_RUNTIME;

@@ -10,7 +10,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(__file__))
 from nptest import (CLIENT, LOOP, SERVER, Greeter, Proc, check, greet, proxy_ports,  # noqa: E402
-                    run)
+                    run, wait_until)
 
 EXIT_AUTH = 3
 EXIT_USAGE = 2
@@ -92,8 +92,47 @@ def test_token_file_and_env(env):
     proxy_ports(fresh)
 
 
+def test_every_proxy_refused(env):
+    """A client whose every proxy the server refuses at its first login gives up with exit 6 and
+    the server's reason; one with a proxy served keeps running."""
+    srv = env.server("--token", "s3cret", "--allow-ports", "1-1023")
+    svc = env.service(Greeter)
+    cl = client(env, srv, "--token", "s3cret", "-R", f"{LOOP}:40123:{LOOP}:{svc}")
+    check(cl.wait_exit() == 6, "every proxy refused: exit 6")
+    cl.wait_line(r"giving up: the server refused every proxy \(tcp-40123: port 40123 is outside "
+                 r"the server's allow_ports\)")
+
+
+def test_name_that_does_not_resolve(env):
+    """A server name that does not resolve is a warning once, then retried at the back-off at debug
+    level. In a network namespace of its own (unshare -rn): no name server is ever asked."""
+    if os.environ.get("NP_FIRST_NETNS") != "1":
+        try:
+            subprocess.run(["unshare", "-rn", "true"], check=True, timeout=10, capture_output=True)
+        except (OSError, subprocess.SubprocessError):
+            print("skip: no unshare -rn here")
+            return
+        out = subprocess.run(["unshare", "-rn", sys.executable, os.path.abspath(__file__),
+                              "name_that_does_not_resolve"],
+                             env={**os.environ, "NP_FIRST_NETNS": "1"}, capture_output=True,
+                             text=True, timeout=100)
+        sys.stderr.write(out.stderr)
+        check(out.returncode == 0, "in its namespace: " + out.stdout.strip())
+        return
+    cl = Proc(env, "np-client", [CLIENT, "--server", "np-test.invalid:7000", "--token", "x",
+                                 "--insecure", "--log-level", "debug", "--reconnect-min", "50ms",
+                                 "--reconnect-max", "100ms", "-R", f"{LOOP}:0:{LOOP}:9"])
+    wait_until(lambda: cl.count(r"debug +cannot resolve the server's name np-test\.invalid") >= 3,
+               15, "three more failures, at debug level")
+    check(cl.count(r"warn +cannot resolve the server's name np-test\.invalid:7000: .*check "
+                   r"--server") == 1, "one warning")
+    check(cl.p.poll() is None, "still retrying")
+
+
 TESTS = {
     "token_file_and_env": test_token_file_and_env,
+    "every_proxy_refused": test_every_proxy_refused,
+    "name_that_does_not_resolve": test_name_that_does_not_resolve,
 }
 
 if __name__ == "__main__":
