@@ -13,7 +13,7 @@ static const char help_head[] =
     "Make local services reachable on an np-server's public ports, like ssh -R.\n"
     "\n"
     "  -c, --config FILE          INI file ([client] and [proxy NAME] sections; see np-client(1))\n"
-    "  -s, --server HOST:PORT     the np-server to dial\n"
+    "  -s, --server HOST[:PORT]   the np-server to dial (port 7000 unless given)\n"
     "      --token TOKEN          shared secret (shows in ps: prefer --token-file FILE, its\n"
     "                             first line, or NP_TOKEN in the environment)\n"
     "      --name NAME            client name; a new login under the same name takes over its "
