@@ -47,6 +47,7 @@ static const char help_tail[] =
     "      --relay-splice true|false  move bulk transfers of plain TCP joins with splice(2)\n"
     "                             (default true; applies with --mux false)\n"
     "      --mux-max-window BYTES how far a stream's window may grow (default 16777216)\n"
+    "      --max-frame BYTES      largest control message accepted (default 4096)\n"
     "      --server-fingerprint FP  trust the server whose certificate has this SHA-256\n"
     "                             fingerprint (np-server prints it at start)\n"
     "      --tls-ca FILE|system   else trust servers signed by this CA (default: system)\n"

@@ -45,6 +45,8 @@ static const char help_tail[] =
     "                               (default 60s)\n"
     "      --udp-max-flows N        UDP visitor addresses one proxy serves at once (default 256)\n"
     "      --max-work-pool N        pre-opened work connections one client may hold (default 64)\n"
+    "      --max-proxies-per-client N  public ports one client may hold (default 64)\n"
+    "      --max-frame BYTES        largest control message accepted (default 4096)\n"
     "      --mux-max-streams N      streams one multiplexed client connection may hold open\n"
     "                               (default 16384)\n"
     "      --mux-max-window BYTES   how far a stream's receive window may grow (default 16777216)\n"
@@ -71,7 +73,7 @@ static const char help_tail[] =
     "joined visitors finish), SIGINT or a second signal stops at once. SIGHUP rereads the\n"
     "configuration and the users file; SIGUSR1 logs the counters.\n"
     "Exit status: 0 stopped by SIGINT/SIGTERM, 1 runtime failure (e.g. the port is in use),\n"
-    "2 bad usage or configuration (including an unusable TLS identity).\n";
+    "2 bad usage or configuration (including an unusable TLS identity or a broken users file).\n";
 
 static const struct option longopts[] = {
     {"config", required_argument, NULL, 'c'},
@@ -95,6 +97,7 @@ static const struct option longopts[] = {
     {"max-pending-per-proxy", required_argument, NULL, 0},
     {"max-clients", required_argument, NULL, 0},
     {"max-work-pool", required_argument, NULL, 0},
+    {"max-proxies-per-client", required_argument, NULL, 0},
     {"mux-max-streams", required_argument, NULL, 0},
     {"mux-max-window", required_argument, NULL, 0},
     {"relay-splice", required_argument, NULL, 0},
@@ -188,7 +191,9 @@ int main(int argc, char **argv) {
     np_cli_log(NP_LOG_ERROR, "cannot start: %s", np_strerror(r));
     np_server_close(srv, NULL);
     np_cli_close_signals();
-    r = NP_EXIT_RUNTIME;
+    /* A file that is there but wrong (TLS identity, users file) is the configuration's fault:
+     * restarting does not help (systemd's RestartPreventExitStatus=2). */
+    r = r == NP_ECONFIG ? NP_EXIT_USAGE : NP_EXIT_RUNTIME;
   }
   uv_run(loop, UV_RUN_DEFAULT);
   uv_loop_close(loop);
