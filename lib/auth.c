@@ -1,5 +1,7 @@
 #include "auth.h"
 
+#include "natproxy/config.h"
+
 #include <string.h>
 
 #include <openssl/crypto.h>
@@ -10,6 +12,26 @@
 
 int np__auth_random(void *buf, size_t len) {
   return RAND_bytes(buf, (int)len) == 1 ? 0 : UV_EIO;
+}
+
+int np_token_generate(char *buf, size_t len) {
+  unsigned char raw[32], b64[48];
+  int n;
+
+  if (buf == NULL || len < 44)
+    return UV_EINVAL;
+  if (np__auth_random(raw, sizeof(raw)) != 0)
+    return UV_EIO;
+  n = EVP_EncodeBlock(b64, raw, (int)sizeof(raw)); /* 44 characters, the last one '=' */
+  OPENSSL_cleanse(raw, sizeof(raw));
+  /* base64url: it goes on command lines, in URLs and INI files without quoting */
+  for (int i = 0; i < n; i++)
+    buf[i] = b64[i] == '+' ? '-' : b64[i] == '/' ? '_' : (char)b64[i];
+  while (n > 0 && buf[n - 1] == '=')
+    n--;
+  buf[n] = '\0';
+  OPENSSL_cleanse(b64, sizeof(b64));
+  return 0;
 }
 
 int np__auth_nonce(unsigned char out[NP_MSG_KEY_LEN]) {

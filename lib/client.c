@@ -140,6 +140,7 @@ static void public_addr(const struct np_client *cl, const char *name, unsigned p
 static void ready(struct np_client *cl) {
   np__client_set_state(cl, C_READY);
   cl->attempt = 0;
+  cl->dns_warned = 0; /* a later outage is worth a warning again */
   cl->stats.connects++;
   np__log(&cl->log, NP_LOG_INFO, "logged in to %s as %s", cl->cfg.server, cl->cfg.name);
   np__client_emit(cl, NP_CLIENT_LOGGED_IN, 0, NULL, NULL, 0);
@@ -166,6 +167,19 @@ static void ready(struct np_client *cl) {
     cl->px[0]->state = NP_CLIENT_PROXY_OK;
     np__client_emit(cl, NP_CLIENT_PROXY_READY, 0, cl->px[0]->cfg.name, "line codec", 0);
   }
+}
+
+/* At its first login, before any proxy was ever served, the server refused them all: nothing will
+ * change by waiting (a port outside allow_ports, a name taken, a type the server lacks), so the
+ * client gives up with a reason rather than sit idle. Later, after reconnects, a refusal may be
+ * passing (its old session still holds the port) and the client goes on. */
+static int all_refused(const struct np_client *cl) {
+  if (cl->served || cl->stats.connects != 1)
+    return 0;
+  for (size_t i = 0; i < cl->cfg.n_proxies; i++)
+    if (cl->px[i]->state != NP_CLIENT_PROXY_REFUSED)
+      return 0;
+  return cl->cfg.n_proxies > 0;
 }
 
 static void fatal(struct np_client *cl, int status, const char *text) {
@@ -251,10 +265,17 @@ static void on_msg(np__chan *ch, const np_msg *m) {
       else
         np__log(&cl->log, NP_LOG_INFO, "proxy %s: public port %u at %s", m->name, m->port, where);
       np__client_emit(cl, NP_CLIENT_PROXY_READY, 0, m->name, NULL, m->port);
+      cl->served = 1;
     } else {
       np__log(&cl->log, NP_LOG_ERROR, "proxy %s refused by the server: %s", m->name,
               m->text[0] ? m->text : np_strerror(m->status));
       np__client_emit(cl, NP_CLIENT_PROXY_FAILED, m->status, m->name, m->text, 0);
+      if (all_refused(cl)) {
+        char text[NP_MSG_TEXT_MAX + NP_MSG_NAME_MAX + 64];
+        snprintf(text, sizeof(text), "the server refused every proxy (%s: %s)", m->name, cp->error);
+        fatal(cl, NP_EALLREFUSED, text);
+        return;
+      }
     }
     break;
   }
@@ -442,6 +463,11 @@ static void drop_session(struct np_client *cl) {
   }
 }
 
+static int is_dns_error(int status) {
+  return status == UV_EAI_NONAME || status == UV_EAI_AGAIN || status == UV_EAI_FAIL ||
+         status == UV_EAI_NODATA || status == UV_EAI_ADDRFAMILY;
+}
+
 /* Drop the control session and schedule a reconnect. */
 static void disconnect(struct np_client *cl, int status, const char *why) {
   uint64_t delay;
@@ -469,10 +495,20 @@ static void disconnect(struct np_client *cl, int status, const char *why) {
   }
   cl->retry_after_ms = 0;
   cl->attempt++;
-  np__log(&cl->log, cl->state == C_READY ? NP_LOG_WARN : NP_LOG_INFO,
-          "%s %s: %s (%s); retrying in %llums",
-          cl->state == C_READY ? "lost the connection to" : "cannot connect to", cl->cfg.server,
-          why, np_err_name(status), (unsigned long long)delay);
+  if (is_dns_error(status)) {
+    /* A name that does not resolve is a typo or a DNS outage: said once, loudly, then retried
+     * quietly (debug) at the back-off until it resolves. */
+    np__log(&cl->log, cl->dns_warned ? NP_LOG_DEBUG : NP_LOG_WARN,
+            "cannot resolve the server's name %s: %s (%s); retrying at the back-off (next in "
+            "%llums)%s",
+            cl->cfg.server, why, np_err_name(status), (unsigned long long)delay,
+            cl->dns_warned ? "" : "; check --server, further failures are logged at debug level");
+    cl->dns_warned = 1;
+  } else
+    np__log(&cl->log, cl->state == C_READY ? NP_LOG_WARN : NP_LOG_INFO,
+            "%s %s: %s (%s); retrying in %llums",
+            cl->state == C_READY ? "lost the connection to" : "cannot connect to", cl->cfg.server,
+            why, np_err_name(status), (unsigned long long)delay);
   np__client_set_state(cl, C_BACKOFF);
   uv_timer_start(&cl->timer, on_timer, delay, 0);
 }

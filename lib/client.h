@@ -95,7 +95,9 @@ struct np_client {
   uint64_t state_ms;          /* when it entered the state (the loop's clock) */
   unsigned server_caps;       /* the server's HELLO: NP_HELLO_* it takes */
   cproxy *px[NP_MAX_PROXIES]; /* the configured proxies, in cfg.proxies' order */
-  char reload_err[600];       /* why the last reload changed nothing ("" when it did not fail) */
+  int served;           /* some proxy of this client was open once (all_refused in client.c) */
+  int dns_warned;       /* the server's name failed to resolve, and that was said (once) */
+  char reload_err[600]; /* why the last reload changed nothing ("" when it did not fail) */
   /* The admin endpoint (admin_client.c), its start, stop and new credentials: hooks set by
    * builtin.c, so that the session layer calls nothing above it (docs/design.md). */
   struct np__admin_http *admin;

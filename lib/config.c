@@ -8,6 +8,7 @@
 #include "tls.h"
 
 #include <errno.h>
+#include <netdb.h>
 #include <netinet/in.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -134,7 +135,8 @@ enum vtype {
   V_BOOL,
   V_FINGERPRINT,
   V_CIDRS,
-  V_PORT
+  V_PORT,
+  V_TOKEN_FILE, /* reads the token from a file into token */
 };
 
 typedef struct key_def {
@@ -149,6 +151,7 @@ typedef struct key_def {
 
 static const key_def keys[] = {
     {"token", KIND_BOTH, V_STR, FIELD(token)},
+    {"token_file", KIND_BOTH, V_TOKEN_FILE, FIELD(token)},
     {"codec", KIND_BOTH, V_CODEC, FIELD(codec)},
     {"log_level", KIND_BOTH, V_LEVEL, FIELD(log_level)},
     {"log_format", KIND_BOTH, V_LOG_FORMAT, FIELD(log_format)},
@@ -208,6 +211,90 @@ static const key_def keys[] = {
     {"udp_path_retry", KIND_CLIENT, V_DURATION, FIELD(udp_path_retry_ms)},
 };
 
+/* The port a client dials when --server names none, as bore and frp default theirs. */
+#define NP_DEFAULT_SERVER_PORT "7000"
+
+/* server = HOST: HOST:7000 ("[::1]" and a bare IPv6 address too). Else v itself. */
+static const char *default_port(const char *v, char *buf, size_t len) {
+  const char *colon = strchr(v, ':');
+  size_t n = strlen(v);
+
+  if (colon == NULL)
+    snprintf(buf, len, "%s:%s", v, NP_DEFAULT_SERVER_PORT);
+  else if (v[0] == '[' && n > 1 && v[n - 1] == ']')
+    snprintf(buf, len, "%s:%s", v, NP_DEFAULT_SERVER_PORT);
+  else if (v[0] != '[' && strchr(colon + 1, ':') != NULL) {
+    struct sockaddr_storage ss;
+    char probe[NP_HOSTPORT_MAX + 8];
+    snprintf(probe, sizeof(probe), "[%s]:0", v);
+    if (np__parse_addr(probe, &ss) != 0)
+      return v; /* not an IPv6 address: its error comes later */
+    snprintf(buf, len, "[%s]:%s", v, NP_DEFAULT_SERVER_PORT);
+  } else
+    return v;
+  return buf;
+}
+
+/* Where to listen: ":7000" is every IPv4 address ("0.0.0.0:7000"), and a host name is resolved now
+ * to its first address ("localhost:7000" -> "127.0.0.1:7000"), so the listener and the logs show
+ * what was bound. NULL with the error set when the name does not resolve. */
+static const char *bind_addr(struct np_config *cfg, const char *key, const char *v, char *buf,
+                             size_t len) {
+  struct sockaddr_storage ss;
+  struct addrinfo hints = {.ai_socktype = SOCK_STREAM, .ai_flags = AI_ADDRCONFIG}, *res = NULL;
+  char host[NP_HOSTPORT_MAX];
+  int port, r;
+
+  if (v[0] == ':') {
+    snprintf(buf, len, "0.0.0.0%s", v);
+    return buf;
+  }
+  if (np__parse_addr(v, &ss) == 0 || np__split_hostport(v, host, sizeof(host), &port) != 0)
+    return v; /* an address, or not HOST:PORT at all (its error comes later) */
+  if ((r = getaddrinfo(host, NULL, &hints, &res)) != 0 || res == NULL) {
+    np__config_err(cfg, "%s: cannot resolve '%s': %s", key, host, gai_strerror(r));
+    return NULL;
+  }
+  ((struct sockaddr_in *)res->ai_addr)->sin_port = htons((uint16_t)port); /* same offset in v6 */
+  np__addr_str(res->ai_addr, buf, len);
+  freeaddrinfo(res);
+  return buf;
+}
+
+/* token_file: the token is the file's first line, without its line end and surrounding blanks, so
+ * it stays out of the command line (ps) and the INI file. Read as the key is set: a reload reads
+ * it again (a rotated token). */
+static int read_token_file(struct np_config *cfg, const char *key, const char *path, char *dst,
+                           size_t cap) {
+  char line[512];
+  size_t n;
+  char *p = line;
+  FILE *f = fopen(path, "r");
+
+  if (f == NULL)
+    return np__config_err(cfg, "%s: cannot read %s: %s", key, path, strerror(errno));
+  if (fgets(line, sizeof(line), f) == NULL)
+    line[0] = '\0';
+  fclose(f);
+  while (*p == ' ' || *p == '\t')
+    p++;
+  n = strcspn(p, "\r\n");
+  while (n > 0 && (p[n - 1] == ' ' || p[n - 1] == '\t'))
+    n--;
+  p[n] = '\0';
+  if (n == 0) {
+    explicit_bzero(line, sizeof(line));
+    return np__config_err(cfg, "%s: %s holds no token on its first line", key, path);
+  }
+  if (n >= cap) {
+    explicit_bzero(line, sizeof(line));
+    return np__config_err(cfg, "%s: the token in %s is longer than %zu bytes", key, path, cap - 1);
+  }
+  memcpy(dst, p, n + 1);
+  explicit_bzero(line, sizeof(line));
+  return 0;
+}
+
 static int set_key(struct np_config *cfg, const key_def *k, const char *v) {
   char *field = (char *)cfg + k->offset;
   uint64_t n = 0;
@@ -217,10 +304,16 @@ static int set_key(struct np_config *cfg, const key_def *k, const char *v) {
   case V_STR:
     return np__config_copy(cfg, k->name, v, field, k->size);
   case V_HOSTPORT:
-  case V_IPPORT:
+  case V_IPPORT: {
+    char norm[NP_HOSTPORT_MAX + 8];
+    if (k->type == V_HOSTPORT && strcmp(k->name, "server") == 0)
+      v = default_port(v, norm, sizeof(norm));
+    else if (k->type == V_IPPORT && (v = bind_addr(cfg, k->name, v, norm, sizeof(norm))) == NULL)
+      return NP_ECONFIG;
     if (np__config_hostport(cfg, k->name, v, k->type == V_IPPORT) != 0)
       return NP_ECONFIG;
     return np__config_copy(cfg, k->name, v, field, k->size);
+  }
   case V_DURATION:
     if (parse_duration(cfg, k->name, v, &n) != 0)
       return NP_ECONFIG;
@@ -272,6 +365,8 @@ static int set_key(struct np_config *cfg, const key_def *k, const char *v) {
       return NP_ECONFIG;
     *(int *)(void *)field = (int)n;
     return 0;
+  case V_TOKEN_FILE:
+    return read_token_file(cfg, k->name, v, field, k->size);
   case V_CODEC:
     if (np_codec_find(v) == NULL)
       return np__config_err(cfg, "%s: '%s' is not a codec (native or line)", k->name, v);
@@ -533,8 +628,8 @@ void np__config_diff(const struct np_config *a, const struct np_config *b,
     const key_def *k = &keys[i];
     const char *x = (const char *)a + k->offset, *y = (const char *)b + k->offset;
     int same;
-    if (!(k->kinds & (int)a->kind))
-      continue;
+    if (!(k->kinds & (int)a->kind) || k->type == V_TOKEN_FILE)
+      continue; /* token_file: what it reads is token's, which is compared */
     if (is_text(k->type))
       same = strcmp(x, y) == 0;
     else if (k->type == V_PORTS) {

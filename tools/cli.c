@@ -3,6 +3,7 @@
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
 
@@ -65,6 +66,11 @@ int np_cli_parse(int argc, char **argv, struct np_config *cfg, const char *short
     if (c == 'c')
       file = optarg;
   }
+  /* The token from the environment is the weakest source: the file and the flags override it. It
+   * keeps the secret off the command line (ps) for a one-off run. */
+  const char *env = getenv("NP_TOKEN");
+  if (env != NULL && env[0] != '\0' && np_config_set_flag(cfg, "token", env) != 0)
+    return usage_error(prog, "NP_TOKEN: the token is too long (at most 255 bytes)");
   if (file != NULL) {
     r = np_config_load_file(cfg, file);
     log_format = np_config_log_format(cfg); /* what the file set, even before an error in it */

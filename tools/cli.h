@@ -13,7 +13,8 @@ enum {
   NP_EXIT_USAGE = 2,
   NP_EXIT_AUTH = 3,
   NP_EXIT_TLS = 4,
-  NP_EXIT_NAME = 5
+  NP_EXIT_NAME = 5,
+  NP_EXIT_REFUSED = 6 /* np-client: the server refused every proxy at its first login */
 };
 
 /* Parse argv into cfg: -c FILE first, then every other flag on top of it (long options without a

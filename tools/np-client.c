@@ -13,8 +13,9 @@ static const char help_head[] =
     "Make local services reachable on an np-server's public ports, like ssh -R.\n"
     "\n"
     "  -c, --config FILE          INI file ([client] and [proxy NAME] sections; see np-client(1))\n"
-    "  -s, --server HOST:PORT     the np-server to dial\n"
-    "      --token TOKEN          shared secret (prefer the config file)\n"
+    "  -s, --server HOST[:PORT]   the np-server to dial (port 7000 unless given)\n"
+    "      --token TOKEN          shared secret (shows in ps: prefer --token-file FILE, its\n"
+    "                             first line, or NP_TOKEN in the environment)\n"
     "      --name NAME            client name; a new login under the same name takes over its "
     "ports\n"
     "                             (default: the host name)\n"
@@ -46,6 +47,7 @@ static const char help_tail[] =
     "      --relay-splice true|false  move bulk transfers of plain TCP joins with splice(2)\n"
     "                             (default true; applies with --mux false)\n"
     "      --mux-max-window BYTES how far a stream's window may grow (default 16777216)\n"
+    "      --max-frame BYTES      largest control message accepted (default 4096)\n"
     "      --server-fingerprint FP  trust the server whose certificate has this SHA-256\n"
     "                             fingerprint (np-server prints it at start)\n"
     "      --tls-ca FILE|system   else trust servers signed by this CA (default: system)\n"
@@ -69,10 +71,12 @@ static const char help_tail[] =
     "Exit status: 0 stopped by SIGINT/SIGTERM, 2 bad usage or configuration, 3 the server refused "
     "the\n"
     "token, 4 the server is not trusted or the sides disagree on TLS, 5 another live client uses\n"
-    "this --name (give each client its own, or --takeover). Unreachable servers are\n"
-    "retried forever with capped exponential backoff.\n";
+    "this --name (give each client its own, or --takeover), 6 the server refused every proxy\n"
+    "at the first login. Unreachable servers are retried forever with capped exponential\n"
+    "backoff.\n";
 
 static const struct option longopts[] = {
+    {"token-file", required_argument, NULL, 0},
     {"drain-timeout", required_argument, NULL, 0},
     {"config", required_argument, NULL, 'c'},
     {"help", no_argument, NULL, 'h'},
@@ -146,9 +150,10 @@ static void on_event(struct np_client *cl, const np_client_event *ev) {
   case NP_CLIENT_FATAL:
     np_cli_log(NP_LOG_ERROR, "%s", ev->text);
     exit_code =
-        ev->status == NP_EAUTH        ? NP_EXIT_AUTH
-        : ev->status == NP_ENAMEINUSE ? NP_EXIT_NAME
-        : ev->status == NP_ECONFIG    ? NP_EXIT_USAGE
+        ev->status == NP_EAUTH         ? NP_EXIT_AUTH
+        : ev->status == NP_ENAMEINUSE  ? NP_EXIT_NAME
+        : ev->status == NP_EALLREFUSED ? NP_EXIT_REFUSED
+        : ev->status == NP_ECONFIG     ? NP_EXIT_USAGE
         : ev->status == NP_ETLSVERIFY || ev->status == NP_ENOTLS || ev->status == NP_ETLSREQUIRED
             ? NP_EXIT_TLS
             : NP_EXIT_RUNTIME;

@@ -12,8 +12,10 @@ static const char help_head[] =
     "Accept np-client connections and open public ports that lead to their private services.\n"
     "\n"
     "  -c, --config FILE            INI file ([server] section; see np-server(1), docs/config.md)\n"
-    "      --bind ADDR:PORT         control and work connections (default 0.0.0.0:7000)\n"
-    "      --token TOKEN            shared secret clients must prove (prefer the config file)\n"
+    "      --bind ADDR:PORT         control and work connections (default 0.0.0.0:7000;\n"
+    "                               :PORT = every IPv4 address; a host name is resolved)\n"
+    "      --token TOKEN            shared secret clients must prove (shows in ps: prefer\n"
+    "                               --token-file FILE or NP_TOKEN in the environment)\n"
     "      --users-file FILE        per-client tokens, ports and proxy counts (INI; reread on\n"
     "                               SIGHUP)\n"
     "      --proxy-bind-addr IP     where public ports listen (default 0.0.0.0)\n"
@@ -43,6 +45,8 @@ static const char help_tail[] =
     "                               (default 60s)\n"
     "      --udp-max-flows N        UDP visitor addresses one proxy serves at once (default 256)\n"
     "      --max-work-pool N        pre-opened work connections one client may hold (default 64)\n"
+    "      --max-proxies-per-client N  public ports one client may hold (default 64)\n"
+    "      --max-frame BYTES        largest control message accepted (default 4096)\n"
     "      --mux-max-streams N      streams one multiplexed client connection may hold open\n"
     "                               (default 16384)\n"
     "      --mux-max-window BYTES   how far a stream's receive window may grow (default 16777216)\n"
@@ -55,6 +59,7 @@ static const char help_tail[] =
     "      --tls-cert FILE --tls-key FILE  use this certificate (chain) and key instead\n"
     "      --tls-client-ca FILE     require client certificates signed by this CA\n"
     "      --fingerprint            print the certificate's fingerprint and exit\n"
+    "      --gen-token              print a new random token and exit\n"
     "      --codec NAME             native (default) or line (the seed article's protocol)\n"
     "      --tunnel-bind ADDR:PORT  line codec: where tunnel connections arrive\n"
     "      --visit-bind ADDR:PORT   line codec: where visitors arrive\n"
@@ -68,7 +73,7 @@ static const char help_tail[] =
     "joined visitors finish), SIGINT or a second signal stops at once. SIGHUP rereads the\n"
     "configuration and the users file; SIGUSR1 logs the counters.\n"
     "Exit status: 0 stopped by SIGINT/SIGTERM, 1 runtime failure (e.g. the port is in use),\n"
-    "2 bad usage or configuration (including an unusable TLS identity).\n";
+    "2 bad usage or configuration (including an unusable TLS identity or a broken users file).\n";
 
 static const struct option longopts[] = {
     {"config", required_argument, NULL, 'c'},
@@ -92,6 +97,7 @@ static const struct option longopts[] = {
     {"max-pending-per-proxy", required_argument, NULL, 0},
     {"max-clients", required_argument, NULL, 0},
     {"max-work-pool", required_argument, NULL, 0},
+    {"max-proxies-per-client", required_argument, NULL, 0},
     {"mux-max-streams", required_argument, NULL, 0},
     {"mux-max-window", required_argument, NULL, 0},
     {"relay-splice", required_argument, NULL, 0},
@@ -106,6 +112,8 @@ static const struct option longopts[] = {
     {"login-backoff", required_argument, NULL, 0},
     {"login-backoff-max", required_argument, NULL, 0},
     {"fingerprint", no_argument, NULL, 'F'},
+    {"gen-token", no_argument, NULL, 'G'},
+    {"token-file", required_argument, NULL, 0},
     {"codec", required_argument, NULL, 0},
     {"tunnel-bind", required_argument, NULL, 0},
     {"visit-bind", required_argument, NULL, 0},
@@ -147,7 +155,19 @@ int main(int argc, char **argv) {
     return NP_EXIT_RUNTIME;
   memcpy(help, help_head, sizeof(help_head) - 1);
   memcpy(help + sizeof(help_head) - 1, help_tail, sizeof(help_tail));
-  r = np_cli_parse(argc, argv, cfg, "c:hV", longopts, help, "F", &action);
+  r = np_cli_parse(argc, argv, cfg, "c:hV", longopts, help, "FG", &action);
+  if (r == 0 && action == 'G') {
+    if ((r = np_token_generate(fp, sizeof(fp))) == 0) {
+      puts(fp);
+      fputs(
+          "np-server: keep it in a file only its users may read, e.g.\n"
+          "  (umask 077; np-server --gen-token > /etc/natproxy/token)\n"
+          "then start np-server --token-file /etc/natproxy/token and np-client --token-file FILE\n"
+          "(or NP_TOKEN=... in the environment) with the same token.\n",
+          stderr);
+    }
+    r = r == 0 ? NP_EXIT_OK : NP_EXIT_RUNTIME;
+  }
   if (r == 0 && action == 'F') {
     if ((r = np_server_identity(cfg, np_cli_log_cb(), np_cli_log_arg(), fp, sizeof(fp))) == 0)
       puts(fp);
@@ -171,7 +191,9 @@ int main(int argc, char **argv) {
     np_cli_log(NP_LOG_ERROR, "cannot start: %s", np_strerror(r));
     np_server_close(srv, NULL);
     np_cli_close_signals();
-    r = NP_EXIT_RUNTIME;
+    /* A file that is there but wrong (TLS identity, users file) is the configuration's fault:
+     * restarting does not help (systemd's RestartPreventExitStatus=2). */
+    r = r == NP_ECONFIG ? NP_EXIT_USAGE : NP_EXIT_RUNTIME;
   }
   uv_run(loop, UV_RUN_DEFAULT);
   uv_loop_close(loop);

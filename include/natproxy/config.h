@@ -3,6 +3,7 @@
 #ifndef NATPROXY_CONFIG_H
 #define NATPROXY_CONFIG_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #include <natproxy/common.h>
@@ -40,6 +41,9 @@ NP_EXPORT int np_config_add_udp(struct np_config *cfg, const char *spec);
 NP_EXPORT int np_config_validate(struct np_config *cfg);
 /* The last error's text; "" when none. Borrowed until the next call on cfg. */
 NP_EXPORT const char *np_config_error(const struct np_config *cfg);
+/* A fresh shared secret for token / token_file: 256 random bits as 43 characters of base64url,
+ * NUL-terminated, into buf (at least 44 bytes; np-server --gen-token). 0, UV_EINVAL or UV_EIO. */
+NP_EXPORT int np_token_generate(char *buf, size_t len);
 /* The configured log level name's value (key log_level). */
 NP_EXPORT int np_config_log_level(const struct np_config *cfg);
 /* The configured log format (key log_format): NP_LOG_FORMAT_TEXT (the default) or _JSON. */

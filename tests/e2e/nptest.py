@@ -43,7 +43,7 @@ def check(cond, what):
 class Proc:
     """A child process whose stdout and stderr lines are collected as they come."""
 
-    def __init__(self, env, name, argv):
+    def __init__(self, env, name, argv, environ=None):
         self.name = name
         self.argv = argv
         self.lines = []  # (stream, text)
@@ -51,7 +51,8 @@ class Proc:
         if WRAP and argv[0] in (SERVER, CLIENT):
             argv = WRAP + argv
         self.p = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                  stdin=subprocess.DEVNULL, text=True, bufsize=1)
+                                  stdin=subprocess.DEVNULL, text=True, bufsize=1,
+                                  env={**os.environ, **environ} if environ else None)
         self.pumps = [threading.Thread(target=self._pump, args=(stream,), daemon=True)
                       for stream in ("stdout", "stderr")]
         for t in self.pumps:

@@ -73,7 +73,7 @@ def test_json_lines(env):
     gone = Proc(env, "np-server-broken", [os.environ["NP_SERVER"], "--log-format", "json",
                                           "--bind", f"{LOOP}:0", "--insecure",
                                           "--users-file", broken])
-    check(gone.wait_exit() == 1, "a broken users file stops np-server (a runtime failure)")
+    check(gone.wait_exit() == 2, "a broken users file stops np-server (a configuration error)")
 
     srv_log = json_log(srv)
     check(any(f"users file {users}: 1 client" in o["msg"] for o in srv_log),

@@ -374,13 +374,41 @@ static void test_reread(void **state) {
   np_config_free(cfg);
 }
 
+/* --server HOST dials port 7000; --bind :PORT listens on every IPv4 address; a host name to bind
+ * is resolved at once (localhost: /etc/hosts, no name server). */
+static void test_default_port_and_bind_forms(void **state) {
+  struct np_config *c, *s;
+  (void)state;
+
+  assert_int_equal(np_config_new(NP_CONFIG_CLIENT, &c), 0);
+  assert_int_equal(np_config_set(c, "client", "server", "tunnel.example.com"), 0);
+  assert_string_equal(c->server, "tunnel.example.com:7000");
+  assert_int_equal(np_config_set(c, "client", "server", "::1"), 0);
+  assert_string_equal(c->server, "[::1]:7000");
+  assert_int_equal(np_config_set(c, "client", "server", "[2001:db8::1]"), 0);
+  assert_string_equal(c->server, "[2001:db8::1]:7000");
+  assert_int_equal(np_config_set(c, "client", "server", "10.0.0.1:443"), 0);
+  assert_string_equal(c->server, "10.0.0.1:443");
+  np_config_free(c);
+
+  assert_int_equal(np_config_new(NP_CONFIG_SERVER, &s), 0);
+  assert_int_equal(np_config_set_flag(s, "bind", ":7000"), 0);
+  assert_string_equal(s->bind, "0.0.0.0:7000");
+  assert_int_equal(np_config_set_flag(s, "bind", "localhost:7001"), 0);
+  assert_true(strcmp(s->bind, "127.0.0.1:7001") == 0 || strcmp(s->bind, "[::1]:7001") == 0);
+  assert_int_equal(np_config_set_flag(s, "admin-bind", ":7400"), 0);
+  assert_string_equal(s->admin_bind, "0.0.0.0:7400");
+  assert_int_equal(np_config_set_flag(s, "bind", "127.0.0.1"), NP_ECONFIG); /* a port is needed */
+  np_config_free(s);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_server_file),  cmocka_unit_test(test_client_file),
       cmocka_unit_test(test_examples),     cmocka_unit_test(test_file_errors),
       cmocka_unit_test(test_missing_file), cmocka_unit_test(test_remote_specs),
       cmocka_unit_test(test_validate),     cmocka_unit_test(test_http_proxy),
-      cmocka_unit_test(test_reread),
+      cmocka_unit_test(test_reread),       cmocka_unit_test(test_default_port_and_bind_forms),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,0 +1,142 @@
+#!/usr/bin/env python3
+"""The first five minutes (issue 17): a token kept out of the command line (token_file, NP_TOKEN)
+and one np-server makes for you (--gen-token)."""
+
+import os
+import re
+import signal
+import subprocess
+import sys
+
+sys.path.insert(0, os.path.dirname(__file__))
+from nptest import (CLIENT, LOOP, SERVER, Greeter, Proc, check, greet, proxy_ports,  # noqa: E402
+                    run, wait_until)
+
+EXIT_AUTH = 3
+EXIT_USAGE = 2
+
+
+def secret_file(env, name, text):
+    path = os.path.join(env.tmp.name, name)
+    with open(path + ".new", "w") as f:
+        f.write(text)
+    os.chmod(path + ".new", 0o600)
+    os.replace(path + ".new", path)
+    return path
+
+
+def client(env, srv, *args, name="np-client", environ=None):
+    return Proc(env, name, [CLIENT, "--server", f"{LOOP}:{srv.port}", "--log-level", "debug",
+                            "--reconnect-max", "1s", *env.tls_client_args(srv), *args],
+                environ=environ)
+
+
+def cmdline(p):
+    with open(f"/proc/{p.p.pid}/cmdline", "rb") as f:
+        return f.read().replace(b"\0", b" ")
+
+
+def test_token_file_and_env(env):
+    """--gen-token prints one base64url token of 256 bits and says how to use it; --token-file
+    and NP_TOKEN log in with it and keep it out of ps; a wrong NP_TOKEN exits 3; an unreadable or
+    empty token file is exit 2 with the file named; a reload rereads the token file (a rotated
+    token) and closes the session that used the old one."""
+    out = subprocess.run([SERVER, "--gen-token"], capture_output=True, text=True, timeout=10)
+    token = out.stdout.strip()
+    check(out.returncode == 0 and re.fullmatch(r"[A-Za-z0-9_-]{43}", token),
+          f"--gen-token: {out.returncode} {out.stdout!r}")
+    check("--token-file" in out.stderr and "NP_TOKEN" in out.stderr, f"how to use it: {out.stderr}")
+    again = subprocess.run([SERVER, "--gen-token"], capture_output=True, text=True, timeout=10)
+    check(again.stdout.strip() != token, "a new token each time")
+
+    path = secret_file(env, "token", token + "\n")
+    cfg = secret_file(env, "server.ini", f"[server]\ntoken_file = {path}\n")
+    srv = env.server("-c", cfg)
+    check(token.encode() not in cmdline(srv), "the token is not on np-server's command line")
+    svc = env.service(Greeter)
+    a = client(env, srv, "--token-file", path, "--name", "a", "-R", f"{LOOP}:0:{LOOP}:{svc}")
+    (port,) = proxy_ports(a).values()
+    check(greet(port, b"a") == b"you are a\n", "--token-file logs in")
+    check(token.encode() not in cmdline(a), "the token is not on np-client's command line")
+    b = client(env, srv, "--name", "b", "-R", f"{LOOP}:0:{LOOP}:{svc}", name="np-client-env",
+               environ={"NP_TOKEN": token})
+    (port_b,) = proxy_ports(b).values()
+    check(greet(port_b, b"b") == b"you are b\n", "NP_TOKEN logs in")
+    bad = client(env, srv, "--name", "c", "-R", f"{LOOP}:0:{LOOP}:{svc}", name="np-client-bad",
+                 environ={"NP_TOKEN": "wrong"})
+    check(bad.wait_exit() == EXIT_AUTH, "a wrong NP_TOKEN exits 3")
+    # flags win over the environment
+    both = client(env, srv, "--token-file", path, "--name", "d", "-R", f"{LOOP}:0:{LOOP}:{svc}",
+                  name="np-client-both", environ={"NP_TOKEN": "wrong"})
+    proxy_ports(both)
+
+    missing = client(env, srv, "--token-file", os.path.join(env.tmp.name, "nope"), "-R",
+                     f"{LOOP}:0:{LOOP}:{svc}", name="np-client-missing")
+    check(missing.wait_exit() == EXIT_USAGE, "a missing token file: exit 2")
+    missing.wait_line(r"--token-file: token_file: cannot read .*nope: No such file or directory")
+    empty = secret_file(env, "empty", "\n")
+    e = client(env, srv, "--token-file", empty, "-R", f"{LOOP}:0:{LOOP}:{svc}",
+               name="np-client-empty")
+    check(e.wait_exit() == EXIT_USAGE, "an empty token file: exit 2")
+    e.wait_line(r"holds no token on its first line")
+
+    # rotation: the file changes, a reload reads it, the old token's sessions go
+    mark = srv.mark()
+    secret_file(env, "token", "n3w-t0ken\n")
+    srv.signal(signal.SIGHUP)
+    srv.wait_line(r"reload: token changed; in effect for new work", after=mark)
+    srv.wait_line(r"client a: the shared token changed, closing its session", after=mark)
+    check(a.wait_exit() == EXIT_AUTH, "the old token's client exits 3")
+    fresh = client(env, srv, "--name", "e", "-R", f"{LOOP}:0:{LOOP}:{svc}", name="np-client-new",
+                   environ={"NP_TOKEN": "n3w-t0ken"})
+    proxy_ports(fresh)
+
+
+def test_every_proxy_refused(env):
+    """A client whose every proxy the server refuses at its first login gives up with exit 6 and
+    the server's reason; one with a proxy served keeps running."""
+    srv = env.server("--token", "s3cret", "--allow-ports", "1-1023")
+    svc = env.service(Greeter)
+    cl = client(env, srv, "--token", "s3cret", "-R", f"{LOOP}:40123:{LOOP}:{svc}")
+    check(cl.wait_exit() == 6, "every proxy refused: exit 6")
+    cl.wait_line(r"giving up: the server refused every proxy \(tcp-40123: port 40123 is outside "
+                 r"the server's allow_ports\)")
+
+
+def test_name_that_does_not_resolve(env):
+    """A server name that does not resolve is a warning once, then retried at the back-off at debug
+    level. In a network namespace of its own (unshare -rn): no name server is ever asked."""
+    if os.environ.get("NP_FIRST_NETNS") != "1":
+        try:
+            subprocess.run(["unshare", "-rn", "true"], check=True, timeout=10, capture_output=True)
+        except (OSError, subprocess.SubprocessError):
+            print("skip: no unshare -rn here")
+            return
+        out = subprocess.run(["unshare", "-rn", sys.executable, os.path.abspath(__file__),
+                              "name_that_does_not_resolve"],
+                             env={**os.environ, "NP_FIRST_NETNS": "1"}, capture_output=True,
+                             text=True, timeout=100)
+        sys.stderr.write(out.stderr)
+        check(out.returncode == 0, "in its namespace: " + out.stdout.strip())
+        return
+    cl = Proc(env, "np-client", [CLIENT, "--server", "np-test.invalid:7000", "--token", "x",
+                                 "--insecure", "--log-level", "debug", "--reconnect-min", "50ms",
+                                 "--reconnect-max", "100ms", "-R", f"{LOOP}:0:{LOOP}:9"])
+    wait_until(lambda: cl.count(r"debug +cannot resolve the server's name np-test\.invalid") >= 3,
+               15, "three more failures, at debug level")
+    check(cl.count(r"warn +cannot resolve the server's name np-test\.invalid:7000: .*check "
+                   r"--server") == 1, "one warning")
+    check(cl.p.poll() is None, "still retrying")
+
+
+TESTS = {
+    "token_file_and_env": test_token_file_and_env,
+    "every_proxy_refused": test_every_proxy_refused,
+    "name_that_does_not_resolve": test_name_that_does_not_resolve,
+}
+
+if __name__ == "__main__":
+    if sys.argv[1:] == ["--list"]:
+        print("\n".join(TESTS))
+        sys.exit(0)
+    sys.exit(run({k: TESTS[k] for k in (sys.argv[1:] or TESTS)}))
