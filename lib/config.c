@@ -195,6 +195,8 @@ static const key_def keys[] = {
     {"subdomain_host", KIND_SERVER, V_STR, FIELD(subdomain_host)},
     {"server_fingerprint", KIND_CLIENT, V_FINGERPRINT, FIELD(server_fingerprint)},
     {"tls_ca", KIND_CLIENT, V_STR, FIELD(tls_ca)},
+    {"tofu", KIND_CLIENT, V_BOOL, FIELD(tofu)},
+    {"known_servers", KIND_CLIENT, V_STR, FIELD(known_servers)},
     {"tls_server_name", KIND_CLIENT, V_STR, FIELD(tls_server_name)},
     {"allow_ips", KIND_CLIENT, V_CIDRS, FIELD(allow_ips)},
     {"server", KIND_CLIENT, V_HOSTPORT, FIELD(server)},
@@ -241,7 +243,8 @@ static const char *default_port(const char *v, char *buf, size_t len) {
 static const char *bind_addr(struct np_config *cfg, const char *key, const char *v, char *buf,
                              size_t len) {
   struct sockaddr_storage ss;
-  struct addrinfo hints = {.ai_socktype = SOCK_STREAM, .ai_flags = AI_ADDRCONFIG}, *res = NULL;
+  /* No AI_ADDRCONFIG: it hides "localhost" on a host whose only interface is the loopback. */
+  struct addrinfo hints = {.ai_socktype = SOCK_STREAM}, *res = NULL;
   char host[NP_HOSTPORT_MAX];
   int port, r;
 
@@ -536,6 +539,8 @@ static int config_set_flag(struct np_config *cfg, const char *flag, const char *
     return np_config_add_remote(cfg, value);
   if (strcmp(flag, "U") == 0)
     return np_config_add_udp(cfg, value);
+  if (strcmp(flag, "trust-on-first-use") == 0)
+    flag = "tofu"; /* the long, self-explaining spelling of the key */
   for (i = 0; flag[i] != '\0' && i + 1 < sizeof(key); i++)
     key[i] = flag[i] == '-' ? '_' : flag[i];
   key[i] = '\0';
@@ -723,6 +728,11 @@ int np_config_validate(struct np_config *cfg) {
     return np__config_err(cfg, "udp_keepalive and udp_path_retry must be at least 1s");
   if (cfg->reconnect_min_ms == 0 || cfg->reconnect_max_ms < cfg->reconnect_min_ms)
     return np__config_err(cfg, "reconnect_min must be above 0 and at most reconnect_max");
+  if (cfg->tofu && cfg->server_fingerprint[0] != '\0')
+    return np__config_err(cfg, "tofu (--trust-on-first-use) and server_fingerprint: give one, "
+                               "the pin or trust on first use");
+  if (cfg->tofu && cfg->insecure)
+    return np__config_err(cfg, "tofu (--trust-on-first-use) needs TLS: drop insecure");
   if (line_codec) {
     if (cfg->tunnel[0] == '\0')
       return np__config_err(cfg, "codec line needs the tunnel address (--tunnel HOST:PORT)");

@@ -115,6 +115,8 @@ struct np_config {
   uint64_t udp_keepalive_ms;  /* probe the datagram path this often */
   uint64_t udp_path_retry_ms; /* try a datagram path that is down again after this */
   char server_fingerprint[128]; /* pin the server's certificate */
+  int tofu;                     /* trust on first use: record an unknown server's certificate */
+  char known_servers[1024];     /* the fingerprints recorded ("": the state directory's) */
   char tls_ca[1024];            /* else trust this CA file, or "system" (the default) */
   char tls_server_name[256]; /* the name a CA-signed certificate must carry (default: server's) */
   char allow_ips[NP_MSG_TEXT_MAX + 1]; /* default for proxies without their own */

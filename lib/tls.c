@@ -227,10 +227,19 @@ static void describe_failure(tls_conn *c, char *peer) {
             "key was replaced on purpose, use the new fingerprint; otherwise somebody may be "
             "intercepting the connection",
             peer, seen, want);
+  } else if (c->verdict.known_mismatch) {
+    np__tls_fingerprint_format(c->verdict.known_fp, want);
+    np__log(c->t->log, NP_LOG_ERROR,
+            "%s: the server's certificate is %s, but %s:%d records %s for %s: if the server's key "
+            "was replaced on purpose, delete line %d of %s; otherwise somebody may be intercepting "
+            "the connection",
+            peer, seen, c->t->known, c->verdict.known_line, want, c->t->known_key,
+            c->verdict.known_line, c->t->known);
   } else if (c->verdict.verify_failed) {
     np__log(c->t->log, NP_LOG_ERROR,
             "%s: the server's certificate is not trusted (%s) for '%s'; it is %s: if that is the "
-            "fingerprint np-server printed, pass --server-fingerprint %s",
+            "fingerprint np-server printed, pass --server-fingerprint %s (or trust it on first "
+            "use: --trust-on-first-use)",
             peer, c->verdict.verify_err, c->t->host, seen, seen);
   } else {
     int reason = ERR_GET_REASON(ERR_peek_last_error());

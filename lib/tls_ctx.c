@@ -15,6 +15,7 @@
 #include <openssl/x509v3.h>
 
 #include "config.h"
+#include "known_servers.h"
 #include "tls_cert.h"
 #include "tls_int.h"
 
@@ -139,6 +140,49 @@ int np__tls_server_new(uv_loop_t *loop, const struct np_config *cfg, const np__l
   return 0;
 }
 
+/* The known_servers file: 1 trusted (it records this fingerprint, or it recorded it now on first
+ * use), 0 refused (it records another one, or cannot be read), -1 it says nothing of this server
+ * and trust on first use is off (the CA decides). */
+static int verify_known(np__tls *t, struct np__tls_verdict *v) {
+  char text[NP_TLS_FP_LEN + 1], was[NP_TLS_FP_LEN + 1];
+  int line = 0, r;
+
+  if (t->known[0] == '\0')
+    return -1;
+  if ((r = np__known_lookup(t->known, t->known_key, was, sizeof(was), &line)) == 1) {
+    if (np__tls_fingerprint_parse(was, v->known_fp) != 0) {
+      snprintf(v->verify_err, sizeof(v->verify_err), "%.60s:%d is not a fingerprint", t->known,
+               line);
+      return 0;
+    }
+    if (CRYPTO_memcmp(v->seen, v->known_fp, 32) == 0)
+      return 1;
+    v->known_mismatch = 1;
+    v->known_line = line;
+    return 0;
+  }
+  if (r < 0) {
+    snprintf(v->verify_err, sizeof(v->verify_err), "cannot read %.60s: %s", t->known,
+             np_strerror(r));
+    return 0;
+  }
+  if (!t->tofu)
+    return -1;
+  np__tls_fingerprint_format(v->seen, text);
+  if ((r = np__known_add(t->known, t->known_key, text, &line)) != 0) {
+    np__log(t->log, NP_LOG_WARN,
+            "trusting %s on first use (its certificate is %s), but cannot record it in %s: %s; it "
+            "will be trusted again next time as if new",
+            t->known_key, text, t->known, np_strerror(r));
+    return 1;
+  }
+  np__log(t->log, NP_LOG_INFO,
+          "trusting %s on first use: its certificate is %s; recorded in %s:%d (a later change is "
+          "refused: delete that line if the server's key is replaced on purpose)",
+          t->known_key, text, t->known, line);
+  return 1;
+}
+
 /* Client verification, every mode: remember what the server presented, so a failure can name it,
  * then check the pin or the chain. */
 static int verify_server(X509_STORE_CTX *xs, void *arg) {
@@ -158,6 +202,9 @@ static int verify_server(X509_STORE_CTX *xs, void *arg) {
       v->pinned_mismatch = 1;
       X509_STORE_CTX_set_error(xs, X509_V_ERR_CERT_UNTRUSTED);
     }
+  } else if ((ok = verify_known(t, v)) >= 0) {
+    if (!ok)
+      X509_STORE_CTX_set_error(xs, X509_V_ERR_CERT_UNTRUSTED);
   } else {
     ok = X509_verify_cert(xs) == 1;
     if (!ok)
@@ -188,6 +235,22 @@ int np__tls_client_new(uv_loop_t *loop, const struct np_config *cfg, const np__l
       return ctx_fail(t, "cannot load the system's CA store", "");
   } else if (SSL_CTX_load_verify_locations(t->ctx, cfg->tls_ca, NULL) != 1) {
     return ctx_fail(t, "cannot load the CA file", cfg->tls_ca);
+  }
+  if (!t->pinned) {
+    /* A known_servers line for this server pins it; with tofu the first certificate is recorded. */
+    t->tofu = cfg->tofu;
+    np__strlcpy(t->known_key, cfg->server, sizeof(t->known_key));
+    if (cfg->known_servers[0] != '\0')
+      np__strlcpy(t->known, cfg->known_servers, sizeof(t->known));
+    else if (np__tls_state_dir(t->known, sizeof(t->known) - 16) == 0)
+      strcat(t->known, "/known_servers");
+    else if (t->tofu) {
+      np__log(log, NP_LOG_ERROR,
+              "trust on first use needs a place for known_servers: set known_servers (no "
+              "STATE_DIRECTORY, HOME or XDG_STATE_HOME here)");
+      np__tls_free(t);
+      return NP_ECONFIG;
+    }
   }
   if (cfg->tls_server_name[0] != '\0')
     np__strlcpy(t->host, cfg->tls_server_name, sizeof(t->host));

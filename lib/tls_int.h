@@ -22,6 +22,11 @@ struct np__tls {
   int server;
   int pinned;
   unsigned char pin[32];
+  /* client: the known_servers file ("": none) and this server's line name in it; tofu: record a
+   * server it does not name yet (trust on first use) */
+  char known[1024];
+  char known_key[264];
+  int tofu;
   char host[256]; /* client: the name checked against a CA-signed certificate, and sent as SNI */
   char fingerprint[NP_TLS_FP_LEN + 1];
 };
@@ -31,6 +36,9 @@ struct np__tls {
 struct np__tls_verdict {
   unsigned char seen[32]; /* the certificate the server presented */
   unsigned seen_set : 1, verify_failed : 1, pinned_mismatch : 1;
+  unsigned known_mismatch : 1; /* known_servers records another fingerprint, at known_line */
+  int known_line;
+  unsigned char known_fp[32];
   char verify_err[120];
 };
 

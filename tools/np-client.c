@@ -50,6 +50,9 @@ static const char help_tail[] =
     "      --max-frame BYTES      largest control message accepted (default 4096)\n"
     "      --server-fingerprint FP  trust the server whose certificate has this SHA-256\n"
     "                             fingerprint (np-server prints it at start)\n"
+    "      --trust-on-first-use   or trust the server's certificate the first time, as ssh does:\n"
+    "                             recorded in --known-servers FILE (default: the state\n"
+    "                             directory's known_servers); a later change is refused\n"
     "      --tls-ca FILE|system   else trust servers signed by this CA (default: system)\n"
     "      --tls-server-name NAME the name a CA-signed certificate must carry (default: the\n"
     "                             --server host)\n"
@@ -76,6 +79,8 @@ static const char help_tail[] =
     "backoff.\n";
 
 static const struct option longopts[] = {
+    {"trust-on-first-use", no_argument, NULL, 0},
+    {"known-servers", required_argument, NULL, 0},
     {"token-file", required_argument, NULL, 0},
     {"drain-timeout", required_argument, NULL, 0},
     {"config", required_argument, NULL, 'c'},

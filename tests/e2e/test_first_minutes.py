@@ -129,10 +129,66 @@ def test_name_that_does_not_resolve(env):
     check(cl.p.poll() is None, "still retrying")
 
 
+def tofu_client(env, srv, known, *args, name="np-client"):
+    return Proc(env, name, [CLIENT, "--server", f"{LOOP}:{srv.port}", "--token", "s3cret",
+                            "--log-level", "debug", "--reconnect-max", "1s",
+                            "--known-servers", known, *args])
+
+
+def test_trust_on_first_use(env):
+    """--trust-on-first-use: the first connection records the server's fingerprint and says so
+    once; the next ones check it (without the flag too: a known_servers line pins); a server with
+    another key on the same address is refused with both fingerprints and the file's line (exit
+    4); without TOFU and without a line, the CA decides and the error suggests TOFU."""
+    if os.environ.get("NP_E2E_TLS") == "0":
+        print("skip: TLS is off in this variant")
+        return
+    svc = env.service(Greeter)
+    known = os.path.join(env.tmp.name, "state", "known_servers")
+    srv = env.server("--token", "s3cret")
+    a = tofu_client(env, srv, known, "--trust-on-first-use", "-R", f"{LOOP}:0:{LOOP}:{svc}")
+    (port,) = proxy_ports(a).values()
+    a.wait_line(rf"trusting {LOOP}:{srv.port} on first use: its certificate is "
+                rf"{re.escape(srv.fingerprint)}; recorded in {re.escape(known)}:1")
+    check(greet(port, b"a") == b"you are a\n", "the tunnel works")
+    with open(known) as f:
+        check(f.read() == f"{LOOP}:{srv.port} {srv.fingerprint}\n", "the line recorded")
+    check(os.stat(known).st_mode & 0o777 == 0o600, "known_servers is 0600")
+    check(os.stat(os.path.dirname(known)).st_mode & 0o777 == 0o700, "its directory is 0700")
+    a.signal(signal.SIGINT)
+    a.wait_exit()
+    b = tofu_client(env, srv, known, "-R", f"{LOOP}:0:{LOOP}:{svc}", name="np-client-known")
+    proxy_ports(b)
+    check(b.count(r"trusting .* on first use") == 0, "a known server is not announced again")
+    b.signal(signal.SIGINT)
+    b.wait_exit()
+
+    # the same address, another key: refused, and the message says what to do
+    port_was = srv.port
+    srv.signal(signal.SIGINT)
+    srv.wait_exit()
+    other = env.server("--token", "s3cret", bind=f"{LOOP}:{port_was}", name="np-server-other")
+    c = tofu_client(env, other, known, "--trust-on-first-use", "-R", f"{LOOP}:0:{LOOP}:{svc}",
+                    name="np-client-changed")
+    check(c.wait_exit() == 4, "a changed key: exit 4")
+    c.wait_line(rf"the server's certificate is {re.escape(other.fingerprint)}, but "
+                rf"{re.escape(known)}:1 records {re.escape(srv.fingerprint)} for {LOOP}:{port_was}: "
+                rf"if the server's key was replaced on purpose, delete line 1 of")
+    # no line and no TOFU: the CA (the system's) decides, and the error points at TOFU
+    d = tofu_client(env, other, os.path.join(env.tmp.name, "none"), "-R",
+                    f"{LOOP}:0:{LOOP}:{svc}", name="np-client-ca")
+    check(d.wait_exit() == 4, "an unknown self-signed server without TOFU: exit 4")
+    d.wait_line(r"--trust-on-first-use")
+    bad = tofu_client(env, other, known, "--trust-on-first-use", "--server-fingerprint",
+                      other.fingerprint, "-R", f"{LOOP}:0:{LOOP}:{svc}", name="np-client-both")
+    check(bad.wait_exit() == 2, "TOFU and a pin: exit 2")
+
+
 TESTS = {
     "token_file_and_env": test_token_file_and_env,
     "every_proxy_refused": test_every_proxy_refused,
     "name_that_does_not_resolve": test_name_that_does_not_resolve,
+    "trust_on_first_use": test_trust_on_first_use,
 }
 
 if __name__ == "__main__":

@@ -374,6 +374,20 @@ static void test_reread(void **state) {
   np_config_free(cfg);
 }
 
+/* Whether /etc/hosts names localhost: without it (a debootstrap chroot has none) the name would go
+ * to a name server, which a test never asks. */
+static int hosts_has_localhost(void) {
+  char line[256];
+  int found = 0;
+  FILE *f = fopen("/etc/hosts", "r");
+  if (f == NULL)
+    return 0;
+  while (!found && fgets(line, sizeof(line), f) != NULL)
+    found = line[0] != '#' && strstr(line, "localhost") != NULL;
+  fclose(f);
+  return found;
+}
+
 /* --server HOST dials port 7000; --bind :PORT listens on every IPv4 address; a host name to bind
  * is resolved at once (localhost: /etc/hosts, no name server). */
 static void test_default_port_and_bind_forms(void **state) {
@@ -394,8 +408,10 @@ static void test_default_port_and_bind_forms(void **state) {
   assert_int_equal(np_config_new(NP_CONFIG_SERVER, &s), 0);
   assert_int_equal(np_config_set_flag(s, "bind", ":7000"), 0);
   assert_string_equal(s->bind, "0.0.0.0:7000");
-  assert_int_equal(np_config_set_flag(s, "bind", "localhost:7001"), 0);
-  assert_true(strcmp(s->bind, "127.0.0.1:7001") == 0 || strcmp(s->bind, "[::1]:7001") == 0);
+  if (hosts_has_localhost()) {
+    assert_int_equal(np_config_set_flag(s, "bind", "localhost:7001"), 0);
+    assert_true(strcmp(s->bind, "127.0.0.1:7001") == 0 || strcmp(s->bind, "[::1]:7001") == 0);
+  }
   assert_int_equal(np_config_set_flag(s, "admin-bind", ":7400"), 0);
   assert_string_equal(s->admin_bind, "0.0.0.0:7400");
   assert_int_equal(np_config_set_flag(s, "bind", "127.0.0.1"), NP_ECONFIG); /* a port is needed */
