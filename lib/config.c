@@ -541,6 +541,8 @@ static int config_set_flag(struct np_config *cfg, const char *flag, const char *
     return np_config_add_udp(cfg, value);
   if (strcmp(flag, "trust-on-first-use") == 0)
     flag = "tofu"; /* the long, self-explaining spelling of the key */
+  if (strcmp(flag, "to") == 0)
+    flag = "server"; /* bore's spelling: np-client --to HOST LOCAL_PORT */
   for (i = 0; flag[i] != '\0' && i + 1 < sizeof(key); i++)
     key[i] = flag[i] == '-' ? '_' : flag[i];
   key[i] = '\0';
@@ -798,6 +800,10 @@ void np_config_free(struct np_config *cfg) {
 
 const char *np_config_error(const struct np_config *cfg) {
   return cfg->err;
+}
+
+const char *np_config_server(const struct np_config *cfg) {
+  return cfg->server;
 }
 
 int np_config_log_level(const struct np_config *cfg) {

@@ -36,6 +36,8 @@ void *np_cli_log_arg(void) {
   return prog_buf;
 }
 
+const char *(*np_cli_positional)(struct np_config *cfg, int argc, char **argv);
+
 static int usage_error(const char *prog, const char *msg) {
   if (log_format == NP_LOG_FORMAT_JSON)
     np_cli_log(NP_LOG_ERROR, "%s", msg);
@@ -101,8 +103,13 @@ int np_cli_parse(int argc, char **argv, struct np_config *cfg, const char *short
     if (r != 0)
       return usage_error(prog, np_config_error(cfg));
   }
-  if (optind < argc)
+  if (optind < argc && np_cli_positional == NULL)
     return usage_error(prog, "unexpected argument (flags take the form --name VALUE)");
+  if (optind < argc) {
+    const char *why = np_cli_positional(cfg, argc - optind, argv + optind);
+    if (why != NULL)
+      return usage_error(prog, why);
+  }
   if (np_config_validate(cfg) != 0)
     return usage_error(prog, np_config_error(cfg));
   return 0;

@@ -23,6 +23,10 @@ enum {
  * goes into *action. Returns 0, -1, or NP_EXIT_USAGE after printing the error. */
 int np_cli_parse(int argc, char **argv, struct np_config *cfg, const char *shortopts,
                  const struct option *longopts, const char *help, const char *actions, int *action);
+/* Arguments that are not flags (np-client HOST LOCAL_PORT): when the tool sets this before
+ * np_cli_parse, they go to it after the flags, before the configuration is validated; it returns
+ * NULL, or an error to print. Without it they are a usage error. */
+extern const char *(*np_cli_positional)(struct np_config *cfg, int argc, char **argv);
 /* The tools' own lines (a failed start, a fatal event, a usage error once the configuration is
  * read) in the configured log_format: "PROG: msg" as before in text, np_log_stderr_json with the
  * program as its component in json, so a collector reading JSON lines never meets another kind. */

@@ -10,6 +10,8 @@
 static const char help_head[] =
     "Usage: np-client [-c FILE] --server HOST:PORT [--token TOKEN] [--name NAME]\n"
     "                 -R|-U [BIND_ADDR:]REMOTE_PORT:LOCAL_HOST:LOCAL_PORT ...\n"
+    "   or: np-client [--to] HOST[:PORT] [LOCAL_HOST:]LOCAL_PORT   (one TCP service; the server\n"
+    "                 picks the public port and np-client prints \"listening at HOST:PORT\")\n"
     "Make local services reachable on an np-server's public ports, like ssh -R.\n"
     "\n"
     "  -c, --config FILE          INI file ([client] and [proxy NAME] sections; see np-client(1))\n"
@@ -79,6 +81,7 @@ static const char help_tail[] =
     "backoff.\n";
 
 static const struct option longopts[] = {
+    {"to", required_argument, NULL, 0},
     {"trust-on-first-use", no_argument, NULL, 0},
     {"known-servers", required_argument, NULL, 0},
     {"token-file", required_argument, NULL, 0},
@@ -124,6 +127,31 @@ static const struct option longopts[] = {
 };
 
 static int exit_code = NP_EXIT_OK;
+static char one_line[256]; /* np-client HOST LOCAL_PORT: the server's host, for "listening at" */
+
+/* np-client [--to] HOST[:PORT] [LOCAL_HOST:]LOCAL_PORT: one TCP proxy whose public port the server
+ * picks, like bore's "bore local 8000 --to HOST". HOST may come from --to, --server or the file. */
+static const char *positional(struct np_config *cfg, int argc, char **argv) {
+  char spec[300], host[256];
+  const char *local = argv[argc - 1], *colon;
+  int port;
+
+  if (argc > 2)
+    return "too many arguments (np-client [--to] HOST[:PORT] LOCAL_PORT, or flags)";
+  if (argc == 2 && np_config_set_flag(cfg, "server", argv[0]) != 0)
+    return np_config_error(cfg);
+  snprintf(spec, sizeof(spec), strchr(local, ':') != NULL ? "0:%s" : "0:127.0.0.1:%s", local);
+  if (np_config_add_remote(cfg, spec) != 0)
+    return "LOCAL_PORT: give the local service's port (8000) or HOST:PORT (192.168.1.5:8000)";
+  /* The host visitors use is the server's: what --to / --server named, without its port. */
+  snprintf(spec, sizeof(spec), "%s", np_config_server(cfg));
+  if ((colon = strrchr(spec, ':')) != NULL) {
+    snprintf(host, sizeof(host), "%.*s", (int)(colon - spec), spec);
+    port = host[0] == '[' ? 1 : 0;
+    snprintf(one_line, sizeof(one_line), "%.*s", (int)strlen(host) - 2 * port, host + port);
+  }
+  return NULL;
+}
 
 static void closed(struct np_client *cl) {
   (void)cl;
@@ -149,6 +177,9 @@ static void on_event(struct np_client *cl, const np_client_event *ev) {
      * would be a lie: the library logs where visitors go instead. */
     if (ev->port > 0) {
       printf("proxy %s: public port %d\n", ev->name, ev->port);
+      if (one_line[0] != '\0') /* the one-line form says it as bore does */
+        printf(strchr(one_line, ':') != NULL ? "listening at [%s]:%d\n" : "listening at %s:%d\n",
+               one_line, ev->port);
       fflush(stdout);
     }
     break;
@@ -181,6 +212,7 @@ int main(int argc, char **argv) {
     return NP_EXIT_RUNTIME;
   memcpy(help, help_head, sizeof(help_head) - 1);
   memcpy(help + sizeof(help_head) - 1, help_tail, sizeof(help_tail));
+  np_cli_positional = positional;
   r = np_cli_parse(argc, argv, cfg, "c:s:R:U:hV", longopts, help, NULL, NULL);
   if (r != 0) {
     np_config_free(cfg);

@@ -44,6 +44,9 @@ NP_EXPORT const char *np_config_error(const struct np_config *cfg);
 /* A fresh shared secret for token / token_file: 256 random bits as 43 characters of base64url,
  * NUL-terminated, into buf (at least 44 bytes; np-server --gen-token). 0, UV_EINVAL or UV_EIO. */
 NP_EXPORT int np_token_generate(char *buf, size_t len);
+/* The client's server as it will be dialled, "HOST:PORT" (the default port added); "" when none.
+ * Borrowed until the next call on cfg. */
+NP_EXPORT const char *np_config_server(const struct np_config *cfg);
 /* The configured log level name's value (key log_level). */
 NP_EXPORT int np_config_log_level(const struct np_config *cfg);
 /* The configured log format (key log_format): NP_LOG_FORMAT_TEXT (the default) or _JSON. */

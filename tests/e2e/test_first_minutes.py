@@ -184,11 +184,31 @@ def test_trust_on_first_use(env):
     check(bad.wait_exit() == 2, "TOFU and a pin: exit 2")
 
 
+def test_one_line_client(env):
+    """np-client HOST:PORT LOCAL_PORT (and --to HOST:PORT LOCAL_PORT), the token from the
+    environment: one TCP proxy on a port the server picks, printed as "listening at HOST:PORT"."""
+    srv = env.server("--token", "s3cret")
+    svc = env.service(Greeter)
+    for name, argv in (("np-client-1", [f"{LOOP}:{srv.port}", str(svc)]),
+                       ("np-client-to", ["--to", f"{LOOP}:{srv.port}", f"{LOOP}:{svc}",
+                                         "--name", "second"])):
+        cl = Proc(env, name, [CLIENT, *argv, *env.tls_client_args(srv)],
+                  environ={"NP_TOKEN": "s3cret"})
+        m = cl.wait_line(rf"^listening at {LOOP}:(\d+)$", stream="stdout")
+        port = int(m.group(1))
+        check(port > 0 and greet(port, name.encode()) == b"you are " + name.encode() + b"\n",
+              f"{name}: the printed address serves")
+    bad = Proc(env, "np-client-bad", [CLIENT, "a", "b", "c"])
+    check(bad.wait_exit() == EXIT_USAGE, "three arguments: exit 2")
+    bad.wait_line(r"too many arguments")
+
+
 TESTS = {
     "token_file_and_env": test_token_file_and_env,
     "every_proxy_refused": test_every_proxy_refused,
     "name_that_does_not_resolve": test_name_that_does_not_resolve,
     "trust_on_first_use": test_trust_on_first_use,
+    "one_line_client": test_one_line_client,
 }
 
 if __name__ == "__main__":
