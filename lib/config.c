@@ -190,6 +190,7 @@ static const key_def keys[] = {
     {"drain_timeout", KIND_BOTH, V_DURATION, FIELD(drain_timeout_ms)},
     {"udp_max_flows", KIND_SERVER, V_COUNT, FIELD(udp_max_flows)},
     {"access_log", KIND_SERVER, V_BOOL, FIELD(access_log)},
+    {"remember_ports", KIND_SERVER, V_BOOL, FIELD(remember_ports)},
     {"vhost_http_port", KIND_SERVER, V_PORT, FIELD(vhost_http_port)},
     {"vhost_https_port", KIND_SERVER, V_PORT, FIELD(vhost_https_port)},
     {"subdomain_host", KIND_SERVER, V_STR, FIELD(subdomain_host)},
@@ -775,6 +776,7 @@ int np_config_new(np_config_kind kind, struct np_config **out) {
   cfg->drain_timeout_ms = 30000;
   cfg->udp_max_flows = 256;
   cfg->access_log = 1;
+  cfg->remember_ports = 1;
   cfg->udp_datagram_path = 1;
   cfg->udp_keepalive_ms = 10000;
   cfg->udp_path_retry_ms = 60000;

@@ -97,6 +97,7 @@ struct np_config {
   uint64_t login_backoff_max_ms;
   size_t udp_max_flows; /* visitor addresses one UDP proxy serves at once */
   int access_log;       /* one info line per TCP visitor once it is gone (docs/config.md) */
+  int remember_ports;   /* a port-0 proxy gets the port it had (server_ports.c) */
   int vhost_http_port;  /* the shared port of type = http proxies; 0: none */
   int vhost_https_port; /* ... of type = https proxies, routed by SNI; 0: none */
   char subdomain_host[NP_MSG_NAME_MAX * 2]; /* a proxy's subdomain = x means x.subdomain_host */

@@ -399,6 +399,7 @@ int np_server_start(struct np_server *srv) {
   uv_unref((uv_handle_t *)&srv->trim_timer);
   srv->pool_timer.data = srv->trim_timer.data = srv->drain_timer.data = srv;
   srv->refs += 3;
+  np__server_ports_start(srv);
   if (srv->pool == NULL) {
     if ((r = np_pool_default_new(srv->cfg.max_pending, srv->cfg.max_pending_per_proxy,
                                  &srv->pool)) != 0)
@@ -532,6 +533,7 @@ void np_server_close(struct np_server *srv, np_server_close_cb cb) {
     uv_close((uv_handle_t *)&srv->pool_timer, on_handle_closed);
     uv_close((uv_handle_t *)&srv->trim_timer, on_handle_closed);
     uv_close((uv_handle_t *)&srv->drain_timer, on_handle_closed);
+    np__server_ports_stop(srv);
     np__server_close_listeners(srv);
   }
   np__server_unref(srv);

@@ -152,6 +152,12 @@ struct np_server {
   uv_timer_t pool_timer;
   uv_timer_t trim_timer;  /* gives the heap back after a burst of connections (np__heap_trim) */
   uv_timer_t drain_timer; /* np_server_drain: watches the joins and the deadline */
+  /* remember_ports (server_ports.c): the ports port-0 proxies got, saved to ports_path ("": kept
+   * in memory only) a second after a change */
+  struct np__port_memory *ports;
+  uv_timer_t ports_timer;
+  char ports_path[1100];
+  unsigned ports_dirty : 1, ports_save_failed : 1;
   uint64_t drain_deadline;
   np_server_close_cb drain_cb;
   int refs_peak; /* of refs since the last trim */
@@ -283,6 +289,12 @@ void np__server_types_drain(struct np_server *srv);
 size_t np__session_joins(const session *s);
 /* Close s's proxies (their listeners and waiting visitors); its joins go on. */
 void np__session_close_proxies(session *s);
+/* server_ports.c: stable port-0 ports. start at np_server_start, stop (a last save, then the table
+ * is freed) at close; recall: the port s's proxy had (0: none); note: the port it has now. */
+void np__server_ports_start(struct np_server *srv);
+void np__server_ports_stop(struct np_server *srv);
+int np__server_ports_recall(struct np_server *srv, const session *s, const char *pname);
+void np__server_ports_note(struct np_server *srv, const session *s, const char *pname, int port);
 /* Close the control port (and the line codec's tunnel port): no new connections. */
 void np__server_close_listeners(struct np_server *srv);
 void np__server_types_session_end(session *s);

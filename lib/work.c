@@ -374,10 +374,14 @@ int np__proxy_open(struct np_server *srv, session *s, const char *name, uint8_t 
   const np__ports *from = mine != NULL && mine->n > 0 ? mine : &srv->cfg.allow_ports;
   const np__proxy_type *type = srv->types[kind];
   uint32_t span = 0, start = 0;
-  int tries = 1, r = UV_EADDRINUSE, bound = 0;
+  int tries = 1, r = UV_EADDRINUSE, bound = 0, again = 0;
 
   if (type == NULL)
     return NP_EUNSUPPORTED;
+  /* A port-0 proxy of a client that comes back tries the port it had first (remember_ports). */
+  if (port == 0 && !type->named && (again = np__server_ports_recall(srv, s, name)) != 0 &&
+      (!np__ports_allow(from, again) || !np__ports_allow(&srv->cfg.allow_ports, again)))
+    again = 0;
   /* Counters are not worth failing a proxy for: without memory for them it runs uncounted. */
   if (s != NULL && s->counts == NULL)
     s->counts = np__counts_new();
@@ -389,13 +393,13 @@ int np__proxy_open(struct np_server *srv, session *s, const char *name, uint8_t 
     tries = span < 64 ? (int)span : 64;
     start = (uint32_t)(uv_hrtime() % span);
   }
-  for (int t = 0; t < tries; t++) {
+  for (int t = again != 0 ? -1 : 0; t < tries; t++) {
     struct sockaddr_storage ss;
     char spec[NP_MSG_NAME_MAX + 16];
-    int p = port;
+    int p = t < 0 ? again : port;
     proxy *px;
 
-    if (span > 0) {
+    if (span > 0 && t >= 0) {
       /* Step through the ranges by a prime so retries spread out. */
       uint32_t k = (start + (uint32_t)t * 7919u) % span;
       for (size_t i = 0; i < from->n; i++) {
@@ -424,6 +428,8 @@ int np__proxy_open(struct np_server *srv, session *s, const char *name, uint8_t 
     r = type->open(px, (struct sockaddr *)&ss);
     px->why = NULL;
     if (r == 0) {
+      if (port == 0 && !type->named)
+        np__server_ports_note(srv, s, name, px->port);
       px->counts = s != NULL ? np__counts_new() : NULL;
       srv->refs++;
       srv->stats.proxies++;

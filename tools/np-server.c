@@ -26,6 +26,7 @@ static const char help_head[] =
     "      --log-level LEVEL        error, warn, info (default), debug, trace\n"
     "      --log-format text|json   a line of text (default) or a JSON object per line\n"
     "      --access-log true|false  a line per visitor once it is gone (default true)\n"
+    "      --remember-ports true|false  port-0 proxies get the port they had (default true)\n"
     "      --admin-bind IP:PORT     JSON API, /metrics, /healthz; with --admin-token TOKEN or\n"
     "                               --admin-user U --admin-password P (docs/api-admin.md)\n";
 static const char help_tail[] =
@@ -98,6 +99,7 @@ static const struct option longopts[] = {
     {"max-clients", required_argument, NULL, 0},
     {"max-work-pool", required_argument, NULL, 0},
     {"max-proxies-per-client", required_argument, NULL, 0},
+    {"remember-ports", required_argument, NULL, 0},
     {"mux-max-streams", required_argument, NULL, 0},
     {"mux-max-window", required_argument, NULL, 0},
     {"relay-splice", required_argument, NULL, 0},

@@ -50,6 +50,9 @@ class Proc:
         self.cond = threading.Condition()
         if WRAP and argv[0] in (SERVER, CLIENT):
             argv = WRAP + argv
+        # Each test's own state directory (remembered ports, known_servers, a TLS identity without
+        # --tls-dir): never the machine's, and never another test's.
+        environ = {"STATE_DIRECTORY": env.state_dir, **(environ or {})}
         self.p = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                   stdin=subprocess.DEVNULL, text=True, bufsize=1,
                                   env={**os.environ, **environ} if environ else None)
@@ -124,6 +127,7 @@ class Env:
         self.procs = []
         self.servers = []
         self.tmp = tempfile.TemporaryDirectory(prefix="np-e2e-")
+        self.state_dir = os.path.join(self.tmp.name, "state")
 
     def tls_server_args(self, tls_dir=None):
         """A state directory for a server's TLS identity (fresh unless given), or --insecure."""

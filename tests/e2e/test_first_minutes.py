@@ -203,12 +203,46 @@ def test_one_line_client(env):
     bad.wait_line(r"too many arguments")
 
 
+def test_stable_port_zero(env):
+    """A port-0 proxy gets the same public port when its client comes back, and after the server's
+    restart (remembered in the state directory); another client's port-0 proxy gets another."""
+    svc = env.service(Greeter)
+    tls_dir = None if os.environ.get("NP_E2E_TLS") == "0" else os.path.join(env.tmp.name, "tls")
+    srv = env.server("--token", "s3cret", tls_dir=tls_dir)
+    a = env.client(srv, "--name", "alpha", "-R", f"{LOOP}:0:{LOOP}:{svc}")
+    (port,) = a.ports.values()
+    a.signal(signal.SIGINT)
+    a.wait_exit()
+    again = env.client(srv, "--name", "alpha", "-R", f"{LOOP}:0:{LOOP}:{svc}", name="np-client-2")
+    check(list(again.ports.values()) == [port], f"the client came back to port {port}: "
+          f"{again.ports}")
+    # the server restarts: the ports file in its state directory brings the port back
+    control = srv.port
+    srv.signal(signal.SIGINT)
+    check(srv.wait_exit() == 0, "the server stopped")
+    state = os.path.join(tls_dir or env.state_dir, "ports")
+    with open(state) as f:
+        text = f.read()
+    check(re.search(rf"^alpha\t\S+\t{port}$", text, re.M), f"the port is in {state}: {text}")
+    mark = again.mark()
+    srv2 = env.server("--token", "s3cret", bind=f"{LOOP}:{control}", tls_dir=tls_dir,
+                      name="np-server-2")
+    srv2.wait_line(r"remembered ports: 1 from ")
+    check(list(proxy_ports(again, after=mark).values()) == [port],
+          "the same port after the server's restart")
+    check(greet(port, b"back") == b"you are back\n", "and it serves")
+    # another client asking for port 0 does not take it; without memory a new port is picked
+    b = env.client(srv2, "--name", "beta", "-R", f"{LOOP}:0:{LOOP}:{svc}", name="np-client-beta")
+    check(list(b.ports.values()) != [port], "beta gets another port")
+
+
 TESTS = {
     "token_file_and_env": test_token_file_and_env,
     "every_proxy_refused": test_every_proxy_refused,
     "name_that_does_not_resolve": test_name_that_does_not_resolve,
     "trust_on_first_use": test_trust_on_first_use,
     "one_line_client": test_one_line_client,
+    "stable_port_zero": test_stable_port_zero,
 }
 
 if __name__ == "__main__":
