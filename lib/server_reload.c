@@ -19,7 +19,7 @@ static const char *const restart_keys[] = {
     "bind",           "codec",           "tunnel_bind",     "visit_bind",       "insecure",
     "tls_cert",       "tls_key",         "tls_dir",         "tls_client_ca",    "admin_bind",
     "max_frame",      "mux_max_streams", "vhost_http_port", "vhost_https_port", "log_format",
-    "mux_max_window",
+    "mux_max_window", "remember_ports",
 };
 
 typedef struct changes {
@@ -58,6 +58,7 @@ static void keep(struct np_config *next, const struct np_config *was, const char
   KEEP("vhost_https_port", vhost_https_port)
   KEEP("log_format", log_format)
   KEEP("mux_max_window", mux_max_window)
+  KEEP("remember_ports", remember_ports)
 #undef KEEP
 }
 
