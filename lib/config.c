@@ -255,7 +255,13 @@ static const char *bind_addr(struct np_config *cfg, const char *key, const char 
   }
   if (np__parse_addr(v, &ss) == 0 || np__split_hostport(v, host, sizeof(host), &port) != 0)
     return v; /* an address, or not HOST:PORT at all (its error comes later) */
-  if ((r = getaddrinfo(host, NULL, &hints, &res)) != 0 || res == NULL) {
+  /* IPv4 first: "localhost:7000" means 127.0.0.1, as people expect, not ::1 (glibc's order). */
+  hints.ai_family = AF_INET;
+  if (getaddrinfo(host, NULL, &hints, &res) != 0 || res == NULL) {
+    hints.ai_family = AF_UNSPEC;
+    res = NULL;
+  }
+  if (res == NULL && ((r = getaddrinfo(host, NULL, &hints, &res)) != 0 || res == NULL)) {
     np__config_err(cfg, "%s: cannot resolve '%s': %s", key, host, gai_strerror(r));
     return NULL;
   }
@@ -277,6 +283,7 @@ static int read_token_file(struct np_config *cfg, const char *key, const char *p
 
   if (f == NULL)
     return np__config_err(cfg, "%s: cannot read %s: %s", key, path, strerror(errno));
+  setvbuf(f, NULL, _IONBF, 0); /* no stdio buffer left holding the token in freed memory */
   if (fgets(line, sizeof(line), f) == NULL)
     line[0] = '\0';
   fclose(f);
@@ -736,6 +743,9 @@ int np_config_validate(struct np_config *cfg) {
                                "the pin or trust on first use");
   if (cfg->tofu && cfg->insecure)
     return np__config_err(cfg, "tofu (--trust-on-first-use) needs TLS: drop insecure");
+  if (cfg->tofu && cfg->tls_ca[0] != '\0' && strcmp(cfg->tls_ca, "system") != 0)
+    return np__config_err(cfg, "tofu (--trust-on-first-use) and tls_ca: a server your CA signs "
+                               "needs no trust on first use; give one of them");
   if (line_codec) {
     if (cfg->tunnel[0] == '\0')
       return np__config_err(cfg, "codec line needs the tunnel address (--tunnel HOST:PORT)");

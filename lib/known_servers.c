@@ -30,6 +30,10 @@ static char *slurp(int fd, size_t *len, int *err) {
     *err = uv_translate_sys_error(errno);
     return NULL;
   }
+  if (S_ISDIR(st.st_mode)) {
+    *err = UV_EISDIR;
+    return NULL;
+  }
   if (st.st_size > NP_KNOWN_FILE_MAX) {
     *err = UV_EFBIG;
     return NULL;
@@ -42,7 +46,12 @@ static char *slurp(int fd, size_t *len, int *err) {
     ssize_t n = pread(fd, buf + got, (size_t)st.st_size - got, (off_t)got);
     if (n < 0 && errno == EINTR)
       continue;
-    if (n <= 0)
+    if (n < 0) {
+      *err = uv_translate_sys_error(errno);
+      free(buf);
+      return NULL;
+    }
+    if (n == 0)
       break; /* it shrank meanwhile: what was read is the file */
     got += (size_t)n;
   }
@@ -148,8 +157,13 @@ int np__known_add(const char *path, const char *key, const char *fp, int *line) 
   if (size > 0 && buf[size - 1] != '\n')
     n++; /* a last line without its end: ours goes on the next */
   snprintf(text, want + 1, "%s%s %s\n", size > 0 && buf[size - 1] != '\n' ? "\n" : "", key, fp);
-  if (write(fd, text, strlen(text)) != (ssize_t)strlen(text))
-    r = errno != 0 ? uv_translate_sys_error(errno) : UV_EIO;
+  errno = 0;
+  if (write(fd, text, strlen(text)) != (ssize_t)strlen(text)) {
+    r = errno != 0 ? uv_translate_sys_error(errno) : UV_ENOSPC;
+    /* a partial line would make the file refuse this server from now on */
+    if (ftruncate(fd, (off_t)size) != 0)
+      r = uv_translate_sys_error(errno);
+  }
   if (close(fd) != 0 && r == 0)
     r = uv_translate_sys_error(errno);
   free(text);

@@ -107,7 +107,7 @@ size_t np__port_memory_count(const np__port_memory *m) {
 
 int np__port_memory_load(np__port_memory *m, const char *path, char *err, size_t errlen) {
   char line[2 * NAME_MAX_ + 32];
-  int n = 0, start = 1;
+  int n = 0, start = 1, bad = 0, r = 0;
   FILE *f = fopen(path, "r");
 
   if (f == NULL) {
@@ -125,7 +125,8 @@ int np__port_memory_load(np__port_memory *m, const char *path, char *err, size_t
     if (!whole) /* the rest of an overlong line, already refused */
       continue;
     n++;
-    if (line[0] == '#' || line[0] == '\n')
+    /* A comment has no tab: a client name may start with '#' */
+    if (line[0] == '\n' || (line[0] == '#' && strchr(line, '\t') == NULL))
       continue;
     line[strcspn(line, "\r\n")] = '\0';
     if (!start && !feof(f))
@@ -141,12 +142,15 @@ int np__port_memory_load(np__port_memory *m, const char *path, char *err, size_t
       goto bad;
     continue;
   bad:
-    snprintf(err, errlen, "%s:%d: not CLIENT<TAB>PROXY<TAB>PORT", path, n);
-    fclose(f);
-    return NP_ECONFIG;
+    /* Skipped, not fatal: the lines after it (a newer version's, a hand edit) still count. */
+    if (bad++ == 0)
+      snprintf(err, errlen, "%s:%d: not CLIENT<TAB>PROXY<TAB>PORT", path, n);
+    r = NP_ECONFIG;
   }
   fclose(f);
-  return 0;
+  if (bad > 1)
+    snprintf(err + strlen(err), errlen - strlen(err), " (and %d more lines)", bad - 1);
+  return r;
 }
 
 int np__port_memory_save(const np__port_memory *m, const char *path) {

@@ -8,8 +8,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
-/* Entries kept at most: a server's clients x proxies, and then some. */
-#define NP_PORT_MEMORY_MAX 65536
+/* Entries kept at most: a server's clients x proxies, and then some; the file (about 1.5 MB at
+ * most) is rewritten whole on the loop a second after a change. */
+#define NP_PORT_MEMORY_MAX 16384
 
 typedef struct np__port_memory np__port_memory;
 
@@ -21,9 +22,9 @@ int np__port_memory_recall(np__port_memory *m, const char *client, const char *p
  * that changed the table, 0 when it knew it already, UV_ENOMEM. */
 int np__port_memory_note(np__port_memory *m, const char *client, const char *proxy, int port);
 size_t np__port_memory_count(const np__port_memory *m);
-/* Read the file path wrote (lines "CLIENT<TAB>PROXY<TAB>PORT", oldest first; '#' comments): 0 (a
- * missing file is an empty table), or an error with "PATH:LINE: why" in err; lines already read
- * stay. */
+/* Read the file path wrote (lines "CLIENT<TAB>PROXY<TAB>PORT", oldest first; '#' comments without
+ * a tab): 0 (a missing file is an empty table), or NP_ECONFIG with "PATH:LINE: why" (the first bad
+ * line; the others are skipped too and the rest is read), or the open error in err. */
 int np__port_memory_load(np__port_memory *m, const char *path, char *err, size_t errlen);
 /* Write the table to path atomically (a temporary file renamed over it, mode 0600). 0 or the
  * error. */

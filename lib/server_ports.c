@@ -56,8 +56,8 @@ void np__server_ports_start(struct np_server *srv) {
     return;
   }
   if ((r = np__port_memory_load(srv->ports, srv->ports_path, err, sizeof(err))) != 0)
-    np__log(&srv->log, NP_LOG_WARN, "remembered ports: %s; going on with the %zu read before it",
-            err, np__port_memory_count(srv->ports));
+    np__log(&srv->log, NP_LOG_WARN, "remembered ports: %s, skipped; %zu read", err,
+            np__port_memory_count(srv->ports));
   else if (np__port_memory_count(srv->ports) > 0)
     np__log(&srv->log, NP_LOG_INFO, "remembered ports: %zu from %s",
             np__port_memory_count(srv->ports), srv->ports_path);

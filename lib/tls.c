@@ -230,9 +230,9 @@ static void describe_failure(tls_conn *c, char *peer) {
   } else if (c->verdict.known_mismatch) {
     np__tls_fingerprint_format(c->verdict.known_fp, want);
     np__log(c->t->log, NP_LOG_ERROR,
-            "%s: the server's certificate is %s, but %s:%d records %s for %s: if the server's key "
-            "was replaced on purpose, delete line %d of %s; otherwise somebody may be intercepting "
-            "the connection",
+            "%s: the server's certificate is %s, but %s:%d records %s for %s: if the server's "
+            "certificate was replaced on purpose, delete line %d of %s; otherwise somebody may be "
+            "intercepting the connection",
             peer, seen, c->t->known, c->verdict.known_line, want, c->t->known_key,
             c->verdict.known_line, c->t->known);
   } else if (c->verdict.verify_failed) {

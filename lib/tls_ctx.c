@@ -140,10 +140,12 @@ int np__tls_server_new(uv_loop_t *loop, const struct np_config *cfg, const np__l
   return 0;
 }
 
-/* The known_servers file: 1 trusted (it records this fingerprint, or it recorded it now on first
- * use), 0 refused (it records another one, or cannot be read), -1 it says nothing of this server
- * and trust on first use is off (the CA decides). */
-static int verify_known(np__tls *t, struct np__tls_verdict *v) {
+/* The known_servers file: 1 trusted (it records this fingerprint; or, on first use, the CA vouches
+ * for the server or its certificate was recorded now), 0 refused (it records another one, it cannot
+ * be read, or a first use cannot be recorded: trusting what is not recorded would trust anybody at
+ * the next connection), -1 it says nothing of this server and trust on first use is off (the CA
+ * decides). */
+static int verify_known(np__tls *t, struct np__tls_verdict *v, X509_STORE_CTX *xs) {
   char text[NP_TLS_FP_LEN + 1], was[NP_TLS_FP_LEN + 1];
   int line = 0, r;
 
@@ -168,17 +170,22 @@ static int verify_known(np__tls *t, struct np__tls_verdict *v) {
   }
   if (!t->tofu)
     return -1;
+  /* A server whose certificate chains to a trusted CA is checked by its CA, not pinned: its
+   * renewals must keep working. */
+  if (X509_verify_cert(xs) == 1)
+    return 1;
+  X509_STORE_CTX_set_error(xs, X509_V_OK);
   np__tls_fingerprint_format(v->seen, text);
   if ((r = np__known_add(t->known, t->known_key, text, &line)) != 0) {
-    np__log(t->log, NP_LOG_WARN,
-            "trusting %s on first use (its certificate is %s), but cannot record it in %s: %s; it "
-            "will be trusted again next time as if new",
-            t->known_key, text, t->known, np_strerror(r));
-    return 1;
+    snprintf(v->verify_err, sizeof(v->verify_err),
+             "trust on first use cannot record it in %.200s: %s (set known_servers to a file this "
+             "user may write)",
+             t->known, np_strerror(r));
+    return 0;
   }
   np__log(t->log, NP_LOG_INFO,
           "trusting %s on first use: its certificate is %s; recorded in %s:%d (a later change is "
-          "refused: delete that line if the server's key is replaced on purpose)",
+          "refused: delete that line if the server's certificate is replaced on purpose)",
           t->known_key, text, t->known, line);
   return 1;
 }
@@ -202,7 +209,7 @@ static int verify_server(X509_STORE_CTX *xs, void *arg) {
       v->pinned_mismatch = 1;
       X509_STORE_CTX_set_error(xs, X509_V_ERR_CERT_UNTRUSTED);
     }
-  } else if ((ok = verify_known(t, v)) >= 0) {
+  } else if ((ok = verify_known(t, v, xs)) >= 0) {
     if (!ok)
       X509_STORE_CTX_set_error(xs, X509_V_ERR_CERT_UNTRUSTED);
   } else {

@@ -39,7 +39,7 @@ struct np__tls_verdict {
   unsigned known_mismatch : 1; /* known_servers records another fingerprint, at known_line */
   int known_line;
   unsigned char known_fp[32];
-  char verify_err[120];
+  char verify_err[400];
 };
 
 static inline void ssl_err(char *buf, size_t len) {

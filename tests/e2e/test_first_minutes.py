@@ -173,7 +173,7 @@ def test_trust_on_first_use(env):
     check(c.wait_exit() == 4, "a changed key: exit 4")
     c.wait_line(rf"the server's certificate is {re.escape(other.fingerprint)}, but "
                 rf"{re.escape(known)}:1 records {re.escape(srv.fingerprint)} for {LOOP}:{port_was}: "
-                rf"if the server's key was replaced on purpose, delete line 1 of")
+                rf"if the server's certificate was replaced on purpose, delete line 1 of")
     # no line and no TOFU: the CA (the system's) decides, and the error points at TOFU
     d = tofu_client(env, other, os.path.join(env.tmp.name, "none"), "-R",
                     f"{LOOP}:0:{LOOP}:{svc}", name="np-client-ca")
@@ -182,6 +182,15 @@ def test_trust_on_first_use(env):
     bad = tofu_client(env, other, known, "--trust-on-first-use", "--server-fingerprint",
                       other.fingerprint, "-R", f"{LOOP}:0:{LOOP}:{svc}", name="np-client-both")
     check(bad.wait_exit() == 2, "TOFU and a pin: exit 2")
+    # a known_servers that cannot be read, or a first use that cannot be recorded, is refused: an
+    # unrecorded certificate would be trusted as new at every connection
+    for i, (where, why) in enumerate(((env.tmp.name, r"cannot read .*: illegal operation on a directory"),
+                                      ("/proc/np-test-known-servers",
+                                       r"trust on first use cannot record it in /proc/"))):
+        e = tofu_client(env, other, where, "--trust-on-first-use", "-R", f"{LOOP}:0:{LOOP}:{svc}",
+                        name=f"np-client-unrecorded-{i}")
+        check(e.wait_exit() == 4, f"{where}: exit 4")
+        e.wait_line(why)
 
 
 def test_one_line_client(env):

@@ -70,11 +70,13 @@ static void test_file(void **state) {
   assert_int_equal(np__port_memory_load(m, path, err, sizeof(err)), 0);
   assert_int_equal(np__port_memory_count(m), 0);
   np__port_memory_free(m);
-  write_tmp(path, "# comment\nalpha\tweb\t40001\nalpha\tweb\t99999\n");
+  write_tmp(path, "# comment\nalpha\tweb\t40001\nalpha\tweb\t99999\n#lab\tp\t40002\nx\n"
+                  "beta\tweb\t40003\textra\n");
   assert_int_equal(np__port_memory_new(100, &m), 0);
   assert_int_equal(np__port_memory_load(m, path, err, sizeof(err)), NP_ECONFIG);
-  assert_non_null(strstr(err, ":3: not CLIENT<TAB>PROXY<TAB>PORT"));
+  assert_non_null(strstr(err, ":3: not CLIENT<TAB>PROXY<TAB>PORT (and 2 more lines)"));
   assert_int_equal(np__port_memory_recall(m, "alpha", "web"), 40001);
+  assert_int_equal(np__port_memory_recall(m, "#lab", "p"), 40002); /* a name, not a comment */
   np__port_memory_free(m);
   unlink(path);
 }
