@@ -154,7 +154,6 @@ static const char *methods_of(const char *path) {
 static void route(void *arg, const char *method, const char *path, np__admin_reply *out) {
   struct np_client *cl = arg;
   int get = strcmp(method, "GET") == 0, post = strcmp(method, "POST") == 0;
-  const char *allowed;
 
   if (strcmp(path, "/healthz") == 0 && (get || strcmp(method, "HEAD") == 0)) {
     np__admin_reply_text(out, 200, "text/plain; charset=utf-8", "ok\n");
@@ -163,20 +162,9 @@ static void route(void *arg, const char *method, const char *path, np__admin_rep
   } else if (strcmp(path, "/api/v1/status") == 0 && get) {
     np__admin_reply_json(out, status(cl));
   } else if (strcmp(path, "/api/v1/reload") == 0 && post) {
-    int r = np_client_reload(cl);
-    if (r == 0)
-      np__admin_reply_json(out, json_pack("{s:b}", "reloaded", 1));
-    else
-      np__admin_reply_error(out, r == NP_ESTATE ? 409 : 422,
-                            cl->reload_err[0] != '\0' ? cl->reload_err : np_strerror(r));
-  } else if ((allowed = methods_of(path)) != NULL) {
-    char msg[64];
-    snprintf(msg, sizeof(msg), "method not allowed: use %s", allowed);
-    np__admin_reply_error(out, 405, msg);
-  } else if (strncmp(path, "/api/", 5) == 0) {
-    np__admin_reply_error(out, 404, "no such endpoint (see docs/api-admin.md)");
+    np__admin_reply_reload(out, np_client_reload(cl), cl->reload_err);
   } else {
-    np__admin_reply_error(out, 404, "no such page");
+    np__admin_reply_unrouted(out, path, methods_of(path));
   }
 }
 

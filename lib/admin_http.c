@@ -200,6 +200,25 @@ void np__admin_reply_error(np__admin_reply *out, int status, const char *message
   out->len = s != NULL ? n : 0;
 }
 
+void np__admin_reply_reload(np__admin_reply *out, int r, const char *why) {
+  if (r == 0)
+    np__admin_reply_json(out, json_pack("{s:b}", "reloaded", 1));
+  else
+    np__admin_reply_error(out, r == NP_ESTATE ? 409 : 422, why[0] != '\0' ? why : np_strerror(r));
+}
+
+void np__admin_reply_unrouted(np__admin_reply *out, const char *path, const char *allowed) {
+  if (allowed != NULL) {
+    char msg[64];
+    snprintf(msg, sizeof(msg), "method not allowed: use %s", allowed);
+    np__admin_reply_error(out, 405, msg);
+  } else if (strncmp(path, "/api/", 5) == 0) {
+    np__admin_reply_error(out, 404, "no such endpoint (see docs/api-admin.md)");
+  } else {
+    np__admin_reply_error(out, 404, "no such page");
+  }
+}
+
 void np__admin_reply_json(np__admin_reply *out, json_t *o) {
   size_t n = o != NULL ? json_dumpb(o, NULL, 0, JSON_COMPACT) : 0;
   char *s = n > 0 ? malloc(n) : NULL;

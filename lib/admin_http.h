@@ -68,6 +68,12 @@ void np__admin_http_close(np__admin_http *a, void (*done)(void *arg), void *arg)
 void np__admin_reply_text(np__admin_reply *out, int status, const char *type, const char *text);
 void np__admin_reply_error(np__admin_reply *out, int status, const char *message);
 void np__admin_reply_json(np__admin_reply *out, json_t *o);
+/* POST /api/v1/reload's answer, the same for both tools: r the reload's result, why its reason
+ * ("" when it has none: np_strerror(r) then). */
+void np__admin_reply_reload(np__admin_reply *out, int r, const char *why);
+/* No route took the request: 405 naming allowed (the methods path answers; NULL: no such
+ * endpoint), else 404. */
+void np__admin_reply_unrouted(np__admin_reply *out, const char *path, const char *allowed);
 /* {"name": value, ...} for every counter of a stats struct that field describes. */
 json_t *np__admin_stats_json(const np_stat_field *(*field)(size_t i), const void *st);
 

@@ -147,7 +147,7 @@ static const char *methods_of(const char *path) {
 static void route(void *arg, const char *method, const char *path, np__admin_reply *out) {
   struct np_server *srv = arg;
   int get = strcmp(method, "GET") == 0, post = strcmp(method, "POST") == 0;
-  const char *prefix = "/api/v1/clients/", *allowed;
+  const char *prefix = "/api/v1/clients/";
 
   if (np__admin_page(method, path, out)) {
     return;
@@ -184,20 +184,9 @@ static void route(void *arg, const char *method, const char *path, np__admin_rep
     name[n] = '\0';
     disconnect(srv, name, out);
   } else if (strcmp(path, "/api/v1/reload") == 0 && post) {
-    int r = np_server_reload(srv);
-    if (r == 0)
-      np__admin_reply_json(out, json_pack("{s:b}", "reloaded", 1));
-    else
-      np__admin_reply_error(out, r == NP_ESTATE ? 409 : 422,
-                            srv->reload_err[0] != '\0' ? srv->reload_err : np_strerror(r));
-  } else if ((allowed = methods_of(path)) != NULL) {
-    char msg[64];
-    snprintf(msg, sizeof(msg), "method not allowed: use %s", allowed);
-    np__admin_reply_error(out, 405, msg);
-  } else if (strncmp(path, "/api/", 5) == 0) {
-    np__admin_reply_error(out, 404, "no such endpoint (see docs/api-admin.md)");
+    np__admin_reply_reload(out, np_server_reload(srv), srv->reload_err);
   } else {
-    np__admin_reply_error(out, 404, "no such page");
+    np__admin_reply_unrouted(out, path, methods_of(path));
   }
 }
 
