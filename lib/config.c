@@ -1,6 +1,7 @@
 /* Configuration: INI files through inih and the same keys from flags, validated with FILE:LINE
  * errors. */
 #include "config.h"
+#include "config_keys.h"
 
 #include "cidr.h"
 #include "mux.h"
@@ -21,10 +22,6 @@
 #include <uv.h>
 
 #include "internal.h"
-
-#define KIND_SERVER 1
-#define KIND_CLIENT 2
-#define KIND_BOTH   3
 
 /* Value parsers: 0 or NP_ECONFIG with cfg->err set. */
 
@@ -121,99 +118,6 @@ int np__ports_allow(const np__ports *p, int port) {
   return 0;
 }
 
-/* Keys of [server] / [client]. */
-enum vtype {
-  V_STR,
-  V_HOSTPORT,
-  V_IPPORT,
-  V_DURATION,
-  V_COUNT,
-  V_PORTS,
-  V_LEVEL,
-  V_LOG_FORMAT,
-  V_CODEC,
-  V_BOOL,
-  V_FINGERPRINT,
-  V_CIDRS,
-  V_PORT,
-  V_TOKEN_FILE, /* reads the token from a file into token */
-};
-
-typedef struct key_def {
-  const char *name;
-  int kinds;
-  enum vtype type;
-  size_t offset;
-  size_t size; /* for strings */
-} key_def;
-
-#define FIELD(f) offsetof(struct np_config, f), sizeof(((struct np_config *)0)->f)
-
-static const key_def keys[] = {
-    {"token", KIND_BOTH, V_STR, FIELD(token)},
-    {"token_file", KIND_BOTH, V_TOKEN_FILE, FIELD(token)},
-    {"codec", KIND_BOTH, V_CODEC, FIELD(codec)},
-    {"log_level", KIND_BOTH, V_LEVEL, FIELD(log_level)},
-    {"log_format", KIND_BOTH, V_LOG_FORMAT, FIELD(log_format)},
-    {"heartbeat_interval", KIND_BOTH, V_DURATION, FIELD(heartbeat_interval_ms)},
-    {"heartbeat_timeout", KIND_BOTH, V_DURATION, FIELD(heartbeat_timeout_ms)},
-    {"max_frame", KIND_BOTH, V_COUNT, FIELD(max_frame)},
-    {"bind", KIND_SERVER, V_IPPORT, FIELD(bind)},
-    {"proxy_bind_addr", KIND_SERVER, V_STR, FIELD(proxy_bind_addr)},
-    {"tunnel_bind", KIND_SERVER, V_IPPORT, FIELD(tunnel_bind)},
-    {"visit_bind", KIND_SERVER, V_IPPORT, FIELD(visit_bind)},
-    {"allow_ports", KIND_SERVER, V_PORTS, FIELD(allow_ports)},
-    {"proxy_protocol_from", KIND_SERVER, V_CIDRS, FIELD(proxy_protocol_from)},
-    {"pending_timeout", KIND_SERVER, V_DURATION, FIELD(pending_timeout_ms)},
-    {"max_pending", KIND_SERVER, V_COUNT, FIELD(max_pending)},
-    {"max_pending_per_proxy", KIND_SERVER, V_COUNT, FIELD(max_pending_per_proxy)},
-    {"max_clients", KIND_SERVER, V_COUNT, FIELD(max_clients)},
-    {"max_proxies_per_client", KIND_SERVER, V_COUNT, FIELD(max_proxies_per_client)},
-    {"max_work_pool", KIND_SERVER, V_COUNT, FIELD(max_work_pool)},
-    {"mux_max_streams", KIND_SERVER, V_COUNT, FIELD(mux_max_streams)},
-    {"mux_max_window", KIND_BOTH, V_COUNT, FIELD(mux_max_window)},
-    {"relay_splice", KIND_BOTH, V_BOOL, FIELD(relay_splice)},
-    {"admin_bind", KIND_BOTH, V_IPPORT, FIELD(admin_bind)},
-    {"admin_token", KIND_BOTH, V_STR, FIELD(admin_token)},
-    {"admin_user", KIND_BOTH, V_STR, FIELD(admin_user)},
-    {"admin_password", KIND_BOTH, V_STR, FIELD(admin_password)},
-    {"insecure", KIND_BOTH, V_BOOL, FIELD(insecure)},
-    {"tls_cert", KIND_BOTH, V_STR, FIELD(tls_cert)},
-    {"tls_key", KIND_BOTH, V_STR, FIELD(tls_key)},
-    {"tls_dir", KIND_SERVER, V_STR, FIELD(tls_dir)},
-    {"tls_client_ca", KIND_SERVER, V_STR, FIELD(tls_client_ca)},
-    {"users_file", KIND_SERVER, V_STR, FIELD(users_file)},
-    {"login_timeout", KIND_SERVER, V_DURATION, FIELD(login_timeout_ms)},
-    {"login_backoff", KIND_SERVER, V_DURATION, FIELD(login_backoff_ms)},
-    {"login_backoff_max", KIND_SERVER, V_DURATION, FIELD(login_backoff_max_ms)},
-    {"udp_idle_timeout", KIND_BOTH, V_DURATION, FIELD(udp_idle_timeout_ms)},
-    {"drain_timeout", KIND_BOTH, V_DURATION, FIELD(drain_timeout_ms)},
-    {"udp_max_flows", KIND_SERVER, V_COUNT, FIELD(udp_max_flows)},
-    {"access_log", KIND_SERVER, V_BOOL, FIELD(access_log)},
-    {"remember_ports", KIND_SERVER, V_BOOL, FIELD(remember_ports)},
-    {"vhost_http_port", KIND_SERVER, V_PORT, FIELD(vhost_http_port)},
-    {"vhost_https_port", KIND_SERVER, V_PORT, FIELD(vhost_https_port)},
-    {"subdomain_host", KIND_SERVER, V_STR, FIELD(subdomain_host)},
-    {"server_fingerprint", KIND_CLIENT, V_FINGERPRINT, FIELD(server_fingerprint)},
-    {"tls_ca", KIND_CLIENT, V_STR, FIELD(tls_ca)},
-    {"tofu", KIND_CLIENT, V_BOOL, FIELD(tofu)},
-    {"known_servers", KIND_CLIENT, V_STR, FIELD(known_servers)},
-    {"tls_server_name", KIND_CLIENT, V_STR, FIELD(tls_server_name)},
-    {"allow_ips", KIND_CLIENT, V_CIDRS, FIELD(allow_ips)},
-    {"server", KIND_CLIENT, V_HOSTPORT, FIELD(server)},
-    {"name", KIND_CLIENT, V_STR, FIELD(name)},
-    {"tunnel", KIND_CLIENT, V_HOSTPORT, FIELD(tunnel)},
-    {"reconnect_min", KIND_CLIENT, V_DURATION, FIELD(reconnect_min_ms)},
-    {"reconnect_max", KIND_CLIENT, V_DURATION, FIELD(reconnect_max_ms)},
-    {"dial_timeout", KIND_CLIENT, V_DURATION, FIELD(dial_timeout_ms)},
-    {"work_pool", KIND_CLIENT, V_COUNT, FIELD(work_pool)},
-    {"mux", KIND_CLIENT, V_BOOL, FIELD(mux)},
-    {"takeover", KIND_CLIENT, V_BOOL, FIELD(takeover)},
-    {"udp_datagram_path", KIND_CLIENT, V_BOOL, FIELD(udp_datagram_path)},
-    {"udp_keepalive", KIND_CLIENT, V_DURATION, FIELD(udp_keepalive_ms)},
-    {"udp_path_retry", KIND_CLIENT, V_DURATION, FIELD(udp_path_retry_ms)},
-};
-
 /* The port a client dials when --server names none, as bore and frp default theirs. */
 #define NP_DEFAULT_SERVER_PORT "7000"
 
@@ -306,7 +210,7 @@ static int read_token_file(struct np_config *cfg, const char *key, const char *p
   return 0;
 }
 
-static int set_key(struct np_config *cfg, const key_def *k, const char *v) {
+static int set_key(struct np_config *cfg, const np__key *k, const char *v) {
   char *field = (char *)cfg + k->offset;
   uint64_t n = 0;
   np_log_level lvl;
@@ -378,6 +282,8 @@ static int set_key(struct np_config *cfg, const key_def *k, const char *v) {
     return 0;
   case V_TOKEN_FILE:
     return read_token_file(cfg, k->name, v, field, k->size);
+  case V_SEED_LOCAL:
+    return np__config_set_proxy_key(cfg, "seed", "local", v); /* the line codec's one service */
   case V_CODEC:
     if (np_codec_find(v) == NULL)
       return np__config_err(cfg, "%s: '%s' is not a codec (native or line)", k->name, v);
@@ -396,14 +302,13 @@ static int config_set(struct np_config *cfg, const char *section, const char *ke
   if (section != NULL && strcmp(section, want) != 0)
     return np__config_err(cfg, "unknown section [%s] (expected [%s]%s)", section, want,
                           cfg->kind == NP_CONFIG_CLIENT ? " or [proxy NAME]" : "");
-  if (cfg->kind == NP_CONFIG_CLIENT && strcmp(key, "local") == 0)
-    return np__config_set_proxy_key(cfg, "seed", "local", value); /* the line codec's one service */
-  for (size_t i = 0; i < NP_ARRAY_SIZE(keys); i++) {
-    if (strcmp(keys[i].name, key) != 0)
+  for (size_t i = 0; i < np__config_nkeys; i++) {
+    const np__key *k = &np__config_keys[i];
+    if (strcmp(k->name, key) != 0)
       continue;
-    if (!(keys[i].kinds & (int)cfg->kind))
+    if (!(k->kinds & (int)cfg->kind))
       break;
-    return set_key(cfg, &keys[i], value);
+    return set_key(cfg, k, value);
   }
   return np__config_err(cfg, "unknown key '%s' in [%s]", key, want);
 }
@@ -540,6 +445,7 @@ int np_config_load_file(struct np_config *cfg, const char *path) {
 }
 
 static int config_set_flag(struct np_config *cfg, const char *flag, const char *value) {
+  const np__key *k;
   char key[64];
   size_t i;
 
@@ -547,13 +453,15 @@ static int config_set_flag(struct np_config *cfg, const char *flag, const char *
     return np_config_add_remote(cfg, value);
   if (strcmp(flag, "U") == 0)
     return np_config_add_udp(cfg, value);
-  if (strcmp(flag, "trust-on-first-use") == 0)
-    flag = "tofu"; /* the long, self-explaining spelling of the key */
   if (strcmp(flag, "to") == 0)
     flag = "server"; /* bore's spelling: np-client --to HOST LOCAL_PORT */
-  for (i = 0; flag[i] != '\0' && i + 1 < sizeof(key); i++)
-    key[i] = flag[i] == '-' ? '_' : flag[i];
-  key[i] = '\0';
+  if ((k = np__config_key_by_flag(flag)) != NULL && (k->kinds & (int)cfg->kind))
+    snprintf(key, sizeof(key), "%s", k->name); /* --trust-on-first-use is tofu */
+  else { /* not a flag of this kind: the key of the same name says why */
+    for (i = 0; flag[i] != '\0' && i + 1 < sizeof(key); i++)
+      key[i] = flag[i] == '-' ? '_' : flag[i];
+    key[i] = '\0';
+  }
   if (np_config_set(cfg, NULL, key, value) != 0) {
     /* Name the flag the user typed, not the INI key. */
     char msg[sizeof(cfg->err)];
@@ -632,19 +540,19 @@ int np__config_reread(const struct np_config *cfg, struct np_config **out, char 
   return 0;
 }
 
-static int is_text(enum vtype t) {
+static int is_text(enum np__vtype t) {
   return t == V_STR || t == V_HOSTPORT || t == V_IPPORT || t == V_FINGERPRINT || t == V_CIDRS ||
          t == V_CODEC;
 }
 
 void np__config_diff(const struct np_config *a, const struct np_config *b,
                      void (*cb)(const char *key, void *arg), void *arg) {
-  for (size_t i = 0; i < NP_ARRAY_SIZE(keys); i++) {
-    const key_def *k = &keys[i];
+  for (size_t i = 0; i < np__config_nkeys; i++) {
+    const np__key *k = &np__config_keys[i];
     const char *x = (const char *)a + k->offset, *y = (const char *)b + k->offset;
     int same;
-    if (!(k->kinds & (int)a->kind) || k->type == V_TOKEN_FILE)
-      continue; /* token_file: what it reads is token's, which is compared */
+    if (!(k->kinds & (int)a->kind) || k->type == V_TOKEN_FILE || k->type == V_SEED_LOCAL)
+      continue; /* token_file: what it reads is token's, which is compared; local: a proxy's */
     if (is_text(k->type))
       same = strcmp(x, y) == 0;
     else if (k->type == V_PORTS) {
@@ -766,38 +674,16 @@ int np_config_new(np_config_kind kind, struct np_config **out) {
   if ((cfg = calloc(1, sizeof(*cfg))) == NULL)
     return UV_ENOMEM;
   cfg->kind = kind;
-  strcpy(cfg->codec, "native");
-  cfg->log_level = NP_LOG_INFO;
-  cfg->heartbeat_interval_ms = 10000;
-  cfg->heartbeat_timeout_ms = 30000;
-  cfg->max_frame = 4096;
-  strcpy(cfg->bind, "0.0.0.0:7000");
-  strcpy(cfg->proxy_bind_addr, "0.0.0.0");
-  cfg->pending_timeout_ms = 10000;
-  cfg->max_pending = 4096;
-  cfg->max_pending_per_proxy = 256;
-  cfg->max_clients = 1024;
-  cfg->max_proxies_per_client = NP_MAX_PROXIES;
-  cfg->max_work_pool = 64;
-  cfg->login_timeout_ms = 10000;
-  cfg->login_backoff_ms = 1000;
-  cfg->login_backoff_max_ms = 300000;
-  cfg->udp_idle_timeout_ms = 60000;
-  cfg->drain_timeout_ms = 30000;
-  cfg->udp_max_flows = 256;
-  cfg->access_log = 1;
-  cfg->remember_ports = 1;
-  cfg->udp_datagram_path = 1;
-  cfg->udp_keepalive_ms = 10000;
-  cfg->udp_path_retry_ms = 60000;
-  cfg->work_pool = NP_DEFAULT_WORK_POOL;
-  cfg->mux = NP_DEFAULT_MUX;
-  cfg->relay_splice = NP_DEFAULT_SPLICE;
-  cfg->mux_max_window = NP_MUX_DEFAULT_MAX_WINDOW;
-  cfg->mux_max_streams = NP_MUX_DEFAULT_MAX_STREAMS;
-  cfg->reconnect_min_ms = 500;
-  cfg->reconnect_max_ms = 30000;
-  cfg->dial_timeout_ms = 5000;
+  /* The defaults are the key table's, read as a file's values are: what --help and the docs say is
+   * what runs. Every kind gets every default, so no field is left at zero for code that reads it.
+   */
+  for (size_t i = 0; i < np__config_nkeys; i++) {
+    const np__key *k = &np__config_keys[i];
+    if (k->def != NULL && set_key(cfg, k, k->def) != 0) {
+      free(cfg);
+      return NP_ECONFIG; /* a bad default in the table: tests/unit/test_config.c catches it */
+    }
+  }
   if (gethostname(cfg->name, sizeof(cfg->name) - 1) != 0 || cfg->name[0] == '\0')
     strcpy(cfg->name, "client");
   *out = cfg;

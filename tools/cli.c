@@ -46,10 +46,96 @@ static int usage_error(const char *prog, const char *msg) {
   return NP_EXIT_USAGE;
 }
 
-int np_cli_parse(int argc, char **argv, struct np_config *cfg, const char *shortopts,
-                 const struct option *longopts, const char *help, const char *actions,
-                 int *action) {
+/* Where --help's description column starts, and the width it wraps at. */
+#define HELP_COL   31
+#define HELP_WIDTH 79
+
+/* One key's --help entry, from the library's key table: "  -s, --server HOST[:PORT]  what it
+ * does (default ...)", wrapped at HELP_WIDTH. */
+static void print_key(np_config_kind kind, const char *key, int shortc) {
+  const char *flag = np_config_key_attr(kind, key, NP_CONFIG_ATTR_FLAG);
+  const char *arg = np_config_key_attr(kind, key, NP_CONFIG_ATTR_ARG);
+  const char *def = np_config_key_attr(kind, key, NP_CONFIG_ATTR_DEFAULT_TEXT);
+  const char *help = np_config_key_attr(kind, key, NP_CONFIG_ATTR_HELP);
+  char text[512], left[96];
+  int col, first = 1;
+
+  if (shortc != 0)
+    snprintf(left, sizeof(left), "  -%c, --%s", shortc, flag);
+  else
+    snprintf(left, sizeof(left), "      --%s", flag);
+  if (arg != NULL)
+    snprintf(left + strlen(left), sizeof(left) - strlen(left), " %s", arg);
+  if (def != NULL && strcmp(def, "required") == 0)
+    snprintf(text, sizeof(text), "%s (required)", help);
+  else if (def != NULL && arg != NULL) /* a switch is off unless given */
+    snprintf(text, sizeof(text),
+             np_config_key_attr(kind, key, NP_CONFIG_ATTR_DEFAULT) == def ? "%s (default %s)"
+                                                                          : "%s (default: %s)",
+             help, def);
+  else
+    snprintf(text, sizeof(text), "%s", help);
+  col = printf("%s", left);
+  col += printf("%*s", col <= HELP_COL - 2 ? HELP_COL - col : 2, "");
+  for (char *save = NULL, *w = strtok_r(text, " ", &save); w != NULL;
+       w = strtok_r(NULL, " ", &save), first = 0) {
+    int n = (int)strlen(w);
+    if (!first && col + 1 + n > HELP_WIDTH)
+      col = printf("\n%*s", HELP_COL, "") - 1;
+    else if (!first)
+      col += printf(" ");
+    col += printf("%s", w);
+  }
+  printf("\n");
+}
+
+static void print_help(const np_cli_spec *spec) {
+  fputs(spec->help_head, stdout);
+  for (size_t i = 0; np_config_key(spec->kind, i) != NULL; i++) {
+    const char *key = np_config_key(spec->kind, i);
+    const char *flag = np_config_key_attr(spec->kind, key, NP_CONFIG_ATTR_FLAG);
+    int shortc = 0;
+    for (const struct option *o = spec->own; o->name != NULL; o++)
+      if (strcmp(o->name, flag) == 0 && o->val != 0)
+        shortc = o->val;
+    print_key(spec->kind, key, shortc);
+  }
+  fputs(spec->help_tail, stdout);
+}
+
+/* The tool's own options, then a long option per key of its kind that it did not name itself. */
+static struct option *all_options(const np_cli_spec *spec) {
+  size_t n = 0, own = 0;
+  struct option *opts;
+
+  while (spec->own[own].name != NULL)
+    own++;
+  while (np_config_key(spec->kind, n) != NULL)
+    n++;
+  if ((opts = calloc(own + n + 1, sizeof(*opts))) == NULL)
+    return NULL;
+  memcpy(opts, spec->own, own * sizeof(*opts));
+  for (size_t i = 0, at = own; i < n; i++) {
+    const char *key = np_config_key(spec->kind, i);
+    const char *flag = np_config_key_attr(spec->kind, key, NP_CONFIG_ATTR_FLAG);
+    size_t j = 0;
+    while (j < own && strcmp(spec->own[j].name, flag) != 0)
+      j++;
+    if (j < own)
+      continue;
+    opts[at].name = flag;
+    opts[at].has_arg = np_config_key_attr(spec->kind, key, NP_CONFIG_ATTR_ARG) != NULL
+                           ? required_argument
+                           : no_argument;
+    at++;
+  }
+  return opts;
+}
+
+static int parse(int argc, char **argv, struct np_config *cfg, const np_cli_spec *spec,
+                 const struct option *longopts, int *action) {
   const char *prog = prog_name(argv[0]);
+  const char *shortopts = spec->shortopts, *actions = spec->actions;
   const char *file = NULL;
   int c, idx, r;
 
@@ -58,7 +144,7 @@ int np_cli_parse(int argc, char **argv, struct np_config *cfg, const char *short
   opterr = 0;
   while ((c = getopt_long(argc, argv, shortopts, longopts, &idx)) != -1) {
     if (c == 'h') {
-      fputs(help, stdout);
+      print_help(spec);
       return -1;
     }
     if (c == 'V') {
@@ -113,6 +199,18 @@ int np_cli_parse(int argc, char **argv, struct np_config *cfg, const char *short
   if (np_config_validate(cfg) != 0)
     return usage_error(prog, np_config_error(cfg));
   return 0;
+}
+
+int np_cli_parse(int argc, char **argv, struct np_config *cfg, const np_cli_spec *spec,
+                 int *action) {
+  struct option *longopts = all_options(spec);
+  int r;
+
+  if (longopts == NULL)
+    return NP_EXIT_RUNTIME;
+  r = parse(argc, argv, cfg, spec, longopts, action);
+  free(longopts);
+  return r;
 }
 
 static uv_signal_t sigs[4];

@@ -17,12 +17,23 @@ enum {
   NP_EXIT_REFUSED = 6 /* np-client: the server refused every proxy at its first login */
 };
 
+/* What a tool tells np_cli_parse about itself. Every key of kind is a long option already (the
+ * library's key table: np_config_key); own lists the others, and a key's short letter
+ * ({"server", required_argument, NULL, 's'}). */
+typedef struct np_cli_spec {
+  np_config_kind kind;
+  const char *shortopts;
+  const struct option *own; /* ends with a zeroed entry */
+  const char *help_head;    /* --help: usage and the tool's own options, before the keys */
+  const char *help_tail;    /* ... and after them: signals, exit status */
+  const char *actions;      /* short options that are not keys (--fingerprint): into *action */
+} np_cli_spec;
+
 /* Parse argv into cfg: -c FILE first, then every other flag on top of it (long options without a
- * short form map to the config key of the same name; one without an argument means "true"). -h
- * and -V print and return -1 (exit 0). A short option listed in actions is not a key: its letter
- * goes into *action. Returns 0, -1, or NP_EXIT_USAGE after printing the error. */
-int np_cli_parse(int argc, char **argv, struct np_config *cfg, const char *shortopts,
-                 const struct option *longopts, const char *help, const char *actions, int *action);
+ * short form map to the config key of the same name; a switch means "true"). -h and -V print and
+ * return -1 (exit 0). Returns 0, -1, or NP_EXIT_USAGE after printing the error. */
+int np_cli_parse(int argc, char **argv, struct np_config *cfg, const np_cli_spec *spec,
+                 int *action);
 /* Arguments that are not flags (np-client HOST LOCAL_PORT): when the tool sets this before
  * np_cli_parse, they go to it after the flags, before the configuration is validated; it returns
  * NULL, or an error to print. Without it they are a usage error. */

@@ -52,6 +52,24 @@ NP_EXPORT int np_config_log_level(const struct np_config *cfg);
 /* The configured log format (key log_format): NP_LOG_FORMAT_TEXT (the default) or _JSON. */
 NP_EXPORT np_log_format np_config_log_format(const struct np_config *cfg);
 
+/* The keys of a kind's section ([server] or [client]), which are also the tools' flags: i from 0
+ * gives one name after another, then NULL. The tools build their flags and --help from this, and
+ * an embedder can build its own. */
+NP_EXPORT const char *np_config_key(np_config_kind kind, size_t i);
+
+typedef enum np_config_attr {
+  NP_CONFIG_ATTR_FLAG,         /* its command-line flag without the dashes: "allow-ports" */
+  NP_CONFIG_ATTR_ARG,          /* the value's form, "LIST"; NULL for a switch (a flag alone) */
+  NP_CONFIG_ATTR_DEFAULT,      /* the default as a file writes it ("10s"), or NULL */
+  NP_CONFIG_ATTR_DEFAULT_TEXT, /* the default in words where it is not a value ("the host name"),
+                                  else the value; NULL: none */
+  NP_CONFIG_ATTR_HELP,         /* a sentence saying what it does */
+} np_config_attr;
+
+/* One attribute of a key of kind, borrowed for the life of the library; NULL when the key is not
+ * one of kind's or the attribute is absent. */
+NP_EXPORT const char *np_config_key_attr(np_config_kind kind, const char *key, np_config_attr attr);
+
 NP_END_DECLS
 
 #endif

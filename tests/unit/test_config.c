@@ -13,6 +13,7 @@
 #include <natproxy.h>
 
 #include "config.h"
+#include "mux.h"
 #include "tmpfile.h"
 
 static char path[64];
@@ -418,6 +419,56 @@ static void test_default_port_and_bind_forms(void **state) {
   np_config_free(s);
 }
 
+/* The key table is the one source of the defaults: each kind lists its keys with a flag, a help
+ * line and, where it has one, a default that np_config_new applied (setting it again changes
+ * nothing); the constants other modules fall back on agree with it. */
+static void test_key_table(void **state) {
+  const np_config_kind kinds[2] = {NP_CONFIG_SERVER, NP_CONFIG_CLIENT};
+  struct np_config *c;
+  (void)state;
+
+  for (int k = 0; k < 2; k++) {
+    const char *key;
+    size_t n = 0;
+    for (size_t i = 0; (key = np_config_key(kinds[k], i)) != NULL; i++, n++) {
+      const char *def = np_config_key_attr(kinds[k], key, NP_CONFIG_ATTR_DEFAULT);
+      struct np_config *again;
+      assert_non_null(np_config_key_attr(kinds[k], key, NP_CONFIG_ATTR_FLAG));
+      assert_non_null(np_config_key_attr(kinds[k], key, NP_CONFIG_ATTR_HELP));
+      if (def == NULL)
+        continue;
+      assert_int_equal(np_config_new(kinds[k], &c), 0);
+      assert_int_equal(np_config_new(kinds[k], &again), 0);
+      assert_int_equal(np_config_set(again, NULL, key, def), 0);
+      again->replay_len = 0; /* the record of the set, which is not a value */
+      memset(again->replay, 0, sizeof(again->replay));
+      assert_memory_equal(c, again, sizeof(*c));
+      np_config_free(c);
+      np_config_free(again);
+    }
+    assert_true(n > 30);
+  }
+  assert_null(np_config_key(NP_CONFIG_SERVER, 1000));
+  assert_null(np_config_key_attr(NP_CONFIG_SERVER, "tofu", NP_CONFIG_ATTR_FLAG)); /* client's */
+  assert_string_equal(np_config_key_attr(NP_CONFIG_CLIENT, "tofu", NP_CONFIG_ATTR_FLAG),
+                      "trust-on-first-use");
+  assert_null(np_config_key_attr(NP_CONFIG_CLIENT, "tofu", NP_CONFIG_ATTR_ARG)); /* a switch */
+  assert_string_equal(np_config_key_attr(NP_CONFIG_CLIENT, "name", NP_CONFIG_ATTR_DEFAULT_TEXT),
+                      "the host name");
+
+  assert_int_equal(np_config_new(NP_CONFIG_CLIENT, &c), 0);
+  assert_int_equal(c->work_pool, NP_DEFAULT_WORK_POOL);
+  assert_int_equal(c->mux, NP_DEFAULT_MUX);
+  assert_int_equal(c->relay_splice, NP_DEFAULT_SPLICE);
+  assert_int_equal(c->mux_max_window, NP_MUX_DEFAULT_MAX_WINDOW);
+  assert_int_equal(c->mux_max_streams, NP_MUX_DEFAULT_MAX_STREAMS);
+  assert_int_equal(c->max_proxies_per_client, NP_MAX_PROXIES);
+  assert_string_equal(c->bind, "0.0.0.0:7000");
+  assert_int_equal(np_config_set_flag(c, "trust-on-first-use", "true"), 0);
+  assert_int_equal(c->tofu, 1);
+  np_config_free(c);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_server_file),  cmocka_unit_test(test_client_file),
@@ -425,6 +476,7 @@ int main(void) {
       cmocka_unit_test(test_missing_file), cmocka_unit_test(test_remote_specs),
       cmocka_unit_test(test_validate),     cmocka_unit_test(test_http_proxy),
       cmocka_unit_test(test_reread),       cmocka_unit_test(test_default_port_and_bind_forms),
+      cmocka_unit_test(test_key_table),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
