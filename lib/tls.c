@@ -298,6 +298,12 @@ static void handshake(tls_conn *c) {
   /* Send what the handshake produced, alerts included, before reporting anything. */
   if (flush(c, NULL) != 0 && r == 1)
     r = 0, e = SSL_ERROR_SSL;
+  if (r == 1 && c->verdict.tofu_pending && np__tls_known_commit(c->t, &c->verdict) != 0) {
+    np__conn_peer_str(c->inner, peer, sizeof(peer));
+    describe_failure(c, peer);
+    hs_failed(c, NP_ETLSVERIFY);
+    return;
+  }
   if (r == 1) {
     np__tls_handshake_cb cb = c->hs_cb;
     c->hs_done = 1;

@@ -141,12 +141,11 @@ int np__tls_server_new(uv_loop_t *loop, const struct np_config *cfg, const np__l
 }
 
 /* The known_servers file: 1 trusted (it records this fingerprint; or, on first use, the CA vouches
- * for the server or its certificate was recorded now), 0 refused (it records another one, it cannot
- * be read, or a first use cannot be recorded: trusting what is not recorded would trust anybody at
- * the next connection), -1 it says nothing of this server and trust on first use is off (the CA
- * decides). */
+ * for the server, or its certificate is to be recorded when the handshake is done), 0 refused (it
+ * records another one, or it cannot be read), -1 it says nothing of this server and trust on first
+ * use is off (the CA decides). */
 static int verify_known(np__tls *t, struct np__tls_verdict *v, X509_STORE_CTX *xs) {
-  char text[NP_TLS_FP_LEN + 1], was[NP_TLS_FP_LEN + 1];
+  char was[NP_TLS_FP_LEN + 1];
   int line = 0, r;
 
   if (t->known[0] == '\0')
@@ -175,19 +174,32 @@ static int verify_known(np__tls *t, struct np__tls_verdict *v, X509_STORE_CTX *x
   if (X509_verify_cert(xs) == 1)
     return 1;
   X509_STORE_CTX_set_error(xs, X509_V_OK);
+  /* Recorded only once the handshake is done (np__tls_known_commit): a peer that shows a
+   * certificate whose key it does not hold fails at CertificateVerify, and must not leave its
+   * certificate recorded, which would refuse the real server from then on. */
+  v->tofu_pending = 1;
+  return 1;
+}
+
+int np__tls_known_commit(np__tls *t, struct np__tls_verdict *v) {
+  char text[NP_TLS_FP_LEN + 1];
+  int line = 0, r;
+
+  v->tofu_pending = 0;
   np__tls_fingerprint_format(v->seen, text);
   if ((r = np__known_add(t->known, t->known_key, text, &line)) != 0) {
     snprintf(v->verify_err, sizeof(v->verify_err),
              "trust on first use cannot record it in %.200s: %s (set known_servers to a file this "
              "user may write)",
              t->known, np_strerror(r));
-    return 0;
+    v->verify_failed = 1;
+    return r;
   }
   np__log(t->log, NP_LOG_INFO,
           "trusting %s on first use: its certificate is %s; recorded in %s:%d (a later change is "
           "refused: delete that line if the server's certificate is replaced on purpose)",
           t->known_key, text, t->known, line);
-  return 1;
+  return 0;
 }
 
 /* Client verification, every mode: remember what the server presented, so a failure can name it,

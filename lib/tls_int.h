@@ -33,10 +33,17 @@ struct np__tls {
 
 /* A client conn's view of the server's certificate: filled in by the verify callback (tls_ctx.c),
  * which finds it as the SSL's app data, and read by the conn (tls.c) to report a failure. */
+struct np__tls_verdict;
+/* After a client's handshake that trusted a server on first use: record its certificate in
+ * known_servers. 0, or an error with the verdict's verify_err set (the connection must fail: an
+ * unrecorded certificate would be trusted anew next time). */
+int np__tls_known_commit(np__tls *t, struct np__tls_verdict *v);
+
 struct np__tls_verdict {
   unsigned char seen[32]; /* the certificate the server presented */
   unsigned seen_set : 1, verify_failed : 1, pinned_mismatch : 1;
   unsigned known_mismatch : 1; /* known_servers records another fingerprint, at known_line */
+  unsigned tofu_pending : 1;   /* a first use, recorded once the handshake proved the key */
   int known_line;
   unsigned char known_fp[32];
   char verify_err[400];
