@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -66,7 +67,10 @@ static int match(const char *p, const char *end, const char *key, char *fp, size
 
   while (p < end && (*p == ' ' || *p == '\t'))
     p++;
-  if ((size_t)(end - p) <= klen || memcmp(p, key, klen) != 0 || (p[klen] != ' ' && p[klen] != '\t'))
+  /* Host names (and IPv6 hex) are case-blind: Tunnel.Example.org is the server recorded as
+   * tunnel.example.org. */
+  if ((size_t)(end - p) <= klen || strncasecmp(p, key, klen) != 0 ||
+      (p[klen] != ' ' && p[klen] != '\t'))
     return 0;
   p += klen;
   while (p < end && (*p == ' ' || *p == '\t'))

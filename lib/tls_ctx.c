@@ -6,6 +6,7 @@
  * calls tls.c. */
 #include "tls.h"
 
+#include <ctype.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -259,6 +260,8 @@ int np__tls_client_new(uv_loop_t *loop, const struct np_config *cfg, const np__l
     /* A known_servers line for this server pins it; with tofu the first certificate is recorded. */
     t->tofu = cfg->tofu;
     np__strlcpy(t->known_key, cfg->server, sizeof(t->known_key));
+    for (char *c = t->known_key; *c != '\0'; c++) /* recorded as it is matched: any case */
+      *c = (char)tolower((unsigned char)*c);
     if (cfg->known_servers[0] != '\0')
       np__strlcpy(t->known, cfg->known_servers, sizeof(t->known));
     else if (np__tls_state_dir(t->known, sizeof(t->known) - 16) == 0)
