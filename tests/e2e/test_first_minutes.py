@@ -9,8 +9,8 @@ import subprocess
 import sys
 
 sys.path.insert(0, os.path.dirname(__file__))
-from nptest import (CLIENT, LOOP, SERVER, Greeter, Proc, check, greet, proxy_ports,  # noqa: E402
-                    run, wait_until)
+from nptest import (CLIENT, LOOP, SERVER, Greeter, Proc, check, greet,  # noqa: E402
+                    low_free_ports, proxy_ports, run, wait_until)
 
 EXIT_AUTH = 3
 EXIT_USAGE = 2
@@ -245,6 +245,35 @@ def test_stable_port_zero(env):
     check(list(b.ports.values()) != [port], "beta gets another port")
 
 
+def test_try_examples(env):
+    """docs/examples/try-server.ini and try-client.ini run as written: a first try on one machine
+    needs nothing edited. Only their fixed ports are moved to free ones, so this test cannot meet
+    another program on 7000; the token comes from NP_TOKEN, as the files say."""
+    examples = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "docs",
+                            "examples")
+    control, public = low_free_ports(2)
+    svc = env.service(Greeter)
+    moves = {"127.0.0.1:7000": f"127.0.0.1:{control}", "6000-6100": f"{public}-{public}",
+             "remote_port = 6080": f"remote_port = {public}", "127.0.0.1:8000": f"127.0.0.1:{svc}"}
+    files = {}
+    for which in ("try-server.ini", "try-client.ini"):
+        with open(os.path.join(examples, which)) as f:
+            text = f.read()
+        for a, b in moves.items():
+            text = text.replace(a, b)
+        files[which] = secret_file(env, which, text)
+    token = subprocess.run([SERVER, "--gen-token"], capture_output=True, text=True,
+                           timeout=10).stdout.strip()
+    srv = Proc(env, "np-server", [SERVER, "-c", files["try-server.ini"]],
+               environ={"NP_TOKEN": token})
+    srv.wait_line(rf"listening on 127\.0\.0\.1:{control}\b")
+    cl = Proc(env, "np-client", [CLIENT, "-c", files["try-client.ini"]],
+              environ={"NP_TOKEN": token})
+    check(proxy_ports(cl) == {"web": public}, f"proxy web on port {public}")
+    cl.wait_line(r"trusting .* on first use")
+    check(greet(public, b"a first try") == b"you are a first try\n", "the service answers")
+
+
 TESTS = {
     "token_file_and_env": test_token_file_and_env,
     "every_proxy_refused": test_every_proxy_refused,
@@ -252,6 +281,7 @@ TESTS = {
     "trust_on_first_use": test_trust_on_first_use,
     "one_line_client": test_one_line_client,
     "stable_port_zero": test_stable_port_zero,
+    "try_examples": test_try_examples,
 }
 
 if __name__ == "__main__":

@@ -109,7 +109,10 @@ static void test_examples(void **state) {
   static const struct {
     np_config_kind kind;
     const char *file;
-  } ex[] = {{NP_CONFIG_SERVER, "server.ini"}, {NP_CONFIG_CLIENT, "client.ini"}};
+  } ex[] = {{NP_CONFIG_SERVER, "server.ini"},
+            {NP_CONFIG_CLIENT, "client.ini"},
+            {NP_CONFIG_SERVER, "try-server.ini"},
+            {NP_CONFIG_CLIENT, "try-client.ini"}};
   const char *root = getenv("NP_SOURCE_ROOT");
 
   (void)state;
