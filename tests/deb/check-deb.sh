@@ -101,6 +101,10 @@ for u in np-server.service np-client.service np-client@.service; do
   [ -f "/lib/systemd/system/$u" ] || fail "$u not installed"
   [ ! -e "/etc/systemd/system/multi-user.target.wants/$u" ] || fail "$u was enabled on install"
 done
+if command -v systemctl >/dev/null; then
+  st=$(systemctl is-enabled np-server.service np-client.service 2>/dev/null || true)
+  ! grep -q '^enabled' <<<"$st" || fail "a unit was enabled on install: $st"
+fi
 grep -qx 'ExecStart=/usr/bin/np-server -c /etc/natproxy/server.ini' /lib/systemd/system/np-server.service ||
   fail "np-server.service does not start /usr/bin/np-server"
 getent passwd natproxy >/dev/null || fail "the natproxy user was not created"
