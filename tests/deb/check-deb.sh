@@ -33,7 +33,7 @@ fail() { echo "check-deb: $*" >&2; exit 1; }
 # build directories and other ignored litter stay behind.
 mkdir "$work/src"
 (cd "$src" && git ls-files -z --cached --others --exclude-standard |
-  while IFS= read -r -d '' f; do [ -e "$f" ] && printf '%s\0' "$f"; done |
+  while IFS= read -r -d '' f; do if [ -e "$f" ]; then printf '%s\0' "$f"; fi; done |
   tar -cf - --null -T -) | tar -xf - -C "$work/src"
 
 # The package's version is the project's: debian/changelog follows meson.build.
