@@ -63,6 +63,8 @@ int main(void) {
   unlink(path);
   snprintf(path, sizeof(path), "%s/server.key", dir);
   unlink(path);
+  snprintf(path, sizeof(path), "%s/ports", dir); /* remember_ports: the ports port-0 proxies got */
+  unlink(path);
   rmdir(dir);
   if (ready < 0)
     return 1;
