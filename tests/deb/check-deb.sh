@@ -31,10 +31,16 @@ fail() { echo "check-deb: $*" >&2; exit 1; }
 
 # The tracked files and new ones not ignored, as they are in the checkout (a clean clone in CI);
 # build directories and other ignored litter stay behind.
+# Without git (a bare Debian has none), everything but .git and the build directories.
 mkdir "$work/src"
-(cd "$src" && git ls-files -z --cached --others --exclude-standard |
-  while IFS= read -r -d '' f; do if [ -e "$f" ]; then printf '%s\0' "$f"; fi; done |
-  tar -cf - --null -T -) | tar -xf - -C "$work/src"
+if command -v git >/dev/null && git -C "$src" rev-parse --git-dir >/dev/null 2>&1; then
+  (cd "$src" && git ls-files -z --cached --others --exclude-standard |
+    while IFS= read -r -d '' f; do if [ -e "$f" ]; then printf '%s\0' "$f"; fi; done |
+    tar -cf - --null -T -) | tar -xf - -C "$work/src"
+else
+  (cd "$src" && tar -cf - --exclude-vcs --exclude='./build' --exclude='./build-*' \
+    --exclude='./bench/out' .) | tar -xf - -C "$work/src"
+fi
 
 # The package's version is the project's: debian/changelog follows meson.build.
 version=$(cd "$work/src" && meson introspect --projectinfo meson.build |
