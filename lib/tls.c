@@ -44,6 +44,7 @@ struct tls_conn {
   np_conn_shutdown_cb shutdown_cb;
   np_conn_close_cb close_cb;
   int in_err;        /* the inner conn's end (UV_EOF or an error), or ours, to be delivered */
+  int rx_end;        /* close_notify (UV_EOF) or a TLS error read, not yet delivered */
   unsigned inflight; /* txbufs not yet completed */
   int closes_left;   /* inner and pump */
   struct np__tls_verdict verdict; /* filled in by tls_ctx.c's verify callback */
@@ -338,40 +339,57 @@ static void handshake(tls_conn *c) {
 
 /* Hand decrypted bytes to the reader while it reads; then the inner conn's end, if it came. */
 static void drain(tls_conn *c) {
-  while (c->reading && !c->closing && !c->rx_done &&
+  while (c->reading && !c->closing && !c->rx_done && c->rx_end == 0 &&
          (SSL_has_pending(c->ssl) || BIO_ctrl_pending(c->rbio) > 0)) {
     uv_buf_t b = uv_buf_init(NULL, 0);
-    size_t n = 0;
-    int e;
+    size_t got = 0, n;
+    int e = SSL_ERROR_NONE;
 
     c->base.alloc_cb(&c->base, READ_CHUNK, &b);
     if (b.base == NULL || b.len == 0) {
       deliver(c, UV_ENOBUFS);
       return;
     }
+    /* Fill the reader's buffer from as many records as have arrived before handing it up, not a
+     * record (16 KiB at most) at a time: the mux sizes the buffer to the rest of a frame, so a
+     * 64 KiB frame reaches its stream, and the service, in one write instead of four. */
     ERR_clear_error();
-    if (SSL_read_ex(c->ssl, b.base, b.len, &n) == 1) {
-      c->base.read_cb(&c->base, (ssize_t)n, &b);
-      continue;
+    while (got < b.len) {
+      n = 0;
+      if (SSL_read_ex(c->ssl, b.base + got, b.len - got, &n) != 1) {
+        e = SSL_get_error(c->ssl, 0);
+        break;
+      }
+      got += n;
     }
-    e = SSL_get_error(c->ssl, 0);
+    if (got > 0) {
+      c->base.read_cb(&c->base, (ssize_t)got, &b);
+      if (c->closing)
+        return;
+    }
+    if (e == SSL_ERROR_NONE)
+      continue;     /* the buffer is full: another */
     flush(c, NULL); /* a KeyUpdate may want an answer */
-    c->base.read_cb(&c->base, 0, &b);
-    if (c->closing || !c->reading)
+    if (got == 0)
+      c->base.read_cb(&c->base, 0, &b); /* the buffer back, unused */
+    if (c->closing || (e == SSL_ERROR_WANT_READ && !c->reading))
       return;
     if (e == SSL_ERROR_WANT_READ)
       break;
     if (e == SSL_ERROR_ZERO_RETURN) {
-      deliver(c, UV_EOF); /* close_notify: a clean end */
-      return;
-    }
-    {
+      c->rx_end = UV_EOF; /* close_notify: a clean end */
+    } else {
       char peer[64], why[200];
       np__conn_peer_str(c->inner, peer, sizeof(peer));
       ssl_err(why, sizeof(why));
       np__log(c->t->log, NP_LOG_WARN, "%s: TLS error: %s", peer, why);
+      c->rx_end = NP_ETLS;
     }
-    deliver(c, NP_ETLS);
+    break; /* the end, delivered below once the reader reads */
+  }
+  /* An end read past the data the reader took before it paused waits until it reads again. */
+  if (c->rx_end != 0 && c->reading && !c->closing && !c->rx_done) {
+    deliver(c, c->rx_end);
     return;
   }
   if (!c->reading || c->closing || c->rx_done)
@@ -471,7 +489,7 @@ static int tls_read_start(np_conn *conn) {
   c->reading = 1;
   if (c->rx_done)
     return 0;
-  if (c->in_err != 0 ||
+  if (c->in_err != 0 || c->rx_end != 0 ||
       (c->ssl != NULL && (SSL_has_pending(c->ssl) || BIO_ctrl_pending(c->rbio) > 0)))
     return uv_timer_start(&c->pump, on_pump, 0, 0);
   set_reading(c, 1);

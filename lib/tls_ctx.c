@@ -9,6 +9,9 @@
 #include <ctype.h>
 #include <stdlib.h>
 #include <string.h>
+#if defined(__aarch64__)
+#include <sys/auxv.h>
+#endif
 #include <strings.h>
 
 #include <openssl/err.h>
@@ -69,6 +72,22 @@ static void cert_fp(X509 *x, unsigned char md[32]) {
 
 /* ---- contexts ------------------------------------------------------------------------------ */
 
+/* TLS 1.3's ciphers, fastest first for this CPU. Both ends are ours, so the strength is the same
+ * either way (128-bit keys are TLS 1.3's baseline), and what matters is speed: with AES in
+ * hardware AES-128-GCM is the fastest (10 rounds against AES-256's 14; OpenSSL's default puts
+ * AES-256 first), without it ChaCha20-Poly1305 is. */
+static const char *cipher_order(void) {
+  int aes = 0;
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_cpu_init();
+  aes = __builtin_cpu_supports("aes") && __builtin_cpu_supports("pclmul");
+#elif defined(__aarch64__) && defined(HWCAP_AES) && defined(HWCAP_PMULL)
+  aes = (getauxval(AT_HWCAP) & (HWCAP_AES | HWCAP_PMULL)) == (HWCAP_AES | HWCAP_PMULL);
+#endif
+  return aes ? "TLS_AES_128_GCM_SHA256:TLS_CHACHA20_POLY1305_SHA256:TLS_AES_256_GCM_SHA384"
+             : "TLS_CHACHA20_POLY1305_SHA256:TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384";
+}
+
 static np__tls *ctx_new(uv_loop_t *loop, const np__logger *log, int server) {
   np__tls *t = calloc(1, sizeof(*t));
 
@@ -83,6 +102,15 @@ static np__tls *ctx_new(uv_loop_t *loop, const np__logger *log, int server) {
   }
   /* Both ends are ours: nothing older than 1.3 needs to be spoken. */
   SSL_CTX_set_min_proto_version(t->ctx, TLS1_3_VERSION);
+  /* The client offers the order that is fastest here; the server picks by its own order, but
+   * ChaCha20 first when the client puts it first (a client without AES hardware says so). */
+  if (SSL_CTX_set_ciphersuites(t->ctx, cipher_order()) != 1) {
+    SSL_CTX_free(t->ctx);
+    free(t);
+    return NULL;
+  }
+  if (server)
+    SSL_CTX_set_options(t->ctx, SSL_OP_CIPHER_SERVER_PREFERENCE | SSL_OP_PRIORITIZE_CHACHA);
   /* An idle tunnel should not hold 2 x 16 KiB of record buffers. */
   SSL_CTX_set_mode(t->ctx, SSL_MODE_RELEASE_BUFFERS);
   /* No resumption: every connection makes a full handshake, so session tickets would only be
