@@ -344,6 +344,7 @@ static void drain(tls_conn *c) {
     uv_buf_t b = uv_buf_init(NULL, 0);
     size_t got = 0, n;
     int e = SSL_ERROR_NONE;
+    char why[200] = "";
 
     c->base.alloc_cb(&c->base, READ_CHUNK, &b);
     if (b.base == NULL || b.len == 0) {
@@ -362,14 +363,18 @@ static void drain(tls_conn *c) {
       }
       got += n;
     }
+    /* The error's text now: the reader may write (and clear OpenSSL's error queue) in read_cb. */
+    if (e != SSL_ERROR_NONE && e != SSL_ERROR_WANT_READ && e != SSL_ERROR_ZERO_RETURN)
+      ssl_err(why, sizeof(why));
     if (got > 0) {
       c->base.read_cb(&c->base, (ssize_t)got, &b);
       if (c->closing)
         return;
     }
+    /* A KeyUpdate read on the way wants an answer. */
+    flush(c, NULL);
     if (e == SSL_ERROR_NONE)
-      continue;     /* the buffer is full: another */
-    flush(c, NULL); /* a KeyUpdate may want an answer */
+      continue; /* the buffer is full: another */
     if (got == 0)
       c->base.read_cb(&c->base, 0, &b); /* the buffer back, unused */
     if (c->closing || (e == SSL_ERROR_WANT_READ && !c->reading))
@@ -379,9 +384,8 @@ static void drain(tls_conn *c) {
     if (e == SSL_ERROR_ZERO_RETURN) {
       c->rx_end = UV_EOF; /* close_notify: a clean end */
     } else {
-      char peer[64], why[200];
+      char peer[64];
       np__conn_peer_str(c->inner, peer, sizeof(peer));
-      ssl_err(why, sizeof(why));
       np__log(c->t->log, NP_LOG_WARN, "%s: TLS error: %s", peer, why);
       c->rx_end = NP_ETLS;
     }

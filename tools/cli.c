@@ -103,6 +103,9 @@ static void print_help(const np_cli_spec *spec) {
   fputs(spec->help_tail, stdout);
 }
 
+/* getopt_long's value for a key's long option: KEY_OPT + its index, above every short option. */
+#define KEY_OPT 0x100
+
 /* The tool's own options, then a long option per key of its kind that it did not name itself. */
 static struct option *all_options(const np_cli_spec *spec) {
   size_t n = 0, own = 0;
@@ -127,6 +130,10 @@ static struct option *all_options(const np_cli_spec *spec) {
     opts[at].has_arg = np_config_key_attr(spec->kind, key, NP_CONFIG_ATTR_ARG) != NULL
                            ? required_argument
                            : no_argument;
+    /* A value of its own (beyond any char): getopt_long takes an abbreviation that fits several
+     * options with the same value as the first of them, silently (--tok as --token, not
+     * --token-file), and calls it ambiguous only when their values differ. */
+    opts[at].val = KEY_OPT + (int)at;
     at++;
   }
   return opts;
@@ -175,7 +182,7 @@ static int parse(int argc, char **argv, struct np_config *cfg, const np_cli_spec
       return usage_error(prog, "bad option");
     if (c == 'c')
       continue;
-    if (c != 0 && actions != NULL && strchr(actions, c) != NULL) {
+    if (c != 0 && c < KEY_OPT && actions != NULL && strchr(actions, c) != NULL) {
       *action = c;
       continue;
     }
