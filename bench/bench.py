@@ -103,9 +103,10 @@ def path_direct(procs, target, tmp):
     return target, []
 
 
-def path_np(procs, target, tmp, *flags):
+def path_np(procs, target, tmp, *flags, server=None, client=None):
     """np with its defaults (TLS, multiplexed), or with the client flags given (pairs of flag and
     value; --relay-splice and --insecure go to the server too)."""
+    SERVER_, CLIENT_ = server or SERVER, client or CLIENT
     pairs = list(zip(flags[::2], flags[1::2]))
     server_flags = [x for k, v in pairs if k == "--relay-splice" for x in (k, v)]
     ctl, pub = free_port(), free_port()
@@ -114,15 +115,15 @@ def path_np(procs, target, tmp, *flags):
         client_flags = [x for k, v in pairs if k != "--insecure" for x in (k, v)] + ["--insecure"]
     else:
         state = os.path.join(tmp, "np-state")
-        fp = subprocess.run([SERVER, "--tls-dir", state, "--fingerprint"], capture_output=True,
+        fp = subprocess.run([SERVER_, "--tls-dir", state, "--fingerprint"], capture_output=True,
                             text=True, check=True).stdout.strip()
         server_flags += ["--tls-dir", state]
         client_flags = [*flags, "--server-fingerprint", fp]
-    srv = procs.start([SERVER, "--bind", f"{LOOP}:{ctl}", "--proxy-bind-addr", LOOP, "--token", "bench",
+    srv = procs.start([SERVER_, "--bind", f"{LOOP}:{ctl}", "--proxy-bind-addr", LOOP, "--token", "bench",
                        "--log-level", "warn", "--max-pending-per-proxy", "20000",
                        "--max-pending", "20000", *server_flags])
     wait_port(ctl)
-    cl = procs.start([CLIENT, "--server", f"{LOOP}:{ctl}", "--token", "bench", "--log-level", "warn",
+    cl = procs.start([CLIENT_, "--server", f"{LOOP}:{ctl}", "--token", "bench", "--log-level", "warn",
                       *client_flags, "-R", f"{LOOP}:{pub}:{LOOP}:{target}"],
                      stdout=subprocess.PIPE, text=True)
     cl.stdout.readline()  # "proxy ...: public port N"
@@ -177,6 +178,13 @@ def path_haproxy(procs, target, tmp):
     return pub, [p.pid]
 
 
+def path_np_base(procs, target, tmp):
+    """np with its defaults, from another build (NP_BASE_SERVER, NP_BASE_CLIENT): before and after a
+    change measured in one run, so the shared machine's slow spells hit both."""
+    return path_np(procs, target, tmp, server=os.environ["NP_BASE_SERVER"],
+                   client=os.environ["NP_BASE_CLIENT"])
+
+
 def path_np_plain(procs, target, tmp):
     return path_np(procs, target, tmp, "--insecure", "true")
 
@@ -196,7 +204,7 @@ def path_np_copy(procs, target, tmp):
 
 # "np" is what a user gets: TLS and one multiplexed connection; "plain" is --insecure on both sides.
 PATHS = {"direct": path_direct, "np": path_np, "np plain": path_np_plain, "np nomux": path_np_nomux,
-         "np nomux plain": path_np_nomux_plain, "np copy": path_np_copy,
+         "np nomux plain": path_np_nomux_plain, "np copy": path_np_copy, "np base": path_np_base,
          "haproxy": path_haproxy, "socat": path_socat, "ssh -R": path_ssh}
 
 
@@ -351,7 +359,9 @@ def main():
     ap.add_argument("--seconds", type=int, default=5, help="per iperf3/wrk run")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--hold", type=int, default=1000, help="idle connections to hold for the RSS figure")
-    ap.add_argument("--paths", default=",".join(PATHS), help="comma-separated: " + ",".join(PATHS))
+    ap.add_argument("--paths", default=",".join(p for p in PATHS if p != "np base"),
+                    help="comma-separated: " + ",".join(PATHS) + " (np base: the build named by "
+                    "NP_BASE_SERVER and NP_BASE_CLIENT)")
     args = ap.parse_args()
     paths = args.paths.split(",")
 

@@ -17,6 +17,10 @@
 #define BORROW_MAX     (64 * 1024)
 #define CLOSE_GRACE_MS 2000 /* how long a closing mux may take to write what is queued */
 #define NOTSENT_LOWAT  (128 * 1024)
+/* Smallest write a stream sends straight to the transport. Smaller ones are queued and go with
+ * everything else the loop turn queued, in one batch: a TLS record and a system call for the turn
+ * instead of one per stream and message (docs/performance.md, issue 18). */
+#define DIRECT_MIN (16 * 1024)
 
 /* The core reports system errors as -errno, which libuv's codes are on Unix. */
 _Static_assert(NP_MUX_ENOMEM == UV_ENOMEM && NP_MUX_ECONNRESET == UV_ECONNRESET &&
@@ -48,8 +52,9 @@ struct np__mux {
   uv_buf_t bufs[NP_MUX_BATCH_IOVS];
   char *rbuf;
   uv_idle_t tick;
+  uv_prepare_t turn; /* the batch is written before the loop next waits */
   uv_timer_t timer;
-  int handles;   /* timer and transport still to close */
+  int handles;   /* timer, turn and transport still to close */
   int batch_err; /* the transport refused the batch at once: completed from the tick */
   unsigned freeing : 1;
   unsigned peer_eof : 1; /* the transport ended in order (the peer closed it) */
@@ -278,8 +283,18 @@ static void core_fin_done(np__mux_core *c, np__mux_cstream *cs, int status) {
   }
 }
 
+static void on_turn(uv_prepare_t *h) {
+  uv_prepare_stop(h);
+  flush(h->data);
+}
+
+/* Not at once: what the rest of this loop turn queues (other streams' messages, window updates)
+ * joins the batch. A prepare handle runs before the loop waits for I/O, so nothing is held back
+ * past the turn, whichever phase (I/O, timer, a write's completion) queued it. */
 static void core_want_write(np__mux_core *c) {
-  flush(mux_of_core(c));
+  np__mux *m = mux_of_core(c);
+  if (!uv_is_closing((uv_handle_t *)&m->turn))
+    uv_prepare_start(&m->turn, on_turn);
 }
 
 static void on_handle_closed(uv_handle_t *h) {
@@ -295,8 +310,8 @@ static void on_transport_closed(np_conn *c) {
 }
 
 /* The session is over: the transport closes (after a best-effort GO_AWAY: it may be stuck). The
- * mux is freed once the transport and the timer are closed and the owners have closed every
- * stream (the core resets them all right after this). */
+ * mux is freed once the transport, the timer and the turn handle are closed and the owners have
+ * closed every stream (the core resets them all right after this). */
 static void core_dead(np__mux_core *c, int err, const unsigned char *goaway) {
   np__mux *m = mux_of_core(c);
 
@@ -307,6 +322,7 @@ static void core_dead(np__mux_core *c, int err, const unsigned char *goaway) {
     uv_idle_start(&m->tick, on_tick);
   }
   uv_close((uv_handle_t *)&m->timer, on_handle_closed);
+  uv_close((uv_handle_t *)&m->turn, on_handle_closed);
   np__conn_read_stop(m->t);
   if (err == UV_ECANCELED)
     np__conn_close(m->t, on_transport_closed);
@@ -360,9 +376,9 @@ static int st_write(np_conn *c, np_conn_write *req, const uv_buf_t *bufs, unsign
   return r;
 }
 
-/* The relay's fast path: when nothing else waits to be sent, one frame goes straight to the
- * transport from the caller's memory. Should the transport take only part of it, the core copies
- * the rest and sends it first thing, so the frame is never cut. */
+/* The relay's fast path for bulk: when nothing else waits to be sent, one frame goes straight to
+ * the transport from the caller's memory. Should the transport take only part of it, the core
+ * copies the rest and sends it first thing, so the frame is never cut. */
 static int st_try_write(np_conn *c, const uv_buf_t *bufs, unsigned nbufs) {
   mstream *s = (mstream *)c;
   np__mux *m = s->mux;
@@ -371,7 +387,8 @@ static int st_try_write(np_conn *c, const uv_buf_t *bufs, unsigned nbufs) {
   size_t n;
   int r;
 
-  if (nbufs != 1 || (n = np__mux_core_direct(m->core, s->cs, bufs[0].len, hdr)) == 0)
+  if (nbufs != 1 || bufs[0].len < DIRECT_MIN ||
+      (n = np__mux_core_direct(m->core, s->cs, bufs[0].len, hdr)) == 0)
     return UV_EAGAIN;
   v[0] = uv_buf_init((char *)hdr, sizeof(hdr));
   v[1] = uv_buf_init(bufs[0].base, (unsigned)n);
@@ -527,9 +544,10 @@ int np__mux_new(uv_loop_t *loop, np_conn *transport, const np__mux_opts *opts, c
     return UV_ENOMEM;
   }
   uv_idle_init(loop, &m->tick);
+  uv_prepare_init(loop, &m->turn);
   uv_timer_init(loop, &m->timer);
-  m->tick.data = m->timer.data = m;
-  m->handles = 2;
+  m->tick.data = m->timer.data = m->turn.data = m;
+  m->handles = 3;
   transport->data = m;
   np__conn_notsent_lowat(transport, NOTSENT_LOWAT);
   if (prefix_len > 0)
@@ -579,6 +597,10 @@ np__mux *np__mux_of(np_conn *c) {
 
 size_t np__mux_stream_count(const np__mux *m) {
   return np__mux_core_stream_count(m->core);
+}
+
+int np__mux_writing(const np__mux *m) {
+  return np__mux_core_busy(m->core) || uv_is_active((const uv_handle_t *)&m->turn);
 }
 
 uint32_t np__mux_stream_id(np_conn *c) {

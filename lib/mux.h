@@ -56,6 +56,8 @@ np__mux *np__mux_of(np_conn *c);
 /* The conn the mux runs over (TLS or TCP), for what belongs to the connection: its TLS exporter. */
 np_conn *np__mux_transport(np__mux *m);
 size_t np__mux_stream_count(const np__mux *m);
+/* Something is queued for the transport or being written to it. */
+int np__mux_writing(const np__mux *m);
 uint32_t np__mux_stream_id(np_conn *c);
 /* Bytes received on a stream and not yet read. */
 size_t np__mux_stream_buffered(np_conn *c);

@@ -168,6 +168,7 @@ void np__mux_core_fail(np__mux_core *c, int err, int goaway_code);
 
 int np__mux_core_dead(const np__mux_core *c);    /* 0 or why the session ended */
 int np__mux_core_closing(const np__mux_core *c); /* np__mux_core_goaway was called */
+int np__mux_core_busy(const np__mux_core *c);    /* a batch is being written */
 size_t np__mux_core_stream_count(const np__mux_core *c);
 np__mux_cstream *np__mux_core_streams(const np__mux_core *c); /* first of all; ->next */
 np__mux_cstream *np__mux_core_find(const np__mux_core *c, uint32_t id);

@@ -176,6 +176,10 @@ void np__mux_core_written(np__mux_core *c, int status) {
   want_write(c);
 }
 
+int np__mux_core_busy(const np__mux_core *c) {
+  return c->busy;
+}
+
 /* ---- what the owner of a stream sends ----------------------------------------------------- */
 
 int np__mux_core_write(np__mux_core *c, np__mux_cstream *s, const np__mux_iov *iov, unsigned n,

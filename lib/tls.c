@@ -1,8 +1,8 @@
-/* TLS conns: ciphertext moves between the inner conn and two memory BIOs; OpenSSL never touches a
- * socket, so the conn works over anything that is an np_conn. This file is the conn: the pump,
- * reading, writing, shutdown and close, the handshake and its failure reports, key export. The
- * contexts conns are made from (settings, the check of the server's certificate, fingerprints) are
- * tls_ctx.c's; this file calls it, and it calls nothing here. */
+/* TLS conns: ciphertext moves between the inner conn and a BIO of our own (conn_bio below); OpenSSL
+ * never touches a socket, so the conn works over anything that is an np_conn. This file is the
+ * conn: the pump, reading, writing, shutdown and close, the handshake and its failure reports, key
+ * export. The contexts conns are made from (settings, the check of the server's certificate,
+ * fingerprints) are tls_ctx.c's; this file calls it, and it calls nothing here. */
 #include "tls.h"
 
 #include <stdlib.h>
@@ -20,6 +20,10 @@
 #define REC_ALERT     21
 #define REC_HANDSHAKE 22
 #define READ_CHUNK    65536
+/* TLS 1.3 record: at most 16 KiB of plaintext; on the wire 5 bytes of header, the content type and
+ * a 16-byte tag more (RFC 8446 §5.2). */
+#define RECORD_MAX      16384
+#define RECORD_OVERHEAD 22
 
 typedef struct tls_conn tls_conn;
 
@@ -28,7 +32,7 @@ typedef struct txbuf {
   np_conn_write w;
   tls_conn *c;
   np_conn_write *outer;
-  size_t len;
+  size_t len, cap;
   char data[];
 } txbuf;
 
@@ -37,8 +41,15 @@ struct tls_conn {
   np_conn *inner;
   np__tls *t;
   SSL *ssl;
-  BIO *rbio, *wbio; /* network side: what arrived, what is to be sent */
-  uv_timer_t pump;  /* delivers what read_start finds already decrypted or pending */
+  /* The network side, what conn_bio reads and writes. tx: the records made since the last flush,
+   * sent as they are. in/in_len: the inner conn's buffer, only during on_inner_read; what OpenSSL
+   * has not taken of it when that returns (a reader that paused) is kept in rest. */
+  txbuf *tx;
+  const char *in;
+  size_t in_len;
+  char *rest;
+  size_t rest_off, rest_len, rest_cap;
+  uv_timer_t pump; /* delivers what read_start finds already decrypted or pending */
   np__tls_handshake_cb hs_cb;
   void *hs_data;
   np_conn_shutdown_cb shutdown_cb;
@@ -46,7 +57,8 @@ struct tls_conn {
   int in_err;        /* the inner conn's end (UV_EOF or an error), or ours, to be delivered */
   int rx_end;        /* close_notify (UV_EOF) or a TLS error read, not yet delivered */
   unsigned inflight; /* txbufs not yet completed */
-  int closes_left;   /* inner and pump */
+  uint64_t wire_bytes;
+  int closes_left;                /* inner and pump */
   struct np__tls_verdict verdict; /* filled in by tls_ctx.c's verify callback */
   unsigned hs_done : 1, sniffed : 1, reading : 1, inner_reading : 1, rx_done : 1;
   unsigned refused : 1, lingering : 1; /* a plaintext peer, answered in its own terms */
@@ -71,15 +83,144 @@ static void on_tx_done(np_conn_write *w, int status) {
     outer->cb(outer, status);
 }
 
-static txbuf *take_ciphertext(tls_conn *c) {
-  size_t n = BIO_ctrl_pending(c->wbio);
-  txbuf *b = malloc(sizeof(*b) + n);
+/* ---- conn_bio: OpenSSL's network side ------------------------------------------------------ */
 
-  if (b == NULL)
+/* A memory BIO zeroed and copied every ciphertext byte once more on each side, and kept its largest
+ * size for the life of the connection. This one appends records to the txbuf that is then sent as
+ * it is, and reads from the inner conn's buffer in place. */
+
+/* Room for n more bytes in c->tx: grown by doubling, so a batch's records are copied at most once
+ * more in all (encrypt reserves the whole batch up front, so usually never). */
+static int tx_reserve(tls_conn *c, size_t n) {
+  size_t len = c->tx != NULL ? c->tx->len : 0, cap = c->tx != NULL ? c->tx->cap : 0;
+  txbuf *b;
+
+  if (c->tx != NULL && len + n <= cap)
+    return 0;
+  cap = cap * 2 > len + n ? cap * 2 : len + n;
+  if ((b = realloc(c->tx, sizeof(*b) + cap)) == NULL)
+    return UV_ENOMEM;
+  if (c->tx == NULL)
+    b->len = 0;
+  b->cap = cap;
+  c->tx = b;
+  return 0;
+}
+
+static int bio_write(BIO *bio, const char *data, size_t len, size_t *written) {
+  tls_conn *c = BIO_get_data(bio);
+
+  BIO_clear_retry_flags(bio);
+  if (tx_reserve(c, len) != 0)
+    return 0;
+  memcpy(c->tx->data + c->tx->len, data, len);
+  c->tx->len += len;
+  *written = len;
+  return 1;
+}
+
+static size_t rx_pending(const tls_conn *c) {
+  return c->rest_len + c->in_len;
+}
+
+static int bio_read(BIO *bio, char *out, size_t len, size_t *got) {
+  tls_conn *c = BIO_get_data(bio);
+  size_t n;
+
+  BIO_clear_retry_flags(bio);
+  if (c->rest_len > 0) {
+    n = len < c->rest_len ? len : c->rest_len;
+    memcpy(out, c->rest + c->rest_off, n);
+    c->rest_off += n;
+    c->rest_len -= n;
+  } else if (c->in_len > 0) {
+    n = len < c->in_len ? len : c->in_len;
+    memcpy(out, c->in, n);
+    c->in += n;
+    c->in_len -= n;
+  } else {
+    /* No bytes yet, not the end: the inner conn's end is handled above OpenSSL. */
+    BIO_set_retry_read(bio);
+    return 0;
+  }
+  *got = n;
+  return 1;
+}
+
+/* What on_inner_read's buffer still holds when it returns: copied, since the buffer is reused. */
+static int rx_keep(tls_conn *c) {
+  if (c->in_len == 0)
+    return 0;
+  if (c->rest_len == 0)
+    c->rest_off = 0;
+  if (c->rest_off + c->rest_len + c->in_len > c->rest_cap) {
+    size_t cap = c->rest_len + c->in_len;
+    char *r;
+    memmove(c->rest, c->rest + c->rest_off, c->rest_len);
+    c->rest_off = 0;
+    if (cap > c->rest_cap) {
+      if ((r = realloc(c->rest, cap)) == NULL)
+        return UV_ENOMEM;
+      c->rest = r;
+      c->rest_cap = cap;
+    }
+  }
+  memcpy(c->rest + c->rest_off + c->rest_len, c->in, c->in_len);
+  c->rest_len += c->in_len;
+  c->in_len = 0;
+  return 0;
+}
+
+static long bio_ctrl(BIO *bio, int cmd, long num, void *ptr) {
+  tls_conn *c = BIO_get_data(bio);
+  (void)num;
+  (void)ptr;
+  switch (cmd) {
+  case BIO_CTRL_FLUSH: /* records go out when the conn flushes */
+    return 1;
+  case BIO_CTRL_PENDING:
+    return (long)rx_pending(c);
+  case BIO_CTRL_WPENDING:
+    return c->tx != NULL ? (long)c->tx->len : 0;
+  default:
+    return 0;
+  }
+}
+
+static int bio_create(BIO *bio) {
+  BIO_set_init(bio, 1);
+  return 1;
+}
+
+static BIO_METHOD *bio_method; /* made once per process, never freed: it holds no conn */
+
+static void make_bio_method(void) {
+  BIO_METHOD *m = BIO_meth_new(BIO_get_new_index() | BIO_TYPE_SOURCE_SINK, "np conn");
+
+  if (m != NULL &&
+      (BIO_meth_set_write_ex(m, bio_write) != 1 || BIO_meth_set_read_ex(m, bio_read) != 1 ||
+       BIO_meth_set_ctrl(m, bio_ctrl) != 1 || BIO_meth_set_create(m, bio_create) != 1)) {
+    BIO_meth_free(m);
+    m = NULL;
+  }
+  bio_method = m;
+}
+
+static BIO_METHOD *conn_bio_method(void) {
+  static uv_once_t once = UV_ONCE_INIT;
+  uv_once(&once, make_bio_method);
+  return bio_method;
+}
+
+static txbuf *take_ciphertext(tls_conn *c) {
+  txbuf *b = c->tx;
+
+  if (b == NULL && tx_reserve(c, 0) != 0)
     return NULL;
+  b = c->tx;
+  c->tx = NULL;
   b->c = c;
   b->outer = NULL;
-  b->len = n > 0 && BIO_read(c->wbio, b->data, (int)n) == (int)n ? n : 0;
   return b;
 }
 
@@ -93,6 +234,7 @@ static int send_txbuf(tls_conn *c, txbuf *b, size_t skip, np_conn_write *outer) 
     free(b);
     return r;
   }
+  c->wire_bytes += u.len;
   c->inflight++;
   return 0;
 }
@@ -102,28 +244,60 @@ static int send_txbuf(tls_conn *c, txbuf *b, size_t skip, np_conn_write *outer) 
 static int flush(tls_conn *c, np_conn_write *outer) {
   txbuf *b;
 
-  if (outer == NULL && (c->wbio == NULL || BIO_ctrl_pending(c->wbio) == 0))
+  if (outer == NULL && (c->tx == NULL || c->tx->len == 0))
     return 0;
   if ((b = take_ciphertext(c)) == NULL)
     return UV_ENOMEM;
   return send_txbuf(c, b, 0, outer);
 }
 
+/* Plaintext to records. Pieces are gathered into records of up to 16 KiB: a 12-byte mux header or
+ * a short message written as its own record cost a record's overhead and an AEAD call each, so
+ * small pieces are copied together and only pieces of a record or more go to OpenSSL as they are
+ * (a copy of a few bytes is cheaper than a record; a copy of a bulk piece is not). */
 static int encrypt(tls_conn *c, const uv_buf_t *bufs, unsigned nbufs, size_t *total) {
-  size_t n;
+  static _Thread_local char stage[RECORD_MAX];
+  size_t staged = 0, n, want = 0;
 
   if (c->failed)
     return c->in_err;
   if (!c->hs_done || c->closing)
     return UV_ENOTCONN;
-  *total = 0;
+  for (unsigned i = 0; i < nbufs; i++)
+    want += bufs[i].len;
+  if (tx_reserve(c, want + (want / RECORD_MAX + nbufs + 1) * RECORD_OVERHEAD) != 0)
+    return UV_ENOMEM;
+  *total = want;
   ERR_clear_error();
   for (unsigned i = 0; i < nbufs; i++) {
-    /* A memory BIO takes everything: SSL_write never stops half way here. */
-    if (bufs[i].len > 0 && SSL_write_ex(c->ssl, bufs[i].base, bufs[i].len, &n) != 1)
-      return NP_ETLS;
-    *total += bufs[i].len;
+    const char *p = bufs[i].base;
+    size_t len = bufs[i].len;
+    if (len >= RECORD_MAX) {
+      /* Its own records: what is staged goes first, in order. */
+      if (staged > 0 && SSL_write_ex(c->ssl, stage, staged, &n) != 1)
+        return NP_ETLS;
+      staged = 0;
+      if (SSL_write_ex(c->ssl, p, len - len % RECORD_MAX, &n) != 1)
+        return NP_ETLS;
+      p += len - len % RECORD_MAX;
+      len %= RECORD_MAX;
+    }
+    while (len > 0) {
+      size_t take = RECORD_MAX - staged < len ? RECORD_MAX - staged : len;
+      memcpy(stage + staged, p, take);
+      staged += take;
+      p += take;
+      len -= take;
+      if (staged == RECORD_MAX) {
+        if (SSL_write_ex(c->ssl, stage, staged, &n) != 1)
+          return NP_ETLS;
+        staged = 0;
+      }
+    }
   }
+  /* A memory-backed BIO takes everything: SSL_write never stops half way here. */
+  if (staged > 0 && SSL_write_ex(c->ssl, stage, staged, &n) != 1)
+    return NP_ETLS;
   return 0;
 }
 
@@ -154,6 +328,8 @@ static int tls_try_write(np_conn *conn, const uv_buf_t *bufs, unsigned nbufs) {
   w = np__conn_try_write(c->inner, b->data, b->len);
   if (w == UV_EAGAIN)
     w = 0;
+  if (w > 0)
+    c->wire_bytes += (size_t)w;
   if (w < 0 || (size_t)w == b->len) {
     free(b);
     return w < 0 ? w : (int)total;
@@ -340,7 +516,7 @@ static void handshake(tls_conn *c) {
 /* Hand decrypted bytes to the reader while it reads; then the inner conn's end, if it came. */
 static void drain(tls_conn *c) {
   while (c->reading && !c->closing && !c->rx_done && c->rx_end == 0 &&
-         (SSL_has_pending(c->ssl) || BIO_ctrl_pending(c->rbio) > 0)) {
+         (SSL_has_pending(c->ssl) || rx_pending(c) > 0)) {
     uv_buf_t b = uv_buf_init(NULL, 0);
     size_t got = 0, n;
     int e = SSL_ERROR_NONE;
@@ -472,13 +648,30 @@ static void on_inner_read(np_conn *in, ssize_t nread, const uv_buf_t *buf) {
     return;
   } else {
     c->sniffed = 1;
-    if ((c->ssl == NULL && make_ssl(c) != 0) ||
-        BIO_write(c->rbio, buf->base, (int)nread) != (int)nread) {
+    if (c->ssl == NULL && make_ssl(c) != 0) {
       c->in_err = UV_ENOMEM;
       set_reading(c, 0);
+    } else if (c->rest_len > 0) {
+      /* Behind what is kept (the reader paused meanwhile): in order, after it. */
+      c->in = buf->base;
+      c->in_len = (size_t)nread;
+      if (rx_keep(c) != 0) {
+        c->in_err = UV_ENOMEM;
+        set_reading(c, 0);
+      }
+    } else {
+      c->in = buf->base;
+      c->in_len = (size_t)nread;
     }
   }
   progress(c);
+  /* The buffer is the loop's, reused by the next read of any conn. */
+  if (!c->closing && rx_keep(c) != 0) {
+    c->in_err = UV_ENOMEM;
+    set_reading(c, 0);
+    progress(c);
+  }
+  c->in_len = 0;
 }
 
 static void on_pump(uv_timer_t *t) {
@@ -494,7 +687,7 @@ static int tls_read_start(np_conn *conn) {
   if (c->rx_done)
     return 0;
   if (c->in_err != 0 || c->rx_end != 0 ||
-      (c->ssl != NULL && (SSL_has_pending(c->ssl) || BIO_ctrl_pending(c->rbio) > 0)))
+      (c->ssl != NULL && (SSL_has_pending(c->ssl) || rx_pending(c) > 0)))
     return uv_timer_start(&c->pump, on_pump, 0, 0);
   set_reading(c, 1);
   return 0;
@@ -516,6 +709,8 @@ static void part_closed(tls_conn *c) {
   if (--c->closes_left > 0)
     return;
   SSL_free(c->ssl);
+  free(c->tx);
+  free(c->rest);
   if (cb != NULL)
     cb(&c->base);
   free(c);
@@ -603,16 +798,18 @@ static const np_conn_ops tls_ops = {
  * sockets). */
 static int make_ssl(tls_conn *c) {
   np__tls *t = c->t;
+  BIO_METHOD *m = conn_bio_method();
   struct in6_addr a6;
+  BIO *bio;
 
-  c->rbio = BIO_new(BIO_s_mem());
-  c->wbio = BIO_new(BIO_s_mem());
-  c->ssl = SSL_new(t->ctx);
-  if (c->rbio == NULL || c->wbio == NULL || c->ssl == NULL)
-    goto err_free;
-  /* An empty memory BIO means "no bytes yet", not end of file. */
-  BIO_set_mem_eof_return(c->rbio, -1);
-  SSL_set_bio(c->ssl, c->rbio, c->wbio);
+  if (m == NULL || (bio = BIO_new(m)) == NULL)
+    return UV_ENOMEM;
+  if ((c->ssl = SSL_new(t->ctx)) == NULL) {
+    BIO_free(bio);
+    return UV_ENOMEM;
+  }
+  BIO_set_data(bio, c);
+  SSL_set_bio(c->ssl, bio, bio); /* one BIO both ways: the SSL owns its one reference */
   /* Each of these allocates and can fail. Unchecked, a failed app data made the verify callback
    * dereference NULL, and a failed set1_host would have dropped the host name check (the
    * allocator sweep, tests/failmalloc, found the first). */
@@ -631,15 +828,7 @@ static int make_ssl(tls_conn *c) {
   return 0;
 
 err_free_ssl:
-  SSL_free(c->ssl); /* it owns the BIOs now */
-  c->ssl = NULL;
-  c->rbio = c->wbio = NULL;
-  return UV_ENOMEM;
-err_free:
-  BIO_free(c->rbio);
-  BIO_free(c->wbio);
-  SSL_free(c->ssl);
-  c->rbio = c->wbio = NULL;
+  SSL_free(c->ssl); /* and the BIO with it */
   c->ssl = NULL;
   return UV_ENOMEM;
 }
@@ -651,6 +840,10 @@ int np__tls_export(np_conn *conn, const char *label, unsigned char *out, size_t 
   return SSL_export_keying_material(c->ssl, out, len, label, strlen(label), NULL, 0, 0) == 1
              ? 0
              : NP_ETLS;
+}
+
+uint64_t np__tls_wire_bytes(np_conn *conn) {
+  return conn->ops == &tls_ops ? ((tls_conn *)conn)->wire_bytes : 0;
 }
 
 int np__tls_wrap(np__tls *t, np_conn *inner, np_conn **out) {

@@ -53,6 +53,8 @@ int np__tls_handshake(np_conn *c, np__tls_handshake_cb cb, void *data);
  * ends of one connection, known to nobody else. c: a TLS conn after its handshake. 0, or UV_EINVAL
  * for any other conn, NP_ETLS. */
 int np__tls_export(np_conn *c, const char *label, unsigned char *out, size_t len);
+/* Bytes handed to the inner conn so far, records and handshake: what a write cost on the wire. */
+uint64_t np__tls_wire_bytes(np_conn *c);
 int np__tls_fingerprint_parse(const char *s, unsigned char out[32]);
 void np__tls_fingerprint_format(const unsigned char md[32], char out[NP_TLS_FP_LEN + 1]);
 

@@ -1,4 +1,5 @@
-/* TLS conns over real loopback sockets: an echo through TLS both ways with half-close, a pinned
+/* TLS conns over real loopback sockets: an echo through TLS both ways with half-close, pieces
+ * gathered into records, a pinned
  * fingerprint that does not match, a plaintext peer on either side, and a connection cut without
  * close_notify. */
 #include <setjmp.h>
@@ -171,6 +172,59 @@ static void on_dialed(void *data, int status, np_conn *c) {
   assert_int_equal(np__conn_write(c, &cw, &b, 1, cl_written), 0);
 }
 
+/* Pieces written in one call leave in as few records as the rule in tls.c's encrypt allows: 100
+ * mux-header-sized pieces in one record (each was a record of its own, 22 bytes of overhead and an
+ * AEAD call each), then a mix across the record size's edges, echoed back byte for byte. */
+#define RECORD_OVERHEAD 22
+static const size_t mixed[] = {12, 1, 700, 12, 16383, 16384, 16385, 12, 70000, 3, 65536, 12, 100};
+static uv_buf_t piece_bufs[100 + sizeof(mixed) / sizeof(mixed[0])];
+static uint64_t wire_before;
+static size_t pieces_total;
+
+static void pieces_mixed_written(np_conn_write *w, int status) {
+  size_t plain = pieces_total - 100 * 12;
+  uint64_t wire = np__tls_wire_bytes(w->conn) - wire_before;
+
+  assert_int_equal(status, 0);
+  /* 15 records by the rule; the old one made 21. */
+  assert_true(wire >= plain + RECORD_OVERHEAD);
+  assert_true(wire <= plain + 15 * RECORD_OVERHEAD);
+  assert_int_equal((wire - plain) % RECORD_OVERHEAD, 0);
+  assert_int_equal(np__conn_shutdown(w->conn, cl_shut), 0);
+}
+
+static void pieces_small_written(np_conn_write *w, int status) {
+  static np_conn_write w2;
+  size_t n = sizeof(mixed) / sizeof(mixed[0]);
+
+  assert_int_equal(status, 0);
+  assert_int_equal(np__tls_wire_bytes(w->conn) - wire_before, 100 * 12 + RECORD_OVERHEAD);
+  wire_before = np__tls_wire_bytes(w->conn);
+  assert_int_equal(
+      np__conn_write(w->conn, &w2, piece_bufs + 100, (unsigned)n, pieces_mixed_written), 0);
+}
+
+static void on_dialed_pieces(void *data, int status, np_conn *c) {
+  size_t off = 0;
+  (void)data;
+
+  dial_status = status;
+  if (status != 0) {
+    uv_close((uv_handle_t *)&listener, NULL);
+    return;
+  }
+  for (size_t i = 0; i < sizeof(piece_bufs) / sizeof(piece_bufs[0]); i++) {
+    size_t len = i < 100 ? 12 : mixed[i - 100];
+    piece_bufs[i] = uv_buf_init(out_data + off, (unsigned)len);
+    off += len;
+  }
+  pieces_total = off;
+  assert_true(pieces_total <= BIG);
+  assert_int_equal(np__conn_read_start(c, cl_alloc, cl_read), 0);
+  wire_before = np__tls_wire_bytes(c);
+  assert_int_equal(np__conn_write(c, &cw, piece_bufs, 100, pieces_small_written), 0);
+}
+
 /* ---- fixtures ------------------------------------------------------------------------------ */
 
 static void ctx_setup(const char *pin) {
@@ -211,6 +265,8 @@ static void ctx_setup(const char *pin) {
   last_log[0] = '\0';
 }
 
+static np__dial_cb dialed = on_dialed;
+
 static void run_dial(size_t len) {
   static size_t want;
   uv_timer_t guard;
@@ -223,7 +279,7 @@ static void run_dial(size_t len) {
   snprintf(spec, sizeof(spec), "127.0.0.1:%d", port);
   /* Generous: under valgrind on a loaded 2-core machine a handshake once took over 5 s. This case
    * is about the bytes and the close, not about timeouts. */
-  assert_int_equal(np__dial_tls(&loop, spec, 30000, ctls, on_dialed, &want, NULL), 0);
+  assert_int_equal(np__dial_tls(&loop, spec, 30000, ctls, dialed, &want, NULL), 0);
   uv_run(&loop, UV_RUN_DEFAULT);
   uv_close((uv_handle_t *)&guard, NULL);
   uv_run(&loop, UV_RUN_DEFAULT);
@@ -255,6 +311,20 @@ static void test_echo_half_close(void **state) {
   assert_memory_equal(in_data, out_data, BIG);
   assert_int_equal(client_status, UV_EOF); /* the server's close_notify */
   assert_int_equal(server_status, UV_EOF); /* ours */
+  ctx_teardown();
+}
+
+static void test_pieces_in_records(void **state) {
+  (void)state;
+  mode = M_ECHO;
+  ctx_setup(NULL);
+  dialed = on_dialed_pieces;
+  run_dial(0);
+  dialed = on_dialed;
+  assert_int_equal(dial_status, 0);
+  assert_int_equal(in_len, pieces_total);
+  assert_memory_equal(in_data, out_data, pieces_total);
+  assert_int_equal(client_status, UV_EOF);
   ctx_teardown();
 }
 
@@ -420,6 +490,7 @@ static void test_identity_logs_to_embedder(void **state) {
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_echo_half_close),
+      cmocka_unit_test(test_pieces_in_records),
       cmocka_unit_test(test_pin_mismatch),
       cmocka_unit_test(test_cut_without_close_notify),
       cmocka_unit_test(test_plaintext_server),
