@@ -133,6 +133,12 @@ static int bio_read(BIO *bio, char *out, size_t len, size_t *got) {
     memcpy(out, c->rest + c->rest_off, n);
     c->rest_off += n;
     c->rest_len -= n;
+    if (c->rest_len == 0) {
+      /* Kept only while a reader pauses: an idle conn holds none. */
+      free(c->rest);
+      c->rest = NULL;
+      c->rest_cap = c->rest_off = 0;
+    }
   } else if (c->in_len > 0) {
     n = len < c->in_len ? len : c->in_len;
     memcpy(out, c->in, n);
