@@ -3,7 +3,9 @@
  * back into datagrams and sent. UDP keeps its nature underneath: a datagram the socket cannot take
  * now is dropped, never queued, and backpressure from the tunnel leaves datagrams to the kernel's
  * receive buffer, which drops the excess. The flow ends (EOF) after idle_ms without a datagram
- * either way, or when the tunnel side ends it (UDP has no half-close to pass on). */
+ * either way, or when the tunnel side ends it (UDP has no half-close to pass on). Datagrams come
+ * in recvmmsg batches and leave in sendmmsg batches (udp_batch.h); a reader that stops in the
+ * middle of a batch gets the rest of it when it reads again, as the kernel would have kept them. */
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
@@ -11,7 +13,17 @@
 #include "conn.h"
 #include "dgram.h"
 #include "internal.h"
+#include "udp_batch.h"
 #include "udp_link.h"
+
+_Static_assert(NP_DGRAM_HDR_LEN <= NP_UDP_HEADROOM, "a frame header fits before a datagram");
+
+/* A datagram of a batch that came after its reader stopped, framed. */
+typedef struct held {
+  struct held *next;
+  size_t len;
+  char frame[];
+} held;
 
 typedef struct udp_conn {
   np_conn c;
@@ -25,21 +37,47 @@ typedef struct udp_conn {
   size_t prefix_len;
   uint64_t idle_ms, last;
   np_conn_write *wq_head, *wq_tail; /* written, to complete on the next turn (linked by uv.data) */
+  held *held_head, *held_tail;      /* for the reader when it reads again */
   np_conn_shutdown_cb shutdown_cb;
   np_conn_close_cb close_cb;
   int closes_left;
   unsigned reading : 1, ended : 1, eof_sent : 1, shutdown_pending : 1, closing : 1;
+  unsigned in_batch : 1;  /* between a recvmmsg's first datagram and its end */
+  unsigned receiving : 1; /* uv_udp_recv_start is in force */
 } udp_conn;
 
-/* Per thread, as a loop is: a datagram never outlives its read callback. */
-static _Thread_local char rx[NP_DGRAM_HDR_LEN + 65536];
+static void deliver_frame(udp_conn *u, char *frame, size_t len);
+
+static void recv_stop(udp_conn *u) {
+  u->receiving = 0;
+  uv_udp_recv_stop(&u->h);
+}
 
 static void deliver_eof(udp_conn *u) {
   if (u->ended && u->reading && !u->eof_sent && !u->closing) {
     u->eof_sent = 1;
-    uv_udp_recv_stop(&u->h);
+    recv_stop(u);
     u->c.read_cb(&u->c, UV_EOF, &(uv_buf_t){0});
   }
+}
+
+static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf);
+static void on_recv(uv_udp_t *h, ssize_t n, const uv_buf_t *buf, const struct sockaddr *addr,
+                    unsigned flags);
+
+/* What a stopped reader left of a batch, then the socket again. */
+static void deliver_held(udp_conn *u) {
+  held *d;
+  while ((d = u->held_head) != NULL && u->reading && !u->closing) {
+    u->held_head = d->next;
+    if (u->held_head == NULL)
+      u->held_tail = NULL;
+    deliver_frame(u, d->frame, d->len);
+    free(d);
+  }
+  if (u->held_head == NULL && u->reading && !u->closing && !u->ended && !u->receiving &&
+      uv_udp_recv_start(&u->h, on_alloc, on_recv) == 0)
+    u->receiving = 1;
 }
 
 static void on_defer(uv_timer_t *t) {
@@ -56,6 +94,7 @@ static void on_defer(uv_timer_t *t) {
     u->shutdown_pending = 0;
     u->shutdown_cb(&u->c, 0);
   }
+  deliver_held(u);
   deliver_eof(u);
 }
 
@@ -75,9 +114,7 @@ static void on_idle_check(uv_timer_t *t) {
 /* ---- reading: a datagram in, a frame out ---------------------------------------------------- */
 
 static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
-  (void)h;
-  (void)suggested;
-  *buf = uv_buf_init(rx + NP_DGRAM_HDR_LEN, sizeof(rx) - NP_DGRAM_HDR_LEN);
+  np__udp_alloc(h, suggested, buf); /* with room for the frame's header before each datagram */
 }
 
 /* A reader that must have its own memory gets the frame in as many pieces as it asks for. */
@@ -98,40 +135,79 @@ static void deliver_copied(udp_conn *u, const char *frame, size_t len) {
   }
 }
 
-static void on_recv(uv_udp_t *h, ssize_t n, const uv_buf_t *buf, const struct sockaddr *addr,
-                    unsigned flags) {
-  udp_conn *u = h->data;
+static void deliver_frame(udp_conn *u, char *frame, size_t len) {
+  if (u->c.borrow)
+    u->c.read_cb(&u->c, (ssize_t)len, &(uv_buf_t){frame, len});
+  else
+    deliver_copied(u, frame, len);
+}
+
+/* The reader stopped inside this batch: keep the datagram for when it reads again. */
+static void hold(udp_conn *u, const char *frame, size_t len) {
+  held *d = malloc(sizeof(*d) + len);
+  if (d == NULL)
+    return; /* dropped, as a full receive buffer would */
+  d->next = NULL;
+  d->len = len;
+  memcpy(d->frame, frame, len);
+  if (u->held_tail != NULL)
+    u->held_tail->next = d;
+  else
+    u->held_head = d;
+  u->held_tail = d;
+}
+
+static void from_service(udp_conn *u, ssize_t n, const uv_buf_t *buf) {
   char *frame = buf->base - NP_DGRAM_HDR_LEN;
 
-  (void)addr;
-  /* ECONNREFUSED: an ICMP port unreachable from the local service (not started yet, restarting):
-   * the flow stays, as a UDP socket would. A truncated datagram (larger than 64 KiB) is dropped. */
-  if (n < 0 || (n == 0 && addr == NULL) || (flags & UV_UDP_PARTIAL) || u->closing || u->ended)
-    return;
-  u->last = uv_now(h->loop);
+  u->last = uv_now(u->h.loop);
   if (u->lf.link != NULL && np__ulink_send(&u->lf, buf->base, (size_t)n) == 0)
     return;
   np__dgram_hdr((size_t)n, (unsigned char *)frame);
-  if (u->c.borrow)
-    u->c.read_cb(&u->c, n + NP_DGRAM_HDR_LEN, &(uv_buf_t){frame, (size_t)n + NP_DGRAM_HDR_LEN});
+  if (u->reading && u->held_head == NULL)
+    deliver_frame(u, frame, (size_t)n + NP_DGRAM_HDR_LEN);
   else
-    deliver_copied(u, frame, (size_t)n + NP_DGRAM_HDR_LEN);
+    hold(u, frame, (size_t)n + NP_DGRAM_HDR_LEN);
+}
+
+static void on_recv(uv_udp_t *h, ssize_t n, const uv_buf_t *buf, const struct sockaddr *addr,
+                    unsigned flags) {
+  udp_conn *u = h->data;
+
+  /* ECONNREFUSED: an ICMP port unreachable from the local service (not started yet, restarting):
+   * the flow stays, as a UDP socket would. A truncated datagram (larger than 64 KiB) is dropped. */
+  u->in_batch = (flags & UV_UDP_MMSG_CHUNK) != 0;
+  if (n >= 0 && !(n == 0 && addr == NULL) && !(flags & UV_UDP_PARTIAL) && !u->closing && !u->ended)
+    from_service(u, n, buf);
+  if (!u->in_batch) {
+    np__udpq_flush(); /* the batch is over: the sealed packets it made leave together */
+    if (!u->reading && u->receiving && !u->closing)
+      recv_stop(u); /* the reader stopped inside the batch */
+  }
 }
 
 static int udp_read_start(np_conn *c) {
   udp_conn *u = (udp_conn *)c;
+  int r;
   u->reading = 1;
-  if (u->ended) {
+  if (u->ended || u->held_head != NULL) {
     uv_timer_start(&u->defer, on_defer, 0, 0);
     return 0;
   }
-  return uv_udp_recv_start(&u->h, on_alloc, on_recv);
+  if (u->receiving)
+    return 0; /* stopped and started again inside one batch */
+  if ((r = uv_udp_recv_start(&u->h, on_alloc, on_recv)) == 0)
+    u->receiving = 1;
+  return r;
 }
 
 static int udp_read_stop(np_conn *c) {
   udp_conn *u = (udp_conn *)c;
   u->reading = 0;
-  return uv_udp_recv_stop(&u->h);
+  /* Inside a batch, libuv would drop the rest of it: the batch's end stops the socket. */
+  if (!u->in_batch && u->receiving)
+    recv_stop(u);
+  return 0;
 }
 
 /* ---- writing: frames in, datagrams out ------------------------------------------------------ */
@@ -154,7 +230,8 @@ int np__conn_udp_set_prefix(np_conn *c, const char *prefix, size_t len) {
 static void send_one(udp_conn *u, const char *data, size_t len) {
   uv_buf_t b[2] = {uv_buf_init(u->prefix, (unsigned)u->prefix_len),
                    uv_buf_init((char *)data, (unsigned)len)};
-  uv_udp_try_send(&u->h, u->prefix_len > 0 ? b : b + 1, u->prefix_len > 0 ? 2 : 1, NULL);
+  /* Borrowed until the flush at the end of the write or of the link's receive batch. */
+  np__udpq_add(&u->h, NULL, u->prefix_len > 0 ? b : b + 1, u->prefix_len > 0 ? 2 : 1, NULL, NULL);
   u->last = uv_now(u->h.loop);
 }
 
@@ -173,14 +250,14 @@ static void send_dgram(void *arg, const char *data, size_t len) {
 }
 
 static int feed(udp_conn *u, const uv_buf_t *bufs, unsigned nbufs, size_t *total) {
+  int r = 0;
   *total = 0;
-  for (unsigned i = 0; i < nbufs; i++) {
-    int r = np__dgram_feed(&u->parser, bufs[i].base, bufs[i].len, send_dgram, u);
-    if (r != 0)
-      return r;
+  for (unsigned i = 0; i < nbufs && r == 0; i++) {
+    r = np__dgram_feed(&u->parser, bufs[i].base, bufs[i].len, send_dgram, u);
     *total += bufs[i].len;
   }
-  return 0;
+  np__udpq_flush(); /* the datagrams lie in the writer's buffers */
+  return r;
 }
 
 static int udp_try_write(np_conn *c, const uv_buf_t *bufs, unsigned nbufs) {
@@ -231,6 +308,11 @@ static void on_part_closed(uv_handle_t *h) {
     u->wq_head = req->uv.data;
     req->cb(req, UV_ECANCELED);
   }
+  while (u->held_head != NULL) {
+    held *d = u->held_head;
+    u->held_head = d->next;
+    free(d);
+  }
   np__dgram_parser_free(&u->parser);
   if (u->close_cb != NULL)
     u->close_cb(&u->c);
@@ -245,7 +327,7 @@ static void udp_close(np_conn *c, np_conn_close_cb cb) {
   np__ulink_detach(&u->lf);
   u->close_cb = cb;
   u->closes_left = 3;
-  uv_close((uv_handle_t *)&u->h, on_part_closed);
+  np__udp_close(&u->h, on_part_closed);
   uv_close((uv_handle_t *)&u->idle, on_part_closed);
   uv_close((uv_handle_t *)&u->defer, on_part_closed);
 }
@@ -281,7 +363,7 @@ int np__conn_udp_new(uv_loop_t *loop, const struct sockaddr *peer, uint64_t idle
   memcpy(&u->peer, peer,
          peer->sa_family == AF_INET6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in));
   np__dgram_parser_init(&u->parser);
-  if ((r = uv_udp_init(loop, &u->h)) != 0) {
+  if ((r = np__udp_init_batched(loop, &u->h)) != 0) {
     free(u);
     return r;
   }

@@ -20,10 +20,13 @@ void np__dgram_parser_init(np__dgram_parser *p) {
 
 void np__dgram_parser_free(np__dgram_parser *p) {
   free(p->body);
-  p->body = NULL;
+  free(p->done);
+  p->body = p->done = NULL;
 }
 
 int np__dgram_feed(np__dgram_parser *p, const char *in, size_t len, np__dgram_cb cb, void *arg) {
+  free(p->done);
+  p->done = NULL;
   while (len > 0 && p->error == 0) {
     size_t want, take;
 
@@ -61,11 +64,11 @@ int np__dgram_feed(np__dgram_parser *p, const char *in, size_t len, np__dgram_cb
     in += take;
     len -= take;
     if (p->have == NP_DGRAM_HDR_LEN + want) {
-      char *b = p->body;
+      free(p->done); /* one cut datagram completes per feed at most: NULL */
+      p->done = p->body;
       p->body = NULL;
       p->have = 0;
-      cb(arg, b, want);
-      free(b);
+      cb(arg, p->done, want);
     }
   }
   return p->error;

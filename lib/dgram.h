@@ -16,11 +16,14 @@ typedef void (*np__dgram_cb)(void *arg, const char *data, size_t len);
 
 /* A push parser: bytes in any chunks, one callback per whole datagram (an empty one included). A
  * datagram that arrived whole is handed where it lies; only one cut by a read is copied, into
- * memory of its own size, held until it completes. */
+ * memory of its own size, held until it completes. Either way the bytes handed to cb stay where
+ * they are until the feed returns (the caller's) or until the next feed (the parser's), so cb may
+ * queue them for a batch that the caller sends before its buffer is used again. */
 typedef struct np__dgram_parser {
   unsigned char hdr[NP_DGRAM_HDR_LEN];
   size_t have; /* bytes of the current datagram's header and body seen */
   char *body;  /* its body so far, when it was cut */
+  char *done;  /* the last cut one, delivered: freed by the next feed */
   int error;   /* sticky */
 } np__dgram_parser;
 

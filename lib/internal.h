@@ -92,7 +92,12 @@ int np__addr_key16(const struct sockaddr *sa, unsigned char out[16]);
 void np__heap_trim(void);
 
 /* uv_udp_recv_start's alloc_cb for sockets whose datagrams are used up inside their receive
- * callback: one 64 KiB buffer per thread (a loop's), shared by all of them. */
+ * batch (udp_batch.h): one buffer per thread (a loop's), shared by all of them, with room for
+ * NP_UDP_RX_CHUNKS datagrams of a recvmmsg. A receiver may write NP_UDP_HEADROOM bytes before
+ * the datagram it was given (its frame's header): before the first one that is headroom, before
+ * the others the end of the previous 64 KiB, which no UDP datagram (at most 65,527 bytes) fills. */
+#define NP_UDP_RX_CHUNKS 20 /* libuv 1.44 reads at most 20 datagrams per recvmmsg */
+#define NP_UDP_HEADROOM  8
 void np__udp_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf);
 
 /* Copy at most cap-1 bytes and terminate; returns UV_E2BIG when src did not fit. */

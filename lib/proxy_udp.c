@@ -6,9 +6,17 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "auth.h"
 #include "dgram.h"
 #include "proxy.h"
+#include "udp_batch.h"
 #include "udp_path.h"
+
+/* uthash in its non-fatal mode: a failed HASH_ADD leaves the item out with its hh.tbl NULL (see
+ * http_route.c). Its hash (Jenkins) is not keyed, and visitors choose their ports: each proxy's
+ * keys start with a random salt of its own, and udp_max_flows bounds a chain in any case. */
+#define HASH_NONFATAL_OOM 1
+#include <uthash.h>
 
 #define RCVBUF          (1 << 20)    /* the public socket's receive buffer */
 #define EARLY_MAX       32           /* datagrams queued before the work connection */
@@ -19,6 +27,13 @@ typedef struct early {
   size_t len;
   char data[];
 } early;
+
+/* A visitor address as a hash key: no padding, zeros where a family has no bytes. */
+typedef struct addr_key {
+  uint32_t salt;
+  uint16_t family, port;
+  unsigned char ip[16];
+} addr_key;
 
 typedef struct np__udp_flow {
   struct np__udp *u;
@@ -37,15 +52,19 @@ typedef struct np__udp_flow {
   np__dgram_parser parser;
   np__meter meter; /* once joined */
   unsigned closing : 1;
-  struct np__udp_flow *prev, *next;
+  addr_key key;
+  UT_hash_handle hh;    /* in u->flows, by key */
+  UT_hash_handle hh_id; /* in u->by_id, by id, once it has one */
 } flow;
 
 typedef struct np__udp {
   proxy *px;
   uv_udp_t h;
   uv_timer_t sweep;
-  flow *flows;
+  flow *flows; /* by visitor address */
+  flow *by_id; /* by visitor id: what the datagram path names */
   size_t nflows;
+  uint32_t salt;
   struct sockaddr_storage local; /* the socket's address: where visitors send to */
   int closes_left;
 } udp;
@@ -63,8 +82,32 @@ static struct np_server *srv_of(const udp *u) {
 
 /* ---- flows ---------------------------------------------------------------------------------- */
 
+static void make_key(const udp *u, const struct sockaddr *sa, addr_key *k) {
+  memset(k, 0, sizeof(*k));
+  k->salt = u->salt;
+  k->family = sa->sa_family;
+  if (sa->sa_family == AF_INET6) {
+    const struct sockaddr_in6 *a = (const void *)sa;
+    k->port = a->sin6_port;
+    memcpy(k->ip, &a->sin6_addr, 16);
+  } else if (sa->sa_family == AF_INET) {
+    const struct sockaddr_in *a = (const void *)sa;
+    k->port = a->sin_port;
+    memcpy(k->ip, &a->sin_addr, 4);
+  }
+}
+
+static flow *flow_at(udp *u, const struct sockaddr *sa) {
+  addr_key k;
+  flow *f;
+  make_key(u, sa, &k);
+  HASH_FIND(hh, u->flows, &k, sizeof(k), f);
+  return f;
+}
+
 static void flow_free(flow *f) {
   struct np_server *srv = f->srv;
+  np__udpq_flush(); /* datagrams queued for its visitor count into its meter */
   while (f->qhead != NULL) {
     early *e = f->qhead;
     f->qhead = e->next;
@@ -97,7 +140,9 @@ static void flow_close(flow *f, const char *why) {
   f->closing = 1;
   if (why != NULL)
     flow_debug(f, "closed: ", why);
-  NP_DLIST_UNLINK(u->flows, f, prev, next);
+  HASH_DELETE(hh, u->flows, f);
+  if (f->hh_id.tbl != NULL)
+    HASH_DELETE(hh_id, u->by_id, f);
   u->nflows--;
   f->srv->stats.udp_flows--;
   if (f->work != NULL) {
@@ -150,15 +195,21 @@ static flow *find_flow(session *s, uint64_t id) {
   for (proxy *px = s->proxies; px != NULL; px = px->next) {
     if (px->type != &np__proxy_udp)
       continue;
-    for (flow *f = ((udp *)px->impl)->flows; f != NULL; f = f->next)
-      if (f->id == id)
-        return f;
+    flow *f;
+    HASH_FIND(hh_id, ((udp *)px->impl)->by_id, &id, sizeof(id), f);
+    if (f != NULL)
+      return f;
   }
   return NULL;
 }
 
 static void udp_visitor_id(visitor *v) {
-  ((flow *)v->impl)->id = v->id;
+  flow *f = v->impl;
+  f->id = v->id;
+  /* Out of memory: the datagram path cannot name it (hh_id.tbl stays NULL), the tunnel carries
+   * it. */
+  if (!f->closing)
+    HASH_ADD(hh_id, f->u->by_id, id, sizeof(f->id), f);
 }
 
 /* The datagram path's news (udp_path.c): the client takes flow id's datagrams there now. */
@@ -181,15 +232,20 @@ static void from_path(session *s, uint64_t id, const char *data, size_t len) {
   on_client_dgram(f, data, len);
 }
 
-/* One datagram from the client: to the visitor, now or never (UDP). */
+static void to_visitor_done(void *arg, size_t len, int status) {
+  flow *f = arg;
+  if (status < 0)
+    f->srv->stats.udp_dropped++;
+  else
+    np__meter_add(&f->meter, 0, len);
+}
+
+/* One datagram from the client: to the visitor, with the others of this batch, or never (UDP). */
 static void on_client_dgram(void *arg, const char *data, size_t len) {
   flow *f = arg;
   uv_buf_t b = uv_buf_init((char *)data, (unsigned)len);
   f->last = uv_now(f->u->h.loop);
-  if (uv_udp_try_send(&f->u->h, &b, 1, (const struct sockaddr *)&f->addr) < 0)
-    f->srv->stats.udp_dropped++;
-  else
-    np__meter_add(&f->meter, 0, len);
+  np__udpq_add(&f->u->h, (const struct sockaddr *)&f->addr, &b, 1, to_visitor_done, f);
 }
 
 static void work_alloc(np_conn *c, size_t suggested, uv_buf_t *buf) {
@@ -205,6 +261,7 @@ static void work_read(np_conn *c, ssize_t n, const uv_buf_t *buf) {
     flow_close(f, n == UV_EOF ? "the client ended it" : np_strerror((int)n));
   else if (np__dgram_feed(&f->parser, buf->base, (size_t)n, on_client_dgram, f) != 0)
     flow_close(f, "malformed datagram frame from the client");
+  np__udpq_flush(); /* before buf is read into again */
 }
 
 /* The flow's work connection came (rest: bytes after its header): datagrams flow both ways. */
@@ -235,7 +292,8 @@ static int udp_join(visitor *v, session *s, np_conn *work, const char *rest, siz
     flow_close(f, "malformed datagram frame from the client");
   else if (np__conn_read_start(work, work_alloc, work_read) != 0)
     flow_close(f, "cannot read its work connection");
-  return 0; /* joined: an end after this is the flow's own */
+  np__udpq_flush(); /* the early datagrams (datagram path), the replies in rest */
+  return 0;         /* joined: an end after this is the flow's own */
 }
 
 /* The flow's visitor expired or was refused before a work connection came: the flow goes. */
@@ -282,11 +340,17 @@ static flow *flow_new(udp *u, const struct sockaddr *addr) {
   f->srv = srv;
   memcpy(&f->addr, addr,
          addr->sa_family == AF_INET6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in));
+  make_key(u, addr, &f->key);
+  HASH_ADD(hh, u->flows, key, sizeof(f->key), f);
+  if (f->hh.tbl == NULL) {
+    free(f);
+    refuse(u);
+    return NULL;
+  }
   f->last = uv_now(u->h.loop);
   f->pending = 1;
   f->meter.srv = &srv->stats; /* the proxy's and client's come with the join */
   np__dgram_parser_init(&f->parser);
-  NP_DLIST_PUSH(u->flows, f, prev, next);
   u->nflows++;
   srv->stats.udp_flows++;
   srv->refs++; /* the flow's */
@@ -311,43 +375,37 @@ static flow *flow_new(udp *u, const struct sockaddr *addr) {
 
 /* ---- the socket ----------------------------------------------------------------------------- */
 
-static void on_recv(uv_udp_t *h, ssize_t n, const uv_buf_t *buf, const struct sockaddr *addr,
-                    unsigned flags) {
-  udp *u = h->data;
+/* One datagram from a visitor. */
+static void from_visitor(udp *u, const char *data, size_t n, const struct sockaddr *addr) {
   proxy *px = u->px;
   struct np_server *srv = px->srv;
   flow *f;
 
-  if (n < 0 || addr == NULL || (flags & UV_UDP_PARTIAL))
-    return;
   if (!np__proxy_admits(px, addr))
     return;
-  for (f = u->flows; f != NULL && !np__addr_equal((const struct sockaddr *)&f->addr, addr);
-       f = f->next)
-    ;
-  if (f == NULL) {
+  if ((f = flow_at(u, addr)) == NULL) {
     srv->stats.visitors_total++;
     if ((f = flow_new(u, addr)) == NULL) { /* counted as refused where it was */
       srv->stats.udp_dropped++;
       return;
     }
   }
-  f->last = uv_now(h->loop);
+  f->last = uv_now(u->h.loop);
   if (f->work != NULL) {
-    to_work(f, buf->base, (size_t)n);
+    to_work(f, data, n);
     return;
   }
   if (f->nq >= EARLY_MAX) {
     srv->stats.udp_dropped++;
   } else {
-    early *e = malloc(sizeof(*e) + (size_t)n);
+    early *e = malloc(sizeof(*e) + n);
     if (e == NULL) {
       srv->stats.udp_dropped++;
       return;
     }
     e->next = NULL;
-    e->len = (size_t)n;
-    memcpy(e->data, buf->base, (size_t)n);
+    e->len = n;
+    memcpy(e->data, data, n);
     if (f->qtail != NULL)
       f->qtail->next = e;
     else
@@ -357,11 +415,19 @@ static void on_recv(uv_udp_t *h, ssize_t n, const uv_buf_t *buf, const struct so
   }
 }
 
+static void on_recv(uv_udp_t *h, ssize_t n, const uv_buf_t *buf, const struct sockaddr *addr,
+                    unsigned flags) {
+  if (n >= 0 && addr != NULL && !(flags & UV_UDP_PARTIAL))
+    from_visitor(h->data, buf->base, (size_t)n, addr);
+  if (!(flags & UV_UDP_MMSG_CHUNK))
+    np__udpq_flush(); /* the batch is over: what it made leaves in one sendmmsg per socket */
+}
+
 static void on_sweep(uv_timer_t *t) {
   udp *u = t->data;
   uint64_t now = uv_now(t->loop);
-  for (flow *f = u->flows, *next; f != NULL; f = next) {
-    next = f->next;
+  flow *f, *next;
+  HASH_ITER(hh, u->flows, f, next) {
     if (now - f->last >= srv_of(u)->cfg.udp_idle_timeout_ms && !f->pending)
       flow_close(f, "idle (udp_idle_timeout)");
   }
@@ -379,7 +445,14 @@ static int udp_open(proxy *px, const struct sockaddr *addr) {
   if (u == NULL)
     return UV_ENOMEM;
   u->px = px;
-  uv_udp_init(px->srv->loop, &u->h);
+  if ((r = np__auth_random(&u->salt, sizeof(u->salt))) != 0) {
+    free(u);
+    return r;
+  }
+  if ((r = np__udp_init_batched(px->srv->loop, &u->h)) != 0) {
+    free(u);
+    return r;
+  }
   u->h.data = u;
   if ((r = uv_udp_bind(&u->h, addr, 0)) != 0 ||
       (r = uv_udp_getsockname(&u->h, (void *)&ss, &n)) != 0 ||
@@ -413,10 +486,11 @@ static void on_part_closed(uv_handle_t *h) {
 /* Close px's flows and socket. */
 static void udp_close(proxy *px) {
   udp *u = px->impl;
-  while (u->flows != NULL)
-    flow_close(u->flows, NULL);
+  flow *f, *next;
+  HASH_ITER(hh, u->flows, f, next)
+  flow_close(f, NULL);
   u->closes_left = 2;
-  uv_close((uv_handle_t *)&u->h, on_part_closed);
+  np__udp_close(&u->h, on_part_closed);
   uv_close((uv_handle_t *)&u->sweep, on_part_closed);
 }
 

@@ -3,6 +3,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "udp_batch.h"
+
 #define PROBE_EVERY_MS 1000 /* while finding out */
 #define PROBES         3    /* unanswered, and the path is down */
 
@@ -18,26 +20,24 @@ struct np__ulink {
   enum lstate state;
   uint64_t keepalive_ms, retry_ms;
   uint64_t last_ack;
-  unsigned probes; /* sent since the last ack */
-  int told_down;   /* logged that UDP does not get through: once at warn, then at debug */
-  np__ulink_flow *flows;
+  unsigned probes;       /* sent since the last ack */
+  int told_down;         /* logged that UDP does not get through: once at warn, then at debug */
+  np__ulink_flow *flows; /* by id */
   np__ulink_cb cb;
   void *arg;
   int closes_left;
 };
 
-static _Thread_local char tx[NP_SEAL_MAX];
-
+/* Queued: the caller flushes (a timer right away, a receive batch at its end). */
 static void probe(np__ulink *l, uint64_t flow) {
   unsigned char p[4];
-  uv_buf_t b;
+  char *tx = np__udpq_room(sizeof(p) + NP_SEAL_OVERHEAD);
   int n;
 
   np__put_be(p, l->keepalive_ms, 4);
   if ((n = np__seal_pack(&l->seal, NP_SEAL_PROBE, flow, (char *)p, sizeof(p), tx)) < 0)
     return;
-  b = uv_buf_init(tx, (unsigned)n);
-  uv_udp_try_send(&l->h, &b, 1, NULL);
+  np__udpq_commit(&l->h, NULL, (size_t)n, NULL, NULL);
   if (flow == 0)
     l->probes++;
 }
@@ -56,8 +56,15 @@ static void go_down(np__ulink *l, const char *why) {
   uv_timer_start(&l->timer, on_timer, l->retry_ms, 0);
 }
 
+static void tick(np__ulink *l);
+
 static void on_timer(uv_timer_t *t) {
-  np__ulink *l = t->data;
+  tick(t->data);
+  np__udpq_flush();
+}
+
+static void tick(np__ulink *l) {
+  uv_timer_t *t = &l->timer;
   switch (l->state) {
   case L_PROBING:
     if (l->probes >= PROBES) {
@@ -84,24 +91,20 @@ static void on_timer(uv_timer_t *t) {
   }
 }
 
-static void on_recv(uv_udp_t *h, ssize_t n, const uv_buf_t *buf, const struct sockaddr *addr,
-                    unsigned flags) {
-  np__ulink *l = h->data;
+static void from_server(np__ulink *l, ssize_t n, const uv_buf_t *buf) {
+  np__ulink_flow *f;
   uint64_t flow;
   char *payload;
   size_t plen;
   int type;
 
-  /* Errors (ECONNREFUSED: nothing on the server's UDP port) are silence: the probes time out. */
-  if (n <= 0 || addr == NULL || (flags & UV_UDP_PARTIAL))
-    return;
   if (np__seal_open(&l->seal, buf->base, (size_t)n, &type, &flow, &payload, &plen) != 0 ||
       type == NP_SEAL_PROBE) {
     l->stats->rejected++;
     return;
   }
   if (type == NP_SEAL_PROBE_ACK) {
-    l->last_ack = uv_now(h->loop);
+    l->last_ack = uv_now(l->h.loop);
     l->probes = 0;
     if (l->state != L_UP) {
       l->state = L_UP;
@@ -110,20 +113,26 @@ static void on_recv(uv_udp_t *h, ssize_t n, const uv_buf_t *buf, const struct so
       l->told_down = 0;
       uv_timer_start(&l->timer, on_timer, l->keepalive_ms, 0);
       /* Flows that started meanwhile: the server sends theirs over the path once told. */
-      for (np__ulink_flow *f = l->flows; f != NULL; f = f->next)
+      for (f = l->flows; f != NULL; f = f->hh.next)
         probe(l, f->id);
       l->cb(l->arg, 1);
     }
     return;
   }
-  for (np__ulink_flow *f = l->flows; f != NULL; f = f->next) {
-    if (f->id == flow) {
-      l->stats->in++;
-      f->deliver(f, payload, plen);
-      return;
-    }
-  }
-  /* A flow that ended here before the server noticed: dropped, as UDP would. */
+  HASH_FIND(hh, l->flows, &flow, sizeof(flow), f);
+  if (f != NULL) {
+    l->stats->in++;
+    f->deliver(f, payload, plen);
+  } /* else a flow that ended here before the server noticed: dropped, as UDP would */
+}
+
+static void on_recv(uv_udp_t *h, ssize_t n, const uv_buf_t *buf, const struct sockaddr *addr,
+                    unsigned flags) {
+  /* Errors (ECONNREFUSED: nothing on the server's UDP port) are silence: the probes time out. */
+  if (n > 0 && addr != NULL && !(flags & UV_UDP_PARTIAL))
+    from_server(h->data, n, buf);
+  if (!(flags & UV_UDP_MMSG_CHUNK))
+    np__udpq_flush(); /* the batch is over: what it made leaves, the buffer is used again */
 }
 
 int np__ulink_new(uv_loop_t *loop, const struct sockaddr *server,
@@ -146,7 +155,11 @@ int np__ulink_new(uv_loop_t *loop, const struct sockaddr *server,
   l->keepalive_ms = keepalive_ms;
   l->retry_ms = retry_ms;
   np__addr_str(server, l->server, sizeof(l->server));
-  uv_udp_init(loop, &l->h);
+  if ((r = np__udp_init_batched(loop, &l->h)) != 0) {
+    np__seal_free(&l->seal);
+    free(l);
+    return r;
+  }
   uv_timer_init(loop, &l->timer);
   l->h.data = l->timer.data = l;
   if ((r = uv_udp_connect(&l->h, server)) != 0 ||
@@ -159,6 +172,7 @@ int np__ulink_new(uv_loop_t *loop, const struct sockaddr *server,
   uv_send_buffer_size((uv_handle_t *)&l->h, &size);
   l->state = L_PROBING;
   probe(l, 0);
+  np__udpq_flush();
   uv_timer_start(&l->timer, on_timer, PROBE_EVERY_MS, 0);
   *out = l;
   return 0;
@@ -176,7 +190,7 @@ void np__ulink_close(np__ulink *l) {
   while (l->flows != NULL)
     np__ulink_detach(l->flows);
   l->closes_left = 2;
-  uv_close((uv_handle_t *)&l->h, on_closed);
+  np__udp_close(&l->h, on_closed);
   uv_close((uv_handle_t *)&l->timer, on_closed);
 }
 
@@ -185,30 +199,44 @@ int np__ulink_is_up(const np__ulink *l) {
 }
 
 void np__ulink_attach(np__ulink *l, np__ulink_flow *f) {
+  HASH_ADD(hh, l->flows, id, sizeof(f->id), f);
+  if (f->hh.tbl == NULL)
+    return; /* out of memory: the tunnel carries it */
   f->link = l;
-  NP_DLIST_PUSH(l->flows, f, prev, next);
-  if (l->state == L_UP)
+  if (l->state == L_UP) {
     probe(l, f->id);
+    np__udpq_flush();
+  }
 }
 
 void np__ulink_detach(np__ulink_flow *f) {
   if (f->link == NULL)
     return;
-  NP_DLIST_UNLINK(f->link->flows, f, prev, next);
+  HASH_DEL(f->link->flows, f);
   f->link = NULL;
+}
+
+static void sent(void *arg, size_t len, int status) {
+  np__ulink *l = arg;
+  (void)len;
+  if (status == 0)
+    l->stats->out++;
 }
 
 int np__ulink_send(np__ulink_flow *f, const char *data, size_t len) {
   np__ulink *l = f->link;
-  uv_buf_t b;
+  char *tx;
   int n;
 
   if (l == NULL || l->state != L_UP)
     return UV_EAGAIN;
+  if (len > NP_SEAL_MAX - NP_SEAL_OVERHEAD)
+    return UV_EMSGSIZE;
+  tx = np__udpq_room(len + NP_SEAL_OVERHEAD);
   if ((n = np__seal_pack(&l->seal, NP_SEAL_DATA, f->id, data, len, tx)) < 0)
     return n;
-  b = uv_buf_init(tx, (unsigned)n);
-  if (uv_udp_try_send(&l->h, &b, 1, NULL) >= 0)
-    l->stats->out++;
-  return 0; /* sent, or dropped by a full socket buffer as the path might have */
+  /* Sent with the batch the caller's receive callback flushes, or dropped by a full socket buffer
+   * as the path might have. */
+  np__udpq_commit(&l->h, NULL, (size_t)n, sent, l);
+  return 0;
 }

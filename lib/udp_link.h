@@ -13,6 +13,13 @@
 #include "internal.h"
 #include "udp_seal.h"
 
+/* uthash's non-fatal mode, as everywhere here (see http_route.c): a flow it cannot add is left out
+ * with its hh.tbl NULL. */
+#ifndef HASH_NONFATAL_OOM
+#define HASH_NONFATAL_OOM 1
+#endif
+#include <uthash.h>
+
 typedef struct np__ulink np__ulink;
 
 typedef struct np__ulink_flow np__ulink_flow;
@@ -25,7 +32,7 @@ struct np__ulink_flow {
   np__ulink *link; /* NULL: not attached, or the link went */
   uint64_t id;     /* the visitor id */
   np__ulink_deliver_cb deliver;
-  struct np__ulink_flow *prev, *next;
+  UT_hash_handle hh; /* in its link's flows, by id */
 };
 
 typedef struct np__ulink_stats {
@@ -45,6 +52,7 @@ int np__ulink_new(uv_loop_t *loop, const struct sockaddr *server,
 void np__ulink_close(np__ulink *l);
 int np__ulink_is_up(const np__ulink *l);
 
+/* f is found by its id from then on; out of memory, it stays detached and uses the tunnel. */
 void np__ulink_attach(np__ulink *l, np__ulink_flow *f);
 void np__ulink_detach(np__ulink_flow *f);
 /* Send a datagram of flow f over the path: 0, or UV_EAGAIN (down) / UV_EMSGSIZE (too large): the

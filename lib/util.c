@@ -139,10 +139,13 @@ void np__heap_trim(void) {
 }
 
 void np__udp_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
-  static _Thread_local char rx[65536];
+  /* libuv's recvmmsg puts one datagram in each 64 KiB of it, 20 at most per call; the headroom
+   * keeps each one 16-byte aligned and lets a receiver write before the first. Only the pages a
+   * datagram touches are ever backed by memory. */
+  static _Thread_local _Alignas(16) char rx[16 + NP_UDP_RX_CHUNKS * 65536];
   (void)h;
   (void)suggested;
-  *buf = uv_buf_init(rx, sizeof(rx));
+  *buf = uv_buf_init(rx + 16, sizeof(rx) - 16);
 }
 
 size_t np__utf8_next(const char *s, unsigned *cp) {

@@ -263,6 +263,45 @@ def test_hundred_visitors(env):
     check_carrier(srv)
 
 
+def test_many_flows_in_order(env):
+    """300 visitor addresses (100 source IPs, three ports each) each get their own answers byte for
+    byte, from a flow of their own, however the flow tables hash them; then the same 300 at once;
+    then bursts of 150 datagrams, several receive and send batches long, arrive whole and in order
+    at the visitor that sent them."""
+    srv, _, echo, port = udp_proxy(env, ["--udp-max-flows", "400"])
+    socks = [udp_socket(f"127.0.0.{20 + i % 100}") for i in range(300)]
+    src = []
+    for i, s in enumerate(socks):
+        data = pattern(1 + i * 7 % 1400, seed=i)
+        flow, got = ask(s, port, data)
+        check(got == data, f"visitor {i}: {len(got)} bytes, or other bytes")
+        src.append(flow)
+    check(len(set(src)) == 300, f"300 visitors shared {len(set(src))} flows")
+    for i, s in enumerate(socks):
+        s.sendto(b"all %d" % i, (LOOP, port))
+    sel = selectors.DefaultSelector()
+    for i, s in enumerate(socks):
+        sel.register(s, selectors.EVENT_READ, i)
+    answered = set()
+    deadline = time.monotonic() + 30
+    while len(answered) < 300 and time.monotonic() < deadline and (events := sel.select(5)):
+        for key, _ in events:
+            i = key.data
+            got, _ = key.fileobj.recvfrom(65536)
+            check(got == b"%d|all %d" % (src[i], i), f"visitor {i} got {got!r}")
+            answered.add(i)
+    check(len(answered) == 300, f"{300 - len(answered)} visitors got no answer")
+    for v in (0, 150, 299):  # one at a time: the echo and the sockets have room for a whole burst
+        s = socks[v]
+        for n in range(150):
+            s.sendto(b"%d burst %d " % (v, n) + pattern(n * 5, seed=n), (LOOP, port))
+        for n in range(150):
+            got, _ = s.recvfrom(65536)
+            check(got == b"%d|%d burst %d " % (src[v], v, n) + pattern(n * 5, seed=n),
+                  f"visitor {v}: answer {n} was {got[:40]!r}...")
+    check_carrier(srv)
+
+
 def test_idle_flows_end(env):
     """A flow silent for udp_idle_timeout ends on both sides; the same visitor then starts a new
     one (a new socket at the service)."""
@@ -511,6 +550,7 @@ def test_dns(env):
 TESTS = {"server_stream_carrier": test_server_stream_carrier,
          "udp_boundaries": test_boundaries,
          "udp_hundred_visitors": test_hundred_visitors,
+         "udp_many_flows_in_order": test_many_flows_in_order,
          "udp_idle_flows_end": test_idle_flows_end,
          "udp_max_flows": test_max_flows,
          "udp_service_not_yet_up": test_service_not_yet_up,
