@@ -6,9 +6,10 @@
  * Windows: a stream's receive window doubles (up to max_window) whenever the reader consumes half
  * of it within two round trips, i.e. when the window, not the reader, limits the sender, and only
  * as far as the session's budget (and the server's, opts.shared) allows: that bounds what all the
- * streams of a session can make us hold, since credit once granted cannot be taken back. A stream
- * whose reader fell behind (bytes were buffered) gives its growth back, halving its window at each
- * update, by granting less than was consumed; it grows again once it reads as fast as it gets. */
+ * streams of a session can make us hold, since credit once granted cannot be taken back. When the
+ * budget runs short, a stream whose reader fell behind (bytes were buffered) gives its growth
+ * back, halving its window at each update, by granting less than was consumed; it grows again once
+ * it reads as fast as it gets. */
 #include "mux_core_int.h"
 
 #include <stdlib.h>
@@ -101,6 +102,14 @@ static uint32_t budget_take(np__mux_core *c, uint32_t want) {
   return want;
 }
 
+/* Too little is left for one more stream to grow to max_window: growth held by readers that fall
+ * behind is better given back. While there is room, shrinking would only slow a reader that falls
+ * behind now and then (a relay whose socket is full for a moment) and help nobody. */
+static int budget_tight(const np__mux_core *c) {
+  uint64_t want = c->o.max_window - NP_MUX_INITIAL_WINDOW;
+  return room_of(&c->own) < want || (c->o.shared != NULL && room_of(c->o.shared) < want);
+}
+
 static void budget_put(np__mux_core *c, uint32_t n) {
   c->own.grown -= n;
   if (c->o.shared != NULL)
@@ -187,17 +196,18 @@ void np__mux_core_reset(np__mux_core *c, np__mux_cstream *s, int err) {
 static void window_update(np__mux_core *c, np__mux_cstream *s, uint64_t now) {
   uint32_t delta = s->unacked, t = s->recv_target;
 
-  if (s->lagging) {
-    /* The reader, not the window, holds the sender back: a larger window would only be held here.
-     * Halve it (not below the initial one) out of what was consumed, so the credit never goes
-     * negative, and hand the growth to the streams that read. */
+  if (s->lagging && budget_tight(c)) {
+    /* The reader, not the window, holds the sender back: a larger window would only be held here,
+     * and other streams may need the budget. Halve it (not below the initial one) out of what was
+     * consumed, so the credit never goes negative, and hand the growth to the streams that read. */
     uint32_t shrink = t - NP_MUX_INITIAL_WINDOW < t / 2 ? t - NP_MUX_INITIAL_WINDOW : t / 2;
     if (shrink > delta)
       shrink = delta;
     delta -= shrink;
     s->recv_target -= shrink;
     budget_put(c, shrink);
-  } else if (c->srtt_ns > 0 && now - s->epoch_ns < 2 * c->srtt_ns && t < c->o.max_window) {
+  } else if (!s->lagging && c->srtt_ns > 0 && now - s->epoch_ns < 2 * c->srtt_ns &&
+             t < c->o.max_window) {
     /* The reader took half the window in under two round trips: the window is what limits the
      * sender, so double it, as far as the budgets allow. */
     uint32_t grow = budget_take(c, t < c->o.max_window - t ? t : c->o.max_window - t);
