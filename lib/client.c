@@ -615,6 +615,7 @@ int np_client_start(struct np_client *cl) {
         .tls = cl->tls,
         .mux = cl->cfg.mux && native(cl),
         .mux_max_window = (uint32_t)cl->cfg.mux_max_window,
+        .mux_session_window = cl->cfg.mux_session_window,
         .keepalive_s = (unsigned)(cl->cfg.heartbeat_interval_ms / 1000),
         .preface = mux_preface,
         .ref = transport_ref,

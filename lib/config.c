@@ -602,6 +602,15 @@ int np_config_validate(struct np_config *cfg) {
     return np__config_err(
         cfg, "mux_max_window must be from 262144 (yamux's initial window) to 1073741824 "
              "bytes");
+  /* One stream alone must still be able to grow to mux_max_window. */
+  if (cfg->mux_session_window + NP_MUX_INITIAL_WINDOW < cfg->mux_max_window ||
+      (cfg->kind == NP_CONFIG_SERVER &&
+       cfg->mux_server_window + NP_MUX_INITIAL_WINDOW < cfg->mux_max_window))
+    return np__config_err(cfg,
+                          "mux_session_window%s must be at least mux_max_window - 262144 (%zu "
+                          "bytes), so that a stream alone can grow to mux_max_window",
+                          cfg->kind == NP_CONFIG_SERVER ? " and mux_server_window" : "",
+                          cfg->mux_max_window - NP_MUX_INITIAL_WINDOW);
   if (line_codec && !cfg->insecure)
     return np__config_err(
         cfg, "codec line is the seed article's plaintext protocol: it needs insecure = "

@@ -61,8 +61,9 @@ struct np_config {
   uint64_t heartbeat_interval_ms;
   uint64_t heartbeat_timeout_ms;
   size_t max_frame;
-  size_t mux_max_window;                /* a mux stream's receive window may grow to this */
-  int relay_splice;                     /* relay plain TCP joins with splice(2) (Linux) */
+  size_t mux_max_window;     /* a mux stream's receive window may grow to this */
+  size_t mux_session_window; /* all of a mux connection's stream windows may grow this much */
+  int relay_splice;          /* relay plain TCP joins with splice(2) (Linux) */
   char admin_bind[NP_HOSTPORT_MAX];     /* the admin endpoint ("": off) */
   char admin_token[256];                /* Bearer */
   char admin_user[NP_MSG_NAME_MAX + 1]; /* Basic */
@@ -87,6 +88,7 @@ struct np_config {
   size_t max_proxies_per_client;
   size_t max_work_pool;     /* idle pre-opened work connections a client may hold */
   size_t mux_max_streams;   /* streams one multiplexed connection may hold open */
+  size_t mux_server_window; /* all multiplexed connections' windows may grow this much */
   char tls_dir[1024];       /* where the self-signed identity lives ("": the default state dir) */
   char tls_client_ca[1024]; /* require client certificates signed by this CA */
   char users_file[1024];    /* per-client tokens and limits (docs/config.md) */

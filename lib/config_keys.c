@@ -128,6 +128,12 @@ const np__key np__config_keys[] = {
      "streams one multiplexed client connection may hold open"},
     {"mux_max_window", B, V_COUNT, FIELD(mux_max_window), "mux-max-window", "BYTES", "16777216",
      NULL, "how far a multiplexed stream's receive window may grow"},
+    {"mux_session_window", B, V_COUNT, FIELD(mux_session_window), "mux-session-window", "BYTES",
+     "67108864", NULL,
+     "how far the receive windows of one multiplexed connection's streams may grow in total, "
+     "beyond 256 KiB each (bounds what its readers that stop reading make this side hold)"},
+    {"mux_server_window", S, V_COUNT, FIELD(mux_server_window), "mux-server-window", "BYTES",
+     "1073741824", NULL, "the same, for all multiplexed client connections together"},
     {"relay_splice", B, V_BOOL, FIELD(relay_splice), "relay-splice", "true|false", "true", NULL,
      "move bulk transfers of plain TCP joins with splice(2)"},
     {"drain_timeout", B, V_DURATION, FIELD(drain_timeout_ms), "drain-timeout", "D", "30s", NULL,

@@ -532,6 +532,8 @@ int np__mux_new(uv_loop_t *loop, np_conn *transport, const np__mux_opts *opts, c
   co = (np__mux_core_opts){.client = m->o.client,
                            .max_window = m->o.max_window,
                            .max_streams = m->o.max_streams,
+                           .session_window = m->o.session_window,
+                           .shared = m->o.shared,
                            .stream_extra = sizeof(mstream)};
   if (m->o.read_buf == NULL || m->o.read_buf_len == 0) {
     m->o.read_buf = NULL;

@@ -9,12 +9,17 @@
 #include "conn.h"
 
 typedef struct np__mux np__mux;
+struct np__mux_budget;
 
 typedef struct np__mux_opts {
   int client;           /* opens odd stream ids (the spec: client odd, server even) */
   uint32_t max_window;  /* a stream's receive window grows with the bandwidth-delay product up to
                            this (>= NP_MUX_INITIAL_WINDOW) */
   uint32_t max_streams; /* streams open at once; the peer's SYNs beyond it are answered with RST */
+  /* What all its streams' windows may grow by in total beyond 256 KiB each (0: 64 MiB), and a
+   * budget it shares with other muxes (NULL: none; borrowed, outlives the mux): see mux_core.h. */
+  uint64_t session_window;
+  struct np__mux_budget *shared;
   /* Where the transport is read into (borrowed; outlives the mux). Every byte is handed on or
    * copied before the read callback returns, so one buffer can serve all the muxes of a loop; a
    * large one means fewer, larger reads. NULL: a 64 KiB buffer of the mux's own. */

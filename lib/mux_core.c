@@ -4,7 +4,12 @@
  * nothing there. Reading: frames are parsed straight out of the caller's buffer and handed to the
  * stream's reader, or buffered (never more than the window we granted) while it does not read.
  * Windows: a stream's receive window doubles (up to max_window) whenever the reader consumes half
- * of it within two round trips, i.e. when the window, not the reader, limits the sender. */
+ * of it within two round trips, i.e. when the window, not the reader, limits the sender, and only
+ * as far as the session's budget (and the server's, opts.shared) allows: that bounds what all the
+ * streams of a session can make us hold, since credit once granted cannot be taken back. When the
+ * budget runs short, a stream whose reader fell behind (bytes were buffered) gives its growth
+ * back, halving its window at each update, by granting less than was consumed; it grows again once
+ * it reads as fast as it gets. */
 #include "mux_core_int.h"
 
 #include <stdlib.h>
@@ -78,6 +83,53 @@ static void send_ping(np__mux_core *c, uint64_t now) {
   ctrl_push(c, NP_MUX_PING, NP_MUX_SYN, 0, c->ping_id);
 }
 
+/* ---- the window budget -------------------------------------------------------------------- */
+
+static uint64_t room_of(const np__mux_budget *b) {
+  return b->grown < b->limit ? b->limit - b->grown : 0;
+}
+
+/* Grow by up to want: returns what the session's budget and the shared one allow, taken. */
+static uint32_t budget_take(np__mux_core *c, uint32_t want) {
+  uint64_t room = room_of(&c->own);
+  if (c->o.shared != NULL && room_of(c->o.shared) < room)
+    room = room_of(c->o.shared);
+  if (room < want)
+    want = (uint32_t)room;
+  c->own.grown += want;
+  if (c->o.shared != NULL)
+    c->o.shared->grown += want;
+  return want;
+}
+
+/* Too little is left for one more stream to grow to max_window: growth held by readers that fall
+ * behind is better given back. While there is room, shrinking would only slow a reader that falls
+ * behind now and then (a relay whose socket is full for a moment) and help nobody. */
+static int budget_tight(const np__mux_core *c) {
+  uint64_t want = c->o.max_window - NP_MUX_INITIAL_WINDOW;
+  return room_of(&c->own) < want || (c->o.shared != NULL && room_of(c->o.shared) < want);
+}
+
+static void budget_put(np__mux_core *c, uint32_t n) {
+  c->own.grown -= n;
+  if (c->o.shared != NULL)
+    c->o.shared->grown -= n;
+}
+
+/* n bytes more (or fewer) are buffered for readers. */
+static void buffered_add(np__mux_core *c, int64_t n) {
+  c->own.buffered += (uint64_t)n;
+  if (c->o.shared != NULL)
+    c->o.shared->buffered += (uint64_t)n;
+}
+
+/* s takes no more data (reset, or leaving the session): its growth returns to the budget. Its
+ * window no longer matters, so it counts as the initial one, and a second call gives nothing. */
+static void give_back(np__mux_core *c, np__mux_cstream *s) {
+  budget_put(c, s->recv_target - NP_MUX_INITIAL_WINDOW);
+  s->recv_target = NP_MUX_INITIAL_WINDOW;
+}
+
 /* ---- streams ------------------------------------------------------------------------------ */
 
 static np__mux_cstream *stream_new(np__mux_core *c, uint32_t id, uint64_t now) {
@@ -120,6 +172,7 @@ static void drop_writes(np__mux_core *c, np__mux_cstream *s) {
 }
 
 static void drop_rbufs(np__mux_cstream *s) {
+  buffered_add(s->core, -(int64_t)s->rbytes);
   while (s->rhead != NULL) {
     np__mux_rq *r = s->rhead;
     s->rhead = r->next;
@@ -134,24 +187,39 @@ void np__mux_core_reset(np__mux_core *c, np__mux_cstream *s, int err) {
     s->err = err;
   untable(c, s);
   drop_rbufs(s);
+  give_back(c, s);
   drop_writes(c, s);
   ready_del(c, s);
   c->cb.stream_event(c, s);
 }
 
 static void window_update(np__mux_core *c, np__mux_cstream *s, uint64_t now) {
-  uint32_t delta = s->unacked;
+  uint32_t delta = s->unacked, t = s->recv_target;
 
-  /* The reader took half the window in under two round trips: the window is what limits the
-   * sender, so double it. */
-  if (c->srtt_ns > 0 && now - s->epoch_ns < 2 * c->srtt_ns && s->recv_target < c->o.max_window) {
-    uint32_t grown = s->recv_target > c->o.max_window / 2 ? c->o.max_window : s->recv_target * 2;
-    delta += grown - s->recv_target;
-    s->recv_target = grown;
+  if (s->lagging && budget_tight(c)) {
+    /* The reader, not the window, holds the sender back: a larger window would only be held here,
+     * and other streams may need the budget. Halve it (not below the initial one) out of what was
+     * consumed, so the credit never goes negative, and hand the growth to the streams that read. */
+    uint32_t shrink = t - NP_MUX_INITIAL_WINDOW < t / 2 ? t - NP_MUX_INITIAL_WINDOW : t / 2;
+    if (shrink > delta)
+      shrink = delta;
+    delta -= shrink;
+    s->recv_target -= shrink;
+    budget_put(c, shrink);
+  } else if (!s->lagging && c->srtt_ns > 0 && now - s->epoch_ns < 2 * c->srtt_ns &&
+             t < c->o.max_window) {
+    /* The reader took half the window in under two round trips: the window is what limits the
+     * sender, so double it, as far as the budgets allow. */
+    uint32_t grow = budget_take(c, t < c->o.max_window - t ? t : c->o.max_window - t);
+    delta += grow;
+    s->recv_target += grow;
   }
+  s->lagging = 0;
   s->unacked = 0;
   s->recv_avail += delta;
   s->epoch_ns = now;
+  if (delta == 0)
+    return; /* all of it went to shrinking: nothing to say */
   if (ctrl_push(c, NP_MUX_WINDOW_UPDATE, 0, s->id, delta) == 0) {
     if (now - c->ping_sent_ns > PING_EVERY_NS)
       send_ping(c, now);
@@ -165,7 +233,7 @@ void np__mux_core_consumed(np__mux_core *c, np__mux_cstream *s, size_t n, uint64
     window_update(c, s, now);
 }
 
-static int buffer_bytes(np__mux_cstream *s, const char *data, size_t len) {
+static int buffer_bytes(np__mux_core *c, np__mux_cstream *s, const char *data, size_t len) {
   np__mux_rq *r = malloc(sizeof(*r) + len);
   if (r == NULL)
     return NP_MUX_ENOMEM;
@@ -179,6 +247,8 @@ static int buffer_bytes(np__mux_cstream *s, const char *data, size_t len) {
     s->rhead = r;
   s->rtail = r;
   s->rbytes += len;
+  s->lagging = 1;
+  buffered_add(c, (int64_t)len);
   return 0;
 }
 
@@ -198,6 +268,8 @@ void np__mux_core_advance(np__mux_cstream *s, size_t n) {
     size_t take = r->len - r->off < n ? r->len - r->off : n;
     r->off += take;
     s->rbytes -= take;
+    buffered_add(s->core, -(int64_t)take);
+    s->lagging = 1;
     n -= take;
     if (r->off < r->len)
       break;
@@ -215,6 +287,7 @@ void np__mux_core_stream_unlink(np__mux_core *c, np__mux_cstream *s) {
   untable(c, s);
   ready_del(c, s);
   drop_rbufs(s);
+  give_back(c, s);
   if (s->prev != NULL)
     s->prev->next = s->next;
   else
@@ -392,7 +465,8 @@ static void on_data(np__mux_core *c, const char *data, size_t len, int last) {
   if (s != NULL && !s->closing && s->err == 0) {
     size_t done = s->rhead == NULL ? c->cb.data(c, s, data, len) : 0;
     /* The reader may have stopped, closed the stream or failed meanwhile. */
-    if (done < len && !s->closing && s->err == 0 && buffer_bytes(s, data + done, len - done) != 0)
+    if (done < len && !s->closing && s->err == 0 &&
+        buffer_bytes(c, s, data + done, len - done) != 0)
       np__mux_core_reset(c, s, NP_MUX_ENOMEM);
   }
   if (last) {
@@ -468,6 +542,7 @@ int np__mux_core_new(const np__mux_core_opts *opts, const np__mux_core_cbs *cbs,
     c->o.max_window = NP_MUX_INITIAL_WINDOW;
   if (c->o.max_streams == 0)
     c->o.max_streams = 1;
+  c->own.limit = c->o.session_window != 0 ? c->o.session_window : NP_MUX_DEFAULT_SESSION_WINDOW;
   c->cb = *cbs;
   c->data = data;
   c->next_id = c->o.client ? 1 : 2;
@@ -532,4 +607,8 @@ int64_t np__mux_core_peer_goaway(const np__mux_core *c) {
 
 uint64_t np__mux_core_srtt_ns(const np__mux_core *c) {
   return c->srtt_ns;
+}
+
+const np__mux_budget *np__mux_core_budget(const np__mux_core *c) {
+  return &c->own;
 }

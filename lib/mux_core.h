@@ -21,6 +21,10 @@
 #define NP_MUX_EPIPE      (-EPIPE)      /* written after shutdown or close */
 #define NP_MUX_EINVAL     (-EINVAL)
 
+/* The growth of a session's receive windows beyond their initial NP_MUX_INITIAL_WINDOW, in total,
+ * when the owner does not say (docs/performance.md, "What a peer can make us hold"). */
+#define NP_MUX_DEFAULT_SESSION_WINDOW (64ull * 1024 * 1024)
+
 #define NP_MUX_BATCH_FRAMES 64
 #define NP_MUX_BATCH_IOVS   256
 
@@ -28,6 +32,16 @@ typedef struct np__mux_core np__mux_core;
 typedef struct np__mux_cstream np__mux_cstream;
 typedef struct np__mux_wq np__mux_wq;
 typedef struct np__mux_rq np__mux_rq;
+
+/* What the receive windows of one or several sessions may grow by beyond their initial windows
+ * (credit once granted cannot be taken back, so what is granted is what is bounded), and what
+ * they hold. Each core has its own (opts.session_window); np-server's cores share one more
+ * (opts.shared). Only the cores write it; one loop, no locking. */
+typedef struct np__mux_budget {
+  uint64_t limit;    /* growth allowed in total */
+  uint64_t grown;    /* granted beyond the initial windows of the live streams */
+  uint64_t buffered; /* received bytes held for readers that have not taken them */
+} np__mux_budget;
 
 /* Same members as uv_buf_t on Unix, but the core does not know libuv. */
 typedef struct np__mux_iov {
@@ -53,6 +67,7 @@ struct np__mux_cstream {
   size_t rbytes;
   unsigned inflight; /* frames of this stream in the batch being written */
   unsigned in_table : 1, fin_wanted : 1, fin_sent : 1, fin_rcvd : 1, closing : 1, in_ready : 1;
+  unsigned lagging : 1; /* bytes were buffered, or taken from the buffer, since the last update */
   np__mux_cstream *prev, *next;   /* all streams */
   np__mux_cstream *rprev, *rnext; /* ready to send */
   max_align_t user[];             /* opts.stream_extra bytes for the adapter, zeroed at creation */
@@ -89,6 +104,11 @@ typedef struct np__mux_core_opts {
   uint32_t max_window;  /* >= NP_MUX_INITIAL_WINDOW; also the largest data frame accepted */
   uint32_t max_streams; /* more SYNs from the peer are answered with RST */
   size_t stream_extra;  /* bytes at each stream's user[] */
+  /* What this session's windows may grow by in total beyond NP_MUX_INITIAL_WINDOW each (0:
+   * NP_MUX_DEFAULT_SESSION_WINDOW): with n streams it holds at most n x NP_MUX_INITIAL_WINDOW +
+   * session_window received bytes for readers that do not read. */
+  uint64_t session_window;
+  np__mux_budget *shared; /* optional: a budget of several cores too (borrowed; outlives them) */
 } np__mux_core_opts;
 
 /* A new session; its first PING is queued. opts and cbs are copied. Returns 0 or NP_MUX_ENOMEM. */
@@ -174,6 +194,8 @@ np__mux_cstream *np__mux_core_streams(const np__mux_core *c); /* first of all; -
 np__mux_cstream *np__mux_core_find(const np__mux_core *c, uint32_t id);
 int64_t np__mux_core_peer_goaway(const np__mux_core *c);
 uint64_t np__mux_core_srtt_ns(const np__mux_core *c);
+/* This session's budget: its limit, what its streams' windows have grown by, what they hold. */
+const np__mux_budget *np__mux_core_budget(const np__mux_core *c);
 /* The adapter's bytes of cs (opts.stream_extra of them). */
 static inline void *np__mux_cstream_user(np__mux_cstream *cs) {
   return cs->user;

@@ -49,6 +49,7 @@ struct np__mux_core {
   np__mux_hdr *ctrl; /* control frames waiting */
   size_t nctrl, ctrl_cap;
   batch b;
+  np__mux_budget own; /* this session's window growth and buffered bytes (opts.shared too) */
   uint64_t ping_sent_ns, srtt_ns;
   uint32_t ping_id;
   int dead;            /* 0, or why the session is over */

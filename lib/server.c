@@ -235,6 +235,8 @@ static int transport_new(struct np_server *srv) {
                                  .tls = srv->tls,
                                  .mux_max_window = (uint32_t)srv->cfg.mux_max_window,
                                  .mux_max_streams = (uint32_t)srv->cfg.mux_max_streams,
+                                 .mux_session_window = srv->cfg.mux_session_window,
+                                 .mux_server_window = srv->cfg.mux_server_window,
                                  .keepalive_s = (unsigned)(srv->cfg.heartbeat_interval_ms / 1000),
                                  .conn = session_start,
                                  .garbage = on_transport_garbage,
@@ -493,6 +495,7 @@ void np_server_get_stats(const struct np_server *srv, np_server_stats *out, size
 
   st.pending = srv->pool != NULL ? srv->pool_ops->count(srv->pool, NULL) : 0;
   np__transport_server_count(srv->transport, &st.mux_conns, &st.mux_streams);
+  np__transport_server_held(srv->transport, &st.mux_buffered, &st.mux_window_grown);
   np__stats_copy(out, size, &st, sizeof(st));
 }
 

@@ -16,10 +16,25 @@
 /* Keys a running server cannot take: its own listeners, its TLS identity, its codec, the frame
  * size its sessions' decoders were made with, the log sink the embedder or tool was given. */
 static const char *const restart_keys[] = {
-    "bind",           "codec",           "tunnel_bind",     "visit_bind",       "insecure",
-    "tls_cert",       "tls_key",         "tls_dir",         "tls_client_ca",    "admin_bind",
-    "max_frame",      "mux_max_streams", "vhost_http_port", "vhost_https_port", "log_format",
-    "mux_max_window", "remember_ports",
+    "bind",
+    "codec",
+    "tunnel_bind",
+    "visit_bind",
+    "insecure",
+    "tls_cert",
+    "tls_key",
+    "tls_dir",
+    "tls_client_ca",
+    "admin_bind",
+    "max_frame",
+    "mux_max_streams",
+    "vhost_http_port",
+    "vhost_https_port",
+    "log_format",
+    "mux_max_window",
+    "remember_ports",
+    "mux_session_window",
+    "mux_server_window",
 };
 
 typedef struct changes {
@@ -58,6 +73,8 @@ static void keep(struct np_config *next, const struct np_config *was, const char
   KEEP("vhost_https_port", vhost_https_port)
   KEEP("log_format", log_format)
   KEEP("mux_max_window", mux_max_window)
+  KEEP("mux_session_window", mux_session_window)
+  KEEP("mux_server_window", mux_server_window)
   KEEP("remember_ports", remember_ports)
 #undef KEEP
 }

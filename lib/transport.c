@@ -42,7 +42,8 @@ static void on_mux_closed(np__mux *m) {
 
 /* Turn a fresh connection into a multiplexed one; *c becomes its first stream, for control. */
 static int start_mux(np__transport *t, np_conn **c) {
-  np__mux_opts o = {.client = 1, .max_window = t->o.mux_max_window};
+  np__mux_opts o = {
+      .client = 1, .max_window = t->o.mux_max_window, .session_window = t->o.mux_session_window};
   int r;
 
   if (t->mux_rbuf == NULL && (t->mux_rbuf = malloc(NP_MUX_SHARED_READ_BUF)) == NULL)

@@ -23,6 +23,7 @@ typedef struct np__transport_opts {
   np__tls *tls; /* NULL: in clear; borrowed */
   int mux;      /* one connection: control on its first stream, a stream per work conn */
   uint32_t mux_max_window;
+  uint64_t mux_session_window; /* what the mux's stream windows may grow by in total */
   unsigned keepalive_s; /* TCP keepalive of a multiplexed connection */
   /* Says "multiplexed from here" on a new connection (the session's MUX message, in its codec). */
   int (*preface)(np_conn *c, void *arg);

@@ -5,6 +5,8 @@
 
 #include "transport_server.h"
 
+#include "mux_core.h"
+
 /* A multiplexed client connection: every stream is a connection of its own to the session layer.
  * Closed when its control session ends, or when nobody logs in on it in time. */
 typedef struct muxconn {
@@ -21,7 +23,8 @@ typedef struct muxconn {
 struct np__transport_server {
   np__transport_server_opts o;
   muxconn *muxes;
-  char *mux_rbuf; /* read buffer shared by its muxes (NP_MUX_SHARED_READ_BUF) */
+  char *mux_rbuf;        /* read buffer shared by its muxes (NP_MUX_SHARED_READ_BUF) */
+  np__mux_budget budget; /* the window growth all its muxes share (mux_server_window) */
 };
 
 int np__transport_server_new(const np__transport_server_opts *opts, np__transport_server **out) {
@@ -30,6 +33,7 @@ int np__transport_server_new(const np__transport_server_opts *opts, np__transpor
   if (t == NULL)
     return UV_ENOMEM;
   t->o = *opts;
+  t->budget.limit = opts->mux_server_window != 0 ? opts->mux_server_window : UINT64_MAX;
   *out = t;
   return 0;
 }
@@ -115,8 +119,11 @@ static void on_mux_login_deadline(uv_timer_t *h) {
 int np__transport_server_multiplex(np__transport_server *t, const char *peer,
                                    const struct sockaddr_storage *addr, uint64_t deadline,
                                    np__transport_take_cb take, void *arg) {
-  np__mux_opts o = {
-      .client = 0, .max_window = t->o.mux_max_window, .max_streams = t->o.mux_max_streams};
+  np__mux_opts o = {.client = 0,
+                    .max_window = t->o.mux_max_window,
+                    .max_streams = t->o.mux_max_streams,
+                    .session_window = t->o.mux_session_window,
+                    .shared = &t->budget};
   const char *rest;
   size_t rest_len;
   muxconn *mc;
@@ -155,6 +162,11 @@ void np__transport_server_count(const np__transport_server *t, uint64_t *conns, 
     (*conns)++;
     *streams += np__mux_stream_count(mc->mux);
   }
+}
+
+void np__transport_server_held(const np__transport_server *t, uint64_t *buffered, uint64_t *grown) {
+  *buffered = t != NULL ? t->budget.buffered : 0;
+  *grown = t != NULL ? t->budget.grown : 0;
 }
 
 int64_t np__transport_server_streams(np_conn *c) {

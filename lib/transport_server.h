@@ -21,7 +21,9 @@ typedef struct np__transport_server_opts {
   np__tls *tls;          /* NULL: in clear; borrowed for the transport's life */
   uint32_t mux_max_window;
   uint32_t mux_max_streams;
-  unsigned keepalive_s; /* TCP keepalive of a multiplexed connection */
+  uint64_t mux_session_window; /* what one connection's stream windows may grow by in total */
+  uint64_t mux_server_window;  /* and all connections' together */
+  unsigned keepalive_s;        /* TCP keepalive of a multiplexed connection */
   /* A new connection for the session: an accepted one, or a stream of a multiplexed one. c is the
    * callee's. addr: the client's address as taken at accept (family 0: not known); peer: how the
    * log names it (a stream: its connection's address and its id). Both borrowed for the call. */
@@ -61,6 +63,9 @@ int np__transport_server_multiplex(np__transport_server *t, const char *peer,
 /* The multiplexed connections now and the streams open on them (t may be NULL: none), counted
  * when asked: a scrape walks them, the relay does not count. */
 void np__transport_server_count(const np__transport_server *t, uint64_t *conns, uint64_t *streams);
+/* What all its multiplexed connections hold for readers that have not taken it, and how far their
+ * windows have grown beyond the initial ones (t may be NULL: nothing). */
+void np__transport_server_held(const np__transport_server *t, uint64_t *buffered, uint64_t *grown);
 /* Whether c is a stream of a multiplexed connection (which cannot be multiplexed again). */
 int np__transport_server_is_stream(const np__transport_server *t, np_conn *c);
 /* Streams open on the multiplexed connection c is a stream of, or -1 when c is not a stream. */

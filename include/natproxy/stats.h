@@ -57,7 +57,9 @@ NP_BEGIN_DECLS
   X(logins_refused, COUNTER, "logins_refused", "logins", "logins with the right token refused: max_clients reached, or the name in use by a live client") \
   X(visitors_aborted, COUNTER, "aborted", "visitors", "visitors closed unjoined because their proxy or client went, or their join failed") \
   X(mux_conns, GAUGE, "mux_conns", "connections", "multiplexed client connections now") \
-  X(mux_streams, GAUGE, "mux_streams", "streams", "streams open on multiplexed client connections now (control and work)")
+  X(mux_streams, GAUGE, "mux_streams", "streams", "streams open on multiplexed client connections now (control and work)") \
+  X(mux_buffered, GAUGE, "mux_buffered", "bytes", "bytes received on multiplexed client connections and held for readers that have not taken them (visitors that read slower than their data comes)") \
+  X(mux_window_grown, GAUGE, "mux_window_grown", "bytes", "how far the receive windows of multiplexed client connections have grown beyond their initial 256 KiB, in total (at most mux_server_window)")
 
 #define NP_CLIENT_COUNTERS(X) \
   X(connects, COUNTER, "connects", "logins", "successful logins") \

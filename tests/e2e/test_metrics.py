@@ -10,8 +10,10 @@ import os
 import re
 import shutil
 import socket
+import socketserver
 import subprocess
 import sys
+import threading
 
 sys.path.insert(0, os.path.dirname(__file__))
 import npwire  # noqa: E402
@@ -211,9 +213,96 @@ def test_metrics_http_first_byte(env):
           f"the API names the hosts an HTTP proxy serves: {px}")
 
 
+class Flood(socketserver.BaseRequestHandler):
+    """Sends without end until the visitor goes; counts what the socket took (sent, all
+    connections)."""
+
+    sent = 0
+    lock = threading.Lock()
+
+    def handle(self):
+        chunk = b"x" * 65536
+        try:
+            while True:
+                n = self.request.send(chunk)
+                with Flood.lock:
+                    Flood.sent += n
+        except OSError:
+            pass
+
+
+def test_mux_stalled_visitors_bounded(env):
+    """Visitors that download fast (their stream's window grows), then stop reading: what
+    np-server holds for them is at most 256 KiB per stream plus mux_session_window, and the
+    windows' growth stays within it (docs/performance.md, "What a peer can make us hold")."""
+    window, budget, initial, n = 1 << 20, 1 << 20, 256 << 10, 6
+    flood = env.service(Flood)
+    srv = env.server("--token", "s3cret", "--admin-bind", f"{LOOP}:0", "--mux-max-window",
+                     str(window), "--mux-session-window", str(budget))
+    port = admin_port(srv)
+    cl = env.client(srv, "--mux", "true", "--mux-max-window", str(window), "-R",
+                    f"0:{LOOP}:{flood}")
+    (vport,) = cl.ports.values()
+    peak = {"buffered": 0, "grown": 0}
+
+    def sample():
+        code, text = get(port, "/metrics", token=None)
+        check(code == 200, f"/metrics: {code}")
+        m = parse(text)
+        streams = one(m, "natproxy_server_mux_streams")
+        buffered = one(m, "natproxy_server_mux_buffered")
+        grown = one(m, "natproxy_server_mux_window_grown")
+        check(grown <= budget, f"windows grew by {grown:.0f} bytes, beyond the budget {budget}")
+        check(buffered <= streams * initial + budget,
+              f"{buffered:.0f} bytes held for {streams:.0f} streams: more than "
+              f"{streams:.0f} x 256 KiB + {budget}")
+        peak["buffered"] = max(peak["buffered"], buffered)
+        peak["grown"] = max(peak["grown"], grown)
+        return buffered
+
+    visitors = []
+    for _ in range(n):
+        # One at a time, each alone on the connection while it reads: 8 MiB fast, then nothing.
+        s = socket.socket()
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)  # the kernel holds little
+        s.settimeout(10)
+        s.connect((LOOP, vport))
+        got = 0
+        while got < 8 << 20:
+            b = s.recv(1 << 20)
+            check(b, "the flood ended early")
+            got += len(b)
+        visitors.append(s)
+        sample()
+
+    # Wait until the flood is stuck behind the visitors (the service's sends stop moving), checking
+    # the bound on every scrape meanwhile.
+    last = {"sent": -1, "since": 0}
+
+    def settled():
+        sample()
+        with Flood.lock:
+            sent = Flood.sent
+        if sent != last["sent"]:
+            last["sent"], last["since"] = sent, 0
+        else:
+            last["since"] += 1
+        return last["since"] >= 20
+
+    wait_until(settled, 60, "the flood stopping behind the stalled visitors")
+    check(peak["buffered"] > n * initial / 2,
+          f"the server held only {peak['buffered']:.0f} bytes: the visitors did not stall the "
+          f"streams")
+    print(f"held at most {peak['buffered']:.0f} bytes, windows grown by at most "
+          f"{peak['grown']:.0f} (bound {n} streams and more x 256 KiB + {budget})")
+    for s in visitors:
+        s.close()
+
+
 TESTS = {
     "metrics_families": test_metrics_families,
     "metrics_http_first_byte": test_metrics_http_first_byte,
+    "mux_stalled_visitors_bounded": test_mux_stalled_visitors_bounded,
 }
 
 if __name__ == "__main__":

@@ -7,6 +7,8 @@
  * - every byte the core accepts for a stream fits in the window it has sent (INITIAL + the
  *   WINDOW_UPDATE deltas it wrote): more must end the session;
  * - a stream never holds more than max_window received bytes, nor more than its granted window;
+ * - the windows' growth beyond their initial size never exceeds the session's budget, and the
+ *   budget's counts (growth, bytes held) are the sums over the streams;
  * - it never sends DATA beyond what the peer's window updates allowed, nor after its FIN;
  * - a closed or reset stream gets no data delivered; the peer never has more than max_streams;
  * - what the core writes always parses as yamux, and input the parser rejects ends the session. */
@@ -278,9 +280,14 @@ static void peer_frame(void) {
 /* ---- the owner's steps ---- */
 
 static void check_all(void) {
+  const np__mux_budget *bud = np__mux_core_budget(F.c);
+  uint64_t grown = 0, held = 0;
   int theirs = 0;
   for (np__mux_cstream *s = np__mux_core_streams(F.c); s != NULL; s = s->next) {
     rec *x = rec_of(s);
+    assert(s->recv_target >= NP_MUX_INITIAL_WINDOW);
+    grown += s->recv_target - NP_MUX_INITIAL_WINDOW;
+    held += s->rbytes;
     theirs += (s->id & 1) != (F.o.client ? 1u : 0u) && !s->closing;
     assert(s->recv_target <= F.o.max_window);
     assert(s->rbytes <= F.o.max_window && s->rbytes <= s->recv_target);
@@ -291,6 +298,8 @@ static void check_all(void) {
     }
   }
   assert(theirs <= (int)F.o.max_streams);
+  assert(grown == bud->grown && grown <= bud->limit);
+  assert(held == bud->buffered);
 }
 
 static void step(void) {
@@ -413,6 +422,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   F.o = (np__mux_core_opts){.client = b & 1,
                             .max_window = NP_MUX_INITIAL_WINDOW << ((b >> 1) & 3),
                             .max_streams = 1 + ((b >> 3) & 7),
+                            .session_window = (uint64_t)(b >> 6) * NP_MUX_INITIAL_WINDOW,
                             .stream_extra = sizeof(int)};
   F.now = 1000000000u;
   np__mux_parser_init(&F.inp, F.o.max_window);

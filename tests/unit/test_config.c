@@ -14,6 +14,7 @@
 
 #include "config.h"
 #include "mux.h"
+#include "mux_core.h"
 #include "tmpfile.h"
 
 static char path[64];
@@ -309,6 +310,14 @@ static void test_validate(void **state) {
                          "c6"),
       NP_ECONFIG);
   assert_int_equal(np_config_set_flag(cfg, "insecure", "maybe"), NP_ECONFIG);
+  /* A budget for all streams' windows smaller than one stream's growth is a mistake. */
+  assert_int_equal(np_config_set_flag(cfg, "heartbeat-timeout", "30s"), 0);
+  assert_int_equal(np_config_validate(cfg), 0);
+  assert_int_equal(np_config_set_flag(cfg, "mux-session-window", "1048576"), 0);
+  assert_int_equal(np_config_validate(cfg), NP_ECONFIG);
+  assert_non_null(strstr(np_config_error(cfg), "mux_session_window must be at least"));
+  assert_int_equal(np_config_set_flag(cfg, "mux-max-window", "1310720"), 0);
+  assert_int_equal(np_config_validate(cfg), 0);
   np_config_free(cfg);
 
   assert_int_equal(np_config_new(NP_CONFIG_SERVER, &cfg), 0);
@@ -329,6 +338,11 @@ static void test_validate(void **state) {
   assert_int_equal(np_config_set_flag(cfg, "codec", "native"), 0);
   assert_int_equal(np_config_validate(cfg), NP_ECONFIG);
   assert_non_null(strstr(np_config_error(cfg), "proxy_bind_addr"));
+  assert_int_equal(np_config_set_flag(cfg, "proxy-bind-addr", "127.0.0.1"), 0);
+  assert_int_equal(np_config_validate(cfg), 0);
+  assert_int_equal(np_config_set_flag(cfg, "mux-server-window", "0"), 0);
+  assert_int_equal(np_config_validate(cfg), NP_ECONFIG);
+  assert_non_null(strstr(np_config_error(cfg), "mux_session_window and mux_server_window"));
   np_config_free(cfg);
 }
 
@@ -465,6 +479,7 @@ static void test_key_table(void **state) {
   assert_int_equal(c->relay_splice, NP_DEFAULT_SPLICE);
   assert_int_equal(c->mux_max_window, NP_MUX_DEFAULT_MAX_WINDOW);
   assert_int_equal(c->mux_max_streams, NP_MUX_DEFAULT_MAX_STREAMS);
+  assert_int_equal(c->mux_session_window, NP_MUX_DEFAULT_SESSION_WINDOW);
   assert_int_equal(c->max_proxies_per_client, NP_MAX_PROXIES);
   assert_string_equal(c->bind, "0.0.0.0:7000");
   assert_int_equal(np_config_set_flag(c, "trust-on-first-use", "true"), 0);

@@ -20,7 +20,7 @@ typedef struct side {
   np__mux_cstream *acc[MAXS]; /* streams the peer opened, in order */
   int nacc;
   size_t appetite;   /* what the data callback takes */
-  char got[1 << 20]; /* bytes taken from the data callback or the buffer */
+  char got[1 << 20]; /* bytes taken from the data callback or the buffer (the first MiB kept) */
   size_t ngot;
   int fins, events, write_dones, fin_dones;
   int dead;
@@ -32,6 +32,7 @@ typedef struct side {
 static side A, B;
 static char payload[4 * NP_MUX_INITIAL_WINDOW];
 static uint64_t now = 1000000000u;
+static uint64_t tick; /* how far the clock moves per batch pumped */
 
 static side *side_of(np__mux_core *c) {
   return np__mux_core_data(c);
@@ -43,11 +44,16 @@ static void cb_accept(np__mux_core *c, np__mux_cstream *cs) {
   s->acc[s->nacc++] = cs;
 }
 
+static void keep(side *s, const char *data, size_t len) {
+  if (s->ngot + len <= sizeof(s->got))
+    memcpy(s->got + s->ngot, data, len);
+  s->ngot += len;
+}
+
 static size_t cb_data(np__mux_core *c, np__mux_cstream *cs, const char *data, size_t len) {
   side *s = side_of(c);
   size_t take = len < s->appetite ? len : s->appetite;
-  memcpy(s->got + s->ngot, data, take);
-  s->ngot += take;
+  keep(s, data, take);
   np__mux_core_consumed(c, cs, take, now);
   return take;
 }
@@ -95,19 +101,30 @@ static const np__mux_core_cbs cbs = {.accept = cb_accept,
                                      .want_write = cb_want_write,
                                      .dead = cb_dead};
 
-static void side_init(side *s, side *peer, int client) {
-  np__mux_core_opts o = {
-      .client = client, .max_window = 4 * NP_MUX_INITIAL_WINDOW, .max_streams = 4};
+#define MAX_WINDOW (4 * NP_MUX_INITIAL_WINDOW)
+
+static void side_init_with(side *s, side *peer, int client, uint64_t session_window,
+                           np__mux_budget *shared) {
+  np__mux_core_opts o = {.client = client,
+                         .max_window = MAX_WINDOW,
+                         .max_streams = 4,
+                         .session_window = session_window,
+                         .shared = shared};
   memset(s, 0, sizeof(*s));
   s->peer = peer;
   s->appetite = SIZE_MAX;
   assert_int_equal(np__mux_core_new(&o, &cbs, s, now, &s->c), 0);
 }
 
+static void side_init(side *s, side *peer, int client) {
+  side_init_with(s, peer, client, 0, NULL);
+}
+
 static int setup(void **state) {
   (void)state;
   for (size_t i = 0; i < sizeof(payload); i++)
     payload[i] = (char)(i * 7 + i / 251);
+  tick = 1000;
   side_init(&A, &B, 1);
   side_init(&B, &A, 0);
   return 0;
@@ -137,7 +154,7 @@ static void pump(void) {
         }
         s->nout = len;
         np__mux_core_written(s->c, 0);
-        now += 1000;
+        now += tick;
         np__mux_core_feed(s->peer->c, s->out, len, now);
         moved = 1;
       }
@@ -162,8 +179,7 @@ static void read_all(side *s, np__mux_cstream *cs) {
   const char *p;
   size_t len;
   while ((p = np__mux_core_peek(cs, &len)) != NULL) {
-    memcpy(s->got + s->ngot, p, len);
-    s->ngot += len;
+    keep(s, p, len);
     np__mux_core_advance(cs, len);
     np__mux_core_consumed(s->c, cs, len, now);
   }
@@ -347,6 +363,186 @@ static void test_stream_limit(void **state) {
   assert_int_equal(B.dead, 0);
 }
 
+/* ---- window growth and its budgets ---- */
+
+/* Pings answered (both sides know the round trip), then the clock stands still: every reader that
+ * keeps up takes half its window within two round trips, so windows grow as far as allowed. */
+static void fast_clock(void) {
+  pump();
+  assert_true(np__mux_core_srtt_ns(A.c) > 0 && np__mux_core_srtt_ns(B.c) > 0);
+  tick = 0;
+}
+
+/* len bytes on cs, a payload at a time (held by the writer until written). */
+static void send_n(side *s, np__mux_cstream *cs, size_t len) {
+  for (size_t done = 0; done < len; done += sizeof(payload))
+    write_bytes(s, cs, 0, len - done < sizeof(payload) ? len - done : sizeof(payload));
+}
+
+static void unlink_free(side *s, np__mux_cstream *cs) {
+  assert_true(np__mux_core_can_free(cs));
+  np__mux_core_stream_unlink(s->c, cs);
+  np__mux_core_stream_free(cs);
+}
+
+static void test_window_grows_alone(void **state) {
+  const np__mux_budget *bud = np__mux_core_budget(B.c);
+  np__mux_cstream *a, *b;
+  (void)state;
+  fast_clock();
+  assert_int_equal(np__mux_core_open(A.c, now, &a), 0);
+  send_n(&A, a, 4 * MAX_WINDOW);
+  pump();
+  b = B.acc[0];
+  assert_int_equal(B.ngot, 4 * MAX_WINDOW);
+  assert_int_equal(b->recv_target, MAX_WINDOW);
+  assert_int_equal(bud->limit, NP_MUX_DEFAULT_SESSION_WINDOW);
+  assert_int_equal(bud->grown, MAX_WINDOW - NP_MUX_INITIAL_WINDOW);
+  assert_int_equal(bud->buffered, 0);
+  /* Paused, then resumed: with the budget far from spent, it keeps its window (nobody needs it,
+   * and a relay whose socket fills now and then would only be slowed). */
+  B.appetite = 0;
+  send_n(&A, a, 2 * MAX_WINDOW);
+  pump();
+  assert_true(b->rbytes > 0);
+  B.appetite = SIZE_MAX;
+  read_all(&B, b);
+  pump();
+  assert_int_equal(B.ngot, 6 * MAX_WINDOW);
+  assert_int_equal(b->recv_target, MAX_WINDOW);
+  /* A stream that goes gives its growth back. */
+  np__mux_core_close(B.c, b, 1);
+  unlink_free(&B, b);
+  assert_int_equal(bud->grown, 0);
+}
+
+static void test_streams_that_stop_reading_are_bounded(void **state) {
+  const uint64_t limit = 2 * (MAX_WINDOW - NP_MUX_INITIAL_WINDOW); /* two streams' growth */
+  const np__mux_budget *bud;
+  np__mux_cstream *a[4], **b = B.acc;
+  uint64_t held = 0;
+  (void)state;
+  np__mux_core_free(B.c);
+  side_init_with(&B, &A, 0, limit, NULL);
+  bud = np__mux_core_budget(B.c);
+  fast_clock();
+  for (int i = 0; i < 4; i++) {
+    /* Each reads fast (its window grows as far as the budget lets), then stops reading. */
+    assert_int_equal(np__mux_core_open(A.c, now, &a[i]), 0);
+    B.appetite = SIZE_MAX;
+    send_n(&A, a[i], 2 * MAX_WINDOW);
+    pump();
+    B.appetite = 0;
+    send_n(&A, a[i], 2 * MAX_WINDOW);
+    pump();
+  }
+  for (int i = 0; i < 4; i++) {
+    /* What it granted is all used: held, or consumed and not yet acknowledged. */
+    assert_int_equal(b[i]->recv_avail, 0);
+    assert_int_equal(b[i]->rbytes + b[i]->unacked, b[i]->recv_target);
+    held += b[i]->rbytes;
+  }
+  assert_int_equal(b[0]->recv_target, MAX_WINDOW);
+  assert_int_equal(b[1]->recv_target, MAX_WINDOW);
+  assert_int_equal(b[2]->recv_target, NP_MUX_INITIAL_WINDOW); /* the budget was spent */
+  assert_int_equal(b[3]->recv_target, NP_MUX_INITIAL_WINDOW);
+  assert_int_equal(bud->grown, limit);
+  assert_int_equal(bud->buffered, held);
+  assert_true(held <= 4 * NP_MUX_INITIAL_WINDOW + limit);
+  assert_true(held > 4 * NP_MUX_INITIAL_WINDOW + limit - 4 * MAX_WINDOW / 2);
+
+  /* A stream that goes gives its growth back, and a stream that reads gets it. */
+  np__mux_core_close(B.c, b[0], 1);
+  unlink_free(&B, b[0]);
+  assert_int_equal(bud->grown, limit - (MAX_WINDOW - NP_MUX_INITIAL_WINDOW));
+  B.appetite = SIZE_MAX;
+  read_all(&B, b[2]);
+  pump(); /* only b[2] reads: the others still hold what they got */
+  assert_int_equal(b[2]->rbytes, 0);
+  assert_int_equal(b[2]->recv_target, MAX_WINDOW);
+  assert_int_equal(bud->grown, limit);
+  /* One that was paused gives its growth back as it works through what it held. */
+  read_all(&B, b[1]);
+  assert_true(b[1]->recv_target < MAX_WINDOW);
+  assert_true(bud->grown < limit);
+  assert_int_equal(bud->buffered, b[1]->rbytes + b[3]->rbytes);
+  assert_int_equal(B.dead, 0);
+  assert_int_equal(A.dead, 0);
+}
+
+static void test_paused_stream_gets_credit_back(void **state) {
+  const np__mux_budget *bud;
+  np__mux_cstream *a, *b;
+  size_t sent = 0;
+  (void)state;
+  /* Room for one stream's growth and a little: once it grew, the budget is short. */
+  np__mux_core_free(B.c);
+  side_init_with(&B, &A, 0, MAX_WINDOW, NULL);
+  bud = np__mux_core_budget(B.c);
+  fast_clock();
+  assert_int_equal(np__mux_core_open(A.c, now, &a), 0);
+  send_n(&A, a, 2 * MAX_WINDOW);
+  sent += 2 * MAX_WINDOW;
+  pump();
+  b = B.acc[0];
+  assert_int_equal(b->recv_target, MAX_WINDOW);
+  /* Paused: it holds its whole window, and the writer waits. */
+  B.appetite = 0;
+  send_n(&A, a, 6 * MAX_WINDOW);
+  sent += 6 * MAX_WINDOW;
+  pump();
+  assert_int_equal(b->rbytes + b->unacked, MAX_WINDOW);
+  assert_int_equal(a->send_window, 0);
+  /* It resumes: working through what it held it grants less than it takes (its window shrinks),
+   * then, reading as fast as it gets, its window grows back and everything arrives. */
+  B.appetite = SIZE_MAX;
+  read_all(&B, b);
+  assert_true(b->recv_target < MAX_WINDOW);
+  assert_int_equal(bud->grown, b->recv_target - NP_MUX_INITIAL_WINDOW);
+  assert_true(b->recv_avail > 0); /* credit for what it took, less what it gave back */
+  pump();
+  assert_int_equal(B.ngot, sent);
+  assert_int_equal(b->recv_target, MAX_WINDOW);
+  assert_int_equal(bud->grown, MAX_WINDOW - NP_MUX_INITIAL_WINDOW);
+  assert_int_equal(bud->buffered, 0);
+  assert_int_equal(B.dead, 0);
+}
+
+/* A budget both sides share (np-server shares one among all its sessions). */
+static np__mux_budget shared;
+
+static void test_shared_budget(void **state) {
+  np__mux_cstream *a, *b;
+  (void)state;
+  shared = (np__mux_budget){.limit = MAX_WINDOW - NP_MUX_INITIAL_WINDOW};
+  np__mux_core_free(A.c);
+  np__mux_core_free(B.c);
+  side_init_with(&A, &B, 1, 0, &shared);
+  side_init_with(&B, &A, 0, 0, &shared);
+  fast_clock();
+  assert_int_equal(np__mux_core_open(A.c, now, &a), 0);
+  send_n(&A, a, 4 * MAX_WINDOW);
+  pump();
+  b = B.acc[0];
+  assert_int_equal(b->recv_target, MAX_WINDOW); /* took all the shared budget */
+  send_n(&B, b, 4 * MAX_WINDOW);
+  pump();
+  assert_int_equal(A.ngot, 4 * MAX_WINDOW);
+  assert_int_equal(a->recv_target, NP_MUX_INITIAL_WINDOW); /* nothing left for A */
+  assert_int_equal(shared.grown, MAX_WINDOW - NP_MUX_INITIAL_WINDOW);
+  /* B's stream goes: A's windows may grow now. */
+  np__mux_core_close(B.c, b, 1);
+  unlink_free(&B, b);
+  assert_int_equal(shared.grown, 0);
+  pump(); /* the RST */
+  assert_int_equal(np__mux_core_open(B.c, now, &b), 0);
+  send_n(&B, b, 4 * MAX_WINDOW);
+  pump();
+  assert_int_equal(A.acc[0]->recv_target, MAX_WINDOW);
+  assert_int_equal(shared.grown, MAX_WINDOW - NP_MUX_INITIAL_WINDOW);
+  assert_int_equal(shared.buffered, 0);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test_setup_teardown(test_open_accept, setup, teardown),
@@ -358,6 +554,10 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_oversized_rejected, setup, teardown),
       cmocka_unit_test_setup_teardown(test_unknown_stream, setup, teardown),
       cmocka_unit_test_setup_teardown(test_stream_limit, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_window_grows_alone, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_streams_that_stop_reading_are_bounded, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_paused_stream_gets_credit_back, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_shared_budget, setup, teardown),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
