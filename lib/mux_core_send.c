@@ -10,9 +10,16 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define QUANTUM_SHARED (16 * 1024)  /* per stream and turn when several streams have data */
+/* Per stream and turn when several have data. Large, since every frame is a write to the service
+ * at the other end (16 KiB turns made 8 bulk streams 12 % slower than 64 KiB ones, at 15 % more
+ * CPU per byte); short messages do not wait behind them (SHORT below). */
+#define QUANTUM_SHARED (64 * 1024)
 #define QUANTUM_ALONE  (256 * 1024) /* when one has: no one to be fair to */
 #define BATCH_BYTES    (512 * 1024)
+/* A stream with at most this much queued is a message (a request, an answer, keystrokes): it is
+ * framed ahead of the bulk streams' turns, in up to half of a batch, so bulk's large turns do not
+ * delay it (behind 7 turns of 64 KiB on a 100 Mbit/s link it would wait 36 ms). */
+#define SHORT_BYTES (16 * 1024)
 
 /* ---- writing ------------------------------------------------------------------------------ */
 
@@ -99,6 +106,18 @@ int np__mux_core_pull(np__mux_core *c, const np__mux_iov **iov, unsigned *niov) 
   }
   memmove(c->ctrl, c->ctrl + i, (c->nctrl - i) * sizeof(*c->ctrl));
   c->nctrl -= i;
+  /* Messages first. One that stays sendable (its FIN) goes to the ring's tail and is passed over
+   * when the walk gets there. */
+  for (np__mux_cstream *s = c->rhead, *next;
+       s != NULL && batch_room(b) && b->bytes < BATCH_BYTES / 2; s = next) {
+    next = s->rnext;
+    if (s->wbytes > 0 && s->wbytes <= SHORT_BYTES && s->send_window >= s->wbytes) {
+      ready_del(c, s);
+      frame_data(b, s, SHORT_BYTES);
+      if (sendable(s))
+        ready_add(c, s);
+    }
+  }
   while (c->rhead != NULL && batch_room(b)) {
     np__mux_cstream *s = c->rhead;
     size_t quantum = c->nready > 1 ? QUANTUM_SHARED : QUANTUM_ALONE;
