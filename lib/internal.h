@@ -100,6 +100,18 @@ void np__heap_trim(void);
 #define NP_UDP_HEADROOM  8
 void np__udp_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf);
 
+/* Scratch memory of one thread (a loop's), made zeroed on first use and freed when the thread
+ * ends; NULL when out of memory. Each slot has one user and one size. */
+enum {
+  NP_SCRATCH_UDP_RX,    /* np__udp_alloc */
+  NP_SCRATCH_UDPQ,      /* udp_batch.c's queue */
+  NP_SCRATCH_UDP_WORK,  /* proxy_udp.c, a work conn's reads */
+  NP_SCRATCH_TLS_RX,    /* tls.c, ciphertext read */
+  NP_SCRATCH_TLS_STAGE, /* tls.c, small pieces gathered into a record */
+  NP_SCRATCH_N
+};
+void *np__scratch(unsigned slot, size_t len);
+
 /* Copy at most cap-1 bytes and terminate; returns UV_E2BIG when src did not fit. */
 int np__strlcpy(char *dst, const char *src, size_t cap);
 /* The length of the well-formed UTF-8 sequence s starts with (1 to 4; 1 for ASCII) and its code

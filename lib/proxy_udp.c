@@ -249,10 +249,10 @@ static void on_client_dgram(void *arg, const char *data, size_t len) {
 }
 
 static void work_alloc(np_conn *c, size_t suggested, uv_buf_t *buf) {
-  static _Thread_local char rx[65536];
+  char *rx = np__scratch(NP_SCRATCH_UDP_WORK, 65536);
   (void)c;
   (void)suggested;
-  *buf = uv_buf_init(rx, sizeof(rx));
+  *buf = uv_buf_init(rx, rx != NULL ? 65536 : 0);
 }
 
 static void work_read(np_conn *c, ssize_t n, const uv_buf_t *buf) {

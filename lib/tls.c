@@ -262,13 +262,15 @@ static int flush(tls_conn *c, np_conn_write *outer) {
  * small pieces are copied together and only pieces of a record or more go to OpenSSL as they are
  * (a copy of a few bytes is cheaper than a record; a copy of a bulk piece is not). */
 static int encrypt(tls_conn *c, const uv_buf_t *bufs, unsigned nbufs, size_t *total) {
-  static _Thread_local char stage[RECORD_MAX];
+  char *stage = np__scratch(NP_SCRATCH_TLS_STAGE, RECORD_MAX);
   size_t staged = 0, n, want = 0;
 
   if (c->failed)
     return c->in_err;
   if (!c->hs_done || c->closing)
     return UV_ENOTCONN;
+  if (stage == NULL)
+    return UV_ENOMEM;
   for (unsigned i = 0; i < nbufs; i++)
     want += bufs[i].len;
   if (tx_reserve(c, want + (want / RECORD_MAX + nbufs + 1) * RECORD_OVERHEAD) != 0)
@@ -610,10 +612,10 @@ static void progress(tls_conn *c) {
 }
 
 static void on_inner_alloc(np_conn *in, size_t suggested, uv_buf_t *buf) {
-  static _Thread_local char rx[READ_CHUNK];
+  char *rx = np__scratch(NP_SCRATCH_TLS_RX, READ_CHUNK);
   (void)in;
   (void)suggested;
-  *buf = uv_buf_init(rx, sizeof(rx));
+  *buf = uv_buf_init(rx, rx != NULL ? READ_CHUNK : 0);
 }
 
 static int make_ssl(tls_conn *c);

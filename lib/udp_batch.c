@@ -6,6 +6,8 @@
  * in the queue's own memory (np__udpq_room), which the sealing writes anyway. */
 #include "udp_batch.h"
 
+#include "internal.h"
+
 #include <errno.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -23,25 +25,30 @@ typedef struct entry {
   void *arg;
 } entry;
 
-static _Thread_local struct {
+typedef struct queue {
   entry e[NP_UDPQ_MAX];
   size_t n;
   size_t used; /* of arena */
   char arena[ARENA];
-} q;
+} queue;
+
+/* The thread's queue, made on first use (internal.h, np__scratch: why not _Thread_local). */
+static queue *the_queue(void) {
+  return np__scratch(NP_SCRATCH_UDPQ, sizeof(queue));
+}
 
 int np__udp_init_batched(uv_loop_t *loop, uv_udp_t *h) {
   /* The domain comes with the bind or connect, as with uv_udp_init. */
   return uv_udp_init_ex(loop, h, AF_UNSPEC | UV_UDP_RECVMMSG);
 }
 
-static entry *next_entry(uv_udp_t *h, const struct sockaddr *to) {
+static entry *next_entry(queue *q, uv_udp_t *h, const struct sockaddr *to) {
   entry *e;
   uv_os_fd_t fd;
 
-  if (q.n == NP_UDPQ_MAX)
+  if (q->n == NP_UDPQ_MAX)
     np__udpq_flush();
-  e = &q.e[q.n++];
+  e = &q->e[q->n++];
   e->fd = uv_fileno((uv_handle_t *)h, &fd) == 0 ? fd : -1; /* -1: EBADF from the flush */
   e->tolen = 0;
   if (to != NULL) {
@@ -53,7 +60,18 @@ static entry *next_entry(uv_udp_t *h, const struct sockaddr *to) {
 
 void np__udpq_add(uv_udp_t *h, const struct sockaddr *to, const uv_buf_t *bufs, unsigned nbufs,
                   np__udpq_done_cb done, void *arg) {
-  entry *e = next_entry(h, to);
+  queue *q = the_queue();
+  entry *e;
+
+  if (q == NULL) { /* out of memory: dropped, as a full socket buffer would */
+    size_t len = 0;
+    for (unsigned i = 0; i < nbufs; i++)
+      len += bufs[i].len;
+    if (done != NULL)
+      done(arg, len, UV_ENOMEM);
+    return;
+  }
+  e = next_entry(q, h, to);
   e->nbufs = nbufs;
   e->len = 0;
   for (unsigned i = 0; i < nbufs; i++) {
@@ -66,22 +84,27 @@ void np__udpq_add(uv_udp_t *h, const struct sockaddr *to, const uv_buf_t *bufs, 
 }
 
 char *np__udpq_room(size_t max) {
-  if (q.n == NP_UDPQ_MAX || ARENA - q.used < max)
+  queue *q = the_queue();
+
+  if (q == NULL)
+    return NULL;
+  if (q->n == NP_UDPQ_MAX || ARENA - q->used < max)
     np__udpq_flush();
-  return q.arena + q.used;
+  return q->arena + q->used;
 }
 
 void np__udpq_commit(uv_udp_t *h, const struct sockaddr *to, size_t len, np__udpq_done_cb done,
                      void *arg) {
-  char *at = q.arena + q.used;
-  entry *e = next_entry(h, to); /* room() left a free entry: no flush here */
+  queue *q = the_queue(); /* room() made it */
+  char *at = q->arena + q->used;
+  entry *e = next_entry(q, h, to); /* room() left a free entry: no flush here */
   e->nbufs = 1;
   e->iov[0].iov_base = at;
   e->iov[0].iov_len = len;
   e->len = len;
   e->done = done;
   e->arg = arg;
-  q.used += (len + 15) & ~(size_t)15;
+  q->used += (len + 15) & ~(size_t)15;
 }
 
 /* k datagrams of one socket; status[i]: 0 or the error that dropped datagram i. */
@@ -107,14 +130,15 @@ static void send_socket(int fd, struct mmsghdr *m, size_t k, int *status) {
 }
 
 void np__udpq_flush(void) {
+  queue *q = the_queue();
   struct mmsghdr m[NP_UDPQ_MAX];
   int status[NP_UDPQ_MAX], st[NP_UDPQ_MAX];
-  size_t idx[NP_UDPQ_MAX], len[NP_UDPQ_MAX], n = q.n;
+  size_t idx[NP_UDPQ_MAX], len[NP_UDPQ_MAX], n;
   np__udpq_done_cb done[NP_UDPQ_MAX];
   void *arg[NP_UDPQ_MAX];
   unsigned char taken[NP_UDPQ_MAX] = {0};
 
-  if (n == 0)
+  if (q == NULL || (n = q->n) == 0)
     return;
   /* Each socket's datagrams in their order; most batches have one socket, a few have several. */
   for (size_t i = 0; i < n; i++) {
@@ -122,8 +146,8 @@ void np__udpq_flush(void) {
     if (taken[i])
       continue;
     for (size_t j = i; j < n; j++) {
-      entry *e = &q.e[j];
-      if (taken[j] || e->fd != q.e[i].fd)
+      entry *e = &q->e[j];
+      if (taken[j] || e->fd != q->e[i].fd)
         continue;
       taken[j] = 1;
       memset(&m[k], 0, sizeof(m[k]));
@@ -135,17 +159,17 @@ void np__udpq_flush(void) {
       }
       idx[k++] = j;
     }
-    send_socket(q.e[i].fd, m, k, st);
+    send_socket(q->e[i].fd, m, k, st);
     for (size_t j = 0; j < k; j++)
       status[idx[j]] = st[j];
   }
   for (size_t i = 0; i < n; i++) {
-    done[i] = q.e[i].done;
-    arg[i] = q.e[i].arg;
-    len[i] = q.e[i].len;
+    done[i] = q->e[i].done;
+    arg[i] = q->e[i].arg;
+    len[i] = q->e[i].len;
   }
-  q.n = 0;
-  q.used = 0;
+  q->n = 0;
+  q->used = 0;
   for (size_t i = 0; i < n; i++)
     if (done[i] != NULL)
       done[i](arg[i], len[i], status[i]);

@@ -23,13 +23,14 @@ int np__udp_init_batched(uv_loop_t *loop, uv_udp_t *h);
 /* Queue one datagram for h (to: its destination, copied; NULL for a connected socket), made of
  * nbufs (1 or 2) pieces. The pieces are borrowed until the next np__udpq_flush, which whoever
  * handed them down must call before they go (the end of a receive batch, of a read callback).
- * done, if not NULL, runs once from that flush, with arg. */
+ * done, if not NULL, runs once from that flush, with arg (at once, with UV_ENOMEM, when the
+ * thread's queue cannot be made). */
 void np__udpq_add(uv_udp_t *h, const struct sockaddr *to, const uv_buf_t *bufs, unsigned nbufs,
                   np__udpq_done_cb done, void *arg);
 
 /* Room for a datagram of at most max bytes (<= 65536) that the caller writes in place (a sealed
- * packet), owned by the queue; np__udpq_commit then queues its first len bytes as np__udpq_add
- * would. Nothing may be queued in between. */
+ * packet), owned by the queue, or NULL when out of memory; np__udpq_commit then queues its first
+ * len bytes as np__udpq_add would. Nothing may be queued in between. */
 char *np__udpq_room(size_t max);
 void np__udpq_commit(uv_udp_t *h, const struct sockaddr *to, size_t len, np__udpq_done_cb done,
                      void *arg);

@@ -35,7 +35,8 @@ static void probe(np__ulink *l, uint64_t flow) {
   int n;
 
   np__put_be(p, l->keepalive_ms, 4);
-  if ((n = np__seal_pack(&l->seal, NP_SEAL_PROBE, flow, (char *)p, sizeof(p), tx)) < 0)
+  if (tx == NULL ||
+      (n = np__seal_pack(&l->seal, NP_SEAL_PROBE, flow, (char *)p, sizeof(p), tx)) < 0)
     return;
   np__udpq_commit(&l->h, NULL, (size_t)n, NULL, NULL);
   if (flow == 0)
@@ -232,7 +233,8 @@ int np__ulink_send(np__ulink_flow *f, const char *data, size_t len) {
     return UV_EAGAIN;
   if (len > NP_SEAL_MAX - NP_SEAL_OVERHEAD)
     return UV_EMSGSIZE;
-  tx = np__udpq_room(len + NP_SEAL_OVERHEAD);
+  if ((tx = np__udpq_room(len + NP_SEAL_OVERHEAD)) == NULL)
+    return UV_ENOMEM;
   if ((n = np__seal_pack(&l->seal, NP_SEAL_DATA, f->id, data, len, tx)) < 0)
     return n;
   /* Sent with the batch the caller's receive callback flushes, or dropped by a full socket buffer

@@ -102,7 +102,7 @@ static void from_client(upath *p, ssize_t n, const uv_buf_t *buf, const struct s
     if (flow != 0)
       p->to->ready(s, flow);
     char *tx = np__udpq_room(plen + NP_SEAL_OVERHEAD);
-    int len = np__seal_pack(&s->seal, NP_SEAL_PROBE_ACK, flow, payload, plen, tx);
+    int len = tx != NULL ? np__seal_pack(&s->seal, NP_SEAL_PROBE_ACK, flow, payload, plen, tx) : -1;
     if (len > 0)
       np__udpq_commit(&p->h, addr, (size_t)len, NULL, NULL);
     return;
@@ -145,7 +145,8 @@ int np__upath_send(session *s, uint64_t flow, const char *data, size_t len) {
   }
   if (len > NP_SEAL_MAX - NP_SEAL_OVERHEAD)
     return UV_EMSGSIZE; /* too large for one packet: the tunnel carries it */
-  tx = np__udpq_room(len + NP_SEAL_OVERHEAD);
+  if ((tx = np__udpq_room(len + NP_SEAL_OVERHEAD)) == NULL)
+    return UV_ENOMEM;
   if ((n = np__seal_pack(&s->seal, NP_SEAL_DATA, flow, data, len, tx)) < 0)
     return n;
   /* Sealed into the queue's memory: sent with the batch (the caller's receive or read callback

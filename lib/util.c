@@ -1,5 +1,6 @@
 /* Address parsing and string helpers used across modules. */
 #include <stdio.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #ifdef __GLIBC__
@@ -138,14 +139,47 @@ void np__heap_trim(void) {
 #endif
 }
 
+/* Not _Thread_local arrays: glibc zeroes a library's thread-local data in every thread when it
+ * starts, so each of them (libuv's pool threads, an embedder's) paid for all of it in memory,
+ * whether it ever used UDP or TLS or not (1.3 MiB per process when the UDP buffer was one). */
+static pthread_key_t scratch_keys[NP_SCRATCH_N];
+static pthread_once_t scratch_once = PTHREAD_ONCE_INIT;
+static int scratch_ok;
+
+static void make_scratch_keys(void) {
+  int ok = 1;
+  for (int i = 0; i < NP_SCRATCH_N; i++)
+    ok &= pthread_key_create(&scratch_keys[i], free) == 0;
+  scratch_ok = ok;
+}
+
+void *np__scratch(unsigned slot, size_t len) {
+  static _Thread_local void *mine[NP_SCRATCH_N]; /* the fast path; the key frees at thread exit */
+  void *p = mine[slot];
+
+  if (p != NULL)
+    return p;
+  pthread_once(&scratch_once, make_scratch_keys);
+  /* calloc: large blocks are fresh pages, backed only once touched. */
+  if (!scratch_ok || (p = calloc(1, len)) == NULL)
+    return NULL;
+  if (pthread_setspecific(scratch_keys[slot], p) != 0) {
+    free(p);
+    return NULL;
+  }
+  mine[slot] = p;
+  return p;
+}
+
 void np__udp_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
   /* libuv's recvmmsg puts one datagram in each 64 KiB of it, 20 at most per call; the headroom
    * keeps each one 16-byte aligned and lets a receiver write before the first. Only the pages a
    * datagram touches are ever backed by memory. */
-  static _Thread_local _Alignas(16) char rx[16 + NP_UDP_RX_CHUNKS * 65536];
+  enum { LEN = 16 + NP_UDP_RX_CHUNKS * 65536 };
+  char *rx = np__scratch(NP_SCRATCH_UDP_RX, LEN);
   (void)h;
   (void)suggested;
-  *buf = uv_buf_init(rx + 16, sizeof(rx) - 16);
+  *buf = rx != NULL ? uv_buf_init(rx + 16, LEN - 16) : uv_buf_init(NULL, 0);
 }
 
 size_t np__utf8_next(const char *s, unsigned *cp) {
