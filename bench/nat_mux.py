@@ -9,6 +9,7 @@ while a bulk download runs on it (fairness). Needs root.
 
 import argparse
 import os
+import subprocess
 import socket
 import socketserver
 import statistics
@@ -84,10 +85,16 @@ def run(client_args, size, fairness, server_args=()):
         with inside(bed.ns["home"]):
             src = env.service(Source)
             greeter = env.service(nptest.Greeter)
+        # The defaults, TLS included: the client pins the server's certificate.
+        state = os.path.join(env.tmp.name, "np-state")
+        fp = subprocess.run([nptest.SERVER, "--tls-dir", state, "--fingerprint"],
+                            capture_output=True, text=True, check=True).stdout.strip()
         srv = bed.proc(env, "public", "np-server", [nptest.SERVER, "--bind", "0.0.0.0:7000",
+                                                    "--token", "bench", "--tls-dir", state,
                                                     *server_args])
         srv.wait_line(r"listening on")
         cl = bed.proc(env, "home", "np-client", [nptest.CLIENT, "--server", f"{PUBLIC_IP}:7000",
+                                                 "--token", "bench", "--server-fingerprint", fp,
                                                  "--log-level", "warn", *client_args,
                                                  "-R", f"6000:127.0.0.1:{src}",
                                                  "-R", f"6001:127.0.0.1:{greeter}"])
