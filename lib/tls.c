@@ -162,7 +162,8 @@ static int rx_keep(tls_conn *c) {
   if (c->rest_off + c->rest_len + c->in_len > c->rest_cap) {
     size_t cap = c->rest_len + c->in_len;
     char *r;
-    memmove(c->rest, c->rest + c->rest_off, c->rest_len);
+    if (c->rest_len > 0 && c->rest_off > 0) /* (never with a NULL rest: UBSan) */
+      memmove(c->rest, c->rest + c->rest_off, c->rest_len);
     c->rest_off = 0;
     if (cap > c->rest_cap) {
       if ((r = realloc(c->rest, cap)) == NULL)
@@ -198,24 +199,36 @@ static int bio_create(BIO *bio) {
   return 1;
 }
 
-static BIO_METHOD *bio_method; /* made once per process, never freed: it holds no conn */
+/* Made once per process and never freed (it holds no conn); a failure to make it (out of memory)
+ * is tried again by the next conn, not remembered. */
+static BIO_METHOD *bio_method;
+static uv_mutex_t bio_method_mu;
+static uv_once_t bio_method_once = UV_ONCE_INIT;
+static int bio_method_mu_ok;
 
-static void make_bio_method(void) {
-  BIO_METHOD *m = BIO_meth_new(BIO_get_new_index() | BIO_TYPE_SOURCE_SINK, "np conn");
-
-  if (m != NULL &&
-      (BIO_meth_set_write_ex(m, bio_write) != 1 || BIO_meth_set_read_ex(m, bio_read) != 1 ||
-       BIO_meth_set_ctrl(m, bio_ctrl) != 1 || BIO_meth_set_create(m, bio_create) != 1)) {
-    BIO_meth_free(m);
-    m = NULL;
-  }
-  bio_method = m;
+static void init_bio_method_mu(void) {
+  bio_method_mu_ok = uv_mutex_init(&bio_method_mu) == 0;
 }
 
 static BIO_METHOD *conn_bio_method(void) {
-  static uv_once_t once = UV_ONCE_INIT;
-  uv_once(&once, make_bio_method);
-  return bio_method;
+  BIO_METHOD *m;
+  int index;
+
+  uv_once(&bio_method_once, init_bio_method_mu);
+  if (!bio_method_mu_ok)
+    return NULL;
+  uv_mutex_lock(&bio_method_mu);
+  if (bio_method == NULL && (index = BIO_get_new_index()) != -1 &&
+      (m = BIO_meth_new(index | BIO_TYPE_SOURCE_SINK, "np conn")) != NULL) {
+    if (BIO_meth_set_write_ex(m, bio_write) == 1 && BIO_meth_set_read_ex(m, bio_read) == 1 &&
+        BIO_meth_set_ctrl(m, bio_ctrl) == 1 && BIO_meth_set_create(m, bio_create) == 1)
+      bio_method = m;
+    else
+      BIO_meth_free(m);
+  }
+  m = bio_method;
+  uv_mutex_unlock(&bio_method_mu);
+  return m;
 }
 
 static txbuf *take_ciphertext(tls_conn *c) {
@@ -261,22 +274,9 @@ static int flush(tls_conn *c, np_conn_write *outer) {
  * a short message written as its own record cost a record's overhead and an AEAD call each, so
  * small pieces are copied together and only pieces of a record or more go to OpenSSL as they are
  * (a copy of a few bytes is cheaper than a record; a copy of a bulk piece is not). */
-static int encrypt(tls_conn *c, const uv_buf_t *bufs, unsigned nbufs, size_t *total) {
-  char *stage = np__scratch(NP_SCRATCH_TLS_STAGE, RECORD_MAX);
-  size_t staged = 0, n, want = 0;
+static int encrypt_pieces(tls_conn *c, const uv_buf_t *bufs, unsigned nbufs, char *stage) {
+  size_t staged = 0, n;
 
-  if (c->failed)
-    return c->in_err;
-  if (!c->hs_done || c->closing)
-    return UV_ENOTCONN;
-  if (stage == NULL)
-    return UV_ENOMEM;
-  for (unsigned i = 0; i < nbufs; i++)
-    want += bufs[i].len;
-  if (tx_reserve(c, want + (want / RECORD_MAX + nbufs + 1) * RECORD_OVERHEAD) != 0)
-    return UV_ENOMEM;
-  *total = want;
-  ERR_clear_error();
   for (unsigned i = 0; i < nbufs; i++) {
     const char *p = bufs[i].base;
     size_t len = bufs[i].len;
@@ -303,9 +303,41 @@ static int encrypt(tls_conn *c, const uv_buf_t *bufs, unsigned nbufs, size_t *to
       }
     }
   }
-  /* A memory-backed BIO takes everything: SSL_write never stops half way here. */
+  /* Our BIO takes everything: SSL_write never stops half way here. */
   if (staged > 0 && SSL_write_ex(c->ssl, stage, staged, &n) != 1)
     return NP_ETLS;
+  return 0;
+}
+
+static int encrypt(tls_conn *c, const uv_buf_t *bufs, unsigned nbufs, size_t *total) {
+  char *stage = np__scratch(NP_SCRATCH_TLS_STAGE, RECORD_MAX);
+  size_t want = 0, mark;
+
+  if (c->failed)
+    return c->in_err;
+  if (!c->hs_done || c->closing)
+    return UV_ENOTCONN;
+  if (stage == NULL)
+    return UV_ENOMEM;
+  for (unsigned i = 0; i < nbufs; i++) {
+    if (bufs[i].len > INT32_MAX - want)
+      return UV_E2BIG;
+    want += bufs[i].len;
+  }
+  /* Room for every record up front, so the BIO cannot fail in the middle of the batch. */
+  if (tx_reserve(c, want + (want / RECORD_MAX + nbufs + 1) * RECORD_OVERHEAD) != 0)
+    return UV_ENOMEM;
+  *total = want;
+  mark = c->tx->len;
+  ERR_clear_error();
+  if (encrypt_pieces(c, bufs, nbufs, stage) != 0) {
+    /* Part of a batch must never reach the peer (a cut frame), and OpenSSL may hold half a
+     * record: the conn is done. */
+    c->tx->len = mark;
+    c->in_err = NP_ETLS;
+    c->failed = 1;
+    return NP_ETLS;
+  }
   return 0;
 }
 

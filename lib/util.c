@@ -146,15 +146,23 @@ static pthread_key_t scratch_keys[NP_SCRATCH_N];
 static pthread_once_t scratch_once = PTHREAD_ONCE_INIT;
 static int scratch_ok;
 
+static _Thread_local void *mine[NP_SCRATCH_N]; /* the fast path; the keys free at thread exit */
+
+static void scratch_free(void *p) {
+  for (int i = 0; i < NP_SCRATCH_N; i++)
+    if (mine[i] == p)
+      mine[i] = NULL; /* a later destructor that asks again gets a new one */
+  free(p);
+}
+
 static void make_scratch_keys(void) {
   int ok = 1;
   for (int i = 0; i < NP_SCRATCH_N; i++)
-    ok &= pthread_key_create(&scratch_keys[i], free) == 0;
+    ok &= pthread_key_create(&scratch_keys[i], scratch_free) == 0;
   scratch_ok = ok;
 }
 
 void *np__scratch(unsigned slot, size_t len) {
-  static _Thread_local void *mine[NP_SCRATCH_N]; /* the fast path; the key frees at thread exit */
   void *p = mine[slot];
 
   if (p != NULL)
