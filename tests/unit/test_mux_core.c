@@ -419,6 +419,15 @@ static void unlink_free(side *s, np__mux_cstream *cs) {
   np__mux_core_stream_free(cs);
 }
 
+/* B again, as a receiver whose session may grow its windows by limit bytes in all; the clock set
+ * up as fast_clock says. */
+static const np__mux_budget *receiver_with_budget(uint64_t limit) {
+  np__mux_core_free(B.c);
+  side_init_with(&B, &A, 0, limit, NULL);
+  fast_clock();
+  return np__mux_core_budget(B.c);
+}
+
 static void test_window_grows_alone(void **state) {
   const np__mux_budget *bud = np__mux_core_budget(B.c);
   np__mux_cstream *a, *b;
@@ -456,10 +465,7 @@ static void test_streams_that_stop_reading_are_bounded(void **state) {
   np__mux_cstream *a[4], **b = B.acc;
   uint64_t held = 0;
   (void)state;
-  np__mux_core_free(B.c);
-  side_init_with(&B, &A, 0, limit, NULL);
-  bud = np__mux_core_budget(B.c);
-  fast_clock();
+  bud = receiver_with_budget(limit);
   for (int i = 0; i < 4; i++) {
     /* Each reads fast (its window grows as far as the budget lets), then stops reading. */
     assert_int_equal(np__mux_core_open(A.c, now, &a[i]), 0);
@@ -510,10 +516,7 @@ static void test_paused_stream_gets_credit_back(void **state) {
   size_t sent = 0;
   (void)state;
   /* Room for one stream's growth and a little: once it grew, the budget is short. */
-  np__mux_core_free(B.c);
-  side_init_with(&B, &A, 0, MAX_WINDOW, NULL);
-  bud = np__mux_core_budget(B.c);
-  fast_clock();
+  bud = receiver_with_budget(MAX_WINDOW);
   assert_int_equal(np__mux_core_open(A.c, now, &a), 0);
   send_n(&A, a, 2 * MAX_WINDOW);
   sent += 2 * MAX_WINDOW;
