@@ -21,6 +21,12 @@
 
 #define CTRL_MAX      4096 /* queued control frames: more means the peer does not read */
 #define PING_EVERY_NS (5 * 1000000000ull)
+/* While windows are updated (data flows), the round trip is sampled again once the last ping was
+ * answered and this long has passed: the first sample is taken on an idle connection, and the
+ * round trip under load, with socket buffers full, can be a hundred times longer. Judged against
+ * the idle sample, a stream that shares the connection never reads half its window "within two
+ * round trips", and its window never grows. */
+#define PING_LOADED_MIN_NS (1000000ull)
 
 struct np__mux_rq {
   np__mux_rq *next;
@@ -80,6 +86,7 @@ static int ctrl_push(np__mux_core *c, uint8_t type, uint16_t flags, uint32_t id,
 static void send_ping(np__mux_core *c, uint64_t now) {
   c->ping_id++;
   c->ping_sent_ns = now;
+  c->ping_out = 1;
   ctrl_push(c, NP_MUX_PING, NP_MUX_SYN, 0, c->ping_id);
 }
 
@@ -221,7 +228,12 @@ static void window_update(np__mux_core *c, np__mux_cstream *s, uint64_t now) {
   if (delta == 0)
     return; /* all of it went to shrinking: nothing to say */
   if (ctrl_push(c, NP_MUX_WINDOW_UPDATE, 0, s->id, delta) == 0) {
-    if (now - c->ping_sent_ns > PING_EVERY_NS)
+    /* Every 8 round trips (at least PING_LOADED_MIN_NS) once answered; a peer that does not
+     * answer is asked again only every PING_EVERY_NS. */
+    uint64_t every = c->ping_out ? PING_EVERY_NS : 8 * c->srtt_ns;
+    if (every < PING_LOADED_MIN_NS)
+      every = PING_LOADED_MIN_NS;
+    if (now - c->ping_sent_ns > every)
       send_ping(c, now);
     want_write(c);
   }
@@ -416,6 +428,7 @@ static int on_frame(np__mux_core *c, const np__mux_hdr *h, uint64_t now) {
     if ((h->flags & NP_MUX_ACK) && h->length == c->ping_id && c->ping_sent_ns != 0) {
       uint64_t sample = now - c->ping_sent_ns;
       c->srtt_ns = c->srtt_ns == 0 ? sample : (7 * c->srtt_ns + sample) / 8;
+      c->ping_out = 0;
     }
     return 0;
   }

@@ -52,9 +52,10 @@ struct np__mux_core {
   np__mux_budget own; /* this session's window growth and buffered bytes (opts.shared too) */
   uint64_t ping_sent_ns, srtt_ns;
   uint32_t ping_id;
-  int dead;            /* 0, or why the session is over */
-  int64_t peer_goaway; /* the code of the peer's first GO_AWAY, -1 before one */
-  unsigned busy : 1;   /* b is being written */
+  unsigned ping_out : 1; /* ping_id is not answered yet */
+  int dead;              /* 0, or why the session is over */
+  int64_t peer_goaway;   /* the code of the peer's first GO_AWAY, -1 before one */
+  unsigned busy : 1;     /* b is being written */
   unsigned closing : 1, goaway_pending : 1, goaway_in_batch : 1, remote_goaway : 1;
 };
 

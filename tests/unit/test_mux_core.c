@@ -459,6 +459,29 @@ static void test_window_grows_alone(void **state) {
   assert_int_equal(bud->grown, 0);
 }
 
+/* The first round trip is sampled on an idle connection; under load (here: each batch takes 50 us
+ * to arrive, where the idle answer took 1 us) the receiver samples it again while it updates
+ * windows, and a stream whose window limits it grows. Judged against the idle sample alone, it
+ * never reads half its window within two round trips and keeps the initial window. */
+static void test_window_grows_under_load(void **state) {
+  np__mux_cstream *a, *b;
+  uint64_t idle;
+  (void)state;
+  pump(); /* the pings, answered at once */
+  idle = np__mux_core_srtt_ns(B.c);
+  assert_true(idle > 0);
+  tick = 50000;
+  assert_int_equal(np__mux_core_open(A.c, now, &a), 0);
+  for (int i = 0; i < 8; i++) {
+    send_n(&A, a, 4 * MAX_WINDOW);
+    pump();
+  }
+  b = B.acc[0];
+  assert_int_equal(B.ngot, 32 * MAX_WINDOW);
+  assert_true(np__mux_core_srtt_ns(B.c) > 10 * idle);
+  assert_true(b->recv_target > NP_MUX_INITIAL_WINDOW);
+}
+
 static void test_streams_that_stop_reading_are_bounded(void **state) {
   const uint64_t limit = 2 * (MAX_WINDOW - NP_MUX_INITIAL_WINDOW); /* two streams' growth */
   const np__mux_budget *bud;
@@ -593,6 +616,7 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_unknown_stream, setup, teardown),
       cmocka_unit_test_setup_teardown(test_stream_limit, setup, teardown),
       cmocka_unit_test_setup_teardown(test_window_grows_alone, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_window_grows_under_load, setup, teardown),
       cmocka_unit_test_setup_teardown(test_streams_that_stop_reading_are_bounded, setup, teardown),
       cmocka_unit_test_setup_teardown(test_paused_stream_gets_credit_back, setup, teardown),
       cmocka_unit_test_setup_teardown(test_shared_budget, setup, teardown),
