@@ -205,29 +205,64 @@ static void on_tick(uv_idle_t *h) {
 
 /* ---- writing ------------------------------------------------------------------------------ */
 
+/* Completes like a failed write, so every frame's stream is released the same way, but from the
+ * tick and still busy meanwhile: completed here, the writers' callbacks ran inside their own write
+ * or shutdown call, and one that wrote again rebuilt the batch under the core's loops (a FIN framed
+ * there was never reported: its chan waited forever, found by the allocator sweep). */
+static void batch_failed(np__mux *m, int err) {
+  m->batch_err = err;
+  uv_idle_start(&m->tick, on_tick);
+}
+
 static void on_batch_written(np_conn_write *req, int status) {
   np__mux *m = NP_CONTAINER_OF(req, np__mux, req);
   np__mux_core_written(m->core, status);
 }
 
-static void flush(np__mux *m) {
+/* Set while a turn's prepare callback runs: a prepare handle started from there runs only after
+ * the loop next waits (core_want_write). */
+static _Thread_local int in_turn;
+
+/* The batch is tried first: when the transport takes all of it at once (TLS: encrypted, and sent
+ * or queued below), the batch completes here, without a write request. A libuv write request that
+ * completes re-arms the socket's epoll entry once it drains (one epoll_ctl per batch in libuv
+ * 1.44), a system call a short request paid three times on each side. What the completed writers
+ * queue from their callbacks waits for the next turn, with what the loop's I/O brings meanwhile,
+ * as it did behind a request. Only from the turn: the constructor's first batch is written as a
+ * request, since completing it calls back. */
+static void flush(np__mux *m, int may_complete) {
   const np__mux_iov *iov;
-  unsigned n;
-  int r;
+  unsigned n, first = 0;
+  size_t total = 0;
+  int r = UV_EAGAIN;
 
   if (m->batch_err != 0 || !np__mux_core_pull(m->core, &iov, &n))
     return;
-  for (unsigned i = 0; i < n; i++)
+  for (unsigned i = 0; i < n; i++) {
     m->bufs[i] = uv_buf_init(iov[i].base, (unsigned)iov[i].len);
-  if ((r = np__conn_write(m->t, &m->req, m->bufs, n, on_batch_written)) != 0) {
-    /* Completes like a failed write, so every frame's stream is released the same way, but from
-     * the tick and still busy meanwhile: completed here, the writers' callbacks ran inside their
-     * own write or shutdown call, and one that wrote again rebuilt the batch under the core's
-     * loops (a FIN framed there was never reported: its chan waited forever, found by the
-     * allocator sweep). */
-    m->batch_err = r;
-    uv_idle_start(&m->tick, on_tick);
+    total += iov[i].len;
   }
+  if (may_complete && total <= INT32_MAX)
+    r = np__conn_try_writev(m->t, m->bufs, n);
+  if (r >= 0 && (size_t)r == total) {
+    np__mux_core_written(m->core, 0);
+    return;
+  }
+  if (r < 0 && r != UV_EAGAIN) {
+    batch_failed(m, r);
+    return;
+  }
+  /* What went: the rest follows as a request (a plain socket takes part of a batch). */
+  for (size_t done = r > 0 ? (size_t)r : 0; done > 0; first++) {
+    if (done < m->bufs[first].len) {
+      m->bufs[first].base += done;
+      m->bufs[first].len -= (unsigned)done;
+      break;
+    }
+    done -= m->bufs[first].len;
+  }
+  if ((r = np__conn_write(m->t, &m->req, m->bufs + first, n - first, on_batch_written)) != 0)
+    batch_failed(m, r);
 }
 
 /* ---- the core's callbacks ----------------------------------------------------------------- */
@@ -281,7 +316,9 @@ static void core_fin_done(np__mux_core *c, np__mux_cstream *cs, int status) {
 
 static void on_turn(uv_prepare_t *h) {
   uv_prepare_stop(h);
-  flush(h->data);
+  in_turn = 1;
+  flush(h->data, 1);
+  in_turn = 0;
 }
 
 /* Not at once: what the rest of this loop turn queues (other streams' messages, window updates)
@@ -289,8 +326,13 @@ static void on_turn(uv_prepare_t *h) {
  * past the turn, whichever phase (I/O, timer, a write's completion) queued it. */
 static void core_want_write(np__mux_core *c) {
   np__mux *m = mux_of_core(c);
-  if (!uv_is_closing((uv_handle_t *)&m->turn))
-    uv_prepare_start(&m->turn, on_turn);
+  if (uv_is_closing((uv_handle_t *)&m->turn))
+    return;
+  uv_prepare_start(&m->turn, on_turn);
+  /* Queued from a turn (a batch that completed there, or another mux's): the prepare handle runs
+   * after the loop next waits, which must not block meanwhile. */
+  if (in_turn)
+    uv_idle_start(&m->tick, on_tick);
 }
 
 static void on_handle_closed(uv_handle_t *h) {
@@ -554,7 +596,7 @@ int np__mux_new(uv_loop_t *loop, np_conn *transport, const np__mux_opts *opts, c
     np__mux_core_feed(m->core, prefix, prefix_len, uv_hrtime());
   if (!np__mux_core_dead(m->core) && (r = np__conn_read_start(transport, mux_alloc, mux_read)) != 0)
     np__mux_core_fail(m->core, r, -1);
-  flush(m);
+  flush(m, 0);
   *out = m;
   return 0;
 }
