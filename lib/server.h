@@ -93,6 +93,7 @@ struct visitor {
   np__addr to;       /* the server's address it reached (family 0: not known) */
   void *impl;        /* the type's: a TCP conn, a UDP flow */
   np__meter meter;   /* set for the type's join, which takes it over */
+  unsigned pend : 1; /* holds one of srv->shared's pending (max_pending), until it is freed */
 };
 
 struct session {
