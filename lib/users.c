@@ -138,6 +138,10 @@ np__users *np__users_ref(np__users *users) {
   return users;
 }
 
+int np__users_refs(const np__users *users) {
+  return users != NULL ? atomic_load(&((np__users *)users)->refs) : 0;
+}
+
 void np__users_unref(np__users *users) {
   /* acq_rel: whatever another holder did with the table happens before it is freed here. */
   if (users == NULL || atomic_fetch_sub_explicit(&users->refs, 1, memory_order_acq_rel) != 1)

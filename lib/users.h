@@ -28,5 +28,7 @@ size_t np__users_count(const np__users *users);
  * is fine for both). */
 np__users *np__users_ref(np__users *users);
 void np__users_unref(np__users *users);
+/* References held now (0 for NULL): for tests. */
+int np__users_refs(const np__users *users);
 
 #endif
