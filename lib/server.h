@@ -248,9 +248,9 @@ int np__login(session *s, const np_msg *m);
  * NULL): NULL when the name may not log in. */
 const char *np__login_token(const char *shared, const np__users *users, const char *name,
                             const np__user **user);
-/* A failed login: counted, remembered in srv->fails (with name, the client name tried: NULL when
- * none was sent, and why), and charged to the address's back-off when only a guesser or a hostile
- * peer produces err. */
+/* A failed login: counted, remembered in the shared ring of failed logins (with name, the client
+ * name tried: NULL when none was sent, and why), and charged to the address's back-off when only a
+ * guesser or a hostile peer produces err. */
 void np__login_failed(struct np_server *srv, const struct sockaddr_storage *addr, const char *peer,
                       int err, const char *why, const char *name);
 
