@@ -54,8 +54,9 @@ static void idle_unlink(session *w) {
   o->n_idle--;
 }
 
-/* A logged-in session gives back its place among max_clients and its name: the latter only while it
- * still holds it, since a takeover hands the name to its successor first. */
+/* A logged-in session gives back its place among max_clients and its name, the latter only while it
+ * still holds it: once loops share the registry, a takeover from another loop hands the name to
+ * its successor before this session closes (here, login.c closes the old one first). */
 static void uncount(session *s) {
   if (!s->counted)
     return;
