@@ -97,14 +97,16 @@ static json_t *failed_logins(struct np_server *srv) {
   json_t *list = json_array();
   const np__login_fail *f;
   uint64_t now = now_ms(srv);
+  np__login_fails fails; /* a copy: the ring is shared, and read here without its lock */
 
-  for (size_t i = 0; list != NULL && (f = np__login_fails_get(&srv->fails, i)) != NULL; i++)
+  np__shared_fails_copy(srv->shared, &fails);
+  for (size_t i = 0; list != NULL && (f = np__login_fails_get(&fails, i)) != NULL; i++)
     json_array_append_new(list,
                           json_pack("{s:I, s:I, s:s, s:s, s:s}", "unix_ms", (json_int_t)f->unix_ms,
                                     "ago_ms", (json_int_t)(now - f->loop_ms), "addr", f->addr,
                                     "name", f->name, "reason", f->why));
-  return json_pack("{s:I, s:I, s:I, s:o}", "recorded", (json_int_t)srv->fails.total,
-                   "logins_failed", (json_int_t)srv->stats.logins_failed, "logins_throttled",
+  return json_pack("{s:I, s:I, s:I, s:o}", "recorded", (json_int_t)fails.total, "logins_failed",
+                   (json_int_t)srv->stats.logins_failed, "logins_throttled",
                    (json_int_t)srv->stats.logins_throttled, "failed", list);
 }
 

@@ -1,5 +1,7 @@
 /* Logins: HELLO and LOGIN (docs/protocol.md), the users file's tokens, the failed-login back-off,
  * and one live client per name. */
+#include <assert.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -39,11 +41,19 @@ static void datagram_keys(session *s, np_conn *c) {
   OPENSSL_cleanse(master, sizeof(master));
 }
 
+/* The live session logged in as name, or NULL. Its loop's list is where a takeover finds it; the
+ * registry of names (srv->shared) must say the same, since it is what other loops will go by. */
 static session *find_ready(struct np_server *srv, const char *name) {
-  for (session *o = srv->sessions; o != NULL; o = o->next)
+  uint64_t sid = 0;
+  int known = np__shared_name_find(srv->shared, name, NULL, &sid);
+  session *o;
+
+  for (o = srv->sessions; o != NULL; o = o->next)
     if (o->state == S_READY && strcmp(o->name, name) == 0)
-      return o;
-  return NULL;
+      break;
+  assert(known == (o != NULL) && (o == NULL || o->id == sid));
+  (void)known;
+  return o;
 }
 
 /* The token name must log in with: its users file entry's, else the shared one; NULL when the name
@@ -72,10 +82,10 @@ void np__login_failed(struct np_server *srv, const struct sockaddr_storage *addr
   srv->stats.logins_failed++;
   if (err == NP_EAUTH)
     srv->stats.logins_bad_token++;
-  np__login_fails_add(&srv->fails, now_ms(srv), (const struct sockaddr *)addr, name, why);
+  np__shared_fails_add(srv->shared, now_ms(srv), (const struct sockaddr *)addr, name, why);
   if (err == NP_EAUTH || err == NP_EPROTO || err == NP_EVERSION || err == NP_ETOOBIG ||
       err == NP_ETLS)
-    wait = np__backoff_fail(srv->backoff, (const struct sockaddr *)addr, now_ms(srv), &fails);
+    wait = np__shared_backoff_fail(srv->shared, (const struct sockaddr *)addr, now_ms(srv), &fails);
   if (wait > 0)
     np__log(&srv->log, NP_LOG_WARN,
             "%s: %s; %u failed %s from this address, its next login is refused unheard for "
@@ -91,14 +101,14 @@ int np__login(session *s, const np_msg *m) {
   const char *token;
   uint64_t wait;
   session *old;
-  size_t n = 0;
+  int r;
 
-  wait = np__backoff_wait(srv->backoff, (struct sockaddr *)&s->addr, now_ms(srv));
+  wait = np__shared_backoff_wait(srv->shared, (struct sockaddr *)&s->addr, now_ms(srv));
   if (wait > 0) {
     /* Not even checked: a guess made now tells the guesser nothing. */
     srv->stats.logins_throttled++;
-    np__login_fails_add(&srv->fails, now_ms(srv), (struct sockaddr *)&s->addr, m->name,
-                        "refused unheard: too many failed logins from this address");
+    np__shared_fails_add(srv->shared, now_ms(srv), (struct sockaddr *)&s->addr, m->name,
+                         "refused unheard: too many failed logins from this address");
     np__log(&srv->log, NP_LOG_INFO, "%s: login as '%s' refused unheard: too many failed logins",
             s->peer, m->name);
     resp.status = NP_EBACKOFF;
@@ -133,10 +143,10 @@ int np__login(session *s, const np_msg *m) {
     np__chan_send(s->ch, &resp);
     return NP_EAUTH;
   }
-  for (session *o = srv->sessions; o != NULL; o = o->next)
-    n += o->state == S_READY;
   old = find_ready(srv, m->name);
-  if (old == NULL && n >= srv->cfg.max_clients) {
+  /* A place among max_clients, taken now and given back if the login goes no further. One that
+   * replaces a session under its name does not count against the limit: the old one's goes. */
+  if (!np__shared_take(&srv->shared->clients, old != NULL ? SIZE_MAX : srv->cfg.max_clients)) {
     srv->stats.logins_refused++;
     resp.status = NP_ELIMIT;
     snprintf(resp.text, sizeof(resp.text), "the server takes at most %zu %s", srv->cfg.max_clients,
@@ -174,6 +184,7 @@ int np__login(session *s, const np_msg *m) {
         if (np__session_send(old, &ping) == 0)
           old->ping_out = now;
       }
+      np__shared_give(&srv->shared->clients);
       return NP_ENAMEINUSE;
     }
     np__log(&srv->log, NP_LOG_INFO,
@@ -195,9 +206,14 @@ int np__login(session *s, const np_msg *m) {
   np__auth_session_key(token, s->snonce, m->nonce, m->name, s->key);
   np__strlcpy(s->name, m->name, sizeof(s->name));
   s->user = user;
-  np__backoff_clear(srv->backoff, (struct sockaddr *)&s->addr, now_ms(srv));
-  s->state = S_READY;
   s->id = ++srv->next_session_id;
+  if ((r = np__shared_name_set(srv->shared, s->name, srv->widx, s->id)) != 0) {
+    np__shared_give(&srv->shared->clients);
+    return r;
+  }
+  s->counted = 1;
+  np__shared_backoff_clear(srv->shared, (struct sockaddr *)&s->addr, now_ms(srv));
+  s->state = S_READY;
   srv->stats.clients++;
   srv->stats.logins_ok++;
   resp.id = s->id;

@@ -105,6 +105,32 @@ size_t np__port_memory_count(const np__port_memory *m) {
   return m != NULL ? HASH_COUNT(m->all) : 0;
 }
 
+int np__port_memory_clone(const np__port_memory *m, np__port_memory **out) {
+  np__port_memory *c;
+  const entry *e;
+
+  if (np__port_memory_new(m->max, &c) != 0)
+    return UV_ENOMEM;
+  /* In insertion order, oldest first: the copy ages its entries as the original does. */
+  for (e = m->all; e != NULL; e = e->hh.next) {
+    entry *d = calloc(1, sizeof(*d));
+    if (d == NULL)
+      goto err_free;
+    memcpy(d->key, e->key, sizeof(d->key));
+    d->port = e->port;
+    HASH_ADD_STR(c->all, key, d);
+    if (d->hh.tbl == NULL) {
+      free(d);
+      goto err_free;
+    }
+  }
+  *out = c;
+  return 0;
+err_free:
+  np__port_memory_free(c);
+  return UV_ENOMEM;
+}
+
 int np__port_memory_load(np__port_memory *m, const char *path, char *err, size_t errlen) {
   char line[2 * NAME_MAX_ + 32];
   int n = 0, start = 1, bad = 0, r = 0;

@@ -22,6 +22,9 @@ int np__port_memory_recall(np__port_memory *m, const char *client, const char *p
  * that changed the table, 0 when it knew it already, UV_ENOMEM. */
 int np__port_memory_note(np__port_memory *m, const char *client, const char *proxy, int port);
 size_t np__port_memory_count(const np__port_memory *m);
+/* *out: a copy of m, with the same ages, so that a table shared between threads can be copied under
+ * its lock and written to its file outside it. 0 or UV_ENOMEM (*out untouched). */
+int np__port_memory_clone(const np__port_memory *m, np__port_memory **out);
 /* Read the file path wrote (lines "CLIENT<TAB>PROXY<TAB>PORT", oldest first; '#' comments without
  * a tab): 0 (a missing file is an empty table), or NP_ECONFIG with "PATH:LINE: why" (the first bad
  * line; the others are skipped too and the rest is read), or the open error in err. */

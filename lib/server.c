@@ -260,6 +260,11 @@ int np__server_create(uv_loop_t *loop, const struct np_config *cfg, struct np_se
     free(srv);
     return NP_ECONFIG;
   }
+  /* One code path: alone, the server shares its state with nobody but keeps it the same way. */
+  if (np__shared_new(srv->cfg.login_backoff_ms, srv->cfg.login_backoff_max_ms, &srv->shared) != 0) {
+    free(srv);
+    return UV_ENOMEM;
+  }
   srv->codec = np_codec_find(cfg->codec);
   np__bufcache_init(&srv->chunks, np__join_chunk_size(), NP_RELAY_CACHE);
   srv->chunks.pipes.enabled = srv->cfg.relay_splice;
@@ -386,13 +391,12 @@ int np_server_start(struct np_server *srv) {
   if (srv->started)
     return NP_ESTATE;
   /* Before anything that np_server_close would have to undo. */
-  if (srv->cfg.users_file[0] != '\0' &&
-      (r = np__server_load_users(srv, &srv->cfg, &srv->users, srv->reload_err,
-                                 sizeof(srv->reload_err))) != 0)
-    return r;
-  if ((r = np__backoff_new(srv->cfg.login_backoff_ms, srv->cfg.login_backoff_max_ms,
-                           &srv->backoff)) != 0)
-    return r;
+  if (srv->cfg.users_file[0] != '\0') {
+    if ((r = np__server_load_users(srv, &srv->cfg, &srv->users, srv->reload_err,
+                                   sizeof(srv->reload_err))) != 0)
+      return r;
+    np__shared_users_set(srv->shared, srv->users);
+  }
   srv->started = 1;
   srv->started_ms = uv_now(srv->loop);
   uv_timer_init(srv->loop, &srv->pool_timer);

@@ -5,7 +5,6 @@
 
 #include "natproxy/server.h"
 
-#include "backoff.h"
 #include "bufcache.h"
 #include "chan.h"
 #include "cidr.h"
@@ -14,14 +13,13 @@
 #include "internal.h"
 #include "join.h"
 #include "listen.h"
-#include "login_fails.h"
 #include "mux.h"
 #include "proto.h"
+#include "server_shared.h"
 #include "track.h"
 #include "tls.h"
 #include "transport_server.h"
 #include "udp_seal.h"
-#include "users.h"
 
 /* S_IDLE: a pre-opened work connection, authenticated for its owner session and waiting for a
  * visitor. */
@@ -95,6 +93,7 @@ struct visitor {
   np__addr to;       /* the server's address it reached (family 0: not known) */
   void *impl;        /* the type's: a TCP conn, a UDP flow */
   np__meter meter;   /* set for the type's join, which takes it over */
+  unsigned pend : 1; /* holds one of srv->shared's pending (max_pending), until it is freed */
 };
 
 struct session {
@@ -132,6 +131,9 @@ struct session {
   uint64_t udp_last_rx;             /* when; 0: the path is not up */
   uint32_t udp_keepalive_ms;        /* how often the client says it probes */
   unsigned closing : 1, seal_ok : 1;
+  /* S_READY by a login: holds one of srv->shared's clients and its name in the registry, given back
+   * when it closes (the line codec's client has neither) */
+  unsigned counted : 1;
   unsigned udp_client_up : 1; /* the client said its datagram path answers (PING's status) */
   session *prev, *next;
 };
@@ -152,12 +154,11 @@ struct np_server {
   uv_timer_t pool_timer;
   uv_timer_t trim_timer;  /* gives the heap back after a burst of connections (np__heap_trim) */
   uv_timer_t drain_timer; /* np_server_drain: watches the joins and the deadline */
-  /* remember_ports (server_ports.c): the ports port-0 proxies got, saved to ports_path ("": kept
-   * in memory only) a second after a change */
-  struct np__port_memory *ports;
+  /* remember_ports (server_ports.c): the ports port-0 proxies got (a table in shared), saved to
+   * ports_path ("": kept in memory only) a second after a change */
   uv_timer_t ports_timer;
   char ports_path[1100];
-  unsigned ports_dirty : 1, ports_save_failed : 1;
+  unsigned ports_on : 1, ports_save_failed : 1;
   uint64_t drain_deadline;
   np_server_close_cb drain_cb;
   int refs_peak; /* of refs since the last trim */
@@ -167,10 +168,13 @@ struct np_server {
   np_server_stats stats;
   np__bufcache chunks;             /* relay buffers shared by this server's joins */
   np__tls *tls;                    /* NULL with insecure = true */
-  np__users *users;                /* the users file; NULL without one */
+  np__users *users;                /* the users file (a reference); NULL without one */
   np__transport_server *transport; /* TLS, the multiplexer (transport_server.c); from start */
-  np__backoff *backoff;
-  np__login_fails fails;        /* the last failed logins, for the admin API */
+  /* What this server would share with other loops' (server_shared.h): the back-off and the failed
+   * logins, the port memory, the current users file, the names of logged-in clients, the counts
+   * behind max_clients and max_pending. Alone, it owns one of its own (np__server_create). */
+  np__shared *shared;
+  unsigned widx;                /* its index among the loops that share shared: 0 alone */
   struct np__upath *upath;      /* the datagram path's socket (udp_path.c); NULL when off */
   struct np__admin_http *admin; /* admin_bind's endpoint (admin_server.c); NULL when off */
   /* The admin endpoint's start and stop, set by builtin.c: hooks, so that server.c calls nothing
@@ -244,9 +248,9 @@ int np__login(session *s, const np_msg *m);
  * NULL): NULL when the name may not log in. */
 const char *np__login_token(const char *shared, const np__users *users, const char *name,
                             const np__user **user);
-/* A failed login: counted, remembered in srv->fails (with name, the client name tried: NULL when
- * none was sent, and why), and charged to the address's back-off when only a guesser or a hostile
- * peer produces err. */
+/* A failed login: counted, remembered in the shared ring of failed logins (with name, the client
+ * name tried: NULL when none was sent, and why), and charged to the address's back-off when only a
+ * guesser or a hostile peer produces err. */
 void np__login_failed(struct np_server *srv, const struct sockaddr_storage *addr, const char *peer,
                       int err, const char *why, const char *name);
 

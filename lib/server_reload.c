@@ -205,23 +205,26 @@ int np_server_reconfigure(struct np_server *srv, const struct np_config *cfg) {
   if (next->proxy_protocol_from[0] != '\0' &&
       (r = np__cidrs_parse(next->proxy_protocol_from, &pp, err, sizeof(err))) != 0) {
     failed(srv, "proxy_protocol_from: %s", err);
-    np__users_free(fresh);
+    np__users_unref(fresh);
     goto out;
   }
   if (srv->admin_auth != NULL) {
     if ((r = srv->admin_auth(srv, next)) != 0) {
       failed(srv, "admin credentials: %s", np_strerror(r));
-      np__users_free(fresh);
+      np__users_unref(fresh);
       goto out;
     }
   }
 
   srv->cfg = *next;
+  /* The shared table takes a reference of its own; this server keeps the load's. The old table
+   * goes with the last of its references, once revoke_gone has re-pointed the sessions. */
+  np__shared_users_set(srv->shared, fresh);
   old_users = srv->users;
   srv->users = fresh;
   srv->pp_from = pp;
   srv->chunks.pipes.enabled = srv->cfg.relay_splice;
-  np__backoff_set(srv->backoff, srv->cfg.login_backoff_ms, srv->cfg.login_backoff_max_ms);
+  np__shared_backoff_set(srv->shared, srv->cfg.login_backoff_ms, srv->cfg.login_backoff_max_ms);
   if ((was->max_pending != srv->cfg.max_pending ||
        was->max_pending_per_proxy != srv->cfg.max_pending_per_proxy) &&
       np__pool_default_set_limits(srv->pool_ops, srv->pool, srv->cfg.max_pending,
@@ -234,7 +237,7 @@ int np_server_reconfigure(struct np_server *srv, const struct np_config *cfg) {
   else if (c.n > 0)
     np__log(&srv->log, NP_LOG_INFO, "reload: %s changed; in effect for new work", c.list);
   revoke_gone(srv, was->token, old_users);
-  np__users_free(old_users);
+  np__users_unref(old_users);
 out:
   explicit_bzero(next, sizeof(*next));
   explicit_bzero(was, sizeof(*was));

@@ -54,6 +54,17 @@ static void idle_unlink(session *w) {
   o->n_idle--;
 }
 
+/* A logged-in session gives back its place among max_clients and its name, the latter only while it
+ * still holds it: once loops share the registry, a takeover from another loop hands the name to
+ * its successor before this session closes (here, login.c closes the old one first). */
+static void uncount(session *s) {
+  if (!s->counted)
+    return;
+  s->counted = 0;
+  np__shared_name_release(s->srv->shared, s->name, s->id);
+  np__shared_give(&s->srv->shared->clients);
+}
+
 /* Tear down a session and everything it owns. status/why go to the log (and, for a live control
  * session, to the client in a CLOSE message). */
 void np__session_close(session *s, int status, const char *why) {
@@ -67,6 +78,7 @@ void np__session_close(session *s, int status, const char *why) {
     idle_unlink(s);
   while (s->idle != NULL)
     np__session_close(s->idle, NP_ECLOSED, "its session ended");
+  uncount(s);
   if (s->state == S_READY) {
     srv->stats.clients--;
     np__log(&srv->log,
@@ -94,6 +106,7 @@ void np__session_close(session *s, int status, const char *why) {
 /* s's connection left its chan (np__chan_detach or np__chan_release): a work connection joined, a
  * multiplexed connection started. The session goes; only its timer is left to close. */
 void np__session_detached(session *s) {
+  uncount(s);
   if (s->state == S_IDLE && s->owner != NULL)
     idle_unlink(s);
   s->ch = NULL;
@@ -131,8 +144,8 @@ void np__session_on_timer(uv_timer_t *t) {
     if (now - s->started >= srv->cfg.login_timeout_ms) {
       srv->stats.logins_failed++; /* as np__login_failed does (login.c calls this file) */
       srv->stats.logins_timeout++;
-      np__login_fails_add(&srv->fails, now, (struct sockaddr *)&s->addr, NULL,
-                          "no login within login_timeout");
+      np__shared_fails_add(srv->shared, now, (struct sockaddr *)&s->addr, NULL,
+                           "no login within login_timeout");
       np__log(&srv->log, NP_LOG_INFO, "%s: no login within %llums (login_timeout), closing",
               s->peer, (unsigned long long)srv->cfg.login_timeout_ms);
       np__session_close(s, UV_ETIMEDOUT, "login timed out");
@@ -188,8 +201,8 @@ void np__server_unref(struct np_server *srv) {
   np__bufcache_clear(&srv->chunks);
   np__transport_server_free(srv->transport);
   np__tls_free(srv->tls);
-  np__users_free(srv->users);
-  np__backoff_free(srv->backoff);
+  np__users_unref(srv->users);
+  np__shared_free(srv->shared);
   for (size_t k = 0; k < sizeof(srv->first_byte) / sizeof(srv->first_byte[0]); k++)
     free(srv->first_byte[k]);
   if (srv->close_cb != NULL)

@@ -4,6 +4,7 @@
 
 #include <errno.h>
 #include <limits.h>
+#include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -18,6 +19,7 @@
 struct np__users {
   np__user *v;
   size_t n, cap;
+  atomic_int refs;
 };
 
 typedef struct parse_state {
@@ -101,6 +103,7 @@ int np__users_load(const char *path, np__users **out, char *err, size_t errlen) 
 
   if ((ps.u = calloc(1, sizeof(*ps.u))) == NULL)
     return UV_ENOMEM;
+  atomic_init(&ps.u->refs, 1);
   r = np__ini_load(path, on_pair, &ps, ps.err, err, errlen);
   for (size_t i = 0; r == 0 && i < ps.u->n; i++)
     if (ps.u->v[i].token[0] == '\0') {
@@ -108,7 +111,7 @@ int np__users_load(const char *path, np__users **out, char *err, size_t errlen) 
       r = NP_ECONFIG;
     }
   if (r != 0) {
-    np__users_free(ps.u);
+    np__users_unref(ps.u);
     return r;
   }
   if (ps.u->n > 1)
@@ -129,8 +132,19 @@ size_t np__users_count(const np__users *users) {
   return users != NULL ? users->n : 0;
 }
 
-void np__users_free(np__users *users) {
-  if (users == NULL)
+np__users *np__users_ref(np__users *users) {
+  if (users != NULL)
+    atomic_fetch_add_explicit(&users->refs, 1, memory_order_relaxed);
+  return users;
+}
+
+int np__users_refs(const np__users *users) {
+  return users != NULL ? atomic_load(&((np__users *)users)->refs) : 0;
+}
+
+void np__users_unref(np__users *users) {
+  /* acq_rel: whatever another holder did with the table happens before it is freed here. */
+  if (users == NULL || atomic_fetch_sub_explicit(&users->refs, 1, memory_order_acq_rel) != 1)
     return;
   /* Tokens are secrets: do not leave them in freed memory. */
   if (users->v != NULL)

@@ -175,6 +175,8 @@ const char *np__join_end(int status, char *buf, size_t len) {
 /* The core's part of a visitor ends here; whatever the type holds ends in its join or drop. */
 static void visitor_free(visitor *v) {
   struct np_server *srv = v->srv;
+  if (v->pend)
+    np__shared_give(&srv->shared->pending);
   free(v);
   np__server_unref(srv);
 }
@@ -271,6 +273,21 @@ static void put_addrs(np_msg *m, const visitor *v) {
     np__addr_str(&v->to.sa, m->text, sizeof(m->text));
 }
 
+/* max_pending holds for every loop that shares srv->shared, so a visitor takes its place there
+ * before the pool's put (which checks max_pending_per_proxy, and max_pending once more on its own
+ * visitors); it gives it back when it is freed, joined or dropped. An embedder's pool (which the
+ * limits do not reach: np_server_set_pool) counts alone. */
+static int reserve_pending(struct np_server *srv, visitor *v) {
+  size_t max = srv->cfg.max_pending != 0 ? srv->cfg.max_pending : SIZE_MAX; /* 0: no limit */
+
+  if (srv->pool_ops != np_pool_default_ops())
+    return 0;
+  if (!np__shared_take(&srv->shared->pending, max))
+    return NP_EPOOLFULL;
+  v->pend = 1;
+  return 0;
+}
+
 int np__visitor_arrive(proxy *px, void *impl, const struct sockaddr *from,
                        const struct sockaddr *to) {
   struct np_server *srv = px->srv;
@@ -309,7 +326,8 @@ int np__visitor_arrive(proxy *px, void *impl, const struct sockaddr *from,
     return 0;
   strcpy(m.name, px->name);
   put_addrs(&m, v);
-  if ((r = srv->pool_ops->put(srv->pool, m.id, px, v, v->deadline)) != 0) {
+  r = reserve_pending(srv, v);
+  if (r != 0 || (r = srv->pool_ops->put(srv->pool, m.id, px, v, v->deadline)) != 0) {
     srv->stats.visitors_refused++;
     np__log(&srv->log, NP_LOG_WARN,
             "proxy %s: visitor refused: %s (max_pending %zu, per proxy %zu)", px->name,

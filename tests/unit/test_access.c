@@ -55,8 +55,8 @@ static void test_users_file(void **state) {
   assert_null(np__users_find(u, "carol"));
   assert_null(np__users_find(u, "alic"));
   assert_null(np__users_find(NULL, "alice"));
-  np__users_free(u);
-  np__users_free(NULL);
+  np__users_unref(u);
+  np__users_unref(NULL);
 }
 
 /* The commented example in docs/ is a file the server takes. */
@@ -73,7 +73,7 @@ static void test_users_example(void **state) {
     fail_msg("%s", err);
   assert_int_equal(np__users_count(u), 2);
   assert_int_equal(np__users_find(u, "build-bot")->max_proxies, 1);
-  np__users_free(u);
+  np__users_unref(u);
 }
 
 static void expect_users_error(const char *text, const char *where, const char *what) {

@@ -1,0 +1,266 @@
+/* The state a server's loops share (server_shared.h): the access layer's tables behind one mutex,
+ * a registry of names on Debian's uthash, and two atomic counts. The lock is taken per login,
+ * proxy open or visitor, never per byte, and is never held across I/O: the port memory's file is
+ * written from a copy. */
+#include "server_shared.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+/* A failed allocation in HASH_ADD leaves the item out (hh.tbl NULL) rather than ending the
+ * process; name_set checks it. */
+#define HASH_NONFATAL_OOM 1
+#include <uthash.h>
+
+#include "internal.h"
+
+struct np__shared_name {
+  char name[NP_MSG_NAME_MAX + 1];
+  unsigned widx;
+  uint64_t sid;
+  UT_hash_handle hh;
+};
+
+int np__shared_new(uint64_t backoff_ms, uint64_t backoff_max_ms, np__shared **out) {
+  np__shared *sh = calloc(1, sizeof(*sh));
+
+  if (sh == NULL)
+    return UV_ENOMEM;
+  if (np__backoff_new(backoff_ms, backoff_max_ms, &sh->backoff) != 0)
+    goto err_free;
+  if (uv_mutex_init(&sh->mu) != 0)
+    goto err_backoff;
+  atomic_init(&sh->clients, 0);
+  atomic_init(&sh->pending, 0);
+  *out = sh;
+  return 0;
+err_backoff:
+  np__backoff_free(sh->backoff);
+err_free:
+  free(sh);
+  return UV_ENOMEM;
+}
+
+void np__shared_free(np__shared *sh) {
+  np__shared_name *e, *tmp;
+
+  if (sh == NULL)
+    return;
+  HASH_ITER(hh, sh->names, e, tmp) {
+    HASH_DEL(sh->names, e);
+    free(e);
+  }
+  np__users_unref(sh->users);
+  np__port_memory_free(sh->ports);
+  np__backoff_free(sh->backoff);
+  uv_mutex_destroy(&sh->mu);
+  free(sh);
+}
+
+/* ---- failed logins -------------------------------------------------------------------------- */
+
+void np__shared_backoff_set(np__shared *sh, uint64_t base_ms, uint64_t max_ms) {
+  uv_mutex_lock(&sh->mu);
+  np__backoff_set(sh->backoff, base_ms, max_ms);
+  uv_mutex_unlock(&sh->mu);
+}
+
+uint64_t np__shared_backoff_wait(np__shared *sh, const struct sockaddr *sa, uint64_t now) {
+  uint64_t wait;
+
+  uv_mutex_lock(&sh->mu);
+  wait = np__backoff_wait(sh->backoff, sa, now);
+  uv_mutex_unlock(&sh->mu);
+  return wait;
+}
+
+uint64_t np__shared_backoff_fail(np__shared *sh, const struct sockaddr *sa, uint64_t now,
+                                 unsigned *fails) {
+  uint64_t wait;
+
+  uv_mutex_lock(&sh->mu);
+  wait = np__backoff_fail(sh->backoff, sa, now, fails);
+  uv_mutex_unlock(&sh->mu);
+  return wait;
+}
+
+void np__shared_backoff_clear(np__shared *sh, const struct sockaddr *sa, uint64_t now) {
+  uv_mutex_lock(&sh->mu);
+  np__backoff_clear(sh->backoff, sa, now);
+  uv_mutex_unlock(&sh->mu);
+}
+
+size_t np__shared_backoff_count(np__shared *sh) {
+  size_t n;
+
+  uv_mutex_lock(&sh->mu);
+  n = np__backoff_count(sh->backoff);
+  uv_mutex_unlock(&sh->mu);
+  return n;
+}
+
+void np__shared_fails_add(np__shared *sh, uint64_t now, const struct sockaddr *addr,
+                          const char *name, const char *why) {
+  uv_mutex_lock(&sh->mu);
+  np__login_fails_add(&sh->fails, now, addr, name, why);
+  uv_mutex_unlock(&sh->mu);
+}
+
+void np__shared_fails_copy(np__shared *sh, np__login_fails *out) {
+  uv_mutex_lock(&sh->mu);
+  *out = sh->fails;
+  uv_mutex_unlock(&sh->mu);
+}
+
+/* ---- port memory ---------------------------------------------------------------------------- */
+
+void np__shared_ports_set(np__shared *sh, np__port_memory *m) {
+  np__port_memory *old;
+
+  uv_mutex_lock(&sh->mu);
+  old = sh->ports;
+  sh->ports = m;
+  sh->ports_dirty = 0;
+  uv_mutex_unlock(&sh->mu);
+  np__port_memory_free(old);
+}
+
+int np__shared_ports_recall(np__shared *sh, const char *client, const char *proxy) {
+  int port;
+
+  uv_mutex_lock(&sh->mu);
+  port = np__port_memory_recall(sh->ports, client, proxy); /* NULL: 0 */
+  uv_mutex_unlock(&sh->mu);
+  return port;
+}
+
+int np__shared_ports_note(np__shared *sh, const char *client, const char *proxy, int port) {
+  int r;
+
+  uv_mutex_lock(&sh->mu);
+  r = np__port_memory_note(sh->ports, client, proxy, port); /* NULL: 0 */
+  if (r == 1)
+    sh->ports_dirty = 1;
+  uv_mutex_unlock(&sh->mu);
+  return r;
+}
+
+int np__shared_ports_clone(np__shared *sh, int force, np__port_memory **out) {
+  int r = 0;
+
+  *out = NULL;
+  uv_mutex_lock(&sh->mu);
+  if (sh->ports != NULL && (sh->ports_dirty || force) &&
+      (r = np__port_memory_clone(sh->ports, out)) == 0)
+    sh->ports_dirty = 0;
+  uv_mutex_unlock(&sh->mu);
+  return r;
+}
+
+/* ---- users file ----------------------------------------------------------------------------- */
+
+void np__shared_users_set(np__shared *sh, np__users *users) {
+  np__users *old;
+
+  np__users_ref(users);
+  uv_mutex_lock(&sh->mu);
+  old = sh->users;
+  sh->users = users;
+  uv_mutex_unlock(&sh->mu);
+  np__users_unref(old); /* outside the lock: it may free the table */
+}
+
+np__users *np__shared_users_get(np__shared *sh) {
+  np__users *u;
+
+  /* Under the lock: between reading the pointer and taking the reference, a set elsewhere could
+   * otherwise drop the last reference. */
+  uv_mutex_lock(&sh->mu);
+  u = np__users_ref(sh->users);
+  uv_mutex_unlock(&sh->mu);
+  return u;
+}
+
+/* ---- names ---------------------------------------------------------------------------------- */
+
+int np__shared_name_set(np__shared *sh, const char *name, unsigned widx, uint64_t sid) {
+  np__shared_name *e = NULL;
+  int r = 0;
+
+  if (strlen(name) > NP_MSG_NAME_MAX)
+    return UV_EINVAL;
+  uv_mutex_lock(&sh->mu);
+  HASH_FIND_STR(sh->names, name, e);
+  if (e == NULL) {
+    if ((e = calloc(1, sizeof(*e))) == NULL) {
+      r = UV_ENOMEM;
+      goto out;
+    }
+    strcpy(e->name, name);
+    HASH_ADD_STR(sh->names, name, e);
+    if (e->hh.tbl == NULL) {
+      free(e);
+      r = UV_ENOMEM;
+      goto out;
+    }
+  }
+  e->widx = widx;
+  e->sid = sid;
+out:
+  uv_mutex_unlock(&sh->mu);
+  return r;
+}
+
+int np__shared_name_find(np__shared *sh, const char *name, unsigned *widx, uint64_t *sid) {
+  np__shared_name *e = NULL;
+
+  uv_mutex_lock(&sh->mu);
+  HASH_FIND_STR(sh->names, name, e);
+  if (e != NULL && widx != NULL)
+    *widx = e->widx;
+  if (e != NULL && sid != NULL)
+    *sid = e->sid;
+  uv_mutex_unlock(&sh->mu);
+  return e != NULL;
+}
+
+void np__shared_name_release(np__shared *sh, const char *name, uint64_t sid) {
+  np__shared_name *e = NULL;
+
+  uv_mutex_lock(&sh->mu);
+  HASH_FIND_STR(sh->names, name, e);
+  if (e != NULL && e->sid == sid)
+    HASH_DEL(sh->names, e);
+  else
+    e = NULL;
+  uv_mutex_unlock(&sh->mu);
+  free(e);
+}
+
+size_t np__shared_name_count(np__shared *sh) {
+  size_t n;
+
+  uv_mutex_lock(&sh->mu);
+  n = HASH_COUNT(sh->names);
+  uv_mutex_unlock(&sh->mu);
+  return n;
+}
+
+/* ---- counts --------------------------------------------------------------------------------- */
+
+int np__shared_take(atomic_size_t *count, size_t max) {
+  size_t n = atomic_load_explicit(count, memory_order_relaxed);
+
+  /* A compare-and-swap rather than add-then-undo: two logins racing for the last slot never both
+   * see the count over the limit and both refuse. */
+  do {
+    if (n >= max)
+      return 0;
+  } while (!atomic_compare_exchange_weak_explicit(count, &n, n + 1, memory_order_relaxed,
+                                                  memory_order_relaxed));
+  return 1;
+}
+
+void np__shared_give(atomic_size_t *count) {
+  atomic_fetch_sub_explicit(count, 1, memory_order_relaxed);
+}

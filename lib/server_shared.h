@@ -1,0 +1,92 @@
+/* The server state that several event loops (the workers of docs/workers-plan.md) share: the
+ * failed-login back-off and ring, the port memory, the users file, the registry of logged-in client
+ * names and the group-wide counts behind max_clients and max_pending. A standalone np_server owns
+ * one of its own, so there is a single code path. Every function here may be called from any
+ * thread; none waits on anything but the short lock around its own table. Not installed. */
+#ifndef NP_SERVER_SHARED_H
+#define NP_SERVER_SHARED_H
+
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <uv.h>
+
+#include "backoff.h"
+#include "login_fails.h"
+#include "port_memory.h"
+#include "users.h"
+
+typedef struct np__shared_name np__shared_name; /* server_shared.c: an entry of the registry */
+
+typedef struct np__shared {
+  /* Guards the tables below it, never held while anything waits (no I/O, no callback). */
+  uv_mutex_t mu;
+  np__backoff *backoff;
+  np__login_fails fails;
+  np__port_memory *ports;   /* NULL: remember_ports is off */
+  unsigned ports_dirty : 1; /* a note changed the table since the last clone for a save */
+  np__users *users;         /* the users file (NULL: none), with a reference of its own */
+  np__shared_name *names;   /* logged-in clients by name (uthash) */
+  /* Logged-in clients, for max_clients: taken by a login before it is decided, given back by a
+   * refused one and by the session's end. */
+  atomic_size_t clients;
+  /* Visitors waiting in the default pool, for max_pending: taken before the pool's put, given back
+   * when the visitor is joined or dropped. */
+  atomic_size_t pending;
+} np__shared;
+
+/* A table with the back-off's limits (login_backoff_ms, login_backoff_max_ms; base 0: off): 0 or
+ * UV_ENOMEM (then *out is untouched). */
+int np__shared_new(uint64_t backoff_ms, uint64_t backoff_max_ms, np__shared **out);
+/* Frees sh and drops its references (users, port memory). NULL is fine. */
+void np__shared_free(np__shared *sh);
+
+/* ---- failed logins: np__backoff and np__login_fails under mu (backoff.h, login_fails.h) ------ */
+void np__shared_backoff_set(np__shared *sh, uint64_t base_ms, uint64_t max_ms);
+uint64_t np__shared_backoff_wait(np__shared *sh, const struct sockaddr *sa, uint64_t now);
+uint64_t np__shared_backoff_fail(np__shared *sh, const struct sockaddr *sa, uint64_t now,
+                                 unsigned *fails);
+void np__shared_backoff_clear(np__shared *sh, const struct sockaddr *sa, uint64_t now);
+size_t np__shared_backoff_count(np__shared *sh);
+void np__shared_fails_add(np__shared *sh, uint64_t now, const struct sockaddr *addr,
+                          const char *name, const char *why);
+/* A copy of the ring (out: copied), so that whoever reads it does not hold the lock meanwhile. */
+void np__shared_fails_copy(np__shared *sh, np__login_fails *out);
+
+/* ---- port memory (port_memory.h) ------------------------------------------------------------ */
+/* Make m (held: sh frees it) the table; a previous one is freed. NULL turns the memory off. */
+void np__shared_ports_set(np__shared *sh, np__port_memory *m);
+/* 0 when off or unknown. */
+int np__shared_ports_recall(np__shared *sh, const char *client, const char *proxy);
+/* As np__port_memory_note; 1 (changed) also marks the table for the next save. */
+int np__shared_ports_note(np__shared *sh, const char *client, const char *proxy, int port);
+/* When the table changed since the last call (or force): *out a copy of it (the caller's, freed
+ * with np__port_memory_free) and the mark cleared, so the file is written outside the lock.
+ * Returns 0 (*out NULL: nothing to save) or UV_ENOMEM (the mark kept). */
+int np__shared_ports_clone(np__shared *sh, int force, np__port_memory **out);
+
+/* ---- users file (users.h) ------------------------------------------------------------------- */
+/* Make users (may be NULL) the current table: sh takes a reference of its own and drops the one it
+ * held on the previous table. */
+void np__shared_users_set(np__shared *sh, np__users *users);
+/* The current table with a reference for the caller (np__users_unref), or NULL. */
+np__users *np__shared_users_get(np__shared *sh);
+
+/* ---- names of logged-in clients ------------------------------------------------------------- */
+/* name (copied) is now served by session sid on worker widx, replacing any entry: 0 or UV_ENOMEM
+ * (then the name is not registered, and the login should be refused). */
+int np__shared_name_set(np__shared *sh, const char *name, unsigned widx, uint64_t sid);
+/* 1 and the entry's worker and session (each optional) when name is registered, else 0. */
+int np__shared_name_find(np__shared *sh, const char *name, unsigned *widx, uint64_t *sid);
+/* Forget name, but only when session sid still holds it: a session that a takeover replaced must
+ * not remove its successor's entry when it closes. */
+void np__shared_name_release(np__shared *sh, const char *name, uint64_t sid);
+size_t np__shared_name_count(np__shared *sh);
+
+/* ---- counts --------------------------------------------------------------------------------- */
+/* Take one of max slots of *count: 1, or 0 when all were taken (nothing then changes). */
+int np__shared_take(atomic_size_t *count, size_t max);
+void np__shared_give(atomic_size_t *count);
+
+#endif
