@@ -9,6 +9,17 @@
  * a chan before it has said a word: keep its read buffer small. */
 #define RBUF_LEN 1024
 
+/* Bytes read from the conn before the chan was made (a connection moved from another loop: what a
+ * chan there had read past the last message), decoded before the conn is read. Fed from a timer so
+ * that on_msg never runs inside np__chan_start. Its own allocation: the timer's close may end
+ * after the chan is freed. */
+typedef struct pre_feed {
+  uv_timer_t timer;
+  np__chan *ch; /* NULL once the chan no longer wants it */
+  size_t len;
+  char bytes[];
+} pre_feed;
+
 struct np__chan {
   np_conn *conn;
   const np_codec_ops *codec;
@@ -22,6 +33,7 @@ struct np__chan {
   size_t rest_len;
   int in_read;
   unsigned failed : 1, closing : 1, detached : 1;
+  pre_feed *pre; /* until fed */
   char rbuf[RBUF_LEN];
 };
 
@@ -68,25 +80,36 @@ static void on_alloc(np_conn *c, size_t suggested, uv_buf_t *buf) {
   *buf = uv_buf_init(ch->rbuf, sizeof(ch->rbuf));
 }
 
+static void on_pre_closed(uv_handle_t *h) {
+  free(h->data);
+}
+
+static void pre_end(np__chan *ch) {
+  if (ch->pre == NULL)
+    return;
+  ch->pre->ch = NULL;
+  uv_close((uv_handle_t *)&ch->pre->timer, on_pre_closed);
+  ch->pre = NULL;
+}
+
 static void free_chan(np__chan *ch) {
+  pre_end(ch);
   ch->codec->decoder_free(ch->dec);
   free(ch);
 }
 
-static void on_read(np_conn *c, ssize_t nread, const uv_buf_t *buf) {
-  np__chan *ch = c->data;
+/* Decode len bytes into messages. 0 when every byte was taken; otherwise the chan failed, closes,
+ * or was detached (and then it is freed here when no other call is inside it). */
+static int feed(np__chan *ch, const char *bytes, size_t len) {
+  np_conn *c = ch->conn;
   size_t off = 0;
+  int more;
 
-  if (nread < 0) {
-    np__conn_read_stop(c);
-    fail(ch, (int)nread);
-    return;
-  }
   ch->in_read++;
-  while (off < (size_t)nread && !ch->failed && !ch->closing && !ch->detached) {
+  while (off < len && !ch->failed && !ch->closing && !ch->detached) {
     np_msg msg;
     size_t used;
-    int r = ch->codec->decode(ch->dec, buf->base + off, (size_t)nread - off, &used, &msg);
+    int r = ch->codec->decode(ch->dec, bytes + off, len - off, &used, &msg);
     off += used;
     if (r < 0) {
       np__conn_read_stop(c);
@@ -94,20 +117,74 @@ static void on_read(np_conn *c, ssize_t nread, const uv_buf_t *buf) {
       break;
     }
     if (r == 1) {
-      ch->rest = buf->base + off;
-      ch->rest_len = (size_t)nread - off;
+      ch->rest = bytes + off;
+      ch->rest_len = len - off;
       ch->on_msg(ch, &msg);
     }
   }
   ch->in_read--;
+  more = ch->failed || ch->closing || ch->detached;
   if (ch->detached && ch->in_read == 0)
     free_chan(ch);
+  return more ? NP_ESTATE : 0;
+}
+
+static void on_read(np_conn *c, ssize_t nread, const uv_buf_t *buf) {
+  np__chan *ch = c->data;
+
+  if (nread < 0) {
+    np__conn_read_stop(c);
+    fail(ch, (int)nread);
+    return;
+  }
+  feed(ch, buf->base, (size_t)nread);
+}
+
+static void on_pre(uv_timer_t *t) {
+  pre_feed *p = t->data;
+  np__chan *ch = p->ch;
+  int r;
+
+  /* The bytes stay where they are until the timer's close frees them: a message's rest points
+   * into them during on_msg. */
+  pre_end(ch);
+  if (feed(ch, p->bytes, p->len) == 0 &&
+      (r = np__conn_read_start(ch->conn, on_alloc, on_read)) != 0)
+    fail(ch, r);
+}
+
+int np__chan_new_pre(uv_loop_t *loop, np_conn *conn, const np_codec_ops *codec, size_t max_frame,
+                     size_t max_queued, const char *pre, size_t pre_len, np__chan **out) {
+  pre_feed *p = NULL;
+  np__chan *ch;
+  int r;
+
+  if (pre_len > 0) {
+    if ((p = malloc(sizeof(*p) + pre_len)) == NULL)
+      return UV_ENOMEM;
+    memcpy(p->bytes, pre, pre_len);
+    p->len = pre_len;
+  }
+  if ((r = np__chan_new(conn, codec, max_frame, max_queued, &ch)) != 0) {
+    free(p);
+    return r;
+  }
+  if (p != NULL) {
+    uv_timer_init(loop, &p->timer);
+    p->timer.data = p;
+    p->ch = ch;
+    ch->pre = p;
+  }
+  *out = ch;
+  return 0;
 }
 
 int np__chan_start(np__chan *ch, np__chan_msg_cb on_msg, np__chan_err_cb on_error, void *data) {
   ch->on_msg = on_msg;
   ch->on_error = on_error;
   ch->data = data;
+  if (ch->pre != NULL)
+    return uv_timer_start(&ch->pre->timer, on_pre, 0, 0);
   return np__conn_read_start(ch->conn, on_alloc, on_read);
 }
 

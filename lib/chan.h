@@ -19,6 +19,11 @@ typedef void (*np__chan_close_cb)(np__chan *ch);
  * written (a peer that stops reading gets NP_ELIMIT). Returns 0 or UV_ENOMEM (conn not taken). */
 int np__chan_new(np_conn *conn, const np_codec_ops *codec, size_t max_frame, size_t max_queued,
                  np__chan **out);
+/* Like np__chan_new, for a conn whose first pre_len bytes were read before (pre, copied): a
+ * connection moved from another loop (np__moved's pre). np__chan_start decodes them, on a later
+ * turn of loop (conn's), before it reads the conn. */
+int np__chan_new_pre(uv_loop_t *loop, np_conn *conn, const np_codec_ops *codec, size_t max_frame,
+                     size_t max_queued, const char *pre, size_t pre_len, np__chan **out);
 int np__chan_start(np__chan *ch, np__chan_msg_cb on_msg, np__chan_err_cb on_error, void *data);
 void *np__chan_data(np__chan *ch);
 /* Encode and queue msg. Returns 0, NP_EUNSUPPORTED (the codec cannot say it), NP_ELIMIT, or a write

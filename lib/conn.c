@@ -1,6 +1,8 @@
 /* The plain TCP implementation of np_conn over a uv_tcp_t. */
 #include "conn.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -95,6 +97,34 @@ static void tcp_abort(np_conn *c, np_conn_close_cb cb) {
 }
 
 static void tcp_peer_str(np_conn *c, char *buf, size_t len);
+static const struct sockaddr *tcp_peer(tcp_conn *t);
+
+/* The socket goes on as a duplicate; the caller's close then closes the original descriptor only:
+ * uv_close takes it out of this loop's epoll set while it is still open (the open file, shared
+ * with the duplicate, would otherwise stay registered here), and no FIN is sent while another
+ * descriptor holds the socket. Bytes in the kernel's buffers stay there for the new owner. */
+static int tcp_move_out(np_conn *c, np__moved *m) {
+  tcp_conn *t = (tcp_conn *)c;
+  const struct sockaddr *sa;
+  uv_os_fd_t fd;
+  int dup;
+
+  if (t->stream->type != UV_TCP || uv_is_closing((uv_handle_t *)t->stream) ||
+      !uv_is_writable(t->stream) || uv_fileno((uv_handle_t *)t->stream, &fd) != 0)
+    return UV_EINVAL;
+  uv_read_stop(t->stream);
+  /* Written bytes already in the kernel travel with the socket; queued ones would be lost. */
+  if (uv_stream_get_write_queue_size(t->stream) > 0)
+    return UV_EBUSY;
+  if ((dup = fcntl(fd, F_DUPFD_CLOEXEC, 0)) < 0)
+    return uv_translate_sys_error(errno);
+  m->fd = dup;
+  memset(&m->peer, 0, sizeof(m->peer));
+  if ((sa = tcp_peer(t)) != NULL)
+    memcpy(&m->peer, sa,
+           sa->sa_family == AF_INET ? sizeof(struct sockaddr_in) : sizeof(struct sockaddr_in6));
+  return 0;
+}
 
 static const np_conn_ops tcp_ops = {
     .read_start = tcp_read_start,
@@ -105,6 +135,7 @@ static const np_conn_ops tcp_ops = {
     .close = tcp_close,
     .abort = tcp_abort,
     .peer_str = tcp_peer_str,
+    .move_out = tcp_move_out,
 };
 
 int np__conn_tcp_new(uv_loop_t *loop, np_conn **out) {

@@ -5,11 +5,28 @@
 #define NP_CONN_H
 
 #include <stddef.h>
+#include <sys/socket.h>
 
 #include <uv.h>
 
 typedef struct np_conn np_conn;
 typedef struct np_conn_write np_conn_write;
+struct ssl_st;
+
+/* A connection on its way from one loop (thread) to another: what a conn's move_out takes out of
+ * it, and what np__conn_move_in (conn_move.c) makes a conn of again on the other loop. libuv cannot
+ * detach a socket from its loop (uv_close always closes it), so the socket travels as a duplicate
+ * descriptor. Whoever holds an np__moved owns what it holds: np__conn_move_in takes it, or
+ * np__moved_free releases it. */
+typedef struct np__moved {
+  int fd;                       /* a duplicate of the socket's descriptor; -1: none */
+  struct sockaddr_storage peer; /* ss_family 0: not known */
+  struct ssl_st *ssl;           /* TLS: the session, its handshake done; NULL: plain TCP */
+  char *rest;                   /* TLS: ciphertext read from the socket, not yet decrypted */
+  size_t rest_len;
+  char *pre; /* bytes read above the conn (a chan's, a parser's), to be read first */
+  size_t pre_len;
+} np__moved;
 
 /* Like libuv's: nread > 0 bytes in buf, UV_EOF at end of stream, < 0 on error. buf came from
  * alloc_cb (its memory belongs to whoever allocated it). */
@@ -43,6 +60,8 @@ typedef struct np_conn_ops {
   /* Optional: the conn this one is layered on (TLS: its TCP conn), for socket options only; bytes
    * must never bypass the upper conn. */
   np_conn *(*lower)(np_conn *c);
+  /* Optional: hand the connection over to another loop (np__conn_move_out). */
+  int (*move_out)(np_conn *c, np__moved *m);
 } np_conn_ops;
 
 struct np_conn {
@@ -86,6 +105,17 @@ static inline void np__conn_close(np_conn *c, np_conn_close_cb cb) {
 }
 static inline void np__conn_abort(np_conn *c, np_conn_close_cb cb) {
   c->ops->abort(c, cb);
+}
+
+/* Take the connection out of c, into m (fd, peer, and for TLS ssl and rest; pre is left as it
+ * was, the caller's): reading stops, and on success c is an empty shell the caller must
+ * close (np__conn_close; no FIN or close_notify reaches the peer, the socket lives on in m->fd) and
+ * use for nothing else. Only when nothing is on its way out: UV_EBUSY while a write is queued (try
+ * again from its callback), UV_EINVAL for a conn that is shut down, closing, failed, ended or (TLS)
+ * not past its handshake, UV_ENOTSUP for a conn that cannot move (a mux stream, UDP), or the
+ * error of dup. On failure m is untouched and c is as it was, except that reading stopped. */
+static inline int np__conn_move_out(np_conn *c, np__moved *m) {
+  return c->ops->move_out != NULL ? c->ops->move_out(c, m) : UV_ENOTSUP;
 }
 
 /* A TCP conn owning a fresh uv_tcp_t, ready for uv_accept or uv_tcp_connect. */

@@ -250,6 +250,12 @@ static void hand_on(np__listener *l, int fd, const struct sockaddr *peer) {
 
 int np__listen(uv_loop_t *loop, const struct sockaddr *addr, np__accept_cb on_accept,
                np__accept_err_cb on_error, void *data, np__listener **out) {
+  return np__listen_flags(loop, addr, 0, on_accept, on_error, data, out);
+}
+
+int np__listen_flags(uv_loop_t *loop, const struct sockaddr *addr, unsigned flags,
+                     np__accept_cb on_accept, np__accept_err_cb on_error, void *data,
+                     np__listener **out) {
   struct sockaddr_storage ss;
   socklen_t len =
       addr->sa_family == AF_INET6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in);
@@ -267,6 +273,10 @@ int np__listen(uv_loop_t *loop, const struct sockaddr *addr, np__accept_cb on_ac
   if (l->fd < 0)
     goto err_errno;
   setsockopt(l->fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+  /* Before bind: the kernel lets a socket join a port's group only if every member asked. */
+  if ((flags & NP_LISTEN_REUSEPORT) != 0 &&
+      setsockopt(l->fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) != 0)
+    goto err_errno;
   if (addr->sa_family == AF_INET6)
     setsockopt(l->fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
   if (bind(l->fd, addr, len) != 0 || listen(l->fd, BACKLOG) != 0)

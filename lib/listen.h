@@ -22,6 +22,14 @@ typedef void (*np__accept_err_cb)(np__listener *l, int err, uint64_t refused);
 /* Bind and listen on addr. Returns 0 and *out, or the error (UV_EADDRINUSE, ...). */
 int np__listen(uv_loop_t *loop, const struct sockaddr *addr, np__accept_cb on_accept,
                np__accept_err_cb on_error, void *data, np__listener **out);
+/* np__listen_flags: SO_REUSEPORT, so several listeners (one per loop and thread) share one port,
+ * the kernel spreading connections over them by a hash of each one's addresses. Only sockets of the
+ * same effective user can join; a port taken without it stays exclusive. */
+#define NP_LISTEN_REUSEPORT 1u
+/* np__listen with flags (NP_LISTEN_*). Errors as np__listen's. */
+int np__listen_flags(uv_loop_t *loop, const struct sockaddr *addr, unsigned flags,
+                     np__accept_cb on_accept, np__accept_err_cb on_error, void *data,
+                     np__listener **out);
 void *np__listener_data(np__listener *l);
 /* The port actually bound. */
 int np__listener_port(np__listener *l);

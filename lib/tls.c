@@ -1,8 +1,9 @@
 /* TLS conns: ciphertext moves between the inner conn and a BIO of our own (conn_bio below); OpenSSL
  * never touches a socket, so the conn works over anything that is an np_conn. This file is the
- * conn: the pump, reading, writing, shutdown and close, the handshake and its failure reports, key
- * export. The contexts conns are made from (settings, the check of the server's certificate,
- * fingerprints) are tls_ctx.c's; this file calls it, and it calls nothing here. */
+ * conn: the pump, reading, writing, shutdown and close, the handshake, key export, and a conn's
+ * move to another loop (move_out, np__tls_adopt). The contexts conns are made from (settings, the
+ * check of the server's certificate and the report of a failed handshake, fingerprints) are
+ * tls_ctx.c's; this file calls it, and it calls nothing here. */
 #include "tls.h"
 
 #include <stdlib.h>
@@ -432,46 +433,6 @@ static void hs_failed(tls_conn *c, int err) {
   }
 }
 
-static void describe_failure(tls_conn *c, char *peer) {
-  char e[200], seen[NP_TLS_FP_LEN + 1], want[NP_TLS_FP_LEN + 1];
-
-  if (c->verdict.seen_set)
-    np__tls_fingerprint_format(c->verdict.seen, seen);
-  if (c->verdict.pinned_mismatch) {
-    np__tls_fingerprint_format(c->t->pin, want);
-    np__log(c->t->log, NP_LOG_ERROR,
-            "%s: the server's certificate is %s, but --server-fingerprint says %s: if the server's "
-            "key was replaced on purpose, use the new fingerprint; otherwise somebody may be "
-            "intercepting the connection",
-            peer, seen, want);
-  } else if (c->verdict.known_mismatch) {
-    np__tls_fingerprint_format(c->verdict.known_fp, want);
-    np__log(c->t->log, NP_LOG_ERROR,
-            "%s: the server's certificate is %s, but %s:%d records %s for %s: if the server's "
-            "certificate was replaced on purpose, delete line %d of %s; otherwise somebody may be "
-            "intercepting the connection",
-            peer, seen, c->t->known, c->verdict.known_line, want, c->t->known_key,
-            c->verdict.known_line, c->t->known);
-  } else if (c->verdict.verify_failed) {
-    np__log(c->t->log, NP_LOG_ERROR,
-            "%s: the server's certificate is not trusted (%s) for '%s'; it is %s: if that is the "
-            "fingerprint np-server printed, pass --server-fingerprint %s (or trust it on first "
-            "use: --trust-on-first-use)",
-            peer, c->verdict.verify_err, c->t->host, seen, seen);
-  } else {
-    int reason = ERR_GET_REASON(ERR_peek_last_error());
-    ssl_err(e, sizeof(e));
-    if (c->t->server &&
-        (reason == SSL_R_SSLV3_ALERT_BAD_CERTIFICATE || reason == SSL_R_TLSV1_ALERT_UNKNOWN_CA))
-      np__log(c->t->log, NP_LOG_WARN,
-              "%s: the client does not trust this server's certificate %s (it pins another "
-              "fingerprint or CA)",
-              peer, c->t->fingerprint);
-    else
-      np__log(c->t->log, NP_LOG_WARN, "%s: TLS handshake failed: %s", peer, e);
-  }
-}
-
 /* The first bytes a TLS server got are not TLS: tell the peer in its own terms (what the refusal
  * callback of the context writes: the session knows its protocol, TLS does not) and end the
  * connection once that is sent. */
@@ -517,7 +478,7 @@ static void handshake(tls_conn *c) {
     r = 0, e = SSL_ERROR_SSL;
   if (r == 1 && c->verdict.tofu_pending && np__tls_known_commit(c->t, &c->verdict) != 0) {
     np__conn_peer_str(c->inner, peer, sizeof(peer));
-    describe_failure(c, peer);
+    np__tls_report_failure(c->t, &c->verdict, peer);
     hs_failed(c, NP_ETLSVERIFY);
     return;
   }
@@ -549,7 +510,7 @@ static void handshake(tls_conn *c) {
     hs_failed(c, c->in_err == UV_EOF ? NP_ETLS : c->in_err);
     return;
   }
-  describe_failure(c, peer);
+  np__tls_report_failure(c->t, &c->verdict, peer);
   hs_failed(c, c->verdict.verify_failed ? NP_ETLSVERIFY : NP_ETLS);
 }
 
@@ -821,6 +782,40 @@ static np_conn *tls_lower(np_conn *conn) {
   return ((tls_conn *)conn)->inner;
 }
 
+/* Only between records: the handshake done (tickets are off, tls_ctx.c, so nothing more of it
+ * follows), nothing on its way out, no end seen. What the peer sent and OpenSSL has not decrypted
+ * goes along as rest; decrypted bytes the reader has not taken stay inside the SSL. */
+static int tls_move_out(np_conn *conn, np__moved *m) {
+  tls_conn *c = (tls_conn *)conn;
+  int r;
+
+  if (c->closing || !c->hs_done || c->failed || c->ssl == NULL || c->in_err != 0 ||
+      c->rx_end != 0 || c->rx_done)
+    return UV_EINVAL;
+  set_reading(c, 0);
+  if (c->inflight > 0 || (c->tx != NULL && c->tx->len > 0))
+    return UV_EBUSY;
+  /* Called from a read callback: what the inner conn's buffer still holds joins rest. */
+  if ((r = rx_keep(c)) != 0 || (r = np__conn_move_out(c->inner, m)) != 0)
+    return r;
+  if (c->rest_len > 0 && c->rest_off > 0)
+    memmove(c->rest, c->rest + c->rest_off, c->rest_len);
+  m->rest = c->rest;
+  m->rest_len = c->rest_len;
+  c->rest = NULL;
+  c->rest_off = c->rest_len = c->rest_cap = 0;
+  BIO_set_data(SSL_get_rbio(c->ssl), NULL);
+  SSL_set_app_data(c->ssl, NULL); /* the slot exists: nothing to allocate, nothing to fail */
+  m->ssl = c->ssl;
+  c->ssl = NULL;
+  /* An empty shell until it is closed: whatever it is asked reports ECANCELED. */
+  c->hs_done = c->reading = 0;
+  c->failed = 1;
+  c->in_err = UV_ECANCELED;
+  uv_timer_stop(&c->pump);
+  return 0;
+}
+
 static const np_conn_ops tls_ops = {
     .read_start = tls_read_start,
     .read_stop = tls_read_stop,
@@ -831,6 +826,7 @@ static const np_conn_ops tls_ops = {
     .abort = tls_abort,
     .peer_str = tls_peer_str,
     .lower = tls_lower,
+    .move_out = tls_move_out,
 };
 
 /* The OpenSSL side of a conn: some kilobytes, so a server makes it only once the peer has sent
@@ -886,17 +882,10 @@ uint64_t np__tls_wire_bytes(np_conn *conn) {
   return conn->ops == &tls_ops ? ((tls_conn *)conn)->wire_bytes : 0;
 }
 
-int np__tls_wrap(np__tls *t, np_conn *inner, np_conn **out) {
-  tls_conn *c = calloc(1, sizeof(*c));
-
-  if (c == NULL)
-    return UV_ENOMEM;
+/* The conn's handles and its place above inner: the part of a new conn that cannot fail. */
+static np_conn *conn_start(tls_conn *c, np__tls *t, np_conn *inner) {
   c->t = t;
   c->inner = inner;
-  if (!t->server && make_ssl(c) != 0) {
-    free(c);
-    return UV_ENOMEM;
-  }
   uv_timer_init(t->loop, &c->pump);
   c->pump.data = c;
   c->closes_left = 2;
@@ -905,7 +894,37 @@ int np__tls_wrap(np__tls *t, np_conn *inner, np_conn **out) {
   inner->alloc_cb = on_inner_alloc;
   inner->read_cb = on_inner_read;
   inner->borrow = 1;
-  *out = &c->base;
+  return &c->base;
+}
+
+int np__tls_wrap(np__tls *t, np_conn *inner, np_conn **out) {
+  tls_conn *c = calloc(1, sizeof(*c));
+
+  if (c == NULL)
+    return UV_ENOMEM;
+  c->t = t;
+  if (!t->server && make_ssl(c) != 0) {
+    free(c);
+    return UV_ENOMEM;
+  }
+  *out = conn_start(c, t, inner);
+  return 0;
+}
+
+int np__tls_adopt(np__tls *t, np_conn *inner, struct ssl_st *ssl, char *rest, size_t rest_len,
+                  np_conn **out) {
+  tls_conn *c = calloc(1, sizeof(*c));
+
+  if (c == NULL)
+    return UV_ENOMEM;
+  /* The verify callback's slot was set by make_ssl: re-pointing it allocates nothing. */
+  SSL_set_app_data(ssl, &c->verdict);
+  BIO_set_data(SSL_get_rbio(ssl), c);
+  c->ssl = ssl;
+  c->rest = rest;
+  c->rest_len = c->rest_cap = rest_len;
+  c->hs_done = c->sniffed = 1;
+  *out = conn_start(c, t, inner);
   return 0;
 }
 

@@ -42,6 +42,19 @@ void np__tls_set_refusal(np__tls *t, np__tls_refusal_cb cb, void *arg);
  * when reading starts. A client conn must complete np__tls_handshake before use. */
 int np__tls_wrap(np__tls *t, np_conn *inner, np_conn **out);
 
+/* Make a TLS conn on t's loop again from what another conn's move_out took out (np__moved): ssl,
+ * its handshake done, and rest, the ciphertext that conn had read but not decrypted (malloc'ed, or
+ * NULL), which is read before anything inner reads. On success the conn owns inner, ssl and rest;
+ * on failure (UV_ENOMEM) it takes nothing. */
+int np__tls_adopt(np__tls *t, np_conn *inner, struct ssl_st *ssl, char *rest, size_t rest_len,
+                  np_conn **out);
+/* Another server context on loop, logging to log (held), sharing base's SSL_CTX (certificate,
+ * key, settings; OpenSSL counts its references thread-safely), so a conn made on one loop can be
+ * adopted on another. No refusal callback (np__tls_set_refusal). 0, UV_EINVAL (a client context),
+ * UV_ENOMEM. Freed with np__tls_free. */
+int np__tls_server_share(const np__tls *base, uv_loop_t *loop, const np__logger *log,
+                         np__tls **out);
+
 typedef void (*np__tls_handshake_cb)(np_conn *c, int status, void *data);
 /* Client side: run the handshake; cb runs once, later, with 0 or NP_ETLS, NP_ETLSVERIFY, NP_ENOTLS
  * or a transport error (the reason is logged). Reading stops when it returns. */

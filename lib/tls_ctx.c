@@ -319,6 +319,66 @@ int np__tls_client_new(uv_loop_t *loop, const struct np_config *cfg, const np__l
   return 0;
 }
 
+void np__tls_report_failure(const np__tls *t, const struct np__tls_verdict *v, const char *peer) {
+  char e[200], seen[NP_TLS_FP_LEN + 1], want[NP_TLS_FP_LEN + 1];
+
+  if (v->seen_set)
+    np__tls_fingerprint_format(v->seen, seen);
+  if (v->pinned_mismatch) {
+    np__tls_fingerprint_format(t->pin, want);
+    np__log(t->log, NP_LOG_ERROR,
+            "%s: the server's certificate is %s, but --server-fingerprint says %s: if the server's "
+            "key was replaced on purpose, use the new fingerprint; otherwise somebody may be "
+            "intercepting the connection",
+            peer, seen, want);
+  } else if (v->known_mismatch) {
+    np__tls_fingerprint_format(v->known_fp, want);
+    np__log(t->log, NP_LOG_ERROR,
+            "%s: the server's certificate is %s, but %s:%d records %s for %s: if the server's "
+            "certificate was replaced on purpose, delete line %d of %s; otherwise somebody may be "
+            "intercepting the connection",
+            peer, seen, t->known, v->known_line, want, t->known_key, v->known_line, t->known);
+  } else if (v->verify_failed) {
+    np__log(t->log, NP_LOG_ERROR,
+            "%s: the server's certificate is not trusted (%s) for '%s'; it is %s: if that is the "
+            "fingerprint np-server printed, pass --server-fingerprint %s (or trust it on first "
+            "use: --trust-on-first-use)",
+            peer, v->verify_err, t->host, seen, seen);
+  } else {
+    int reason = ERR_GET_REASON(ERR_peek_last_error());
+    ssl_err(e, sizeof(e));
+    if (t->server &&
+        (reason == SSL_R_SSLV3_ALERT_BAD_CERTIFICATE || reason == SSL_R_TLSV1_ALERT_UNKNOWN_CA))
+      np__log(t->log, NP_LOG_WARN,
+              "%s: the client does not trust this server's certificate %s (it pins another "
+              "fingerprint or CA)",
+              peer, t->fingerprint);
+    else
+      np__log(t->log, NP_LOG_WARN, "%s: TLS handshake failed: %s", peer, e);
+  }
+}
+
+int np__tls_server_share(const np__tls *base, uv_loop_t *loop, const np__logger *log,
+                         np__tls **out) {
+  np__tls *t;
+
+  if (!base->server)
+    return UV_EINVAL;
+  if ((t = malloc(sizeof(*t))) == NULL)
+    return UV_ENOMEM;
+  *t = *base;
+  if (SSL_CTX_up_ref(t->ctx) != 1) {
+    free(t);
+    return UV_ENOMEM;
+  }
+  t->loop = loop;
+  t->log = log;
+  t->refusal = NULL;
+  t->refusal_arg = NULL;
+  *out = t;
+  return 0;
+}
+
 void np__tls_free(np__tls *t) {
   if (t == NULL)
     return;

@@ -49,6 +49,10 @@ struct np__tls_verdict {
   char verify_err[400];
 };
 
+/* Log why a conn's handshake failed, from its verdict and OpenSSL's error queue (which it clears);
+ * peer names the conn. */
+void np__tls_report_failure(const np__tls *t, const struct np__tls_verdict *v, const char *peer);
+
 static inline void ssl_err(char *buf, size_t len) {
   unsigned long e = ERR_peek_last_error();
   if (e != 0)
