@@ -203,7 +203,8 @@ static void on_readable(uv_poll_t *p, int status, int events) {
     l->on_error(l, status, 0);
     return;
   }
-  for (int i = 0; i < BURST; i++) {
+  /* The owner may close the listener from its accept callback: no accept after that. */
+  for (int i = 0; i < BURST && l->fd >= 0; i++) {
     int err, r;
     struct sockaddr_storage peer;
     socklen_t peer_len = sizeof(peer);
