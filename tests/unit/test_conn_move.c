@@ -98,6 +98,7 @@ static struct target {
   int move_in_status, write_status, shutdown_status, read_err;
   size_t pre_len, rest_len, want, got;
   int mismatch_at; /* -1: every byte as sent */
+  size_t x_from;   /* where its part of x_data starts: X1 went from the source, or nothing did */
   np_conn_write w;
   char buf[65536];
 } dst;
@@ -139,7 +140,7 @@ static void dst_alloc(np_conn *c, size_t sz, uv_buf_t *b) {
 }
 
 static void dst_read(np_conn *c, ssize_t n, const uv_buf_t *b) {
-  uv_buf_t out = uv_buf_init(x_data + X1_LEN, X2_LEN);
+  uv_buf_t out = uv_buf_init(x_data + dst.x_from, (unsigned)(X1_LEN + X2_LEN - dst.x_from));
 
   if (n == 0)
     return;
@@ -216,7 +217,7 @@ static void worker_join(void) {
  */
 
 static struct source {
-  int tls;
+  int tls, in_read; /* in_read: the move happens inside the read callback, before any write */
   np_conn *conn;
   size_t taken; /* bytes of D the source used itself */
   int read_once, x1_written, moved;
@@ -250,7 +251,9 @@ static void move_now(void) {
   /* The shell closes here; the socket lives on in m.fd: the peer must see no end. */
   np__conn_close(src.conn, NULL);
   src.moved = 1;
-  dst.got = src.taken; /* where the target's bytes start in D (published by the post's lock) */
+  /* Where the target's bytes start (published by the post's lock). */
+  dst.got = src.taken;
+  dst.x_from = src.x1_written ? X1_LEN : 0;
   worker_post(&m);
 }
 
@@ -275,11 +278,16 @@ static void src_read(np_conn *c, ssize_t n, const uv_buf_t *b) {
     return;
   assert_true(n > 0);
   assert_memory_equal(b->base, d_data, (size_t)n);
+  src.read_once = (int)n;
+  src.taken = (size_t)n / 2;
+  if (src.in_read) {
+    /* As a session moves a conn on the message that names its owner: from inside the read. */
+    move_now();
+    return;
+  }
   /* One read, then the source stops: half of it is its own, half goes along as pre; the rest of
    * what the peer sent waits in the kernel (TCP) or partly in rest and in the SSL (TLS). */
   np__conn_read_stop(c);
-  src.read_once = (int)n;
-  src.taken = (size_t)n / 2;
   assert_int_equal(np__conn_write(c, &src.w, &out, 1, src_written), 0);
 }
 
@@ -325,13 +333,14 @@ static void on_peer_handshake(np_conn *c, int status, void *data) {
   peer_go(c);
 }
 
-static void move_scenario(int tls) {
+static void move_scenario(int tls, int in_read) {
   np_conn *s, *p;
   int fds[2];
 
   memset(&src, 0, sizeof(src));
   memset(&peer, 0, sizeof(peer));
   src.tls = tls;
+  src.in_read = in_read;
   peer.mismatch_at = -1;
   worker_start();
   guard_start(&loop_a, &peer.guard, on_guard);
@@ -353,8 +362,8 @@ static void move_scenario(int tls) {
   worker_join();
 
   assert_true(src.moved);
-  print_message("%s: the source took %zu bytes, pre %zu, rest %zu\n", tls ? "tls" : "tcp",
-                src.taken, dst.pre_len, dst.rest_len);
+  print_message("%s%s: the source took %zu bytes, pre %zu, rest %zu\n", tls ? "tls" : "tcp",
+                in_read ? " (in the read callback)" : "", src.taken, dst.pre_len, dst.rest_len);
   assert_int_equal(dst.move_in_status, 0);
   assert_int_equal(dst.pre_len, (size_t)src.read_once - src.taken);
   assert_true(dst.pre_len > 0);
@@ -375,12 +384,22 @@ static void move_scenario(int tls) {
 
 static void test_move_tcp(void **state) {
   (void)state;
-  move_scenario(0);
+  move_scenario(0, 0);
 }
 
 static void test_move_tls(void **state) {
   (void)state;
-  move_scenario(1);
+  move_scenario(1, 0);
+}
+
+static void test_move_tcp_in_read(void **state) {
+  (void)state;
+  move_scenario(0, 1);
+}
+
+static void test_move_tls_in_read(void **state) {
+  (void)state;
+  move_scenario(1, 1);
 }
 
 /* ---- UV_EBUSY while a write is queued, then the move from its callback
@@ -689,6 +708,8 @@ int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_move_tcp),
       cmocka_unit_test(test_move_tls),
+      cmocka_unit_test(test_move_tcp_in_read),
+      cmocka_unit_test(test_move_tls_in_read),
       cmocka_unit_test(test_busy_tcp),
       cmocka_unit_test(test_busy_tls),
       cmocka_unit_test(test_chan_pre),
