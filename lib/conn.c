@@ -109,15 +109,17 @@ static int tcp_move_out(np_conn *c, np__moved *m) {
   uv_os_fd_t fd;
   int dup;
 
-  if (t->stream->type != UV_TCP || uv_is_closing((uv_handle_t *)t->stream) ||
-      !uv_is_writable(t->stream) || uv_fileno((uv_handle_t *)t->stream, &fd) != 0)
+  if (t->stream->type != UV_TCP)
+    return UV_ENOTSUP;
+  if (uv_is_closing((uv_handle_t *)t->stream) || !uv_is_writable(t->stream) ||
+      uv_fileno((uv_handle_t *)t->stream, &fd) != 0)
     return UV_EINVAL;
-  uv_read_stop(t->stream);
   /* Written bytes already in the kernel travel with the socket; queued ones would be lost. */
   if (uv_stream_get_write_queue_size(t->stream) > 0)
     return UV_EBUSY;
   if ((dup = fcntl(fd, F_DUPFD_CLOEXEC, 0)) < 0)
     return uv_translate_sys_error(errno);
+  uv_read_stop(t->stream);
   m->fd = dup;
   memset(&m->peer, 0, sizeof(m->peer));
   if ((sa = tcp_peer(t)) != NULL)

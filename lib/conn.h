@@ -108,14 +108,15 @@ static inline void np__conn_abort(np_conn *c, np_conn_close_cb cb) {
 }
 
 /* Take the connection out of c, into m (fd, peer, and for TLS ssl and rest; pre is left as it
- * was, the caller's): reading stops, and on success c is an empty shell the caller must
- * close (np__conn_close; no FIN or close_notify reaches the peer, the socket lives on in m->fd) and
- * use for nothing else; close it before m goes to the other loop, so the socket leaves this loop's
- * epoll set (uv_close does that, synchronously) before it joins the other's. Only when nothing is
- * on its way out: UV_EBUSY while a write is queued (try again from its callback), UV_EINVAL for a
- * conn that is shut down, closing, failed, ended or (TLS) not past its handshake, UV_ENOTSUP for a
- * conn that cannot move (a mux stream, UDP), or the error of dup. On failure m is untouched and c
- * is as it was, except that reading stopped. */
+ * was, the caller's), for np__conn_move_in on another loop. On success reading has stopped and c
+ * is an empty shell the caller must close (np__conn_close; no FIN or close_notify reaches the peer,
+ * the socket lives on in m->fd) and use for nothing else; close it before m goes to the other loop,
+ * so the socket leaves this loop's epoll set (uv_close does that, synchronously) before it joins
+ * the other's. May be called from c's read callback. Only when nothing is on its way out: UV_EBUSY
+ * while a write is queued (try again from its callback), UV_EINVAL for a conn that is shut down,
+ * closing, failed, ended or (TLS) not past its handshake, UV_ENOTSUP for a conn that cannot move (a
+ * mux stream, UDP, a wrapped stream that is not TCP), or the error of dup. On failure m and c are
+ * as they were. */
 static inline int np__conn_move_out(np_conn *c, np__moved *m) {
   return c->ops->move_out != NULL ? c->ops->move_out(c, m) : UV_ENOTSUP;
 }

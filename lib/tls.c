@@ -792,12 +792,13 @@ static int tls_move_out(np_conn *conn, np__moved *m) {
   if (c->closing || !c->hs_done || c->failed || c->ssl == NULL || c->in_err != 0 ||
       c->rx_end != 0 || c->rx_done)
     return UV_EINVAL;
-  set_reading(c, 0);
   if (c->inflight > 0 || (c->tx != NULL && c->tx->len > 0))
     return UV_EBUSY;
-  /* Called from a read callback: what the inner conn's buffer still holds joins rest. */
+  /* Called from a read callback: what the inner conn's buffer still holds joins rest (where it
+   * would go anyway when the callback returns). */
   if ((r = rx_keep(c)) != 0 || (r = np__conn_move_out(c->inner, m)) != 0)
     return r;
+  c->inner_reading = 0; /* the inner conn's move stopped it */
   if (c->rest_len > 0 && c->rest_off > 0)
     memmove(c->rest, c->rest + c->rest_off, c->rest_len);
   m->rest = c->rest;
