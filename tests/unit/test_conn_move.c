@@ -1,9 +1,10 @@
 /* Moving a connection from one loop (thread) to another (docs/workers-plan.md, step 2): a TCP conn
- * and a TLS conn moved mid-stream from loop A (this thread) to loop B (a thread of its own), with
- * bytes read above the conn (pre) and, for TLS, ciphertext read but not decrypted (rest); the peer,
- * on loop A, must see neither an end nor a byte out of order either way. Also: UV_EBUSY while a
- * write is queued, a chan that decodes pre before it reads, and two SO_REUSEPORT listeners sharing
- * a port. Every wait is bounded by a watchdog (GUARD_MS), and only 127.0.0.1 is used. */
+ * and a TLS conn moved mid-stream from loop A (this thread) to loop B (a thread of its own, posted
+ * to through its np__inbox, as the workers will be), with bytes read above the conn (pre) and, for
+ * TLS, ciphertext read but not decrypted (rest); the peer, on loop A, must see neither an end nor a
+ * byte out of order either way. Also: UV_EBUSY while a write is queued, a chan that decodes pre
+ * before it reads, and two SO_REUSEPORT listeners sharing a port. Every wait is bounded by a
+ * watchdog (GUARD_MS), and only 127.0.0.1 is used. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -23,6 +24,7 @@
 
 #include "chan.h"
 #include "conn_move.h"
+#include "inbox.h"
 #include "listen.h"
 #include "tls.h"
 
@@ -78,18 +80,24 @@ static np_conn *conn_on(uv_loop_t *loop, int fd) {
   return c;
 }
 
-/* ---- loop B: a thread that takes one moved connection through its "inbox" -------------------- */
+/* ---- loop B: a thread that takes one moved connection through its inbox ---------------------- */
 
 static struct worker {
   uv_loop_t loop;
-  uv_async_t async;
-  uv_mutex_t mu;
-  np__moved m; /* under mu until taken */
-  int posted;
+  np__inbox inbox; /* made on the worker's thread */
+  int inbox_status, ready;
+  uv_mutex_t mu; /* ready */
+  uv_cond_t cond;
   uv_thread_t thread;
   uv_timer_t guard;
   np__tls *tls;
 } wb;
+
+/* A connection on its way, as the group's inbox will carry it. */
+typedef struct move_job {
+  np__job job;
+  np__moved m;
+} move_job;
 
 /* What the target saw, read by the test's thread once loop B's thread has ended. */
 static struct target {
@@ -157,14 +165,13 @@ static void dst_read(np_conn *c, ssize_t n, const uv_buf_t *b) {
     np__conn_close(c, dst_closed);
 }
 
-static void on_inbox(uv_async_t *a) {
-  np__moved m;
+static void move_job_run(np__job *job, void *arg) {
+  move_job *j = (move_job *)job;
+  np__moved m = j->m;
+  (void)arg;
 
-  uv_mutex_lock(&wb.mu);
-  m = wb.m;
-  np__moved_init(&wb.m);
-  uv_mutex_unlock(&wb.mu);
-  uv_close((uv_handle_t *)a, NULL); /* one job per test */
+  free(j);
+  np__inbox_close(&wb.inbox, NULL); /* one job per test */
   dst.pre_len = m.pre_len;
   dst.rest_len = m.rest_len;
   if ((dst.move_in_status = np__conn_move_in(&wb.loop, wb.tls, &m, &dst.conn)) != 0) {
@@ -178,9 +185,22 @@ static void on_inbox(uv_async_t *a) {
   dst.read_err = np__conn_read_start(dst.conn, dst_alloc, dst_read);
 }
 
+/* The inbox closed with the job still queued: the connection ends here. */
+static void move_job_drop(np__job *job) {
+  move_job *j = (move_job *)job;
+  np__moved_free(&j->m);
+  free(j);
+}
+
 static void worker_main(void *arg) {
   (void)arg;
-  uv_run(&wb.loop, UV_RUN_DEFAULT);
+  uv_mutex_lock(&wb.mu);
+  wb.inbox_status = np__inbox_init(&wb.inbox, &wb.loop, NULL);
+  wb.ready = 1;
+  uv_cond_signal(&wb.cond);
+  uv_mutex_unlock(&wb.mu);
+  if (wb.inbox_status == 0)
+    uv_run(&wb.loop, UV_RUN_DEFAULT);
 }
 
 static void worker_start(void) {
@@ -189,25 +209,37 @@ static void worker_start(void) {
   dst.want = D_LEN;
   assert_int_equal(uv_loop_init(&wb.loop), 0);
   assert_int_equal(uv_mutex_init(&wb.mu), 0);
-  assert_int_equal(uv_async_init(&wb.loop, &wb.async, on_inbox), 0);
+  assert_int_equal(uv_cond_init(&wb.cond), 0);
+  wb.ready = 0;
+  /* Made here before the thread starts, which orders it before the thread's first use. */
   guard_start(&wb.loop, &wb.guard, on_guard_b);
-  np__moved_init(&wb.m);
-  wb.posted = 0;
   assert_int_equal(np__tls_server_share(stls, &wb.loop, &log_b, &wb.tls), 0);
   assert_int_equal(uv_thread_create(&wb.thread, worker_main, NULL), 0);
+  uv_mutex_lock(&wb.mu);
+  while (!wb.ready)
+    if (uv_cond_timedwait(&wb.cond, &wb.mu, (uint64_t)GUARD_MS * 1000000) != 0)
+      break;
+  uv_mutex_unlock(&wb.mu);
+  assert_true(wb.ready);
+  assert_int_equal(wb.inbox_status, 0);
 }
 
 static void worker_post(const np__moved *m) {
-  uv_mutex_lock(&wb.mu);
-  wb.m = *m;
-  wb.posted = 1;
-  uv_mutex_unlock(&wb.mu);
-  assert_int_equal(uv_async_send(&wb.async), 0);
+  move_job *j = calloc(1, sizeof(*j));
+
+  assert_non_null(j);
+  j->job.run = move_job_run;
+  j->job.drop = move_job_drop;
+  j->job.peer = 1;
+  j->m = *m;
+  assert_int_equal(np__inbox_post(&wb.inbox, &j->job), 0);
 }
 
 static void worker_join(void) {
   assert_int_equal(uv_thread_join(&wb.thread), 0);
   assert_int_equal(uv_loop_close(&wb.loop), 0);
+  np__inbox_destroy(&wb.inbox);
+  uv_cond_destroy(&wb.cond);
   uv_mutex_destroy(&wb.mu);
   np__tls_free(wb.tls);
 }
@@ -249,7 +281,7 @@ static void move_now(void) {
   /* The shell closes here; the socket lives on in m.fd: the peer must see no end. */
   np__conn_close(src.conn, NULL);
   src.moved = 1;
-  /* Where the target's bytes start (published by the post's lock). */
+  /* Where the target's bytes start (published by the inbox's lock). */
   dst.got = src.taken;
   dst.x_from = src.x1_written ? X1_LEN : 0;
   worker_post(&m);
