@@ -21,7 +21,8 @@ int np__chan_new(np_conn *conn, const np_codec_ops *codec, size_t max_frame, siz
                  np__chan **out);
 /* Like np__chan_new, for a conn whose first pre_len bytes were read before (pre, copied): a
  * connection moved from another loop (np__moved's pre). np__chan_start decodes them, on a later
- * turn of loop (conn's), before it reads the conn. */
+ * turn of loop (conn's), before it reads the conn; a chan released or closed before that drops
+ * them. */
 int np__chan_new_pre(uv_loop_t *loop, np_conn *conn, const np_codec_ops *codec, size_t max_frame,
                      size_t max_queued, const char *pre, size_t pre_len, np__chan **out);
 int np__chan_start(np__chan *ch, np__chan_msg_cb on_msg, np__chan_err_cb on_error, void *data);
