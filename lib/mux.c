@@ -242,7 +242,11 @@ static void flush(np__mux *m, int may_complete) {
     m->bufs[i] = uv_buf_init(iov[i].base, (unsigned)iov[i].len);
     total += iov[i].len;
   }
-  if (may_complete && total <= INT32_MAX)
+  /* Not once closing: TLS may take a batch whole but keep part of it queued, and the transport is
+   * closed after the GO_AWAY's batch completes, which would cut what is still queued. As a
+   * request, the GO_AWAY's batch completes only once everything before it was written. The bound
+   * on what TLS holds rests on its try_write refusing (EAGAIN) while anything is queued. */
+  if (may_complete && total <= INT32_MAX && !np__mux_core_closing(m->core))
     r = np__conn_try_writev(m->t, m->bufs, n);
   if (r >= 0 && (size_t)r == total) {
     np__mux_core_written(m->core, 0);

@@ -230,7 +230,7 @@ static void window_update(np__mux_core *c, np__mux_cstream *s, uint64_t now) {
   if (ctrl_push(c, NP_MUX_WINDOW_UPDATE, 0, s->id, delta) == 0) {
     /* Every 8 round trips (at least PING_LOADED_MIN_NS) once answered; a peer that does not
      * answer is asked again only every PING_EVERY_NS. */
-    uint64_t every = c->ping_out ? PING_EVERY_NS : 8 * c->srtt_ns;
+    uint64_t every = c->ping_out || 8 * c->srtt_ns > PING_EVERY_NS ? PING_EVERY_NS : 8 * c->srtt_ns;
     if (every < PING_LOADED_MIN_NS)
       every = PING_LOADED_MIN_NS;
     if (now - c->ping_sent_ns > every)

@@ -192,7 +192,10 @@ void np__mux_core_written(np__mux_core *c, int status) {
     np__mux_core_fail(c, NP_MUX_ECANCELED, -1);
     return;
   }
-  want_write(c);
+  /* Only with something to send: a batch completed inside the turn would otherwise ask for a turn
+   * of its own (mux.c keeps the loop from blocking for it) for nothing. */
+  if (c->raw != NULL || c->nctrl > 0 || c->rhead != NULL || c->goaway_pending)
+    want_write(c);
 }
 
 int np__mux_core_busy(const np__mux_core *c) {
