@@ -78,6 +78,8 @@ static void on_closed(uv_handle_t *h) {
 
 void np__inbox_close(np__inbox *in, void (*close_cb)(np__inbox *in)) {
   np__job *j, *next;
+  if (in->closed)
+    return; /* closed already (closed is only set on this thread) */
   uv_mutex_lock(&in->mu);
   in->closed = 1;
   uv_mutex_unlock(&in->mu);
@@ -156,7 +158,10 @@ void np__round_abandon(np__round *r) {
 }
 
 int np__round_wait(np__round *r, uint64_t timeout_ms) {
-  uint64_t deadline = uv_hrtime() + timeout_ms * 1000000u, now;
+  uint64_t now = uv_hrtime(), deadline;
+  if (timeout_ms > (UINT64_MAX - now) / 1000000u)
+    timeout_ms = (UINT64_MAX - now) / 1000000u; /* "for ever" must not wrap into "at once" */
+  deadline = now + timeout_ms * 1000000u;
   int res = 0;
   uv_mutex_lock(&r->mu);
   while (r->left > 0) {

@@ -26,7 +26,8 @@ struct np__job {
   /* Runs on the inbox's thread; owns the job from there (frees it). */
   void (*run)(np__job *job, void *arg);
   /* The inbox closed with the job still queued (on the closing thread): close what it holds and
-   * free it. */
+   * free it. A job that answers a round must abandon it here (np__round_abandon), or the asker
+   * waits out its deadline. */
   void (*drop)(np__job *job);
   unsigned peer : 1; /* caused by a peer: counts against NP_INBOX_PEER_MAX */
 };
@@ -51,7 +52,7 @@ int np__inbox_post(np__inbox *in, np__job *job);
  * (may be NULL) runs once the async handle is closed. Posts still fail cleanly after that: the
  * lock lives until np__inbox_destroy, which is for when no thread can post any more (the poster
  * threads were joined, or forgot the inbox); then its memory may go. */
-void np__inbox_close(np__inbox *in, void (*close_cb)(np__inbox *in));
+void np__inbox_close(np__inbox *in, void (*close_cb)(np__inbox *in)); /* a second call: nothing */
 void np__inbox_destroy(np__inbox *in);
 
 typedef struct np__round np__round;
