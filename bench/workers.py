@@ -17,6 +17,7 @@ import json
 import os
 import re
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -353,6 +354,7 @@ def main():
     os.chmod(tmp, 0o755)  # nginx's workers run as nobody and must read the page
     procs, services = Procs(), Procs()
     runs = {w: [] for w in counts}
+    done = False
     try:
         nginx_port = start_nginx(services, tmp, size=BODY)
         master = services.ps[-1].pid
@@ -364,9 +366,14 @@ def main():
             for w in counts:
                 runs[w].append(one_run(procs, tmp, nginx_port, nginx, args, w, flag, f"{rep}-{w}"))
             print(f"round {rep + 1} of {args.repeats} done", file=sys.stderr)
+        done = True
     finally:
         procs.stop()
         services.stop()
+        if done:
+            shutil.rmtree(tmp, ignore_errors=True)
+        else:
+            print(f"logs of np-server and np-client kept in {tmp}", file=sys.stderr)
     summary = {w: summarize(r) for w, r in runs.items()}
 
     print(f"{args.clients} clients, {args.wrk} wrk x 1 thread x {args.connections} connections, "
