@@ -229,12 +229,13 @@ def iperf(port, seconds, streams, reverse):
     return end["sum_received"]["bits_per_second"] / 1e9, end["sum_received"]["bytes"]
 
 
-def start_nginx(services, tmp):
-    """One nginx worker serving a 612-byte page (nginx's default page size) from tmp; its port."""
+def start_nginx(services, tmp, size=612):
+    """One nginx worker serving a page of size bytes (by default 612, nginx's default page's) from
+    tmp; its port."""
     port = free_port()
     os.makedirs(f"{tmp}/www")
     with open(f"{tmp}/www/index.html", "w") as f:
-        f.write("x" * 612)
+        f.write("x" * size)
     os.chmod(f"{tmp}/www", 0o755)
     os.chmod(f"{tmp}/www/index.html", 0o644)
     with open(f"{tmp}/nginx.conf", "w") as f:
@@ -254,6 +255,12 @@ def wrk(port, seconds, close, host=None):
     if host:
         args[1:1] = ["-H", f"Host: {host}"]
     out = subprocess.run(args, capture_output=True, text=True, timeout=seconds + 30).stdout
+    return parse_wrk(out, close)
+
+
+def parse_wrk(out, close):
+    """req/s, p50 and p99 in ms, and errors from wrk --latency's output (close: it sent
+    "Connection: close")."""
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
 
     def lat(pct):
