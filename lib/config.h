@@ -85,6 +85,7 @@ struct np_config {
   size_t max_pending;
   size_t max_pending_per_proxy;
   size_t max_clients;
+  size_t workers; /* event loops on threads of their own (np_server_group); 0: one per core */
   size_t max_proxies_per_client;
   size_t max_work_pool;     /* idle pre-opened work connections a client may hold */
   size_t mux_max_streams;   /* streams one multiplexed connection may hold open */

@@ -51,7 +51,8 @@ static session *find_ready(struct np_server *srv, const char *name) {
   for (o = srv->sessions; o != NULL; o = o->next)
     if (o->state == S_READY && strcmp(o->name, name) == 0)
       break;
-  assert(known == (o != NULL) && (o == NULL || o->id == sid));
+  assert((known && (sid & (srv->group_move != NULL ? 0xff : 0)) != srv->widx) ||
+         (known == (o != NULL) && (o == NULL || o->id == sid)));
   (void)known;
   return o;
 }
@@ -91,6 +92,111 @@ void np__login_failed(struct np_server *srv, const struct sockaddr_storage *addr
             "%s: %s; %u failed %s from this address, its next login is refused unheard for "
             "%llums",
             peer, why, fails, np__plural(fails, "login", "logins"), (unsigned long long)wait);
+}
+
+/* Whether a login (instance id resume, --takeover or not) replaces the live session old under
+ * its name: why it goes, or NULL when it stays. The same client process coming back (its instance
+ * id: a reconnect after its connection died unnoticed, or after it never got our answer), a
+ * session that has missed its heartbeats (it left a ping of ours unanswered for half an interval:
+ * whatever the client's own interval, a live one answers within a round trip), or a login told to
+ * (--takeover) replaces the old session at once; another live client under the same name (two
+ * hosts with one host name) is told so instead of silently taking the ports over. */
+static const char *old_goes(session *old, uint64_t resume, int takeover) {
+  struct np_server *srv = old->srv;
+  uint64_t now = now_ms(srv), grace = srv->cfg.heartbeat_interval_ms / 2;
+  if (resume != 0 && resume == old->resume)
+    return "the same client coming back";
+  if (old->ping_out > old->last_rx && now - old->ping_out >= (grace > 1000 ? grace : 1000))
+    return "it missed its heartbeats";
+  return takeover ? "--takeover" : NULL;
+}
+
+/* Ask the old one now: should it be gone, a try after the grace finds it stale. */
+static void ask_old(session *old) {
+  if (old->ping_out <= old->last_rx) {
+    np_msg ping = {.type = NP_MSG_PING, .id = ++old->ping_seq};
+    if (np__session_send(old, &ping) == 0)
+      old->ping_out = now_ms(old->srv);
+  }
+}
+
+static void close_old(session *old, const char *why, const char *peer) {
+  np__log(&old->srv->log, NP_LOG_INFO,
+          "client %s logged in again from %s; closing its old session (%s)", old->name, peer, why);
+  if (strcmp(why, "--takeover") == 0) {
+    /* A live client replaced on purpose: told why, and as final (NP_ENAMEINUSE ends np-client),
+     * or two clients with --takeover would replace each other for ever. */
+    char text[NP_MSG_TEXT_MAX + 1];
+    snprintf(text, sizeof(text), "replaced by a client logged in as '%s' with --takeover from %s",
+             old->name, peer);
+    np__session_close(old, NP_ENAMEINUSE, text);
+  } else {
+    np__session_close(old, NP_ECLOSED, "replaced by a new login");
+  }
+}
+
+/* Refuse s's login: a live client from where already uses name. */
+static int name_in_use(session *s, const char *name, const char *where) {
+  struct np_server *srv = s->srv;
+  np_msg resp = {.type = NP_MSG_LOGIN_RESP, .status = NP_ENAMEINUSE};
+  np__log(&srv->log, NP_LOG_WARN,
+          "%s: login as '%s' refused: a live client from %s already uses that name", s->peer, name,
+          where);
+  srv->stats.logins_refused++;
+  snprintf(resp.text, sizeof(resp.text),
+           "client name '%s' is in use by a live client from %s: give each client its own "
+           "name with --name (or --takeover to replace that one)",
+           name, where);
+  np__chan_send(s->ch, &resp);
+  return NP_ENAMEINUSE;
+}
+
+/* In a group, the name is held by a session on another worker: that worker decides, as above, and
+ * the client tries again in a moment (told to wait, as by the back-off); by then the old session
+ * is gone, or the refusal is in the registry and the client is told the name is in use. */
+#define CLAIM_RETRY_MS  250
+#define CLAIM_DENIED_MS 5000
+static int claim_elsewhere(session *s, const np_msg *m, unsigned widx, uint64_t sid) {
+  struct np_server *srv = s->srv;
+  np_msg resp = {.type = NP_MSG_LOGIN_RESP, .status = NP_EBACKOFF, .id = CLAIM_RETRY_MS};
+  np__claim c = {.sid = sid, .resume = m->id, .takeover = (m->status & NP_LOGIN_TAKEOVER) != 0};
+  char where[64];
+
+  if (np__shared_name_denied(srv->shared, m->name, now_ms(srv), CLAIM_DENIED_MS, where,
+                             sizeof(where)))
+    return name_in_use(s, m->name, where);
+  np__strlcpy(c.name, m->name, sizeof(c.name));
+  np__strlcpy(c.peer, s->peer, sizeof(c.peer));
+  if (srv->group_claim(srv, widx, &c) != 0)
+    resp.id = 1000; /* its worker is busy or going: later */
+  np__log(&srv->log, NP_LOG_INFO,
+          "%s: login as '%s': its old session is on worker %u, asked to let the name go", s->peer,
+          m->name, widx);
+  snprintf(resp.text, sizeof(resp.text),
+           "client name '%s' is held by an older session on another worker of this server; "
+           "retrying",
+           m->name);
+  np__chan_send(s->ch, &resp);
+  return NP_EBACKOFF;
+}
+
+void np__login_claim(struct np_server *srv, const np__claim *c) {
+  const char *why;
+  session *old;
+  char where[64];
+
+  for (old = srv->sessions; old != NULL; old = old->next)
+    if (old->state == S_READY && old->id == c->sid && strcmp(old->name, c->name) == 0)
+      break;
+  if (old == NULL || old->closing)
+    return; /* gone already: the client's next try finds the name free */
+  if ((why = old_goes(old, c->resume, c->takeover)) != NULL) {
+    close_old(old, why, c->peer);
+    return;
+  }
+  np__addr_str((const struct sockaddr *)&old->addr, where, sizeof(where));
+  np__shared_name_deny(srv->shared, c->name, c->sid, now_ms(srv), where);
+  ask_old(old);
 }
 
 int np__login(session *s, const np_msg *m) {
@@ -143,6 +249,13 @@ int np__login(session *s, const np_msg *m) {
     np__chan_send(s->ch, &resp);
     return NP_EAUTH;
   }
+  {
+    unsigned widx;
+    uint64_t sid;
+    if (srv->group_claim != NULL && np__shared_name_find(srv->shared, m->name, &widx, &sid) &&
+        widx != srv->widx)
+      return claim_elsewhere(s, m, widx, sid);
+  }
   old = find_ready(srv, m->name);
   /* A place among max_clients, taken now and given back if the login goes no further. One that
    * replaces a session under its name does not count against the limit: the old one's goes. */
@@ -155,58 +268,22 @@ int np__login(session *s, const np_msg *m) {
     return NP_ELIMIT;
   }
   if (old != NULL) {
-    uint64_t now = now_ms(srv), grace = srv->cfg.heartbeat_interval_ms / 2;
-    /* The same client process coming back (its instance id: a reconnect after its connection died
-     * unnoticed, or after it never got our answer), a session that has missed its heartbeats (it
-     * left a ping of ours unanswered for half an interval: whatever the client's own interval, a
-     * live one answers within a round trip), or a login told to (--takeover) replaces the old
-     * session at once; another live client under the same name (two hosts with one host name) is
-     * told so instead of silently taking the ports over. */
-    int same = m->id != 0 && m->id == old->resume;
-    int stale =
-        old->ping_out > old->last_rx && now - old->ping_out >= (grace > 1000 ? grace : 1000);
-    if (!same && !stale && !(m->status & NP_LOGIN_TAKEOVER)) {
+    const char *why = old_goes(old, m->id, m->status & NP_LOGIN_TAKEOVER);
+    if (why == NULL) {
       char where[64];
       np__addr_str((const struct sockaddr *)&old->addr, where, sizeof(where));
-      np__log(&srv->log, NP_LOG_WARN,
-              "%s: login as '%s' refused: a live client from %s already uses that name", s->peer,
-              m->name, where);
-      srv->stats.logins_refused++;
-      resp.status = NP_ENAMEINUSE;
-      snprintf(resp.text, sizeof(resp.text),
-               "client name '%s' is in use by a live client from %s: give each client its own "
-               "name with --name (or --takeover to replace that one)",
-               m->name, where);
-      np__chan_send(s->ch, &resp);
-      /* Ask the old one now: should it be gone, a try after the grace finds it stale. */
-      if (old->ping_out <= old->last_rx) {
-        np_msg ping = {.type = NP_MSG_PING, .id = ++old->ping_seq};
-        if (np__session_send(old, &ping) == 0)
-          old->ping_out = now;
-      }
+      ask_old(old);
       np__shared_give(&srv->shared->clients);
-      return NP_ENAMEINUSE;
+      return name_in_use(s, m->name, where);
     }
-    np__log(&srv->log, NP_LOG_INFO,
-            "client %s logged in again from %s; closing its old session (%s)", m->name, s->peer,
-            same    ? "the same client coming back"
-            : stale ? "it missed its heartbeats"
-                    : "--takeover");
-    if (!same && !stale) {
-      /* A live client replaced on purpose: told why, and as final (NP_ENAMEINUSE ends np-client),
-       * or two clients with --takeover would replace each other for ever. */
-      char why[NP_MSG_TEXT_MAX + 1];
-      snprintf(why, sizeof(why), "replaced by a client logged in as '%s' with --takeover from %s",
-               m->name, s->peer);
-      np__session_close(old, NP_ENAMEINUSE, why);
-    } else {
-      np__session_close(old, NP_ECLOSED, "replaced by a new login");
-    }
+    close_old(old, why, s->peer);
   }
   np__auth_session_key(token, s->snonce, m->nonce, m->name, s->key);
   np__strlcpy(s->name, m->name, sizeof(s->name));
   s->user = user;
-  s->id = ++srv->next_session_id;
+  /* In a group, a session id says which worker holds the session: its low byte. */
+  s->id = srv->group_move != NULL ? (++srv->next_session_id << 8) | srv->widx
+                                  : ++srv->next_session_id;
   if ((r = np__shared_name_set(srv->shared, s->name, srv->widx, s->id)) != 0) {
     np__shared_give(&srv->shared->clients);
     return r;
@@ -220,8 +297,13 @@ int np__login(session *s, const np_msg *m) {
   s->resume = m->id;
   np__transport_server_logged_in(srv->transport, np__chan_conn(s->ch));
   datagram_keys(s, np__transport_server_conn(srv->transport, np__chan_conn(s->ch)));
-  np__log(&srv->log, NP_LOG_INFO, "client %s logged in from %s%s", s->name, s->peer,
-          user != NULL ? " (users file)" : "");
+  {
+    char on[32] = "";
+    if (srv->group_move != NULL) /* several workers: which one holds it */
+      snprintf(on, sizeof(on), " on worker %u", srv->widx);
+    np__log(&srv->log, NP_LOG_INFO, "client %s logged in from %s%s%s", s->name, s->peer,
+            user != NULL ? " (users file)" : "", on);
+  }
   /* The timer was set for the login deadline; from now on it keeps the heartbeat. */
   uv_timer_start(&s->timer, np__session_on_timer, srv->cfg.heartbeat_interval_ms, 0);
   return np__session_send(s, &resp);

@@ -13,10 +13,53 @@
 
 #include "proxy.h"
 
+#include "conn_move.h"
 #include "mux_frame.h"
 #include "stats.h"
 
 static int start_mux(session *s, const np_msg *m);
+
+/* A work connection (mux = false) lands on whichever worker the kernel picked; its WORK names the
+ * session it works for, whose worker is the session id's low byte. The connection goes there:
+ * its first message, re-encoded, and what followed it travel as the bytes to read first. 1 when
+ * it went (s is gone), 0 when it stays here (this worker's, or a second move), < 0 on an error. */
+static int move_work(session *s, const np_msg *m) {
+  struct np_server *srv = s->srv;
+  unsigned widx = (unsigned)(m->id & 0xff);
+  const char *rest;
+  size_t rest_len;
+  char head[512];
+  np__moved mv;
+  np_conn *c;
+  int n, r;
+
+  if (srv->group_move == NULL || widx == srv->widx || s->moved)
+    return 0;
+  if ((n = srv->codec->encode(m, head, sizeof(head))) < 0)
+    return n;
+  np__moved_init(&mv);
+  c = np__chan_detach(s->ch, &rest, &rest_len);
+  if ((mv.pre = malloc((size_t)n + rest_len + 1)) == NULL) {
+    r = UV_ENOMEM;
+  } else {
+    memcpy(mv.pre, head, (size_t)n);
+    if (rest_len > 0)
+      memcpy(mv.pre + n, rest, rest_len);
+    mv.pre_len = (size_t)n + rest_len;
+    mv.peer = s->addr;
+    r = np__conn_move_out(c, &mv);
+  }
+  np__session_detached(s);
+  np__conn_close(c, NULL); /* the socket lives on in mv.fd; leaves this loop's epoll set now */
+  if (r == 0 && (r = srv->group_move(srv, widx, &mv)) == 0)
+    srv->stats.conns_moved++;
+  else
+    np__log(&srv->log, NP_LOG_WARN, "%s: cannot hand a work connection to worker %u: %s", s->peer,
+            widx, np_strerror(r));
+  if (r != 0)
+    np__moved_free(&mv);
+  return 1;
+}
 
 static void on_session_msg(np__chan *ch, const np_msg *m) {
   session *s = np__chan_data(ch);
@@ -31,6 +74,8 @@ static void on_session_msg(np__chan *ch, const np_msg *m) {
   case S_NEW:
     if (m->type == NP_MSG_HELLO)
       r = np__login_hello(s, m);
+    else if ((m->type == NP_MSG_WORK || m->type == NP_MSG_WORK_IDLE) && (r = move_work(s, m)) != 0)
+      return; /* gone to its worker (or closed there on an error) */
     else if (m->type == NP_MSG_WORK)
       np__work(s, m);
     else if (m->type == NP_MSG_WORK_IDLE)
@@ -131,9 +176,9 @@ static void on_session_error(np__chan *ch, int err) {
 
 /* A new connection to the control port, or a new stream on a multiplexed one (the transport's conn
  * callback): its first message says what it is. */
-static void session_start(void *arg, np_conn *c, const struct sockaddr_storage *addr,
-                          const char *peer) {
-  struct np_server *srv = arg;
+static void session_start_pre(struct np_server *srv, np_conn *c,
+                              const struct sockaddr_storage *addr, const char *peer,
+                              const char *pre, size_t pre_len) {
   session *s;
   int r;
 
@@ -155,11 +200,15 @@ static void session_start(void *arg, np_conn *c, const struct sockaddr_storage *
     np__addr_str((const struct sockaddr *)addr, s->addr_str, sizeof(s->addr_str));
   else
     strcpy(s->addr_str, "?");
-  if ((r = np__chan_new(c, srv->codec, srv->cfg.max_frame, CTRL_MAX_QUEUED, &s->ch)) != 0) {
+  if ((r = pre != NULL
+               ? np__chan_new_pre(srv->loop, c, srv->codec, srv->cfg.max_frame, CTRL_MAX_QUEUED,
+                                  pre, pre_len, &s->ch)
+               : np__chan_new(c, srv->codec, srv->cfg.max_frame, CTRL_MAX_QUEUED, &s->ch)) != 0) {
     np__conn_close(c, NULL);
     free(s);
     return;
   }
+  s->moved = pre != NULL;
   srv->refs++;
   s->closes_left = 2;
   uv_timer_init(srv->loop, &s->timer);
@@ -186,6 +235,27 @@ static void session_start(void *arg, np_conn *c, const struct sockaddr_storage *
     r = uv_timer_start(&s->timer, np__session_on_timer, 0, 0);
   if (r != 0)
     np__session_close(s, r, np_strerror(r));
+}
+
+static void session_start(void *arg, np_conn *c, const struct sockaddr_storage *addr,
+                          const char *peer) {
+  session_start_pre(arg, c, addr, peer, NULL, 0);
+}
+
+void np__server_adopt(struct np_server *srv, np__moved *m) {
+  struct sockaddr_storage addr = m->peer;
+  char peer[64] = "?";
+  np_conn *c;
+
+  if (addr.ss_family != 0)
+    np__addr_str((const struct sockaddr *)&addr, peer, sizeof(peer));
+  if (srv->closing || srv->draining || np__conn_move_in(srv->loop, srv->tls, m, &c) != 0) {
+    np__moved_free(m);
+    return;
+  }
+  session_start_pre(srv, c, &addr, peer, m->pre, m->pre_len); /* pre is copied */
+  free(m->pre);
+  m->pre = NULL;
 }
 
 void np__server_accept(struct np_server *srv, np_conn *c) {
@@ -316,8 +386,12 @@ static int listen_on(struct np_server *srv, proxy *px, np__listener **l, const c
   np__parse_addr(spec, &ss); /* validated with the config */
   px->srv = srv;
   np__strlcpy(px->name, l == &srv->listener ? "control" : "tunnel", sizeof(px->name));
-  if ((r = np__listen(srv->loop, (struct sockaddr *)&ss, cb, np__server_accept_failed, px, l)) !=
-      0) {
+  /* A group's workers each listen on the control port (the kernel spreads connections). */
+  if ((r = np__listen_flags(srv->loop, (struct sockaddr *)&ss,
+                            srv->group_move != NULL && l == &srv->listener ? NP_LISTEN_REUSEPORT
+                                                                            : 0,
+                            cb,
+                            np__server_accept_failed, px, l)) != 0) {
     np__log(&srv->log, NP_LOG_ERROR, "cannot listen on %s: %s", spec, np_strerror(r));
     return r;
   }
@@ -413,7 +487,10 @@ int np_server_start(struct np_server *srv) {
     srv->pool_ops = np_pool_default_ops();
   }
   if (!srv->cfg.insecure) {
-    if ((r = np__tls_server_new(srv->loop, &srv->cfg, &srv->log, &srv->tls)) != 0)
+    /* A group's workers share worker 0's context: one identity, loaded or made once. */
+    if ((r = srv->tls_base != NULL
+                 ? np__tls_server_share(srv->tls_base, srv->loop, &srv->log, &srv->tls)
+                 : np__tls_server_new(srv->loop, &srv->cfg, &srv->log, &srv->tls)) != 0)
       return r;
     np__tls_set_refusal(srv->tls, plaintext_refusal, srv);
   }
@@ -428,7 +505,7 @@ int np_server_start(struct np_server *srv) {
     struct sockaddr_storage ua;
     np__parse_addr(srv->cfg.bind, &ua);
     ((struct sockaddr_in *)&ua)->sin_port = htons((uint16_t)srv->port); /* v4 and v6 alike */
-    if ((r = np__server_types_start(srv, (struct sockaddr *)&ua)) != 0)
+    if (srv->widx == 0 && (r = np__server_types_start(srv, (struct sockaddr *)&ua)) != 0)
       return r;
   }
   if (srv->admin_start != NULL && (r = srv->admin_start(srv)) != 0)
@@ -494,13 +571,32 @@ int np_server_port(const struct np_server *srv) {
   return srv->port;
 }
 
-void np_server_get_stats(const struct np_server *srv, np_server_stats *out, size_t size) {
-  np_server_stats st = srv->stats;
+void np__server_get_stats_local(const struct np_server *srv, np_server_stats *out) {
+  *out = srv->stats;
+  out->pending = srv->pool != NULL ? srv->pool_ops->count(srv->pool, NULL) : 0;
+  np__transport_server_count(srv->transport, &out->mux_conns, &out->mux_streams);
+  np__transport_server_held(srv->transport, &out->mux_buffered, &out->mux_window_grown);
+}
 
-  st.pending = srv->pool != NULL ? srv->pool_ops->count(srv->pool, NULL) : 0;
-  np__transport_server_count(srv->transport, &st.mux_conns, &st.mux_streams);
-  np__transport_server_held(srv->transport, &st.mux_buffered, &st.mux_window_grown);
+void np_server_get_stats(const struct np_server *srv, np_server_stats *out, size_t size) {
+  np_server_stats st;
+
+  if (srv->group_stats != NULL)
+    srv->group_stats(srv, &st);
+  else
+    np__server_get_stats_local(srv, &st);
   np__stats_copy(out, size, &st, sizeof(st));
+}
+
+void np__server_join_group(struct np_server *srv, struct np_server_group *g, unsigned widx,
+                           np__shared *sh, const np__tls *tls_base) {
+  np__shared_free(srv->shared);
+  srv->shared = sh;
+  srv->group = g;
+  srv->widx = widx;
+  srv->tls_base = tls_base;
+  if (widx > 0)
+    srv->admin_start = NULL, srv->admin_stop = NULL, srv->admin_auth = NULL;
 }
 
 void np_server_log_stats(const struct np_server *srv) {

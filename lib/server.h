@@ -30,6 +30,7 @@ typedef struct proxy proxy;
 typedef struct visitor visitor;
 typedef struct np__proxy_type np__proxy_type; /* proxy.h */
 typedef struct np__frontend np__frontend;     /* frontend.c */
+struct np__claim;                             /* below */
 
 /* The counters of one proxy, or of one client session (natproxy/stats.h, NP_PROXY_COUNTERS),
  * shared with the joined visitors that count into them: those may outlive the proxy or the session
@@ -135,6 +136,7 @@ struct session {
    * when it closes (the line codec's client has neither) */
   unsigned counted : 1;
   unsigned udp_client_up : 1; /* the client said its datagram path answers (PING's status) */
+  unsigned moved : 1;         /* S_NEW: its connection came from another worker (moved once only) */
   session *prev, *next;
 };
 
@@ -174,7 +176,18 @@ struct np_server {
    * logins, the port memory, the current users file, the names of logged-in clients, the counts
    * behind max_clients and max_pending. Alone, it owns one of its own (np__server_create). */
   np__shared *shared;
-  unsigned widx;                /* its index among the loops that share shared: 0 alone */
+  unsigned widx; /* its index among the loops that share shared: 0 alone */
+  /* In a group (np_server_group): the group, the TLS context the workers share (worker 0's; NULL
+   * for worker 0 itself), and the group's sum of counters, which np_server_get_stats of worker 0
+   * answers with (a hook: the group is above this layer). shared is then the group's. */
+  struct np_server_group *group;
+  const np__tls *tls_base;
+  void (*group_stats)(const struct np_server *srv, np_server_stats *out);
+  /* Ask worker widx to let a client name go to a login here (np__login_claim there): 0 or the
+   * error. */
+  int (*group_claim)(struct np_server *srv, unsigned widx, const struct np__claim *c);
+  /* Hand a connection to worker widx (np__server_adopt there): 0, or the error (m still ours). */
+  int (*group_move)(struct np_server *srv, unsigned widx, np__moved *m);
   struct np__upath *upath;      /* the datagram path's socket (udp_path.c); NULL when off */
   struct np__admin_http *admin; /* admin_bind's endpoint (admin_server.c); NULL when off */
   /* The admin endpoint's start and stop, set by builtin.c: hooks, so that server.c calls nothing
@@ -213,6 +226,27 @@ static inline int native(const struct np_server *srv) {
 /* server.c */
 /* A server with no proxy types yet (np_server_new, in builtin.c, adds the built-in ones). */
 int np__server_create(uv_loop_t *loop, const struct np_config *cfg, struct np_server **out);
+/* Before np_server_start: srv becomes worker widx of group g, sharing sh (the group's: srv's own is
+ * freed, and sh is not freed with srv) and, past worker 0, worker 0's TLS context. A worker past 0
+ * has no admin endpoint, binds the control port beside worker 0's, and leaves the server-wide
+ * listeners of the types (the datagram path) to worker 0. */
+void np__server_join_group(struct np_server *srv, struct np_server_group *g, unsigned widx,
+                           np__shared *sh, const np__tls *tls_base);
+/* login.c: a login on another worker of the group wants the name session sid holds here. */
+typedef struct np__claim {
+  char name[NP_MSG_NAME_MAX + 1];
+  char peer[64];   /* the login's, for the log */
+  uint64_t sid;    /* the session the registry names */
+  uint64_t resume; /* the login's instance id */
+  int takeover;
+} np__claim;
+/* Decide as a login here would: the old session goes, or it stays and the registry says so. */
+void np__login_claim(struct np_server *srv, const np__claim *c);
+/* A work connection moved here from another worker (its WORK or WORK_IDLE in m->pre): a session
+ * of this server takes it, as if it had been accepted here. Takes everything m holds. */
+void np__server_adopt(struct np_server *srv, np__moved *m);
+/* This server's own counters (np_server_get_stats of a lone server). */
+void np__server_get_stats_local(const struct np_server *srv, np_server_stats *out);
 /* A new connection to the control port (its transport adds TLS); also how the fuzzer feeds a
  * session. */
 void np__server_accept(struct np_server *srv, np_conn *c);

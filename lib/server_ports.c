@@ -2,6 +2,7 @@
  * kept in its state directory, read at start, written a second after a change and at close. */
 #include "server.h"
 
+#include <pthread.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -14,15 +15,23 @@
 /* Written from a copy taken under the shared lock (only when the table changed since the last
  * one), so the lock is never held across the file's I/O. */
 static void save(struct np_server *srv) {
+  /* The workers of a group (np_server_group) save the one table they share, each from its own
+   * thread: copy and write under one lock, so the file is never written by two at once and a copy
+   * taken later is never overwritten by one taken before. */
+  static pthread_mutex_t save_mu = PTHREAD_MUTEX_INITIALIZER;
   np__port_memory *copy;
   int r;
 
-  if ((r = np__shared_ports_clone(srv->shared, 0, &copy)) == 0 && copy == NULL)
+  pthread_mutex_lock(&save_mu);
+  if ((r = np__shared_ports_clone(srv->shared, 0, &copy)) == 0 && copy == NULL) {
+    pthread_mutex_unlock(&save_mu);
     return;
+  }
   if (r == 0) {
     r = np__port_memory_save(copy, srv->ports_path);
     np__port_memory_free(copy);
   }
+  pthread_mutex_unlock(&save_mu);
   if (r != 0 && !srv->ports_save_failed) {
     srv->ports_save_failed = 1; /* said once: it would repeat at every change */
     np__log(&srv->log, NP_LOG_WARN,
@@ -69,6 +78,12 @@ void np__server_ports_start(struct np_server *srv) {
   srv->ports_timer.data = srv;
   srv->refs++;
   srv->ports_on = 1;
+  if (srv->widx > 0) {
+    /* A group's worker 0 read the table into the state they share; the others note and save. */
+    np__port_memory_free(m);
+    ports_path(srv);
+    return;
+  }
   /* Read before it is shared: nobody else can see it yet. */
   if (ports_path(srv) == 0) {
     if ((r = np__port_memory_load(m, srv->ports_path, err, sizeof(err))) != 0)

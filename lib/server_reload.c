@@ -33,6 +33,7 @@ static const char *const restart_keys[] = {
     "log_format",
     "mux_max_window",
     "remember_ports",
+    "workers",
     "mux_session_window",
     "mux_server_window",
 };

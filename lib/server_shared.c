@@ -4,6 +4,7 @@
  * written from a copy. */
 #include "server_shared.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -18,6 +19,8 @@ struct np__shared_name {
   char name[NP_MSG_NAME_MAX + 1];
   unsigned widx;
   uint64_t sid;
+  uint64_t denied_ms; /* when its worker last refused to let it go (0: never) */
+  char where[64];     /* the live client's address, for the refusal */
   UT_hash_handle hh;
 };
 
@@ -206,6 +209,7 @@ int np__shared_name_set(np__shared *sh, const char *name, unsigned widx, uint64_
   }
   e->widx = widx;
   e->sid = sid;
+  e->denied_ms = 0;
 out:
   uv_mutex_unlock(&sh->mu);
   return r;
@@ -235,6 +239,34 @@ void np__shared_name_release(np__shared *sh, const char *name, uint64_t sid) {
     e = NULL;
   uv_mutex_unlock(&sh->mu);
   free(e);
+}
+
+void np__shared_name_deny(np__shared *sh, const char *name, uint64_t sid, uint64_t now,
+                          const char *where) {
+  np__shared_name *e = NULL;
+
+  uv_mutex_lock(&sh->mu);
+  HASH_FIND_STR(sh->names, name, e);
+  if (e != NULL && e->sid == sid) {
+    e->denied_ms = now != 0 ? now : 1;
+    snprintf(e->where, sizeof(e->where), "%s", where);
+  }
+  uv_mutex_unlock(&sh->mu);
+}
+
+int np__shared_name_denied(np__shared *sh, const char *name, uint64_t now, uint64_t within,
+                           char *where, size_t len) {
+  np__shared_name *e = NULL;
+  int r = 0;
+
+  uv_mutex_lock(&sh->mu);
+  HASH_FIND_STR(sh->names, name, e);
+  if (e != NULL && e->denied_ms != 0 && now - e->denied_ms <= within) {
+    snprintf(where, len, "%s", e->where);
+    r = 1;
+  }
+  uv_mutex_unlock(&sh->mu);
+  return r;
 }
 
 size_t np__shared_name_count(np__shared *sh) {

@@ -83,6 +83,13 @@ int np__shared_name_find(np__shared *sh, const char *name, unsigned *widx, uint6
  * not remove its successor's entry when it closes. */
 void np__shared_name_release(np__shared *sh, const char *name, uint64_t sid);
 size_t np__shared_name_count(np__shared *sh);
+/* Session sid's worker (in a group) refused to let name go to a login on another worker: the
+ * client from where is live. A later login there within a moment is told so (NAMEINUSE). */
+void np__shared_name_deny(np__shared *sh, const char *name, uint64_t sid, uint64_t now,
+                          const char *where);
+/* 1 (and where) when name's worker refused it at most within ms before now. */
+int np__shared_name_denied(np__shared *sh, const char *name, uint64_t now, uint64_t within,
+                           char *where, size_t len);
 
 /* ---- counts --------------------------------------------------------------------------------- */
 /* Take one of max slots of *count: 1, or 0 when all were taken (nothing then changes). */

@@ -202,7 +202,8 @@ void np__server_unref(struct np_server *srv) {
   np__transport_server_free(srv->transport);
   np__tls_free(srv->tls);
   np__users_unref(srv->users);
-  np__shared_free(srv->shared);
+  if (srv->group == NULL)
+    np__shared_free(srv->shared); /* a group's is the group's */
   for (size_t k = 0; k < sizeof(srv->first_byte) / sizeof(srv->first_byte[0]); k++)
     free(srv->first_byte[k]);
   if (srv->close_cb != NULL)

@@ -36,27 +36,27 @@ static const struct option own[] = {
 
 static const np_cli_spec cli_spec = {NP_CONFIG_SERVER, "c:hV", own, help_head, help_tail, "FG"};
 
-static void closed(struct np_server *srv) {
-  (void)srv;
+static void closed(struct np_server_group *g) {
+  (void)g;
   np_cli_close_signals();
 }
 
 static void stop(void *arg, int graceful) {
-  np_server_drain(arg, graceful ? NP_DRAIN_CONFIGURED : 0, closed);
+  np_server_group_drain(arg, graceful ? NP_DRAIN_CONFIGURED : 0, closed);
 }
 
 static void reload(void *arg) {
-  np_server_reload(arg); /* logs what it did, and keeps the old users on an error */
+  np_server_group_reload(arg); /* logs what it did, and keeps the old users on an error */
 }
 
 static void report(void *arg) {
-  np_server_log_stats(arg);
+  np_server_log_stats(np_server_group_home(arg)); /* the sum over the workers */
 }
 
 int main(int argc, char **argv) {
   uv_loop_t *loop = uv_default_loop();
   struct np_config *cfg;
-  struct np_server *srv;
+  struct np_server_group *g;
   char fp[128];
   int r, action = 0;
 
@@ -84,19 +84,19 @@ int main(int argc, char **argv) {
     np_config_free(cfg);
     return r < 0 ? NP_EXIT_OK : r;
   }
-  r = np_server_new(loop, cfg, &srv);
+  r = np_server_group_new(loop, cfg, &g);
   if (r == 0)
-    np_server_set_log(srv, (np_log_level)np_config_log_level(cfg), np_cli_log_cb(),
-                      np_cli_log_arg());
+    np_server_group_set_log(g, (np_log_level)np_config_log_level(cfg), np_cli_log_cb(),
+                            np_cli_log_arg());
   np_config_free(cfg);
   if (r != 0) {
     np_cli_log(NP_LOG_ERROR, "%s", np_strerror(r));
     return NP_EXIT_USAGE;
   }
-  np_cli_handle_signals(loop, stop, reload, report, srv);
-  if ((r = np_server_start(srv)) != 0) {
+  np_cli_handle_signals(loop, stop, reload, report, g);
+  if ((r = np_server_group_start(g)) != 0) {
     np_cli_log(NP_LOG_ERROR, "cannot start: %s", np_strerror(r));
-    np_server_close(srv, NULL);
+    np_server_group_close(g, NULL);
     np_cli_close_signals();
     /* A file that is there but wrong (TLS identity, users file) is the configuration's fault:
      * restarting does not help (systemd's RestartPreventExitStatus=2). */

@@ -152,6 +152,42 @@ NP_EXPORT int np_server_draining(const struct np_server *server);
 NP_EXPORT void *np_server_get_data(const struct np_server *server);
 NP_EXPORT void np_server_set_data(struct np_server *server, void *data);
 
+/* ---- np_server_group: one server on several event loops (the configuration's workers) -------
+ *
+ * Worker 0 is an np_server on the embedder's loop; each other worker one on a loop and thread of
+ * its own. They share the control port (SO_REUSEPORT: the kernel spreads clients over them), the
+ * TLS identity, the users file, the failed-login back-off and the port memory; a client and all
+ * its tunnels live on the worker that accepted its connection. Call these on the embedder's loop's
+ * thread only; every callback runs there. An np_server made with np_server_new stays one loop. */
+#define NP_SERVER_WORKERS_MAX 256
+struct np_server_group;
+typedef void (*np_server_group_close_cb)(struct np_server_group *group);
+
+/* cfg's workers (0: one per core, at most NP_SERVER_WORKERS_MAX). Returns 0, NP_ECONFIG or
+ * UV_ENOMEM. */
+NP_EXPORT int np_server_group_new(uv_loop_t *loop, const struct np_config *cfg,
+                                  struct np_server_group **out);
+/* Every worker's log goes to cb, one line at a time (the group serialises the calls). */
+NP_EXPORT void np_server_group_set_log(struct np_server_group *group, np_log_level level,
+                                       np_log_cb cb, void *arg);
+/* Starts every worker, in order: 0 or the first error, every worker then closed again (call
+ * np_server_group_close to free the group). */
+NP_EXPORT int np_server_group_start(struct np_server_group *group);
+NP_EXPORT unsigned np_server_group_workers(const struct np_server_group *group);
+/* Worker 0: its port, fingerprint and admin endpoint are the group's. */
+NP_EXPORT struct np_server *np_server_group_home(const struct np_server_group *group);
+/* The sum of every worker's counters (np_server_get_stats of worker 0 says the same). */
+NP_EXPORT void np_server_group_get_stats(const struct np_server_group *group,
+                                         np_server_stats *out, size_t size);
+/* Each worker rereads the configuration (np_server_reload); the result is logged. */
+NP_EXPORT void np_server_group_reload(struct np_server_group *group);
+/* np_server_drain on every worker; cb once all are closed and their threads gone. */
+NP_EXPORT void np_server_group_drain(struct np_server_group *group, uint64_t timeout_ms,
+                                     np_server_group_close_cb cb);
+NP_EXPORT void np_server_group_close(struct np_server_group *group, np_server_group_close_cb cb);
+NP_EXPORT void *np_server_group_get_data(const struct np_server_group *group);
+NP_EXPORT void np_server_group_set_data(struct np_server_group *group, void *data);
+
 NP_END_DECLS
 
 #endif
