@@ -182,10 +182,15 @@ struct np_server {
    * answers with (a hook: the group is above this layer). shared is then the group's. */
   struct np_server_group *group;
   const np__tls *tls_base;
+  /* Worker 0 of a group: the other workers still draining. Its drain (and with it the admin
+   * endpoint's /healthz 503) lasts until they are done too, or until its own deadline. */
+  unsigned drain_hold;
   void (*group_stats)(const struct np_server *srv, np_server_stats *out);
   /* Ask worker widx to let a client name go to a login here (np__login_claim there): 0 or the
    * error. */
   int (*group_claim)(struct np_server *srv, unsigned widx, const struct np__claim *c);
+  /* Worker 0: tell the other workers to reload as well. */
+  void (*group_reload)(struct np_server *srv);
   /* Hand a connection to worker widx (np__server_adopt there): 0, or the error (m still ours). */
   int (*group_move)(struct np_server *srv, unsigned widx, np__moved *m);
   struct np__upath *upath;      /* the datagram path's socket (udp_path.c); NULL when off */

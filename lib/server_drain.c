@@ -28,7 +28,7 @@ static void on_drain_timer(uv_timer_t *t) {
   size_t n = joined(srv);
   char why[96];
 
-  if (n == 0) {
+  if (n == 0 && srv->drain_hold == 0) {
     finish(srv, "every joined visitor has finished");
     return;
   }
@@ -86,7 +86,7 @@ void np_server_drain(struct np_server *srv, uint64_t timeout_ms, np_server_close
   srv->drain_deadline = uv_now(srv->loop) + timeout_ms;
   stop_taking(srv);
   n = joined(srv);
-  if (n == 0) {
+  if (n == 0 && srv->drain_hold == 0) {
     finish(srv, "no visitor is joined");
     return;
   }

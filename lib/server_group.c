@@ -212,7 +212,10 @@ static void maybe_done(struct np_server_group *g);
 
 static void run_exit(np__job *j, void *arg) {
   worker *w = NP_CONTAINER_OF(j, worker, exit_job);
+  struct np_server *home = w->g->w[0].srv;
   w->exited = 1; /* set here, on the home thread, which alone reads it */
+  if (home != NULL && home->drain_hold > 0)
+    home->drain_hold--;
   maybe_done(arg);
 }
 
@@ -313,6 +316,11 @@ static void tell_workers(struct np_server_group *g, int kind, uint64_t timeout_m
   }
 }
 
+/* Worker 0's reload (SIGHUP or the admin API) is every worker's. */
+static void group_reload(struct np_server *srv) {
+  tell_workers(srv->group, 'r', 0);
+}
+
 /* ---- the group ---------------------------------------------------------------------------- */
 
 int np_server_group_new(uv_loop_t *loop, const struct np_config *cfg,
@@ -356,6 +364,7 @@ int np_server_group_new(uv_loop_t *loop, const struct np_config *cfg,
     g->w[0].srv->group_stats = group_stats;
     g->w[0].srv->group_move = group_move;
     g->w[0].srv->group_claim = group_claim;
+    g->w[0].srv->group_reload = group_reload;
   }
   *out = g;
   return 0;
@@ -445,10 +454,8 @@ void np_server_group_get_stats(const struct np_server_group *g, np_server_stats 
 }
 
 void np_server_group_reload(struct np_server_group *g) {
-  if (g->closing)
-    return;
-  tell_workers(g, 'r', 0);
-  np_server_reload(g->w[0].srv);
+  if (g->w[0].srv != NULL)
+    np_server_reload(g->w[0].srv); /* which tells the others (group_reload) */
 }
 
 static void on_home_closed(np__inbox *in) {
@@ -508,6 +515,9 @@ static void end(struct np_server_group *g, int drain, uint64_t timeout_ms,
   g->closing = 1;
   g->close_cb = cb;
   tell_workers(g, drain ? 'd' : 'c', timeout_ms);
+  if (drain && g->w[0].srv != NULL)
+    for (unsigned k = 1; k < g->n; k++)
+      g->w[0].srv->drain_hold += g->w[k].running && !g->w[k].exited;
   if (g->w[0].srv == NULL)
     maybe_done(g);
   else if (drain)

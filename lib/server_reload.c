@@ -260,6 +260,10 @@ int np_server_reload(struct np_server *srv) {
              srv->draining ? "draining" : "not running");
     return NP_ESTATE;
   }
+  /* Worker 0 of a group: the others reread the file too, each on its own thread (whoever asked:
+   * SIGHUP or the admin API). */
+  if (srv->group_reload != NULL)
+    srv->group_reload(srv);
   if ((r = np__config_reread(&srv->cfg, &fresh, err, sizeof(err))) != 0) {
     failed(srv, "%s", err);
     return r;

@@ -142,8 +142,11 @@ class Env:
 
     def server(self, *args, name="np-server", bind=f"{LOOP}:0", tls_dir=None, wait=True):
         tls = self.tls_server_args(tls_dir)
+        # NP_E2E_WORKERS=2 runs a case on a server of two event loops (meson's workers2-* cases)
+        workers = ["--workers", os.environ["NP_E2E_WORKERS"]] if os.environ.get(
+            "NP_E2E_WORKERS") and "--workers" not in args else []
         p = Proc(self, name, [SERVER, "--bind", bind, "--proxy-bind-addr", LOOP,
-                              "--log-level", "debug", *tls, *args])
+                              "--log-level", "debug", *workers, *tls, *args])
         if not wait:
             return p
         p.port = int(p.wait_line(r"listening on .* \(port (\d+)").group(1))
