@@ -162,8 +162,10 @@ static int claim_elsewhere(session *s, const np_msg *m, unsigned widx, uint64_t 
   np__claim c = {.sid = sid, .resume = m->id, .takeover = (m->status & NP_LOGIN_TAKEOVER) != 0};
   char where[64];
 
-  if (np__shared_name_denied(srv->shared, m->name, now_ms(srv), CLAIM_DENIED_MS, where,
-                             sizeof(where)))
+  /* Refused to this client just now (it retries by itself after the claim): told, as at home.
+   * --takeover is never refused. */
+  if (!c.takeover && np__shared_name_denied(srv->shared, m->name, m->id, now_ms(srv),
+                                            CLAIM_DENIED_MS, where, sizeof(where)))
     return name_in_use(s, m->name, where);
   np__strlcpy(c.name, m->name, sizeof(c.name));
   np__strlcpy(c.peer, s->peer, sizeof(c.peer));
@@ -195,7 +197,7 @@ void np__login_claim(struct np_server *srv, const np__claim *c) {
     return;
   }
   np__addr_str((const struct sockaddr *)&old->addr, where, sizeof(where));
-  np__shared_name_deny(srv->shared, c->name, c->sid, now_ms(srv), where);
+  np__shared_name_deny(srv->shared, c->name, c->sid, c->resume, now_ms(srv), where);
   ask_old(old);
 }
 
@@ -282,11 +284,23 @@ int np__login(session *s, const np_msg *m) {
   np__strlcpy(s->name, m->name, sizeof(s->name));
   s->user = user;
   /* In a group, a session id says which worker holds the session: its low byte. */
-  s->id = srv->group_move != NULL ? (++srv->next_session_id << 8) | srv->widx
-                                  : ++srv->next_session_id;
-  if ((r = np__shared_name_set(srv->shared, s->name, srv->widx, s->id)) != 0) {
+  s->id =
+      srv->group_move != NULL ? (++srv->next_session_id << 8) | srv->widx : ++srv->next_session_id;
+  if ((r = np__shared_name_take(srv->shared, s->name, srv->widx, s->id)) != 0) {
     np__shared_give(&srv->shared->clients);
-    return r;
+    if (r != UV_EEXIST)
+      return r;
+    /* Another worker took the name since it was looked up (a login there at the same moment): the
+     * client tries again and meets it by the claim above. */
+    resp.status = NP_EBACKOFF;
+    resp.id = CLAIM_RETRY_MS;
+    snprintf(resp.text, sizeof(resp.text),
+             "client name '%s' was just taken on another worker; "
+             "retrying",
+             s->name);
+    s->name[0] = '\0';
+    np__chan_send(s->ch, &resp);
+    return NP_EBACKOFF;
   }
   s->counted = 1;
   np__shared_backoff_clear(srv->shared, (struct sockaddr *)&s->addr, now_ms(srv));

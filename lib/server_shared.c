@@ -19,8 +19,9 @@ struct np__shared_name {
   char name[NP_MSG_NAME_MAX + 1];
   unsigned widx;
   uint64_t sid;
-  uint64_t denied_ms; /* when its worker last refused to let it go (0: never) */
-  char where[64];     /* the live client's address, for the refusal */
+  uint64_t denied_ms;    /* when its worker last refused to let it go (0: never) */
+  uint64_t denied_login; /* to the login of this instance id */
+  char where[64];        /* the live client's address, for the refusal */
   UT_hash_handle hh;
 };
 
@@ -186,7 +187,8 @@ np__users *np__shared_users_get(np__shared *sh) {
 
 /* ---- names ---------------------------------------------------------------------------------- */
 
-int np__shared_name_set(np__shared *sh, const char *name, unsigned widx, uint64_t sid) {
+/* Set name's entry; with exclusive, only when no other worker holds it (UV_EEXIST then). */
+static int name_put(np__shared *sh, const char *name, unsigned widx, uint64_t sid, int exclusive) {
   np__shared_name *e = NULL;
   int r = 0;
 
@@ -194,6 +196,10 @@ int np__shared_name_set(np__shared *sh, const char *name, unsigned widx, uint64_
     return UV_EINVAL;
   uv_mutex_lock(&sh->mu);
   HASH_FIND_STR(sh->names, name, e);
+  if (e != NULL && exclusive && e->widx != widx) {
+    r = UV_EEXIST;
+    goto out;
+  }
   if (e == NULL) {
     if ((e = calloc(1, sizeof(*e))) == NULL) {
       r = UV_ENOMEM;
@@ -213,6 +219,14 @@ int np__shared_name_set(np__shared *sh, const char *name, unsigned widx, uint64_
 out:
   uv_mutex_unlock(&sh->mu);
   return r;
+}
+
+int np__shared_name_set(np__shared *sh, const char *name, unsigned widx, uint64_t sid) {
+  return name_put(sh, name, widx, sid, 0);
+}
+
+int np__shared_name_take(np__shared *sh, const char *name, unsigned widx, uint64_t sid) {
+  return name_put(sh, name, widx, sid, 1);
 }
 
 int np__shared_name_find(np__shared *sh, const char *name, unsigned *widx, uint64_t *sid) {
@@ -241,27 +255,28 @@ void np__shared_name_release(np__shared *sh, const char *name, uint64_t sid) {
   free(e);
 }
 
-void np__shared_name_deny(np__shared *sh, const char *name, uint64_t sid, uint64_t now,
-                          const char *where) {
+void np__shared_name_deny(np__shared *sh, const char *name, uint64_t sid, uint64_t login,
+                          uint64_t now, const char *where) {
   np__shared_name *e = NULL;
 
   uv_mutex_lock(&sh->mu);
   HASH_FIND_STR(sh->names, name, e);
   if (e != NULL && e->sid == sid) {
     e->denied_ms = now != 0 ? now : 1;
+    e->denied_login = login;
     snprintf(e->where, sizeof(e->where), "%s", where);
   }
   uv_mutex_unlock(&sh->mu);
 }
 
-int np__shared_name_denied(np__shared *sh, const char *name, uint64_t now, uint64_t within,
-                           char *where, size_t len) {
+int np__shared_name_denied(np__shared *sh, const char *name, uint64_t login, uint64_t now,
+                           uint64_t within, char *where, size_t len) {
   np__shared_name *e = NULL;
   int r = 0;
 
   uv_mutex_lock(&sh->mu);
   HASH_FIND_STR(sh->names, name, e);
-  if (e != NULL && e->denied_ms != 0 && now - e->denied_ms <= within) {
+  if (e != NULL && e->denied_ms != 0 && e->denied_login == login && now - e->denied_ms <= within) {
     snprintf(where, len, "%s", e->where);
     r = 1;
   }

@@ -77,19 +77,23 @@ np__users *np__shared_users_get(np__shared *sh);
 /* name (copied) is now served by session sid on worker widx, replacing any entry: 0 or UV_ENOMEM
  * (then the name is not registered, and the login should be refused). */
 int np__shared_name_set(np__shared *sh, const char *name, unsigned widx, uint64_t sid);
+/* As np__shared_name_set, but only when no other worker holds name: checked and set under one
+ * lock, so two workers never both take a name. UV_EEXIST when another holds it. */
+int np__shared_name_take(np__shared *sh, const char *name, unsigned widx, uint64_t sid);
 /* 1 and the entry's worker and session (each optional) when name is registered, else 0. */
 int np__shared_name_find(np__shared *sh, const char *name, unsigned *widx, uint64_t *sid);
 /* Forget name, but only when session sid still holds it: a session that a takeover replaced must
  * not remove its successor's entry when it closes. */
 void np__shared_name_release(np__shared *sh, const char *name, uint64_t sid);
 size_t np__shared_name_count(np__shared *sh);
-/* Session sid's worker (in a group) refused to let name go to a login on another worker: the
- * client from where is live. A later login there within a moment is told so (NAMEINUSE). */
-void np__shared_name_deny(np__shared *sh, const char *name, uint64_t sid, uint64_t now,
-                          const char *where);
-/* 1 (and where) when name's worker refused it at most within ms before now. */
-int np__shared_name_denied(np__shared *sh, const char *name, uint64_t now, uint64_t within,
-                           char *where, size_t len);
+/* Session sid's worker (in a group) refused to let name go to the login of instance id login, on
+ * another worker: the client from where is live. That login's next try there is told so
+ * (NAMEINUSE); another login asks again. */
+void np__shared_name_deny(np__shared *sh, const char *name, uint64_t sid, uint64_t login,
+                          uint64_t now, const char *where);
+/* 1 (and where) when name's worker refused it to login at most within ms before now. */
+int np__shared_name_denied(np__shared *sh, const char *name, uint64_t login, uint64_t now,
+                           uint64_t within, char *where, size_t len);
 
 /* ---- counts --------------------------------------------------------------------------------- */
 /* Take one of max slots of *count: 1, or 0 when all were taken (nothing then changes). */
