@@ -99,14 +99,32 @@ static void labeled(FILE *m, const np_server_stats *st) {
 /* ---- proxy types: how many, and the first-byte histogram --------------------------------------
  */
 
+typedef struct {
+  const struct np_server *srv;
+  uint64_t n[256];
+} type_count;
+
+static int count_proxy(const np_server_proxy *p, void *arg) {
+  type_count *t = arg;
+  for (size_t k = 0; k < sizeof(t->srv->types) / sizeof(t->srv->types[0]); k++)
+    if (t->srv->types[k] != NULL && strcmp(t->srv->types[k]->name, np_server_proxy_type(p)) == 0)
+      t->n[k]++;
+  return 0;
+}
+
+static int count_client(const np_server_client *c, void *arg) {
+  return np_server_client_foreach_proxy(c, count_proxy, arg);
+}
+
 static void by_type(FILE *m, struct np_server *srv) {
-  uint64_t n[256] = {0};
+  static type_count zero;
+  type_count tc = zero;
+  uint64_t *n = tc.n;
   size_t kinds = sizeof(srv->types) / sizeof(srv->types[0]);
 
-  for (session *s = srv->sessions; s != NULL; s = s->next)
-    if (s->state == S_READY && !s->closing)
-      for (proxy *px = s->proxies; px != NULL; px = px->next)
-        n[px->type->kind]++;
+  /* Through the views: a group's worker 0 counts every worker's proxies. */
+  tc.srv = srv;
+  np_server_foreach_client(srv, count_client, &tc);
   np__metrics_family(m, "natproxy_server_proxies_by_type", "gauge",
                      "Proxies the logged-in clients have open now, by type.");
   for (size_t k = 0; k < kinds; k++)

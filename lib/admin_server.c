@@ -61,12 +61,13 @@ static int each_client(const np_server_client *c, void *arg) {
   np_server_client_foreach_proxy(c, each_proxy, w);
   np_server_client_get_stats(c, &st, sizeof(st));
   int64_t streams = np_server_client_mux_streams(c);
-  o = json_pack(
-      "{s:s, s:s, s:I, s:I, s:o, s:s, s:o, s:o}", "name", np_server_client_name(c), "addr",
-      np_server_client_addr(c), "uptime_ms", (json_int_t)np_server_client_uptime_ms(c),
-      "login_unix_ms", (json_int_t)(now_unix_ms() - np_server_client_uptime_ms(c)), "mux_streams",
-      streams >= 0 ? json_integer(streams) : json_null(), "udp_path", np_server_client_udp_path(c),
-      "stats", np__admin_stats_json(np_proxy_stats_field, &st), "proxies", proxies);
+  o = json_pack("{s:s, s:s, s:I, s:I, s:o, s:s, s:I, s:o, s:o}", "name", np_server_client_name(c),
+                "addr", np_server_client_addr(c), "uptime_ms",
+                (json_int_t)np_server_client_uptime_ms(c), "login_unix_ms",
+                (json_int_t)(now_unix_ms() - np_server_client_uptime_ms(c)), "mux_streams",
+                streams >= 0 ? json_integer(streams) : json_null(), "udp_path",
+                np_server_client_udp_path(c), "worker", (json_int_t)np_server_client_worker(c),
+                "stats", np__admin_stats_json(np_proxy_stats_field, &st), "proxies", proxies);
   if (o != NULL)
     json_array_append_new(w->list, o);
   return 0;
@@ -94,6 +95,7 @@ static json_t *server_info(struct np_server *srv) {
 
 /* GET /api/v1/logins/failed: the ring, newest first. */
 static json_t *failed_logins(struct np_server *srv) {
+  np_server_stats st;
   json_t *list = json_array();
   const np__login_fail *f;
   uint64_t now = now_ms(srv);
@@ -105,23 +107,19 @@ static json_t *failed_logins(struct np_server *srv) {
                           json_pack("{s:I, s:I, s:s, s:s, s:s}", "unix_ms", (json_int_t)f->unix_ms,
                                     "ago_ms", (json_int_t)(now - f->loop_ms), "addr", f->addr,
                                     "name", f->name, "reason", f->why));
+  np_server_get_stats(srv, &st, sizeof(st)); /* a group's: every worker's */
   return json_pack("{s:I, s:I, s:I, s:o}", "recorded", (json_int_t)fails.total, "logins_failed",
-                   (json_int_t)srv->stats.logins_failed, "logins_throttled",
-                   (json_int_t)srv->stats.logins_throttled, "failed", list);
+                   (json_int_t)st.logins_failed, "logins_throttled",
+                   (json_int_t)st.logins_throttled, "failed", list);
 }
 
-/* POST /api/v1/clients/NAME/disconnect */
+/* POST /api/v1/clients/NAME/disconnect: here, or on the worker that holds it (np_server_group). */
 static void disconnect(struct np_server *srv, const char *name, np__admin_reply *out) {
-  for (session *s = srv->sessions; s != NULL; s = s->next) {
-    if (s->state != S_READY || s->closing || strcmp(s->name, name) != 0)
-      continue;
-    np__log(&srv->log, NP_LOG_INFO, "client %s: disconnected through the admin API", name);
-    np__session_send_close(s, NP_ECLOSED, "disconnected by the server's operator");
-    np__session_close(s, NP_ECLOSED, "disconnected through the admin API");
+  if (np__server_disconnect(srv, name, 0) ||
+      (srv->group_disconnect != NULL && srv->group_disconnect(srv, name)))
     np__admin_reply_json(out, json_pack("{s:s}", "disconnected", name));
-    return;
-  }
-  np__admin_reply_error(out, 404, "no client of that name is logged in");
+  else
+    np__admin_reply_error(out, 404, "no client of that name is logged in");
 }
 
 /* ---- routing ----------------------------------------------------------------------------------

@@ -389,9 +389,8 @@ static int listen_on(struct np_server *srv, proxy *px, np__listener **l, const c
   /* A group's workers each listen on the control port (the kernel spreads connections). */
   if ((r = np__listen_flags(srv->loop, (struct sockaddr *)&ss,
                             srv->group_move != NULL && l == &srv->listener ? NP_LISTEN_REUSEPORT
-                                                                            : 0,
-                            cb,
-                            np__server_accept_failed, px, l)) != 0) {
+                                                                           : 0,
+                            cb, np__server_accept_failed, px, l)) != 0) {
     np__log(&srv->log, NP_LOG_ERROR, "cannot listen on %s: %s", spec, np_strerror(r));
     return r;
   }
@@ -586,6 +585,19 @@ void np_server_get_stats(const struct np_server *srv, np_server_stats *out, size
   else
     np__server_get_stats_local(srv, &st);
   np__stats_copy(out, size, &st, sizeof(st));
+}
+
+int np__server_disconnect(struct np_server *srv, const char *name, uint64_t sid) {
+  for (session *s = srv->sessions; s != NULL; s = s->next) {
+    if (s->state != S_READY || s->closing || strcmp(s->name, name) != 0 ||
+        (sid != 0 && s->id != sid))
+      continue;
+    np__log(&srv->log, NP_LOG_INFO, "client %s: disconnected through the admin API", name);
+    np__session_send_close(s, NP_ECLOSED, "disconnected by the server's operator");
+    np__session_close(s, NP_ECLOSED, "disconnected through the admin API");
+    return 1;
+  }
+  return 0;
 }
 
 void np__server_join_group(struct np_server *srv, struct np_server_group *g, unsigned widx,

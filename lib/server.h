@@ -189,6 +189,12 @@ struct np_server {
   /* Ask worker widx to let a client name go to a login here (np__login_claim there): 0 or the
    * error. */
   int (*group_claim)(struct np_server *srv, unsigned widx, const struct np__claim *c);
+  /* Worker 0: the clients of every worker, oldest first per worker (np_server_foreach_client). */
+  int (*group_clients)(const struct np_server *srv, np_server_client_cb cb, void *arg);
+  /* Worker 0: add the other workers' first-byte waits of type (NULL: all) to *h. */
+  void (*group_first_byte)(const struct np_server *srv, const char *type, np__histo *h);
+  /* Worker 0: close the session named name wherever it is: 1 if a session had it, else 0. */
+  int (*group_disconnect)(struct np_server *srv, const char *name);
   /* Worker 0: tell the other workers to reload as well. */
   void (*group_reload)(struct np_server *srv);
   /* Hand a connection to worker widx (np__server_adopt there): 0, or the error (m still ours). */
@@ -247,9 +253,38 @@ typedef struct np__claim {
 } np__claim;
 /* Decide as a login here would: the old session goes, or it stays and the registry says so. */
 void np__login_claim(struct np_server *srv, const np__claim *c);
+/* server_view.c: what np_server_client and np_server_proxy handles are. */
+typedef struct np__proxy_snap {
+  char name[NP_MSG_NAME_MAX + 1];
+  const char *type;
+  int port;
+  char hosts[NP_MSG_TEXT_MAX + 1];
+  np_proxy_stats st;
+} np__proxy_snap;
+typedef struct np__client_snap {
+  char name[NP_MSG_NAME_MAX + 1];
+  char addr[64];
+  uint64_t uptime_ms;
+  int64_t mux_streams;
+  const char *udp_path; /* a static string */
+  unsigned worker;
+  np_proxy_stats st;
+  np__proxy_snap *proxies; /* n_proxies, allocated */
+  size_t n_proxies;
+} np__client_snap;
+/* On s's thread: out (cleared first) describes s; UV_ENOMEM leaves out part filled (clear it). */
+int np__client_snap_fill(const session *s, np__client_snap *out);
+void np__client_snap_clear(np__client_snap *c);
+/* The first-byte waits of this server's visitors of type (NULL: every type), added to *out: 1, or
+ * 0 when no such type is registered. */
+int np__server_first_byte_local(const struct np_server *srv, const char *type, np__histo *out);
+/* np_server_foreach_client over this server's own sessions. */
+int np__server_foreach_client_local(const struct np_server *srv, np_server_client_cb cb, void *arg);
 /* A work connection moved here from another worker (its WORK or WORK_IDLE in m->pre): a session
  * of this server takes it, as if it had been accepted here. Takes everything m holds. */
 void np__server_adopt(struct np_server *srv, np__moved *m);
+/* The operator closes the logged-in client name (session sid; 0: whichever): 1 if one was. */
+int np__server_disconnect(struct np_server *srv, const char *name, uint64_t sid);
 /* This server's own counters (np_server_get_stats of a lone server). */
 void np__server_get_stats_local(const struct np_server *srv, np_server_stats *out);
 /* A new connection to the control port (its transport adds TLS); also how the fuzzer feeds a

@@ -206,6 +206,214 @@ static int group_claim(struct np_server *srv, unsigned widx, const np__claim *c)
   return r;
 }
 
+/* ---- the clients of every worker (the admin API's list, /metrics, SIGUSR1) ---------------- */
+
+typedef struct {
+  np__client_snap *c;
+  size_t n, cap;
+  int failed;
+} snaps;
+
+typedef struct {
+  np__job job;
+  worker *to;
+  np__round *r;
+  unsigned slot;
+} snap_job;
+
+static void free_snaps(void *data) {
+  unsigned *n = data;
+  snaps *slot = (snaps *)(n + 4); /* past the count, kept aligned */
+  for (unsigned k = 0; k < *n; k++) {
+    for (size_t i = 0; i < slot[k].n; i++)
+      np__client_snap_clear(&slot[k].c[i]);
+    free(slot[k].c);
+  }
+}
+
+static snaps *slots_of(np__round *r) {
+  return (snaps *)((unsigned *)np__round_data(r) + 4);
+}
+
+/* A deep copy: the walk clears its snapshot once the callback returns. */
+static int keep_snap(const np_server_client *c, void *arg) {
+  const np__client_snap *from = (const np__client_snap *)c;
+  snaps *to = arg;
+  np__client_snap *d;
+
+  if (to->n == to->cap) {
+    size_t cap = to->cap ? 2 * to->cap : 16;
+    np__client_snap *n = realloc(to->c, cap * sizeof(*n));
+    if (n == NULL) {
+      to->failed = 1;
+      return 0;
+    }
+    to->c = n;
+    to->cap = cap;
+  }
+  d = &to->c[to->n];
+  *d = *from;
+  d->proxies = NULL;
+  if (from->n_proxies > 0 && (d->proxies = malloc(from->n_proxies * sizeof(*d->proxies))) == NULL) {
+    to->failed = 1;
+    return 0;
+  }
+  if (from->n_proxies > 0)
+    memcpy(d->proxies, from->proxies, from->n_proxies * sizeof(*d->proxies));
+  to->n++;
+  return 0;
+}
+
+static void run_snap(np__job *j, void *arg) {
+  snap_job *sj = (snap_job *)j;
+  worker *w = sj->to;
+  (void)arg;
+  if (w->srv != NULL)
+    np__server_foreach_client_local(w->srv, keep_snap, &slots_of(sj->r)[sj->slot]);
+  np__round_done(sj->r);
+  free(sj);
+}
+
+static void drop_snap(np__job *j) {
+  snap_job *sj = (snap_job *)j;
+  np__round_abandon(sj->r);
+  free(sj);
+}
+
+/* Worker 0's np_server_foreach_client: its own clients, then each other worker's, in order. A
+ * worker that does not answer within GATHER_MS is left out, and the log says so. */
+static int group_clients(const struct np_server *srv, np_server_client_cb cb, void *arg) {
+  struct np_server_group *g = srv->group;
+  unsigned others = g->n - 1;
+  np__round *r;
+  int res;
+
+  if ((res = np__server_foreach_client_local(srv, cb, arg)) != 0 || others == 0)
+    return res;
+  if ((r = np__round_new(others, 4 * sizeof(unsigned) + others * sizeof(snaps), free_snaps)) ==
+      NULL)
+    return 0;
+  *(unsigned *)np__round_data(r) = others;
+  for (unsigned k = 1; k < g->n; k++) {
+    snap_job *sj = calloc(1, sizeof(*sj));
+    if (sj == NULL || !g->w[k].inbox_made) {
+      free(sj);
+      np__round_abandon(r);
+      continue;
+    }
+    *sj = (snap_job){.job = {.run = run_snap, .drop = drop_snap}, .r = r, .slot = k - 1};
+    sj->to = &g->w[k];
+    if (np__inbox_post(&g->w[k].in, &sj->job) != 0) {
+      free(sj);
+      np__round_abandon(r);
+    }
+  }
+  if (np__round_wait(r, GATHER_MS) == 0) {
+    snaps *slot = slots_of(r);
+    for (unsigned k = 0; k < others && res == 0; k++)
+      for (size_t i = 0; i < slot[k].n && res == 0; i++)
+        res = cb((const np_server_client *)&slot[k].c[i], arg);
+  } else {
+    np__log(&srv->log, NP_LOG_WARN,
+            "clients: %u of %u workers answered within %d ms; showing "
+            "worker 0's only",
+            np__round_answered(r), others, GATHER_MS);
+  }
+  np__round_release(r);
+  return res;
+}
+
+/* ---- first-byte waits ------------------------------------------------------------------- */
+
+typedef struct {
+  np__job job;
+  worker *to;
+  np__round *r;
+  unsigned slot;
+  char type[32]; /* "": every type */
+} histo_job;
+
+static void run_histo(np__job *j, void *arg) {
+  histo_job *hj = (histo_job *)j;
+  np__histo *room = np__round_data(hj->r);
+  (void)arg;
+  if (hj->to->srv != NULL)
+    np__server_first_byte_local(hj->to->srv, hj->type[0] ? hj->type : NULL, &room[hj->slot]);
+  np__round_done(hj->r);
+  free(hj);
+}
+
+static void drop_histo(np__job *j) {
+  histo_job *hj = (histo_job *)j;
+  np__round_abandon(hj->r);
+  free(hj);
+}
+
+static void group_first_byte(const struct np_server *srv, const char *type, np__histo *h) {
+  struct np_server_group *g = srv->group;
+  unsigned others = g->n - 1;
+  np__round *r;
+
+  if (others == 0 || (type != NULL && strlen(type) >= sizeof(((histo_job *)0)->type)) ||
+      (r = np__round_new(others, others * sizeof(np__histo), NULL)) == NULL)
+    return;
+  for (unsigned k = 1; k < g->n; k++) {
+    histo_job *hj = calloc(1, sizeof(*hj));
+    if (hj == NULL || !g->w[k].inbox_made) {
+      free(hj);
+      np__round_abandon(r);
+      continue;
+    }
+    *hj = (histo_job){
+        .job = {.run = run_histo, .drop = drop_histo}, .to = &g->w[k], .r = r, .slot = k - 1};
+    if (type != NULL)
+      strcpy(hj->type, type);
+    if (np__inbox_post(&g->w[k].in, &hj->job) != 0) {
+      free(hj);
+      np__round_abandon(r);
+    }
+  }
+  if (np__round_wait(r, GATHER_MS) == 0)
+    for (unsigned k = 0; k < others; k++)
+      np__histo_add(h, &((np__histo *)np__round_data(r))[k]);
+  np__round_release(r);
+}
+
+/* ---- the operator's disconnect, on the worker that holds the client ----------------------- */
+
+typedef struct {
+  np__job job;
+  worker *to;
+  uint64_t sid;
+  char name[NP_MSG_NAME_MAX + 1];
+} kick_job;
+
+static void run_kick(np__job *j, void *arg) {
+  kick_job *kj = (kick_job *)j;
+  (void)arg;
+  if (kj->to->srv != NULL)
+    np__server_disconnect(kj->to->srv, kj->name, kj->sid);
+  free(kj);
+}
+
+static int group_disconnect(struct np_server *srv, const char *name) {
+  struct np_server_group *g = srv->group;
+  kick_job *kj;
+  unsigned widx;
+  uint64_t sid;
+
+  if (!np__shared_name_find(srv->shared, name, &widx, &sid) || widx == 0 || widx >= g->n ||
+      strlen(name) > NP_MSG_NAME_MAX || (kj = calloc(1, sizeof(*kj))) == NULL)
+    return 0;
+  *kj = (kick_job){.job = {.run = run_kick, .drop = drop_free}, .to = &g->w[widx], .sid = sid};
+  strcpy(kj->name, name);
+  if (np__inbox_post(&g->w[widx].in, &kj->job) != 0) {
+    free(kj);
+    return 0;
+  }
+  return 1; /* closed on its worker's next turn */
+}
+
 /* ---- a worker's thread -------------------------------------------------------------------- */
 
 static void maybe_done(struct np_server_group *g);
@@ -365,6 +573,9 @@ int np_server_group_new(uv_loop_t *loop, const struct np_config *cfg,
     g->w[0].srv->group_move = group_move;
     g->w[0].srv->group_claim = group_claim;
     g->w[0].srv->group_reload = group_reload;
+    g->w[0].srv->group_clients = group_clients;
+    g->w[0].srv->group_first_byte = group_first_byte;
+    g->w[0].srv->group_disconnect = group_disconnect;
   }
   *out = g;
   return 0;

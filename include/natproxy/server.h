@@ -104,6 +104,8 @@ NP_EXPORT int64_t np_server_client_mux_streams(const np_server_client *client);
  * them: not answering, or not tried yet), "off" (no UDP proxy, or never keyed: turned off, no TLS, the line codec).
  * Static. */
 NP_EXPORT const char *np_server_client_udp_path(const np_server_client *client);
+/* The worker (np_server_group) whose loop holds the client; 0 outside a group. */
+NP_EXPORT unsigned np_server_client_worker(const np_server_client *client);
 /* Copy its counters into out as np_server_get_stats does (pass sizeof(*out)): the sum over the
  * proxies it opened since it logged in, closed ones included. */
 NP_EXPORT void np_server_client_get_stats(const np_server_client *client, np_proxy_stats *out,
