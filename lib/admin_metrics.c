@@ -6,6 +6,7 @@
 
 #include <stddef.h>
 #include <stdio.h>
+#include <time.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -188,6 +189,42 @@ static int metric_client(const np_server_client *c, void *arg) {
   return np_server_client_foreach_proxy(c, metric_proxy, w) != 0 && w->series >= MAX_PROXY_SERIES;
 }
 
+/* ---- workers (np_server_group): how many, each one's clients and CPU --------------------------
+ */
+
+static int count_worker(const np_server_client *c, void *arg) {
+  uint64_t *n = arg;
+  unsigned k = np_server_client_worker(c);
+  if (k < NP_SERVER_WORKERS_MAX)
+    n[k]++;
+  return 0;
+}
+
+static void workers(FILE *m, struct np_server *srv) {
+  uint64_t cpu[NP_SERVER_WORKERS_MAX] = {0}, clients[NP_SERVER_WORKERS_MAX] = {0};
+  unsigned n = 1;
+  struct timespec ts;
+
+  if (srv->group_workers != NULL)
+    n = srv->group_workers(srv, cpu, NP_SERVER_WORKERS_MAX);
+  else if (clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts) == 0) /* this is the server's thread */
+    cpu[0] = (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+  np_server_foreach_client(srv, count_worker, clients);
+  np__metrics_family(m, "natproxy_server_workers", "gauge",
+                     "Event loops serving, each on a thread of its own (workers).");
+  fprintf(m, "natproxy_server_workers %u\n", n);
+  np__metrics_family(m, "natproxy_server_worker_clients", "gauge",
+                     "Logged-in clients on each worker now.");
+  for (unsigned k = 0; k < n; k++)
+    fprintf(m, "natproxy_server_worker_clients{worker=\"%u\"} %llu\n", k,
+            (unsigned long long)clients[k]);
+  np__metrics_family(m, "natproxy_server_worker_cpu_seconds_total", "counter",
+                     "CPU time each worker's thread has used (user and system).");
+  for (unsigned k = 0; k < n; k++)
+    fprintf(m, "natproxy_server_worker_cpu_seconds_total{worker=\"%u\"} %.6f\n", k,
+            (double)cpu[k] / 1e9);
+}
+
 void np__admin_metrics(struct np_server *srv, np__admin_reply *out) {
   np_server_stats st;
   const np_stat_field *f;
@@ -210,6 +247,7 @@ void np__admin_metrics(struct np_server *srv, np__admin_reply *out) {
   }
   labeled(m, &st);
   by_type(m, srv);
+  workers(m, srv);
   for (size_t i = 0; (f = np_proxy_stats_field(i)) != NULL; i++) {
     mwalk w = {.m = m, .f = f}; /* the cap counts proxies, the same for every counter */
     np__metrics_name(name, sizeof(name), "proxy", f);

@@ -193,6 +193,8 @@ struct np_server {
   int (*group_clients)(const struct np_server *srv, np_server_client_cb cb, void *arg);
   /* Worker 0: add the other workers' first-byte waits of type (NULL: all) to *h. */
   void (*group_first_byte)(const struct np_server *srv, const char *type, np__histo *h);
+  /* Worker 0: how many workers, and each one's thread CPU time so far (ns; at most max). */
+  unsigned (*group_workers)(const struct np_server *srv, uint64_t *cpu_ns, unsigned max);
   /* Worker 0: close the session named name wherever it is: 1 if a session had it, else 0. */
   int (*group_disconnect)(struct np_server *srv, const char *name);
   /* Worker 0: tell the other workers to reload as well. */

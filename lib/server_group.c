@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "conn_move.h"
 #include "inbox.h"
@@ -34,7 +35,8 @@ typedef struct worker {
 
 struct np_server_group {
   uv_loop_t *home;
-  struct np_config cfg; /* the workers' (bind set to worker 0's port once it has one) */
+  pthread_t home_thread; /* for its CPU time */
+  struct np_config cfg;  /* the workers' (bind set to worker 0's port once it has one) */
   unsigned n;
   worker *w;
   np__shared *shared;
@@ -379,6 +381,24 @@ static void group_first_byte(const struct np_server *srv, const char *type, np__
   np__round_release(r);
 }
 
+/* ---- each worker's CPU time (read by the home without asking: the kernel keeps it) ---------- */
+
+static unsigned group_workers(const struct np_server *srv, uint64_t *cpu_ns, unsigned max) {
+  struct np_server_group *g = srv->group;
+  for (unsigned k = 0; k < g->n && k < max; k++) {
+    clockid_t cid;
+    struct timespec ts;
+    cpu_ns[k] = 0;
+    /* A worker's thread is joined only here, on the home thread, after its exit came. */
+    if (k > 0 && !g->w[k].running)
+      continue;
+    if (pthread_getcpuclockid(k == 0 ? g->home_thread : g->w[k].thread, &cid) == 0 &&
+        clock_gettime(cid, &ts) == 0)
+      cpu_ns[k] = (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+  }
+  return g->n;
+}
+
 /* ---- the operator's disconnect, on the worker that holds the client ----------------------- */
 
 typedef struct {
@@ -542,6 +562,7 @@ int np_server_group_new(uv_loop_t *loop, const struct np_config *cfg,
   if ((g = calloc(1, sizeof(*g))) == NULL)
     return UV_ENOMEM;
   g->home = loop;
+  g->home_thread = pthread_self();
   g->cfg = *cfg;
   if (np_config_validate(&g->cfg) != 0) {
     free(g);
@@ -574,6 +595,7 @@ int np_server_group_new(uv_loop_t *loop, const struct np_config *cfg,
     g->w[0].srv->group_claim = group_claim;
     g->w[0].srv->group_reload = group_reload;
     g->w[0].srv->group_clients = group_clients;
+    g->w[0].srv->group_workers = group_workers;
     g->w[0].srv->group_first_byte = group_first_byte;
     g->w[0].srv->group_disconnect = group_disconnect;
   }

@@ -3,6 +3,7 @@
 byte for byte on each, work connections of --mux false clients reach their session's worker, a
 client name is one client across workers (takeover, in use), max_clients counts over both, the
 counters are the sum, and SIGTERM ends every thread."""
+import json
 import os
 import signal
 import sys
@@ -54,6 +55,38 @@ def test_clients_spread_over_workers(env):
 
 def test_nomux_work_reaches_its_worker(env):
     spread(env, mux=False)
+
+
+def test_admin_sees_every_worker(env):
+    """Worker 0's admin endpoint: /api/v1/clients lists the clients of both workers with their
+    worker, /metrics (promtool-clean) counts 2 workers, their clients and each one's CPU, and a
+    disconnect reaches a client on worker 1."""
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from test_metrics import admin_port, scrape, one  # noqa: E402
+    from test_admin import get  # noqa: E402
+    svc = env.service(Greeter)
+    srv = env.server(*WORKERS, "--admin-bind", "127.0.0.1:0")
+    port = admin_port(srv)
+    clients = [env.client(srv, "--name", f"a{i}", "-R", f"0:127.0.0.1:{svc}") for i in range(16)]
+    where = {f"a{i}": logged_in(srv, f"a{i}") for i in range(16)}
+    for c in clients:  # every worker's loop does some work
+        p = next(iter(c.ports.values()))
+        check(greet(p, b"x") == b"you are x\n", "tunnel answers")
+    code, body = get(port, "/api/v1/clients", token=None)
+    listed = {c["name"]: c["worker"] for c in json.loads(body)["clients"]}
+    check(code == 200 and listed == where, f"the list has every client and its worker: {listed}")
+    text, m = scrape(port)
+    check(one(m, "natproxy_server_workers") == 2, "2 workers")
+    for k in (0, 1):
+        n = sum(1 for w in where.values() if w == k)
+        check(one(m, "natproxy_server_worker_clients", worker=str(k)) == n, f"worker {k}: {n} clients")
+        check(one(m, "natproxy_server_worker_cpu_seconds_total", worker=str(k)) > 0,
+              f"worker {k} used CPU")
+    name = next(n for n, w in where.items() if w == 1)
+    mark = srv.mark()
+    code, _ = get(port, f"/api/v1/clients/{name}/disconnect", token=None, method="POST")
+    check(code == 200, f"disconnect {name} on worker 1: {code}")
+    srv.wait_line(rf"client {name}: disconnected through the admin API", after=mark)
 
 
 def test_one_client_per_name_across_workers(env):
