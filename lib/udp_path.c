@@ -208,7 +208,10 @@ int np__upath_socket(const struct sockaddr *addr, int steer, int *steered, int *
         BPF_STMT(BPF_LD | BPF_B | BPF_ABS, 8),
         BPF_STMT(BPF_RET | BPF_A, 0),
     };
-    struct sock_fprog prog = {.len = sizeof(code) / sizeof(code[0]), .filter = code};
+    struct sock_fprog prog;
+    memset(&prog, 0, sizeof(prog)); /* its padding too: the kernel copies the whole struct */
+    prog.len = sizeof(code) / sizeof(code[0]);
+    prog.filter = code;
     *steered = setsockopt(s, SOL_SOCKET, SO_ATTACH_REUSEPORT_CBPF, &prog, sizeof(prog)) == 0
                    ? 1
                    : uv_translate_sys_error(errno);
