@@ -500,11 +500,11 @@ int np_server_start(struct np_server *srv) {
     return r;
   {
     /* The control port's address as bound, for the types that listen beside it (the datagram
-     * path, on the same number over UDP). */
+     * path, on the same number over UDP: on each worker of a group, which share it). */
     struct sockaddr_storage ua;
     np__parse_addr(srv->cfg.bind, &ua);
     ((struct sockaddr_in *)&ua)->sin_port = htons((uint16_t)srv->port); /* v4 and v6 alike */
-    if (srv->widx == 0 && (r = np__server_types_start(srv, (struct sockaddr *)&ua)) != 0)
+    if ((r = np__server_types_start(srv, (struct sockaddr *)&ua)) != 0)
       return r;
   }
   if (srv->admin_start != NULL && (r = srv->admin_start(srv)) != 0)

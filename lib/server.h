@@ -201,6 +201,11 @@ struct np_server {
   void (*group_reload)(struct np_server *srv);
   /* Hand a connection to worker widx (np__server_adopt there): 0, or the error (m still ours). */
   int (*group_move)(struct np_server *srv, unsigned widx, np__moved *m);
+  /* Hand a datagram-path packet to worker widx, which holds the session its id names
+   * (np__upath_deliver there): 0, or the error (the packet is dropped). pkt and from are copied.
+   * Set for every worker of a group of more than one: the datagram path then shares its port. */
+  int (*group_udp)(struct np_server *srv, unsigned widx, const char *pkt, size_t len,
+                   const struct sockaddr *from);
   struct np__upath *upath;      /* the datagram path's socket (udp_path.c); NULL when off */
   struct np__admin_http *admin; /* admin_bind's endpoint (admin_server.c); NULL when off */
   /* The admin endpoint's start and stop, set by builtin.c: hooks, so that server.c calls nothing

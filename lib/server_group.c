@@ -6,6 +6,7 @@
  * its counters, and never longer than GATHER_MS. */
 #include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,9 +15,13 @@
 #include "conn_move.h"
 #include "inbox.h"
 #include "server.h"
+#include "udp_path.h"
 
 #define START_MS  10000 /* a worker that has not started by then is a failed start */
 #define GATHER_MS 1000  /* how long the home waits for a worker's counters */
+/* Bytes of datagram-path packets handed to one worker and not yet taken: a flood of packets the
+ * steering misses (forged ids, or no cBPF) holds at most this much on their way. */
+#define UDP_HELD_MAX (8u << 20)
 
 typedef struct worker {
   struct np_server_group *g;
@@ -31,6 +36,10 @@ typedef struct worker {
    * group's mu, before the home reads them), the home the others. */
   int reported;                    /* the worker's */
   int inbox_made, running, exited; /* the home's */
+  /* Other workers read these: whether its inbox may be posted to (its loop and inbox exist: k = 0,
+   * or set by the home before its thread starts), and the bytes of packets queued for it. */
+  atomic_int inbox_open;
+  atomic_size_t udp_held;
 } worker;
 
 struct np_server_group {
@@ -147,14 +156,23 @@ static void drop_move(np__job *j) {
   free(mj);
 }
 
+/* Worker widx's inbox, for a job a peer caused on another thread; NULL when there is no such
+ * worker, or it has not started yet (a forged session id during the start). */
+static np__inbox *peer_inbox(struct np_server_group *g, unsigned widx) {
+  if (widx >= g->n || !atomic_load(&g->w[widx].inbox_open))
+    return NULL;
+  return widx == 0 ? &g->home_in : &g->w[widx].in;
+}
+
 /* Any worker's group_move: from its own thread, to worker widx's. */
 static int group_move(struct np_server *srv, unsigned widx, np__moved *m) {
   struct np_server_group *g = srv->group;
+  np__inbox *in = peer_inbox(g, widx);
   move_job *mj;
   worker *to;
   int r;
 
-  if (widx >= g->n)
+  if (in == NULL)
     return UV_EINVAL; /* a session id no worker gave: the WORK is a lie */
   to = &g->w[widx];
   if ((mj = calloc(1, sizeof(*mj))) == NULL)
@@ -162,12 +180,70 @@ static int group_move(struct np_server *srv, unsigned widx, np__moved *m) {
   mj->job = (np__job){.run = run_move, .drop = drop_move, .peer = 1};
   mj->to = to;
   mj->m = *m;
-  if ((r = np__inbox_post(widx == 0 ? &g->home_in : &to->in, &mj->job)) != 0) {
+  if ((r = np__inbox_post(in, &mj->job)) != 0) {
     free(mj);
     return r;
   }
   np__moved_init(m); /* the job's now */
   return 0;
+}
+
+/* ---- datagram-path packets that reached another worker's socket -------------------------- */
+
+typedef struct {
+  np__job job;
+  worker *to;
+  struct sockaddr_storage from;
+  size_t len;
+  char pkt[];
+} udp_job;
+
+static void run_udp(np__job *j, void *arg) {
+  udp_job *uj = (udp_job *)j;
+  (void)arg;
+  atomic_fetch_sub(&uj->to->udp_held, uj->len);
+  if (uj->to->srv != NULL)
+    np__upath_deliver(uj->to->srv, uj->pkt, uj->len, (struct sockaddr *)&uj->from);
+  free(uj);
+}
+
+static void drop_udp(np__job *j) {
+  udp_job *uj = (udp_job *)j;
+  atomic_fetch_sub(&uj->to->udp_held, uj->len);
+  free(uj); /* UDP: the sender's problem, as a full socket buffer would have been */
+}
+
+/* Any worker's group_udp: a copy of the packet and its source, to worker widx's thread. */
+static int group_udp(struct np_server *srv, unsigned widx, const char *pkt, size_t len,
+                     const struct sockaddr *from) {
+  np__inbox *in = peer_inbox(srv->group, widx);
+  udp_job *uj;
+  worker *to;
+  int r;
+
+  if (in == NULL)
+    return UV_EINVAL;
+  to = &srv->group->w[widx];
+  if (atomic_fetch_add(&to->udp_held, len) + len > UDP_HELD_MAX) {
+    atomic_fetch_sub(&to->udp_held, len);
+    return UV_ENOBUFS;
+  }
+  if ((uj = malloc(sizeof(*uj) + len)) == NULL) {
+    atomic_fetch_sub(&to->udp_held, len);
+    return UV_ENOMEM;
+  }
+  /* A peer's doing, so bounded like the moves (and by UDP_HELD_MAX in bytes). */
+  uj->job = (np__job){.run = run_udp, .drop = drop_udp, .peer = 1};
+  uj->to = to;
+  uj->len = len;
+  memcpy(&uj->from, from,
+         from->sa_family == AF_INET6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in));
+  memcpy(uj->pkt, pkt, len);
+  if ((r = np__inbox_post(in, &uj->job)) != 0) {
+    atomic_fetch_sub(&to->udp_held, len);
+    free(uj);
+  }
+  return r;
 }
 
 static void drop_free(np__job *j) {
@@ -192,10 +268,11 @@ static void run_claim(np__job *j, void *arg) {
 
 static int group_claim(struct np_server *srv, unsigned widx, const np__claim *c) {
   struct np_server_group *g = srv->group;
+  np__inbox *in = peer_inbox(g, widx);
   claim_job *cj;
   int r;
 
-  if (widx >= g->n)
+  if (in == NULL)
     return UV_EINVAL;
   if ((cj = calloc(1, sizeof(*cj))) == NULL)
     return UV_ENOMEM;
@@ -203,7 +280,7 @@ static int group_claim(struct np_server *srv, unsigned widx, const np__claim *c)
   cj->job = (np__job){.run = run_claim, .drop = drop_free, .peer = 1};
   cj->to = &g->w[widx];
   cj->c = *c;
-  if ((r = np__inbox_post(widx == 0 ? &g->home_in : &cj->to->in, &cj->job)) != 0)
+  if ((r = np__inbox_post(in, &cj->job)) != 0)
     free(cj);
   return r;
 }
@@ -479,6 +556,7 @@ static int worker_make(worker *w) {
   np__server_join_group(w->srv, g, w->widx, g->shared, g->w[0].srv->tls);
   w->srv->group_move = group_move;
   w->srv->group_claim = group_claim;
+  w->srv->group_udp = group_udp;
   return np_server_start(w->srv);
 }
 
@@ -582,6 +660,7 @@ int np_server_group_new(uv_loop_t *loop, const struct np_config *cfg,
     abort(); /* an eventfd: only when descriptors ran out at startup */
   for (unsigned k = 0; k < g->n; k++)
     g->w[k] = (worker){.g = g, .widx = k, .exit_job = {.run = run_exit, .drop = drop_exit}};
+  atomic_store(&g->w[0].inbox_open, 1); /* the home inbox */
   if ((r = np_server_new(loop, &g->cfg, &g->w[0].srv)) != 0) {
     np_server_group_close(g, NULL);
     return r;
@@ -598,6 +677,7 @@ int np_server_group_new(uv_loop_t *loop, const struct np_config *cfg,
     g->w[0].srv->group_workers = group_workers;
     g->w[0].srv->group_first_byte = group_first_byte;
     g->w[0].srv->group_disconnect = group_disconnect;
+    g->w[0].srv->group_udp = group_udp;
   }
   *out = g;
   return 0;
@@ -659,6 +739,7 @@ int np_server_group_start(struct np_server_group *g) {
       break;
     }
     w->running = 1;
+    atomic_store(&w->inbox_open, 1); /* only now: a failed start destroys it unseen */
     uv_mutex_lock(&g->mu);
     while (!w->reported && uv_hrtime() < deadline)
       uv_cond_timedwait(&g->cond, &g->mu, deadline - uv_hrtime());

@@ -2,9 +2,19 @@
  * the control port's number. Clients send sealed packets (udp_seal.c) to it from behind their NAT;
  * a session whose packets keep arriving gets its flows' datagrams back the same way, to the address
  * they came from. Anything that does not open under a live session's keys is dropped and counted,
- * and costs no memory. */
+ * and costs no memory.
+ *
+ * In a group of workers each has one, all on that port with SO_REUSEPORT: a cBPF program on the
+ * first hands each packet to the socket of the worker that holds its session, and one that lands
+ * elsewhere anyway is handed to that worker's thread (group_udp): each worker touches its own
+ * sessions only, and answers from its own socket, which has the same address and port. */
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <linux/filter.h>
 
 #include "udp_path.h"
 
@@ -80,6 +90,15 @@ static void from_client(upath *p, ssize_t n, const uv_buf_t *buf, const struct s
     rejected(p, addr, "not a packet (truncated, oversized or unknown type)");
     return;
   }
+  if (srv->group_udp != NULL && (sid & 0xff) != srv->widx) {
+    /* Another worker's session (login.c: ids are (n << 8) | widx): the steering missed it (no
+     * cBPF, or the sockets' order shifted as one closed). */
+    if ((r = srv->group_udp(srv, (unsigned)(sid & 0xff), buf->base, (size_t)n, addr)) == 0)
+      srv->stats.udp_path_forwarded++;
+    else
+      rejected(p, addr, r == UV_EINVAL ? "no such worker" : "its worker cannot take it now");
+    return;
+  }
   if ((s = find_session(p, sid)) == NULL) {
     rejected(p, addr, "no such session");
     return;
@@ -109,6 +128,16 @@ static void from_client(upath *p, ssize_t n, const uv_buf_t *buf, const struct s
   }
   srv->stats.udp_path_in++;
   p->to->from_path(s, flow, payload, plen);
+}
+
+void np__upath_deliver(struct np_server *srv, char *pkt, size_t len, const struct sockaddr *from) {
+  uv_buf_t b = uv_buf_init(pkt, (unsigned)len);
+  if (srv->upath == NULL) {
+    srv->stats.udp_path_rejected++; /* its path closed meanwhile, or never opened here */
+    return;
+  }
+  from_client(srv->upath, (ssize_t)len, &b, from, 0);
+  np__udpq_flush(); /* what it queued borrows pkt, which goes when we return */
 }
 
 static void on_recv(uv_udp_t *h, ssize_t n, const uv_buf_t *buf, const struct sockaddr *addr,
@@ -155,6 +184,42 @@ int np__upath_send(session *s, uint64_t flow, const char *data, size_t len) {
   return 0;
 }
 
+int np__upath_socket(const struct sockaddr *addr, int steer, int *steered, int *fd) {
+  socklen_t len =
+      addr->sa_family == AF_INET6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in);
+  int one = 1, s;
+
+  *steered = 0;
+  if ((s = socket(addr->sa_family, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0)) < 0)
+    return uv_translate_sys_error(errno);
+  /* Before bind: the kernel lets a socket join a port's group only if every member asked. */
+  if (setsockopt(s, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) != 0 || bind(s, addr, len) != 0) {
+    int r = uv_translate_sys_error(errno);
+    close(s);
+    return r;
+  }
+  if (steer) {
+    /* The program returns the index of the socket that gets the packet: the byte at offset 8 of
+     * the UDP payload, the low byte of the big-endian session id (udp_seal.h: type u8 | session
+     * id u64), which is the worker's index (login.c). Workers bind in index order, so socket k
+     * is worker k's. An index out of range, or a packet too short to load from (the program
+     * then returns 0: worker 0, which drops it), is no harm: it falls back to the hash. */
+    struct sock_filter code[] = {
+        BPF_STMT(BPF_LD | BPF_B | BPF_ABS, 8),
+        BPF_STMT(BPF_RET | BPF_A, 0),
+    };
+    struct sock_fprog prog;
+    memset(&prog, 0, sizeof(prog)); /* its padding too: the kernel copies the whole struct */
+    prog.len = sizeof(code) / sizeof(code[0]);
+    prog.filter = code;
+    *steered = setsockopt(s, SOL_SOCKET, SO_ATTACH_REUSEPORT_CBPF, &prog, sizeof(prog)) == 0
+                   ? 1
+                   : uv_translate_sys_error(errno);
+  }
+  *fd = s;
+  return 0;
+}
+
 static void on_failed(uv_handle_t *h) {
   free(h->data);
 }
@@ -173,8 +238,20 @@ int np__upath_open(struct np_server *srv, const struct sockaddr *addr,
     return r;
   }
   p->h.data = p;
-  if ((r = uv_udp_bind(&p->h, addr, 0)) != 0 ||
-      (r = uv_udp_recv_start(&p->h, np__udp_alloc, on_recv)) != 0) {
+  if (srv->group_udp != NULL) {
+    int fd, steered;
+    if ((r = np__upath_socket(addr, srv->widx == 0, &steered, &fd)) == 0 &&
+        (r = uv_udp_open(&p->h, fd)) != 0)
+      close(fd);
+    if (r == 0 && srv->widx == 0 && steered != 1)
+      np__log(&srv->log, NP_LOG_INFO,
+              "datagram path: the kernel does not steer packets to their worker (%s); the "
+              "worker that gets one hands it over",
+              np_strerror(steered));
+  } else {
+    r = uv_udp_bind(&p->h, addr, 0);
+  }
+  if (r != 0 || (r = uv_udp_recv_start(&p->h, np__udp_alloc, on_recv)) != 0) {
     uv_close((uv_handle_t *)&p->h, on_failed);
     return r;
   }

@@ -133,6 +133,36 @@ def test_max_clients_over_workers(env):
     check(server_stats(srv)["clients"] == 3, "3 clients counted")
 
 
+def test_udp_path_on_both_workers(env):
+    """12 clients with a UDP proxy each: both workers get some (all on one: 2^-11), the datagram
+    path of every client comes up whichever worker holds it, and each proxy answers its visitor
+    over it. The kernel steers each packet to the socket of its session's worker (cBPF on the
+    shared port), so none has to be handed over; where the kernel refused the program, the worker
+    that got a packet hands it over (udp_path_forwarded) and the rest is the same."""
+    from test_udp import Echo, ask, udp_socket
+    srv = env.server(*WORKERS)
+    echo = Echo()
+    clients = [env.client(srv, "--name", f"u{i}", "-U", f"0:127.0.0.1:{echo.port}")
+               for i in range(12)]
+    where = [logged_in(srv, f"u{i}") for i in range(12)]
+    check(set(where) == {0, 1}, f"clients on workers {sorted(set(where))}, not both")
+    for c in clients:
+        c.wait_line(r"datagram path to .* up")
+    s = udp_socket()
+    for rnd in range(3):
+        for i, c in enumerate(clients):
+            data = b"visitor %d of u%d" % (rnd, i)
+            got = ask(s, next(iter(c.ports.values())), data)[1]
+            check(got == data, f"u{i}'s UDP proxy answers")
+    st = server_stats(srv)
+    check(st["udp_path_in"] > 0 and st["udp_path_out"] > 0,
+          f"the datagram path carried nothing: {st}")
+    if srv.count(r"the kernel does not steer packets") == 0:
+        check(st["udp_path_forwarded"] == 0,
+              f"steered, yet {st['udp_path_forwarded']} packets reached the wrong worker")
+    check(st["udp_path_rejected"] == 0, f"{st['udp_path_rejected']} packets rejected")
+
+
 def test_bad_config_refused(env):
     """workers > 1 with what runs on one loop only is a configuration error (exit 2)."""
     import subprocess
