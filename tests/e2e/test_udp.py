@@ -504,19 +504,27 @@ DNSMASQ_RECORDS = [
 
 
 def dnsmasq(env):
-    """dnsmasq on a free 127.0.0.1 port, serving DNSMASQ_RECORDS only."""
+    """dnsmasq on a free 127.0.0.1 port, serving DNSMASQ_RECORDS only. It listens on TCP too, on the
+    same number: a port free in UDP may be taken in TCP by a test running beside this one, so it
+    is picked again (at most 5 times) when dnsmasq says the address is in use."""
     exe = shutil.which("dnsmasq") or "/usr/sbin/dnsmasq"
-    probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    probe.bind((LOOP, 0))
-    port = probe.getsockname()[1]
-    probe.close()
     from nptest import Proc
-    p = Proc(env, "dnsmasq", [exe, "--keep-in-foreground", "--conf-file=/dev/null", "--no-resolv",
-                              "--no-hosts", "--bind-interfaces", f"--listen-address={LOOP}",
-                              f"--port={port}", "--pid-file=", "--user=root", "--group=root",
-                              "--log-facility=-", *DNSMASQ_RECORDS])
-    p.wait_line(r"started, version")
-    return port
+    for attempt in range(5):
+        probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        probe.bind((LOOP, 0))
+        port = probe.getsockname()[1]
+        probe.close()
+        p = Proc(env, "dnsmasq", [exe, "--keep-in-foreground", "--conf-file=/dev/null",
+                                  "--no-resolv", "--no-hosts", "--bind-interfaces",
+                                  f"--listen-address={LOOP}", f"--port={port}", "--pid-file=",
+                                  "--user=root", "--group=root", "--log-facility=-",
+                                  *DNSMASQ_RECORDS])
+        m = p.wait_line(r"started, version|Address already in use")
+        if "started" in m.group(0):
+            return port
+        p.wait_exit()
+        env.procs.remove(p)
+    raise Fail("dnsmasq: no free port in 5 tries")
 
 
 def dig(port, *query):
