@@ -47,6 +47,10 @@ struct np__proxy_type {
   /* v goes without a join; end says how, in the access log's words ("timeout", "refused",
    * "aborted", "local_failed"). The core frees v after the call. */
   void (*drop)(visitor *v, const char *end);
+  /* Optional, for types with a vhost port: a visitor's connection c another worker read pre
+   * (borrowed) from and handed here (np__vhost_hand; hops: the moves it made). The type reads pre
+   * first, then routes it as one of its own. */
+  void (*adopt)(struct np_server *srv, np_conn *c, const char *pre, size_t len, unsigned hops);
 };
 
 /* The built-in types (proxy_tcp.c, proxy_udp.c, proxy_http.c, proxy_https.c), which builtin.c

@@ -502,7 +502,8 @@ static int server_start(struct np_server *srv, const struct sockaddr *control) {
   static const np__upath_handlers handlers = {.ready = path_ready, .from_path = from_path};
   int r;
 
-  if (!native(srv))
+  /* worker 0's alone in a group, for now: the other workers' sessions use the tunnel */
+  if (!native(srv) || srv->widx != 0)
     return 0;
   if ((r = np__upath_open(srv, control, &handlers)) != 0)
     np__log(&srv->log, NP_LOG_WARN,

@@ -125,6 +125,8 @@ static void group_stats(const struct np_server *srv, np_server_stats *out) {
 typedef struct {
   np__job job;
   worker *to;
+  int table; /* -1: a work connection; else a vhost visitor's (NP_ROUTES_*) */
+  unsigned hops;
   np__moved m;
 } move_job;
 
@@ -132,10 +134,12 @@ static void run_move(np__job *j, void *arg) {
   move_job *mj = (move_job *)j;
   worker *w = mj->to;
   (void)arg;
-  if (w->srv != NULL)
+  if (w->srv == NULL)
+    np__moved_free(&mj->m);
+  else if (mj->table < 0)
     np__server_adopt(w->srv, &mj->m);
   else
-    np__moved_free(&mj->m);
+    np__server_adopt_visitor(w->srv, mj->table, mj->hops, &mj->m);
   free(mj);
 }
 
@@ -145,8 +149,8 @@ static void drop_move(np__job *j) {
   free(mj);
 }
 
-/* Any worker's group_move: from its own thread, to worker widx's. */
-static int group_move(struct np_server *srv, unsigned widx, np__moved *m) {
+static int post_move(struct np_server *srv, unsigned widx, int table, unsigned hops,
+                     np__moved *m) {
   struct np_server_group *g = srv->group;
   move_job *mj;
   worker *to;
@@ -159,6 +163,8 @@ static int group_move(struct np_server *srv, unsigned widx, np__moved *m) {
     return UV_ENOMEM;
   mj->job = (np__job){.run = run_move, .drop = drop_move, .peer = 1};
   mj->to = to;
+  mj->table = table;
+  mj->hops = hops;
   mj->m = *m;
   if ((r = np__inbox_post(widx == 0 ? &g->home_in : &to->in, &mj->job)) != 0) {
     free(mj);
@@ -166,6 +172,17 @@ static int group_move(struct np_server *srv, unsigned widx, np__moved *m) {
   }
   np__moved_init(m); /* the job's now */
   return 0;
+}
+
+/* Any worker's group_move: from its own thread, to worker widx's. */
+static int group_move(struct np_server *srv, unsigned widx, np__moved *m) {
+  return post_move(srv, widx, -1, 0, m);
+}
+
+/* Any worker's group_visitor: a vhost visitor to the worker that owns its route. */
+static int group_visitor(struct np_server *srv, unsigned widx, int table, unsigned hops,
+                         np__moved *m) {
+  return post_move(srv, widx, table, hops, m);
 }
 
 static void drop_free(np__job *j) {
@@ -458,6 +475,7 @@ static int worker_make(worker *w) {
   np_server_set_log(w->srv, g->level, group_log, g);
   np__server_join_group(w->srv, g, w->widx, g->shared, g->w[0].srv->tls);
   w->srv->group_move = group_move;
+  w->srv->group_visitor = group_visitor;
   w->srv->group_claim = group_claim;
   return np_server_start(w->srv);
 }
@@ -571,6 +589,7 @@ int np_server_group_new(uv_loop_t *loop, const struct np_config *cfg,
   if (g->n > 1) {
     g->w[0].srv->group_stats = group_stats;
     g->w[0].srv->group_move = group_move;
+    g->w[0].srv->group_visitor = group_visitor;
     g->w[0].srv->group_claim = group_claim;
     g->w[0].srv->group_reload = group_reload;
     g->w[0].srv->group_clients = group_clients;
