@@ -60,7 +60,7 @@ struct np__hconn {
   char host_rewrite[NP_MSG_TEXT_MAX + 1]; /* the proxy's host_header_rewrite; "": none */
   /* The router (proxy_http.c): routes the complete (or broken) head in h->head. */
   void (*dispatch)(np__hconn *h);
-  unsigned run; /* counts runs, so a write can tell whether its run is still the current one */
+  unsigned run;  /* counts runs, so a write can tell whether its run is still the current one */
   unsigned hops; /* moves between workers since its last request served here (NP_VHOST_HOPS_MAX) */
   char px_name[NP_MSG_NAME_MAX + 1];
   np__meter meter;

@@ -200,9 +200,9 @@ struct np_server {
   void (*group_reload)(struct np_server *srv);
   /* Hand a connection to worker widx (np__server_adopt there): 0, or the error (m still ours). */
   int (*group_move)(struct np_server *srv, unsigned widx, np__moved *m);
-  /* Hand a vhost port's visitor to worker widx, whose route its request is (np__server_adopt_visitor
-   * there; table: NP_ROUTES_*; hops: the moves it has made, this one included): 0, or the error (m
-   * still ours). */
+  /* Hand a vhost port's visitor to worker widx, whose route its request is
+   * (np__server_adopt_visitor there; table: NP_ROUTES_*; hops: the moves it has made, this one
+   * included): 0, or the error (m still ours). */
   int (*group_visitor)(struct np_server *srv, unsigned widx, int table, unsigned hops,
                        np__moved *m);
   struct np__upath *upath;      /* the datagram path's socket (udp_path.c); NULL when off */

@@ -149,8 +149,7 @@ static void drop_move(np__job *j) {
   free(mj);
 }
 
-static int post_move(struct np_server *srv, unsigned widx, int table, unsigned hops,
-                     np__moved *m) {
+static int post_move(struct np_server *srv, unsigned widx, int table, unsigned hops, np__moved *m) {
   struct np_server_group *g = srv->group;
   move_job *mj;
   worker *to;

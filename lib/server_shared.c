@@ -329,8 +329,8 @@ void np__shared_route_remove(np__shared *sh, int t, np__route_owner *owner, int 
   uv_rwlock_wrunlock(&sh->routes_rw);
 }
 
-int np__shared_route_find(np__shared *sh, int t, const char *host, size_t hostlen,
-                          const char *path, size_t pathlen, np__route_owner *out) {
+int np__shared_route_find(np__shared *sh, int t, const char *host, size_t hostlen, const char *path,
+                          size_t pathlen, np__route_owner *out) {
   void *o = NULL;
   int r;
 

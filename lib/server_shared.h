@@ -52,7 +52,7 @@ typedef struct np__shared {
    * when the visitor is joined or dropped. */
   atomic_size_t pending;
   /* The vhost ports' routes (http_route.h), with np__route_owner values: claims and releases take
-   * the write lock, each request's routing the read lock. Apart from mu: routing is the hot path. */
+   * the write lock, each request's routing the read lock; apart from mu, which logins take. */
   uv_rwlock_t routes_rw;
   np__http_routes *routes[NP_ROUTES_N];
 } np__shared;
@@ -124,8 +124,8 @@ int np__shared_route_add(np__shared *sh, int t, const char *host, const char *lo
 /* np__http_routes_remove in table t. */
 void np__shared_route_remove(np__shared *sh, int t, np__route_owner *owner, int gone);
 /* np__http_routes_find in table t; on NP_HTTP_ROUTE_FOUND *out is a copy of the owner's record. */
-int np__shared_route_find(np__shared *sh, int t, const char *host, size_t hostlen,
-                          const char *path, size_t pathlen, np__route_owner *out);
+int np__shared_route_find(np__shared *sh, int t, const char *host, size_t hostlen, const char *path,
+                          size_t pathlen, np__route_owner *out);
 
 /* ---- counts --------------------------------------------------------------------------------- */
 /* Take one of max slots of *count: 1, or 0 when all were taken (nothing then changes). */
