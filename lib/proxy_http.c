@@ -366,11 +366,9 @@ static int http_open(proxy *px, const struct sockaddr *addr) {
 }
 
 static void http_close(proxy *px) {
-  np__vhost *vh = vhost_of(px->srv);
   hproxy *hp = px->impl;
 
-  if (vh != NULL)
-    np__vhost_release(vh, px); /* 502 for its names until somebody claims them again */
+  np__vhost_release(px->srv, NP_ROUTES_HTTP, px); /* 502 for its names until claimed again */
   if (hp != NULL) {
     free(hp->auth);
     free(hp);

@@ -335,9 +335,7 @@ static int https_open(proxy *px, const struct sockaddr *addr) {
 }
 
 static void https_close(proxy *px) {
-  np__vhost *vh = vhost_of(px->srv);
-  if (vh != NULL)
-    np__vhost_release(vh, px);
+  np__vhost_release(px->srv, NP_ROUTES_HTTPS, px);
   np__proxy_closed(px);
 }
 

@@ -209,12 +209,12 @@ int np__vhost_claim(np__vhost *vh, proxy *px, const char *scheme, int with_locat
   return 0;
 }
 
-void np__vhost_release(np__vhost *vh, proxy *px) {
+void np__vhost_release(struct np_server *srv, int table, proxy *px) {
   /* Its names answer "not connected" until somebody claims them again: the client may come back.
    * Once out of the table (under the write lock) nobody reads the record any more. */
   if (px->route == NULL)
     return;
-  np__shared_route_remove(vh->srv->shared, vh->table, px->route, 1);
+  np__shared_route_remove(srv->shared, table, px->route, 1);
   free(px->route);
   px->route = NULL;
 }

@@ -54,8 +54,9 @@ void np__vhost_unref(np__vhost *vh);
  * subdomain without the server's subdomain_host), UV_EINVAL (not a name the table takes), NP_ELIMIT
  * (more than NP_VHOST_CLAIMS_MAX routes) or UV_ENOMEM. */
 int np__vhost_claim(np__vhost *vh, proxy *px, const char *scheme, int with_locations);
-/* From a type's close: px's names are let go, remembered as gone (http_route.h). */
-void np__vhost_release(np__vhost *vh, proxy *px);
+/* From a type's close: px's names in table (NP_ROUTES_*) are let go, remembered as gone
+ * (http_route.h). Also once the vhost is closed: the table is the group's and outlives it. */
+void np__vhost_release(struct np_server *srv, int table, proxy *px);
 
 /* Route host (and path) in vh's table (np__http_routes_find's arguments and results). On
  * NP_HTTP_ROUTE_FOUND: *px is the proxy when this worker owns the route, else NULL and *widx says
