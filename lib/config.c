@@ -649,9 +649,6 @@ int np_config_validate(struct np_config *cfg) {
       return np__config_err(cfg, "workers: at most %d", NP_SERVER_WORKERS_MAX);
     if (cfg->workers != 1 && line_codec)
       return np__config_err(cfg, "codec line runs on one loop: workers = 1 (--workers 1)");
-    if (cfg->workers != 1 && (cfg->vhost_http_port != 0 || cfg->vhost_https_port != 0))
-      return np__config_err(cfg, "vhost_http_port and vhost_https_port run on one loop for now: "
-                                 "workers = 1 (--workers 1)");
     if (line_codec && (cfg->tunnel_bind[0] == '\0' || cfg->visit_bind[0] == '\0'))
       return np__config_err(
           cfg, "codec line needs tunnel_bind and visit_bind (--tunnel-bind, --visit-bind)");

@@ -60,7 +60,8 @@ struct np__hconn {
   char host_rewrite[NP_MSG_TEXT_MAX + 1]; /* the proxy's host_header_rewrite; "": none */
   /* The router (proxy_http.c): routes the complete (or broken) head in h->head. */
   void (*dispatch)(np__hconn *h);
-  unsigned run; /* counts runs, so a write can tell whether its run is still the current one */
+  unsigned run;  /* counts runs, so a write can tell whether its run is still the current one */
+  unsigned hops; /* moves between workers since its last request served here (NP_VHOST_HOPS_MAX) */
   char px_name[NP_MSG_NAME_MAX + 1];
   np__meter meter;
   np__track t;
@@ -74,6 +75,10 @@ struct np__hconn {
 /* http_relay.c */
 /* Start reading a new visitor connection. */
 void np__hconn_start(np__hconn *h);
+/* Hand the connection, its request head read and routed to a proxy of worker widx, over there
+ * (np__vhost_hand): the head and what followed it go along. Only with no run and nothing queued
+ * for the visitor. 0: it went, h ends here; else the error, h as it was. */
+int np__hconn_move(np__hconn *h, unsigned widx);
 /* The head in h->head goes to the run's work connection, rewritten; its body follows. 0 or
  * UV_ENOMEM. */
 int np__hconn_forward(np__hconn *h);

@@ -507,6 +507,33 @@ void np__hconn_start(hconn *h) {
 /* ---- the end of a connection -------------------------------------------------------------------
  */
 
+static void close_vc(hconn *h, int abort);
+
+int np__hconn_move(hconn *h, unsigned widx) {
+  size_t hl = np__http_head_len(&h->head), n = hl + h->stash_len;
+  char *pre;
+  int r;
+
+  if (h->work != NULL || h->to_visitor > 0)
+    return UV_EBUSY;
+  if ((pre = malloc(n > 0 ? n : 1)) == NULL)
+    return UV_ENOMEM;
+  memcpy(pre, np__http_head_bytes(&h->head), hl);
+  if (h->stash_len > 0)
+    memcpy(pre + hl, h->stash, h->stash_len);
+  if (h->reading_v)
+    np__conn_read_stop(h->vc);
+  h->reading_v = 0;
+  r = np__vhost_hand(h->vh, h->vc, &h->addr, pre, n, widx, h->hops + 1);
+  free(pre);
+  if (r != 0)
+    return r;
+  h->state = H_CLOSING;
+  h->deadline = 0;
+  close_vc(h, 0); /* the socket lives on over there: no FIN */
+  return 0;
+}
+
 static void close_vc(hconn *h, int abort) {
   if (h->vc_closing)
     return;

@@ -17,9 +17,10 @@ struct np__proxy_type {
   uint8_t named;
 
   /* Server-wide hooks, each optional. server_start runs once the control port is bound (control:
-   * its address and port); an error there (the type logs it) fails np_server_start, after which
-   * server_stop still runs. server_stop runs when the server closes, session_end when a logged-in
-   * session goes (before its proxies close). A type keeps its server-wide state in
+   * its address and port), on every worker of a group (srv->widx says which: a type that must run
+   * once returns at once on the others); an error there (the type logs it) fails np_server_start,
+   * after which server_stop still runs. server_stop runs when the server closes, session_end when a
+   * logged-in session goes (before its proxies close). A type keeps its server-wide state in
    * srv->type_data[its kind]. */
   int (*server_start)(struct np_server *srv, const struct sockaddr *control);
   void (*server_stop)(struct np_server *srv);
@@ -47,6 +48,10 @@ struct np__proxy_type {
   /* v goes without a join; end says how, in the access log's words ("timeout", "refused",
    * "aborted", "local_failed"). The core frees v after the call. */
   void (*drop)(visitor *v, const char *end);
+  /* Optional, for types with a vhost port: a visitor's connection c another worker read pre
+   * (borrowed) from and handed here (np__vhost_hand; hops: the moves it made). The type reads pre
+   * first, then routes it as one of its own. */
+  void (*adopt)(struct np_server *srv, np_conn *c, const char *pre, size_t len, unsigned hops);
 };
 
 /* The built-in types (proxy_tcp.c, proxy_udp.c, proxy_http.c, proxy_https.c), which builtin.c

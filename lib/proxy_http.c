@@ -80,21 +80,21 @@ static void answer_bad_head(hconn *h, int err) {
 }
 
 /* A run that is open goes on only when the request is for its proxy; anything else waits for the
- * run's responses (H_DRAIN), then comes here again with no run. */
+ * run's responses (H_DRAIN), then comes here again with no run. A request for a proxy of another
+ * worker goes there with its connection, once nothing is being written to the visitor. */
 static void dispatch(hconn *h) {
   np__vhost *vh = h->vh;
   np__http_span host = {NULL, 0}, path;
-  void *owner = NULL;
   char text[NP_HTTP_HOST_MAX + 128];
   int found = NP_HTTP_ROUTE_NONE;
+  unsigned widx = vh->srv->widx;
   proxy *px = NULL;
 
   if (h->head.state == NP_HTTP_DONE) {
     host = np__http_head_host(&h->head);
     path = target_path(h);
     if (host.len > 0)
-      found = np__http_routes_find(vh->routes, host.p, host.len, path.p, path.len, &owner);
-    px = found == NP_HTTP_ROUTE_FOUND ? owner : NULL;
+      found = np__vhost_find(vh, host.p, host.len, path.p, path.len, &px, &widx);
   }
   if (h->work != NULL) {
     if (px != NULL && px == h->px && authorized(h, px->impl)) {
@@ -113,6 +113,18 @@ static void dispatch(hconn *h) {
                      "The request names no host (HTTP/1.0 without Host).");
     return;
   }
+  if (found == NP_HTTP_ROUTE_FOUND && px == NULL) {
+    if (h->to_visitor > 0) {
+      h->state = H_DRAIN; /* the previous response is still going out: here again after it */
+      return;
+    }
+    if (h->hops < NP_VHOST_HOPS_MAX && np__hconn_move(h, widx) == 0)
+      return;
+    vh->srv->stats.visitors_failed++;
+    np__hconn_answer(h, 502, "Bad Gateway", NULL,
+                     "The client that serves this host could not be reached on this server.");
+    return;
+  }
   if (px == NULL) {
     /* host is a checked host name: nothing in it needs escaping */
     snprintf(text, sizeof(text),
@@ -126,6 +138,7 @@ static void dispatch(hconn *h) {
                      found == NP_HTTP_ROUTE_GONE ? "Bad Gateway" : "Not Found", NULL, text);
     return;
   }
+  h->hops = 0; /* served here: a later request may move again */
   vh->srv->stats.visitors_total++;
   if (!authorized(h, px->impl)) {
     np__hconn_answer(h, 401, "Unauthorized", "WWW-Authenticate: Basic realm=\"Restricted\"\r\n",
@@ -177,8 +190,9 @@ static void http_drop(visitor *v, const char *end) {
 /* ---- the listener ------------------------------------------------------------------------------
  */
 
-static void on_visitor(np__listener *l, np_conn *c) {
-  np__vhost *vh = np__listener_data(l);
+/* A visitor's connection, accepted here or handed over by another worker: NULL when out of
+ * memory (c is then aborted). */
+static hconn *take(np__vhost *vh, np_conn *c) {
   struct np_server *srv = vh->srv;
   struct sockaddr_storage ss;
   hconn *h = calloc(1, sizeof(*h));
@@ -187,7 +201,7 @@ static void on_visitor(np__listener *l, np_conn *c) {
 
   if (h == NULL) {
     np__conn_abort(c, NULL);
-    return;
+    return NULL;
   }
   h->vh = vh;
   h->vc = c;
@@ -210,6 +224,35 @@ static void on_visitor(np__listener *l, np_conn *c) {
   srv->refs++;
   np__vhost_ref(vh);
   NP_DLIST_PUSH(CONNS(vh), h, prev, next);
+  return h;
+}
+
+static void on_visitor(np__listener *l, np_conn *c) {
+  hconn *h = take(np__listener_data(l), c);
+  if (h != NULL)
+    np__hconn_start(h);
+}
+
+/* From another worker: its bytes read there are read again here, first. */
+static void http_adopt(struct np_server *srv, np_conn *c, const char *pre, size_t len,
+                       unsigned hops) {
+  np__vhost *vh = vhost_of(srv);
+  hconn *h;
+
+  if (vh == NULL) {
+    np__conn_abort(c, NULL);
+    return;
+  }
+  if ((h = take(vh, c)) == NULL)
+    return;
+  h->hops = hops;
+  if (len > 0 && (h->stash = malloc(len)) == NULL) {
+    np__hconn_finish(h, 1);
+    return;
+  }
+  if (len > 0)
+    memcpy(h->stash, pre, len);
+  h->stash_len = len;
   np__hconn_start(h);
 }
 
@@ -232,8 +275,8 @@ static int server_start(struct np_server *srv, const struct sockaddr *control) {
     np__log(&srv->log, NP_LOG_WARN, "vhost_http_port needs codec native: not listening");
     return 0;
   }
-  if ((r = np__vhost_open(srv, srv->cfg.vhost_http_port, "vhost_http_port", on_visitor, on_tick,
-                          &vh)) != 0)
+  if ((r = np__vhost_open(srv, srv->cfg.vhost_http_port, "vhost_http_port", NP_ROUTES_HTTP,
+                          on_visitor, on_tick, &vh)) != 0)
     return r;
   srv->type_data[NP_PROXY_HTTP] = vh;
   np__log(&srv->log, NP_LOG_INFO, "HTTP services on port %d (vhost_http_port)%s%s", vh->port,
@@ -323,11 +366,9 @@ static int http_open(proxy *px, const struct sockaddr *addr) {
 }
 
 static void http_close(proxy *px) {
-  np__vhost *vh = vhost_of(px->srv);
   hproxy *hp = px->impl;
 
-  if (vh != NULL)
-    np__vhost_release(vh, px); /* 502 for its names until somebody claims them again */
+  np__vhost_release(px->srv, NP_ROUTES_HTTP, px); /* 502 for its names until claimed again */
   if (hp != NULL) {
     free(hp->auth);
     free(hp);
@@ -346,4 +387,5 @@ const np__proxy_type np__proxy_http = {
     .close = http_close,
     .join = http_join,
     .drop = http_drop,
+    .adopt = http_adopt,
 };

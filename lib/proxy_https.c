@@ -23,7 +23,8 @@ struct sconn {
   size_t len;
   uint64_t deadline;
   np__addr addr, to;
-  int listed; /* in vh->conns */
+  unsigned hops; /* moves between workers (NP_VHOST_HOPS_MAX) */
+  int listed;    /* in vh->conns */
   sconn *prev, *next;
 };
 
@@ -77,15 +78,28 @@ static void route(sconn *sc) {
   np__vhost *vh = sc->vh;
   struct np_server *srv = vh->srv;
   const char *name = np__sni_name(&sc->sni);
-  void *owner = NULL;
-  int found = np__http_routes_find(vh->routes, name, strlen(name), "", 0, &owner);
+  unsigned widx;
+  proxy *px;
+  int found = np__vhost_find(vh, name, strlen(name), "", 0, &px, &widx);
   char why[NP_SNI_NAME_MAX + 48];
-  proxy *px = owner;
 
   if (found != NP_HTTP_ROUTE_FOUND) {
     snprintf(why, sizeof(why), "%s name %s",
              found == NP_HTTP_ROUTE_GONE ? "the client gone for" : "no proxy for", name);
     refuse(sc, why, 1);
+    return;
+  }
+  if (px == NULL) {
+    /* another worker's: the connection goes there with the ClientHello read so far */
+    np__conn_read_stop(sc->c);
+    if (sc->hops >= NP_VHOST_HOPS_MAX ||
+        np__vhost_hand(vh, sc->c, &sc->addr, sc->buf, sc->len, widx, sc->hops + 1) != 0) {
+      snprintf(why, sizeof(why), "cannot hand name %s to worker %u", name, widx);
+      refuse(sc, why, 1);
+      return;
+    }
+    unlist(sc);
+    np__conn_close(sc->c, on_closed);
     return;
   }
   srv->stats.visitors_total++;
@@ -114,6 +128,16 @@ static void on_alloc(np_conn *c, size_t suggested, uv_buf_t *buf) {
     *buf = uv_buf_init(sc->buf + sc->len, (unsigned)(NP_SNI_MAX_INPUT - sc->len));
 }
 
+/* What np__sni_feed said of the bytes so far. */
+static void fed(sconn *sc, int r) {
+  if (r == NP_SNI_FOUND)
+    route(sc);
+  else if (r == NP_SNI_NONE)
+    refuse(sc, "a ClientHello without a server name", 1);
+  else if (r < 0)
+    refuse(sc, r == NP_ENOTLS ? "not TLS" : np_strerror(r), r != NP_ENOTLS);
+}
+
 static void on_read(np_conn *c, ssize_t nread, const uv_buf_t *buf) {
   sconn *sc = c->data;
   int r;
@@ -129,23 +153,19 @@ static void on_read(np_conn *c, ssize_t nread, const uv_buf_t *buf) {
   }
   r = np__sni_feed(&sc->sni, sc->buf + sc->len, (size_t)nread);
   sc->len += (size_t)nread;
-  if (r == NP_SNI_FOUND)
-    route(sc);
-  else if (r == NP_SNI_NONE)
-    refuse(sc, "a ClientHello without a server name", 1);
-  else if (r < 0)
-    refuse(sc, r == NP_ENOTLS ? "not TLS" : np_strerror(r), r != NP_ENOTLS);
+  fed(sc, r);
 }
 
-static void on_visitor(np__listener *l, np_conn *c) {
-  np__vhost *vh = np__listener_data(l);
+/* A visitor's connection, accepted here or handed over by another worker: NULL when out of
+ * memory (c is then aborted). */
+static sconn *take(np__vhost *vh, np_conn *c) {
   struct np_server *srv = vh->srv;
   struct sockaddr_storage ss;
   sconn *sc = calloc(1, sizeof(*sc));
 
   if (sc == NULL) {
     np__conn_abort(c, NULL);
-    return;
+    return NULL;
   }
   sc->vh = vh;
   sc->c = c;
@@ -160,10 +180,46 @@ static void on_visitor(np__listener *l, np_conn *c) {
   np__vhost_ref(vh);
   sc->listed = 1;
   NP_DLIST_PUSH(CONNS(vh), sc, prev, next);
-  if (np__conn_read_start(c, on_alloc, on_read) != 0) {
+  return sc;
+}
+
+static void on_visitor(np__listener *l, np_conn *c) {
+  sconn *sc = take(np__listener_data(l), c);
+
+  if (sc != NULL && np__conn_read_start(c, on_alloc, on_read) != 0) {
     unlist(sc);
     np__conn_close(c, on_closed);
   }
+}
+
+/* From another worker, which read the ClientHello (pre): it is read again here, then routed. */
+static void https_adopt(struct np_server *srv, np_conn *c, const char *pre, size_t len,
+                        unsigned hops) {
+  np__vhost *vh = vhost_of(srv);
+  sconn *sc;
+  int r;
+
+  if (vh == NULL) {
+    np__conn_abort(c, NULL);
+    return;
+  }
+  if ((sc = take(vh, c)) == NULL)
+    return;
+  sc->hops = hops;
+  if (len > NP_SNI_MAX_INPUT || (sc->buf = malloc(NP_SNI_MAX_INPUT)) == NULL) {
+    unlist(sc);
+    np__conn_abort(c, on_closed);
+    return;
+  }
+  memcpy(sc->buf, pre, len);
+  sc->len = len;
+  r = np__sni_feed(&sc->sni, sc->buf, len);
+  if (r == NP_SNI_MORE && np__conn_read_start(c, on_alloc, on_read) != 0) {
+    unlist(sc);
+    np__conn_close(c, on_closed);
+    return;
+  }
+  fed(sc, r);
 }
 
 static void on_tick(np__vhost *vh, uint64_t now) {
@@ -232,8 +288,8 @@ static int server_start(struct np_server *srv, const struct sockaddr *control) {
   (void)control;
   if (srv->cfg.vhost_https_port == 0 || !native(srv))
     return 0;
-  if ((r = np__vhost_open(srv, srv->cfg.vhost_https_port, "vhost_https_port", on_visitor, on_tick,
-                          &vh)) != 0)
+  if ((r = np__vhost_open(srv, srv->cfg.vhost_https_port, "vhost_https_port", NP_ROUTES_HTTPS,
+                          on_visitor, on_tick, &vh)) != 0)
     return r;
   srv->type_data[NP_PROXY_HTTPS] = vh;
   np__log(&srv->log, NP_LOG_INFO, "HTTPS services on port %d (vhost_https_port, routed by SNI)",
@@ -279,9 +335,7 @@ static int https_open(proxy *px, const struct sockaddr *addr) {
 }
 
 static void https_close(proxy *px) {
-  np__vhost *vh = vhost_of(px->srv);
-  if (vh != NULL)
-    np__vhost_release(vh, px);
+  np__vhost_release(px->srv, NP_ROUTES_HTTPS, px);
   np__proxy_closed(px);
 }
 
@@ -296,4 +350,5 @@ const np__proxy_type np__proxy_https = {
     .close = https_close,
     .join = https_join,
     .drop = https_drop,
+    .adopt = https_adopt,
 };

@@ -502,6 +502,7 @@ static int server_start(struct np_server *srv, const struct sockaddr *control) {
   static const np__upath_handlers handlers = {.ready = path_ready, .from_path = from_path};
   int r;
 
+  /* On every worker of a group: the packets are steered to their session's (udp_path.c). */
   if (!native(srv))
     return 0;
   if ((r = np__upath_open(srv, control, &handlers)) != 0)

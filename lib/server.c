@@ -258,6 +258,20 @@ void np__server_adopt(struct np_server *srv, np__moved *m) {
   m->pre = NULL;
 }
 
+void np__server_adopt_visitor(struct np_server *srv, int table, unsigned hops, np__moved *m) {
+  const np__proxy_type *t = srv->types[table == NP_ROUTES_HTTP ? NP_PROXY_HTTP : NP_PROXY_HTTPS];
+  np_conn *c;
+
+  if (srv->closing || srv->draining || t == NULL || t->adopt == NULL ||
+      np__conn_move_in(srv->loop, srv->tls, m, &c) != 0) {
+    np__moved_free(m);
+    return;
+  }
+  t->adopt(srv, c, m->pre, m->pre_len, hops);
+  free(m->pre);
+  m->pre = NULL;
+}
+
 void np__server_accept(struct np_server *srv, np_conn *c) {
   np__transport_server_accept(srv->transport, c);
 }
@@ -500,7 +514,8 @@ int np_server_start(struct np_server *srv) {
     return r;
   {
     /* The control port's address as bound, for the types that listen beside it (the datagram
-     * path, on the same number over UDP: on each worker of a group, which share it). */
+     * path, on the same number over UDP, on each worker of a group, which share it). Every
+     * worker starts them. */
     struct sockaddr_storage ua;
     np__parse_addr(srv->cfg.bind, &ua);
     ((struct sockaddr_in *)&ua)->sin_port = htons((uint16_t)srv->port); /* v4 and v6 alike */

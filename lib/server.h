@@ -74,6 +74,7 @@ struct proxy {
   np__frontend *fe;                /* the listener it shares with others (frontend.c), or NULL */
   char hosts[NP_MSG_TEXT_MAX + 1]; /* named types: the names it serves, as its client was told */
   proxy *fe_next;                  /* the next proxy of fe */
+  np__route_owner *route;          /* named types: the record its claims hold (vhost.c), or NULL */
   /* During the type's open only: its client's options (those of s->opts named like it) and room
    * for the reason of a refusal, which the client is told (NULL: none). */
   char *why;
@@ -206,6 +207,11 @@ struct np_server {
    * Set for every worker of a group of more than one: the datagram path then shares its port. */
   int (*group_udp)(struct np_server *srv, unsigned widx, const char *pkt, size_t len,
                    const struct sockaddr *from);
+  /* Hand a vhost port's visitor to worker widx, whose route its request is
+   * (np__server_adopt_visitor there; table: NP_ROUTES_*; hops: the moves it has made, this one
+   * included): 0, or the error (m still ours). */
+  int (*group_visitor)(struct np_server *srv, unsigned widx, int table, unsigned hops,
+                       np__moved *m);
   struct np__upath *upath;      /* the datagram path's socket (udp_path.c); NULL when off */
   struct np__admin_http *admin; /* admin_bind's endpoint (admin_server.c); NULL when off */
   /* The admin endpoint's start and stop, set by builtin.c: hooks, so that server.c calls nothing
@@ -290,6 +296,9 @@ int np__server_foreach_client_local(const struct np_server *srv, np_server_clien
 /* A work connection moved here from another worker (its WORK or WORK_IDLE in m->pre): a session
  * of this server takes it, as if it had been accepted here. Takes everything m holds. */
 void np__server_adopt(struct np_server *srv, np__moved *m);
+/* A vhost port's visitor moved here from another worker (np__vhost_hand there): the type of table
+ * (NP_ROUTES_*) takes it through its adopt, reading m->pre first. Takes everything m holds. */
+void np__server_adopt_visitor(struct np_server *srv, int table, unsigned hops, np__moved *m);
 /* The operator closes the logged-in client name (session sid; 0: whichever): 1 if one was. */
 int np__server_disconnect(struct np_server *srv, const char *name, uint64_t sid);
 /* This server's own counters (np_server_get_stats of a lone server). */

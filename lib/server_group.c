@@ -136,6 +136,8 @@ static void group_stats(const struct np_server *srv, np_server_stats *out) {
 typedef struct {
   np__job job;
   worker *to;
+  int table; /* -1: a work connection; else a vhost visitor's (NP_ROUTES_*) */
+  unsigned hops;
   np__moved m;
 } move_job;
 
@@ -143,10 +145,12 @@ static void run_move(np__job *j, void *arg) {
   move_job *mj = (move_job *)j;
   worker *w = mj->to;
   (void)arg;
-  if (w->srv != NULL)
+  if (w->srv == NULL)
+    np__moved_free(&mj->m);
+  else if (mj->table < 0)
     np__server_adopt(w->srv, &mj->m);
   else
-    np__moved_free(&mj->m);
+    np__server_adopt_visitor(w->srv, mj->table, mj->hops, &mj->m);
   free(mj);
 }
 
@@ -164,8 +168,8 @@ static np__inbox *peer_inbox(struct np_server_group *g, unsigned widx) {
   return widx == 0 ? &g->home_in : &g->w[widx].in;
 }
 
-/* Any worker's group_move: from its own thread, to worker widx's. */
-static int group_move(struct np_server *srv, unsigned widx, np__moved *m) {
+/* A connection to worker widx's thread: a work connection (table -1) or a vhost visitor. */
+static int post_move(struct np_server *srv, unsigned widx, int table, unsigned hops, np__moved *m) {
   struct np_server_group *g = srv->group;
   np__inbox *in = peer_inbox(g, widx);
   move_job *mj;
@@ -179,6 +183,8 @@ static int group_move(struct np_server *srv, unsigned widx, np__moved *m) {
     return UV_ENOMEM;
   mj->job = (np__job){.run = run_move, .drop = drop_move, .peer = 1};
   mj->to = to;
+  mj->table = table;
+  mj->hops = hops;
   mj->m = *m;
   if ((r = np__inbox_post(in, &mj->job)) != 0) {
     free(mj);
@@ -244,6 +250,17 @@ static int group_udp(struct np_server *srv, unsigned widx, const char *pkt, size
     free(uj);
   }
   return r;
+}
+
+/* Any worker's group_move: from its own thread, to worker widx's. */
+static int group_move(struct np_server *srv, unsigned widx, np__moved *m) {
+  return post_move(srv, widx, -1, 0, m);
+}
+
+/* Any worker's group_visitor: a vhost visitor to the worker that owns its route. */
+static int group_visitor(struct np_server *srv, unsigned widx, int table, unsigned hops,
+                         np__moved *m) {
+  return post_move(srv, widx, table, hops, m);
 }
 
 static void drop_free(np__job *j) {
@@ -555,6 +572,7 @@ static int worker_make(worker *w) {
   np_server_set_log(w->srv, g->level, group_log, g);
   np__server_join_group(w->srv, g, w->widx, g->shared, g->w[0].srv->tls);
   w->srv->group_move = group_move;
+  w->srv->group_visitor = group_visitor;
   w->srv->group_claim = group_claim;
   w->srv->group_udp = group_udp;
   return np_server_start(w->srv);
@@ -671,6 +689,7 @@ int np_server_group_new(uv_loop_t *loop, const struct np_config *cfg,
   if (g->n > 1) {
     g->w[0].srv->group_stats = group_stats;
     g->w[0].srv->group_move = group_move;
+    g->w[0].srv->group_visitor = group_visitor;
     g->w[0].srv->group_claim = group_claim;
     g->w[0].srv->group_reload = group_reload;
     g->w[0].srv->group_clients = group_clients;

@@ -34,10 +34,21 @@ int np__shared_new(uint64_t backoff_ms, uint64_t backoff_max_ms, np__shared **ou
     goto err_free;
   if (uv_mutex_init(&sh->mu) != 0)
     goto err_backoff;
+  if (uv_rwlock_init(&sh->routes_rw) != 0)
+    goto err_mu;
+  for (int t = 0; t < NP_ROUTES_N; t++)
+    if (np__http_routes_new(&sh->routes[t]) != 0)
+      goto err_routes;
   atomic_init(&sh->clients, 0);
   atomic_init(&sh->pending, 0);
   *out = sh;
   return 0;
+err_routes:
+  for (int t = 0; t < NP_ROUTES_N; t++)
+    np__http_routes_free(sh->routes[t]);
+  uv_rwlock_destroy(&sh->routes_rw);
+err_mu:
+  uv_mutex_destroy(&sh->mu);
 err_backoff:
   np__backoff_free(sh->backoff);
 err_free:
@@ -57,6 +68,9 @@ void np__shared_free(np__shared *sh) {
   np__users_unref(sh->users);
   np__port_memory_free(sh->ports);
   np__backoff_free(sh->backoff);
+  for (int t = 0; t < NP_ROUTES_N; t++)
+    np__http_routes_free(sh->routes[t]); /* the owners are their proxies' */
+  uv_rwlock_destroy(&sh->routes_rw);
   uv_mutex_destroy(&sh->mu);
   free(sh);
 }
@@ -291,6 +305,41 @@ size_t np__shared_name_count(np__shared *sh) {
   n = HASH_COUNT(sh->names);
   uv_mutex_unlock(&sh->mu);
   return n;
+}
+
+/* ---- the vhost ports' routes ---------------------------------------------------------------- */
+
+int np__shared_route_add(np__shared *sh, int t, const char *host, const char *location,
+                         np__route_owner *owner, np__route_owner *holder) {
+  void *h = NULL;
+  int r;
+
+  uv_rwlock_wrlock(&sh->routes_rw);
+  r = np__http_routes_add(sh->routes[t], host, location, owner, &h);
+  /* copied under the lock: the holder's worker may release (free) it right after */
+  if (r == UV_EEXIST && holder != NULL)
+    *holder = *(const np__route_owner *)h;
+  uv_rwlock_wrunlock(&sh->routes_rw);
+  return r;
+}
+
+void np__shared_route_remove(np__shared *sh, int t, np__route_owner *owner, int gone) {
+  uv_rwlock_wrlock(&sh->routes_rw);
+  np__http_routes_remove(sh->routes[t], owner, gone);
+  uv_rwlock_wrunlock(&sh->routes_rw);
+}
+
+int np__shared_route_find(np__shared *sh, int t, const char *host, size_t hostlen, const char *path,
+                          size_t pathlen, np__route_owner *out) {
+  void *o = NULL;
+  int r;
+
+  uv_rwlock_rdlock(&sh->routes_rw);
+  r = np__http_routes_find(sh->routes[t], host, hostlen, path, pathlen, &o);
+  if (r == NP_HTTP_ROUTE_FOUND)
+    *out = *(const np__route_owner *)o;
+  uv_rwlock_rdunlock(&sh->routes_rw);
+  return r;
 }
 
 /* ---- counts --------------------------------------------------------------------------------- */

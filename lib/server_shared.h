@@ -13,11 +13,28 @@
 #include <uv.h>
 
 #include "backoff.h"
+#include "http_route.h"
 #include "login_fails.h"
 #include "port_memory.h"
 #include "users.h"
 
+#include <natproxy/codec.h>
+
 typedef struct np__shared_name np__shared_name; /* server_shared.c: an entry of the registry */
+
+/* The route tables of the name-routed types (vhost.h), one per kind of vhost port. */
+enum { NP_ROUTES_HTTP = 0, NP_ROUTES_HTTPS = 1, NP_ROUTES_N = 2 };
+
+/* Who claimed a route: one record per proxy, made by its claim and freed by its release, both on
+ * its own worker. Another worker reads it only under the routes' lock, through a copy: px is that
+ * worker's pointer, never dereferenced elsewhere; client and proxy are what a refused claim on
+ * another worker says of the holder. */
+typedef struct np__route_owner {
+  void *px;
+  unsigned widx;
+  char client[NP_MSG_NAME_MAX + 1];
+  char proxy[NP_MSG_NAME_MAX + 1];
+} np__route_owner;
 
 typedef struct np__shared {
   /* Guards the tables below it, never held while anything waits (no I/O, no callback). */
@@ -34,6 +51,10 @@ typedef struct np__shared {
   /* Visitors waiting in the default pool, for max_pending: taken before the pool's put, given back
    * when the visitor is joined or dropped. */
   atomic_size_t pending;
+  /* The vhost ports' routes (http_route.h), with np__route_owner values: claims and releases take
+   * the write lock, each request's routing the read lock; apart from mu, which logins take. */
+  uv_rwlock_t routes_rw;
+  np__http_routes *routes[NP_ROUTES_N];
 } np__shared;
 
 /* A table with the back-off's limits (login_backoff_ms, login_backoff_max_ms; base 0: off): 0 or
@@ -94,6 +115,17 @@ void np__shared_name_deny(np__shared *sh, const char *name, uint64_t sid, uint64
 /* 1 (and where) when name's worker refused it to login at most within ms before now. */
 int np__shared_name_denied(np__shared *sh, const char *name, uint64_t login, uint64_t now,
                            uint64_t within, char *where, size_t len);
+
+/* ---- the vhost ports' routes (http_route.h) ------------------------------------------------- */
+/* np__http_routes_add in table t (NP_ROUTES_*) for owner (held until np__shared_route_remove);
+ * on UV_EEXIST *holder (when not NULL) is a copy of the holder's record. */
+int np__shared_route_add(np__shared *sh, int t, const char *host, const char *location,
+                         np__route_owner *owner, np__route_owner *holder);
+/* np__http_routes_remove in table t. */
+void np__shared_route_remove(np__shared *sh, int t, np__route_owner *owner, int gone);
+/* np__http_routes_find in table t; on NP_HTTP_ROUTE_FOUND *out is a copy of the owner's record. */
+int np__shared_route_find(np__shared *sh, int t, const char *host, size_t hostlen, const char *path,
+                          size_t pathlen, np__route_owner *out);
 
 /* ---- counts --------------------------------------------------------------------------------- */
 /* Take one of max slots of *count: 1, or 0 when all were taken (nothing then changes). */

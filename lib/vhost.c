@@ -7,6 +7,8 @@
 
 #include "vhost.h"
 
+#include "conn_move.h"
+
 #define TICK_MS 1000
 
 static void on_tick(uv_timer_t *t) {
@@ -19,8 +21,8 @@ static void on_accept_failed(np__listener *l, int err, uint64_t refused) {
   np__server_accept_error(vh->srv, vh->key, vh->port, err, refused);
 }
 
-int np__vhost_open(struct np_server *srv, int port, const char *key, np__accept_cb on_accept,
-                   np__vhost_tick_cb tick, np__vhost **out) {
+int np__vhost_open(struct np_server *srv, int port, const char *key, int table,
+                   np__accept_cb on_accept, np__vhost_tick_cb tick, np__vhost **out) {
   struct sockaddr_storage ss;
   char spec[NP_MSG_NAME_MAX + 16];
   np__vhost *vh;
@@ -35,14 +37,13 @@ int np__vhost_open(struct np_server *srv, int port, const char *key, np__accept_
   vh->srv = srv;
   vh->key = key;
   vh->on_tick = tick;
-  if ((r = np__http_routes_new(&vh->routes)) != 0) {
-    free(vh);
-    return r;
-  }
-  if ((r = np__listen(srv->loop, (struct sockaddr *)&ss, on_accept, on_accept_failed, vh,
-                      &vh->l)) != 0) {
+  vh->table = table;
+  /* A group's workers all listen on the port: each takes the connections the kernel gives it and
+   * routes them against the one table, handing a request to the worker that owns its route. */
+  if ((r = np__listen_flags(srv->loop, (struct sockaddr *)&ss,
+                            srv->group_visitor != NULL ? NP_LISTEN_REUSEPORT : 0, on_accept,
+                            on_accept_failed, vh, &vh->l)) != 0) {
     np__log(&srv->log, NP_LOG_ERROR, "cannot listen on %s %s: %s", key, spec, np_strerror(r));
-    np__http_routes_free(vh->routes);
     free(vh);
     return r;
   }
@@ -66,7 +67,6 @@ void np__vhost_unref(np__vhost *vh) {
   struct np_server *srv = vh->srv;
   if (--vh->refs > 0)
     return;
-  np__http_routes_free(vh->routes);
   free(vh);
   np__server_unref(srv);
 }
@@ -91,13 +91,12 @@ void np__vhost_close(np__vhost *vh) {
 }
 
 static int claim(np__vhost *vh, proxy *px, const char *scheme, const char *host, const char *loc) {
-  void *holder = NULL;
-  int r = np__http_routes_add(vh->routes, host, loc, px, &holder);
+  np__route_owner holder;
+  int r = np__shared_route_add(vh->srv->shared, vh->table, host, loc, px->route, &holder);
 
   if (r == UV_EEXIST && px->why != NULL) {
-    proxy *o = holder;
     snprintf(px->why, px->why_len, "%s://%s%s is served by client %s's proxy %s", scheme, host, loc,
-             o->s != NULL ? o->s->name : "?", o->name);
+             holder.client[0] != '\0' ? holder.client : "?", holder.proxy);
   } else if (r == UV_EINVAL && px->why != NULL)
     snprintf(px->why, px->why_len, "'%s%s' is not a host name and path this server can route", host,
              loc);
@@ -127,6 +126,16 @@ int np__vhost_claim(np__vhost *vh, proxy *px, const char *scheme, int with_locat
       snprintf(px->why, px->why_len, "%zu names x %zu locations: more than %d routes for one proxy",
                nname_all, nloc_all, NP_VHOST_CLAIMS_MAX);
     return NP_ELIMIT;
+  }
+  /* What other workers may read of px: it, as a pointer only its own worker follows, and names. */
+  if (px->route == NULL) {
+    if ((px->route = calloc(1, sizeof(*px->route))) == NULL)
+      return UV_ENOMEM;
+    px->route->px = px;
+    px->route->widx = srv->widx;
+    if (px->s != NULL)
+      np__strlcpy(px->route->client, px->s->name, sizeof(px->route->client));
+    np__strlcpy(px->route->proxy, px->name, sizeof(px->route->proxy));
   }
   for (size_t i = 0; px->s != NULL && i < px->s->n_opts && r == 0; i++) {
     const np__proxy_opt *o = &px->s->opts[i];
@@ -186,7 +195,9 @@ int np__vhost_claim(np__vhost *vh, proxy *px, const char *scheme, int with_locat
     r = NP_ECONFIG;
   }
   if (r != 0) {
-    np__http_routes_remove(vh->routes, px, 0);
+    np__shared_route_remove(srv->shared, vh->table, px->route, 0);
+    free(px->route);
+    px->route = NULL;
     return r;
   }
   if (px->why != NULL) {
@@ -198,8 +209,57 @@ int np__vhost_claim(np__vhost *vh, proxy *px, const char *scheme, int with_locat
   return 0;
 }
 
-void np__vhost_release(np__vhost *vh, proxy *px) {
+void np__vhost_release(struct np_server *srv, int table, proxy *px) {
   /* Its names answer "not connected" until somebody claims them again: the client may come back.
-   */
-  np__http_routes_remove(vh->routes, px, 1);
+   * Once out of the table (under the write lock) nobody reads the record any more. */
+  if (px->route == NULL)
+    return;
+  np__shared_route_remove(srv->shared, table, px->route, 1);
+  free(px->route);
+  px->route = NULL;
+}
+
+int np__vhost_find(np__vhost *vh, const char *host, size_t hostlen, const char *path,
+                   size_t pathlen, proxy **px, unsigned *widx) {
+  np__route_owner o;
+  int r = np__shared_route_find(vh->srv->shared, vh->table, host, hostlen, path, pathlen, &o);
+
+  *px = NULL;
+  *widx = vh->srv->widx;
+  if (r != NP_HTTP_ROUTE_FOUND)
+    return r;
+  /* Only this worker removes its own routes, so a route of its own still names a live proxy. */
+  if (o.widx == vh->srv->widx)
+    *px = o.px;
+  *widx = o.widx;
+  return r;
+}
+
+int np__vhost_hand(np__vhost *vh, np_conn *c, const np__addr *peer, const char *pre, size_t len,
+                   unsigned widx, unsigned hops) {
+  struct np_server *srv = vh->srv;
+  np__moved mv;
+  int r;
+
+  if (srv->group_visitor == NULL)
+    return UV_ENOTSUP;
+  np__moved_init(&mv);
+  if (peer->sa.sa_family == AF_INET)
+    memcpy(&mv.peer, &peer->in, sizeof(peer->in));
+  else if (peer->sa.sa_family == AF_INET6)
+    memcpy(&mv.peer, &peer->in6, sizeof(peer->in6));
+  if (len > 0 && (mv.pre = malloc(len)) == NULL)
+    return UV_ENOMEM;
+  if (len > 0)
+    memcpy(mv.pre, pre, len);
+  mv.pre_len = len;
+  if ((r = np__conn_move_out(c, &mv)) == 0 &&
+      (r = srv->group_visitor(srv, widx, vh->table, hops, &mv)) == 0)
+    srv->stats.conns_moved++;
+  else
+    np__log(&srv->log, NP_LOG_WARN, "%s: cannot hand a visitor to worker %u: %s", vh->key, widx,
+            np_strerror(r));
+  if (r != 0)
+    np__moved_free(&mv);
+  return r;
 }

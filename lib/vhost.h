@@ -10,6 +10,9 @@
 
 /* Routes (name x location) one proxy may claim. */
 #define NP_VHOST_CLAIMS_MAX 1024
+/* Moves of a request between workers, at most: its owner moved meanwhile (it logged in again on
+ * another worker) would send it on; past this it is answered 502 where it is. */
+#define NP_VHOST_HOPS_MAX 2
 
 typedef struct np__vhost np__vhost;
 /* Runs about once a second with the loop's time: the type's deadlines. */
@@ -18,7 +21,7 @@ typedef void (*np__vhost_tick_cb)(np__vhost *vh, uint64_t now);
 struct np__vhost {
   struct np_server *srv;
   np__listener *l;
-  np__http_routes *routes;
+  int table; /* its routes: srv->shared->routes[table], one table for all the workers */
   uv_timer_t tick;
   np__vhost_tick_cb on_tick;
   const char *key; /* "vhost_http_port": for logs */
@@ -28,10 +31,11 @@ struct np__vhost {
 };
 
 /* Listen on the server's proxy_bind_addr at port (its connections from proxy_protocol_from start
- * with a PROXY header, as on every public port); on_accept gets each connection, with the vhost as
- * np__listener_data. key names the setting in logs. 0, or the bind error (logged). */
-int np__vhost_open(struct np_server *srv, int port, const char *key, np__accept_cb on_accept,
-                   np__vhost_tick_cb on_tick, np__vhost **out);
+ * with a PROXY header, as on every public port; in a group every worker listens there, with
+ * SO_REUSEPORT); on_accept gets each connection, with the vhost as np__listener_data. key names the
+ * setting in logs; table (NP_ROUTES_*) the shared route table. 0, or the bind error (logged). */
+int np__vhost_open(struct np_server *srv, int port, const char *key, int table,
+                   np__accept_cb on_accept, np__vhost_tick_cb on_tick, np__vhost **out);
 /* Stop listening; it is freed once its handles are closed and the type's connections have let go
  * of it (the type closes them). */
 void np__vhost_close(np__vhost *vh);
@@ -50,7 +54,21 @@ void np__vhost_unref(np__vhost *vh);
  * subdomain without the server's subdomain_host), UV_EINVAL (not a name the table takes), NP_ELIMIT
  * (more than NP_VHOST_CLAIMS_MAX routes) or UV_ENOMEM. */
 int np__vhost_claim(np__vhost *vh, proxy *px, const char *scheme, int with_locations);
-/* From a type's close: px's names are let go, remembered as gone (http_route.h). */
-void np__vhost_release(np__vhost *vh, proxy *px);
+/* From a type's close: px's names in table (NP_ROUTES_*) are let go, remembered as gone
+ * (http_route.h). Also once the vhost is closed: the table is the group's and outlives it. */
+void np__vhost_release(struct np_server *srv, int table, proxy *px);
+
+/* Route host (and path) in vh's table (np__http_routes_find's arguments and results). On
+ * NP_HTTP_ROUTE_FOUND: *px is the proxy when this worker owns the route, else NULL and *widx says
+ * which worker does (the caller hands the connection there, np__vhost_hand). */
+int np__vhost_find(np__vhost *vh, const char *host, size_t hostlen, const char *path,
+                   size_t pathlen, proxy **px, unsigned *widx);
+/* Hand conn c, whose bytes pre (borrowed) were read already, to worker widx, where the type's adopt
+ * reads them first (hops: the moves it will have made, this one included). c must not be reading,
+ * nor have anything queued to write (else UV_EBUSY). 0 when it went (counted as conns_moved): the
+ * caller closes c, its socket living on in the other worker (the peer sees no end); else the error
+ * (logged), c usable as before: the caller answers or closes it. */
+int np__vhost_hand(np__vhost *vh, np_conn *c, const np__addr *peer, const char *pre, size_t len,
+                   unsigned widx, unsigned hops);
 
 #endif

@@ -60,7 +60,7 @@ NP_BEGIN_DECLS
   X(mux_streams, GAUGE, "mux_streams", "streams", "streams open on multiplexed client connections now (control and work)") \
   X(mux_buffered, GAUGE, "mux_buffered", "bytes", "bytes received on multiplexed client connections and held for readers that have not taken them (visitors that read slower than their data comes)") \
   X(mux_window_grown, GAUGE, "mux_window_grown", "bytes", "how far the receive windows of multiplexed client connections have grown beyond their initial 256 KiB, in total (at most mux_server_window)") \
-  X(conns_moved, COUNTER, "conns_moved", "connections", "work connections handed to the worker that holds their session (workers > 1, mux = false clients)") \
+  X(conns_moved, COUNTER, "conns_moved", "connections", "connections handed to another worker (workers > 1): work connections of mux = false clients to their session's, vhost visitors to their route's") \
   X(udp_path_forwarded, COUNTER, "udp_path_forwarded", "packets", "datagram-path packets handed to the worker that holds their session, as the kernel's steering missed it (workers > 1)")
 
 #define NP_CLIENT_COUNTERS(X) \

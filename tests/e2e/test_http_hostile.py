@@ -189,6 +189,10 @@ def test_stop_under_a_busy_connection(env):
     srv, vport = vhost_server(env)
     big = env.service(Big)
     start_client(env, srv, "ca", {"pa": f"local = {LOOP}:{big}\ncustom_domains = a.example.com"})
+    # The visitor is joined with a pre-opened work connection once one is there (with workers = 2
+    # and mux = false they first go to the session's worker): else it waits for a new one, which
+    # logs nothing to wait for.
+    srv.wait_line(r"client ca: pre-opened work connection \d+ parked")
     s = small_window(vport)
     mark = srv.mark()
     s.sendall(b"GET / HTTP/1.1\r\nHost: a.example.com\r\n\r\n")

@@ -229,14 +229,14 @@ static void hammer_run(void *arg) {
 typedef struct watch {
   uv_async_t done;
   uv_timer_t watchdog;
-  hammer *h; /* [2] */
+  atomic_int *finished[2]; /* the two threads' flags */
 } watch;
 
 static void on_done(uv_async_t *a) {
   watch *w = a->data;
 
   /* Sends coalesce: the threads are counted by the flags they left, not by callbacks. */
-  if (!atomic_load(&w->h[0].finished) || !atomic_load(&w->h[1].finished))
+  if (!atomic_load(w->finished[0]) || !atomic_load(w->finished[1]))
     return;
   uv_close((uv_handle_t *)&w->done, NULL);
   uv_close((uv_handle_t *)&w->watchdog, NULL);
@@ -265,7 +265,8 @@ static void test_threads(void **state) {
   memset(&w, 0, sizeof(w));
   assert_int_equal(uv_async_init(&loop, &w.done, on_done), 0);
   w.done.data = &w;
-  w.h = h;
+  w.finished[0] = &h[0].finished;
+  w.finished[1] = &h[1].finished;
   assert_int_equal(uv_barrier_init(&start, 2), 0);
   atomic_init(&inside, 0);
   assert_int_equal(uv_timer_init(&loop, &w.watchdog), 0);
@@ -307,6 +308,112 @@ static void test_threads(void **state) {
   np__shared_free(sh);
 }
 
+/* ---- the vhost routes from two threads (workers) ------------------------------------------- */
+
+#define ROUTE_ROUNDS 20008 /* ends past n7 of a new cycle: n0..n7 claimed, the rest gone */
+#define ROUTE_NAMES  32
+
+typedef struct router {
+  np__shared *sh;
+  int t;
+  np__route_owner own;
+  uv_async_t *done;
+  uv_barrier_t *start;
+  int bad;       /* a record read torn or another's where its own was expected */
+  int seen;      /* the other's names found */
+  int contested; /* "both.example.com" claimed here */
+  atomic_int finished;
+} router;
+
+static void router_run(void *arg) {
+  router *r = arg;
+  char name[64];
+  np__route_owner o, holder;
+
+  uv_barrier_wait(r->start);
+  for (int i = 0; i < ROUTE_ROUNDS; i++) {
+    int k = i % ROUTE_NAMES, f;
+    snprintf(name, sizeof(name), "n%d.t%d.example.com", k, r->t);
+    if (np__shared_route_add(r->sh, NP_ROUTES_HTTP, name, "", &r->own, NULL) != 0)
+      r->bad++;
+    f = np__shared_route_find(r->sh, NP_ROUTES_HTTP, name, strlen(name), "/", 1, &o);
+    if (f != NP_HTTP_ROUTE_FOUND || o.px != r->own.px || o.widx != (unsigned)r->t)
+      r->bad++;
+    /* the other's: absent, gone or found, and then a whole record of the other's */
+    snprintf(name, sizeof(name), "n%d.t%d.example.com", k, 1 - r->t);
+    if (np__shared_route_find(r->sh, NP_ROUTES_HTTP, name, strlen(name), "", 0, &o) ==
+        NP_HTTP_ROUTE_FOUND) {
+      r->seen++;
+      if (o.widx != (unsigned)(1 - r->t) || o.client[1] != (char)('0' + 1 - r->t))
+        r->bad++;
+    }
+    /* one name both want: either has it, the loser told whose it is */
+    f = np__shared_route_add(r->sh, NP_ROUTES_HTTP, "both.example.com", "", &r->own, &holder);
+    if (f == 0)
+      r->contested++;
+    else if (f != UV_EEXIST || holder.widx != (unsigned)(1 - r->t) ||
+             strcmp(holder.proxy, 1 - r->t == 0 ? "p0" : "p1") != 0)
+      r->bad++;
+    /* a proxy that closes now and then: its names go (gone) and come back */
+    if (k == ROUTE_NAMES - 1)
+      np__shared_route_remove(r->sh, NP_ROUTES_HTTP, &r->own, 1);
+  }
+  atomic_store(&r->finished, 1);
+  uv_async_send(r->done);
+}
+
+static void test_routes_threads(void **state) {
+  uv_loop_t loop;
+  np__shared *sh;
+  router r[2];
+  uv_barrier_t start;
+  uv_thread_t th[2];
+  watch w;
+  np__route_owner o;
+  (void)state;
+
+  assert_int_equal(np__shared_new(0, 0, &sh), 0);
+  assert_int_equal(uv_loop_init(&loop), 0);
+  memset(&w, 0, sizeof(w));
+  assert_int_equal(uv_async_init(&loop, &w.done, on_done), 0);
+  w.done.data = &w;
+  assert_int_equal(uv_barrier_init(&start, 2), 0);
+  assert_int_equal(uv_timer_init(&loop, &w.watchdog), 0);
+  assert_int_equal(uv_timer_start(&w.watchdog, on_watchdog, 5000, 0), 0);
+  for (int t = 0; t < 2; t++) {
+    r[t] = (router){.sh = sh, .t = t, .done = &w.done, .start = &start};
+    r[t].own = (np__route_owner){.px = &r[t], .widx = (unsigned)t};
+    snprintf(r[t].own.client, sizeof(r[t].own.client), "c%d", t);
+    snprintf(r[t].own.proxy, sizeof(r[t].own.proxy), "p%d", t);
+    atomic_init(&r[t].finished, 0);
+    w.finished[t] = &r[t].finished;
+  }
+  for (int t = 0; t < 2; t++)
+    assert_int_equal(uv_thread_create(&th[t], router_run, &r[t]), 0);
+  assert_int_equal(uv_run(&loop, UV_RUN_DEFAULT), 0);
+  for (int t = 0; t < 2; t++)
+    assert_int_equal(uv_thread_join(&th[t]), 0);
+  uv_barrier_destroy(&start);
+  assert_int_equal(uv_loop_close(&loop), 0);
+
+  for (int t = 0; t < 2; t++)
+    assert_int_equal(r[t].bad, 0);
+  assert_true(r[0].seen + r[1].seen > 0); /* both at once, or one after the other */
+  /* the contested name: claimed by one of them for good (each removal made it gone, and the next
+   * claim took it over); the other never held it at the same time */
+  assert_true(r[0].contested + r[1].contested > 0);
+  assert_int_equal(np__shared_route_find(sh, NP_ROUTES_HTTP, "n3.t1.example.com", 17, "", 0, &o),
+                   NP_HTTP_ROUTE_FOUND);
+  assert_int_equal(o.widx, 1);
+  assert_string_equal(o.client, "c1");
+  assert_int_equal(np__shared_route_find(sh, NP_ROUTES_HTTP, "n20.t0.example.com", 18, "", 0, &o),
+                   NP_HTTP_ROUTE_GONE);
+  /* the HTTPS table is another */
+  assert_int_equal(np__shared_route_find(sh, NP_ROUTES_HTTPS, "n3.t1.example.com", 17, "", 0, &o),
+                   NP_HTTP_ROUTE_NONE);
+  np__shared_free(sh);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_names),
@@ -314,6 +421,7 @@ int main(void) {
       cmocka_unit_test(test_ports_clone_and_save),
       cmocka_unit_test(test_counts),
       cmocka_unit_test(test_threads),
+      cmocka_unit_test(test_routes_threads),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
