@@ -647,7 +647,7 @@ int np_config_validate(struct np_config *cfg) {
       return np__config_err(cfg, "codec line has no logins: users_file needs codec native");
     if (cfg->workers > NP_SERVER_WORKERS_MAX)
       return np__config_err(cfg, "workers: at most %d", NP_SERVER_WORKERS_MAX);
-    if (cfg->workers != 1 && line_codec)
+    if (cfg->workers > 1 && line_codec)
       return np__config_err(cfg, "codec line runs on one loop: workers = 1 (--workers 1)");
     if (line_codec && (cfg->tunnel_bind[0] == '\0' || cfg->visit_bind[0] == '\0'))
       return np__config_err(

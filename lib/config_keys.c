@@ -86,8 +86,9 @@ const np__key np__config_keys[] = {
      "visitors waiting at once, in total"},
     {"max_pending_per_proxy", S, V_COUNT, FIELD(max_pending_per_proxy), "max-pending-per-proxy",
      "N", "256", NULL, "visitors waiting at once on one public port"},
-    {"workers", S, V_COUNT, FIELD(workers), "workers", "N", "1", NULL,
-     "event loops, each on a thread of its own, sharing the control port (0: one per core); "
+    {"workers", S, V_COUNT, FIELD(workers), "workers", "N", "0", NULL,
+     "event loops, each on a thread of its own, sharing the control port (0: one per core, "
+     "1 with codec line); "
      "np-server only (np_server_group)"},
     {"max_clients", S, V_COUNT, FIELD(max_clients), "max-clients", "N", "1024", NULL,
      "logged-in clients at once"},

@@ -431,14 +431,14 @@ int np__server_load_users(struct np_server *srv, const struct np_config *cfg, np
   int r;
 
   if ((r = np__users_load(cfg->users_file, out, err, errlen)) != 0) {
-    np__log(&srv->log, NP_LOG_ERROR, "users file: %s", err);
+    np__log(&srv->log, np__server_echo(srv, NP_LOG_ERROR), "users file: %s", err);
     return r;
   }
   if (stat(cfg->users_file, &st) == 0 && (st.st_mode & 077) != 0)
-    np__log(&srv->log, NP_LOG_WARN, "users file %s holds tokens but others may read it (chmod 600)",
-            cfg->users_file);
-  np__log(&srv->log, NP_LOG_INFO, "users file %s: %zu %s%s", cfg->users_file, np__users_count(*out),
-          np__plural(np__users_count(*out), "client", "clients"),
+    np__log(&srv->log, np__server_echo(srv, NP_LOG_WARN),
+            "users file %s holds tokens but others may read it (chmod 600)", cfg->users_file);
+  np__log(&srv->log, np__server_echo(srv, NP_LOG_INFO), "users file %s: %zu %s%s", cfg->users_file,
+          np__users_count(*out), np__plural(np__users_count(*out), "client", "clients"),
           cfg->token[0] != '\0' ? "; other names log in with the shared token" : "");
   return 0;
 }
@@ -525,14 +525,16 @@ int np_server_start(struct np_server *srv) {
   if (srv->admin_start != NULL && (r = srv->admin_start(srv)) != 0)
     return r;
   if (srv->cfg.token[0] == '\0' && srv->users == NULL && native(srv))
-    np__log(&srv->log, NP_LOG_WARN, "no token set: any client can open public ports");
-  np__log(&srv->log, NP_LOG_INFO, "listening on %s (port %d, codec %s)", srv->cfg.bind, srv->port,
-          srv->codec->name);
+    np__log(&srv->log, np__server_echo(srv, NP_LOG_WARN),
+            "no token set: any client can open public ports");
+  np__log(&srv->log, np__server_echo(srv, NP_LOG_INFO), "listening on %s (port %d, codec %s)",
+          srv->cfg.bind, srv->port, srv->codec->name);
   if (srv->tls != NULL)
-    np__log(&srv->log, NP_LOG_INFO, "TLS certificate %s (clients: --server-fingerprint %s)",
-            np__tls_fingerprint(srv->tls), np__tls_fingerprint(srv->tls));
+    np__log(&srv->log, np__server_echo(srv, NP_LOG_INFO),
+            "TLS certificate %s (clients: --server-fingerprint %s)", np__tls_fingerprint(srv->tls),
+            np__tls_fingerprint(srv->tls));
   else
-    np__log(&srv->log, NP_LOG_WARN,
+    np__log(&srv->log, np__server_echo(srv, NP_LOG_WARN),
             "TLS is off (insecure = true): tunnelled traffic crosses the network in clear and "
             "anybody on the path can read or change it");
   if (!(srv->codec->caps & NP_CODEC_CAP_WORK_HEADER)) {

@@ -252,10 +252,14 @@ static inline int native(const struct np_server *srv) {
 int np__server_create(uv_loop_t *loop, const struct np_config *cfg, struct np_server **out);
 /* Before np_server_start: srv becomes worker widx of group g, sharing sh (the group's: srv's own is
  * freed, and sh is not freed with srv) and, past worker 0, worker 0's TLS context. A worker past 0
- * has no admin endpoint, binds the control port beside worker 0's, and leaves the server-wide
- * listeners of the types (the datagram path) to worker 0. */
+ * has no admin endpoint and binds the control port (and the datagram path's) beside worker 0's. */
 void np__server_join_group(struct np_server *srv, struct np_server_group *g, unsigned widx,
                            np__shared *sh, const np__tls *tls_base);
+/* The level of a line every worker of a group logs alike (the start, a reload's outcome): worker
+ * 0's says it for all of them, the others' go to debug. */
+static inline np_log_level np__server_echo(const struct np_server *srv, np_log_level level) {
+  return srv->widx > 0 ? NP_LOG_DEBUG : level;
+}
 /* login.c: a login on another worker of the group wants the name session sid holds here. */
 typedef struct np__claim {
   char name[NP_MSG_NAME_MAX + 1];

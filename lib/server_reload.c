@@ -85,7 +85,7 @@ static void on_changed(const char *key, void *arg) {
   size_t used = strlen(c->list);
 
   if (is_restart_key(key)) {
-    np__log(&c->srv->log, NP_LOG_WARN,
+    np__log(&c->srv->log, np__server_echo(c->srv, NP_LOG_WARN),
             "reload: %s changed, which takes effect only at a restart; keeping the running value",
             key);
     keep(c->next, c->was, key);
@@ -152,7 +152,8 @@ __attribute__((format(printf, 2, 3))) static void failed(struct np_server *srv, 
   va_start(ap, fmt);
   vsnprintf(srv->reload_err, sizeof(srv->reload_err), fmt, ap);
   va_end(ap);
-  np__log(&srv->log, NP_LOG_ERROR, "reload: %s; nothing changed", srv->reload_err);
+  np__log(&srv->log, np__server_echo(srv, NP_LOG_ERROR), "reload: %s; nothing changed",
+          srv->reload_err);
 }
 
 /* The log level follows the file only when the file changed it: an embedder's
@@ -230,13 +231,14 @@ int np_server_reconfigure(struct np_server *srv, const struct np_config *cfg) {
        was->max_pending_per_proxy != srv->cfg.max_pending_per_proxy) &&
       np__pool_default_set_limits(srv->pool_ops, srv->pool, srv->cfg.max_pending,
                                   srv->cfg.max_pending_per_proxy) != 0)
-    np__log(&srv->log, NP_LOG_WARN,
+    np__log(&srv->log, np__server_echo(srv, NP_LOG_WARN),
             "reload: max_pending and max_pending_per_proxy do not apply to this embedder's pool");
   apply_level(srv, was);
   if (c.n == 0 && fresh == NULL)
-    np__log(&srv->log, NP_LOG_INFO, "reload: the configuration is unchanged");
+    np__log(&srv->log, np__server_echo(srv, NP_LOG_INFO), "reload: the configuration is unchanged");
   else if (c.n > 0)
-    np__log(&srv->log, NP_LOG_INFO, "reload: %s changed; in effect for new work", c.list);
+    np__log(&srv->log, np__server_echo(srv, NP_LOG_INFO),
+            "reload: %s changed; in effect for new work", c.list);
   revoke_gone(srv, was->token, old_users);
   np__users_unref(old_users);
 out:
@@ -254,7 +256,7 @@ int np_server_reload(struct np_server *srv) {
 
   srv->reload_err[0] = '\0';
   if (!srv->started || srv->closing || srv->draining) {
-    np__log(&srv->log, NP_LOG_WARN, "reload: ignored, the server is %s",
+    np__log(&srv->log, np__server_echo(srv, NP_LOG_WARN), "reload: ignored, the server is %s",
             srv->draining ? "draining" : "not running");
     snprintf(srv->reload_err, sizeof(srv->reload_err), "the server is %s",
              srv->draining ? "draining" : "not running");

@@ -88,11 +88,11 @@ class Proc:
         with self.cond:
             return len(self.lines)
 
-    def count(self, pattern):
-        """Lines so far that match pattern."""
+    def count(self, pattern, after=0):
+        """Lines so far (index >= after) that match pattern."""
         rx = re.compile(pattern)
         with self.cond:
-            return sum(1 for _, text in self.lines if rx.search(text))
+            return sum(1 for _, text in self.lines[after:] if rx.search(text))
 
     def wait_exit(self, timeout=10):
         """The exit status, once every line the process wrote has been collected."""
@@ -142,7 +142,8 @@ class Env:
 
     def server(self, *args, name="np-server", bind=f"{LOOP}:0", tls_dir=None, wait=True):
         tls = self.tls_server_args(tls_dir)
-        # NP_E2E_WORKERS=2 runs a case on a server of two event loops (meson's workers2-* cases)
+        # NP_E2E_WORKERS=N runs a case on a server of N event loops (meson's workers1-* cases; the
+        # default is one per core)
         workers = ["--workers", os.environ["NP_E2E_WORKERS"]] if os.environ.get(
             "NP_E2E_WORKERS") and "--workers" not in args else []
         p = Proc(self, name, [SERVER, "--bind", bind, "--proxy-bind-addr", LOOP,
@@ -158,6 +159,8 @@ class Env:
             p.fingerprint = p.wait_line(r"TLS certificate (sha256:[0-9A-F:]+)").group(1)
         else:
             p.wait_line(r"TLS is off")
+        # The last line of a start: how many event loops (workers) it runs, once each has started.
+        p.workers = int(p.wait_line(r"(\d+) workers? on port").group(1))
         # Port 0 picks a free TCP port; the datagram path binds the same number in UDP, which a
         # test running beside this one may hold: pick again rather than fail that case by chance.
         if bind.endswith(":0") and p.count(r"datagram path off: cannot bind UDP port") > 0:

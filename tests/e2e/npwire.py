@@ -5,6 +5,7 @@ import hashlib
 import hmac
 import os
 import struct
+import time
 
 from nptest import dial
 
@@ -12,6 +13,7 @@ from nptest import dial
  START, MUX, PROXY_OPT, PROXY_CLOSE) = range(1, 17)
 NP_EAUTH, NP_EPORTDENIED, NP_ENAMETAKEN, NP_EVERSION = -7004, -7005, -7006, -7003
 NP_ENAMEINUSE = -7022
+NP_EBACKOFF = -7021  # NP_EBACKOFF: wait the id's milliseconds and retry
 
 LAYOUT = {
     HELLO: ["version", "nonce", "status"],  # status: the server's features (NP_HELLO_*)
@@ -88,16 +90,24 @@ class Client:
         """server: an nptest server (its port, and its fingerprint unless it runs in clear); source:
         the loopback address to connect from."""
         self.server = server
-        self.s = dial(server, source=source)
-        self.s.sendall(encode(HELLO, version=1))
-        t, m = self.expect(HELLO)
-        sn, cn = m["nonce"], os.urandom(32)
-        tok = token.encode()
-        self.key = mac(tok, b"np-session-1", sn, cn, name.encode())
-        self.s.sendall(encode(LOGIN, version=1, name=name, nonce=cn,
-                              mac=mac(tok, b"np-login-1", sn, cn, name.encode()),
-                              **(login_fields or {})))
-        t, m = self.expect(LOGIN_RESP)
+        # On a server of several workers, a name held by a session on another worker is answered
+        # "wait and retry" while that worker decides; np-client waits the time given and logs in
+        # again, and so does this client (a few times at most).
+        for attempt in range(8):
+            self.s = dial(server, source=source)
+            self.s.sendall(encode(HELLO, version=1))
+            t, m = self.expect(HELLO)
+            sn, cn = m["nonce"], os.urandom(32)
+            tok = token.encode()
+            self.key = mac(tok, b"np-session-1", sn, cn, name.encode())
+            self.s.sendall(encode(LOGIN, version=1, name=name, nonce=cn,
+                                  mac=mac(tok, b"np-login-1", sn, cn, name.encode()),
+                                  **(login_fields or {})))
+            t, m = self.expect(LOGIN_RESP)
+            if m["status"] != NP_EBACKOFF or "another worker" not in m.get("text", ""):
+                break
+            self.s.close()
+            time.sleep(m["id"] / 1000)  # the wait the server asked for
         self.login = m
         self.session = m["id"]
 

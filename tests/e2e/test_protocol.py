@@ -363,13 +363,21 @@ def test_silent_crowd(env):
         wait_until(lambda: srv.count(r"127\.0\.0\.6:\d+: no login within 2000ms") >= 1000 * (crowd + 1),
                    5, "every silent connection logged")
         assert_serving(honest, b"after crowd %d" % crowd)
-        srv.wait_line(r"connections and visitors came and went: freed memory given back", after=mark)
+        # each worker gives back what its share of the crowd freed
+        wait_until(lambda: srv.count(r"connections and visitors came and went: freed memory "
+                                     r"given back", after=mark) >= srv.workers, 5,
+                   "every worker gave freed memory back")
         rss.append(rss_kib(srv.p.pid))
     print(f"server RSS: before {rss[0]} KiB, with 1,000 silent connections {peak} KiB, after one "
           f"crowd {rss[1]} KiB, after two {rss[2]} KiB")
     if measure:
         check(rss[2] - rss[1] < 512, f"a second crowd grew the server by {rss[2] - rss[1]} KiB")
-        check(rss[2] - rss[0] < 1024, f"the server kept {rss[2] - rss[0]} KiB after the crowds")
+        # A worker's thread allocates from a glibc arena of its own, whose top malloc_trim leaves
+        # in place (it trims only the main arena's): up to about a MiB per worker that the next
+        # crowd reuses, which the check above shows.
+        kept = 1024 * srv.workers
+        check(rss[2] - rss[0] < kept,
+              f"the server kept {rss[2] - rss[0]} KiB after the crowds ({srv.workers} workers)")
 
 
 TESTS = {f.__name__[5:]: f for f in [

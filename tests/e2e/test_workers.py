@@ -174,6 +174,17 @@ def test_bad_config_refused(env):
         check(p.returncode == 2 and words in p.stderr, f"{args}: exit {p.returncode}, {p.stderr!r}")
 
 
+def test_default_is_one_per_core(env):
+    """With no workers key, np-server runs one event loop per core it may use (its CPU affinity),
+    and one with the line codec, whose fixed ports are bound once."""
+    cores = len(os.sched_getaffinity(0))
+    srv = env.server("--token", "s3cret")
+    check(srv.workers == cores, f"{srv.workers} workers on {cores} cores")
+    line = env.server("--codec", "line", "--insecure", "--tunnel-bind", "127.0.0.1:0",
+                      "--visit-bind", "127.0.0.1:0")
+    check(line.workers == 1, f"the line codec runs {line.workers} workers")
+
+
 TESTS = {name[5:]: fn for name, fn in globals().items() if name.startswith("test_")}
 
 if __name__ == "__main__":
