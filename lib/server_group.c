@@ -7,6 +7,7 @@
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -68,65 +69,118 @@ static void group_log(np_log_level level, const char *msg, void *arg) {
   uv_mutex_unlock(&g->log_mu);
 }
 
-/* ---- counters ----------------------------------------------------------------------------- */
+/* ---- asking every other worker (counters, clients, first-byte waits) ----------------------- */
+
+/* One worker's answer, written into its slot of the round's room on its own thread. q: the
+ * question ("" when there is none). */
+typedef void (*ask_fn)(struct np_server *srv, void *slot, const char *q);
+
+/* The head of an asking round's room; the slots follow, one per worker past 0. */
+typedef struct {
+  unsigned n;
+  size_t slot_size;
+  void (*clear)(void *slot); /* frees what an answer left in its slot, or NULL */
+  char q[32];                /* kept here: an answer may run after the asker stopped waiting */
+} ask_head;
+
+#define ASK_HEAD ((sizeof(ask_head) + _Alignof(max_align_t) - 1) & ~(_Alignof(max_align_t) - 1))
 
 typedef struct {
   np__job job;
+  worker *to;
   np__round *r;
   unsigned slot;
-} stats_job;
+  ask_fn fn;
+} ask_job;
 
-static void run_stats(np__job *j, void *arg) {
-  stats_job *sj = (stats_job *)j;
-  worker *w = arg;
-  np_server_stats *room = np__round_data(sj->r);
-  np__server_get_stats_local(w->srv, &room[sj->slot]);
-  np__round_done(sj->r);
-  free(sj);
+static void *ask_slot(np__round *r, unsigned k) {
+  ask_head *h = np__round_data(r);
+  return (char *)h + ASK_HEAD + (size_t)k * h->slot_size;
 }
 
-static void drop_stats(np__job *j) {
-  stats_job *sj = (stats_job *)j;
-  np__round_abandon(sj->r);
-  free(sj);
+static void free_asked(void *data) {
+  ask_head *h = data;
+  if (h->clear != NULL)
+    for (unsigned k = 0; k < h->n; k++)
+      h->clear((char *)data + ASK_HEAD + (size_t)k * h->slot_size);
+}
+
+static void run_ask(np__job *j, void *arg) {
+  ask_job *aj = (ask_job *)j;
+  (void)arg;
+  if (aj->to->srv != NULL)
+    aj->fn(aj->to->srv, ask_slot(aj->r, aj->slot), ((ask_head *)np__round_data(aj->r))->q);
+  np__round_done(aj->r);
+  free(aj);
+}
+
+static void drop_ask(np__job *j) {
+  ask_job *aj = (ask_job *)j;
+  np__round_abandon(aj->r);
+  free(aj);
+}
+
+/* Ask every worker past 0 fn(q) on its own thread, each answering into a zeroed slot of slot_size
+ * bytes, and wait up to GATHER_MS. Returns the round (read it with ask_slot, then
+ * np__round_release it) when every worker answered in time; else NULL, logged for what (the
+ * caller then shows worker 0's own figures rather than a partial sum). */
+static np__round *ask_others(const struct np_server *srv, const char *what, ask_fn fn,
+                             const char *q, size_t slot_size, void (*clear)(void *)) {
+  struct np_server_group *g = srv->group;
+  unsigned others = g->n - 1;
+  np__round *r;
+  ask_head *h;
+
+  if (others == 0 || (q != NULL && strlen(q) >= sizeof(h->q)) ||
+      (r = np__round_new(others, ASK_HEAD + others * slot_size, free_asked)) == NULL)
+    return NULL;
+  h = np__round_data(r);
+  *h = (ask_head){.n = others, .slot_size = slot_size, .clear = clear};
+  if (q != NULL)
+    strcpy(h->q, q);
+  for (unsigned k = 1; k < g->n; k++) {
+    ask_job *aj = calloc(1, sizeof(*aj));
+    if (aj == NULL || !g->w[k].inbox_made) {
+      free(aj);
+      np__round_abandon(r);
+      continue;
+    }
+    *aj = (ask_job){
+        .job = {.run = run_ask, .drop = drop_ask}, .to = &g->w[k], .r = r, .slot = k - 1, .fn = fn};
+    if (np__inbox_post(&g->w[k].in, &aj->job) != 0) {
+      free(aj);
+      np__round_abandon(r);
+    }
+  }
+  if (np__round_wait(r, GATHER_MS) == 0)
+    return r;
+  /* A worker that is stuck or gone. */
+  np__log(&srv->log, NP_LOG_WARN,
+          "%s: %u of %u workers answered within %d ms; showing worker 0's only", what,
+          np__round_answered(r), others, GATHER_MS);
+  np__round_release(r);
+  return NULL;
+}
+
+/* ---- counters ----------------------------------------------------------------------------- */
+
+static void ask_stats(struct np_server *srv, void *slot, const char *q) {
+  (void)q;
+  np__server_get_stats_local(srv, slot);
 }
 
 /* Worker 0's np_server_get_stats: every counter is a sum or a gauge of things that add up. */
 static void group_stats(const struct np_server *srv, np_server_stats *out) {
-  struct np_server_group *g = srv->group;
-  unsigned others = g->n - 1;
   np__round *r;
 
   np__server_get_stats_local(srv, out);
-  if (others == 0 || (r = np__round_new(others, others * sizeof(np_server_stats), NULL)) == NULL)
+  if ((r = ask_others(srv, "counters", ask_stats, NULL, sizeof(*out), NULL)) == NULL)
     return;
-  for (unsigned k = 1; k < g->n; k++) {
-    stats_job *sj = calloc(1, sizeof(*sj));
-    if (sj == NULL || !g->w[k].inbox_made) {
-      free(sj);
-      np__round_abandon(r);
-      continue;
-    }
-    *sj = (stats_job){.job = {.run = run_stats, .drop = drop_stats}, .r = r, .slot = k - 1};
-    if (np__inbox_post(&g->w[k].in, &sj->job) != 0) {
-      free(sj);
-      np__round_abandon(r);
-    }
-  }
-  if (np__round_wait(r, GATHER_MS) == 0) {
-    const np_server_stats *room = np__round_data(r);
+  for (unsigned k = 0; k < srv->group->n - 1; k++) {
+    const uint64_t *add = ask_slot(r, k);
     uint64_t *sum = (uint64_t *)out;
-    for (unsigned k = 0; k < others; k++) {
-      const uint64_t *add = (const uint64_t *)&room[k];
-      for (size_t i = 0; i < sizeof(*out) / sizeof(uint64_t); i++)
-        sum[i] += add[i];
-    }
-  } else {
-    /* A worker that is stuck or gone: worker 0's own figures rather than a partial sum. */
-    np__log(&srv->log, NP_LOG_WARN,
-            "counters: %u of %u workers answered within %d ms; showing "
-            "worker 0's only",
-            np__round_answered(r), others, GATHER_MS);
+    for (size_t i = 0; i < sizeof(*out) / sizeof(uint64_t); i++)
+      sum[i] += add[i];
   }
   np__round_release(r);
 }
@@ -310,25 +364,11 @@ typedef struct {
   int failed;
 } snaps;
 
-typedef struct {
-  np__job job;
-  worker *to;
-  np__round *r;
-  unsigned slot;
-} snap_job;
-
-static void free_snaps(void *data) {
-  unsigned *n = data;
-  snaps *slot = (snaps *)(n + 4); /* past the count, kept aligned */
-  for (unsigned k = 0; k < *n; k++) {
-    for (size_t i = 0; i < slot[k].n; i++)
-      np__client_snap_clear(&slot[k].c[i]);
-    free(slot[k].c);
-  }
-}
-
-static snaps *slots_of(np__round *r) {
-  return (snaps *)((unsigned *)np__round_data(r) + 4);
+static void clear_snaps(void *slot) {
+  snaps *sn = slot;
+  for (size_t i = 0; i < sn->n; i++)
+    np__client_snap_clear(&sn->c[i]);
+  free(sn->c);
 }
 
 /* A deep copy: the walk clears its snapshot once the callback returns. */
@@ -360,60 +400,25 @@ static int keep_snap(const np_server_client *c, void *arg) {
   return 0;
 }
 
-static void run_snap(np__job *j, void *arg) {
-  snap_job *sj = (snap_job *)j;
-  worker *w = sj->to;
-  (void)arg;
-  if (w->srv != NULL)
-    np__server_foreach_client_local(w->srv, keep_snap, &slots_of(sj->r)[sj->slot]);
-  np__round_done(sj->r);
-  free(sj);
-}
-
-static void drop_snap(np__job *j) {
-  snap_job *sj = (snap_job *)j;
-  np__round_abandon(sj->r);
-  free(sj);
+static void ask_clients(struct np_server *srv, void *slot, const char *q) {
+  (void)q;
+  np__server_foreach_client_local(srv, keep_snap, slot);
 }
 
 /* Worker 0's np_server_foreach_client: its own clients, then each other worker's, in order. A
  * worker that does not answer within GATHER_MS is left out, and the log says so. */
 static int group_clients(const struct np_server *srv, np_server_client_cb cb, void *arg) {
-  struct np_server_group *g = srv->group;
-  unsigned others = g->n - 1;
   np__round *r;
   int res;
 
-  if ((res = np__server_foreach_client_local(srv, cb, arg)) != 0 || others == 0)
+  if ((res = np__server_foreach_client_local(srv, cb, arg)) != 0)
     return res;
-  if ((r = np__round_new(others, 4 * sizeof(unsigned) + others * sizeof(snaps), free_snaps)) ==
-      NULL)
+  if ((r = ask_others(srv, "clients", ask_clients, NULL, sizeof(snaps), clear_snaps)) == NULL)
     return 0;
-  *(unsigned *)np__round_data(r) = others;
-  for (unsigned k = 1; k < g->n; k++) {
-    snap_job *sj = calloc(1, sizeof(*sj));
-    if (sj == NULL || !g->w[k].inbox_made) {
-      free(sj);
-      np__round_abandon(r);
-      continue;
-    }
-    *sj = (snap_job){.job = {.run = run_snap, .drop = drop_snap}, .r = r, .slot = k - 1};
-    sj->to = &g->w[k];
-    if (np__inbox_post(&g->w[k].in, &sj->job) != 0) {
-      free(sj);
-      np__round_abandon(r);
-    }
-  }
-  if (np__round_wait(r, GATHER_MS) == 0) {
-    snaps *slot = slots_of(r);
-    for (unsigned k = 0; k < others && res == 0; k++)
-      for (size_t i = 0; i < slot[k].n && res == 0; i++)
-        res = cb((const np_server_client *)&slot[k].c[i], arg);
-  } else {
-    np__log(&srv->log, NP_LOG_WARN,
-            "clients: %u of %u workers answered within %d ms; showing "
-            "worker 0's only",
-            np__round_answered(r), others, GATHER_MS);
+  for (unsigned k = 0; k < srv->group->n - 1 && res == 0; k++) {
+    const snaps *sn = ask_slot(r, k);
+    for (size_t i = 0; i < sn->n && res == 0; i++)
+      res = cb((const np_server_client *)&sn->c[i], arg);
   }
   np__round_release(r);
   return res;
@@ -421,57 +426,16 @@ static int group_clients(const struct np_server *srv, np_server_client_cb cb, vo
 
 /* ---- first-byte waits ------------------------------------------------------------------- */
 
-typedef struct {
-  np__job job;
-  worker *to;
-  np__round *r;
-  unsigned slot;
-  char type[32]; /* "": every type */
-} histo_job;
-
-static void run_histo(np__job *j, void *arg) {
-  histo_job *hj = (histo_job *)j;
-  np__histo *room = np__round_data(hj->r);
-  (void)arg;
-  if (hj->to->srv != NULL)
-    np__server_first_byte_local(hj->to->srv, hj->type[0] ? hj->type : NULL, &room[hj->slot]);
-  np__round_done(hj->r);
-  free(hj);
-}
-
-static void drop_histo(np__job *j) {
-  histo_job *hj = (histo_job *)j;
-  np__round_abandon(hj->r);
-  free(hj);
+static void ask_first_byte(struct np_server *srv, void *slot, const char *q) {
+  np__server_first_byte_local(srv, q[0] != '\0' ? q : NULL, slot);
 }
 
 static void group_first_byte(const struct np_server *srv, const char *type, np__histo *h) {
-  struct np_server_group *g = srv->group;
-  unsigned others = g->n - 1;
-  np__round *r;
-
-  if (others == 0 || (type != NULL && strlen(type) >= sizeof(((histo_job *)0)->type)) ||
-      (r = np__round_new(others, others * sizeof(np__histo), NULL)) == NULL)
+  np__round *r = ask_others(srv, "first-byte waits", ask_first_byte, type, sizeof(*h), NULL);
+  if (r == NULL)
     return;
-  for (unsigned k = 1; k < g->n; k++) {
-    histo_job *hj = calloc(1, sizeof(*hj));
-    if (hj == NULL || !g->w[k].inbox_made) {
-      free(hj);
-      np__round_abandon(r);
-      continue;
-    }
-    *hj = (histo_job){
-        .job = {.run = run_histo, .drop = drop_histo}, .to = &g->w[k], .r = r, .slot = k - 1};
-    if (type != NULL)
-      strcpy(hj->type, type);
-    if (np__inbox_post(&g->w[k].in, &hj->job) != 0) {
-      free(hj);
-      np__round_abandon(r);
-    }
-  }
-  if (np__round_wait(r, GATHER_MS) == 0)
-    for (unsigned k = 0; k < others; k++)
-      np__histo_add(h, &((np__histo *)np__round_data(r))[k]);
+  for (unsigned k = 0; k < srv->group->n - 1; k++)
+    np__histo_add(h, ask_slot(r, k));
   np__round_release(r);
 }
 
