@@ -97,41 +97,73 @@ static void labeled(FILE *m, const np_server_stats *st) {
             (unsigned long long)*(const uint64_t *)((const char *)st + outcomes[i].member));
 }
 
-/* ---- proxy types: how many, and the first-byte histogram --------------------------------------
- */
+/* ---- one walk over the clients per scrape --------------------------------------------------
+ * A group's worker 0 gathers every worker's clients for a walk (server_group.c), so the families
+ * below read one copy instead of walking once each. */
+
+typedef struct {
+  char client[NP_MSG_NAME_MAX + 1];
+  char proxy[NP_MSG_NAME_MAX + 1];
+  const char *type; /* the type's own name: lives as long as the server */
+  np_proxy_stats st;
+} mproxy;
 
 typedef struct {
   const struct np_server *srv;
-  uint64_t n[256];
-} type_count;
+  uint64_t
+      by_type[sizeof(((struct np_server *)0)->types) / sizeof(((struct np_server *)0)->types[0])];
+  uint64_t by_worker[NP_SERVER_WORKERS_MAX];
+  mproxy *p; /* the first MAX_PROXY_SERIES proxies, in the walk's order */
+  size_t n, cap;
+  const char *client;
+} scrape;
 
-static int count_proxy(const np_server_proxy *p, void *arg) {
-  type_count *t = arg;
-  for (size_t k = 0; k < sizeof(t->srv->types) / sizeof(t->srv->types[0]); k++)
-    if (t->srv->types[k] != NULL && strcmp(t->srv->types[k]->name, np_server_proxy_type(p)) == 0)
-      t->n[k]++;
+static int scrape_proxy(const np_server_proxy *p, void *arg) {
+  scrape *sc = arg;
+  const char *type = np_server_proxy_type(p);
+
+  for (size_t k = 0; k < sizeof(sc->by_type) / sizeof(sc->by_type[0]); k++)
+    if (sc->srv->types[k] != NULL && strcmp(sc->srv->types[k]->name, type) == 0)
+      sc->by_type[k]++;
+  if (sc->n == MAX_PROXY_SERIES)
+    return 0;
+  if (sc->n == sc->cap) {
+    size_t cap = sc->cap ? 2 * sc->cap : 64;
+    mproxy *more = realloc(sc->p, cap * sizeof(*more));
+    if (more == NULL)
+      return 0; /* the per-proxy series stop here; the counts go on */
+    sc->p = more;
+    sc->cap = cap;
+  }
+  np__strlcpy(sc->p[sc->n].client, sc->client, sizeof(sc->p[sc->n].client));
+  np__strlcpy(sc->p[sc->n].proxy, np_server_proxy_name(p), sizeof(sc->p[sc->n].proxy));
+  sc->p[sc->n].type = type;
+  np_server_proxy_get_stats(p, &sc->p[sc->n].st, sizeof(sc->p[sc->n].st));
+  sc->n++;
   return 0;
 }
 
-static int count_client(const np_server_client *c, void *arg) {
-  return np_server_client_foreach_proxy(c, count_proxy, arg);
+static int scrape_client(const np_server_client *c, void *arg) {
+  scrape *sc = arg;
+  unsigned k = np_server_client_worker(c);
+
+  if (k < NP_SERVER_WORKERS_MAX)
+    sc->by_worker[k]++;
+  sc->client = np_server_client_name(c);
+  return np_server_client_foreach_proxy(c, scrape_proxy, sc);
 }
 
-static void by_type(FILE *m, struct np_server *srv) {
-  static type_count zero;
-  type_count tc = zero;
-  uint64_t *n = tc.n;
+/* ---- proxy types: how many, and the first-byte histogram ---------------------------------- */
+
+static void by_type(FILE *m, struct np_server *srv, const scrape *sc) {
   size_t kinds = sizeof(srv->types) / sizeof(srv->types[0]);
 
-  /* Through the views: a group's worker 0 counts every worker's proxies. */
-  tc.srv = srv;
-  np_server_foreach_client(srv, count_client, &tc);
   np__metrics_family(m, "natproxy_server_proxies_by_type", "gauge",
                      "Proxies the logged-in clients have open now, by type.");
   for (size_t k = 0; k < kinds; k++)
     if (srv->types[k] != NULL)
       fprintf(m, "natproxy_server_proxies_by_type{type=\"%s\"} %llu\n", srv->types[k]->name,
-              (unsigned long long)n[k]);
+              (unsigned long long)sc->by_type[k]);
 
   np__metrics_family(
       m, "natproxy_server_first_byte_seconds", "histogram",
@@ -155,53 +187,28 @@ static void by_type(FILE *m, struct np_server *srv) {
   }
 }
 
-/* ---- per proxy --------------------------------------------------------------------------------
+/* ---- per proxy -------------------------------------------------------------------------------
  */
 
-typedef struct mwalk {
-  FILE *m;
-  const np_stat_field *f;
-  const char *client;
-  size_t series;
-} mwalk;
-
-static int metric_proxy(const np_server_proxy *p, void *arg) {
-  mwalk *w = arg;
-  np_proxy_stats st;
+static void per_proxy(FILE *m, const np_stat_field *f, const scrape *sc) {
   char name[96];
 
-  if (w->series++ >= MAX_PROXY_SERIES)
-    return 1;
-  np_server_proxy_get_stats(p, &st, sizeof(st));
-  np__metrics_name(name, sizeof(name), "proxy", w->f);
-  fprintf(w->m, "%s{client=\"", name);
-  np__metrics_label(w->m, w->client);
-  fputs("\",proxy=\"", w->m);
-  np__metrics_label(w->m, np_server_proxy_name(p));
-  fprintf(w->m, "\",type=\"%s\"} %llu\n", np_server_proxy_type(p),
-          (unsigned long long)field_value(&st, w->f));
-  return 0;
-}
-
-static int metric_client(const np_server_client *c, void *arg) {
-  mwalk *w = arg;
-  w->client = np_server_client_name(c);
-  return np_server_client_foreach_proxy(c, metric_proxy, w) != 0 && w->series >= MAX_PROXY_SERIES;
+  np__metrics_name(name, sizeof(name), "proxy", f);
+  for (size_t i = 0; i < sc->n; i++) {
+    fprintf(m, "%s{client=\"", name);
+    np__metrics_label(m, sc->p[i].client);
+    fputs("\",proxy=\"", m);
+    np__metrics_label(m, sc->p[i].proxy);
+    fprintf(m, "\",type=\"%s\"} %llu\n", sc->p[i].type,
+            (unsigned long long)field_value(&sc->p[i].st, f));
+  }
 }
 
 /* ---- workers (np_server_group): how many, each one's clients and CPU --------------------------
  */
 
-static int count_worker(const np_server_client *c, void *arg) {
-  uint64_t *n = arg;
-  unsigned k = np_server_client_worker(c);
-  if (k < NP_SERVER_WORKERS_MAX)
-    n[k]++;
-  return 0;
-}
-
-static void workers(FILE *m, struct np_server *srv) {
-  uint64_t cpu[NP_SERVER_WORKERS_MAX] = {0}, clients[NP_SERVER_WORKERS_MAX] = {0};
+static void workers(FILE *m, struct np_server *srv, const scrape *sc) {
+  uint64_t cpu[NP_SERVER_WORKERS_MAX] = {0};
   unsigned n = 1;
   struct timespec ts;
 
@@ -209,7 +216,6 @@ static void workers(FILE *m, struct np_server *srv) {
     n = srv->group_workers(srv, cpu, NP_SERVER_WORKERS_MAX);
   else if (clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts) == 0) /* this is the server's thread */
     cpu[0] = (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-  np_server_foreach_client(srv, count_worker, clients);
   np__metrics_family(m, "natproxy_server_workers", "gauge",
                      "Event loops serving, each on a thread of its own (workers).");
   fprintf(m, "natproxy_server_workers %u\n", n);
@@ -217,7 +223,7 @@ static void workers(FILE *m, struct np_server *srv) {
                      "Logged-in clients on each worker now.");
   for (unsigned k = 0; k < n; k++)
     fprintf(m, "natproxy_server_worker_clients{worker=\"%u\"} %llu\n", k,
-            (unsigned long long)clients[k]);
+            (unsigned long long)sc->by_worker[k]);
   np__metrics_family(m, "natproxy_server_worker_cpu_seconds_total", "counter",
                      "CPU time each worker's thread has used (user and system).");
   for (unsigned k = 0; k < n; k++)
@@ -232,12 +238,18 @@ void np__admin_metrics(struct np_server *srv, np__admin_reply *out) {
   char *buf = NULL;
   size_t len = 0;
   FILE *m = open_memstream(&buf, &len);
+  scrape *sc;
 
-  if (m == NULL) {
+  if (m == NULL || (sc = calloc(1, sizeof(*sc))) == NULL) {
+    if (m != NULL)
+      fclose(m);
+    free(buf);
     np__admin_reply_error(out, 500, "out of memory");
     return;
   }
+  sc->srv = srv;
   np_server_get_stats(srv, &st, sizeof(st));
+  np_server_foreach_client(srv, scrape_client, sc);
   np__metrics_build_info(m);
   for (size_t i = 0; (f = np_server_stats_field(i)) != NULL; i++) {
     np__metrics_name(name, sizeof(name), "server", f);
@@ -246,15 +258,16 @@ void np__admin_metrics(struct np_server *srv, np__admin_reply *out) {
     fprintf(m, "%s %llu\n", name, (unsigned long long)field_value(&st, f));
   }
   labeled(m, &st);
-  by_type(m, srv);
-  workers(m, srv);
+  by_type(m, srv, sc);
+  workers(m, srv, sc);
   for (size_t i = 0; (f = np_proxy_stats_field(i)) != NULL; i++) {
-    mwalk w = {.m = m, .f = f}; /* the cap counts proxies, the same for every counter */
     np__metrics_name(name, sizeof(name), "proxy", f);
     snprintf(help, sizeof(help), "Per proxy: %s (%s).", f->help, f->unit);
     np__metrics_family(m, name, f->kind == NP_STAT_COUNTER ? "counter" : "gauge", help);
-    np_server_foreach_client(srv, metric_client, &w);
+    per_proxy(m, f, sc);
   }
+  free(sc->p);
+  free(sc);
   np__metrics_end(m, &buf, &len, out);
 }
 
