@@ -60,15 +60,19 @@ PIPE_CACHE_FDS = 2 * 16
 
 
 def fds(proc):
-    """(descriptors other than pipes, pipes) open in proc."""
+    """(descriptors other than pipes and /dev/null, pipes) open in proc. /dev/null is left out:
+    libuv opens it once per loop, at the loop's first stream, as a spare for running out of
+    descriptors, and a worker whose first connection came during the traffic opened it then (each
+    listener's spare is one too, beside its socket, which counts)."""
     other = pipes = 0
     d = f"/proc/{proc.p.pid}/fd"
     for fd in os.listdir(d):
         try:
-            pipes += os.readlink(f"{d}/{fd}").startswith("pipe:")
-            other += not os.readlink(f"{d}/{fd}").startswith("pipe:")
+            link = os.readlink(f"{d}/{fd}")
         except FileNotFoundError:
-            pass  # closed meanwhile
+            continue  # closed meanwhile
+        pipes += link.startswith("pipe:")
+        other += not link.startswith("pipe:") and link != "/dev/null"
     return other, pipes
 
 
