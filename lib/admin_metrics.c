@@ -98,8 +98,8 @@ static void labeled(FILE *m, const np_server_stats *st) {
 }
 
 /* ---- one walk over the clients per scrape --------------------------------------------------
- * A group's worker 0 gathers every worker's clients for a walk (server_group.c), so the families
- * below read one copy instead of walking once each. */
+ * A group's worker 0 gathers every worker's clients for a walk (server_group_hooks.c), so the
+ * families below read one copy instead of walking once each. */
 
 typedef struct {
   char client[NP_MSG_NAME_MAX + 1];
