@@ -41,8 +41,45 @@ static int each_proxy(const np_client_proxy *p, void *arg) {
   return 0;
 }
 
+/* A proxy as one server sees it, in a session's entry of "sessions". */
+static int each_session_proxy(const np_client_proxy *p, void *arg) {
+  json_t *list = arg;
+  const char *text;
+  int status = np_client_proxy_error(p, &text);
+
+  json_array_append_new(list,
+                        json_pack("{s:s, s:s, s:i, s:i, s:s}", "name", np_client_proxy_name(p),
+                                  "status", proxy_state(p), "port", np_client_proxy_port(p),
+                                  "error_code", status, "error", text));
+  return 0;
+}
+
+/* One entry per server: with server = a, b each has a session of its own (client_set.c). */
+static json_t *sessions(const struct np_client *cl) {
+  const struct np_client *each[NP_MAX_SERVERS];
+  size_t n = np__client_sessions(cl, each, NP_ARRAY_SIZE(each));
+  json_t *list = json_array();
+
+  for (size_t i = 0; i < n; i++) {
+    const struct np_client *s = each[i];
+    json_t *proxies = json_array();
+    np_client_stats st;
+    np_client_get_stats(s, &st, sizeof(st));
+    np_client_foreach_proxy(s, each_session_proxy, proxies);
+    json_array_append_new(list, json_pack("{s:s, s:s, s:I, s:I, s:I, s:b, s:b, s:o}", "server",
+                                          s->cfg.server, "state", np_client_state(s), "since_ms",
+                                          (json_int_t)(now_ms((struct np_client *)s) - s->state_ms),
+                                          "logins", (json_int_t)st.connects, "reconnects",
+                                          (json_int_t)(st.connects > 0 ? st.connects - 1 : 0),
+                                          "tls", s->tls != NULL, "udp_path_up", st.udp_path_up != 0,
+                                          "proxies", proxies));
+  }
+  return list;
+}
+
 static json_t *status(struct np_client *cl) {
   json_t *proxies = json_array(), *session;
+  const struct np_client *lead = np__client_lead(cl);
   np_client_stats st;
 
   np_client_get_stats(cl, &st, sizeof(st));
@@ -50,11 +87,12 @@ static json_t *status(struct np_client *cl) {
   session = json_pack(
       "{s:s, s:s, s:s, s:I, s:I, s:I, s:s, s:b, s:b, s:b}", "server", cl->cfg.server, "name",
       cl->cfg.name, "state", np_client_state(cl), "since_ms",
-      (json_int_t)(now_ms(cl) - cl->state_ms), "logins", (json_int_t)st.connects, "reconnects",
+      (json_int_t)(now_ms(cl) - lead->state_ms), "logins", (json_int_t)st.connects, "reconnects",
       (json_int_t)(st.connects > 0 ? st.connects - 1 : 0), "codec", cl->codec->name, "mux",
-      cl->cfg.mux && native(cl), "tls", cl->tls != NULL, "udp_path_up", st.udp_path_up != 0);
-  return json_pack("{s:s, s:o, s:o, s:o}", "version", np_version_string(), "session", session,
-                   "proxies", proxies, "stats", np__admin_stats_json(np_client_stats_field, &st));
+      cl->cfg.mux && native(cl), "tls", !cl->cfg.insecure, "udp_path_up", st.udp_path_up != 0);
+  return json_pack("{s:s, s:o, s:o, s:o, s:o}", "version", np_version_string(), "session", session,
+                   "sessions", sessions(cl), "proxies", proxies, "stats",
+                   np__admin_stats_json(np_client_stats_field, &st));
 }
 
 /* ---- /metrics -------------------------------------------------------------------------------- */
@@ -117,8 +155,20 @@ static void metrics(struct np_client *cl, np__admin_reply *out) {
             (unsigned long long)*(const uint64_t *)((const char *)&st + f->offset));
   }
   np__metrics_family(m, "natproxy_client_logged_in", "gauge",
-                     "1 while the client's session with its server is logged in, else 0.");
-  fprintf(m, "natproxy_client_logged_in %d\n", cl->state == C_READY);
+                     "1 while a session of the client with a server is logged in, else 0.");
+  fprintf(m, "natproxy_client_logged_in %d\n", np__client_lead(cl)->state == C_READY);
+  {
+    const struct np_client *each[NP_MAX_SERVERS];
+    size_t n = np__client_sessions(cl, each, NP_ARRAY_SIZE(each));
+    np__metrics_family(m, "natproxy_client_session_logged_in", "gauge",
+                       "Per server the client dials (server = a, b: a session each), 1 while "
+                       "its session is logged in, else 0.");
+    for (size_t i = 0; i < n; i++) {
+      fputs("natproxy_client_session_logged_in{server=\"", m);
+      np__metrics_label(m, each[i]->cfg.server);
+      fprintf(m, "\"} %d\n", each[i]->state == C_READY);
+    }
+  }
   np__metrics_family(m, "natproxy_client_proxy_status", "gauge",
                      "Per proxy, what the server made of it: 1 for its status now (closed: no "
                      "session; pending: no answer yet; ok: open; refused: refused or closed by "

@@ -581,6 +581,8 @@ int np_client_set_codec(struct np_client *cl, const np_codec_ops *codec) {
   if (np__codec_ops_check(codec) != 0)
     return UV_EINVAL;
   cl->codec = codec;
+  if (cl->set_ops != NULL)
+    cl->set_ops->spread(cl);
   return 0;
 }
 
@@ -588,6 +590,8 @@ void np_client_set_log(struct np_client *cl, np_log_level level, np_log_cb cb, v
   cl->log.level = level;
   cl->log.cb = cb != NULL ? cb : np_log_stderr;
   cl->log.arg = arg;
+  if (cl->set_ops != NULL)
+    cl->set_ops->spread(cl);
 }
 
 void np_client_set_event_cb(struct np_client *cl, np_client_event_cb cb) {
@@ -597,11 +601,13 @@ void np_client_set_event_cb(struct np_client *cl, np_client_event_cb cb) {
 int np_client_start(struct np_client *cl) {
   if (cl->started || cl->closing)
     return NP_ESTATE;
+  if (cl->set_ops != NULL)
+    return cl->set_ops->start(cl);
   if (!cl->cfg.insecure) {
     int r = np__tls_client_new(cl->loop, &cl->cfg, &cl->log, &cl->tls);
     if (r != 0)
       return r;
-  } else {
+  } else if (cl->parent == NULL || cl->parent->members[0] == cl) { /* once for a set */
     np__log(&cl->log, NP_LOG_WARN,
             "TLS is off (insecure = true): tunnelled traffic crosses the network in clear and "
             "anybody on the path can read or change it");
@@ -641,6 +647,11 @@ int np_client_start(struct np_client *cl) {
 void np_client_get_stats(const struct np_client *cl, np_client_stats *out, size_t size) {
   np_client_stats st = cl->stats;
 
+  if (cl->set_ops != NULL) {
+    cl->set_ops->stats(cl, &st);
+    np__stats_copy(out, size, &st, sizeof(st));
+    return;
+  }
   st.udp_path_up = cl->ulink != NULL && np__ulink_is_up(cl->ulink);
   st.udp_path_in = cl->ulink_stats.in;
   st.udp_path_out = cl->ulink_stats.out;
@@ -675,6 +686,11 @@ void np_client_close(struct np_client *cl, np_client_close_cb cb) {
     np__dial_cancel(cl->dial);
   if (cl->admin_stop != NULL)
     cl->admin_stop(cl);
+  if (cl->set_ops != NULL) {
+    cl->set_ops->close(cl);
+    np__client_unref(cl);
+    return;
+  }
   if (cl->ch != NULL)
     goodbye(cl, "client shutting down");
   if (cl->transport != NULL)
@@ -703,7 +719,7 @@ void np_client_set_data(struct np_client *cl, void *data) {
 }
 
 const char *np_client_state(const struct np_client *cl) {
-  switch (cl->state) {
+  switch ((cl->set_ops != NULL ? cl->set_ops->lead(cl) : cl)->state) {
   case C_DIALING:
     return "connecting";
   case C_HELLO:
@@ -722,6 +738,8 @@ const char *np_client_state(const struct np_client *cl) {
 
 int np_client_foreach_proxy(const struct np_client *cl, np_client_proxy_cb cb, void *arg) {
   int r = 0;
+  if (cl->set_ops != NULL)
+    return cl->set_ops->foreach (cl, cb, arg);
   for (size_t i = 0; i < cl->cfg.n_proxies && r == 0; i++)
     r = cb(cl->px[i], arg);
   return r;

@@ -136,10 +136,38 @@ struct np_client {
   np_client_close_cb drain_cb;
   np_client_close_cb close_cb;
   void *data;
+  /* Several servers (client_set.c): the set has a member client per server, on the same loop,
+   * and no session of its own; the public calls go to its set_ops. A member's parent is its set,
+   * which gets its events. Hooks, so that this layer calls nothing of the set's, which is above
+   * it (docs/design.md). */
+  const struct np__client_set_ops *set_ops;
+  struct np_client *parent;
+  struct np_client *members[NP_MAX_SERVERS];
+  size_t n_members;
 };
+
+/* What a set does in place of the public calls of the same name (client_set.c). lead: the member
+ * whose session got furthest; spread: the set's codec and log to its members. */
+typedef struct np__client_set_ops {
+  int (*start)(struct np_client *set);
+  void (*close)(struct np_client *set);
+  void (*drain)(struct np_client *set, uint64_t timeout_ms);
+  int (*reconfigure)(struct np_client *set, const struct np_config *cfg);
+  void (*stats)(const struct np_client *set, np_client_stats *sum);
+  int (*foreach)(const struct np_client *set, np_client_proxy_cb cb, void *arg);
+  const struct np_client *(*lead)(const struct np_client *set);
+  void (*event)(struct np_client *member, const np_client_event *ev);
+  void (*spread)(struct np_client *set);
+} np__client_set_ops;
 
 static inline uint64_t now_ms(struct np_client *cl) {
   return uv_now(cl->loop);
+}
+
+/* A line every member of a set would log the same (a reload's outcome): the first member logs it
+ * at level, the others at debug, so that the log says it once. */
+static inline np_log_level np__client_echo(const struct np_client *cl, np_log_level level) {
+  return cl->parent == NULL || cl->parent->members[0] == cl ? level : NP_LOG_DEBUG;
 }
 
 static inline int native(const struct np_client *cl) {
@@ -194,6 +222,14 @@ void np__client_attach_flow(struct np_client *cl, np_conn *local, const np__prox
 int np__client_register(struct np_client *cl, cproxy *px);
 void np__client_start_ulink(struct np_client *cl);
 void np__client_reconnect(struct np_client *cl, const char *why);
+
+/* client_set.c: np_client_new for a configuration that lists several servers: the set and its
+ * members (0, NP_ECONFIG or UV_ENOMEM). lead: the member whose session got furthest (the client
+ * itself when it is no set); sessions: the members, or the client itself, into out (at most max);
+ * returns how many. */
+int np__client_set_new(uv_loop_t *loop, const struct np_config *cfg, struct np_client **out);
+const struct np_client *np__client_lead(const struct np_client *cl);
+size_t np__client_sessions(const struct np_client *cl, const struct np_client **out, size_t max);
 
 /* client_pool.c: pre-opened work connections */
 void np__client_pool_refill(struct np_client *cl);

@@ -10,7 +10,9 @@
 void np__client_emit(struct np_client *cl, np_client_event_type type, int status, const char *name,
                      const char *text, int port) {
   np_client_event ev = {sizeof(ev), type, status, name, text, port};
-  if (cl->event_cb != NULL)
+  if (cl->parent != NULL)
+    cl->parent->set_ops->event(cl, &ev);
+  else if (cl->event_cb != NULL)
     cl->event_cb(cl, &ev);
 }
 

@@ -45,6 +45,11 @@ void np_client_drain(struct np_client *cl, uint64_t timeout_ms, np_client_close_
     np_client_close(cl, cl->draining ? cl->drain_cb : cb);
     return;
   }
+  if (cl->set_ops != NULL) {
+    cl->drain_cb = cb;
+    cl->set_ops->drain(cl, timeout_ms);
+    return;
+  }
   cl->draining = 1;
   cl->drain_cb = cb;
   cl->drain_deadline = uv_now(cl->loop) + timeout_ms;

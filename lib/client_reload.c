@@ -52,7 +52,7 @@ static void on_changed(const char *key, void *arg) {
   size_t used = strlen(c->list);
 
   if (live_key(key) < 0) {
-    np__log(&c->cl->log, NP_LOG_WARN,
+    np__log(&c->cl->log, np__client_echo(c->cl, NP_LOG_WARN),
             "reload: %s changed, which takes effect only at a restart; keeping the running value",
             key);
     return;
@@ -169,7 +169,7 @@ static void apply_to_session(struct np_client *cl, const struct np_config *was, 
       continue;
     what = now == NULL ? NULL : registration_differs(&old[i]->cfg, was, &now->cfg, &cl->cfg);
     if (now != NULL && what == NULL) {
-      np__log(&cl->log, NP_LOG_INFO,
+      np__log(&cl->log, np__client_echo(cl, NP_LOG_INFO),
               "reload: proxy %s: local service %s%s (new visitors; open ones keep theirs)",
               now->cfg.name, now->cfg.local,
               now->cfg.proxy_protocol != old[i]->cfg.proxy_protocol
@@ -178,10 +178,12 @@ static void apply_to_session(struct np_client *cl, const struct np_config *was, 
       continue;
     }
     if (now == NULL)
-      np__log(&cl->log, NP_LOG_INFO, "reload: proxy %s removed%s", old[i]->cfg.name,
+      np__log(&cl->log, np__client_echo(cl, NP_LOG_INFO), "reload: proxy %s removed%s",
+              old[i]->cfg.name,
               send && registered(old[i]) ? "; closing it on the server with its visitors" : "");
     else
-      np__log(&cl->log, NP_LOG_INFO, "reload: proxy %s changed (%s)%s", now->cfg.name, what,
+      np__log(&cl->log, np__client_echo(cl, NP_LOG_INFO), "reload: proxy %s changed (%s)%s",
+              now->cfg.name, what,
               send && registered(old[i])
                   ? "; closing it on the server and registering it again: its open visitors are "
                     "closed"
@@ -199,7 +201,8 @@ static void apply_to_session(struct np_client *cl, const struct np_config *was, 
     if (was_px == cl->px[k] || (was_px != NULL && cl->px[k]->state != NP_CLIENT_PROXY_CLOSED))
       continue; /* unchanged, or only its local side changed: the server's registration stands */
     if (was_px == NULL)
-      np__log(&cl->log, NP_LOG_INFO, "reload: proxy %s added", cl->px[k]->cfg.name);
+      np__log(&cl->log, np__client_echo(cl, NP_LOG_INFO), "reload: proxy %s added",
+              cl->px[k]->cfg.name);
     if (send && cl->state == C_READY)
       np__client_register(cl, cl->px[k]);
   }
@@ -231,6 +234,8 @@ int np_client_reconfigure(struct np_client *cl, const struct np_config *cfg) {
     return NP_ESTATE;
   if (cfg == NULL || cfg->kind != NP_CONFIG_CLIENT)
     return UV_EINVAL;
+  if (cl->set_ops != NULL)
+    return cl->set_ops->reconfigure(cl, cfg);
   if ((next = malloc(sizeof(*next))) == NULL || (was = malloc(sizeof(*was))) == NULL) {
     free(next);
     return UV_ENOMEM;
@@ -284,9 +289,10 @@ int np_client_reconfigure(struct np_client *cl, const struct np_config *cfg) {
   for (size_t i = 0; i < n_old; i++)
     np__cproxy_unref(old[i]);
   if (c.list[0] != '\0')
-    np__log(&cl->log, NP_LOG_INFO, "reload: %s changed; in effect from now on", c.list);
-  np__log(&cl->log, NP_LOG_INFO, "reload: done, %zu %s configured", cl->cfg.n_proxies,
-          np__plural(cl->cfg.n_proxies, "proxy", "proxies"));
+    np__log(&cl->log, np__client_echo(cl, NP_LOG_INFO), "reload: %s changed; in effect from now on",
+            c.list);
+  np__log(&cl->log, np__client_echo(cl, NP_LOG_INFO), "reload: done, %zu %s configured",
+          cl->cfg.n_proxies, np__plural(cl->cfg.n_proxies, "proxy", "proxies"));
   if (reconnect)
     np__client_reconnect(cl, "reconnecting to apply a reload");
   else if (live) {

@@ -211,6 +211,51 @@ static int read_token_file(struct np_config *cfg, const char *key, const char *p
   return 0;
 }
 
+/* server = a.example.org, b.example.org:7001: one session per server (client_set.c). Each item gets
+ * the default port if it has none and is checked; the list is kept as "HOST:PORT,HOST:PORT". */
+static int server_list(struct np_config *cfg, const np__key *k, const char *v, char *field) {
+  char out[NP_MAX_SERVERS * NP_HOSTPORT_MAX] = "", seen[NP_MAX_SERVERS][NP_HOSTPORT_MAX];
+  size_t n = 0, used = 0;
+
+  for (const char *p = v;; p++) {
+    char item[NP_HOSTPORT_MAX + 8], norm[NP_HOSTPORT_MAX + 8];
+    const char *one;
+    size_t len = strcspn(p, ",");
+    size_t a = 0, b = len;
+
+    while (a < b && (p[a] == ' ' || p[a] == '\t'))
+      a++;
+    while (b > a && (p[b - 1] == ' ' || p[b - 1] == '\t'))
+      b--;
+    if (a == b)
+      return np__config_err(cfg, "%s: an empty item in '%s' (HOST[:PORT], comma-separated)",
+                            k->name, v);
+    if (b - a >= NP_HOSTPORT_MAX)
+      return np__config_err(cfg, "%s: '%.*s' is longer than %d bytes", k->name, (int)(b - a), p + a,
+                            NP_HOSTPORT_MAX - 1);
+    memcpy(item, p + a, b - a);
+    item[b - a] = '\0';
+    one = default_port(item, norm, sizeof(norm));
+    if (np__config_hostport(cfg, k->name, one, 0) != 0)
+      return NP_ECONFIG;
+    if (n == NP_MAX_SERVERS)
+      return np__config_err(cfg, "%s: at most %d servers", k->name, NP_MAX_SERVERS);
+    for (size_t i = 0; i < n; i++)
+      if (strcmp(seen[i], one) == 0)
+        return np__config_err(cfg, "%s: %s is listed twice", k->name, one);
+    if (np__strlcpy(seen[n], one, sizeof(seen[n])) != 0)
+      return np__config_err(cfg, "%s: '%s' is longer than %d bytes", k->name, one,
+                            NP_HOSTPORT_MAX - 1);
+    /* NP_MAX_SERVERS items of less than NP_HOSTPORT_MAX bytes and a comma each: it fits. */
+    used += (size_t)snprintf(out + used, sizeof(out) - used, n > 0 ? ",%s" : "%s", one);
+    n++;
+    p += len;
+    if (*p == '\0')
+      break;
+  }
+  return np__config_copy(cfg, k->name, out, field, k->size);
+}
+
 static int set_key(struct np_config *cfg, const np__key *k, const char *v) {
   char *field = (char *)cfg + k->offset;
   uint64_t n = 0;
@@ -223,8 +268,8 @@ static int set_key(struct np_config *cfg, const np__key *k, const char *v) {
   case V_IPPORT: {
     char norm[NP_HOSTPORT_MAX + 8];
     if (k->type == V_HOSTPORT && strcmp(k->name, "server") == 0)
-      v = default_port(v, norm, sizeof(norm));
-    else if (k->type == V_IPPORT && (v = bind_addr(cfg, k->name, v, norm, sizeof(norm))) == NULL)
+      return server_list(cfg, k, v, field);
+    if (k->type == V_IPPORT && (v = bind_addr(cfg, k->name, v, norm, sizeof(norm))) == NULL)
       return NP_ECONFIG;
     if (np__config_hostport(cfg, k->name, v, k->type == V_IPPORT) != 0)
       return NP_ECONFIG;
@@ -656,6 +701,8 @@ int np_config_validate(struct np_config *cfg) {
   }
   if (cfg->server[0] == '\0')
     return np__config_err(cfg, "no server given (--server HOST:PORT or server = in [client])");
+  if (line_codec && strchr(cfg->server, ',') != NULL)
+    return np__config_err(cfg, "codec line talks to one server: server = lists several");
   if (cfg->udp_keepalive_ms < 1000 || cfg->udp_path_retry_ms < 1000)
     return np__config_err(cfg, "udp_keepalive and udp_path_retry must be at least 1s");
   if (cfg->reconnect_min_ms == 0 || cfg->reconnect_max_ms < cfg->reconnect_min_ms)

@@ -9,6 +9,7 @@
 #include "natproxy/config.h"
 
 #define NP_HOSTPORT_MAX    262 /* a DNS name (253), brackets, colon, port */
+#define NP_MAX_SERVERS     8   /* a client's servers: server = a.example.org, b.example.org */
 #define NP_MAX_PORT_RANGES 64
 #define NP_MAX_PROXIES     64
 /* custom_domains of one proxy, all of its lines together: about two hundred names. A proxy config
@@ -106,7 +107,7 @@ struct np_config {
   char subdomain_host[NP_MSG_NAME_MAX * 2]; /* a proxy's subdomain = x means x.subdomain_host */
 
   /* client */
-  char server[NP_HOSTPORT_MAX];
+  char server[NP_MAX_SERVERS * NP_HOSTPORT_MAX]; /* HOST:PORT, or several, comma-separated */
   char name[NP_MSG_NAME_MAX + 1];
   char tunnel[NP_HOSTPORT_MAX]; /* line codec only */
   uint64_t reconnect_min_ms;
@@ -174,6 +175,9 @@ int np__config_uint(struct np_config *cfg, const char *key, const char *v, uint6
 int np__config_hostport(struct np_config *cfg, const char *key, const char *v, int numeric);
 int np__config_copy(struct np_config *cfg, const char *key, const char *v, char *dst, size_t cap);
 int np__config_cidrs(struct np_config *cfg, const char *key, const char *v, char *dst, size_t cap);
+/* The client's servers as the config keeps them ("HOST:PORT,HOST:PORT", each checked): copied one
+ * by one into out (at most max of them); returns how many the list holds. */
+size_t np__config_servers(const char *list, char (*out)[NP_HOSTPORT_MAX], size_t max);
 /* config_proxy.c: a key of [proxy pname]; the checks of every proxy (np_config_validate); whether
  * v[0..n) may be a host name in a list (custom_domains, subdomain_host). */
 int np__config_set_proxy_key(struct np_config *cfg, const char *pname, const char *key,

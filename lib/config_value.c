@@ -72,6 +72,22 @@ int np__config_hostport(struct np_config *cfg, const char *key, const char *v, i
   return 0;
 }
 
+size_t np__config_servers(const char *list, char (*out)[NP_HOSTPORT_MAX], size_t max) {
+  size_t n = 0;
+
+  for (const char *p = list; *p != '\0';) {
+    size_t len = strcspn(p, ",");
+    if (n < max) {
+      size_t k = len < NP_HOSTPORT_MAX - 1 ? len : NP_HOSTPORT_MAX - 1;
+      memcpy(out[n], p, k);
+      out[n][k] = '\0';
+    }
+    n++;
+    p += len + (p[len] == ',');
+  }
+  return n;
+}
+
 int np__config_copy(struct np_config *cfg, const char *key, const char *v, char *dst, size_t cap) {
   if (np__strlcpy(dst, v, cap) != 0)
     return np__config_err(cfg, "%s: value longer than %zu bytes", key, cap - 1);

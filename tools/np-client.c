@@ -47,14 +47,13 @@ static const np_cli_spec cli_spec = {NP_CONFIG_CLIENT, "c:s:R:U:hV", own,
                                      help_head,        help_tail,    NULL};
 
 static int exit_code = NP_EXIT_OK;
-static char one_line[256]; /* np-client HOST LOCAL_PORT: the server's host, for "listening at" */
+static char one_line[2200]; /* np-client HOST LOCAL_PORT: the server, for "listening at" */
 
 /* np-client [--to] HOST[:PORT] [LOCAL_HOST:]LOCAL_PORT: one TCP proxy whose public port the server
  * picks, like bore's "bore local 8000 --to HOST". HOST may come from --to, --server or the file. */
 static const char *positional(struct np_config *cfg, int argc, char **argv) {
-  char spec[300], host[256];
-  const char *local = argv[argc - 1], *colon;
-  int port;
+  char spec[300];
+  const char *local = argv[argc - 1];
 
   if (argc > 2)
     return "too many arguments (np-client [--to] HOST[:PORT] LOCAL_PORT, or flags)";
@@ -63,14 +62,16 @@ static const char *positional(struct np_config *cfg, int argc, char **argv) {
   snprintf(spec, sizeof(spec), strchr(local, ':') != NULL ? "0:%s" : "0:127.0.0.1:%s", local);
   if (np_config_add_remote(cfg, spec) != 0)
     return "LOCAL_PORT: give the local service's port (8000) or HOST:PORT (192.168.1.5:8000)";
-  /* The host visitors use is the server's: what --to / --server named, without its port. */
-  snprintf(spec, sizeof(spec), "%s", np_config_server(cfg));
-  if ((colon = strrchr(spec, ':')) != NULL) {
-    snprintf(host, sizeof(host), "%.*s", (int)(colon - spec), spec);
-    port = host[0] == '[' ? 1 : 0;
-    snprintf(one_line, sizeof(one_line), "%.*s", (int)strlen(host) - 2 * port, host + port);
-  }
+  snprintf(one_line, sizeof(one_line), "%s", np_config_server(cfg));
   return NULL;
+}
+
+/* The host visitors use is the server's (HOST:PORT, or [V6]:PORT), without its port. */
+static void say_listening(const char *server, int port) {
+  const char *colon = strrchr(server, ':');
+  int n = colon != NULL ? (int)(colon - server) : (int)strlen(server), v6 = server[0] == '[';
+
+  printf(v6 ? "listening at %.*s]:%d\n" : "listening at %.*s:%d\n", n - v6, server, port);
 }
 
 static void closed(struct np_client *cl) {
@@ -96,10 +97,13 @@ static void on_event(struct np_client *cl, const np_client_event *ev) {
     /* The one line scripts parse: which public port serves which proxy. Port 0 (the line codec)
      * would be a lie: the library logs where visitors go instead. */
     if (ev->port > 0) {
-      printf("proxy %s: public port %d\n", ev->name, ev->port);
+      /* With several servers the library names the one (text): a port on each. */
+      if (ev->text != NULL)
+        printf("proxy %s: public port %d on %s\n", ev->name, ev->port, ev->text);
+      else
+        printf("proxy %s: public port %d\n", ev->name, ev->port);
       if (one_line[0] != '\0') /* the one-line form says it as bore does */
-        printf(strchr(one_line, ':') != NULL ? "listening at [%s]:%d\n" : "listening at %s:%d\n",
-               one_line, ev->port);
+        say_listening(ev->text != NULL ? ev->text : one_line, ev->port);
       fflush(stdout);
     }
     break;

@@ -436,6 +436,40 @@ static void test_default_port_and_bind_forms(void **state) {
   np_config_free(s);
 }
 
+/* server = a, b: each item gets its default port and is checked; the list is kept normalised and
+ * np__config_servers hands the items back one by one. */
+static void test_server_list(void **state) {
+  struct np_config *c;
+  char one[NP_MAX_SERVERS][NP_HOSTPORT_MAX];
+  (void)state;
+
+  assert_int_equal(np_config_new(NP_CONFIG_CLIENT, &c), 0);
+  assert_int_equal(np_config_set(c, "client", "server", "a.example.org, [::1], 10.0.0.2:443 "), 0);
+  assert_string_equal(c->server, "a.example.org:7000,[::1]:7000,10.0.0.2:443");
+  assert_int_equal(np__config_servers(c->server, one, NP_MAX_SERVERS), 3);
+  assert_string_equal(one[0], "a.example.org:7000");
+  assert_string_equal(one[1], "[::1]:7000");
+  assert_string_equal(one[2], "10.0.0.2:443");
+  assert_int_equal(np__config_servers(c->server, one, 1), 3); /* counts past max, copies max */
+  assert_int_equal(np_config_set(c, "client", "server", "a,,b"), NP_ECONFIG);
+  assert_non_null(strstr(np_config_error(c), "an empty item"));
+  assert_int_equal(np_config_set(c, "client", "server", "a:7000, a"), NP_ECONFIG);
+  assert_non_null(strstr(np_config_error(c), "a:7000 is listed twice"));
+  assert_int_equal(np_config_set(c, "client", "server", "a,b,c,d,e,f,g,h,i"), NP_ECONFIG);
+  assert_non_null(strstr(np_config_error(c), "at most 8 servers"));
+  assert_int_equal(np_config_set(c, "client", "server", "a,b,c,d,e,f,g,h"), 0);
+  assert_int_equal(np__config_servers(c->server, one, NP_MAX_SERVERS), 8);
+  np_config_free(c);
+
+  assert_int_equal(np_config_new(NP_CONFIG_CLIENT, &c), 0);
+  assert_int_equal(np_config_set(c, "client", "server", "a, b"), 0);
+  assert_int_equal(np_config_set(c, "client", "codec", "line"), 0);
+  assert_int_equal(np_config_set(c, "client", "insecure", "true"), 0);
+  assert_int_equal(np_config_validate(c), NP_ECONFIG);
+  assert_non_null(strstr(np_config_error(c), "codec line talks to one server"));
+  np_config_free(c);
+}
+
 /* The key table is the one source of the defaults: each kind lists its keys with a flag, a help
  * line and, where it has one, a default that np_config_new applied (setting it again changes
  * nothing); the constants other modules fall back on agree with it. */
@@ -494,7 +528,7 @@ int main(void) {
       cmocka_unit_test(test_missing_file), cmocka_unit_test(test_remote_specs),
       cmocka_unit_test(test_validate),     cmocka_unit_test(test_http_proxy),
       cmocka_unit_test(test_reread),       cmocka_unit_test(test_default_port_and_bind_forms),
-      cmocka_unit_test(test_key_table),
+      cmocka_unit_test(test_key_table),    cmocka_unit_test(test_server_list),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,0 +1,232 @@
+#!/usr/bin/env python3
+"""A client of several servers (server = a, b): a session to each, every proxy registered on each,
+each server's visitors served through its own session; a server that dies takes only its own
+visitors with it, and when it comes back the client logs in to it again by itself."""
+
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(__file__))
+from nptest import CLIENT, LOOP, TLS, Fail, Proc, check, port_closed, run, wait_until  # noqa: E402
+from test_reload import Echo, echo, write  # noqa: E402
+
+READY = re.compile(r"^proxy (\S+): public port (\d+) on (\S+)$")
+
+
+def servers(env, n=2):
+    """n servers with one TLS identity (a shared tls_dir), so one pin fits them all."""
+    tls_dir = tempfile.mkdtemp(dir=env.tmp.name) if TLS else None
+    return [env.server("--token", "s3cret", name=f"np-server-{i + 1}", tls_dir=tls_dir)
+            for i in range(n)], tls_dir
+
+
+def client(env, srvs, *args):
+    pin = ["--server-fingerprint", srvs[0].fingerprint] if TLS else ["--insecure"]
+    mux = ["--mux", "false"] if os.environ.get("NP_E2E_MUX") == "0" else []
+    return Proc(env, "np-client", [CLIENT, "--server", ", ".join(f"{LOOP}:{s.port}" for s in srvs),
+                                   "--token", "s3cret", "--log-level", "debug", "--reconnect-max",
+                                   "1s", *mux, *pin, *args])
+
+
+def ports_by_server(cl, want, after=0, timeout=10):
+    """{server: public port} from the lines "proxy NAME: public port N on SERVER"."""
+    deadline = time.monotonic() + timeout
+    with cl.cond:
+        while True:
+            got = {}
+            for s, text in cl.lines[after:]:
+                m = READY.match(text) if s == "stdout" else None
+                if m:
+                    got[m.group(3)] = int(m.group(2))
+            if len(got) >= want:
+                return got
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise Fail(f"{len(got)} of {want} servers gave a public port after {timeout}s")
+            cl.cond.wait(left)
+
+
+def admin_get(port, path):
+    out = subprocess.run(["curl", "-sS", "--max-time", "5", f"http://{LOOP}:{port}{path}"],
+                         capture_output=True, text=True, timeout=20)
+    return out.stdout
+
+
+def served(port, size=64 << 10):
+    """A visitor on port gets its bytes back from the echo service, byte for byte."""
+    data = os.urandom(size)
+    with socket.create_connection((LOOP, port), timeout=10) as s:
+        s.settimeout(10)
+        return echo(s, data) == data
+
+
+def test_two_servers_both_serve(env):
+    """One client, two servers: a session and the proxy on each, visitors on both served; the
+    admin API shows each session and /metrics a series per server."""
+    svc = env.service(Echo)
+    srvs, _ = servers(env)
+    cl = client(env, srvs, "-R", f"{LOOP}:0:{LOOP}:{svc}", "--admin-bind", f"{LOOP}:0")
+    admin = int(cl.wait_line(r"admin API, .* on \S+ \(port (\d+)\)").group(1))
+    ports = ports_by_server(cl, 2)
+    check(set(ports) == {f"{LOOP}:{s.port}" for s in srvs}, f"a public port on each server: {ports}")
+    for server, port in ports.items():
+        check(served(port), f"a visitor through {server} is served byte for byte")
+    st = json.loads(admin_get(admin, "/api/v1/status"))
+    check(st["session"]["state"] == "logged-in", "the client as a whole is logged in")
+    check([s["server"] for s in st["sessions"]] == [f"{LOOP}:{s.port}" for s in srvs],
+          "a session per server, in the configuration's order")
+    check(all(s["state"] == "logged-in" for s in st["sessions"]), "both sessions are logged in")
+    for s in st["sessions"]:
+        check(s["proxies"][0]["port"] == ports[s["server"]], "each session shows its own port")
+    check(st["proxies"][0]["status"] == "ok", "the proxy is open")
+    visitors = st["proxies"][0]["stats"]["visitors_joined"]
+    check(visitors == 2, f"the proxy's counters add both servers' visitors up: {visitors}")
+    metrics = admin_get(admin, "/metrics")
+    for s in srvs:
+        check(f'natproxy_client_session_logged_in{{server="{LOOP}:{s.port}"}} 1' in metrics,
+              f"/metrics has the session with {LOOP}:{s.port}")
+
+
+def test_server_dies_the_other_serves(env):
+    """kill -9 one server: visitors through the other are still served, by the same client, which
+    tries the dead one on its own; the server comes back (same port, same identity) and serves
+    again without anything done to the client. SIGTERM then drains both sessions and exits 0."""
+    svc = env.service(Echo)
+    srvs, tls_dir = servers(env)
+    a, b = srvs
+    cl = client(env, srvs, "-R", f"{LOOP}:0:{LOOP}:{svc}")
+    ports = ports_by_server(cl, 2)
+    pa, pb = ports[f"{LOOP}:{a.port}"], ports[f"{LOOP}:{b.port}"]
+    held = socket.create_connection((LOOP, pb), timeout=10)
+    held.settimeout(10)
+    check(echo(held, b"before") == b"before", "a visitor through b")
+    mark = cl.mark()
+    a.signal(signal.SIGKILL)
+    a.wait_exit()
+    cl.wait_line(rf"lost the connection to {LOOP}:{a.port}", after=mark)
+    check(port_closed(pa), "a's public port is gone with it")
+    check(echo(held, b"during") == b"during", "b's joined visitor goes on")
+    check(served(pb), "a new visitor through b is served")
+    cl.wait_line(rf"cannot connect to {LOOP}:{a.port}", after=mark)
+    check(cl.p.poll() is None, "the client keeps running")
+
+    mark = cl.mark()
+    a2 = env.server("--token", "s3cret", name="np-server-1b", bind=f"{LOOP}:{a.port}",
+                    tls_dir=tls_dir)
+    again = ports_by_server(cl, 1, after=mark)
+    check(list(again) == [f"{LOOP}:{a2.port}"], f"the client logged in to a again: {again}")
+    check(served(again[f"{LOOP}:{a2.port}"]), "a serves again")
+    check(served(pb), "b still serves")
+    held.close()
+
+    mark = cl.mark()
+    cl.signal(signal.SIGTERM)
+    check(cl.wait_exit(10) == 0, "SIGTERM: np-client drains both sessions and exits 0")
+
+
+def test_one_server_refuses_the_other_serves(env):
+    """A server that refuses the client (a wrong token there) is given up with the reason, and the
+    client serves through the other; the client stops only when every server has refused it."""
+    svc = env.service(Echo)
+    srvs, tls_dir = servers(env)
+    other = env.server("--token", "another", name="np-server-other", tls_dir=tls_dir)
+    cl = client(env, [srvs[0], other], "-R", f"{LOOP}:0:{LOOP}:{svc}")
+    ports = ports_by_server(cl, 1)
+    check(list(ports) == [f"{LOOP}:{srvs[0].port}"], f"the proxy is open on the good server: {ports}")
+    cl.wait_line(rf"{LOOP}:{other.port}: stopped trying this server; the others still serve")
+    check(served(ports[f"{LOOP}:{srvs[0].port}"]), "its visitors are served")
+    check(cl.p.poll() is None, "the client goes on")
+
+    cl2 = client(env, [other, srvs[1]], "-R", f"{LOOP}:0:{LOOP}:{svc}", "--token", "wrong")
+    code = cl2.wait_exit(15)
+    check(code == 3, f"every server refused the token: exit 3 (authentication), got {code}")
+
+
+def test_reload_reaches_every_server(env):
+    """SIGHUP with a proxy added to the file: registered on each server; a broken file changes
+    nothing on any; a changed server list is kept until a restart, with a warning."""
+    svc = env.service(Echo)
+    srvs, _ = servers(env)
+    listed = ", ".join(f"{LOOP}:{s.port}" for s in srvs)
+    ini = "[proxy one]\nremote_port = 0\nlocal = {l}\n\n".format(l=f"{LOOP}:{svc}")
+    cfg = write(env, "client.ini", f"[client]\nserver = {listed}\n\n" + ini)
+    pin = ["--server-fingerprint", srvs[0].fingerprint] if TLS else ["--insecure"]
+    cl = Proc(env, "np-client", [CLIENT, "--token", "s3cret", "--log-level", "debug", *pin,
+                                 "-c", cfg])
+    ports_by_server(cl, 2)
+    mark = cl.mark()
+    write(env, "client.ini", "[client]\nserver = 127.0.0.1:1\n\n" + ini +
+          "[proxy two]\nremote_port = 0\nlocal = {l}\n".format(l=f"{LOOP}:{svc}"))
+    cl.signal(signal.SIGHUP)
+    two = {}
+    deadline = time.monotonic() + 10
+    while len(two) < 2 and time.monotonic() < deadline:
+        with cl.cond:
+            for st, text in cl.lines[mark:]:
+                m = READY.match(text) if st == "stdout" else None
+                if m and m.group(1) == "two":
+                    two[m.group(3)] = int(m.group(2))
+            if len(two) < 2:
+                cl.cond.wait(0.5)
+    check(set(two) == {f"{LOOP}:{s.port}" for s in srvs}, f"proxy two on both servers: {two}")
+    for port in two.values():
+        check(served(port), "the added proxy serves")
+    check(cl.count(r"reload: server changed, which takes effect only at a restart", after=mark) == 1,
+          "one warning that the server list stays")
+    check(cl.count(r"cannot connect to 127\.0\.0\.1:1\b", after=mark) == 0,
+          f"the running list ({listed}) is kept")
+    mark = cl.mark()
+    write(env, "client.ini", "[proxy broken\n")
+    cl.signal(signal.SIGHUP)
+    cl.wait_line(r"reload: .*; nothing changed", after=mark)
+    for port in two.values():
+        check(served(port), "a broken file changed nothing")
+
+
+def test_one_line_form_two_servers(env):
+    """np-client HOST1,HOST2 LOCAL_PORT: one proxy on each server, each said as bore does."""
+    svc = env.service(Echo)
+    srvs, _ = servers(env)
+    pin = ["--server-fingerprint", srvs[0].fingerprint] if TLS else ["--insecure"]
+    cl = Proc(env, "np-client", [CLIENT, "--token", "s3cret", *pin,
+                                 ",".join(f"{LOOP}:{s.port}" for s in srvs), str(svc)])
+    ports = ports_by_server(cl, 2)
+    for port in ports.values():
+        cl.wait_line(rf"^listening at {LOOP}:{port}$", stream="stdout")
+        check(served(port), "served")
+
+
+def test_server_list_errors(env):
+    """A bad list is refused at start, with the reason and exit 2 (usage)."""
+    cases = [
+        (f"{LOOP}:7000,,{LOOP}:7001", "an empty item"),
+        (f"{LOOP}:7000, {LOOP}:7000", "is listed twice"),
+        (",".join(f"{LOOP}:{7000 + i}" for i in range(9)), "at most 8 servers"),
+        (f"{LOOP}:7000, {LOOP}:x", "is not HOST:PORT"),
+    ]
+    for value, why in cases:
+        out = subprocess.run([CLIENT, "--server", value, "--token", "t", "--insecure", "-R",
+                              "1:127.0.0.1:2"], capture_output=True, text=True, timeout=20)
+        check(out.returncode == 2 and why in out.stderr,
+              f"--server {value!r}: exit {out.returncode}, {out.stderr.strip()!r} (want {why!r})")
+    out = subprocess.run([CLIENT, "--server", f"{LOOP}:7000,{LOOP}:7001", "--codec", "line",
+                          "--insecure", "--tunnel", f"{LOOP}:7002", "-R", "1:127.0.0.1:2"],
+                         capture_output=True, text=True, timeout=20)
+    check(out.returncode == 2 and "codec line talks to one server" in out.stderr,
+          f"the line codec with two servers: {out.returncode} {out.stderr.strip()!r}")
+
+
+TESTS = {name[5:]: fn for name, fn in globals().items() if name.startswith("test_")}
+
+if __name__ == "__main__":
+    if sys.argv[1:] == ["--list"]:
+        print("\n".join(TESTS))
+        sys.exit(0)
+    sys.exit(run(TESTS))
