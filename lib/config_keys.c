@@ -142,6 +142,9 @@ const np__key np__config_keys[] = {
      "move bulk transfers of plain TCP joins with splice(2)"},
     {"drain_timeout", B, V_DURATION, FIELD(drain_timeout_ms), "drain-timeout", "D", "30s", NULL,
      "on SIGTERM, how long joined visitors may finish (0: stop at once)"},
+    {"drain_delay", S, V_DURATION, FIELD(drain_delay_ms), "drain-delay", "D", "0s", NULL,
+     "on SIGTERM, how long to go on taking visitors while /healthz says 503, before the drain "
+     "(behind a load balancer: its check interval times its fall count)"},
     {"insecure", B, V_BOOL, FIELD(insecure), "insecure", NULL, "false", NULL,
      "no TLS (the other side needs --insecure too); warns at start"},
     {"tls_dir", S, V_STR, FIELD(tls_dir), "tls-dir", "DIR", NULL, "the state directory",

@@ -186,6 +186,10 @@ struct np_server {
   /* Worker 0 of a group: the other workers still draining. Its drain (and with it the admin
    * endpoint's /healthz 503) lasts until they are done too, or until its own deadline. */
   unsigned drain_hold;
+  /* np_server_drain with drain_delay: /healthz says 503 and the drain proper starts when the
+   * delay is over (drain_timer), with this timeout. */
+  unsigned drain_delaying : 1;
+  uint64_t drain_after_ms;
   void (*group_stats)(const struct np_server *srv, np_server_stats *out);
   /* Ask worker widx to let a client name go to a login here (np__login_claim there): 0 or the
    * error. */

@@ -68,21 +68,10 @@ static void stop_taking(struct np_server *srv) {
     srv->pool_ops->expire(srv->pool, UINT64_MAX, np__visitor_removed, srv);
 }
 
-void np_server_drain(struct np_server *srv, uint64_t timeout_ms, np_server_close_cb cb) {
+static void begin(struct np_server *srv, uint64_t timeout_ms) {
   size_t n;
 
-  if (srv->closing)
-    return;
-  if (timeout_ms == NP_DRAIN_CONFIGURED)
-    timeout_ms = srv->cfg.drain_timeout_ms;
-  if (!srv->started || srv->draining || timeout_ms == 0) {
-    if (srv->draining)
-      np__log(&srv->log, NP_LOG_INFO, "drain: asked to stop now; closing");
-    np_server_close(srv, srv->draining ? srv->drain_cb : cb);
-    return;
-  }
   srv->draining = 1;
-  srv->drain_cb = cb;
   srv->drain_deadline = uv_now(srv->loop) + timeout_ms;
   stop_taking(srv);
   n = joined(srv);
@@ -97,6 +86,42 @@ void np_server_drain(struct np_server *srv, uint64_t timeout_ms, np_server_close
   uv_timer_start(&srv->drain_timer, on_drain_timer, DRAIN_CHECK_MS, DRAIN_CHECK_MS);
 }
 
+static void on_drain_delay(uv_timer_t *t) {
+  struct np_server *srv = t->data;
+
+  srv->drain_delaying = 0;
+  begin(srv, srv->drain_after_ms);
+}
+
+void np_server_drain(struct np_server *srv, uint64_t timeout_ms, np_server_close_cb cb) {
+  int under_way = srv->draining || srv->drain_delaying;
+
+  if (srv->closing)
+    return;
+  if (timeout_ms == NP_DRAIN_CONFIGURED)
+    timeout_ms = srv->cfg.drain_timeout_ms;
+  if (!srv->started || under_way || timeout_ms == 0) {
+    if (under_way)
+      np__log(&srv->log, NP_LOG_INFO, "drain: asked to stop now; closing");
+    np_server_close(srv, under_way ? srv->drain_cb : cb);
+    return;
+  }
+  srv->drain_cb = cb;
+  if (srv->cfg.drain_delay_ms > 0) {
+    /* A load balancer learns from /healthz that this server goes, and sends no more visitors,
+     * before its ports close: the visitors it sent meanwhile are served, not refused. */
+    srv->drain_delaying = 1;
+    srv->drain_after_ms = timeout_ms;
+    np__log(&srv->log, np__server_echo(srv, NP_LOG_INFO),
+            "draining in %llums (drain_delay): /healthz says 503 now, visitors are still taken "
+            "until then",
+            (unsigned long long)srv->cfg.drain_delay_ms);
+    uv_timer_start(&srv->drain_timer, on_drain_delay, srv->cfg.drain_delay_ms, 0);
+    return;
+  }
+  begin(srv, timeout_ms);
+}
+
 int np_server_draining(const struct np_server *srv) {
-  return srv->draining && !srv->closing;
+  return (srv->draining || srv->drain_delaying) && !srv->closing;
 }

@@ -128,8 +128,33 @@ def test_drain_udp_flows(env):
     check(srv.wait_exit(10) == 0 and time.monotonic() - t0 < 10, "np-server exits at once")
 
 
+def test_drain_delay(env):
+    """drain_delay: /healthz says 503 at once, and visitors are still taken until the delay is
+    over (a load balancer learns first); then the ports close and the drain ends as usual."""
+    svc = env.service(Echo)
+    srv, admin = admin_server(env, "--drain-delay", "1500ms")
+    cl = env.client(srv, "-R", f"{LOOP}:0:{LOOP}:{svc}")
+    (port,) = cl.ports.values()
+    mark = srv.mark()
+    t0 = time.monotonic()
+    srv.signal(signal.SIGTERM)
+    srv.wait_line(r"draining in 1500ms \(drain_delay\): /healthz says 503 now", after=mark)
+    check(healthz(admin) == (503, "draining"), "/healthz 503 during the delay")
+    a = socket.create_connection((LOOP, port), timeout=10)
+    check(echo(a, b"during the delay") == b"during the delay",
+          "a visitor arriving during the delay is served")
+    check(time.monotonic() - t0 < 1.5, "(it arrived within the delay)")
+    srv.wait_line(r"draining: no new logins or visitors", after=mark)
+    check(time.monotonic() - t0 >= 1.4, "the drain proper waited for the delay")
+    wait_until(lambda: port_closed(port), 5, "the public port closed after the delay")
+    check(echo(a, b"after") == b"after", "the visitor taken during the delay goes on")
+    a.close()
+    check(srv.wait_exit(10) == 0, "np-server exits 0 once it has finished")
+
+
 TESTS = {
     "drain_server": test_drain_server,
+    "drain_delay": test_drain_delay,
     "drain_timeout_and_second_signal": test_drain_timeout_and_second_signal,
     "drain_client": test_drain_client,
     "drain_udp_flows": test_drain_udp_flows,
