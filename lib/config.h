@@ -74,7 +74,7 @@ struct np_config {
   char tls_key[1024];
   uint64_t udp_idle_timeout_ms; /* a UDP flow silent both ways this long ends */
   uint64_t drain_timeout_ms;    /* SIGTERM: how long joined visitors may finish (0: stop at once) */
-  uint64_t drain_delay_ms; /* SIGTERM: how long to go on taking work while /healthz says 503 */
+  uint64_t drain_delay_ms;      /* SIGTERM: how long to go on taking work while /healthz says 503 */
 
   /* server */
   char bind[NP_HOSTPORT_MAX];
