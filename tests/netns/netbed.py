@@ -71,13 +71,16 @@ table inet fw {
 
 
 class NetBed:
-    def __init__(self, wire=None):
+    def __init__(self, wire=None, hosts=None):
         """wire: None for a plain veth between home and router, or dict(delay=, jitter=, loss=,
-        reorder=) for the user-space link (wire.py) with those impairments."""
+        reorder=) for the user-space link (wire.py) with those impairments. hosts: more namespaces
+        on the internet side, {name: address in 10.77.0.0/24} (a second server, a load balancer)."""
         if os.geteuid() != 0:
             raise Skip("the NAT suite needs root (network namespaces)")
         self.prefix = f"np{os.getpid()}"
-        self.ns = {n: f"{self.prefix}-{n}" for n in ("wan", "public", "router", "home", "visitor")}
+        self.hosts = dict(hosts or {})
+        self.ns = {n: f"{self.prefix}-{n}" for n in ("wan", "public", "router", "home", "visitor",
+                                                      *self.hosts)}
         self.wire = None
         self.made = []
         atexit.register(self.down)
@@ -117,7 +120,8 @@ class NetBed:
             sh("nsenter", f"--net=/run/netns/{n}", "ip", "link", "set", "lo", "up")
         self.ip("wan", "link", "add", "br0", "type", "bridge")
         self.ip("wan", "link", "set", "br0", "up")
-        for ns, port in (("public", "pub"), ("visitor", "vis"), ("router", "rtr")):
+        extra = [(ns, f"h{i}") for i, ns in enumerate(self.hosts)]
+        for ns, port in (("public", "pub"), ("visitor", "vis"), ("router", "rtr"), *extra):
             self._veth(ns, "wan0" if ns == "router" else "eth0", "wan", port)
             self.ip("wan", "link", "set", port, "master", "br0")
             self.ip("wan", "link", "set", port, "up")
@@ -127,7 +131,8 @@ class NetBed:
             self._wire(wire)
         for ns, dev, addr in (("public", "eth0", PUBLIC_IP + "/24"), ("visitor", "eth0", VISITOR_IP + "/24"),
                               ("router", "wan0", ROUTER_WAN + "/24"), ("router", "lan0", ROUTER_LAN + "/24"),
-                              ("home", "eth0", HOME_IP + "/24")):
+                              ("home", "eth0", HOME_IP + "/24"),
+                              *((ns, "eth0", ip + "/24") for ns, ip in self.hosts.items())):
             self.ip(ns, "addr", "add", addr, "dev", dev)
             self.ip(ns, "link", "set", dev, "up")
         self.ip("home", "route", "add", "default", "via", ROUTER_LAN)

@@ -1,0 +1,209 @@
+#!/usr/bin/env python3
+"""Two np-servers behind haproxy (docs/deploy.md), in the NAT test bed: np-client in the NAT'd home
+keeps a session to each server (server = a, b); haproxy, in a namespace of its own, checks each
+server's /healthz and sends visitors on with PROXY v2; wrk in the visitor namespace asks at a
+bounded rate, a new connection per request. A server killed with SIGKILL fails only requests in
+flight on it, and none once haproxy's check has seen it go; it comes back and serves again without
+the client being touched; a rolling restart with SIGTERM (drain_delay, then the drain) fails none.
+Needs root; skipped (exit 77) otherwise. Prints "figure:" lines."""
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+sys.path.insert(0, os.path.join(HERE, "..", "e2e"))
+from netbed import PUBLIC_IP, VISITOR_IP, NetBed  # noqa: E402
+from nptest import CLIENT, SANITIZED, SERVER, check, run, wait_until  # noqa: E402
+from test_nat import figure, tls_args  # noqa: E402
+
+PUBLIC2_IP, LB_IP = "10.77.0.11", "10.77.0.30"
+CTL, ADMIN, PUBLIC, SERVICE = 7000, 7400, 8080, 8081
+# haproxy's check: every 300 ms, 2 failures to take a server out, 2 successes to take it back.
+INTER_MS, FALL, RISE = 300, 2, 2
+CONNS, PAUSE_MS = 4, 20  # wrk: 4 connections, each waiting 20 ms between requests
+
+NGINX_CONF = """daemon off;
+master_process off;
+pid {tmp}/nginx.pid;
+error_log stderr error;
+events {{ worker_connections 256; }}
+http {{
+  access_log off;
+  client_body_temp_path {tmp}/nginx-body;
+  proxy_temp_path {tmp}/nginx-proxy;
+  fastcgi_temp_path {tmp}/nginx-fastcgi;
+  uwsgi_temp_path {tmp}/nginx-uwsgi;
+  scgi_temp_path {tmp}/nginx-scgi;
+  server {{ listen 127.0.0.1:{port}; location / {{ return 200 "served from home\\n"; }} }}
+}}
+"""
+
+HAPROXY_CONF = """global
+  stats socket {tmp}/haproxy.sock mode 600 level admin
+defaults
+  mode tcp
+  timeout connect 2s
+  timeout client 30s
+  timeout server 30s
+  # A server that refuses the connection (gone, or its port not yet registered again) is tried
+  # once more on the other.
+  retries 3
+  option redispatch 1
+frontend visitors
+  bind {lb}:80
+  default_backend np
+backend np
+  option httpchk GET /healthz
+  default-server check port {admin} inter {inter} fall {fall} rise {rise} send-proxy-v2
+  server a {a}:{public}
+  server b {b}:{public}
+"""
+
+WRK_LUA = """wrk.headers["Connection"] = "close"
+function delay() return {pause} end
+"""
+
+
+def start_server(env, bed, ns, name):
+    p = bed.proc(env, ns, name, [SERVER, "--bind", f"0.0.0.0:{CTL}", "--token", "ha-test",
+                                 "--log-level", "debug", "--admin-bind", f"0.0.0.0:{ADMIN}",
+                                 "--admin-token", "ha-admin", "--proxy-protocol-from", f"{LB_IP}/32",
+                                 "--drain-delay", f"{INTER_MS * (FALL + 1)}ms", *tls_args(env)[0]])
+    p.wait_line(r"\d+ workers? on port")
+    return p
+
+
+def haproxy_status(sock):
+    """{server name: "UP" / "DOWN" / ...} from haproxy's stats socket."""
+    out = subprocess.run(["socat", "-", f"UNIX-CONNECT:{sock}"], input="show stat\n",
+                         capture_output=True, text=True, timeout=10).stdout
+    lines = out.splitlines()
+    if not lines or not lines[0].startswith("# "):
+        return {}
+    head = lines[0][2:].split(",")
+    rows = [dict(zip(head, line.split(","))) for line in lines[1:] if line]
+    return {r["svname"]: r["status"] for r in rows if r.get("pxname") == "np" and r["svname"] in "ab"}
+
+
+def wrk(bed, tmp, seconds):
+    """wrk in the visitor namespace against haproxy; returns the Popen (output on stdout)."""
+    return subprocess.Popen([*bed.enter("visitor"), "wrk", "-t1", f"-c{CONNS}", f"-d{seconds}s",
+                             "-s", f"{tmp}/pause.lua", f"http://{LB_IP}/"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def wrk_result(p, timeout=60):
+    """(requests, failures): socket errors of every kind and answers other than 2xx/3xx."""
+    out, _ = p.communicate(timeout=timeout)
+    m = re.search(r"(\d+) requests in", out)
+    check(m is not None, f"wrk ran: {out!r}")
+    failed = sum(int(x) for x in re.findall(r"(?:connect|read|write|timeout) (\d+)", out))
+    m2 = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    failed += int(m2.group(1)) if m2 else 0
+    return int(m.group(1)), failed
+
+
+def test_two_servers_behind_haproxy(env):
+    bed = NetBed(hosts={"public2": PUBLIC2_IP, "lb": LB_IP})
+    try:
+        behind_haproxy(env, bed)
+    finally:
+        bed.down()
+
+
+def behind_haproxy(env, bed):
+    tmp = env.tmp.name
+    os.chmod(tmp, 0o755)  # nginx's worker reads nothing there, but its temp paths live in it
+    with open(f"{tmp}/nginx.conf", "w") as f:
+        f.write(NGINX_CONF.format(tmp=tmp, port=SERVICE))
+    with open(f"{tmp}/haproxy.cfg", "w") as f:
+        f.write(HAPROXY_CONF.format(tmp=tmp, lb=LB_IP, admin=ADMIN, inter=INTER_MS, fall=FALL,
+                                    rise=RISE, a=PUBLIC_IP, b=PUBLIC2_IP, public=PUBLIC))
+    with open(f"{tmp}/pause.lua", "w") as f:
+        f.write(WRK_LUA.format(pause=PAUSE_MS))
+    bed.proc(env, "home", "nginx", ["nginx", "-c", f"{tmp}/nginx.conf"])
+    srv = {"a": start_server(env, bed, "public", "np-server-a"),
+           "b": start_server(env, bed, "public2", "np-server-b")}
+    ip = {"a": PUBLIC_IP, "b": PUBLIC2_IP}
+    cl = bed.proc(env, "home", "np-client", [
+        CLIENT, "--server", f"{PUBLIC_IP}:{CTL},{PUBLIC2_IP}:{CTL}", "--token", "ha-test", "--name",
+        "home", "--reconnect-max", "1s", "--dial-timeout", "1s", "--log-level", "debug",
+        *tls_args(env)[1], "-R", f"{PUBLIC}:127.0.0.1:{SERVICE}"])
+    for name in "ab":
+        cl.wait_line(rf"^proxy \S+: public port {PUBLIC} on {ip[name]}:{CTL}$", stream="stdout")
+    bed.proc(env, "lb", "haproxy", ["haproxy", "-db", "-f", f"{tmp}/haproxy.cfg"])
+    sock = f"{tmp}/haproxy.sock"
+    wait_until(lambda: haproxy_status(sock) == {"a": "UP", "b": "UP"}, 10, "haproxy sees a and b up")
+    slow = 4 if SANITIZED else 1
+
+    # Both serve, and the visitor's own address reaches each server through PROXY v2.
+    requests, failed = wrk_result(wrk(bed, tmp, 2))
+    check(requests > 20 and failed == 0, f"both up: {requests} requests, {failed} failed")
+    for name in "ab":
+        check(srv[name].count(rf"access proxy=\S+ visitor={re.escape(VISITOR_IP)}:") > 0,
+              f"server {name} served visitors, and saw their own address ({VISITOR_IP})")
+
+    # SIGKILL a while requests run: only those in flight on it fail.
+    before = srv["b"].count(r"access proxy=")
+    w = wrk(bed, tmp, 3)
+    wait_until(lambda: srv["b"].count(r"access proxy=") > before + 5, 10, "wrk is under way")
+    srv["a"].signal(signal.SIGKILL)
+    srv["a"].wait_exit()
+    t0 = time.monotonic()
+    wait_until(lambda: haproxy_status(sock).get("a") == "DOWN", 10 * slow, "haproxy takes a out")
+    figure("haproxy takes a killed server out", (time.monotonic() - t0) * 1000, "ms")
+    requests, failed = wrk_result(w)
+    figure("requests failed when a server was killed", failed, "of %d" % requests)
+    check(failed <= CONNS, f"at most the {CONNS} requests in flight on it failed: {failed} of {requests}")
+
+    # Once haproxy has seen it: none fail, b serves them all.
+    before = srv["b"].count(r"access proxy=")
+    requests, failed = wrk_result(wrk(bed, tmp, 2))
+    check(requests > 20 and failed == 0, f"a down: {requests} requests, {failed} failed")
+    check(srv["b"].count(r"access proxy=") - before >= requests, "b served every one of them")
+
+    # a comes back, same address and identity: the client logs in to it by itself, and it serves.
+    mark = cl.mark()
+    srv["a"] = start_server(env, bed, "public", "np-server-a2")
+    cl.wait_line(rf"^proxy \S+: public port {PUBLIC} on {PUBLIC_IP}:{CTL}$", stream="stdout",
+                 after=mark, timeout=10 * slow)
+    wait_until(lambda: haproxy_status(sock).get("a") == "UP", 10 * slow, "haproxy takes a back")
+    requests, failed = wrk_result(wrk(bed, tmp, 2))
+    check(requests > 20 and failed == 0, f"a back: {requests} requests, {failed} failed")
+    check(srv["a"].count(r"access proxy=") > 0, "a serves again")
+
+    # A rolling restart, one server after the other, with SIGTERM: none fail.
+    w = wrk(bed, tmp, 30)
+    t0 = time.monotonic()
+    for name, ns in (("a", "public"), ("b", "public2")):
+        mark = cl.mark()
+        srv[name].signal(signal.SIGTERM)
+        check(srv[name].wait_exit(15 * slow) == 0, f"{name} drains and exits 0")
+        srv[name] = start_server(env, bed, ns, f"np-server-{name}3")
+        cl.wait_line(rf"^proxy \S+: public port {PUBLIC} on {ip[name]}:{CTL}$", stream="stdout",
+                     after=mark, timeout=10 * slow)
+        wait_until(lambda: haproxy_status(sock).get(name) == "UP", 10 * slow,
+                   f"haproxy takes {name} back")
+    figure("rolling restart of both servers", time.monotonic() - t0, "s")
+    w.send_signal(signal.SIGINT)  # wrk prints what it did so far
+    requests, failed = wrk_result(w)
+    check(requests > 50 and failed == 0, f"rolling restart: {requests} requests, {failed} failed")
+    for name in "ab":
+        check(srv[name].count(r"access proxy=") > 0, f"the restarted {name} served")
+
+
+TESTS = {"two_servers_behind_haproxy": test_two_servers_behind_haproxy}
+
+if __name__ == "__main__":
+    if sys.argv[1:] == ["--list"]:
+        print("\n".join(TESTS))
+        sys.exit(0)
+    if os.geteuid() != 0:
+        print("the NAT suite needs root (network namespaces): skipped")
+        sys.exit(77)
+    sys.exit(run(TESTS))
