@@ -203,6 +203,27 @@ def test_one_line_form_two_servers(env):
         check(served(port), "served")
 
 
+def test_udp_through_both(env):
+    """A UDP proxy on two servers: each member opens its own datagram path, and datagrams sent to
+    either server's port come back whole."""
+    from test_udp import DATAGRAM_PATH, Echo as UdpEcho, ask, check_carrier, udp_socket
+    echo = UdpEcho()
+    srvs, _ = servers(env)
+    path = [] if DATAGRAM_PATH else ["--udp-datagram-path", "false"]
+    cl = client(env, srvs, *path, "-U", f"0:{LOOP}:{echo.port}")
+    ports = ports_by_server(cl, 2)
+    for s in srvs if DATAGRAM_PATH else ():
+        cl.wait_line(rf"datagram path to {LOOP}:{s.port}\S* up")
+    sock = udp_socket()
+    for server, port in ports.items():
+        for n in (1, 1400, 9000):
+            data = os.urandom(n)
+            check(ask(sock, port, data)[1] == data, f"a {n}-byte datagram through {server}")
+    for s in srvs:
+        check_carrier(s)  # each server's own datagram path carried them
+    echo.close()
+
+
 def test_server_list_errors(env):
     """A bad list is refused at start, with the reason and exit 2 (usage)."""
     cases = [
