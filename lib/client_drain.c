@@ -17,8 +17,17 @@ static size_t busy(const struct np_client *cl) {
   return n;
 }
 
+/* A member of a set (server = a, b) says which server's session it drains. */
+static const char *whose(const struct np_client *cl, char *buf, size_t len) {
+  if (cl->parent == NULL)
+    return "";
+  snprintf(buf, len, " (%s)", cl->cfg.server);
+  return buf;
+}
+
 static void finish(struct np_client *cl, const char *how) {
-  np__log(&cl->log, NP_LOG_INFO, "drain: %s; closing", how);
+  char at[NP_HOSTPORT_MAX + 4];
+  np__log(&cl->log, NP_LOG_INFO, "drain%s: %s; closing", whose(cl, at, sizeof(at)), how);
   np_client_close(cl, cl->drain_cb);
 }
 
@@ -33,6 +42,7 @@ static void on_drain_timer(uv_timer_t *t) {
 }
 
 void np_client_drain(struct np_client *cl, uint64_t timeout_ms, np_client_close_cb cb) {
+  char at[NP_HOSTPORT_MAX + 4];
   size_t n;
 
   if (cl->closing)
@@ -41,7 +51,8 @@ void np_client_drain(struct np_client *cl, uint64_t timeout_ms, np_client_close_
     timeout_ms = cl->cfg.drain_timeout_ms;
   if (!cl->started || cl->draining || timeout_ms == 0) {
     if (cl->draining)
-      np__log(&cl->log, NP_LOG_INFO, "drain: asked to stop now; closing");
+      np__log(&cl->log, NP_LOG_INFO, "drain%s: asked to stop now; closing",
+              whose(cl, at, sizeof(at)));
     np_client_close(cl, cl->draining ? cl->drain_cb : cb);
     return;
   }
@@ -68,7 +79,8 @@ void np_client_drain(struct np_client *cl, uint64_t timeout_ms, np_client_close_
   cl->drain_timer->data = cl;
   uv_timer_start(cl->drain_timer, on_drain_timer, DRAIN_CHECK_MS, DRAIN_CHECK_MS);
   np__log(&cl->log, NP_LOG_INFO,
-          "draining: new visitors are turned away; waiting up to %llus for %zu joined %s to "
+          "draining%s: new visitors are turned away; waiting up to %llus for %zu joined %s to "
           "finish (SIGTERM or SIGINT again stops at once)",
-          (unsigned long long)((timeout_ms + 999) / 1000), n, np__plural(n, "visitor", "visitors"));
+          whose(cl, at, sizeof(at)), (unsigned long long)((timeout_ms + 999) / 1000), n,
+          np__plural(n, "visitor", "visitors"));
 }

@@ -129,6 +129,9 @@ def test_server_dies_the_other_serves(env):
     mark = cl.mark()
     cl.signal(signal.SIGTERM)
     check(cl.wait_exit(10) == 0, "SIGTERM: np-client drains both sessions and exits 0")
+    for s in (a2, b):
+        check(cl.count(rf"drain \({LOOP}:{s.port}\): .*; closing", after=mark) == 1,
+              f"the drain of the session with {LOOP}:{s.port} says so, once")
 
 
 def test_one_server_refuses_the_other_serves(env):
