@@ -9,6 +9,7 @@
 #include "client.h"
 
 static void disconnect(struct np_client *cl, int status, const char *why);
+static void goodbye(struct np_client *cl, const char *why);
 static void drop_session(struct np_client *cl);
 static void on_timer(uv_timer_t *t);
 
@@ -190,6 +191,31 @@ static void fatal(struct np_client *cl, int status, const char *text) {
   np__client_emit(cl, NP_CLIENT_FATAL, status, NULL, text, 0);
 }
 
+/* A member of a set (server = a, b) whose server is one another member has a session with (two
+ * addresses of one np-server): a second session under the same name would be refused, so it says
+ * so and tries again at the longest back-off, in case the addresses part. */
+static int twin(struct np_client *cl, uint64_t instance) {
+  const struct np_client *set = cl->parent;
+  char why[NP_HOSTPORT_MAX + 120];
+
+  if (set == NULL || instance == 0)
+    return 0;
+  for (size_t i = 0; i < set->n_members; i++) {
+    const struct np_client *m = set->members[i];
+    if (m == NULL || m == cl || m->server_instance != instance)
+      continue;
+    snprintf(why, sizeof(why),
+             "the same np-server as %s (one server at two addresses): no second "
+             "session",
+             m->cfg.server);
+    goodbye(cl, "a session with this server is open already");
+    cl->retry_after_ms = cl->cfg.reconnect_max_ms;
+    disconnect(cl, NP_ECLOSED, why);
+    return 1;
+  }
+  return 0;
+}
+
 static void on_msg(np__chan *ch, const np_msg *m) {
   struct np_client *cl = np__chan_data(ch);
   np_msg out;
@@ -203,6 +229,9 @@ static void on_msg(np__chan *ch, const np_msg *m) {
       break;
     }
     cl->server_caps = (unsigned)m->status; /* what it takes beyond version 1 (NP_HELLO_*) */
+    if (twin(cl, m->id))
+      return;
+    cl->server_instance = m->id;
     memset(&out, 0, sizeof(out));
     out.type = NP_MSG_LOGIN;
     out.version = PROTO_VERSION;
@@ -457,6 +486,7 @@ static void drop_session(struct np_client *cl) {
   np__transport_disconnect(cl->transport);
   cl->session_id = 0;
   cl->server_caps = 0;
+  cl->server_instance = 0;
   for (size_t i = 0; i < cl->cfg.n_proxies; i++) {
     cl->px[i]->state = NP_CLIENT_PROXY_CLOSED;
     cl->px[i]->port = 0;

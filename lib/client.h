@@ -94,6 +94,7 @@ struct np_client {
   enum cstate state;
   uint64_t state_ms;          /* when it entered the state (the loop's clock) */
   unsigned server_caps;       /* the server's HELLO: NP_HELLO_* it takes */
+  uint64_t server_instance;   /* ... and its instance id (0: none yet, or an older server) */
   cproxy *px[NP_MAX_PROXIES]; /* the configured proxies, in cfg.proxies' order */
   int served;           /* some proxy of this client was open once (all_refused in client.c) */
   int dns_warned;       /* the server's name failed to resolve, and that was said (once) */

@@ -31,7 +31,7 @@ enum field {
 #define MAX_FIELDS 6
 
 static const unsigned char layouts[][MAX_FIELDS] = {
-    [NP_MSG_HELLO] = {F_VERSION, F_NONCE, F_STATUS}, /* status: the server's NP_HELLO_* */
+    [NP_MSG_HELLO] = {F_VERSION, F_NONCE, F_STATUS, F_ID}, /* the server's NP_HELLO_*, instance */
     [NP_MSG_LOGIN] = {F_VERSION, F_NAME, F_NONCE, F_MAC, F_ID, F_STATUS}, /* instance, flags */
     [NP_MSG_LOGIN_RESP] = {F_STATUS, F_ID, F_TEXT},
     [NP_MSG_PROXY] = {F_NAME, F_ADDR, F_PORT, F_TEXT, F_KIND}, /* text: allow_ips */
@@ -52,7 +52,7 @@ static const unsigned char layouts[][MAX_FIELDS] = {
 /* Fields appended after a type's first release: a body from an older peer ends before them, and
  * they decode as empty. 0 = every field is required. */
 static const unsigned char required[NP_MSG_LAST + 1] = {
-    [NP_MSG_HELLO] = 2,    /* the server's features came later (NP_HELLO_*) */
+    [NP_MSG_HELLO] = 2,    /* the server's features (NP_HELLO_*) and instance id came later */
     [NP_MSG_LOGIN] = 4,    /* the instance id and the flags came later */
     [NP_MSG_PROXY] = 3,    /* allow_ips (text) and kind came later */
     [NP_MSG_PING] = 1,     /* so did status */

@@ -25,6 +25,7 @@ int np__login_hello(session *s, const np_msg *m) {
   if (np__auth_nonce(s->snonce) != 0)
     return UV_EIO;
   memcpy(resp.nonce, s->snonce, NP_MSG_KEY_LEN);
+  resp.id = s->srv->shared->instance;
   s->state = S_AUTH;
   return np__session_send(s, &resp);
 }

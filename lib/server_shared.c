@@ -13,6 +13,7 @@
 #define HASH_NONFATAL_OOM 1
 #include <uthash.h>
 
+#include "auth.h"
 #include "internal.h"
 
 struct np__shared_name {
@@ -39,6 +40,9 @@ int np__shared_new(uint64_t backoff_ms, uint64_t backoff_max_ms, np__shared **ou
   for (int t = 0; t < NP_ROUTES_N; t++)
     if (np__http_routes_new(&sh->routes[t]) != 0)
       goto err_routes;
+  if (np__auth_random(&sh->instance, sizeof(sh->instance)) != 0)
+    goto err_routes;
+  sh->instance |= 1;
   atomic_init(&sh->clients, 0);
   atomic_init(&sh->pending, 0);
   *out = sh;

@@ -37,6 +37,9 @@ typedef struct np__route_owner {
 } np__route_owner;
 
 typedef struct np__shared {
+  /* This server's random instance id, sent in HELLO (never 0; set once, then only read): a client
+   * of several servers tells two addresses of one server from two servers. */
+  uint64_t instance;
   /* Guards the tables below it, never held while anything waits (no I/O, no callback). */
   uv_mutex_t mu;
   np__backoff *backoff;

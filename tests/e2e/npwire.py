@@ -16,7 +16,7 @@ NP_ENAMEINUSE = -7022
 NP_EBACKOFF = -7021  # NP_EBACKOFF: wait the id's milliseconds and retry
 
 LAYOUT = {
-    HELLO: ["version", "nonce", "status"],  # status: the server's features (NP_HELLO_*)
+    HELLO: ["version", "nonce", "status", "id"],  # the server's features (NP_HELLO_*), instance
     LOGIN: ["version", "name", "nonce", "mac", "id", "status"],
     LOGIN_RESP: ["status", "id", "text"],
     PROXY: ["name", "addr", "port", "text", "kind"],

@@ -227,6 +227,26 @@ def test_udp_through_both(env):
     echo.close()
 
 
+def test_one_server_at_two_addresses(env):
+    """server = 127.0.0.1:P, 127.0.0.2:P with one np-server on 0.0.0.0:P: the second session
+    learns from HELLO that it reached the same server (its instance id), says so and steps back,
+    rather than be refused as a name in use; the first serves."""
+    svc = env.service(Echo)
+    srv = env.server("--token", "s3cret", bind="0.0.0.0:0")
+    pin = ["--server-fingerprint", srv.fingerprint] if TLS else ["--insecure"]
+    cl = Proc(env, "np-client", [CLIENT, "--server", f"127.0.0.1:{srv.port},127.0.0.2:{srv.port}",
+                                 "--token", "s3cret", "--log-level", "debug", *pin, "-R",
+                                 f"{LOOP}:0:{LOOP}:{svc}"])
+    ports = ports_by_server(cl, 1)
+    cl.wait_line(r"the same np-server as 127\.0\.0\.[12]:\d+ \(one server at two addresses\): "
+                 r"no second session")
+    (port,) = ports.values()
+    check(served(port), "the one session serves")
+    check(cl.count(r"name .* in use|giving up") == 0, "no login refused, nothing given up")
+    check(cl.p.poll() is None, "the client runs on")
+    check(srv.count(r"logged in") == 1, "the server saw one login")
+
+
 def test_server_list_errors(env):
     """A bad list is refused at start, with the reason and exit 2 (usage)."""
     cases = [

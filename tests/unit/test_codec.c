@@ -39,6 +39,7 @@ static void assert_same(const np_msg *a, const np_msg *b) {
     assert_int_equal(a->version, b->version);
     assert_memory_equal(a->nonce, b->nonce, NP_MSG_KEY_LEN);
     assert_int_equal(a->status, b->status);
+    assert_true(a->id == b->id); /* the server's instance */
     break;
   case NP_MSG_LOGIN:
     assert_int_equal(a->version, b->version);
@@ -263,6 +264,14 @@ static void test_native_malformed(void **state) {
   assert_int_equal(m.kind, NP_PROXY_UDP);
   /* and required fields stay required */
   assert_int_equal(feed(c, 4096, "\x00\x00\x00\x04\x04\x01\x61\x00", 8, &m), NP_EPROTO);
+  {
+    /* HELLO from a server before its instance id (version 1, a nonce, features 1): id 0 */
+    char old_hello[4 + 39] = {0, 0, 0, 39, NP_MSG_HELLO, 0, 1};
+    memset(old_hello + 7, 0xab, NP_MSG_KEY_LEN);
+    old_hello[4 + 38] = 1;
+    assert_int_equal(feed(c, 4096, old_hello, sizeof(old_hello), &m), 1);
+    assert_true(m.type == NP_MSG_HELLO && m.status == 1 && m.id == 0 && m.nonce[31] == 0xab);
+  }
 }
 
 /* A header alone, then its body whole, then a longer frame in pieces: the decoder must not keep
