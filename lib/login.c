@@ -304,6 +304,8 @@ int np__login(session *s, const np_msg *m) {
     return NP_EBACKOFF;
   }
   s->counted = 1;
+  if ((r = np__session_ids_add(srv, s)) != 0)
+    return r;
   np__shared_backoff_clear(srv->shared, (struct sockaddr *)&s->addr, now_ms(srv));
   s->state = S_READY;
   srv->stats.clients++;

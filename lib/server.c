@@ -51,11 +51,19 @@ static int move_work(session *s, const np_msg *m) {
   }
   np__session_detached(s);
   np__conn_close(c, NULL); /* the socket lives on in mv.fd; leaves this loop's epoll set now */
-  if (r == 0 && (r = srv->group_move(srv, widx, &mv)) == 0)
+  if (r == 0 && (r = srv->group_move(srv, widx, &mv)) == 0) {
     srv->stats.conns_moved++;
-  else
+  } else if (r == UV_EINVAL) {
+    /* An id no worker gave: an unproven work connection, as one naming no session here. */
+    srv->stats.work_unknown++;
+    np__log(&srv->log, NP_LOG_INFO,
+            "%s: work connection not proven (its session id names worker %u, which does not "
+            "exist): closed",
+            s->peer, widx);
+  } else {
     np__log(&srv->log, NP_LOG_WARN, "%s: cannot hand a work connection to worker %u: %s", s->peer,
             widx, np_strerror(r));
+  }
   if (r != 0)
     np__moved_free(&mv);
   return 1;

@@ -166,6 +166,7 @@ struct np_server {
   np_server_close_cb drain_cb;
   int refs_peak; /* of refs since the last trim */
   session *sessions;
+  struct np__session_id *ids; /* the logged-in ones by id (session_ids.c) */
   uint64_t next_visitor_id;
   uint64_t next_session_id;
   np_server_stats stats;
@@ -402,5 +403,11 @@ void np__server_close_listeners(struct np_server *srv);
 void np__server_types_session_end(session *s);
 /* A client reported that visitor id's local service failed after it was joined. */
 void np__session_local_failed(session *s, uint64_t id);
+
+/* session_ids.c: logged-in sessions by id. add: 0 or UV_ENOMEM; find: NULL when none has it. */
+int np__session_ids_add(struct np_server *srv, session *s);
+session *np__session_ids_find(const struct np_server *srv, uint64_t id);
+void np__session_ids_del(struct np_server *srv, const session *s);
+void np__session_ids_clear(struct np_server *srv);
 
 #endif

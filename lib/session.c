@@ -74,6 +74,7 @@ void np__session_close(session *s, int status, const char *why) {
     return;
   s->closing = 1;
   session_unlink(s);
+  np__session_ids_del(srv, s);
   if (s->state == S_IDLE && s->owner != NULL)
     idle_unlink(s);
   while (s->idle != NULL)
@@ -112,6 +113,7 @@ void np__session_detached(session *s) {
   s->ch = NULL;
   s->closing = 1;
   session_unlink(s);
+  np__session_ids_del(s->srv, s);
   s->closes_left = 1; /* the chan frees itself */
   uv_close((uv_handle_t *)&s->timer, on_session_timer_closed);
 }
@@ -199,6 +201,7 @@ void np__server_unref(struct np_server *srv) {
   if (srv->pool != NULL)
     srv->pool_ops->destroy(srv->pool);
   np__bufcache_clear(&srv->chunks);
+  np__session_ids_clear(srv);
   np__transport_server_free(srv->transport);
   np__tls_free(srv->tls);
   np__users_unref(srv->users);

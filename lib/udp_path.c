@@ -20,51 +20,25 @@
 
 #include "udp_batch.h"
 
-/* uthash in its non-fatal mode (see http_route.c): a session it cannot add is found by the scan. */
-#define HASH_NONFATAL_OOM 1
-#include <uthash.h>
-
-/* A session that sent a valid packet, by id (ids are the server's, not a sender's choice). */
-typedef struct known {
-  uint64_t id;
-  session *s;
-  UT_hash_handle hh;
-} known;
-
 typedef struct np__upath {
   struct np_server *srv;
   const np__upath_handlers *to;
   uv_udp_t h;
   session *last; /* the session of the last valid packet: most packets belong to a busy one */
-  known *known;  /* sessions found once, until they end */
 } upath;
 
 static int usable(const session *s) {
   return s->state == S_READY && s->seal_ok && !s->closing;
 }
 
-/* A session's packets: the last one's, one known by id, or one scanned for (once per session; a
- * packet under an unknown id costs the scan each time, as before the table). */
+/* A session's packets: the last one's, or the one the server's table has under that id (an id
+ * nobody has costs a lookup, not a walk over every session). */
 static session *find_session(upath *p, uint64_t id) {
-  known *k;
+  session *s;
   if (p->last != NULL && p->last->id == id && p->last->seal_ok && !p->last->closing)
     return p->last;
-  HASH_FIND(hh, p->known, &id, sizeof(id), k);
-  if (k != NULL)
-    return usable(k->s) ? (p->last = k->s) : NULL;
-  for (session *s = p->srv->sessions; s != NULL; s = s->next) {
-    if (s->id == id && usable(s)) {
-      if ((k = malloc(sizeof(*k))) != NULL) {
-        k->id = id;
-        k->s = s;
-        HASH_ADD(hh, p->known, id, sizeof(k->id), k);
-        if (k->hh.tbl == NULL)
-          free(k);
-      }
-      return p->last = s;
-    }
-  }
-  return NULL;
+  s = np__session_ids_find(p->srv, id);
+  return s != NULL && usable(s) ? (p->last = s) : NULL;
 }
 
 static void rejected(upath *p, const struct sockaddr *addr, const char *why) {
@@ -267,11 +241,6 @@ int np__upath_open(struct np_server *srv, const struct sockaddr *addr,
 static void on_closed(uv_handle_t *h) {
   upath *p = h->data;
   struct np_server *srv = p->srv;
-  known *k, *tmp;
-  HASH_ITER(hh, p->known, k, tmp) {
-    HASH_DEL(p->known, k);
-    free(k);
-  }
   free(p);
   np__server_unref(srv);
 }
@@ -285,14 +254,6 @@ void np__upath_close(struct np_server *srv) {
 
 void np__upath_forget_session(session *s) {
   upath *p = s->srv->upath;
-  known *k;
-  if (p == NULL)
-    return;
-  if (p->last == s)
+  if (p != NULL && p->last == s)
     p->last = NULL;
-  HASH_FIND(hh, p->known, &s->id, sizeof(s->id), k);
-  if (k != NULL && k->s == s) {
-    HASH_DEL(p->known, k);
-    free(k);
-  }
 }

@@ -733,9 +733,8 @@ int np__work_idle(session *s, const np_msg *m) {
   unsigned char want[NP_MSG_KEY_LEN];
   session *o;
 
-  for (o = srv->sessions; o != NULL && !(o->state == S_READY && o->id == m->id); o = o->next)
-    ;
-  if (o == NULL || np__auth_idle_mac(o->key, m->id, m->id2, want) != 0 ||
+  o = np__session_ids_find(srv, m->id);
+  if (o == NULL || o->state != S_READY || np__auth_idle_mac(o->key, m->id, m->id2, want) != 0 ||
       !np__auth_equal(want, m->mac) || !serial_fresh(o, m->id2)) {
     srv->stats.work_unknown++;
     np__log(&srv->log, NP_LOG_INFO, "%s: pre-opened work connection not proven (session %llu)",

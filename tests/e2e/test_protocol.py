@@ -97,6 +97,15 @@ def test_work_must_prove_its_session(env):
     srv.wait_line(r"work connection for unknown or unproven visitor")
     unknown = owner.work(req["id"] + 1000)
     check(closed(unknown), "work connection for an unknown id closed")
+    # A session id whose low byte names a worker that does not exist (ids are (n << 8) | worker).
+    mark = srv.mark()
+    forged = npwire.dial(srv)
+    forged.sendall(npwire.encode(npwire.WORK, id=(5 << 8) | 200, id2=req["id"], mac=bytes(32)))
+    check(closed(forged), "a work connection naming no worker is closed")
+    if srv.workers > 1:
+        srv.wait_line(r"work connection not proven \(its session id names worker 200, which does "
+                      r"not exist\): closed", after=mark)
+    check(srv.count(r"cannot hand a work connection", after=mark) == 0, "no warning for it")
     real = owner.work(req["id"])
     visitor.sendall(b"ping through\n")
     real.settimeout(5)
