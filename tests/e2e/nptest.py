@@ -227,24 +227,29 @@ class Env:
         return wrapped
 
 
-def proxy_ports(client, count=None, timeout=10, after=0):
-    """Public ports the client printed ("proxy NAME: public port N"), by proxy name."""
-    rx = re.compile(r"^proxy (\S+): public port (\d+)$")
+def stdout_table(proc, rx, key, value, want, timeout=10, after=0, what="lines"):
+    """{group key: int(group value)} of proc's stdout lines matching rx, once it has want of them."""
     deadline = time.monotonic() + timeout
-    want = count if count is not None else sum(a in ("-R", "-U") for a in client.argv) or 1
-    with client.cond:
+    with proc.cond:
         while True:
-            ports = {}
-            for s, text in client.lines[after:]:
+            got = {}
+            for s, text in proc.lines[after:]:
                 m = rx.match(text) if s == "stdout" else None
                 if m:
-                    ports[m.group(1)] = int(m.group(2))
-            if len(ports) >= want:
-                return ports
+                    got[m.group(key)] = int(m.group(value))
+            if len(got) >= want:
+                return got
             left = deadline - time.monotonic()
             if left <= 0:
-                raise Fail(f"{client.name}: {len(ports)} of {want} proxies ready after {timeout}s")
-            client.cond.wait(left)
+                raise Fail(f"{proc.name}: {len(got)} of {want} {what} after {timeout}s")
+            proc.cond.wait(left)
+
+
+def proxy_ports(client, count=None, timeout=10, after=0):
+    """Public ports the client printed ("proxy NAME: public port N"), by proxy name."""
+    want = count if count is not None else sum(a in ("-R", "-U") for a in client.argv) or 1
+    return stdout_table(client, re.compile(r"^proxy (\S+): public port (\d+)$"), 1, 2, want,
+                        timeout, after, "proxies ready")
 
 
 def connect(port, timeout=10):

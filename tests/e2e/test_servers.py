@@ -11,10 +11,9 @@ import socket
 import subprocess
 import sys
 import tempfile
-import time
 
 sys.path.insert(0, os.path.dirname(__file__))
-from nptest import CLIENT, LOOP, TLS, Fail, Proc, check, port_closed, run, wait_until  # noqa: E402
+from nptest import CLIENT, LOOP, TLS, Proc, check, port_closed, run, stdout_table  # noqa: E402
 from test_reload import Echo, echo, write  # noqa: E402
 
 READY = re.compile(r"^proxy (\S+): public port (\d+) on (\S+)$")
@@ -37,20 +36,7 @@ def client(env, srvs, *args):
 
 def ports_by_server(cl, want, after=0, timeout=10):
     """{server: public port} from the lines "proxy NAME: public port N on SERVER"."""
-    deadline = time.monotonic() + timeout
-    with cl.cond:
-        while True:
-            got = {}
-            for s, text in cl.lines[after:]:
-                m = READY.match(text) if s == "stdout" else None
-                if m:
-                    got[m.group(3)] = int(m.group(2))
-            if len(got) >= want:
-                return got
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise Fail(f"{len(got)} of {want} servers gave a public port after {timeout}s")
-            cl.cond.wait(left)
+    return stdout_table(cl, READY, 3, 2, want, timeout, after, "servers with a public port")
 
 
 def admin_get(port, path):
@@ -168,16 +154,8 @@ def test_reload_reaches_every_server(env):
     write(env, "client.ini", "[client]\nserver = 127.0.0.1:1\n\n" + ini +
           "[proxy two]\nremote_port = 0\nlocal = {l}\n".format(l=f"{LOOP}:{svc}"))
     cl.signal(signal.SIGHUP)
-    two = {}
-    deadline = time.monotonic() + 10
-    while len(two) < 2 and time.monotonic() < deadline:
-        with cl.cond:
-            for st, text in cl.lines[mark:]:
-                m = READY.match(text) if st == "stdout" else None
-                if m and m.group(1) == "two":
-                    two[m.group(3)] = int(m.group(2))
-            if len(two) < 2:
-                cl.cond.wait(0.5)
+    two = stdout_table(cl, re.compile(r"^proxy two: public port (\d+) on (\S+)$"), 2, 1, 2,
+                       after=mark, what="servers with proxy two")
     check(set(two) == {f"{LOOP}:{s.port}" for s in srvs}, f"proxy two on both servers: {two}")
     for port in two.values():
         check(served(port), "the added proxy serves")

@@ -199,3 +199,15 @@ class NetBed:
         # is left in it (a chroot cannot be removed with it in place).
         if os.path.isdir("/run/netns") and not os.listdir("/run/netns"):
             sh("umount", "/run/netns", check=False)
+
+
+def main(tests):
+    """A NAT-suite script's entry: --list names its cases; without root every case is skipped
+    (exit 77, meson's "skipped"); else the cases named on the command line (or all) run."""
+    if sys.argv[1:] == ["--list"]:
+        print("\n".join(tests))
+        sys.exit(0)
+    if os.geteuid() != 0:
+        print("the NAT suite needs root (network namespaces): skipped")
+        sys.exit(77)
+    sys.exit(nptest.run(tests))

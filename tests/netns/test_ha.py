@@ -17,8 +17,9 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.join(HERE, "..", "e2e"))
+import netbed  # noqa: E402
 from netbed import PUBLIC_IP, VISITOR_IP, NetBed  # noqa: E402
-from nptest import CLIENT, SANITIZED, SERVER, check, run, wait_until  # noqa: E402
+from nptest import CLIENT, SANITIZED, SERVER, check, wait_until  # noqa: E402
 from test_nat import figure, tls_args  # noqa: E402
 
 PUBLIC2_IP, LB_IP = "10.77.0.11", "10.77.0.30"
@@ -200,10 +201,4 @@ def behind_haproxy(env, bed):
 TESTS = {"two_servers_behind_haproxy": test_two_servers_behind_haproxy}
 
 if __name__ == "__main__":
-    if sys.argv[1:] == ["--list"]:
-        print("\n".join(TESTS))
-        sys.exit(0)
-    if os.geteuid() != 0:
-        print("the NAT suite needs root (network namespaces): skipped")
-        sys.exit(77)
-    sys.exit(run(TESTS))
+    netbed.main(TESTS)

@@ -21,7 +21,7 @@ sys.path.insert(0, os.path.join(HERE, "..", "e2e"))
 import netbed  # noqa: E402
 from netbed import HOME_IP, PUBLIC_IP, ROUTER_WAN, VISITOR_IP, NetBed, inside  # noqa: E402
 from nptest import (CLIENT, SANITIZED, SERVER, TLS, Greeter, check, pattern, proxy_ports,  # noqa: E402
-                    recv_all, rss_kib, run, server_stats)
+                    recv_all, rss_kib, server_stats)
 
 CTL = 7000
 FAST_HB = ["--heartbeat-interval", "500ms", "--heartbeat-timeout", "2s"]
@@ -673,10 +673,4 @@ TESTS = {f.__name__[5:]: f for f in [
 ]}
 
 if __name__ == "__main__":
-    if sys.argv[1:] == ["--list"]:
-        print("\n".join(TESTS))
-        sys.exit(0)
-    if os.geteuid() != 0:
-        print("the NAT suite needs root (network namespaces): skipped")
-        sys.exit(77)
-    sys.exit(run(TESTS))
+    netbed.main(TESTS)
