@@ -637,8 +637,8 @@ int np_client_start(struct np_client *cl) {
     int r = np__tls_client_new(cl->loop, &cl->cfg, &cl->log, &cl->tls);
     if (r != 0)
       return r;
-  } else if (cl->parent == NULL || cl->parent->members[0] == cl) { /* once for a set */
-    np__log(&cl->log, NP_LOG_WARN,
+  } else {
+    np__log(&cl->log, np__client_echo(cl, NP_LOG_WARN), /* once for a set */
             "TLS is off (insecure = true): tunnelled traffic crosses the network in clear and "
             "anybody on the path can read or change it");
   }

@@ -23,6 +23,15 @@ static void close_members_now(struct np_client *set) {
 }
 
 static const np__client_set_ops set_ops;
+static void spread(struct np_client *set);
+
+/* Counters are all uint64_t (natproxy/stats.h): the members' add up word by word. */
+static void add_counters(void *to, const void *from, size_t size) {
+  uint64_t *t = to;
+  const uint64_t *f = from;
+  for (size_t k = 0; k < size / sizeof(uint64_t); k++)
+    t[k] += f[k];
+}
 
 int np__client_set_new(uv_loop_t *loop, const struct np_config *cfg, struct np_client **out) {
   char(*servers)[NP_HOSTPORT_MAX] = NULL;
@@ -48,10 +57,9 @@ int np__client_set_new(uv_loop_t *loop, const struct np_config *cfg, struct np_c
     if ((r = np__client_create(loop, one, &m)) != 0)
       break;
     m->parent = set;
-    m->log = set->log;
-    m->codec = set->codec;
     set->members[set->n_members++] = m;
   }
+  spread(set);
 out:
   if (one != NULL)
     OPENSSL_cleanse(one, sizeof(*one)); /* tokens */
@@ -136,17 +144,13 @@ const struct np_client *np__client_lead(const struct np_client *cl) {
 }
 
 static void set_stats(const struct np_client *set, np_client_stats *sum) {
-  uint64_t *to = (uint64_t *)(void *)sum;
-
   memset(sum, 0, sizeof(*sum));
   for (size_t i = 0; i < set->n_members; i++) {
     np_client_stats st;
-    const uint64_t *from = (const uint64_t *)(const void *)&st;
     if (set->members[i] == NULL)
       continue;
     np_client_get_stats(set->members[i], &st, sizeof(st));
-    for (size_t k = 0; k < sizeof(st) / sizeof(uint64_t); k++)
-      to[k] += from[k];
+    add_counters(sum, &st, sizeof(st));
   }
 }
 
@@ -156,7 +160,6 @@ static void set_stats(const struct np_client *set, np_client_stats *sum) {
 static void gather(const struct np_client *set, cproxy *view) {
   static const int order[] = {NP_CLIENT_PROXY_OK, NP_CLIENT_PROXY_PENDING, NP_CLIENT_PROXY_REFUSED};
   const cproxy *found[NP_MAX_SERVERS] = {NULL};
-  uint64_t *to = (uint64_t *)(void *)&view->stats;
 
   memset(&view->stats, 0, sizeof(view->stats));
   view->state = NP_CLIENT_PROXY_CLOSED;
@@ -164,15 +167,11 @@ static void gather(const struct np_client *set, cproxy *view) {
   view->status = 0;
   view->error[0] = '\0';
   for (size_t i = 0; i < set->n_members; i++) {
-    const uint64_t *from;
     if (set->members[i] == NULL)
       continue;
     found[i] = np__client_find_proxy(set->members[i], view->cfg.name);
-    if (found[i] == NULL)
-      continue;
-    from = (const uint64_t *)(const void *)&found[i]->stats;
-    for (size_t k = 0; k < sizeof(view->stats) / sizeof(uint64_t); k++)
-      to[k] += from[k];
+    if (found[i] != NULL)
+      add_counters(&view->stats, &found[i]->stats, sizeof(view->stats));
   }
   for (size_t o = 0; o < NP_ARRAY_SIZE(order); o++) {
     for (size_t i = 0; i < set->n_members; i++) {
