@@ -66,13 +66,13 @@ static json_t *sessions(const struct np_client *cl) {
     np_client_stats st;
     np_client_get_stats(s, &st, sizeof(st));
     np_client_foreach_proxy(s, each_session_proxy, proxies);
-    json_array_append_new(list, json_pack("{s:s, s:s, s:I, s:I, s:I, s:b, s:b, s:o}", "server",
-                                          s->cfg.server, "state", np_client_state(s), "since_ms",
-                                          (json_int_t)(now_ms((struct np_client *)s) - s->state_ms),
-                                          "logins", (json_int_t)st.connects, "reconnects",
-                                          (json_int_t)(st.connects > 0 ? st.connects - 1 : 0),
-                                          "tls", s->tls != NULL, "udp_path_up", st.udp_path_up != 0,
-                                          "proxies", proxies));
+    json_array_append_new(
+        list, json_pack("{s:s, s:s, s:s, s:I, s:I, s:I, s:b, s:b, s:o}", "server", s->cfg.server,
+                        "address", s->addr, "state", np_client_state(s), "since_ms",
+                        (json_int_t)(now_ms((struct np_client *)s) - s->state_ms), "logins",
+                        (json_int_t)st.connects, "reconnects",
+                        (json_int_t)(st.connects > 0 ? st.connects - 1 : 0), "tls", s->tls != NULL,
+                        "udp_path_up", st.udp_path_up != 0, "proxies", proxies));
   }
   return list;
 }
@@ -161,11 +161,14 @@ static void metrics(struct np_client *cl, np__admin_reply *out) {
     const struct np_client *each[NP_MAX_SERVERS];
     size_t n = np__client_sessions(cl, each, NP_ARRAY_SIZE(each));
     np__metrics_family(m, "natproxy_client_session_logged_in", "gauge",
-                       "Per server the client dials (server = a, b: a session each), 1 while "
-                       "its session is logged in, else 0.");
+                       "Per server the client dials (server = a, b: a session each; a name "
+                       "with several addresses: a session per address), 1 while its session "
+                       "is logged in, else 0.");
     for (size_t i = 0; i < n; i++) {
       fputs("natproxy_client_session_logged_in{server=\"", m);
       np__metrics_label(m, each[i]->cfg.server);
+      fputs("\",address=\"", m);
+      np__metrics_label(m, each[i]->addr);
       fprintf(m, "\"} %d\n", each[i]->state == C_READY);
     }
   }

@@ -133,8 +133,8 @@ static void public_addr(const struct np_client *cl, const char *name, unsigned p
   if (px != NULL && px->bind_addr[0] != '\0' && strcmp(px->bind_addr, "0.0.0.0") != 0 &&
       strcmp(px->bind_addr, "::") != 0)
     np__strlcpy(host, px->bind_addr, sizeof(host));
-  else if (np__split_hostport(cl->cfg.server, host, sizeof(host), &control_port) != 0)
-    np__strlcpy(host, cl->cfg.server, sizeof(host)); /* validated at start: not reached */
+  else if (np__split_hostport(cl->addr, host, sizeof(host), &control_port) != 0)
+    np__strlcpy(host, cl->addr, sizeof(host)); /* validated at start: not reached */
   snprintf(buf, len, strchr(host, ':') != NULL ? "[%s]:%u" : "%s:%u", host, port);
 }
 
@@ -142,8 +142,9 @@ static void ready(struct np_client *cl) {
   np__client_set_state(cl, C_READY);
   cl->attempt = 0;
   cl->dns_warned = 0; /* a later outage is worth a warning again */
+  cl->quiet_said = 0;
   cl->stats.connects++;
-  np__log(&cl->log, NP_LOG_INFO, "logged in to %s as %s", cl->cfg.server, cl->cfg.name);
+  np__log(&cl->log, NP_LOG_INFO, "logged in to %s as %s", np__client_label(cl), cl->cfg.name);
   np__client_emit(cl, NP_CLIENT_LOGGED_IN, 0, NULL, NULL, 0);
   if (cl->state != C_READY || cl->closing)
     return; /* the embedder closed the client from its event callback */
@@ -196,7 +197,7 @@ static void fatal(struct np_client *cl, int status, const char *text) {
  * so and tries again at the longest back-off, in case the addresses part. */
 static int twin(struct np_client *cl, uint64_t instance) {
   const struct np_client *set = cl->parent;
-  char why[NP_HOSTPORT_MAX + 120];
+  char why[NP_CLIENT_LABEL_MAX + 120];
 
   if (set == NULL || instance == 0)
     return 0;
@@ -207,7 +208,7 @@ static int twin(struct np_client *cl, uint64_t instance) {
     snprintf(why, sizeof(why),
              "the same np-server as %s (one server at two addresses): no second "
              "session",
-             m->cfg.server);
+             np__client_label(m));
     goodbye(cl, "a session with this server is open already");
     cl->retry_after_ms = cl->cfg.reconnect_max_ms;
     disconnect(cl, NP_ECLOSED, why);
@@ -253,7 +254,7 @@ static void on_msg(np__chan *ch, const np_msg *m) {
     }
     if (m->status != 0) {
       char text[NP_MSG_TEXT_MAX + 64];
-      snprintf(text, sizeof(text), "login refused by %s: %s", cl->cfg.server,
+      snprintf(text, sizeof(text), "login refused by %s: %s", np__client_label(cl),
                m->text[0] ? m->text : np_strerror(m->status));
       if (m->status == NP_EAUTH || m->status == NP_ENAMEINUSE || m->status == NP_ECONFIG)
         fatal(cl, m->status, text);
@@ -407,7 +408,7 @@ static void connect_now(struct np_client *cl) {
   int r;
 
   np__client_set_state(cl, C_DIALING);
-  np__log(&cl->log, NP_LOG_DEBUG, "connecting to %s", cl->cfg.server);
+  np__log(&cl->log, NP_LOG_DEBUG, "connecting to %s", np__client_label(cl));
   r = np__transport_connect(cl->transport, on_control_dialed, cl, &cl->dial);
   if (r != 0)
     disconnect(cl, r, np_strerror(r));
@@ -501,13 +502,14 @@ static int is_dns_error(int status) {
 /* Drop the control session and schedule a reconnect. */
 static void disconnect(struct np_client *cl, int status, const char *why) {
   uint64_t delay;
+  int quiet;
 
   if (cl->closing || cl->state == C_FATAL)
     return;
   if (status == NP_ETLSVERIFY || status == NP_ENOTLS || status == NP_ETLSREQUIRED) {
     /* Retrying cannot help: the server is not the one we trust, or the sides disagree on TLS. */
     char text[NP_MSG_TEXT_MAX + 300];
-    snprintf(text, sizeof(text), "%s: %s", cl->cfg.server, np_strerror(status));
+    snprintf(text, sizeof(text), "%s: %s", np__client_label(cl), np_strerror(status));
     fatal(cl, status, text);
     return;
   }
@@ -525,20 +527,27 @@ static void disconnect(struct np_client *cl, int status, const char *why) {
   }
   cl->retry_after_ms = 0;
   cl->attempt++;
-  if (is_dns_error(status)) {
+  /* Another address of the same name serves (a server of a round-robin name is down, or one
+   * listens on IPv4 only): said once, then at debug level until this one connects. */
+  quiet = cl->parent != NULL && cl->parent->set_ops->retrying(cl) && cl->state != C_READY;
+  if (quiet && cl->quiet_said) {
+    np__log(&cl->log, NP_LOG_DEBUG, "cannot connect to %s: %s (%s); retrying in %llums",
+            np__client_label(cl), why, np_err_name(status), (unsigned long long)delay);
+  } else if (is_dns_error(status)) {
     /* A name that does not resolve is a typo or a DNS outage: said once, loudly, then retried
      * quietly (debug) at the back-off until it resolves. */
     np__log(&cl->log, cl->dns_warned ? NP_LOG_DEBUG : NP_LOG_WARN,
             "cannot resolve the server's name %s: %s (%s); retrying at the back-off (next in "
             "%llums)%s",
-            cl->cfg.server, why, np_err_name(status), (unsigned long long)delay,
+            np__client_label(cl), why, np_err_name(status), (unsigned long long)delay,
             cl->dns_warned ? "" : "; check --server, further failures are logged at debug level");
     cl->dns_warned = 1;
   } else
     np__log(&cl->log, cl->state == C_READY ? NP_LOG_WARN : NP_LOG_INFO,
             "%s %s: %s (%s); retrying in %llums",
-            cl->state == C_READY ? "lost the connection to" : "cannot connect to", cl->cfg.server,
-            why, np_err_name(status), (unsigned long long)delay);
+            cl->state == C_READY ? "lost the connection to" : "cannot connect to",
+            np__client_label(cl), why, np_err_name(status), (unsigned long long)delay);
+  cl->quiet_said |= quiet;
   np__client_set_state(cl, C_BACKOFF);
   uv_timer_start(&cl->timer, on_timer, delay, 0);
 }
@@ -575,6 +584,7 @@ int np__client_create(uv_loop_t *loop, const struct np_config *cfg, struct np_cl
     return UV_ENOMEM;
   cl->loop = loop;
   cl->cfg = *cfg;
+  np__strlcpy(cl->addr, cfg->server, sizeof(cl->addr));
   if (np_config_validate(&cl->cfg) != 0) {
     free(cl);
     return NP_ECONFIG;
@@ -645,7 +655,7 @@ int np_client_start(struct np_client *cl) {
   {
     np__transport_opts o = {
         .loop = cl->loop,
-        .server = cl->cfg.server,
+        .server = cl->addr,
         .work = native(cl) ? NULL : cl->cfg.tunnel,
         .dial_timeout_ms = cl->cfg.dial_timeout_ms,
         .tls = cl->tls,
@@ -670,8 +680,17 @@ int np_client_start(struct np_client *cl) {
   uv_timer_init(cl->loop, &cl->timer);
   cl->timer.data = cl;
   cl->refs++; /* the timer's */
-  connect_now(cl);
+  if (!cl->hold)
+    connect_now(cl);
   return 0;
+}
+
+void np__client_go(struct np_client *cl) {
+  int held = cl->hold;
+
+  cl->hold = 0;
+  if (held && cl->started && !cl->closing && cl->state == C_IDLE)
+    connect_now(cl);
 }
 
 void np_client_get_stats(const struct np_client *cl, np_client_stats *out, size_t size) {

@@ -85,6 +85,9 @@ typedef struct joined {
   struct np_join *join;
 } joined;
 
+/* "name:port (address)" */
+#define NP_CLIENT_LABEL_MAX (2 * NP_HOSTPORT_MAX + 4)
+
 struct np_client {
   uv_loop_t *loop;
   struct np_config cfg;
@@ -145,7 +148,25 @@ struct np_client {
   struct np_client *parent;
   struct np_client *members[NP_MAX_SERVERS];
   size_t n_members;
+  struct np__set_names *names; /* the set's: each configured server and its addresses */
+  /* Where this client dials: cfg.server, or for a member of a name with several addresses one of
+   * them ("203.0.113.5:7000"); TLS, known_servers and the server's name stay cfg.server's. */
+  char addr[NP_HOSTPORT_MAX];
+  /* For the logs: "name:port (address)" for such a member, else "" (cfg.server says it). */
+  char label[NP_CLIENT_LABEL_MAX];
+  int item;                /* a member's configured server, an index in its set's names */
+  unsigned hold : 1;       /* started, but waits for np__client_go (its name being resolved) */
+  unsigned quiet_said : 1; /* a retry while another address of its name serves was logged once */
+  /* A set that speaks of several servers (a list, or a name with several addresses), from then
+   * on: its members' lines and each proxy's port name their server. A set of one (a host name
+   * with one address) speaks as a client alone. */
+  unsigned several : 1;
 };
+
+/* The server as the logs name it. */
+static inline const char *np__client_label(const struct np_client *cl) {
+  return cl->label[0] != '\0' ? cl->label : cl->cfg.server;
+}
 
 /* What a set does in place of the public calls of the same name (client_set.c). lead: the member
  * whose session got furthest; spread: the set's codec and log to its members. */
@@ -159,6 +180,10 @@ typedef struct np__client_set_ops {
   const struct np_client *(*lead)(const struct np_client *set);
   void (*event)(struct np_client *member, const np_client_event *ev);
   void (*spread)(struct np_client *set);
+  /* A member's session is lost or its connection failed: the set resolves its name again. Returns
+   * 1 when another member of the same name has a session, so that the retry is logged quietly. */
+  int (*retrying)(struct np_client *member);
+  void (*free)(struct np_client *set);
 } np__client_set_ops;
 
 static inline uint64_t now_ms(struct np_client *cl) {
@@ -168,7 +193,12 @@ static inline uint64_t now_ms(struct np_client *cl) {
 /* A line every member of a set would log the same (a reload's outcome): the first member logs it
  * at level, the others at debug, so that the log says it once. */
 static inline np_log_level np__client_echo(const struct np_client *cl, np_log_level level) {
-  return cl->parent == NULL || cl->parent->members[0] == cl ? level : NP_LOG_DEBUG;
+  if (cl->parent == NULL)
+    return level;
+  for (size_t i = 0; i < cl->parent->n_members; i++) /* the first member still there */
+    if (cl->parent->members[i] != NULL)
+      return cl->parent->members[i] == cl ? level : NP_LOG_DEBUG;
+  return level;
 }
 
 static inline int native(const struct np_client *cl) {
@@ -230,6 +260,8 @@ void np__client_reconnect(struct np_client *cl, const char *why);
  * returns how many. */
 int np__client_set_new(uv_loop_t *loop, const struct np_config *cfg, struct np_client **out);
 const struct np_client *np__client_lead(const struct np_client *cl);
+/* A member started with hold set connects now (client.c). */
+void np__client_go(struct np_client *cl);
 size_t np__client_sessions(const struct np_client *cl, const struct np_client **out, size_t max);
 
 /* client_pool.c: pre-opened work connections */

@@ -66,6 +66,8 @@ void np__client_unref(struct np_client *cl) {
   np__bufcache_clear(&cl->chunks);
   np__transport_free(cl->transport);
   np__tls_free(cl->tls);
+  if (cl->set_ops != NULL)
+    cl->set_ops->free(cl);
   if (cl->close_cb != NULL)
     cl->close_cb(cl);
   explicit_bzero(&cl->cfg, sizeof(cl->cfg)); /* tokens, and the flags that set them (replay) */

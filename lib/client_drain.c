@@ -19,14 +19,14 @@ static size_t busy(const struct np_client *cl) {
 
 /* A member of a set (server = a, b) says which server's session it drains. */
 static const char *whose(const struct np_client *cl, char *buf, size_t len) {
-  if (cl->parent == NULL)
+  if (cl->parent == NULL || !cl->parent->several)
     return "";
-  snprintf(buf, len, " (%s)", cl->cfg.server);
+  snprintf(buf, len, " (%s)", np__client_label(cl));
   return buf;
 }
 
 static void finish(struct np_client *cl, const char *how) {
-  char at[NP_HOSTPORT_MAX + 4];
+  char at[NP_CLIENT_LABEL_MAX + 4];
   np__log(&cl->log, NP_LOG_INFO, "drain%s: %s; closing", whose(cl, at, sizeof(at)), how);
   np_client_close(cl, cl->drain_cb);
 }
@@ -42,7 +42,7 @@ static void on_drain_timer(uv_timer_t *t) {
 }
 
 void np_client_drain(struct np_client *cl, uint64_t timeout_ms, np_client_close_cb cb) {
-  char at[NP_HOSTPORT_MAX + 4];
+  char at[NP_CLIENT_LABEL_MAX + 4];
   size_t n;
 
   if (cl->closing)

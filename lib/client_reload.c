@@ -270,7 +270,7 @@ int np_client_reconfigure(struct np_client *cl, const struct np_config *cfg) {
     np__log(&cl->log, NP_LOG_WARN,
             "reload: %s cannot close one proxy of a session (it predates PROXY_CLOSE): "
             "reconnecting to apply the change",
-            cl->cfg.server);
+            np__client_label(cl));
     reconnect = 1;
   }
   for (size_t i = 0; i < NP_ARRAY_SIZE(live_keys); i++)

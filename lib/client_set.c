@@ -3,13 +3,38 @@
  * and datagram path, as if it ran alone; and this set in front of them, which the public API sees.
  * The set forwards the members' events, and its state, counters and proxies are the members' taken
  * together (docs/config.md, "Several servers"). A server that goes away takes only its member's
- * visitors with it; the others keep serving. */
+ * visitors with it; the others keep serving.
+ *
+ * A host name that resolves to several addresses is several servers (DNS round robin): a member
+ * per address, each dialling its address while TLS checks the name. The set resolves each name at
+ * start, whenever one of its members loses its session or fails to connect, and at least every
+ * reconnect_max; it adds members for new addresses and closes those whose address is gone. Names
+ * whose addresses are all loopback (localhost: 127.0.0.1 and ::1) are one machine, and one member
+ * dials the name as a client alone does. Two addresses of one server (IPv4 and IPv6) are told apart
+ * by the server's instance id (client.c, twin). */
 #include <stdlib.h>
 #include <string.h>
 
 #include <openssl/crypto.h>
 
 #include "client.h"
+
+/* A configured server of the set. */
+typedef struct set_name {
+  struct np_client *set;
+  char name[NP_HOSTPORT_MAX]; /* "host:port" as configured */
+  uv_getaddrinfo_t gai;
+  unsigned numeric : 1;   /* an address: nothing to resolve */
+  unsigned resolving : 1; /* gai is in flight (it holds a reference to the set) */
+  unsigned capped : 1;    /* more addresses than members fit was said */
+} set_name;
+
+struct np__set_names {
+  size_t n;
+  set_name item[NP_MAX_SERVERS];
+  uv_timer_t refresh; /* every reconnect_max: resolve the names again */
+  int refresh_on;
+};
 
 static void close_members_now(struct np_client *set) {
   for (size_t i = 0; i < set->n_members; i++) {
@@ -45,18 +70,26 @@ int np__client_set_new(uv_loop_t *loop, const struct np_config *cfg, struct np_c
   set->set_ops = &set_ops;
   servers = malloc(NP_MAX_SERVERS * sizeof(*servers));
   one = malloc(sizeof(*one));
-  if (servers == NULL || one == NULL) {
+  set->names = calloc(1, sizeof(*set->names));
+  if (servers == NULL || one == NULL || set->names == NULL) {
     r = UV_ENOMEM;
     goto out;
   }
   n = np__config_servers(set->cfg.server, servers, NP_MAX_SERVERS);
+  set->several = n > 1;
   for (size_t i = 0; i < n && i < NP_MAX_SERVERS; i++) {
+    set_name *it = &set->names->item[set->names->n++];
+    struct sockaddr_storage ss;
     struct np_client *m;
+    it->set = set;
+    np__strlcpy(it->name, servers[i], sizeof(it->name));
+    it->numeric = np__parse_addr(it->name, &ss) == 0;
     *one = set->cfg;
     np__strlcpy(one->server, servers[i], sizeof(one->server));
     if ((r = np__client_create(loop, one, &m)) != 0)
       break;
     m->parent = set;
+    m->item = (int)i;
     set->members[set->n_members++] = m;
   }
   spread(set);
@@ -83,6 +116,225 @@ static void spread(struct np_client *set) {
   }
 }
 
+/* ---- names and their addresses ----------------------------------------------------------------
+ */
+
+static void on_member_closed(struct np_client *m);
+
+static void go_held(set_name *it) {
+  struct np_client *set = it->set;
+  for (size_t i = 0; i < set->n_members; i++) {
+    struct np_client *m = set->members[i];
+    if (m != NULL && &set->names->item[m->item] == it)
+      np__client_go(m);
+  }
+}
+
+/* Dial addr ("203.0.113.5:7000") from now on, and say so in the logs. */
+static void pin(struct np_client *m, const set_name *it, const char *addr) {
+  char host[NP_HOSTPORT_MAX];
+  int port;
+
+  np__strlcpy(m->addr, addr, sizeof(m->addr));
+  m->parent->several = 1;
+  if (np__split_hostport(addr, host, sizeof(host), &port) != 0)
+    np__strlcpy(host, addr, sizeof(host));
+  snprintf(m->label, sizeof(m->label), "%s (%s)", it->name, host);
+}
+
+/* The address a member's session runs to now ("" when it has none). */
+static void connected_to(const struct np_client *m, char *buf, size_t len) {
+  struct sockaddr_storage ss;
+
+  buf[0] = '\0';
+  if (m->ch != NULL &&
+      np__conn_peer_addr(np__transport_conn(m->transport, np__chan_conn(m->ch)), &ss) == 0)
+    np__addr_str((struct sockaddr *)&ss, buf, len);
+}
+
+static void retire(struct np_client *m, const char *why) {
+  struct np_client *set = m->parent;
+
+  if (m->closing || m->draining)
+    return;
+  np__log(&set->log, NP_LOG_INFO, "%s: %s; closing its session", np__client_label(m), why);
+  set->refs++; /* until on_member_closed */
+  if (m->state == C_READY)
+    np_client_drain(m, NP_DRAIN_CONFIGURED, on_member_closed);
+  else
+    np_client_close(m, on_member_closed);
+}
+
+static void add_member(set_name *it, const char *addr) {
+  struct np_client *set = it->set, *m = NULL;
+  struct np_config *one = malloc(sizeof(*one));
+  size_t slot = 0;
+  int r = UV_ENOMEM;
+
+  while (slot < set->n_members && set->members[slot] != NULL)
+    slot++;
+  if (slot == NP_MAX_SERVERS) {
+    if (!it->capped)
+      np__log(&set->log, NP_LOG_WARN,
+              "%s: more addresses than the %d sessions a client keeps; %s is left out", it->name,
+              NP_MAX_SERVERS, addr);
+    it->capped = 1;
+    free(one);
+    return;
+  }
+  if (one != NULL) {
+    *one = set->cfg;
+    np__strlcpy(one->server, it->name, sizeof(one->server));
+    r = np__client_create(set->loop, one, &m);
+    OPENSSL_cleanse(one, sizeof(*one)); /* tokens */
+    free(one);
+  }
+  if (r == 0) {
+    m->parent = set;
+    m->item = (int)(it - set->names->item);
+    pin(m, it, addr);
+    set->members[slot] = m;
+    if (slot == set->n_members)
+      set->n_members++;
+    spread(set);
+    np__log(&set->log, NP_LOG_INFO, "%s: an address of %s; opening a session", np__client_label(m),
+            it->name);
+    if ((r = np_client_start(m)) == 0)
+      return;
+    set->refs++; /* until on_member_closed */
+    np_client_close(m, on_member_closed);
+  }
+  np__log(&set->log, NP_LOG_WARN, "%s (%s): cannot open a session: %s", it->name, addr,
+          np_strerror(r));
+}
+
+static int is_loopback(const struct sockaddr *sa) {
+  static const unsigned char v6_loopback[16] = {[15] = 1};
+  if (sa->sa_family == AF_INET)
+    return (ntohl(((const struct sockaddr_in *)sa)->sin_addr.s_addr) >> 24) == 127;
+  return memcmp(&((const struct sockaddr_in6 *)sa)->sin6_addr, v6_loopback, 16) == 0;
+}
+
+/* The name's members made to match its addresses now. */
+static void reconcile(set_name *it, const struct addrinfo *res) {
+  struct np_client *set = it->set;
+  char addrs[NP_MAX_SERVERS][NP_HOSTPORT_MAX], now[NP_HOSTPORT_MAX];
+  size_t n = 0, pinned = 0;
+  int loopback = 1;
+
+  for (const struct addrinfo *ai = res; ai != NULL; ai = ai->ai_next) {
+    char a[NP_HOSTPORT_MAX];
+    size_t k = 0;
+    if (ai->ai_family != AF_INET && ai->ai_family != AF_INET6)
+      continue;
+    np__addr_str(ai->ai_addr, a, sizeof(a));
+    while (k < n && strcmp(addrs[k], a) != 0)
+      k++;
+    if (k < n || n == NP_MAX_SERVERS)
+      continue;
+    np__strlcpy(addrs[n++], a, sizeof(addrs[0]));
+    loopback &= is_loopback(ai->ai_addr);
+  }
+  for (size_t i = 0; i < set->n_members; i++) {
+    const struct np_client *m = set->members[i];
+    pinned += m != NULL && &set->names->item[m->item] == it && m->label[0] != '\0';
+  }
+  /* One address, or one machine: one member dials the name, as a client alone does. */
+  if (n == 0 || (pinned == 0 && (n == 1 || loopback))) {
+    go_held(it);
+    return;
+  }
+  for (size_t i = 0; i < set->n_members; i++) {
+    struct np_client *m = set->members[i];
+    size_t k = 0;
+    if (m == NULL || &set->names->item[m->item] != it || m->closing || m->draining)
+      continue;
+    if (m->label[0] == '\0') {
+      /* Its session stays where it runs; a member not connected takes the first address. */
+      connected_to(m, now, sizeof(now));
+      pin(m, it, now[0] != '\0' ? now : addrs[0]);
+    }
+    while (k < n && strcmp(addrs[k], m->addr) != 0)
+      k++;
+    if (k == n)
+      retire(m, "no longer an address of its name");
+    else
+      addrs[k][0] = '\0'; /* served */
+  }
+  for (size_t k = 0; k < n; k++)
+    if (addrs[k][0] != '\0' && !set->closing && !set->draining)
+      add_member(it, addrs[k]);
+  go_held(it);
+}
+
+static void on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res) {
+  set_name *it = req->data;
+  struct np_client *set = it->set;
+
+  it->resolving = 0;
+  if (!set->closing && !set->draining) {
+    if (status == 0)
+      reconcile(it, res);
+    else
+      go_held(it); /* the member dials the name, and says why that fails */
+  }
+  if (res != NULL)
+    uv_freeaddrinfo(res);
+  np__client_unref(set);
+}
+
+static void resolve(set_name *it) {
+  struct np_client *set = it->set;
+  struct addrinfo hints;
+  char host[NP_HOSTPORT_MAX], port[8];
+  int pnum;
+
+  if (it->numeric || it->resolving || set->closing || set->draining ||
+      np__split_hostport(it->name, host, sizeof(host), &pnum) != 0)
+    return;
+  memset(&hints, 0, sizeof(hints));
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  snprintf(port, sizeof(port), "%d", pnum);
+  it->gai.data = it;
+  if (uv_getaddrinfo(set->loop, &it->gai, on_resolved, host, port, &hints) != 0) {
+    go_held(it);
+    return;
+  }
+  it->resolving = 1;
+  set->refs++; /* until on_resolved */
+}
+
+static void on_refresh(uv_timer_t *t) {
+  struct np_client *set = t->data;
+
+  for (size_t i = 0; i < set->names->n; i++)
+    resolve(&set->names->item[i]);
+  uv_timer_start(t, on_refresh, set->cfg.reconnect_max_ms, 0);
+}
+
+static void on_refresh_closed(uv_handle_t *h) {
+  np__client_unref(h->data);
+}
+
+static int set_retrying(struct np_client *m) {
+  struct np_client *set = m->parent;
+  set_name *it = &set->names->item[m->item];
+
+  resolve(it);
+  for (size_t i = 0; i < set->n_members; i++) {
+    const struct np_client *o = set->members[i];
+    if (o != NULL && o != m && &set->names->item[o->item] == it && o->state == C_READY)
+      return 1;
+  }
+  return 0;
+}
+
+static void set_free(struct np_client *set) {
+  free(set->names);
+  set->names = NULL;
+}
+
 /* ---- events ---------------------------------------------------------------------------------- */
 
 static int all_stopped(const struct np_client *set) {
@@ -99,12 +351,13 @@ static void set_event(struct np_client *m, const np_client_event *ev) {
   if (ev->type == NP_CLIENT_FATAL && !all_stopped(set)) {
     /* The member said why at error level; the client as a whole goes on. */
     np__log(&set->log, NP_LOG_WARN, "%s: stopped trying this server; the others still serve",
-            m->cfg.server);
+            np__client_label(m));
     return;
   }
-  /* Which server a proxy got its port on, or a session came up with. */
-  if ((ev->type == NP_CLIENT_PROXY_READY || ev->type == NP_CLIENT_LOGGED_IN) && ev->text == NULL)
-    out.text = m->cfg.server;
+  /* Which server a proxy got its port on, or a session came up with: the address dialled. */
+  if ((ev->type == NP_CLIENT_PROXY_READY || ev->type == NP_CLIENT_LOGGED_IN) && ev->text == NULL &&
+      set->several)
+    out.text = m->addr;
   if (set->event_cb != NULL)
     set->event_cb(set, &out);
 }
@@ -203,9 +456,24 @@ static int set_start(struct np_client *set) {
   if (set->admin_start != NULL && (r = set->admin_start(set)) != 0)
     return r;
   set->started = 1;
-  for (size_t i = 0; i < set->n_members; i++)
-    if ((r = np_client_start(set->members[i])) != 0)
+  for (size_t i = 0; i < set->n_members; i++) {
+    struct np_client *m = set->members[i];
+    m->hold = !set->names->item[m->item].numeric; /* until its name is resolved */
+    if ((r = np_client_start(m)) != 0)
       return r; /* the caller closes the client, and with it the members started so far */
+  }
+  for (size_t i = 0; i < set->names->n; i++) {
+    if (set->names->item[i].numeric)
+      continue;
+    resolve(&set->names->item[i]);
+    if (!set->names->refresh_on) {
+      uv_timer_init(set->loop, &set->names->refresh);
+      set->names->refresh.data = set;
+      set->names->refresh_on = 1;
+      set->refs++; /* until on_refresh_closed */
+      uv_timer_start(&set->names->refresh, on_refresh, set->cfg.reconnect_max_ms, 0);
+    }
+  }
   return 0;
 }
 
@@ -226,7 +494,20 @@ static void on_member_closed(struct np_client *m) {
   np__client_unref(set);
 }
 
+static void stop_resolving(struct np_client *set) {
+  if (set->names == NULL)
+    return; /* np__client_set_new ran out of memory */
+  for (size_t i = 0; i < set->names->n; i++)
+    if (set->names->item[i].resolving)
+      uv_cancel((uv_req_t *)&set->names->item[i].gai); /* on_resolved still runs */
+  if (set->names->refresh_on) {
+    set->names->refresh_on = 0;
+    uv_close((uv_handle_t *)&set->names->refresh, on_refresh_closed);
+  }
+}
+
 static void set_close(struct np_client *set) {
+  stop_resolving(set);
   for (size_t i = 0; i < set->n_members; i++) {
     struct np_client *m = set->members[i];
     if (m == NULL || m->closing)
@@ -244,6 +525,7 @@ static void set_drain(struct np_client *set, uint64_t timeout_ms) {
   size_t left = 0;
 
   set->draining = 1;
+  stop_resolving(set);
   for (size_t i = 0; i < set->n_members; i++) {
     struct np_client *m = set->members[i];
     if (m != NULL && !m->closing && !m->draining) {
@@ -345,4 +627,6 @@ static const np__client_set_ops set_ops = {
     .lead = np__client_lead,
     .event = set_event,
     .spread = spread,
+    .retrying = set_retrying,
+    .free = set_free,
 };

@@ -169,7 +169,8 @@ static void on_server_dialed(void *data, int status, np_conn *c) {
   if (status != 0) {
     np_msg m = np__work_fail_msg(w->visitor_id, status);
     np__log(&cl->log, NP_LOG_WARN, "proxy %s: cannot open work connection to %s: %s",
-            w->px->cfg.name, native(cl) ? cl->cfg.server : cl->cfg.tunnel, np_strerror(status));
+            w->px->cfg.name, native(cl) ? np__client_label(cl) : cl->cfg.tunnel,
+            np_strerror(status));
     /* Tell the server over the control connection, so the visitor is closed now rather than at
      * the pending timeout. */
     snprintf(m.text, sizeof(m.text), "work connection failed: %s", np_strerror(status));

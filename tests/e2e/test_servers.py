@@ -76,7 +76,8 @@ def test_two_servers_both_serve(env):
     check(visitors == 2, f"the proxy's counters add both servers' visitors up: {visitors}")
     metrics = admin_get(admin, "/metrics")
     for s in srvs:
-        check(f'natproxy_client_session_logged_in{{server="{LOOP}:{s.port}"}} 1' in metrics,
+        check(f'natproxy_client_session_logged_in{{server="{LOOP}:{s.port}",'
+              f'address="{LOOP}:{s.port}"}} 1' in metrics,
               f"/metrics has the session with {LOOP}:{s.port}")
 
 

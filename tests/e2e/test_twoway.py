@@ -76,6 +76,30 @@ def fds(proc):
     return other, pipes
 
 
+def fd_links(proc):
+    """{fd: what it is} in proc, a socket named by its TCP ends and state where it has them."""
+    tcp = {}
+    for name in ("tcp", "tcp6"):
+        try:
+            with open(f"/proc/net/{name}") as f:
+                for line in f.readlines()[1:]:
+                    x = line.split()
+                    tcp[x[9]] = f"{name} {x[1]} -> {x[2]} state {x[3]}"
+        except FileNotFoundError:
+            pass
+    out = {}
+    d = f"/proc/{proc.p.pid}/fd"
+    for fd in os.listdir(d):
+        try:
+            link = os.readlink(f"{d}/{fd}")
+        except FileNotFoundError:
+            continue
+        if link.startswith("socket:["):
+            link += " " + tcp.get(link[8:-1], "(not TCP)")
+        out[int(fd)] = link
+    return out
+
+
 def echo_both_ways(port, data, timeout, source=None):
     """Send data while reading the echo back at the same time; return (bytes back, their SHA-256).
     source: the loopback address to connect from."""
@@ -129,9 +153,17 @@ def wait_for_baseline(srv, cl, echo, base, what):
     wait_until(lambda: established_to(echo.port) == 0, 15,
                f"{what}: np-client's connections to the service closed "
                f"(still {established_to(echo.port)})")
-    wait_until(lambda: (fds(srv)[0], fds(cl)[0]) == base[:2], 15,
-               f"{what}: descriptors back to {base[:2]} (np-server, np-client) "
-               f"(now {fds(srv)[0]}, {fds(cl)[0]})")
+    try:
+        wait_until(lambda: (fds(srv)[0], fds(cl)[0]) == base[:2], 15,
+                   f"{what}: descriptors back to {base[:2]} (np-server, np-client) "
+                   f"(now {fds(srv)[0]}, {fds(cl)[0]})")
+    except Fail:
+        # Say which descriptors are left over, so that a rare failure can be read from its log.
+        for p, before in ((srv, base[4]), (cl, base[5])):
+            now = fd_links(p)
+            for fd in sorted(set(now) - set(before)):
+                print(f"{p.name}: new fd {fd}: {now[fd]}")
+        raise
     for p, before in ((srv, base[2]), (cl, base[3])):
         check(fds(p)[1] <= before + PIPE_CACHE_FDS,
               f"{what}: {p.name} holds {fds(p)[1]} pipe descriptors ({before} before)")
@@ -140,7 +172,7 @@ def wait_for_baseline(srv, cl, echo, base, what):
 def test_echo_8x16mib_and_64mib(env):
     """8 visitors x 16 MiB at once, then one of 64 MiB, each echoed back while it is sent."""
     echo, srv, cl, port = tunnel_to_echo(env)
-    base = (fds(srv)[0], fds(cl)[0], fds(srv)[1], fds(cl)[1])
+    base = (fds(srv)[0], fds(cl)[0], fds(srv)[1], fds(cl)[1], fd_links(srv), fd_links(cl))
     data16 = [pattern(16 * MIB, seed=i) for i in range(8)]
     results = [None] * 8
 
@@ -175,7 +207,7 @@ def test_soak_two_way_and_short(env):
     sticks, and every
     descriptor on both sides is back to its baseline afterwards."""
     echo, srv, cl, port = tunnel_to_echo(env)
-    base = (fds(srv)[0], fds(cl)[0], fds(srv)[1], fds(cl)[1])
+    base = (fds(srv)[0], fds(cl)[0], fds(srv)[1], fds(cl)[1], fd_links(srv), fd_links(cl))
     stop = time.monotonic() + SOAK_SECONDS
     counts = {"bulk": 0, "short": 0}
     errors = []

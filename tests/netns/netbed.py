@@ -171,11 +171,17 @@ class NetBed:
 
     # ---- processes ----------------------------------------------------------------------------------
 
-    def proc(self, env, ns, name, argv, ulimit_n=None):
-        """Start argv in namespace ns as an nptest.Proc (output collected, torn down by env)."""
+    def proc(self, env, ns, name, argv, ulimit_n=None, etc=None):
+        """Start argv in namespace ns as an nptest.Proc (output collected, torn down by env).
+        etc: {"hosts": path, ...}: files bound over /etc/NAME for argv alone, in a mount namespace
+        of its own (what the process resolves names with; the machine's files are not touched)."""
         cmd = self.enter(ns)
         if ulimit_n is not None:
             cmd += ["sh", "-c", f'ulimit -n {ulimit_n} && exec "$@"', "sh"]
+        if etc:
+            binds = " && ".join(f"mount --bind {path} /etc/{name}" for name, path in etc.items())
+            cmd += ["unshare", "--mount", "--propagation", "private", "sh", "-c",
+                    f'{binds} && exec "$@"', "sh"]
         return nptest.Proc(env, name, cmd + argv)
 
     def down(self):

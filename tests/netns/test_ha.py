@@ -199,7 +199,102 @@ def behind_haproxy(env, bed):
     check(requests > 50 and failed == 0, f"rolling restart: {requests} requests, {failed} failed")
 
 
-TESTS = {"two_servers_behind_haproxy": test_two_servers_behind_haproxy}
+def test_one_name_several_addresses(env):
+    bed = NetBed(hosts={"public2": PUBLIC2_IP})
+    try:
+        one_name(env, bed)
+    finally:
+        bed.down()
+
+
+def one_name(env, bed):
+    """server = np.test:7000, a name the client's own /etc/hosts resolves (DNS round robin without
+    a DNS server): one address, one session, as before; a second address appears and gets a session
+    of its own; the first goes and its session is closed."""
+    tmp = env.tmp.name
+    os.chmod(tmp, 0o755)
+    hosts, conf = f"{tmp}/hosts", f"{tmp}/host.conf"
+    with open(conf, "w") as f:
+        f.write("multi on\n")  # every address of a name in hosts, not the first line's only
+
+    def names(*ips):
+        # Written in place: the file bound over the client's /etc/hosts is this inode.
+        with open(hosts, "w") as f:
+            f.write("127.0.0.1 localhost\n" + "".join(f"{ip} np.test\n" for ip in ips))
+
+    def get(ip):
+        r = subprocess.run([*bed.enter("visitor"), "curl", "-sS", "--max-time", "5",
+                            f"http://{ip}:{PUBLIC}/"], capture_output=True, text=True, timeout=10)
+        return r.stdout
+
+    with open(f"{tmp}/nginx.conf", "w") as f:
+        f.write(NGINX_CONF.format(tmp=tmp, port=SERVICE))
+    bed.proc(env, "home", "nginx", ["nginx", "-c", f"{tmp}/nginx.conf"])
+    srv = {"a": start_server(env, bed, "public", "np-server-a"),
+           "b": start_server(env, bed, "public2", "np-server-b")}
+    slow = 4 if SANITIZED else 1
+    names(PUBLIC_IP)
+    cl = bed.proc(env, "home", "np-client", [
+        CLIENT, "--server", f"np.test:{CTL}", "--token", "ha-test", "--name", "home",
+        "--reconnect-max", "1s", "--log-level", "debug", *tls_args(env)[1],
+        "-R", f"{PUBLIC}:127.0.0.1:{SERVICE}"], etc={"hosts": hosts, "host.conf": conf})
+    # One address: one session, and the line a client of one server prints.
+    cl.wait_line(rf"^proxy \S+: public port {PUBLIC}$", stream="stdout", timeout=10 * slow)
+    check(get(PUBLIC_IP) == "served from home\n", "a serves through the name's one address")
+
+    # A second address: a session of its own, found within reconnect_max (1 s here).
+    t0 = time.monotonic()
+    names(PUBLIC_IP, PUBLIC2_IP)
+    cl.wait_line(rf"^proxy \S+: public port {PUBLIC} on {PUBLIC2_IP}:{CTL}$", stream="stdout",
+                 timeout=10 * slow)
+    figure("a new address of the name serves after", (time.monotonic() - t0) * 1000, "ms")
+    cl.wait_line(rf"np\.test:{CTL} \({PUBLIC2_IP}\): an address of np\.test:{CTL}; opening a "
+                 "session")
+    for ip in (PUBLIC_IP, PUBLIC2_IP):
+        check(get(ip) == "served from home\n", f"{ip} serves")
+    check(cl.count(r"cannot connect|lost the connection|same np-server") == 0,
+          "the session that ran stayed on its address: no second session to it")
+
+    # The first address goes: its session is closed; the other serves on.
+    names(PUBLIC2_IP)
+    cl.wait_line(rf"np\.test:{CTL} \({PUBLIC_IP}\): no longer an address of its name; closing "
+                 "its session", timeout=10 * slow)
+    wait_until(lambda: get(PUBLIC_IP) == "", 10 * slow, f"{PUBLIC_IP} no longer serves the proxy")
+    check(get(PUBLIC2_IP) == "served from home\n", f"{PUBLIC2_IP} serves on")
+    check(cl.p.poll() is None, "np-client runs on")
+
+    # A name whose addresses are all loopback (localhost: 127.0.0.1 and ::1) is one machine: one
+    # session, to whichever address answers, as a client alone makes.
+    local = f"{tmp}/hosts-local"
+    with open(local, "w") as f:
+        f.write("127.0.0.1 localhost np-local.test\n::1 np-local.test\n")
+    here = bed.proc(env, "home", "np-server-home", [
+        SERVER, "--bind", f"127.0.0.1:{CTL}", "--token", "ha-test", *tls_args(env)[0]])
+    here.wait_line(r"\d+ workers? on port")
+    cl2 = bed.proc(env, "home", "np-client-local", [
+        CLIENT, "--server", f"np-local.test:{CTL}", "--token", "ha-test", "--name", "local",
+        "--reconnect-max", "1s", *tls_args(env)[1], "-R", f"0:127.0.0.1:{SERVICE}"],
+        etc={"hosts": local, "host.conf": conf})
+    cl2.wait_line(r"^proxy \S+: public port \d+$", stream="stdout", timeout=10 * slow)
+    check(cl2.count(r"opening a session|cannot connect") == 0,
+          f"one session, no other tried: {cl2.lines}")
+
+    # A name that does not resolve (hosts alone answer: no DNS server is asked): said once, retried,
+    # and the client still stops at once, cleanly (ASan: nothing left behind by the resolutions).
+    nss = f"{tmp}/nsswitch.conf"
+    with open(nss, "w") as f:
+        f.write("hosts: files\n")
+    cl3 = bed.proc(env, "home", "np-client-none", [
+        CLIENT, "--server", f"np-none.test:{CTL}", "--token", "ha-test", "--reconnect-max", "1s",
+        *tls_args(env)[1], "-R", f"0:127.0.0.1:{SERVICE}"],
+        etc={"hosts": local, "host.conf": conf, "nsswitch.conf": nss})
+    cl3.wait_line(rf"cannot resolve the server's name np-none\.test:{CTL}", timeout=10 * slow)
+    cl3.signal(signal.SIGTERM)
+    check(cl3.wait_exit(10 * slow) == 0, "a client whose server does not resolve stops with 0")
+
+
+TESTS = {"two_servers_behind_haproxy": test_two_servers_behind_haproxy,
+         "one_name_several_addresses": test_one_name_several_addresses}
 
 if __name__ == "__main__":
     netbed.main(TESTS)

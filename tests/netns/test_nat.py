@@ -276,12 +276,17 @@ def test_nat_state_lost(env):
         bed.down()
 
 
+# The lossy path's bulk transfer: 16 MiB in the suite (about 20 s at the path's 1 MB/s),
+# NP_LOSSY_MIB=64 for the full run (docs/testing.md).
+LOSSY_MIB = int(os.environ.get("NP_LOSSY_MIB", "16"))
+
+
 def test_lossy_path(env):
-    """40 ms RTT with jitter, 3% loss and reordering each way between home and router: 64 MiB arrive
-    byte-exact and 50 concurrent short requests all succeed."""
+    """40 ms RTT with jitter, 3% loss and reordering each way between home and router: LOSSY_MIB
+    arrive byte-exact and 50 concurrent short requests all succeed."""
     bed = NetBed(wire=dict(delay=20, jitter=5, loss=0.03, reorder=0.01))
     try:
-        Fixed.data = pattern(64 << 20, seed=3)
+        Fixed.data = pattern(LOSSY_MIB << 20, seed=3)
         big = home_service(env, bed, Fixed)
         svc = home_service(env, bed, Greeter)
         start_server(env, bed)
@@ -293,8 +298,9 @@ def test_lossy_path(env):
         got = recv_all(s)
         took = time.monotonic() - t0
         check(len(got) == len(Fixed.data), f"{len(got)} bytes arrived")
-        check(hashlib.sha256(got).digest() == hashlib.sha256(Fixed.data).digest(), "64 MiB differ")
-        figure("64 MiB over the lossy path", took, "s")
+        check(hashlib.sha256(got).digest() == hashlib.sha256(Fixed.data).digest(),
+              f"{LOSSY_MIB} MiB differ")
+        figure(f"{LOSSY_MIB} MiB over the lossy path", took, "s")
         figure("throughput over the lossy path", len(got) / took / 1e6, "MB/s")
         results = {}
 
