@@ -15,6 +15,7 @@
 
 #include "natproxy/version.h"
 #include "proxy.h"
+#include "route_store.h"
 
 /* Per-proxy metric series at most: labels come from clients (their names and proxies' names), so
  * the count is bounded here whatever max_clients says (docs/api-admin.md, "Cardinality"). */
@@ -231,6 +232,22 @@ static void workers(FILE *m, struct np_server *srv, const scrape *sc) {
             (double)cpu[k] / 1e9);
 }
 
+/* route_store's: only when there is one. */
+static void routes(FILE *m, const struct np_server *srv) {
+  np__routes_view v;
+
+  if (np__routes_get_view(srv, &v) != 0)
+    return;
+  np__metrics_family(m, "natproxy_server_route_store_up", "gauge",
+                     "1 while the route store (route_store) is connected, else 0.");
+  fprintf(m, "natproxy_server_route_store_up %d\n", v.up);
+  np__metrics_family(m, "natproxy_server_routes", "gauge",
+                     "Routes in the route store: this server's (owner=\"self\") and those of "
+                     "the other servers in the last table read (owner=\"others\").");
+  fprintf(m, "natproxy_server_routes{owner=\"self\"} %zu\n", v.claimed);
+  fprintf(m, "natproxy_server_routes{owner=\"others\"} %zu\n", v.known);
+}
+
 void np__admin_metrics(struct np_server *srv, np__admin_reply *out) {
   np_server_stats st;
   const np_stat_field *f;
@@ -260,6 +277,7 @@ void np__admin_metrics(struct np_server *srv, np__admin_reply *out) {
   labeled(m, &st);
   by_type(m, srv, sc);
   workers(m, srv, sc);
+  routes(m, srv);
   for (size_t i = 0; (f = np_proxy_stats_field(i)) != NULL; i++) {
     np__metrics_name(name, sizeof(name), "proxy", f);
     snprintf(help, sizeof(help), "Per proxy: %s (%s).", f->help, f->unit);

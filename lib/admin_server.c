@@ -13,6 +13,7 @@
 #include "admin_metrics.h"
 #include "admin_page.h"
 #include "natproxy/version.h"
+#include "route_store.h"
 #include "server.h"
 
 static const char *const open_paths[] = {"/healthz", NULL};
@@ -122,6 +123,32 @@ static void disconnect(struct np_server *srv, const char *name, np__admin_reply 
     np__admin_reply_error(out, 404, "no client of that name is logged in");
 }
 
+/* ---- the route store ------------------------------------------------------------------------- */
+
+static int each_route(const char *route, const char *owner, void *arg) {
+  json_array_append_new(arg, json_pack("{s:s, s:s}", "route", route, "server", owner));
+  return 0;
+}
+
+/* {"store": "redis://...", "up": true, "claimed": 3, "known": 5, "table_age_ms": 812,
+ *  "routes": [{"route": "tcp:6000", "server": "10.0.0.2:7000"}, ...]}: the routes of the other
+ * servers as last read; "store": null without a route store. */
+static json_t *routes_info(const struct np_server *srv) {
+  np__routes_view v;
+  json_t *list;
+
+  if (np__routes_get_view(srv, &v) != 0)
+    return json_pack("{s:n, s:b, s:I, s:I, s:n, s:[]}", "store", "up", 0, "claimed", (json_int_t)0,
+                     "known", (json_int_t)0, "table_age_ms", "routes");
+  list = json_array();
+  np__routes_foreach(srv, each_route, list);
+  return json_pack("{s:s, s:b, s:I, s:I, s:o, s:o}", "store", v.store, "up", v.up, "claimed",
+                   (json_int_t)v.claimed, "known", (json_int_t)v.known, "table_age_ms",
+                   v.table_age_ms == UINT64_MAX ? json_null()
+                                                : json_integer((json_int_t)v.table_age_ms),
+                   "routes", list);
+}
+
 /* ---- routing ----------------------------------------------------------------------------------
  */
 
@@ -132,6 +159,7 @@ static const char *methods_of(const char *path) {
   } known[] = {
       {"/healthz", "GET or HEAD"}, {"/metrics", "GET"},        {"/api/v1/server", "GET"},
       {"/api/v1/clients", "GET"},  {"/api/v1/proxies", "GET"}, {"/api/v1/reload", "POST"},
+      {"/api/v1/routes", "GET"},
   };
   size_t n = strlen(path), tail = strlen("/disconnect");
 
@@ -183,6 +211,8 @@ static void route(void *arg, const char *method, const char *path, np__admin_rep
     memcpy(name, path + strlen(prefix), n);
     name[n] = '\0';
     disconnect(srv, name, out);
+  } else if (strcmp(path, "/api/v1/routes") == 0 && get) {
+    np__admin_reply_json(out, routes_info(srv));
   } else if (strcmp(path, "/api/v1/reload") == 0 && post) {
     np__admin_reply_reload(out, np_server_reload(srv), srv->reload_err);
   } else {

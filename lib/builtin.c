@@ -3,6 +3,7 @@
  * layering check in docs/design.md holds it to that). A new built-in type is a file and a line
  * below. */
 #include "proxy.h"
+#include "route_store.h"
 
 static const np__proxy_type *const builtin[] = {&np__proxy_tcp, &np__proxy_udp, &np__proxy_http,
                                                 &np__proxy_https};
@@ -18,6 +19,8 @@ int np_server_new(uv_loop_t *loop, const struct np_config *cfg, struct np_server
   srv->admin_start = np__admin_server_start;
   srv->admin_stop = np__admin_server_stop;
   srv->admin_auth = np__admin_server_auth;
+  srv->routes_start = np__routes_start;
+  srv->routes_stop = np__routes_stop;
   *out = srv;
   return 0;
 }

@@ -690,6 +690,23 @@ int np_config_validate(struct np_config *cfg) {
                             cfg->subdomain_host);
     if (line_codec && cfg->users_file[0] != '\0')
       return np__config_err(cfg, "codec line has no logins: users_file needs codec native");
+    if (cfg->route_store[0] != '\0') {
+      char host[NP_HOSTPORT_MAX];
+      int port, db;
+      if (np__config_route_store(cfg->route_store, host, sizeof(host), &port, &db) != 0)
+        return np__config_err(cfg,
+                              "route_store: '%s' is not redis://HOST[:PORT][/DB] (e.g. "
+                              "redis://10.0.0.5:6379/0)",
+                              cfg->route_store);
+      if (cfg->cluster_advertise[0] == '\0')
+        return np__config_err(cfg, "route_store needs cluster_advertise: the address other "
+                                   "servers reach this one's control port at (e.g. "
+                                   "cluster_advertise = 10.0.0.1:7000)");
+      if (line_codec)
+        return np__config_err(cfg, "codec line runs alone: route_store needs codec native");
+    }
+    if (cfg->route_lease_ms < 1000)
+      return np__config_err(cfg, "route_lease must be at least 1s");
     if (cfg->workers > NP_SERVER_WORKERS_MAX)
       return np__config_err(cfg, "workers: at most %d", NP_SERVER_WORKERS_MAX);
     if (cfg->workers > 1 && line_codec)
@@ -725,6 +742,49 @@ int np_config_validate(struct np_config *cfg) {
     return np__config_err(
         cfg, "no proxies (give -R REMOTE_PORT:LOCAL_HOST:LOCAL_PORT or a [proxy NAME])");
   return np__config_check_proxies(cfg, line_codec);
+}
+
+int np__config_route_store(const char *url, char *host, size_t hostlen, int *port, int *db) {
+  static const char scheme[] = "redis://";
+  char spec[NP_HOSTPORT_MAX + 16];
+  const char *rest, *slash;
+  char *end;
+  long n = 0;
+
+  if (strncmp(url, scheme, sizeof(scheme) - 1) != 0)
+    return UV_EINVAL;
+  rest = url + sizeof(scheme) - 1;
+  slash = strchr(rest, '/');
+  if (slash != NULL) {
+    errno = 0;
+    n = strtol(slash + 1, &end, 10);
+    if (slash[1] == '\0' || *end != '\0' || errno != 0 || n < 0 || n > 65535)
+      return UV_EINVAL;
+  }
+  if ((size_t)(slash != NULL ? slash - rest : (ptrdiff_t)strlen(rest)) >= sizeof(spec) - 8)
+    return UV_EINVAL;
+  snprintf(spec, sizeof(spec), "%.*s", slash != NULL ? (int)(slash - rest) : (int)strlen(rest),
+           rest);
+  if (spec[0] == '\0')
+    return UV_EINVAL;
+  /* HOST alone: Redis's port */
+  if (np__split_hostport(spec, host, hostlen, port) != 0) {
+    if (strchr(spec, ':') != NULL && spec[0] != '[')
+      return UV_EINVAL;
+    if (spec[0] == '[') {
+      size_t len = strlen(spec);
+      if (len < 3 || spec[len - 1] != ']')
+        return UV_EINVAL;
+      snprintf(host, hostlen, "%.*s", (int)(len - 2), spec + 1);
+    } else
+      np__strlcpy(host, spec, hostlen);
+    *port = 6379;
+  }
+  if (*port <= 0 || *port > 65535 ||
+      (strchr(host, ':') == NULL && !np__config_host_ok(host, strlen(host))))
+    return UV_EINVAL; /* an IPv6 address has colons, anything else must be a host name */
+  *db = (int)n;
+  return 0;
 }
 
 int np_config_new(np_config_kind kind, struct np_config **out) {

@@ -106,6 +106,12 @@ struct np_config {
   int vhost_http_port;  /* the shared port of type = http proxies; 0: none */
   int vhost_https_port; /* ... of type = https proxies, routed by SNI; 0: none */
   char subdomain_host[NP_MSG_NAME_MAX * 2]; /* a proxy's subdomain = x means x.subdomain_host */
+  /* Servers that share the load (docs/config.md, "Servers that share the load"): where the routes
+   * live ("redis://HOST[:PORT][/DB]"; "": nowhere), how long a route outlives its server's last
+   * renewal, and the address other servers reach this one at. */
+  char route_store[NP_HOSTPORT_MAX + 16];
+  uint64_t route_lease_ms;
+  char cluster_advertise[NP_HOSTPORT_MAX];
 
   /* client */
   char server[NP_MAX_SERVERS * NP_HOSTPORT_MAX]; /* HOST:PORT, or several, comma-separated */
@@ -185,5 +191,8 @@ int np__config_set_proxy_key(struct np_config *cfg, const char *pname, const cha
                              const char *v);
 int np__config_check_proxies(struct np_config *cfg, int line_codec);
 int np__config_host_ok(const char *v, size_t n);
+/* route_store's "redis://HOST[:PORT][/DB]": host (brackets dropped), port (6379 unless given) and
+ * database (0 unless given). 0 or UV_EINVAL. */
+int np__config_route_store(const char *url, char *host, size_t hostlen, int *port, int *db);
 
 #endif

@@ -52,6 +52,13 @@ const np__key np__config_keys[] = {
      "shared port of type = https proxies, routed by SNI"},
     {"subdomain_host", S, V_STR, FIELD(subdomain_host), "subdomain-host", "DOMAIN", NULL, NULL,
      "a proxy's subdomain = x serves x.DOMAIN"},
+    {"route_store", S, V_STR, FIELD(route_store), "route-store", "redis://HOST[:PORT][/DB]", NULL,
+     "off", "keep which server holds which proxy in this Redis, for servers that share the load"},
+    {"route_lease", S, V_DURATION, FIELD(route_lease_ms), "route-lease", "D", "10s", NULL,
+     "a route outlives its server's last renewal by this much (renewed every third of it)"},
+    {"cluster_advertise", S, V_HOSTPORT, FIELD(cluster_advertise), "cluster-advertise", "HOST:PORT",
+     NULL, NULL,
+     "the address other servers reach this one's control port at (needed with route_store)"},
     {"proxy_protocol_from", S, V_CIDRS, FIELD(proxy_protocol_from), "proxy-protocol-from", "LIST",
      NULL, NULL,
      "connections from these networks (a load balancer) must start with a PROXY protocol v1/v2 "

@@ -1,5 +1,6 @@
 #include "http_route.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -338,6 +339,33 @@ static void remove_in(np__http_routes *r, route_host **table, void *owner, int g
     if (k == 0)
       host_drop(r, h);
   }
+}
+
+static int live_host(const route_host *h) {
+  for (size_t i = 0; i < h->n; i++)
+    if (h->locs[i]->owner != NULL)
+      return 1;
+  return 0;
+}
+
+int np__http_routes_foreach_host(const np__http_routes *r, int (*cb)(const char *host, void *arg),
+                                 void *arg) {
+  char name[NP_HTTP_ROUTE_HOST_MAX + 3];
+  const route_host *h, *tmp;
+  int ret;
+
+  if (r == NULL)
+    return 0;
+  HASH_ITER(hh, r->exact, h, tmp) {
+    if (live_host(h) && (ret = cb(h->name, arg)) != 0)
+      return ret;
+  }
+  HASH_ITER(hh, r->wild, h, tmp) {
+    snprintf(name, sizeof(name), "*.%s", h->name);
+    if (live_host(h) && (ret = cb(name, arg)) != 0)
+      return ret;
+  }
+  return 0;
 }
 
 void np__http_routes_remove(np__http_routes *r, void *owner, int gone) {

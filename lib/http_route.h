@@ -73,6 +73,11 @@ void np__http_routes_remove(np__http_routes *r, void *owner, int gone);
 int np__http_routes_find(const np__http_routes *r, const char *host, size_t hostlen,
                          const char *path, size_t pathlen, void **owner);
 
+/* Call cb for each host that has a live claim, once per host ("*.example.com" for a wildcard), in
+ * no order, until it returns non-zero (which is returned). The table must not change meanwhile. */
+int np__http_routes_foreach_host(const np__http_routes *r, int (*cb)(const char *host, void *arg),
+                                 void *arg);
+
 /* How many live claims (gone == 0) or gone entries (gone != 0) the table holds: tests and stats. */
 size_t np__http_routes_count(const np__http_routes *r, int gone);
 

@@ -532,6 +532,8 @@ int np_server_start(struct np_server *srv) {
   }
   if (srv->admin_start != NULL && (r = srv->admin_start(srv)) != 0)
     return r;
+  if (srv->routes_start != NULL && (r = srv->routes_start(srv)) != 0)
+    return r;
   if (srv->cfg.token[0] == '\0' && srv->users == NULL && native(srv))
     np__log(&srv->log, np__server_echo(srv, NP_LOG_WARN),
             "no token set: any client can open public ports");
@@ -632,8 +634,10 @@ void np__server_join_group(struct np_server *srv, struct np_server_group *g, uns
   srv->group = g;
   srv->widx = widx;
   srv->tls_base = tls_base;
-  if (widx > 0)
+  if (widx > 0) {
     srv->admin_start = NULL, srv->admin_stop = NULL, srv->admin_auth = NULL;
+    srv->routes_start = NULL, srv->routes_stop = NULL;
+  }
 }
 
 void np_server_log_stats(const struct np_server *srv) {
@@ -667,6 +671,8 @@ void np_server_close(struct np_server *srv, np_server_close_cb cb) {
   np__server_types_stop(srv);
   if (srv->admin_stop != NULL)
     srv->admin_stop(srv);
+  if (srv->routes_stop != NULL)
+    srv->routes_stop(srv);
   if (srv->pool != NULL)
     srv->pool_ops->expire(srv->pool, UINT64_MAX, np__visitor_removed, srv);
   if (srv->started) {

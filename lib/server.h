@@ -225,6 +225,10 @@ struct np_server {
   void (*admin_stop)(struct np_server *srv);
   /* A reload's new admin credentials (cfg's): 0 or UV_ENOMEM, the old ones then still in force. */
   int (*admin_auth)(struct np_server *srv, const struct np_config *cfg);
+  /* route_store's (route_store.c), on worker 0 only; its start and stop are hooks as above. */
+  struct np__routes *routes;
+  int (*routes_start)(struct np_server *srv);
+  void (*routes_stop)(struct np_server *srv);
   uint64_t started_ms;  /* loop time at np_server_start */
   char reload_err[600]; /* why the last reload changed nothing; "" when it did not fail */
   const np__proxy_type *types[256]; /* by kind (proxy.h) */

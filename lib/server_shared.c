@@ -333,6 +333,16 @@ void np__shared_route_remove(np__shared *sh, int t, np__route_owner *owner, int 
   uv_rwlock_wrunlock(&sh->routes_rw);
 }
 
+int np__shared_route_hosts(np__shared *sh, int t, int (*cb)(const char *host, void *arg),
+                           void *arg) {
+  int r;
+
+  uv_rwlock_rdlock(&sh->routes_rw);
+  r = np__http_routes_foreach_host(sh->routes[t], cb, arg);
+  uv_rwlock_rdunlock(&sh->routes_rw);
+  return r;
+}
+
 int np__shared_route_find(np__shared *sh, int t, const char *host, size_t hostlen, const char *path,
                           size_t pathlen, np__route_owner *out) {
   void *o = NULL;

@@ -126,6 +126,9 @@ int np__shared_route_add(np__shared *sh, int t, const char *host, const char *lo
                          np__route_owner *owner, np__route_owner *holder);
 /* np__http_routes_remove in table t. */
 void np__shared_route_remove(np__shared *sh, int t, np__route_owner *owner, int gone);
+/* Each host with a live claim in table t, under the read lock (cb must not take it again). */
+int np__shared_route_hosts(np__shared *sh, int t, int (*cb)(const char *host, void *arg),
+                           void *arg);
 /* np__http_routes_find in table t; on NP_HTTP_ROUTE_FOUND *out is a copy of the owner's record. */
 int np__shared_route_find(np__shared *sh, int t, const char *host, size_t hostlen, const char *path,
                           size_t pathlen, np__route_owner *out);

@@ -438,6 +438,44 @@ static void test_default_port_and_bind_forms(void **state) {
 
 /* server = a, b: each item gets its default port and is checked; the list is kept normalised and
  * np__config_servers hands the items back one by one. */
+/* route_store's URL: redis://HOST[:PORT][/DB], and what is refused. */
+static void test_route_store_url(void **state) {
+  static const char *const bad[] = {"",
+                                    "redis://",
+                                    "http://a:1",
+                                    "redis://:6379",
+                                    "redis://a:0",
+                                    "redis://a:65536",
+                                    "redis://a/",
+                                    "redis://a/x",
+                                    "redis://a/-1",
+                                    "redis://a b",
+                                    "redis://a:1:2",
+                                    "redis://[::1",
+                                    "redis://a/1/2"};
+  char host[NP_HOSTPORT_MAX];
+  int port, db;
+  (void)state;
+
+  assert_int_equal(np__config_route_store("redis://10.0.0.5", host, sizeof(host), &port, &db), 0);
+  assert_string_equal(host, "10.0.0.5");
+  assert_int_equal(port, 6379);
+  assert_int_equal(db, 0);
+  assert_int_equal(
+      np__config_route_store("redis://store.example.org:7379/3", host, sizeof(host), &port, &db),
+      0);
+  assert_string_equal(host, "store.example.org");
+  assert_int_equal(port, 7379);
+  assert_int_equal(db, 3);
+  assert_int_equal(np__config_route_store("redis://[::1]:6380", host, sizeof(host), &port, &db), 0);
+  assert_string_equal(host, "::1");
+  assert_int_equal(port, 6380);
+  assert_int_equal(np__config_route_store("redis://[::1]", host, sizeof(host), &port, &db), 0);
+  assert_int_equal(port, 6379);
+  for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+    assert_int_equal(np__config_route_store(bad[i], host, sizeof(host), &port, &db), UV_EINVAL);
+}
+
 static void test_server_list(void **state) {
   struct np_config *c;
   char one[NP_MAX_SERVERS][NP_HOSTPORT_MAX];
@@ -523,12 +561,13 @@ static void test_key_table(void **state) {
 
 int main(void) {
   const struct CMUnitTest tests[] = {
-      cmocka_unit_test(test_server_file),  cmocka_unit_test(test_client_file),
-      cmocka_unit_test(test_examples),     cmocka_unit_test(test_file_errors),
-      cmocka_unit_test(test_missing_file), cmocka_unit_test(test_remote_specs),
-      cmocka_unit_test(test_validate),     cmocka_unit_test(test_http_proxy),
-      cmocka_unit_test(test_reread),       cmocka_unit_test(test_default_port_and_bind_forms),
-      cmocka_unit_test(test_key_table),    cmocka_unit_test(test_server_list),
+      cmocka_unit_test(test_server_file),     cmocka_unit_test(test_client_file),
+      cmocka_unit_test(test_examples),        cmocka_unit_test(test_file_errors),
+      cmocka_unit_test(test_missing_file),    cmocka_unit_test(test_remote_specs),
+      cmocka_unit_test(test_validate),        cmocka_unit_test(test_http_proxy),
+      cmocka_unit_test(test_reread),          cmocka_unit_test(test_default_port_and_bind_forms),
+      cmocka_unit_test(test_key_table),       cmocka_unit_test(test_server_list),
+      cmocka_unit_test(test_route_store_url),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
