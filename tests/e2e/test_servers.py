@@ -3,6 +3,7 @@
 each server's visitors served through its own session; a server that dies takes only its own
 visitors with it, and when it comes back the client logs in to it again by itself."""
 
+import hashlib
 import json
 import os
 import re
@@ -11,9 +12,12 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
+import time
 
 sys.path.insert(0, os.path.dirname(__file__))
-from nptest import CLIENT, LOOP, TLS, Proc, check, port_closed, run, stdout_table  # noqa: E402
+from nptest import (CLIENT, LOOP, TLS, Proc, check, port_closed, run, stdout_table,  # noqa: E402
+                    wait_until)
 from test_reload import Echo, echo, write  # noqa: E402
 
 READY = re.compile(r"^proxy (\S+): public port (\d+) on (\S+)$")
@@ -244,6 +248,68 @@ def test_server_list_errors(env):
                          capture_output=True, text=True, timeout=20)
     check(out.returncode == 2 and "codec line talks to one server" in out.stderr,
           f"the line codec with two servers: {out.returncode} {out.stderr.strip()!r}")
+
+
+def test_two_way_soak_through_both(env):
+    """NP_SOAK_SECONDS (10 in the suite) of traffic both ways at once through both servers of one
+    client: a visitor on each server echoes 8 MiB while it sends (socat's echo stops reading while
+    its writes are blocked), one after another, while short echoes alternate between the servers;
+    every byte comes back, nothing sticks, and np-client's descriptors are back to their count from
+    before the traffic."""
+    from test_twoway import echo_both_ways, echo_service, established_to, fds, pattern
+    seconds = float(os.environ.get("NP_SOAK_SECONDS", "10"))
+    echo = echo_service(env)
+    srvs, _ = servers(env)
+    cl = client(env, srvs, "-R", f"{LOOP}:0:{LOOP}:{echo.port}")
+    ports = list(ports_by_server(cl, 2).values())
+    for s in srvs:  # the pre-opened work connections are parked: the baseline is steady
+        s.wait_line(r"pre-opened work connection \d+ parked \(4 idle\)")
+    base = fds(cl)[0]
+    stop = time.monotonic() + seconds
+    counts, errors = {"bulk": 0, "short": 0}, []
+    lock = threading.Lock()
+
+    def bulk(i):
+        data = pattern(8 << 20, seed=i)
+        want = (len(data), hashlib.sha256(data).hexdigest())
+        while time.monotonic() < stop and not errors:
+            got = echo_both_ways(ports[i], data, 60)
+            check(got == want, f"bulk through {ports[i]}: {got[0]} bytes back, not {len(data)}")
+            with lock:
+                counts["bulk"] += 1
+
+    def short(i):
+        n = 0
+        while time.monotonic() < stop and not errors:
+            msg = pattern(1024, seed=1000 * i + n)
+            got = echo_both_ways(ports[n % 2], msg, 30, source=f"127.0.0.{20 + i}")
+            check(got == (1024, hashlib.sha256(msg).hexdigest()), f"short echo {n}: {got[0]}")
+            n += 1
+            with lock:
+                counts["short"] += 1
+            time.sleep(0.02)  # paced: each echo leaves a TIME_WAIT behind
+
+    def guarded(body, i):
+        try:
+            body(i)
+        except Exception as e:  # noqa: BLE001 - a failure of the soak, reported below
+            errors.append(f"{body.__name__} {i}: {type(e).__name__}: {e}")
+
+    threads = [threading.Thread(target=guarded, args=(bulk, i)) for i in range(2)]
+    threads += [threading.Thread(target=guarded, args=(short, i)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(seconds + 120)
+    check(not any(t.is_alive() for t in threads), "a visitor is stuck")
+    check(not errors, f"soak: {errors[:3]}")
+    check(counts["bulk"] >= 4 and counts["short"] >= 10, f"the soak did too little: {counts}")
+    print(f"soak {seconds:.0f}s through two servers: {counts['bulk']} bulk echoes of 8 MiB, "
+          f"{counts['short']} short ones")
+    wait_until(lambda: established_to(echo.port) == 0, 15, "np-client's connections to the service "
+               f"closed (still {established_to(echo.port)})")
+    wait_until(lambda: fds(cl)[0] == base, 15, f"np-client's descriptors back to {base} "
+               f"(now {fds(cl)[0]})")
 
 
 TESTS = {name[5:]: fn for name, fn in globals().items() if name.startswith("test_")}
