@@ -705,6 +705,8 @@ int np_config_validate(struct np_config *cfg) {
       if (line_codec)
         return np__config_err(cfg, "codec line runs alone: route_store needs codec native");
     }
+    if (cfg->vhost_http_timeout_ms < 1000)
+      return np__config_err(cfg, "vhost_http_timeout must be at least 1s");
     if (cfg->route_lease_ms < 1000)
       return np__config_err(cfg, "route_lease must be at least 1s");
     if (cfg->workers > NP_SERVER_WORKERS_MAX)

@@ -105,6 +105,7 @@ struct np_config {
   int remember_ports;   /* a port-0 proxy gets the port it had (server_ports.c) */
   int vhost_http_port;  /* the shared port of type = http proxies; 0: none */
   int vhost_https_port; /* ... of type = https proxies, routed by SNI; 0: none */
+  uint64_t vhost_http_timeout_ms; /* an HTTP exchange that moves no byte this long is closed */
   char subdomain_host[NP_MSG_NAME_MAX * 2]; /* a proxy's subdomain = x means x.subdomain_host */
   /* Servers that share the load (docs/config.md, "Servers that share the load"): where the routes
    * live ("redis://HOST[:PORT][/DB]"; "": nowhere), how long a route outlives its server's last

@@ -16,7 +16,6 @@
 #define NP_HTTP_READ_SIZE    (16 * 1024)
 #define NP_HTTP_PIPELINE_MAX 32    /* requests forwarded whose responses have not ended */
 #define NP_HTTP_HEAD_TIMEOUT 30000 /* ms: for a head to arrive; idle after the last response */
-#define NP_HTTP_IO_TIMEOUT   60000 /* ms: no byte moved either way with work outstanding */
 #define NP_HTTP_LINGER       2000  /* ms: reading what a visitor still sends after our answer */
 
 enum np__hstate {

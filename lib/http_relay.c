@@ -595,12 +595,18 @@ void np__hconn_stop(hconn *h) {
   }
 }
 
+/* vhost_http_timeout: no byte moved either way with work outstanding. Read at each tick, so that a
+ * reload's value applies at once. */
+static uint64_t io_timeout(const hconn *h) {
+  return h->vh->srv->cfg.vhost_http_timeout_ms;
+}
+
 static void stalled(hconn *h) {
   char who[64] = "?";
   if (h->addr.sa.sa_family != 0)
     np__addr_str(&h->addr.sa, who, sizeof(who));
-  np__log(&h->vh->srv->log, NP_LOG_DEBUG, "http: visitor %s: nothing moved for %ds, closed", who,
-          NP_HTTP_IO_TIMEOUT / 1000);
+  np__log(&h->vh->srv->log, NP_LOG_DEBUG, "http: visitor %s: nothing moved for %llums, closed", who,
+          (unsigned long long)io_timeout(h));
 }
 
 void np__hconn_tick(hconn *h, uint64_t t) {
@@ -610,7 +616,7 @@ void np__hconn_tick(hconn *h, uint64_t t) {
     /* lingering over; or a visitor that does not read what is queued for it */
     if (h->lingering && t >= h->deadline)
       close_vc(h, 0);
-    else if (!h->lingering && t - h->last_io >= NP_HTTP_IO_TIMEOUT) {
+    else if (!h->lingering && t - h->last_io >= io_timeout(h)) {
       stalled(h);
       close_vc(h, 1);
     }
@@ -621,7 +627,7 @@ void np__hconn_tick(hconn *h, uint64_t t) {
       np__hconn_finish(h, 0); /* no head in time, or idle that long after the last response */
     return;
   }
-  if (t - h->last_io >= NP_HTTP_IO_TIMEOUT) {
+  if (t - h->last_io >= io_timeout(h)) {
     stalled(h);
     np__hconn_finish(h, 1); /* nothing moved either way */
   }

@@ -36,6 +36,9 @@ static const char *const restart_keys[] = {
     "workers",
     "mux_session_window",
     "mux_server_window",
+    "route_store",
+    "route_lease",
+    "cluster_advertise",
 };
 
 typedef struct changes {

@@ -268,6 +268,13 @@ static void test_http_proxy(void **state) {
   assert_non_null(strstr(np_config_error(cfg), "subdomain_host"));
   assert_int_equal(np_config_set(cfg, "server", "subdomain_host", "example.com"), 0);
   assert_int_equal(np_config_validate(cfg), 0);
+  assert_int_equal(cfg->vhost_http_timeout_ms, 60000);
+  assert_int_equal(np_config_set(cfg, "server", "vhost_http_timeout", "500ms"), 0);
+  assert_int_equal(np_config_validate(cfg), NP_ECONFIG);
+  assert_non_null(strstr(np_config_error(cfg), "vhost_http_timeout must be at least 1s"));
+  assert_int_equal(np_config_set(cfg, "server", "vhost_http_timeout", "5m"), 0);
+  assert_int_equal(np_config_validate(cfg), 0);
+  assert_int_equal(cfg->vhost_http_timeout_ms, 300000);
   np_config_free(cfg);
 }
 
