@@ -21,6 +21,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "e2e"))
@@ -173,15 +174,19 @@ class NetBed:
 
     def proc(self, env, ns, name, argv, ulimit_n=None, etc=None):
         """Start argv in namespace ns as an nptest.Proc (output collected, torn down by env).
-        etc: {"hosts": path, ...}: files bound over /etc/NAME for argv alone, in a mount namespace
-        of its own (what the process resolves names with; the machine's files are not touched)."""
+        etc: {"hosts": path, ...}: argv alone sees path as /etc/NAME (what it resolves names
+        with), in a mount namespace of its own: a copy of /etc, where each NAME links to its path
+        (so a change to the file shows at once), bound over /etc. A copy rather than a bind over
+        each file: a bind needs its target, and a debootstrap chroot has no /etc/hosts. The
+        machine's files are not touched."""
         cmd = self.enter(ns)
         if ulimit_n is not None:
             cmd += ["sh", "-c", f'ulimit -n {ulimit_n} && exec "$@"', "sh"]
         if etc:
-            binds = " && ".join(f"mount --bind {path} /etc/{name}" for name, path in etc.items())
+            d = tempfile.mkdtemp(dir=env.tmp.name)
+            links = " && ".join(f"ln -sf {path} {d}/{n}" for n, path in etc.items())
             cmd += ["unshare", "--mount", "--propagation", "private", "sh", "-c",
-                    f'{binds} && exec "$@"', "sh"]
+                    f'cp -a /etc/. {d}/ && {links} && mount --bind {d} /etc && exec "$@"', "sh"]
         return nptest.Proc(env, name, cmd + argv)
 
     def down(self):

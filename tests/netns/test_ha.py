@@ -218,7 +218,7 @@ def one_name(env, bed):
         f.write("multi on\n")  # every address of a name in hosts, not the first line's only
 
     def names(*ips):
-        # Written in place: the file bound over the client's /etc/hosts is this inode.
+        # Read at each lookup: the client's /etc/hosts links to this file.
         with open(hosts, "w") as f:
             f.write("127.0.0.1 localhost\n" + "".join(f"{ip} np.test\n" for ip in ips))
 
