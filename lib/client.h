@@ -155,6 +155,7 @@ struct np_client {
   /* For the logs: "name:port (address)" for such a member, else "" (cfg.server says it). */
   char label[NP_CLIENT_LABEL_MAX];
   int item;                /* a member's configured server, an index in its set's names */
+  unsigned addr_missing;   /* answers in a row its address was not in (client_set.c) */
   unsigned hold : 1;       /* started, but waits for np__client_go (its name being resolved) */
   unsigned quiet_said : 1; /* a retry while another address of its name serves was logged once */
   /* A set that speaks of several servers (a list, or a name with several addresses), from then

@@ -19,15 +19,24 @@
 
 #include "client.h"
 
+typedef struct set_name set_name;
+
+/* A resolution in flight. Apart from its name, and holding no reference to the set: a close does
+ * not wait for a lookup the resolver may take tens of seconds over (uv_cancel cannot stop one
+ * that a thread has begun); it cuts the link, and the answer is dropped when it comes. */
+typedef struct lookup {
+  uv_getaddrinfo_t req;
+  set_name *it; /* NULL: the set closed or drains */
+} lookup;
+
 /* A configured server of the set. */
-typedef struct set_name {
+struct set_name {
   struct np_client *set;
   char name[NP_HOSTPORT_MAX]; /* "host:port" as configured */
-  uv_getaddrinfo_t gai;
-  unsigned numeric : 1;   /* an address: nothing to resolve */
-  unsigned resolving : 1; /* gai is in flight (it holds a reference to the set) */
-  unsigned capped : 1;    /* more addresses than members fit was said */
-} set_name;
+  lookup *pending;            /* a resolution in flight */
+  unsigned numeric : 1;       /* an address: nothing to resolve */
+  unsigned capped : 1;        /* more addresses than members fit was said */
+};
 
 struct np__set_names {
   size_t n;
@@ -116,10 +125,14 @@ static void spread(struct np_client *set) {
   }
 }
 
-/* ---- names and their addresses ----------------------------------------------------------------
- */
+/* ---- names and their addresses -------------------------------------------------------------- */
+
+/* An address missing from this many answers in a row is gone: names that answer with a rotating
+ * subset of their addresses (cloud load balancers do) must not close healthy sessions. */
+#define ADDR_MISSING_MAX 3
 
 static void on_member_closed(struct np_client *m);
+static int all_stopped(const struct np_client *set);
 
 static void go_held(set_name *it) {
   struct np_client *set = it->set;
@@ -256,23 +269,27 @@ static void reconcile(set_name *it, const struct addrinfo *res) {
     }
     while (k < n && strcmp(addrs[k], m->addr) != 0)
       k++;
-    if (k == n)
-      retire(m, "no longer an address of its name");
-    else
+    if (k < n) {
+      m->addr_missing = 0;
       addrs[k][0] = '\0'; /* served */
+    } else if (++m->addr_missing >= ADDR_MISSING_MAX) {
+      retire(m, "no longer an address of its name");
+    }
   }
+  /* A client that has given up everywhere stays stopped, as a client of one server does. */
   for (size_t k = 0; k < n; k++)
-    if (addrs[k][0] != '\0' && !set->closing && !set->draining)
+    if (addrs[k][0] != '\0' && !set->closing && !set->draining && !all_stopped(set))
       add_member(it, addrs[k]);
   go_held(it);
 }
 
 static void on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res) {
-  set_name *it = req->data;
-  struct np_client *set = it->set;
+  lookup *l = NP_CONTAINER_OF(req, lookup, req);
+  set_name *it = l->it;
 
-  it->resolving = 0;
-  if (!set->closing && !set->draining) {
+  free(l);
+  if (it != NULL) {
+    it->pending = NULL;
     if (status == 0)
       reconcile(it, res);
     else
@@ -280,36 +297,38 @@ static void on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
   }
   if (res != NULL)
     uv_freeaddrinfo(res);
-  np__client_unref(set);
 }
 
 static void resolve(set_name *it) {
   struct np_client *set = it->set;
   struct addrinfo hints;
   char host[NP_HOSTPORT_MAX], port[8];
+  lookup *l;
   int pnum;
 
-  if (it->numeric || it->resolving || set->closing || set->draining ||
+  if (it->numeric || it->pending != NULL || set->closing || set->draining ||
       np__split_hostport(it->name, host, sizeof(host), &pnum) != 0)
     return;
   memset(&hints, 0, sizeof(hints));
   hints.ai_family = AF_UNSPEC;
   hints.ai_socktype = SOCK_STREAM;
   snprintf(port, sizeof(port), "%d", pnum);
-  it->gai.data = it;
-  if (uv_getaddrinfo(set->loop, &it->gai, on_resolved, host, port, &hints) != 0) {
+  if ((l = malloc(sizeof(*l))) == NULL ||
+      uv_getaddrinfo(set->loop, &l->req, on_resolved, host, port, &hints) != 0) {
+    free(l);
     go_held(it);
     return;
   }
-  it->resolving = 1;
-  set->refs++; /* until on_resolved */
+  l->it = it;
+  it->pending = l;
 }
 
 static void on_refresh(uv_timer_t *t) {
   struct np_client *set = t->data;
 
-  for (size_t i = 0; i < set->names->n; i++)
-    resolve(&set->names->item[i]);
+  if (!all_stopped(set))
+    for (size_t i = 0; i < set->names->n; i++)
+      resolve(&set->names->item[i]);
   uv_timer_start(t, on_refresh, set->cfg.reconnect_max_ms, 0);
 }
 
@@ -497,9 +516,14 @@ static void on_member_closed(struct np_client *m) {
 static void stop_resolving(struct np_client *set) {
   if (set->names == NULL)
     return; /* np__client_set_new ran out of memory */
-  for (size_t i = 0; i < set->names->n; i++)
-    if (set->names->item[i].resolving)
-      uv_cancel((uv_req_t *)&set->names->item[i].gai); /* on_resolved still runs */
+  for (size_t i = 0; i < set->names->n; i++) {
+    set_name *it = &set->names->item[i];
+    if (it->pending == NULL)
+      continue;
+    it->pending->it = NULL; /* its answer is dropped when it comes */
+    uv_cancel((uv_req_t *)&it->pending->req);
+    it->pending = NULL;
+  }
   if (set->names->refresh_on) {
     set->names->refresh_on = 0;
     uv_close((uv_handle_t *)&set->names->refresh, on_refresh_closed);
@@ -591,7 +615,8 @@ static int set_reconfigure(struct np_client *set, const struct np_config *cfg) {
    * still fails (out of memory) keeps its running configuration, and its error is the set's. */
   for (size_t i = 0; i < set->n_members; i++) {
     int e;
-    if (set->members[i] == NULL)
+    /* One closing (its address left the name) takes no configuration: it is going. */
+    if (set->members[i] == NULL || set->members[i]->closing || set->members[i]->draining)
       continue;
     *one = *next;
     np__strlcpy(one->server, set->members[i]->cfg.server, sizeof(one->server));

@@ -70,7 +70,11 @@ struct np__routes {
   uint64_t table_ms; /* 0: no table read yet */
   unsigned resolving : 1, connected : 1, scanning : 1, said_down : 1, closing : 1, full_said : 1;
   unsigned timer_closed : 1;
-  int refs; /* the timer, a resolution, a context not yet gone */
+  unsigned error_said : 1; /* an error reply was logged: the next ones are not, until one is OK */
+  unsigned refused : 1;    /* SELECT failed: the tick drops the connection, saying why */
+  char refusal[160];
+  const char *dropping; /* why drop() frees the context, for on_disconnect's line */
+  int refs;             /* the timer, a resolution, a context not yet gone */
 };
 
 /* ---- keys ------------------------------------------------------------------------------------ */
@@ -244,6 +248,11 @@ static np__logger *logger(np__routes *rs) {
   return rs->log;
 }
 
+/* Retries of a store that is away: at most every lease, and at most every 5 s. */
+static uint64_t backoff_max(const np__routes *rs) {
+  return rs->lease_ms < 5000 ? rs->lease_ms : 5000;
+}
+
 /* The store is away: say so once, forget what it holds of ours (all of it is written again when it
  * is back), and try again after a back-off. */
 static void lost(np__routes *rs, const char *why) {
@@ -265,7 +274,7 @@ static void lost(np__routes *rs, const char *why) {
           rs->url, why, rs->n_table, rs->backoff_ms);
   rs->said_down = 1;
   rs->connect_at = now + rs->backoff_ms;
-  rs->backoff_ms = rs->backoff_ms * 2 > rs->lease_ms ? rs->lease_ms : rs->backoff_ms * 2;
+  rs->backoff_ms = rs->backoff_ms * 2 > backoff_max(rs) ? backoff_max(rs) : rs->backoff_ms * 2;
 }
 
 static void close_timer(np__routes *rs);
@@ -274,11 +283,16 @@ static void on_disconnect(const redisAsyncContext *ac, int status) {
   np__routes *rs = ac->data;
 
   rs->ac = NULL; /* hiredis frees it after this */
-  lost(rs, status == REDIS_OK ? "closed the connection" : ac->errstr);
+  lost(rs, rs->dropping != NULL ? rs->dropping
+           : status == REDIS_OK ? "closed the connection"
+                                : ac->errstr);
+  rs->dropping = NULL;
   if (rs->closing)
     close_timer(rs); /* the deletes were answered: nothing is left to wait for */
   unref(rs);
 }
+
+static void up(np__routes *rs);
 
 static void on_connect(const redisAsyncContext *ac, int status) {
   np__routes *rs = ac->data;
@@ -290,6 +304,12 @@ static void on_connect(const redisAsyncContext *ac, int status) {
     unref(rs);
     return;
   }
+  if (rs->db == 0)
+    up(rs);
+  /* else up once SELECT said OK (on_select) */
+}
+
+static void up(np__routes *rs) {
   rs->connected = 1;
   rs->last_reply = uv_now(rs->loop);
   rs->backoff_ms = CONNECT_MIN_MS;
@@ -298,6 +318,23 @@ static void on_connect(const redisAsyncContext *ac, int status) {
           "route store %s: connected; writing %u routes of this server", rs->url,
           HASH_COUNT(rs->claims));
   rs->said_down = 0;
+}
+
+/* A database that does not exist (redis://HOST/20 with 16 databases) is no store to write to:
+ * said, and the connection dropped and tried again at the back-off. */
+static void on_select(redisAsyncContext *ac, void *r, void *data) {
+  np__routes *rs = ac->data;
+  redisReply *reply = r;
+  (void)data;
+
+  if (reply == NULL)
+    return; /* the connection went */
+  if (reply->type == REDIS_REPLY_ERROR) {
+    snprintf(rs->refusal, sizeof(rs->refusal), "SELECT %d: %s", rs->db, reply->str);
+    rs->refused = 1;
+    return;
+  }
+  up(rs);
 }
 
 /* Every reply: the store answers. Errors are said (a read-only replica, out of memory), and the
@@ -314,10 +351,18 @@ static void on_reply(redisAsyncContext *ac, void *r, void *data) {
   rs->last_reply = uv_now(rs->loop);
   if (reply->type == REDIS_REPLY_ERROR) {
     claim *c, *tmp;
-    np__log(logger(rs), NP_LOG_WARN, "route store %s: %s", rs->url, reply->str);
+    /* Once: a store that refuses every write (a replica, out of memory, a password it wants)
+     * would otherwise fill the log with a line per route and tick. */
+    np__log(logger(rs), rs->error_said ? NP_LOG_DEBUG : NP_LOG_WARN,
+            "route store %s: %s; the routes are written again at each tick until it takes them",
+            rs->url, reply->str);
+    rs->error_said = 1;
     HASH_ITER(hh, rs->claims, c, tmp) {
       c->written_ms = 0;
     }
+  } else if (reply->type == REDIS_REPLY_STATUS && rs->error_said) {
+    np__log(logger(rs), NP_LOG_INFO, "route store %s: takes writes again", rs->url);
+    rs->error_said = 0;
   }
 }
 
@@ -367,7 +412,7 @@ static void on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
         redisAsyncSetConnectCallback(ac, on_connect);
         redisAsyncSetDisconnectCallback(ac, on_disconnect);
         if (rs->db != 0) /* queued: written once connected */
-          redisAsyncCommand(ac, on_reply, NULL, "SELECT %d", rs->db);
+          redisAsyncCommand(ac, on_select, NULL, "SELECT %d", rs->db);
       }
     }
   }
@@ -395,18 +440,17 @@ static void connect_store(np__routes *rs) {
  * reply, then on_disconnect or nothing (a connect not done). */
 static void drop(np__routes *rs, const char *why) {
   redisAsyncContext *ac = rs->ac;
-  int was_connected = rs->connected;
 
   if (ac == NULL)
     return;
+  rs->dropping = why; /* for on_disconnect's line, when it was connected */
+  rs->refused = 0;
   redisAsyncFree(ac);
+  rs->dropping = NULL;
   if (rs->ac != NULL) { /* a connect not done: hiredis called neither callback */
     rs->ac = NULL;
     lost(rs, why);
     unref(rs);
-  } else if (was_connected) {
-    /* on_disconnect ran, with hiredis's own words; ours are the cause */
-    np__log(logger(rs), NP_LOG_DEBUG, "route store %s: %s", rs->url, why);
   }
 }
 
@@ -427,6 +471,7 @@ static void on_scan(redisAsyncContext *ac, void *r, void *data) {
       reply->element[1]->type != REDIS_REPLY_ARRAY) {
     rs->scanning = 0;
     table_free(&rs->reading);
+    rs->n_reading = 0;
     return;
   }
   for (size_t i = 0; i < reply->element[1]->elements; i++) {
@@ -574,6 +619,10 @@ static void on_tick(uv_timer_t *t) {
     connect_store(rs);
     return;
   }
+  if (rs->refused) {
+    drop(rs, rs->refusal);
+    return;
+  }
   if (rs->ac != NULL && !rs->connected && now - rs->connecting_since >= rs->lease_ms / 2) {
     drop(rs, "no connection within half a lease");
     return;
@@ -589,6 +638,8 @@ static void on_tick(uv_timer_t *t) {
   if (!rs->scanning && now >= rs->next_read) {
     rs->scanning = 1;
     rs->next_read = now + rs->lease_ms / 3;
+    table_free(&rs->reading);
+    rs->n_reading = 0;
     scan_from(rs, "0");
   }
 }
@@ -663,6 +714,8 @@ void np__routes_stop(struct np_server *srv) {
     /* Once the deletes are answered, on_disconnect; else on_give_up. The timer now holds the loop
      * for that second at most. */
     redisAsyncDisconnect(rs->ac);
+    if (rs->ac == NULL)
+      return; /* nothing was pending: it is gone, and on_disconnect closed the timer */
     uv_ref((uv_handle_t *)&rs->timer);
     uv_timer_start(&rs->timer, on_give_up, 1000, 0);
     return;

@@ -13,8 +13,9 @@
 
 #include "server.h"
 
-#define NP_ROUTE_PREFIX     "natproxy:route:"
-#define NP_ROUTE_KEY_MAX    (NP_HTTP_ROUTE_HOST_MAX + 8) /* "https:" + a host, or "tcp:65535" */
+#define NP_ROUTE_PREFIX "natproxy:route:"
+/* "https:*." + a host and its NUL, or "tcp:65535" */
+#define NP_ROUTE_KEY_MAX    (NP_HTTP_ROUTE_HOST_MAX + 10)
 #define NP_ROUTES_KNOWN_MAX 65536 /* routes of other servers kept from one read of the store */
 
 /* Start and stop np_server's route store (the hooks builtin.c sets; worker 0 only). Start: 0 when

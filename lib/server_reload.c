@@ -80,6 +80,9 @@ static void keep(struct np_config *next, const struct np_config *was, const char
   KEEP("mux_session_window", mux_session_window)
   KEEP("mux_server_window", mux_server_window)
   KEEP("remember_ports", remember_ports)
+  KEEP("route_store", route_store)
+  KEEP("route_lease", route_lease_ms)
+  KEEP("cluster_advertise", cluster_advertise)
 #undef KEEP
 }
 

@@ -159,6 +159,38 @@ def test_route_store_away_at_start(env):
     wait_until(lambda: keys(store.port) == {f"tcp:{pa}@{a.me}"}, 5, "its route is written")
 
 
+def test_route_store_refuses(env):
+    """A store that refuses: a database it does not have (redis://HOST/99 with 16) counts as a store
+    away, said once, and nothing lands in database 0; a store that refuses every write (made a
+    replica of nothing) is said once too, however many routes and ticks, and the routes are written
+    as soon as it takes them again."""
+    store = redis(env)
+    ctl = free_port()
+    a = env.server("--token", "s3cret", "--route-store", f"redis://{LOOP}:{store.port}/99",
+                   "--cluster-advertise", f"{LOOP}:{ctl}", "--route-lease", f"{LEASE_MS}ms",
+                   name="np-server-a", bind=f"{LOOP}:{ctl}")
+    a.wait_line(r"warn .*route store redis://\S+/99: SELECT 99: ERR")
+    cl = env.client(a, "-R", f"{LOOP}:0:{LOOP}:9")
+    port_of(cl)
+    time.sleep(2 * LEASE_MS / 1000)  # noqa: nothing must happen meanwhile
+    check(keys(store.port) == set(), f"nothing written to database 0: {keys(store.port)}")
+    check(a.count(r"warn .*route store") == 1, "said once")
+
+    b = server(env, store.port, "np-server-b")
+    env.client(b, "-R", f"{LOOP}:0:{LOOP}:9", "-R", f"{LOOP}:0:{LOOP}:13")
+    wait_until(lambda: len(keys(store.port)) == 2, 5, f"b's two routes written ({keys(store.port)})")
+    redis_cli(store.port, "FLUSHALL")
+    redis_cli(store.port, "REPLICAOF", LOOP, "1")  # read-only from now on: writes are refused
+    mark = b.mark()
+    b.wait_line(r"warn .*route store redis://\S+: READONLY", after=mark)
+    time.sleep(2 * LEASE_MS / 1000)  # noqa: a few ticks of refused writes
+    check(b.count(r"warn .*route store", after=mark) == 1,
+          f"a refusing store is said once: {b.count(r'route store', after=mark)} lines")
+    redis_cli(store.port, "REPLICAOF", "NO", "ONE")
+    b.wait_line(r"route store redis://\S+: takes writes again", after=mark, timeout=10)
+    wait_until(lambda: len(keys(store.port)) == 2, 5, "b's routes written again")
+
+
 def test_route_store_config_errors(env):
     """Bad values are refused at start with what to write instead (exit 2)."""
     cases = [
@@ -179,7 +211,7 @@ def test_route_store_config_errors(env):
 
 
 TESTS = {f.__name__[5:]: f for f in [test_routes_shared_through_redis, test_route_store_away_at_start,
-                                      test_route_store_config_errors]}
+                                      test_route_store_refuses, test_route_store_config_errors]}
 
 if __name__ == "__main__":
     if sys.argv[1:] == ["--list"]:

@@ -44,6 +44,34 @@ def sh(*cmd, input=None, check=True):
     return r
 
 
+_propagation = None
+
+
+def mount_propagation():
+    """unshare's --propagation for a mount namespace of a process's own. "private" (unshare's
+    default) makes its copy of every mount private, so that nothing mounted in it shows outside.
+    In a chroot whose root is no mount point (a debootstrap chroot) that step fails: the mounts are
+    then taken as they are ("unchanged"), which keeps a mount inside only where the mount /etc is
+    on is not shared. The ones the chroot shows are checked; its root's own is not visible from
+    inside (a chroot made on a host whose root mount is shared would see the bind outside too)."""
+    global _propagation
+    if _propagation is None:
+        if subprocess.run(["unshare", "--mount", "--propagation", "private", "true"],
+                          capture_output=True).returncode == 0:
+            _propagation = "private"
+        else:
+            with open("/proc/self/mountinfo") as f:
+                for line in f:
+                    fields = line.split()
+                    point, tags = fields[4], fields[6:fields.index("-")]
+                    if ("/etc/".startswith(point.rstrip("/") + "/") and
+                            any(t.startswith("shared:") for t in tags)):
+                        raise RuntimeError(f"the mount at {point} is shared: a bind over /etc "
+                                           "would show outside this test")
+            _propagation = "unchanged"
+    return _propagation
+
+
 @contextlib.contextmanager
 def inside(ns):
     """Run the block with this thread in namespace ns: sockets created there belong to ns for life."""
@@ -185,7 +213,7 @@ class NetBed:
         if etc:
             d = tempfile.mkdtemp(dir=env.tmp.name)
             links = " && ".join(f"ln -sf {path} {d}/{n}" for n, path in etc.items())
-            cmd += ["unshare", "--mount", "--propagation", "private", "sh", "-c",
+            cmd += ["unshare", "--mount", "--propagation", mount_propagation(), "sh", "-c",
                     f'cp -a /etc/. {d}/ && {links} && mount --bind {d} /etc && exec "$@"', "sh"]
         return nptest.Proc(env, name, cmd + argv)
 
