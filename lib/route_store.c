@@ -750,12 +750,3 @@ int np__routes_foreach(const struct np_server *srv,
   }
   return 0;
 }
-
-const char *np__routes_owner(const struct np_server *srv, const char *key) {
-  const known *e = NULL;
-
-  if (srv->routes == NULL)
-    return NULL;
-  HASH_FIND_STR(srv->routes->table, key, e);
-  return e != NULL ? e->owner : NULL;
-}

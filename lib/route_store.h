@@ -44,7 +44,5 @@ int np__routes_get_view(const struct np_server *srv, np__routes_view *view);
  * non-zero. */
 int np__routes_foreach(const struct np_server *srv,
                        int (*cb)(const char *route, const char *owner, void *arg), void *arg);
-/* The server that holds route ("tcp:6000"), from the last table read; NULL: none known. */
-const char *np__routes_owner(const struct np_server *srv, const char *route);
 
 #endif
