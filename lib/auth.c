@@ -67,6 +67,12 @@ int np__auth_login_mac(const char *token, const unsigned char snonce[NP_MSG_KEY_
   return login_hmac("np-login-1", token, snonce, cnonce, name, out);
 }
 
+int np__auth_peer_mac(const char *cluster_token, const unsigned char snonce[NP_MSG_KEY_LEN],
+                      const unsigned char cnonce[NP_MSG_KEY_LEN], const char *advertise,
+                      unsigned char out[NP_MSG_KEY_LEN]) {
+  return login_hmac("np-peer-1", cluster_token, snonce, cnonce, advertise, out);
+}
+
 int np__auth_session_key(const char *token, const unsigned char snonce[NP_MSG_KEY_LEN],
                          const unsigned char cnonce[NP_MSG_KEY_LEN], const char *name,
                          unsigned char out[NP_MSG_KEY_LEN]) {

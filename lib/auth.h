@@ -15,6 +15,12 @@ int np__auth_random(void *buf, size_t len);
 int np__auth_login_mac(const char *token, const unsigned char snonce[NP_MSG_KEY_LEN],
                        const unsigned char cnonce[NP_MSG_KEY_LEN], const char *name,
                        unsigned char out[NP_MSG_KEY_LEN]);
+/* A server's proof to another of its cluster (PEER): HMAC-SHA256(cluster_token, "np-peer-1" |
+ * server nonce | its nonce | its cluster_advertise). Another label than a client's login, so that
+ * neither proof passes for the other even where the two tokens are the same. */
+int np__auth_peer_mac(const char *cluster_token, const unsigned char snonce[NP_MSG_KEY_LEN],
+                      const unsigned char cnonce[NP_MSG_KEY_LEN], const char *advertise,
+                      unsigned char out[NP_MSG_KEY_LEN]);
 /* The per-session secret both sides derive after login; never on the wire. */
 int np__auth_session_key(const char *token, const unsigned char snonce[NP_MSG_KEY_LEN],
                          const unsigned char cnonce[NP_MSG_KEY_LEN], const char *name,

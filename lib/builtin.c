@@ -3,6 +3,7 @@
  * layering check in docs/design.md holds it to that). A new built-in type is a file and a line
  * below. */
 #include "proxy.h"
+#include "peer.h"
 #include "route_store.h"
 
 static const np__proxy_type *const builtin[] = {&np__proxy_tcp, &np__proxy_udp, &np__proxy_http,
@@ -21,6 +22,9 @@ int np_server_new(uv_loop_t *loop, const struct np_config *cfg, struct np_server
   srv->admin_auth = np__admin_server_auth;
   srv->routes_start = np__routes_start;
   srv->routes_stop = np__routes_stop;
+  srv->peers_start = np__peers_start;
+  srv->peers_stop = np__peers_stop;
+  srv->forward = np__peers_forward;
   *out = srv;
   return 0;
 }

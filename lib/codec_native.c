@@ -45,8 +45,11 @@ static const unsigned char layouts[][MAX_FIELDS] = {
     [NP_MSG_WORK_IDLE] = {F_ID, F_ID2, F_MAC},
     [NP_MSG_START] = {F_ID, F_NAME, F_ADDR, F_TEXT}, /* as REQ_WORK */
     [NP_MSG_MUX] = {F_VERSION},
-    [NP_MSG_PROXY_OPT] = {F_NAME, F_ADDR, F_TEXT}, /* proxy, key, value */
-    [NP_MSG_PROXY_CLOSE] = {F_NAME, F_TEXT},       /* proxy, why */
+    [NP_MSG_PROXY_OPT] = {F_NAME, F_ADDR, F_TEXT},       /* proxy, key, value */
+    [NP_MSG_PROXY_CLOSE] = {F_NAME, F_TEXT},             /* proxy, why */
+    [NP_MSG_PEER] = {F_VERSION, F_NAME, F_NONCE, F_MAC}, /* its cluster_advertise */
+    /* route (kind, port, host), the visitor's address and where it came; the answer's status */
+    [NP_MSG_FORWARD] = {F_KIND, F_PORT, F_TEXT, F_NAME, F_ADDR, F_STATUS},
 };
 
 /* Fields appended after a type's first release: a body from an older peer ends before them, and

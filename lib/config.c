@@ -704,6 +704,9 @@ int np_config_validate(struct np_config *cfg) {
                                    "cluster_advertise = 10.0.0.1:7000)");
       if (line_codec)
         return np__config_err(cfg, "codec line runs alone: route_store needs codec native");
+    } else if (cfg->cluster_token[0] != '\0') {
+      return np__config_err(cfg, "cluster_token needs route_store: servers find each other's "
+                                 "proxies there (e.g. route_store = redis://10.0.0.5:6379)");
     }
     if (cfg->vhost_http_timeout_ms < 1000)
       return np__config_err(cfg, "vhost_http_timeout must be at least 1s");

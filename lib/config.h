@@ -113,6 +113,7 @@ struct np_config {
   char route_store[NP_HOSTPORT_MAX + 16];
   uint64_t route_lease_ms;
   char cluster_advertise[NP_HOSTPORT_MAX];
+  char cluster_token[256]; /* "": no forwarding between servers */
 
   /* client */
   char server[NP_MAX_SERVERS * NP_HOSTPORT_MAX]; /* HOST:PORT, or several, comma-separated */

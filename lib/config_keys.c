@@ -62,6 +62,11 @@ const np__key np__config_keys[] = {
     {"cluster_advertise", S, V_HOSTPORT, FIELD(cluster_advertise), "cluster-advertise", "HOST:PORT",
      NULL, NULL,
      "the address other servers reach this one's control port at (needed with route_store)"},
+    {"cluster_token", S, V_STR, FIELD(cluster_token), "cluster-token", "TOKEN", NULL, "off",
+     "the secret the servers of a cluster share: with route_store, a visitor of a proxy held "
+     "elsewhere is forwarded there (prefer cluster_token_file)"},
+    {"cluster_token_file", S, V_TOKEN_FILE, FIELD(cluster_token), "cluster-token-file", "FILE",
+     NULL, NULL, "read cluster_token from this file's first line"},
     {"proxy_protocol_from", S, V_CIDRS, FIELD(proxy_protocol_from), "proxy-protocol-from", "LIST",
      NULL, NULL,
      "connections from these networks (a load balancer) must start with a PROXY protocol v1/v2 "

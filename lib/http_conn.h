@@ -45,6 +45,7 @@ struct np__hconn {
   unsigned pending, first;
   size_t to_work, to_visitor; /* bytes queued */
   unsigned reading_v : 1, reading_w : 1, visitor_eof : 1, trusted : 1;
+  unsigned from_peer : 1; /* forwarded here by another server of the cluster: never forwarded on */
   unsigned body_then_upgrade : 1; /* the request whose body goes is an upgrade */
   unsigned switching : 1;         /* the service answered 101 (or 2xx to CONNECT) */
   unsigned vc_closing : 1;        /* the visitor's conn was closed or aborted */
@@ -78,6 +79,9 @@ void np__hconn_start(np__hconn *h);
  * (np__vhost_hand): the head and what followed it go along. Only with no run and nothing queued
  * for the visitor. 0: it went, h ends here; else the error, h as it was. */
 int np__hconn_move(np__hconn *h, unsigned widx);
+/* The same to the server of the cluster that holds host (np__vhost_to_peer): 0 when it went,
+ * UV_ENOENT when none does, UV_EBUSY or another error. */
+int np__hconn_to_peer(np__hconn *h, const char *host, size_t hostlen);
 /* The head in h->head goes to the run's work connection, rewritten; its body follows. 0 or
  * UV_ENOMEM. */
 int np__hconn_forward(np__hconn *h);

@@ -509,6 +509,36 @@ void np__hconn_start(hconn *h) {
 
 static void close_vc(hconn *h, int abort);
 
+int np__hconn_to_peer(hconn *h, const char *host, size_t hostlen) {
+  size_t hl = np__http_head_len(&h->head), n = hl + h->stash_len;
+  int was_reading = h->reading_v, r;
+  char *pre;
+
+  if (h->from_peer || h->vh->srv->forward == NULL)
+    return UV_ENOENT; /* one hop at most */
+  if (h->work != NULL || h->to_visitor > 0)
+    return UV_EBUSY;
+  if ((pre = malloc(n > 0 ? n : 1)) == NULL)
+    return UV_ENOMEM;
+  memcpy(pre, np__http_head_bytes(&h->head), hl);
+  if (h->stash_len > 0)
+    memcpy(pre + hl, h->stash, h->stash_len);
+  if (h->reading_v)
+    np__conn_read_stop(h->vc);
+  h->reading_v = 0;
+  r = np__vhost_to_peer(h->vh, h->vc, &h->addr, &h->to, host, hostlen, pre, n);
+  free(pre);
+  if (r != 0) {
+    if (was_reading && np__conn_read_start(h->vc, on_alloc, on_visitor_read) == 0)
+      h->reading_v = 1;
+    return r;
+  }
+  h->state = H_CLOSING;
+  h->deadline = 0;
+  close_vc(h, 0); /* the socket lives on in the forwarder: no FIN */
+  return 0;
+}
+
 int np__hconn_move(hconn *h, unsigned widx) {
   size_t hl = np__http_head_len(&h->head), n = hl + h->stash_len;
   char *pre;

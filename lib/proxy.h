@@ -52,6 +52,13 @@ struct np__proxy_type {
    * (borrowed) from and handed here (np__vhost_hand; hops: the moves it made). The type reads pre
    * first, then routes it as one of its own. */
   void (*adopt)(struct np_server *srv, np_conn *c, const char *pre, size_t len, unsigned hops);
+  /* Optional: a visitor another server of the cluster forwarded here (peer_serve.c): c, a stream
+   * of the peer's connection, carries its bytes; fwd says which route (FORWARD's port, text), from
+   * and to where it came. The type routes it as one of its own, never to a peer again, and answers
+   * it as it would any visitor (a 404, a TLS alert) when the route is not here (any more). 0 (c
+   * taken), or an error with c untouched. Types without it take no forwarded visitors. */
+  int (*forwarded)(struct np_server *srv, np_conn *c, const np_msg *fwd,
+                   const struct sockaddr *from, const struct sockaddr *to);
 };
 
 /* The built-in types (proxy_tcp.c, proxy_udp.c, proxy_http.c, proxy_https.c), which builtin.c

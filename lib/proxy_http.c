@@ -125,6 +125,16 @@ static void dispatch(hconn *h) {
                      "The client that serves this host could not be reached on this server.");
     return;
   }
+  if (px == NULL && !h->from_peer) {
+    /* Another server of the cluster may hold it (route_store, cluster_token). */
+    int r = np__hconn_to_peer(h, host.p, host.len);
+    if (r == 0)
+      return;
+    if (r == UV_EBUSY) {
+      h->state = H_DRAIN; /* the previous response is still going out: here again after it */
+      return;
+    }
+  }
   if (px == NULL) {
     /* host is a checked host name: nothing in it needs escaping */
     snprintf(text, sizeof(text),
@@ -254,6 +264,27 @@ static void http_adopt(struct np_server *srv, np_conn *c, const char *pre, size_
     memcpy(h->stash, pre, len);
   h->stash_len = len;
   np__hconn_start(h);
+}
+
+/* From another server of the cluster (peer_serve.c): c is a stream of its connection, whose
+ * requests are routed here and never forwarded again. */
+static int http_forwarded(struct np_server *srv, np_conn *c, const np_msg *fwd,
+                          const struct sockaddr *from, const struct sockaddr *to) {
+  np__vhost *vh = vhost_of(srv);
+  hconn *h;
+
+  (void)fwd;
+  if (vh == NULL)
+    return UV_ENOENT;
+  if ((h = take(vh, c)) == NULL)
+    return 0; /* out of memory: c was aborted */
+  h->from_peer = 1;
+  h->hops = NP_VHOST_HOPS_MAX; /* a stream cannot move to another worker */
+  np__addr_copy(&h->addr, from);
+  if (to != NULL)
+    np__addr_copy(&h->to, to);
+  np__hconn_start(h);
+  return 0;
 }
 
 static void on_tick(np__vhost *vh, uint64_t now) {
@@ -388,4 +419,5 @@ const np__proxy_type np__proxy_http = {
     .join = http_join,
     .drop = http_drop,
     .adopt = http_adopt,
+    .forwarded = http_forwarded,
 };

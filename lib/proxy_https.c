@@ -23,8 +23,9 @@ struct sconn {
   size_t len;
   uint64_t deadline;
   np__addr addr, to;
-  unsigned hops; /* moves between workers (NP_VHOST_HOPS_MAX) */
-  int listed;    /* in vh->conns */
+  unsigned hops;      /* moves between workers (NP_VHOST_HOPS_MAX) */
+  unsigned from_peer; /* forwarded here by another server of the cluster: never forwarded on */
+  int listed;         /* in vh->conns */
   sconn *prev, *next;
 };
 
@@ -83,6 +84,16 @@ static void route(sconn *sc) {
   int found = np__vhost_find(vh, name, strlen(name), "", 0, &px, &widx);
   char why[NP_SNI_NAME_MAX + 48];
 
+  if (found != NP_HTTP_ROUTE_FOUND && !sc->from_peer) {
+    /* Another server of the cluster may hold it (route_store, cluster_token). */
+    np__conn_read_stop(sc->c);
+    if (np__vhost_to_peer(vh, sc->c, &sc->addr, &sc->to, name, strlen(name), sc->buf, sc->len) ==
+        0) {
+      unlist(sc);
+      np__conn_close(sc->c, on_closed);
+      return;
+    }
+  }
   if (found != NP_HTTP_ROUTE_FOUND) {
     snprintf(why, sizeof(why), "%s name %s",
              found == NP_HTTP_ROUTE_GONE ? "the client gone for" : "no proxy for", name);
@@ -222,6 +233,29 @@ static void https_adopt(struct np_server *srv, np_conn *c, const char *pre, size
   fed(sc, r);
 }
 
+/* From another server of the cluster (peer_serve.c): c is a stream of its connection. */
+static int https_forwarded(struct np_server *srv, np_conn *c, const np_msg *fwd,
+                           const struct sockaddr *from, const struct sockaddr *to) {
+  np__vhost *vh = vhost_of(srv);
+  sconn *sc;
+
+  (void)fwd;
+  if (vh == NULL)
+    return UV_ENOENT;
+  if ((sc = take(vh, c)) == NULL)
+    return 0; /* out of memory: c was aborted */
+  sc->from_peer = 1;
+  sc->hops = NP_VHOST_HOPS_MAX; /* a stream cannot move to another worker */
+  np__addr_copy(&sc->addr, from);
+  if (to != NULL)
+    np__addr_copy(&sc->to, to);
+  if (np__conn_read_start(c, on_alloc, on_read) != 0) {
+    unlist(sc);
+    np__conn_close(c, on_closed);
+  }
+  return 0;
+}
+
 static void on_tick(np__vhost *vh, uint64_t now) {
   sconn *next;
   for (sconn *sc = CONNS(vh); sc != NULL; sc = next) {
@@ -351,4 +385,5 @@ const np__proxy_type np__proxy_https = {
     .join = https_join,
     .drop = https_drop,
     .adopt = https_adopt,
+    .forwarded = https_forwarded,
 };

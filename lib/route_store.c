@@ -33,7 +33,9 @@
 #define CONNECT_MIN_MS 500
 #define SCAN_COUNT     "512"
 
-typedef struct known {
+/* An entry of the table of the other servers' routes. The table is published in srv->shared (under
+ * its mu) for every worker's lookups (np__routes_owner); only worker 0's route store changes it. */
+typedef struct np__known_route {
   UT_hash_handle hh;
   char key[NP_ROUTE_KEY_MAX];
   char owner[NP_HOSTPORT_MAX]; /* the first owner read; others of the same route are not kept */
@@ -48,6 +50,10 @@ typedef struct claim {
 } claim;
 
 typedef struct np__routes np__routes;
+
+/* Make t (n routes) the table, for this loop and, through shared, the workers' lookups; the old
+ * one is freed once no lookup can see it. */
+static void table_set(np__routes *rs, np__shared *sh, known *t, size_t n);
 
 struct np__routes {
   struct np_server *srv; /* NULL once the server closed: what follows is the route store's own */
@@ -508,10 +514,11 @@ static void on_scan(redisAsyncContext *ac, void *r, void *data) {
     scan_from(rs, reply->element[0]->str);
     return;
   }
-  /* A whole pass: the new table. */
-  table_free(&rs->table);
-  rs->table = rs->reading;
-  rs->n_table = rs->n_reading;
+  /* A whole pass: the new table (not after the server closed: nobody would look it up). */
+  if (rs->srv != NULL)
+    table_set(rs, rs->srv->shared, rs->reading, rs->n_reading);
+  else
+    table_free(&rs->reading);
   rs->reading = NULL;
   rs->n_reading = 0;
   rs->scanning = 0;
@@ -702,6 +709,7 @@ void np__routes_stop(struct np_server *srv) {
 
   if (rs == NULL)
     return;
+  table_set(rs, srv->shared, NULL, 0);
   srv->routes = NULL;
   rs->closing = 1;
   sweep(rs); /* deletes every route of ours the store holds */
@@ -722,6 +730,51 @@ void np__routes_stop(struct np_server *srv) {
   }
   drop(rs, "closing");
   close_timer(rs);
+}
+
+static void table_set(np__routes *rs, np__shared *sh, known *t, size_t n) {
+  known *old = rs->table;
+
+  uv_mutex_lock(&sh->mu);
+  sh->remote_routes = t;
+  uv_mutex_unlock(&sh->mu);
+  rs->table = t;
+  rs->n_table = n;
+  table_free(&old);
+}
+
+int np__routes_owner(const struct np_server *srv, const char *route, char owner[NP_HOSTPORT_MAX]) {
+  np__shared *sh = srv->shared;
+  known *table, *e;
+  int r = UV_ENOENT;
+
+  uv_mutex_lock(&sh->mu);
+  table = sh->remote_routes;
+  HASH_FIND_STR(table, route, e);
+  if (e != NULL) {
+    np__strlcpy(owner, e->owner, NP_HOSTPORT_MAX);
+    r = 0;
+  }
+  uv_mutex_unlock(&sh->mu);
+  return r;
+}
+
+int np__routes_owner_host(const struct np_server *srv, const char *kind, const char *host,
+                          char owner[NP_HOSTPORT_MAX]) {
+  char key[NP_ROUTE_KEY_MAX];
+  const char *dot;
+
+  if (snprintf(key, sizeof(key), "%s:%s", kind, host) >= (int)sizeof(key))
+    return UV_ENOENT;
+  if (np__routes_owner(srv, key, owner) == 0)
+    return 0;
+  /* Then the wildcards that cover it, the nearest first: *.b.example.com, *.example.com, ... */
+  for (dot = strchr(host, '.'); dot != NULL; dot = strchr(dot + 1, '.')) {
+    snprintf(key, sizeof(key), "%s:*%s", kind, dot);
+    if (np__routes_owner(srv, key, owner) == 0)
+      return 0;
+  }
+  return UV_ENOENT;
 }
 
 int np__routes_get_view(const struct np_server *srv, np__routes_view *view) {

@@ -30,6 +30,14 @@ void np__routes_stop(struct np_server *srv);
 int np__route_key_parse(const char *key, size_t len, char route[NP_ROUTE_KEY_MAX],
                         char owner[NP_HOSTPORT_MAX]);
 
+/* The server that holds route ("http:www.example.org", "tcp:6000") in the last table read, into
+ * owner (its cluster_advertise): 0, or UV_ENOENT. Any worker, any time (under shared's lock). */
+int np__routes_owner(const struct np_server *srv, const char *route, char owner[NP_HOSTPORT_MAX]);
+/* The same for a host name of kind ("http", "https"): its own route, else the nearest wildcard
+ * route that covers it (*.example.org). */
+int np__routes_owner_host(const struct np_server *srv, const char *kind, const char *host,
+                          char owner[NP_HOSTPORT_MAX]);
+
 /* What the admin API shows (admin_server.c). */
 typedef struct np__routes_view {
   const char *store;     /* route_store as configured */

@@ -91,11 +91,27 @@ static void on_session_msg(np__chan *ch, const np_msg *m) {
     else if (m->type == NP_MSG_MUX && native(srv) &&
              !np__transport_server_is_stream(srv->transport, np__chan_conn(s->ch)))
       r = start_mux(s, m);
+    else if (m->type == NP_MSG_FORWARD &&
+             np__transport_server_is_peer(srv->transport, np__chan_conn(s->ch)))
+      r = np__peer_forwarded(s, m);
     else
       r = NP_EPROTO;
     break;
   case S_AUTH:
-    r = m->type == NP_MSG_LOGIN ? np__login(s, m) : NP_EPROTO;
+    r = m->type == NP_MSG_LOGIN  ? np__login(s, m)
+        : m->type == NP_MSG_PEER ? np__peer_login(s, m)
+                                 : NP_EPROTO;
+    break;
+  case S_PEER:
+    if (m->type == NP_MSG_PING) {
+      np_msg pong = {.type = NP_MSG_PONG, .id = m->id};
+      r = np__session_send(s, &pong);
+    } else if (m->type == NP_MSG_CLOSE) {
+      np__session_close(s, 0, "the peer closed its connection");
+      return;
+    } else if (m->type != NP_MSG_PONG) {
+      r = NP_EPROTO;
+    }
     break;
   case S_READY:
     switch (m->type) {
@@ -534,6 +550,8 @@ int np_server_start(struct np_server *srv) {
     return r;
   if (srv->routes_start != NULL && (r = srv->routes_start(srv)) != 0)
     return r;
+  if (srv->peers_start != NULL && (r = srv->peers_start(srv)) != 0)
+    return r;
   if (srv->cfg.token[0] == '\0' && srv->users == NULL && native(srv))
     np__log(&srv->log, np__server_echo(srv, NP_LOG_WARN),
             "no token set: any client can open public ports");
@@ -673,6 +691,8 @@ void np_server_close(struct np_server *srv, np_server_close_cb cb) {
     srv->admin_stop(srv);
   if (srv->routes_stop != NULL)
     srv->routes_stop(srv);
+  if (srv->peers_stop != NULL)
+    srv->peers_stop(srv);
   if (srv->pool != NULL)
     srv->pool_ops->expire(srv->pool, UINT64_MAX, np__visitor_removed, srv);
   if (srv->started) {

@@ -22,8 +22,9 @@
 #include "udp_seal.h"
 
 /* S_IDLE: a pre-opened work connection, authenticated for its owner session and waiting for a
- * visitor. */
-enum sstate { S_NEW, S_AUTH, S_READY, S_IDLE };
+ * visitor. S_PEER: the control stream of another server of the cluster (peer_serve.c), which
+ * forwards visitors here on the other streams of its connection. */
+enum sstate { S_NEW, S_AUTH, S_READY, S_IDLE, S_PEER };
 
 typedef struct session session;
 typedef struct proxy proxy;
@@ -229,6 +230,15 @@ struct np_server {
   struct np__routes *routes;
   int (*routes_start)(struct np_server *srv);
   void (*routes_stop)(struct np_server *srv);
+  /* Forwarding to the other servers of a cluster (peer.c), on every worker, set by builtin.c when
+   * cluster_token is: hooks as above. forward takes a visitor of a route this server does not hold
+   * (fwd: FORWARD's kind, port, text, name and addr; mv: its connection and the bytes read from it
+   * so far) when the route table names a server that does: 0 (mv taken), or UV_ENOENT when it
+   * names none (mv then untouched). mv NULL: only whether the table names one. */
+  struct np__peers *peers;
+  int (*peers_start)(struct np_server *srv);
+  void (*peers_stop)(struct np_server *srv);
+  int (*forward)(struct np_server *srv, const np_msg *fwd, np__moved *mv);
   uint64_t started_ms;  /* loop time at np_server_start */
   char reload_err[600]; /* why the last reload changed nothing; "" when it did not fail */
   const np__proxy_type *types[256]; /* by kind (proxy.h) */
@@ -338,6 +348,10 @@ int np__session_send(session *s, const np_msg *m);
 /* CLOSE{status, text} to a live native client (nothing when its channel already failed). */
 void np__session_send_close(session *s, int status, const char *text);
 void np__session_close(session *s, int status, const char *why);
+/* peer_serve.c: another server of the cluster logs in (PEER, in S_AUTH), and a stream of its
+ * connection brings a visitor (FORWARD, in S_NEW). 0 or the error that ends s. */
+int np__peer_login(session *s, const np_msg *m);
+int np__peer_forwarded(session *s, const np_msg *m);
 /* s's connection left its chan (np__chan_detach or np__chan_release): s goes. */
 void np__session_detached(session *s);
 /* The session's one timer: login deadline, heartbeats, the peer's death. */

@@ -39,6 +39,7 @@ static const char *const restart_keys[] = {
     "route_store",
     "route_lease",
     "cluster_advertise",
+    "cluster_token",
 };
 
 typedef struct changes {
@@ -83,6 +84,7 @@ static void keep(struct np_config *next, const struct np_config *was, const char
   KEEP("route_store", route_store)
   KEEP("route_lease", route_lease_ms)
   KEEP("cluster_advertise", cluster_advertise)
+  KEEP("cluster_token", cluster_token)
 #undef KEEP
 }
 

@@ -56,6 +56,9 @@ typedef struct np__shared {
   atomic_size_t pending;
   /* The vhost ports' routes (http_route.h), with np__route_owner values: claims and releases take
    * the write lock, each request's routing the read lock; apart from mu, which logins take. */
+  /* The other servers' routes, as the route store last read them (route_store.c; NULL: none),
+   * under mu. */
+  struct np__known_route *remote_routes;
   uv_rwlock_t routes_rw;
   np__http_routes *routes[NP_ROUTES_N];
 } np__shared;

@@ -88,6 +88,8 @@ void np__session_close(session *s, int status, const char *why) {
     /* Tell the client why, unless it left on its own (EOF, or its own CLOSE: status 0). */
     if (status != UV_EOF && status != 0)
       np__session_send_close(s, status, why);
+  } else if (s->state == S_PEER) {
+    np__log(&srv->log, NP_LOG_INFO, "peer %s (%s) disconnected: %s", s->name, s->peer, why);
   }
   /* What it holds above this file: its proxies, their visitors and joins (work.c). */
   srv->session_closing(s);
@@ -99,7 +101,7 @@ void np__session_close(session *s, int status, const char *why) {
     /* A client's multiplexed connection lives as long as its control session. */
     np_conn *c = np__chan_conn(s->ch);
     np__chan_close_flush(s->ch, on_session_chan_closed);
-    if (s->state == S_READY)
+    if (s->state == S_READY || s->state == S_PEER)
       np__transport_server_end(srv->transport, c);
   }
 }
@@ -140,7 +142,7 @@ void np__session_on_timer(uv_timer_t *t) {
 
   if (s->state == S_IDLE)
     return; /* TCP keepalive watches it; its owner's heartbeats say whether the client lives */
-  if (s->state != S_READY) {
+  if (s->state != S_READY && s->state != S_PEER) {
     /* From the accept, not the last byte: a peer dribbling its login a byte at a time is closed as
      * soon as one that says nothing. */
     if (now - s->started >= srv->cfg.login_timeout_ms) {

@@ -14,6 +14,7 @@ typedef struct muxconn {
   np__mux *mux;
   uv_timer_t timer; /* login deadline */
   int logged_in;
+  int is_peer;     /* a server of the cluster logged in on it: its streams carry visitors */
   int closes_left; /* mux and timer */
   char peer[64];
   struct sockaddr_storage addr;
@@ -184,6 +185,19 @@ void np__transport_server_logged_in(np__transport_server *t, np_conn *c) {
   (void)t;
   if (m != NULL)
     ((muxconn *)np__mux_data(m))->logged_in = 1;
+}
+
+void np__transport_server_set_peer(np__transport_server *t, np_conn *c) {
+  np__mux *m = np__mux_of(c);
+  (void)t;
+  if (m != NULL)
+    ((muxconn *)np__mux_data(m))->is_peer = 1;
+}
+
+int np__transport_server_is_peer(const np__transport_server *t, np_conn *c) {
+  np__mux *m = np__mux_of(c);
+  (void)t;
+  return m != NULL && ((muxconn *)np__mux_data(m))->is_peer;
 }
 
 np_conn *np__transport_server_conn(np__transport_server *t, np_conn *c) {

@@ -73,6 +73,11 @@ int64_t np__transport_server_streams(np_conn *c);
 /* Somebody logged in on c: on a stream, its multiplexed connection's login deadline no longer
  * applies, and its end is no failed login. Nothing for a connection of its own. */
 void np__transport_server_logged_in(np__transport_server *t, np_conn *c);
+/* A server of the cluster logged in on c's multiplexed connection (PEER): each stream it opens
+ * from now on may carry a forwarded visitor. Nothing for a connection of its own. */
+void np__transport_server_set_peer(np__transport_server *t, np_conn *c);
+/* Whether c is a stream of a connection a peer logged in on. */
+int np__transport_server_is_peer(const np__transport_server *t, np_conn *c);
 /* The connection c runs over: c itself, or a stream's multiplexed connection (TLS or TCP). Its TLS
  * exporter keys the datagram path. */
 np_conn *np__transport_server_conn(np__transport_server *t, np_conn *c);

@@ -235,6 +235,44 @@ int np__vhost_find(np__vhost *vh, const char *host, size_t hostlen, const char *
   return r;
 }
 
+int np__vhost_to_peer(np__vhost *vh, np_conn *c, const np__addr *peer, const np__addr *to,
+                      const char *host, size_t hostlen, const char *pre, size_t len) {
+  struct np_server *srv = vh->srv;
+  np_msg fwd = {.type = NP_MSG_FORWARD,
+                .kind = vh->table == NP_ROUTES_HTTP ? NP_PROXY_HTTP : NP_PROXY_HTTPS};
+  np__moved mv;
+  int r;
+
+  if (srv->forward == NULL || hostlen == 0 || hostlen > NP_MSG_TEXT_MAX)
+    return UV_ENOENT;
+  memcpy(fwd.text, host, hostlen);
+  fwd.text[hostlen] = '\0';
+  if ((r = srv->forward(srv, &fwd, NULL)) != 0)
+    return r; /* nobody else holds it: the caller answers */
+  if (peer->sa.sa_family != 0)
+    np__addr_str(&peer->sa, fwd.name, sizeof(fwd.name));
+  if (to->sa.sa_family != 0)
+    np__addr_str(&to->sa, fwd.addr, sizeof(fwd.addr));
+  np__moved_init(&mv);
+  if (peer->sa.sa_family == AF_INET)
+    memcpy(&mv.peer, &peer->in, sizeof(peer->in));
+  else if (peer->sa.sa_family == AF_INET6)
+    memcpy(&mv.peer, &peer->in6, sizeof(peer->in6));
+  if (len > 0 && (mv.pre = malloc(len)) == NULL)
+    return UV_ENOMEM;
+  if (len > 0)
+    memcpy(mv.pre, pre, len);
+  mv.pre_len = len;
+  if ((r = np__conn_move_out(c, &mv)) != 0) {
+    np__moved_free(&mv);
+    return r;
+  }
+  /* Taken, whatever becomes of the visitor; closed here when forwarding stopped meanwhile. */
+  if (srv->forward(srv, &fwd, &mv) != 0)
+    np__moved_free(&mv);
+  return 0;
+}
+
 int np__vhost_hand(np__vhost *vh, np_conn *c, const np__addr *peer, const char *pre, size_t len,
                    unsigned widx, unsigned hops) {
   struct np_server *srv = vh->srv;

@@ -68,6 +68,13 @@ int np__vhost_find(np__vhost *vh, const char *host, size_t hostlen, const char *
  * nor have anything queued to write (else UV_EBUSY). 0 when it went (counted as conns_moved): the
  * caller closes c, its socket living on in the other worker (the peer sees no end); else the error
  * (logged), c usable as before: the caller answers or closes it. */
+/* When the route table (servers that share the load) names another server of the cluster that
+ * holds host, forward c there (peer.c), with pre (borrowed) read so far and the visitor's addresses
+ * peer and to (to may be unset): 0 when it went (the caller closes c, whose socket lives on in the
+ * forwarder), UV_ENOENT when no other server holds host (or forwarding is off), or another error;
+ * then c is as it was. Same conditions on c as np__vhost_hand. */
+int np__vhost_to_peer(np__vhost *vh, np_conn *c, const np__addr *peer, const np__addr *to,
+                      const char *host, size_t hostlen, const char *pre, size_t len);
 int np__vhost_hand(np__vhost *vh, np_conn *c, const np__addr *peer, const char *pre, size_t len,
                    unsigned widx, unsigned hops);
 

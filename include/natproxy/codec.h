@@ -36,10 +36,18 @@ typedef enum np_msg_type {
                            (value): an option of an HTTP proxy (docs/protocol.md) */
   /* c->s: name (proxy), text (why, for the server's log): close one proxy of the session; sent
    * only to a server whose HELLO has NP_HELLO_PROXY_CLOSE */
-  NP_MSG_PROXY_CLOSE = 16
+  NP_MSG_PROXY_CLOSE = 16,
+  /* c->s, from another server of a cluster, after HELLO on a multiplexed connection's first
+   * stream: version, name (its cluster_advertise), nonce (its own), mac (with cluster_token);
+   * answered by LOGIN_RESP */
+  NP_MSG_PEER = 17,
+  /* First on a stream of a peer's connection (c->s): kind, port, text (host), name (the visitor's
+   * "ip:port"), addr (the "ip:port" it came to): a visitor of that route, whose bytes follow once
+   * the server answers with FORWARD (s->c: status, text) */
+  NP_MSG_FORWARD = 18
 } np_msg_type;
 
-#define NP_MSG_LAST NP_MSG_PROXY_CLOSE
+#define NP_MSG_LAST NP_MSG_FORWARD
 
 /* HELLO's status from the server: what it takes beyond version 1's messages (0: nothing; a server
  * older than this field sends none, which reads as 0). docs/protocol.md, "Versions". */

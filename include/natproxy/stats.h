@@ -61,7 +61,10 @@ NP_BEGIN_DECLS
   X(mux_buffered, GAUGE, "mux_buffered", "bytes", "bytes received on multiplexed client connections and held for readers that have not taken them (visitors that read slower than their data comes)") \
   X(mux_window_grown, GAUGE, "mux_window_grown", "bytes", "how far the receive windows of multiplexed client connections have grown beyond their initial 256 KiB, in total (at most mux_server_window)") \
   X(conns_moved, COUNTER, "conns_moved", "connections", "connections handed to another worker (workers > 1): work connections of mux = false clients to their session's, vhost visitors to their route's") \
-  X(udp_path_forwarded, COUNTER, "udp_path_forwarded", "packets", "datagram-path packets handed to the worker that holds their session, as the kernel's steering missed it (workers > 1)")
+  X(udp_path_forwarded, COUNTER, "udp_path_forwarded", "packets", "datagram-path packets handed to the worker that holds their session, as the kernel's steering missed it (workers > 1)") \
+  X(peer_forwarded, COUNTER, "peer_forwarded", "visitors", "visitors of a route this server does not hold, forwarded to a server of the cluster that does (cluster_token)") \
+  X(peer_forward_failed, COUNTER, "peer_forward_failed", "visitors", "forwarded visitors closed before their join: the other server unreachable, its login refused, or the route not there") \
+  X(peer_visitors, COUNTER, "peer_visitors", "visitors", "visitors another server of the cluster forwarded here")
 
 #define NP_CLIENT_COUNTERS(X) \
   X(connects, COUNTER, "connects", "logins", "successful logins") \

@@ -108,6 +108,20 @@ static void assert_same(const np_msg *a, const np_msg *b) {
     assert_true(a->id == b->id);
     assert_string_equal(a->name, b->name);
     break;
+  case NP_MSG_PEER:
+    assert_int_equal(a->version, b->version);
+    assert_string_equal(a->name, b->name);
+    assert_memory_equal(a->nonce, b->nonce, NP_MSG_KEY_LEN);
+    assert_memory_equal(a->mac, b->mac, NP_MSG_KEY_LEN);
+    break;
+  case NP_MSG_FORWARD:
+    assert_int_equal(a->kind, b->kind);
+    assert_int_equal(a->port, b->port);
+    assert_string_equal(a->text, b->text);
+    assert_string_equal(a->name, b->name);
+    assert_string_equal(a->addr, b->addr);
+    assert_int_equal(a->status, b->status);
+    break;
   case NP_MSG_MUX:
     assert_int_equal(a->version, b->version);
     break;

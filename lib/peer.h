@@ -1,0 +1,20 @@
+/* Forwarding a visitor to the server of the cluster that holds its route (docs/config.md,
+ * "Servers that share the load"): one multiplexed connection per other server, made when a visitor
+ * first needs it, logged in with PEER, and a stream per visitor that starts with FORWARD. The
+ * owner's side is peer_serve.c. Not installed. */
+#ifndef NP_PEER_H
+#define NP_PEER_H
+
+#include "server.h"
+
+/* The hooks builtin.c sets (srv->peers_start, peers_stop, forward; see server.h). Start: 0 when
+ * the server has no cluster_token, else 0, NP_ECONFIG or UV_ENOMEM. */
+int np__peers_start(struct np_server *srv);
+void np__peers_stop(struct np_server *srv);
+int np__peers_forward(struct np_server *srv, const np_msg *fwd, np__moved *mv);
+
+/* What the admin API shows: each server a link goes to, and whether it is up. */
+int np__peers_foreach(const struct np_server *srv, int (*cb)(const char *owner, int up, void *arg),
+                      void *arg);
+
+#endif

@@ -1,0 +1,138 @@
+#!/usr/bin/env python3
+"""Servers that share the load, forwarding (docs/config.md, "Servers that share the load"): three
+np-servers with one identity, one cluster_token and one route store (a real redis-server on
+127.0.0.1), each client on one server only. A visitor of an HTTP or HTTPS service reaches it
+through any of the three: the server that does not hold the name forwards the visitor over its
+link to the one that does, with the visitor's own address (X-Forwarded-For, from curl's own
+127.0.0.x source address), bodies byte for byte, keep-alive requests, and TLS that ends at the
+service (curl verifies the service's certificate through two servers). A server with another
+cluster_token is refused and answers 502; the owner killed, the others answer 502, then 404 once
+its routes expired."""
+
+import hashlib
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+
+sys.path.insert(0, os.path.dirname(__file__))
+from nptest import LOOP, check, low_free_ports, run, server_stats, wait_until  # noqa: E402
+from test_http_vhost import answers, echo_service, start_client, tls_service  # noqa: E402
+from test_routes import LEASE_MS, free_port, redis, routes  # noqa: E402
+
+
+def cluster_server(env, store, name, tls_dir, token="cluster-s3cret"):
+    ctl = free_port()
+    vport, sport = low_free_ports(2)
+    srv = env.server("--token", "s3cret", "--route-store", f"redis://{LOOP}:{store}",
+                     "--cluster-advertise", f"{LOOP}:{ctl}", "--route-lease", f"{LEASE_MS}ms",
+                     "--cluster-token", token, "--workers", "1", "--vhost-http-port", str(vport),
+                     "--vhost-https-port", str(sport), "--admin-bind", f"{LOOP}:0", name=name,
+                     bind=f"{LOOP}:{ctl}", tls_dir=tls_dir)
+    srv.admin = int(srv.wait_line(r"admin API, .* on \S+ \(port (\d+)\)").group(1))
+    srv.me, srv.vport, srv.sport = f"{LOOP}:{ctl}", vport, sport
+    return srv
+
+
+def curl(port, url, *args, source=LOOP, ok=True):
+    host = re.match(r"https?://([^/:]+)", url).group(1)
+    out = subprocess.run(["curl", "-sS", "--max-time", "20", "--interface", source, "--resolve",
+                          f"{host}:{port}:{LOOP}", url, *args], capture_output=True, timeout=60)
+    check(not ok or out.returncode == 0, f"curl {url}: {out.stderr.decode(errors='replace')}")
+    return out
+
+
+def test_forward_http_and_https(env):
+    store = redis(env)
+    tls_dir = tempfile.mkdtemp(dir=env.tmp.name)
+    a, b, c = (cluster_server(env, store.port, f"np-server-{n}", tls_dir) for n in "abc")
+    web = echo_service(env, "web")
+    tls_port, cert = tls_service(env, "secure.example.com")
+    start_client(env, a, "alpha", {"web": f"local = {LOOP}:{web}\ncustom_domains = web.example.com"})
+    start_client(env, b, "beta", {"tls": f"local = {LOOP}:{tls_port}\n"
+                                         f"custom_domains = secure.example.com"}, kind="https")
+    wait_until(lambda: routes(c).get("http:web.example.com") == a.me and
+               routes(c).get("https:secure.example.com") == b.me and
+               routes(a).get("https:secure.example.com") == b.me and
+               routes(b).get("http:web.example.com") == a.me, 5, "every server read the table")
+
+    body = os.urandom(3 << 20)
+    path = os.path.join(env.tmp.name, "body")
+    with open(path, "wb") as f:
+        f.write(body)
+    for n, srv in enumerate((a, b, c)):
+        src = f"127.0.0.{10 + n}"
+        out = curl(srv.vport, f"http://web.example.com:{srv.vport}/p{n}", "--data-binary",
+                   f"@{path}", "-H", "Content-Type: application/octet-stream", source=src)
+        got, = answers(out.stdout)
+        check(got["service"] == "web" and got["path"] == f"/p{n}" and got["length"] == len(body) and
+              got["body"] == hashlib.sha256(body).hexdigest(),
+              f"through {srv.name}: {got['service']} {got['path']} {got['length']} bytes")
+        check(got["xff"] == [src], f"through {srv.name}: the visitor's address {got['xff']}")
+        # two requests on one keep-alive connection
+        out = curl(srv.vport, f"http://web.example.com:{srv.vport}/k1", "--next",
+                   f"http://web.example.com:{srv.vport}/k2", source=src)
+        check([g["path"] for g in answers(out.stdout)] == ["/k1", "/k2"],
+              f"keep-alive through {srv.name}")
+        out = curl(srv.sport, f"https://secure.example.com:{srv.sport}/", "--cacert", cert)
+        check(b"s_server" in out.stdout or b"Ciphers" in out.stdout,
+              f"HTTPS through {srv.name}: {out.stdout[:200]!r}")
+        out = curl(srv.vport, f"http://nobody.example.com:{srv.vport}/", "-o", "/dev/null", "-w",
+                   "%{http_code}")
+        check(out.stdout == b"404", f"an unknown name through {srv.name}: {out.stdout}")
+    sa, sb, sc = (server_stats(s) for s in (a, b, c))
+    check(sc["peer_forwarded"] == 3 and sc["peer_forward_failed"] == 0,
+          f"c forwarded two connections to a (the POST, the keep-alive one) and one to b: {sc}")
+    check(sa["peer_visitors"] == 4 and sb["peer_visitors"] == 2,
+          f"a took 2 from b and 2 from c, b 1 from a and 1 from c: {sa} {sb}")
+    check(a.count(r"peer 127\.0\.0\.1:\d+ logged in from") == 2, "a: one link per other server")
+
+    # The owner killed: the others answer 502 at once, then 404 once its routes expired.
+    a.signal(signal.SIGKILL)
+    a.wait_exit()
+    out = curl(c.vport, f"http://web.example.com:{c.vport}/", "-o", "/dev/null", "-w",
+               "%{http_code}")
+    check(out.stdout in (b"502", b"404"), f"the owner gone: {out.stdout}")
+    wait_until(lambda: curl(c.vport, f"http://web.example.com:{c.vport}/", "-o", "/dev/null",
+                            "-w", "%{http_code}").stdout == b"404", 5 * LEASE_MS / 1000,
+               "404 once the owner's routes expired")
+    out = curl(b.sport, f"https://secure.example.com:{b.sport}/", "--cacert", cert)
+    check(b"s_server" in out.stdout or b"Ciphers" in out.stdout, "b's own service still served")
+
+
+def test_forward_wrong_cluster_token(env):
+    store = redis(env)
+    tls_dir = tempfile.mkdtemp(dir=env.tmp.name)
+    a = cluster_server(env, store.port, "np-server-a", tls_dir)
+    d = cluster_server(env, store.port, "np-server-d", tls_dir, token="another-secret")
+    web = echo_service(env, "web")
+    start_client(env, a, "alpha", {"web": f"local = {LOOP}:{web}\ncustom_domains = web.example.com"})
+    wait_until(lambda: routes(d).get("http:web.example.com") == a.me, 5, "d read the table")
+    for _ in range(3):
+        out = curl(d.vport, f"http://web.example.com:{d.vport}/", "-o", "/dev/null", "-w",
+                   "%{http_code}")
+        check(out.stdout == b"502", f"a refused d's login: {out.stdout}")
+    d.wait_line(r"peer 127\.0\.0\.1:\d+: cannot link: it refused this server's login: wrong "
+                r"cluster_token \(the servers need the same cluster_token\)")
+    a.wait_line(r"peer login as 127\.0\.0\.1:\d+ refused: wrong cluster_token")
+    check(d.count(r"cannot link") == 1, "said once, however many visitors")
+    st = server_stats(d)
+    check(st["peer_forward_failed"] == 3 and st["peer_forwarded"] == 0, f"d's counters: {st}")
+    check(json.loads(subprocess.run(["curl", "-sS", f"http://{LOOP}:{a.admin}/api/v1/server"],
+                                    capture_output=True, timeout=20).stdout)["stats"]["clients"] == 1,
+          "a peer is no client")
+
+
+TESTS = {
+    "forward_http_and_https": test_forward_http_and_https,
+    "forward_wrong_cluster_token": test_forward_wrong_cluster_token,
+}
+
+if __name__ == "__main__":
+    if sys.argv[1:] == ["--list"]:
+        print("\n".join(TESTS))
+        sys.exit(0)
+    sys.exit(run(TESTS))
