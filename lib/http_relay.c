@@ -518,6 +518,8 @@ int np__hconn_to_peer(hconn *h, const char *host, size_t hostlen) {
     return UV_ENOENT; /* one hop at most */
   if (h->work != NULL || h->to_visitor > 0)
     return UV_EBUSY;
+  if (!np__vhost_peer_holds(h->vh, host, hostlen))
+    return UV_ENOENT; /* before copying anything: most unknown names are just unknown */
   if ((pre = malloc(n > 0 ? n : 1)) == NULL)
     return UV_ENOMEM;
   memcpy(pre, np__http_head_bytes(&h->head), hl);

@@ -23,6 +23,7 @@
   250 /* after a link failed, visitors fail at once until it may be dialed again */
 #define RETRY_MAX_MS 10000 /* (doubling up to this) */
 #define KEEPALIVE_S  15
+#define TICK_MS      250
 
 typedef struct plink plink;
 typedef struct fwd fwd;
@@ -31,6 +32,8 @@ typedef struct np__peers {
   struct np_server *srv; /* each link and visitor holds a reference of it */
   int stopped;           /* the server closes: nothing new, nothing logged */
   int busy;              /* np__peers_stop runs: ps stays */
+  uv_timer_t timer;      /* deadlines of logins, answers and heartbeats (TICK_MS) */
+  int timer_closed;
   const np_codec_ops *codec;
   size_t max_frame;
   np__tls *tls; /* pinned to this server's own identity; NULL: the cluster runs in clear */
@@ -50,6 +53,8 @@ struct plink {
   np__dialer *dialer;
   np__chan *ch; /* the control stream */
   enum lstate state;
+  uint64_t since;   /* the state's start (loop time): a login must end within dial_timeout_ms */
+  uint64_t last_rx; /* L_UP: its last message; the other server pings when it has nothing to say */
   uint64_t retry_at, backoff_ms;
   unsigned said : 1; /* its failure was logged: the next ones only at debug, until it is up */
   int refs;          /* the list's, its chan's, each of its muxes' */
@@ -68,11 +73,13 @@ struct fwd {
   char *pre;  /* read from the visitor so far: goes first */
   size_t pre_len;
   unsigned waiting : 1; /* for its link to come up */
+  unsigned failed : 1;  /* fwd_fail ran: its visitor's conn closes */
+  uint64_t deadline;    /* for the answer (loop time) */
   fwd *prev, *next;
 };
 
 static void peers_maybe_free(np__peers *ps) {
-  if (!ps->stopped || ps->busy > 0 || ps->links != NULL || ps->fwds != NULL)
+  if (!ps->stopped || ps->busy > 0 || !ps->timer_closed || ps->links != NULL || ps->fwds != NULL)
     return;
   np__tls_free(ps->tls);
   OPENSSL_cleanse(ps->token, sizeof(ps->token));
@@ -103,6 +110,9 @@ static void fwd_fail(fwd *f, int err, const char *why) {
       "Connection: close\r\n\r\nThe server that holds this host could not be reached from here.\n";
   np__peers *ps = f->ps;
 
+  if (f->failed)
+    return;
+  f->failed = 1;
   ps->srv->stats.peer_forward_failed++;
   if (!ps->stopped) {
     np__log(&ps->srv->log, NP_LOG_INFO, "%s visitor %s not forwarded to %s: %s",
@@ -131,9 +141,11 @@ static void fwd_fail(fwd *f, int err, const char *why) {
 }
 
 static void on_joined_end(struct np_join *j, int status, const np_join_stats *stats) {
+  fwd *f = np_join_get_data(j);
   (void)status;
   (void)stats;
-  fwd_free(np_join_get_data(j));
+  f->ps->srv->peer_joins--;
+  fwd_free(f);
 }
 
 static void on_written(np_conn_write *req, int status) {
@@ -197,6 +209,7 @@ static void on_fwd_msg(np__chan *ch, const np_msg *m) {
   free(f->pre);
   f->pre = NULL;
   ps->srv->stats.peer_forwarded++;
+  ps->srv->peer_joins++; /* a drain waits for it as for a visitor joined here */
 }
 
 static void on_fwd_error(np__chan *ch, int err) {
@@ -209,10 +222,14 @@ static void on_stream(void *data, int status, np_conn *c) {
   int r = status;
 
   f->dialer = NULL;
-  if (r == 0 && (r = np__chan_new(c, ps->codec, ps->max_frame, CTRL_MAX_QUEUED, &f->ch)) != 0)
+  /* FORWARD is written on the conn itself, not through the chan: the chan only reads the answer,
+   * and may be detached from inside its callback while a write of its own would still be queued
+   * behind other streams' data. */
+  if (r == 0 && (r = np__conn_send_msg(c, ps->codec, &f->msg)) != 0)
     np__conn_abort(c, NULL);
-  if (r == 0 && ((r = np__chan_start(f->ch, on_fwd_msg, on_fwd_error, f)) != 0 ||
-                 (r = np__chan_send(f->ch, &f->msg)) != 0)) {
+  else if (r == 0 && (r = np__chan_new(c, ps->codec, ps->max_frame, CTRL_MAX_QUEUED, &f->ch)) != 0)
+    np__conn_abort(c, NULL);
+  if (r == 0 && (r = np__chan_start(f->ch, on_fwd_msg, on_fwd_error, f)) != 0) {
     fwd_fail(f, r, NULL);
     return;
   }
@@ -305,6 +322,7 @@ static void on_link_msg(np__chan *ch, const np_msg *m) {
   np_msg out = {.type = NP_MSG_PEER, .version = PROTO_VERSION};
   char why[NP_MSG_TEXT_MAX + 64];
 
+  l->last_rx = uv_now(ps->srv->loop);
   if (m->type == NP_MSG_PING) {
     np_msg pong = {.type = NP_MSG_PONG, .id = m->id};
     if (np__chan_send(ch, &pong) != 0)
@@ -373,6 +391,7 @@ static void on_dialed(void *data, int status, np_conn *c) {
   }
   l->refs++; /* the chan's, until on_link_chan_closed */
   l->state = L_HELLO;
+  l->since = uv_now(ps->srv->loop);
   if ((r = np__chan_start(l->ch, on_link_msg, on_link_error, l)) != 0 ||
       (r = np__chan_send(l->ch, &hello)) != 0)
     link_down(l, r, NULL);
@@ -390,6 +409,7 @@ static void link_kick(plink *l) {
     return;
   }
   l->state = L_DIALING;
+  l->since = uv_now(ps->srv->loop);
   if ((r = np__transport_connect(l->t, on_dialed, l, &l->dialer)) != 0) {
     l->dialer = NULL;
     link_down(l, r, NULL);
@@ -431,6 +451,33 @@ static plink *link_get(np__peers *ps, const char *owner) {
   return l;
 }
 
+/* ---- deadlines ----------------------------------------------------------------------------- */
+
+/* A link whose login the other server leaves unanswered, or that stopped hearing its pings, goes
+ * down; a visitor whose answer has not come within dial_timeout_ms of its arrival fails. */
+static void on_tick(uv_timer_t *t) {
+  np__peers *ps = t->data;
+  uint64_t now = uv_now(ps->srv->loop);
+
+  for (plink *l = ps->links; l != NULL; l = l->next) {
+    if ((l->state == L_HELLO || l->state == L_LOGIN) && now - l->since > ps->dial_timeout_ms)
+      link_down(l, UV_ETIMEDOUT, "no answer to its login");
+    else if (l->state == L_UP && now - l->last_rx > ps->srv->cfg.heartbeat_timeout_ms)
+      link_down(l, NP_EPEERDEAD, "it missed its heartbeats");
+  }
+  for (fwd *f = ps->fwds, *next; f != NULL; f = next) {
+    next = f->next;
+    if (f->j == NULL && !f->failed && now > f->deadline)
+      fwd_fail(f, UV_ETIMEDOUT, "no answer in time");
+  }
+}
+
+static void on_timer_closed(uv_handle_t *h) {
+  np__peers *ps = h->data;
+  ps->timer_closed = 1;
+  peers_maybe_free(ps);
+}
+
 /* ---- the hooks ----------------------------------------------------------------------------- */
 
 int np__peers_forward(struct np_server *srv, const np_msg *fwd_msg, np__moved *mv) {
@@ -462,6 +509,7 @@ int np__peers_forward(struct np_server *srv, const np_msg *fwd_msg, np__moved *m
     return 0;
   }
   f->ps = ps;
+  f->deadline = uv_now(srv->loop) + ps->dial_timeout_ms;
   srv->refs++;
   f->vc = vc;
   f->msg = *fwd_msg;
@@ -517,12 +565,17 @@ int np__peers_start(struct np_server *srv) {
                 sizeof(cc->server_fingerprint));
     cc->tls_ca[0] = cc->tls_server_name[0] = cc->known_servers[0] = '\0';
     r = np__tls_client_new(srv->loop, cc, &srv->log, &ps->tls);
+    OPENSSL_cleanse(cc, sizeof(*cc)); /* it holds every token of the configuration */
     free(cc);
     if (r != 0) {
       free(ps);
       return r;
     }
   }
+  uv_timer_init(srv->loop, &ps->timer);
+  ps->timer.data = ps;
+  uv_timer_start(&ps->timer, on_tick, TICK_MS, TICK_MS);
+  uv_unref((uv_handle_t *)&ps->timer);
   srv->peers = ps;
   return 0;
 }
@@ -535,11 +588,12 @@ void np__peers_stop(struct np_server *srv) {
   srv->peers = NULL;
   ps->stopped = 1;
   ps->busy++;
+  uv_close((uv_handle_t *)&ps->timer, on_timer_closed);
   for (fwd *f = ps->fwds, *next; f != NULL; f = next) {
     next = f->next;
     if (f->j != NULL)
       np__join_abort(f->j); /* its end frees it */
-    else
+    else if (!f->failed)
       fwd_fail(f, UV_ECANCELED, "the server closes");
   }
   for (plink *l = ps->links, *next; l != NULL; l = next) {

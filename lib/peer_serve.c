@@ -72,7 +72,7 @@ int np__peer_forwarded(session *s, const np_msg *m) {
   int r;
 
   if (np__parse_addr(m->name, &from) != 0)
-    return NP_EPROTO; /* a peer that lies about the visitor: its connection goes */
+    from.ss_family = 0; /* not known */
   if (m->addr[0] == '\0' || np__parse_addr(m->addr, &to) != 0)
     to.ss_family = 0;
   np__strlcpy(resp.text, m->text, sizeof(resp.text));
@@ -83,27 +83,24 @@ int np__peer_forwarded(session *s, const np_msg *m) {
     np__conn_abort(c, NULL);
     return 0;
   }
-  if (type == NULL || type->forwarded == NULL || srv->draining) {
+  if (type == NULL || type->forwarded == NULL || srv->draining ||
+      (r = type->forwarded(srv, c, m, from.ss_family != 0 ? (const struct sockaddr *)&from : NULL,
+                           to.ss_family != 0 ? (const struct sockaddr *)&to : NULL)) != 0) {
     srv->stats.visitors_refused++;
     resp.status = srv->draining ? NP_ECLOSED : NP_ENOPROXY;
     snprintf(resp.text, sizeof(resp.text), "%s",
              srv->draining ? "this server drains"
-                           : "this server takes no forwarded visitors of "
-                             "this kind");
+                           : "this server takes no forwarded visitors of this kind");
     np__log(&srv->log, NP_LOG_INFO, "peer visitor from %s for a %s route refused: %s", m->name,
             type != NULL ? type->name : "?", resp.text);
     if (np__conn_send_msg(c, srv->codec, &resp) != 0 || np__conn_shutdown(c, on_refused_shut) != 0)
       np__conn_close(c, NULL);
     return 0;
   }
-  /* The answer goes first: whatever the type writes to c later queues behind it. */
-  if ((r = np__conn_send_msg(c, srv->codec, &resp)) != 0 ||
-      (r = type->forwarded(srv, c, m, (const struct sockaddr *)&from,
-                           to.ss_family != 0 ? (const struct sockaddr *)&to : NULL)) != 0) {
-    np__log(&srv->log, NP_LOG_WARN, "peer visitor from %s: %s", m->name, np_strerror(r));
-    np__conn_abort(c, NULL);
-    return 0;
-  }
+  /* The type took c and only reads it so far (its hook writes nothing before it returns): the
+   * answer goes first, and whatever the type writes later queues behind it. A failed write shows
+   * in the type's next read or write of c. */
+  np__conn_send_msg(c, srv->codec, &resp);
   srv->stats.peer_visitors++;
   return 0;
 }

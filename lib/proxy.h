@@ -55,8 +55,10 @@ struct np__proxy_type {
   /* Optional: a visitor another server of the cluster forwarded here (peer_serve.c): c, a stream
    * of the peer's connection, carries its bytes; fwd says which route (FORWARD's port, text), from
    * and to where it came. The type routes it as one of its own, never to a peer again, and answers
-   * it as it would any visitor (a 404, a TLS alert) when the route is not here (any more). 0 (c
-   * taken), or an error with c untouched. Types without it take no forwarded visitors. */
+   * it as it would any visitor (a 404, a TLS alert) when the route is not here (any more); from
+   * NULL: not known. It must not write to c before it returns (the core's answer to the peer goes
+   * first). 0 (c taken), or an error with c untouched. Types without it take no forwarded
+   * visitors. */
   int (*forwarded)(struct np_server *srv, np_conn *c, const np_msg *fwd,
                    const struct sockaddr *from, const struct sockaddr *to);
 };

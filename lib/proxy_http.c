@@ -148,7 +148,8 @@ static void dispatch(hconn *h) {
                      found == NP_HTTP_ROUTE_GONE ? "Bad Gateway" : "Not Found", NULL, text);
     return;
   }
-  h->hops = 0; /* served here: a later request may move again */
+  if (!h->from_peer)
+    h->hops = 0; /* served here: a later request may move again (a peer's stream cannot) */
   vh->srv->stats.visitors_total++;
   if (!authorized(h, px->impl)) {
     np__hconn_answer(h, 401, "Unauthorized", "WWW-Authenticate: Basic realm=\"Restricted\"\r\n",
@@ -280,7 +281,8 @@ static int http_forwarded(struct np_server *srv, np_conn *c, const np_msg *fwd,
     return 0; /* out of memory: c was aborted */
   h->from_peer = 1;
   h->hops = NP_VHOST_HOPS_MAX; /* a stream cannot move to another worker */
-  np__addr_copy(&h->addr, from);
+  if (from != NULL)
+    np__addr_copy(&h->addr, from);
   if (to != NULL)
     np__addr_copy(&h->to, to);
   np__hconn_start(h);

@@ -246,7 +246,8 @@ static int https_forwarded(struct np_server *srv, np_conn *c, const np_msg *fwd,
     return 0; /* out of memory: c was aborted */
   sc->from_peer = 1;
   sc->hops = NP_VHOST_HOPS_MAX; /* a stream cannot move to another worker */
-  np__addr_copy(&sc->addr, from);
+  if (from != NULL)
+    np__addr_copy(&sc->addr, from);
   if (to != NULL)
     np__addr_copy(&sc->to, to);
   if (np__conn_read_start(c, on_alloc, on_read) != 0) {

@@ -188,6 +188,7 @@ struct np_server {
   /* Worker 0 of a group: the other workers still draining. Its drain (and with it the admin
    * endpoint's /healthz 503) lasts until they are done too, or until its own deadline. */
   unsigned drain_hold;
+  size_t peer_joins; /* visitors forwarded to another server and joined there (peer.c) */
   /* np_server_drain with drain_delay: /healthz says 503 and the drain proper starts when the
    * delay is over (drain_timer), with this timeout. */
   unsigned drain_delaying : 1;

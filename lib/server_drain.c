@@ -14,7 +14,7 @@ static size_t joined(const struct np_server *srv) {
   for (const session *s = srv->sessions; s != NULL; s = s->next)
     if (s->state == S_READY)
       n += np__session_joins(s);
-  return n;
+  return n + srv->peer_joins;
 }
 
 static void finish(struct np_server *srv, const char *how) {
@@ -52,8 +52,8 @@ static void stop_taking(struct np_server *srv) {
   /* First the connections that bring nothing to finish, then the clients are told, once each. */
   for (s = srv->sessions; s != NULL; s = next) {
     next = s->next;
-    if (s->state == S_READY)
-      continue;
+    if (s->state == S_READY || s->state == S_PEER)
+      continue; /* a peer's link carries visitors joined here: it goes with the close */
     np__session_close(s, NP_ECLOSED, "the server is draining");
     next = srv->sessions; /* a close may take others (its idle work connections) along */
   }

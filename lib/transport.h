@@ -24,7 +24,7 @@ typedef struct np__transport_opts {
   int mux;      /* one connection: control on its first stream, a stream per work conn */
   uint32_t mux_max_window;
   uint64_t mux_session_window; /* what the mux's stream windows may grow by in total */
-  unsigned keepalive_s; /* TCP keepalive of a multiplexed connection */
+  unsigned keepalive_s;        /* TCP keepalive of a multiplexed connection */
   /* Says "multiplexed from here" on a new connection (the session's MUX message, in its codec). */
   int (*preface)(np_conn *c, void *arg);
   /* The owner's reference for each mux: +1 when one starts, -1 once it is closed and gone. */

@@ -235,6 +235,18 @@ int np__vhost_find(np__vhost *vh, const char *host, size_t hostlen, const char *
   return r;
 }
 
+int np__vhost_peer_holds(np__vhost *vh, const char *host, size_t hostlen) {
+  struct np_server *srv = vh->srv;
+  np_msg fwd = {.type = NP_MSG_FORWARD,
+                .kind = vh->table == NP_ROUTES_HTTP ? NP_PROXY_HTTP : NP_PROXY_HTTPS};
+
+  if (srv->forward == NULL || hostlen == 0 || hostlen > NP_MSG_TEXT_MAX)
+    return 0;
+  memcpy(fwd.text, host, hostlen);
+  fwd.text[hostlen] = '\0';
+  return srv->forward(srv, &fwd, NULL) == 0;
+}
+
 int np__vhost_to_peer(np__vhost *vh, np_conn *c, const np__addr *peer, const np__addr *to,
                       const char *host, size_t hostlen, const char *pre, size_t len) {
   struct np_server *srv = vh->srv;
@@ -251,6 +263,8 @@ int np__vhost_to_peer(np__vhost *vh, np_conn *c, const np__addr *peer, const np_
     return r; /* nobody else holds it: the caller answers */
   if (peer->sa.sa_family != 0)
     np__addr_str(&peer->sa, fwd.name, sizeof(fwd.name));
+  else
+    strcpy(fwd.name, "0.0.0.0:0"); /* not known (the socket reset before we asked) */
   if (to->sa.sa_family != 0)
     np__addr_str(&to->sa, fwd.addr, sizeof(fwd.addr));
   np__moved_init(&mv);

@@ -73,6 +73,8 @@ int np__vhost_find(np__vhost *vh, const char *host, size_t hostlen, const char *
  * peer and to (to may be unset): 0 when it went (the caller closes c, whose socket lives on in the
  * forwarder), UV_ENOENT when no other server holds host (or forwarding is off), or another error;
  * then c is as it was. Same conditions on c as np__vhost_hand. */
+/* Whether another server of the cluster holds host (the route table), as np__vhost_to_peer asks. */
+int np__vhost_peer_holds(np__vhost *vh, const char *host, size_t hostlen);
 int np__vhost_to_peer(np__vhost *vh, np_conn *c, const np__addr *peer, const np__addr *to,
                       const char *host, size_t hostlen, const char *pre, size_t len);
 int np__vhost_hand(np__vhost *vh, np_conn *c, const np__addr *peer, const char *pre, size_t len,
