@@ -3,9 +3,13 @@
  * ops joins the one already open, and the ops' accept routes each connection to one of the proxies
  * (an HTTP type by Host, a TLS type by SNI). TCP's ops are not shared: one proxy per port, and a
  * second is told the port is in use, as the bind would. The listener closes with its last proxy. */
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
+#include "conn_move.h"
 #include "proxy.h"
 
 struct np__frontend {
@@ -47,6 +51,18 @@ static void attach(np__frontend *fe, proxy *px) {
 }
 
 int np__frontend_attach(proxy *px, const struct sockaddr *addr, const np__frontend_ops *ops) {
+  return np__frontend_attach_flags(px, addr, ops, 0);
+}
+
+proxy *np__frontend_find(struct np_server *srv, int port, const np__frontend_ops *ops) {
+  for (np__frontend *fe = srv->frontends; fe != NULL; fe = fe->next)
+    if (fe->ops == ops && fe->port == port)
+      return fe->proxies;
+  return NULL;
+}
+
+int np__frontend_attach_flags(proxy *px, const struct sockaddr *addr, const np__frontend_ops *ops,
+                              unsigned flags) {
   struct np_server *srv = px->srv;
   np__frontend *fe;
   int r;
@@ -66,7 +82,8 @@ int np__frontend_attach(proxy *px, const struct sockaddr *addr, const np__fronte
   fe->srv = srv;
   fe->ops = ops;
   memcpy(&fe->addr, addr, addr_len(addr));
-  if ((r = np__listen(srv->loop, addr, on_accept, on_accept_failed, fe, &fe->l)) != 0) {
+  if ((r = np__listen_flags(srv->loop, addr, flags, on_accept, on_accept_failed, fe, &fe->l)) !=
+      0) {
     free(fe);
     return r;
   }
@@ -103,4 +120,63 @@ void np__frontend_detach(proxy *px) {
 
 proxy *np__frontend_proxies(const np__frontend *fe) {
   return fe->proxies;
+}
+
+static void on_bridge_end(struct np_join *j, int status, const np_join_stats *stats) {
+  (void)status;
+  (void)stats;
+  np__server_unref(np_join_get_data(j));
+}
+
+int np__server_bridge(struct np_server *srv, np_conn *c, const np__addr *peer, const char *pre,
+                      size_t len, unsigned widx, int table, unsigned hops) {
+  struct np_join *j;
+  np_conn *near;
+  np__moved mv;
+  int sv[2], r;
+
+  if (srv->group_visitor == NULL)
+    return UV_ENOTSUP;
+  if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0)
+    return uv_translate_sys_error(errno);
+  if ((r = np__conn_tcp_new(srv->loop, &near)) != 0) {
+    close(sv[0]);
+    close(sv[1]);
+    return r;
+  }
+  /* libuv's TCP handle carries any stream socket; the far end arrives as a moved TCP conn does. */
+  if ((r = uv_tcp_open(np__conn_tcp_handle(near), sv[0])) != 0) {
+    np__conn_close(near, NULL);
+    close(sv[0]);
+    close(sv[1]);
+    return r;
+  }
+  np__moved_init(&mv);
+  mv.fd = sv[1];
+  if (peer->sa.sa_family == AF_INET)
+    memcpy(&mv.peer, &peer->in, sizeof(peer->in));
+  else if (peer->sa.sa_family == AF_INET6)
+    memcpy(&mv.peer, &peer->in6, sizeof(peer->in6));
+  if (len > 0 && (mv.pre = malloc(len)) == NULL) {
+    np__moved_free(&mv);
+    np__conn_close(near, NULL);
+    return UV_ENOMEM;
+  }
+  if (len > 0)
+    memcpy(mv.pre, pre, len);
+  mv.pre_len = len;
+  if ((r = srv->group_visitor(srv, widx, table, hops, &mv)) != 0) {
+    np__moved_free(&mv);
+    np__conn_close(near, NULL);
+    return r;
+  }
+  /* The far end is on its way: from here c is relayed to it, or (out of memory) the far end sees
+   * its connection end at once. */
+  if ((r = np__join(c, near, NULL, 0, NULL, on_bridge_end, srv, &j)) != 0) {
+    np__conn_close(near, NULL);
+    return r;
+  }
+  srv->refs++; /* the relay's, until on_bridge_end: its stream ends when the peer's link does */
+  srv->stats.conns_moved++;
+  return 0;
 }

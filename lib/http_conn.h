@@ -82,6 +82,9 @@ int np__hconn_move(np__hconn *h, unsigned widx);
 /* The same to the server of the cluster that holds host (np__vhost_to_peer): 0 when it went,
  * UV_ENOENT when none does, UV_EBUSY or another error. */
 int np__hconn_to_peer(np__hconn *h, const char *host, size_t hostlen);
+/* np__hconn_move for a connection that cannot move (from_peer: a stream), through
+ * np__vhost_bridge: 0 when it went (h lets go of its conn), else the error. */
+int np__hconn_bridge(np__hconn *h, unsigned widx);
 /* The head in h->head goes to the run's work connection, rewritten; its body follows. 0 or
  * UV_ENOMEM. */
 int np__hconn_forward(np__hconn *h);

@@ -501,7 +501,9 @@ void np__hconn_drain(hconn *h) {
 void np__hconn_start(hconn *h) {
   h->last_io = now(h);
   h->deadline = h->last_io + NP_HTTP_HEAD_TIMEOUT;
+  h->refs++; /* what follows may let go of its conn (np__hconn_bridge) */
   np__hconn_pump(h);
+  np__hconn_unref(h);
 }
 
 /* ---- the end of a connection -------------------------------------------------------------------
@@ -509,17 +511,18 @@ void np__hconn_start(hconn *h) {
 
 static void close_vc(hconn *h, int abort);
 
-int np__hconn_to_peer(hconn *h, const char *host, size_t hostlen) {
+/* What the hand-overs share: the bytes read so far (the head, then the stash) in one buffer,
+ * reading stopped, then go hands the conn over with them. On an error h is as it was (its reading
+ * resumed when resume says so) and the caller answers. */
+typedef int (*hand_fn)(hconn *h, const char *pre, size_t n, const void *arg);
+
+static int hand_over(hconn *h, hand_fn go, const void *arg, int resume) {
   size_t hl = np__http_head_len(&h->head), n = hl + h->stash_len;
   int was_reading = h->reading_v, r;
   char *pre;
 
-  if (h->from_peer || h->vh->srv->forward == NULL)
-    return UV_ENOENT; /* one hop at most */
   if (h->work != NULL || h->to_visitor > 0)
     return UV_EBUSY;
-  if (!np__vhost_peer_holds(h->vh, host, hostlen))
-    return UV_ENOENT; /* before copying anything: most unknown names are just unknown */
   if ((pre = malloc(n > 0 ? n : 1)) == NULL)
     return UV_ENOMEM;
   memcpy(pre, np__http_head_bytes(&h->head), hl);
@@ -528,37 +531,64 @@ int np__hconn_to_peer(hconn *h, const char *host, size_t hostlen) {
   if (h->reading_v)
     np__conn_read_stop(h->vc);
   h->reading_v = 0;
-  r = np__vhost_to_peer(h->vh, h->vc, &h->addr, &h->to, host, hostlen, pre, n);
+  r = go(h, pre, n, arg);
   free(pre);
-  if (r != 0) {
-    if (was_reading && np__conn_read_start(h->vc, on_alloc, on_visitor_read) == 0)
-      h->reading_v = 1;
+  if (r != 0 && resume && was_reading && np__conn_read_start(h->vc, on_alloc, on_visitor_read) == 0)
+    h->reading_v = 1;
+  return r;
+}
+
+typedef struct {
+  const char *host;
+  size_t len;
+} host_arg;
+
+static int to_peer(hconn *h, const char *pre, size_t n, const void *arg) {
+  const host_arg *a = arg;
+  return np__vhost_to_peer(h->vh, h->vc, &h->addr, &h->to, a->host, a->len, pre, n);
+}
+
+static int to_bridge(hconn *h, const char *pre, size_t n, const void *arg) {
+  return np__vhost_bridge(h->vh, h->vc, &h->addr, pre, n, *(const unsigned *)arg);
+}
+
+static int to_worker(hconn *h, const char *pre, size_t n, const void *arg) {
+  return np__vhost_hand(h->vh, h->vc, &h->addr, pre, n, *(const unsigned *)arg, h->hops + 1);
+}
+
+int np__hconn_to_peer(hconn *h, const char *host, size_t hostlen) {
+  host_arg a = {host, hostlen};
+  int r;
+
+  if (h->from_peer || h->vh->srv->forward == NULL)
+    return UV_ENOENT; /* one hop at most */
+  if (h->work == NULL && h->to_visitor == 0 && !np__vhost_peer_holds(h->vh, host, hostlen))
+    return UV_ENOENT; /* before copying anything: most unknown names are just unknown */
+  if ((r = hand_over(h, to_peer, &a, 1)) != 0)
     return r;
-  }
   h->state = H_CLOSING;
   h->deadline = 0;
   close_vc(h, 0); /* the socket lives on in the forwarder: no FIN */
   return 0;
 }
 
-int np__hconn_move(hconn *h, unsigned widx) {
-  size_t hl = np__http_head_len(&h->head), n = hl + h->stash_len;
-  char *pre;
+int np__hconn_bridge(hconn *h, unsigned widx) {
   int r;
 
-  if (h->work != NULL || h->to_visitor > 0)
-    return UV_EBUSY;
-  if ((pre = malloc(n > 0 ? n : 1)) == NULL)
-    return UV_ENOMEM;
-  memcpy(pre, np__http_head_bytes(&h->head), hl);
-  if (h->stash_len > 0)
-    memcpy(pre + hl, h->stash, h->stash_len);
-  if (h->reading_v)
-    np__conn_read_stop(h->vc);
-  h->reading_v = 0;
-  r = np__vhost_hand(h->vh, h->vc, &h->addr, pre, n, widx, h->hops + 1);
-  free(pre);
-  if (r != 0)
+  if ((r = hand_over(h, to_bridge, &widx, 1)) != 0)
+    return r;
+  /* The relay has the conn now: h lets go of it as if it had closed. */
+  h->state = H_CLOSING;
+  h->deadline = 0;
+  h->vc_closing = 1;
+  np__hconn_unref(h);
+  return 0;
+}
+
+int np__hconn_move(hconn *h, unsigned widx) {
+  int r;
+
+  if ((r = hand_over(h, to_worker, &widx, 0)) != 0)
     return r;
   h->state = H_CLOSING;
   h->deadline = 0;

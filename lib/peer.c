@@ -21,9 +21,10 @@
 #define WAITING_MAX 256 /* visitors that wait for one link to come up */
 #define RETRY_MIN_MS                                                                               \
   250 /* after a link failed, visitors fail at once until it may be dialed again */
-#define RETRY_MAX_MS 10000 /* (doubling up to this) */
-#define KEEPALIVE_S  15
-#define TICK_MS      250
+#define RETRY_MAX_MS      10000 /* (doubling up to this) */
+#define KEEPALIVE_S       15
+#define TICK_MS           250
+#define SHADOW_SYNC_TICKS 4 /* the TCP ports other servers hold: listened on within a second */
 
 typedef struct plink plink;
 typedef struct fwd fwd;
@@ -34,6 +35,9 @@ typedef struct np__peers {
   int busy;              /* np__peers_stop runs: ps stays */
   uv_timer_t timer;      /* deadlines of logins, answers and heartbeats (TICK_MS) */
   int timer_closed;
+  unsigned ticks;
+  np__shadows *shadows; /* worker 0's, with a route store; NULL once closed */
+  int shadows_open;
   const np_codec_ops *codec;
   size_t max_frame;
   np__tls *tls; /* pinned to this server's own identity; NULL: the cluster runs in clear */
@@ -79,7 +83,8 @@ struct fwd {
 };
 
 static void peers_maybe_free(np__peers *ps) {
-  if (!ps->stopped || ps->busy > 0 || !ps->timer_closed || ps->links != NULL || ps->fwds != NULL)
+  if (!ps->stopped || ps->busy > 0 || !ps->timer_closed || ps->shadows_open || ps->links != NULL ||
+      ps->fwds != NULL)
     return;
   np__tls_free(ps->tls);
   OPENSSL_cleanse(ps->token, sizeof(ps->token));
@@ -470,6 +475,14 @@ static void on_tick(uv_timer_t *t) {
     if (f->j == NULL && !f->failed && now > f->deadline)
       fwd_fail(f, UV_ETIMEDOUT, "no answer in time");
   }
+  if (ps->shadows != NULL && ++ps->ticks % SHADOW_SYNC_TICKS == 0)
+    np__shadows_sync(ps->shadows);
+}
+
+static void on_shadows_closed(void *arg) {
+  np__peers *ps = arg;
+  ps->shadows_open = 0;
+  peers_maybe_free(ps);
 }
 
 static void on_timer_closed(uv_handle_t *h) {
@@ -572,6 +585,14 @@ int np__peers_start(struct np_server *srv) {
       return r;
     }
   }
+  if (srv->widx == 0 && srv->routes != NULL) {
+    if (np__shadows_new(srv, &ps->shadows) != 0) {
+      np__tls_free(ps->tls);
+      free(ps);
+      return UV_ENOMEM;
+    }
+    ps->shadows_open = 1;
+  }
   uv_timer_init(srv->loop, &ps->timer);
   ps->timer.data = ps;
   uv_timer_start(&ps->timer, on_tick, TICK_MS, TICK_MS);
@@ -589,6 +610,11 @@ void np__peers_stop(struct np_server *srv) {
   ps->stopped = 1;
   ps->busy++;
   uv_close((uv_handle_t *)&ps->timer, on_timer_closed);
+  if (ps->shadows != NULL) {
+    np__shadows *set = ps->shadows;
+    ps->shadows = NULL;
+    np__shadows_close(set, on_shadows_closed, ps);
+  }
   for (fwd *f = ps->fwds, *next; f != NULL; f = next) {
     next = f->next;
     if (f->j != NULL)

@@ -13,6 +13,16 @@ int np__peers_start(struct np_server *srv);
 void np__peers_stop(struct np_server *srv);
 int np__peers_forward(struct np_server *srv, const np_msg *fwd, np__moved *mv);
 
+/* peer_shadow.c: worker 0's listeners on the TCP ports other servers hold (the route table),
+ * each visitor forwarded with np__peers_forward. sync (on peer.c's tick) opens and closes them as
+ * the table and this server's own proxies change; close closes them all, then frees the set and
+ * calls done (at once when none is open). */
+typedef struct np__shadows np__shadows;
+int np__shadows_new(struct np_server *srv, np__shadows **out);
+void np__shadows_sync(np__shadows *set);
+size_t np__shadows_count(const np__shadows *set);
+void np__shadows_close(np__shadows *set, void (*done)(void *arg), void *arg);
+
 /* What the admin API shows: each server a link goes to, and whether it is up. */
 int np__peers_foreach(const struct np_server *srv, int (*cb)(const char *owner, int up, void *arg),
                       void *arg);

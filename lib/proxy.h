@@ -50,7 +50,8 @@ struct np__proxy_type {
   void (*drop)(visitor *v, const char *end);
   /* Optional, for types with a vhost port: a visitor's connection c another worker read pre
    * (borrowed) from and handed here (np__vhost_hand; hops: the moves it made). The type reads pre
-   * first, then routes it as one of its own. */
+   * first, then routes it as one of its own. TCP: a visitor forwarded by a peer, bridged here
+   * from the worker that holds the peer's link (hops: the proxy's port). */
   void (*adopt)(struct np_server *srv, np_conn *c, const char *pre, size_t len, unsigned hops);
   /* Optional: a visitor another server of the cluster forwarded here (peer_serve.c): c, a stream
    * of the peer's connection, carries its bytes; fwd says which route (FORWARD's port, text), from
@@ -132,11 +133,24 @@ typedef struct np__frontend_ops {
  * 0: any free). Sets px->fe and px->port. 0, UV_EADDRINUSE (taken, by a listener of other ops or
  * one that is not shared), or the bind error. */
 int np__frontend_attach(proxy *px, const struct sockaddr *addr, const np__frontend_ops *ops);
+/* The same with np__listen_flags' flags (NP_LISTEN_REUSEPORT: beside a shadow that gives way). */
+int np__frontend_attach_flags(proxy *px, const struct sockaddr *addr, const np__frontend_ops *ops,
+                              unsigned flags);
+/* The proxies of this loop's frontend of ops on port, or NULL. */
+proxy *np__frontend_find(struct np_server *srv, int port, const np__frontend_ops *ops);
 /* Take px off its frontend (from the type's close): np__proxy_closed(px) follows, at once or once
  * the listener, whose last proxy px was, is closed. */
 void np__frontend_detach(proxy *px);
 /* The proxies on fe, newest first, linked through px->fe_next. */
 proxy *np__frontend_proxies(const np__frontend *fe);
+
+/* A visitor's conn c that cannot move to another worker (a stream of a peer's connection):
+ * worker widx gets one end of a socketpair as if c had moved there (group_visitor's table and
+ * hops; peer: the visitor's address; pre, borrowed: bytes read from c so far, read there first),
+ * and a relay on this loop joins c with the other end. 0: c is the relay's (the caller forgets
+ * it and must not close it), else the error, c as it was. */
+int np__server_bridge(struct np_server *srv, np_conn *c, const np__addr *peer, const char *pre,
+                      size_t len, unsigned widx, int table, unsigned hops);
 
 /* Connections to l from proxy_protocol_from (the server's) start with a PROXY protocol header;
  * those that do not are closed, counted (pp_refused) and logged. */

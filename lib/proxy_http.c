@@ -118,7 +118,8 @@ static void dispatch(hconn *h) {
       h->state = H_DRAIN; /* the previous response is still going out: here again after it */
       return;
     }
-    if (h->hops < NP_VHOST_HOPS_MAX && np__hconn_move(h, widx) == 0)
+    if (h->from_peer ? np__hconn_bridge(h, widx) == 0
+                     : h->hops < NP_VHOST_HOPS_MAX && np__hconn_move(h, widx) == 0)
       return;
     vh->srv->stats.visitors_failed++;
     np__hconn_answer(h, 502, "Bad Gateway", NULL,
@@ -257,6 +258,10 @@ static void http_adopt(struct np_server *srv, np_conn *c, const char *pre, size_
   if ((h = take(vh, c)) == NULL)
     return;
   h->hops = hops;
+  if (hops >= NP_VHOST_FROM_PEER) { /* bridged here from a peer's stream (np__vhost_bridge) */
+    h->from_peer = 1;
+    h->hops = NP_VHOST_HOPS_MAX;
+  }
   if (len > 0 && (h->stash = malloc(len)) == NULL) {
     np__hconn_finish(h, 1);
     return;

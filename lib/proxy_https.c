@@ -100,6 +100,18 @@ static void route(sconn *sc) {
     refuse(sc, why, 1);
     return;
   }
+  if (px == NULL && sc->from_peer) {
+    /* another worker's, and a stream of a peer's connection: bridged there */
+    np__conn_read_stop(sc->c);
+    if (np__vhost_bridge(vh, sc->c, &sc->addr, sc->buf, sc->len, widx) != 0) {
+      snprintf(why, sizeof(why), "cannot hand name %s to worker %u", name, widx);
+      refuse(sc, why, 1);
+      return;
+    }
+    unlist(sc);
+    sconn_free(sc); /* the relay has its conn */
+    return;
+  }
   if (px == NULL) {
     /* another worker's: the connection goes there with the ClientHello read so far */
     np__conn_read_stop(sc->c);
@@ -217,6 +229,10 @@ static void https_adopt(struct np_server *srv, np_conn *c, const char *pre, size
   if ((sc = take(vh, c)) == NULL)
     return;
   sc->hops = hops;
+  if (hops >= NP_VHOST_FROM_PEER) { /* bridged here from a peer's stream (np__vhost_bridge) */
+    sc->from_peer = 1;
+    sc->hops = NP_VHOST_HOPS_MAX;
+  }
   if (len > NP_SNI_MAX_INPUT || (sc->buf = malloc(NP_SNI_MAX_INPUT)) == NULL) {
     unlist(sc);
     np__conn_abort(c, on_closed);

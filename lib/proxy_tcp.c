@@ -4,6 +4,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <arpa/inet.h>
+
 #include "proxy.h"
 
 /* A join of a visitor with its work connection, tracked by its session (which cuts it short when
@@ -118,15 +120,99 @@ int np__tcp_join(visitor *v, session *s, np_conn *work, const char *rest, size_t
 
 static const np__frontend_ops frontend = {.name = "tcp", .accept = on_visitor};
 
+static int port_of(const struct sockaddr *a) {
+  return ntohs(a->sa_family == AF_INET6 ? ((const struct sockaddr_in6 *)a)->sin6_port
+                                        : ((const struct sockaddr_in *)a)->sin_port);
+}
+
+/* The port goes in the server-wide table of TCP ports first: a proxy of another worker that holds
+ * it is refused here as the bind would refuse it, and a shadow (a listener forwarding the port's
+ * visitors to another server of the cluster, peer.c) gives way: the proxy binds beside it
+ * (SO_REUSEPORT), and the shadow closes once it sees the port held. */
 static int tcp_open(proxy *px, const struct sockaddr *addr) {
-  return np__frontend_attach(px, addr, &frontend);
+  struct np_server *srv = px->srv;
+  int port = port_of(addr), shadowed = 0, r;
+
+  if (port != 0 && (r = np__shared_tcp_claim(srv->shared, port, srv->widx, &shadowed)) != 0)
+    return r;
+  r = np__frontend_attach(px, addr, &frontend);
+  if (r == UV_EADDRINUSE && shadowed)
+    r = np__frontend_attach_flags(px, addr, &frontend, NP_LISTEN_REUSEPORT);
+  if (r != 0) {
+    if (port != 0)
+      np__shared_tcp_release(srv->shared, port);
+    return r;
+  }
+  if (port == 0) /* the kernel picked a free port: nobody holds it */
+    np__shared_tcp_claim(srv->shared, px->port, srv->widx, &shadowed);
+  return 0;
+}
+
+/* The port is let go once its socket is closed (the detach closes it at once), so that a shadow
+ * that binds it next finds it free. */
+static void tcp_close(proxy *px) {
+  struct np_server *srv = px->srv;
+  int port = px->port;
+
+  srv->refs++; /* the detach may free px, and with it the last reference */
+  np__frontend_detach(px);
+  np__shared_tcp_release(srv->shared, port);
+  np__server_unref(srv);
+}
+
+/* A visitor of this loop's proxy on port, from another server of the cluster (or bridged here from
+ * the worker that holds that server's link). */
+static int arrive_forwarded(struct np_server *srv, np_conn *c, int port,
+                            const struct sockaddr *from, const struct sockaddr *to) {
+  proxy *px = np__frontend_find(srv, port, &frontend);
+
+  if (px == NULL)
+    return UV_ENOENT;
+  srv->stats.visitors_total++;
+  if (!np__proxy_admits(px, from)) {
+    np__conn_abort(c, NULL);
+    return 0;
+  }
+  if (np__visitor_arrive(px, c, from, to) != 0) {
+    srv->stats.visitors_refused++;
+    np__conn_close(c, NULL);
+  }
+  return 0;
+}
+
+static int tcp_forwarded(struct np_server *srv, np_conn *c, const np_msg *fwd,
+                         const struct sockaddr *from, const struct sockaddr *to) {
+  unsigned widx;
+  np__addr peer;
+
+  if (np__shared_tcp_holder(srv->shared, fwd->port, &widx) != 0)
+    return UV_ENOENT;
+  if (widx == srv->widx)
+    return arrive_forwarded(srv, c, fwd->port, from, to);
+  memset(&peer, 0, sizeof(peer));
+  if (from != NULL)
+    np__addr_copy(&peer, from);
+  return np__server_bridge(srv, c, &peer, NULL, 0, widx, NP_MOVE_TCP, fwd->port);
+}
+
+static void tcp_adopt(struct np_server *srv, np_conn *c, const char *pre, size_t len,
+                      unsigned port) {
+  struct sockaddr_storage ss;
+  const struct sockaddr *from = np__conn_peer_addr(c, &ss) == 0 ? (struct sockaddr *)&ss : NULL;
+
+  (void)pre;
+  (void)len;
+  if (arrive_forwarded(srv, c, (int)port, from, NULL) != 0)
+    np__conn_abort(c, NULL);
 }
 
 const np__proxy_type np__proxy_tcp = {
     .name = "tcp",
     .kind = NP_PROXY_TCP,
     .open = tcp_open,
-    .close = np__frontend_detach,
+    .close = tcp_close,
     .join = np__tcp_join,
     .drop = np__tcp_drop,
+    .forwarded = tcp_forwarded,
+    .adopt = tcp_adopt,
 };

@@ -21,6 +21,9 @@
 #include "transport_server.h"
 #include "udp_seal.h"
 
+/* group_visitor's table for a TCP proxy's visitor (its hops: the proxy's port). */
+#define NP_MOVE_TCP 2
+
 /* S_IDLE: a pre-opened work connection, authenticated for its owner session and waiting for a
  * visitor. S_PEER: the control stream of another server of the cluster (peer_serve.c), which
  * forwards visitors here on the other streams of its connection. */
@@ -216,7 +219,8 @@ struct np_server {
                    const struct sockaddr *from);
   /* Hand a vhost port's visitor to worker widx, whose route its request is
    * (np__server_adopt_visitor there; table: NP_ROUTES_*; hops: the moves it has made, this one
-   * included): 0, or the error (m still ours). */
+   * included), or a TCP proxy's visitor forwarded by a peer (table NP_MOVE_TCP, hops: the port):
+   * 0, or the error (m still ours). */
   int (*group_visitor)(struct np_server *srv, unsigned widx, int table, unsigned hops,
                        np__moved *m);
   struct np__upath *upath;      /* the datagram path's socket (udp_path.c); NULL when off */

@@ -59,6 +59,10 @@ typedef struct np__shared {
   /* The other servers' routes, as the route store last read them (route_store.c; NULL: none),
    * under mu. */
   struct np__known_route *remote_routes;
+  /* Each TCP port: held by a proxy of worker (low byte) when NP_TCP_HELD is set; NP_TCP_SHADOW: a
+   * listener of worker 0 forwards its visitors to the server of the cluster that holds it
+   * (peer.c). Under mu. */
+  uint16_t tcp_ports[65536];
   uv_rwlock_t routes_rw;
   np__http_routes *routes[NP_ROUTES_N];
 } np__shared;
@@ -135,6 +139,18 @@ int np__shared_route_hosts(np__shared *sh, int t, int (*cb)(const char *host, vo
 /* np__http_routes_find in table t; on NP_HTTP_ROUTE_FOUND *out is a copy of the owner's record. */
 int np__shared_route_find(np__shared *sh, int t, const char *host, size_t hostlen, const char *path,
                           size_t pathlen, np__route_owner *out);
+
+/* ---- TCP ports (a local proxy's, or a shadow forwarding to another server) ------------------- */
+#define NP_TCP_HELD   0x100
+#define NP_TCP_SHADOW 0x200
+/* A proxy of worker widx takes port: 0, or UV_EADDRINUSE when a proxy holds it; *shadowed says
+ * whether a shadow listens on it now (bind beside it with SO_REUSEPORT: it gives way). */
+int np__shared_tcp_claim(np__shared *sh, int port, unsigned widx, int *shadowed);
+void np__shared_tcp_release(np__shared *sh, int port);
+/* 0 and *widx when a proxy holds port, else UV_ENOENT. */
+int np__shared_tcp_holder(np__shared *sh, int port, unsigned *widx);
+/* A shadow on port: on: 0, or UV_EADDRINUSE when a proxy holds it; off: 0. */
+int np__shared_tcp_shadow(np__shared *sh, int port, int on);
 
 /* ---- counts --------------------------------------------------------------------------------- */
 /* Take one of max slots of *count: 1, or 0 when all were taken (nothing then changes). */

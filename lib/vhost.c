@@ -235,6 +235,21 @@ int np__vhost_find(np__vhost *vh, const char *host, size_t hostlen, const char *
   return r;
 }
 
+/* mv for a conn whose visitor is peer, with a copy of the len bytes pre read from it. */
+static int moved_init(np__moved *mv, const np__addr *peer, const char *pre, size_t len) {
+  np__moved_init(mv);
+  if (peer->sa.sa_family == AF_INET)
+    memcpy(&mv->peer, &peer->in, sizeof(peer->in));
+  else if (peer->sa.sa_family == AF_INET6)
+    memcpy(&mv->peer, &peer->in6, sizeof(peer->in6));
+  if (len > 0 && (mv->pre = malloc(len)) == NULL)
+    return UV_ENOMEM;
+  if (len > 0)
+    memcpy(mv->pre, pre, len);
+  mv->pre_len = len;
+  return 0;
+}
+
 int np__vhost_peer_holds(np__vhost *vh, const char *host, size_t hostlen) {
   struct np_server *srv = vh->srv;
   np_msg fwd = {.type = NP_MSG_FORWARD,
@@ -267,16 +282,8 @@ int np__vhost_to_peer(np__vhost *vh, np_conn *c, const np__addr *peer, const np_
     strcpy(fwd.name, "0.0.0.0:0"); /* not known (the socket reset before we asked) */
   if (to->sa.sa_family != 0)
     np__addr_str(&to->sa, fwd.addr, sizeof(fwd.addr));
-  np__moved_init(&mv);
-  if (peer->sa.sa_family == AF_INET)
-    memcpy(&mv.peer, &peer->in, sizeof(peer->in));
-  else if (peer->sa.sa_family == AF_INET6)
-    memcpy(&mv.peer, &peer->in6, sizeof(peer->in6));
-  if (len > 0 && (mv.pre = malloc(len)) == NULL)
-    return UV_ENOMEM;
-  if (len > 0)
-    memcpy(mv.pre, pre, len);
-  mv.pre_len = len;
+  if ((r = moved_init(&mv, peer, pre, len)) != 0)
+    return r;
   if ((r = np__conn_move_out(c, &mv)) != 0) {
     np__moved_free(&mv);
     return r;
@@ -287,6 +294,11 @@ int np__vhost_to_peer(np__vhost *vh, np_conn *c, const np__addr *peer, const np_
   return 0;
 }
 
+int np__vhost_bridge(np__vhost *vh, np_conn *c, const np__addr *peer, const char *pre, size_t len,
+                     unsigned widx) {
+  return np__server_bridge(vh->srv, c, peer, pre, len, widx, vh->table, NP_VHOST_FROM_PEER);
+}
+
 int np__vhost_hand(np__vhost *vh, np_conn *c, const np__addr *peer, const char *pre, size_t len,
                    unsigned widx, unsigned hops) {
   struct np_server *srv = vh->srv;
@@ -295,16 +307,8 @@ int np__vhost_hand(np__vhost *vh, np_conn *c, const np__addr *peer, const char *
 
   if (srv->group_visitor == NULL)
     return UV_ENOTSUP;
-  np__moved_init(&mv);
-  if (peer->sa.sa_family == AF_INET)
-    memcpy(&mv.peer, &peer->in, sizeof(peer->in));
-  else if (peer->sa.sa_family == AF_INET6)
-    memcpy(&mv.peer, &peer->in6, sizeof(peer->in6));
-  if (len > 0 && (mv.pre = malloc(len)) == NULL)
-    return UV_ENOMEM;
-  if (len > 0)
-    memcpy(mv.pre, pre, len);
-  mv.pre_len = len;
+  if ((r = moved_init(&mv, peer, pre, len)) != 0)
+    return r;
   if ((r = np__conn_move_out(c, &mv)) == 0 &&
       (r = srv->group_visitor(srv, widx, vh->table, hops, &mv)) == 0)
     srv->stats.conns_moved++;

@@ -13,6 +13,9 @@
 /* Moves of a request between workers, at most: its owner moved meanwhile (it logged in again on
  * another worker) would send it on; past this it is answered 502 where it is. */
 #define NP_VHOST_HOPS_MAX 2
+/* The hops a visitor forwarded by another server of the cluster is handed on with: the worker
+ * that adopts it knows it came from a peer (never forwarded again) and never moves it again. */
+#define NP_VHOST_FROM_PEER 100
 
 typedef struct np__vhost np__vhost;
 /* Runs about once a second with the loop's time: the type's deadlines. */
@@ -77,6 +80,12 @@ int np__vhost_find(np__vhost *vh, const char *host, size_t hostlen, const char *
 int np__vhost_peer_holds(np__vhost *vh, const char *host, size_t hostlen);
 int np__vhost_to_peer(np__vhost *vh, np_conn *c, const np__addr *peer, const np__addr *to,
                       const char *host, size_t hostlen, const char *pre, size_t len);
+/* Like np__vhost_hand, for a c that cannot move (a stream of a peer's connection): worker widx gets
+ * one end of a socketpair (adopted with NP_VHOST_FROM_PEER hops), and a relay on this loop joins
+ * c with the other end. 0: c is the relay's now (the caller forgets it, and must not close it),
+ * else the error, c as it was. */
+int np__vhost_bridge(np__vhost *vh, np_conn *c, const np__addr *peer, const char *pre, size_t len,
+                     unsigned widx);
 int np__vhost_hand(np__vhost *vh, np_conn *c, const np__addr *peer, const char *pre, size_t len,
                    unsigned widx, unsigned hops);
 

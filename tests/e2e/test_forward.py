@@ -14,23 +14,25 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
 
 sys.path.insert(0, os.path.dirname(__file__))
-from nptest import LOOP, check, low_free_ports, run, server_stats, wait_until  # noqa: E402
+from nptest import (LOOP, Digest, Greeter, check, half_close, low_free_ports, recv_all, run,  # noqa: E402
+                    server_stats, wait_until)
 from test_http_vhost import answers, echo_service, start_client, tls_service  # noqa: E402
 from test_routes import LEASE_MS, free_port, redis, routes  # noqa: E402
 
 
-def cluster_server(env, store, name, tls_dir, token="cluster-s3cret"):
+def cluster_server(env, store, name, tls_dir, token="cluster-s3cret", workers=1, extra=()):
     ctl = free_port()
     vport, sport = low_free_ports(2)
     srv = env.server("--token", "s3cret", "--route-store", f"redis://{LOOP}:{store}",
                      "--cluster-advertise", f"{LOOP}:{ctl}", "--route-lease", f"{LEASE_MS}ms",
-                     "--cluster-token", token, "--workers", "1", "--vhost-http-port", str(vport),
-                     "--vhost-https-port", str(sport), "--admin-bind", f"{LOOP}:0", name=name,
+                     "--cluster-token", token, "--workers", str(workers), "--vhost-http-port", str(vport),
+                     "--vhost-https-port", str(sport), "--admin-bind", f"{LOOP}:0", *extra, name=name,
                      bind=f"{LOOP}:{ctl}", tls_dir=tls_dir)
     srv.admin = int(srv.wait_line(r"admin API, .* on \S+ \(port (\d+)\)").group(1))
     srv.me, srv.vport, srv.sport = f"{LOOP}:{ctl}", vport, sport
@@ -126,9 +128,103 @@ def test_forward_wrong_cluster_token(env):
           "a peer is no client")
 
 
+def test_forward_to_another_worker(env):
+    """The owner runs two workers: a forwarded visitor whose service's client is on the other
+    worker than the peer's link is bridged there (a stream cannot move between loops)."""
+    store = redis(env)
+    tls_dir = tempfile.mkdtemp(dir=env.tmp.name)
+    a = cluster_server(env, store.port, "np-server-a", tls_dir, workers=2)
+    c = cluster_server(env, store.port, "np-server-c", tls_dir)
+    web = echo_service(env, "web")
+    seen, hosts = set(), []
+    for n in range(12):  # until both workers hold a client: each lands by a hash of its address
+        start_client(env, a, f"w{n}", {"web": f"local = {LOOP}:{web}\n"
+                                              f"custom_domains = w{n}.example.com"})
+        hosts.append(f"w{n}.example.com")
+        clients = json.loads(subprocess.run(
+            ["curl", "-sS", f"http://{LOOP}:{a.admin}/api/v1/clients"], capture_output=True,
+            timeout=20).stdout)["clients"]
+        seen = {cl["worker"] for cl in clients}
+        if len(seen) == 2:
+            break
+    check(len(seen) == 2, f"clients on both workers: {seen}")
+    wait_until(lambda: all(routes(c).get(f"http:{h}") == a.me for h in hosts), 5,
+               "c read the table")
+    before = server_stats(a)
+    for h in hosts:
+        for _ in range(2):
+            out = curl(c.vport, f"http://{h}:{c.vport}/x", source="127.0.0.7")
+            got, = answers(out.stdout)
+            check(got["service"] == "web" and got["xff"] == ["127.0.0.7"],
+                  f"{h} through c: {got['service']} {got['xff']}")
+    after = server_stats(a)
+    check(after["conns_moved"] > before["conns_moved"],
+          f"some were bridged to the other worker: {before['conns_moved']} -> "
+          f"{after['conns_moved']}")
+
+
+def exchange(addr, port, data, source):
+    """Send data through addr:port to a Digest service, half-close, read its answer."""
+    s = socket.create_connection((addr, port), timeout=20, source_address=(source, 0))
+    s.sendall(data)
+    half_close(s)
+    got = recv_all(s)
+    s.close()
+    return got
+
+
+def test_forward_tcp_and_takeover(env):
+    """A TCP proxy of a client of server a (two workers, public ports on 127.0.0.2) reached through
+    server b (public ports on 127.0.0.3): b listens on the port a's client holds (a shadow) and
+    forwards each visitor; bytes arrive whole, and a's access log names the visitor's own address.
+    Then a client of b registers the same port: it gets it (the shadow gives way), and b's visitors
+    reach b's client from then on."""
+    store = redis(env)
+    tls_dir = tempfile.mkdtemp(dir=env.tmp.name)
+    a = cluster_server(env, store.port, "np-server-a", tls_dir, workers=2,
+                       extra=("--proxy-bind-addr", "127.0.0.2"))
+    b = cluster_server(env, store.port, "np-server-b", tls_dir,
+                       extra=("--proxy-bind-addr", "127.0.0.3"))
+    digest, greeter = env.service(Digest), env.service(Greeter)
+    # low_free_ports probes 127.0.0.1: the first four it finds again are a's and b's vhost ports,
+    # bound on their own addresses
+    port = [p for p in low_free_ports(8) if p not in (a.vport, a.sport, b.vport, b.sport)][0]
+    env.client(a, "-R", f"127.0.0.2:{port}:{LOOP}:{digest}", name="client-a")
+    wait_until(lambda: routes(b).get(f"tcp:{port}") == a.me, 5, "b read a's route")
+    data = os.urandom(4 << 20)
+    want = b"%d %s\n" % (len(data), hashlib.sha256(data).hexdigest().encode())
+    b.wait_line(rf"cluster: port {port} forwards to the server that holds it")
+    for n in range(6):
+        got = exchange("127.0.0.3", port, data, f"127.0.0.{20 + n}")
+        check(got == want, f"visitor {n} through b: {got[:80]!r}")
+    sb = server_stats(b)
+    check(sb["peer_forwarded"] == 6, f"b forwarded 6: {sb}")
+    a.wait_line(r"127\.0\.0\.25:\d+")  # the access log names the visitor, not b
+    # b's own client takes the port: the shadow gives way
+    cb = env.client(b, "-R", f"127.0.0.3:{port}:{LOOP}:{greeter}", name="client-b")
+    check(list(cb.ports.values()) == [port], f"b's client got port {port}: {cb.ports}")
+
+    b.wait_line(rf"cluster: port {port} is a proxy's of this server now")
+
+    def greeted():
+        try:
+            s = socket.create_connection(("127.0.0.3", port), timeout=2)
+            s.sendall(b"me\n")
+            got = recv_all(s)
+            s.close()
+            return got == b"you are me\n"
+        except OSError:
+            return False
+    check(all(greeted() for _ in range(8)), "b's visitors reach b's own client")
+    got = exchange("127.0.0.2", port, data, "127.0.0.30")
+    check(got == want, "a's own visitors still reach a's client")
+
+
 TESTS = {
     "forward_http_and_https": test_forward_http_and_https,
     "forward_wrong_cluster_token": test_forward_wrong_cluster_token,
+    "forward_to_another_worker": test_forward_to_another_worker,
+    "forward_tcp_and_takeover": test_forward_tcp_and_takeover,
 }
 
 if __name__ == "__main__":
