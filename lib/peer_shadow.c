@@ -93,8 +93,8 @@ static void on_shadow_visitor(np__listener *l, np_conn *c) {
     np__conn_abort(c, NULL);
     return;
   }
-  np__conn_close(c, NULL); /* the socket lives on in mv */
-  if (np__peers_forward(srv, &fwd, &mv) != 0) {
+  np__conn_close(c, NULL);                                         /* the socket lives on in mv */
+  if (srv->forward == NULL || srv->forward(srv, &fwd, &mv) != 0) { /* peer.c, through the hook */
     srv->stats.visitors_refused++;
     np__moved_free(&mv);
   }
