@@ -90,6 +90,7 @@ def main():
     a = ap.parse_args()
     services, procs = Procs(), Procs()
     tmp = tempfile.mkdtemp(prefix="np-bench-fwd-")
+    os.chmod(tmp, 0o755)  # nginx's workers run as nobody and must read the files
     results = {}
     try:
         nginx = start_nginx(services, tmp)
@@ -99,6 +100,8 @@ def main():
         own, fwd = np_cluster(procs, nginx, tmp)
         for name, port in (("direct", nginx), ("owner", own), ("forwarded", fwd)):
             fb = sorted(x for x in (first_byte(port) for _ in range(a.first)) if x is not None)
+            if len(fb) < a.first:
+                raise SystemExit(f"{name}: {a.first - len(fb)} of {a.first} requests failed")
             r = {"first byte p50 ms": median(fb) * 1e3,
                  "first byte p99 ms": fb[int(len(fb) * 0.99) - 1] * 1e3 if fb else float("nan")}
             ka = [wrk(port, a.seconds, False, HOST) for _ in range(a.repeats)]
