@@ -163,6 +163,36 @@ def test_forward_to_another_worker(env):
           f"{after['conns_moved']}")
 
 
+def test_forward_store_away(env):
+    """The store killed: forwarding goes on from the last table read; a service registered
+    meanwhile is not known to the others (404 there) until the store is back, then forwarded."""
+    store = redis(env)
+    tls_dir = tempfile.mkdtemp(dir=env.tmp.name)
+    a = cluster_server(env, store.port, "np-server-a", tls_dir)
+    c = cluster_server(env, store.port, "np-server-c", tls_dir)
+    web = echo_service(env, "web")
+    start_client(env, a, "alpha", {"web": f"local = {LOOP}:{web}\ncustom_domains = web.example.com"})
+    wait_until(lambda: routes(c).get("http:web.example.com") == a.me, 5, "c read the table")
+
+    def code(host):
+        return curl(c.vport, f"http://{host}:{c.vport}/", "-o", "/dev/null", "-w",
+                    "%{http_code}").stdout
+
+    mark = c.mark()
+    store.signal(signal.SIGKILL)
+    store.wait_exit()
+    c.wait_line(r"route store redis://\S+: .*; routing from the last table read \(1 routes? of "
+                r"other servers\)", after=mark)
+    for _ in range(3):
+        check(code("web.example.com") == b"200", "forwarded from the last table")
+    start_client(env, a, "beta", {"new": f"local = {LOOP}:{web}\ncustom_domains = new.example.com"})
+    check(code("new.example.com") == b"404", "a service registered meanwhile: not known at c yet")
+    store = redis(env, store.port)  # empty: nothing was saved
+    wait_until(lambda: code("new.example.com") == b"200", 10,
+               "forwarded once the store is back and c read it again")
+    check(code("web.example.com") == b"200", "the first service still forwarded")
+
+
 def exchange(addr, port, data, source):
     """Send data through addr:port to a Digest service, half-close, read its answer."""
     s = socket.create_connection((addr, port), timeout=20, source_address=(source, 0))
@@ -225,6 +255,7 @@ TESTS = {
     "forward_wrong_cluster_token": test_forward_wrong_cluster_token,
     "forward_to_another_worker": test_forward_to_another_worker,
     "forward_tcp_and_takeover": test_forward_tcp_and_takeover,
+    "forward_store_away": test_forward_store_away,
 }
 
 if __name__ == "__main__":
