@@ -94,10 +94,12 @@ static void note_end(np__track *t, const char *end) {
 /* ---- writing -----------------------------------------------------------------------------------
  */
 
+static void work_ended(hconn *h, ssize_t err);
+
 static void on_written(np_conn_write *req, int status) {
   wreq *w = (wreq *)req;
   hconn *h = w->h;
-  int current = w->to_visitor || w->run == h->run;
+  int current = w->to_visitor || w->run == h->run, w_to_visitor = w->to_visitor;
 
   if (current && w->to_visitor)
     h->to_visitor -= w->len;
@@ -106,7 +108,9 @@ static void on_written(np_conn_write *req, int status) {
   free(w);
   if (current && status == 0)
     h->last_io = now(h);
-  if (current && status != 0)
+  if (current && status != 0 && !w_to_visitor && h->work != NULL)
+    work_ended(h, status); /* the service's side broke before it answered: a 502, as on a read */
+  else if (current && status != 0)
     np__hconn_finish(h, 1);
   else if (current)
     np__hconn_pump(h);
