@@ -10,7 +10,7 @@ import time
 from nptest import dial
 
 (HELLO, LOGIN, LOGIN_RESP, PROXY, PROXY_RESP, REQ_WORK, WORK, WORK_FAIL, PING, PONG, CLOSE, WORK_IDLE,
- START, MUX, PROXY_OPT, PROXY_CLOSE) = range(1, 17)
+ START, MUX, PROXY_OPT, PROXY_CLOSE, PEER, FORWARD) = range(1, 19)
 NP_EAUTH, NP_EPORTDENIED, NP_ENAMETAKEN, NP_EVERSION = -7004, -7005, -7006, -7003
 NP_ENAMEINUSE = -7022
 NP_EBACKOFF = -7021  # NP_EBACKOFF: wait the id's milliseconds and retry
@@ -32,6 +32,8 @@ LAYOUT = {
     MUX: ["version"],
     PROXY_OPT: ["name", "addr", "text"],  # proxy, key, value
     PROXY_CLOSE: ["name", "text"],  # proxy, why
+    PEER: ["version", "name", "nonce", "mac"],  # another server's login: its cluster_advertise
+    FORWARD: ["kind", "port", "text", "name", "addr", "status"],  # route, visitor, to; the answer
 }
 FMT = {"version": ">H", "port": ">H", "status": ">i", "id": ">Q", "id2": ">Q", "kind": ">B"}
 

@@ -4,7 +4,10 @@
  *   1: what a client sends after it logged in honestly (the harness does the HMAC: a fuzzer cannot
  *      guess the server's nonce), so PROXY, PING, WORK_FAIL, CLOSE and garbage meet a live session;
  *   2: a multiplexed connection after MUX: yamux frames that open streams, carry HELLOs, reset,
- *      overrun windows ... through the server's mux and the sessions on its streams.
+ *      overrun windows ... through the server's mux and the sessions on its streams;
+ *   3: a multiplexed connection whose stream 1 logged in honestly as another server of the cluster
+ *      (PEER, with the harness's HMAC), so the yamux frames after it open streams whose FORWARDs
+ *      (docs/protocol.md, "Between servers") meet a live peer link, and PINGs its first stream.
  * The second byte sets the chunk size. Each input ends with an end of stream, after which the
  * server must have closed the connection: a session that stays behind is a bug (abort), and
  * LeakSanitizer reports anything it forgot to free. Public ports a fuzzed PROXY asks for are bound
@@ -18,6 +21,7 @@
 #include <string.h>
 
 #include "auth.h"
+#include "mux_frame.h"
 #include "server.h"
 
 #define OUT_CAP     (1 << 16)
@@ -228,6 +232,64 @@ static void login(memconn *m) {
     HARNESS_CANNOT();
 }
 
+/* Deliver msg as a yamux data frame on stream sid (with SYN when it opens the stream). */
+static void send_on_stream(memconn *m, uint32_t sid, uint16_t flags, const np_msg *msg) {
+  char buf[NP_MUX_HDR_LEN + NP_CODEC_MAX_ENCODED];
+  np__mux_hdr h = {.type = NP_MUX_DATA, .flags = flags, .stream = sid};
+  int n = np_codec_native()->encode(msg, buf + NP_MUX_HDR_LEN, sizeof(buf) - NP_MUX_HDR_LEN);
+  if (n < 0)
+    abort();
+  h.length = (uint32_t)n;
+  np__mux_hdr_encode(&h, (unsigned char *)buf);
+  deliver(m, (const uint8_t *)buf, NP_MUX_HDR_LEN + (size_t)n);
+  settle(m);
+}
+
+/* The first message of type t the server wrote on stream sid of a multiplexed connection. */
+static int find_stream_msg(memconn *m, uint32_t sid, np_msg_type t, np_msg *out) {
+  static char data[OUT_CAP];
+  size_t off = 0, have = 0;
+  np__mux_parser p;
+  np__mux_event ev;
+  memconn view;
+
+  np__mux_parser_init(&p, NP_MUX_INITIAL_WINDOW);
+  while (off < m->out_len) {
+    size_t used;
+    int r = np__mux_parse(&p, (const char *)m->out + off, m->out_len - off, &used, &ev);
+    off += used;
+    if (r < 0)
+      return 0;
+    if (r == 1 && ev.type == NP_MUX_EV_DATA && ev.hdr.stream == sid) {
+      memcpy(data + have, ev.data, ev.len);
+      have += ev.len;
+    }
+  }
+  memcpy(view.out, data, have);
+  view.out_len = have;
+  return find_msg(&view, t, out);
+}
+
+/* MUX, then stream 1: HELLO and a PEER with the right MAC of the cluster token. */
+static void peer_login(memconn *m) {
+  np_msg mux = {.type = NP_MSG_MUX, .version = PROTO_VERSION};
+  np_msg hello = {.type = NP_MSG_HELLO, .version = PROTO_VERSION};
+  np_msg peer = {.type = NP_MSG_PEER, .version = PROTO_VERSION}, in;
+
+  send_msg(m, &mux);
+  if (live == NULL)
+    HARNESS_CANNOT();
+  send_on_stream(m, 1, NP_MUX_SYN, &hello);
+  if (live == NULL || !find_stream_msg(m, 1, NP_MSG_HELLO, &in))
+    HARNESS_CANNOT();
+  strcpy(peer.name, "127.0.0.1:9");
+  np__auth_nonce(peer.nonce);
+  np__auth_peer_mac("fuzz-cluster-token", in.nonce, peer.nonce, peer.name, peer.mac);
+  send_on_stream(m, 1, 0, &peer);
+  if (live == NULL || !find_stream_msg(m, 1, NP_MSG_LOGIN_RESP, &in) || in.status != 0)
+    HARNESS_CANNOT();
+}
+
 static void quiet(np_log_level level, const char *msg, void *arg) {
   (void)level;
   (void)msg;
@@ -251,6 +313,9 @@ int LLVMFuzzerInitialize(int *argc, char ***argv) {
       np_server_new(loop, cfg, &srv) != 0)
     abort();
   np_config_free(cfg);
+  /* A cluster token without a route store: the configuration refuses it (a server would have no
+   * peers), but the harness only needs the owner's side of a peer link. */
+  snprintf(srv->cfg.cluster_token, sizeof(srv->cfg.cluster_token), "fuzz-cluster-token");
   np_server_set_log(srv, NP_LOG_ERROR, quiet, NULL);
 #ifdef NP_HARNESS_POOL
   /* A test built on this harness brings a pending pool of its own (tests/failmalloc). */
@@ -274,12 +339,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   live = m;
   np__server_accept(srv, &m->base);
   settle(m);
-  if (data[0] % 3 == 1 && live != NULL)
+  if (data[0] % 4 == 1 && live != NULL)
     login(m);
-  if (data[0] % 3 == 2 && live != NULL) {
+  if (data[0] % 4 == 2 && live != NULL) {
     np_msg mux = {.type = NP_MSG_MUX, .version = PROTO_VERSION};
     send_msg(m, &mux);
   }
+  if (data[0] % 4 == 3 && live != NULL)
+    peer_login(m);
   chunk = 1 + data[1] % 97;
   for (size_t off = 2; off < size && live != NULL && m->reading; off += chunk) {
     deliver(m, data + off, size - off < chunk ? size - off : chunk);
