@@ -18,12 +18,17 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
+import time
 
 sys.path.insert(0, os.path.dirname(__file__))
 from nptest import (LOOP, Digest, Greeter, check, half_close, low_free_ports, recv_all, run,  # noqa: E402
                     server_stats, wait_until)
 from test_http_vhost import answers, echo_service, start_client, tls_service  # noqa: E402
+from test_proxy_protocol import haproxy, nginx  # noqa: E402
 from test_routes import LEASE_MS, free_port, redis, routes  # noqa: E402
+from test_twoway import MIB, echo_both_ways  # noqa: E402
+from test_twoway import echo_service as socat_echo  # noqa: E402
 
 
 def cluster_server(env, store, name, tls_dir, token="cluster-s3cret", workers=1, extra=()):
@@ -250,12 +255,88 @@ def test_forward_tcp_and_takeover(env):
     check(got == want, "a's own visitors still reach a's client")
 
 
+def test_forward_real_peers_and_two_way(env):
+    """Real programs behind a forwarded TCP port: nginx reads np-client's PROXY v2 header and
+    haproxy its v1 header, and both see the visitor's own address, not a server's; then traffic
+    both ways at once through two servers (socat's echo, which stops reading while its writes are
+    blocked): four visitors at a time, 8 MiB each way, for NP_FORWARD_SOAK_SECONDS, byte for
+    byte, and one 64 MiB echo."""
+    store = redis(env)
+    tls_dir = tempfile.mkdtemp(dir=env.tmp.name)
+    a = cluster_server(env, store.port, "np-server-a", tls_dir,
+                       extra=("--proxy-bind-addr", "127.0.0.2"))
+    b = cluster_server(env, store.port, "np-server-b", tls_dir,
+                       extra=("--proxy-bind-addr", "127.0.0.3"))
+    taken = (a.vport, a.sport, b.vport, b.sport)
+    ng, hp, ec = [p for p in low_free_ports(10) if p not in taken][:3]
+    ports = [p for p in low_free_ports(16) if p not in taken + (ng, hp, ec)][:3]
+    nginx(env, ng)
+    haproxy(env, hp)
+    echo = socat_echo(env)
+    conf = os.path.join(env.tmp.name, "client-a.ini")
+    with open(conf, "w") as f:
+        f.write(f"""[proxy nginx]
+local = {LOOP}:{ng}
+remote_port = {ports[0]}
+proxy_protocol_version = v2
+[proxy haproxy]
+local = {LOOP}:{hp}
+remote_port = {ports[1]}
+proxy_protocol_version = v1
+[proxy echo]
+local = {LOOP}:{echo.port}
+remote_port = {ports[2]}
+""")
+    env.client(a, "-c", conf, name="client-a")
+    for p in ports:
+        b.wait_line(rf"cluster: port {p} forwards to the server that holds it")
+    for port, who in ((ports[0], "nginx"), (ports[1], "haproxy")):
+        for src in ("127.0.0.41", "127.0.0.42"):
+            out = subprocess.run(["curl", "-sS", "--max-time", "10", "--interface", src,
+                                  f"http://127.0.0.3:{port}/hello"], capture_output=True,
+                                 text=True, timeout=20)
+            check(out.stdout == f"you are {src}\n",
+                  f"{who} through b, from {src}: {out.stdout!r} {out.stderr!r}")
+
+    before = server_stats(b)["peer_forwarded"]
+    stop = time.monotonic() + float(os.environ.get("NP_FORWARD_SOAK_SECONDS", "6"))
+    errors, done = [], [0]
+    data = os.urandom(8 * MIB)
+    want = (len(data), hashlib.sha256(data).hexdigest())
+
+    def visitor(n):
+        try:
+            while time.monotonic() < stop and not errors:
+                got = echo_both_ways(ports[2], data, 60, source=f"127.0.0.{50 + n}",
+                                     host="127.0.0.3")
+                check(got == want, f"visitor {n}: {got[0]} bytes back of {len(data)}")
+                done[0] += 1
+        except Exception as e:  # noqa: BLE001
+            errors.append(f"visitor {n}: {type(e).__name__}: {e}")
+    threads = [threading.Thread(target=visitor, args=(n,)) for n in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(max(0, stop - time.monotonic()) + 120)  # each echo has 60 s
+    check(not any(t.is_alive() for t in threads), "every visitor finished")
+    check(not errors, f"two-way through two servers: {errors}")
+    check(done[0] >= 4, f"{done[0]} echoes of 8 MiB both ways")
+    print(f"two-way through two servers: {done[0]} echoes of 8 MiB", file=sys.stderr)
+    big = os.urandom(64 * MIB)
+    got = echo_both_ways(ports[2], big, 120, source="127.0.0.60", host="127.0.0.3")
+    check(got == (len(big), hashlib.sha256(big).hexdigest()), f"64 MiB: {got[0]} bytes back")
+    st = server_stats(b)
+    check(st["peer_forwarded"] - before == done[0] + 1 and st["peer_forward_failed"] == 0,
+          f"every echo forwarded once: {done[0] + 1} and {st}")
+
+
 TESTS = {
     "forward_http_and_https": test_forward_http_and_https,
     "forward_wrong_cluster_token": test_forward_wrong_cluster_token,
     "forward_to_another_worker": test_forward_to_another_worker,
     "forward_tcp_and_takeover": test_forward_tcp_and_takeover,
     "forward_store_away": test_forward_store_away,
+    "forward_real_peers_and_two_way": test_forward_real_peers_and_two_way,
 }
 
 if __name__ == "__main__":

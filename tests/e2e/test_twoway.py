@@ -100,10 +100,10 @@ def fd_links(proc):
     return out
 
 
-def echo_both_ways(port, data, timeout, source=None):
-    """Send data while reading the echo back at the same time; return (bytes back, their SHA-256).
-    source: the loopback address to connect from."""
-    s = socket.create_connection((LOOP, port), timeout=timeout,
+def echo_both_ways(port, data, timeout, source=None, host=LOOP):
+    """Send data to host:port while reading the echo back at the same time; return (bytes back,
+    their SHA-256). source: the loopback address to connect from."""
+    s = socket.create_connection((host, port), timeout=timeout,
                                  source_address=(source, 0) if source else None)
     s.settimeout(timeout)
     h = hashlib.sha256()
