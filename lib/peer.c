@@ -24,7 +24,7 @@
 #define RETRY_MAX_MS      10000 /* (doubling up to this) */
 #define KEEPALIVE_S       15
 #define TICK_MS           250
-#define SHADOW_SYNC_TICKS 4 /* the TCP ports other servers hold: listened on within a second */
+#define SHADOW_SYNC_TICKS 4 /* the ports other servers hold: shadowed within a second */
 
 typedef struct plink plink;
 typedef struct fwd fwd;
@@ -120,11 +120,10 @@ static void fwd_fail(fwd *f, int err, const char *why) {
   f->failed = 1;
   ps->srv->stats.peer_forward_failed++;
   if (!ps->stopped) {
+    const np__proxy_type *type = ps->srv->types[f->msg.kind];
     np__log(&ps->srv->log, NP_LOG_INFO, "%s visitor %s not forwarded to %s: %s",
-            f->msg.kind == NP_PROXY_HTTP    ? "http"
-            : f->msg.kind == NP_PROXY_HTTPS ? "https"
-                                            : "tcp",
-            f->msg.name, f->l != NULL ? f->l->owner : "?", why != NULL ? why : np_strerror(err));
+            type != NULL ? type->name : "?", f->msg.name, f->l != NULL ? f->l->owner : "?",
+            why != NULL ? why : np_strerror(err));
   }
   if (f->waiting)
     f->l->n_waiting--;

@@ -1,7 +1,9 @@
 /* The UDP proxy (issue 6, stream carrier): one UDP socket per proxy, one flow per visitor address.
  * A new flow is a visitor like a TCP one (pending pool, REQ_WORK, proofs); its work connection then
  * carries its datagrams as dgram.c frames both ways. Datagrams are dropped, never queued without
- * bound: before the work connection comes, and behind a slow one. */
+ * bound: before the work connection comes, and behind a slow one. A visitor another server of the
+ * cluster forwards here (peer_shadow.c there) is a flow too, whose datagrams come and go as the
+ * same frames on the peer's stream instead of this proxy's socket. */
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
@@ -28,9 +30,11 @@ typedef struct early {
   char data[];
 } early;
 
-/* A visitor address as a hash key: no padding, zeros where a family has no bytes. */
+/* A visitor address as a hash key: no padding, zeros where a family has no bytes. A forwarded
+ * flow's key has its own sequence number (0: a visitor of this socket), so it never answers for a
+ * local visitor's address, nor two forwarded ones for each other. */
 typedef struct addr_key {
-  uint32_t salt;
+  uint32_t salt, seq;
   uint16_t family, port;
   unsigned char ip[16];
 } addr_key;
@@ -51,6 +55,10 @@ typedef struct np__udp_flow {
   size_t queued; /* bytes written to work, not yet done */
   np__dgram_parser parser;
   np__meter meter; /* once joined */
+  np_conn *peer;   /* a forwarded flow's stream from the other server: its visitor's side */
+  np__dgram_parser pparser;
+  size_t pqueued; /* bytes written to peer, not yet done */
+  int holds;      /* freed once the flow and its peer stream have both let go */
   unsigned closing : 1;
   addr_key key;
   UT_hash_handle hh;    /* in u->flows, by key */
@@ -64,7 +72,7 @@ typedef struct np__udp {
   flow *flows; /* by visitor address */
   flow *by_id; /* by visitor id: what the datagram path names */
   size_t nflows;
-  uint32_t salt;
+  uint32_t salt, seq;
   struct sockaddr_storage local; /* the socket's address: where visitors send to */
   int closes_left;
 } udp;
@@ -72,6 +80,7 @@ typedef struct np__udp {
 typedef struct out_dgram {
   np_conn_write req;
   flow *f;
+  size_t *queued; /* the counter of the conn it goes to */
   size_t len;
   char bytes[];
 } out_dgram;
@@ -82,9 +91,10 @@ static struct np_server *srv_of(const udp *u) {
 
 /* ---- flows ---------------------------------------------------------------------------------- */
 
-static void make_key(const udp *u, const struct sockaddr *sa, addr_key *k) {
+static void make_key(const udp *u, const struct sockaddr *sa, uint32_t seq, addr_key *k) {
   memset(k, 0, sizeof(*k));
   k->salt = u->salt;
+  k->seq = seq;
   k->family = sa->sa_family;
   if (sa->sa_family == AF_INET6) {
     const struct sockaddr_in6 *a = (const void *)sa;
@@ -100,13 +110,15 @@ static void make_key(const udp *u, const struct sockaddr *sa, addr_key *k) {
 static flow *flow_at(udp *u, const struct sockaddr *sa) {
   addr_key k;
   flow *f;
-  make_key(u, sa, &k);
+  make_key(u, sa, 0, &k);
   HASH_FIND(hh, u->flows, &k, sizeof(k), f);
   return f;
 }
 
 static void flow_free(flow *f) {
   struct np_server *srv = f->srv;
+  if (--f->holds > 0)
+    return;         /* its peer stream closes */
   np__udpq_flush(); /* datagrams queued for its visitor count into its meter */
   while (f->qhead != NULL) {
     early *e = f->qhead;
@@ -114,12 +126,17 @@ static void flow_free(flow *f) {
     free(e);
   }
   np__dgram_parser_free(&f->parser);
+  np__dgram_parser_free(&f->pparser);
   np__meter_end(&f->meter);
   free(f);
   np__server_unref(srv);
 }
 
 static void on_work_closed(np_conn *c) {
+  flow_free(c->data);
+}
+
+static void on_peer_closed(np_conn *c) {
   flow_free(c->data);
 }
 
@@ -145,6 +162,10 @@ static void flow_close(flow *f, const char *why) {
     HASH_DELETE(hh_id, u->by_id, f);
   u->nflows--;
   f->srv->stats.udp_flows--;
+  if (f->peer != NULL) {
+    f->peer->data = f;
+    np__conn_close(f->peer, on_peer_closed); /* its hold, and its writes' counter, until then */
+  }
   if (f->work != NULL) {
     f->work->data = f;
     np__conn_close(f->work, on_work_closed);
@@ -155,39 +176,47 @@ static void flow_close(flow *f, const char *why) {
 
 static void on_dgram_written(np_conn_write *req, int status) {
   out_dgram *o = NP_CONTAINER_OF(req, out_dgram, req);
-  flow *f = o->f;
   (void)status;
-  f->queued -= o->len;
+  *o->queued -= o->len;
   free(o);
+}
+
+/* One datagram framed on c (the work connection, or a forwarded flow's peer stream), whose bytes
+ * not yet written *queued counts: 0, or -1 when it was dropped (c this far behind). */
+static int frame_to(flow *f, np_conn *c, size_t *queued, const char *data, size_t len) {
+  out_dgram *o;
+  uv_buf_t b;
+
+  if (*queued + len > WORK_MAX_QUEUED || (o = malloc(sizeof(*o) + 2 + len)) == NULL) {
+    f->srv->stats.udp_dropped++;
+    return -1;
+  }
+  np__dgram_hdr(len, (unsigned char *)o->bytes);
+  memcpy(o->bytes + 2, data, len);
+  o->f = f;
+  o->queued = queued;
+  o->len = 2 + len;
+  b = uv_buf_init(o->bytes, (unsigned)o->len);
+  if (np__conn_write(c, &o->req, &b, 1, on_dgram_written) != 0) {
+    free(o);
+    f->srv->stats.udp_dropped++;
+    return -1;
+  }
+  *queued += o->len;
+  return 0;
 }
 
 /* One datagram to the client: over the datagram path when the client is ready for it there, else
  * framed on the work connection, dropped when that is this far behind. */
 static void to_work(flow *f, const char *data, size_t len) {
   session *s = f->u->px->s;
-  out_dgram *o;
-  uv_buf_t b;
 
   if (f->path_ok && s != NULL && np__upath_send(s, f->id, data, len) == 0) {
     np__meter_add(&f->meter, len, 0);
     return;
   }
-  if (f->queued + len > WORK_MAX_QUEUED || (o = malloc(sizeof(*o) + 2 + len)) == NULL) {
-    f->srv->stats.udp_dropped++;
-    return;
-  }
-  np__dgram_hdr(len, (unsigned char *)o->bytes);
-  memcpy(o->bytes + 2, data, len);
-  o->f = f;
-  o->len = 2 + len;
-  b = uv_buf_init(o->bytes, (unsigned)o->len);
-  if (np__conn_write(f->work, &o->req, &b, 1, on_dgram_written) != 0) {
-    free(o);
-    f->srv->stats.udp_dropped++;
-    return;
-  }
-  f->queued += o->len;
-  np__meter_add(&f->meter, len, 0);
+  if (frame_to(f, f->work, &f->queued, data, len) == 0)
+    np__meter_add(&f->meter, len, 0);
 }
 
 /* The flow of s named id, if s still has it. */
@@ -240,11 +269,17 @@ static void to_visitor_done(void *arg, size_t len, int status) {
     np__meter_add(&f->meter, 0, len);
 }
 
-/* One datagram from the client: to the visitor, with the others of this batch, or never (UDP). */
+/* One datagram from the client: to the visitor, with the others of this batch, or never (UDP); a
+ * forwarded flow's to the other server, which sends it on from its own socket. */
 static void on_client_dgram(void *arg, const char *data, size_t len) {
   flow *f = arg;
   uv_buf_t b = uv_buf_init((char *)data, (unsigned)len);
   f->last = uv_now(f->u->h.loop);
+  if (f->peer != NULL) {
+    if (!f->closing && frame_to(f, f->peer, &f->pqueued, data, len) == 0)
+      np__meter_add(&f->meter, 0, len);
+    return;
+  }
   np__udpq_add(&f->u->h, (const struct sockaddr *)&f->addr, &b, 1, to_visitor_done, f);
 }
 
@@ -319,8 +354,12 @@ static void refuse(udp *u) {
   np__proxy_count(u->px, NULL, offsetof(np_proxy_stats, visitors_dropped));
 }
 
-static flow *flow_new(udp *u, const struct sockaddr *addr) {
+/* A new flow for a visitor from addr (NULL: not known, a forwarded one's); peer: a forwarded
+ * flow's stream, which it takes (closes) whatever becomes of the flow, else NULL. */
+static flow *flow_new(udp *u, const struct sockaddr *addr, np_conn *peer) {
+  static const struct sockaddr none = {.sa_family = AF_UNSPEC};
   struct np_server *srv = srv_of(u);
+  const struct sockaddr *to = (const struct sockaddr *)&u->local;
   flow *f;
 
   if (u->nflows >= srv->cfg.udp_max_flows) {
@@ -330,22 +369,39 @@ static flow *flow_new(udp *u, const struct sockaddr *addr) {
     np__log(&srv->log, NP_LOG_DEBUG, "proxy %s: %zu UDP %s (udp_max_flows), dropped %s",
             u->px->name, u->nflows, np__plural(u->nflows, "flow", "flows"), a);
     refuse(u);
+    if (peer != NULL)
+      np__conn_close(peer, NULL);
     return NULL;
   }
   if ((f = calloc(1, sizeof(*f))) == NULL) {
     refuse(u);
+    if (peer != NULL)
+      np__conn_close(peer, NULL);
     return NULL;
   }
   f->u = u;
   f->srv = srv;
-  memcpy(&f->addr, addr,
-         addr->sa_family == AF_INET6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in));
-  make_key(u, addr, &f->key);
+  f->holds = 1;
+  if (addr == NULL)
+    addr = &none;
+  else
+    memcpy(&f->addr, addr,
+           addr->sa_family == AF_INET6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in));
+  if (peer != NULL && ++u->seq == 0)
+    u->seq = 1; /* 0 is a local visitor's */
+  make_key(u, addr, peer != NULL ? u->seq : 0, &f->key);
   HASH_ADD(hh, u->flows, key, sizeof(f->key), f);
   if (f->hh.tbl == NULL) {
     free(f);
     refuse(u);
+    if (peer != NULL)
+      np__conn_close(peer, NULL);
     return NULL;
+  }
+  if (peer != NULL) {
+    f->peer = peer;
+    f->holds++; /* the peer stream's, until it has closed */
+    np__dgram_parser_init(&f->pparser);
   }
   f->last = uv_now(u->h.loop);
   f->pending = 1;
@@ -355,7 +411,7 @@ static flow *flow_new(udp *u, const struct sockaddr *addr) {
   srv->stats.udp_flows++;
   srv->refs++; /* the flow's */
   f->arriving = 1;
-  if (np__visitor_arrive(u->px, f, addr, (const struct sockaddr *)&u->local) != 0) {
+  if (np__visitor_arrive(u->px, f, addr != &none ? addr : NULL, to) != 0) {
     srv->stats.visitors_refused++; /* the core counts the visitors it refuses itself */
     f->refused = 1, f->pending = 0;
   }
@@ -375,6 +431,8 @@ static flow *flow_new(udp *u, const struct sockaddr *addr) {
 
 /* ---- the socket ----------------------------------------------------------------------------- */
 
+static void flow_in(flow *f, const char *data, size_t n);
+
 /* One datagram from a visitor. */
 static void from_visitor(udp *u, const char *data, size_t n, const struct sockaddr *addr) {
   proxy *px = u->px;
@@ -385,12 +443,19 @@ static void from_visitor(udp *u, const char *data, size_t n, const struct sockad
     return;
   if ((f = flow_at(u, addr)) == NULL) {
     srv->stats.visitors_total++;
-    if ((f = flow_new(u, addr)) == NULL) { /* counted as refused where it was */
+    if ((f = flow_new(u, addr, NULL)) == NULL) { /* counted as refused where it was */
       srv->stats.udp_dropped++;
       return;
     }
   }
-  f->last = uv_now(u->h.loop);
+  flow_in(f, data, n);
+}
+
+/* One datagram from f's visitor: to the client, or queued (a few) until its work connection. */
+static void flow_in(flow *f, const char *data, size_t n) {
+  struct np_server *srv = f->srv;
+
+  f->last = uv_now(f->u->h.loop);
   if (f->work != NULL) {
     to_work(f, data, n);
     return;
@@ -437,9 +502,15 @@ static void on_failed_closed(uv_handle_t *h) {
   free(h->data);
 }
 
+static int port_of(const struct sockaddr *sa) {
+  return ntohs(sa->sa_family == AF_INET6 ? ((const struct sockaddr_in6 *)sa)->sin6_port
+                                         : ((const struct sockaddr_in *)sa)->sin_port);
+}
+
 static int udp_open(proxy *px, const struct sockaddr *addr) {
+  struct np_server *srv = px->srv;
   struct sockaddr_storage ss;
-  int n = sizeof(ss), r;
+  int n = sizeof(ss), r, want = port_of(addr), shadowed = 0;
   udp *u = calloc(1, sizeof(*u));
 
   if (u == NULL)
@@ -449,24 +520,34 @@ static int udp_open(proxy *px, const struct sockaddr *addr) {
     free(u);
     return r;
   }
+  /* The server's table of ports keeps two workers' proxies off one port, as the bind alone did
+   * before shadows: a port another server's visitors reach here through a shadow (peer_shadow.c)
+   * is bound beside it, and the shadow gives way. */
+  if (want != 0 && (r = np__shared_port_claim(srv->shared, 1, want, srv->widx, &shadowed)) != 0) {
+    free(u);
+    return r;
+  }
   if ((r = np__udp_init_batched(px->srv->loop, &u->h)) != 0) {
+    np__shared_port_release(srv->shared, 1, want);
     free(u);
     return r;
   }
   u->h.data = u;
-  if ((r = uv_udp_bind(&u->h, addr, 0)) != 0 ||
+  if ((r = shadowed ? np__udp_bind_reuseport(&u->h, addr) : uv_udp_bind(&u->h, addr, 0)) != 0 ||
       (r = uv_udp_getsockname(&u->h, (void *)&ss, &n)) != 0 ||
       (r = uv_udp_recv_start(&u->h, np__udp_alloc, on_recv)) != 0) {
+    np__shared_port_release(srv->shared, 1, want);
     uv_close((uv_handle_t *)&u->h, on_failed_closed);
     return r;
   }
+  if (want == 0) /* the kernel's pick: free in the table too, or a shadow's (then it gives way) */
+    np__shared_port_claim(srv->shared, 1, port_of((struct sockaddr *)&ss), srv->widx, &shadowed);
   /* Every visitor of the proxy shares this socket: room for bursts (best effort; the kernel caps it
    * at net.core.rmem_max). */
   memcpy(&u->local, &ss, sizeof(ss));
   int size = RCVBUF;
   uv_recv_buffer_size((uv_handle_t *)&u->h, &size);
-  px->port = ntohs(ss.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&ss)->sin6_port
-                                            : ((struct sockaddr_in *)&ss)->sin_port);
+  px->port = port_of((struct sockaddr *)&ss);
   uv_timer_init(px->srv->loop, &u->sweep);
   u->sweep.data = u;
   uint64_t every = px->srv->cfg.udp_idle_timeout_ms / 4 + 1;
@@ -477,10 +558,16 @@ static int udp_open(proxy *px, const struct sockaddr *addr) {
 
 static void on_part_closed(uv_handle_t *h) {
   udp *u = h->data;
+  struct np_server *srv = u->px->srv;
+  int port = u->px->port;
+
   if (--u->closes_left > 0)
     return;
+  srv->refs++; /* np__proxy_closed may free px, and with it the last reference */
   np__proxy_closed(u->px);
   free(u);
+  np__shared_port_release(srv->shared, 1, port); /* its socket is closed */
+  np__server_unref(srv);
 }
 
 /* Close px's flows and socket. */
@@ -492,6 +579,74 @@ static void udp_close(proxy *px) {
   u->closes_left = 2;
   np__udp_close(&u->h, on_part_closed);
   uv_close((uv_handle_t *)&u->sweep, on_part_closed);
+}
+
+/* ---- visitors forwarded by another server of the cluster ------------------------------------ */
+
+static void on_peer_dgram(void *arg, const char *data, size_t len) {
+  flow_in(arg, data, len);
+}
+
+static void peer_read(np_conn *c, ssize_t n, const uv_buf_t *buf) {
+  flow *f = c->data;
+  if (n < 0)
+    flow_close(f, n == UV_EOF ? "the other server ended it" : np_strerror((int)n));
+  else if (np__dgram_feed(&f->pparser, buf->base, (size_t)n, on_peer_dgram, f) != 0)
+    flow_close(f, "malformed datagram frame from the other server");
+  np__udpq_flush(); /* what went to the datagram path borrows buf */
+}
+
+/* A visitor of this loop's proxy on port, whose datagrams c carries (a peer's stream, or a
+ * socketpair from the worker that holds the peer's link): a flow of its own. 0 (c taken, whatever
+ * became of the flow), or UV_ENOENT (no such proxy here; c untouched). */
+static int arrive_peer(struct np_server *srv, np_conn *c, int port, const struct sockaddr *from) {
+  proxy *px = NULL;
+  flow *f;
+
+  for (session *s = srv->sessions; s != NULL && px == NULL; s = s->next)
+    for (proxy *p = s->proxies; p != NULL && px == NULL; p = p->next)
+      if (p->type == &np__proxy_udp && p->port == port && p->impl != NULL)
+        px = p;
+  if (px == NULL)
+    return UV_ENOENT;
+  srv->stats.visitors_total++;
+  if (!np__proxy_admits(px, from)) {
+    np__conn_abort(c, NULL);
+    return 0;
+  }
+  if ((f = flow_new(px->impl, from, c)) == NULL)
+    return 0; /* counted; c closed */
+  c->data = f;
+  if (np__conn_read_start(c, work_alloc, peer_read) != 0)
+    flow_close(f, "cannot read the other server's stream");
+  return 0;
+}
+
+static int udp_forwarded(struct np_server *srv, np_conn *c, const np_msg *fwd,
+                         const struct sockaddr *from, const struct sockaddr *to) {
+  unsigned widx;
+  np__addr peer;
+
+  (void)to;
+  if (np__shared_port_holder(srv->shared, 1, fwd->port, &widx) != 0)
+    return UV_ENOENT;
+  if (widx == srv->widx)
+    return arrive_peer(srv, c, fwd->port, from);
+  memset(&peer, 0, sizeof(peer));
+  if (from != NULL)
+    np__addr_copy(&peer, from);
+  return np__server_bridge(srv, c, &peer, NULL, 0, widx, NP_MOVE_UDP, fwd->port);
+}
+
+static void udp_adopt(struct np_server *srv, np_conn *c, const char *pre, size_t len,
+                      unsigned port) {
+  struct sockaddr_storage ss;
+  const struct sockaddr *from = np__conn_peer_addr(c, &ss) == 0 ? (struct sockaddr *)&ss : NULL;
+
+  (void)pre;
+  (void)len;
+  if (arrive_peer(srv, c, (int)port, from) != 0)
+    np__conn_abort(c, NULL);
 }
 
 /* ---- the server's datagram path (udp_path.c) ----------------------------------------------- */
@@ -523,4 +678,6 @@ const np__proxy_type np__proxy_udp = {
     .visitor_id = udp_visitor_id,
     .join = udp_join,
     .drop = udp_drop,
+    .forwarded = udp_forwarded,
+    .adopt = udp_adopt,
 };

@@ -284,6 +284,7 @@ void np__server_adopt(struct np_server *srv, np__moved *m) {
 
 void np__server_adopt_visitor(struct np_server *srv, int table, unsigned hops, np__moved *m) {
   const np__proxy_type *t = srv->types[table == NP_MOVE_TCP      ? NP_PROXY_TCP
+                                       : table == NP_MOVE_UDP    ? NP_PROXY_UDP
                                        : table == NP_ROUTES_HTTP ? NP_PROXY_HTTP
                                                                  : NP_PROXY_HTTPS];
   np_conn *c;

@@ -21,8 +21,10 @@
 #include "transport_server.h"
 #include "udp_seal.h"
 
-/* group_visitor's table for a TCP proxy's visitor (its hops: the proxy's port). */
+/* group_visitor's tables for a TCP or UDP proxy's visitor forwarded by a peer (hops: the proxy's
+ * port). */
 #define NP_MOVE_TCP 2
+#define NP_MOVE_UDP 3
 
 /* S_IDLE: a pre-opened work connection, authenticated for its owner session and waiting for a
  * visitor. S_PEER: the control stream of another server of the cluster (peer_serve.c), which
@@ -219,7 +221,8 @@ struct np_server {
                    const struct sockaddr *from);
   /* Hand a vhost port's visitor to worker widx, whose route its request is
    * (np__server_adopt_visitor there; table: NP_ROUTES_*; hops: the moves it has made, this one
-   * included), or a TCP proxy's visitor forwarded by a peer (table NP_MOVE_TCP, hops: the port):
+   * included), or a TCP or UDP proxy's visitor forwarded by a peer (table NP_MOVE_TCP or
+   * NP_MOVE_UDP, hops: the port):
    * 0, or the error (m still ours). */
   int (*group_visitor)(struct np_server *srv, unsigned widx, int table, unsigned hops,
                        np__moved *m);

@@ -375,59 +375,59 @@ void np__shared_give(atomic_size_t *count) {
   atomic_fetch_sub_explicit(count, 1, memory_order_relaxed);
 }
 
-/* ---- TCP ports ------------------------------------------------------------------------------ */
+/* ---- TCP and UDP ports ----------------------------------------------------------------------- */
 
-int np__shared_tcp_claim(np__shared *sh, int port, unsigned widx, int *shadowed) {
+int np__shared_port_claim(np__shared *sh, int udp, int port, unsigned widx, int *shadowed) {
   int r = 0;
 
   if (port <= 0 || port > 65535)
     return UV_EINVAL;
   uv_mutex_lock(&sh->mu);
-  if (sh->tcp_ports[port] & NP_TCP_HELD) {
+  if (sh->held[udp != 0][port] & NP_TCP_HELD) {
     r = UV_EADDRINUSE;
   } else {
-    *shadowed = (sh->tcp_ports[port] & NP_TCP_SHADOW) != 0;
-    sh->tcp_ports[port] =
-        (uint16_t)((sh->tcp_ports[port] & NP_TCP_SHADOW) | NP_TCP_HELD | (widx & 0xff));
+    *shadowed = (sh->held[udp != 0][port] & NP_TCP_SHADOW) != 0;
+    sh->held[udp != 0][port] =
+        (uint16_t)((sh->held[udp != 0][port] & NP_TCP_SHADOW) | NP_TCP_HELD | (widx & 0xff));
   }
   uv_mutex_unlock(&sh->mu);
   return r;
 }
 
-void np__shared_tcp_release(np__shared *sh, int port) {
+void np__shared_port_release(np__shared *sh, int udp, int port) {
   if (port <= 0 || port > 65535)
     return;
   uv_mutex_lock(&sh->mu);
-  sh->tcp_ports[port] &= NP_TCP_SHADOW;
+  sh->held[udp != 0][port] &= NP_TCP_SHADOW;
   uv_mutex_unlock(&sh->mu);
 }
 
-int np__shared_tcp_holder(np__shared *sh, int port, unsigned *widx) {
+int np__shared_port_holder(np__shared *sh, int udp, int port, unsigned *widx) {
   int r = UV_ENOENT;
 
   if (port <= 0 || port > 65535)
     return r;
   uv_mutex_lock(&sh->mu);
-  if (sh->tcp_ports[port] & NP_TCP_HELD) {
-    *widx = sh->tcp_ports[port] & 0xff;
+  if (sh->held[udp != 0][port] & NP_TCP_HELD) {
+    *widx = sh->held[udp != 0][port] & 0xff;
     r = 0;
   }
   uv_mutex_unlock(&sh->mu);
   return r;
 }
 
-int np__shared_tcp_shadow(np__shared *sh, int port, int on) {
+int np__shared_port_shadow(np__shared *sh, int udp, int port, int on) {
   int r = 0;
 
   if (port <= 0 || port > 65535)
     return UV_EINVAL;
   uv_mutex_lock(&sh->mu);
   if (!on)
-    sh->tcp_ports[port] &= (uint16_t)~NP_TCP_SHADOW;
-  else if (sh->tcp_ports[port] & NP_TCP_HELD)
+    sh->held[udp != 0][port] &= (uint16_t)~NP_TCP_SHADOW;
+  else if (sh->held[udp != 0][port] & NP_TCP_HELD)
     r = UV_EADDRINUSE;
   else
-    sh->tcp_ports[port] |= NP_TCP_SHADOW;
+    sh->held[udp != 0][port] |= NP_TCP_SHADOW;
   uv_mutex_unlock(&sh->mu);
   return r;
 }

@@ -59,10 +59,10 @@ typedef struct np__shared {
   /* The other servers' routes, as the route store last read them (route_store.c; NULL: none),
    * under mu. */
   struct np__known_route *remote_routes;
-  /* Each TCP port: held by a proxy of worker (low byte) when NP_TCP_HELD is set; NP_TCP_SHADOW: a
-   * listener of worker 0 forwards its visitors to the server of the cluster that holds it
-   * (peer.c). Under mu. */
-  uint16_t tcp_ports[65536];
+  /* Each TCP port ([0]) and UDP port ([1]): held by a proxy of worker (low byte) when NP_TCP_HELD
+   * is set; NP_TCP_SHADOW: a socket of worker 0 forwards its visitors to the server of the cluster
+   * that holds it (peer_shadow.c). Under mu. */
+  uint16_t held[2][65536];
   uv_rwlock_t routes_rw;
   np__http_routes *routes[NP_ROUTES_N];
 } np__shared;
@@ -140,17 +140,23 @@ int np__shared_route_hosts(np__shared *sh, int t, int (*cb)(const char *host, vo
 int np__shared_route_find(np__shared *sh, int t, const char *host, size_t hostlen, const char *path,
                           size_t pathlen, np__route_owner *out);
 
-/* ---- TCP ports (a local proxy's, or a shadow forwarding to another server) ------------------- */
+/* ---- TCP and UDP ports (a local proxy's, or a shadow forwarding to another server) ----------- */
 #define NP_TCP_HELD   0x100
 #define NP_TCP_SHADOW 0x200
-/* A proxy of worker widx takes port: 0, or UV_EADDRINUSE when a proxy holds it; *shadowed says
- * whether a shadow listens on it now (bind beside it with SO_REUSEPORT: it gives way). */
-int np__shared_tcp_claim(np__shared *sh, int port, unsigned widx, int *shadowed);
-void np__shared_tcp_release(np__shared *sh, int port);
+/* udp: 0 for TCP ports, 1 for UDP ports. A proxy of worker widx takes port: 0, or UV_EADDRINUSE
+ * when a proxy holds it; *shadowed says whether a shadow is bound to it now (bind beside it with
+ * SO_REUSEPORT: it gives way). */
+int np__shared_port_claim(np__shared *sh, int udp, int port, unsigned widx, int *shadowed);
+void np__shared_port_release(np__shared *sh, int udp, int port);
 /* 0 and *widx when a proxy holds port, else UV_ENOENT. */
-int np__shared_tcp_holder(np__shared *sh, int port, unsigned *widx);
+int np__shared_port_holder(np__shared *sh, int udp, int port, unsigned *widx);
 /* A shadow on port: on: 0, or UV_EADDRINUSE when a proxy holds it; off: 0. */
-int np__shared_tcp_shadow(np__shared *sh, int port, int on);
+int np__shared_port_shadow(np__shared *sh, int udp, int port, int on);
+#define np__shared_tcp_claim(sh, port, widx, shadowed)                                             \
+  np__shared_port_claim((sh), 0, (port), (widx), (shadowed))
+#define np__shared_tcp_release(sh, port)      np__shared_port_release((sh), 0, (port))
+#define np__shared_tcp_holder(sh, port, widx) np__shared_port_holder((sh), 0, (port), (widx))
+#define np__shared_tcp_shadow(sh, port, on)   np__shared_port_shadow((sh), 0, (port), (on))
 
 /* ---- counts --------------------------------------------------------------------------------- */
 /* Take one of max slots of *count: 1, or 0 when all were taken (nothing then changes). */

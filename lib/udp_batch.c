@@ -11,6 +11,7 @@
 #include <errno.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <unistd.h>
 
 #define ARENA (256 * 1024) /* the queue's own memory: at least one largest datagram */
 
@@ -40,6 +41,26 @@ static queue *the_queue(void) {
 int np__udp_init_batched(uv_loop_t *loop, uv_udp_t *h) {
   /* The domain comes with the bind or connect, as with uv_udp_init. */
   return uv_udp_init_ex(loop, h, AF_UNSPEC | UV_UDP_RECVMMSG);
+}
+
+int np__udp_bind_reuseport(uv_udp_t *h, const struct sockaddr *addr) {
+  socklen_t len =
+      addr->sa_family == AF_INET6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in);
+  int fd = socket(addr->sa_family, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0), one = 1, r;
+
+  if (fd < 0)
+    return uv_translate_sys_error(errno);
+  /* libuv 1.44's UV_UDP_REUSEADDR is SO_REUSEADDR on Linux, which leaves the choice of socket for
+   * a unicast datagram to the kernel's order; SO_REUSEPORT groups hash each sender to one. */
+  if (setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) != 0 ||
+      bind(fd, addr, len) != 0) {
+    r = uv_translate_sys_error(errno);
+    close(fd);
+    return r;
+  }
+  if ((r = uv_udp_open(h, fd)) != 0)
+    close(fd);
+  return r;
 }
 
 static entry *next_entry(queue *q, uv_udp_t *h, const struct sockaddr *to) {

@@ -43,5 +43,8 @@ void np__udpq_flush(void);
 
 /* np__udpq_flush, then uv_close. */
 void np__udp_close(uv_udp_t *h, uv_close_cb cb);
+/* Bind h (from np__udp_init_batched) to addr with SO_REUSEPORT: a socket beside another one bound
+ * so (a shadow and the proxy it gives way to). 0 or a libuv error. */
+int np__udp_bind_reuseport(uv_udp_t *h, const struct sockaddr *addr);
 
 #endif

@@ -29,6 +29,7 @@ from test_proxy_protocol import haproxy, nginx  # noqa: E402
 from test_routes import LEASE_MS, free_port, redis, routes  # noqa: E402
 from test_twoway import MIB, echo_both_ways  # noqa: E402
 from test_twoway import echo_service as socat_echo  # noqa: E402
+from test_udp import Echo  # noqa: E402
 
 
 def cluster_server(env, store, name, tls_dir, token="cluster-s3cret", workers=1, extra=()):
@@ -330,6 +331,95 @@ remote_port = {ports[2]}
           f"every echo forwarded once: {done[0] + 1} and {st}")
 
 
+class Closer:
+    """What env closes with its servers: here, the UDP echo services."""
+
+    def __init__(self, *closes):
+        self.closes = closes
+
+    def shutdown(self):
+        for c in self.closes:
+            c()
+
+    def server_close(self):
+        pass
+
+
+def test_forward_udp_and_takeover(env):
+    """A UDP proxy of a client of server a (two workers, public ports on 127.0.0.2) reached through
+    server b (127.0.0.3), which binds that port (a UDP shadow) and forwards each visitor address as
+    a flow: datagrams of every size come back whole, each visitor keeps one flow at the service,
+    each is forwarded once. Then a client of b registers the same port: it gets it (the shadow
+    gives way), and b's visitors reach b's own client."""
+    store = redis(env)
+    tls_dir = tempfile.mkdtemp(dir=env.tmp.name)
+    a = cluster_server(env, store.port, "np-server-a", tls_dir, workers=2,
+                       extra=("--proxy-bind-addr", "127.0.0.2"))
+    b = cluster_server(env, store.port, "np-server-b", tls_dir,
+                       extra=("--proxy-bind-addr", "127.0.0.3"))
+    echo_a, echo_b = Echo(), Echo()
+    env.servers.append(Closer(echo_a.close, echo_b.close))
+    taken = (a.vport, a.sport, b.vport, b.sport)
+    ports, seen = [], set()
+    for port in [p for p in low_free_ports(16) if p not in taken][:8]:
+        # clients until both of a's workers hold one: a visitor of the worker without b's link is
+        # bridged there (NP_MOVE_UDP)
+        env.client(a, "--name", f"ua{len(ports)}", "-U", f"{port}:{LOOP}:{echo_a.port}",
+                   name=f"client-a{len(ports)}")
+        ports.append(port)
+        clients = json.loads(subprocess.run(
+            ["curl", "-sS", f"http://{LOOP}:{a.admin}/api/v1/clients"], capture_output=True,
+            timeout=20).stdout)["clients"]
+        seen = {cl["worker"] for cl in clients}
+        if len(seen) == 2:
+            break
+    check(len(seen) == 2, f"clients on both of a's workers: {seen}")
+    for port in ports:
+        b.wait_line(rf"cluster: UDP port {port} forwards to the server that holds it")
+
+    def visitor(n):
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        s.bind((f"127.0.0.{20 + n}", 0))
+        s.settimeout(5)
+        return s
+
+    flows = {}
+    for n in range(4):
+        s, port = visitor(n), ports[0] if n < 2 else ports[-1]  # on either worker
+        for size in (0, 1, 1400, 9000, 60000):
+            data = os.urandom(size)
+            s.sendto(data, ("127.0.0.3", port))
+            got, frm = s.recvfrom(65536)
+            head, _, body = got.partition(b"|")
+            check(body == data and frm == ("127.0.0.3", port),
+                  f"visitor {n}, {size} bytes back through b: {len(body)} from {frm}")
+            flows.setdefault(n, set()).add(int(head))
+        s.close()
+    check(all(len(f) == 1 for f in flows.values()) and len(set.union(*flows.values())) == 4,
+          f"one flow at the service for each visitor: {flows}")
+    sb = server_stats(b)
+    check(sb["peer_forwarded"] == 4 and sb["peer_forward_failed"] == 0, f"b forwarded 4: {sb}")
+    check(server_stats(a)["conns_moved"] > 0, "some bridged to the worker without the link")
+    for n in range(4):  # a's flows are the visitors' own addresses, not b's
+        a.wait_line(rf"UDP flow 127\.0\.0\.{20 + n}:\d+ has its work connection")
+    port = ports[0]
+
+    # b's own client takes the port: the shadow gives way
+    cb = env.client(b, "--name", "ub", "-U", f"{port}:{LOOP}:{echo_b.port}", name="client-b")
+    check(list(cb.ports.values()) == [port], f"b's client got UDP port {port}: {cb.ports}")
+    b.wait_line(rf"cluster: UDP port {port} is a proxy's of this server now")
+    s = visitor(9)
+    before = len(echo_b.peers)
+    for i in range(3):
+        s.sendto(b"mine %d" % i, ("127.0.0.3", port))
+        got, _ = s.recvfrom(65536)
+        check(got.endswith(b"|mine %d" % i), f"b's visitor answered: {got!r}")
+    check(len(echo_b.peers) > before, "by b's own client's service")
+    s = visitor(10)
+    s.sendto(b"still a", ("127.0.0.2", port))
+    check(s.recvfrom(65536)[0].endswith(b"|still a"), "a's own visitors still reach a's client")
+
+
 TESTS = {
     "forward_http_and_https": test_forward_http_and_https,
     "forward_wrong_cluster_token": test_forward_wrong_cluster_token,
@@ -337,6 +427,7 @@ TESTS = {
     "forward_tcp_and_takeover": test_forward_tcp_and_takeover,
     "forward_store_away": test_forward_store_away,
     "forward_real_peers_and_two_way": test_forward_real_peers_and_two_way,
+    "forward_udp_and_takeover": test_forward_udp_and_takeover,
 }
 
 if __name__ == "__main__":

@@ -29,6 +29,7 @@ from test_http_vhost import answers, echo_service, start_client  # noqa: E402
 from test_protocol import closed  # noqa: E402
 from test_routes import free_port, redis, redis_cli, routes  # noqa: E402
 from test_routes import PREFIX  # noqa: E402
+from test_udp import Echo  # noqa: E402
 
 CLUSTER_TOKEN = "cluster-s3cret"
 NP_ENOPROXY = -7016
@@ -72,6 +73,8 @@ def test_hostile_forwarder(env):
     a = cluster_server(env, store.port, "np-server-a", tls_dir, extra=("--login-timeout", "1s"))
     web = echo_service(env, "web")
     start_client(env, a, "alpha", {"web": f"local = {LOOP}:{web}\ncustom_domains = web.example.com"})
+    udp_echo = Echo()
+    uport, = env.client(a, "--name", "udp", "-U", f"0:{LOOP}:{udp_echo.port}").ports.values()
 
     def honest():
         out = curl(a.vport, f"http://web.example.com:{a.vport}/h", source="127.0.0.60")
@@ -164,6 +167,19 @@ def test_hostile_forwarder(env):
     f = forward(mux, kind=0, port=free_port(), host="")
     t, m = mux.recv_msg(f)
     check(t == npwire.FORWARD and m["status"] != 0 and mux.ended(f), f"unheld TCP port: {m}")
+    # a UDP flow: datagrams framed both ways; a frame longer than any datagram ends it
+    f = forward(mux, kind=1, port=uport)
+    t, m = mux.recv_msg(f)
+    check(t == npwire.FORWARD and m["status"] == 0, f"a UDP flow taken: {m}")
+    mux.send(f, struct.pack(">H", 5) + b"hello")
+    check(mux.wait(lambda: len(mux.streams[f].data) >= 2 and len(mux.streams[f].data) >=
+                   2 + struct.unpack(">H", mux.streams[f].data[:2])[0], 5), "a datagram back")
+    back = mux.streams[f].data[2:]
+    check(back.endswith(b"|hello"), f"the service's answer, framed: {back!r}")
+    mux.send(f, b"\xff\xff" + b"x" * 16)
+    check(mux.ended(f), "a frame longer than any datagram: the flow's stream ended")
+    a.wait_line(r"UDP flow \S+ closed: malformed datagram frame from the other server")
+    udp_echo.close()
     # the link lives on: its first stream still answers a ping
     mux.send_msg(1, npwire.PING, id=42)
     t, m = mux.recv_msg(1, answer_pings=False)
@@ -172,7 +188,7 @@ def test_hostile_forwarder(env):
         t, m = mux.recv_msg(1, answer_pings=False)
     check(t == npwire.PONG and m["id"] == 42, f"the link's stream answers: {t} {m}")
     st = server_stats(a)
-    check(st["peer_visitors"] - base["peer_visitors"] == 2, f"two forwarded visitors taken: {st}")
+    check(st["peer_visitors"] - base["peer_visitors"] == 3, f"three forwarded visitors taken: {st}")
     check(honest(), "honest visitors served throughout")
     check(a.p.poll() is None, "the owner is up")
 
