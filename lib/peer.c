@@ -46,6 +46,10 @@ typedef struct np__peers {
   uint64_t dial_timeout_ms;
   plink *links;
   fwd *fwds; /* every forwarded visitor not yet gone */
+  /* A visitor not forwarded is logged at info level once a second at most (a UDP visitor makes a
+   * try per datagram while its owner is away): the others at debug level, counted here. */
+  uint64_t failed_said_at;
+  unsigned failed_unsaid;
 } np__peers;
 
 enum lstate { L_IDLE, L_DIALING, L_HELLO, L_LOGIN, L_UP };
@@ -121,9 +125,20 @@ static void fwd_fail(fwd *f, int err, const char *why) {
   ps->srv->stats.peer_forward_failed++;
   if (!ps->stopped) {
     const np__proxy_type *type = ps->srv->types[f->msg.kind];
-    np__log(&ps->srv->log, NP_LOG_INFO, "%s visitor %s not forwarded to %s: %s",
-            type != NULL ? type->name : "?", f->msg.name, f->l != NULL ? f->l->owner : "?",
-            why != NULL ? why : np_strerror(err));
+    uint64_t now = uv_now(ps->srv->loop);
+    int say = ps->failed_said_at == 0 || now - ps->failed_said_at >= 1000;
+    char more[64] = "";
+    if (say && ps->failed_unsaid > 0)
+      snprintf(more, sizeof(more), " (and %u more since the last such line)", ps->failed_unsaid);
+    np__log(&ps->srv->log, say ? NP_LOG_INFO : NP_LOG_DEBUG,
+            "%s visitor %s not forwarded to %s: %s%s", type != NULL ? type->name : "?", f->msg.name,
+            f->l != NULL ? f->l->owner : "?", why != NULL ? why : np_strerror(err), more);
+    if (say) {
+      ps->failed_said_at = now;
+      ps->failed_unsaid = 0;
+    } else {
+      ps->failed_unsaid++;
+    }
   }
   if (f->waiting)
     f->l->n_waiting--;

@@ -114,8 +114,9 @@ static void to_flow(dflow *f, const char *data, size_t len) {
   dout *o;
   uv_buf_t b;
 
-  if (f->queued + len > MAX_QUEUED || (o = malloc(sizeof(*o) + NP_DGRAM_HDR_LEN + len)) == NULL) {
-    srv->stats.udp_dropped++;
+  if (f->queued + NP_DGRAM_HDR_LEN + len > MAX_QUEUED || len > NP_DGRAM_MAX ||
+      (o = malloc(sizeof(*o) + NP_DGRAM_HDR_LEN + len)) == NULL) {
+    srv->stats.udp_dropped++; /* over IPv6 a datagram may be longer than a frame can say */
     return;
   }
   np__dgram_hdr(len, o->bytes);
@@ -205,10 +206,11 @@ static dflow *flow_new(np__dshadow *d, const struct sockaddr *addr) {
     np__addr_str((struct sockaddr *)&local, fwd.addr, sizeof(fwd.addr));
   np__moved_init(&mv);
   mv.fd = sv[1];
-  memcpy(&mv.peer, addr, sizeof(f->addr) < sizeof(mv.peer) ? sizeof(f->addr) : sizeof(mv.peer));
+  memcpy(&mv.peer, &f->addr, sizeof(f->addr) < sizeof(mv.peer) ? sizeof(f->addr) : sizeof(mv.peer));
   d->n++;
   HASH_ADD(hh, d->flows, key, sizeof(f->key), f);
   if (f->hh.tbl == NULL || srv->forward(srv, &fwd, &mv) != 0) { /* peer.c, through the hook */
+    srv->stats.visitors_refused++;
     np__moved_free(&mv);
     if (f->hh.tbl != NULL)
       HASH_DEL(d->flows, f);

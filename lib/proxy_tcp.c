@@ -140,11 +140,11 @@ static int tcp_open(proxy *px, const struct sockaddr *addr) {
     r = np__frontend_attach_flags(px, addr, &frontend, NP_LISTEN_REUSEPORT);
   if (r != 0) {
     if (port != 0)
-      np__shared_tcp_release(srv->shared, port);
+      np__shared_tcp_release(srv->shared, port, srv->widx);
     return r;
   }
   if (port == 0) /* the kernel picked a free port: nobody holds it */
-    np__shared_tcp_claim(srv->shared, px->port, srv->widx, &shadowed);
+    np__shared_tcp_take(srv->shared, px->port, srv->widx);
   return 0;
 }
 
@@ -156,7 +156,7 @@ static void tcp_close(proxy *px) {
 
   srv->refs++; /* the detach may free px, and with it the last reference */
   np__frontend_detach(px);
-  np__shared_tcp_release(srv->shared, port);
+  np__shared_tcp_release(srv->shared, port, srv->widx);
   np__server_unref(srv);
 }
 

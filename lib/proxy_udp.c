@@ -187,8 +187,9 @@ static int frame_to(flow *f, np_conn *c, size_t *queued, const char *data, size_
   out_dgram *o;
   uv_buf_t b;
 
-  if (*queued + len > WORK_MAX_QUEUED || (o = malloc(sizeof(*o) + 2 + len)) == NULL) {
-    f->srv->stats.udp_dropped++;
+  if (*queued + 2 + len > WORK_MAX_QUEUED || len > NP_DGRAM_MAX ||
+      (o = malloc(sizeof(*o) + 2 + len)) == NULL) {
+    f->srv->stats.udp_dropped++; /* over IPv6 a datagram may be longer than a frame can say */
     return -1;
   }
   np__dgram_hdr(len, (unsigned char *)o->bytes);
@@ -356,12 +357,16 @@ static void refuse(udp *u) {
 
 /* A new flow for a visitor from addr (NULL: not known, a forwarded one's); peer: a forwarded
  * flow's stream, which it takes (closes) whatever becomes of the flow, else NULL. */
-static flow *flow_new(udp *u, const struct sockaddr *addr, np_conn *peer) {
+static flow *flow_new(udp *u, const struct sockaddr *addr, const struct sockaddr *to,
+                      np_conn *peer) {
   static const struct sockaddr none = {.sa_family = AF_UNSPEC};
   struct np_server *srv = srv_of(u);
-  const struct sockaddr *to = (const struct sockaddr *)&u->local;
   flow *f;
 
+  if (to == NULL)
+    to = (const struct sockaddr *)&u->local;
+  if (addr == NULL)
+    addr = &none; /* a forwarded visitor whose address the other server did not know */
   if (u->nflows >= srv->cfg.udp_max_flows) {
     char a[64];
     np__addr_str(addr, a, sizeof(a));
@@ -382,9 +387,7 @@ static flow *flow_new(udp *u, const struct sockaddr *addr, np_conn *peer) {
   f->u = u;
   f->srv = srv;
   f->holds = 1;
-  if (addr == NULL)
-    addr = &none;
-  else
+  if (addr != &none)
     memcpy(&f->addr, addr,
            addr->sa_family == AF_INET6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in));
   if (peer != NULL && ++u->seq == 0)
@@ -418,8 +421,10 @@ static flow *flow_new(udp *u, const struct sockaddr *addr, np_conn *peer) {
   f->arriving = 0;
   if (f->closing) {
     /* Its session, and with it this proxy, closed during the arrival (REQ_WORK could not be
-     * sent): flow_close left the flow to us. */
-    flow_free(f);
+     * sent), or its work connection came and failed at once: flow_close left the flow to us,
+     * unless that connection's close frees it. */
+    if (f->work == NULL)
+      flow_free(f);
     return NULL;
   }
   if (f->refused) {
@@ -443,7 +448,7 @@ static void from_visitor(udp *u, const char *data, size_t n, const struct sockad
     return;
   if ((f = flow_at(u, addr)) == NULL) {
     srv->stats.visitors_total++;
-    if ((f = flow_new(u, addr, NULL)) == NULL) { /* counted as refused where it was */
+    if ((f = flow_new(u, addr, NULL, NULL)) == NULL) { /* counted as refused where it was */
       srv->stats.udp_dropped++;
       return;
     }
@@ -528,7 +533,7 @@ static int udp_open(proxy *px, const struct sockaddr *addr) {
     return r;
   }
   if ((r = np__udp_init_batched(px->srv->loop, &u->h)) != 0) {
-    np__shared_port_release(srv->shared, 1, want);
+    np__shared_port_release(srv->shared, 1, want, srv->widx);
     free(u);
     return r;
   }
@@ -536,12 +541,12 @@ static int udp_open(proxy *px, const struct sockaddr *addr) {
   if ((r = shadowed ? np__udp_bind_reuseport(&u->h, addr) : uv_udp_bind(&u->h, addr, 0)) != 0 ||
       (r = uv_udp_getsockname(&u->h, (void *)&ss, &n)) != 0 ||
       (r = uv_udp_recv_start(&u->h, np__udp_alloc, on_recv)) != 0) {
-    np__shared_port_release(srv->shared, 1, want);
+    np__shared_port_release(srv->shared, 1, want, srv->widx);
     uv_close((uv_handle_t *)&u->h, on_failed_closed);
     return r;
   }
-  if (want == 0) /* the kernel's pick: free in the table too, or a shadow's (then it gives way) */
-    np__shared_port_claim(srv->shared, 1, port_of((struct sockaddr *)&ss), srv->widx, &shadowed);
+  if (want == 0) /* the kernel's pick: nobody else has it bound */
+    np__shared_port_take(srv->shared, 1, port_of((struct sockaddr *)&ss), srv->widx);
   /* Every visitor of the proxy shares this socket: room for bursts (best effort; the kernel caps it
    * at net.core.rmem_max). */
   memcpy(&u->local, &ss, sizeof(ss));
@@ -558,16 +563,10 @@ static int udp_open(proxy *px, const struct sockaddr *addr) {
 
 static void on_part_closed(uv_handle_t *h) {
   udp *u = h->data;
-  struct np_server *srv = u->px->srv;
-  int port = u->px->port;
-
   if (--u->closes_left > 0)
     return;
-  srv->refs++; /* np__proxy_closed may free px, and with it the last reference */
   np__proxy_closed(u->px);
   free(u);
-  np__shared_port_release(srv->shared, 1, port); /* its socket is closed */
-  np__server_unref(srv);
 }
 
 /* Close px's flows and socket. */
@@ -577,7 +576,8 @@ static void udp_close(proxy *px) {
   HASH_ITER(hh, u->flows, f, next)
   flow_close(f, NULL);
   u->closes_left = 2;
-  np__udp_close(&u->h, on_part_closed);
+  np__udp_close(&u->h, on_part_closed); /* the socket is closed on return: the port is free */
+  np__shared_port_release(px->srv->shared, 1, px->port, px->srv->widx);
   uv_close((uv_handle_t *)&u->sweep, on_part_closed);
 }
 
@@ -599,7 +599,8 @@ static void peer_read(np_conn *c, ssize_t n, const uv_buf_t *buf) {
 /* A visitor of this loop's proxy on port, whose datagrams c carries (a peer's stream, or a
  * socketpair from the worker that holds the peer's link): a flow of its own. 0 (c taken, whatever
  * became of the flow), or UV_ENOENT (no such proxy here; c untouched). */
-static int arrive_peer(struct np_server *srv, np_conn *c, int port, const struct sockaddr *from) {
+static int arrive_peer(struct np_server *srv, np_conn *c, int port, const struct sockaddr *from,
+                       const struct sockaddr *to) {
   proxy *px = NULL;
   flow *f;
 
@@ -614,7 +615,7 @@ static int arrive_peer(struct np_server *srv, np_conn *c, int port, const struct
     np__conn_abort(c, NULL);
     return 0;
   }
-  if ((f = flow_new(px->impl, from, c)) == NULL)
+  if ((f = flow_new(px->impl, from, to, c)) == NULL)
     return 0; /* counted; c closed */
   c->data = f;
   if (np__conn_read_start(c, work_alloc, peer_read) != 0)
@@ -627,11 +628,10 @@ static int udp_forwarded(struct np_server *srv, np_conn *c, const np_msg *fwd,
   unsigned widx;
   np__addr peer;
 
-  (void)to;
   if (np__shared_port_holder(srv->shared, 1, fwd->port, &widx) != 0)
     return UV_ENOENT;
   if (widx == srv->widx)
-    return arrive_peer(srv, c, fwd->port, from);
+    return arrive_peer(srv, c, fwd->port, from, to);
   memset(&peer, 0, sizeof(peer));
   if (from != NULL)
     np__addr_copy(&peer, from);
@@ -645,7 +645,7 @@ static void udp_adopt(struct np_server *srv, np_conn *c, const char *pre, size_t
 
   (void)pre;
   (void)len;
-  if (arrive_peer(srv, c, (int)port, from) != 0)
+  if (arrive_peer(srv, c, (int)port, from, NULL) != 0)
     np__conn_abort(c, NULL);
 }
 

@@ -394,11 +394,24 @@ int np__shared_port_claim(np__shared *sh, int udp, int port, unsigned widx, int 
   return r;
 }
 
-void np__shared_port_release(np__shared *sh, int udp, int port) {
+void np__shared_port_take(np__shared *sh, int udp, int port, unsigned widx) {
   if (port <= 0 || port > 65535)
     return;
   uv_mutex_lock(&sh->mu);
-  sh->held[udp != 0][port] &= NP_TCP_SHADOW;
+  sh->held[udp != 0][port] =
+      (uint16_t)((sh->held[udp != 0][port] & NP_TCP_SHADOW) | NP_TCP_HELD | (widx & 0xff));
+  uv_mutex_unlock(&sh->mu);
+}
+
+void np__shared_port_release(np__shared *sh, int udp, int port, unsigned widx) {
+  uint16_t *e;
+
+  if (port <= 0 || port > 65535)
+    return;
+  uv_mutex_lock(&sh->mu);
+  e = &sh->held[udp != 0][port];
+  if ((*e & NP_TCP_HELD) && (*e & 0xff) == (widx & 0xff))
+    *e &= NP_TCP_SHADOW;
   uv_mutex_unlock(&sh->mu);
 }
 

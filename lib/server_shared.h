@@ -147,16 +147,22 @@ int np__shared_route_find(np__shared *sh, int t, const char *host, size_t hostle
  * when a proxy holds it; *shadowed says whether a shadow is bound to it now (bind beside it with
  * SO_REUSEPORT: it gives way). */
 int np__shared_port_claim(np__shared *sh, int udp, int port, unsigned widx, int *shadowed);
-void np__shared_port_release(np__shared *sh, int udp, int port);
+/* A port the kernel just gave a proxy of worker widx (a bind to port 0): nobody else has it bound,
+ * whatever the table says (a proxy that closed its socket on another worker and has not let go of
+ * the entry yet): it is widx's from now on. */
+void np__shared_port_take(np__shared *sh, int udp, int port, unsigned widx);
+/* Let go of port, if a proxy of worker widx holds it (else it is another's now: left alone). */
+void np__shared_port_release(np__shared *sh, int udp, int port, unsigned widx);
 /* 0 and *widx when a proxy holds port, else UV_ENOENT. */
 int np__shared_port_holder(np__shared *sh, int udp, int port, unsigned *widx);
 /* A shadow on port: on: 0, or UV_EADDRINUSE when a proxy holds it; off: 0. */
 int np__shared_port_shadow(np__shared *sh, int udp, int port, int on);
 #define np__shared_tcp_claim(sh, port, widx, shadowed)                                             \
   np__shared_port_claim((sh), 0, (port), (widx), (shadowed))
-#define np__shared_tcp_release(sh, port)      np__shared_port_release((sh), 0, (port))
-#define np__shared_tcp_holder(sh, port, widx) np__shared_port_holder((sh), 0, (port), (widx))
-#define np__shared_tcp_shadow(sh, port, on)   np__shared_port_shadow((sh), 0, (port), (on))
+#define np__shared_tcp_take(sh, port, widx)    np__shared_port_take((sh), 0, (port), (widx))
+#define np__shared_tcp_release(sh, port, widx) np__shared_port_release((sh), 0, (port), (widx))
+#define np__shared_tcp_holder(sh, port, widx)  np__shared_port_holder((sh), 0, (port), (widx))
+#define np__shared_tcp_shadow(sh, port, on)    np__shared_port_shadow((sh), 0, (port), (on))
 
 /* ---- counts --------------------------------------------------------------------------------- */
 /* Take one of max slots of *count: 1, or 0 when all were taken (nothing then changes). */

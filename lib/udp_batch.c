@@ -58,9 +58,14 @@ int np__udp_bind_reuseport(uv_udp_t *h, const struct sockaddr *addr) {
     close(fd);
     return r;
   }
-  if ((r = uv_udp_open(h, fd)) != 0)
+  if ((r = uv_udp_open(h, fd)) != 0) {
     close(fd);
-  return r;
+    return r;
+  }
+  /* uv_udp_open sets SO_REUSEADDR, with which Linux lets a socket of any user bind the same
+   * address beside ours; SO_REUSEPORT alone asks for the same user. */
+  setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &(int){0}, sizeof(int));
+  return 0;
 }
 
 static entry *next_entry(queue *q, uv_udp_t *h, const struct sockaddr *to) {

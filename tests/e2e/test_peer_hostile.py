@@ -70,7 +70,8 @@ def forward(mux, kind=2, port=0, host="", visitor="127.0.0.50:4000",
 def test_hostile_forwarder(env):
     store = redis(env)
     tls_dir = tempfile.mkdtemp(dir=env.tmp.name)
-    a = cluster_server(env, store.port, "np-server-a", tls_dir, extra=("--login-timeout", "1s"))
+    a = cluster_server(env, store.port, "np-server-a", tls_dir,
+                       extra=("--login-timeout", "1s", "--udp-max-flows", "2"))
     web = echo_service(env, "web")
     start_client(env, a, "alpha", {"web": f"local = {LOOP}:{web}\ncustom_domains = web.example.com"})
     udp_echo = Echo()
@@ -179,6 +180,15 @@ def test_hostile_forwarder(env):
     mux.send(f, b"\xff\xff" + b"x" * 16)
     check(mux.ended(f), "a frame longer than any datagram: the flow's stream ended")
     a.wait_line(r"UDP flow \S+ closed: malformed datagram frame from the other server")
+    # flows with no known address, up to udp_max_flows (2) and one more: that one is refused
+    held = [forward(mux, kind=1, port=uport, visitor=v) for v in ("x", "0.0.0.0:0")]
+    for f in held:
+        t, m = mux.recv_msg(f)
+        check(t == npwire.FORWARD and m["status"] == 0, f"a flow without an address: {m}")
+    f = forward(mux, kind=1, port=uport, visitor="neither")
+    check(mux.ended(f), "a flow over udp_max_flows: its stream ended")
+    for f in held:
+        mux.fin(f)
     udp_echo.close()
     # the link lives on: its first stream still answers a ping
     mux.send_msg(1, npwire.PING, id=42)
@@ -188,7 +198,7 @@ def test_hostile_forwarder(env):
         t, m = mux.recv_msg(1, answer_pings=False)
     check(t == npwire.PONG and m["id"] == 42, f"the link's stream answers: {t} {m}")
     st = server_stats(a)
-    check(st["peer_visitors"] - base["peer_visitors"] == 3, f"three forwarded visitors taken: {st}")
+    check(st["peer_visitors"] - base["peer_visitors"] == 6, f"six forwarded visitors taken: {st}")
     check(honest(), "honest visitors served throughout")
     check(a.p.poll() is None, "the owner is up")
 
