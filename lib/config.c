@@ -707,7 +707,13 @@ int np_config_validate(struct np_config *cfg) {
     } else if (cfg->cluster_token[0] != '\0') {
       return np__config_err(cfg, "cluster_token needs route_store: servers find each other's "
                                  "proxies there (e.g. route_store = redis://10.0.0.5:6379)");
+    } else if (cfg->route_store_password[0] != '\0' || cfg->route_store_user[0] != '\0') {
+      return np__config_err(cfg, "route_store_password and route_store_user need route_store "
+                                 "(e.g. route_store = redis://10.0.0.5:6379)");
     }
+    if (cfg->route_store_user[0] != '\0' && cfg->route_store_password[0] == '\0')
+      return np__config_err(cfg, "route_store_user needs route_store_password (or "
+                                 "route_store_password_file): Redis's AUTH takes both");
     if (cfg->vhost_http_timeout_ms < 1000)
       return np__config_err(cfg, "vhost_http_timeout must be at least 1s");
     if (cfg->route_lease_ms < 1000)

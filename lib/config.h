@@ -113,7 +113,9 @@ struct np_config {
   char route_store[NP_HOSTPORT_MAX + 16];
   uint64_t route_lease_ms;
   char cluster_advertise[NP_HOSTPORT_MAX];
-  char cluster_token[256]; /* "": no forwarding between servers */
+  char cluster_token[256];        /* "": no forwarding between servers */
+  char route_store_user[64];      /* Redis ACL user to AUTH as ("": the password alone) */
+  char route_store_password[256]; /* "": no AUTH */
 
   /* client */
   char server[NP_MAX_SERVERS * NP_HOSTPORT_MAX]; /* HOST:PORT, or several, comma-separated */

@@ -22,6 +22,7 @@
 #include <string.h>
 
 #include <hiredis/async.h>
+#include <openssl/crypto.h>
 #include <hiredis/hiredis.h>
 #define HASH_NONFATAL_OOM 1
 #include <uthash.h>
@@ -62,6 +63,7 @@ struct np__routes {
   char url[NP_HOSTPORT_MAX + 16], advertise[NP_HOSTPORT_MAX];
   char host[NP_HOSTPORT_MAX];
   int port, db;
+  char user[64], password[256]; /* AUTH, when password is set (wiped at the end) */
   uint64_t lease_ms, tick_ms;
   char value[24];        /* this server's instance id, hex */
   redisAsyncContext *ac; /* NULL: none */
@@ -77,7 +79,7 @@ struct np__routes {
   unsigned resolving : 1, connected : 1, scanning : 1, said_down : 1, closing : 1, full_said : 1;
   unsigned timer_closed : 1;
   unsigned error_said : 1; /* an error reply was logged: the next ones are not, until one is OK */
-  unsigned refused : 1;    /* SELECT failed: the tick drops the connection, saying why */
+  unsigned refused : 1;    /* AUTH or SELECT failed: the tick drops the connection, saying why */
   char refusal[160];
   const char *dropping; /* why drop() frees the context, for on_disconnect's line */
   int refs;             /* the timer, a resolution, a context not yet gone */
@@ -247,6 +249,7 @@ static void unref(np__routes *rs) {
       free(c);
     }
   }
+  OPENSSL_cleanse(rs->password, sizeof(rs->password));
   free(rs);
 }
 
@@ -310,9 +313,9 @@ static void on_connect(const redisAsyncContext *ac, int status) {
     unref(rs);
     return;
   }
-  if (rs->db == 0)
+  if (rs->db == 0 && rs->password[0] == '\0')
     up(rs);
-  /* else up once SELECT said OK (on_select) */
+  /* else up once AUTH and SELECT said OK (on_auth, on_select) */
 }
 
 static void up(np__routes *rs) {
@@ -326,6 +329,27 @@ static void up(np__routes *rs) {
   rs->said_down = 0;
 }
 
+/* A wrong password (or user) is no store to write to either: said as a refusal, and tried again
+ * at the back-off (the password may be fixed on the store's side). */
+static void on_auth(redisAsyncContext *ac, void *r, void *data) {
+  np__routes *rs = ac->data;
+  redisReply *reply = r;
+  (void)data;
+
+  if (reply == NULL)
+    return; /* the connection went */
+  if (reply->type == REDIS_REPLY_ERROR) {
+    snprintf(rs->refusal, sizeof(rs->refusal),
+             "AUTH%s%s: %s (check route_store_user and "
+             "route_store_password)",
+             rs->user[0] != '\0' ? " as " : "", rs->user, reply->str);
+    rs->refused = 1;
+    return;
+  }
+  if (rs->db == 0)
+    up(rs);
+}
+
 /* A database that does not exist (redis://HOST/20 with 16 databases) is no store to write to:
  * said, and the connection dropped and tried again at the back-off. */
 static void on_select(redisAsyncContext *ac, void *r, void *data) {
@@ -333,8 +357,8 @@ static void on_select(redisAsyncContext *ac, void *r, void *data) {
   redisReply *reply = r;
   (void)data;
 
-  if (reply == NULL)
-    return; /* the connection went */
+  if (reply == NULL || rs->refused)
+    return; /* the connection went, or AUTH failed first (then SELECT did too) */
   if (reply->type == REDIS_REPLY_ERROR) {
     snprintf(rs->refusal, sizeof(rs->refusal), "SELECT %d: %s", rs->db, reply->str);
     rs->refused = 1;
@@ -417,7 +441,12 @@ static void on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
         rs->connecting_since = uv_now(rs->loop);
         redisAsyncSetConnectCallback(ac, on_connect);
         redisAsyncSetDisconnectCallback(ac, on_disconnect);
-        if (rs->db != 0) /* queued: written once connected */
+        /* queued: written once connected, AUTH first */
+        if (rs->password[0] != '\0' && rs->user[0] != '\0')
+          redisAsyncCommand(ac, on_auth, NULL, "AUTH %s %s", rs->user, rs->password);
+        else if (rs->password[0] != '\0')
+          redisAsyncCommand(ac, on_auth, NULL, "AUTH %s", rs->password);
+        if (rs->db != 0)
           redisAsyncCommand(ac, on_select, NULL, "SELECT %d", rs->db);
       }
     }
@@ -683,8 +712,11 @@ int np__routes_start(struct np_server *srv) {
   rs->log = &srv->log;
   np__strlcpy(rs->url, srv->cfg.route_store, sizeof(rs->url));
   np__strlcpy(rs->advertise, srv->cfg.cluster_advertise, sizeof(rs->advertise));
+  np__strlcpy(rs->user, srv->cfg.route_store_user, sizeof(rs->user));
+  np__strlcpy(rs->password, srv->cfg.route_store_password, sizeof(rs->password));
   if (np__config_route_store(srv->cfg.route_store, rs->host, sizeof(rs->host), &rs->port,
                              &rs->db) != 0) {
+    OPENSSL_cleanse(rs->password, sizeof(rs->password));
     free(rs); /* validated with the configuration: not reached */
     return NP_ECONFIG;
   }

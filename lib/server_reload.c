@@ -37,6 +37,8 @@ static const char *const restart_keys[] = {
     "mux_session_window",
     "mux_server_window",
     "route_store",
+    "route_store_password",
+    "route_store_user",
     "route_lease",
     "cluster_advertise",
     "cluster_token",
@@ -82,6 +84,8 @@ static void keep(struct np_config *next, const struct np_config *was, const char
   KEEP("mux_server_window", mux_server_window)
   KEEP("remember_ports", remember_ports)
   KEEP("route_store", route_store)
+  KEEP("route_store_password", route_store_password)
+  KEEP("route_store_user", route_store_user)
   KEEP("route_lease", route_lease_ms)
   KEEP("cluster_advertise", cluster_advertise)
   KEEP("cluster_token", cluster_token)

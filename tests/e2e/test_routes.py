@@ -52,12 +52,12 @@ def keys(port):
     return {k[len(PREFIX):] for k in out.split("\n") if k}
 
 
-def server(env, store, name):
+def server(env, store, name, *extra):
     """An np-server on a port of its own, which it advertises, with its admin endpoint."""
     ctl = free_port()
     srv = env.server("--token", "s3cret", "--route-store", f"redis://{LOOP}:{store}",
                      "--cluster-advertise", f"{LOOP}:{ctl}", "--route-lease", f"{LEASE_MS}ms",
-                     "--admin-bind", f"{LOOP}:0", name=name, bind=f"{LOOP}:{ctl}")
+                     "--admin-bind", f"{LOOP}:0", *extra, name=name, bind=f"{LOOP}:{ctl}")
     srv.admin = int(srv.wait_line(r"admin API, .* on \S+ \(port (\d+)\)").group(1))
     srv.me = f"{LOOP}:{ctl}"
     return srv
@@ -191,6 +191,38 @@ def test_route_store_refuses(env):
     wait_until(lambda: len(keys(store.port)) == 2, 5, "b's routes written again")
 
 
+def test_route_store_password(env):
+    """A store with a password (requirepass) and an ACL user: a server with a wrong password is
+    refused with what to check, said once, and writes nothing; one with the right password (from a
+    file) writes its routes; one that logs in as an ACL user (AUTH USER PASSWORD) too."""
+    store = redis(env)
+    redis_cli(store.port, "ACL", "SETUSER", "np", "on", ">np-s3cret", "~natproxy:*", "+@all")
+    redis_cli(store.port, "CONFIG", "SET", "requirepass", "store-s3cret")
+    os.environ["REDISCLI_AUTH"] = "store-s3cret"  # redis-cli's, for keys()
+    try:
+        files = {}
+        for name, secret in (("bad", "wrong-one"), ("good", "store-s3cret")):
+            files[name] = os.path.join(env.tmp.name, f"redis-{name}")
+            with open(files[name], "w") as f:
+                f.write(secret + "\n")
+        a = server(env, store.port, "np-server-a", "--route-store-password-file", files["bad"])
+        a.wait_line(r"warn .*route store redis://\S+: AUTH: WRONGPASS.* \(check route_store_user "
+                    r"and route_store_password\)")
+        env.client(a, "-R", f"{LOOP}:0:{LOOP}:9", name="client-a")
+        b = server(env, store.port, "np-server-b", "--route-store-password-file", files["good"])
+        pb = port_of(env.client(b, "-R", f"{LOOP}:0:{LOOP}:9", name="client-b"))
+        c = server(env, store.port, "np-server-c", "--route-store-user", "np",
+                   "--route-store-password", "np-s3cret")
+        pc = port_of(env.client(c, "-R", f"{LOOP}:0:{LOOP}:9", name="client-c"))
+        want = {f"tcp:{pb}@{b.me}", f"tcp:{pc}@{c.me}"}
+        wait_until(lambda: keys(store.port) == want, 5, f"b's and c's routes ({keys(store.port)})")
+        wait_until(lambda: routes(b).get(f"tcp:{pc}") == c.me, 5, "b reads c's route")
+        check(a.count(r"warn .*route store") == 1, "a's refusal said once")
+        check(routes(a) == {}, "a reads nothing")
+    finally:
+        del os.environ["REDISCLI_AUTH"]
+
+
 def test_route_store_config_errors(env):
     """Bad values are refused at start with what to write instead (exit 2)."""
     cases = [
@@ -202,6 +234,10 @@ def test_route_store_config_errors(env):
          r"is not redis://"),
         (["--route-store", "redis://127.0.0.1"], r"route_store needs cluster_advertise"),
         (["--route-lease", "10ms"], r"route_lease must be at least 1s"),
+        (["--route-store-password", "x"], r"route_store_password and route_store_user need "
+         r"route_store"),
+        (["--route-store", "redis://127.0.0.1", "--cluster-advertise", "127.0.0.1:7000",
+          "--route-store-user", "np"], r"route_store_user needs route_store_password"),
     ]
     for args, want in cases:
         p = subprocess.run([SERVER, "--bind", f"{LOOP}:0", "--insecure", *args],
@@ -211,7 +247,8 @@ def test_route_store_config_errors(env):
 
 
 TESTS = {f.__name__[5:]: f for f in [test_routes_shared_through_redis, test_route_store_away_at_start,
-                                      test_route_store_refuses, test_route_store_config_errors]}
+                                      test_route_store_refuses, test_route_store_password,
+                                      test_route_store_config_errors]}
 
 if __name__ == "__main__":
     if sys.argv[1:] == ["--list"]:
