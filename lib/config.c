@@ -711,6 +711,11 @@ int np_config_validate(struct np_config *cfg) {
       return np__config_err(cfg, "route_store_password and route_store_user need route_store "
                                  "(e.g. route_store = redis://10.0.0.5:6379)");
     }
+    if (cfg->cluster_ca[0] != '\0' && cfg->cluster_token[0] == '\0')
+      return np__config_err(cfg, "cluster_ca needs cluster_token: the servers of a cluster prove "
+                                 "the token as well (cluster_token_file = FILE)");
+    if (cfg->cluster_ca[0] != '\0' && cfg->insecure)
+      return np__config_err(cfg, "cluster_ca needs TLS: drop insecure");
     if (cfg->route_store_user[0] != '\0' && cfg->route_store_password[0] == '\0')
       return np__config_err(cfg, "route_store_user needs route_store_password (or "
                                  "route_store_password_file): Redis's AUTH takes both");

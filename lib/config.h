@@ -114,6 +114,7 @@ struct np_config {
   uint64_t route_lease_ms;
   char cluster_advertise[NP_HOSTPORT_MAX];
   char cluster_token[256];        /* "": no forwarding between servers */
+  char cluster_ca[1024];          /* "": the servers share one identity, each pins its own */
   char route_store_user[64];      /* Redis ACL user to AUTH as ("": the password alone) */
   char route_store_password[256]; /* "": no AUTH */
 

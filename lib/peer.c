@@ -579,7 +579,13 @@ int np__peers_start(struct np_server *srv) {
   ps->dial_timeout_ms = srv->cfg.login_timeout_ms;
   np__strlcpy(ps->token, srv->cfg.cluster_token, sizeof(ps->token));
   np__strlcpy(ps->advertise, srv->cfg.cluster_advertise, sizeof(ps->advertise));
-  if (srv->tls != NULL) {
+  if (srv->tls != NULL && srv->cfg.cluster_ca[0] != '\0') {
+    /* Each server has its own certificate from the cluster's CA. */
+    if ((r = np__tls_client_ca_only(srv->loop, srv->cfg.cluster_ca, &srv->log, &ps->tls)) != 0) {
+      free(ps);
+      return r;
+    }
+  } else if (srv->tls != NULL) {
     /* The servers of a cluster share one identity: pin our own. */
     struct np_config *cc = malloc(sizeof(*cc));
     if (cc == NULL) {

@@ -42,6 +42,7 @@ static const char *const restart_keys[] = {
     "route_lease",
     "cluster_advertise",
     "cluster_token",
+    "cluster_ca",
 };
 
 typedef struct changes {
@@ -89,6 +90,7 @@ static void keep(struct np_config *next, const struct np_config *was, const char
   KEEP("route_lease", route_lease_ms)
   KEEP("cluster_advertise", cluster_advertise)
   KEEP("cluster_token", cluster_token)
+  KEEP("cluster_ca", cluster_ca)
 #undef KEEP
 }
 

@@ -856,9 +856,9 @@ static int make_ssl(tls_conn *c) {
     SSL_set_accept_state(c->ssl);
   } else {
     SSL_set_connect_state(c->ssl);
-    if (!t->pinned && t->host[0] != '\0' && SSL_set1_host(c->ssl, t->host) != 1)
+    if (!t->pinned && !t->ca_only && t->host[0] != '\0' && SSL_set1_host(c->ssl, t->host) != 1)
       goto err_free_ssl;
-    if (t->host[0] != '\0' && inet_pton(AF_INET, t->host, &a6) != 1 &&
+    if (!t->ca_only && t->host[0] != '\0' && inet_pton(AF_INET, t->host, &a6) != 1 &&
         inet_pton(AF_INET6, t->host, &a6) != 1 && SSL_set_tlsext_host_name(c->ssl, t->host) != 1)
       goto err_free_ssl;
   }

@@ -263,6 +263,22 @@ static int verify_server(X509_STORE_CTX *xs, void *arg) {
   return ok;
 }
 
+int np__tls_client_ca_only(uv_loop_t *loop, const char *ca_file, const np__logger *log,
+                           np__tls **out) {
+  np__tls *t;
+
+  if ((t = ctx_new(loop, log, 0)) == NULL)
+    return UV_ENOMEM;
+  if (SSL_CTX_load_verify_locations(t->ctx, ca_file, NULL) != 1)
+    return ctx_fail(t, "cannot load the cluster's CA file", ca_file);
+  np__strlcpy(t->host, "the cluster", sizeof(t->host)); /* for the log; no name is checked */
+  SSL_CTX_set_verify(t->ctx, SSL_VERIFY_PEER, NULL);
+  SSL_CTX_set_cert_verify_callback(t->ctx, verify_server, t); /* not pinned, no known: the CA */
+  t->ca_only = 1;
+  *out = t;
+  return 0;
+}
+
 int np__tls_client_new(uv_loop_t *loop, const struct np_config *cfg, const np__logger *log,
                        np__tls **out) {
   int port;
@@ -338,6 +354,11 @@ void np__tls_report_failure(const np__tls *t, const struct np__tls_verdict *v, c
             "certificate was replaced on purpose, delete line %d of %s; otherwise somebody may be "
             "intercepting the connection",
             peer, seen, t->known, v->known_line, want, t->known_key, v->known_line, t->known);
+  } else if (v->verify_failed && t->ca_only) {
+    np__log(t->log, NP_LOG_ERROR,
+            "%s: the certificate of this server of the cluster is not one cluster_ca signed (%s); "
+            "it is %s: give each server a certificate from the cluster's CA (tls_cert, tls_key)",
+            peer, v->verify_err, seen);
   } else if (v->verify_failed) {
     np__log(t->log, NP_LOG_ERROR,
             "%s: the server's certificate is not trusted (%s) for '%s'; it is %s: if that is the "

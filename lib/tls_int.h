@@ -21,6 +21,7 @@ struct np__tls {
   void *refusal_arg;
   int server;
   int pinned;
+  int ca_only; /* client: np__tls_client_ca_only's, which checks no name and sends no SNI */
   unsigned char pin[32];
   /* client: the known_servers file ("": none) and this server's line name in it; tofu: record a
    * server it does not name yet (trust on first use) */

@@ -331,6 +331,59 @@ remote_port = {ports[2]}
           f"every echo forwarded once: {done[0] + 1} and {st}")
 
 
+def openssl(*args):
+    subprocess.run(["openssl", *args], check=True, capture_output=True, timeout=60)
+
+
+def make_ca(d, name):
+    key, crt = os.path.join(d, f"{name}.key"), os.path.join(d, f"{name}.crt")
+    openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+            "-keyout", key, "-out", crt, "-subj", f"/CN={name}", "-days", "2")
+    return key, crt
+
+
+def make_cert(d, ca, name):
+    """A server certificate of its own, signed by ca (key, crt)."""
+    key, csr, crt = (os.path.join(d, f"{name}.{x}") for x in ("key", "csr", "crt"))
+    openssl("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout",
+            key, "-out", csr, "-subj", f"/CN={name}")
+    openssl("x509", "-req", "-in", csr, "-CA", ca[1], "-CAkey", ca[0], "-CAcreateserial", "-out",
+            crt, "-days", "2")
+    return key, crt
+
+
+def test_forward_cluster_ca(env):
+    """cluster_ca: each server with a certificate of its own from the cluster's CA (not one shared
+    identity): a visitor forwarded between two of them is served; a server whose certificate
+    another CA signed is refused by the TLS check of the server that links to it (its visitors
+    there get 502, said with what to do), and still serves its own."""
+    store = redis(env)
+    d = tempfile.mkdtemp(dir=env.tmp.name)
+    ca, rogue = make_ca(d, "cluster-ca"), make_ca(d, "another-ca")
+    srv = {}
+    for name, signer in (("a", ca), ("b", ca), ("c", rogue)):
+        key, crt = make_cert(d, signer, f"server-{name}")
+        srv[name] = cluster_server(env, store.port, f"np-server-{name}", None,
+                                   extra=("--tls-cert", crt, "--tls-key", key,
+                                          "--cluster-ca", ca[1]))
+    a, b, c = srv["a"], srv["b"], srv["c"]
+    check(len({a.fingerprint, b.fingerprint, c.fingerprint}) == 3, "three identities")
+    web = echo_service(env, "web")
+    start_client(env, a, "alpha", {"web": f"local = {LOOP}:{web}\ncustom_domains = web.example.com"})
+    start_client(env, c, "gamma", {"web": f"local = {LOOP}:{web}\ncustom_domains = c.example.com"})
+    wait_until(lambda: routes(b).get("http:web.example.com") == a.me and
+               routes(b).get("http:c.example.com") == c.me, 5, "b read the table")
+    out = curl(b.vport, f"http://web.example.com:{b.vport}/ca", source="127.0.0.9")
+    got, = answers(out.stdout)
+    check(got["path"] == "/ca" and got["xff"] == ["127.0.0.9"], f"forwarded a -> b: {got}")
+    out = curl(b.vport, f"http://c.example.com:{b.vport}/", "-o", "/dev/null", "-w", "%{http_code}")
+    check(out.stdout == b"502", f"c's certificate is not the cluster's: {out.stdout}")
+    b.wait_line(r"the certificate of this server of the cluster is not one cluster_ca signed")
+    b.wait_line(rf"peer {re.escape(c.me)}: cannot link")
+    out = curl(c.vport, f"http://c.example.com:{c.vport}/", "-o", "/dev/null", "-w", "%{http_code}")
+    check(out.stdout == b"200", f"c serves its own visitors: {out.stdout}")
+
+
 class Closer:
     """What env closes with its servers: here, the UDP echo services."""
 
@@ -428,6 +481,7 @@ TESTS = {
     "forward_store_away": test_forward_store_away,
     "forward_real_peers_and_two_way": test_forward_real_peers_and_two_way,
     "forward_udp_and_takeover": test_forward_udp_and_takeover,
+    "forward_cluster_ca": test_forward_cluster_ca,
 }
 
 if __name__ == "__main__":

@@ -234,6 +234,10 @@ def test_route_store_config_errors(env):
          r"is not redis://"),
         (["--route-store", "redis://127.0.0.1"], r"route_store needs cluster_advertise"),
         (["--route-lease", "10ms"], r"route_lease must be at least 1s"),
+        (["--route-store", "redis://127.0.0.1", "--cluster-advertise", "127.0.0.1:7000",
+          "--cluster-ca", "/nonexistent"], r"cluster_ca needs cluster_token"),
+        (["--route-store", "redis://127.0.0.1", "--cluster-advertise", "127.0.0.1:7000",
+          "--cluster-token", "t", "--cluster-ca", "/nonexistent"], r"cluster_ca needs TLS"),
         (["--route-store-password", "x"], r"route_store_password and route_store_user need "
          r"route_store"),
         (["--route-store", "redis://127.0.0.1", "--cluster-advertise", "127.0.0.1:7000",
