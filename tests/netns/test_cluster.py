@@ -22,9 +22,10 @@ import netbed  # noqa: E402
 from netbed import PUBLIC_IP, VISITOR_IP, NetBed  # noqa: E402
 from nptest import CLIENT, SANITIZED, SERVER, check, wait_until  # noqa: E402
 from test_nat import figure, tls_args  # noqa: E402
+from test_udp import DNSMASQ_RECORDS  # noqa: E402
 
 PUBLIC2_IP, PUBLIC3_IP, STORE_IP = "10.77.0.11", "10.77.0.12", "10.77.0.40"
-CTL, ADMIN, HTTP, TCP, STORE = 7000, 7400, 8080, 9000, 6379
+CTL, ADMIN, HTTP, TCP, DNS, STORE = 7000, 7400, 8080, 9000, 5300, 6379
 LEASE_MS = 1000
 WORKERS = 2  # each worker links on its own when one of its visitors first needs it
 SERVICES = {"alpha": 8101, "beta": 8102, "gamma": 8103, "delta": 8104}
@@ -71,7 +72,7 @@ def start_store(env, bed):
     return p
 
 
-def start_client(env, bed, srv, name, domains, tcp=None):
+def start_client(env, bed, srv, name, domains, tcp=None, dns=None):
     conf = os.path.join(env.tmp.name, f"{name}.ini")
     with open(conf, "w") as f:
         for d in domains:
@@ -79,6 +80,8 @@ def start_client(env, bed, srv, name, domains, tcp=None):
                     f"custom_domains = {d}.example.com\n")
         if tcp is not None:
             f.write(f"[proxy {tcp}-tcp]\nlocal = 127.0.0.1:{SERVICES[tcp]}\nremote_port = {TCP}\n")
+        if dns is not None:
+            f.write(f"[proxy dns]\ntype = udp\nlocal = 127.0.0.1:{dns}\nremote_port = {DNS}\n")
     p = bed.proc(env, "home", f"np-client-{name}", [
         CLIENT, "--server", f"{srv.ip}:{CTL}", "--token", "cluster-test", "--name", name,
         "--reconnect-max", "1s", "--log-level", "debug", *tls_args(env)[1], "-c", conf])
@@ -106,6 +109,12 @@ def ask(bed, srv, host):
     return code, body, float(first or 0)
 
 
+def dig(bed, ip, *query):
+    r = subprocess.run([*bed.enter("visitor"), "dig", f"@{ip}", "-p", str(DNS), "+tries=1",
+                        "+time=5", "+short", *query], capture_output=True, text=True, timeout=20)
+    return r.stdout.strip()
+
+
 def tcp_ask(bed, srv):
     r = subprocess.run([*bed.enter("visitor"), "curl", "-sS", "--max-time", "10",
                         f"http://{srv.ip}:{TCP}/"], capture_output=True, text=True, timeout=20)
@@ -127,13 +136,18 @@ def share(env, bed):
         f.write(NGINX_CONF.format(tmp=tmp, servers="\n".join(
             NGINX_SERVER.format(port=port, name=name) for name, port in SERVICES.items())))
     bed.proc(env, "home", "nginx", ["nginx", "-c", f"{tmp}/nginx.conf"])
+    dnsmasq = bed.proc(env, "home", "dnsmasq", [
+        "dnsmasq", "--keep-in-foreground", "--conf-file=/dev/null", "--no-resolv", "--no-hosts",
+        "--bind-interfaces", "--listen-address=127.0.0.1", "--port=5353", "--pid-file=",
+        "--user=root", "--group=root", "--log-facility=-", *DNSMASQ_RECORDS])
+    dnsmasq.wait_line(r"started, version")
     slow = 4 if SANITIZED else 1
     store = start_store(env, bed)
     srv = {"a": start_server(env, bed, "public", PUBLIC_IP, "np-server-a"),
            "b": start_server(env, bed, "public2", PUBLIC2_IP, "np-server-b"),
            "c": start_server(env, bed, "public3", PUBLIC3_IP, "np-server-c")}
     owner = {"alpha": "a", "beta": "b", "gamma": "c"}
-    start_client(env, bed, srv["a"], "home-a", ["alpha"], tcp="alpha")
+    start_client(env, bed, srv["a"], "home-a", ["alpha"], tcp="alpha", dns=5353)
     start_client(env, bed, srv["b"], "home-b", ["beta"])
     start_client(env, bed, srv["c"], "home-c", ["gamma"])
     want = {f"http:{d}.example.com": f"{srv[o].ip}:{CTL}" for d, o in owner.items()}
@@ -152,6 +166,13 @@ def share(env, bed):
                 firsts["owner" if n == o else "forwarded"].append(first * 1000)
     for n in "bc":
         check(tcp_ask(bed, srv[n]) == f"alpha for \n", f"TCP port {TCP} of a's client through {n}")
+    # UDP: dig through every server to dnsmasq behind a's client, a large answer too
+    big = None
+    for n, s in srv.items():
+        check(dig(bed, s.ip, "www.home.test") == "192.168.77.80", f"dig A through {n}")
+        got = dig(bed, s.ip, "+ignore", "TXT", "big.home.test")
+        check(len(got) > 800 and (big is None or got == big), f"a large TXT answer through {n}")
+        big = got
     for kind, ms in firsts.items():
         figure(f"first byte, {kind} (p50 of {len(ms)})", statistics.median(ms), "ms")
     for n, s in srv.items():
