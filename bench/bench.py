@@ -249,7 +249,9 @@ def start_nginx(services, tmp, size=612):
 
 
 def wrk(port, seconds, close, host=None):
-    args = ["wrk", "-t", "2", "-c", "64", "-d", f"{seconds}s", "--latency", f"http://{LOOP}:{port}/"]
+    """port: on 127.0.0.1, or (address, port)."""
+    addr, port = port if isinstance(port, tuple) else (LOOP, port)
+    args = ["wrk", "-t", "2", "-c", "64", "-d", f"{seconds}s", "--latency", f"http://{addr}:{port}/"]
     if close:
         args[1:1] = ["-H", "Connection: close"]
     if host:
