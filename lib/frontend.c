@@ -122,6 +122,31 @@ proxy *np__frontend_proxies(const np__frontend *fe) {
   return fe->proxies;
 }
 
+int np__port_forwarded(struct np_server *srv, np_conn *c, int udp, int port,
+                       const struct sockaddr *from, const struct sockaddr *to,
+                       np__port_arrive_fn arrive) {
+  unsigned widx;
+  np__addr peer;
+
+  if (np__shared_port_holder(srv->shared, udp, port, &widx) != 0)
+    return UV_ENOENT;
+  if (widx == srv->widx)
+    return arrive(srv, c, port, from, to);
+  memset(&peer, 0, sizeof(peer));
+  if (from != NULL)
+    np__addr_copy(&peer, from);
+  return np__server_bridge(srv, c, &peer, NULL, 0, widx, udp ? NP_MOVE_UDP : NP_MOVE_TCP,
+                           (unsigned)port);
+}
+
+void np__port_adopt(struct np_server *srv, np_conn *c, int port, np__port_arrive_fn arrive) {
+  struct sockaddr_storage ss;
+  const struct sockaddr *from = np__conn_peer_addr(c, &ss) == 0 ? (struct sockaddr *)&ss : NULL;
+
+  if (arrive(srv, c, port, from, NULL) != 0)
+    np__conn_abort(c, NULL);
+}
+
 static void on_bridge_end(struct np_join *j, int status, const np_join_stats *stats) {
   (void)status;
   (void)stats;

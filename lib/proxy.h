@@ -152,6 +152,18 @@ proxy *np__frontend_proxies(const np__frontend *fe);
 int np__server_bridge(struct np_server *srv, np_conn *c, const np__addr *peer, const char *pre,
                       size_t len, unsigned widx, int table, unsigned hops);
 
+/* A visitor of the TCP or UDP (udp) proxy on port, forwarded by another server of the cluster on c:
+ * to arrive here when this worker's proxy holds the port, else bridged to the worker that does
+ * (its type's adopt then calls np__port_adopt). 0 (c taken) or UV_ENOENT (no proxy of this server
+ * holds it; c untouched), or the bridge's error. arrive: 0 (c taken) or UV_ENOENT (c untouched). */
+typedef int (*np__port_arrive_fn)(struct np_server *srv, np_conn *c, int port,
+                                  const struct sockaddr *from, const struct sockaddr *to);
+int np__port_forwarded(struct np_server *srv, np_conn *c, int udp, int port,
+                       const struct sockaddr *from, const struct sockaddr *to,
+                       np__port_arrive_fn arrive);
+/* The bridged end of such a visitor, on the worker that holds port: from its remembered address. */
+void np__port_adopt(struct np_server *srv, np_conn *c, int port, np__port_arrive_fn arrive);
+
 /* Connections to l from proxy_protocol_from (the server's) start with a PROXY protocol header;
  * those that do not are closed, counted (pp_refused) and logged. */
 void np__server_listener_pp(struct np_server *srv, np__listener *l);

@@ -182,28 +182,14 @@ static int arrive_forwarded(struct np_server *srv, np_conn *c, int port,
 
 static int tcp_forwarded(struct np_server *srv, np_conn *c, const np_msg *fwd,
                          const struct sockaddr *from, const struct sockaddr *to) {
-  unsigned widx;
-  np__addr peer;
-
-  if (np__shared_tcp_holder(srv->shared, fwd->port, &widx) != 0)
-    return UV_ENOENT;
-  if (widx == srv->widx)
-    return arrive_forwarded(srv, c, fwd->port, from, to);
-  memset(&peer, 0, sizeof(peer));
-  if (from != NULL)
-    np__addr_copy(&peer, from);
-  return np__server_bridge(srv, c, &peer, NULL, 0, widx, NP_MOVE_TCP, fwd->port);
+  return np__port_forwarded(srv, c, 0, fwd->port, from, to, arrive_forwarded);
 }
 
 static void tcp_adopt(struct np_server *srv, np_conn *c, const char *pre, size_t len,
                       unsigned port) {
-  struct sockaddr_storage ss;
-  const struct sockaddr *from = np__conn_peer_addr(c, &ss) == 0 ? (struct sockaddr *)&ss : NULL;
-
   (void)pre;
   (void)len;
-  if (arrive_forwarded(srv, c, (int)port, from, NULL) != 0)
-    np__conn_abort(c, NULL);
+  np__port_adopt(srv, c, (int)port, arrive_forwarded);
 }
 
 const np__proxy_type np__proxy_tcp = {

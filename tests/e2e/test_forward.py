@@ -134,6 +134,21 @@ def test_forward_wrong_cluster_token(env):
           "a peer is no client")
 
 
+def until_both_workers(srv, start, tries):
+    """Call start(n) for n = 0, 1, ... until srv's two workers each hold a client (a client lands
+    by a hash of its address): how many were started."""
+    seen = set()
+    for n in range(tries):
+        start(n)
+        clients = json.loads(subprocess.run(
+            ["curl", "-sS", f"http://{LOOP}:{srv.admin}/api/v1/clients"], capture_output=True,
+            timeout=20).stdout)["clients"]
+        seen = {cl["worker"] for cl in clients}
+        if len(seen) == 2:
+            return n + 1
+    check(False, f"clients on both of {srv.name}'s workers after {tries}: {seen}")
+
+
 def test_forward_to_another_worker(env):
     """The owner runs two workers: a forwarded visitor whose service's client is on the other
     worker than the peer's link is bridged there (a stream cannot move between loops)."""
@@ -142,18 +157,9 @@ def test_forward_to_another_worker(env):
     a = cluster_server(env, store.port, "np-server-a", tls_dir, workers=2)
     c = cluster_server(env, store.port, "np-server-c", tls_dir)
     web = echo_service(env, "web")
-    seen, hosts = set(), []
-    for n in range(12):  # until both workers hold a client: each lands by a hash of its address
-        start_client(env, a, f"w{n}", {"web": f"local = {LOOP}:{web}\n"
-                                              f"custom_domains = w{n}.example.com"})
-        hosts.append(f"w{n}.example.com")
-        clients = json.loads(subprocess.run(
-            ["curl", "-sS", f"http://{LOOP}:{a.admin}/api/v1/clients"], capture_output=True,
-            timeout=20).stdout)["clients"]
-        seen = {cl["worker"] for cl in clients}
-        if len(seen) == 2:
-            break
-    check(len(seen) == 2, f"clients on both workers: {seen}")
+    n = until_both_workers(a, lambda n: start_client(
+        env, a, f"w{n}", {"web": f"local = {LOOP}:{web}\ncustom_domains = w{n}.example.com"}), 12)
+    hosts = [f"w{i}.example.com" for i in range(n)]
     wait_until(lambda: all(routes(c).get(f"http:{h}") == a.me for h in hosts), 5,
                "c read the table")
     before = server_stats(a)
@@ -413,20 +419,11 @@ def test_forward_udp_and_takeover(env):
     echo_a, echo_b = Echo(), Echo()
     env.servers.append(Closer(echo_a.close, echo_b.close))
     taken = (a.vport, a.sport, b.vport, b.sport)
-    ports, seen = [], set()
-    for port in [p for p in low_free_ports(16) if p not in taken][:8]:
-        # clients until both of a's workers hold one: a visitor of the worker without b's link is
-        # bridged there (NP_MOVE_UDP)
-        env.client(a, "--name", f"ua{len(ports)}", "-U", f"{port}:{LOOP}:{echo_a.port}",
-                   name=f"client-a{len(ports)}")
-        ports.append(port)
-        clients = json.loads(subprocess.run(
-            ["curl", "-sS", f"http://{LOOP}:{a.admin}/api/v1/clients"], capture_output=True,
-            timeout=20).stdout)["clients"]
-        seen = {cl["worker"] for cl in clients}
-        if len(seen) == 2:
-            break
-    check(len(seen) == 2, f"clients on both of a's workers: {seen}")
+    free = [p for p in low_free_ports(16) if p not in taken][:8]
+    # a visitor of the worker without b's link is bridged there (NP_MOVE_UDP)
+    n = until_both_workers(a, lambda n: env.client(
+        a, "--name", f"ua{n}", "-U", f"{free[n]}:{LOOP}:{echo_a.port}", name=f"client-a{n}"), 8)
+    ports = free[:n]
     for port in ports:
         b.wait_line(rf"cluster: UDP port {port} forwards to the server that holds it")
 
