@@ -693,6 +693,9 @@ int np_config_validate(struct np_config *cfg) {
     if (cfg->route_store[0] != '\0') {
       char host[NP_HOSTPORT_MAX];
       int port, db;
+      if (strchr(cfg->route_store, '@') != NULL) /* not echoed: it may hold a password */
+        return np__config_err(cfg, "route_store: a password does not go in the URL: give "
+                                   "route_store_password_file (and route_store_user) instead");
       if (np__config_route_store(cfg->route_store, host, sizeof(host), &port, &db) != 0)
         return np__config_err(cfg,
                               "route_store: '%s' is not redis://HOST[:PORT][/DB] (e.g. "
@@ -716,6 +719,9 @@ int np_config_validate(struct np_config *cfg) {
                                  "the token as well (cluster_token_file = FILE)");
     if (cfg->cluster_ca[0] != '\0' && cfg->insecure)
       return np__config_err(cfg, "cluster_ca needs TLS: drop insecure");
+    if (cfg->cluster_ca[0] != '\0' && cfg->tls_cert[0] == '\0')
+      return np__config_err(cfg, "cluster_ca needs tls_cert and tls_key: this server's own "
+                                 "certificate from the cluster's CA");
     if (cfg->route_store_user[0] != '\0' && cfg->route_store_password[0] == '\0')
       return np__config_err(cfg, "route_store_user needs route_store_password (or "
                                  "route_store_password_file): Redis's AUTH takes both");

@@ -75,7 +75,7 @@ const np__key np__config_keys[] = {
      "elsewhere is forwarded there (prefer cluster_token_file)"},
     {"cluster_ca", S, V_STR, FIELD(cluster_ca), "cluster-ca", "FILE", NULL, "none",
      "trust the other servers of the cluster by this CA, each server with a certificate of its "
-     "own from it (tls_cert, tls_key), instead of one identity they all share"},
+     "own from it (tls_cert, tls_key), instead of one identity they all share (needs TLS)"},
     {"cluster_token_file", S, V_TOKEN_FILE, FIELD(cluster_token), "cluster-token-file", "FILE",
      NULL, NULL, "read cluster_token from this file's first line"},
     {"proxy_protocol_from", S, V_CIDRS, FIELD(proxy_protocol_from), "proxy-protocol-from", "LIST",

@@ -1,7 +1,8 @@
 /* Forwarding to the other servers of a cluster (peer.h). A visitor of a route this server does not
  * hold, which the route table (route_store.c) says another server does, goes there: over one
  * multiplexed connection per such server, made by the client's own transport (TLS pinned to this
- * server's identity, which the servers of a cluster share, then yamux), on which this server logs
+ * server's identity, which the servers of a cluster share, or trusting the cluster's CA, then
+ * yamux), on which this server logs
  * in with PEER (cluster_token). Each visitor gets a stream: FORWARD says which route and who the
  * visitor is; once the other server answers, the bytes read so far go first and the relay takes
  * over. Runs on each worker's loop for its own visitors; the route table is the one shared part. */
@@ -40,7 +41,7 @@ typedef struct np__peers {
   int shadows_open;
   const np_codec_ops *codec;
   size_t max_frame;
-  np__tls *tls; /* pinned to this server's own identity; NULL: the cluster runs in clear */
+  np__tls *tls; /* pinned to this server's own identity, or cluster_ca; NULL: in clear */
   char token[sizeof(((struct np_config *)0)->cluster_token)];
   char advertise[NP_HOSTPORT_MAX];
   uint64_t dial_timeout_ms;
@@ -581,7 +582,8 @@ int np__peers_start(struct np_server *srv) {
   np__strlcpy(ps->advertise, srv->cfg.cluster_advertise, sizeof(ps->advertise));
   if (srv->tls != NULL && srv->cfg.cluster_ca[0] != '\0') {
     /* Each server has its own certificate from the cluster's CA. */
-    if ((r = np__tls_client_ca_only(srv->loop, srv->cfg.cluster_ca, &srv->log, &ps->tls)) != 0) {
+    if ((r = np__tls_client_ca_only(srv->loop, srv->cfg.cluster_ca, srv->cfg.tls_cert,
+                                    srv->cfg.tls_key, &srv->log, &ps->tls)) != 0) {
       free(ps);
       return r;
     }

@@ -80,7 +80,7 @@ struct np__routes {
   unsigned timer_closed : 1;
   unsigned error_said : 1; /* an error reply was logged: the next ones are not, until one is OK */
   unsigned refused : 1;    /* AUTH or SELECT failed: the tick drops the connection, saying why */
-  char refusal[160];
+  char refusal[320];
   const char *dropping; /* why drop() frees the context, for on_disconnect's line */
   int refs;             /* the timer, a resolution, a context not yet gone */
 };
@@ -339,10 +339,10 @@ static void on_auth(redisAsyncContext *ac, void *r, void *data) {
   if (reply == NULL)
     return; /* the connection went */
   if (reply->type == REDIS_REPLY_ERROR) {
-    snprintf(rs->refusal, sizeof(rs->refusal),
-             "AUTH%s%s: %s (check route_store_user and "
-             "route_store_password)",
-             rs->user[0] != '\0' ? " as " : "", rs->user, reply->str);
+    int creds = strncmp(reply->str, "WRONGPASS", 9) == 0 || strstr(reply->str, "password") != NULL;
+    snprintf(rs->refusal, sizeof(rs->refusal), "AUTH%s%s: %s%s", rs->user[0] != '\0' ? " as " : "",
+             rs->user, reply->str,
+             creds ? " (check route_store_user and route_store_password)" : "");
     rs->refused = 1;
     return;
   }
@@ -437,15 +437,21 @@ static void on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
       } else {
         ac->data = rs;
         rs->ac = ac;
-        rs->refs++; /* until hiredis is done with it */
+        rs->refused = 0; /* a refusal was the last connection's */
+        rs->refs++;      /* until hiredis is done with it */
         rs->connecting_since = uv_now(rs->loop);
         redisAsyncSetConnectCallback(ac, on_connect);
         redisAsyncSetDisconnectCallback(ac, on_disconnect);
         /* queued: written once connected, AUTH first */
-        if (rs->password[0] != '\0' && rs->user[0] != '\0')
-          redisAsyncCommand(ac, on_auth, NULL, "AUTH %s %s", rs->user, rs->password);
-        else if (rs->password[0] != '\0')
-          redisAsyncCommand(ac, on_auth, NULL, "AUTH %s", rs->password);
+        if ((rs->password[0] != '\0' && rs->user[0] != '\0' &&
+             redisAsyncCommand(ac, on_auth, NULL, "AUTH %s %s", rs->user, rs->password) !=
+                 REDIS_OK) ||
+            (rs->password[0] != '\0' && rs->user[0] == '\0' &&
+             redisAsyncCommand(ac, on_auth, NULL, "AUTH %s", rs->password) != REDIS_OK)) {
+          /* never up without it: the tick drops this connection and tries again */
+          snprintf(rs->refusal, sizeof(rs->refusal), "cannot send AUTH (out of memory)");
+          rs->refused = 1;
+        }
         if (rs->db != 0)
           redisAsyncCommand(ac, on_select, NULL, "SELECT %d", rs->db);
       }

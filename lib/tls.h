@@ -27,9 +27,10 @@ int np__tls_client_new(uv_loop_t *loop, const struct np_config *cfg, const np__l
                        np__tls **out);
 /* A client context for the servers of a cluster (cluster_ca): trusts exactly the certificates
  * ca_file signed, whatever their names (membership is the CA's signature; the route table names
- * addresses), with no known_servers. 0, NP_ECONFIG (the reason logged) or UV_ENOMEM. */
-int np__tls_client_ca_only(uv_loop_t *loop, const char *ca_file, const np__logger *log,
-                           np__tls **out);
+ * addresses), with no known_servers; presents cert and key (PEM files; "": none). 0, NP_ECONFIG
+ * (the reason logged) or UV_ENOMEM. */
+int np__tls_client_ca_only(uv_loop_t *loop, const char *ca_file, const char *cert, const char *key,
+                           const np__logger *log, np__tls **out);
 void np__tls_free(np__tls *t);
 /* The server's own certificate fingerprint (NP_TLS_FP_LEN + 1 bytes, NUL-terminated). */
 const char *np__tls_fingerprint(const np__tls *t);

@@ -156,6 +156,10 @@ int np__tls_server_new(uv_loop_t *loop, const struct np_config *cfg, const np__l
   r = SSL_CTX_use_certificate(t->ctx, cert) == 1 && SSL_CTX_use_PrivateKey(t->ctx, key) == 1;
   X509_free(cert);
   EVP_PKEY_free(key);
+  /* tls_cert may hold the chain up to its CA (an intermediate of a cluster CA, say): sent whole,
+   * the leaf first, as it was loaded above. */
+  if (r && cfg->tls_cert[0] != '\0')
+    r = SSL_CTX_use_certificate_chain_file(t->ctx, cfg->tls_cert) == 1;
   if (!r)
     return ctx_fail(t, "cannot use the TLS identity in", cfg->tls_cert[0] ? cfg->tls_cert : dir);
   if (created)
@@ -263,14 +267,19 @@ static int verify_server(X509_STORE_CTX *xs, void *arg) {
   return ok;
 }
 
-int np__tls_client_ca_only(uv_loop_t *loop, const char *ca_file, const np__logger *log,
-                           np__tls **out) {
+int np__tls_client_ca_only(uv_loop_t *loop, const char *ca_file, const char *cert, const char *key,
+                           const np__logger *log, np__tls **out) {
   np__tls *t;
 
   if ((t = ctx_new(loop, log, 0)) == NULL)
     return UV_ENOMEM;
   if (SSL_CTX_load_verify_locations(t->ctx, ca_file, NULL) != 1)
     return ctx_fail(t, "cannot load the cluster's CA file", ca_file);
+  /* The same certificate as a client: a server that asks its clients for one (tls_client_ca,
+   * the cluster's CA too, likely) asks its peers as well. */
+  if (cert[0] != '\0' && (SSL_CTX_use_certificate_chain_file(t->ctx, cert) != 1 ||
+                          SSL_CTX_use_PrivateKey_file(t->ctx, key, SSL_FILETYPE_PEM) != 1))
+    return ctx_fail(t, "cannot use the TLS identity in", cert);
   np__strlcpy(t->host, "the cluster", sizeof(t->host)); /* for the log; no name is checked */
   SSL_CTX_set_verify(t->ctx, SSL_VERIFY_PEER, NULL);
   SSL_CTX_set_cert_verify_callback(t->ctx, verify_server, t); /* not pinned, no known: the CA */

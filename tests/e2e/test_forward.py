@@ -348,27 +348,37 @@ def make_ca(d, name):
     return key, crt
 
 
-def make_cert(d, ca, name):
-    """A server certificate of its own, signed by ca (key, crt)."""
+def make_cert(d, ca, name, intermediate=False):
+    """A certificate of its own, signed by ca (key, crt); an intermediate CA's when asked."""
     key, csr, crt = (os.path.join(d, f"{name}.{x}") for x in ("key", "csr", "crt"))
     openssl("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout",
             key, "-out", csr, "-subj", f"/CN={name}")
+    ext = []
+    if intermediate:
+        ext = ["-extfile", os.path.join(d, "ca.ext")]
+        with open(ext[1], "w") as f:
+            f.write("basicConstraints = critical, CA:TRUE\nkeyUsage = keyCertSign, cRLSign\n")
     openssl("x509", "-req", "-in", csr, "-CA", ca[1], "-CAkey", ca[0], "-CAcreateserial", "-out",
-            crt, "-days", "2")
+            crt, "-days", "2", *ext)
     return key, crt
 
 
 def test_forward_cluster_ca(env):
     """cluster_ca: each server with a certificate of its own from the cluster's CA (not one shared
-    identity): a visitor forwarded between two of them is served; a server whose certificate
-    another CA signed is refused by the TLS check of the server that links to it (its visitors
-    there get 502, said with what to do), and still serves its own."""
+    identity): a visitor forwarded between two of them is served, both ways (b's certificate comes
+    from an intermediate CA: its tls_cert holds the chain); a server whose certificate another CA
+    signed is refused by the TLS check of the server that links to it (its visitors there get 502,
+    said with what to do), and still serves its own."""
     store = redis(env)
     d = tempfile.mkdtemp(dir=env.tmp.name)
     ca, rogue = make_ca(d, "cluster-ca"), make_ca(d, "another-ca")
     srv = {}
-    for name, signer in (("a", ca), ("b", ca), ("c", rogue)):
+    inter = make_cert(d, ca, "intermediate-ca", intermediate=True)
+    for name, signer in (("a", ca), ("b", inter), ("c", rogue)):
         key, crt = make_cert(d, signer, f"server-{name}")
+        if signer is inter:  # the chain: the leaf, then the intermediate
+            with open(crt, "a") as out, open(inter[1]) as f:
+                out.write(f.read())
         srv[name] = cluster_server(env, store.port, f"np-server-{name}", None,
                                    extra=("--tls-cert", crt, "--tls-key", key,
                                           "--cluster-ca", ca[1]))
@@ -376,9 +386,14 @@ def test_forward_cluster_ca(env):
     check(len({a.fingerprint, b.fingerprint, c.fingerprint}) == 3, "three identities")
     web = echo_service(env, "web")
     start_client(env, a, "alpha", {"web": f"local = {LOOP}:{web}\ncustom_domains = web.example.com"})
+    start_client(env, b, "beta", {"web": f"local = {LOOP}:{web}\ncustom_domains = b.example.com"})
     start_client(env, c, "gamma", {"web": f"local = {LOOP}:{web}\ncustom_domains = c.example.com"})
     wait_until(lambda: routes(b).get("http:web.example.com") == a.me and
-               routes(b).get("http:c.example.com") == c.me, 5, "b read the table")
+               routes(b).get("http:c.example.com") == c.me and
+               routes(a).get("http:b.example.com") == b.me, 5, "a and b read the table")
+    out = curl(a.vport, f"http://b.example.com:{a.vport}/chain", source="127.0.0.8")
+    got, = answers(out.stdout)
+    check(got["path"] == "/chain" and got["xff"] == ["127.0.0.8"], f"forwarded b -> a: {got}")
     out = curl(b.vport, f"http://web.example.com:{b.vport}/ca", source="127.0.0.9")
     got, = answers(out.stdout)
     check(got["path"] == "/ca" and got["xff"] == ["127.0.0.9"], f"forwarded a -> b: {got}")

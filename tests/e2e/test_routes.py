@@ -238,6 +238,8 @@ def test_route_store_config_errors(env):
           "--cluster-ca", "/nonexistent"], r"cluster_ca needs cluster_token"),
         (["--route-store", "redis://127.0.0.1", "--cluster-advertise", "127.0.0.1:7000",
           "--cluster-token", "t", "--cluster-ca", "/nonexistent"], r"cluster_ca needs TLS"),
+        (["--route-store", "redis://:pw@127.0.0.1", "--cluster-advertise", "127.0.0.1:7000"],
+         r"route_store: a password does not go in the URL: give route_store_password_file"),
         (["--route-store-password", "x"], r"route_store_password and route_store_user need "
          r"route_store"),
         (["--route-store", "redis://127.0.0.1", "--cluster-advertise", "127.0.0.1:7000",
