@@ -96,7 +96,7 @@ def routes(bed, srv):
     try:
         return {r["route"]: r["server"] for r in json.loads(out)["routes"]}
     except (ValueError, KeyError):
-        return {}
+        return None  # no answer: not an empty table
 
 
 def ask(bed, srv, host):
@@ -151,9 +151,12 @@ def share(env, bed):
     start_client(env, bed, srv["b"], "home-b", ["beta"])
     start_client(env, bed, srv["c"], "home-c", ["gamma"])
     want = {f"http:{d}.example.com": f"{srv[o].ip}:{CTL}" for d, o in owner.items()}
-    for n, s in srv.items():
-        wait_until(lambda: all(routes(bed, s).get(k) == v for k, v in want.items()
-                               if v != f"{s.ip}:{CTL}"), 10 * slow, f"{n} read the others' routes")
+    def read_all(what):
+        for n, s in srv.items():
+            wait_until(lambda: all((routes(bed, s) or {}).get(k) == v for k, v in want.items()
+                                   if v != f"{s.ip}:{CTL}"), 10 * slow,
+                       f"{n} read the others' routes ({what})")
+    read_all("at start")
 
     # Every service through every server, with the visitor's own address.
     firsts = {"owner": [], "forwarded": []}
@@ -199,12 +202,16 @@ def share(env, bed):
     figure("a service registered while the store was away, forwarded after its return",
            (time.monotonic() - t0) * 1000, "ms")
 
-    # A server killed: its routes are gone from the others within the lease (502 meanwhile).
+    # A server killed: its routes are gone from the others within the lease (502 meanwhile). The
+    # store came back empty: first every server has written its routes again and read the others'.
+    read_all("after the store came back")
     srv["a"].signal(signal.SIGKILL)
     srv["a"].wait_exit()
     t0 = time.monotonic()
-    wait_until(lambda: "http:alpha.example.com" not in routes(bed, srv["b"]) and
-               "http:alpha.example.com" not in routes(bed, srv["c"]), 5 * slow,
+    def lacks_alpha(n):
+        table = routes(bed, srv[n])
+        return table is not None and "http:alpha.example.com" not in table
+    wait_until(lambda: lacks_alpha("b") and lacks_alpha("c"), 5 * slow,
                "a's routes gone from b and c")
     gone = time.monotonic() - t0
     figure("a killed server's routes gone from the others", gone * 1000, "ms")
