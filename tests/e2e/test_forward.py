@@ -158,7 +158,7 @@ def test_forward_to_another_worker(env):
     c = cluster_server(env, store.port, "np-server-c", tls_dir)
     web = echo_service(env, "web")
     n = until_both_workers(a, lambda n: start_client(
-        env, a, f"w{n}", {"web": f"local = {LOOP}:{web}\ncustom_domains = w{n}.example.com"}), 12)
+        env, a, f"w{n}", {"web": f"local = {LOOP}:{web}\ncustom_domains = w{n}.example.com"}), 20)
     hosts = [f"w{i}.example.com" for i in range(n)]
     wait_until(lambda: all(routes(c).get(f"http:{h}") == a.me for h in hosts), 5,
                "c read the table")
@@ -434,10 +434,10 @@ def test_forward_udp_and_takeover(env):
     echo_a, echo_b = Echo(), Echo()
     env.servers.append(Closer(echo_a.close, echo_b.close))
     taken = (a.vport, a.sport, b.vport, b.sport)
-    free = [p for p in low_free_ports(16) if p not in taken][:8]
+    free = [p for p in low_free_ports(28) if p not in taken][:20]
     # a visitor of the worker without b's link is bridged there (NP_MOVE_UDP)
     n = until_both_workers(a, lambda n: env.client(
-        a, "--name", f"ua{n}", "-U", f"{free[n]}:{LOOP}:{echo_a.port}", name=f"client-a{n}"), 8)
+        a, "--name", f"ua{n}", "-U", f"{free[n]}:{LOOP}:{echo_a.port}", name=f"client-a{n}"), 20)
     ports = free[:n]
     for port in ports:
         b.wait_line(rf"cluster: UDP port {port} forwards to the server that holds it")
