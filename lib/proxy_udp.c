@@ -79,7 +79,6 @@ typedef struct np__udp {
 
 typedef struct out_dgram {
   np_conn_write req;
-  flow *f;
   size_t *queued; /* the counter of the conn it goes to */
   size_t len;
   char bytes[];
@@ -194,7 +193,6 @@ static int frame_to(flow *f, np_conn *c, size_t *queued, const char *data, size_
   }
   np__dgram_hdr(len, (unsigned char *)o->bytes);
   memcpy(o->bytes + 2, data, len);
-  o->f = f;
   o->queued = queued;
   o->len = 2 + len;
   b = uv_buf_init(o->bytes, (unsigned)o->len);
@@ -355,6 +353,14 @@ static void refuse(udp *u) {
   np__proxy_count(u->px, NULL, offsetof(np_proxy_stats, visitors_dropped));
 }
 
+/* flow_new's refusal: counted, and a forwarded flow's stream closed (flow_new takes it). */
+static flow *refuse_new(udp *u, np_conn *peer) {
+  refuse(u);
+  if (peer != NULL)
+    np__conn_close(peer, NULL);
+  return NULL;
+}
+
 /* A new flow for a visitor from addr (NULL: not known, a forwarded one's); peer: a forwarded
  * flow's stream, which it takes (closes) whatever becomes of the flow, else NULL. */
 static flow *flow_new(udp *u, const struct sockaddr *addr, const struct sockaddr *to,
@@ -373,16 +379,10 @@ static flow *flow_new(udp *u, const struct sockaddr *addr, const struct sockaddr
     /* debug, not warn: one sender spraying source ports must not flood the log; the count shows */
     np__log(&srv->log, NP_LOG_DEBUG, "proxy %s: %zu UDP %s (udp_max_flows), dropped %s",
             u->px->name, u->nflows, np__plural(u->nflows, "flow", "flows"), a);
-    refuse(u);
-    if (peer != NULL)
-      np__conn_close(peer, NULL);
-    return NULL;
+    return refuse_new(u, peer);
   }
   if ((f = calloc(1, sizeof(*f))) == NULL) {
-    refuse(u);
-    if (peer != NULL)
-      np__conn_close(peer, NULL);
-    return NULL;
+    return refuse_new(u, peer);
   }
   f->u = u;
   f->srv = srv;
@@ -396,10 +396,7 @@ static flow *flow_new(udp *u, const struct sockaddr *addr, const struct sockaddr
   HASH_ADD(hh, u->flows, key, sizeof(f->key), f);
   if (f->hh.tbl == NULL) {
     free(f);
-    refuse(u);
-    if (peer != NULL)
-      np__conn_close(peer, NULL);
-    return NULL;
+    return refuse_new(u, peer);
   }
   if (peer != NULL) {
     f->peer = peer;

@@ -205,6 +205,18 @@ def test_forward_store_away(env):
     check(code("web.example.com") == b"200", "the first service still forwarded")
 
 
+def two_servers_apart(env, workers_a=1):
+    """Servers a and b of one cluster (a store of their own), their public ports on 127.0.0.2 and
+    127.0.0.3: each may bind the other's TCP and UDP ports to forward their visitors."""
+    store = redis(env)
+    tls_dir = tempfile.mkdtemp(dir=env.tmp.name)
+    a = cluster_server(env, store.port, "np-server-a", tls_dir, workers=workers_a,
+                       extra=("--proxy-bind-addr", "127.0.0.2"))
+    b = cluster_server(env, store.port, "np-server-b", tls_dir,
+                       extra=("--proxy-bind-addr", "127.0.0.3"))
+    return a, b
+
+
 def exchange(addr, port, data, source):
     """Send data through addr:port to a Digest service, half-close, read its answer."""
     s = socket.create_connection((addr, port), timeout=20, source_address=(source, 0))
@@ -221,12 +233,7 @@ def test_forward_tcp_and_takeover(env):
     forwards each visitor; bytes arrive whole, and a's access log names the visitor's own address.
     Then a client of b registers the same port: it gets it (the shadow gives way), and b's visitors
     reach b's client from then on."""
-    store = redis(env)
-    tls_dir = tempfile.mkdtemp(dir=env.tmp.name)
-    a = cluster_server(env, store.port, "np-server-a", tls_dir, workers=2,
-                       extra=("--proxy-bind-addr", "127.0.0.2"))
-    b = cluster_server(env, store.port, "np-server-b", tls_dir,
-                       extra=("--proxy-bind-addr", "127.0.0.3"))
+    a, b = two_servers_apart(env, workers_a=2)
     digest, greeter = env.service(Digest), env.service(Greeter)
     # low_free_ports probes 127.0.0.1: the first four it finds again are a's and b's vhost ports,
     # bound on their own addresses
@@ -268,12 +275,7 @@ def test_forward_real_peers_and_two_way(env):
     both ways at once through two servers (socat's echo, which stops reading while its writes are
     blocked): four visitors at a time, 8 MiB each way, for NP_FORWARD_SOAK_SECONDS, byte for
     byte, and one 64 MiB echo."""
-    store = redis(env)
-    tls_dir = tempfile.mkdtemp(dir=env.tmp.name)
-    a = cluster_server(env, store.port, "np-server-a", tls_dir,
-                       extra=("--proxy-bind-addr", "127.0.0.2"))
-    b = cluster_server(env, store.port, "np-server-b", tls_dir,
-                       extra=("--proxy-bind-addr", "127.0.0.3"))
+    a, b = two_servers_apart(env)
     taken = (a.vport, a.sport, b.vport, b.sport)
     ng, hp, ec = [p for p in low_free_ports(10) if p not in taken][:3]
     ports = [p for p in low_free_ports(16) if p not in taken + (ng, hp, ec)][:3]
@@ -425,12 +427,7 @@ def test_forward_udp_and_takeover(env):
     a flow: datagrams of every size come back whole, each visitor keeps one flow at the service,
     each is forwarded once. Then a client of b registers the same port: it gets it (the shadow
     gives way), and b's visitors reach b's own client."""
-    store = redis(env)
-    tls_dir = tempfile.mkdtemp(dir=env.tmp.name)
-    a = cluster_server(env, store.port, "np-server-a", tls_dir, workers=2,
-                       extra=("--proxy-bind-addr", "127.0.0.2"))
-    b = cluster_server(env, store.port, "np-server-b", tls_dir,
-                       extra=("--proxy-bind-addr", "127.0.0.3"))
+    a, b = two_servers_apart(env, workers_a=2)
     echo_a, echo_b = Echo(), Echo()
     env.servers.append(Closer(echo_a.close, echo_b.close))
     taken = (a.vport, a.sport, b.vport, b.sport)

@@ -21,6 +21,7 @@ sys.path.insert(0, os.path.join(HERE, "..", "e2e"))
 import netbed  # noqa: E402
 from netbed import PUBLIC_IP, VISITOR_IP, NetBed  # noqa: E402
 from nptest import CLIENT, SANITIZED, SERVER, check, wait_until  # noqa: E402
+from test_ha import NGINX_CONF, NGINX_SERVER  # noqa: E402
 from test_nat import figure, tls_args  # noqa: E402
 from test_udp import DNSMASQ_RECORDS  # noqa: E402
 
@@ -29,25 +30,6 @@ CTL, ADMIN, HTTP, TCP, DNS, STORE = 7000, 7400, 8080, 9000, 5300, 6379
 LEASE_MS = 1000
 WORKERS = 2  # each worker links on its own when one of its visitors first needs it
 SERVICES = {"alpha": 8101, "beta": 8102, "gamma": 8103, "delta": 8104}
-
-NGINX_CONF = """daemon off;
-master_process off;
-pid {tmp}/nginx.pid;
-error_log stderr error;
-events {{ worker_connections 256; }}
-http {{
-  access_log off;
-  client_body_temp_path {tmp}/nginx-body;
-  proxy_temp_path {tmp}/nginx-proxy;
-  fastcgi_temp_path {tmp}/nginx-fastcgi;
-  uwsgi_temp_path {tmp}/nginx-uwsgi;
-  scgi_temp_path {tmp}/nginx-scgi;
-{servers}
-}}
-"""
-NGINX_SERVER = ('  server {{ listen 127.0.0.1:{port}; location / {{ return 200 '
-                '"{name} for $http_x_forwarded_for\\n"; }} }}')
-
 
 def start_server(env, bed, ns, ip, name):
     p = bed.proc(env, ns, name, [
@@ -134,7 +116,8 @@ def share(env, bed):
     os.chmod(tmp, 0o755)
     with open(f"{tmp}/nginx.conf", "w") as f:
         f.write(NGINX_CONF.format(tmp=tmp, servers="\n".join(
-            NGINX_SERVER.format(port=port, name=name) for name, port in SERVICES.items())))
+            NGINX_SERVER.format(port=port, name=f"{name} for $http_x_forwarded_for")
+            for name, port in SERVICES.items())))
     bed.proc(env, "home", "nginx", ["nginx", "-c", f"{tmp}/nginx.conf"])
     dnsmasq = bed.proc(env, "home", "dnsmasq", [
         "dnsmasq", "--keep-in-foreground", "--conf-file=/dev/null", "--no-resolv", "--no-hosts",

@@ -40,9 +40,12 @@ http {{
   fastcgi_temp_path {tmp}/nginx-fastcgi;
   uwsgi_temp_path {tmp}/nginx-uwsgi;
   scgi_temp_path {tmp}/nginx-scgi;
-  server {{ listen 127.0.0.1:{port}; location / {{ return 200 "served from home\\n"; }} }}
+{servers}
 }}
 """
+# One server block of NGINX_CONF's (test_cluster.py has several, each answering its name).
+NGINX_SERVER = ('  server {{ listen 127.0.0.1:{port}; location / {{ return 200 '
+                '"{name}\\n"; }} }}')
 
 HAPROXY_CONF = """global
   stats socket {tmp}/haproxy.sock mode 600 level admin
@@ -121,7 +124,8 @@ def behind_haproxy(env, bed):
     tmp = env.tmp.name
     os.chmod(tmp, 0o755)  # nginx's worker reads nothing there, but its temp paths live in it
     with open(f"{tmp}/nginx.conf", "w") as f:
-        f.write(NGINX_CONF.format(tmp=tmp, port=SERVICE))
+        f.write(NGINX_CONF.format(tmp=tmp, servers=NGINX_SERVER.format(port=SERVICE,
+                                                                  name="served from home")))
     with open(f"{tmp}/haproxy.cfg", "w") as f:
         f.write(HAPROXY_CONF.format(tmp=tmp, lb=LB_IP, admin=ADMIN, inter=INTER_MS, fall=FALL,
                                     rise=RISE, a=PUBLIC_IP, b=PUBLIC2_IP, public=PUBLIC))
@@ -228,7 +232,8 @@ def one_name(env, bed):
         return r.stdout
 
     with open(f"{tmp}/nginx.conf", "w") as f:
-        f.write(NGINX_CONF.format(tmp=tmp, port=SERVICE))
+        f.write(NGINX_CONF.format(tmp=tmp, servers=NGINX_SERVER.format(port=SERVICE,
+                                                                  name="served from home")))
     bed.proc(env, "home", "nginx", ["nginx", "-c", f"{tmp}/nginx.conf"])
     srv = {"a": start_server(env, bed, "public", "np-server-a"),
            "b": start_server(env, bed, "public2", "np-server-b")}
