@@ -103,8 +103,11 @@ def test_drain_client(env):
     cl.signal(signal.SIGTERM)
     cl.wait_line(r"draining: new visitors are turned away; waiting up to 30s for 1 joined visitor",
                  after=mark)
-    n = socket.create_connection((LOOP, port), timeout=10)
-    check(closed_by_peer(n, 5), "a new visitor is turned away")
+    try:
+        n = socket.create_connection((LOOP, port), timeout=10)
+        check(closed_by_peer(n, 5), "a new visitor is turned away")
+    except (ConnectionRefusedError, ConnectionResetError):
+        pass  # turned away before its connect returned (a clean-clone run saw the reset there)
     data = os.urandom(1 << 20)
     check(echo(a, data) == data, "the joined visitor goes on, 1 MiB byte for byte")
     a.close()
