@@ -210,10 +210,13 @@ void np__shadows_sync(np__shadows *set) {
         np__dshadow_sweep(sd->d); /* its idle flows */
       continue;
     }
-    np__log(&srv->log, NP_LOG_DEBUG, "cluster: %sport %d %s", sd->udp ? "UDP " : "", sd->port,
+    int udp = sd->udp, port = sd->port;
+    /* Closed first, then said: whoever reads the line (an operator, a test) may count on the
+     * shadow's socket being gone, so a datagram sent after it reaches the proxy's own socket. */
+    shadow_close(set, sd);
+    np__log(&srv->log, NP_LOG_DEBUG, "cluster: %sport %d %s", udp ? "UDP " : "", port,
             mine ? "is a proxy's of this server now: it no longer forwards"
                  : "is no other server's any more");
-    shadow_close(set, sd);
   }
   for (int udp = 0; udp < 2; udp++)
     for (int port = 1; port <= 65535; port++) {
