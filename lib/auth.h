@@ -33,6 +33,18 @@ int np__auth_work_mac(const unsigned char key[NP_MSG_KEY_LEN], uint64_t session,
  */
 int np__auth_idle_mac(const unsigned char key[NP_MSG_KEY_LEN], uint64_t session, uint64_t serial,
                       unsigned char out[NP_MSG_KEY_LEN]);
+/* A private proxy's verifier (type = stcp, sudp): HMAC-SHA256(secret_key, "np-stcp-1" | the
+ * proxy's full name "OWNER.PROXY"). The owner sends the server this, never the key itself, so a
+ * server's logs or memory give away no secret a user may have chosen for other things too; bound to
+ * the name, one proxy's verifier opens no other. */
+int np__auth_stcp_verifier(const char *secret_key, const char *name,
+                           unsigned char out[NP_MSG_KEY_LEN]);
+/* A visitor's proof (VISIT): HMAC-SHA256(verifier, "np-visit-1" | session key | session id |
+ * serial | kind | name): only a client of that session that holds the proxy's secret can make it,
+ * and the serial (a sliding window, as WORK_IDLE's) keeps a recorded one from being replayed. */
+int np__auth_visit_mac(const unsigned char verifier[NP_MSG_KEY_LEN],
+                       const unsigned char key[NP_MSG_KEY_LEN], uint64_t session, uint64_t serial,
+                       uint8_t kind, const char *name, unsigned char out[NP_MSG_KEY_LEN]);
 /* Constant-time equality of two proofs. */
 int np__auth_equal(const unsigned char a[NP_MSG_KEY_LEN], const unsigned char b[NP_MSG_KEY_LEN]);
 

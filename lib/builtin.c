@@ -6,8 +6,8 @@
 #include "peer.h"
 #include "route_store.h"
 
-static const np__proxy_type *const builtin[] = {&np__proxy_tcp, &np__proxy_udp, &np__proxy_http,
-                                                &np__proxy_https};
+static const np__proxy_type *const builtin[] = {&np__proxy_tcp,   &np__proxy_udp,  &np__proxy_http,
+                                                &np__proxy_https, &np__proxy_stcp, &np__proxy_sudp};
 
 int np_server_new(uv_loop_t *loop, const struct np_config *cfg, struct np_server **out) {
   struct np_server *srv;

@@ -61,6 +61,28 @@ static int send_http_opts(struct np_client *cl, const np__proxy_cfg *px) {
   return r;
 }
 
+/* A private proxy's verifier (never its secret_key) and who may visit it, before its PROXY. */
+static int send_private_opts(struct np_client *cl, const np__proxy_cfg *px) {
+  const char *key = px->secret_key[0] != '\0' ? px->secret_key : cl->cfg.secret_key;
+  unsigned char v[NP_MSG_KEY_LEN];
+  char full[2 * NP_MSG_NAME_MAX + 2];
+  np_msg m = {.type = NP_MSG_PROXY_OPT};
+  int r;
+
+  snprintf(full, sizeof(full), "%s.%s", cl->cfg.name, px->name);
+  if ((r = np__auth_stcp_verifier(key, full, v)) != 0)
+    return r;
+  strcpy(m.name, px->name);
+  strcpy(m.addr, "secret");
+  for (size_t i = 0; i < sizeof(v); i++)
+    snprintf(m.text + 2 * i, 3, "%02x", v[i]);
+  if ((r = np__client_send(cl, &m)) != 0 || px->allow_users[0] == '\0')
+    return r;
+  strcpy(m.addr, "allow_users");
+  strcpy(m.text, px->allow_users);
+  return np__client_send(cl, &m);
+}
+
 int np__client_register(struct np_client *cl, cproxy *cp) {
   const np__proxy_cfg *px = &cp->cfg;
   np_msg m = {.type = NP_MSG_PROXY, .port = (uint16_t)px->remote_port};
@@ -72,6 +94,11 @@ int np__client_register(struct np_client *cl, cproxy *cp) {
   if (px->kind == NP_PROXY_HTTP || px->kind == NP_PROXY_HTTPS) {
     m.port = 0;
     if ((r = send_http_opts(cl, px)) != 0)
+      return r;
+  }
+  if (np__kind_private(px->kind)) {
+    m.port = 0;
+    if ((r = send_private_opts(cl, px)) != 0)
       return r;
   }
   strcpy(m.name, px->name);
@@ -292,6 +319,10 @@ static void on_msg(np__chan *ch, const np_msg *m) {
         np__log(&cl->log, NP_LOG_INFO, "proxy %s: %s://%s on the server's %s port %s", m->name,
                 px->kind == NP_PROXY_HTTP ? "http" : "https", m->text,
                 px->kind == NP_PROXY_HTTP ? "HTTP" : "HTTPS", where);
+      else if (np__kind_private(px->kind)) /* text: its full name */
+        np__log(&cl->log, NP_LOG_INFO,
+                "proxy %s: private (%s): visitors reach it as %s with its secret_key", m->name,
+                px->kind == NP_PROXY_STCP ? "stcp" : "sudp", m->text);
       else
         np__log(&cl->log, NP_LOG_INFO, "proxy %s: public port %u at %s", m->name, m->port, where);
       np__client_emit(cl, NP_CLIENT_PROXY_READY, 0, m->name, NULL, m->port);
@@ -638,11 +669,23 @@ void np_client_set_event_cb(struct np_client *cl, np_client_event_cb cb) {
   cl->event_cb = cb;
 }
 
+static int client_start(struct np_client *cl);
+
 int np_client_start(struct np_client *cl) {
+  int r;
+
   if (cl->started || cl->closing)
     return NP_ESTATE;
-  if (cl->set_ops != NULL)
-    return cl->set_ops->start(cl);
+  /* The visitors' ports first: one in use fails the start before anything dials. */
+  if (cl->parent == NULL && (r = np__client_visitors_start(cl)) != 0)
+    return r;
+  r = cl->set_ops != NULL ? cl->set_ops->start(cl) : client_start(cl);
+  if (r != 0)
+    np__client_visitors_close(cl);
+  return r;
+}
+
+static int client_start(struct np_client *cl) {
   if (!cl->cfg.insecure) {
     int r = np__tls_client_new(cl->loop, &cl->cfg, &cl->log, &cl->tls);
     if (r != 0)
@@ -735,6 +778,7 @@ void np_client_close(struct np_client *cl, np_client_close_cb cb) {
     np__dial_cancel(cl->dial);
   if (cl->admin_stop != NULL)
     cl->admin_stop(cl);
+  np__client_visitors_close(cl);
   if (cl->set_ops != NULL) {
     cl->set_ops->close(cl);
     np__client_unref(cl);

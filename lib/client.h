@@ -123,12 +123,13 @@ struct np_client {
   work *works;
   work *tq_head, *tq_tail; /* line codec tunnel queue */
   int tunnel_dialing;
-  np__trackset joins;   /* joined work connections (joined), cut when the client closes */
-  pooled *pool;         /* pre-opened work connections, idle or starting */
-  size_t pool_idle;     /* of them dialling or idle: what counts toward work_pool */
-  uint64_t pool_serial; /* WORK_IDLE serials of this session */
-  np__bufcache chunks;  /* relay buffers shared by this client's joins */
-  np__ulink *ulink;     /* the datagram path for UDP flows; NULL: off, or no UDP proxies */
+  np__trackset joins;            /* joined work connections (joined), cut when the client closes */
+  pooled *pool;                  /* pre-opened work connections, idle or starting */
+  size_t pool_idle;              /* of them dialling or idle: what counts toward work_pool */
+  uint64_t pool_serial;          /* WORK_IDLE serials of this session */
+  np__bufcache chunks;           /* relay buffers shared by this client's joins */
+  np__ulink *ulink;              /* the datagram path for UDP flows; NULL: off, or no UDP proxies */
+  struct np__visitors *visitors; /* -L and [visitor NAME] (client_visitor.c); NULL: none */
   np__ulink_stats ulink_stats;
   np_client_stats stats;
   int refs;
@@ -264,6 +265,13 @@ const struct np_client *np__client_lead(const struct np_client *cl);
 /* A member started with hold set connects now (client.c). */
 void np__client_go(struct np_client *cl);
 size_t np__client_sessions(const struct np_client *cl, const struct np_client **out, size_t max);
+
+/* client_visitor.c: the local ports of the visitors of private proxies, opened by np_client_start
+ * of the client the embedder made (a set's, not its members'), which visit through whichever
+ * session is up; closed by np_client_close. Start: 0, or the first error (a port in use: logged),
+ * everything then closed again. */
+int np__client_visitors_start(struct np_client *cl);
+void np__client_visitors_close(struct np_client *cl);
 
 /* client_pool.c: pre-opened work connections */
 void np__client_pool_refill(struct np_client *cl);

@@ -118,8 +118,9 @@ static void on_pool_dialed(void *data, int status, np_conn *c) {
 /* Keep work_pool connections dialling or idle while the session is up. Failures are retried on the
  * next heartbeat tick, not at once, so a refusing server is not hammered. */
 void np__client_pool_refill(struct np_client *cl) {
+  /* A client with visitors alone serves nothing: no work comes to it. */
   while (cl->state == C_READY && !cl->closing && !cl->draining && !cl->server_draining &&
-         native(cl) && cl->pool_idle < cl->cfg.work_pool) {
+         native(cl) && cl->cfg.n_proxies > 0 && cl->pool_idle < cl->cfg.work_pool) {
     pooled *p = calloc(1, sizeof(*p));
     if (p == NULL)
       return;

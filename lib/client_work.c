@@ -44,7 +44,7 @@ static int proxy_header(const np__proxy_cfg *px, const np__visit *seen, np_conn 
   struct sockaddr_storage from, to;
   int have = seen->from[0] != '\0' && seen->to[0] != '\0' &&
              np__parse_addr(seen->from, &from) == 0 && np__parse_addr(seen->to, &to) == 0;
-  int udp = px->kind == NP_PROXY_UDP;
+  int udp = np__kind_udp(px->kind);
   char hdr[NP_PP_WRITE_MAX];
   int n = np__pp_write(px->proxy_protocol, udp, have ? (struct sockaddr *)&from : NULL,
                        have ? (struct sockaddr *)&to : NULL, hdr);
@@ -77,7 +77,7 @@ void np__client_start_join(struct np_client *cl, cproxy *cp, const np__visit *se
     jn->cl = cl;
     jn->px = cp;
     jn->t.abort = abort_join;
-    jn->t.tag = px->kind == NP_PROXY_UDP ? &np__client_udp_flow_tag : NULL;
+    jn->t.tag = np__kind_udp(px->kind) ? &np__client_udp_flow_tag : NULL;
     r = np__join(server, local, rest, rest_len, &cl->chunks, on_join_done, jn, &jn->join);
   }
   if (r != 0) {
@@ -244,7 +244,7 @@ static void on_local_dialed(void *data, int status, np_conn *c) {
  * replies come back to it alone), relayed as datagram frames (conn_udp.c). */
 int np__client_dial_local(struct np_client *cl, const np__proxy_cfg *px, np__dial_cb cb, void *data,
                           np__dialer **out) {
-  if (px->kind == NP_PROXY_UDP)
+  if (np__kind_udp(px->kind))
     return np__dial_udp(cl->loop, px->local, cl->cfg.udp_idle_timeout_ms, cb, data, out);
   return np__dial(cl->loop, px->local, cl->cfg.dial_timeout_ms, cb, data, out);
 }

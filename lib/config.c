@@ -345,9 +345,11 @@ static int config_set(struct np_config *cfg, const char *section, const char *ke
   cfg->err[0] = '\0';
   if (section != NULL && strncmp(section, "proxy ", 6) == 0)
     return np__config_set_proxy_key(cfg, section + 6, key, value);
+  if (section != NULL && strncmp(section, "visitor ", 8) == 0)
+    return np__config_set_visitor_key(cfg, section + 8, key, value);
   if (section != NULL && strcmp(section, want) != 0)
     return np__config_err(cfg, "unknown section [%s] (expected [%s]%s)", section, want,
-                          cfg->kind == NP_CONFIG_CLIENT ? " or [proxy NAME]" : "");
+                          cfg->kind == NP_CONFIG_CLIENT ? ", [proxy NAME] or [visitor NAME]" : "");
   for (size_t i = 0; i < np__config_nkeys; i++) {
     const np__key *k = &np__config_keys[i];
     if (strcmp(k->name, key) != 0)
@@ -499,6 +501,8 @@ static int config_set_flag(struct np_config *cfg, const char *flag, const char *
     return np_config_add_remote(cfg, value);
   if (strcmp(flag, "U") == 0)
     return np_config_add_udp(cfg, value);
+  if (strcmp(flag, "L") == 0)
+    return np_config_add_local(cfg, value);
   if (strcmp(flag, "to") == 0)
     flag = "server"; /* bore's spelling: np-client --to HOST LOCAL_PORT */
   if ((k = np__config_key_by_flag(flag)) != NULL && (k->kinds & (int)cfg->kind))
@@ -569,6 +573,9 @@ int np__config_reread(const struct np_config *cfg, struct np_config **out, char 
       break;
     case 'R':
       r = np_config_add_remote(fresh, a);
+      break;
+    case 'L':
+      r = np_config_add_local(fresh, a);
       break;
     default: /* 'U' */
       r = np_config_add_udp(fresh, a);
@@ -760,10 +767,12 @@ int np_config_validate(struct np_config *cfg) {
     if (cfg->n_proxies != 1)
       return np__config_err(cfg, "codec line carries exactly one service (--local HOST:PORT)");
   }
-  if (cfg->n_proxies == 0)
-    return np__config_err(
-        cfg, "no proxies (give -R REMOTE_PORT:LOCAL_HOST:LOCAL_PORT or a [proxy NAME])");
-  return np__config_check_proxies(cfg, line_codec);
+  if (cfg->n_proxies == 0 && cfg->n_visitors == 0)
+    return np__config_err(cfg, "no proxies (give -R REMOTE_PORT:LOCAL_HOST:LOCAL_PORT or a [proxy "
+                               "NAME]) and no visitors (-L PORT:OWNER.PROXY or a [visitor NAME])");
+  if ((r = np__config_check_proxies(cfg, line_codec)) != 0)
+    return r;
+  return np__config_check_visitors(cfg, line_codec);
 }
 
 int np__config_route_store(const char *url, char *host, size_t hostlen, int *port, int *db) {

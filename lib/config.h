@@ -12,6 +12,8 @@
 #define NP_MAX_SERVERS     8   /* a client's servers: server = a.example.org, b.example.org */
 #define NP_MAX_PORT_RANGES 64
 #define NP_MAX_PROXIES     64
+#define NP_MAX_VISITORS    32  /* [visitor NAME] sections and -L specs of one client */
+#define NP_SECRET_MAX      255 /* a private proxy's secret_key, in bytes */
 /* custom_domains of one proxy, all of its lines together: about two hundred names. A proxy config
  * is a value (np-client copies it), so the list is an array, not a pointer. */
 #define NP_HTTP_DOMAINS_MAX 4096
@@ -48,7 +50,27 @@ typedef struct np__proxy_cfg {
   char host_header_rewrite[NP_MSG_TEXT_MAX + 1];
   char http_user[NP_MSG_NAME_MAX + 1];
   char http_password[NP_MSG_TEXT_MAX + 1];
+  /* type = stcp, sudp (docs/config.md, "Private services") */
+  char secret_key[NP_SECRET_MAX + 1];    /* "": the [client]'s secret_key */
+  char allow_users[NP_MSG_TEXT_MAX + 1]; /* client names that may visit, ","-separated; "": any */
 } np__proxy_cfg;
+
+/* A visitor of another client's private proxy: [visitor NAME], or -L [BIND:]PORT:OWNER.PROXY. */
+typedef struct np__visitor_cfg {
+  char name[NP_MSG_NAME_MAX + 1];
+  np_proxy_kind kind;                    /* NP_PROXY_STCP or NP_PROXY_SUDP */
+  char server_name[NP_MSG_NAME_MAX + 1]; /* the proxy's "OWNER.PROXY" */
+  char secret_key[NP_SECRET_MAX + 1];    /* "": the [client]'s secret_key */
+  char bind[NP_HOSTPORT_MAX];            /* where its local visitors connect (ADDR:PORT) */
+} np__visitor_cfg;
+
+/* Whether a proxy of kind k carries datagrams; whether it is private (no public port). */
+static inline int np__kind_udp(np_proxy_kind k) {
+  return k == NP_PROXY_UDP || k == NP_PROXY_SUDP;
+}
+static inline int np__kind_private(np_proxy_kind k) {
+  return k == NP_PROXY_STCP || k == NP_PROXY_SUDP;
+}
 
 struct np_config {
   np_config_kind kind;
@@ -139,6 +161,9 @@ struct np_config {
   char allow_ips[NP_MSG_TEXT_MAX + 1]; /* default for proxies without their own */
   np__proxy_cfg proxies[NP_MAX_PROXIES];
   size_t n_proxies;
+  char secret_key[NP_SECRET_MAX + 1]; /* of private proxies and visitors that give none */
+  np__visitor_cfg visitors[NP_MAX_VISITORS];
+  size_t n_visitors;
 
   /* How it was made, so that a reload can make it again from the same sources (np__config_reread):
    * the files loaded and the keys, flags and -R/-U specs set through the public calls, in order,
@@ -195,6 +220,17 @@ size_t np__config_servers(const char *list, char (*out)[NP_HOSTPORT_MAX], size_t
 int np__config_set_proxy_key(struct np_config *cfg, const char *pname, const char *key,
                              const char *v);
 int np__config_check_proxies(struct np_config *cfg, int line_codec);
+/* Split s in place at ':' outside [brackets]: the number of fields, or max + 1 if more. Drop the
+ * brackets around s ("[::1]" -> "::1"). */
+int np__config_split(char *s, char **fields, int max);
+void np__config_unbracket(char *s);
+/* A list of client names ("alice, bob") into dst as "alice,bob": 0, or NP_ECONFIG naming key. */
+int np__config_names(struct np_config *cfg, const char *key, const char *v, char *dst, size_t cap);
+/* config_visitor.c: a key of [visitor vname]; -L's spec; the checks of every visitor. */
+int np__config_set_visitor_key(struct np_config *cfg, const char *vname, const char *key,
+                               const char *v);
+int np__config_add_local(struct np_config *cfg, const char *spec);
+int np__config_check_visitors(struct np_config *cfg, int line_codec);
 int np__config_host_ok(const char *v, size_t n);
 /* route_store's "redis://HOST[:PORT][/DB]": host (brackets dropped), port (6379 unless given) and
  * database (0 unless given). 0 or UV_EINVAL. */

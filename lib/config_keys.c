@@ -28,6 +28,11 @@ const np__key np__config_keys[] = {
      "per-client tokens, ports and proxy counts (INI; reread on SIGHUP)"},
     {"name", C, V_STR, FIELD(name), "name", "NAME", NULL, "the host name",
      "this client's name; a second live client under the same name is refused"},
+    {"secret_key", C, V_STR, FIELD(secret_key), "secret-key", "KEY", NULL, NULL,
+     "the secret of private proxies (type = stcp, sudp) and visitors (-L, [visitor NAME]) that "
+     "give none of their own (shows in ps: prefer secret_key_file)"},
+    {"secret_key_file", C, V_TOKEN_FILE, FIELD(secret_key), "secret-key-file", "FILE", NULL, NULL,
+     "read secret_key from this file's first line"},
     {"takeover", C, V_BOOL, FIELD(takeover), "takeover", NULL, "false", NULL,
      "replace a live client logged in under the same --name (without it: exit 5)"},
     {"server_fingerprint", C, V_FINGERPRINT, FIELD(server_fingerprint), "server-fingerprint", "FP",

@@ -125,10 +125,19 @@ int np__config_set_proxy_key(struct np_config *cfg, const char *pname, const cha
       p->kind = NP_PROXY_HTTP;
     else if (strcmp(v, "https") == 0)
       p->kind = NP_PROXY_HTTPS;
+    else if (strcmp(v, "stcp") == 0)
+      p->kind = NP_PROXY_STCP;
+    else if (strcmp(v, "sudp") == 0)
+      p->kind = NP_PROXY_SUDP;
     else
-      return np__config_err(cfg, "type: '%s' is not a proxy type (tcp, udp, http or https)", v);
+      return np__config_err(
+          cfg, "type: '%s' is not a proxy type (tcp, udp, http, https, stcp or sudp)", v);
     return 0;
   }
+  if (strcmp(key, "secret_key") == 0)
+    return np__config_copy(cfg, key, v, p->secret_key, sizeof(p->secret_key));
+  if (strcmp(key, "allow_users") == 0)
+    return np__config_names(cfg, key, v, p->allow_users, sizeof(p->allow_users));
   if (strcmp(key, "custom_domains") == 0)
     return add_list(cfg, key, v, p->custom_domains, sizeof(p->custom_domains), NP_HTTP_HOST_NAME);
   if (strcmp(key, "locations") == 0)
@@ -177,40 +186,12 @@ int np__config_set_proxy_key(struct np_config *cfg, const char *pname, const cha
       "unknown key '%s' in [proxy %s] (known: type, local, remote_port, bind_addr, "
       "allow_ips, proxy_protocol_version; type = http: custom_domains, subdomain, "
       "locations, host_header_rewrite, http_user, http_password; type = https: "
-      "custom_domains, subdomain)",
+      "custom_domains, subdomain; type = stcp, sudp: secret_key, allow_users)",
       key, pname);
 }
 
 int np__config_host_ok(const char *v, size_t n) {
   return list_item_ok(v, n, NP_HTTP_HOST_NAME);
-}
-
-/* Split s in place at ':' outside [brackets]; returns the number of fields, or max + 1 if more. */
-static int split_fields(char *s, char **fields, int max) {
-  int n = 0, depth = 0;
-
-  fields[n++] = s;
-  for (; *s != '\0'; s++) {
-    if (*s == '[')
-      depth++;
-    else if (*s == ']')
-      depth--;
-    else if (*s == ':' && depth == 0) {
-      if (n == max)
-        return max + 1;
-      *s = '\0';
-      fields[n++] = s + 1;
-    }
-  }
-  return n;
-}
-
-static void strip_brackets(char *s) {
-  size_t n = strlen(s);
-  if (n >= 2 && s[0] == '[' && s[n - 1] == ']') {
-    memmove(s, s + 1, n - 2);
-    s[n - 2] = '\0';
-  }
 }
 
 /* [BIND_ADDR:]REMOTE_PORT:LOCAL_HOST:LOCAL_PORT; hosts may be [v6]. flag is "R" or "U". */
@@ -230,14 +211,14 @@ static int add_remote(struct np_config *cfg, const char *flag, np_proxy_kind kin
     return np__config_err(cfg, "-%s is a client option", flag);
   if (np__strlcpy(buf, spec, sizeof(buf)) != 0)
     return np__config_err(cfg, "-%s %s: too long", flag, spec);
-  n = split_fields(buf, f, 4);
+  n = np__config_split(buf, f, 4);
   if (n < 3 || n > 4)
     return np__config_err(cfg, "-%s %s: expected [BIND_ADDR:]REMOTE_PORT:LOCAL_HOST:LOCAL_PORT",
                           flag, spec);
   if (n == 4) {
     if (np__strlcpy(bind, f[0], sizeof(bind)) != 0)
       return np__config_err(cfg, "-%s %s: bind address too long", flag, spec);
-    strip_brackets(bind);
+    np__config_unbracket(bind);
   }
   if (np__config_uint(cfg, kind == NP_PROXY_UDP ? "-U remote port" : "-R remote port", f[n - 3],
                       65535, &rp) != 0)
@@ -288,6 +269,29 @@ int np__config_check_proxies(struct np_config *cfg, int line_codec) {
     if (p->kind != NP_PROXY_TCP && line_codec)
       return np__config_err(
           cfg, "[proxy %s]: codec line carries TCP only; UDP and HTTP need codec native", p->name);
+    if (np__kind_private(p->kind) != (p->secret_key[0] != '\0' || p->allow_users[0] != '\0') &&
+        !(np__kind_private(p->kind) && cfg->secret_key[0] != '\0'))
+      return np__config_err(cfg,
+                            np__kind_private(p->kind)
+                                ? "[proxy %s]: a private proxy (type = stcp, sudp) needs "
+                                  "secret_key = KEY (or the [client]'s secret_key)"
+                                : "[proxy %s]: secret_key and allow_users are for private "
+                                  "proxies (type = stcp, sudp)",
+                            p->name);
+    if (np__kind_private(p->kind)) {
+      if (p->remote_port >= 0 || p->bind_addr[0] != '\0')
+        return np__config_err(cfg,
+                              "[proxy %s]: a private proxy has no public port: drop remote_port "
+                              "and bind_addr (visitors use -L or [visitor NAME])",
+                              p->name);
+      if (has_http_keys(p))
+        return np__config_err(cfg, "[proxy %s]: the HTTP keys are for type = http and https",
+                              p->name);
+      if (p->proxy_protocol == 1 && p->kind == NP_PROXY_SUDP)
+        return np__config_err(cfg, "[proxy %s]: a sudp proxy takes proxy_protocol_version = v2",
+                              p->name);
+      continue;
+    }
     if (p->kind == NP_PROXY_HTTP || p->kind == NP_PROXY_HTTPS) {
       if ((r = check_http_proxy(cfg, p)) != 0)
         return r;

@@ -109,3 +109,60 @@ int np__config_cidrs(struct np_config *cfg, const char *key, const char *v, char
                           cap - 1);
   return np__config_copy(cfg, key, v, dst, cap);
 }
+
+int np__config_split(char *s, char **fields, int max) {
+  int n = 0, depth = 0;
+
+  fields[n++] = s;
+  for (; *s != '\0'; s++) {
+    if (*s == '[')
+      depth++;
+    else if (*s == ']')
+      depth--;
+    else if (*s == ':' && depth == 0) {
+      if (n == max)
+        return max + 1;
+      *s = '\0';
+      fields[n++] = s + 1;
+    }
+  }
+  return n;
+}
+
+void np__config_unbracket(char *s) {
+  size_t n = strlen(s);
+  if (n >= 2 && s[0] == '[' && s[n - 1] == ']') {
+    memmove(s, s + 1, n - 2);
+    s[n - 2] = '\0';
+  }
+}
+
+int np__config_names(struct np_config *cfg, const char *key, const char *v, char *dst, size_t cap) {
+  size_t len = 0;
+
+  dst[0] = '\0';
+  for (const char *p = v; *p != '\0';) {
+    char name[NP_MSG_NAME_MAX + 1];
+    size_t n;
+    while (*p == ' ' || *p == ',' || *p == '\t')
+      p++;
+    n = strcspn(p, ", \t");
+    if (n == 0)
+      break;
+    if (n > NP_MSG_NAME_MAX)
+      return np__config_err(cfg, "%s: '%.*s' is longer than a client name (%d bytes)", key, (int)n,
+                            p, NP_MSG_NAME_MAX);
+    memcpy(name, p, n);
+    name[n] = '\0';
+    if (!np__name_ok(name))
+      return np__config_err(cfg, "%s: '%s' is not a client name (printable UTF-8)", key, name);
+    if (len + (len > 0) + n + 1 > cap)
+      return np__config_err(cfg, "%s: the list is longer than %zu bytes in all", key, cap - 1);
+    if (len > 0)
+      dst[len++] = ',';
+    memcpy(dst + len, name, n + 1);
+    len += n;
+    p += n;
+  }
+  return 0;
+}

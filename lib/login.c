@@ -86,7 +86,7 @@ void np__login_failed(struct np_server *srv, const struct sockaddr_storage *addr
     srv->stats.logins_bad_token++;
   np__shared_fails_add(srv->shared, now_ms(srv), (const struct sockaddr *)addr, name, why);
   if (err == NP_EAUTH || err == NP_EPROTO || err == NP_EVERSION || err == NP_ETOOBIG ||
-      err == NP_ETLS)
+      err == NP_ETLS || err == NP_ESECRET) /* a wrong secret_key: a guess at a private proxy */
     wait = np__shared_backoff_fail(srv->shared, (const struct sockaddr *)addr, now_ms(srv), &fails);
   if (wait > 0)
     np__log(&srv->log, NP_LOG_WARN,

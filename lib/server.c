@@ -82,8 +82,12 @@ static void on_session_msg(np__chan *ch, const np_msg *m) {
   case S_NEW:
     if (m->type == NP_MSG_HELLO)
       r = np__login_hello(s, m);
-    else if ((m->type == NP_MSG_WORK || m->type == NP_MSG_WORK_IDLE) && (r = move_work(s, m)) != 0)
+    else if ((m->type == NP_MSG_WORK || m->type == NP_MSG_WORK_IDLE ||
+              (m->type == NP_MSG_VISIT && srv->visit != NULL)) &&
+             (r = move_work(s, m)) != 0)
       return; /* gone to its worker (or closed there on an error) */
+    else if (m->type == NP_MSG_VISIT && srv->visit != NULL && native(srv))
+      r = srv->visit(s, m);
     else if (m->type == NP_MSG_WORK)
       np__work(s, m);
     else if (m->type == NP_MSG_WORK_IDLE)
@@ -285,6 +289,7 @@ void np__server_adopt(struct np_server *srv, np__moved *m) {
 void np__server_adopt_visitor(struct np_server *srv, int table, unsigned hops, np__moved *m) {
   const np__proxy_type *t = srv->types[table == NP_MOVE_TCP      ? NP_PROXY_TCP
                                        : table == NP_MOVE_UDP    ? NP_PROXY_UDP
+                                       : table == NP_MOVE_VISIT  ? NP_PROXY_STCP
                                        : table == NP_ROUTES_HTTP ? NP_PROXY_HTTP
                                                                  : NP_PROXY_HTTPS];
   np_conn *c;

@@ -25,6 +25,9 @@
  * port). */
 #define NP_MOVE_TCP 2
 #define NP_MOVE_UDP 3
+/* ... and for a private proxy's visitor (VISIT), checked where it arrived, to the worker of the
+ * proxy's owner (hops 0; the bytes to read first: the proxy's full name and a NUL). */
+#define NP_MOVE_VISIT 4
 
 /* S_IDLE: a pre-opened work connection, authenticated for its owner session and waiting for a
  * visitor. S_PEER: the control stream of another server of the cluster (peer_serve.c), which
@@ -247,6 +250,10 @@ struct np_server {
   int (*peers_start)(struct np_server *srv);
   void (*peers_stop)(struct np_server *srv);
   int (*forward)(struct np_server *srv, const np_msg *fwd, np__moved *mv);
+  /* VISIT as a connection's first message, on the worker of the visitor's session
+   * (proxy_stcp.c, set by builtin.c: a hook as above). It answers and ends s itself: 0, or an
+   * error for which s is closed as for any message out of place. */
+  int (*visit)(session *s, const np_msg *m);
   uint64_t started_ms;  /* loop time at np_server_start */
   char reload_err[600]; /* why the last reload changed nothing; "" when it did not fail */
   const np__proxy_type *types[256]; /* by kind (proxy.h) */
@@ -389,6 +396,9 @@ void np__work_proxy_close(session *s, const np_msg *m); /* PROXY_CLOSE */
 void np__work_fail(session *s, const np_msg *m);        /* WORK_FAIL */
 void np__work(session *s, const np_msg *m);             /* WORK as a connection's first message */
 int np__work_idle(session *s, const np_msg *m);         /* WORK_IDLE, the same */
+/* Whether serial n of s (WORK_IDLE's, VISIT's) is fresh: each is taken once, and only within 64 of
+ * the highest seen. */
+int np__session_serial_fresh(session *s, uint64_t n);
 /* srv->session_closing: s's proxies, their visitors and its joins go. */
 void np__work_session_closing(session *s);
 /* why (why_len bytes, may be NULL): where the type says why it refused, or what the client

@@ -60,14 +60,25 @@ err_free:
   return UV_ENOMEM;
 }
 
+struct np__shared_private {
+  char name[NP_MSG_NAME_MAX + 1];
+  np__private p;
+  UT_hash_handle hh;
+};
+
 void np__shared_free(np__shared *sh) {
   np__shared_name *e, *tmp;
+  np__shared_private *pe, *ptmp;
 
   if (sh == NULL)
     return;
   HASH_ITER(hh, sh->names, e, tmp) {
     HASH_DEL(sh->names, e);
     free(e);
+  }
+  HASH_ITER(hh, sh->privates, pe, ptmp) { /* proxies still open when the group went */
+    HASH_DEL(sh->privates, pe);
+    free(pe);
   }
   np__users_unref(sh->users);
   np__port_memory_free(sh->ports);
@@ -258,6 +269,57 @@ int np__shared_name_find(np__shared *sh, const char *name, unsigned *widx, uint6
     *sid = e->sid;
   uv_mutex_unlock(&sh->mu);
   return e != NULL;
+}
+
+/* ---- private proxies ------------------------------------------------------------------------ */
+
+int np__shared_private_add(np__shared *sh, const char *name, const np__private *p) {
+  np__shared_private *e = NULL;
+  int r = 0;
+
+  if (strlen(name) > NP_MSG_NAME_MAX)
+    return UV_EINVAL;
+  uv_mutex_lock(&sh->mu);
+  HASH_FIND_STR(sh->privates, name, e);
+  if (e != NULL) {
+    r = UV_EEXIST;
+  } else if ((e = calloc(1, sizeof(*e))) == NULL) {
+    r = UV_ENOMEM;
+  } else {
+    strcpy(e->name, name);
+    e->p = *p;
+    HASH_ADD_STR(sh->privates, name, e);
+    if (e->hh.tbl == NULL) { /* HASH_NONFATAL_OOM: left out */
+      free(e);
+      r = UV_ENOMEM;
+    }
+  }
+  uv_mutex_unlock(&sh->mu);
+  return r;
+}
+
+void np__shared_private_remove(np__shared *sh, const char *name, uint64_t sid) {
+  np__shared_private *e = NULL;
+
+  uv_mutex_lock(&sh->mu);
+  HASH_FIND_STR(sh->privates, name, e);
+  if (e != NULL && e->p.sid == sid)
+    HASH_DEL(sh->privates, e);
+  else
+    e = NULL;
+  uv_mutex_unlock(&sh->mu);
+  free(e);
+}
+
+int np__shared_private_find(np__shared *sh, const char *name, np__private *out) {
+  np__shared_private *e = NULL;
+
+  uv_mutex_lock(&sh->mu);
+  HASH_FIND_STR(sh->privates, name, e);
+  if (e != NULL)
+    *out = e->p;
+  uv_mutex_unlock(&sh->mu);
+  return e != NULL ? 0 : UV_ENOENT;
 }
 
 void np__shared_name_release(np__shared *sh, const char *name, uint64_t sid) {

@@ -21,6 +21,18 @@
 #include <natproxy/codec.h>
 
 typedef struct np__shared_name np__shared_name; /* server_shared.c: an entry of the registry */
+typedef struct np__shared_private np__shared_private; /* server_shared.c: a private proxy */
+
+/* A private proxy (type = stcp, sudp) as every worker may read it, by its full name "OWNER.PROXY":
+ * what a VISIT on any worker is checked against before the visitor goes to the owner's worker
+ * (proxy_stcp.c). */
+typedef struct np__private {
+  uint8_t kind;
+  unsigned widx; /* its owner's worker */
+  uint64_t sid;  /* its owner's session */
+  unsigned char verifier[NP_MSG_KEY_LEN];
+  char allow_users[NP_MSG_TEXT_MAX + 1]; /* client names, ","-separated; "": any client */
+} np__private;
 
 /* The route tables of the name-routed types (vhost.h), one per kind of vhost port. */
 enum { NP_ROUTES_HTTP = 0, NP_ROUTES_HTTPS = 1, NP_ROUTES_N = 2 };
@@ -44,10 +56,11 @@ typedef struct np__shared {
   uv_mutex_t mu;
   np__backoff *backoff;
   np__login_fails fails;
-  np__port_memory *ports;   /* NULL: remember_ports is off */
-  unsigned ports_dirty : 1; /* a note changed the table since the last clone for a save */
-  np__users *users;         /* the users file (NULL: none), with a reference of its own */
-  np__shared_name *names;   /* logged-in clients by name (uthash) */
+  np__port_memory *ports;       /* NULL: remember_ports is off */
+  unsigned ports_dirty : 1;     /* a note changed the table since the last clone for a save */
+  np__users *users;             /* the users file (NULL: none), with a reference of its own */
+  np__shared_name *names;       /* logged-in clients by name (uthash) */
+  np__shared_private *privates; /* private proxies by full name (uthash) */
   /* Logged-in clients, for max_clients: taken by a login before it is decided, given back by a
    * refused one and by the session's end. */
   atomic_size_t clients;
@@ -112,6 +125,11 @@ int np__shared_name_set(np__shared *sh, const char *name, unsigned widx, uint64_
  * lock, so two workers never both take a name. UV_EEXIST when another holds it. */
 int np__shared_name_take(np__shared *sh, const char *name, unsigned widx, uint64_t sid);
 /* 1 and the entry's worker and session (each optional) when name is registered, else 0. */
+/* Private proxies: add p under name (0, UV_EEXIST when another holds the name, UV_ENOMEM), drop
+ * the one of session sid under name (another's stays), find a copy (0 or UV_ENOENT). */
+int np__shared_private_add(np__shared *sh, const char *name, const np__private *p);
+void np__shared_private_remove(np__shared *sh, const char *name, uint64_t sid);
+int np__shared_private_find(np__shared *sh, const char *name, np__private *out);
 int np__shared_name_find(np__shared *sh, const char *name, unsigned *widx, uint64_t *sid);
 /* Forget name, but only when session sid still holds it: a session that a takeover replaced must
  * not remove its successor's entry when it closes. */

@@ -610,8 +610,12 @@ void np__work_proxy_msg(session *s, const np_msg *m) {
   s->proxies = px;
   s->n_proxies++;
   resp.port = (uint16_t)px->port;
-  np__log(&srv->log, NP_LOG_INFO, "client %s: proxy %s listening on %s:%d%s%s", s->name, px->name,
-          addr, px->port, allow.n > 0 ? ", visitors only from " : "", allow.n > 0 ? m->text : "");
+  if (px->type->named && px->port == 0) /* a private proxy: its full name (resp.text) */
+    np__log(&srv->log, NP_LOG_INFO, "client %s: proxy %s (%s) open to visitors of %s", s->name,
+            px->name, px->type->name, resp.text);
+  else
+    np__log(&srv->log, NP_LOG_INFO, "client %s: proxy %s listening on %s:%d%s%s", s->name, px->name,
+            addr, px->port, allow.n > 0 ? ", visitors only from " : "", allow.n > 0 ? m->text : "");
   np__session_send(s, &resp);
 }
 
@@ -710,7 +714,7 @@ void np__work(session *s, const np_msg *m) {
 }
 
 /* Anti-replay window: accept each serial once, and only within 64 of the highest seen. */
-static int serial_fresh(session *o, uint64_t n) {
+int np__session_serial_fresh(session *o, uint64_t n) {
   if (n == 0)
     return 0;
   if (n > o->idle_top) {
@@ -735,7 +739,7 @@ int np__work_idle(session *s, const np_msg *m) {
 
   o = np__session_ids_find(srv, m->id);
   if (o == NULL || o->state != S_READY || np__auth_idle_mac(o->key, m->id, m->id2, want) != 0 ||
-      !np__auth_equal(want, m->mac) || !serial_fresh(o, m->id2)) {
+      !np__auth_equal(want, m->mac) || !np__session_serial_fresh(o, m->id2)) {
     srv->stats.work_unknown++;
     np__log(&srv->log, NP_LOG_INFO, "%s: pre-opened work connection not proven (session %llu)",
             s->peer, (unsigned long long)m->id);

@@ -9,6 +9,7 @@
 static const char help_head[] =
     "Usage: np-client [-c FILE] --server HOST[:PORT] [--token-file FILE] [--name NAME]\n"
     "                 -R|-U [BIND_ADDR:]REMOTE_PORT:LOCAL_HOST:LOCAL_PORT ...\n"
+    "                 -L [BIND_ADDR:]PORT:OWNER.PROXY ...\n"
     "   or: np-client [--to] HOST[:PORT] [LOCAL_HOST:]LOCAL_PORT   (one TCP service; the server\n"
     "                 picks the public port and np-client prints \"listening at HOST:PORT\")\n"
     "Make local services reachable on an np-server's public ports, like ssh -R.\n"
@@ -19,6 +20,10 @@ static const char help_head[] =
     "  -R  SPEC                     [BIND_ADDR:]REMOTE_PORT:LOCAL_HOST:LOCAL_PORT, repeatable;\n"
     "                               REMOTE_PORT 0 lets the server pick (printed on stdout)\n"
     "  -U  SPEC                     the same for a UDP service (datagrams stay datagrams)\n"
+    "  -L  [BIND_ADDR:]PORT:OWNER.PROXY\n"
+    "                               visit another client's private (stcp) proxy: listen on\n"
+    "                               BIND_ADDR:PORT (127.0.0.1) and carry each connection there,\n"
+    "                               like ssh -L; the proof is --secret-key-file's key\n"
     "      --to HOST[:PORT]         the same as --server\n"
     "  -h, --help                   show this help\n"
     "  -V, --version                show the version\n"
@@ -43,7 +48,7 @@ static const struct option own[] = {
     {"to", required_argument, NULL, 0},       {NULL, 0, NULL, 0},
 };
 
-static const np_cli_spec cli_spec = {NP_CONFIG_CLIENT, "c:s:R:U:hV", own,
+static const np_cli_spec cli_spec = {NP_CONFIG_CLIENT, "c:s:R:U:L:hV", own,
                                      help_head,        help_tail,    NULL};
 
 static int exit_code = NP_EXIT_OK;

@@ -44,10 +44,15 @@ typedef enum np_msg_type {
   /* First on a stream of a peer's connection (c->s): kind, port, text (host), name (the visitor's
    * "ip:port"), addr (the "ip:port" it came to): a visitor of that route, whose bytes follow once
    * the server answers with FORWARD (s->c: status, text) */
-  NP_MSG_FORWARD = 18
+  NP_MSG_FORWARD = 18,
+  /* First on a connection of a visitor client (c->s): id (its session), id2 (a serial, as
+   * WORK_IDLE's), kind, name (the private proxy, "OWNER.PROXY"), mac (the proof, docs/protocol.md);
+   * answered by VISIT (s->c: status, text), after which the connection carries the visitor's bytes
+   * (stcp) or framed datagrams (sudp) */
+  NP_MSG_VISIT = 19
 } np_msg_type;
 
-#define NP_MSG_LAST NP_MSG_FORWARD
+#define NP_MSG_LAST NP_MSG_VISIT
 
 /* HELLO's status from the server: what it takes beyond version 1's messages (0: nothing; a server
  * older than this field sends none, which reads as 0). docs/protocol.md, "Versions". */
@@ -61,9 +66,11 @@ typedef enum np_proxy_kind {
   NP_PROXY_TCP = 0,
   NP_PROXY_UDP = 1,
   NP_PROXY_HTTP = 2,
-  NP_PROXY_HTTPS = 3
+  NP_PROXY_HTTPS = 3,
+  NP_PROXY_STCP = 4, /* private: no public port, visitors prove a secret (VISIT) */
+  NP_PROXY_SUDP = 5  /* the same for a UDP service */
 } np_proxy_kind;
-#define NP_PROXY_KIND_LAST NP_PROXY_HTTPS
+#define NP_PROXY_KIND_LAST NP_PROXY_SUDP
 
 /* PING's status from a client: news about its datagram path (0: none). */
 #define NP_UDP_PATH_UP   1 /* it answers: send UDP flows' datagrams over it */

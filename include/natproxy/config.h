@@ -36,6 +36,10 @@ NP_EXPORT int np_config_set_flag(struct np_config *cfg, const char *flag, const 
 NP_EXPORT int np_config_add_remote(struct np_config *cfg, const char *spec);
 /* The same for a UDP proxy (np-client -U), named "udp-REMOTE_PORT". */
 NP_EXPORT int np_config_add_udp(struct np_config *cfg, const char *spec);
+/* A visitor of another client's private proxy (np-client -L): "[BIND_ADDR:]PORT:OWNER.PROXY"
+ * listens on BIND_ADDR:PORT (127.0.0.1 unless given) and carries each connection there to the
+ * stcp proxy OWNER.PROXY, proven with the [client]'s secret_key. Named "stcp-PORT". */
+NP_EXPORT int np_config_add_local(struct np_config *cfg, const char *spec);
 /* Check cross-field rules (a client needs a server and at least one proxy, ...). NP_ECONFIG or 0.
  */
 NP_EXPORT int np_config_validate(struct np_config *cfg);

@@ -30,8 +30,10 @@ NP_BEGIN_DECLS
   XX(NOTLS, -7020, "the peer does not speak TLS: both sides need the same --insecure setting")     \
   XX(BACKOFF, -7021, "too many failed logins from this address: wait and retry")                   \
   XX(NAMEINUSE, -7022, "another live client is logged in under this name")                         \
-  XX(HOST, -7023, "HTTP request without a valid Host header (none, two, or not a host name)")     \
-  XX(ALLREFUSED, -7024, "the server refused every proxy this client asked for")
+  XX(HOST, -7023, "HTTP request without a valid Host header (none, two, or not a host name)")      \
+  XX(ALLREFUSED, -7024, "the server refused every proxy this client asked for")                    \
+  XX(SECRET, -7025, "wrong secret_key for this private proxy")                                     \
+  XX(DENIED, -7026, "this client may not visit that private proxy (its allow_users)")
 
 typedef enum np_errno {
 #define NP_ERR_ENUM_(name, value, text) NP_E##name = (value),

@@ -101,8 +101,8 @@ NP_EXPORT uint64_t np_server_client_uptime_ms(const np_server_client *client);
  * streams), or -1 when it is not multiplexed (mux = false: a TCP connection per visitor). */
 NP_EXPORT int64_t np_server_client_mux_streams(const np_server_client *client);
 /* Its datagram path for UDP flows: "up" (their datagrams go over it), "down" (the tunnel carries
- * them: not answering, or not tried yet), "off" (no UDP proxy, or never keyed: turned off, no TLS, the line codec).
- * Static. */
+ * them: not answering, or not tried yet), "off" (no UDP proxy, or never keyed: turned off, no TLS,
+ * the line codec). Static. */
 NP_EXPORT const char *np_server_client_udp_path(const np_server_client *client);
 /* The worker (np_server_group) whose loop holds the client; 0 outside a group. */
 NP_EXPORT unsigned np_server_client_worker(const np_server_client *client);
@@ -179,8 +179,8 @@ NP_EXPORT unsigned np_server_group_workers(const struct np_server_group *group);
 /* Worker 0: its port, fingerprint and admin endpoint are the group's. */
 NP_EXPORT struct np_server *np_server_group_home(const struct np_server_group *group);
 /* The sum of every worker's counters (np_server_get_stats of worker 0 says the same). */
-NP_EXPORT void np_server_group_get_stats(const struct np_server_group *group,
-                                         np_server_stats *out, size_t size);
+NP_EXPORT void np_server_group_get_stats(const struct np_server_group *group, np_server_stats *out,
+                                         size_t size);
 /* Each worker rereads the configuration (np_server_reload); the result is logged. */
 NP_EXPORT void np_server_group_reload(struct np_server_group *group);
 /* np_server_drain on every worker; cb once all are closed and their threads gone. */

@@ -64,7 +64,9 @@ NP_BEGIN_DECLS
   X(udp_path_forwarded, COUNTER, "udp_path_forwarded", "packets", "datagram-path packets handed to the worker that holds their session, as the kernel's steering missed it (workers > 1)") \
   X(peer_forwarded, COUNTER, "peer_forwarded", "visitors", "visitors of a route this server does not hold, forwarded to a server of the cluster that does (cluster_token)") \
   X(peer_forward_failed, COUNTER, "peer_forward_failed", "visitors", "forwarded visitors closed before their join: the other server unreachable, its login refused, or the route not there") \
-  X(peer_visitors, COUNTER, "peer_visitors", "visitors", "visitors another server of the cluster forwarded here")
+  X(peer_visitors, COUNTER, "peer_visitors", "visitors", "visitors another server of the cluster forwarded here") \
+  X(private_visits, COUNTER, "private_visits", "visitors", "visitors of private proxies (stcp, sudp) whose proof was right, sent on to the owner's client") \
+  X(private_refused, COUNTER, "private_refused", "visitors", "visits of private proxies refused: a wrong secret_key (also in logins_failed, and backed off like a failed login), a client allow_users does not name, or no such proxy")
 
 #define NP_CLIENT_COUNTERS(X) \
   X(connects, COUNTER, "connects", "logins", "successful logins") \

@@ -122,6 +122,15 @@ static void assert_same(const np_msg *a, const np_msg *b) {
     assert_string_equal(a->addr, b->addr);
     assert_int_equal(a->status, b->status);
     break;
+  case NP_MSG_VISIT:
+    assert_true(a->id == b->id);
+    assert_true(a->id2 == b->id2);
+    assert_int_equal(a->kind, b->kind);
+    assert_string_equal(a->name, b->name);
+    assert_memory_equal(a->mac, b->mac, NP_MSG_KEY_LEN);
+    assert_int_equal(a->status, b->status);
+    assert_string_equal(a->text, b->text);
+    break;
   case NP_MSG_MUX:
     assert_int_equal(a->version, b->version);
     break;

@@ -202,7 +202,83 @@ static void test_remote_specs(void **state) {
   assert_non_null(strstr(np_config_error(cfg), "-U 8080:localhost:54: the same remote port"));
   assert_int_equal(np_config_set(cfg, "proxy dns", "type", "udp"), 0);
   assert_int_equal(np_config_set(cfg, "proxy dns", "type", "sctp"), NP_ECONFIG);
-  assert_non_null(strstr(np_config_error(cfg), "tcp, udp, http or https"));
+  assert_non_null(strstr(np_config_error(cfg), "tcp, udp, http, https, stcp or sudp"));
+  np_config_free(cfg);
+}
+
+/* Private proxies and their visitors: [proxy] stcp/sudp keys, [visitor NAME], -L, and what
+ * validate refuses (docs/config.md, "Private services"). */
+static void test_private(void **state) {
+  struct np_config *cfg;
+  (void)state;
+  assert_int_equal(np_config_new(NP_CONFIG_CLIENT, &cfg), 0);
+  assert_int_equal(np_config_set(cfg, "client", "server", "127.0.0.1:7000"), 0);
+  /* a client of visitors alone is valid */
+  assert_int_equal(np_config_set_flag(cfg, "L", "6000:alice.ssh"), 0);
+  assert_int_equal(np_config_validate(cfg), NP_ECONFIG); /* no secret yet */
+  assert_non_null(strstr(np_config_error(cfg), "secret_key is missing"));
+  assert_int_equal(np_config_set_flag(cfg, "secret-key", "k"), 0);
+  assert_int_equal(np_config_validate(cfg), 0);
+  assert_int_equal(cfg->n_visitors, 1);
+  assert_string_equal(cfg->visitors[0].name, "stcp-6000");
+  assert_string_equal(cfg->visitors[0].bind, "127.0.0.1:6000");
+  assert_string_equal(cfg->visitors[0].server_name, "alice.ssh");
+  assert_int_equal(cfg->visitors[0].kind, NP_PROXY_STCP);
+  assert_int_equal(np_config_add_local(cfg, "[::1]:6001:bob.db"), 0);
+  assert_string_equal(cfg->visitors[1].bind, "[::1]:6001");
+  assert_int_equal(np_config_add_local(cfg, "0.0.0.0:6002:carol.web"), 0);
+  assert_string_equal(cfg->visitors[2].bind, "0.0.0.0:6002");
+  assert_int_equal(np_config_add_local(cfg, "6000:x.y"), NP_ECONFIG); /* the same port twice */
+  assert_int_equal(np_config_add_local(cfg, "6003:nodot"), NP_ECONFIG);
+  assert_non_null(strstr(np_config_error(cfg), "is not OWNER.PROXY"));
+  assert_int_equal(np_config_add_local(cfg, "6003:.ssh"), NP_ECONFIG);
+  assert_int_equal(np_config_add_local(cfg, "99999:a.b"), NP_ECONFIG);
+  assert_int_equal(np_config_add_local(cfg, "a:b:c:d.e"), NP_ECONFIG);
+  assert_int_equal(np_config_add_local(cfg, "6003"), NP_ECONFIG);
+  assert_int_equal(cfg->n_visitors, 3);
+  /* [visitor NAME] */
+  assert_int_equal(np_config_set(cfg, "visitor dns", "type", "sudp"), 0);
+  assert_int_equal(np_config_set(cfg, "visitor dns", "type", "xudp"), NP_ECONFIG);
+  assert_int_equal(np_config_set(cfg, "visitor dns", "bind", "5353"), 0);
+  assert_string_equal(cfg->visitors[3].bind, "127.0.0.1:5353");
+  assert_int_equal(np_config_set(cfg, "visitor dns", "bind", "nowhere:x"), NP_ECONFIG);
+  assert_int_equal(np_config_set(cfg, "visitor dns", "remote_port", "1"), NP_ECONFIG);
+  assert_non_null(strstr(np_config_error(cfg), "known: type, server_name, secret_key, bind"));
+  assert_int_equal(np_config_validate(cfg), NP_ECONFIG);
+  assert_non_null(strstr(np_config_error(cfg), "server_name = OWNER.PROXY is missing"));
+  assert_int_equal(np_config_set(cfg, "visitor dns", "server_name", "alice.dns"), 0);
+  assert_int_equal(np_config_validate(cfg), 0);
+  assert_int_equal(cfg->visitors[3].kind, NP_PROXY_SUDP);
+  /* an owner's private proxies */
+  assert_int_equal(np_config_set(cfg, "proxy ssh", "type", "stcp"), 0);
+  assert_int_equal(np_config_set(cfg, "proxy ssh", "local", "127.0.0.1:22"), 0);
+  assert_int_equal(np_config_set(cfg, "proxy ssh", "allow_users", "bob, carol"), 0);
+  assert_string_equal(cfg->proxies[0].allow_users, "bob,carol");
+  assert_int_equal(np_config_set(cfg, "proxy ssh", "allow_users", "a\x01b"), NP_ECONFIG);
+  assert_int_equal(np_config_validate(cfg), 0); /* the [client]'s secret_key serves */
+  assert_int_equal(np_config_set(cfg, "proxy ssh", "remote_port", "2222"), 0);
+  assert_int_equal(np_config_validate(cfg), NP_ECONFIG);
+  assert_non_null(strstr(np_config_error(cfg), "a private proxy has no public port"));
+  np_config_free(cfg);
+
+  assert_int_equal(np_config_new(NP_CONFIG_CLIENT, &cfg), 0);
+  assert_int_equal(np_config_set(cfg, "client", "server", "127.0.0.1:7000"), 0);
+  assert_int_equal(np_config_set(cfg, "proxy ssh", "type", "stcp"), 0);
+  assert_int_equal(np_config_set(cfg, "proxy ssh", "local", "127.0.0.1:22"), 0);
+  assert_int_equal(np_config_validate(cfg), NP_ECONFIG);
+  assert_non_null(strstr(np_config_error(cfg), "needs secret_key"));
+  assert_int_equal(np_config_set(cfg, "proxy web", "local", "127.0.0.1:80"), 0);
+  assert_int_equal(np_config_set(cfg, "proxy web", "remote_port", "80"), 0);
+  assert_int_equal(np_config_set(cfg, "proxy web", "secret_key", "k"), 0);
+  assert_int_equal(np_config_set(cfg, "proxy ssh", "secret_key", "k"), 0);
+  assert_int_equal(np_config_validate(cfg), NP_ECONFIG);
+  assert_non_null(strstr(np_config_error(cfg), "are for private proxies"));
+  np_config_free(cfg);
+
+  /* the server has no visitors */
+  assert_int_equal(np_config_new(NP_CONFIG_SERVER, &cfg), 0);
+  assert_int_equal(np_config_set(cfg, "visitor x", "bind", "1"), NP_ECONFIG);
+  assert_int_equal(np_config_add_local(cfg, "1:a.b"), NP_ECONFIG);
   np_config_free(cfg);
 }
 
@@ -574,7 +650,7 @@ int main(void) {
       cmocka_unit_test(test_validate),        cmocka_unit_test(test_http_proxy),
       cmocka_unit_test(test_reread),          cmocka_unit_test(test_default_port_and_bind_forms),
       cmocka_unit_test(test_key_table),       cmocka_unit_test(test_server_list),
-      cmocka_unit_test(test_route_store_url),
+      cmocka_unit_test(test_route_store_url), cmocka_unit_test(test_private),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
