@@ -38,6 +38,7 @@ struct cvisitor {
   vconn *flows; /* sudp: by sender, linked; at most VISIT_FLOWS_MAX */
   size_t n_flows;
   uint64_t refused_ms; /* when "not logged in" was last said (once a second at most) */
+  int closes_left;     /* sudp: its socket and timer, closing */
   cvisitor *next;
 };
 
@@ -452,13 +453,13 @@ static void on_listener_closed(void *data) {
   part_closed(set);
 }
 
-static void on_udp_closed(uv_handle_t *h) {
-  part_closed(((cvisitor *)h->data)->set);
-}
-
-static void on_sweep_closed(uv_handle_t *h) {
+/* An sudp visitor's socket and timer: v goes once both are closed (libuv runs the close callbacks
+ * in no order we should count on). */
+static void on_udp_part_closed(uv_handle_t *h) {
   cvisitor *v = h->data;
   struct np__visitors *set = v->set;
+  if (--v->closes_left > 0)
+    return;
   free(v);
   part_closed(set);
 }
@@ -483,9 +484,10 @@ void np__client_visitors_close(struct np_client *cl) {
       set->closes_left++;
       np__listener_close(v->l, on_listener_closed);
     } else {
-      set->closes_left += 2;
-      uv_close((uv_handle_t *)&v->udp, on_udp_closed);
-      uv_close((uv_handle_t *)&v->sweep, on_sweep_closed);
+      set->closes_left++;
+      v->closes_left = 2;
+      uv_close((uv_handle_t *)&v->udp, on_udp_part_closed);
+      uv_close((uv_handle_t *)&v->sweep, on_udp_part_closed);
     }
   }
   part_closed(set);
