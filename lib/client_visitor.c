@@ -219,6 +219,15 @@ static int visit(cvisitor *v, vconn *vc) {
     v->refused_ms = now;
     return NP_ESTATE;
   }
+  if (!(m->server_caps & NP_HELLO_PRIVATE)) {
+    if (now - v->refused_ms >= 1000 || v->refused_ms == 0)
+      np__log(&cl->log, NP_LOG_WARN,
+              "visitor %s: the server %s has no private proxies (it is older than them): the "
+              "local visitor is turned away",
+              v->cfg.name, np__client_label(m));
+    v->refused_ms = now;
+    return NP_EUNSUPPORTED;
+  }
   vc->v = v;
   vc->cl = cl;
   vc->session_id = m->session_id;

@@ -14,6 +14,8 @@
 int np__login_hello(session *s, const np_msg *m) {
   /* The features this server takes beyond version 1's messages (docs/protocol.md, "Versions"). */
   np_msg resp = {.type = NP_MSG_HELLO, .version = PROTO_VERSION, .status = NP_HELLO_PROXY_CLOSE};
+  if (s->srv->visit != NULL) /* the private proxy types are registered */
+    resp.status |= NP_HELLO_PRIVATE;
 
   if (m->version != PROTO_VERSION) {
     np_msg c = {.type = NP_MSG_CLOSE, .status = NP_EVERSION};

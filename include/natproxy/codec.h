@@ -57,6 +57,7 @@ typedef enum np_msg_type {
 /* HELLO's status from the server: what it takes beyond version 1's messages (0: nothing; a server
  * older than this field sends none, which reads as 0). docs/protocol.md, "Versions". */
 #define NP_HELLO_PROXY_CLOSE 1 /* PROXY_CLOSE: a client may close one proxy of its session */
+#define NP_HELLO_PRIVATE     2 /* private proxies (kinds 4 and 5) and VISIT */
 
 /* LOGIN's status: what the client asks for (0: nothing). */
 #define NP_LOGIN_TAKEOVER 1 /* replace a live session under the same name (--takeover) */

@@ -10,7 +10,9 @@ import time
 from nptest import dial
 
 (HELLO, LOGIN, LOGIN_RESP, PROXY, PROXY_RESP, REQ_WORK, WORK, WORK_FAIL, PING, PONG, CLOSE, WORK_IDLE,
- START, MUX, PROXY_OPT, PROXY_CLOSE, PEER, FORWARD) = range(1, 19)
+ START, MUX, PROXY_OPT, PROXY_CLOSE, PEER, FORWARD, VISIT) = range(1, 20)
+STCP, SUDP = 4, 5  # PROXY's kinds of private proxies
+NP_ENOPROXY, NP_ESECRET, NP_EDENIED = -7016, -7025, -7026
 NP_EAUTH, NP_EPORTDENIED, NP_ENAMETAKEN, NP_EVERSION = -7004, -7005, -7006, -7003
 NP_ENAMEINUSE = -7022
 NP_EBACKOFF = -7021  # NP_EBACKOFF: wait the id's milliseconds and retry
@@ -34,6 +36,7 @@ LAYOUT = {
     PROXY_CLOSE: ["name", "text"],  # proxy, why
     PEER: ["version", "name", "nonce", "mac"],  # another server's login: its cluster_advertise
     FORWARD: ["kind", "port", "text", "name", "addr", "status"],  # route, visitor, to; the answer
+    VISIT: ["id", "id2", "kind", "name", "mac", "status", "text"],  # a private proxy's visitor
 }
 FMT = {"version": ">H", "port": ">H", "status": ">i", "id": ">Q", "id2": ">Q", "kind": ">B"}
 
@@ -142,4 +145,18 @@ class Client:
         w = dial(self.server)
         proof = mac(self.key, b"np-work-1", struct.pack(">QQ", self.session, visitor))
         w.sendall(encode(WORK, id=self.session, id2=visitor, mac=proof if good else bytes(32)))
+        return w
+
+    def visit_msg(self, serial, target, secret, kind=STCP, session=None):
+        """VISIT of the private proxy target ("OWNER.PROXY") with the proof of secret."""
+        verifier = mac(secret.encode(), b"np-stcp-1", target.encode())
+        sid = self.session if session is None else session
+        proof = mac(verifier, b"np-visit-1", self.key, struct.pack(">QQB", sid, serial, kind),
+                    target.encode())
+        return encode(VISIT, id=sid, id2=serial, kind=kind, name=target, mac=proof)
+
+    def visit(self, serial, target, secret, kind=STCP, session=None, then=b""):
+        """Open a visitor's connection: VISIT (and then, bytes sent before the answer)."""
+        w = dial(self.server)
+        w.sendall(self.visit_msg(serial, target, secret, kind, session) + then)
         return w

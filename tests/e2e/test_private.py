@@ -8,11 +8,13 @@ import hashlib
 import os
 import socket
 import socketserver
+import struct
 import subprocess
 import sys
 import threading
 
 sys.path.insert(0, os.path.dirname(__file__))
+import npwire  # noqa: E402
 from nptest import LOOP, check, low_free_ports, run, server_stats, wait_until  # noqa: E402
 from test_twoway import MIB, echo_both_ways, echo_service  # noqa: E402
 from test_udp import Echo  # noqa: E402
@@ -261,6 +263,80 @@ def test_private_not_logged_in(env):
     check(p.count(r"not logged in to a server yet") <= 2, "said once a second at most")
 
 
+def answer_and_rest(w):
+    """The server's VISIT answer on w, and what follows it until the end."""
+    t, m = npwire.recv_msg(w)
+    check(t == npwire.VISIT, f"answered with VISIT: {t} {m}")
+    rest = b""
+    try:
+        while True:
+            b = w.recv(65536)
+            if not b:
+                break
+            rest += b
+    except OSError:
+        pass
+    w.close()
+    return m, rest
+
+
+def test_private_hostile_visits(env):
+    """VISIT written from docs/protocol.md by a raw client: the honest one is served; a replayed
+    serial, a wrong secret, a session that is not there, the wrong kind, a name past its limit and
+    VISIT on the control stream are each refused with their status (or closed), the service sees
+    none of them, and an honest np-client visitor is served after."""
+    srv = env.server("--token", "s3cret")
+    seen = []
+
+    class Service(socketserver.BaseRequestHandler):
+        def handle(self):
+            seen.append(1)
+            self.request.sendall(b"private\n")
+
+    owner(env, srv, env.service(Service))
+    raw = npwire.Client(srv, name="raw")
+    m, rest = answer_and_rest(raw.visit(1, "alice.svc", "correct horse"))
+    check(m["status"] == 0 and rest == b"private\n", f"the proof as documented: {m} {rest!r}")
+    cases = [
+        (raw.visit(1, "alice.svc", "correct horse"), npwire.NP_EAUTH, "a replayed serial"),
+        (raw.visit(2, "alice.svc", "wrong horse"), npwire.NP_ESECRET, "a wrong secret"),
+        (raw.visit(3, "alice.svc", "correct horse", session=raw.session ^ (1 << 40)),
+         npwire.NP_EAUTH, "a session that is not there"),
+        (raw.visit(4, "alice.svc", "correct horse", kind=npwire.SUDP), npwire.NP_ENOPROXY,
+         "the wrong kind"),
+        (raw.visit(5, "alice.nothing", "correct horse"), npwire.NP_ENOPROXY, "no such proxy"),
+    ]
+    for w, status, what in cases:
+        m, rest = answer_and_rest(w)
+        check(m["status"] == status and rest == b"", f"{what}: {m['status']} {m['text']!r} {rest!r}")
+    # a name longer than a name may be (200 bytes): not a message at all, the connection ends
+    body = (bytes([npwire.VISIT]) + struct.pack(">QQB", raw.session, 6, npwire.STCP) + bytes([200])
+            + b"n" * 200 + bytes(32) + struct.pack(">i", 0) + b"\x00")
+    w = npwire.dial(srv)
+    w.sendall(struct.pack(">I", len(body)) + body)
+    w.settimeout(10)
+    got = b""
+    while True:
+        b = w.recv(65536)
+        if not b:
+            break
+        got += b
+    w.close()
+    while len(got) >= 4:
+        (n,) = struct.unpack(">I", got[:4])
+        t, m = npwire.decode_body(got[4:4 + n])
+        check(t != npwire.VISIT, f"an oversized name gets no VISIT answer: {t} {m}")
+        got = got[4 + n:]
+    check(len(seen) == 1, f"the service saw the honest visit only: {len(seen)}")
+    # VISIT on the control stream is out of place: the session ends
+    raw.s.sendall(raw.visit_msg(7, "alice.svc", "correct horse"))
+    srv.wait_line(r"unexpected VISIT message, closing")
+    _, bport = visitor(env, srv, "alice.svc")
+    check(nothing_back(bport, b"") == b"private\n", "an honest visitor is served after")
+    st = server_stats(srv)
+    check(st["private_refused"] == 5 and st["private_visits"] == 2, f"counted: {st}")
+
+
 TESTS = {
     "private_stcp_two_way": test_private_stcp_two_way,
     "private_wrong_key_gets_nothing": test_private_wrong_key_gets_nothing,
@@ -269,6 +345,7 @@ TESTS = {
     "private_owner_comes_and_goes": test_private_owner_comes_and_goes,
     "private_config_errors": test_private_config_errors,
     "private_not_logged_in": test_private_not_logged_in,
+    "private_hostile_visits": test_private_hostile_visits,
 }
 
 if __name__ == "__main__":

@@ -53,6 +53,37 @@ static void test_names(void **state) {
   np__shared_free(NULL);
 }
 
+/* The private proxies' table (proxy_stcp.c): one holder per full name, a copy for the reader,
+ * and a session that goes removes its own entry only. */
+static void test_privates(void **state) {
+  np__shared *sh;
+  np__private p = {.kind = NP_PROXY_STCP, .widx = 1, .sid = 7}, got;
+  char long_name[NP_MSG_NAME_MAX + 2];
+  (void)state;
+
+  assert_int_equal(np__shared_new(1000, 8000, &sh), 0);
+  memset(p.verifier, 0xab, sizeof(p.verifier));
+  strcpy(p.allow_users, "bob,carol");
+  assert_int_equal(np__shared_private_find(sh, "alice.ssh", &got), UV_ENOENT);
+  assert_int_equal(np__shared_private_add(sh, "alice.ssh", &p), 0);
+  p.sid = 8;
+  assert_int_equal(np__shared_private_add(sh, "alice.ssh", &p), UV_EEXIST);
+  assert_int_equal(np__shared_private_add(sh, "alice.db", &p), 0);
+  assert_int_equal(np__shared_private_find(sh, "alice.ssh", &got), 0);
+  assert_true(got.sid == 7 && got.widx == 1 && got.kind == NP_PROXY_STCP);
+  assert_string_equal(got.allow_users, "bob,carol");
+  assert_memory_equal(got.verifier, p.verifier, sizeof(p.verifier));
+  np__shared_private_remove(sh, "alice.ssh", 8); /* not its entry: stays */
+  assert_int_equal(np__shared_private_find(sh, "alice.ssh", &got), 0);
+  np__shared_private_remove(sh, "alice.ssh", 7);
+  assert_int_equal(np__shared_private_find(sh, "alice.ssh", &got), UV_ENOENT);
+  np__shared_private_remove(sh, "nobody.x", 7);
+  memset(long_name, 'x', sizeof(long_name) - 1);
+  long_name[sizeof(long_name) - 1] = '\0';
+  assert_int_equal(np__shared_private_add(sh, long_name, &p), UV_EINVAL);
+  np__shared_free(sh); /* with alice.db still in it: freed too */
+}
+
 static np__users *load_users(const char *text) {
   char path[64], err[512] = "";
   np__users *u = NULL;
@@ -416,11 +447,9 @@ static void test_routes_threads(void **state) {
 
 int main(void) {
   const struct CMUnitTest tests[] = {
-      cmocka_unit_test(test_names),
-      cmocka_unit_test(test_users_swap),
-      cmocka_unit_test(test_ports_clone_and_save),
-      cmocka_unit_test(test_counts),
-      cmocka_unit_test(test_threads),
+      cmocka_unit_test(test_names),          cmocka_unit_test(test_privates),
+      cmocka_unit_test(test_users_swap),     cmocka_unit_test(test_ports_clone_and_save),
+      cmocka_unit_test(test_counts),         cmocka_unit_test(test_threads),
       cmocka_unit_test(test_routes_threads),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
