@@ -128,6 +128,23 @@ int np__auth_visit_mac(const unsigned char verifier[NP_MSG_KEY_LEN],
   return hmac(verifier, NP_MSG_KEY_LEN, msg, off, out);
 }
 
+int np__auth_visit_session_mac(const unsigned char key[NP_MSG_KEY_LEN], uint64_t session,
+                               uint64_t serial, uint8_t kind, const char *name,
+                               unsigned char out[NP_MSG_KEY_LEN]) {
+  unsigned char msg[10 + 16 + 1 + NP_MSG_NAME_MAX];
+  size_t nl = strnlen(name, NP_MSG_NAME_MAX), off = 10;
+
+  memcpy(msg, "np-visit-0", 10);
+  for (int i = 0; i < 8; i++) {
+    msg[off + i] = (unsigned char)(session >> (56 - 8 * i));
+    msg[off + 8 + i] = (unsigned char)(serial >> (56 - 8 * i));
+  }
+  off += 16;
+  msg[off++] = kind;
+  memcpy(msg + off, name, nl), off += nl;
+  return hmac(key, NP_MSG_KEY_LEN, msg, off, out);
+}
+
 int np__auth_equal(const unsigned char a[NP_MSG_KEY_LEN], const unsigned char b[NP_MSG_KEY_LEN]) {
   return CRYPTO_memcmp(a, b, NP_MSG_KEY_LEN) == 0;
 }

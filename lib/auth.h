@@ -45,6 +45,11 @@ int np__auth_stcp_verifier(const char *secret_key, const char *name,
 int np__auth_visit_mac(const unsigned char verifier[NP_MSG_KEY_LEN],
                        const unsigned char key[NP_MSG_KEY_LEN], uint64_t session, uint64_t serial,
                        uint8_t kind, const char *name, unsigned char out[NP_MSG_KEY_LEN]);
+/* A visitor's proof of its session (VISIT's nonce), checked before anything about the proxy is
+ * looked up or said: HMAC-SHA256(session key, "np-visit-0" | session | serial | kind | name). */
+int np__auth_visit_session_mac(const unsigned char key[NP_MSG_KEY_LEN], uint64_t session,
+                               uint64_t serial, uint8_t kind, const char *name,
+                               unsigned char out[NP_MSG_KEY_LEN]);
 /* Constant-time equality of two proofs. */
 int np__auth_equal(const unsigned char a[NP_MSG_KEY_LEN], const unsigned char b[NP_MSG_KEY_LEN]);
 

@@ -843,7 +843,7 @@ const char *np_client_proxy_name(const np_client_proxy *px) {
 }
 
 const char *np_client_proxy_type(const np_client_proxy *px) {
-  static const char *const names[] = {"tcp", "udp", "http", "https"};
+  static const char *const names[] = {"tcp", "udp", "http", "https", "stcp", "sudp"};
   return (unsigned)px->cfg.kind < NP_ARRAY_SIZE(names) ? names[px->cfg.kind] : "?";
 }
 

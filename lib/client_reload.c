@@ -24,6 +24,7 @@ static const struct {
 } live_keys[] = {
     LIVE("log_level", log_level),
     LIVE("allow_ips", allow_ips),
+    LIVE("secret_key", secret_key), /* private proxies registered again with it (above) */
     LIVE("reconnect_min", reconnect_min_ms),
     LIVE("reconnect_max", reconnect_max_ms),
     LIVE("work_pool", work_pool),
@@ -75,6 +76,10 @@ static const char *allow_of(const np__proxy_cfg *px, const struct np_config *cfg
   return px->allow_ips[0] != '\0' ? px->allow_ips : cfg->allow_ips;
 }
 
+static const char *secret_of(const np__proxy_cfg *px, const struct np_config *cfg) {
+  return px->secret_key[0] != '\0' ? px->secret_key : cfg->secret_key;
+}
+
 /* What the server holds of a proxy: the PROXY and PROXY_OPT fields (np__client_register). 0 when
  * they are the same; else the first field that differs, for the log. */
 static const char *registration_differs(const np__proxy_cfg *a, const struct np_config *ca,
@@ -92,6 +97,9 @@ static const char *registration_differs(const np__proxy_cfg *a, const struct np_
       strcmp(a->host_header_rewrite, b->host_header_rewrite) != 0 ||
       strcmp(a->http_user, b->http_user) != 0 || strcmp(a->http_password, b->http_password) != 0)
     return "HTTP options";
+  if (np__kind_private(a->kind) && (strcmp(secret_of(a, ca), secret_of(b, cb)) != 0 ||
+                                    strcmp(a->allow_users, b->allow_users) != 0))
+    return "secret_key or allow_users";
   return NULL;
 }
 
@@ -265,6 +273,12 @@ int np_client_reconfigure(struct np_client *cl, const struct np_config *cfg) {
   }
 
   np__config_diff(was, next, on_changed, &c);
+  /* The visitors' local ports are bound once, at start (client_visitor.c). */
+  if (was->n_visitors != next->n_visitors ||
+      memcmp(was->visitors, next->visitors, was->n_visitors * sizeof(was->visitors[0])) != 0)
+    np__log(&cl->log, np__client_echo(cl, NP_LOG_WARN),
+            "reload: the visitors ([visitor NAME], -L) changed: that takes a restart; the running "
+            "ones stay as they were");
   live = cl->state == C_READY && native(cl);
   if (live && needs_close(cl, next, nx) && !(cl->server_caps & NP_HELLO_PROXY_CLOSE)) {
     np__log(&cl->log, NP_LOG_WARN,

@@ -12,15 +12,19 @@
 #include "dgram.h"
 #include "listen.h"
 
-#define VISIT_FLOWS_MAX  256          /* sudp: local senders at once per visitor */
-#define VISIT_EARLY_MAX  16           /* sudp: datagrams held per flow until the server answers */
-#define VISIT_QUEUED_MAX (256 * 1024) /* sudp: bytes on their way to the server per flow */
+#include <openssl/crypto.h>
+
+#define VISIT_FLOWS_MAX        256 /* sudp: local senders at once per visitor */
+#define VISIT_EARLY_MAX        16  /* sudp: datagrams held per flow until the server answers */
+#define VISIT_QUEUED_MAX       (256 * 1024) /* sudp: bytes on their way to the server per flow */
+#define VISIT_REFUSED_QUIET_MS 1000         /* sudp: no new visit this long after a refusal */
 
 typedef struct cvisitor cvisitor;
 typedef struct vconn vconn;
 
 struct np__visitors {
   struct np_client *cl;
+  uv_timer_t deadline; /* ends visits the server has not answered within dial_timeout */
   cvisitor *list;
   np__trackset joins; /* stcp joins, cut when the client closes */
   vconn *pending;     /* visits waiting for the server's answer */
@@ -37,8 +41,10 @@ struct cvisitor {
   uv_timer_t sweep;
   vconn *flows; /* sudp: by sender, linked; at most VISIT_FLOWS_MAX */
   size_t n_flows;
-  uint64_t refused_ms; /* when "not logged in" was last said (once a second at most) */
-  int closes_left;     /* sudp: its socket and timer, closing */
+  uint64_t refused_ms;   /* when "not logged in" was last said (once a second at most) */
+  int closes_left;       /* sudp: its socket and timer, closing */
+  uint64_t quiet_until;  /* sudp: no new flow before (a visit was refused) */
+  uint64_t refused_said; /* sudp: when a refusal was last logged */
   cvisitor *next;
 };
 
@@ -57,10 +63,11 @@ struct vconn {
   char *early[VISIT_EARLY_MAX];
   size_t early_len[VISIT_EARLY_MAX], n_early;
   size_t queued;
-  uint64_t last;
-  np__track t; /* stcp, once joined */
+  uint64_t last, started;
+  size_t writes; /* sudp: frames queued towards the server, each holding vc until its callback */
+  np__track t;   /* stcp, once joined */
   struct np_join *join;
-  unsigned pending : 1, answered : 1, closing : 1;
+  unsigned pending : 1, answered : 1, dead : 1;
   vconn *prev, *next;
 };
 
@@ -74,6 +81,13 @@ static struct np_client *session_client(struct np_client *cl) {
   return NULL;
 }
 
+static void vconn_release(vconn *vc) {
+  if (vc->m != NULL)
+    np__client_unref(vc->m);
+  free(vc);
+}
+
+/* The visit ends: its connections are closed now, its memory once no frame of it is queued. */
 static void vconn_free(vconn *vc) {
   cvisitor *v = vc->v;
 
@@ -94,9 +108,9 @@ static void vconn_free(vconn *vc) {
   for (size_t i = 0; i < vc->n_early; i++)
     free(vc->early[i]);
   np__dgram_parser_free(&vc->parser);
-  if (vc->m != NULL)
-    np__client_unref(vc->m);
-  free(vc);
+  vc->dead = 1;
+  if (vc->writes == 0) /* else the last write's callback frees it */
+    vconn_release(vc);
 }
 
 /* ---- the answer, and the join (stcp) -------------------------------------------------------- */
@@ -151,8 +165,17 @@ static void on_answer(np__chan *ch, const np_msg *m) {
     return;
   }
   if (m->status != 0) {
-    np__log(&cl->log, NP_LOG_WARN, "visitor %s: the server refused the visit of %s: %s",
-            v->cfg.name, v->cfg.server_name, m->text[0] != '\0' ? m->text : np_strerror(m->status));
+    uint64_t now = uv_now(cl->loop);
+    /* A UDP sender retries by itself: its datagrams for the next second are dropped rather than
+     * each becoming a VISIT the server refuses again (a wrong key would back the address off). */
+    if (v->cfg.kind == NP_PROXY_SUDP)
+      v->quiet_until = now + VISIT_REFUSED_QUIET_MS;
+    if (v->cfg.kind == NP_PROXY_STCP || now - v->refused_said >= 1000 || v->refused_said == 0) {
+      np__log(&cl->log, NP_LOG_WARN, "visitor %s: the server refused the visit of %s: %s",
+              v->cfg.name, v->cfg.server_name,
+              m->text[0] != '\0' ? m->text : np_strerror(m->status));
+      v->refused_said = now;
+    }
     vconn_free(vc);
     return;
   }
@@ -191,17 +214,20 @@ static void on_dialed(void *data, int status, np_conn *c) {
     return;
   }
   msg.id = m->session_id;
-  msg.id2 = ++m->pool_serial; /* WORK_IDLE's serials: one window at the server */
+  msg.id2 =
+      ++m->pool_serial; /* a counter shared with WORK_IDLE's; the server keeps a window each */
   strcpy(msg.name, v->cfg.server_name);
   if (np__auth_stcp_verifier(v->secret, v->cfg.server_name, verifier) != 0 ||
       np__auth_visit_mac(verifier, m->key, msg.id, msg.id2, msg.kind, msg.name, msg.mac) != 0 ||
+      np__auth_visit_session_mac(m->key, msg.id, msg.id2, msg.kind, msg.name, msg.nonce) != 0 ||
       np__conn_send_msg(c, m->codec, &msg) != 0 ||
       np__chan_new(c, m->codec, m->cfg.max_frame, CTRL_MAX_QUEUED, &vc->ch) != 0) {
     np__conn_close(c, NULL);
     vconn_free(vc);
     return;
   }
-  np__chan_start(vc->ch, on_answer, on_answer_error, vc);
+  if (np__chan_start(vc->ch, on_answer, on_answer_error, vc) != 0)
+    vconn_free(vc);
 }
 
 /* A new visit through whichever session is up: 0, or why not (vc then as it was: the caller
@@ -235,6 +261,7 @@ static int visit(cvisitor *v, vconn *vc) {
     return r;
   vc->m = m;
   m->refs++;
+  vc->started = now;
   vc->pending = 1;
   NP_DLIST_PUSH(v->set->pending, vc, prev, next);
   return 0;
@@ -268,9 +295,12 @@ typedef struct dwrite {
 
 static void on_frame_written(np_conn_write *req, int status) {
   dwrite *w = (dwrite *)req;
+  vconn *vc = w->vc;
   (void)status;
-  w->vc->queued -= w->len;
+  vc->queued -= w->len;
   free(w);
+  if (--vc->writes == 0 && vc->dead)
+    vconn_release(vc);
 }
 
 static void to_server(vconn *vc, const char *data, size_t len) {
@@ -292,6 +322,7 @@ static void to_server(vconn *vc, const char *data, size_t len) {
     return;
   }
   vc->queued += w->len;
+  vc->writes++;
 }
 
 static void to_local(void *arg, const char *data, size_t len) {
@@ -357,7 +388,8 @@ static void on_local_datagram(uv_udp_t *h, ssize_t n, const uv_buf_t *buf,
   if (n < 0 || addr == NULL || (flags & UV_UDP_PARTIAL))
     return;
   if ((vc = flow_find(v, addr)) == NULL) {
-    if (v->n_flows >= VISIT_FLOWS_MAX || (vc = calloc(1, sizeof(*vc))) == NULL)
+    if (uv_now(h->loop) < v->quiet_until || v->n_flows >= VISIT_FLOWS_MAX ||
+        (vc = calloc(1, sizeof(*vc))) == NULL)
       return;
     memcpy(&vc->from, addr,
            addr->sa_family == AF_INET6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in));
@@ -399,8 +431,13 @@ static void on_udp_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
 
 /* ---- start and close ------------------------------------------------------------------------ */
 
+static void visitor_free(cvisitor *v) {
+  OPENSSL_cleanse(v->secret, sizeof(v->secret));
+  free(v);
+}
+
 static void on_failed_closed(uv_handle_t *h) {
-  free(h->data);
+  visitor_free(h->data);
 }
 
 static int open_visitor(struct np__visitors *set, const np__visitor_cfg *cfg) {
@@ -415,9 +452,12 @@ static int open_visitor(struct np__visitors *set, const np__visitor_cfg *cfg) {
   v->cfg = *cfg;
   np__strlcpy(v->secret, cfg->secret_key[0] != '\0' ? cfg->secret_key : cl->cfg.secret_key,
               sizeof(v->secret));
+  int udp_open = 0;
+
   if ((r = np__parse_addr(cfg->bind, &ss)) == 0 && cfg->kind == NP_PROXY_STCP) {
     r = np__listen(cl->loop, (struct sockaddr *)&ss, on_local, NULL, v, &v->l);
   } else if (r == 0) {
+    udp_open = 1;
     uv_udp_init(cl->loop, &v->udp);
     v->udp.data = v;
     if ((r = uv_udp_bind(&v->udp, (struct sockaddr *)&ss, 0)) != 0 ||
@@ -434,8 +474,8 @@ static int open_visitor(struct np__visitors *set, const np__visitor_cfg *cfg) {
     np__log(&cl->log, NP_LOG_ERROR,
             "visitor %s: cannot listen on %s: %s (give it another bind, or stop what holds it)",
             cfg->name, cfg->bind, np_strerror(r));
-    if (cfg->kind == NP_PROXY_STCP)
-      free(v);
+    if (!udp_open) /* else the socket's close callback frees v */
+      visitor_free(v);
     return r;
   }
   np__log(&cl->log, NP_LOG_INFO, "visitor %s: %s %s reaches %s (%s)", cfg->name,
@@ -444,6 +484,28 @@ static int open_visitor(struct np__visitors *set, const np__visitor_cfg *cfg) {
   v->next = set->list;
   set->list = v;
   return 0;
+}
+
+static void part_closed(struct np__visitors *set);
+
+/* Visits the server has not answered (nor the dial finished) within dial_timeout end. */
+static void on_deadline(uv_timer_t *t) {
+  struct np__visitors *set = t->data;
+  uint64_t now = uv_now(t->loop), limit = set->cl->cfg.dial_timeout_ms;
+  vconn *vc, *next;
+
+  for (vc = set->pending; vc != NULL; vc = next) {
+    next = vc->next;
+    if (now - vc->started >= limit) {
+      np__log(&set->cl->log, NP_LOG_WARN, "visitor %s: no answer from the server within %llums",
+              vc->v->cfg.name, (unsigned long long)limit);
+      vconn_free(vc);
+    }
+  }
+}
+
+static void on_deadline_closed(uv_handle_t *h) {
+  part_closed(h->data);
 }
 
 static void part_closed(struct np__visitors *set) {
@@ -458,7 +520,7 @@ static void part_closed(struct np__visitors *set) {
 static void on_listener_closed(void *data) {
   cvisitor *v = data;
   struct np__visitors *set = v->set;
-  free(v);
+  visitor_free(v);
   part_closed(set);
 }
 
@@ -469,7 +531,7 @@ static void on_udp_part_closed(uv_handle_t *h) {
   struct np__visitors *set = v->set;
   if (--v->closes_left > 0)
     return;
-  free(v);
+  visitor_free(v);
   part_closed(set);
 }
 
@@ -479,8 +541,9 @@ void np__client_visitors_close(struct np_client *cl) {
   if (set == NULL)
     return;
   cl->visitors = NULL;
-  set->closes_left = 1;
-  cl->refs++; /* until every handle is closed */
+  set->closes_left = 2; /* this call's, and the deadline timer's */
+  cl->refs++;           /* until every handle is closed */
+  uv_close((uv_handle_t *)&set->deadline, on_deadline_closed);
   while (set->pending != NULL)
     vconn_free(set->pending);
   np__track_abort_all(&set->joins);
@@ -512,6 +575,9 @@ int np__client_visitors_start(struct np_client *cl) {
     return UV_ENOMEM;
   set->cl = cl;
   cl->visitors = set;
+  uv_timer_init(cl->loop, &set->deadline);
+  set->deadline.data = set;
+  uv_timer_start(&set->deadline, on_deadline, 1000, 1000);
   for (size_t i = 0; i < cl->cfg.n_visitors && r == 0; i++)
     r = open_visitor(set, &cl->cfg.visitors[i]);
   if (r != 0)

@@ -28,7 +28,7 @@ enum field {
 
 #define HDR_LEN 4
 /* The largest body any message type can have: see the layouts below. */
-#define MAX_FIELDS 7
+#define MAX_FIELDS 8
 
 static const unsigned char layouts[][MAX_FIELDS] = {
     [NP_MSG_HELLO] = {F_VERSION, F_NONCE, F_STATUS, F_ID}, /* the server's NP_HELLO_*, instance */
@@ -50,8 +50,9 @@ static const unsigned char layouts[][MAX_FIELDS] = {
     [NP_MSG_PEER] = {F_VERSION, F_NAME, F_NONCE, F_MAC}, /* its cluster_advertise */
     /* route (kind, port, host), the visitor's address and where it came; the answer's status */
     [NP_MSG_FORWARD] = {F_KIND, F_PORT, F_TEXT, F_NAME, F_ADDR, F_STATUS},
-    /* the visitor's session, serial, the proxy's kind and name, the proof; the answer's status */
-    [NP_MSG_VISIT] = {F_ID, F_ID2, F_KIND, F_NAME, F_MAC, F_STATUS, F_TEXT},
+    /* the visitor's session, serial, the proxy's kind and name, the proofs of the session (nonce)
+     * and of the secret (mac); the answer's status and why */
+    [NP_MSG_VISIT] = {F_ID, F_ID2, F_KIND, F_NAME, F_NONCE, F_MAC, F_STATUS, F_TEXT},
 };
 
 /* Fields appended after a type's first release: a body from an older peer ends before them, and

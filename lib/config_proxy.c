@@ -269,14 +269,19 @@ int np__config_check_proxies(struct np_config *cfg, int line_codec) {
     if (p->kind != NP_PROXY_TCP && line_codec)
       return np__config_err(
           cfg, "[proxy %s]: codec line carries TCP only; UDP and HTTP need codec native", p->name);
-    if (np__kind_private(p->kind) != (p->secret_key[0] != '\0' || p->allow_users[0] != '\0') &&
-        !(np__kind_private(p->kind) && cfg->secret_key[0] != '\0'))
+    if (!np__kind_private(p->kind) && (p->secret_key[0] != '\0' || p->allow_users[0] != '\0'))
+      return np__config_err(
+          cfg, "[proxy %s]: secret_key and allow_users are for private proxies (type = stcp, sudp)",
+          p->name);
+    if (np__kind_private(p->kind) && p->secret_key[0] == '\0' && cfg->secret_key[0] == '\0')
       return np__config_err(cfg,
-                            np__kind_private(p->kind)
-                                ? "[proxy %s]: a private proxy (type = stcp, sudp) needs "
-                                  "secret_key = KEY (or the [client]'s secret_key)"
-                                : "[proxy %s]: secret_key and allow_users are for private "
-                                  "proxies (type = stcp, sudp)",
+                            "[proxy %s]: a private proxy (type = stcp, sudp) needs secret_key = "
+                            "KEY (or the [client]'s secret_key)",
+                            p->name);
+    if (np__kind_private(p->kind) && strchr(p->name, '.') != NULL)
+      return np__config_err(cfg,
+                            "[proxy %s]: a private proxy's name has no dot: visitors name it "
+                            "OWNER.PROXY, which splits at the last dot",
                             p->name);
     if (np__kind_private(p->kind)) {
       if (p->remote_port >= 0 || p->bind_addr[0] != '\0')

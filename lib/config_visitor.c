@@ -48,7 +48,7 @@ static int set_bind(struct np_config *cfg, const char *key, const char *v, np__v
 
 static int set_server_name(struct np_config *cfg, const char *key, const char *v,
                            np__visitor_cfg *vc) {
-  const char *dot = strchr(v, '.');
+  const char *dot = strrchr(v, '.');
   if (dot == NULL || dot == v || dot[1] == '\0' || !np__name_ok(v))
     return np__config_err(cfg,
                           "%s: '%s' is not OWNER.PROXY (the owner's client name, a dot, the "
@@ -106,10 +106,12 @@ int np__config_add_local(struct np_config *cfg, const char *spec) {
   } else {
     np__strlcpy(bind, f[0], sizeof(bind));
   }
-  snprintf(name, sizeof(name), "stcp-%s", f[n - 2]);
+  /* "stcp-PORT", or with an address of its own "stcp-ADDR:PORT": ssh -L takes one port on two
+   * addresses */
+  snprintf(name, sizeof(name), "stcp-%s", n == 3 ? bind : f[n - 2]);
   for (size_t i = 0; i < cfg->n_visitors; i++)
     if (strcmp(cfg->visitors[i].name, name) == 0)
-      return np__config_err(cfg, "-L %s: the same local port is given twice", spec);
+      return np__config_err(cfg, "-L %s: the same local address and port are given twice", spec);
   if ((vc = visitor_get(cfg, name)) == NULL)
     return NP_ECONFIG;
   if (set_bind(cfg, "-L local port", bind, vc) != 0 ||

@@ -72,6 +72,10 @@ static int private_open(proxy *px, const struct sockaddr *addr) {
   if (px->s == NULL)
     return NP_EUNSUPPORTED;
   p.sid = px->s->id;
+  if (strchr(px->name, '.') != NULL) { /* OWNER.PROXY splits at its last dot */
+    say(px, "a private proxy's name has no dot (the owner's may)");
+    return NP_ECONFIG;
+  }
   if (unhex(proxy_opt(px, "secret"), p.verifier, sizeof(p.verifier)) != 0) {
     say(px, "a private proxy (type = %s) needs secret_key", px->type->name);
     return NP_ECONFIG;
@@ -131,26 +135,32 @@ static int answer(np_conn *c, const np_codec_ops *codec, const char *name, int s
   return np__conn_send_msg(c, codec, &m);
 }
 
-/* On the owner's worker: the proxy by its full name, if it is still there. */
-static proxy *find_private(struct np_server *srv, const char *full) {
-  np__private p;
-  session *o;
+/* On the owner's worker: the proxy the visitor proved itself for (its full name, kind and owner's
+ * session), if it is still there: a proxy registered again meanwhile is another one. */
+static proxy *find_private(struct np_server *srv, const char *full, uint64_t sid, uint8_t kind) {
+  session *o = np__session_ids_find(srv, sid);
 
-  if (np__shared_private_find(srv->shared, full, &p) != 0 || p.widx != srv->widx ||
-      (o = np__session_ids_find(srv, p.sid)) == NULL)
-    return NULL;
-  for (proxy *px = o->proxies; px != NULL; px = px->next)
-    if ((px->type->kind == NP_PROXY_STCP || px->type->kind == NP_PROXY_SUDP) && px->impl != NULL &&
-        strcmp(((priv *)px->impl)->full, full) == 0)
+  for (proxy *px = o != NULL ? o->proxies : NULL; px != NULL; px = px->next)
+    if (px->type->kind == kind && (kind == NP_PROXY_STCP || kind == NP_PROXY_SUDP) &&
+        px->impl != NULL && strcmp(((priv *)px->impl)->full, full) == 0)
       return px;
   return NULL;
 }
 
+/* What travels with a visitor handed to the owner's worker: the proxy's full name and NUL, then
+ * its owner's session and kind as proven. */
+typedef struct handed {
+  char full[NP_MSG_NAME_MAX + 1];
+  uint64_t sid;
+  uint8_t kind;
+} handed;
+
 /* The visitor's connection c, proven, on the owner's worker: answered, then a visitor of its
  * proxy. from: the visitor client's address. */
-static void arrive(struct np_server *srv, np_conn *c, const char *full,
+static void arrive(struct np_server *srv, np_conn *c, const handed *h,
                    const struct sockaddr *from) {
-  proxy *px = find_private(srv, full);
+  const char *full = h->full;
+  proxy *px = find_private(srv, full, h->sid, h->kind);
 
   srv->stats.visitors_total++;
   if (px == NULL) { /* gone while the visitor was handed here */
@@ -169,19 +179,20 @@ static void arrive(struct np_server *srv, np_conn *c, const char *full,
   }
 }
 
-/* A visitor handed from the worker that checked it: pre is the proxy's full name. */
+/* A visitor handed from the worker that checked it: pre is a handed. */
 static void private_adopt(struct np_server *srv, np_conn *c, const char *pre, size_t len,
                           unsigned hops) {
-  char full[NP_MSG_NAME_MAX + 1];
   struct sockaddr_storage ss;
+  handed h;
 
   (void)hops;
-  if (len == 0 || len > sizeof(full) || pre[len - 1] != '\0') {
+  if (len != sizeof(h)) {
     np__conn_abort(c, NULL);
     return;
   }
-  memcpy(full, pre, len);
-  arrive(srv, c, full, np__conn_peer_addr(c, &ss) == 0 ? (struct sockaddr *)&ss : NULL);
+  memcpy(&h, pre, sizeof(h));
+  h.full[NP_MSG_NAME_MAX] = '\0';
+  arrive(srv, c, &h, np__conn_peer_addr(c, &ss) == 0 ? (struct sockaddr *)&ss : NULL);
 }
 
 static int refuse(session *s, const np_msg *m, int status, const char *fmt, ...)
@@ -201,7 +212,10 @@ static int refuse(session *s, const np_msg *m, int status, const char *fmt, ...)
   return 0;
 }
 
-/* VISIT on the worker of the visitor's session (server.c moved it here). */
+/* VISIT on the worker of the visitor's session (server.c moved it here). The order of the checks
+ * keeps what they say from helping a guesser: an address backed off hears nothing; then only the
+ * holder of the session's key learns whether a proxy exists; a wrong secret is a failed login. All
+ * of it is charged to the address the VISIT came from, never to the session's it names. */
 static int private_visit(session *s, const np_msg *m) {
   struct np_server *srv = s->srv;
   unsigned char want[NP_MSG_KEY_LEN];
@@ -213,20 +227,31 @@ static int private_visit(session *s, const np_msg *m) {
   np_conn *c;
   np__addr peer;
   np__moved mv;
-  size_t len = strlen(m->name) + 1;
+  handed h;
   int r;
 
-  o = np__session_ids_find(srv, m->id);
-  if (o == NULL || o->state != S_READY) {
-    srv->stats.work_unknown++;
-    return refuse(s, m, NP_EAUTH, "no logged-in session %llu here", (unsigned long long)m->id);
-  }
-  wait = np__shared_backoff_wait(srv->shared, (struct sockaddr *)&o->addr, now_ms(srv));
+  wait = np__shared_backoff_wait(srv->shared, (struct sockaddr *)&s->addr, now_ms(srv));
   if (wait > 0) {
     srv->stats.logins_throttled++;
     return refuse(s, m, NP_EBACKOFF,
                   "too many failed logins or visits from your address; retry in %llu s",
                   (unsigned long long)(wait + 999) / 1000);
+  }
+  o = np__session_ids_find(srv, m->id);
+  if (o == NULL || o->state != S_READY) {
+    srv->stats.work_unknown++;
+    return refuse(s, m, NP_EAUTH, "no logged-in session %llu here", (unsigned long long)m->id);
+  }
+  if (np__auth_visit_session_mac(o->key, m->id, m->id2, m->kind, m->name, want) != 0 ||
+      !np__auth_equal(want, m->nonce)) {
+    char why[96];
+    snprintf(why, sizeof(why), "VISIT not proven for session %llu", (unsigned long long)m->id);
+    np__login_failed(srv, &s->addr, s->peer, NP_EAUTH, why, NULL);
+    return refuse(s, m, NP_EAUTH, "not proven for the session it names");
+  }
+  if (!np__serial_fresh(&o->visit_top, &o->visit_seen, m->id2)) {
+    srv->stats.work_unknown++;
+    return refuse(s, m, NP_EAUTH, "a VISIT serial used before (a replay?)");
   }
   if (np__shared_private_find(srv->shared, m->name, &p) != 0 || p.kind != m->kind)
     return refuse(s, m, NP_ENOPROXY, "no private proxy of type %s named %s",
@@ -235,12 +260,8 @@ static int private_visit(session *s, const np_msg *m) {
       !np__auth_equal(want, m->mac)) {
     char why[NP_MSG_NAME_MAX + 64];
     snprintf(why, sizeof(why), "wrong secret_key for private proxy %s", m->name);
-    np__login_failed(srv, &o->addr, o->peer, NP_ESECRET, why, o->name);
+    np__login_failed(srv, &s->addr, s->peer, NP_ESECRET, why, o->name);
     return refuse(s, m, NP_ESECRET, "wrong secret_key (give the one the proxy's owner set)");
-  }
-  if (!np__session_serial_fresh(o, m->id2)) {
-    srv->stats.work_unknown++;
-    return refuse(s, m, NP_EAUTH, "a VISIT serial used before (a replay?)");
   }
   if (!listed(p.allow_users, o->name))
     return refuse(s, m, NP_EDENIED, "client '%s' is not in the proxy's allow_users", o->name);
@@ -252,8 +273,12 @@ static int private_visit(session *s, const np_msg *m) {
   }
   srv->stats.private_visits++;
   np__log(&srv->log, NP_LOG_DEBUG, "client %s visits %s", o->name, m->name);
+  memset(&h, 0, sizeof(h));
+  strcpy(h.full, m->name);
+  h.sid = p.sid;
+  h.kind = m->kind;
   if (p.widx == srv->widx) {
-    arrive(srv, c, m->name, (struct sockaddr *)&o->addr);
+    arrive(srv, c, &h, (struct sockaddr *)&o->addr);
     return 0;
   }
   /* The owner is on another worker: the socket goes there when it can (a plain or TLS connection),
@@ -262,9 +287,9 @@ static int private_visit(session *s, const np_msg *m) {
   if (np__conn_move_out(c, &mv) == 0) {
     np__conn_close(c, NULL);
     mv.peer = o->addr;
-    if ((mv.pre = malloc(len)) != NULL) {
-      memcpy(mv.pre, m->name, len);
-      mv.pre_len = len;
+    if ((mv.pre = malloc(sizeof(h))) != NULL) {
+      memcpy(mv.pre, &h, sizeof(h));
+      mv.pre_len = sizeof(h);
       if (srv->group_visitor(srv, p.widx, NP_MOVE_VISIT, 0, &mv) == 0) {
         srv->stats.conns_moved++;
         return 0;
@@ -275,7 +300,8 @@ static int private_visit(session *s, const np_msg *m) {
   }
   memset(&peer, 0, sizeof(peer));
   np__addr_copy(&peer, (struct sockaddr *)&o->addr);
-  if ((r = np__server_bridge(srv, c, &peer, m->name, len, p.widx, NP_MOVE_VISIT, 0)) != 0) {
+  if ((r = np__server_bridge(srv, c, &peer, (const char *)&h, sizeof(h), p.widx, NP_MOVE_VISIT,
+                             0)) != 0) {
     np__log(&srv->log, NP_LOG_WARN, "visit of %s: cannot hand it to worker %u: %s", m->name, p.widx,
             np_strerror(r));
     np__conn_abort(c, NULL);

@@ -134,8 +134,9 @@ struct session {
   session *idle_next, *idle_prev; /* S_IDLE: in owner->idle */
   session *idle;                  /* S_READY: its idle work connections */
   size_t n_idle;
-  uint64_t idle_top, idle_seen; /* S_READY: anti-replay window over WORK_IDLE serials */
-  int closes_left;              /* chan and timer */
+  uint64_t idle_top, idle_seen;   /* S_READY: anti-replay window over WORK_IDLE serials */
+  uint64_t visit_top, visit_seen; /* ... and over VISIT serials */
+  int closes_left;                /* chan and timer */
   /* S_READY: the datagram path (udp_path.c) */
   np__seal seal;
   struct sockaddr_storage udp_peer; /* where its last authentic packet came from */
@@ -396,9 +397,10 @@ void np__work_proxy_close(session *s, const np_msg *m); /* PROXY_CLOSE */
 void np__work_fail(session *s, const np_msg *m);        /* WORK_FAIL */
 void np__work(session *s, const np_msg *m);             /* WORK as a connection's first message */
 int np__work_idle(session *s, const np_msg *m);         /* WORK_IDLE, the same */
-/* Whether serial n of s (WORK_IDLE's, VISIT's) is fresh: each is taken once, and only within 64 of
- * the highest seen. */
-int np__session_serial_fresh(session *s, uint64_t n);
+/* Whether serial n is fresh in a session's window (top: the highest seen, seen: a bit for each of
+ * the 64 below it): each is taken once, and only within 64 of the highest. WORK_IDLE and VISIT
+ * have a window each. */
+int np__serial_fresh(uint64_t *top, uint64_t *seen, uint64_t n);
 /* srv->session_closing: s's proxies, their visitors and its joins go. */
 void np__work_session_closing(session *s);
 /* why (why_len bytes, may be NULL): where the type says why it refused, or what the client

@@ -714,19 +714,19 @@ void np__work(session *s, const np_msg *m) {
 }
 
 /* Anti-replay window: accept each serial once, and only within 64 of the highest seen. */
-int np__session_serial_fresh(session *o, uint64_t n) {
+int np__serial_fresh(uint64_t *top, uint64_t *seen, uint64_t n) {
   if (n == 0)
     return 0;
-  if (n > o->idle_top) {
-    uint64_t shift = n - o->idle_top;
-    o->idle_seen = shift >= 64 ? 0 : o->idle_seen << shift;
-    o->idle_seen |= 1;
-    o->idle_top = n;
+  if (n > *top) {
+    uint64_t shift = n - *top;
+    *seen = shift >= 64 ? 0 : *seen << shift;
+    *seen |= 1;
+    *top = n;
     return 1;
   }
-  if (o->idle_top - n >= 64 || (o->idle_seen >> (o->idle_top - n)) & 1)
+  if (*top - n >= 64 || (*seen >> (*top - n)) & 1)
     return 0;
-  o->idle_seen |= (uint64_t)1 << (o->idle_top - n);
+  *seen |= (uint64_t)1 << (*top - n);
   return 1;
 }
 
@@ -739,7 +739,7 @@ int np__work_idle(session *s, const np_msg *m) {
 
   o = np__session_ids_find(srv, m->id);
   if (o == NULL || o->state != S_READY || np__auth_idle_mac(o->key, m->id, m->id2, want) != 0 ||
-      !np__auth_equal(want, m->mac) || !np__session_serial_fresh(o, m->id2)) {
+      !np__auth_equal(want, m->mac) || !np__serial_fresh(&o->idle_top, &o->idle_seen, m->id2)) {
     srv->stats.work_unknown++;
     np__log(&srv->log, NP_LOG_INFO, "%s: pre-opened work connection not proven (session %llu)",
             s->peer, (unsigned long long)m->id);

@@ -45,8 +45,9 @@ typedef enum np_msg_type {
    * "ip:port"), addr (the "ip:port" it came to): a visitor of that route, whose bytes follow once
    * the server answers with FORWARD (s->c: status, text) */
   NP_MSG_FORWARD = 18,
-  /* First on a connection of a visitor client (c->s): id (its session), id2 (a serial, as
-   * WORK_IDLE's), kind, name (the private proxy, "OWNER.PROXY"), mac (the proof, docs/protocol.md);
+  /* First on a connection of a visitor client (c->s): id (its session), id2 (a serial), kind, name
+   * (the private proxy, "OWNER.PROXY"), nonce and mac (the proofs of the session and of the
+   * secret, docs/protocol.md);
    * answered by VISIT (s->c: status, text), after which the connection carries the visitor's bytes
    * (stcp) or framed datagrams (sudp) */
   NP_MSG_VISIT = 19

@@ -36,7 +36,7 @@ LAYOUT = {
     PROXY_CLOSE: ["name", "text"],  # proxy, why
     PEER: ["version", "name", "nonce", "mac"],  # another server's login: its cluster_advertise
     FORWARD: ["kind", "port", "text", "name", "addr", "status"],  # route, visitor, to; the answer
-    VISIT: ["id", "id2", "kind", "name", "mac", "status", "text"],  # a private proxy's visitor
+    VISIT: ["id", "id2", "kind", "name", "nonce", "mac", "status", "text"],  # a private proxy's visitor
 }
 FMT = {"version": ">H", "port": ">H", "status": ">i", "id": ">Q", "id2": ">Q", "kind": ">B"}
 
@@ -147,16 +147,19 @@ class Client:
         w.sendall(encode(WORK, id=self.session, id2=visitor, mac=proof if good else bytes(32)))
         return w
 
-    def visit_msg(self, serial, target, secret, kind=STCP, session=None):
-        """VISIT of the private proxy target ("OWNER.PROXY") with the proof of secret."""
+    def visit_msg(self, serial, target, secret, kind=STCP, session=None, key=None):
+        """VISIT of the private proxy target ("OWNER.PROXY") with the proofs of the session (its
+        key: this session's unless given) and of secret."""
         verifier = mac(secret.encode(), b"np-stcp-1", target.encode())
         sid = self.session if session is None else session
-        proof = mac(verifier, b"np-visit-1", self.key, struct.pack(">QQB", sid, serial, kind),
-                    target.encode())
-        return encode(VISIT, id=sid, id2=serial, kind=kind, name=target, mac=proof)
+        k = self.key if key is None else key
+        ids = struct.pack(">QQB", sid, serial, kind)
+        return encode(VISIT, id=sid, id2=serial, kind=kind, name=target,
+                      nonce=mac(k, b"np-visit-0", ids, target.encode()),
+                      mac=mac(verifier, b"np-visit-1", k, ids, target.encode()))
 
-    def visit(self, serial, target, secret, kind=STCP, session=None, then=b""):
-        """Open a visitor's connection: VISIT (and then, bytes sent before the answer)."""
+    def visit(self, serial, target, secret, kind=STCP, session=None, key=None):
+        """Open a visitor's connection with VISIT."""
         w = dial(self.server)
-        w.sendall(self.visit_msg(serial, target, secret, kind, session) + then)
+        w.sendall(self.visit_msg(serial, target, secret, kind, session, key))
         return w

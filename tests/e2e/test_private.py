@@ -6,6 +6,7 @@ both ways at once and byte for byte; a wrong key, a client allow_users does not 
 is not there, get nothing and a reason (docs/config.md, "Private services")."""
 import hashlib
 import os
+import signal
 import socket
 import socketserver
 import struct
@@ -233,7 +234,12 @@ def test_private_config_errors(env):
         (["-L", "6000"], "expected [BIND_ADDR:]PORT:OWNER.PROXY"),
         (["-L", "6000:alice"], "is not OWNER.PROXY"),
         (["-L", "6000:alice.ssh"], "secret_key is missing"),
-        (["--secret-key", "k", "-L", "6000:a.b", "-L", "6000:c.d"], "the same local port"),
+        (["--secret-key", "k", "-L", "6000:a.b", "-L", "6000:c.d"],
+         "the same local address and port"),
+        (["-c", write(env, "dot.ini", "[proxy s.sh]\ntype = stcp\nlocal = 127.0.0.1:22\n"
+                                      "secret_key = k\n")], "a private proxy's name has no dot"),
+        (["-c", write(env, "users.ini", "[proxy ssh]\ntype = stcp\nlocal = 127.0.0.1:22\n"
+                                        "allow_users = bob\n")], "needs secret_key"),
     ]
     for args, want in cases:
         r = np_client("--server", f"{LOOP}:1", "--insecure", *args)
@@ -302,6 +308,8 @@ def test_private_hostile_visits(env):
         (raw.visit(2, "alice.svc", "wrong horse"), npwire.NP_ESECRET, "a wrong secret"),
         (raw.visit(3, "alice.svc", "correct horse", session=raw.session ^ (1 << 40)),
          npwire.NP_EAUTH, "a session that is not there"),
+        (raw.visit(8, "alice.svc", "correct horse", key=bytes(32)), npwire.NP_EAUTH,
+         "a session named without its key"),
         (raw.visit(4, "alice.svc", "correct horse", kind=npwire.SUDP), npwire.NP_ENOPROXY,
          "the wrong kind"),
         (raw.visit(5, "alice.nothing", "correct horse"), npwire.NP_ENOPROXY, "no such proxy"),
@@ -311,7 +319,7 @@ def test_private_hostile_visits(env):
         check(m["status"] == status and rest == b"", f"{what}: {m['status']} {m['text']!r} {rest!r}")
     # a name longer than a name may be (200 bytes): not a message at all, the connection ends
     body = (bytes([npwire.VISIT]) + struct.pack(">QQB", raw.session, 6, npwire.STCP) + bytes([200])
-            + b"n" * 200 + bytes(32) + struct.pack(">i", 0) + b"\x00")
+            + b"n" * 200 + bytes(64) + struct.pack(">i", 0) + b"\x00")
     w = npwire.dial(srv)
     w.sendall(struct.pack(">I", len(body)) + body)
     w.settimeout(10)
@@ -334,7 +342,27 @@ def test_private_hostile_visits(env):
     _, bport = visitor(env, srv, "alice.svc")
     check(nothing_back(bport, b"") == b"private\n", "an honest visitor is served after")
     st = server_stats(srv)
-    check(st["private_refused"] == 5 and st["private_visits"] == 2, f"counted: {st}")
+    check(st["private_refused"] == 6 and st["private_visits"] == 2, f"counted: {st}")
+
+
+def test_private_reload_rotates(env):
+    """SIGHUP with a new secret_key and allow_users: the proxy is registered again with them, so the
+    old key and the user taken off the list are refused from then on, and the new ones served."""
+    srv = env.server("--token", "s3cret")
+    echo = echo_service(env)
+    alice = owner(env, srv, echo.port, extra="allow_users = bob\n")
+    bob, bport = visitor(env, srv, "alice.svc", name="bob")
+    check(nothing_back(bport, b"a" * 100) == b"a" * 100, "bob served")
+    write(env, "alice.ini", f"[proxy svc]\ntype = stcp\nlocal = {LOOP}:{echo.port}\n"
+                            f"secret_key = battery staple\nallow_users = carol\n")
+    mark = alice.mark()
+    alice.signal(signal.SIGHUP)
+    alice.wait_line(r"proxy svc: private \(stcp\): visitors reach it as alice\.svc", after=mark)
+    mark = bob.mark()
+    check(nothing_back(bport) == b"", "bob and the old key: nothing")
+    bob.wait_line(r"refused the visit of alice\.svc: wrong secret_key", after=mark)
+    _, cport = visitor(env, srv, "alice.svc", key="battery staple", name="carol")
+    check(nothing_back(cport, b"c" * 100) == b"c" * 100, "carol with the new key served")
 
 
 TESTS = {
@@ -346,6 +374,7 @@ TESTS = {
     "private_config_errors": test_private_config_errors,
     "private_not_logged_in": test_private_not_logged_in,
     "private_hostile_visits": test_private_hostile_visits,
+    "private_reload_rotates": test_private_reload_rotates,
 }
 
 if __name__ == "__main__":

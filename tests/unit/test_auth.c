@@ -19,7 +19,8 @@ static void hex(const unsigned char *b, char out[2 * NP_MSG_KEY_LEN + 1]) {
 
 /* python3 -c "import hmac,hashlib,struct; v=hmac.new(b'correct horse', b'np-stcp-1alice.ssh',
  * hashlib.sha256).digest(); print(v.hex()); print(hmac.new(v, b'np-visit-1' + bytes(range(32)) +
- * struct.pack('>QQB', 0x0102030405060708, 42, 4) + b'alice.ssh', hashlib.sha256).hexdigest())" */
+ * struct.pack('>QQB', 0x0102030405060708, 42, 4) + b'alice.ssh', hashlib.sha256).hexdigest())";
+ * the session's proof: hmac.new(bytes(range(32)), b'np-visit-0' + the same pack + b'alice.ssh') */
 static void test_private_proofs(void **state) {
   unsigned char v[NP_MSG_KEY_LEN], k[NP_MSG_KEY_LEN], m[NP_MSG_KEY_LEN], m2[NP_MSG_KEY_LEN];
   char h[2 * NP_MSG_KEY_LEN + 1];
@@ -33,6 +34,10 @@ static void test_private_proofs(void **state) {
   assert_int_equal(np__auth_visit_mac(v, k, 0x0102030405060708ull, 42, 4, "alice.ssh", m), 0);
   hex(m, h);
   assert_string_equal(h, "173dc67a897034ce1439e57c2b7cb28c841eb4967a804f7087d91fd67391bce8");
+  /* the proof of the session: the session key alone */
+  assert_int_equal(np__auth_visit_session_mac(k, 0x0102030405060708ull, 42, 4, "alice.ssh", m2), 0);
+  hex(m2, h);
+  assert_string_equal(h, "71f64b21ea238de86d023a7ebbc3fccc395dcfe36c9b86a7937a37c888659a0a");
   /* each input changes the proof */
   assert_int_equal(np__auth_visit_mac(v, k, 0x0102030405060708ull, 43, 4, "alice.ssh", m2), 0);
   assert_false(np__auth_equal(m, m2));

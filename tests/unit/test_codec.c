@@ -127,6 +127,7 @@ static void assert_same(const np_msg *a, const np_msg *b) {
     assert_true(a->id2 == b->id2);
     assert_int_equal(a->kind, b->kind);
     assert_string_equal(a->name, b->name);
+    assert_memory_equal(a->nonce, b->nonce, NP_MSG_KEY_LEN);
     assert_memory_equal(a->mac, b->mac, NP_MSG_KEY_LEN);
     assert_int_equal(a->status, b->status);
     assert_string_equal(a->text, b->text);
