@@ -18,13 +18,20 @@
 
 #include "udp_path.h"
 
+#include "stun.h"
 #include "udp_batch.h"
+
+/* STUN answers a worker sends in a second at most: a spoofed source can be sent no more than this
+ * many (each 32 or 44 bytes, for a request of at least 20). */
+#define STUN_PER_SECOND 500
 
 typedef struct np__upath {
   struct np_server *srv;
   const np__upath_handlers *to;
   uv_udp_t h;
   session *last; /* the session of the last valid packet: most packets belong to a busy one */
+  uint64_t stun_second; /* the second (loop time) stun_sent counts in */
+  unsigned stun_sent;
 } upath;
 
 static int usable(const session *s) {
@@ -51,6 +58,35 @@ static void rejected(upath *p, const struct sockaddr *addr, const char *why) {
   }
 }
 
+/* A STUN Binding request (RFC 8489) on this port: a client behind a NAT learns the address and port
+ * its NAT gave this socket's packets, for a direct path to another client (docs/protocol.md,
+ * "STUN"). Stateless: any worker answers. */
+static void stun(upath *p, const char *buf, size_t n, const struct sockaddr *from) {
+  struct np_server *srv = p->srv;
+  uint64_t second = uv_now(p->h.loop) / 1000;
+  np__stun m;
+  char *tx;
+  int len;
+
+  if (np__stun_parse(buf, n, &m) != 0 || m.type != NP_STUN_BINDING_REQUEST || m.unknown != 0) {
+    srv->stats.stun_dropped++; /* not a request we know how to answer */
+    return;
+  }
+  if (second != p->stun_second) {
+    p->stun_second = second;
+    p->stun_sent = 0;
+  }
+  if (p->stun_sent >= STUN_PER_SECOND || (tx = np__udpq_room(NP_STUN_BUILD_MAX)) == NULL) {
+    srv->stats.stun_dropped++;
+    return;
+  }
+  if ((len = np__stun_response(m.tid, from, tx, NP_STUN_BUILD_MAX)) > 0) {
+    np__udpq_commit(&p->h, from, (size_t)len, NULL, NULL);
+    p->stun_sent++;
+    srv->stats.stun_answered++;
+  }
+}
+
 static void from_client(upath *p, ssize_t n, const uv_buf_t *buf, const struct sockaddr *addr,
                         unsigned flags) {
   struct np_server *srv = p->srv;
@@ -60,6 +96,10 @@ static void from_client(upath *p, ssize_t n, const uv_buf_t *buf, const struct s
   session *s;
   int type, r;
 
+  if (!(flags & UV_UDP_PARTIAL) && np__stun_is(buf->base, (size_t)n)) {
+    stun(p, buf->base, (size_t)n, addr);
+    return;
+  }
   if ((flags & UV_UDP_PARTIAL) || np__seal_peek(buf->base, (size_t)n, &type, &sid) != 0) {
     rejected(p, addr, "not a packet (truncated, oversized or unknown type)");
     return;

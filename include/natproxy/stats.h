@@ -66,7 +66,9 @@ NP_BEGIN_DECLS
   X(peer_forward_failed, COUNTER, "peer_forward_failed", "visitors", "forwarded visitors closed before their join: the other server unreachable, its login refused, or the route not there") \
   X(peer_visitors, COUNTER, "peer_visitors", "visitors", "visitors another server of the cluster forwarded here") \
   X(private_visits, COUNTER, "private_visits", "visitors", "visitors of private proxies (stcp, sudp) whose proof was right, sent on to the owner's client") \
-  X(private_refused, COUNTER, "private_refused", "visitors", "visits of private proxies refused: a wrong secret_key (also in logins_failed, and backed off like a failed login), a client allow_users does not name, or no such proxy")
+  X(private_refused, COUNTER, "private_refused", "visitors", "visits of private proxies refused: a wrong secret_key (also in logins_failed, and backed off like a failed login), a client allow_users does not name, or no such proxy") \
+  X(stun_answered, COUNTER, "stun_answered", "packets", "STUN Binding requests answered on the datagram path's port (a client learning its public address)") \
+  X(stun_dropped, COUNTER, "stun_dropped", "packets", "STUN messages on that port left unanswered: not a Binding request we take, malformed, or over 500 answers a second per worker")
 
 #define NP_CLIENT_COUNTERS(X) \
   X(connects, COUNTER, "connects", "logins", "successful logins") \
