@@ -130,6 +130,35 @@ def path_np(procs, target, tmp, *flags, server=None, client=None):
     return pub, [srv.pid, cl.pid]
 
 
+def path_np_stcp(procs, target, tmp):
+    """A private proxy (type = stcp): the visitor's bytes enter a second np-client's -L port and
+    cross the server to the owner's client, both sessions TLS and multiplexed (as ssh -L through a
+    jump host would)."""
+    ctl, local = free_port(), free_port()
+    state = os.path.join(tmp, "np-state")
+    fp = subprocess.run([SERVER, "--tls-dir", state, "--fingerprint"], capture_output=True,
+                        text=True, check=True).stdout.strip()
+    srv = procs.start([SERVER, "--bind", f"{LOOP}:{ctl}", "--token", "bench", "--log-level", "warn",
+                       "--max-pending-per-proxy", "20000", "--max-pending", "20000", "--tls-dir",
+                       state])
+    wait_port(ctl)
+    conf, key = os.path.join(tmp, "owner.ini"), os.path.join(tmp, "secret")
+    with open(conf, "w") as f:
+        f.write(f"[proxy p]\ntype = stcp\nlocal = {LOOP}:{target}\nsecret_key = bench\n")
+    with open(key, "w") as f:
+        f.write("bench\n")
+    common = ["--server", f"{LOOP}:{ctl}", "--token", "bench", "--server-fingerprint", fp]
+    owner = procs.start([CLIENT, "-c", conf, *common, "--name", "owner", "--log-level", "info"],
+                        stderr=subprocess.PIPE, text=True)
+    while "visitors reach it as owner.p" not in owner.stderr.readline():
+        pass
+    threading.Thread(target=owner.stderr.read, daemon=True).start()  # drained: never blocks it
+    vis = procs.start([CLIENT, *common, "--name", "visitor", "--log-level", "warn",
+                       "--secret-key-file", key, "-L", f"{local}:owner.p"])
+    wait_port(local)
+    return local, [srv.pid, owner.pid, vis.pid]
+
+
 def path_socat(procs, target, tmp):
     # socat forks a process per connection; only the listener is measured for RSS and CPU, so its
     # figures are not comparable (left blank in the table).
@@ -205,7 +234,7 @@ def path_np_copy(procs, target, tmp):
 # "np" is what a user gets: TLS and one multiplexed connection; "plain" is --insecure on both sides.
 PATHS = {"direct": path_direct, "np": path_np, "np plain": path_np_plain, "np nomux": path_np_nomux,
          "np nomux plain": path_np_nomux_plain, "np copy": path_np_copy, "np base": path_np_base,
-         "haproxy": path_haproxy, "socat": path_socat, "ssh -R": path_ssh}
+         "haproxy": path_haproxy, "socat": path_socat, "ssh -R": path_ssh, "np stcp": path_np_stcp}
 
 
 # ---- measurements -------------------------------------------------------------------------------------
