@@ -110,14 +110,16 @@ int np__auth_stcp_verifier(const char *secret_key, const char *name,
   return hmac(secret_key, strlen(secret_key), msg, 9 + nl, out);
 }
 
-int np__auth_visit_mac(const unsigned char verifier[NP_MSG_KEY_LEN],
-                       const unsigned char key[NP_MSG_KEY_LEN], uint64_t session, uint64_t serial,
-                       uint8_t kind, const char *name, unsigned char out[NP_MSG_KEY_LEN]) {
+/* VISIT's proofs: HMAC-SHA256(mac_key, label | [session key] | session | serial | kind | name). */
+static int visit_mac(const char label[10], const unsigned char *mac_key,
+                     const unsigned char *session_key, uint64_t session, uint64_t serial,
+                     uint8_t kind, const char *name, unsigned char out[NP_MSG_KEY_LEN]) {
   unsigned char msg[10 + NP_MSG_KEY_LEN + 16 + 1 + NP_MSG_NAME_MAX];
   size_t nl = strnlen(name, NP_MSG_NAME_MAX), off = 10;
 
-  memcpy(msg, "np-visit-1", 10);
-  memcpy(msg + off, key, NP_MSG_KEY_LEN), off += NP_MSG_KEY_LEN;
+  memcpy(msg, label, 10);
+  if (session_key != NULL)
+    memcpy(msg + off, session_key, NP_MSG_KEY_LEN), off += NP_MSG_KEY_LEN;
   for (int i = 0; i < 8; i++) {
     msg[off + i] = (unsigned char)(session >> (56 - 8 * i));
     msg[off + 8 + i] = (unsigned char)(serial >> (56 - 8 * i));
@@ -125,24 +127,19 @@ int np__auth_visit_mac(const unsigned char verifier[NP_MSG_KEY_LEN],
   off += 16;
   msg[off++] = kind;
   memcpy(msg + off, name, nl), off += nl;
-  return hmac(verifier, NP_MSG_KEY_LEN, msg, off, out);
+  return hmac(mac_key, NP_MSG_KEY_LEN, msg, off, out);
+}
+
+int np__auth_visit_mac(const unsigned char verifier[NP_MSG_KEY_LEN],
+                       const unsigned char key[NP_MSG_KEY_LEN], uint64_t session, uint64_t serial,
+                       uint8_t kind, const char *name, unsigned char out[NP_MSG_KEY_LEN]) {
+  return visit_mac("np-visit-1", verifier, key, session, serial, kind, name, out);
 }
 
 int np__auth_visit_session_mac(const unsigned char key[NP_MSG_KEY_LEN], uint64_t session,
                                uint64_t serial, uint8_t kind, const char *name,
                                unsigned char out[NP_MSG_KEY_LEN]) {
-  unsigned char msg[10 + 16 + 1 + NP_MSG_NAME_MAX];
-  size_t nl = strnlen(name, NP_MSG_NAME_MAX), off = 10;
-
-  memcpy(msg, "np-visit-0", 10);
-  for (int i = 0; i < 8; i++) {
-    msg[off + i] = (unsigned char)(session >> (56 - 8 * i));
-    msg[off + 8 + i] = (unsigned char)(serial >> (56 - 8 * i));
-  }
-  off += 16;
-  msg[off++] = kind;
-  memcpy(msg + off, name, nl), off += nl;
-  return hmac(key, NP_MSG_KEY_LEN, msg, off, out);
+  return visit_mac("np-visit-0", key, NULL, session, serial, kind, name, out);
 }
 
 int np__auth_equal(const unsigned char a[NP_MSG_KEY_LEN], const unsigned char b[NP_MSG_KEY_LEN]) {

@@ -18,6 +18,7 @@ sys.path.insert(0, os.path.dirname(__file__))
 import npwire  # noqa: E402
 from nptest import LOOP, check, low_free_ports, run, server_stats, wait_until  # noqa: E402
 from test_twoway import MIB, echo_both_ways, echo_service  # noqa: E402
+from test_forward import Closer  # noqa: E402
 from test_udp import Echo  # noqa: E402
 
 
@@ -46,6 +47,19 @@ def visitor(env, srv, target, key="correct horse", name="bob", port=None):
     cl.wait_line(rf"visitor stcp-{port}: TCP 127\.0\.0\.1:{port} reaches {target}")
     cl.wait_line(r"logged in to")
     return cl, port
+
+
+def counting_service(env):
+    """A TCP service that says b"private\\n" to each connection: (the list it counts them in, its
+    port)."""
+    seen = []
+
+    class Service(socketserver.BaseRequestHandler):
+        def handle(self):
+            seen.append(1)
+            self.request.sendall(b"private\n")
+
+    return seen, env.service(Service)
 
 
 def nothing_back(port, data=b"hello?"):
@@ -106,14 +120,7 @@ def test_private_wrong_key_gets_nothing(env):
     login, and after a few the address is backed off (refused unheard). The right key, once the
     back-off is over, gets through."""
     srv = env.server("--token", "s3cret")
-    seen = []
-
-    class Service(socketserver.BaseRequestHandler):
-        def handle(self):
-            seen.append(1)
-            self.request.sendall(b"private\n")
-
-    port = env.service(Service)
+    seen, port = counting_service(env)
     owner(env, srv, port)
     mallory, mport = visitor(env, srv, "alice.svc", key="not the key", name="mallory")
     check(nothing_back(mport) == b"", "a wrong key gets no byte")
@@ -186,18 +193,6 @@ def test_private_sudp(env):
     check(nothing_back(tport) == b"", "a stcp visitor of an sudp proxy gets nothing")
     erin.wait_line(r"visitor wrong: the server refused the visit of alice\.dns: no private proxy "
                    r"of type stcp named alice\.dns")
-
-
-class Closer:
-    def __init__(self, *closes):
-        self.closes = closes
-
-    def shutdown(self):
-        for c in self.closes:
-            c()
-
-    def server_close(self):
-        pass
 
 
 def test_private_owner_comes_and_goes(env):
@@ -292,14 +287,8 @@ def test_private_hostile_visits(env):
     VISIT on the control stream are each refused with their status (or closed), the service sees
     none of them, and an honest np-client visitor is served after."""
     srv = env.server("--token", "s3cret")
-    seen = []
-
-    class Service(socketserver.BaseRequestHandler):
-        def handle(self):
-            seen.append(1)
-            self.request.sendall(b"private\n")
-
-    owner(env, srv, env.service(Service))
+    seen, port = counting_service(env)
+    owner(env, srv, port)
     raw = npwire.Client(srv, name="raw")
     m, rest = answer_and_rest(raw.visit(1, "alice.svc", "correct horse"))
     check(m["status"] == 0 and rest == b"private\n", f"the proof as documented: {m} {rest!r}")
