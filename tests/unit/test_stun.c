@@ -69,7 +69,8 @@ static size_t message(unsigned char *b, uint16_t type, const unsigned char *attr
   np__put_be(b + 2, n, 2);
   np__put_be(b + 4, NP_STUN_COOKIE, 4);
   memcpy(b + 8, tid, sizeof(tid));
-  memcpy(b + 20, attrs, n);
+  if (n > 0)
+    memcpy(b + 20, attrs, n);
   return 20 + n;
 }
 
