@@ -5,6 +5,7 @@ proxy has no public port; a visitor client that holds the secret reaches it thro
 both ways at once and byte for byte; a wrong key, a client allow_users does not name, a proxy that
 is not there, get nothing and a reason (docs/config.md, "Private services")."""
 import hashlib
+import math
 import os
 import signal
 import socket
@@ -13,6 +14,7 @@ import struct
 import subprocess
 import sys
 import threading
+import time
 
 sys.path.insert(0, os.path.dirname(__file__))
 import npwire  # noqa: E402
@@ -210,7 +212,10 @@ def test_private_owner_comes_and_goes(env):
     srv.wait_line(r"client alice .* disconnected")
     mark = bob.mark()
     check(nothing_back(port) == b"", "the owner gone: nothing")
-    bob.wait_line(r"no private proxy of type stcp named alice\.svc", after=mark)
+    # (a visit checked on another worker in the instant the owner's session was going is refused
+    # there, as "gone")
+    bob.wait_line(r"refused the visit of alice\.svc: (no private proxy of type stcp named "
+                  r"alice\.svc|the private proxy is gone)", after=mark)
     owner(env, srv, echo.port)
     check(nothing_back(port, b"y" * 1000) == b"y" * 1000, "served again")
 
@@ -258,10 +263,13 @@ def test_private_not_logged_in(env):
     p = env.client(type("S", (), {"port": port[1], "fingerprint": None})(), "--name", "bob",
                    "--secret-key-file", keyfile, "-L", f"{port[0]}:alice.ssh", wait=False)
     p.wait_line(rf"visitor stcp-{port[0]}: TCP 127\.0\.0\.1:{port[0]} reaches alice\.ssh")
+    t0 = time.monotonic()
     for _ in range(5):
         check(nothing_back(port[0]) == b"", "turned away")
     p.wait_line(r"not logged in to a server yet")
-    check(p.count(r"not logged in to a server yet") <= 2, "said once a second at most")
+    spent = time.monotonic() - t0
+    check(p.count(r"not logged in to a server yet") <= math.ceil(spent) + 1,
+          f"said once a second at most ({spent:.2f}s)")
 
 
 def answer_and_rest(w):
