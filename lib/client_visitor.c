@@ -29,7 +29,6 @@ struct np__visitors {
   np__trackset joins; /* stcp joins, cut when the client closes */
   vconn *pending;     /* visits waiting for the server's answer */
   int closes_left;
-  np_client_close_cb done;
 };
 
 struct cvisitor {
@@ -67,7 +66,7 @@ struct vconn {
   size_t writes; /* sudp: frames queued towards the server, each holding vc until its callback */
   np__track t;   /* stcp, once joined */
   struct np_join *join;
-  unsigned pending : 1, answered : 1, dead : 1;
+  unsigned pending : 1, dead : 1;
   vconn *prev, *next;
 };
 
@@ -126,8 +125,7 @@ static void on_join_done(struct np_join *j, int status, const np_join_stats *st)
   np__log(&cl->log, NP_LOG_DEBUG, "visitor: a connection is done: %s, %llu bytes in, %llu out",
           np_strerror(status), (unsigned long long)st->a_to_b, (unsigned long long)st->b_to_a);
   np__track_remove(&vc->t);
-  np__client_unref(vc->m);
-  free(vc);
+  vconn_release(vc);
   np__client_unref(cl);
 }
 
@@ -356,7 +354,6 @@ static void sudp_start(vconn *vc, np_conn *server, const char *rest, size_t rest
   NP_DLIST_PUSH(v->flows, vc, prev, next); /* in the list from VISIT on; counted since then */
   vc->server = server;
   server->data = vc;
-  vc->answered = 1;
   if (rest_len > 0 && np__dgram_feed(&vc->parser, rest, rest_len, to_local, vc) != 0) {
     vconn_free(vc);
     return;
@@ -401,7 +398,7 @@ static void on_local_datagram(uv_udp_t *h, ssize_t n, const uv_buf_t *buf,
     v->n_flows++;
   }
   vc->last = uv_now(h->loop);
-  if (vc->answered) {
+  if (vc->server != NULL) { /* answered */
     to_server(vc, buf->base, (size_t)n);
   } else if (vc->n_early < VISIT_EARLY_MAX && (vc->early[vc->n_early] = malloc((size_t)n + 1))) {
     memcpy(vc->early[vc->n_early], buf->base, (size_t)n);
