@@ -130,10 +130,11 @@ def path_np(procs, target, tmp, *flags, server=None, client=None):
     return pub, [srv.pid, cl.pid]
 
 
-def path_np_stcp(procs, target, tmp):
+def path_np_stcp(procs, target, tmp, direct=False):
     """A private proxy (type = stcp): the visitor's bytes enter a second np-client's -L port and
     cross the server to the owner's client, both sessions TLS and multiplexed (as ssh -L through a
-    jump host would)."""
+    jump host would). direct: an xtcp visitor instead, whose connections go over QUIC straight to
+    the owner's client (the path comes up with the first connection, which the warm-up makes)."""
     ctl, local = free_port(), free_port()
     state = os.path.join(tmp, "np-state")
     fp = subprocess.run([SERVER, "--tls-dir", state, "--fingerprint"], capture_output=True,
@@ -153,9 +154,22 @@ def path_np_stcp(procs, target, tmp):
     while "visitors reach it as owner.p" not in owner.stderr.readline():
         pass
     threading.Thread(target=owner.stderr.read, daemon=True).start()  # drained: never blocks it
-    vis = procs.start([CLIENT, *common, "--name", "visitor", "--log-level", "warn",
-                       "--secret-key-file", key, "-L", f"{local}:owner.p"])
+    if direct:
+        vconf = os.path.join(tmp, "visitor.ini")
+        with open(vconf, "w") as f:
+            f.write(f"[visitor x]\ntype = xtcp\nserver_name = owner.p\nsecret_key = bench\n"
+                    f"bind = {LOOP}:{local}\n")
+        vis = procs.start([CLIENT, *common, "--name", "visitor", "--log-level", "info", "-c", vconf],
+                          stderr=subprocess.PIPE, text=True)
+    else:
+        vis = procs.start([CLIENT, *common, "--name", "visitor", "--log-level", "warn",
+                           "--secret-key-file", key, "-L", f"{local}:owner.p"])
     wait_port(local)
+    if direct:  # a first connection brings the path up before anything is measured
+        with socket.create_connection((LOOP, local), timeout=10):
+            while "direct path to owner.p" not in vis.stderr.readline():
+                pass
+        threading.Thread(target=vis.stderr.read, daemon=True).start()
     return local, [srv.pid, owner.pid, vis.pid]
 
 
@@ -234,7 +248,8 @@ def path_np_copy(procs, target, tmp):
 # "np" is what a user gets: TLS and one multiplexed connection; "plain" is --insecure on both sides.
 PATHS = {"direct": path_direct, "np": path_np, "np plain": path_np_plain, "np nomux": path_np_nomux,
          "np nomux plain": path_np_nomux_plain, "np copy": path_np_copy, "np base": path_np_base,
-         "haproxy": path_haproxy, "socat": path_socat, "ssh -R": path_ssh, "np stcp": path_np_stcp}
+         "haproxy": path_haproxy, "socat": path_socat, "ssh -R": path_ssh, "np stcp": path_np_stcp,
+         "np xtcp": lambda procs, target, tmp: path_np_stcp(procs, target, tmp, direct=True)}
 
 
 # ---- measurements -------------------------------------------------------------------------------------

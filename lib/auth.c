@@ -2,6 +2,7 @@
 
 #include "natproxy/config.h"
 
+#include <stdio.h>
 #include <string.h>
 
 #include <openssl/crypto.h>
@@ -140,6 +141,27 @@ int np__auth_visit_session_mac(const unsigned char key[NP_MSG_KEY_LEN], uint64_t
                                uint64_t serial, uint8_t kind, const char *name,
                                unsigned char out[NP_MSG_KEY_LEN]) {
   return visit_mac("np-visit-0", key, NULL, session, serial, kind, name, out);
+}
+
+int np__auth_direct_mac(const unsigned char verifier[NP_MSG_KEY_LEN],
+                        const unsigned char key[NP_MSG_KEY_LEN], uint64_t session, uint64_t serial,
+                        uint8_t kind, const char *name, unsigned char out[NP_MSG_KEY_LEN]) {
+  return visit_mac("np-direct1", verifier, key, session, serial, kind, name, out);
+}
+
+int np__auth_direct_token(const unsigned char server_key[NP_MSG_KEY_LEN],
+                          const unsigned char path_key[NP_MSG_KEY_LEN], uint64_t path,
+                          uint64_t visitor, uint64_t owner, const char *visitor_name,
+                          unsigned char out[NP_MSG_KEY_LEN]) {
+  /* visit_mac's layout, with the owner's session where the kind goes elsewhere */
+  char name[NP_MSG_NAME_MAX + 1];
+  size_t nl = strnlen(visitor_name, NP_MSG_NAME_MAX - 16);
+
+  for (int i = 0; i < 8; i++)
+    snprintf(name + 2 * i, 3, "%02x", (unsigned)(owner >> (56 - 8 * i)) & 0xff);
+  memcpy(name + 16, visitor_name, nl);
+  name[16 + nl] = '\0';
+  return visit_mac("np-direct0", server_key, path_key, path, visitor, 0, name, out);
 }
 
 int np__auth_equal(const unsigned char a[NP_MSG_KEY_LEN], const unsigned char b[NP_MSG_KEY_LEN]) {

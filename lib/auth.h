@@ -50,6 +50,19 @@ int np__auth_visit_mac(const unsigned char verifier[NP_MSG_KEY_LEN],
 int np__auth_visit_session_mac(const unsigned char key[NP_MSG_KEY_LEN], uint64_t session,
                                uint64_t serial, uint8_t kind, const char *name,
                                unsigned char out[NP_MSG_KEY_LEN]);
+/* A direct path's proof of the secret (DIRECT): as VISIT's, labelled "np-direct1", so that one is
+ * never the other. */
+int np__auth_direct_mac(const unsigned char verifier[NP_MSG_KEY_LEN],
+                        const unsigned char key[NP_MSG_KEY_LEN], uint64_t session, uint64_t serial,
+                        uint8_t kind, const char *name, unsigned char out[NP_MSG_KEY_LEN]);
+/* The server's token on a DIRECT_INTRO (server_direct.c): HMAC-SHA256(server key, "np-direct0" |
+ * path key | path id | the visitor's session | the owner's session | the visitor's name). It comes
+ * back with the owner's answer, so the server keeps no state per introduction and an owner can
+ * answer only the introductions it was given, with the key it was given. */
+int np__auth_direct_token(const unsigned char server_key[NP_MSG_KEY_LEN],
+                          const unsigned char path_key[NP_MSG_KEY_LEN], uint64_t path,
+                          uint64_t visitor, uint64_t owner, const char *visitor_name,
+                          unsigned char out[NP_MSG_KEY_LEN]);
 /* Constant-time equality of two proofs. */
 int np__auth_equal(const unsigned char a[NP_MSG_KEY_LEN], const unsigned char b[NP_MSG_KEY_LEN]);
 

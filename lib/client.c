@@ -270,7 +270,7 @@ static void on_msg(np__chan *ch, const np_msg *m) {
     np__auth_login_mac(cl->cfg.token, m->nonce, cl->cnonce, out.name, out.mac);
     np__auth_session_key(cl->cfg.token, m->nonce, cl->cnonce, out.name, cl->key);
     out.id = cl->resume;
-    out.status = cl->cfg.takeover ? NP_LOGIN_TAKEOVER : 0;
+    out.status = (cl->cfg.takeover ? NP_LOGIN_TAKEOVER : 0) | NP_LOGIN_DIRECT;
     np__client_set_state(cl, C_LOGIN);
     r = np__client_send(cl, &out);
     break;
@@ -361,6 +361,13 @@ static void on_msg(np__chan *ch, const np_msg *m) {
     }
     break;
   case NP_MSG_PONG:
+    break;
+  case NP_MSG_DIRECT:
+  case NP_MSG_DIRECT_INTRO:
+    if (cl->state != C_READY)
+      r = NP_EPROTO;
+    else
+      np__client_direct_msg(cl, m);
     break;
   case NP_MSG_CLOSE:
     if (m->status == NP_ENAMEINUSE) {
@@ -677,11 +684,16 @@ int np_client_start(struct np_client *cl) {
   if (cl->started || cl->closing)
     return NP_ESTATE;
   /* The visitors' ports first: one in use fails the start before anything dials. */
-  if (cl->parent == NULL && (r = np__client_visitors_start(cl)) != 0)
+  if (cl->parent == NULL &&
+      ((r = np__client_directs_start(cl)) != 0 || (r = np__client_visitors_start(cl)) != 0)) {
+    np__client_directs_close(cl);
     return r;
+  }
   r = cl->set_ops != NULL ? cl->set_ops->start(cl) : client_start(cl);
-  if (r != 0)
+  if (r != 0) {
     np__client_visitors_close(cl);
+    np__client_directs_close(cl);
+  }
   return r;
 }
 
@@ -779,6 +791,7 @@ void np_client_close(struct np_client *cl, np_client_close_cb cb) {
   if (cl->admin_stop != NULL)
     cl->admin_stop(cl);
   np__client_visitors_close(cl);
+  np__client_directs_close(cl);
   if (cl->set_ops != NULL) {
     cl->set_ops->close(cl);
     np__client_unref(cl);

@@ -130,6 +130,7 @@ struct np_client {
   np__bufcache chunks;           /* relay buffers shared by this client's joins */
   np__ulink *ulink;              /* the datagram path for UDP flows; NULL: off, or no UDP proxies */
   struct np__visitors *visitors; /* -L and [visitor NAME] (client_visitor.c); NULL: none */
+  struct np__directs *directs;   /* direct paths, both ends (client_direct.c); NULL: a member */
   np__ulink_stats ulink_stats;
   np_client_stats stats;
   int refs;
@@ -271,6 +272,20 @@ size_t np__client_sessions(const struct np_client *cl, const struct np_client **
  * session is up; closed by np_client_close. Start: 0, or the first error (a port in use: logged),
  * everything then closed again. */
 int np__client_visitors_start(struct np_client *cl);
+/* client_direct.c: direct paths to and from other clients (docs/config.md, "Direct paths"), kept
+ * by the client the embedder made; sessions (members) pass it DIRECT and DIRECT_INTRO. */
+typedef struct np__dpath np__dpath;
+/* Carry local through the server instead (the path failed, or is not up in time). */
+typedef void (*np__direct_relay_cb)(void *ud, np_conn *local);
+int np__client_directs_start(struct np_client *cl);
+void np__client_directs_close(struct np_client *cl);
+/* A visitor's path (cfg and secret must outlive it: the visitor's), made before the first try. */
+int np__direct_visitor(struct np_client *cl, const np__visitor_cfg *cfg, const char *secret,
+                       np__direct_relay_cb relay, void *ud, np__dpath **out);
+/* 1: local is the path's now (a stream of it, or waiting for it); 0: relay it. m: the session to
+ * ask through (NULL: none is up). */
+int np__direct_take(np__dpath *d, struct np_client *m, np_conn *local);
+void np__client_direct_msg(struct np_client *m, const np_msg *msg);
 void np__client_visitors_close(struct np_client *cl);
 
 /* client_pool.c: pre-opened work connections */

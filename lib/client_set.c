@@ -424,6 +424,13 @@ static void set_stats(const struct np_client *set, np_client_stats *sum) {
     np_client_get_stats(set->members[i], &st, sizeof(st));
     add_counters(sum, &st, sizeof(st));
   }
+  /* The direct paths are the set's own (client_direct.c keeps them on the client made), and so
+   * are the bytes of their connections. */
+  sum->direct_up += set->stats.direct_up;
+  sum->direct_failed += set->stats.direct_failed;
+  sum->direct_conns += set->stats.direct_conns;
+  sum->bytes_in += set->stats.bytes_in;
+  sum->bytes_out += set->stats.bytes_out;
 }
 
 /* A proxy of the set: open if any server opened it (its port there), else pending if any still

@@ -44,6 +44,7 @@ struct cvisitor {
   int closes_left;       /* sudp: its socket and timer, closing */
   uint64_t quiet_until;  /* sudp: no new flow before (a visit was refused) */
   uint64_t refused_said; /* sudp: when a refusal was last logged */
+  np__dpath *direct;     /* type = xtcp (direct = true): its direct path; NULL: relay only */
   cvisitor *next;
 };
 
@@ -265,8 +266,9 @@ static int visit(cvisitor *v, vconn *vc) {
   return 0;
 }
 
-static void on_local(np__listener *l, np_conn *c) {
-  cvisitor *v = np__listener_data(l);
+/* A local connection through the server (stcp). */
+static void relay_local(void *ud, np_conn *c) {
+  cvisitor *v = ud;
   vconn *vc = calloc(1, sizeof(*vc));
 
   if (vc == NULL) {
@@ -280,6 +282,14 @@ static void on_local(np__listener *l, np_conn *c) {
     np__conn_close(c, NULL);
     free(vc);
   }
+}
+
+static void on_local(np__listener *l, np_conn *c) {
+  cvisitor *v = np__listener_data(l);
+
+  if (v->direct != NULL && np__direct_take(v->direct, session_client(v->set->cl), c))
+    return;
+  relay_local(v, c);
 }
 
 /* ---- sudp: local senders as flows ----------------------------------------------------------- */
@@ -475,9 +485,14 @@ static int open_visitor(struct np__visitors *set, const np__visitor_cfg *cfg) {
       visitor_free(v);
     return r;
   }
+  if (cfg->direct && np__direct_visitor(cl, &v->cfg, v->secret, relay_local, v, &v->direct) != 0)
+    np__log(&cl->log, NP_LOG_WARN, "visitor %s: no direct path (out of memory): relay only",
+            cfg->name);
   np__log(&cl->log, NP_LOG_INFO, "visitor %s: %s %s reaches %s (%s)", cfg->name,
           cfg->kind == NP_PROXY_STCP ? "TCP" : "UDP", cfg->bind, cfg->server_name,
-          cfg->kind == NP_PROXY_STCP ? "stcp" : "sudp");
+          cfg->kind == NP_PROXY_SUDP ? "sudp"
+          : cfg->direct              ? "xtcp: direct when it can, else through the server"
+                                     : "stcp");
   v->next = set->list;
   set->list = v;
   return 0;

@@ -19,9 +19,10 @@ const np_codec_ops *np_codec_find(const char *name) {
 
 const char *np_msg_type_name(np_msg_type type) {
   static const char *const names[] = {
-      "?",    "HELLO",     "LOGIN",       "LOGIN_RESP", "PROXY",   "PROXY_RESP", "REQ_WORK",
-      "WORK", "WORK_FAIL", "PING",        "PONG",       "CLOSE",   "WORK_IDLE",  "START",
-      "MUX",  "PROXY_OPT", "PROXY_CLOSE", "PEER",       "FORWARD", "VISIT"};
+      "?",         "HELLO", "LOGIN",     "LOGIN_RESP",  "PROXY",       "PROXY_RESP",
+      "REQ_WORK",  "WORK",  "WORK_FAIL", "PING",        "PONG",        "CLOSE",
+      "WORK_IDLE", "START", "MUX",       "PROXY_OPT",   "PROXY_CLOSE", "PEER",
+      "FORWARD",   "VISIT", "DIRECT",    "DIRECT_INTRO"};
   if ((unsigned)type >= sizeof(names) / sizeof(names[0]))
     return "?";
   return names[type];

@@ -53,6 +53,12 @@ static const unsigned char layouts[][MAX_FIELDS] = {
     /* the visitor's session, serial, the proxy's kind and name, the proofs of the session (nonce)
      * and of the secret (mac); the answer's status and why */
     [NP_MSG_VISIT] = {F_ID, F_ID2, F_KIND, F_NAME, F_NONCE, F_MAC, F_STATUS, F_TEXT},
+    /* the path's id, the serial, kind and proxy, the path key (answer), the proof of the secret,
+     * the answer's status, the candidates (or why not) */
+    [NP_MSG_DIRECT] = {F_ID, F_ID2, F_KIND, F_NAME, F_NONCE, F_MAC, F_STATUS, F_TEXT},
+    /* the path's id, the visitor's session, the proxy, the visitor's name, the path key, the
+     * server's token, the owner's status, the candidates */
+    [NP_MSG_DIRECT_INTRO] = {F_ID, F_ID2, F_NAME, F_ADDR, F_NONCE, F_MAC, F_STATUS, F_TEXT},
 };
 
 /* Fields appended after a type's first release: a body from an older peer ends before them, and

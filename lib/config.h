@@ -62,6 +62,7 @@ typedef struct np__visitor_cfg {
   char server_name[NP_MSG_NAME_MAX + 1]; /* the proxy's "OWNER.PROXY" */
   char secret_key[NP_SECRET_MAX + 1];    /* "": the [client]'s secret_key */
   char bind[NP_HOSTPORT_MAX];            /* where its local visitors connect (ADDR:PORT) */
+  int direct; /* stcp: try a direct path to the owner first (type = xtcp, or direct = true) */
 } np__visitor_cfg;
 
 /* Whether a proxy of kind k carries datagrams; whether it is private (no public port). */

@@ -125,13 +125,14 @@ int np__config_set_proxy_key(struct np_config *cfg, const char *pname, const cha
       p->kind = NP_PROXY_HTTP;
     else if (strcmp(v, "https") == 0)
       p->kind = NP_PROXY_HTTPS;
-    else if (strcmp(v, "stcp") == 0)
+    else if (strcmp(v, "stcp") == 0 || strcmp(v, "xtcp") == 0) /* xtcp: frp's name; the owner
+                                                                * of an stcp proxy serves both */
       p->kind = NP_PROXY_STCP;
     else if (strcmp(v, "sudp") == 0)
       p->kind = NP_PROXY_SUDP;
     else
       return np__config_err(
-          cfg, "type: '%s' is not a proxy type (tcp, udp, http, https, stcp or sudp)", v);
+          cfg, "type: '%s' is not a proxy type (tcp, udp, http, https, stcp, xtcp or sudp)", v);
     return 0;
   }
   if (strcmp(key, "secret_key") == 0)

@@ -66,12 +66,25 @@ int np__config_set_visitor_key(struct np_config *cfg, const char *vname, const c
   if ((vc = visitor_get(cfg, vname)) == NULL)
     return NP_ECONFIG;
   if (strcmp(key, "type") == 0) {
-    if (strcmp(v, "stcp") == 0)
+    if (strcmp(v, "stcp") == 0 || strcmp(v, "xtcp") == 0)
       vc->kind = NP_PROXY_STCP;
     else if (strcmp(v, "sudp") == 0)
       vc->kind = NP_PROXY_SUDP;
     else
-      return np__config_err(cfg, "type: '%s' is not a visitor type (stcp or sudp)", v);
+      return np__config_err(cfg, "type: '%s' is not a visitor type (stcp, xtcp or sudp)", v);
+    if (strcmp(v, "xtcp") == 0) /* frp's name for an stcp visitor that goes direct */
+      vc->direct = 1;
+    return 0;
+  }
+  if (strcmp(key, "direct") == 0) {
+    if (strcmp(v, "true") == 0 || strcmp(v, "yes") == 0 || strcmp(v, "on") == 0 ||
+        strcmp(v, "1") == 0)
+      vc->direct = 1;
+    else if (strcmp(v, "false") == 0 || strcmp(v, "no") == 0 || strcmp(v, "off") == 0 ||
+             strcmp(v, "0") == 0)
+      vc->direct = 0;
+    else
+      return np__config_err(cfg, "direct: '%s' is not true or false", v);
     return 0;
   }
   if (strcmp(key, "server_name") == 0)
@@ -82,7 +95,7 @@ int np__config_set_visitor_key(struct np_config *cfg, const char *vname, const c
     return set_bind(cfg, key, v, vc);
   return np__config_err(cfg,
                         "unknown key '%s' in [visitor %s] (known: type, server_name, secret_key, "
-                        "bind)",
+                        "bind, direct)",
                         key, vname);
 }
 
@@ -143,6 +156,8 @@ int np__config_check_visitors(struct np_config *cfg, int line_codec) {
                             "[visitor %s]: secret_key is missing (the one the owner of %s set; "
                             "for -L: --secret-key-file FILE)",
                             v->name, v->server_name);
+    if (v->direct && v->kind != NP_PROXY_STCP)
+      return np__config_err(cfg, "[visitor %s]: direct = true is for stcp visitors only", v->name);
     for (size_t j = 0; j < i; j++)
       if (strcmp(cfg->visitors[j].bind, v->bind) == 0 && cfg->visitors[j].kind == v->kind)
         return np__config_err(cfg, "[visitor %s]: bind %s is [visitor %s]'s too", v->name, v->bind,

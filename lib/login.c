@@ -16,6 +16,8 @@ int np__login_hello(session *s, const np_msg *m) {
   np_msg resp = {.type = NP_MSG_HELLO, .version = PROTO_VERSION, .status = NP_HELLO_PROXY_CLOSE};
   if (s->srv->visit != NULL) /* the private proxy types are registered */
     resp.status |= NP_HELLO_PRIVATE;
+  if (s->srv->direct != NULL && s->srv->upath != NULL) /* STUN answers on the datagram port */
+    resp.status |= NP_HELLO_DIRECT;
 
   if (m->version != PROTO_VERSION) {
     np_msg c = {.type = NP_MSG_CLOSE, .status = NP_EVERSION};
@@ -314,6 +316,7 @@ int np__login(session *s, const np_msg *m) {
   srv->stats.logins_ok++;
   resp.id = s->id;
   s->resume = m->id;
+  s->direct_ok = (m->status & NP_LOGIN_DIRECT) != 0;
   np__transport_server_logged_in(srv->transport, np__chan_conn(s->ch));
   datagram_keys(s, np__transport_server_conn(srv->transport, np__chan_conn(s->ch)));
   {

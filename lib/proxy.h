@@ -67,6 +67,8 @@ struct np__proxy_type {
 /* The built-in types (proxy_tcp.c, proxy_udp.c, proxy_http.c, proxy_https.c), which builtin.c
  * registers. */
 extern const np__proxy_type np__proxy_tcp, np__proxy_udp, np__proxy_http, np__proxy_https;
+/* DIRECT and DIRECT_INTRO (server_direct.c): the server's hook for them. */
+int np__server_direct(session *s, const np_msg *m);
 /* Private proxies (proxy_stcp.c): no public port; visitor clients prove a secret (VISIT). */
 extern const np__proxy_type np__proxy_stcp, np__proxy_sudp;
 /* TCP's join and drop, for types whose visitor is a plain connection once routed (v->impl: its

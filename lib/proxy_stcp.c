@@ -72,6 +72,7 @@ static int private_open(proxy *px, const struct sockaddr *addr) {
   if (px->s == NULL)
     return NP_EUNSUPPORTED;
   p.sid = px->s->id;
+  p.direct = px->s->direct_ok;
   if (strchr(px->name, '.') != NULL) { /* OWNER.PROXY splits at its last dot */
     say(px, "a private proxy's name has no dot (the owner's may)");
     return NP_ECONFIG;
@@ -111,20 +112,6 @@ static void private_close(proxy *px) {
   free(pv);
   px->impl = NULL;
   np__proxy_closed(px);
-}
-
-/* Whether name is in list ("a,b,c"; "" lets everyone in). */
-static int listed(const char *list, const char *name) {
-  size_t n = strlen(name);
-  if (list[0] == '\0')
-    return 1;
-  for (const char *p = list; *p != '\0';) {
-    size_t k = strcspn(p, ",");
-    if (k == n && memcmp(p, name, n) == 0)
-      return 1;
-    p += k + (p[k] == ',');
-  }
-  return 0;
 }
 
 static int answer(np_conn *c, const np_codec_ops *codec, const char *name, int status,
@@ -263,7 +250,7 @@ static int private_visit(session *s, const np_msg *m) {
     np__login_failed(srv, &s->addr, s->peer, NP_ESECRET, why, o->name);
     return refuse(s, m, NP_ESECRET, "wrong secret_key (give the one the proxy's owner set)");
   }
-  if (!listed(p.allow_users, o->name))
+  if (!np__private_listed(p.allow_users, o->name))
     return refuse(s, m, NP_EDENIED, "client '%s' is not in the proxy's allow_users", o->name);
   c = np__chan_detach(s->ch, &rest, &rest_len);
   np__session_detached(s);
@@ -312,6 +299,7 @@ static int private_visit(session *s, const np_msg *m) {
 static int private_start(struct np_server *srv, const struct sockaddr *control) {
   (void)control;
   srv->visit = private_visit;
+  srv->direct = np__server_direct;
   return 0;
 }
 

@@ -143,6 +143,10 @@ static void on_session_msg(np__chan *ch, const np_msg *m) {
     case NP_MSG_WORK_FAIL:
       np__work_fail(s, m);
       break;
+    case NP_MSG_DIRECT:
+    case NP_MSG_DIRECT_INTRO:
+      r = srv->direct != NULL && native(srv) ? srv->direct(s, m) : NP_EPROTO;
+      break;
     case NP_MSG_CLOSE:
       np__log(&srv->log, NP_LOG_INFO, "client %s says goodbye: %s", s->name, m->text);
       np__session_close(s, 0, "client closed the session");

@@ -147,7 +147,11 @@ struct session {
    * when it closes (the line codec's client has neither) */
   unsigned counted : 1;
   unsigned udp_client_up : 1; /* the client said its datagram path answers (PING's status) */
-  unsigned moved : 1;         /* S_NEW: its connection came from another worker (moved once only) */
+  unsigned direct_ok : 1;     /* its LOGIN said NP_LOGIN_DIRECT: it takes DIRECT_INTRO */
+  uint64_t direct_second;     /* DIRECT and DIRECT_INTRO taken in this second (server_direct.c) */
+  unsigned direct_count;
+  uint64_t direct_said; /* the second a forged answer was last logged in */
+  unsigned moved : 1;   /* S_NEW: its connection came from another worker (moved once only) */
   session *prev, *next;
 };
 
@@ -230,6 +234,9 @@ struct np_server {
    * 0, or the error (m still ours). */
   int (*group_visitor)(struct np_server *srv, unsigned widx, int table, unsigned hops,
                        np__moved *m);
+  /* Send m (copied) on the control stream of session sid of worker widx, if it is still logged in
+   * there: 0, or the error of the post (m dropped). */
+  int (*group_msg)(struct np_server *srv, unsigned widx, uint64_t sid, const np_msg *m);
   struct np__upath *upath;      /* the datagram path's socket (udp_path.c); NULL when off */
   struct np__admin_http *admin; /* admin_bind's endpoint (admin_server.c); NULL when off */
   /* The admin endpoint's start and stop, set by builtin.c: hooks, so that server.c calls nothing
@@ -255,6 +262,9 @@ struct np_server {
    * (proxy_stcp.c, set by builtin.c: a hook as above). It answers and ends s itself: 0, or an
    * error for which s is closed as for any message out of place. */
   int (*visit)(session *s, const np_msg *m);
+  /* DIRECT and DIRECT_INTRO on a logged-in session's control stream (server_direct.c; NULL: no
+   * private proxies, so a protocol error). 0 or an error that ends the session. */
+  int (*direct)(session *s, const np_msg *m);
   uint64_t started_ms;  /* loop time at np_server_start */
   char reload_err[600]; /* why the last reload changed nothing; "" when it did not fail */
   const np__proxy_type *types[256]; /* by kind (proxy.h) */
@@ -445,6 +455,9 @@ void np__session_local_failed(session *s, uint64_t id);
 /* session_ids.c: logged-in sessions by id. add: 0 or UV_ENOMEM; find: NULL when none has it. */
 int np__session_ids_add(struct np_server *srv, session *s);
 session *np__session_ids_find(const struct np_server *srv, uint64_t id);
+/* Send m on the control stream of session sid of this worker if it is logged in: 0, or UV_ENOENT
+ * (a message for a session that went is dropped). */
+int np__session_deliver(struct np_server *srv, uint64_t sid, const np_msg *m);
 void np__session_ids_del(struct np_server *srv, const session *s);
 void np__session_ids_clear(struct np_server *srv);
 

@@ -13,6 +13,8 @@
 #include "server_group.h"
 #include "udp_path.h"
 
+#include <openssl/crypto.h>
+
 /* Bytes of datagram-path packets handed to one worker and not yet taken: a flood of packets the
  * steering misses (forged ids, or no cBPF) holds at most this much on their way. */
 #define UDP_HELD_MAX (8u << 20)
@@ -304,6 +306,50 @@ static int group_claim(struct np_server *srv, unsigned widx, const np__claim *c)
   return r;
 }
 
+/* ---- a message for a session of another worker (direct-path introductions) ---------------- */
+
+typedef struct {
+  np__job job;
+  worker *to;
+  uint64_t sid;
+  np_msg m;
+} msg_job;
+
+/* The message may hold a path key: wiped before its memory goes. */
+static void free_msg(np__job *j) {
+  msg_job *mj = (msg_job *)j;
+  OPENSSL_cleanse(&mj->m, sizeof(mj->m));
+  free(mj);
+}
+
+static void run_msg(np__job *j, void *arg) {
+  msg_job *mj = (msg_job *)j;
+  (void)arg;
+  if (mj->to->srv != NULL)
+    np__session_deliver(mj->to->srv, mj->sid, &mj->m);
+  free_msg(j);
+}
+
+static int group_msg(struct np_server *srv, unsigned widx, uint64_t sid, const np_msg *m) {
+  struct np_server_group *g = srv->group;
+  np__inbox *in = peer_inbox(g, widx);
+  msg_job *mj;
+  int r;
+
+  if (in == NULL)
+    return UV_EINVAL;
+  if ((mj = malloc(sizeof(*mj))) == NULL)
+    return UV_ENOMEM;
+  /* A peer's doing (a client asked for a path), so bounded like the moves. */
+  mj->job = (np__job){.run = run_msg, .drop = free_msg, .peer = 1};
+  mj->to = &g->w[widx];
+  mj->sid = sid;
+  mj->m = *m;
+  if ((r = np__inbox_post(in, &mj->job)) != 0)
+    free_msg(&mj->job);
+  return r;
+}
+
 /* ---- the clients of every worker (the admin API's list, /metrics, SIGUSR1) ---------------- */
 
 typedef struct {
@@ -445,6 +491,7 @@ void np__group_hooks_set(struct np_server *srv, unsigned widx) {
   srv->group_visitor = group_visitor;
   srv->group_claim = group_claim;
   srv->group_udp = group_udp;
+  srv->group_msg = group_msg;
   if (widx > 0)
     return;
   srv->group_stats = group_stats;

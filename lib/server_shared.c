@@ -40,7 +40,8 @@ int np__shared_new(uint64_t backoff_ms, uint64_t backoff_max_ms, np__shared **ou
   for (int t = 0; t < NP_ROUTES_N; t++)
     if (np__http_routes_new(&sh->routes[t]) != 0)
       goto err_routes;
-  if (np__auth_random(&sh->instance, sizeof(sh->instance)) != 0)
+  if (np__auth_random(&sh->instance, sizeof(sh->instance)) != 0 ||
+      np__auth_random(sh->direct_key, sizeof(sh->direct_key)) != 0)
     goto err_routes;
   sh->instance |= 1;
   atomic_init(&sh->clients, 0);
@@ -505,4 +506,17 @@ int np__shared_port_shadow(np__shared *sh, int udp, int port, int on) {
     sh->held[udp != 0][port] |= NP_TCP_SHADOW;
   uv_mutex_unlock(&sh->mu);
   return r;
+}
+
+int np__private_listed(const char *list, const char *name) {
+  size_t n = strlen(name);
+  if (list[0] == '\0')
+    return 1;
+  for (const char *p = list; *p != '\0';) {
+    size_t k = strcspn(p, ",");
+    if (k == n && memcmp(p, name, n) == 0)
+      return 1;
+    p += k + (p[k] == ',');
+  }
+  return 0;
 }

@@ -32,6 +32,7 @@ typedef struct np__private {
   uint64_t sid;  /* its owner's session */
   unsigned char verifier[NP_MSG_KEY_LEN];
   char allow_users[NP_MSG_TEXT_MAX + 1]; /* client names, ","-separated; "": any client */
+  uint8_t direct; /* its owner's client takes DIRECT_INTRO (its LOGIN said so) */
 } np__private;
 
 /* The route tables of the name-routed types (vhost.h), one per kind of vhost port. */
@@ -52,6 +53,8 @@ typedef struct np__shared {
   /* This server's random instance id, sent in HELLO (never 0; set once, then only read): a client
    * of several servers tells two addresses of one server from two servers. */
   uint64_t instance;
+  /* The key of the tokens of direct-path introductions (server_direct.c), random, set once. */
+  unsigned char direct_key[NP_MSG_KEY_LEN];
   /* Guards the tables below it, never held while anything waits (no I/O, no callback). */
   uv_mutex_t mu;
   np__backoff *backoff;
@@ -130,6 +133,8 @@ int np__shared_name_take(np__shared *sh, const char *name, unsigned widx, uint64
 int np__shared_private_add(np__shared *sh, const char *name, const np__private *p);
 void np__shared_private_remove(np__shared *sh, const char *name, uint64_t sid);
 int np__shared_private_find(np__shared *sh, const char *name, np__private *out);
+/* Whether name is in a private proxy's allow_users list ("a,b,c"; "" lets everyone in). */
+int np__private_listed(const char *list, const char *name);
 int np__shared_name_find(np__shared *sh, const char *name, unsigned *widx, uint64_t *sid);
 /* Forget name, but only when session sid still holds it: a session that a takeover replaced must
  * not remove its successor's entry when it closes. */

@@ -50,18 +50,31 @@ typedef enum np_msg_type {
    * secret, docs/protocol.md);
    * answered by VISIT (s->c: status, text), after which the connection carries the visitor's bytes
    * (stcp) or framed datagrams (sudp) */
-  NP_MSG_VISIT = 19
+  NP_MSG_VISIT = 19,
+  /* The direct path (docs/protocol.md, "Direct paths"), on a session's control stream. c->s from a
+   * visitor client: id (the path's, its own random pick), id2 (a serial), kind, name
+   * ("OWNER.PROXY"), mac (the proof of the secret, as VISIT's), text (its candidates, "ip:port"
+   * ","-separated). s->c, the answer: id, status, nonce (the path key), text (the owner's
+   * candidates, or why not) */
+  NP_MSG_DIRECT = 20,
+  /* s->c to a private proxy's owner: id (the path's), id2 (the visitor's session), name (the
+   * proxy), addr (the visitor client's name), nonce (the path key), mac (the server's token),
+   * text (the visitor's candidates). c->s, the owner's answer: the same id, id2, addr, nonce and
+   * mac, status, text (its candidates, or why not) */
+  NP_MSG_DIRECT_INTRO = 21
 } np_msg_type;
 
-#define NP_MSG_LAST NP_MSG_VISIT
+#define NP_MSG_LAST NP_MSG_DIRECT_INTRO
 
 /* HELLO's status from the server: what it takes beyond version 1's messages (0: nothing; a server
  * older than this field sends none, which reads as 0). docs/protocol.md, "Versions". */
 #define NP_HELLO_PROXY_CLOSE 1 /* PROXY_CLOSE: a client may close one proxy of its session */
 #define NP_HELLO_PRIVATE     2 /* private proxies (kinds 4 and 5) and VISIT */
+#define NP_HELLO_DIRECT      4 /* DIRECT and DIRECT_INTRO: direct paths between two clients */
 
 /* LOGIN's status: what the client asks for (0: nothing). */
 #define NP_LOGIN_TAKEOVER 1 /* replace a live session under the same name (--takeover) */
+#define NP_LOGIN_DIRECT   2 /* the client takes DIRECT_INTRO: it can be a direct path's owner */
 
 /* What a proxy carries (PROXY's kind). */
 typedef enum np_proxy_kind {

@@ -68,7 +68,9 @@ NP_BEGIN_DECLS
   X(private_visits, COUNTER, "private_visits", "visitors", "visitors of private proxies (stcp, sudp) whose proof was right, sent on to the owner's client") \
   X(private_refused, COUNTER, "private_refused", "visitors", "visits of private proxies refused: a wrong secret_key (also in logins_failed, and backed off like a failed login), a client allow_users does not name, or no such proxy") \
   X(stun_answered, COUNTER, "stun_answered", "packets", "STUN Binding requests answered on the datagram path's port (a client learning its public address)") \
-  X(stun_dropped, COUNTER, "stun_dropped", "packets", "STUN messages on that port left unanswered: not a Binding request we take, malformed, or over 500 answers a second per worker")
+  X(stun_dropped, COUNTER, "stun_dropped", "packets", "STUN messages on that port left unanswered: not a Binding request we take, malformed, or over 500 answers a second per worker") \
+  X(direct_introduced, COUNTER, "direct_introduced", "paths", "direct paths asked for (DIRECT) whose proof was right, introduced to the private proxy's owner") \
+  X(direct_refused, COUNTER, "direct_refused", "paths", "direct paths refused: a wrong secret_key (also in logins_failed and backed off), a client allow_users does not name, no such proxy, an owner's client too old or gone; and direct-path messages over 8 a second from one session, dropped")
 
 #define NP_CLIENT_COUNTERS(X) \
   X(connects, COUNTER, "connects", "logins", "successful logins") \
@@ -78,7 +80,11 @@ NP_BEGIN_DECLS
   X(bytes_out, COUNTER, "bytes_out", "bytes", "bytes local service -> server, counted as they are read") \
   X(udp_path_up, GAUGE, "udp_path_up", "boolean", "1 while UDP flows use the datagram path, 0 while they use the tunnel") \
   X(udp_path_in, COUNTER, "udp_path_in", "datagrams", "datagrams that came over the datagram path") \
-  X(udp_path_out, COUNTER, "udp_path_out", "datagrams", "datagrams sent over the datagram path")
+  X(udp_path_out, COUNTER, "udp_path_out", "datagrams", "datagrams sent over the datagram path") \
+  X(direct_up, COUNTER, "direct_up", "paths", "direct paths to private proxies' owners that came up (type = xtcp visitors)") \
+  X(direct_failed, COUNTER, "direct_failed", "paths", "tries of a direct path that failed, and direct paths that went down: their connections went through the server") \
+  X(direct_conns, COUNTER, "direct_conns", "connections", "local connections of visitors carried on a direct path")
+
 /* Per proxy, and per client (the sum over its proxies since it logged in, those it closed too):
  * np_server_proxy_get_stats and np_server_client_get_stats (natproxy/server.h). Updated as bytes
  * move, not when a visitor ends. */

@@ -10,9 +10,11 @@ import time
 from nptest import dial
 
 (HELLO, LOGIN, LOGIN_RESP, PROXY, PROXY_RESP, REQ_WORK, WORK, WORK_FAIL, PING, PONG, CLOSE, WORK_IDLE,
- START, MUX, PROXY_OPT, PROXY_CLOSE, PEER, FORWARD, VISIT) = range(1, 20)
+ START, MUX, PROXY_OPT, PROXY_CLOSE, PEER, FORWARD, VISIT, DIRECT, DIRECT_INTRO) = range(1, 22)
 STCP, SUDP = 4, 5  # PROXY's kinds of private proxies
 NP_ENOPROXY, NP_ESECRET, NP_EDENIED = -7016, -7025, -7026
+NP_EUNSUPPORTED = -7009
+LOGIN_DIRECT = 2  # LOGIN status: the client takes DIRECT_INTRO
 NP_EAUTH, NP_EPORTDENIED, NP_ENAMETAKEN, NP_EVERSION = -7004, -7005, -7006, -7003
 NP_ENAMEINUSE = -7022
 NP_EBACKOFF = -7021  # NP_EBACKOFF: wait the id's milliseconds and retry
@@ -37,6 +39,8 @@ LAYOUT = {
     PEER: ["version", "name", "nonce", "mac"],  # another server's login: its cluster_advertise
     FORWARD: ["kind", "port", "text", "name", "addr", "status"],  # route, visitor, to; the answer
     VISIT: ["id", "id2", "kind", "name", "nonce", "mac", "status", "text"],  # a private proxy's visitor
+    DIRECT: ["id", "id2", "kind", "name", "nonce", "mac", "status", "text"],  # a direct path asked
+    DIRECT_INTRO: ["id", "id2", "name", "addr", "nonce", "mac", "status", "text"],  # to the owner
 }
 FMT = {"version": ">H", "port": ">H", "status": ">i", "id": ">Q", "id2": ">Q", "kind": ">B"}
 

@@ -202,7 +202,7 @@ static void test_remote_specs(void **state) {
   assert_non_null(strstr(np_config_error(cfg), "-U 8080:localhost:54: the same remote port"));
   assert_int_equal(np_config_set(cfg, "proxy dns", "type", "udp"), 0);
   assert_int_equal(np_config_set(cfg, "proxy dns", "type", "sctp"), NP_ECONFIG);
-  assert_non_null(strstr(np_config_error(cfg), "tcp, udp, http, https, stcp or sudp"));
+  assert_non_null(strstr(np_config_error(cfg), "tcp, udp, http, https, stcp, xtcp or sudp"));
   np_config_free(cfg);
 }
 
@@ -243,12 +243,28 @@ static void test_private(void **state) {
   assert_string_equal(cfg->visitors[3].bind, "127.0.0.1:5353");
   assert_int_equal(np_config_set(cfg, "visitor dns", "bind", "nowhere:x"), NP_ECONFIG);
   assert_int_equal(np_config_set(cfg, "visitor dns", "remote_port", "1"), NP_ECONFIG);
-  assert_non_null(strstr(np_config_error(cfg), "known: type, server_name, secret_key, bind"));
+  assert_non_null(
+      strstr(np_config_error(cfg), "known: type, server_name, secret_key, bind, direct"));
   assert_int_equal(np_config_validate(cfg), NP_ECONFIG);
   assert_non_null(strstr(np_config_error(cfg), "server_name = OWNER.PROXY is missing"));
   assert_int_equal(np_config_set(cfg, "visitor dns", "server_name", "alice.dns"), 0);
   assert_int_equal(np_config_validate(cfg), 0);
   assert_int_equal(cfg->visitors[3].kind, NP_PROXY_SUDP);
+  /* direct paths: xtcp is stcp with direct = true; not for sudp */
+  assert_int_equal(np_config_set(cfg, "visitor x", "type", "xtcp"), 0);
+  assert_int_equal(cfg->visitors[4].kind, NP_PROXY_STCP);
+  assert_true(cfg->visitors[4].direct);
+  assert_int_equal(np_config_set(cfg, "visitor x", "direct", "maybe"), NP_ECONFIG);
+  assert_non_null(strstr(np_config_error(cfg), "direct: 'maybe' is not true or false"));
+  assert_int_equal(np_config_set(cfg, "visitor x", "direct", "false"), 0);
+  assert_false(cfg->visitors[4].direct);
+  assert_int_equal(np_config_set(cfg, "visitor x", "server_name", "alice.ssh"), 0);
+  assert_int_equal(np_config_set(cfg, "visitor x", "bind", "7000"), 0);
+  assert_int_equal(np_config_validate(cfg), 0);
+  assert_int_equal(np_config_set(cfg, "visitor dns", "direct", "true"), 0);
+  assert_int_equal(np_config_validate(cfg), NP_ECONFIG);
+  assert_non_null(strstr(np_config_error(cfg), "direct = true is for stcp visitors only"));
+  assert_int_equal(np_config_set(cfg, "visitor dns", "direct", "no"), 0);
   /* an owner's private proxies */
   assert_int_equal(np_config_set(cfg, "proxy ssh", "type", "stcp"), 0);
   assert_int_equal(np_config_set(cfg, "proxy ssh", "local", "127.0.0.1:22"), 0);
