@@ -4,20 +4,18 @@ np-clients on 127.0.0.1. The server introduces the visitor's client to the owner
 hole (trivial on loopback: tests/netns/test_direct_nat.py has the NATs) and carry each local
 connection as a QUIC stream between them, the server seeing none of its bytes. A wrong key gets
 nothing, directly or through the server."""
-import hashlib
 import os
 import signal
 import socket
 import struct
 import sys
-import threading
 import time
 
 sys.path.insert(0, os.path.dirname(__file__))
 import npwire  # noqa: E402
 from nptest import LOOP, check, low_free_ports, run, server_stats, wait_until  # noqa: E402
-from test_private import counting_service, nothing_back, owner, write  # noqa: E402
-from test_twoway import MIB, echo_both_ways, echo_service  # noqa: E402
+from test_private import counting_service, four_both_ways, nothing_back, owner, write  # noqa: E402
+from test_twoway import echo_service  # noqa: E402
 
 
 def xvisitor(env, srv, target, key="correct horse", name="bob", extra=""):
@@ -42,24 +40,7 @@ def test_direct_two_way(env):
     # The first connection waits for the path; the others find it up.
     check(nothing_back(port, b"x" * 1000) == b"x" * 1000, "the first connection is served")
     bob.wait_line(r"visitor v: direct path to alice\.svc at \S+ is up in \d+ ms \(candidate \d+")
-    results, errors = {}, []
-
-    def one(n):
-        data = os.urandom(8 * MIB)
-        try:
-            results[n] = (echo_both_ways(port, data, 120), (len(data), hashlib.sha256(data).hexdigest()))
-        except Exception as e:  # noqa: BLE001 - reported below
-            errors.append(f"{n}: {e}")
-
-    threads = [threading.Thread(target=one, args=(n,)) for n in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(180)
-    check(not errors, f"no errors: {errors}")
-    for n, (got, want) in results.items():
-        check(got == want, f"connection {n}: {got[0]} bytes back of {want[0]}, the same bytes")
-    check(len(results) == 4, "four connections")
+    four_both_ways(port)
     st = server_stats(srv)
     check(st["direct_introduced"] == 1 and st["direct_refused"] == 0, f"introduced once: {st}")
     check(st["private_visits"] == 0, f"nothing went through the server: {st}")
