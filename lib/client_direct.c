@@ -68,6 +68,9 @@ struct np__dpath {
   dpath *prev, *next;
 };
 
+#define STREAM_HELLO_V1 1
+static const char stream_hello = STREAM_HELLO_V1;
+
 typedef struct djoin {
   np__track t;
   struct np_join *join;
@@ -183,7 +186,9 @@ static int visitor_stream(dpath *d, np_conn *local) {
 
   if ((r = np__quic_open(d->quic, &stream)) != 0)
     return r;
-  if ((dj = calloc(1, sizeof(*dj))) == NULL) {
+  /* A QUIC stream nothing was written on is not announced: a service that speaks first (ssh,
+   * SMTP) would wait for ever. So each stream opens with one byte, STREAM_HELLO. */
+  if (np__conn_try_write(stream, &stream_hello, 1) != 1 || (dj = calloc(1, sizeof(*dj))) == NULL) {
     np__conn_abort(stream, NULL);
     return UV_ENOMEM;
   }
@@ -238,7 +243,9 @@ typedef struct ostream {
   np_conn *stream;
   np__dialer *dial;
   np__visit seen;
+  size_t rest_len; /* what came after STREAM_HELLO, for the service first */
   struct ostream *prev, *next;
+  char buf[16 * 1024];
 } ostream;
 
 static void ostream_free(ostream *os) {
@@ -258,7 +265,7 @@ static void on_owner_local(void *data, int status, np_conn *local) {
     os->m->stats.local_failed++;
     np__conn_abort(os->stream, NULL);
   } else {
-    np__client_start_join(os->m, os->cp, &os->seen, os->stream, local, NULL, 0);
+    np__client_start_join(os->m, os->cp, &os->seen, os->stream, local, os->buf + 1, os->rest_len);
   }
   ostream_free(os);
 }
@@ -278,9 +285,35 @@ static int owner_valid(const dpath *d) {
 }
 
 /* The owner's end of a new stream: its proxy's local service, joined as a work connection is. */
+static void on_hello_alloc(np_conn *c, size_t suggested, uv_buf_t *buf) {
+  ostream *os = c->data;
+  (void)suggested;
+  *buf = uv_buf_init(os->buf, sizeof(os->buf));
+}
+
+/* The stream's first byte: STREAM_HELLO, then the service is dialled. */
+static void on_hello(np_conn *c, ssize_t n, const uv_buf_t *buf) {
+  ostream *os = c->data;
+  np__dialer *dial = NULL;
+
+  (void)buf;
+  if (n == 0)
+    return;
+  np__conn_read_stop(c);
+  if (n < 0 || os->buf[0] != STREAM_HELLO_V1 ||
+      np__client_dial_local(os->m, &os->cp->cfg, on_owner_local, os, &dial) != 0) {
+    np__conn_abort(c, NULL);
+    ostream_free(os);
+    return;
+  }
+  os->rest_len = (size_t)n - 1;
+  os->dial = dial;
+}
+
+/* The owner's end of a new stream: its proxy's local service once the stream's first byte came,
+ * joined as a work connection is. */
 static void on_quic_stream(void *ud, np_conn *c) {
   dpath *d = ud;
-  np__dialer *dial = NULL;
   ostream *os;
 
   if (!owner_valid(d) || (os = calloc(1, sizeof(*os))) == NULL) {
@@ -292,15 +325,14 @@ static void on_quic_stream(void *ud, np_conn *c) {
   os->cp = d->cp;
   os->stream = c;
   np__strlcpy(os->seen.from, d->peer, sizeof(os->seen.from));
-  if (np__client_dial_local(d->m, &d->cp->cfg, on_owner_local, os, &dial) != 0) {
-    np__conn_abort(c, NULL);
-    free(os);
-    return;
-  }
-  os->dial = dial;
   os->m->refs++;
   os->cp->refs++;
   NP_DLIST_PUSH(d->set->dialing, os, prev, next);
+  c->data = os;
+  if (np__conn_read_start(c, on_hello_alloc, on_hello) != 0) {
+    np__conn_abort(c, NULL);
+    ostream_free(os);
+  }
 }
 
 /* It died by itself: the owner's path goes, the visitor's waits for its next try. */
@@ -645,7 +677,8 @@ void np__client_directs_close(struct np_client *cl) {
   np__track_abort_all(&set->joins);
   while (set->dialing != NULL) {
     ostream *os = set->dialing;
-    np__dial_cancel(os->dial);
+    if (os->dial != NULL)
+      np__dial_cancel(os->dial);
     np__conn_abort(os->stream, NULL);
     ostream_free(os);
   }

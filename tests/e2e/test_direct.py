@@ -46,6 +46,32 @@ def test_direct_two_way(env):
     check(st["private_visits"] == 0, f"nothing went through the server: {st}")
 
 
+def test_direct_service_speaks_first(env):
+    """A service that speaks first (as sshd and SMTP servers do) to a visitor that sends nothing:
+    its greeting arrives over the direct path, on the connection that brought the path up and on
+    the next ones (a QUIC stream nothing was written on is not announced: each opens with a byte of
+    ours)."""
+    srv = env.server("--token", "s3cret")
+    seen, port = counting_service(env)
+    owner(env, srv, port)
+    bob, vport = xvisitor(env, srv, "alice.svc")
+    for n in range(3):
+        s = socket.create_connection((LOOP, vport), timeout=10)
+        s.settimeout(10)
+        got = b""
+        while len(got) < 8:
+            b = s.recv(100)
+            if not b:
+                break
+            got += b
+        s.close()
+        check(got == b"private\n", f"connection {n}: the service's greeting: {got!r}")
+    bob.wait_line(r"direct path to alice\.svc at \S+ is up")
+    check(len(seen) == 3, f"three connections at the service: {len(seen)}")
+    st = server_stats(srv)
+    check(st["private_visits"] == 0, f"all of them direct: {st}")
+
+
 def test_direct_wrong_key(env):
     """A wrong key: the server refuses the introduction (counted, a failed login), the connection
     then tries the relay, which refuses it too: nothing back, and the service sees no connection."""
@@ -131,7 +157,8 @@ def test_direct_hostile(env):
         raw.s.sendall(direct_msg(raw, 100 + i, "alice.nothing", "x", 0x4444, "127.0.0.1:9"))
     answered = alive(raw)
     check(answered is not False, "a burst leaves the session up")
-    check(answered is True or answered <= 8, f"at most 8 answered in a second: {answered}")
+    # 8 a second: the burst may straddle two seconds' windows
+    check(answered is True or answered <= 16, f"at most 8 answered a second: {answered}")
     time.sleep(1.1)  # the burst is summed up once its second is over, at the next message
     raw.s.sendall(direct_msg(raw, 200, "alice.nothing", "x", 0x4444, "127.0.0.1:9"))
     srv.wait_line(r"client raw: \d+ direct-path messages in a second, \d+ of them dropped")
@@ -208,6 +235,7 @@ def test_direct_close_with_live_stream(env):
 
 TESTS = {
     "direct_two_way": test_direct_two_way,
+    "direct_service_speaks_first": test_direct_service_speaks_first,
     "direct_wrong_key": test_direct_wrong_key,
     "direct_no_such_proxy": test_direct_no_such_proxy,
     "direct_hostile": test_direct_hostile,
