@@ -47,7 +47,7 @@ while IFS= read -r line; do
   fi
 done <<<"$out"
 
-if systemd-analyze security --help 2>/dev/null | grep -q -- --offline; then
+if grep -q -- --offline <<<"$(systemd-analyze security --help 2>/dev/null)"; then
   for c in "${copies[@]}"; do # a template is rated as its instance np-client@i
     rate=$(systemd-analyze security --offline=yes --no-pager "$c" 2>&1 | grep 'Overall exposure' || true)
     echo "$(basename "$c"): ${rate#→ }"

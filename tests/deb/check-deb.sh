@@ -74,9 +74,9 @@ grep -v '^running with root privileges' "$work/lintian.log" || true
 echo "lintian: no errors"
 
 # The library uses the system's inih (libinih1), not the subprojects/ fallback compiled in.
-dpkg-deb -f "$(deb libnatproxy0)" Depends | grep -q 'libinih1' ||
+grep -q 'libinih1' <<<"$(dpkg-deb -f "$(deb libnatproxy0)" Depends)" ||
   fail "libnatproxy0 does not depend on libinih1"
-dpkg-deb -c "$(deb natproxy-tools)" | grep -q ' \./usr/share/man/man1/np-server\.1\.gz$' ||
+grep -q ' \./usr/share/man/man1/np-server\.1\.gz$' <<<"$(dpkg-deb -c "$(deb natproxy-tools)")" ||
   fail "natproxy-tools has no np-server(1)"
 
 if [ "$(id -u)" -ne 0 ]; then
@@ -95,10 +95,10 @@ for t in np-server np-client; do
   out=$(/usr/bin/$t --version)
   grep -qF "$version" <<<"$out" || fail "$t --version: $out"
   echo "$out"
-  dpkg -L natproxy-tools | grep -qx "/usr/share/man/man1/$t.1.gz" || fail "no $t(1) installed"
+  grep -qx "/usr/share/man/man1/$t.1.gz" <<<"$(dpkg -L natproxy-tools)" || fail "no $t(1) installed"
 done
 if command -v man >/dev/null && [ -f /usr/share/man/man1/np-server.1.gz ]; then
-  man -M /usr/share/man -w np-server | grep -qx /usr/share/man/man1/np-server.1.gz || fail "man -w np-server"
+  grep -qx /usr/share/man/man1/np-server.1.gz <<<"$(man -M /usr/share/man -w np-server)" || fail "man -w np-server"
 fi
 
 # The units: installed where systemd looks, starting the packaged tools, not enabled (they need a
@@ -132,10 +132,10 @@ reqs=$(pkg-config --print-requires --print-requires-private natproxy | cut -d' '
 cc -Wall -Werror -o "$work/embed-static" "$src/tests/install/embed.c" $(pkg-config --cflags natproxy) \
   "$libdir/libnatproxy.a" $(sed -n 's/^Libs.private: //p' "$libdir/pkgconfig/natproxy.pc") $(pkg-config --libs $reqs)
 "$work/embed-static"
-if objdump -p "$work/embed-static" | grep -q 'NEEDED *libnatproxy'; then fail "embed-static loads libnatproxy.so"; fi
+if grep -q 'NEEDED *libnatproxy' <<<"$(objdump -p "$work/embed-static")"; then fail "embed-static loads libnatproxy.so"; fi
 
 uninstall
 for p in "${pkgs[@]}"; do
-  if dpkg-query -W -f='${Status}\n' "$p" 2>/dev/null | grep -q ' installed$'; then fail "$p still installed"; fi
+  if grep -q ' installed$' <<<"$(dpkg-query -W -f='${Status}\n' "$p" 2>/dev/null)"; then fail "$p still installed"; fi
 done
 echo "debian packages: ok"

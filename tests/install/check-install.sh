@@ -30,7 +30,10 @@ flags=$(pkg-config --cflags --libs natproxy)
 libdir=$(pkg-config --variable=libdir natproxy)
 cc -Wall -Werror -o "$dest/embed" "$here/embed.c" $flags
 LD_LIBRARY_PATH="$libdir" "$dest/embed"
-# The SONAME is versioned.
-objdump -p "$libdir/libnatproxy.so" | grep -q 'SONAME *libnatproxy.so.0' || {
+# The SONAME is versioned. objdump's output is read whole first: under pipefail, `grep -q` leaving
+# at the first match kills objdump with SIGPIPE once the headers pass one 4 KiB pipe write (they did
+# when the library gained ngtcp2 and GnuTLS), and the pipeline then fails on a good library.
+headers=$(objdump -p "$libdir/libnatproxy.so")
+grep -q 'SONAME *libnatproxy.so.0' <<<"$headers" || {
   echo "libnatproxy.so has no versioned SONAME" >&2; exit 1; }
 echo "install check: ok"
