@@ -469,6 +469,8 @@ static int stun_addr(struct np_client *m, struct sockaddr_storage *out) {
   return np__conn_peer_addr(np__transport_conn(m->transport, np__chan_conn(m->ch)), out);
 }
 
+static void tick_need(struct np__directs *set);
+
 static int punch_start(dpath *d, struct np_client *m) {
   struct sockaddr_storage server;
   int r;
@@ -480,6 +482,7 @@ static int punch_start(dpath *d, struct np_client *m) {
   m->refs++;
   d->started = now(d->set);
   d->state = D_STUN;
+  tick_need(d->set);
   return 0;
 }
 
@@ -630,6 +633,16 @@ void np__client_direct_msg(struct np_client *m, const np_msg *msg) {
 
 /* ---- deadlines, start and close -------------------------------------------------------------- */
 
+/* The tick watches paths being made and the owner's paths (whose proxy may change under them); a
+ * client with none of those, idle or with only visitor paths up, is not woken ten times a second.
+ */
+static int tick_wanted(const struct np__directs *set) {
+  for (const dpath *d = set->paths; d != NULL; d = d->next)
+    if (d->role == NP_PUNCH_OWNER || (d->state != D_IDLE && d->state != D_UP))
+      return 1;
+  return 0;
+}
+
 static void on_tick(uv_timer_t *t) {
   struct np__directs *set = t->data;
   uint64_t n = now(set);
@@ -645,6 +658,13 @@ static void on_tick(uv_timer_t *t) {
     else if (d->role == NP_PUNCH_OWNER && !owner_valid(d))
       owner_end(d, "the proxy, its secret_key or allow_users changed, or the session ended");
   }
+  if (!tick_wanted(set))
+    uv_timer_stop(&set->tick);
+}
+
+static void tick_need(struct np__directs *set) {
+  if (!set->closing && !uv_is_active((uv_handle_t *)&set->tick))
+    uv_timer_start(&set->tick, on_tick, DIRECT_TICK_MS, DIRECT_TICK_MS);
 }
 
 int np__client_directs_start(struct np_client *cl) {
@@ -655,7 +675,6 @@ int np__client_directs_start(struct np_client *cl) {
   set->cl = cl;
   uv_timer_init(cl->loop, &set->tick);
   set->tick.data = set;
-  uv_timer_start(&set->tick, on_tick, DIRECT_TICK_MS, DIRECT_TICK_MS);
   cl->directs = set;
   return 0;
 }

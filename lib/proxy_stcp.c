@@ -199,6 +199,43 @@ static int refuse(session *s, const np_msg *m, int status, const char *fmt, ...)
   return 0;
 }
 
+int np__private_backoff(session *s, char *why, size_t len) {
+  struct np_server *srv = s->srv;
+  uint64_t wait = np__shared_backoff_wait(srv->shared, (struct sockaddr *)&s->addr, now_ms(srv));
+
+  if (wait == 0)
+    return 0;
+  srv->stats.logins_throttled++;
+  snprintf(why, len, "too many failed logins or visits from your address; retry in %llu s",
+           (unsigned long long)(wait + 999) / 1000);
+  return NP_EBACKOFF;
+}
+
+int np__private_admit(session *s, const np_msg *m, int direct, const unsigned char *key,
+                      uint64_t sid, const char *who, np__private *p, char *why, size_t len) {
+  unsigned char want[NP_MSG_KEY_LEN];
+  int r;
+
+  if (np__shared_private_find(s->srv->shared, m->name, p) != 0 || p->kind != m->kind) {
+    snprintf(why, len, "no private proxy of type %s named %s",
+             m->kind == NP_PROXY_SUDP ? "sudp" : "stcp", m->name);
+    return NP_ENOPROXY;
+  }
+  r = direct ? np__auth_direct_mac(p->verifier, key, sid, m->id2, m->kind, m->name, want)
+             : np__auth_visit_mac(p->verifier, key, sid, m->id2, m->kind, m->name, want);
+  if (r != 0 || !np__auth_equal(want, m->mac)) {
+    snprintf(why, len, "wrong secret_key for private proxy %s", m->name);
+    np__login_failed(s->srv, &s->addr, s->peer, NP_ESECRET, why, who);
+    snprintf(why, len, "wrong secret_key (give the one the proxy's owner set)");
+    return NP_ESECRET;
+  }
+  if (!np__private_listed(p->allow_users, who)) {
+    snprintf(why, len, "client '%s' is not in the proxy's allow_users", who);
+    return NP_EDENIED;
+  }
+  return 0;
+}
+
 /* VISIT on the worker of the visitor's session (server.c moved it here). The order of the checks
  * keeps what they say from helping a guesser: an address backed off hears nothing; then only the
  * holder of the session's key learns whether a proxy exists; a wrong secret is a failed login. All
@@ -206,10 +243,10 @@ static int refuse(session *s, const np_msg *m, int status, const char *fmt, ...)
 static int private_visit(session *s, const np_msg *m) {
   struct np_server *srv = s->srv;
   unsigned char want[NP_MSG_KEY_LEN];
+  char why[NP_MSG_NAME_MAX + 64];
   const char *rest;
   size_t rest_len;
   np__private p;
-  uint64_t wait;
   session *o;
   np_conn *c;
   np__addr peer;
@@ -217,13 +254,8 @@ static int private_visit(session *s, const np_msg *m) {
   handed h;
   int r;
 
-  wait = np__shared_backoff_wait(srv->shared, (struct sockaddr *)&s->addr, now_ms(srv));
-  if (wait > 0) {
-    srv->stats.logins_throttled++;
-    return refuse(s, m, NP_EBACKOFF,
-                  "too many failed logins or visits from your address; retry in %llu s",
-                  (unsigned long long)(wait + 999) / 1000);
-  }
+  if ((r = np__private_backoff(s, why, sizeof(why))) != 0)
+    return refuse(s, m, r, "%s", why);
   o = np__session_ids_find(srv, m->id);
   if (o == NULL || o->state != S_READY) {
     srv->stats.work_unknown++;
@@ -231,7 +263,6 @@ static int private_visit(session *s, const np_msg *m) {
   }
   if (np__auth_visit_session_mac(o->key, m->id, m->id2, m->kind, m->name, want) != 0 ||
       !np__auth_equal(want, m->nonce)) {
-    char why[96];
     snprintf(why, sizeof(why), "VISIT not proven for session %llu", (unsigned long long)m->id);
     np__login_failed(srv, &s->addr, s->peer, NP_EAUTH, why, NULL);
     return refuse(s, m, NP_EAUTH, "not proven for the session it names");
@@ -240,18 +271,8 @@ static int private_visit(session *s, const np_msg *m) {
     srv->stats.work_unknown++;
     return refuse(s, m, NP_EAUTH, "a VISIT serial used before (a replay?)");
   }
-  if (np__shared_private_find(srv->shared, m->name, &p) != 0 || p.kind != m->kind)
-    return refuse(s, m, NP_ENOPROXY, "no private proxy of type %s named %s",
-                  m->kind == NP_PROXY_SUDP ? "sudp" : "stcp", m->name);
-  if (np__auth_visit_mac(p.verifier, o->key, m->id, m->id2, m->kind, m->name, want) != 0 ||
-      !np__auth_equal(want, m->mac)) {
-    char why[NP_MSG_NAME_MAX + 64];
-    snprintf(why, sizeof(why), "wrong secret_key for private proxy %s", m->name);
-    np__login_failed(srv, &s->addr, s->peer, NP_ESECRET, why, o->name);
-    return refuse(s, m, NP_ESECRET, "wrong secret_key (give the one the proxy's owner set)");
-  }
-  if (!np__private_listed(p.allow_users, o->name))
-    return refuse(s, m, NP_EDENIED, "client '%s' is not in the proxy's allow_users", o->name);
+  if ((r = np__private_admit(s, m, 0, o->key, m->id, o->name, &p, why, sizeof(why))) != 0)
+    return refuse(s, m, r, "%s", why);
   c = np__chan_detach(s->ch, &rest, &rest_len);
   np__session_detached(s);
   if (rest_len > 0) { /* the visitor's bytes must wait for the answer */

@@ -76,36 +76,22 @@ static int refuse(session *s, const np_msg *m, int status, const char *fmt, ...)
  * a backed-off address hears nothing more; a wrong secret is a failed login. */
 static int offer(session *s, const np_msg *m) {
   struct np_server *srv = s->srv;
-  unsigned char want[NP_MSG_KEY_LEN];
   np_msg intro = {.type = NP_MSG_DIRECT_INTRO, .id = m->id, .id2 = s->id};
   const char *dot = strrchr(m->name, '.');
+  char why[NP_MSG_NAME_MAX + 64];
   np__private p;
-  uint64_t wait;
   int r;
 
   if (too_many(s))
     return 0;
-  wait = np__shared_backoff_wait(srv->shared, (struct sockaddr *)&s->addr, now_ms(srv));
-  if (wait > 0) {
-    srv->stats.logins_throttled++;
-    return refuse(s, m, NP_EBACKOFF,
-                  "too many failed logins or visits from your address; retry in %llu s",
-                  (unsigned long long)(wait + 999) / 1000);
-  }
+  if ((r = np__private_backoff(s, why, sizeof(why))) != 0)
+    return refuse(s, m, r, "%s", why);
   if (!np__serial_fresh(&s->visit_top, &s->visit_seen, m->id2))
     return refuse(s, m, NP_EAUTH, "a serial used before (a replay?)");
-  if (m->kind != NP_PROXY_STCP || dot == NULL ||
-      np__shared_private_find(srv->shared, m->name, &p) != 0 || p.kind != m->kind)
+  if (m->kind != NP_PROXY_STCP || dot == NULL)
     return refuse(s, m, NP_ENOPROXY, "no private proxy of type stcp named %s", m->name);
-  if (np__auth_direct_mac(p.verifier, s->key, s->id, m->id2, m->kind, m->name, want) != 0 ||
-      !np__auth_equal(want, m->mac)) {
-    char why[NP_MSG_NAME_MAX + 64];
-    snprintf(why, sizeof(why), "wrong secret_key for private proxy %s", m->name);
-    np__login_failed(srv, &s->addr, s->peer, NP_ESECRET, why, s->name);
-    return refuse(s, m, NP_ESECRET, "wrong secret_key (give the one the proxy's owner set)");
-  }
-  if (!np__private_listed(p.allow_users, s->name))
-    return refuse(s, m, NP_EDENIED, "client '%s' is not in the proxy's allow_users", s->name);
+  if ((r = np__private_admit(s, m, 1, s->key, s->id, s->name, &p, why, sizeof(why))) != 0)
+    return refuse(s, m, r, "%s", why);
   if (m->id == 0)
     return refuse(s, m, NP_EPROTO, "a path id of 0");
   if (!p.direct) /* it would take DIRECT_INTRO for a protocol error and lose its session */
