@@ -1,8 +1,8 @@
 /* The direct path's QUIC connection: ngtcp2 0.12 with GnuTLS, on our loop, through the caller's
  * socket (see quic.h). ngtcp2 is the state machine (handshake, loss recovery, congestion control,
  * flow control); this file is its adapter: it hands ngtcp2 the datagrams that arrive, writes the
- * packets it builds to ops->send, wakes it at its expiry with one timer, and makes each stream an
- * np_conn with the behaviour of a mux stream (lib/mux.c).
+ * packets it builds to ops->send and wakes it at its expiry with one timer; its streams, each an
+ * np_conn with the behaviour of a mux stream, are quic_stream.c's.
  *
  * Three handles: the timer (ngtcp2's expiry; on the server, before the client's first packet, the
  * wait for it), a prepare handle that writes packets once per loop turn, before the loop waits
@@ -10,23 +10,16 @@
  * from which every callback to the owners runs (ready, stream, closed, reads, write and shutdown
  * completions, closes). So nothing calls an owner from inside ngtcp2 (whose calls must not be
  * re-entered) or from inside an owner's own call into this module. */
-#include "quic.h"
+#include "quic_int.h"
 
 #include <stdlib.h>
 #include <string.h>
 
 #include <gnutls/crypto.h>
 #include <gnutls/gnutls.h>
-#include <ngtcp2/ngtcp2.h>
 #include <ngtcp2/ngtcp2_crypto.h>
 #include <ngtcp2/ngtcp2_crypto_gnutls.h>
 
-#include "internal.h"
-
-/* ngtcp2's largest datagram: it starts at 1,200 bytes and probes the path up to this. */
-#define PKT_MAX 1452
-/* Stream buffers come and go in blocks of this. */
-#define BLK (16 * 1024)
 /* A stream's first window, and the connection's: ngtcp2 grows them up to the ..._MAX of quic.h
  * while readers keep up. */
 #define STREAM_WINDOW (256 * 1024)
@@ -36,9 +29,6 @@
 /* Most datagrams one flush writes; ngtcp2's send quantum and pacing decide below that. */
 #define BURST_MAX 64
 #define CID_LEN   16
-/* Our application error code in RESET_STREAM and STOP_SENDING: the owner closed a stream that had
- * not finished both ways. The peer only learns that its stream broke (UV_ECONNRESET). */
-#define APP_RESET 1
 /* The PSK identity: one key per path, so the name is the same for all and says only what it is. */
 #define PSK_IDENTITY "np-direct"
 /* TLS 1.3 only, with an (EC)DHE exchange beside the PSK (psk_dhe_ke: forward secrecy, a stolen
@@ -48,580 +38,9 @@
   "NORMAL:-VERS-ALL:+VERS-TLS1.3:-CIPHER-ALL:+AES-128-GCM:+CHACHA20-POLY1305:-KX-ALL:+ECDHE-PSK:"  \
   "+DHE-PSK:-GROUP-ALL:+GROUP-X25519:+GROUP-SECP256R1:%DISABLE_TLS13_COMPAT_MODE"
 
-typedef struct blk {
-  struct blk *next;
-  size_t len;
-  uint8_t data[BLK];
-} blk;
-
-/* A byte queue in blocks that never move: ngtcp2 keeps pointers to sent bytes until they are
- * acknowledged. pos: bytes of the head block already taken. */
-typedef struct bq {
-  blk *head, *tail;
-  size_t pos, bytes;
-} bq;
-
-/* A write waiting for room in its stream's send buffer, or completed and waiting for the tick to
- * tell its writer. The caller's bytes stay where they are until copied. */
-typedef struct wnode {
-  struct wnode *next;
-  np_conn_write *req;
-  int status;
-  unsigned nbufs, idx;
-  size_t off;
-  uv_buf_t bufs[];
-} wnode;
-
-typedef struct qstream {
-  np_conn base;
-  np__quic *q;
-  int64_t id;
-  struct qstream *prev, *next;   /* q->streams: all */
-  struct qstream *sprev, *snext; /* q->shead: bytes or a FIN to send */
-  struct qstream *nnext;         /* q->nhead: something to tell the owner */
-  struct qstream *anext;         /* q->ahead: to hand to ops->stream */
-  bq rq, sq;                     /* received and unread; written and unacknowledged */
-  uint64_t acked, sent;          /* stream offsets: sq starts at acked; ngtcp2 has up to sent */
-  uint64_t skip_round;           /* blocked in this flush */
-  wnode *wq, *wq_tail;           /* waiting for room in sq */
-  wnode *done, *done_tail;       /* callbacks due */
-  np_conn_shutdown_cb shutdown_cb;
-  np_conn_close_cb close_cb;
-  int rerr, werr, shut_status;
-  unsigned reading : 1, fin_rcvd : 1, eof_told : 1, err_told : 1, discard : 1;
-  unsigned shut_req : 1, fin_sent : 1, shut_due : 1, shut_told : 1, reset_sent : 1;
-  unsigned closing : 1, close_told : 1, gone : 1, owned : 1, local : 1;
-  unsigned in_notify : 1, in_senders : 1;
-} qstream;
-
-struct np__quic {
-  uv_loop_t *loop;
-  np__quic_ops ops;
-  void *ud;
-  int server;
-  uint8_t key[32];
-  uint64_t idle_ms;
-  np__addr local, peer;
-  ngtcp2_path path;
-  ngtcp2_conn *conn; /* the server's is made by the client's first Initial packet */
-  ngtcp2_crypto_conn_ref ref;
-  gnutls_session_t tls;
-  gnutls_psk_client_credentials_t ccred;
-  gnutls_psk_server_credentials_t scred;
-  uv_timer_t timer;
-  uv_idle_t tick;
-  uv_prepare_t turn;
-  int handles; /* closing: how many are left */
-  qstream *streams;
-  qstream *shead, *stail; /* senders, round robin */
-  qstream *nhead, *ntail;
-  qstream *ahead, *atail;
-  uint64_t round;
-  uint64_t conn_credit;  /* bytes read or dropped since the window was last extended */
-  size_t streams_credit; /* the peer's streams gone since its limit was last raised */
-  int cb_err;            /* why a callback failed ngtcp2's call */
-  int err;               /* why the connection ended; 0 while it lives */
-  uint64_t sent_bytes, recvd_bytes, lost;
-  unsigned handshaken : 1, ready_due : 1, closed_due : 1, closed_told : 1, freed : 1;
-  unsigned closing_handles : 1, reset_seen : 1, in_timer : 1, got_crypto : 1;
-  uint8_t pkt[PKT_MAX];
-};
-
-static const np_conn_ops stream_ops;
-static void fail_conn(np__quic *q, int liberr);
 static void on_tick(uv_idle_t *h);
 static void on_turn(uv_prepare_t *h);
-
-/* ---- byte queues --------------------------------------------------------------------------- */
-
-static size_t bq_append(bq *b, const void *p, size_t n) {
-  size_t done = 0;
-  while (done < n) {
-    blk *t = b->tail;
-    size_t k;
-    if (t == NULL || t->len == BLK) {
-      if ((t = malloc(sizeof(*t))) == NULL)
-        break;
-      t->next = NULL;
-      t->len = 0;
-      if (b->tail != NULL)
-        b->tail->next = t;
-      else
-        b->head = t;
-      b->tail = t;
-    }
-    k = n - done < BLK - t->len ? n - done : BLK - t->len;
-    memcpy(t->data + t->len, (const uint8_t *)p + done, k);
-    t->len += k;
-    done += k;
-  }
-  b->bytes += done;
-  return done;
-}
-
-/* Take n bytes (at most b->bytes) off the head; blocks emptied go. */
-static void bq_drop(bq *b, size_t n) {
-  b->bytes -= n;
-  while (n > 0) {
-    blk *h = b->head;
-    size_t k = n < h->len - b->pos ? n : h->len - b->pos;
-    b->pos += k;
-    n -= k;
-    if (b->pos == h->len) {
-      b->head = h->next;
-      if (b->head == NULL)
-        b->tail = NULL;
-      b->pos = 0;
-      free(h);
-    }
-  }
-}
-
-/* The bytes from off (past the head) on, as up to max vectors; *total: their length. */
-static size_t bq_vecs(const bq *b, size_t off, ngtcp2_vec *v, size_t max, size_t *total) {
-  size_t skip = b->pos + off, n = 0;
-  *total = 0;
-  for (blk *h = b->head; h != NULL && n < max; h = h->next) {
-    if (skip >= h->len) {
-      skip -= h->len;
-      continue;
-    }
-    v[n].base = h->data + skip;
-    v[n].len = h->len - skip;
-    *total += v[n].len;
-    n++;
-    skip = 0;
-  }
-  return n;
-}
-
-static size_t bq_copy_out(const bq *b, char *dst, size_t cap) {
-  size_t done = 0, skip = b->pos;
-  for (blk *h = b->head; h != NULL && done < cap; h = h->next) {
-    size_t k = h->len - skip < cap - done ? h->len - skip : cap - done;
-    memcpy(dst + done, h->data + skip, k);
-    done += k;
-    skip = 0;
-  }
-  return done;
-}
-
-static void bq_free(bq *b) {
-  while (b->head != NULL) {
-    blk *h = b->head;
-    b->head = h->next;
-    free(h);
-  }
-  *b = (bq){0};
-}
-
-/* ---- scheduling ---------------------------------------------------------------------------- */
-
-static void tick_start(np__quic *q) {
-  if (!q->closing_handles)
-    uv_idle_start(&q->tick, on_tick);
-}
-
-static void turn_start(np__quic *q) {
-  if (!q->closing_handles && q->err == 0)
-    uv_prepare_start(&q->turn, on_turn);
-}
-
-/* Only streams an owner holds are told anything; the others wait in the accept queue. */
-static void notify(qstream *s) {
-  np__quic *q = s->q;
-  if (s->in_notify || !s->owned)
-    return;
-  s->in_notify = 1;
-  s->nnext = NULL;
-  if (q->ntail != NULL)
-    q->ntail->nnext = s;
-  else
-    q->nhead = s;
-  q->ntail = s;
-  tick_start(q);
-}
-
-static void senders_add(np__quic *q, qstream *s) {
-  if (s->in_senders)
-    return;
-  s->in_senders = 1;
-  s->snext = NULL;
-  s->sprev = q->stail;
-  if (q->stail != NULL)
-    q->stail->snext = s;
-  else
-    q->shead = s;
-  q->stail = s;
-}
-
-static void senders_del(np__quic *q, qstream *s) {
-  if (!s->in_senders)
-    return;
-  s->in_senders = 0;
-  if (s->sprev != NULL)
-    s->sprev->snext = s->snext;
-  else
-    q->shead = s->snext;
-  if (s->snext != NULL)
-    s->snext->sprev = s->sprev;
-  else
-    q->stail = s->sprev;
-  s->sprev = s->snext = NULL;
-}
-
-/* ---- streams ------------------------------------------------------------------------------- */
-
-static qstream *stream_new(np__quic *q, int64_t id, int local) {
-  qstream *s = calloc(1, sizeof(*s));
-  if (s == NULL)
-    return NULL;
-  s->base.ops = &stream_ops;
-  s->q = q;
-  s->id = id;
-  s->local = local != 0;
-  NP_DLIST_PUSH(q->streams, s, prev, next);
-  return s;
-}
-
-/* Only once ngtcp2 is done with the stream (it references sent bytes until acknowledged), and its
- * owner closed it or never got it. A stream of the peer's gives the peer room for another. */
-static void stream_release(qstream *s) {
-  np__quic *q = s->q;
-  NP_DLIST_UNLINK(q->streams, s, prev, next);
-  senders_del(q, s);
-  bq_free(&s->rq);
-  bq_free(&s->sq);
-  while (s->wq != NULL) {
-    wnode *w = s->wq;
-    s->wq = w->next;
-    free(w);
-  }
-  if (!s->local && s->id >= 0 && q->err == 0) {
-    q->streams_credit++;
-    turn_start(q);
-  }
-  free(s);
-}
-
-static int fin_due(const qstream *s) {
-  return s->shut_req && s->wq == NULL;
-}
-
-static int pending_send(const qstream *s) {
-  return !s->gone && s->werr == 0 && !s->reset_sent && s->id >= 0 &&
-         (s->sent < s->acked + s->sq.bytes || (fin_due(s) && !s->fin_sent));
-}
-
-static void push_done(qstream *s, wnode *w, int status) {
-  w->status = status;
-  w->next = NULL;
-  if (s->done_tail != NULL)
-    s->done_tail->next = w;
-  else
-    s->done = w;
-  s->done_tail = w;
-}
-
-/* The write side broke: what waits fails with err, a pending shutdown too. */
-static void write_broke(qstream *s, int err) {
-  if (s->werr == 0)
-    s->werr = err;
-  while (s->wq != NULL) {
-    wnode *w = s->wq;
-    s->wq = w->next;
-    push_done(s, w, err);
-  }
-  s->wq_tail = NULL;
-  if (s->shut_req && !s->fin_sent && !s->shut_due) {
-    s->shut_due = 1;
-    s->shut_status = err;
-  }
-  senders_del(s->q, s);
-  notify(s);
-}
-
-/* Move waiting writes into the send buffer while it has room; a write whose bytes are all in is
- * complete, as a socket's write is once the kernel has its bytes. */
-static void fill(qstream *s) {
-  int moved = 0, appended = 0;
-
-  while (s->wq != NULL && s->werr == 0) {
-    wnode *w = s->wq;
-    while (w->idx < w->nbufs) {
-      size_t left = w->bufs[w->idx].len - w->off, room = NP_QUIC_STREAM_SNDBUF - s->sq.bytes;
-      size_t n = left < room ? left : room, got;
-      if (n == 0 && left > 0)
-        goto out;
-      got = bq_append(&s->sq, w->bufs[w->idx].base + w->off, n);
-      appended |= got > 0;
-      if (got < n) {
-        write_broke(s, UV_ENOMEM);
-        goto out;
-      }
-      w->off += n;
-      if (w->off == w->bufs[w->idx].len) {
-        w->idx++;
-        w->off = 0;
-      }
-    }
-    s->wq = w->next;
-    if (s->wq == NULL)
-      s->wq_tail = NULL;
-    push_done(s, w, 0);
-    moved = 1;
-  }
-out:
-  if (appended || moved) {
-    senders_add(s->q, s);
-    turn_start(s->q);
-  }
-  if (moved)
-    notify(s);
-}
-
-/* The reader took n bytes: only now may the peer send n more, on the stream and the connection. */
-static void consumed(qstream *s, size_t n) {
-  np__quic *q = s->q;
-  bq_drop(&s->rq, n);
-  if (q->err != 0)
-    return;
-  if (!s->gone)
-    ngtcp2_conn_extend_max_stream_offset(q->conn, s->id, n);
-  q->conn_credit += n;
-  turn_start(q);
-}
-
-/* Reset both directions (RESET_STREAM and STOP_SENDING): no more bytes either way. */
-static void reset_stream(qstream *s) {
-  np__quic *q = s->q;
-  int r;
-  if (s->reset_sent || s->gone || q->err != 0 || s->id < 0)
-    return;
-  s->reset_sent = 1;
-  senders_del(q, s);
-  if ((r = ngtcp2_conn_shutdown_stream(q->conn, s->id, APP_RESET)) != 0)
-    fail_conn(q, r);
-  turn_start(q);
-}
-
-/* Hand the reader what waits, in order: bytes, then EOF or the error. */
-static void deliver(qstream *s) {
-  uv_buf_t none = uv_buf_init(NULL, 0);
-
-  while (s->reading && !s->closing && s->rq.bytes > 0) {
-    uv_buf_t buf = none;
-    size_t n;
-    if (s->base.borrow) {
-      /* The reader takes the bytes where they lie, during the call: no copy. */
-      blk *b = s->rq.head;
-      n = b->len - s->rq.pos;
-      buf = uv_buf_init((char *)b->data + s->rq.pos, (unsigned)n);
-      s->base.read_cb(&s->base, (ssize_t)n, &buf);
-      consumed(s, n);
-      continue;
-    }
-    s->base.alloc_cb(&s->base, s->rq.bytes, &buf);
-    if (buf.base == NULL || buf.len == 0) {
-      s->err_told = 1;
-      s->discard = 1;
-      write_broke(s, UV_ENOBUFS);
-      reset_stream(s);
-      s->base.read_cb(&s->base, UV_ENOBUFS, &buf);
-      return;
-    }
-    n = bq_copy_out(&s->rq, buf.base, buf.len);
-    consumed(s, n);
-    s->base.read_cb(&s->base, (ssize_t)n, &buf);
-  }
-  if (!s->reading || s->closing || s->rq.bytes > 0)
-    return;
-  if (s->fin_rcvd && !s->eof_told) {
-    s->eof_told = 1;
-    s->base.read_cb(&s->base, UV_EOF, &none);
-  } else if (!s->fin_rcvd && s->rerr != 0 && !s->err_told) {
-    s->err_told = 1;
-    s->base.read_cb(&s->base, s->rerr, &none);
-  }
-}
-
-/* From the tick, what the owner is owed in order: writes, the shutdown, then the close or reads. */
-static void tell(qstream *s) {
-  np__quic *q = s->q;
-  wnode *w;
-
-  while ((w = s->done) != NULL) {
-    np_conn_write *req = w->req;
-    int status = w->status;
-    s->done = w->next;
-    if (s->done == NULL)
-      s->done_tail = NULL;
-    free(w);
-    req->cb(req, status);
-  }
-  if (s->shut_due && !s->shut_told) {
-    s->shut_told = 1;
-    if (s->shutdown_cb != NULL)
-      s->shutdown_cb(&s->base, s->shut_status);
-  }
-  if (s->discard && s->rq.bytes > 0) {
-    /* Dropped unread: the connection's window gets them back (the stream's is gone with it). */
-    if (q->err == 0) {
-      q->conn_credit += s->rq.bytes;
-      turn_start(q);
-    }
-    bq_free(&s->rq);
-  }
-  if (!s->closing) {
-    deliver(s);
-    return;
-  }
-  if (!s->close_told && s->done == NULL) {
-    s->close_told = 1;
-    if (s->close_cb != NULL)
-      s->close_cb(&s->base);
-  }
-  if (s->close_told && (s->gone || q->err != 0) && !s->in_notify)
-    stream_release(s);
-}
-
-/* ---- the stream's np_conn ops -------------------------------------------------------------- */
-
-static int st_read_start(np_conn *c) {
-  qstream *s = (qstream *)c;
-  if (s->closing)
-    return UV_EINVAL;
-  s->reading = 1;
-  if (s->rq.bytes > 0 || (s->fin_rcvd && !s->eof_told) || (s->rerr != 0 && !s->err_told))
-    notify(s);
-  return 0;
-}
-
-static int st_read_stop(np_conn *c) {
-  ((qstream *)c)->reading = 0;
-  return 0;
-}
-
-static int write_check(const qstream *s) {
-  if (s->closing)
-    return UV_EINVAL;
-  if (s->werr != 0)
-    return s->werr;
-  if (s->shut_req || s->gone || s->reset_sent)
-    return UV_EPIPE;
-  return 0;
-}
-
-static int st_write(np_conn *c, np_conn_write *req, const uv_buf_t *bufs, unsigned nbufs) {
-  qstream *s = (qstream *)c;
-  wnode *w;
-  int r;
-
-  if ((r = write_check(s)) != 0)
-    return r;
-  if ((w = malloc(sizeof(*w) + nbufs * sizeof(uv_buf_t))) == NULL)
-    return UV_ENOMEM;
-  *w = (wnode){.req = req, .nbufs = nbufs};
-  if (nbufs > 0)
-    memcpy(w->bufs, bufs, nbufs * sizeof(uv_buf_t));
-  if (s->wq_tail != NULL)
-    s->wq_tail->next = w;
-  else
-    s->wq = w;
-  s->wq_tail = w;
-  fill(s);
-  return 0;
-}
-
-/* What fits in the send buffer now; UV_EAGAIN when nothing does or writes wait before it. */
-static int st_try_write(np_conn *c, const uv_buf_t *bufs, unsigned nbufs) {
-  qstream *s = (qstream *)c;
-  size_t done = 0;
-  int r;
-
-  if ((r = write_check(s)) != 0)
-    return r;
-  if (s->wq != NULL)
-    return UV_EAGAIN;
-  for (unsigned i = 0; i < nbufs; i++) {
-    size_t room = NP_QUIC_STREAM_SNDBUF - s->sq.bytes, n = bufs[i].len < room ? bufs[i].len : room;
-    size_t got = bq_append(&s->sq, bufs[i].base, n);
-    done += got;
-    if (got < bufs[i].len)
-      break;
-  }
-  if (done == 0)
-    return UV_EAGAIN;
-  senders_add(s->q, s);
-  turn_start(s->q);
-  return (int)done; /* at most NP_QUIC_STREAM_SNDBUF */
-}
-
-static int st_shutdown(np_conn *c, np_conn_shutdown_cb cb) {
-  qstream *s = (qstream *)c;
-  int r;
-
-  if ((r = write_check(s)) != 0)
-    return r;
-  s->shut_req = 1;
-  s->shutdown_cb = cb;
-  senders_add(s->q, s);
-  turn_start(s->q);
-  return 0;
-}
-
-/* A stream that finished both ways (the peer's FIN came, ours is queued) ends in order: what is
- * buffered still goes, then the FIN. Any other is reset both ways, as TCP sends RST when a socket
- * closes with unread bytes. */
-static void st_close_common(qstream *s, np_conn_close_cb cb, int reset) {
-  int cancelled = s->wq != NULL;
-
-  if (s->closing)
-    return;
-  s->closing = 1;
-  s->reading = 0;
-  s->discard = 1;
-  s->close_cb = cb;
-  while (s->wq != NULL) {
-    wnode *w = s->wq;
-    s->wq = w->next;
-    push_done(s, w, UV_ECANCELED);
-  }
-  s->wq_tail = NULL;
-  if (s->shut_req && !s->shut_due) {
-    s->shut_due = 1;
-    s->shut_status = UV_ECANCELED;
-  }
-  if (reset || cancelled || !s->fin_rcvd || !s->shut_req || s->werr != 0)
-    reset_stream(s);
-  notify(s);
-}
-
-static void st_close(np_conn *c, np_conn_close_cb cb) {
-  st_close_common((qstream *)c, cb, 0);
-}
-
-static void st_abort(np_conn *c, np_conn_close_cb cb) {
-  st_close_common((qstream *)c, cb, 1);
-}
-
-static void st_peer_str(np_conn *c, char *buf, size_t len) {
-  qstream *s = (qstream *)c;
-  char peer[64];
-  np__addr_str(&s->q->peer.sa, peer, sizeof(peer));
-  snprintf(buf, len, "%s#%lld", peer, (long long)s->id);
-}
-
-static const np_conn_ops stream_ops = {
-    .read_start = st_read_start,
-    .read_stop = st_read_stop,
-    .write = st_write,
-    .try_write = st_try_write,
-    .shutdown = st_shutdown,
-    .close = st_close,
-    .abort = st_abort,
-    .peer_str = st_peer_str,
-};
+static void fail_conn(np__quic *q, int liberr);
 
 /* ---- packets out --------------------------------------------------------------------------- */
 
@@ -666,8 +85,8 @@ static qstream *next_sender(np__quic *q, uint64_t round) {
   qstream *s, *next;
   for (s = q->shead; s != NULL; s = next) {
     next = s->snext;
-    if (!pending_send(s))
-      senders_del(q, s);
+    if (!np__qs_pending_send(s))
+      np__qs_senders_del(q, s);
     else if (s->skip_round != round)
       return s;
   }
@@ -681,7 +100,7 @@ static void stream_sent(qstream *s, size_t n, int fin) {
     if (!s->shut_due) {
       s->shut_due = 1;
       s->shut_status = 0;
-      notify(s);
+      np__qs_notify(s);
     }
   }
 }
@@ -711,9 +130,9 @@ static void flush(np__quic *q) {
     int fin = 0;
 
     if (s != NULL) {
-      nv = bq_vecs(&s->sq, (size_t)(s->sent - s->acked), v, VEC_MAX, &total);
+      nv = np__qs_bq_vecs(&s->sq, (size_t)(s->sent - s->acked), v, VEC_MAX, &total);
       flags = NGTCP2_WRITE_STREAM_FLAG_MORE;
-      if (fin_due(s) && !s->fin_sent && s->sent + total == s->acked + s->sq.bytes) {
+      if (np__qs_fin_due(s) && !s->fin_sent && s->sent + total == s->acked + s->sq.bytes) {
         flags |= NGTCP2_WRITE_STREAM_FLAG_FIN;
         fin = 1;
       }
@@ -724,9 +143,9 @@ static void flush(np__quic *q) {
       stream_sent(s, (size_t)datalen, fin && (size_t)datalen == total);
     if (n == NGTCP2_ERR_WRITE_MORE && s != NULL) {
       /* Room left in the packet: the next stream's bytes join it. */
-      senders_del(q, s);
-      if (pending_send(s)) {
-        senders_add(q, s);
+      np__qs_senders_del(q, s);
+      if (np__qs_pending_send(s)) {
+        np__qs_senders_add(q, s);
         if (datalen == 0)
           s->skip_round = round;
       }
@@ -737,7 +156,7 @@ static void flush(np__quic *q) {
       continue;
     }
     if (n == NGTCP2_ERR_STREAM_SHUT_WR || n == NGTCP2_ERR_STREAM_NOT_FOUND) {
-      write_broke(s, UV_ECONNRESET); /* the peer asked it to stop (STOP_SENDING) */
+      np__qs_write_broke(s, UV_ECONNRESET); /* the peer asked it to stop (STOP_SENDING) */
       continue;
     }
     if (n < 0) {
@@ -747,8 +166,8 @@ static void flush(np__quic *q) {
     if (n == 0)
       break;
     if (s != NULL && s->in_senders) {
-      senders_del(q, s);
-      senders_add(q, s);
+      np__qs_senders_del(q, s);
+      np__qs_senders_add(q, s);
     }
     send_datagram(q, q->pkt, (size_t)n);
     if (q->err != 0)
@@ -811,10 +230,10 @@ static void die(np__quic *q, int err) {
   for (qstream *s = q->streams; s != NULL; s = s->next) {
     if (!s->fin_rcvd && s->rerr == 0)
       s->rerr = UV_ECONNRESET;
-    write_broke(s, UV_ECONNRESET);
+    np__qs_write_broke(s, UV_ECONNRESET);
   }
   q->closed_due = 1;
-  tick_start(q);
+  np__quic_tick_start(q);
 }
 
 /* What the peer's CONNECTION_CLOSE said. */
@@ -907,119 +326,7 @@ static int on_handshake_completed(ngtcp2_conn *conn, void *ud) {
   }
   q->handshaken = 1;
   q->ready_due = 1;
-  tick_start(q);
-  return 0;
-}
-
-static int on_stream_open(ngtcp2_conn *conn, int64_t id, void *ud) {
-  np__quic *q = ud;
-  qstream *s;
-
-  /* Only the server takes streams (the client allows the server none, and no one unidirectional
-   * ones). */
-  if (!q->server || !ngtcp2_is_bidi_stream(id))
-    return 0;
-  if ((s = stream_new(q, id, 0)) == NULL) {
-    q->cb_err = UV_ENOMEM;
-    return NGTCP2_ERR_CALLBACK_FAILURE;
-  }
-  ngtcp2_conn_set_stream_user_data(conn, id, s);
-  if (q->atail != NULL)
-    q->atail->anext = s;
-  else
-    q->ahead = s;
-  q->atail = s;
-  tick_start(q);
-  return 0;
-}
-
-static int on_recv_stream_data(ngtcp2_conn *conn, uint32_t flags, int64_t id, uint64_t offset,
-                               const uint8_t *data, size_t len, void *ud, void *sud) {
-  np__quic *q = ud;
-  qstream *s = sud;
-  (void)conn;
-  (void)id;
-  (void)offset;
-
-  if (s == NULL || s->discard) {
-    q->conn_credit += len; /* nobody will read it: the connection's window gets it back */
-    return 0;
-  }
-  if (bq_append(&s->rq, data, len) != len) {
-    q->cb_err = UV_ENOMEM;
-    return NGTCP2_ERR_CALLBACK_FAILURE;
-  }
-  if (flags & NGTCP2_STREAM_DATA_FLAG_FIN)
-    s->fin_rcvd = 1;
-  notify(s);
-  return 0;
-}
-
-static int on_acked(ngtcp2_conn *conn, int64_t id, uint64_t offset, uint64_t len, void *ud,
-                    void *sud) {
-  qstream *s = sud;
-  uint64_t upto = offset + len;
-  (void)conn;
-  (void)id;
-  (void)ud;
-
-  if (s == NULL || upto <= s->acked)
-    return 0;
-  bq_drop(&s->sq, (size_t)(upto - s->acked));
-  s->acked = upto;
-  fill(s);
-  return 0;
-}
-
-static int on_stream_close(ngtcp2_conn *conn, uint32_t flags, int64_t id, uint64_t app_err,
-                           void *ud, void *sud) {
-  np__quic *q = ud;
-  qstream *s = sud;
-  (void)flags;
-  (void)app_err;
-
-  if (s == NULL)
-    return 0;
-  q->lost += ngtcp2_conn_get_stream_loss_count(conn, id);
-  s->gone = 1;
-  if (!s->fin_rcvd && s->rerr == 0)
-    s->rerr = UV_ECONNRESET;
-  if (!s->fin_sent)
-    write_broke(s, UV_ECONNRESET);
-  senders_del(q, s);
-  notify(s);
-  return 0;
-}
-
-static int on_stream_reset(ngtcp2_conn *conn, int64_t id, uint64_t final_size, uint64_t app_err,
-                           void *ud, void *sud) {
-  qstream *s = sud;
-  (void)conn;
-  (void)id;
-  (void)final_size;
-  (void)app_err;
-  (void)ud;
-
-  /* A reset after everything arrived takes nothing away; before, what came is dropped, as TCP's
-   * RST drops it. */
-  if (s == NULL || s->fin_rcvd)
-    return 0;
-  s->rerr = UV_ECONNRESET;
-  s->discard = 1;
-  notify(s);
-  return 0;
-}
-
-static int on_extend_max_stream_data(ngtcp2_conn *conn, int64_t id, uint64_t max_data, void *ud,
-                                     void *sud) {
-  qstream *s = sud;
-  (void)conn;
-  (void)id;
-  (void)max_data;
-  if (s != NULL) {
-    s->skip_round = 0;
-    turn_start(ud);
-  }
+  np__quic_tick_start(q);
   return 0;
 }
 
@@ -1121,16 +428,16 @@ static int conn_start(np__quic *q, const ngtcp2_pkt_hd *hd) {
       .encrypt = ngtcp2_crypto_encrypt_cb,
       .decrypt = ngtcp2_crypto_decrypt_cb,
       .hp_mask = ngtcp2_crypto_hp_mask_cb,
-      .recv_stream_data = on_recv_stream_data,
-      .acked_stream_data_offset = on_acked,
-      .stream_open = on_stream_open,
-      .stream_close = on_stream_close,
+      .recv_stream_data = np__qs_on_recv,
+      .acked_stream_data_offset = np__qs_on_acked,
+      .stream_open = np__qs_on_open,
+      .stream_close = np__qs_on_close,
       .recv_stateless_reset = on_stateless_reset,
       .rand = on_rand,
       .get_new_connection_id = on_new_cid,
       .update_key = ngtcp2_crypto_update_key_cb,
-      .stream_reset = on_stream_reset,
-      .extend_max_stream_data = on_extend_max_stream_data,
+      .stream_reset = np__qs_on_reset,
+      .extend_max_stream_data = np__qs_on_extend,
       .delete_crypto_aead_ctx = ngtcp2_crypto_delete_crypto_aead_ctx_cb,
       .delete_crypto_cipher_ctx = ngtcp2_crypto_delete_crypto_cipher_ctx_cb,
       .get_path_challenge_data = ngtcp2_crypto_get_path_challenge_data_cb,
@@ -1218,7 +525,7 @@ static void maybe_free(np__quic *q) {
       return;
   for (s = q->streams; s != NULL; s = next) {
     next = s->next;
-    stream_release(s);
+    np__qs_release(s);
   }
   q->closing_handles = 1;
   q->handles = 3;
@@ -1241,7 +548,7 @@ static void on_tick(uv_idle_t *h) {
     if (q->ahead == NULL)
       q->atail = NULL;
     if (q->err != 0) {
-      stream_release(s); /* never handed out, and ngtcp2 is done with it */
+      np__qs_release(s); /* never handed out, and ngtcp2 is done with it */
       continue;
     }
     s->owned = 1;
@@ -1252,7 +559,7 @@ static void on_tick(uv_idle_t *h) {
     if (q->nhead == NULL)
       q->ntail = NULL;
     s->in_notify = 0;
-    tell(s);
+    np__qs_tell(s);
   }
   if (q->closed_due && !q->closed_told) {
     q->closed_told = 1;
@@ -1292,6 +599,9 @@ int np__quic_new(uv_loop_t *loop, int server, const struct sockaddr *local,
   q->path.remote.addr = &q->peer.sa;
   q->path.remote.addrlen =
       peer->sa_family == AF_INET ? sizeof(struct sockaddr_in) : sizeof(struct sockaddr_in6);
+  q->on_tick = on_tick;
+  q->on_turn = on_turn;
+  q->fail = fail_conn;
   q->ref.get_conn = ref_conn;
   q->ref.user_data = q;
   if (creds_new(q) != 0) {
@@ -1309,7 +619,7 @@ int np__quic_new(uv_loop_t *loop, int server, const struct sockaddr *local,
   if (q->server)
     uv_timer_start(&q->timer, on_timer, idle_ms, 0);
   else
-    turn_start(q); /* the first flight leaves before the loop next waits */
+    np__quic_turn_start(q); /* the first flight leaves before the loop next waits */
   *out = q;
   return 0;
 }
@@ -1339,7 +649,7 @@ void np__quic_input(np__quic *q, const uint8_t *data, size_t len) {
     fail_conn(q, r);
     return;
   }
-  turn_start(q);
+  np__quic_turn_start(q);
 }
 
 int np__quic_open(np__quic *q, np_conn **out) {
@@ -1353,10 +663,10 @@ int np__quic_open(np__quic *q, np_conn **out) {
     return UV_ENOTCONN;
   if (!q->handshaken)
     return UV_EAGAIN;
-  if ((s = stream_new(q, -1, 1)) == NULL)
+  if ((s = np__qs_new(q, -1, 1)) == NULL)
     return UV_ENOMEM;
   if ((r = ngtcp2_conn_open_bidi_stream(q->conn, &id, s)) != 0) {
-    stream_release(s);
+    np__qs_release(s);
     return r == NGTCP2_ERR_STREAM_ID_BLOCKED ? UV_EAGAIN : UV_ENOMEM;
   }
   s->id = id;
@@ -1406,12 +716,4 @@ void np__quic_stats(np__quic *q, uint64_t *sent, uint64_t *recvd, uint64_t *srtt
         l += ngtcp2_conn_get_stream_loss_count(q->conn, s->id);
     *lost = l;
   }
-}
-
-size_t np__quic_stream_sndbuf(np_conn *c) {
-  return c != NULL && c->ops == &stream_ops ? ((qstream *)c)->sq.bytes : 0;
-}
-
-size_t np__quic_stream_rcvbuf(np_conn *c) {
-  return c != NULL && c->ops == &stream_ops ? ((qstream *)c)->rq.bytes : 0;
 }
