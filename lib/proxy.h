@@ -72,16 +72,17 @@ int np__server_direct(session *s, const np_msg *m);
 /* Private proxies (proxy_stcp.c): no public port; visitor clients prove a secret (VISIT). */
 extern const np__proxy_type np__proxy_stcp, np__proxy_sudp;
 
-/* The checks a visit of a private proxy passes, whichever way it comes (VISIT through the server,
- * or DIRECT for a path, server_direct.c), charged to the address of the session s it arrived on.
- * backoff: an address backed off hears nothing more (NP_EBACKOFF). admit: the proxy m->name exists
- * with kind m->kind (NP_ENOPROXY), m->mac proves its secret, bound to the session (sid, key) by
- * DIRECT's MAC or VISIT's (NP_ESECRET, a failed login), and the client who is in allow_users
- * (NP_EDENIED); *p is the proxy. Both return 0 or the status, with what to tell the visitor in why.
- */
+/* The checks a visit of a private proxy passes (private_gate.c), whichever way it comes (VISIT
+ * through the server, or DIRECT for a path, server_direct.c), charged to the address of the
+ * session s it arrived on. backoff: an address backed off hears nothing more (NP_EBACKOFF). admit:
+ * the proxy m->name exists with kind m->kind (NP_ENOPROXY); m->mac proves its secret, bound to the
+ * session (sid, key) by DIRECT's MAC or VISIT's (NP_ESECRET, charged as a failed login); the
+ * client named who is in allow_users (NP_EDENIED); *p is the proxy. Both return 0 or the status,
+ * with what to tell the visitor in why. */
 int np__private_backoff(session *s, char *why, size_t len);
 int np__private_admit(session *s, const np_msg *m, int direct, const unsigned char *key,
                       uint64_t sid, const char *who, np__private *p, char *why, size_t len);
+
 /* TCP's join and drop, for types whose visitor is a plain connection once routed (v->impl: its
  * np_conn): the relay of bytes both ways, one access log line. */
 int np__tcp_join(visitor *v, session *s, np_conn *work, const char *rest, size_t rest_len);
