@@ -13,9 +13,12 @@ import time
 
 sys.path.insert(0, os.path.dirname(__file__))
 import npwire  # noqa: E402
-from nptest import LOOP, check, low_free_ports, run, server_stats, wait_until  # noqa: E402
+from nptest import LOOP, Fail, check, low_free_ports, run, server_stats, wait_until  # noqa: E402
 from test_private import counting_service, four_both_ways, nothing_back, owner, write  # noqa: E402
-from test_twoway import echo_service  # noqa: E402
+from test_twoway import echo_service, established_to, fd_links, fds, mixed_load  # noqa: E402
+
+# The direct soak's length: short in the suite, NP_SOAK_SECONDS=600 for the full run (docs/testing.md).
+SOAK_SECONDS = float(os.environ.get("NP_SOAK_SECONDS", "10"))
 
 
 def xvisitor(env, srv, target, key="correct horse", name="bob", extra=""):
@@ -233,6 +236,49 @@ def test_direct_close_with_live_stream(env):
     check(alice.wait_exit(30) == 0, "the owner's client exits 0")
 
 
+def test_direct_soak(env):
+    """NP_SOAK_SECONDS of traffic both ways over a direct path (test_twoway's mixed_load: 2 visitors
+    echo 8 MiB both ways one after another while 4 make 1 KiB echoes on fresh connections, 40 a
+    second each, so QUIC streams open and close all the time): every byte back, nothing stuck, all
+    of it direct (the server carries no visit), and afterwards both clients hold the descriptors
+    they held before and the owner's connections to the service are closed."""
+    srv = env.server("--token", "s3cret")
+    echo = echo_service(env)
+    alice = owner(env, srv, echo.port)
+    bob, port = xvisitor(env, srv, "alice.svc")
+    check(nothing_back(port, b"x" * 1000) == b"x" * 1000, "the first connection is served")
+    bob.wait_line(r"visitor v: direct path to alice\.svc at \S+ is up")
+    wait_until(lambda: established_to(echo.port) == 0, 15, "the first connection closed")
+    base = (fds(alice)[0], fds(bob)[0])
+    links = (fd_links(alice), fd_links(bob))
+    rss0 = [rss_kib(p) for p in (alice, bob)]
+    mixed_load(port, SOAK_SECONDS)
+    st = server_stats(srv)
+    check(st["private_visits"] == 0 and st["direct_introduced"] == 1,
+          f"all of it over the one direct path: {st}")
+    wait_until(lambda: established_to(echo.port) == 0, 15,
+               f"the owner's connections to the service closed (still {established_to(echo.port)})")
+    try:
+        wait_until(lambda: (fds(alice)[0], fds(bob)[0]) == base, 15,
+                   f"descriptors back to {base} (owner, visitor): now {fds(alice)[0]}, {fds(bob)[0]}")
+    except Fail:
+        for p, before in zip((alice, bob), links):
+            now = fd_links(p)
+            for fd in sorted(set(now) - set(before)):
+                print(f"{p.name}: new fd {fd}: {now[fd]}")
+        raise
+    print("RSS KiB before and after (owner, visitor): "
+          f"{rss0} -> {[rss_kib(p) for p in (alice, bob)]}")
+
+
+def rss_kib(proc):
+    with open(f"/proc/{proc.p.pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
 TESTS = {
     "direct_two_way": test_direct_two_way,
     "direct_service_speaks_first": test_direct_service_speaks_first,
@@ -242,6 +288,7 @@ TESTS = {
     "direct_old_owner": test_direct_old_owner,
     "direct_reload_revokes": test_direct_reload_revokes,
     "direct_close_with_live_stream": test_direct_close_with_live_stream,
+    "direct_soak": test_direct_soak,
 }
 
 if __name__ == "__main__":

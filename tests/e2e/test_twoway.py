@@ -11,7 +11,7 @@ import sys
 import threading
 import time
 
-from nptest import LOOP, Proc, check, connect, pattern, run, wait_until
+from nptest import LOOP, Fail, Proc, check, connect, pattern, run, wait_until
 
 MIB = 1024 * 1024
 # The soak's length: short in the suite, NP_SOAK_SECONDS=600 for the full run (docs/testing.md).
@@ -201,14 +201,12 @@ def test_echo_8x16mib_and_64mib(env):
     wait_for_baseline(srv, cl, echo, base, "after the echoes")
 
 
-def test_soak_two_way_and_short(env):
-    """NP_SOAK_SECONDS of two-way bulk (2 visitors, 8 MiB echoes one after another) mixed with short
-    exchanges (4 visitors, 1 KiB echoes on fresh connections, 40 a second each); nothing fails or
-    sticks, and every
-    descriptor on both sides is back to its baseline afterwards."""
-    echo, srv, cl, port = tunnel_to_echo(env)
-    base = (fds(srv)[0], fds(cl)[0], fds(srv)[1], fds(cl)[1], fd_links(srv), fd_links(cl))
-    stop = time.monotonic() + SOAK_SECONDS
+def mixed_load(port, seconds):
+    """For seconds, two-way bulk (2 visitors, 8 MiB echoes one after another) mixed with short
+    exchanges (4 visitors, 1 KiB echoes on fresh connections, 40 a second each, each from its own
+    loopback address) to the echo behind port: every byte back, nothing fails or sticks. Returns
+    {"bulk": echoes, "short": echoes}."""
+    stop = time.monotonic() + seconds
     counts = {"bulk": 0, "short": 0}
     errors = []
     lock = threading.Lock()
@@ -261,12 +259,21 @@ def test_soak_two_way_and_short(env):
     for t in threads:
         t.start()
     for t in threads:
-        t.join(SOAK_SECONDS + 120)
+        t.join(seconds + 120)
     check(not any(t.is_alive() for t in threads), "soak: a visitor is stuck")
     check(not errors, f"soak: {errors[:3]}")
     check(counts["bulk"] >= 2 and counts["short"] >= 10, f"soak did too little: {counts}")
-    print(f"soak {SOAK_SECONDS:.0f}s: {counts['bulk']} bulk echoes of 8 MiB, "
+    print(f"soak {seconds:.0f}s: {counts['bulk']} bulk echoes of 8 MiB, "
           f"{counts['short']} short ones")
+    return counts
+
+
+def test_soak_two_way_and_short(env):
+    """NP_SOAK_SECONDS of two-way bulk mixed with short exchanges (mixed_load); nothing fails or
+    sticks, and every descriptor on both sides is back to its baseline afterwards."""
+    echo, srv, cl, port = tunnel_to_echo(env)
+    base = (fds(srv)[0], fds(cl)[0], fds(srv)[1], fds(cl)[1], fd_links(srv), fd_links(cl))
+    mixed_load(port, SOAK_SECONDS)
     wait_for_baseline(srv, cl, echo, base, "after the soak")
 
 
