@@ -151,6 +151,8 @@ class Env:
         if not wait:
             return p
         p.port = int(p.wait_line(r"listening on .* \(port (\d+)").group(1))
+        # clients dial the server where it listens: 127.0.0.1, or [::1] for a server bound there
+        p.host = bind.rsplit(":", 1)[0] if bind.startswith("[") else LOOP
         p.fingerprint = None
         p.tls_dir = tls[1] if TLS else None
         # The start-up lines end with TLS's (the fingerprint, or the warning that it is off): a test
@@ -174,7 +176,7 @@ class Env:
         # NP_E2E_MUX=0 runs a case with a TCP connection per visitor (meson's nomux-* cases);
         # multiplexing is the default
         mux = ["--mux", "false"] if os.environ.get("NP_E2E_MUX") == "0" else []
-        p = Proc(self, name, [CLIENT, "--server", f"{LOOP}:{server.port}", "--token", token,
+        p = Proc(self, name, [CLIENT, "--server", f"{getattr(server, 'host', LOOP)}:{server.port}", "--token", token,
                               "--log-level", "debug", "--reconnect-max", "1s", *mux,
                               *self.tls_client_args(server), *args])
         if wait:

@@ -236,6 +236,23 @@ def test_direct_close_with_live_stream(env):
     check(alice.wait_exit(30) == 0, "the owner's client exits 0")
 
 
+def test_direct_ipv6(env):
+    """The server on [::1]: both clients learn their mappings from its UDP port over IPv6, and the
+    path is made between IPv6 candidates (the family of the server's address, docs/config.md);
+    four connections at once echo 8 MiB both ways over it, none through the server."""
+    srv = env.server("--token", "s3cret", bind="[::1]:0")
+    echo = echo_service(env)
+    alice = owner(env, srv, echo.port)
+    bob, port = xvisitor(env, srv, "alice.svc")
+    check(nothing_back(port, b"x" * 1000) == b"x" * 1000, "the first connection is served")
+    bob.wait_line(r"visitor v: direct path to alice\.svc at \[::1\]:\d+ is up")
+    alice.wait_line(r"proxy svc: direct path to client bob at \[::1\]:\d+ is up")
+    four_both_ways(port)
+    st = server_stats(srv)
+    check(st["direct_introduced"] == 1 and st["private_visits"] == 0,
+          f"one introduction, nothing through the server: {st}")
+
+
 def test_direct_soak(env):
     """NP_SOAK_SECONDS of traffic both ways over a direct path (test_twoway's mixed_load: 2 visitors
     echo 8 MiB both ways one after another while 4 make 1 KiB echoes on fresh connections, 40 a
@@ -288,6 +305,7 @@ TESTS = {
     "direct_old_owner": test_direct_old_owner,
     "direct_reload_revokes": test_direct_reload_revokes,
     "direct_close_with_live_stream": test_direct_close_with_live_stream,
+    "direct_ipv6": test_direct_ipv6,
     "direct_soak": test_direct_soak,
 }
 
