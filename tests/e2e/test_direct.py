@@ -32,18 +32,24 @@ def xvisitor(env, srv, target, key="correct horse", name="bob", extra=""):
     return cl, port
 
 
+def path_up(env, bind=f"{LOOP}:0", at=r"\S+"):
+    """A server, alice's private echo and bob's xtcp visitor of it, and a first connection that
+    brings the direct path up (it waits for the try): (server, echo, alice, bob, bob's port)."""
+    srv = env.server("--token", "s3cret", bind=bind)
+    echo = echo_service(env)
+    alice = owner(env, srv, echo.port)
+    bob, port = xvisitor(env, srv, "alice.svc")
+    check(nothing_back(port, b"x" * 1000) == b"x" * 1000, "the first connection is served")
+    bob.wait_line(rf"visitor v: direct path to alice\.svc at {at} is up in \d+ ms \(candidate \d+")
+    return srv, echo, alice, bob, port
+
+
 def test_direct_two_way(env):
     """Four local connections at once, 8 MiB each way at the same time, to alice's private echo
     over the direct path: every byte back in order; the server introduced the two once and
     relayed no visit (private_visits 0); the visitor's log says the path is up and how."""
-    srv = env.server("--token", "s3cret")
-    echo = echo_service(env)
-    owner(env, srv, echo.port)
-    bob, port = xvisitor(env, srv, "alice.svc")
-    # The first connection waits for the path; the others find it up.
-    check(nothing_back(port, b"x" * 1000) == b"x" * 1000, "the first connection is served")
-    bob.wait_line(r"visitor v: direct path to alice\.svc at \S+ is up in \d+ ms \(candidate \d+")
-    four_both_ways(port)
+    srv, _, _, _, port = path_up(env)  # the first connection waits for the path
+    four_both_ways(port)  # these find it up
     st = server_stats(srv)
     check(st["direct_introduced"] == 1 and st["direct_refused"] == 0, f"introduced once: {st}")
     check(st["private_visits"] == 0, f"nothing went through the server: {st}")
@@ -201,12 +207,7 @@ def test_direct_reload_revokes(env):
     """A path up, then the owner's SIGHUP rotates secret_key: the owner ends the path at once (it
     outlives no key), the visitor hears it closed, and its next connection, through the server
     with the old key, is refused: nothing back."""
-    srv = env.server("--token", "s3cret")
-    echo = echo_service(env)
-    alice = owner(env, srv, echo.port)
-    bob, port = xvisitor(env, srv, "alice.svc")
-    check(nothing_back(port, b"y" * 100) == b"y" * 100, "served")
-    bob.wait_line(r"direct path to alice\.svc at \S+ is up")
+    _, echo, alice, bob, port = path_up(env)
     write(env, "alice.ini", f"[proxy svc]\ntype = stcp\nlocal = {LOOP}:{echo.port}\n"
                             "secret_key = battery staple\n")
     mark = alice.mark()
@@ -240,12 +241,7 @@ def test_direct_ipv6(env):
     """The server on [::1]: both clients learn their mappings from its UDP port over IPv6, and the
     path is made between IPv6 candidates (the family of the server's address, docs/config.md);
     four connections at once echo 8 MiB both ways over it, none through the server."""
-    srv = env.server("--token", "s3cret", bind="[::1]:0")
-    echo = echo_service(env)
-    alice = owner(env, srv, echo.port)
-    bob, port = xvisitor(env, srv, "alice.svc")
-    check(nothing_back(port, b"x" * 1000) == b"x" * 1000, "the first connection is served")
-    bob.wait_line(r"visitor v: direct path to alice\.svc at \[::1\]:\d+ is up")
+    srv, _, alice, _, port = path_up(env, bind="[::1]:0", at=r"\[::1\]:\d+")
     alice.wait_line(r"proxy svc: direct path to client bob at \[::1\]:\d+ is up")
     four_both_ways(port)
     st = server_stats(srv)
@@ -259,12 +255,7 @@ def test_direct_soak(env):
     second each, so QUIC streams open and close all the time): every byte back, nothing stuck, all
     of it direct (the server carries no visit), and afterwards both clients hold the descriptors
     they held before and the owner's connections to the service are closed."""
-    srv = env.server("--token", "s3cret")
-    echo = echo_service(env)
-    alice = owner(env, srv, echo.port)
-    bob, port = xvisitor(env, srv, "alice.svc")
-    check(nothing_back(port, b"x" * 1000) == b"x" * 1000, "the first connection is served")
-    bob.wait_line(r"visitor v: direct path to alice\.svc at \S+ is up")
+    srv, echo, alice, bob, port = path_up(env)
     wait_until(lambda: established_to(echo.port) == 0, 15, "the first connection closed")
     base = (fds(alice)[0], fds(bob)[0])
     links = (fd_links(alice), fd_links(bob))
