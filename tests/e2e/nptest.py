@@ -176,7 +176,8 @@ class Env:
         # NP_E2E_MUX=0 runs a case with a TCP connection per visitor (meson's nomux-* cases);
         # multiplexing is the default
         mux = ["--mux", "false"] if os.environ.get("NP_E2E_MUX") == "0" else []
-        p = Proc(self, name, [CLIENT, "--server", f"{getattr(server, 'host', LOOP)}:{server.port}", "--token", token,
+        host = getattr(server, "host", LOOP)  # a stand-in server of a test's own has no host
+        p = Proc(self, name, [CLIENT, "--server", f"{host}:{server.port}", "--token", token,
                               "--log-level", "debug", "--reconnect-max", "1s", *mux,
                               *self.tls_client_args(server), *args])
         if wait:

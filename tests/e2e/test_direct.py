@@ -13,11 +13,13 @@ import time
 
 sys.path.insert(0, os.path.dirname(__file__))
 import npwire  # noqa: E402
-from nptest import LOOP, Fail, check, low_free_ports, run, server_stats, wait_until  # noqa: E402
+from nptest import LOOP, check, low_free_ports, rss_kib, run, server_stats, wait_until  # noqa: E402
 from test_private import counting_service, four_both_ways, nothing_back, owner, write  # noqa: E402
-from test_twoway import echo_service, established_to, fd_links, fds, mixed_load  # noqa: E402
+from test_twoway import (baseline, echo_service, established_to, mixed_load,  # noqa: E402
+                         wait_for_baseline)
 
-# The direct soak's length: short in the suite, NP_SOAK_SECONDS=600 for the full run (docs/testing.md).
+# The direct soak's length: short in the suite, NP_SOAK_SECONDS=600 for the full run
+# (docs/testing.md).
 SOAK_SECONDS = float(os.environ.get("NP_SOAK_SECONDS", "10"))
 
 
@@ -257,34 +259,15 @@ def test_direct_soak(env):
     they held before and the owner's connections to the service are closed."""
     srv, echo, alice, bob, port = path_up(env)
     wait_until(lambda: established_to(echo.port) == 0, 15, "the first connection closed")
-    base = (fds(alice)[0], fds(bob)[0])
-    links = (fd_links(alice), fd_links(bob))
-    rss0 = [rss_kib(p) for p in (alice, bob)]
+    base = baseline(alice, bob)
+    rss0 = [rss_kib(p.p.pid) for p in (alice, bob)]
     mixed_load(port, SOAK_SECONDS)
     st = server_stats(srv)
     check(st["private_visits"] == 0 and st["direct_introduced"] == 1,
           f"all of it over the one direct path: {st}")
-    wait_until(lambda: established_to(echo.port) == 0, 15,
-               f"the owner's connections to the service closed (still {established_to(echo.port)})")
-    try:
-        wait_until(lambda: (fds(alice)[0], fds(bob)[0]) == base, 15,
-                   f"descriptors back to {base} (owner, visitor): now {fds(alice)[0]}, {fds(bob)[0]}")
-    except Fail:
-        for p, before in zip((alice, bob), links):
-            now = fd_links(p)
-            for fd in sorted(set(now) - set(before)):
-                print(f"{p.name}: new fd {fd}: {now[fd]}")
-        raise
+    wait_for_baseline(alice, bob, echo, base, "after the soak")
     print("RSS KiB before and after (owner, visitor): "
-          f"{rss0} -> {[rss_kib(p) for p in (alice, bob)]}")
-
-
-def rss_kib(proc):
-    with open(f"/proc/{proc.p.pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    return 0
+          f"{rss0} -> {[rss_kib(p.p.pid) for p in (alice, bob)]}")
 
 
 TESTS = {

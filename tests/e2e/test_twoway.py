@@ -147,6 +147,12 @@ def tunnel_to_echo(env):
     return echo, srv, cl, port
 
 
+def baseline(srv, cl):
+    """What wait_for_baseline compares with: each process's descriptors (all, pipes, and where
+    each points)."""
+    return (fds(srv)[0], fds(cl)[0], fds(srv)[1], fds(cl)[1], fd_links(srv), fd_links(cl))
+
+
 def wait_for_baseline(srv, cl, echo, base, what):
     """Every descriptor the traffic took is given back: the tools' own, and np-client's
     connections to the service (the bug left them open for good)."""
@@ -155,7 +161,7 @@ def wait_for_baseline(srv, cl, echo, base, what):
                f"(still {established_to(echo.port)})")
     try:
         wait_until(lambda: (fds(srv)[0], fds(cl)[0]) == base[:2], 15,
-                   f"{what}: descriptors back to {base[:2]} (np-server, np-client) "
+                   f"{what}: descriptors back to {base[:2]} ({srv.name}, {cl.name}) "
                    f"(now {fds(srv)[0]}, {fds(cl)[0]})")
     except Fail:
         # Say which descriptors are left over, so that a rare failure can be read from its log.
@@ -172,7 +178,7 @@ def wait_for_baseline(srv, cl, echo, base, what):
 def test_echo_8x16mib_and_64mib(env):
     """8 visitors x 16 MiB at once, then one of 64 MiB, each echoed back while it is sent."""
     echo, srv, cl, port = tunnel_to_echo(env)
-    base = (fds(srv)[0], fds(cl)[0], fds(srv)[1], fds(cl)[1], fd_links(srv), fd_links(cl))
+    base = baseline(srv, cl)
     data16 = [pattern(16 * MIB, seed=i) for i in range(8)]
     results = [None] * 8
 
@@ -272,7 +278,7 @@ def test_soak_two_way_and_short(env):
     """NP_SOAK_SECONDS of two-way bulk mixed with short exchanges (mixed_load); nothing fails or
     sticks, and every descriptor on both sides is back to its baseline afterwards."""
     echo, srv, cl, port = tunnel_to_echo(env)
-    base = (fds(srv)[0], fds(cl)[0], fds(srv)[1], fds(cl)[1], fd_links(srv), fd_links(cl))
+    base = baseline(srv, cl)
     mixed_load(port, SOAK_SECONDS)
     wait_for_baseline(srv, cl, echo, base, "after the soak")
 
